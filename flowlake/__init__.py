@@ -1,0 +1,52 @@
+"""flowlake: real-time data lakes in pure Python."""
+
+from flowlake.catalog.base import Commit
+from flowlake.catalog.catalog import Catalog, connect
+from flowlake.changelog import KIND_COLUMN, SEQ_COLUMN, RowKind
+from flowlake.errors import (
+    CatalogError,
+    CdcDecodeError,
+    CommitConflictError,
+    CorruptRecordError,
+    FlowlakeError,
+    InvalidArgumentError,
+    InvalidChangelogError,
+    InvalidNameError,
+    NullKeyError,
+    PermissionDeniedError,
+    SchemaMismatchError,
+    StorageError,
+    TableExistsError,
+    TableNotFoundError,
+    VersionCleanedError,
+    VersionNotFoundError,
+)
+from flowlake.table.table import LakeTable
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "KIND_COLUMN",
+    "SEQ_COLUMN",
+    "Catalog",
+    "CatalogError",
+    "CdcDecodeError",
+    "Commit",
+    "CommitConflictError",
+    "CorruptRecordError",
+    "FlowlakeError",
+    "InvalidArgumentError",
+    "InvalidChangelogError",
+    "InvalidNameError",
+    "LakeTable",
+    "NullKeyError",
+    "PermissionDeniedError",
+    "RowKind",
+    "SchemaMismatchError",
+    "StorageError",
+    "TableExistsError",
+    "TableNotFoundError",
+    "VersionCleanedError",
+    "VersionNotFoundError",
+    "connect",
+]

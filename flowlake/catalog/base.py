@@ -1,0 +1,128 @@
+"""What the catalog stores, and the protocol every catalog backend implements.
+
+The catalog is the single source of truth: a table's current version is one row that a commit moves
+with compare-and-set, in the same transaction that records the commit's files. Object stores have no
+atomic rename; the catalog gives atomicity everywhere.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import pyarrow as pa
+
+Operation = Literal["create", "write", "compact", "schema", "clean"]
+"""What a commit did. ``write`` changes rows; the others leave the rows as they were."""
+
+FileContent = Literal["base", "log"]
+"""``base`` files hold whole rows after compaction; ``log`` files hold one commit's changes."""
+
+DATA_OPERATIONS: frozenset[str] = frozenset({"write"})
+
+
+@dataclass(frozen=True, slots=True)
+class DataFile:
+    """One Parquet file of a table, as recorded in the catalog."""
+
+    path: str
+    """Path relative to the warehouse root."""
+    bucket: int
+    content: FileContent
+    row_count: int
+    size: int
+    stats: bytes | None = None
+    added_version: int = 0
+    removed_version: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """One completed commit on a table's timeline."""
+
+    version: int
+    instant: str
+    operation: str
+    committed_at: dt.datetime
+    summary: Mapping[str, Any] = field(default_factory=dict)
+    principal: str = ""
+    token: str | None = None
+    schema_id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TableRecord:
+    """A table's catalog entry at the moment it was read."""
+
+    id: int
+    namespace: str
+    name: str
+    location: str
+    primary_key: tuple[str, ...]
+    buckets: int
+    properties: Mapping[str, str]
+    current_version: int
+    oldest_version: int
+    schema_id: int
+    schema: pa.Schema
+    created_at: dt.datetime
+
+    @property
+    def qualified_name(self) -> str:
+        """``namespace.table``."""
+        return f"{self.namespace}.{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class CommitRequest:
+    """Everything a writer hands the catalog to complete an inflight commit."""
+
+    instant: str
+    read_version: int
+    operation: Operation
+    added: Sequence[DataFile] = ()
+    removed: Sequence[str] = ()
+    summary: Mapping[str, Any] = field(default_factory=dict)
+    new_schema: pa.Schema | None = None
+    token: str | None = None
+    conflicts_with_writes: bool = True
+    """Whether any intervening ``write`` commit forces this commit to be redone (its before-images
+    were computed against ``read_version``). Compaction sets it to False: it only needs the files it
+    removes to still be live."""
+
+
+class MetaStore(Protocol):
+    """The operations a lake table needs from its catalog backend."""
+
+    principal: str
+
+    def get_table(self, namespace: str, name: str) -> TableRecord: ...
+    def create_table(
+        self,
+        namespace: str,
+        name: str,
+        schema: pa.Schema,
+        primary_key: Sequence[str],
+        buckets: int,
+        properties: Mapping[str, str],
+    ) -> TableRecord: ...
+    def drop_table(self, namespace: str, name: str) -> TableRecord: ...
+    def list_tables(self, namespace: str | None = None) -> list[str]: ...
+    def list_namespaces(self) -> list[str]: ...
+    def begin_commit(self, table_id: int, instant: str, operation: Operation) -> None: ...
+    def abort_commit(self, table_id: int, instant: str) -> None: ...
+    def complete_commit(self, table: TableRecord, request: CommitRequest) -> Commit: ...
+    def find_token(self, table_id: int, token: str) -> Commit | None: ...
+    def current_version(self, table_id: int) -> tuple[int, int]: ...
+    def commits(self, table_id: int, start: int = 0, end: int | None = None) -> list[Commit]: ...
+    def version_at(self, table_id: int, timestamp_ms: int) -> int | None: ...
+    def live_files(self, table_id: int, version: int) -> list[DataFile]: ...
+    def log_files_between(self, table_id: int, start: int, end: int) -> list[DataFile]: ...
+    def schema(self, table_id: int, schema_id: int) -> pa.Schema: ...
+    def inflight_instants(self, table_id: int) -> list[tuple[str, int]]: ...
+    def forget_files(self, table_id: int, paths: Sequence[str], oldest_version: int) -> None: ...
+    def all_file_paths(self, table_id: int) -> set[str]: ...
+    def retired_files(self, table_id: int, up_to_version: int) -> list[DataFile]: ...
+    def abort_stale_inflight(self, table_id: int, instants: Sequence[str]) -> None: ...

@@ -1,0 +1,139 @@
+"""The user-facing catalog: create, load, list and drop lake tables."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import sqlalchemy as sa
+
+from flowlake.catalog.base import MetaStore
+from flowlake.catalog.sql import SqlMetaStore, create_engine, redact
+from flowlake.config import Settings
+from flowlake.errors import InvalidArgumentError, TableExistsError, TableNotFoundError
+from flowlake.io.fs import Storage, open_storage
+from flowlake.names import TableName, validate_name
+from flowlake.table.schema import validate_schema
+from flowlake.table.table import LakeTable
+
+
+class Catalog:
+    """Tables by name, over one metadata store and one warehouse. Make one with :func:`connect`."""
+
+    def __init__(self, store: MetaStore, storage: Storage, *, catalog_url: str = "") -> None:
+        self.store = store
+        self.storage = storage
+        self.catalog_url = catalog_url
+
+    def __repr__(self) -> str:
+        return f"Catalog(catalog={redact(self.catalog_url)!r}, warehouse={self.storage.uri!r})"
+
+    @property
+    def principal(self) -> str:
+        """Who this catalog acts as."""
+        return self.store.principal
+
+    def create_table(
+        self,
+        name: str,
+        schema: pa.Schema,
+        *,
+        primary_key: list[str] | tuple[str, ...],
+        buckets: int = 4,
+        properties: Mapping[str, str] | None = None,
+        exist_ok: bool = False,
+    ) -> LakeTable:
+        """Create a primary-key table ``namespace.table`` at version 0.
+
+        Args:
+            name: ``namespace.table``; both parts lowercase letters, digits and underscores.
+            schema: The pyarrow schema; key columns become non-nullable.
+            primary_key: Key columns (not floats or bools).
+            buckets: Hash buckets; each commit writes at most one log file per bucket.
+            properties: Table properties (e.g. ``target_file_rows``).
+            exist_ok: Return the existing table instead of raising ``TableExistsError``.
+        """
+        qualified = TableName.parse(name)
+        if not primary_key:
+            raise InvalidArgumentError(f"table {name!r}: primary_key needs at least one column")
+        if not isinstance(buckets, int) or not 1 <= buckets <= 4096:
+            raise InvalidArgumentError(f"table {name!r}: buckets must be an integer from 1 to 4096")
+        stored = validate_schema(name, schema, list(primary_key))
+        try:
+            record = self.store.create_table(
+                qualified.namespace, qualified.table, stored, list(primary_key), buckets,
+                {k: str(v) for k, v in (properties or {}).items()},
+            )  # fmt: skip
+        except TableExistsError:
+            if exist_ok:
+                return self.load_table(name)
+            raise
+        return LakeTable(self.store, self.storage, record)
+
+    def load_table(self, name: str) -> LakeTable:
+        """Open an existing table; raises ``TableNotFoundError``."""
+        qualified = TableName.parse(name)
+        return LakeTable(self.store, self.storage, self.store.get_table(qualified.namespace, qualified.table))
+
+    def table_exists(self, name: str) -> bool:
+        """Whether ``namespace.table`` exists."""
+        try:
+            self.load_table(name)
+        except TableNotFoundError:
+            return False
+        return True
+
+    def list_tables(self, namespace: str | None = None) -> list[str]:
+        """Qualified names of the tables, all or in one namespace, sorted."""
+        if namespace is not None:
+            validate_name(namespace, kind="namespace")
+        return self.store.list_tables(namespace)
+
+    def list_namespaces(self) -> list[str]:
+        """Namespaces, sorted."""
+        return self.store.list_namespaces()
+
+    def drop_table(self, name: str, *, missing_ok: bool = False) -> None:
+        """Remove a table from the catalog and delete its files."""
+        qualified = TableName.parse(name)
+        try:
+            record = self.store.drop_table(qualified.namespace, qualified.table)
+        except TableNotFoundError:
+            if missing_ok:
+                return
+            raise
+        self.storage.delete_tree(self.storage.path(record.location))
+
+
+def connect(
+    catalog: str | None = None,
+    warehouse: str | None = None,
+    *,
+    principal: str | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> Catalog:
+    """Open a catalog and its warehouse.
+
+    With no arguments: ``FLOWLAKE_CATALOG``/``FLOWLAKE_WAREHOUSE``, then ``flowlake.toml``, then the
+    embedded default ``./.flowlake`` (SQLite catalog and a local file warehouse).
+
+    Args:
+        catalog: ``sqlite:///path.db``, ``sqlite://`` (in memory) or ``postgresql://user@host/db``.
+        warehouse: ``file:///path``, a local path, ``memory://name`` or ``s3://bucket/prefix``.
+        principal: Who acts (defaults to the local user).
+        storage_options: Passed to fsspec (e.g. ``{"client_kwargs": {"endpoint_url": ...}}`` for S3).
+    """
+    settings = Settings.resolve(catalog=catalog, warehouse=warehouse, principal=principal)
+    url = settings.catalog
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    if url in ("sqlite://", "sqlite:///:memory:"):
+        engine = sa.create_engine(
+            "sqlite://", poolclass=sa.pool.StaticPool, connect_args={"check_same_thread": False}
+        )
+    else:
+        engine = create_engine(url)
+    store = SqlMetaStore(engine, principal=settings.principal)
+    return Catalog(store, open_storage(settings.warehouse, storage_options), catalog_url=url)

@@ -1,0 +1,589 @@
+"""The catalog on a SQL database through SQLAlchemy Core: SQLite (embedded default) or PostgreSQL.
+
+Every statement is built with SQLAlchemy Core and bound parameters, never by formatting values into
+SQL. A commit is one transaction that (1) locks the table's row by writing it, (2) checks what was
+committed since the writer's read version, (3) records the new files and retires removed ones, and
+(4) moves ``current_version`` forward. A crash before the transaction ends leaves only orphan data
+files, which cleaning removes; readers never see a partial commit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from flowlake.catalog.base import (
+    DATA_OPERATIONS,
+    Commit,
+    CommitRequest,
+    DataFile,
+    Operation,
+    TableRecord,
+)
+from flowlake.errors import (
+    CatalogError,
+    CatalogVersionError,
+    CommitConflictError,
+    TableExistsError,
+    TableNotFoundError,
+)
+
+SCHEMA_VERSION = 1
+"""Version of the catalog's own tables; bumped with a migration whenever they change."""
+
+_md = sa.MetaData()
+
+meta = sa.Table(
+    "flowlake_meta",
+    _md,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+namespaces = sa.Table(
+    "flowlake_namespaces",
+    _md,
+    sa.Column("name", sa.String(63), primary_key=True),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+)
+tables = sa.Table(
+    "flowlake_tables",
+    _md,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("namespace", sa.String(63), nullable=False),
+    sa.Column("name", sa.String(63), nullable=False),
+    sa.Column("location", sa.Text, nullable=False),
+    sa.Column("primary_key", sa.Text, nullable=False),
+    sa.Column("buckets", sa.Integer, nullable=False),
+    sa.Column("properties", sa.Text, nullable=False),
+    sa.Column("current_version", sa.BigInteger, nullable=False),
+    sa.Column("oldest_version", sa.BigInteger, nullable=False),
+    sa.Column("schema_id", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.UniqueConstraint("namespace", "name", name="uq_flowlake_tables_name"),
+)
+schemas = sa.Table(
+    "flowlake_schemas",
+    _md,
+    sa.Column("table_id", sa.Integer, primary_key=True),
+    sa.Column("schema_id", sa.Integer, primary_key=True),
+    sa.Column("arrow_schema", sa.LargeBinary, nullable=False),
+)
+commits = sa.Table(
+    "flowlake_commits",
+    _md,
+    sa.Column("table_id", sa.Integer, primary_key=True),
+    sa.Column("instant", sa.String(64), primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("version", sa.BigInteger, nullable=True),
+    sa.Column("operation", sa.String(16), nullable=False),
+    sa.Column("started_at", sa.BigInteger, nullable=False),
+    sa.Column("committed_at", sa.BigInteger, nullable=True),
+    sa.Column("schema_id", sa.Integer, nullable=True),
+    sa.Column("summary", sa.Text, nullable=True),
+    sa.Column("token", sa.String(255), nullable=True),
+    sa.Column("principal", sa.String(255), nullable=False),
+    sa.UniqueConstraint("table_id", "version", name="uq_flowlake_commits_version"),
+    sa.UniqueConstraint("table_id", "token", name="uq_flowlake_commits_token"),
+)
+sa.Index("ix_flowlake_commits_time", commits.c.table_id, commits.c.committed_at)
+files = sa.Table(
+    "flowlake_files",
+    _md,
+    sa.Column("table_id", sa.Integer, primary_key=True),
+    sa.Column("path", sa.String(512), primary_key=True),
+    sa.Column("bucket", sa.Integer, nullable=False),
+    sa.Column("content", sa.String(8), nullable=False),
+    sa.Column("added_version", sa.BigInteger, nullable=False),
+    sa.Column("removed_version", sa.BigInteger, nullable=True),
+    sa.Column("row_count", sa.BigInteger, nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("stats", sa.LargeBinary, nullable=True),
+)
+sa.Index("ix_flowlake_files_added", files.c.table_id, files.c.added_version)
+sa.Index("ix_flowlake_files_removed", files.c.table_id, files.c.removed_version)
+
+
+class _TokenSeen(Exception):
+    def __init__(self, commit: Commit) -> None:
+        super().__init__(commit.version)
+        self.commit = commit
+
+
+def schema_to_bytes(schema: pa.Schema) -> bytes:
+    """Serialize an Arrow schema for the catalog."""
+    return bytes(schema.serialize())
+
+
+def schema_from_bytes(data: bytes) -> pa.Schema:
+    """Inverse of :func:`schema_to_bytes`."""
+    return pa.ipc.read_schema(pa.py_buffer(data))
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _from_ms(ms: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=60000")
+    cursor.close()
+
+
+def create_engine(url: str) -> Engine:
+    """An engine for a catalog URL (``sqlite:///path.db`` or ``postgresql://...``)."""
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    try:
+        if url.startswith("sqlite"):
+            engine = sa.create_engine(url, connect_args={"timeout": 60})
+            sa.event.listen(engine, "connect", _sqlite_pragmas)
+            return engine
+        return sa.create_engine(url, pool_pre_ping=True)
+    except (sa.exc.ArgumentError, ImportError) as exc:
+        raise CatalogError(f"cannot open catalog {redact(url)!r}: {exc}") from exc
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced by ``***``."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return "<unparseable catalog url>"
+
+
+class SqlMetaStore:
+    """The catalog backend on SQLite or PostgreSQL."""
+
+    def __init__(self, engine: Engine, *, principal: str | None = None) -> None:
+        self.engine = engine
+        self.principal = principal or getpass.getuser()
+        self._schema_cache: dict[tuple[int, int], pa.Schema] = {}
+        self._migrate()
+
+    # -- set-up -----------------------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        try:
+            with self.engine.begin() as conn:
+                _md.create_all(conn, checkfirst=True)
+                found = conn.execute(sa.select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
+                if found is None:
+                    conn.execute(sa.insert(meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
+                elif int(found) > SCHEMA_VERSION:
+                    raise CatalogVersionError(
+                        f"the catalog was written by a newer flowlake (catalog schema {found}, this "
+                        f"flowlake knows {SCHEMA_VERSION}); upgrade flowlake with `pip install -U flowlake`"
+                    )
+        except sa.exc.OperationalError as exc:
+            raise CatalogError(f"cannot open catalog {redact(str(self.engine.url))!r}: {exc.orig}") from exc
+
+    # -- tables -----------------------------------------------------------------------------------
+
+    def _record(self, conn: Connection, row: sa.Row[Any]) -> TableRecord:
+        m = row._mapping
+        return TableRecord(
+            id=m["id"],
+            namespace=m["namespace"],
+            name=m["name"],
+            location=m["location"],
+            primary_key=tuple(orjson.loads(m["primary_key"])),
+            buckets=m["buckets"],
+            properties=orjson.loads(m["properties"]),
+            current_version=m["current_version"],
+            oldest_version=m["oldest_version"],
+            schema_id=m["schema_id"],
+            schema=self._schema(conn, m["id"], m["schema_id"]),
+            created_at=_from_ms(m["created_at"]),
+        )
+
+    def _schema(self, conn: Connection, table_id: int, schema_id: int) -> pa.Schema:
+        key = (table_id, schema_id)
+        if key not in self._schema_cache:
+            blob = conn.execute(
+                sa.select(schemas.c.arrow_schema).where(
+                    schemas.c.table_id == table_id, schemas.c.schema_id == schema_id
+                )
+            ).scalar_one()
+            self._schema_cache[key] = schema_from_bytes(blob)
+        return self._schema_cache[key]
+
+    def schema(self, table_id: int, schema_id: int) -> pa.Schema:
+        """The schema with id ``schema_id`` of a table."""
+        with self.engine.connect() as conn:
+            return self._schema(conn, table_id, schema_id)
+
+    def get_table(self, namespace: str, name: str) -> TableRecord:
+        """The catalog entry of ``namespace.name``."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(tables).where(tables.c.namespace == namespace, tables.c.name == name)
+            ).first()
+            if row is None:
+                raise TableNotFoundError(f"{namespace}.{name}")
+            return self._record(conn, row)
+
+    def create_table(
+        self,
+        namespace: str,
+        name: str,
+        schema: pa.Schema,
+        primary_key: Sequence[str],
+        buckets: int,
+        properties: Mapping[str, str],
+    ) -> TableRecord:
+        """Register a new table at version 0."""
+        now = _now_ms()
+        try:
+            with self.engine.begin() as conn:
+                exists = conn.execute(sa.select(namespaces.c.name).where(namespaces.c.name == namespace)).first()
+                if exists is None:
+                    conn.execute(sa.insert(namespaces).values(name=namespace, created_at=now))
+                table_id = conn.execute(
+                    sa.insert(tables).values(
+                        namespace=namespace,
+                        name=name,
+                        location=f"{namespace}/{name}",
+                        primary_key=orjson.dumps(list(primary_key)).decode(),
+                        buckets=buckets,
+                        properties=orjson.dumps(dict(properties)).decode(),
+                        current_version=0,
+                        oldest_version=0,
+                        schema_id=0,
+                        created_at=now,
+                    )
+                ).inserted_primary_key[0]
+                conn.execute(sa.insert(schemas).values(table_id=table_id, schema_id=0, arrow_schema=schema_to_bytes(schema)))
+                conn.execute(
+                    sa.insert(commits).values(
+                        table_id=table_id, instant=f"{now:017d}-create", state="completed", version=0,
+                        operation="create", started_at=now, committed_at=now, schema_id=0,
+                        summary=orjson.dumps({"primary_key": list(primary_key), "buckets": buckets}).decode(),
+                        principal=self.principal,
+                    )
+                )  # fmt: skip
+        except sa.exc.IntegrityError as exc:
+            raise TableExistsError(f"{namespace}.{name}") from exc
+        return self.get_table(namespace, name)
+
+    def drop_table(self, namespace: str, name: str) -> TableRecord:
+        """Remove a table's catalog entries and return what it was."""
+        record = self.get_table(namespace, name)
+        with self.engine.begin() as conn:
+            for t in (files, commits, schemas):
+                conn.execute(sa.delete(t).where(t.c.table_id == record.id))
+            conn.execute(sa.delete(tables).where(tables.c.id == record.id))
+        return record
+
+    def list_tables(self, namespace: str | None = None) -> list[str]:
+        """Qualified names of all tables, or of those in one namespace."""
+        query = sa.select(tables.c.namespace, tables.c.name).order_by(tables.c.namespace, tables.c.name)
+        if namespace is not None:
+            query = query.where(tables.c.namespace == namespace)
+        with self.engine.connect() as conn:
+            return [f"{ns}.{n}" for ns, n in conn.execute(query)]
+
+    def list_namespaces(self) -> list[str]:
+        """All namespaces that hold or held a table."""
+        with self.engine.connect() as conn:
+            return [r[0] for r in conn.execute(sa.select(namespaces.c.name).order_by(namespaces.c.name))]
+
+    # -- commits ----------------------------------------------------------------------------------
+
+    def begin_commit(self, table_id: int, instant: str, operation: Operation) -> None:
+        """Record an inflight instant before its data files are written."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.insert(commits).values(
+                    table_id=table_id, instant=instant, state="inflight", operation=operation,
+                    started_at=_now_ms(), principal=self.principal,
+                )
+            )  # fmt: skip
+
+    def abort_commit(self, table_id: int, instant: str) -> None:
+        """Forget an inflight instant that will not complete (its files are orphans now)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.delete(commits).where(
+                    commits.c.table_id == table_id, commits.c.instant == instant, commits.c.state == "inflight"
+                )
+            )
+
+    def find_token(self, table_id: int, token: str) -> Commit | None:
+        """The completed commit that carried ``token``, if any."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(commits).where(
+                    commits.c.table_id == table_id, commits.c.token == token, commits.c.state == "completed"
+                )
+            ).first()
+        return None if row is None else _commit(row)
+
+    def complete_commit(self, table: TableRecord, request: CommitRequest) -> Commit:
+        """Atomically make an inflight commit the table's next version.
+
+        Raises:
+            CommitConflictError: If a commit since ``request.read_version`` makes this one invalid.
+        """
+        try:
+            return self._complete(table, request)
+        except _TokenSeen as seen:
+            self.abort_commit(table.id, request.instant)
+            return seen.commit
+
+    def _complete(self, table: TableRecord, request: CommitRequest) -> Commit:
+        name = table.qualified_name
+        with self.engine.begin() as conn:
+            # Writing the row first takes the write lock (SQLite) or the row lock (PostgreSQL), so
+            # the checks below and the version move are serialized with every other committer.
+            locked = conn.execute(
+                sa.update(tables).where(tables.c.id == table.id).values(current_version=tables.c.current_version)
+            )
+            if locked.rowcount != 1:
+                raise TableNotFoundError(name)
+            head, schema_id = conn.execute(
+                sa.select(tables.c.current_version, tables.c.schema_id).where(tables.c.id == table.id)
+            ).one()
+            if request.token is not None:
+                earlier = conn.execute(
+                    sa.select(commits).where(
+                        commits.c.table_id == table.id, commits.c.token == request.token,
+                        commits.c.state == "completed",
+                    )
+                ).first()  # fmt: skip
+                if earlier is not None:
+                    raise _TokenSeen(_commit(earlier))
+            if head != request.read_version:
+                self._check_intervening(conn, table, request, head)
+            version = head + 1
+            if request.new_schema is not None:
+                schema_id += 1
+                conn.execute(
+                    sa.insert(schemas).values(
+                        table_id=table.id, schema_id=schema_id, arrow_schema=schema_to_bytes(request.new_schema)
+                    )
+                )
+            if request.removed:
+                retired = conn.execute(
+                    sa.update(files)
+                    .where(
+                        files.c.table_id == table.id,
+                        files.c.path.in_(list(request.removed)),
+                        files.c.removed_version.is_(None),
+                    )
+                    .values(removed_version=version)
+                ).rowcount
+                if retired != len(request.removed):
+                    raise CommitConflictError(
+                        name, request.read_version, head, reason="files this commit replaces were already replaced"
+                    )
+            if request.added:
+                conn.execute(
+                    sa.insert(files),
+                    [
+                        {
+                            "table_id": table.id, "path": f.path, "bucket": f.bucket, "content": f.content,
+                            "added_version": version, "removed_version": None, "row_count": f.row_count,
+                            "size": f.size, "stats": f.stats,
+                        }
+                        for f in request.added
+                    ],
+                )  # fmt: skip
+            now = _now_ms()
+            done = conn.execute(
+                sa.update(commits)
+                .where(
+                    commits.c.table_id == table.id,
+                    commits.c.instant == request.instant,
+                    commits.c.state == "inflight",
+                )
+                .values(
+                    state="completed", version=version, committed_at=now, schema_id=schema_id,
+                    summary=orjson.dumps(dict(request.summary)).decode(), token=request.token,
+                )
+            ).rowcount  # fmt: skip
+            if done != 1:
+                raise CatalogError(
+                    f"commit {request.instant} of {name!r} is not inflight (was it aborted or cleaned?); "
+                    "retry the write"
+                )
+            conn.execute(
+                sa.update(tables).where(tables.c.id == table.id).values(current_version=version, schema_id=schema_id)
+            )
+            row = conn.execute(
+                sa.select(commits).where(commits.c.table_id == table.id, commits.c.instant == request.instant)
+            ).one()
+            return _commit(row)
+
+    def _check_intervening(self, conn: Connection, table: TableRecord, request: CommitRequest, head: int) -> None:
+        rows = conn.execute(
+            sa.select(commits.c.version, commits.c.operation).where(
+                commits.c.table_id == table.id,
+                commits.c.version > request.read_version,
+                commits.c.version <= head,
+            )
+        ).all()
+        for version, operation in rows:
+            if operation == "schema" or (request.new_schema is not None and operation in DATA_OPERATIONS):
+                raise CommitConflictError(
+                    table.qualified_name, request.read_version, head,
+                    reason=f"version {version} changed the schema",
+                )  # fmt: skip
+            if request.conflicts_with_writes and operation in DATA_OPERATIONS:
+                raise CommitConflictError(
+                    table.qualified_name, request.read_version, head,
+                    reason=f"version {version} wrote rows after this commit read the table",
+                )  # fmt: skip
+
+    # -- reads ------------------------------------------------------------------------------------
+
+    def current_version(self, table_id: int) -> tuple[int, int]:
+        """``(current_version, oldest_version)`` of a table."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(tables.c.current_version, tables.c.oldest_version).where(tables.c.id == table_id)
+            ).first()
+        if row is None:
+            raise CatalogError(f"table id {table_id} vanished from the catalog (dropped concurrently?)")
+        return int(row[0]), int(row[1])
+
+    def commits(self, table_id: int, start: int = 0, end: int | None = None) -> list[Commit]:
+        """Completed commits with ``start <= version <= end``, oldest first."""
+        query = sa.select(commits).where(
+            commits.c.table_id == table_id, commits.c.state == "completed", commits.c.version >= start
+        )
+        if end is not None:
+            query = query.where(commits.c.version <= end)
+        with self.engine.connect() as conn:
+            return [_commit(r) for r in conn.execute(query.order_by(commits.c.version))]
+
+    def version_at(self, table_id: int, timestamp_ms: int) -> int | None:
+        """The newest version committed at or before ``timestamp_ms``."""
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                sa.select(sa.func.max(commits.c.version)).where(
+                    commits.c.table_id == table_id,
+                    commits.c.state == "completed",
+                    commits.c.committed_at <= timestamp_ms,
+                )
+            ).scalar()
+        return None if found is None else int(found)
+
+    def live_files(self, table_id: int, version: int) -> list[DataFile]:
+        """The files that make up ``version``, in the order they were added."""
+        query = (
+            sa.select(files)
+            .where(
+                files.c.table_id == table_id,
+                files.c.added_version <= version,
+                sa.or_(files.c.removed_version.is_(None), files.c.removed_version > version),
+            )
+            .order_by(files.c.added_version, files.c.path)
+        )
+        with self.engine.connect() as conn:
+            return [_file(r) for r in conn.execute(query)]
+
+    def log_files_between(self, table_id: int, start: int, end: int) -> list[DataFile]:
+        """The log files of the commits ``start+1 .. end``, oldest first."""
+        query = (
+            sa.select(files)
+            .where(
+                files.c.table_id == table_id,
+                files.c.content == "log",
+                files.c.added_version > start,
+                files.c.added_version <= end,
+            )
+            .order_by(files.c.added_version, files.c.path)
+        )
+        with self.engine.connect() as conn:
+            return [_file(r) for r in conn.execute(query)]
+
+    def inflight_instants(self, table_id: int) -> list[tuple[str, int]]:
+        """``(instant, started_at_ms)`` of commits that started but never completed."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(commits.c.instant, commits.c.started_at).where(
+                    commits.c.table_id == table_id, commits.c.state == "inflight"
+                )
+            ).all()
+        return [(r[0], int(r[1])) for r in rows]
+
+    def retired_files(self, table_id: int, up_to_version: int) -> list[DataFile]:
+        """Files that left the snapshot at or before ``up_to_version``."""
+        query = sa.select(files).where(
+            files.c.table_id == table_id,
+            files.c.removed_version.is_not(None),
+            files.c.removed_version <= up_to_version,
+        )
+        with self.engine.connect() as conn:
+            return [_file(r) for r in conn.execute(query)]
+
+    def all_file_paths(self, table_id: int) -> set[str]:
+        """Every file path the catalog still records for a table."""
+        with self.engine.connect() as conn:
+            return {r[0] for r in conn.execute(sa.select(files.c.path).where(files.c.table_id == table_id))}
+
+    def forget_files(self, table_id: int, paths: Sequence[str], oldest_version: int) -> None:
+        """Drop file records (their files are being deleted) and move the oldest readable version."""
+        with self.engine.begin() as conn:
+            for start in range(0, len(paths), 500):
+                chunk = list(paths[start : start + 500])
+                conn.execute(sa.delete(files).where(files.c.table_id == table_id, files.c.path.in_(chunk)))
+            conn.execute(
+                sa.update(tables)
+                .where(tables.c.id == table_id, tables.c.oldest_version < oldest_version)
+                .values(oldest_version=oldest_version)
+            )
+
+    def abort_stale_inflight(self, table_id: int, instants: Sequence[str]) -> None:
+        """Forget inflight instants whose writers are gone."""
+        with self.engine.begin() as conn:
+            if instants:
+                conn.execute(
+                    sa.delete(commits).where(
+                        commits.c.table_id == table_id,
+                        commits.c.state == "inflight",
+                        commits.c.instant.in_(list(instants)),
+                    )
+                )
+
+
+def _commit(row: sa.Row[Any]) -> Commit:
+    m = row._mapping
+    return Commit(
+        version=int(m["version"]),
+        instant=m["instant"],
+        operation=m["operation"],
+        committed_at=_from_ms(int(m["committed_at"])),
+        summary=orjson.loads(m["summary"]) if m["summary"] else {},
+        principal=m["principal"],
+        token=m["token"],
+        schema_id=int(m["schema_id"] or 0),
+    )
+
+
+def _file(row: sa.Row[Any]) -> DataFile:
+    m = row._mapping
+    return DataFile(
+        path=m["path"],
+        bucket=int(m["bucket"]),
+        content=m["content"],
+        row_count=int(m["row_count"]),
+        size=int(m["size"]),
+        stats=m["stats"],
+        added_version=int(m["added_version"]),
+        removed_version=None if m["removed_version"] is None else int(m["removed_version"]),
+    )

@@ -1,0 +1,633 @@
+"""Debezium and Kafka Connect logical types: from JSON values to Python and Arrow values.
+
+A Debezium JSON message carries each column as a plain JSON value; what the value means is told
+by the Kafka Connect schema block (``{"schema": ..., "payload": ...}`` envelopes) or, when the
+schema is excluded, by an Arrow schema that the caller passes. This module turns either of those
+into one :class:`FieldDecoder` per column, which knows how to produce a Python value (the
+friendly per-row API) and how to build an Arrow column from a list of JSON values (the batch path).
+
+Mapping (JSON value → Python value → Arrow type):
+
+================================================  ======================  ========================
+Connect type / logical name                       JSON value              Arrow type
+================================================  ======================  ========================
+int8, int16, int32, int64                          integer                 int8 … int64
+float, double                                      number                  float32, float64
+boolean                                            true/false              bool
+string, io.debezium.data.Json/Enum/EnumSet/Uuid   string (kept)           string
+bytes, io.debezium.data.Bits                       base64 string           binary
+io.debezium.time.Date, connect ``Date``            days since 1970-01-01   date32
+io.debezium.time.Time, connect ``Time``            ms of the day           time32[ms]
+io.debezium.time.MicroTime                         µs of the day           time64[us]
+io.debezium.time.NanoTime                          ns of the day           time64[ns]
+io.debezium.time.Timestamp, connect ``Timestamp``  ms since epoch          timestamp[ms] (naive)
+io.debezium.time.MicroTimestamp                    µs since epoch          timestamp[us] (naive)
+io.debezium.time.NanoTimestamp                     ns since epoch          timestamp[ns] (naive)
+io.debezium.time.ZonedTimestamp                    ISO-8601 with offset    timestamp[us, tz=UTC]
+org.apache.kafka.connect.data.Decimal             base64 two's-complement decimal128(p, scale)
+io.debezium.data.VariableScaleDecimal             {"scale", "value"}      string (exact text)
+struct, array, map                                 object, array           struct, list, map
+================================================  ======================  ========================
+
+Decimal precision comes from the ``connect.decimal.precision`` parameter, else
+:data:`DEFAULT_DECIMAL_PRECISION` (38); above 38 digits the column is ``decimal256``. A
+VariableScaleDecimal has no fixed scale, so its lossless Arrow form is its decimal text; pass an
+explicit Arrow schema with a decimal type to get a numeric column. Python values of the
+nanosecond types are truncated to microseconds (``datetime`` has no finer unit); Arrow keeps ns.
+
+With ``decimal.handling.mode=string`` or ``double`` the schema block says ``string``/``double``;
+such a column only becomes a decimal when an explicit Arrow schema says so. Then a JSON number is
+taken as is (a float is rounded half-even to the column's scale), an object as a
+VariableScaleDecimal, and a string as base64 bytes (``decimal_handling="precise"``, Debezium's
+default) or as decimal text (``"string"``/``"double"``).
+
+Every conversion checks the JSON type it is given and raises :class:`CorruptRecordError` (never a
+bare ``TypeError``/``ValueError``); :meth:`FieldDecoder.python_value` adds the field name.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from typing import Any, Final, Literal
+
+import pyarrow as pa
+
+from flowlake.errors import CorruptRecordError
+
+DecimalHandling = Literal["precise", "string", "double"]
+"""How a decimal column's JSON strings are read: base64 bytes (``precise``) or decimal text."""
+
+Converter = Callable[[Any], Any]
+"""A function from one non-null JSON value to a Python or Arrow-ready value."""
+
+DEFAULT_DECIMAL_PRECISION: Final = 38
+"""Precision used for a Connect ``Decimal`` without ``connect.decimal.precision``."""
+
+_EPOCH_DATE: Final = dt.date(1970, 1, 1)
+_EPOCH: Final = dt.datetime(1970, 1, 1)  # noqa: DTZ001 - Debezium Timestamp is naive by definition
+_EPOCH_UTC: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_MICROS_PER_DAY: Final = 86_400_000_000
+_ONE_MICRO: Final = dt.timedelta(microseconds=1)
+_UNIT_PER_SECOND: Final = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
+
+DATE: Final = "io.debezium.time.Date"
+TIME: Final = "io.debezium.time.Time"
+MICRO_TIME: Final = "io.debezium.time.MicroTime"
+NANO_TIME: Final = "io.debezium.time.NanoTime"
+TIMESTAMP: Final = "io.debezium.time.Timestamp"
+MICRO_TIMESTAMP: Final = "io.debezium.time.MicroTimestamp"
+NANO_TIMESTAMP: Final = "io.debezium.time.NanoTimestamp"
+ZONED_TIMESTAMP: Final = "io.debezium.time.ZonedTimestamp"
+DECIMAL: Final = "org.apache.kafka.connect.data.Decimal"
+VARIABLE_SCALE_DECIMAL: Final = "io.debezium.data.VariableScaleDecimal"
+CONNECT_DATE: Final = "org.apache.kafka.connect.data.Date"
+CONNECT_TIME: Final = "org.apache.kafka.connect.data.Time"
+CONNECT_TIMESTAMP: Final = "org.apache.kafka.connect.data.Timestamp"
+
+
+# --- value conversions (each raises CorruptRecordError on a wrong JSON type or value) ---------------
+
+
+def _int(value: Any, what: str) -> int:
+    if type(value) is not int:
+        raise CorruptRecordError(f"expected {what} as a JSON integer, got {value!r}")
+    return value
+
+
+def _str(value: Any, what: str) -> str:
+    if type(value) is not str:
+        raise CorruptRecordError(f"expected {what} as a JSON string, got {value!r}")
+    return value
+
+
+def days_to_date(value: Any) -> dt.date:
+    """Convert ``io.debezium.time.Date`` (days since 1970-01-01) to a ``date``."""
+    days = _int(value, "days since 1970-01-01")
+    try:
+        return _EPOCH_DATE + dt.timedelta(days=days)
+    except OverflowError as exc:
+        raise CorruptRecordError(f"{days} days since 1970-01-01 is outside the supported dates") from exc
+
+
+def _time_of_day(micros: int, raw: int, unit: str) -> dt.time:
+    if not 0 <= micros < _MICROS_PER_DAY:
+        raise CorruptRecordError(f"{raw} {unit} is not a time of day (0 <= t < 24h)")
+    seconds, micro = divmod(micros, 1_000_000)
+    minutes, second = divmod(seconds, 60)
+    return dt.time(minutes // 60, minutes % 60, second, micro)
+
+
+def millis_to_time(value: Any) -> dt.time:
+    """Convert ``io.debezium.time.Time`` (milliseconds of the day) to a ``time``."""
+    millis = _int(value, "milliseconds of the day")
+    return _time_of_day(millis * 1_000, millis, "ms")
+
+
+def micros_to_time(value: Any) -> dt.time:
+    """Convert ``io.debezium.time.MicroTime`` (microseconds of the day) to a ``time``."""
+    micros = _int(value, "microseconds of the day")
+    return _time_of_day(micros, micros, "µs")
+
+
+def nanos_to_time(value: Any) -> dt.time:
+    """Convert ``io.debezium.time.NanoTime`` to a ``time``, truncated to microseconds."""
+    nanos = _int(value, "nanoseconds of the day")
+    return _time_of_day(nanos // 1_000, nanos, "ns")
+
+
+def _naive_timestamp(micros: int, raw: int, unit: str) -> dt.datetime:
+    try:
+        return _EPOCH + dt.timedelta(microseconds=micros)
+    except OverflowError as exc:
+        raise CorruptRecordError(f"{raw} {unit} since the epoch is outside the supported timestamps") from exc
+
+
+def millis_to_timestamp(value: Any) -> dt.datetime:
+    """Convert ``io.debezium.time.Timestamp`` (ms since the epoch, no zone) to a naive ``datetime``."""
+    millis = _int(value, "milliseconds since the epoch")
+    return _naive_timestamp(millis * 1_000, millis, "ms")
+
+
+def micros_to_timestamp(value: Any) -> dt.datetime:
+    """Convert ``io.debezium.time.MicroTimestamp`` (µs since the epoch) to a naive ``datetime``."""
+    micros = _int(value, "microseconds since the epoch")
+    return _naive_timestamp(micros, micros, "µs")
+
+
+def nanos_to_timestamp(value: Any) -> dt.datetime:
+    """Convert ``io.debezium.time.NanoTimestamp`` to a naive ``datetime``, truncated to microseconds."""
+    nanos = _int(value, "nanoseconds since the epoch")
+    return _naive_timestamp(nanos // 1_000, nanos, "ns")
+
+
+def zoned_to_datetime(value: Any) -> dt.datetime:
+    """Convert ``io.debezium.time.ZonedTimestamp`` (ISO-8601 with offset) to an aware UTC ``datetime``."""
+    text = _str(value, "an ISO-8601 timestamp with offset")
+    try:
+        parsed = dt.datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise CorruptRecordError(f"{text!r} is not an ISO-8601 timestamp") from exc
+    if parsed.tzinfo is None:
+        raise CorruptRecordError(f"{text!r} has no zone offset; ZonedTimestamp needs one (e.g. 'Z')")
+    try:
+        return parsed.astimezone(dt.UTC)
+    except OverflowError as exc:
+        raise CorruptRecordError(f"{text!r} is outside the supported timestamps") from exc
+
+
+def zoned_to_micros(value: Any) -> int:
+    """Convert ``io.debezium.time.ZonedTimestamp`` to microseconds since the epoch (UTC)."""
+    return (zoned_to_datetime(value) - _EPOCH_UTC) // _ONE_MICRO
+
+
+def base64_to_bytes(value: Any) -> bytes:
+    """Decode a Connect ``bytes`` value (standard base64 text)."""
+    text = _str(value, "base64 bytes")
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise CorruptRecordError(f"{text[:40]!r} is not valid base64") from exc
+
+
+def unscaled_to_decimal(unscaled: int, scale: int) -> Decimal:
+    """Build ``unscaled × 10^-scale`` exactly (no context rounding)."""
+    return Decimal(f"{unscaled}E{-scale}")
+
+
+def base64_to_decimal(value: Any, scale: int) -> Decimal:
+    """Decode a Connect ``Decimal``: base64 of the big-endian two's-complement unscaled integer."""
+    raw = base64_to_bytes(value)
+    if not raw:
+        raise CorruptRecordError("a Decimal needs at least one byte of unscaled value, got ''")
+    return unscaled_to_decimal(int.from_bytes(raw, "big", signed=True), scale)
+
+
+def variable_scale_to_decimal(value: Any) -> Decimal:
+    """Decode ``io.debezium.data.VariableScaleDecimal``: ``{"scale": int, "value": base64}``."""
+    if type(value) is not dict:
+        raise CorruptRecordError(f"expected a VariableScaleDecimal object {{scale, value}}, got {value!r}")
+    scale = _int(value.get("scale"), "VariableScaleDecimal 'scale'")
+    return base64_to_decimal(value.get("value"), scale)
+
+
+def text_to_decimal(value: Any) -> Decimal:
+    """Parse a decimal sent as text (``decimal.handling.mode=string``); NaN and infinities are refused."""
+    text = _str(value, "decimal text")
+    try:
+        result = Decimal(text)
+    except InvalidOperation as exc:
+        raise CorruptRecordError(f"{text[:40]!r} is not a decimal number") from exc
+    if not result.is_finite():
+        raise CorruptRecordError(f"{text!r} cannot be stored in a decimal column")
+    return result
+
+
+def number_to_decimal(value: Any, scale: int | None) -> Decimal:
+    """Convert a JSON number to ``Decimal``; a float is rounded half-even to ``scale`` digits."""
+    if type(value) is int:
+        return Decimal(value)
+    if type(value) is not float:
+        raise CorruptRecordError(f"expected a decimal as a JSON number, got {value!r}")
+    result = Decimal(repr(value))
+    if not result.is_finite():
+        raise CorruptRecordError(f"{value!r} cannot be stored in a decimal column")
+    return result if scale is None else result.quantize(Decimal(1).scaleb(-scale), ROUND_HALF_EVEN)
+
+
+def any_to_decimal(value: Any, scale: int | None, handling: DecimalHandling) -> Decimal:
+    """Read a decimal that may arrive as base64/text string, number or VariableScaleDecimal object."""
+    if type(value) is str:
+        if handling == "precise":
+            return base64_to_decimal(value, scale if scale is not None else 0)
+        return text_to_decimal(value)
+    if type(value) is dict:
+        return variable_scale_to_decimal(value)
+    return number_to_decimal(value, scale)
+
+
+# --- decoders -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FieldDecoder:
+    """How to read one column's JSON values.
+
+    Attributes:
+        name: Column name (``parent.child`` for nested fields), used in error messages.
+        arrow_type: Arrow type of the decoded column.
+        to_python: Converts one non-null JSON value to its Python value; validates the JSON type.
+        to_arrow: Converts one non-null JSON value to a value ``pa.array`` accepts for
+            ``arrow_type``; ``None`` when the JSON value can be handed to Arrow as is.
+        logical_name: The Connect/Debezium logical type name, if any.
+        nullable: Whether the schema declared the field optional.
+    """
+
+    name: str
+    arrow_type: pa.DataType
+    to_python: Converter
+    to_arrow: Converter | None = None
+    logical_name: str | None = None
+    nullable: bool = True
+
+    def python_value(self, value: Any) -> Any:
+        """Convert one JSON value (``None`` stays ``None``) to its Python value.
+
+        Raises:
+            CorruptRecordError: If the value has the wrong JSON type or is out of range; the
+                message names the field and its logical type.
+        """
+        if value is None:
+            return None
+        try:
+            return self.to_python(value)
+        except CorruptRecordError as exc:
+            raise CorruptRecordError(f"field {self.name!r}{self._label()}: {exc}") from exc
+
+    def build_array(self, values: list[Any]) -> pa.Array:
+        """Build this column from JSON values in one ``pa.array`` call.
+
+        Raises:
+            CorruptRecordError: If a converter rejects a value.
+            pyarrow.ArrowException: If Arrow rejects a value (wrong type, overflow, lost digits).
+        """
+        conv = self.to_arrow
+        if conv is not None:
+            values = [None if v is None else conv(v) for v in values]
+        storage = _INT_STORAGE.get(self.arrow_type)
+        if storage is not None:
+            return _build_from_ints(values, storage, self.arrow_type)
+        return pa.array(values, type=self.arrow_type)
+
+    def _label(self) -> str:
+        return f" ({self.logical_name})" if self.logical_name else f" ({self.arrow_type})"
+
+
+_INT_STORAGE: Final[dict[pa.DataType, pa.DataType]] = {
+    pa.int8(): pa.int8(),
+    pa.int16(): pa.int16(),
+    pa.int32(): pa.int32(),
+    pa.int64(): pa.int64(),
+    pa.uint8(): pa.uint8(),
+    pa.uint16(): pa.uint16(),
+    pa.uint32(): pa.uint32(),
+    pa.uint64(): pa.uint64(),
+    pa.date32(): pa.int32(),
+    pa.time32("ms"): pa.int32(),
+    pa.time32("s"): pa.int32(),
+    **{pa.time64(u): pa.int64() for u in ("us", "ns")},
+    **{pa.timestamp(u): pa.int64() for u in ("s", "ms", "us", "ns")},
+    **{pa.timestamp(u, tz="UTC"): pa.int64() for u in ("s", "ms", "us", "ns")},
+}
+"""Types built from JSON integers: inferred, then checked and safely cast (no silent truncation)."""
+
+
+def _build_from_ints(values: list[Any], storage: pa.DataType, target: pa.DataType) -> pa.Array:
+    inferred = pa.array(values)
+    kind = inferred.type
+    if not (pa.types.is_integer(kind) or pa.types.is_null(kind)):
+        raise CorruptRecordError(f"expected JSON integers for a {target} column, got {kind} values")
+    return inferred.cast(storage).cast(target)
+
+
+def _int_range(bits: int, *, signed: bool = True) -> Converter:
+    low, high = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+
+    def convert(value: Any) -> int:
+        number = _int(value, f"a {bits}-bit integer")
+        if not low <= number <= high:
+            raise CorruptRecordError(f"{number} does not fit in {bits} bits")
+        return number
+
+    return convert
+
+
+def _to_float(value: Any) -> float:
+    if type(value) is float or type(value) is int:
+        return float(value)
+    raise CorruptRecordError(f"expected a JSON number, got {value!r}")
+
+
+def _to_bool(value: Any) -> bool:
+    if type(value) is not bool:
+        raise CorruptRecordError(f"expected true or false, got {value!r}")
+    return value
+
+
+def _to_str(value: Any) -> str:
+    return _str(value, "a string")
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+_PLAIN: Final[dict[str, tuple[pa.DataType, Converter, Converter | None]]] = {
+    "int8": (pa.int8(), _int_range(8), None),
+    "int16": (pa.int16(), _int_range(16), None),
+    "int32": (pa.int32(), _int_range(32), None),
+    "int64": (pa.int64(), _int_range(64), None),
+    "float": (pa.float32(), _to_float, None),
+    "float32": (pa.float32(), _to_float, None),
+    "double": (pa.float64(), _to_float, None),
+    "float64": (pa.float64(), _to_float, None),
+    "boolean": (pa.bool_(), _to_bool, None),
+    "string": (pa.string(), _to_str, None),
+    "bytes": (pa.binary(), base64_to_bytes, base64_to_bytes),
+}
+"""Connect base types: (Arrow type, to_python, to_arrow)."""
+
+_FIXED_LOGICAL: Final[dict[str, tuple[frozenset[str], pa.DataType, Converter, Converter | None]]] = {
+    DATE: (frozenset({"int32", "int64"}), pa.date32(), days_to_date, None),
+    CONNECT_DATE: (frozenset({"int32", "int64"}), pa.date32(), days_to_date, None),
+    TIME: (frozenset({"int32", "int64"}), pa.time32("ms"), millis_to_time, None),
+    CONNECT_TIME: (frozenset({"int32", "int64"}), pa.time32("ms"), millis_to_time, None),
+    MICRO_TIME: (frozenset({"int64"}), pa.time64("us"), micros_to_time, None),
+    NANO_TIME: (frozenset({"int64"}), pa.time64("ns"), nanos_to_time, None),
+    TIMESTAMP: (frozenset({"int64"}), pa.timestamp("ms"), millis_to_timestamp, None),
+    CONNECT_TIMESTAMP: (frozenset({"int64"}), pa.timestamp("ms"), millis_to_timestamp, None),
+    MICRO_TIMESTAMP: (frozenset({"int64"}), pa.timestamp("us"), micros_to_timestamp, None),
+    NANO_TIMESTAMP: (frozenset({"int64"}), pa.timestamp("ns"), nanos_to_timestamp, None),
+    ZONED_TIMESTAMP: (frozenset({"string"}), pa.timestamp("us", tz="UTC"), zoned_to_datetime, zoned_to_micros),
+}
+"""Logical types with a fixed Arrow type: (allowed Connect types, Arrow type, to_python, to_arrow)."""
+
+
+def _schema_error(name: str, problem: str) -> CorruptRecordError:
+    return CorruptRecordError(f"schema block of field {name!r}: {problem}")
+
+
+def _param_int(name: str, params: Mapping[str, Any], key: str) -> int | None:
+    raw = params.get(key)
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except (TypeError, ValueError):
+        raise _schema_error(name, f"parameter {key!r} must be an integer, got {raw!r}") from None
+
+
+def _decimal_type(precision: int | None, scale: int) -> pa.DataType:
+    digits = max(precision if precision is not None else DEFAULT_DECIMAL_PRECISION, scale, 1)
+    if digits <= 38:
+        return pa.decimal128(digits, scale)
+    if digits <= 76:
+        return pa.decimal256(digits, scale)
+    raise CorruptRecordError(f"decimal precision {digits} exceeds Arrow's maximum of 76 digits")
+
+
+def _decimal_decoder(name: str, params: Mapping[str, Any], nullable: bool) -> FieldDecoder:
+    scale = _param_int(name, params, "scale") or 0
+    precision = _param_int(name, params, "connect.decimal.precision")
+    if scale < 0:
+        raise _schema_error(name, f"negative decimal scale {scale} is not supported")
+
+    def convert(value: Any) -> Decimal:
+        return base64_to_decimal(value, scale)
+
+    arrow_type = _decimal_type(precision, scale)
+    return FieldDecoder(name, arrow_type, convert, convert, DECIMAL, nullable)
+
+
+def _variable_scale_text(value: Any) -> str:
+    return format(variable_scale_to_decimal(value), "f")
+
+
+def decoder_from_connect(name: str, block: Any) -> FieldDecoder:
+    """Build the decoder for one field of a Kafka Connect schema block.
+
+    Args:
+        name: Field name, used in error messages.
+        block: The field's schema, e.g. ``{"type": "bytes", "name": "...Decimal", "parameters": {...}}``.
+
+    Returns:
+        The field's decoder; unknown logical names fall back to the Connect base type.
+
+    Raises:
+        CorruptRecordError: If the block is malformed or a logical type sits on the wrong base type.
+    """
+    if type(block) is not dict:
+        raise _schema_error(name, f"expected an object, got {block!r}")
+    ctype, logical, params = block.get("type"), block.get("name"), block.get("parameters") or {}
+    if type(ctype) is not str or (logical is not None and type(logical) is not str) or type(params) is not dict:
+        raise _schema_error(name, "needs a string 'type', an optional string 'name' and object 'parameters'")
+    nullable = block.get("optional", False) is not False
+    if logical == DECIMAL:
+        return _decimal_decoder(name, params, nullable)
+    if logical == VARIABLE_SCALE_DECIMAL:
+        return FieldDecoder(
+            name, pa.string(), variable_scale_to_decimal, _variable_scale_text, logical, nullable
+        )
+    fixed = _FIXED_LOGICAL.get(logical) if logical is not None else None
+    if fixed is not None:
+        allowed, arrow_type, to_python, to_arrow = fixed
+        if ctype not in allowed:
+            raise _schema_error(name, f"logical type {logical} cannot sit on Connect type {ctype!r}")
+        return FieldDecoder(name, arrow_type, to_python, to_arrow, logical, nullable)
+    return _plain_decoder(name, ctype, block, logical, nullable)
+
+
+def _plain_decoder(name: str, ctype: str, block: dict[str, Any], logical: str | None, nullable: bool) -> FieldDecoder:
+    plain = _PLAIN.get(ctype)
+    if plain is not None:
+        arrow_type, to_python, to_arrow = plain
+        return FieldDecoder(name, arrow_type, to_python, to_arrow, logical, nullable)
+    if ctype == "struct":
+        return _struct_decoder(name, block, logical, nullable)
+    if ctype == "array":
+        return _array_decoder(name, block, logical, nullable)
+    if ctype == "map":
+        return _map_decoder(name, block, logical, nullable)
+    raise _schema_error(name, f"unknown Connect type {ctype!r}")
+
+
+def struct_decoders(block: Any, *, prefix: str = "") -> tuple[FieldDecoder, ...]:
+    """Build the decoders of every field of a Connect ``struct`` schema block, in order.
+
+    Raises:
+        CorruptRecordError: If the block is not a struct with a list of named fields.
+    """
+    fields = block.get("fields") if type(block) is dict else None
+    if type(fields) is not list:
+        raise CorruptRecordError(f"schema block {prefix or 'row'!r}: a struct needs a 'fields' list")
+    decoders = []
+    for item in fields:
+        field_name = item.get("field") if type(item) is dict else None
+        if type(field_name) is not str:
+            raise CorruptRecordError(f"schema block {prefix or 'row'!r}: every field needs a string 'field'")
+        decoders.append(decoder_from_connect(prefix + field_name, item))
+    return tuple(decoders)
+
+
+def _struct_decoder(name: str, block: dict[str, Any], logical: str | None, nullable: bool) -> FieldDecoder:
+    children = struct_decoders(block, prefix=f"{name}.")
+    by_name = {c.name[len(name) + 1 :]: c for c in children}
+    arrow_type = pa.struct([pa.field(k, c.arrow_type, nullable=c.nullable) for k, c in by_name.items()])
+
+    def to_python(value: Any) -> dict[str, Any]:
+        if type(value) is not dict:
+            raise CorruptRecordError(f"expected a JSON object, got {value!r}")
+        return {k: (by_name[k].python_value(v) if k in by_name else v) for k, v in value.items()}
+
+    arrow_children = {k: c.to_arrow for k, c in by_name.items() if c.to_arrow is not None}
+
+    def to_arrow(value: Any) -> dict[str, Any]:
+        if type(value) is not dict:
+            raise CorruptRecordError(f"expected a JSON object, got {value!r}")
+        return {k: (f(v) if v is not None and (f := arrow_children.get(k)) else v) for k, v in value.items()}
+
+    return FieldDecoder(name, arrow_type, to_python, to_arrow if arrow_children else None, logical, nullable)
+
+
+def _array_decoder(name: str, block: dict[str, Any], logical: str | None, nullable: bool) -> FieldDecoder:
+    item = decoder_from_connect(f"{name}[]", block.get("items"))
+
+    def to_python(value: Any) -> list[Any]:
+        if type(value) is not list:
+            raise CorruptRecordError(f"expected a JSON array, got {value!r}")
+        return [item.python_value(v) for v in value]
+
+    item_arrow = item.to_arrow
+
+    def to_arrow(value: Any) -> list[Any]:
+        if type(value) is not list or item_arrow is None:
+            raise CorruptRecordError(f"expected a JSON array, got {value!r}")
+        return [None if v is None else item_arrow(v) for v in value]
+
+    return FieldDecoder(
+        name, pa.list_(item.arrow_type), to_python, to_arrow if item_arrow else None, logical, nullable
+    )
+
+
+def _map_pairs(value: Any) -> list[tuple[Any, Any]]:
+    if type(value) is dict:
+        return list(value.items())
+    if type(value) is list and all(type(p) is list and len(p) == 2 for p in value):
+        return [(p[0], p[1]) for p in value]
+    raise CorruptRecordError(f"expected a map as a JSON object or [[key, value], ...], got {value!r}")
+
+
+def _map_decoder(name: str, block: dict[str, Any], logical: str | None, nullable: bool) -> FieldDecoder:
+    key = decoder_from_connect(f"{name}.key", block.get("keys"))
+    val = decoder_from_connect(f"{name}.value", block.get("values"))
+
+    def to_python(value: Any) -> dict[Any, Any]:
+        try:
+            return {key.python_value(k): val.python_value(v) for k, v in _map_pairs(value)}
+        except TypeError as exc:  # an unhashable converted key
+            raise CorruptRecordError(f"map key cannot be used as a Python dict key: {exc}") from exc
+
+    def to_arrow(value: Any) -> list[tuple[Any, Any]]:
+        k_conv, v_conv = key.to_arrow or _identity, val.to_arrow or _identity
+        return [
+            (None if k is None else k_conv(k), None if v is None else v_conv(v)) for k, v in _map_pairs(value)
+        ]
+
+    arrow_type = pa.map_(key.arrow_type, val.arrow_type)
+    return FieldDecoder(name, arrow_type, to_python, to_arrow, logical, nullable)
+
+
+# --- decoders for an explicit Arrow schema ----------------------------------------------------------
+
+
+def decoder_for_arrow(name: str, arrow_type: pa.DataType, *, decimal_handling: DecimalHandling = "precise") -> FieldDecoder:
+    """Build a decoder that reads JSON values into an Arrow type chosen by the caller.
+
+    Integers for temporal types are taken in the type's own unit (``date32``: days;
+    ``timestamp("ms")``: milliseconds, …); a string for a zone-aware timestamp is read as
+    ISO-8601. Types without a JSON reading rule are passed to Arrow as is.
+    """
+    if pa.types.is_integer(arrow_type):
+        return FieldDecoder(
+            name, arrow_type, _int_range(arrow_type.bit_width, signed=pa.types.is_signed_integer(arrow_type))
+        )
+    if pa.types.is_floating(arrow_type):
+        return FieldDecoder(name, arrow_type, _to_float)
+    if pa.types.is_boolean(arrow_type):
+        return FieldDecoder(name, arrow_type, _to_bool)
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+        return FieldDecoder(name, arrow_type, _to_str)
+    if pa.types.is_binary(arrow_type) or pa.types.is_large_binary(arrow_type):
+        return FieldDecoder(name, arrow_type, base64_to_bytes, base64_to_bytes)
+    if pa.types.is_decimal(arrow_type):
+        return _arrow_decimal_decoder(name, arrow_type, decimal_handling)
+    if arrow_type == pa.date32():
+        return FieldDecoder(name, arrow_type, days_to_date)
+    if pa.types.is_time(arrow_type):
+        return FieldDecoder(name, arrow_type, _TIME_BY_UNIT.get(arrow_type.unit, _identity))
+    if pa.types.is_timestamp(arrow_type):
+        return _arrow_timestamp_decoder(name, arrow_type)
+    return FieldDecoder(name, arrow_type, _identity)
+
+
+_TIME_BY_UNIT: Final[dict[str, Converter]] = {"ms": millis_to_time, "us": micros_to_time, "ns": nanos_to_time}
+
+
+def _arrow_decimal_decoder(name: str, arrow_type: pa.DataType, handling: DecimalHandling) -> FieldDecoder:
+    scale = int(arrow_type.scale)
+
+    def convert(value: Any) -> Decimal:
+        return any_to_decimal(value, scale, handling)
+
+    return FieldDecoder(name, arrow_type, convert, convert)
+
+
+def _arrow_timestamp_decoder(name: str, arrow_type: pa.DataType) -> FieldDecoder:
+    per_second = _UNIT_PER_SECOND[arrow_type.unit]
+    zoned = arrow_type.tz is not None
+
+    def to_units(value: Any) -> int:
+        if type(value) is str:
+            return zoned_to_micros(value) * per_second // 1_000_000
+        return _int(value, f"{arrow_type.unit} since the epoch")
+
+    def to_python(value: Any) -> dt.datetime:
+        micros = to_units(value) * 1_000_000 // per_second
+        naive = _naive_timestamp(micros, micros, "µs")
+        return naive.replace(tzinfo=dt.UTC) if zoned else naive
+
+    return FieldDecoder(name, arrow_type, to_python, to_units)

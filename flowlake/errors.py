@@ -1,0 +1,159 @@
+"""Every error flowlake raises, sorted by what the caller can do about it.
+
+::
+
+    FlowlakeError
+    ├── InvalidNameError            a namespace/table/column name is not allowed
+    ├── InvalidArgumentError        an argument has a value flowlake cannot use
+    ├── CatalogError                the catalog cannot be opened or is inconsistent
+    │   └── CatalogVersionError     the catalog was written by another flowlake version
+    ├── TableNotFoundError          no such table in the catalog
+    ├── TableExistsError            create_table on a name that is taken
+    ├── VersionNotFoundError        a version/time that the table does not have
+    │   └── VersionCleanedError     the version existed but its files were cleaned
+    ├── SchemaMismatchError         data or a schema change does not fit the table schema
+    ├── NullKeyError                a primary-key value is null
+    ├── InvalidChangelogError       a changelog batch has a bad ``_kind`` column
+    ├── CommitConflictError         another writer committed first and the commit cannot rebase
+    ├── PermissionDeniedError       the principal lacks a privilege
+    ├── StorageError                reading or writing a data file failed
+    │   └── CorruptFileError        a data file does not match its commit metadata
+    └── CdcDecodeError              a CDC record cannot be decoded
+        └── CorruptRecordError      a CDC record is structurally broken
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class FlowlakeError(Exception):
+    """Base class for every error flowlake raises."""
+
+
+class InvalidNameError(FlowlakeError, ValueError):
+    """A namespace, table or column name is not allowed."""
+
+
+class InvalidArgumentError(FlowlakeError, ValueError):
+    """An argument has a value flowlake cannot use."""
+
+
+class CatalogError(FlowlakeError):
+    """The catalog cannot be opened, or its contents are inconsistent."""
+
+
+class CatalogVersionError(CatalogError):
+    """The catalog's schema version is not one this flowlake can use."""
+
+
+class TableNotFoundError(FlowlakeError, KeyError):
+    """No table of that name exists in the catalog."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"table {name!r} does not exist; list tables with `flowlake tables` or cat.list_tables(), "
+            "or create it with cat.create_table()"
+        )
+        self.name = name
+
+    def __str__(self) -> str:  # KeyError would quote the message otherwise
+        return str(self.args[0])
+
+
+class TableExistsError(FlowlakeError):
+    """A table of that name already exists."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"table {name!r} already exists; load it with cat.load_table({name!r}) or pass exist_ok=True"
+        )
+        self.name = name
+
+
+class VersionNotFoundError(FlowlakeError, LookupError):
+    """The table has no such version (or no version at that time)."""
+
+
+class VersionCleanedError(VersionNotFoundError):
+    """The version existed, but cleaning removed the files it needs."""
+
+    def __init__(self, table: str, version: int, oldest: int) -> None:
+        super().__init__(
+            f"version {version} of {table!r} was cleaned; the oldest readable version is {oldest}. "
+            "Read a newer version, or keep more history with clean(retain_last=N) / a registered consumer"
+        )
+        self.table, self.version, self.oldest = table, version, oldest
+
+
+class SchemaMismatchError(FlowlakeError, TypeError):
+    """Data or a schema change does not fit the table's schema."""
+
+    def __init__(self, table: str, column: str, problem: str) -> None:
+        super().__init__(f"table {table!r}, column {column!r}: {problem}")
+        self.table, self.column, self.problem = table, column, problem
+
+
+class NullKeyError(FlowlakeError, ValueError):
+    """A primary-key column holds a null."""
+
+    def __init__(self, table: str, column: str, row: int) -> None:
+        super().__init__(
+            f"table {table!r}: primary-key column {column!r} is null at row {row} of the batch; "
+            "every key column needs a value (filter or fill those rows first)"
+        )
+        self.table, self.column, self.row = table, column, row
+
+
+class InvalidChangelogError(FlowlakeError, ValueError):
+    """A changelog batch is malformed (missing or bad ``_kind``)."""
+
+
+class CommitConflictError(FlowlakeError):
+    """Another writer committed first and this commit cannot be rebased on it."""
+
+    def __init__(
+        self,
+        table: str,
+        expected: int,
+        found: int,
+        *,
+        reason: str = "",
+        sample_keys: Sequence[object] = (),
+    ) -> None:
+        detail = f" ({reason})" if reason else ""
+        keys = f"; sample keys: {list(sample_keys)[:5]!r}" if sample_keys else ""
+        super().__init__(
+            f"commit to {table!r} was prepared against version {expected} but the table is at "
+            f"version {found}{detail}{keys}; reload the table and retry"
+        )
+        self.table, self.expected, self.found = table, expected, found
+        self.reason = reason
+        self.sample_keys = list(sample_keys)
+
+
+class PermissionDeniedError(FlowlakeError, PermissionError):
+    """The principal lacks a privilege on an object."""
+
+    def __init__(self, principal: str, privilege: str, obj: str) -> None:
+        super().__init__(
+            f"principal {principal!r} lacks {privilege!r} on {obj!r}; ask an admin to run "
+            f"`flowlake grant {privilege} {obj} {principal}`"
+        )
+        self.principal, self.privilege, self.object = principal, privilege, obj
+
+
+class StorageError(FlowlakeError, OSError):
+    """Reading or writing a data file failed."""
+
+
+class CorruptFileError(StorageError):
+    """A data file does not match what its commit recorded."""
+
+
+class CdcDecodeError(FlowlakeError, ValueError):
+    """A CDC record cannot be decoded."""
+
+
+class CorruptRecordError(CdcDecodeError):
+    """A CDC record is structurally broken (not JSON, wrong envelope, bad field)."""

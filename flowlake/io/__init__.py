@@ -1,0 +1,1 @@
+"""Storage access: filesystems by URI and Parquet files."""

@@ -1,0 +1,64 @@
+"""Writing and reading the Parquet data files of a table.
+
+Files are written whole into memory and then to the filesystem in one call, so their size is known
+for the commit record, and they are written in parallel threads (compression and object-store round
+trips release the GIL). A file is never rewritten: names carry the commit instant and a uuid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from flowlake.errors import StorageError
+from flowlake.io.fs import Storage
+
+T = TypeVar("T")
+"""Result type of a parallel task."""
+R = TypeVar("R")
+"""Input type of a parallel task."""
+
+_POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="flowlake-io")
+
+
+def parallel(func: Callable[[R], T], items: Sequence[R]) -> list[T]:
+    """``[func(i) for i in items]`` on the I/O thread pool (inline for a single item)."""
+    if len(items) <= 1:
+        return [func(i) for i in items]
+    return list(_POOL.map(func, items))
+
+
+def write_parquet(storage: Storage, path: str, table: pa.Table) -> int:
+    """Write ``table`` to ``path`` (absolute, under the storage root); return the byte size."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd", compression_level=1, write_statistics=False)
+    data = sink.getvalue()
+    parent = path.rsplit("/", 1)[0]
+    try:
+        storage.fs.create_dir(parent, recursive=True)
+        with storage.fs.open_output_stream(path) as out:
+            out.write(data)
+    except OSError as exc:
+        raise StorageError(f"cannot write data file {path!r}: {exc}") from exc
+    return int(data.size)
+
+
+def read_parquet(storage: Storage, path: str, columns: Sequence[str] | None = None) -> pa.Table:
+    """Read ``columns`` (all if None) of one data file; columns the file lacks are left out."""
+    try:
+        with storage.fs.open_input_file(path) as handle:
+            parquet = pq.ParquetFile(handle)
+            names = parquet.schema_arrow.names
+            present = None if columns is None else [c for c in columns if c in names]
+            return parquet.read(columns=present)
+    except FileNotFoundError as exc:
+        raise StorageError(
+            f"data file {path!r} is missing; it may have been cleaned while this version was read "
+            "(pin versions that are being read, or keep more history)"
+        ) from exc
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise StorageError(f"cannot read data file {path!r}: {exc}") from exc

@@ -1,0 +1,1 @@
+"""The lake table format: layout, writer, reader, merge, compaction, cleaning."""

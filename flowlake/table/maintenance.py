@@ -1,0 +1,122 @@
+"""Compaction (fold log files into new base files) and cleaning (delete files no one needs).
+
+Compaction rewrites the buckets that have log files: it merges each bucket's base and logs at the
+version it read, sorts the live rows by key and writes them as base files of at most
+``target_file_rows`` rows. It commits as a ``compact`` operation that replaces exactly the files it
+read, so writers that commit meanwhile are unaffected (their logs stay on top of the new base), and
+two compactions of the same files cannot both land.
+
+Cleaning keeps every file that a version from ``head - retain_last + 1`` on still needs, moves the
+table's oldest readable version there, and deletes the rest; it also deletes orphan files left by
+writers that died before committing (after a grace period, so inflight writers are never touched).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from flowlake.catalog.base import DataFile
+from flowlake.io.fs import Storage
+from flowlake.table.scan import read_snapshot
+from flowlake.table.stats import compute_stats
+
+DEFAULT_TARGET_FILE_ROWS = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class CompactionPlan:
+    """Which files compaction replaces, per bucket."""
+
+    by_bucket: dict[int, list[DataFile]]
+
+    @property
+    def removed(self) -> list[str]:
+        """Paths of every file the compaction replaces."""
+        return [f.path for files in self.by_bucket.values() for f in files]
+
+
+def plan_compaction(files: Sequence[DataFile], *, min_log_files: int = 1) -> CompactionPlan:
+    """Pick the buckets with at least ``min_log_files`` log files (or several small base files)."""
+    by_bucket: dict[int, list[DataFile]] = defaultdict(list)
+    for f in files:
+        by_bucket[f.bucket].append(f)
+    chosen = {
+        b: fs
+        for b, fs in by_bucket.items()
+        if sum(1 for f in fs if f.content == "log") >= min_log_files
+    }
+    return CompactionPlan(chosen)
+
+
+def compact_bucket(
+    storage: Storage,
+    files: Sequence[DataFile],
+    schema: pa.Schema,
+    primary_key: Sequence[str],
+    *,
+    target_file_rows: int = DEFAULT_TARGET_FILE_ROWS,
+) -> list[pa.Table]:
+    """The live rows of one bucket, sorted by key and cut into base-file-sized tables."""
+    rows = read_snapshot(storage, files, schema, primary_key)
+    if rows.num_rows == 0:
+        return []
+    rows = rows.sort_by([(k, "ascending") for k in primary_key])
+    return [rows.slice(start, target_file_rows) for start in range(0, rows.num_rows, target_file_rows)]
+
+
+def base_file_stats(table: pa.Table) -> bytes:
+    """Stats for a new base file."""
+    return compute_stats(table)
+
+
+@dataclass(frozen=True, slots=True)
+class CleanResult:
+    """What a clean removed."""
+
+    oldest_version: int
+    files_deleted: int
+    bytes_deleted: int
+    orphans_deleted: int
+
+
+def orphan_paths(
+    listed: Sequence[tuple[str, float]],
+    referenced: set[str],
+    inflight: Sequence[tuple[str, int]],
+    *,
+    grace_seconds: float,
+    now: float | None = None,
+) -> tuple[list[str], list[str]]:
+    """Split unreferenced files into deletable orphans; also return stale inflight instants.
+
+    ``listed`` holds (relative path, modification time) as listed *before* ``inflight`` and
+    ``referenced`` were read, so a writer that began after the listing cannot lose its files.
+    """
+    now = time.time() if now is None else now
+    live_inflight = {i for i, started_ms in inflight if now - started_ms / 1000 < grace_seconds}
+    stale_inflight = [i for i, started_ms in inflight if now - started_ms / 1000 >= grace_seconds]
+    orphans = []
+    for path, mtime in listed:
+        if path in referenced:
+            continue
+        instant = instant_of(path)
+        if instant in live_inflight:
+            continue
+        if instant is None and now - mtime < grace_seconds:
+            continue  # not one of ours by name: only old ones go
+        orphans.append(path)
+    return orphans, stale_inflight
+
+
+def instant_of(path: str) -> str | None:
+    """The commit instant a data file name carries (``<instant>-<content>-<n>.parquet``)."""
+    name = path.rsplit("/", 1)[-1]
+    parts = name.split("-")
+    if len(parts) < 3 or not parts[0].isdigit():
+        return None
+    return f"{parts[0]}-{parts[1]}"

@@ -1,0 +1,198 @@
+"""Table schemas: which Arrow types a table may hold, how batches are fitted, how schemas evolve.
+
+Supported column types: int8-64 (and unsigned), float32/64, bool, string, binary, decimal128, date32,
+timestamp (any unit, with or without a time zone), and the null type for all-null input columns.
+Primary-key columns may not be floats, bools or nulls and may never hold a null.
+
+Evolution allows exactly three changes: add a nullable column, widen an integer to a wider integer of the
+same signedness, and widen float32 to float64. Anything else raises :class:`SchemaMismatchError`
+naming the column.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from flowlake.errors import NullKeyError, SchemaMismatchError
+from flowlake.names import validate_column
+
+_INT_WIDTH = {
+    pa.int8(): 8, pa.int16(): 16, pa.int32(): 32, pa.int64(): 64,
+    pa.uint8(): 8, pa.uint16(): 16, pa.uint32(): 32, pa.uint64(): 64,
+}  # fmt: skip
+
+
+def is_supported(dtype: pa.DataType) -> bool:
+    """Whether a table column may have this Arrow type."""
+    return bool(
+        pa.types.is_integer(dtype)
+        or dtype in (pa.float32(), pa.float64(), pa.bool_(), pa.string(), pa.binary(), pa.date32())
+        or pa.types.is_decimal128(dtype)
+        or pa.types.is_timestamp(dtype)
+    )
+
+
+def is_key_type(dtype: pa.DataType) -> bool:
+    """Whether a primary-key column may have this Arrow type."""
+    return bool(
+        pa.types.is_integer(dtype)
+        or dtype in (pa.string(), pa.binary(), pa.date32())
+        or pa.types.is_decimal128(dtype)
+        or pa.types.is_timestamp(dtype)
+    )
+
+
+def normalize_type(dtype: pa.DataType) -> pa.DataType:
+    """Map equivalent input types onto the stored ones (large_string → string and so on)."""
+    if pa.types.is_large_string(dtype) or pa.types.is_string_view(dtype):
+        return pa.string()
+    if pa.types.is_large_binary(dtype) or pa.types.is_binary_view(dtype):
+        return pa.binary()
+    return dtype
+
+
+def validate_schema(table: str, schema: pa.Schema, primary_key: Sequence[str]) -> pa.Schema:
+    """Check a schema for a new table and return it in stored form (key columns non-nullable)."""
+    if len(schema) == 0:
+        raise SchemaMismatchError(table, "*", "a table needs at least one column")
+    if len(set(schema.names)) != len(schema.names):
+        dup = next(n for n in schema.names if schema.names.count(n) > 1)
+        raise SchemaMismatchError(table, dup, "the column appears twice in the schema")
+    fields = []
+    for f in schema:
+        validate_column(f.name, table=table)
+        dtype = normalize_type(f.type)
+        if not is_supported(dtype):
+            raise SchemaMismatchError(table, f.name, f"type {f.type} is not supported by flowlake tables")
+        fields.append(pa.field(f.name, dtype, nullable=f.nullable and f.name not in primary_key))
+    for key in primary_key:
+        if key not in schema.names:
+            raise SchemaMismatchError(table, key, "the primary-key column is not in the schema")
+        if not is_key_type(normalize_type(schema.field(key).type)):
+            raise SchemaMismatchError(
+                table, key, f"type {schema.field(key).type} cannot be a primary key (no floats, bools)"
+            )
+    if len(set(primary_key)) != len(primary_key):
+        raise SchemaMismatchError(table, ",".join(primary_key), "a key column is listed twice")
+    return pa.schema(fields)
+
+
+def _is_widening(source: pa.DataType, target: pa.DataType) -> bool:
+    if source == target:
+        return True
+    if source in _INT_WIDTH and target in _INT_WIDTH:
+        same_sign = pa.types.is_signed_integer(source) == pa.types.is_signed_integer(target)
+        return same_sign and _INT_WIDTH[source] <= _INT_WIDTH[target]
+    return source == pa.float32() and target == pa.float64()
+
+
+def evolve_schema(table: str, current: pa.Schema, proposed: pa.Schema, primary_key: Sequence[str]) -> pa.Schema:
+    """Return the evolved schema, or raise if ``proposed`` is not an allowed evolution of ``current``."""
+    proposed = validate_schema(table, proposed, primary_key)
+    for f in current:
+        if f.name not in proposed.names:
+            raise SchemaMismatchError(table, f.name, "columns cannot be dropped")
+        new = proposed.field(f.name)
+        if not _is_widening(f.type, new.type):
+            raise SchemaMismatchError(
+                table, f.name, f"type {f.type} cannot change to {new.type} (only int widening and float32→float64)"
+            )
+        if f.nullable and not new.nullable and f.name not in primary_key:
+            raise SchemaMismatchError(table, f.name, "a nullable column cannot become non-nullable")
+    fields = [pa.field(f.name, proposed.field(f.name).type, nullable=f.nullable) for f in current]
+    for f in proposed:
+        if f.name not in current.names:
+            if not f.nullable:
+                raise SchemaMismatchError(table, f.name, "an added column must be nullable")
+            fields.append(f)
+    return pa.schema(fields)
+
+
+def _fit_column(table: str, name: str, column: pa.ChunkedArray | pa.Array, target: pa.DataType) -> pa.ChunkedArray:
+    source = column.type
+    if source == target:
+        return column
+    allowed = (
+        pa.types.is_null(source)
+        or normalize_type(source) == target
+        or _is_widening(source, target)
+        or (pa.types.is_timestamp(source) and pa.types.is_timestamp(target) and source.tz == target.tz)
+        or (pa.types.is_decimal(source) and pa.types.is_decimal128(target))
+    )
+    if not allowed:
+        raise SchemaMismatchError(table, name, f"batch has type {source}, the table stores {target}")
+    try:
+        return pc.cast(column, target, safe=True)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise SchemaMismatchError(table, name, f"values do not fit {target}: {exc}") from exc
+
+
+def fit_batch(
+    table: str,
+    batch: pa.Table | pa.RecordBatch,
+    schema: pa.Schema,
+    *,
+    columns: Sequence[str] | None = None,
+) -> pa.Table:
+    """Cast ``batch`` to the table's schema (or to the listed ``columns`` of it), in schema order.
+
+    Extra columns and missing ones raise :class:`SchemaMismatchError`; so do types that cannot be
+    cast without loss.
+    """
+    if isinstance(batch, pa.RecordBatch):
+        batch = pa.Table.from_batches([batch])
+    if not isinstance(batch, pa.Table):
+        raise SchemaMismatchError(table, "*", f"expected a pyarrow Table or RecordBatch, got {type(batch).__name__}")
+    wanted = list(columns) if columns is not None else schema.names
+    for name in batch.column_names:
+        if name not in schema.names:
+            raise SchemaMismatchError(
+                table, name, "the batch has a column the table does not; evolve the schema first "
+                "(t.evolve_schema) or drop the column"
+            )
+    if len(set(batch.column_names)) != len(batch.column_names):
+        dup = next(n for n in batch.column_names if batch.column_names.count(n) > 1)
+        raise SchemaMismatchError(table, dup, "the column appears twice in the batch")
+    arrays = []
+    for name in wanted:
+        if name not in batch.column_names:
+            raise SchemaMismatchError(
+                table, name, "the batch lacks this column; upserts carry whole rows "
+                "(send null explicitly, or use update_columns for partial updates)"
+            )
+        field = schema.field(name)
+        column = _fit_column(table, name, batch.column(name), field.type)
+        if not field.nullable and column.null_count:
+            raise SchemaMismatchError(table, name, "the column is not nullable but the batch holds nulls")
+        arrays.append(column)
+    return pa.Table.from_arrays(arrays, schema=pa.schema([schema.field(n) for n in wanted]))
+
+
+def check_keys(table: str, batch: pa.Table, primary_key: Sequence[str]) -> None:
+    """Raise :class:`NullKeyError` for the first null in a key column."""
+    for key in primary_key:
+        column = batch.column(key)
+        if column.null_count:
+            first = pc.index(pc.is_null(column), True).as_py()
+            raise NullKeyError(table, key, int(first))
+
+
+def conform(data: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Bring a table read from an older file to ``schema``: add missing columns as nulls, widen types."""
+    if data.schema.equals(schema):
+        return data
+    arrays = []
+    for f in schema:
+        if f.name in data.column_names:
+            column = data.column(f.name)
+            arrays.append(column if column.type == f.type else pc.cast(column, f.type))
+        else:
+            arrays.append(pa.nulls(data.num_rows, f.type))
+    extra = [n for n in data.column_names if n not in schema.names]
+    out = pa.Table.from_arrays(arrays, schema=schema)
+    for name in extra:  # reserved columns such as _kind travel along
+        out = out.append_column(data.schema.field(name), data.column(name))
+    return out

@@ -1,0 +1,198 @@
+"""Per-file column statistics and the filters that use them to skip files.
+
+Every data file records, per orderable column, its min, max and null count. A read filter is either a
+:class:`pyarrow.compute.Expression` (applied to rows, no file skipping) or filters in disjunctive normal
+form, the convention of pyarrow and delta-rs::
+
+    [("amount", ">", 100), ("status", "=", "paid")]            # AND of predicates
+    [[("shop_id", "=", 1)], [("shop_id", "=", 2)]]             # OR of ANDs
+
+Operators: ``=``/``==``, ``!=``, ``<``, ``<=``, ``>``, ``>=``, ``in``, ``not in``, ``is null``,
+``is not null``. DNF filters are also turned into an Expression for the rows that survive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from flowlake.errors import InvalidArgumentError
+
+Predicate: TypeAlias = tuple[str, str, Any]
+"""One ``(column, operator, value)`` test."""
+Filter: TypeAlias = "pc.Expression | Sequence[Predicate] | Sequence[Sequence[Predicate]]"
+"""What ``read(filter=...)`` accepts."""
+
+_OPS = {"=", "==", "!=", "<", "<=", ">", ">=", "in", "not in", "is null", "is not null"}
+
+
+def _orderable(dtype: pa.DataType) -> bool:
+    return bool(
+        pa.types.is_integer(dtype)
+        or pa.types.is_floating(dtype)
+        or pa.types.is_string(dtype)
+        or pa.types.is_date(dtype)
+        or pa.types.is_timestamp(dtype)
+        or pa.types.is_decimal(dtype)
+    )
+
+
+def compute_stats(table: pa.Table) -> bytes:
+    """Min, max and null count of each orderable column, serialized for the catalog."""
+    names, mins, maxs, nulls = [], [], [], {}
+    for field in table.schema:
+        if field.name.startswith("_"):
+            continue
+        column = table.column(field.name)
+        nulls[field.name] = column.null_count
+        if not _orderable(field.type):
+            continue
+        mm = pc.min_max(column)
+        names.append(field.name)
+        mins.append(pa.array([mm["min"].as_py()], type=field.type))
+        maxs.append(pa.array([mm["max"].as_py()], type=field.type))
+    arrays = [pa.concat_arrays([lo, hi]) for lo, hi in zip(mins, maxs, strict=True)]
+    schema = pa.schema([table.schema.field(n) for n in names], metadata={b"nulls": orjson.dumps(nulls)})
+    stats = pa.Table.from_arrays(arrays, schema=schema) if arrays else schema.empty_table()
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, stats.schema) as writer:
+        writer.write_table(stats)
+    return bytes(sink.getvalue())
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnStats:
+    """What a file says about one column."""
+
+    min: Any
+    max: Any
+    null_count: int
+
+
+def read_stats(blob: bytes | None) -> dict[str, ColumnStats]:
+    """Inverse of :func:`compute_stats`; columns without min/max get ``None`` bounds."""
+    if not blob:
+        return {}
+    stats = pa.ipc.open_stream(pa.py_buffer(blob)).read_all()
+    nulls: dict[str, int] = orjson.loads((stats.schema.metadata or {}).get(b"nulls", b"{}"))
+    out = {name: ColumnStats(None, None, count) for name, count in nulls.items()}
+    if stats.num_rows == 2:
+        for name in stats.column_names:
+            lo, hi = stats.column(name).to_pylist()
+            out[name] = ColumnStats(lo, hi, nulls.get(name, 0))
+    return out
+
+
+def normalize_filter(filter_: Filter | None) -> list[list[Predicate]] | None:
+    """Bring DNF filters into ``[[pred, ...], ...]`` form; Expressions and None give None."""
+    if filter_ is None or isinstance(filter_, pc.Expression):
+        return None
+    items = list(filter_)
+    if not items:
+        return None
+    if all(isinstance(p, tuple) for p in items):
+        groups = [items]
+    elif all(isinstance(g, list | tuple) and g and all(isinstance(p, tuple) for p in g) for g in items):
+        groups = [list(g) for g in items]
+    else:
+        raise InvalidArgumentError(
+            "filter must be a pyarrow Expression, a list of (column, op, value) tuples, "
+            "or a list of such lists (OR of ANDs)"
+        )
+    for group in groups:
+        for pred in group:
+            if len(pred) != 3 or not isinstance(pred[0], str) or pred[1] not in _OPS:
+                raise InvalidArgumentError(
+                    f"bad filter predicate {pred!r}: expected (column, op, value) with op in {sorted(_OPS)}"
+                )
+    return groups  # type: ignore[return-value]
+
+
+def filter_columns(filter_: Filter | None) -> set[str]:
+    """The columns a DNF filter reads (empty for Expressions, which are applied after the merge)."""
+    groups = normalize_filter(filter_)
+    return {p[0] for g in groups for p in g} if groups else set()
+
+
+def _predicate_expression(pred: Predicate) -> pc.Expression:
+    name, op, value = pred
+    field = pc.field(name)
+    if op in ("=", "=="):
+        return field == value
+    if op == "!=":
+        return field != value
+    if op == "<":
+        return field < value
+    if op == "<=":
+        return field <= value
+    if op == ">":
+        return field > value
+    if op == ">=":
+        return field >= value
+    if op == "in":
+        return field.isin(list(value))
+    if op == "not in":
+        return ~field.isin(list(value))
+    if op == "is null":
+        return field.is_null()
+    return field.is_valid()
+
+
+def to_expression(filter_: Filter) -> pc.Expression:
+    """The row filter for any accepted filter form."""
+    if isinstance(filter_, pc.Expression):
+        return filter_
+    groups = normalize_filter(filter_)
+    if groups is None:
+        return pc.scalar(True)
+    result: pc.Expression | None = None
+    for group in groups:
+        conj = _predicate_expression(group[0])
+        for pred in group[1:]:
+            conj = conj & _predicate_expression(pred)
+        result = conj if result is None else result | conj
+    assert result is not None
+    return result
+
+
+def _predicate_may_match(pred: Predicate, stats: dict[str, ColumnStats], rows: int) -> bool:
+    name, op, value = pred
+    col = stats.get(name)
+    if col is None:
+        return True
+    try:
+        if op == "is null":
+            return col.null_count > 0
+        if op == "is not null":
+            return col.null_count < rows
+        if col.min is None or col.max is None:
+            # no bounds: the column is all null (then comparisons never match) or not orderable
+            return not (col.null_count == rows and op not in ("!=", "not in"))
+        if op in ("=", "=="):
+            return bool(col.min <= value <= col.max)
+        if op == "<":
+            return bool(col.min < value)
+        if op == "<=":
+            return bool(col.min <= value)
+        if op == ">":
+            return bool(col.max > value)
+        if op == ">=":
+            return bool(col.max >= value)
+        if op == "in":
+            return any(col.min <= v <= col.max for v in value)
+    except TypeError:  # values not comparable with the stats (e.g. naive vs aware datetimes)
+        return True
+    return True  # "!=" and "not in" rarely prune; keep the file
+
+
+def may_match(filter_: Filter | None, stats: dict[str, ColumnStats], rows: int) -> bool:
+    """False only if no row of a file with these stats can satisfy the filter."""
+    groups = normalize_filter(filter_)
+    if groups is None:
+        return True
+    return any(all(_predicate_may_match(p, stats, rows) for p in group) for group in groups)

@@ -1,0 +1,508 @@
+"""The primary-key lake table: merge-on-read upserts, snapshots, time travel, changelogs, maintenance."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+
+from flowlake.catalog.base import Commit, CommitRequest, DataFile, MetaStore, TableRecord
+from flowlake.changelog import KIND_COLUMN, RowKind
+from flowlake.errors import (
+    CommitConflictError,
+    InvalidArgumentError,
+    InvalidChangelogError,
+    VersionCleanedError,
+    VersionNotFoundError,
+)
+from flowlake.io.fs import Storage
+from flowlake.io.parquet import parallel, write_parquet
+from flowlake.table import maintenance
+from flowlake.table.bucketing import bucket_of, split_by_bucket
+from flowlake.table.keystate import KeyState
+from flowlake.table.scan import ScanMetrics, read_changes, read_snapshot
+from flowlake.table.schema import check_keys, evolve_schema, fit_batch
+from flowlake.table.stats import Filter, compute_stats
+from flowlake.table.writer import PlannedWrite, changelog_to_write, plan_write
+
+ConflictPolicy = Literal["retry", "fail"]
+"""What a write does when another writer committed rows first: redo against the new head, or raise."""
+
+_MAX_ATTEMPTS = 8
+
+
+def new_instant() -> str:
+    """A sortable, unique commit instant: microseconds since the epoch and a random suffix."""
+    return f"{time.time_ns() // 1000:017d}-{uuid.uuid4().hex[:8]}"
+
+
+def _to_table(data: pa.Table | pa.RecordBatch | Any) -> pa.Table:
+    if isinstance(data, pa.RecordBatch):
+        return pa.Table.from_batches([data])
+    return data  # type: ignore[no-any-return]  # fit_batch rejects anything else with a clear error
+
+
+class LakeTable:
+    """A primary-key table of the lake. Get one from ``Catalog.create_table`` or ``load_table``."""
+
+    def __init__(self, store: MetaStore, storage: Storage, record: TableRecord) -> None:
+        self._store = store
+        self._storage = storage
+        self._record = record
+        self._state: KeyState | None = None
+        self._state_schema_id = -1
+        self._lock = threading.RLock()
+        self.last_scan = ScanMetrics()
+        """What the most recent ``read`` did (files read, read for keys only, skipped)."""
+
+    # -- identity -----------------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """``namespace.table``."""
+        return self._record.qualified_name
+
+    @property
+    def schema(self) -> pa.Schema:
+        """The current schema (as of the last refresh)."""
+        return self._record.schema
+
+    @property
+    def primary_key(self) -> tuple[str, ...]:
+        """Primary-key columns."""
+        return self._record.primary_key
+
+    @property
+    def buckets(self) -> int:
+        """Number of hash buckets."""
+        return self._record.buckets
+
+    @property
+    def version(self) -> int:
+        """The current version (as of the last refresh)."""
+        return self._record.current_version
+
+    @property
+    def location(self) -> str:
+        """Where the table's files live."""
+        return self._storage.path(self._record.location)
+
+    def refresh(self) -> LakeTable:
+        """Re-read the table's catalog entry (version, schema)."""
+        self._record = self._store.get_table(self._record.namespace, self._record.name)
+        return self
+
+    def __repr__(self) -> str:
+        return f"LakeTable({self.name!r}, version={self.version}, primary_key={list(self.primary_key)})"
+
+    # -- writes -------------------------------------------------------------------------------------
+
+    def upsert(
+        self, batch: pa.Table | pa.RecordBatch, *, token: str | None = None, on_conflict: ConflictPolicy = "retry"
+    ) -> Commit:
+        """Insert or replace whole rows by primary key, in one commit.
+
+        Args:
+            batch: Rows with every column of the table. If a key repeats, the last row wins.
+            token: Idempotency token; committing a token the table already has returns that commit.
+            on_conflict: Redo against the new head if another writer committed rows meanwhile, or raise.
+
+        Returns:
+            The commit (``version``, ``summary``, ...). A write that changes nothing makes no commit
+            (unless it carries a token) and returns the head commit.
+
+        Raises:
+            SchemaMismatchError: A column is missing, extra, or of a type that does not fit.
+            NullKeyError: A key column holds a null.
+            CommitConflictError: Another writer committed first and ``on_conflict="fail"``.
+        """
+        rows = fit_batch(self.name, _to_table(batch), self.refresh().schema)
+        check_keys(self.name, rows, self.primary_key)
+        return self._write(rows, np.zeros(rows.num_rows, dtype=bool), token=token, on_conflict=on_conflict)
+
+    def delete(
+        self, keys: pa.Table | pa.RecordBatch, *, token: str | None = None, on_conflict: ConflictPolicy = "retry"
+    ) -> Commit:
+        """Delete rows by key; ``keys`` holds the key columns (others are ignored). Absent keys are no-ops."""
+        table = _to_table(keys)
+        if isinstance(table, pa.Table):
+            table = table.select([c for c in table.column_names if c in self.primary_key])
+        key_rows = fit_batch(self.name, table, self.refresh().schema, columns=self.primary_key)
+        check_keys(self.name, key_rows, self.primary_key)
+        arrays = [
+            key_rows.column(f.name) if f.name in self.primary_key else pa.nulls(key_rows.num_rows, f.type)
+            for f in self.schema
+        ]
+        rows = pa.Table.from_arrays(arrays, schema=self.schema)
+        return self._write(rows, np.ones(rows.num_rows, dtype=bool), token=token, on_conflict=on_conflict)
+
+    def apply(
+        self, changes: pa.Table | pa.RecordBatch, *, token: str | None = None, on_conflict: ConflictPolicy = "retry"
+    ) -> Commit:
+        """Apply a changelog (table columns plus ``_kind``: 0 +I, 1 -U, 2 +U, 3 -D) in one commit.
+
+        The last change of each key decides its final state: ``+I``/``+U`` write the row, ``-D`` and a
+        trailing ``-U`` delete it. The commit's own changelog carries exact before-images computed
+        from the table, whatever the input's ``-U`` rows said.
+        """
+        table = _to_table(changes)
+        if not isinstance(table, pa.Table) or KIND_COLUMN not in table.column_names:
+            raise InvalidChangelogError(f"table {self.name!r}: a changelog needs a {KIND_COLUMN!r} column (int8 0..3)")
+        kinds = table.column(KIND_COLUMN)
+        if not pa.types.is_integer(kinds.type) or kinds.null_count:
+            raise InvalidChangelogError(f"table {self.name!r}: {KIND_COLUMN!r} must be a non-null integer column")
+        if table.num_rows:
+            bounds = pc.min_max(kinds)
+            if bounds["min"].as_py() < 0 or bounds["max"].as_py() > 3:
+                bad = pc.index(pc.or_(pc.less(kinds, 0), pc.greater(kinds, 3)), True).as_py()
+                raise InvalidChangelogError(
+                    f"table {self.name!r}: row {bad} has {KIND_COLUMN}={kinds[bad].as_py()}; "
+                    "use 0 (+I), 1 (-U), 2 (+U) or 3 (-D)"
+                )
+        body, is_delete = changelog_to_write(table.set_column(
+            table.schema.get_field_index(KIND_COLUMN), KIND_COLUMN, pc.cast(kinds, pa.int8())
+        ))  # fmt: skip
+        schema = self.refresh().schema
+        rows = fit_batch(self.name, body, schema, columns=schema.names)
+        check_keys(self.name, rows, self.primary_key)
+        return self._write(rows, is_delete, token=token, on_conflict=on_conflict)
+
+    def evolve_schema(self, schema: pa.Schema) -> Commit:
+        """Change the schema: add nullable columns, widen int32→int64 or float32→float64.
+
+        Raises:
+            SchemaMismatchError: For any other change, naming the column.
+        """
+        with self._lock:
+            record = self.refresh()._record
+            evolved = evolve_schema(self.name, record.schema, schema, record.primary_key)
+            if evolved.equals(record.schema):
+                return self.history()[-1]
+            instant = new_instant()
+            self._store.begin_commit(record.id, instant, "schema")
+            commit = self._store.complete_commit(
+                record,
+                CommitRequest(
+                    instant=instant, read_version=record.current_version, operation="schema",
+                    new_schema=evolved, conflicts_with_writes=False,
+                    summary={"columns": [f.name for f in evolved if f not in record.schema]},
+                ),
+            )  # fmt: skip
+            self._state = None
+            self.refresh()
+            return commit
+
+    def _write(self, rows: pa.Table, is_delete: np.ndarray, *, token: str | None, on_conflict: ConflictPolicy) -> Commit:
+        with self._lock:
+            if token is not None:
+                earlier = self._store.find_token(self._record.id, token)
+                if earlier is not None:
+                    return earlier
+            for attempt in range(_MAX_ATTEMPTS):
+                record = self._record if attempt == 0 else self.refresh()._record
+                state = self._current_state(record)
+                plan = plan_write(state, rows, is_delete)
+                if plan.empty and token is None:
+                    return self._head_commit(record)
+                try:
+                    commit, landed = self._commit_plan(record, plan, token)
+                except CommitConflictError:
+                    if on_conflict == "fail" or attempt == _MAX_ATTEMPTS - 1:
+                        raise
+                    time.sleep(min(0.5, 0.01 * 2**attempt) * random.random())  # noqa: S311 - jitter
+                    continue
+                if landed:
+                    state.apply(plan.upserted, plan.upserted_keys, plan.deleted_keys, commit.version)
+                self._record = self._store.get_table(record.namespace, record.name)
+                return commit
+            raise AssertionError("unreachable")  # pragma: no cover
+
+    def _commit_plan(self, record: TableRecord, plan: PlannedWrite, token: str | None) -> tuple[Commit, bool]:
+        """Write the plan's log files and commit them; False if an earlier commit had the token."""
+        instant = new_instant()
+        self._store.begin_commit(record.id, instant, "write")
+        written: list[DataFile] = []
+        try:
+            buckets = bucket_of(plan.changelog, record.primary_key, record.buckets)
+            parts = split_by_bucket(plan.changelog, buckets)
+            written = self._write_files(record, instant, "log", sorted(parts.items()))
+            request = CommitRequest(
+                instant=instant,
+                read_version=record.current_version,
+                operation="write",
+                added=written,
+                summary={
+                    "rows": plan.counts,
+                    "files_added": len(written),
+                    "buckets": sorted(parts),
+                    "columns": record.schema.names,
+                    "bytes_added": sum(f.size for f in written),
+                },
+                token=token,
+            )
+            commit = self._store.complete_commit(record, request)
+        except BaseException:
+            self._discard(record, instant, written)
+            raise
+        if commit.instant != instant:  # the token was committed by an earlier attempt
+            self._discard(record, instant, written)
+            return commit, False
+        return commit, True
+
+    def _discard(self, record: TableRecord, instant: str, files: Sequence[DataFile]) -> None:
+        for f in files:
+            try:
+                self._storage.fs.delete_file(self._storage.path(f.path))
+            except OSError:
+                pass  # an orphan: cleaning removes it later
+        try:
+            self._store.abort_commit(record.id, instant)
+        except Exception:  # noqa: BLE001 - best effort on an error path; cleaning handles leftovers
+            pass
+
+    def _write_files(
+        self, record: TableRecord, instant: str, content: Literal["base", "log"], parts: Sequence[tuple[int, pa.Table]]
+    ) -> list[DataFile]:
+        def write_one(item: tuple[int, tuple[int, pa.Table]]) -> DataFile:
+            n, (bucket, data) = item
+            rel = f"{record.location}/data/bucket-{bucket:05d}/{instant}-{content}-{n}.parquet"
+            size = write_parquet(self._storage, self._storage.path(rel), data)
+            return DataFile(
+                path=rel, bucket=bucket, content=content, row_count=data.num_rows, size=size,
+                stats=compute_stats(data),
+            )  # fmt: skip
+
+        return parallel(write_one, list(enumerate(parts)))
+
+    def _current_state(self, record: TableRecord) -> KeyState:
+        """The writer's key state at ``record.current_version``, loaded or caught up as needed."""
+        state = self._state
+        if state is not None and self._state_schema_id == record.schema_id and state.version <= record.current_version:
+            if state.version == record.current_version:
+                return state
+            if state.version >= record.oldest_version:
+                logs = self._store.log_files_between(record.id, state.version, record.current_version)
+                changes = read_changes(self._storage, logs, record.schema)
+                if changes.num_rows:
+                    kinds = changes.column(KIND_COLUMN).to_numpy(zero_copy_only=False)
+                    rows, is_delete = changelog_to_write(changes.drop_columns(["_seq"]))
+                    keep = kinds != RowKind.UPDATE_BEFORE
+                    rows = rows.filter(pa.array(keep))
+                    is_delete = is_delete[keep]
+                    plan = plan_write(state, rows, is_delete)
+                    state.apply(plan.upserted, plan.upserted_keys, plan.deleted_keys, record.current_version)
+                state.version = record.current_version
+                return state
+        files = self._store.live_files(record.id, record.current_version)
+        rows = read_snapshot(self._storage, files, record.schema, record.primary_key)
+        self._state = KeyState(rows, record.primary_key, record.current_version)
+        self._state_schema_id = record.schema_id
+        return self._state
+
+    def _head_commit(self, record: TableRecord) -> Commit:
+        return self._store.commits(record.id, record.current_version, record.current_version)[0]
+
+    # -- reads --------------------------------------------------------------------------------------
+
+    def resolve_version(self, version: int | None = None, as_of: dt.datetime | int | None = None) -> int:
+        """The version to read: ``version``, or the newest at time ``as_of``, or the head.
+
+        ``as_of`` is a datetime (naive means UTC) or epoch milliseconds.
+        """
+        head, oldest = self._store.current_version(self._record.id)
+        if version is not None and as_of is not None:
+            raise InvalidArgumentError("pass either version= or as_of=, not both")
+        if as_of is not None:
+            if isinstance(as_of, dt.datetime):
+                moment = as_of if as_of.tzinfo else as_of.replace(tzinfo=dt.UTC)
+                as_of = int(moment.timestamp() * 1000)
+            found = self._store.version_at(self._record.id, int(as_of))
+            if found is None:
+                raise VersionNotFoundError(
+                    f"table {self.name!r} has no version committed at or before {as_of} ms; "
+                    "its history starts later (see t.history())"
+                )
+            version = found
+        if version is None:
+            return head
+        if not isinstance(version, int) or version < 0 or version > head:
+            raise VersionNotFoundError(
+                f"table {self.name!r} has no version {version!r}; versions run from {oldest} to {head}"
+            )
+        if version < oldest:
+            raise VersionCleanedError(self.name, version, oldest)
+        return version
+
+    def _schema_at(self, version: int) -> pa.Schema:
+        commit = self._store.commits(self._record.id, version, version)
+        return self._store.schema(self._record.id, commit[0].schema_id) if commit else self.schema
+
+    def read(
+        self,
+        version: int | None = None,
+        as_of: dt.datetime | int | None = None,
+        columns: Sequence[str] | None = None,
+        filter: Filter | None = None,  # noqa: A002 - the public name
+    ) -> pa.Table:
+        """Read a snapshot: the head, a ``version``, or the newest version at time ``as_of``.
+
+        Args:
+            version: Version to read (time travel).
+            as_of: Read the version that was current at this time (datetime or epoch ms).
+            columns: Columns to return (all by default).
+            filter: A pyarrow Expression, or DNF filters like ``[("amount", ">", 10)]`` which also
+                skip files by their min/max stats (see ``last_scan``).
+        """
+        v = self.resolve_version(version, as_of)
+        schema = self._schema_at(v)
+        if columns is not None:
+            missing = [c for c in columns if c not in schema.names]
+            if missing:
+                raise InvalidArgumentError(f"table {self.name!r} at version {v} has no column(s) {missing}")
+        files = self._store.live_files(self._record.id, v)
+        metrics = ScanMetrics()
+        result = read_snapshot(
+            self._storage, files, schema, self.primary_key, columns=columns, filter=filter, metrics=metrics
+        )
+        self._check_not_cleaned(v)
+        self.last_scan = metrics
+        return result
+
+    def _check_not_cleaned(self, version: int) -> None:
+        _, oldest = self._store.current_version(self._record.id)
+        if version < oldest:
+            raise VersionCleanedError(self.name, version, oldest)
+
+    def dataset(self, version: int | None = None) -> ds.Dataset:
+        """A snapshot as a ``pyarrow.dataset.Dataset`` (DuckDB and Polars can query it).
+
+        A fully compacted snapshot is a lazy dataset over its base files; otherwise the merged rows
+        are materialized in memory.
+        """
+        v = self.resolve_version(version)
+        schema = self._schema_at(v)
+        files = self._store.live_files(self._record.id, v)
+        if all(f.content == "base" for f in files):
+            paths = [self._storage.path(f.path) for f in files]
+            return ds.dataset(paths, schema=schema, format="parquet", filesystem=self._storage.fs)
+        return ds.dataset(read_snapshot(self._storage, files, schema, self.primary_key))
+
+    def changes(self, start: int, end: int | None = None, *, columns: Sequence[str] | None = None) -> pa.Table:
+        """The exact changelog of commits ``start+1 .. end`` (head by default), in commit order.
+
+        Rows carry the table's columns (as of ``end``) plus ``_kind`` (0 +I, 1 -U, 2 +U, 3 -D) and
+        ``_seq`` (increasing). Updates appear as a ``-U`` (old row) then ``+U`` (new row).
+        """
+        head, oldest = self._store.current_version(self._record.id)
+        end = head if end is None else end
+        if not (0 <= start <= end <= head):
+            raise VersionNotFoundError(
+                f"table {self.name!r}: changes({start}, {end}) needs 0 <= start <= end <= {head} (the head)"
+            )
+        if start < oldest:
+            raise VersionCleanedError(self.name, start, oldest)
+        logs = self._store.log_files_between(self._record.id, start, end)
+        result = read_changes(self._storage, logs, self._schema_at(end), columns=columns)
+        self._check_not_cleaned(start)
+        return result
+
+    def history(self) -> list[Commit]:
+        """Every commit on the timeline, oldest first, with its summary."""
+        return self._store.commits(self._record.id)
+
+    # -- maintenance --------------------------------------------------------------------------------
+
+    def compact(self, *, target_file_rows: int | None = None) -> Commit | None:
+        """Fold each bucket's log files into new base files; returns the commit, or None if nothing to do."""
+        record = self.refresh()._record
+        rows_per_file = target_file_rows or int(
+            record.properties.get("target_file_rows", maintenance.DEFAULT_TARGET_FILE_ROWS)
+        )
+        files = self._store.live_files(record.id, record.current_version)
+        plan = maintenance.plan_compaction(files)
+        if not plan.by_bucket:
+            return None
+        instant = new_instant()
+        self._store.begin_commit(record.id, instant, "compact")
+        written: list[DataFile] = []
+        try:
+            for bucket, bucket_files in sorted(plan.by_bucket.items()):
+                tables = maintenance.compact_bucket(
+                    self._storage, bucket_files, record.schema, record.primary_key, target_file_rows=rows_per_file
+                )
+                written += self._write_files(record, instant, "base", [(bucket, t) for t in tables])
+            request = CommitRequest(
+                instant=instant,
+                read_version=record.current_version,
+                operation="compact",
+                added=written,
+                removed=plan.removed,
+                conflicts_with_writes=False,
+                summary={
+                    "compacted_version": record.current_version,
+                    "buckets": sorted(plan.by_bucket),
+                    "files_removed": len(plan.removed),
+                    "files_added": len(written),
+                    "rows": sum(f.row_count for f in written),
+                },
+            )
+            commit = self._store.complete_commit(record, request)
+        except BaseException:
+            self._discard(record, instant, written)
+            raise
+        self.refresh()
+        return commit
+
+    def clean(self, *, retain_last: int = 10, orphan_grace_seconds: float = 3600.0) -> maintenance.CleanResult:
+        """Delete files that no version among the last ``retain_last`` needs, and old orphan files.
+
+        Versions before the new oldest readable version can no longer be read (``VersionCleanedError``);
+        ``changes(start)`` needs ``start`` at or after it.
+        """
+        if retain_last < 1:
+            raise InvalidArgumentError("clean(retain_last=N) needs N >= 1: the head version is always kept")
+        record = self.refresh()._record
+        listed = self._list_files(record)
+        inflight = self._store.inflight_instants(record.id)
+        head, oldest = self._store.current_version(record.id)
+        keep_from = max(oldest, head - retain_last + 1)
+        referenced = self._store.all_file_paths(record.id)
+        files_then = self._store.live_files(record.id, keep_from)
+        needed = {f.path for f in files_then}
+        obsolete = [f for f in self._store.retired_files(record.id, keep_from) if f.path not in needed]
+        orphans, stale = maintenance.orphan_paths(
+            listed, referenced, inflight, grace_seconds=orphan_grace_seconds
+        )
+        # the catalog first: once forgotten, no reader is directed to a file we then delete
+        self._store.forget_files(record.id, [f.path for f in obsolete], keep_from)
+        for path in [f.path for f in obsolete] + orphans:
+            try:
+                self._storage.fs.delete_file(self._storage.path(path))
+            except FileNotFoundError:
+                pass
+        if stale:
+            self._store.abort_stale_inflight(record.id, stale)
+        self.refresh()
+        return maintenance.CleanResult(
+            oldest_version=keep_from,
+            files_deleted=len(obsolete),
+            bytes_deleted=sum(f.size for f in obsolete),
+            orphans_deleted=len(orphans),
+        )
+
+    def _list_files(self, record: TableRecord) -> list[tuple[str, float]]:
+        root = self._storage.path(record.location, "data")
+        out = []
+        for info in self._storage.list_files(root):
+            mtime = info.mtime.timestamp() if info.mtime is not None else 0.0
+            out.append((self._storage.relative(info.path), mtime))
+        return out

@@ -1,0 +1,130 @@
+"""Turning a write (upserts and deletes by key) into the exact changelog of one commit.
+
+Rules, in order:
+
+1. Within one batch the last occurrence of a key wins (earlier ones are ignored).
+2. A key that is absent becomes ``+I``; a present key whose row differs becomes ``-U`` (old row) then
+   ``+U`` (new row); a delete of a present key becomes ``-D`` (old row).
+3. Re-writing a row identical to the current one, and deleting an absent key, produce no change.
+
+Nulls compare equal to nulls and NaN to NaN when deciding whether a row changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from flowlake.changelog import KIND_COLUMN, RowKind
+from flowlake.table.keystate import KeyState, key_list
+
+POS_COLUMN = "_pos"
+"""Position of a change within its commit, stored in log files; ``_seq`` is derived from it."""
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedWrite:
+    """The changelog of one commit and what it does to the writer's state."""
+
+    changelog: pa.Table
+    """Table columns plus ``_kind`` and ``_pos``, in commit order."""
+    upserted: pa.Table
+    upserted_keys: list[Any]
+    deleted_keys: list[Any]
+    counts: dict[str, int]
+
+    @property
+    def empty(self) -> bool:
+        """Whether the write changes nothing."""
+        return self.changelog.num_rows == 0
+
+
+def _same_rows(old: pa.Table, new: pa.Table, columns: Sequence[str]) -> np.ndarray:
+    same = np.ones(old.num_rows, dtype=bool)
+    for name in columns:
+        a, b = old.column(name), new.column(name)
+        eq = pc.fill_null(pc.equal(a, b), False)
+        both_null = pc.and_(pc.is_null(a), pc.is_null(b))
+        eq = pc.or_(eq, both_null)
+        if pa.types.is_floating(a.type):
+            eq = pc.or_(eq, pc.fill_null(pc.and_(pc.is_nan(a), pc.is_nan(b)), False))
+        same &= eq.to_numpy(zero_copy_only=False)
+    return same
+
+
+def _last_occurrences(keys: list[Any]) -> np.ndarray | None:
+    last = {k: i for i, k in enumerate(keys)}
+    if len(last) == len(keys):
+        return None
+    return np.fromiter(sorted(last.values()), dtype=np.int64, count=len(last))
+
+
+def plan_write(state: KeyState, rows: pa.Table, is_delete: np.ndarray) -> PlannedWrite:
+    """Compute the changelog of writing ``rows`` (upserts, or deletes where ``is_delete``)."""
+    keys = key_list(rows, state.primary_key)
+    keep = _last_occurrences(keys)
+    if keep is not None:
+        rows = rows.take(pa.array(keep))
+        is_delete = is_delete[keep]
+        keys = [keys[i] for i in keep]
+    positions = state.lookup(keys)
+    found = positions >= 0
+
+    update_candidates = np.flatnonzero(found & ~is_delete)
+    value_columns = [n for n in rows.column_names if n not in state.primary_key]
+    changed = np.ones(len(update_candidates), dtype=bool)
+    if len(update_candidates) and value_columns:
+        old = state.take(positions[update_candidates])
+        new = rows.take(pa.array(update_candidates))
+        changed = ~_same_rows(old, new, value_columns)
+    elif len(update_candidates):
+        changed[:] = False  # a key-only table: rewriting a present key changes nothing
+    updates = update_candidates[changed]
+    inserts = np.flatnonzero(~found & ~is_delete)
+    deletes = np.flatnonzero(found & is_delete)
+
+    # after-images (+I, +U) come from the batch, before-images (-U, -D) from the state
+    after_idx = np.concatenate([inserts, updates])
+    after_kind = np.concatenate(
+        [np.full(len(inserts), RowKind.INSERT, np.int8), np.full(len(updates), RowKind.UPDATE_AFTER, np.int8)]
+    )
+    before_idx = np.concatenate([updates, deletes])
+    before_kind = np.concatenate(
+        [np.full(len(updates), RowKind.UPDATE_BEFORE, np.int8), np.full(len(deletes), RowKind.DELETE, np.int8)]
+    )
+    after = rows.take(pa.array(after_idx, type=pa.int64())).cast(state.schema)
+    before = state.take(positions[before_idx])
+    # order: by batch position; a -U comes right before its +U
+    order_key = np.concatenate([after_idx * 2 + 1, before_idx * 2])
+    order = np.argsort(order_key, kind="stable")
+    kinds = np.concatenate([after_kind, before_kind])[order]
+    changelog = pa.concat_tables([after, before]).take(pa.array(order))
+    changelog = changelog.append_column(KIND_COLUMN, pa.array(kinds, type=pa.int8()))
+    changelog = changelog.append_column(POS_COLUMN, pa.array(np.arange(len(order), dtype=np.int32)))
+
+    after_keys = [keys[i] for i in after_idx]
+    return PlannedWrite(
+        changelog=changelog,
+        upserted=after,
+        upserted_keys=after_keys,
+        deleted_keys=[keys[i] for i in deletes],
+        counts={"+I": len(inserts), "-U": len(updates), "+U": len(updates), "-D": len(deletes)},
+    )
+
+
+def changelog_to_write(changes: pa.Table) -> tuple[pa.Table, np.ndarray]:
+    """Interpret a changelog as a write: the last change of each key decides its final state.
+
+    ``+I``/``+U`` write the row; ``-D`` deletes the key, and so does a ``-U`` that is not followed by a
+    ``+U`` of the same key (a retraction). A ``-U`` that is followed by its ``+U`` loses to it under the
+    last-occurrence rule. Before-images in the input are not trusted: the commit computes exact ones
+    from the table's current rows.
+    """
+    kinds = changes.column(KIND_COLUMN).to_numpy(zero_copy_only=False)
+    is_delete = (kinds == RowKind.DELETE) | (kinds == RowKind.UPDATE_BEFORE)
+    return changes.drop_columns([KIND_COLUMN]), is_delete
