@@ -52,7 +52,7 @@ import binascii
 import datetime as dt
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, ROUND_HALF_EVEN, Context, Decimal, InvalidOperation
 from typing import Any, Final, Literal
 
 import pyarrow as pa
@@ -68,8 +68,12 @@ Converter = Callable[[Any], Any]
 DEFAULT_DECIMAL_PRECISION: Final = 38
 """Precision used for a Connect ``Decimal`` without ``connect.decimal.precision``."""
 
+MAX_DECIMAL_SCALE: Final = 16_383
+"""Largest decimal scale accepted (PostgreSQL's limit); guards against absurd scales in bad input."""
+
+_EXACT: Final = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)
 _EPOCH_DATE: Final = dt.date(1970, 1, 1)
-_EPOCH: Final = dt.datetime(1970, 1, 1)  # noqa: DTZ001 - Debezium Timestamp is naive by definition
+_EPOCH: Final = dt.datetime(1970, 1, 1)  # Debezium Timestamp is naive
 _EPOCH_UTC: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _MICROS_PER_DAY: Final = 86_400_000_000
 _ONE_MICRO: Final = dt.timedelta(microseconds=1)
@@ -195,8 +199,14 @@ def base64_to_bytes(value: Any) -> bytes:
 
 
 def unscaled_to_decimal(unscaled: int, scale: int) -> Decimal:
-    """Build ``unscaled × 10^-scale`` exactly (no context rounding)."""
-    return Decimal(f"{unscaled}E{-scale}")
+    """Build ``unscaled * 10**-scale`` exactly (no context rounding).
+
+    Raises:
+        CorruptRecordError: If ``|scale|`` exceeds :data:`MAX_DECIMAL_SCALE`.
+    """
+    if not -MAX_DECIMAL_SCALE <= scale <= MAX_DECIMAL_SCALE:
+        raise CorruptRecordError(f"decimal scale {scale} is outside ±{MAX_DECIMAL_SCALE}")
+    return Decimal(unscaled).scaleb(-scale, _EXACT)
 
 
 def base64_to_decimal(value: Any, scale: int) -> Decimal:
@@ -392,7 +402,9 @@ _FIXED_LOGICAL: Final[dict[str, tuple[frozenset[str], pa.DataType, Converter, Co
     CONNECT_TIMESTAMP: (frozenset({"int64"}), pa.timestamp("ms"), millis_to_timestamp, None),
     MICRO_TIMESTAMP: (frozenset({"int64"}), pa.timestamp("us"), micros_to_timestamp, None),
     NANO_TIMESTAMP: (frozenset({"int64"}), pa.timestamp("ns"), nanos_to_timestamp, None),
-    ZONED_TIMESTAMP: (frozenset({"string"}), pa.timestamp("us", tz="UTC"), zoned_to_datetime, zoned_to_micros),
+    ZONED_TIMESTAMP: (
+        frozenset({"string"}), pa.timestamp("us", tz="UTC"), zoned_to_datetime, zoned_to_micros
+    ),
 }
 """Logical types with a fixed Arrow type: (allowed Connect types, Arrow type, to_python, to_arrow)."""
 
@@ -453,7 +465,8 @@ def decoder_from_connect(name: str, block: Any) -> FieldDecoder:
     if type(block) is not dict:
         raise _schema_error(name, f"expected an object, got {block!r}")
     ctype, logical, params = block.get("type"), block.get("name"), block.get("parameters") or {}
-    if type(ctype) is not str or (logical is not None and type(logical) is not str) or type(params) is not dict:
+    bad_logical = logical is not None and type(logical) is not str
+    if type(ctype) is not str or bad_logical or type(params) is not dict:
         raise _schema_error(name, "needs a string 'type', an optional string 'name' and object 'parameters'")
     nullable = block.get("optional", False) is not False
     if logical == DECIMAL:
@@ -471,7 +484,9 @@ def decoder_from_connect(name: str, block: Any) -> FieldDecoder:
     return _plain_decoder(name, ctype, block, logical, nullable)
 
 
-def _plain_decoder(name: str, ctype: str, block: dict[str, Any], logical: str | None, nullable: bool) -> FieldDecoder:
+def _plain_decoder(
+    name: str, ctype: str, block: dict[str, Any], logical: str | None, nullable: bool
+) -> FieldDecoder:
     plain = _PLAIN.get(ctype)
     if plain is not None:
         arrow_type, to_python, to_arrow = plain
@@ -574,7 +589,9 @@ def _map_decoder(name: str, block: dict[str, Any], logical: str | None, nullable
 # --- decoders for an explicit Arrow schema ----------------------------------------------------------
 
 
-def decoder_for_arrow(name: str, arrow_type: pa.DataType, *, decimal_handling: DecimalHandling = "precise") -> FieldDecoder:
+def decoder_for_arrow(
+    name: str, arrow_type: pa.DataType, *, decimal_handling: DecimalHandling = "precise"
+) -> FieldDecoder:
     """Build a decoder that reads JSON values into an Arrow type chosen by the caller.
 
     Integers for temporal types are taken in the type's own unit (``date32``: days;

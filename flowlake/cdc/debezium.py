@@ -1,0 +1,816 @@
+"""Decode Debezium JSON change events into flowlake changelogs.
+
+Two entry points share one set of rules: :func:`decode` turns one message into
+:class:`~flowlake.cdc.change.Change` values (the friendly API), and :func:`decode_batch` turns many
+messages into one Arrow changelog table in a single pass (the hot path), reporting each message it
+could not decode instead of raising, so the caller can dead-letter it and go on.
+
+Rules
+-----
+1. Envelopes. A message is either the payload itself (``schemas.enable=false``) or
+   ``{"schema": ..., "payload": ...}`` (schema-include); the latter is decoded from ``payload``.
+2. Operations. ``op`` ``r`` (snapshot read) and ``c`` → ``+I``(after); ``u`` → ``-U``(before),
+   ``+U``(after); ``d`` → ``-D``(before).
+3. No output. A tombstone (``None``, empty or blank bytes, the JSON ``null``, or a schema-include
+   envelope whose payload is ``null``), a transaction boundary event (``{"status": "BEGIN"|"END",
+   ...}`` without ``op``) and a logical-decoding message (``op`` ``m``) produce no changes.
+   Changes carry their transaction's id (``transaction.id``) in ``SourceInfo.transaction_id``.
+4. Truncate. ``op`` ``t`` cannot be written as row changes; it raises :class:`CdcDecodeError`
+   (a valid event this decoder will not apply) rather than being dropped, which would let the
+   lake diverge silently. Filter it upstream (``skipped.operations=t``) or dead-letter it.
+5. Incomplete before-images. A ``before`` is *key-only* when, with ``primary_key`` given, every
+   column outside the key is absent or null while the table has columns outside the key (they
+   appear in the schema, in ``before`` itself as nulls, or in ``after``); without ``primary_key``,
+   when ``before`` has fewer fields than the schema block (or explicit schema) or a strict subset of
+   ``after``'s fields. (A genuinely all-null row is thus treated as key-only: the safe side.)
+
+   * ``u`` whose ``before`` is missing, ``null`` or key-only (Postgres ``REPLICA IDENTITY
+     DEFAULT``): no ``-U`` is emitted, since a wrong retraction is worse than none; only
+     ``+U``(after) is emitted with ``before_complete=False``, so the table can look up the old row.
+   * ``d`` whose ``before`` is missing or ``null``: :class:`CorruptRecordError` (the key is unknown).
+   * ``d`` whose ``before`` is key-only: ``-D`` with just the key columns (with ``primary_key``;
+     else the fields ``before`` has) and ``before_complete=False``. A key column that is absent or
+     null makes it a :class:`CorruptRecordError`.
+
+   In a batch these rows are listed in :attr:`DecodedBatch.incomplete_rows`.
+6. Malformed input (invalid JSON, not an object, missing or unknown ``op``, a missing or non-object
+   ``after`` for ``c``/``r``/``u``, a non-object ``before``/``source``/``transaction``, a malformed
+   schema block, a value of the wrong JSON type for its logical type, bad base64) raises
+   :class:`CorruptRecordError` whose message names the field and, where known, the caller's offset
+   and the source position; never a bare ``KeyError``/``TypeError``/``ValueError``.
+7. Values. Logical types are converted (see :mod:`flowlake.cdc.logical_types`) only when a schema
+   block is present or an explicit Arrow schema is passed; a schema block, when present, decides how
+   each value is read. Otherwise values stay as the JSON gives them. ``decode(convert=False)``
+   always keeps the JSON values (the conformance form that peer test vectors use).
+8. Batches. :func:`decode_batch` expects messages of one table (one topic). Its columns are the
+   explicit schema's, else the schema block's, else the union of the rows' fields in order of first
+   appearance (types inferred by Arrow); every column is nullable, because key-only deletes carry
+   nulls. A message with a column outside an explicit schema, a column named like a reserved
+   changelog column (``_kind``, ``_seq``), a value its column cannot hold, or a schema block that
+   changes a column's type within the batch is reported in :attr:`DecodedBatch.errors` and all of
+   its rows are left out. ``_seq`` is not produced; the table writer assigns commit order.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+import pyarrow as pa
+
+from flowlake.cdc.change import Change, SourceInfo
+from flowlake.cdc.logical_types import DecimalHandling, FieldDecoder, decoder_for_arrow, struct_decoders
+from flowlake.changelog import KIND_COLUMN, RESERVED_COLUMNS, RowKind
+from flowlake.errors import CdcDecodeError, CorruptRecordError, InvalidArgumentError
+
+Message = bytes | bytearray | memoryview | str | None
+"""One Kafka record value: JSON text as bytes or str, or ``None`` for a tombstone."""
+
+_Step = tuple[RowKind, dict[str, Any], bool]
+"""One change before it gets its source: (kind, row, before_complete)."""
+
+_INSERT: Final = RowKind.INSERT
+_UPDATE_BEFORE: Final = RowKind.UPDATE_BEFORE
+_UPDATE_AFTER: Final = RowKind.UPDATE_AFTER
+_DELETE: Final = RowKind.DELETE
+_TX_STATUSES: Final = frozenset({"BEGIN", "END"})
+_POSITION_KEYS: Final = ("lsn", "commit_lsn", "change_lsn", "scn")
+_INTEGER_TEXT: Final = re.compile(r"-?[0-9]{1,20}")
+_BUILD_ERRORS: Final = (pa.ArrowException, CdcDecodeError, TypeError, ValueError, ArithmeticError)
+"""What building an Arrow column from JSON values may raise (pa.array raises all of these)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeFailure:
+    """A message that :func:`decode_batch` could not decode.
+
+    Attributes:
+        index: Position of the message in the input sequence.
+        reason: What is wrong, naming the field and the source position where known.
+    """
+
+    index: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedBatch:
+    """The changelog decoded from a batch of messages.
+
+    Attributes:
+        table: Row columns plus ``_kind`` (int8, :class:`RowKind` values), in message order.
+        errors: One entry per message that failed, by message index; none of its rows are in ``table``.
+        message_index: For each row of ``table``, the index of the message it came from (int32).
+        incomplete_rows: Rows of ``table`` whose before-image is not known: ``+U`` rows emitted without
+            a ``-U`` and key-only ``-D`` rows (``Change.before_complete`` is ``False`` for these).
+        skipped: Messages that carry no row change: tombstones, transaction and logical messages.
+    """
+
+    table: pa.Table
+    errors: tuple[DecodeFailure, ...]
+    message_index: pa.Array
+    incomplete_rows: tuple[int, ...]
+    skipped: int
+
+
+@dataclass(frozen=True, slots=True)
+class _KeyRule:
+    """The primary key used to recognise key-only before-images (empty when not given)."""
+
+    columns: tuple[str, ...] = ()
+    names: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, primary_key: Sequence[str] | None) -> _KeyRule:
+        if primary_key is None:
+            return cls()
+        if isinstance(primary_key, str) or not all(isinstance(c, str) for c in primary_key):
+            raise InvalidArgumentError(f"primary_key must be a sequence of column names, got {primary_key!r}")
+        return cls(tuple(primary_key), frozenset(primary_key))
+
+
+# --- public API -------------------------------------------------------------------------------------
+
+
+def decode(
+    message: Message,
+    *,
+    convert: bool = True,
+    schema: pa.Schema | None = None,
+    primary_key: Sequence[str] | None = None,
+    decimal_handling: DecimalHandling = "precise",
+    offset: int | str | None = None,
+) -> list[Change]:
+    """Decode one Debezium JSON message into changes (see the module docstring for the rules).
+
+    Args:
+        message: The record value: JSON bytes or text; ``None``/empty for a tombstone.
+        convert: Convert values by their logical types (dates, decimals, …). ``False`` keeps every
+            value as the JSON gives it.
+        schema: Arrow schema of the row, used to read values when the message has no schema block,
+            and to recognise key-only before-images by their field count.
+        primary_key: Key columns, used to recognise key-only before-images.
+        decimal_handling: How a decimal column's JSON strings are read when only ``schema`` says the
+            column is a decimal: base64 (``"precise"``) or decimal text.
+        offset: The message's offset (Kafka offset, line number…), quoted in error messages.
+
+    Returns:
+        The changes in order; empty for tombstones, transaction and logical-message events.
+
+    Raises:
+        CorruptRecordError: If the message is malformed (rule 6).
+        CdcDecodeError: If the message is valid but cannot be applied as row changes (truncate).
+    """
+    key = _KeyRule.of(primary_key)
+    payload: dict[str, Any] | None = None
+    try:
+        obj = _parse(message)
+        if obj is None:
+            return []
+        payload, block = _unwrap(obj)
+        if payload is None or _is_meta_event(payload):
+            return []
+        struct = _row_struct(block)
+        width = _struct_width(struct) if struct is not None else (len(schema) if schema is not None else None)
+        steps = _row_changes(payload, key, width)
+        decoders = _python_decoders(struct, schema, decimal_handling) if convert else None
+        source = source_info(payload)
+        return [Change(kind, _convert_row(row, decoders), source, complete) for kind, row, complete in steps]
+    except CdcDecodeError as exc:
+        where = _where(payload, offset)
+        if not where:
+            raise
+        raise type(exc)(f"{exc} ({where})") from exc
+
+
+def decode_batch(
+    messages: Sequence[Message],
+    schema: pa.Schema | None = None,
+    *,
+    primary_key: Sequence[str] | None = None,
+    decimal_handling: DecimalHandling = "precise",
+) -> DecodedBatch:
+    """Decode many Debezium JSON messages into one Arrow changelog table, in one pass.
+
+    Bad messages do not raise: each is reported in ``errors`` (by index) and its rows are left out,
+    so the caller can dead-letter it and go on.
+
+    Args:
+        messages: Record values of one table, in log order; ``None`` for tombstones.
+        schema: The table's row schema (without ``_kind``). Columns are cast to these types, and a
+            message with a column outside it is an error. ``None`` derives the columns from the
+            schema blocks, else from the rows.
+        primary_key: Key columns, used to recognise key-only before-images.
+        decimal_handling: How a decimal column's JSON strings are read when only ``schema`` says the
+            column is a decimal: base64 (``"precise"``) or decimal text.
+
+    Returns:
+        The decoded batch: table, per-message errors, row→message index and incomplete rows.
+
+    Raises:
+        InvalidArgumentError: If ``schema`` names a reserved column or ``primary_key`` is not a
+            sequence of names.
+    """
+    _check_schema(schema)
+    pending = _Pending()
+    blocks = _BlockPlan()
+    width = None if schema is None else len(schema)
+    skipped = _scan(messages, pending, blocks, _KeyRule.of(primary_key), width)
+    columns, fields = _assemble(pending, messages, schema, blocks.decoders, decimal_handling)
+    kind_array = pa.array(pending.kinds, type=pa.int8())
+    table = pa.Table.from_arrays(
+        [*columns, kind_array], schema=pa.schema([*fields, pa.field(KIND_COLUMN, pa.int8(), nullable=False)])
+    )
+    errors = tuple(DecodeFailure(i, pending.errors[i]) for i in sorted(pending.errors))
+    return DecodedBatch(
+        table, errors, pa.array(pending.owners, type=pa.int32()), tuple(pending.incomplete), skipped
+    )
+
+
+def debezium_schema_to_arrow(schema_block: Mapping[str, Any]) -> pa.Schema:
+    """Map a Kafka Connect schema block to the Arrow schema of the rows it describes.
+
+    Args:
+        schema_block: The ``struct`` block of ``after``/``before``, or the whole envelope block
+            (``{"type": "struct", "fields": [{"field": "before", ...}, {"field": "after", ...}, ...]}``),
+            whose ``after`` struct is then used.
+
+    Returns:
+        One field per row column, with Arrow types from the logical types and nullability from
+        ``optional``.
+
+    Raises:
+        CorruptRecordError: If the block is malformed.
+    """
+    block = dict(schema_block)
+    struct = _row_struct(block) if _is_envelope_block(block) else block
+    decoders = struct_decoders(struct)
+    return pa.schema([pa.field(d.name, d.arrow_type, nullable=d.nullable) for d in decoders])
+
+
+def source_info(payload: Mapping[str, Any]) -> SourceInfo:
+    """Read the ``source``, ``ts_ms`` and ``transaction`` blocks of a Debezium payload.
+
+    Raises:
+        CorruptRecordError: If a block is not an object or a field has the wrong JSON type.
+    """
+    src = payload.get("source")
+    if src is None:
+        src = {}
+    elif type(src) is not dict:
+        raise CorruptRecordError(f"'source' must be an object, got {src!r}")
+    return SourceInfo(
+        connector=_opt_str(src, "connector"),
+        db=_opt_str(src, "db"),
+        schema=_opt_str(src, "schema"),
+        table=_opt_str(src, "table"),
+        ts_ms=_opt_int(src, "ts_ms", "source.ts_ms"),
+        event_ts_ms=_opt_int(payload, "ts_ms", "ts_ms"),
+        position=_position(src),
+        transaction_id=_transaction_id(payload.get("transaction")),
+        snapshot=payload.get("op") == "r" or _snapshot_flag(src.get("snapshot")),
+    )
+
+
+# --- envelope -------------------------------------------------------------------------------------
+
+
+def _parse(message: Message) -> dict[str, Any] | None:
+    """Parse a message to its top-level object; ``None`` for a tombstone."""
+    if message is None:
+        return None
+    if not isinstance(message, bytes | bytearray | memoryview | str):
+        raise InvalidArgumentError(f"a message must be bytes, str or None, got {type(message).__name__}")
+    try:
+        obj = orjson.loads(message)
+    except orjson.JSONDecodeError as exc:
+        if _is_blank(message):
+            return None
+        raise CorruptRecordError(f"message is not valid JSON: {exc}") from exc
+    if obj is None:
+        return None
+    if type(obj) is not dict:
+        raise CorruptRecordError(f"message must be a JSON object, got {type(obj).__name__} {_short(obj)}")
+    return obj
+
+
+def _is_blank(message: bytes | bytearray | memoryview | str) -> bool:
+    if isinstance(message, str):
+        return not message.strip()
+    return not bytes(message).strip()
+
+
+def _unwrap(obj: dict[str, Any]) -> tuple[dict[str, Any] | None, Any]:
+    """Return (payload, schema block) of a message; payload ``None`` is a tombstone."""
+    if "op" in obj or "payload" not in obj:
+        return obj, None
+    payload = obj["payload"]
+    if payload is None:
+        return None, None
+    if type(payload) is not dict:
+        raise CorruptRecordError(f"'payload' must be an object, got {_short(payload)}")
+    return payload, obj.get("schema")
+
+
+def _is_meta_event(payload: dict[str, Any]) -> bool:
+    """Whether the payload is a transaction boundary or a logical-decoding message (no rows)."""
+    op = payload.get("op")
+    if op is None:
+        return bool(payload.get("status") in _TX_STATUSES)
+    return bool(op == "m")
+
+
+def _row_changes(payload: dict[str, Any], key: _KeyRule, width: int | None) -> tuple[_Step, ...]:
+    """Apply rules 2-5 to one payload."""
+    op = payload.get("op")
+    if op == "c" or op == "r":
+        return ((_INSERT, _after(payload, op), True),)
+    if op == "u":
+        after = _after(payload, op)
+        before = payload.get("before")
+        if before is None or _key_only(_before(before, op), after, key, width):
+            return ((_UPDATE_AFTER, after, False),)
+        return ((_UPDATE_BEFORE, before, True), (_UPDATE_AFTER, after, True))
+    if op == "d":
+        before = payload.get("before")
+        if before is None:
+            raise CorruptRecordError("op 'd' has no 'before' image, so the deleted key is unknown")
+        if _key_only(_before(before, op), None, key, width):
+            return ((_DELETE, _key_row(before, key), False),)
+        return ((_DELETE, before, True),)
+    raise _bad_op(op)
+
+
+def _after(payload: dict[str, Any], op: str) -> dict[str, Any]:
+    after = payload.get("after")
+    if type(after) is not dict:
+        raise CorruptRecordError(f"op {op!r} needs an 'after' object, got {_short(after)}")
+    return after
+
+
+def _before(before: Any, op: str) -> dict[str, Any]:
+    if type(before) is not dict:
+        raise CorruptRecordError(f"op {op!r} has a 'before' that is not an object: {_short(before)}")
+    return before
+
+
+def _bad_op(op: Any) -> CdcDecodeError:
+    if op == "t":
+        return CdcDecodeError(
+            "op 't' (truncate) cannot be applied as row changes; filter it upstream "
+            "(skipped.operations=t) or dead-letter it and rebuild the table"
+        )
+    if op is None:
+        return CorruptRecordError("field 'op' is missing; is this a Debezium change event?")
+    return CorruptRecordError(f"field 'op' has unknown value {_short(op)}; expected one of r, c, u, d")
+
+
+def _key_only(before: dict[str, Any], after: dict[str, Any] | None, key: _KeyRule, width: int | None) -> bool:
+    """Whether ``before`` holds only key columns (rule 5)."""
+    names = key.names
+    if names:
+        for name, value in before.items():
+            if value is not None and name not in names:
+                return False
+        if width is not None and width > len(names):
+            return True
+        if any(name not in names for name in before):
+            return True
+        return after is not None and any(name not in names for name in after)
+    if width is not None and len(before) < width:
+        return True
+    return after is not None and len(before) < len(after) and before.keys() < after.keys()
+
+
+def _key_row(before: dict[str, Any], key: _KeyRule) -> dict[str, Any]:
+    if not key.columns:
+        return before
+    row = {name: before.get(name) for name in key.columns}
+    missing = [name for name, value in row.items() if value is None]
+    if missing:
+        raise CorruptRecordError(
+            f"op 'd' has a key-only 'before' without key column(s) {missing}, so the deleted key is unknown"
+        )
+    return row
+
+
+def _row_struct(block: Any) -> dict[str, Any] | None:
+    """Find the row struct (``after``, else ``before``) in an envelope schema block."""
+    if block is None:
+        return None
+    fields = block.get("fields") if type(block) is dict else None
+    if type(fields) is not list:
+        raise CorruptRecordError(f"'schema' must be a struct block with a 'fields' list, got {_short(block)}")
+    for name in ("after", "before"):
+        for item in fields:
+            if type(item) is dict and item.get("field") == name:
+                return item
+    raise CorruptRecordError("'schema' has no 'after' or 'before' field; is it a Debezium envelope schema?")
+
+
+def _is_envelope_block(block: dict[str, Any]) -> bool:
+    fields = block.get("fields")
+    return type(fields) is list and any(type(f) is dict and f.get("field") == "op" for f in fields)
+
+
+def _struct_width(struct: dict[str, Any]) -> int:
+    fields = struct.get("fields")
+    if type(fields) is not list:
+        raise CorruptRecordError("schema block of the row: a struct needs a 'fields' list")
+    return len(fields)
+
+
+@functools.lru_cache(maxsize=64)
+def _decoders_of(struct_json: bytes) -> dict[str, FieldDecoder]:
+    return {d.name: d for d in struct_decoders(orjson.loads(struct_json))}
+
+
+def _struct_decoders(struct: dict[str, Any]) -> dict[str, FieldDecoder]:
+    """Decoders of a row struct, cached by the struct's JSON (schemas repeat in every message)."""
+    try:
+        return _decoders_of(orjson.dumps(struct, option=orjson.OPT_SORT_KEYS))
+    except RecursionError:
+        raise CorruptRecordError("the row's schema block is nested too deeply") from None
+
+
+def _python_decoders(
+    struct: dict[str, Any] | None, schema: pa.Schema | None, decimal_handling: DecimalHandling
+) -> dict[str, FieldDecoder] | None:
+    if struct is not None:
+        return _struct_decoders(struct)
+    if schema is not None:
+        return {f.name: decoder_for_arrow(f.name, f.type, decimal_handling=decimal_handling) for f in schema}
+    return None
+
+
+def _convert_row(row: dict[str, Any], decoders: dict[str, FieldDecoder] | None) -> dict[str, Any]:
+    if decoders is None:
+        return row
+    return {k: (d.python_value(v) if (d := decoders.get(k)) is not None else v) for k, v in row.items()}
+
+
+# --- source metadata --------------------------------------------------------------------------------
+
+
+def _opt_str(block: Mapping[str, Any], name: str) -> str | None:
+    value = block.get(name)
+    if value is None or type(value) is str:
+        return value
+    raise CorruptRecordError(f"'source.{name}' must be a string, got {_short(value)}")
+
+
+def _opt_int(block: Mapping[str, Any], name: str, label: str) -> int | None:
+    value = block.get(name)
+    if value is None or type(value) is int:
+        return value
+    if type(value) is str and _INTEGER_TEXT.fullmatch(value):
+        return int(value)
+    raise CorruptRecordError(f"'{label}' must be an integer (or its decimal text), got {_short(value)}")
+
+
+def _position(src: Mapping[str, Any]) -> str | None:
+    file, pos = src.get("file"), src.get("pos")
+    if type(file) is str and type(pos) is int:
+        return f"{file}:{pos}"
+    for name in _POSITION_KEYS:
+        value = src.get(name)
+        if type(value) is str or type(value) is int:
+            return str(value)
+    return None
+
+
+def _transaction_id(block: Any) -> str | None:
+    if block is None:
+        return None
+    if type(block) is not dict:
+        raise CorruptRecordError(f"'transaction' must be an object, got {_short(block)}")
+    value = block.get("id")
+    if value is None or type(value) is str:
+        return value
+    if type(value) is int:
+        return str(value)
+    raise CorruptRecordError(f"'transaction.id' must be a string, got {_short(value)}")
+
+
+def _snapshot_flag(value: Any) -> bool:
+    if value is None or value is False or value == "false":
+        return False
+    if value is True or type(value) is str:
+        return True  # "true", "first", "last", "incremental", …
+    raise CorruptRecordError(f"'source.snapshot' must be a boolean or string, got {_short(value)}")
+
+
+def _where(payload: dict[str, Any] | None, offset: int | str | None) -> str:
+    """Describe where a failing message sits: the caller's offset and the source position."""
+    parts = [] if offset is None else [f"offset {offset}"]
+    src = payload.get("source") if payload is not None else None
+    position = _position(src) if type(src) is dict else None
+    if position is not None:
+        parts.append(f"source position {position}")
+    return ", ".join(parts)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# --- batch ------------------------------------------------------------------------------------------
+
+
+def _check_schema(schema: pa.Schema | None) -> None:
+    if schema is None:
+        return
+    if not isinstance(schema, pa.Schema):
+        raise InvalidArgumentError(f"schema must be a pyarrow.Schema, got {type(schema).__name__}")
+    reserved = RESERVED_COLUMNS.intersection(schema.names)
+    if reserved:
+        raise InvalidArgumentError(
+            f"schema names reserved changelog column(s) {sorted(reserved)}; pass only the row columns"
+        )
+
+
+class _Pending:
+    """Rows decoded so far, with their kinds, owning messages and the per-message errors."""
+
+    __slots__ = ("errors", "incomplete", "kinds", "owners", "rows")
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self.kinds: list[int] = []
+        self.owners: list[int] = []
+        self.incomplete: list[int] = []
+        self.errors: dict[int, str] = {}
+
+    def fail(self, row_reasons: Mapping[int, str], messages: Sequence[Message]) -> None:
+        """Record the owners of the given rows as failed, and drop every row of those messages."""
+        for row, reason in row_reasons.items():
+            owner = self.owners[row]
+            if owner not in self.errors:
+                self.errors[owner] = _with_position(reason, messages[owner])
+        failed = self.errors
+        keep = [i for i, owner in enumerate(self.owners) if owner not in failed]
+        incomplete = set(self.incomplete)
+        self.rows = [self.rows[i] for i in keep]
+        self.kinds = [self.kinds[i] for i in keep]
+        self.owners = [self.owners[i] for i in keep]
+        self.incomplete = [new for new, old in enumerate(keep) if old in incomplete]
+
+
+def _with_position(reason: str, message: Message) -> str:
+    try:
+        obj = _parse(message)
+        payload = _unwrap(obj)[0] if obj is not None else None
+    except CdcDecodeError:
+        return reason
+    where = _where(payload, None)
+    return f"{reason} ({where})" if where else reason
+
+
+class _BlockPlan:
+    """Decoders of the schema blocks seen in a batch; a field may not change type mid-batch."""
+
+    __slots__ = ("decoders", "struct", "width")
+
+    def __init__(self) -> None:
+        self.decoders: dict[str, FieldDecoder] = {}
+        self.struct: dict[str, Any] | None = None
+        self.width: int | None = None
+
+    def observe(self, block: Any) -> int | None:
+        """Take in a message's schema block; return its row width (``None`` without a block)."""
+        struct = _row_struct(block)
+        if struct is None:
+            return None
+        if struct == self.struct:
+            return self.width
+        decoders = _struct_decoders(struct)
+        for name, decoder in decoders.items():
+            known = self.decoders.get(name)
+            if known is not None and (known.arrow_type, known.logical_name) != (
+                decoder.arrow_type,
+                decoder.logical_name,
+            ):
+                raise CdcDecodeError(
+                    f"field {name!r} changes type within the batch "
+                    f"({known.arrow_type} -> {decoder.arrow_type}); "
+                    "decode the messages before and after the schema change in separate batches"
+                )
+        for name, decoder in decoders.items():
+            self.decoders.setdefault(name, decoder)
+        self.struct, self.width = struct, len(decoders)
+        return self.width
+
+
+def _scan(
+    messages: Sequence[Message], pending: _Pending, blocks: _BlockPlan, key: _KeyRule, width: int | None
+) -> int:
+    """Parse every message and collect its row changes; return how many carried none."""
+    loads, decode_error = orjson.loads, orjson.JSONDecodeError
+    rows, kinds, owners, incomplete, errors = (
+        pending.rows, pending.kinds, pending.owners, pending.incomplete, pending.errors
+    )
+    skipped = 0
+    for index, message in enumerate(messages):
+        if not message:
+            skipped += 1
+            continue
+        payload: dict[str, Any] | None = None
+        try:
+            try:
+                obj = loads(message)
+            except (decode_error, TypeError):
+                obj = _parse(message)  # re-parse for the blank/typed error handling
+            if type(obj) is not dict or "op" not in obj:
+                obj = _slow_payload(obj)
+                if obj is None:
+                    skipped += 1
+                    continue
+                payload = obj[0]
+                row_width = blocks.observe(obj[1])
+            else:
+                payload, row_width = obj, width
+            if payload.get("op") == "m":
+                skipped += 1
+                continue
+            steps = _row_changes(payload, key, row_width if row_width is not None else width)
+        except (CdcDecodeError, InvalidArgumentError) as exc:
+            where = _where(payload, None)
+            errors[index] = f"{exc} ({where})" if where else str(exc)
+            continue
+        for kind, row, complete in steps:
+            if not complete:
+                incomplete.append(len(rows))
+            rows.append(row)
+            kinds.append(kind)
+            owners.append(index)
+    return skipped
+
+
+def _slow_payload(obj: Any) -> tuple[dict[str, Any], Any] | None:
+    """Handle what the fast path does not: non-objects, tombstones, envelopes and meta events."""
+    if obj is None:
+        return None
+    if type(obj) is not dict:
+        raise CorruptRecordError(f"message must be a JSON object, got {type(obj).__name__} {_short(obj)}")
+    payload, block = _unwrap(obj)
+    if payload is None or _is_meta_event(payload):
+        return None
+    return payload, block
+
+
+def _assemble(
+    pending: _Pending,
+    messages: Sequence[Message],
+    schema: pa.Schema | None,
+    decoders: dict[str, FieldDecoder],
+    decimal_handling: DecimalHandling,
+) -> tuple[list[pa.Array], list[pa.Field]]:
+    """Build one Arrow column per field, dropping failing messages until every column builds."""
+    while True:
+        names = _column_names(pending.rows, schema, decoders)
+        bad = _rows_with_bad_columns(pending.rows, names, schema)
+        if not bad:
+            columns: list[pa.Array] = []
+            for name in names:
+                builder = _builder(name, schema, decoders, decimal_handling)
+                values = [row.get(name) for row in pending.rows]
+                array, bad = _build_column(name, values, builder)
+                if bad:
+                    break
+                columns.append(array)
+        if not bad:
+            fields = _output_fields(names, columns, schema)
+            return columns, fields
+        pending.fail(bad, messages)
+
+
+def _column_names(
+    rows: list[dict[str, Any]], schema: pa.Schema | None, decoders: dict[str, FieldDecoder]
+) -> list[str]:
+    if schema is not None:
+        return list(schema.names)
+    names = dict.fromkeys(decoders)
+    extra = set().union(*rows).difference(names) if rows else set()
+    if extra:
+        for row in rows:
+            for name in row:
+                if name in extra:
+                    names[name] = None
+    return list(names)
+
+
+def _rows_with_bad_columns(
+    rows: list[dict[str, Any]], names: list[str], schema: pa.Schema | None
+) -> dict[int, str]:
+    """Rows that hold a reserved column, or (with an explicit schema) a column outside it."""
+    present = set().union(*rows) if rows else set()
+    allowed = set(names) - RESERVED_COLUMNS if schema is not None else present - RESERVED_COLUMNS
+    unwanted = present - allowed
+    if not unwanted:
+        return {}
+    bad: dict[int, str] = {}
+    for i, row in enumerate(rows):
+        for name in row:
+            if name in unwanted:
+                bad[i] = (
+                    f"column {name!r} is reserved for the changelog; rename it upstream"
+                    if name in RESERVED_COLUMNS
+                    else f"column {name!r} is not in the given schema; evolve the schema or drop it upstream"
+                )
+                break
+    return bad
+
+
+Builder = Callable[[list[Any]], pa.Array]
+"""Builds one Arrow column from JSON values; raises one of ``_BUILD_ERRORS`` on a bad value."""
+
+
+def _infer_array(values: list[Any]) -> pa.Array:
+    return pa.array(values)
+
+
+def _builder(
+    name: str, schema: pa.Schema | None, decoders: dict[str, FieldDecoder], decimal_handling: DecimalHandling
+) -> Builder:
+    target = schema.field(name).type if schema is not None else None
+    decoder = decoders.get(name)
+    if decoder is None and target is not None:
+        decoder = decoder_for_arrow(name, target, decimal_handling=decimal_handling)
+    if decoder is None:
+        return _infer_array
+    build = decoder.build_array
+    if target is None or target == decoder.arrow_type:
+        return build
+
+    def build_and_cast(values: list[Any]) -> pa.Array:
+        return build(values).cast(target)
+
+    return build_and_cast
+
+
+def _build_column(name: str, values: list[Any], builder: Builder) -> tuple[pa.Array, dict[int, str]]:
+    """Build a column; on failure find the rows whose values cannot be held (by bisection)."""
+    try:
+        return builder(values), {}
+    except _BUILD_ERRORS as exc:
+        failure = exc
+    if builder is _infer_array:
+        builder = _majority_builder(values)
+    bad: dict[int, str] = {}
+    _bisect(values, builder, 0, len(values), bad)
+    if not bad:
+        raise CdcDecodeError(f"column {name!r} cannot be built from this batch: {failure}") from failure
+    return pa.array([]), {row: f"field {name!r}: {reason}" for row, reason in bad.items()}
+
+
+def _majority_builder(values: list[Any]) -> Builder:
+    """For an inferred column of mixed types: build with the type of the most common kind of value."""
+    counts: dict[type, int] = {}
+    first: dict[type, Any] = {}
+    for value in values:
+        if value is not None:
+            kind = float if type(value) is int else type(value)
+            counts[kind] = counts.get(kind, 0) + 1
+            first.setdefault(kind, value)
+    majority = max(counts, key=counts.__getitem__)
+    sample = first[majority]
+    try:
+        target = pa.float64() if majority is float else pa.array([sample]).type
+    except _BUILD_ERRORS:
+        target = pa.string()
+
+    def build(chunk: list[Any]) -> pa.Array:
+        for value in chunk:
+            if value is not None and (float if type(value) is int else type(value)) is not majority:
+                raise CorruptRecordError(
+                    f"{_short(value)} does not match the column's type {target} (inferred from the batch)"
+                )
+        return pa.array(chunk, type=target)
+
+    return build
+
+
+def _bisect(values: list[Any], builder: Builder, lo: int, hi: int, bad: dict[int, str]) -> None:
+    if lo >= hi:
+        return
+    try:
+        builder(values[lo:hi])
+        return
+    except _BUILD_ERRORS as exc:
+        if hi - lo == 1:
+            bad[lo] = str(exc)
+            return
+    mid = (lo + hi) // 2
+    _bisect(values, builder, lo, mid, bad)
+    _bisect(values, builder, mid, hi, bad)
+
+
+def _output_fields(names: Iterable[str], columns: list[pa.Array], schema: pa.Schema | None) -> list[pa.Field]:
+    if schema is not None:
+        return [schema.field(name).with_nullable(True) for name in names]
+    return [pa.field(name, column.type) for name, column in zip(names, columns, strict=True)]
