@@ -11,7 +11,6 @@ first 5 and last 5 batches; ``--json PATH`` writes the figures.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import platform
@@ -21,87 +20,32 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-
 import flowlake as fl
-
-SCHEMA = pa.schema(
-    [
-        ("order_id", pa.int64()),
-        ("shop_id", pa.int32()),
-        ("user_id", pa.int64()),
-        ("status", pa.string()),
-        ("amount", pa.decimal128(12, 2)),
-        ("created_at", pa.timestamp("us", tz="UTC")),
-        ("updated_at", pa.timestamp("us", tz="UTC")),
-    ]
-)
-STATUSES = np.array(["created", "paid", "shipped", "done", "cancelled"])
-EPOCH_US = int(dt.datetime(2026, 11, 1, tzinfo=dt.UTC).timestamp() * 1_000_000)
-
-
-def cents_to_decimal(cents: np.ndarray) -> pa.Array:
-    """Integer cents as decimal128(12, 2)."""
-    whole = pa.array(cents, pa.int64()).cast(pa.decimal128(19, 0))
-    return pc.divide(whole, pa.scalar(100, pa.decimal128(3, 0))).cast(pa.decimal128(12, 2), safe=False)
-
-
-def orders(rng: np.random.Generator, ids: np.ndarray) -> pa.Table:
-    """Random order rows for the given ids."""
-    n = len(ids)
-    cents = rng.integers(100, 100_000, n)
-    created = EPOCH_US + rng.integers(0, 86_400_000_000, n)
-    return pa.table(
-        {
-            "order_id": pa.array(ids, pa.int64()),
-            "shop_id": pa.array(rng.integers(0, 500, n), pa.int32()),
-            "user_id": pa.array(rng.integers(0, 200_000, n), pa.int64()),
-            "status": pa.array(STATUSES[rng.integers(0, len(STATUSES), n)]),
-            "amount": cents_to_decimal(cents),
-            "created_at": pa.array(created, pa.timestamp("us", tz="UTC")),
-            "updated_at": pa.array(created + 1, pa.timestamp("us", tz="UTC")),
-        },
-        schema=SCHEMA,
-    )
+from flowlake.demo.workload import ORDERS_SCHEMA, OrdersWorkload
 
 
 def run(args: argparse.Namespace) -> dict[str, object]:
     """Run the workload and return the figures."""
-    rng = np.random.default_rng(args.seed)
+    workload = OrdersWorkload(seed=args.seed)
     tmp = Path(tempfile.mkdtemp(prefix="flowlake-bench-"))
     warehouse = args.warehouse or (tmp / "wh").as_uri()
     cat = fl.connect(catalog=f"sqlite:///{tmp / 'catalog.db'}", warehouse=warehouse)
-    table = cat.create_table("ods.orders", SCHEMA, primary_key=["order_id"], buckets=args.buckets)
+    table = cat.create_table("ods.orders", ORDERS_SCHEMA, primary_key=["order_id"], buckets=args.buckets)
     t0 = time.perf_counter()
     for start in range(0, args.rows, 1_000_000):
-        table.upsert(orders(rng, np.arange(start, min(args.rows, start + 1_000_000))))
+        table.upsert(workload.initial(min(1_000_000, args.rows - start)))
     load_s = time.perf_counter() - t0
 
-    live = np.arange(args.rows)  # keys currently present (approximate: deletes drawn from it)
-    next_id = args.rows
-    n_ins = int(args.batch_size * 0.60)
-    n_upd = int(args.batch_size * 0.35)
-    n_del = args.batch_size - n_ins - n_upd
     batch_times: list[float] = []
     compact_times: list[float] = []
     total_changes = 0
     for i in range(args.batches):
-        new_ids = np.arange(next_id, next_id + n_ins)
-        next_id += n_ins
-        picks = rng.choice(len(live), n_upd + n_del, replace=False)
-        upd_ids, del_ids = live[picks[:n_upd]], live[picks[n_upd:]]
-        upserts = orders(rng, np.concatenate([new_ids, upd_ids]))
-        kinds = np.concatenate([np.zeros(n_ins, np.int8), np.full(n_upd, 2, np.int8), np.full(n_del, 3, np.int8)])
-        deletes = orders(rng, del_ids)
-        batch = pa.concat_tables([upserts, deletes]).append_column("_kind", pa.array(kinds))
+        batch = workload.changes(args.batch_size)
         t = time.perf_counter()
         commit = table.apply(batch)
         batch_times.append(time.perf_counter() - t)
         rows = commit.summary["rows"]
         total_changes += rows["+I"] + rows["+U"] + rows["-D"]
-        live = np.concatenate([np.delete(live, picks[n_upd:]), new_ids])
         if args.compact_every and (i + 1) % args.compact_every == 0:
             t = time.perf_counter()
             table.compact()
@@ -117,7 +61,10 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     t = time.perf_counter()
     compacted = table.read()
     read_compacted_s = time.perf_counter() - t
-    assert snapshot.num_rows == compacted.num_rows == len(live), (snapshot.num_rows, len(live))
+    assert snapshot.num_rows == compacted.num_rows == len(workload.live), (
+        snapshot.num_rows,
+        len(workload.live),
+    )
     first5, last5 = statistics.mean(batch_times[:5]), statistics.mean(batch_times[-5:])
     shutil.rmtree(tmp, ignore_errors=True)
     return {

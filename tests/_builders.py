@@ -7,13 +7,14 @@ from collections.abc import Iterable
 from decimal import Decimal
 
 import pyarrow as pa
-
 from conftest import ORDERS
 
 T0 = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
 
 
-def order(order_id: int, shop: str = "s1", amount: str = "10.00", qty: int = 1, paid: bool = False) -> dict[str, object]:
+def order(
+    order_id: int, shop: str = "s1", amount: str = "10.00", qty: int = 1, paid: bool = False
+) -> dict[str, object]:
     """One orders row."""
     return {
         "order_id": order_id,

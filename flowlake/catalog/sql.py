@@ -249,10 +249,12 @@ class SqlMetaStore:
         now = _now_ms()
         try:
             with self.engine.begin() as conn:
-                exists = conn.execute(sa.select(namespaces.c.name).where(namespaces.c.name == namespace)).first()
+                exists = conn.execute(
+                    sa.select(namespaces.c.name).where(namespaces.c.name == namespace)
+                ).first()
                 if exists is None:
                     conn.execute(sa.insert(namespaces).values(name=namespace, created_at=now))
-                table_id = conn.execute(
+                inserted = conn.execute(
                     sa.insert(tables).values(
                         namespace=namespace,
                         name=name,
@@ -265,8 +267,14 @@ class SqlMetaStore:
                         schema_id=0,
                         created_at=now,
                     )
-                ).inserted_primary_key[0]
-                conn.execute(sa.insert(schemas).values(table_id=table_id, schema_id=0, arrow_schema=schema_to_bytes(schema)))
+                ).inserted_primary_key
+                assert inserted is not None
+                table_id = inserted[0]
+                conn.execute(
+                    sa.insert(schemas).values(
+                        table_id=table_id, schema_id=0, arrow_schema=schema_to_bytes(schema)
+                    )
+                )
                 conn.execute(
                     sa.insert(commits).values(
                         table_id=table_id, instant=f"{now:017d}-create", state="completed", version=0,
@@ -318,7 +326,9 @@ class SqlMetaStore:
         with self.engine.begin() as conn:
             conn.execute(
                 sa.delete(commits).where(
-                    commits.c.table_id == table_id, commits.c.instant == instant, commits.c.state == "inflight"
+                    commits.c.table_id == table_id,
+                    commits.c.instant == instant,
+                    commits.c.state == "inflight",
                 )
             )
 
@@ -350,7 +360,9 @@ class SqlMetaStore:
             # Writing the row first takes the write lock (SQLite) or the row lock (PostgreSQL), so
             # the checks below and the version move are serialized with every other committer.
             locked = conn.execute(
-                sa.update(tables).where(tables.c.id == table.id).values(current_version=tables.c.current_version)
+                sa.update(tables)
+                .where(tables.c.id == table.id)
+                .values(current_version=tables.c.current_version)
             )
             if locked.rowcount != 1:
                 raise TableNotFoundError(name)
@@ -373,7 +385,9 @@ class SqlMetaStore:
                 schema_id += 1
                 conn.execute(
                     sa.insert(schemas).values(
-                        table_id=table.id, schema_id=schema_id, arrow_schema=schema_to_bytes(request.new_schema)
+                        table_id=table.id,
+                        schema_id=schema_id,
+                        arrow_schema=schema_to_bytes(request.new_schema),
                     )
                 )
             if request.removed:
@@ -388,7 +402,10 @@ class SqlMetaStore:
                 ).rowcount
                 if retired != len(request.removed):
                     raise CommitConflictError(
-                        name, request.read_version, head, reason="files this commit replaces were already replaced"
+                        name,
+                        request.read_version,
+                        head,
+                        reason="files this commit replaces were already replaced",
                     )
             if request.added:
                 conn.execute(
@@ -421,14 +438,18 @@ class SqlMetaStore:
                     "retry the write"
                 )
             conn.execute(
-                sa.update(tables).where(tables.c.id == table.id).values(current_version=version, schema_id=schema_id)
+                sa.update(tables)
+                .where(tables.c.id == table.id)
+                .values(current_version=version, schema_id=schema_id)
             )
             row = conn.execute(
                 sa.select(commits).where(commits.c.table_id == table.id, commits.c.instant == request.instant)
             ).one()
             return _commit(row)
 
-    def _check_intervening(self, conn: Connection, table: TableRecord, request: CommitRequest, head: int) -> None:
+    def _check_intervening(
+        self, conn: Connection, table: TableRecord, request: CommitRequest, head: int
+    ) -> None:
         rows = conn.execute(
             sa.select(commits.c.version, commits.c.operation).where(
                 commits.c.table_id == table.id,

@@ -43,7 +43,9 @@ def _bytes_hash(array: pa.Array) -> np.ndarray:
     if data is not None:
         local = np.arange(end - start, dtype=np.int64) - np.repeat(offsets[:-1] - start, np.diff(offsets))
         with np.errstate(over="ignore"):
-            powers = np.cumprod(np.full(int(local.max()) + 1, _PRIME, dtype=np.uint64)) if len(local) else None
+            powers = (
+                np.cumprod(np.full(int(local.max()) + 1, _PRIME, dtype=np.uint64)) if len(local) else None
+            )
             assert powers is not None
             contrib = (data.astype(np.uint64) + np.uint64(1)) * powers[local]
             nonempty = lengths > 0

@@ -23,7 +23,7 @@ import pyarrow as pa
 def key_list(table: pa.Table, primary_key: Sequence[str]) -> list[Any]:
     """Python values of the key (scalars for one column, tuples for several) of every row."""
     if len(primary_key) == 1:
-        return table.column(primary_key[0]).to_pylist()
+        return list(table.column(primary_key[0]).to_pylist())
     return list(zip(*(table.column(k).to_pylist() for k in primary_key), strict=True))
 
 
@@ -85,7 +85,9 @@ class KeyState:
         inverse[np.concatenate(order)] = np.arange(len(positions))
         return gathered.take(pa.array(inverse))
 
-    def apply(self, upserted: pa.Table, upserted_keys: list[Any], deleted_keys: Sequence[Any], version: int) -> None:
+    def apply(
+        self, upserted: pa.Table, upserted_keys: list[Any], deleted_keys: Sequence[Any], version: int
+    ) -> None:
         """Move the state to ``version``: new row images for some keys, removal of others."""
         if upserted.num_rows:
             self._append(upserted.select(self.schema.names).cast(self.schema), upserted_keys)

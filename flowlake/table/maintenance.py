@@ -46,9 +46,7 @@ def plan_compaction(files: Sequence[DataFile], *, min_log_files: int = 1) -> Com
     for f in files:
         by_bucket[f.bucket].append(f)
     chosen = {
-        b: fs
-        for b, fs in by_bucket.items()
-        if sum(1 for f in fs if f.content == "log") >= min_log_files
+        b: fs for b, fs in by_bucket.items() if sum(1 for f in fs if f.content == "log") >= min_log_files
     }
     return CompactionPlan(chosen)
 

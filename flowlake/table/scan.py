@@ -53,7 +53,9 @@ class _Task:
 def _read_task(storage: Storage, schema: pa.Schema, task: _Task) -> pa.Table:
     is_log = task.file.content == "log"
     wanted = [c for c in task.columns if c in schema.names]
-    projected = read_parquet(storage, storage.path(task.file.path), [*wanted, *([KIND_COLUMN] if is_log else [])])
+    projected = read_parquet(
+        storage, storage.path(task.file.path), [*wanted, *([KIND_COLUMN] if is_log else [])]
+    )
     target = pa.schema([schema.field(c) for c in wanted])
     projected = conform(projected, target)
     if is_log:
@@ -77,7 +79,7 @@ def read_snapshot(
     primary_key: Sequence[str],
     *,
     columns: Sequence[str] | None = None,
-    filter: Filter | None = None,  # noqa: A002 - the public name
+    filter: Filter | None = None,
     metrics: ScanMetrics | None = None,
 ) -> pa.Table:
     """The live rows of a snapshot made of ``files`` (in commit order), projected and filtered."""
@@ -103,7 +105,9 @@ def read_snapshot(
             tasks.append(chosen)
             continue
         metrics.buckets_merged += 1
-        bucket_tasks = [_Task(f, needed if m else keys, not m) for f, m in zip(bucket_files, matching, strict=True)]
+        bucket_tasks = [
+            _Task(f, needed if m else keys, not m) for f, m in zip(bucket_files, matching, strict=True)
+        ]
         metrics.files_keys_only += sum(1 for t in bucket_tasks if t.keys_only)
         tasks.append(bucket_tasks)
     flat = [t for group in tasks for t in group]
@@ -131,7 +135,10 @@ def _fill(part: pa.Table, schema: pa.Schema) -> pa.Table:
     """Give a keys-only part the full needed columns (nulls), so parts concatenate."""
     if part.schema.equals(schema):
         return part
-    arrays = [part.column(f.name) if f.name in part.column_names else pa.nulls(part.num_rows, f.type) for f in schema]
+    arrays = [
+        part.column(f.name) if f.name in part.column_names else pa.nulls(part.num_rows, f.type)
+        for f in schema
+    ]
     return pa.Table.from_arrays(arrays, schema=schema)
 
 

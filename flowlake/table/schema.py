@@ -86,10 +86,12 @@ def _is_widening(source: pa.DataType, target: pa.DataType) -> bool:
     if source in _INT_WIDTH and target in _INT_WIDTH:
         same_sign = pa.types.is_signed_integer(source) == pa.types.is_signed_integer(target)
         return same_sign and _INT_WIDTH[source] <= _INT_WIDTH[target]
-    return source == pa.float32() and target == pa.float64()
+    return bool(source == pa.float32() and target == pa.float64())
 
 
-def evolve_schema(table: str, current: pa.Schema, proposed: pa.Schema, primary_key: Sequence[str]) -> pa.Schema:
+def evolve_schema(
+    table: str, current: pa.Schema, proposed: pa.Schema, primary_key: Sequence[str]
+) -> pa.Schema:
     """Return the evolved schema, or raise if ``proposed`` is not an allowed evolution of ``current``."""
     proposed = validate_schema(table, proposed, primary_key)
     for f in current:
@@ -98,7 +100,9 @@ def evolve_schema(table: str, current: pa.Schema, proposed: pa.Schema, primary_k
         new = proposed.field(f.name)
         if not _is_widening(f.type, new.type):
             raise SchemaMismatchError(
-                table, f.name, f"type {f.type} cannot change to {new.type} (only int widening and float32→float64)"
+                table,
+                f.name,
+                f"type {f.type} cannot change to {new.type} (only int widening and float32→float64)",
             )
         if f.nullable and not new.nullable and f.name not in primary_key:
             raise SchemaMismatchError(table, f.name, "a nullable column cannot become non-nullable")
@@ -111,7 +115,9 @@ def evolve_schema(table: str, current: pa.Schema, proposed: pa.Schema, primary_k
     return pa.schema(fields)
 
 
-def _fit_column(table: str, name: str, column: pa.ChunkedArray | pa.Array, target: pa.DataType) -> pa.ChunkedArray:
+def _fit_column(
+    table: str, name: str, column: pa.ChunkedArray | pa.Array, target: pa.DataType
+) -> pa.ChunkedArray:
     source = column.type
     if source == target:
         return column
@@ -145,13 +151,17 @@ def fit_batch(
     if isinstance(batch, pa.RecordBatch):
         batch = pa.Table.from_batches([batch])
     if not isinstance(batch, pa.Table):
-        raise SchemaMismatchError(table, "*", f"expected a pyarrow Table or RecordBatch, got {type(batch).__name__}")
+        raise SchemaMismatchError(
+            table, "*", f"expected a pyarrow Table or RecordBatch, got {type(batch).__name__}"
+        )
     wanted = list(columns) if columns is not None else schema.names
     for name in batch.column_names:
         if name not in schema.names:
             raise SchemaMismatchError(
-                table, name, "the batch has a column the table does not; evolve the schema first "
-                "(t.evolve_schema) or drop the column"
+                table,
+                name,
+                "the batch has a column the table does not; evolve the schema first "
+                "(t.evolve_schema) or drop the column",
             )
     if len(set(batch.column_names)) != len(batch.column_names):
         dup = next(n for n in batch.column_names if batch.column_names.count(n) > 1)
@@ -160,8 +170,10 @@ def fit_batch(
     for name in wanted:
         if name not in batch.column_names:
             raise SchemaMismatchError(
-                table, name, "the batch lacks this column; upserts carry whole rows "
-                "(send null explicitly, or use update_columns for partial updates)"
+                table,
+                name,
+                "the batch lacks this column; upserts carry whole rows "
+                "(send null explicitly, or use update_columns for partial updates)",
             )
         field = schema.field(name)
         column = _fit_column(table, name, batch.column(name), field.type)

@@ -110,7 +110,7 @@ def normalize_filter(filter_: Filter | None) -> list[list[Predicate]] | None:
                 raise InvalidArgumentError(
                     f"bad filter predicate {pred!r}: expected (column, op, value) with op in {sorted(_OPS)}"
                 )
-    return groups  # type: ignore[return-value]
+    return groups
 
 
 def filter_columns(filter_: Filter | None) -> set[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import random
 import threading
@@ -48,7 +49,7 @@ def new_instant() -> str:
 def _to_table(data: pa.Table | pa.RecordBatch | Any) -> pa.Table:
     if isinstance(data, pa.RecordBatch):
         return pa.Table.from_batches([data])
-    return data  # type: ignore[no-any-return]  # fit_batch rejects anything else with a clear error
+    return data  # fit_batch rejects anything that is not a Table with a clear error
 
 
 class LakeTable:
@@ -107,7 +108,11 @@ class LakeTable:
     # -- writes -------------------------------------------------------------------------------------
 
     def upsert(
-        self, batch: pa.Table | pa.RecordBatch, *, token: str | None = None, on_conflict: ConflictPolicy = "retry"
+        self,
+        batch: pa.Table | pa.RecordBatch,
+        *,
+        token: str | None = None,
+        on_conflict: ConflictPolicy = "retry",
     ) -> Commit:
         """Insert or replace whole rows by primary key, in one commit.
 
@@ -130,7 +135,11 @@ class LakeTable:
         return self._write(rows, np.zeros(rows.num_rows, dtype=bool), token=token, on_conflict=on_conflict)
 
     def delete(
-        self, keys: pa.Table | pa.RecordBatch, *, token: str | None = None, on_conflict: ConflictPolicy = "retry"
+        self,
+        keys: pa.Table | pa.RecordBatch,
+        *,
+        token: str | None = None,
+        on_conflict: ConflictPolicy = "retry",
     ) -> Commit:
         """Delete rows by key; ``keys`` holds the key columns (others are ignored). Absent keys are no-ops."""
         table = _to_table(keys)
@@ -146,7 +155,11 @@ class LakeTable:
         return self._write(rows, np.ones(rows.num_rows, dtype=bool), token=token, on_conflict=on_conflict)
 
     def apply(
-        self, changes: pa.Table | pa.RecordBatch, *, token: str | None = None, on_conflict: ConflictPolicy = "retry"
+        self,
+        changes: pa.Table | pa.RecordBatch,
+        *,
+        token: str | None = None,
+        on_conflict: ConflictPolicy = "retry",
     ) -> Commit:
         """Apply a changelog (table columns plus ``_kind``: 0 +I, 1 -U, 2 +U, 3 -D) in one commit.
 
@@ -156,10 +169,14 @@ class LakeTable:
         """
         table = _to_table(changes)
         if not isinstance(table, pa.Table) or KIND_COLUMN not in table.column_names:
-            raise InvalidChangelogError(f"table {self.name!r}: a changelog needs a {KIND_COLUMN!r} column (int8 0..3)")
+            raise InvalidChangelogError(
+                f"table {self.name!r}: a changelog needs a {KIND_COLUMN!r} column (int8 0..3)"
+            )
         kinds = table.column(KIND_COLUMN)
         if not pa.types.is_integer(kinds.type) or kinds.null_count:
-            raise InvalidChangelogError(f"table {self.name!r}: {KIND_COLUMN!r} must be a non-null integer column")
+            raise InvalidChangelogError(
+                f"table {self.name!r}: {KIND_COLUMN!r} must be a non-null integer column"
+            )
         if table.num_rows:
             bounds = pc.min_max(kinds)
             if bounds["min"].as_py() < 0 or bounds["max"].as_py() > 3:
@@ -201,7 +218,9 @@ class LakeTable:
             self.refresh()
             return commit
 
-    def _write(self, rows: pa.Table, is_delete: np.ndarray, *, token: str | None, on_conflict: ConflictPolicy) -> Commit:
+    def _write(
+        self, rows: pa.Table, is_delete: np.ndarray, *, token: str | None, on_conflict: ConflictPolicy
+    ) -> Commit:
         with self._lock:
             if token is not None:
                 earlier = self._store.find_token(self._record.id, token)
@@ -260,17 +279,17 @@ class LakeTable:
 
     def _discard(self, record: TableRecord, instant: str, files: Sequence[DataFile]) -> None:
         for f in files:
-            try:
+            with contextlib.suppress(OSError):  # else an orphan: cleaning removes it later
                 self._storage.fs.delete_file(self._storage.path(f.path))
-            except OSError:
-                pass  # an orphan: cleaning removes it later
-        try:
+        with contextlib.suppress(Exception):
             self._store.abort_commit(record.id, instant)
-        except Exception:  # noqa: BLE001 - best effort on an error path; cleaning handles leftovers
-            pass
 
     def _write_files(
-        self, record: TableRecord, instant: str, content: Literal["base", "log"], parts: Sequence[tuple[int, pa.Table]]
+        self,
+        record: TableRecord,
+        instant: str,
+        content: Literal["base", "log"],
+        parts: Sequence[tuple[int, pa.Table]],
     ) -> list[DataFile]:
         def write_one(item: tuple[int, tuple[int, pa.Table]]) -> DataFile:
             n, (bucket, data) = item
@@ -286,7 +305,11 @@ class LakeTable:
     def _current_state(self, record: TableRecord) -> KeyState:
         """The writer's key state at ``record.current_version``, loaded or caught up as needed."""
         state = self._state
-        if state is not None and self._state_schema_id == record.schema_id and state.version <= record.current_version:
+        if (
+            state is not None
+            and self._state_schema_id == record.schema_id
+            and state.version <= record.current_version
+        ):
             if state.version == record.current_version:
                 return state
             if state.version >= record.oldest_version:
@@ -351,7 +374,7 @@ class LakeTable:
         version: int | None = None,
         as_of: dt.datetime | int | None = None,
         columns: Sequence[str] | None = None,
-        filter: Filter | None = None,  # noqa: A002 - the public name
+        filter: Filter | None = None,
     ) -> pa.Table:
         """Read a snapshot: the head, a ``version``, or the newest version at time ``as_of``.
 
@@ -396,7 +419,9 @@ class LakeTable:
             return ds.dataset(paths, schema=schema, format="parquet", filesystem=self._storage.fs)
         return ds.dataset(read_snapshot(self._storage, files, schema, self.primary_key))
 
-    def changes(self, start: int, end: int | None = None, *, columns: Sequence[str] | None = None) -> pa.Table:
+    def changes(
+        self, start: int, end: int | None = None, *, columns: Sequence[str] | None = None
+    ) -> pa.Table:
         """The exact changelog of commits ``start+1 .. end`` (head by default), in commit order.
 
         Rows carry the table's columns (as of ``end``) plus ``_kind`` (0 +I, 1 -U, 2 +U, 3 -D) and
@@ -437,7 +462,11 @@ class LakeTable:
         try:
             for bucket, bucket_files in sorted(plan.by_bucket.items()):
                 tables = maintenance.compact_bucket(
-                    self._storage, bucket_files, record.schema, record.primary_key, target_file_rows=rows_per_file
+                    self._storage,
+                    bucket_files,
+                    record.schema,
+                    record.primary_key,
+                    target_file_rows=rows_per_file,
                 )
                 written += self._write_files(record, instant, "base", [(bucket, t) for t in tables])
             request = CommitRequest(
@@ -462,7 +491,9 @@ class LakeTable:
         self.refresh()
         return commit
 
-    def clean(self, *, retain_last: int = 10, orphan_grace_seconds: float = 3600.0) -> maintenance.CleanResult:
+    def clean(
+        self, *, retain_last: int = 10, orphan_grace_seconds: float = 3600.0
+    ) -> maintenance.CleanResult:
         """Delete files that no version among the last ``retain_last`` needs, and old orphan files.
 
         Versions before the new oldest readable version can no longer be read (``VersionCleanedError``);
@@ -485,10 +516,8 @@ class LakeTable:
         # the catalog first: once forgotten, no reader is directed to a file we then delete
         self._store.forget_files(record.id, [f.path for f in obsolete], keep_from)
         for path in [f.path for f in obsolete] + orphans:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 self._storage.fs.delete_file(self._storage.path(path))
-            except FileNotFoundError:
-                pass
         if stale:
             self._store.abort_stale_inflight(record.id, stale)
         self.refresh()

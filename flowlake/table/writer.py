@@ -41,7 +41,7 @@ class PlannedWrite:
     @property
     def empty(self) -> bool:
         """Whether the write changes nothing."""
-        return self.changelog.num_rows == 0
+        return bool(self.changelog.num_rows == 0)
 
 
 def _same_rows(old: pa.Table, new: pa.Table, columns: Sequence[str]) -> np.ndarray:
@@ -95,7 +95,10 @@ def plan_write(state: KeyState, rows: pa.Table, is_delete: np.ndarray) -> Planne
     )
     before_idx = np.concatenate([updates, deletes])
     before_kind = np.concatenate(
-        [np.full(len(updates), RowKind.UPDATE_BEFORE, np.int8), np.full(len(deletes), RowKind.DELETE, np.int8)]
+        [
+            np.full(len(updates), RowKind.UPDATE_BEFORE, np.int8),
+            np.full(len(deletes), RowKind.DELETE, np.int8),
+        ]
     )
     after = rows.take(pa.array(after_idx, type=pa.int64())).cast(state.schema)
     before = state.take(positions[before_idx])

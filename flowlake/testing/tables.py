@@ -24,7 +24,10 @@ def rows_by_key(table: pa.Table, primary_key: Sequence[str]) -> dict[Any, dict[s
 def apply_changelog(
     rows: Mapping[Any, Mapping[str, Any]], changes: pa.Table, primary_key: Sequence[str]
 ) -> dict[Any, dict[str, Any]]:
-    """Apply a changelog strictly: ``-U``/``-D`` must retract the exact current row, ``+I`` needs an absent key."""
+    """Apply a changelog strictly.
+
+    ``-U``/``-D`` must retract the exact current row, and ``+I``/``+U`` need an absent key.
+    """
     state = {k: dict(v) for k, v in rows.items()}
     for change in changes.to_pylist():
         kind = RowKind(change.pop(KIND_COLUMN))
@@ -40,7 +43,9 @@ def apply_changelog(
             state[key] = change
         else:
             if state.get(key) != change:
-                raise AssertionError(f"{kind.symbol} for key {key!r} retracts {change!r}, current is {state.get(key)!r}")
+                raise AssertionError(
+                    f"{kind.symbol} for key {key!r} retracts {change!r}, current is {state.get(key)!r}"
+                )
             del state[key]
     return state
 

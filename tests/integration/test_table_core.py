@@ -10,9 +10,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from _builders import changelog, order, orders_table
+from conftest import ORDERS
 
 import flowlake as fl
-from conftest import ORDERS
 from flowlake.table.writer import plan_write
 from flowlake.testing import apply_changelog, rows_by_key
 
@@ -42,7 +42,10 @@ def test_changes_are_exact_with_before_images(warehouse_catalog: fl.Catalog) -> 
     t.upsert(orders_table([order(1, amount="11.00"), order(3)]))
     t.delete(pa.table({"order_id": [2]}))
     changes = t.changes(1)
-    got = [(k, r["order_id"], str(r["amount"])) for k, r in zip(changes["_kind"].to_pylist(), changes.to_pylist(), strict=True)]
+    got = [
+        (k, r["order_id"], str(r["amount"]))
+        for k, r in zip(changes["_kind"].to_pylist(), changes.to_pylist(), strict=True)
+    ]
     assert got == [(1, 1, "10.00"), (2, 1, "11.00"), (0, 3, "10.00"), (3, 2, "10.00")]
     assert changes["_seq"].to_pylist() == sorted(changes["_seq"].to_pylist())
     assert apply_changelog(keyed(t, 1), changes, ["order_id"]) == keyed(t)
@@ -104,7 +107,9 @@ def test_noop_writes_make_no_change(orders: fl.LakeTable) -> None:
 
 def test_last_occurrence_in_a_batch_wins(orders: fl.LakeTable) -> None:
     orders.upsert(orders_table([order(1, amount="1.00"), order(1, amount="2.00")]))
-    orders.apply(changelog([(0, order(2)), (3, order(2)), (0, order(3)), (1, order(3)), (2, order(3, qty=7))]))
+    orders.apply(
+        changelog([(0, order(2)), (3, order(2)), (0, order(3)), (1, order(3)), (2, order(3, qty=7))])
+    )
     rows = keyed(orders)
     assert str(rows[1]["amount"]) == "2.00"
     assert 2 not in rows

@@ -1,0 +1,155 @@
+"""The ``flowlake`` command line: thin wrappers over the public API, rich output, one-line errors."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+import flowlake as fl
+from flowlake.errors import FlowlakeError
+
+app = typer.Typer(
+    help="flowlake: real-time data lakes in pure Python.", no_args_is_help=True, add_completion=False
+)
+console = Console()
+err_console = Console(stderr=True)
+
+CatalogOpt = Annotated[str | None, typer.Option("--catalog", help="Catalog URL (env FLOWLAKE_CATALOG).")]
+WarehouseOpt = Annotated[
+    str | None, typer.Option("--warehouse", help="Warehouse URI (env FLOWLAKE_WAREHOUSE).")
+]
+
+
+def _connect(catalog: str | None, warehouse: str | None) -> fl.Catalog:
+    return fl.connect(catalog=catalog, warehouse=warehouse)
+
+
+@app.command()
+def demo(
+    catalog: CatalogOpt = None,
+    warehouse: WarehouseOpt = None,
+    rows: Annotated[int, typer.Option(help="Orders in the initial load.")] = 100_000,
+    batches: Annotated[int, typer.Option(help="Change batches to upsert.")] = 10,
+    batch_size: Annotated[int, typer.Option(help="Changes per batch.")] = 10_000,
+) -> None:
+    """Run the demo job on the embedded default (./.flowlake) and print what it did."""
+    from flowlake.demo.job import run_demo
+
+    result = run_demo(_connect(catalog, warehouse), initial_rows=rows, batches=batches, batch_size=batch_size)
+    if not result.verified:
+        raise typer.Exit(1)
+
+
+@app.command()
+def tables(
+    namespace: Annotated[str | None, typer.Argument(help="Only this namespace.")] = None,
+    catalog: CatalogOpt = None,
+    warehouse: WarehouseOpt = None,
+) -> None:
+    """List tables with their version and primary key."""
+    cat = _connect(catalog, warehouse)
+    view = Table(title="tables")
+    for column in ("table", "version", "primary key", "buckets", "columns"):
+        view.add_column(column)
+    for name in cat.list_tables(namespace):
+        t = cat.load_table(name)
+        view.add_row(name, str(t.version), ", ".join(t.primary_key), str(t.buckets), str(len(t.schema)))
+    console.print(view)
+
+
+@app.command()
+def history(table: str, catalog: CatalogOpt = None, warehouse: WarehouseOpt = None) -> None:
+    """Show a table's commits with their summaries."""
+    t = _connect(catalog, warehouse).load_table(table)
+    view = Table(title=f"history of {table}")
+    for column in ("version", "operation", "committed at", "principal", "summary"):
+        view.add_column(column)
+    for c in t.history():
+        summary = {k: v for k, v in c.summary.items() if k != "columns"}
+        view.add_row(
+            str(c.version),
+            c.operation,
+            c.committed_at.isoformat(timespec="seconds"),
+            c.principal,
+            str(summary),
+        )
+    console.print(view)
+
+
+@app.command()
+def compact(table: str, catalog: CatalogOpt = None, warehouse: WarehouseOpt = None) -> None:
+    """Fold log files into base files."""
+    commit = _connect(catalog, warehouse).load_table(table).compact()
+    console.print(
+        "nothing to compact"
+        if commit is None
+        else f"compacted into version {commit.version}: {commit.summary}"
+    )
+
+
+@app.command()
+def clean(
+    table: str,
+    retain_last: Annotated[int, typer.Option(help="Versions to keep readable.")] = 10,
+    catalog: CatalogOpt = None,
+    warehouse: WarehouseOpt = None,
+) -> None:
+    """Delete files that no retained version needs."""
+    result = _connect(catalog, warehouse).load_table(table).clean(retain_last=retain_last)
+    console.print(
+        f"deleted {result.files_deleted} files and {result.orphans_deleted} orphans; "
+        f"oldest readable version {result.oldest_version}"
+    )
+
+
+@app.command()
+def sql(
+    query: str,
+    version: Annotated[int | None, typer.Option("--as-of", help="Read tables at this version.")] = None,
+    catalog: CatalogOpt = None,
+    warehouse: WarehouseOpt = None,
+) -> None:
+    """Run DuckDB SQL over table snapshots; address tables as namespace.table."""
+    from flowlake.query import run_sql
+
+    result = run_sql(_connect(catalog, warehouse), query, version=version)
+    view = Table()
+    for name in result.column_names:
+        view.add_column(name)
+    for row in result.to_pylist()[:1000]:
+        view.add_row(*(str(v) for v in row.values()))
+    console.print(view)
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Entry point: one clear line for flowlake errors, a traceback only with --debug."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    if debug:
+        args.remove("--debug")
+    try:
+        return app(args, standalone_mode=False)
+    except FlowlakeError as exc:
+        if debug:
+            raise
+        err_console.print(f"[bold red]error:[/] {exc}")
+        sys.exit(1)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        sys.exit(130)
+    except Exception as exc:  # click usage errors and the like
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()
