@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from flowlake.cdc.change import Change, SourceInfo
+from flowlake.cdc.change import Change, SourceInfo, source_info
 from flowlake.cdc.debezium import (
     DecodedBatch,
     DecodeFailure,
     debezium_schema_to_arrow,
     decode,
     decode_batch,
-    source_info,
 )
 from flowlake.cdc.logical_types import DecimalHandling, FieldDecoder
 

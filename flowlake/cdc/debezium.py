@@ -48,21 +48,24 @@ Rules
    nulls. A message with a column outside an explicit schema, a column named like a reserved
    changelog column (``_kind``, ``_seq``), a value its column cannot hold, or a schema block that
    changes a column's type within the batch is reported in :attr:`DecodedBatch.errors` and all of
-   its rows are left out. ``_seq`` is not produced; the table writer assigns commit order.
+   its rows are left out. ``_seq`` is not produced; the table writer assigns commit order. The batch
+   path does not read source metadata (``source``, ``ts_ms``, ``transaction``), so unlike
+   :func:`decode` it does not reject a message for a malformed one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
-import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import gc
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
 import pyarrow as pa
 
-from flowlake.cdc.change import Change, SourceInfo
+from flowlake.cdc.change import Change, position_of, short_repr, source_info
 from flowlake.cdc.logical_types import DecimalHandling, FieldDecoder, decoder_for_arrow, struct_decoders
 from flowlake.changelog import KIND_COLUMN, RESERVED_COLUMNS, RowKind
 from flowlake.errors import CdcDecodeError, CorruptRecordError, InvalidArgumentError
@@ -78,8 +81,6 @@ _UPDATE_BEFORE: Final = RowKind.UPDATE_BEFORE
 _UPDATE_AFTER: Final = RowKind.UPDATE_AFTER
 _DELETE: Final = RowKind.DELETE
 _TX_STATUSES: Final = frozenset({"BEGIN", "END"})
-_POSITION_KEYS: Final = ("lsn", "commit_lsn", "change_lsn", "scn")
-_INTEGER_TEXT: Final = re.compile(r"-?[0-9]{1,20}")
 _BUILD_ERRORS: Final = (pa.ArrowException, CdcDecodeError, TypeError, ValueError, ArithmeticError)
 """What building an Arrow column from JSON values may raise (pa.array raises all of these)."""
 
@@ -216,10 +217,34 @@ def decode_batch(
             sequence of names.
     """
     _check_schema(schema)
+    with _gc_paused():
+        return _decode_batch(messages, schema, _KeyRule.of(primary_key), decimal_handling)
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a batch's rows are held.
+
+    Decoding allocates hundreds of thousands of acyclic dicts and lists; each generation-2 pass
+    traverses all of them, which costs more than the decoding itself. Nothing decoded here can form
+    a reference cycle, so the pause only defers work. The previous state is restored.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _decode_batch(
+    messages: Sequence[Message], schema: pa.Schema | None, key: _KeyRule, decimal_handling: DecimalHandling
+) -> DecodedBatch:
     pending = _Pending()
     blocks = _BlockPlan()
     width = None if schema is None else len(schema)
-    skipped = _scan(messages, pending, blocks, _KeyRule.of(primary_key), width)
+    skipped = _scan(messages, pending, blocks, key, width)
     columns, fields = _assemble(pending, messages, schema, blocks.decoders, decimal_handling)
     kind_array = pa.array(pending.kinds, type=pa.int8())
     table = pa.Table.from_arrays(
@@ -252,30 +277,6 @@ def debezium_schema_to_arrow(schema_block: Mapping[str, Any]) -> pa.Schema:
     return pa.schema([pa.field(d.name, d.arrow_type, nullable=d.nullable) for d in decoders])
 
 
-def source_info(payload: Mapping[str, Any]) -> SourceInfo:
-    """Read the ``source``, ``ts_ms`` and ``transaction`` blocks of a Debezium payload.
-
-    Raises:
-        CorruptRecordError: If a block is not an object or a field has the wrong JSON type.
-    """
-    src = payload.get("source")
-    if src is None:
-        src = {}
-    elif type(src) is not dict:
-        raise CorruptRecordError(f"'source' must be an object, got {src!r}")
-    return SourceInfo(
-        connector=_opt_str(src, "connector"),
-        db=_opt_str(src, "db"),
-        schema=_opt_str(src, "schema"),
-        table=_opt_str(src, "table"),
-        ts_ms=_opt_int(src, "ts_ms", "source.ts_ms"),
-        event_ts_ms=_opt_int(payload, "ts_ms", "ts_ms"),
-        position=_position(src),
-        transaction_id=_transaction_id(payload.get("transaction")),
-        snapshot=payload.get("op") == "r" or _snapshot_flag(src.get("snapshot")),
-    )
-
-
 # --- envelope -------------------------------------------------------------------------------------
 
 
@@ -294,7 +295,7 @@ def _parse(message: Message) -> dict[str, Any] | None:
     if obj is None:
         return None
     if type(obj) is not dict:
-        raise CorruptRecordError(f"message must be a JSON object, got {type(obj).__name__} {_short(obj)}")
+        raise CorruptRecordError(f"message must be a JSON object, got {type(obj).__name__} {short_repr(obj)}")
     return obj
 
 
@@ -312,7 +313,7 @@ def _unwrap(obj: dict[str, Any]) -> tuple[dict[str, Any] | None, Any]:
     if payload is None:
         return None, None
     if type(payload) is not dict:
-        raise CorruptRecordError(f"'payload' must be an object, got {_short(payload)}")
+        raise CorruptRecordError(f"'payload' must be an object, got {short_repr(payload)}")
     return payload, obj.get("schema")
 
 
@@ -327,7 +328,7 @@ def _is_meta_event(payload: dict[str, Any]) -> bool:
 def _row_changes(payload: dict[str, Any], key: _KeyRule, width: int | None) -> tuple[_Step, ...]:
     """Apply rules 2-5 to one payload."""
     op = payload.get("op")
-    if op == "c" or op == "r":
+    if op in ("c", "r"):
         return ((_INSERT, _after(payload, op), True),)
     if op == "u":
         after = _after(payload, op)
@@ -348,13 +349,13 @@ def _row_changes(payload: dict[str, Any], key: _KeyRule, width: int | None) -> t
 def _after(payload: dict[str, Any], op: str) -> dict[str, Any]:
     after = payload.get("after")
     if type(after) is not dict:
-        raise CorruptRecordError(f"op {op!r} needs an 'after' object, got {_short(after)}")
+        raise CorruptRecordError(f"op {op!r} needs an 'after' object, got {short_repr(after)}")
     return after
 
 
 def _before(before: Any, op: str) -> dict[str, Any]:
     if type(before) is not dict:
-        raise CorruptRecordError(f"op {op!r} has a 'before' that is not an object: {_short(before)}")
+        raise CorruptRecordError(f"op {op!r} has a 'before' that is not an object: {short_repr(before)}")
     return before
 
 
@@ -366,7 +367,7 @@ def _bad_op(op: Any) -> CdcDecodeError:
         )
     if op is None:
         return CorruptRecordError("field 'op' is missing; is this a Debezium change event?")
-    return CorruptRecordError(f"field 'op' has unknown value {_short(op)}; expected one of r, c, u, d")
+    return CorruptRecordError(f"field 'op' has unknown value {short_repr(op)}; expected one of r, c, u, d")
 
 
 def _key_only(before: dict[str, Any], after: dict[str, Any] | None, key: _KeyRule, width: int | None) -> bool:
@@ -404,7 +405,9 @@ def _row_struct(block: Any) -> dict[str, Any] | None:
         return None
     fields = block.get("fields") if type(block) is dict else None
     if type(fields) is not list:
-        raise CorruptRecordError(f"'schema' must be a struct block with a 'fields' list, got {_short(block)}")
+        raise CorruptRecordError(
+            f"'schema' must be a struct block with a 'fields' list, got {short_repr(block)}"
+        )
     for name in ("after", "before"):
         for item in fields:
             if type(item) is dict and item.get("field") == name:
@@ -453,70 +456,14 @@ def _convert_row(row: dict[str, Any], decoders: dict[str, FieldDecoder] | None) 
     return {k: (d.python_value(v) if (d := decoders.get(k)) is not None else v) for k, v in row.items()}
 
 
-# --- source metadata --------------------------------------------------------------------------------
-
-
-def _opt_str(block: Mapping[str, Any], name: str) -> str | None:
-    value = block.get(name)
-    if value is None or type(value) is str:
-        return value
-    raise CorruptRecordError(f"'source.{name}' must be a string, got {_short(value)}")
-
-
-def _opt_int(block: Mapping[str, Any], name: str, label: str) -> int | None:
-    value = block.get(name)
-    if value is None or type(value) is int:
-        return value
-    if type(value) is str and _INTEGER_TEXT.fullmatch(value):
-        return int(value)
-    raise CorruptRecordError(f"'{label}' must be an integer (or its decimal text), got {_short(value)}")
-
-
-def _position(src: Mapping[str, Any]) -> str | None:
-    file, pos = src.get("file"), src.get("pos")
-    if type(file) is str and type(pos) is int:
-        return f"{file}:{pos}"
-    for name in _POSITION_KEYS:
-        value = src.get(name)
-        if type(value) is str or type(value) is int:
-            return str(value)
-    return None
-
-
-def _transaction_id(block: Any) -> str | None:
-    if block is None:
-        return None
-    if type(block) is not dict:
-        raise CorruptRecordError(f"'transaction' must be an object, got {_short(block)}")
-    value = block.get("id")
-    if value is None or type(value) is str:
-        return value
-    if type(value) is int:
-        return str(value)
-    raise CorruptRecordError(f"'transaction.id' must be a string, got {_short(value)}")
-
-
-def _snapshot_flag(value: Any) -> bool:
-    if value is None or value is False or value == "false":
-        return False
-    if value is True or type(value) is str:
-        return True  # "true", "first", "last", "incremental", …
-    raise CorruptRecordError(f"'source.snapshot' must be a boolean or string, got {_short(value)}")
-
-
 def _where(payload: dict[str, Any] | None, offset: int | str | None) -> str:
     """Describe where a failing message sits: the caller's offset and the source position."""
     parts = [] if offset is None else [f"offset {offset}"]
     src = payload.get("source") if payload is not None else None
-    position = _position(src) if type(src) is dict else None
+    position = position_of(src) if type(src) is dict else None
     if position is not None:
         parts.append(f"source position {position}")
     return ", ".join(parts)
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 # --- batch ------------------------------------------------------------------------------------------
@@ -609,46 +556,88 @@ class _BlockPlan:
 def _scan(
     messages: Sequence[Message], pending: _Pending, blocks: _BlockPlan, key: _KeyRule, width: int | None
 ) -> int:
-    """Parse every message and collect its row changes; return how many carried none."""
+    """Parse every message and collect its row changes; return how many carried none.
+
+    The loop inlines the common cases (a plain payload whose images need no key-only check) and
+    must agree with :func:`_row_changes`, to which every other message falls through.
+    """
     loads, decode_error = orjson.loads, orjson.JSONDecodeError
-    rows, kinds, owners, incomplete, errors = (
-        pending.rows, pending.kinds, pending.owners, pending.incomplete, pending.errors
-    )
+    add_row, add_kind, add_owner = pending.rows.append, pending.kinds.append, pending.owners.append
+    simple = not key.names and width is None
     skipped = 0
     for index, message in enumerate(messages):
-        if not message:
-            skipped += 1
-            continue
-        payload: dict[str, Any] | None = None
-        try:
+        obj: Any = _UNPARSED
+        if message:
             try:
                 obj = loads(message)
             except (decode_error, TypeError):
-                obj = _parse(message)  # re-parse for the blank/typed error handling
-            if type(obj) is not dict or "op" not in obj:
-                obj = _slow_payload(obj)
-                if obj is None:
-                    skipped += 1
-                    continue
-                payload = obj[0]
-                row_width = blocks.observe(obj[1])
-            else:
-                payload, row_width = obj, width
-            if payload.get("op") == "m":
-                skipped += 1
-                continue
-            steps = _row_changes(payload, key, row_width if row_width is not None else width)
-        except (CdcDecodeError, InvalidArgumentError) as exc:
-            where = _where(payload, None)
-            errors[index] = f"{exc} ({where})" if where else str(exc)
-            continue
-        for kind, row, complete in steps:
-            if not complete:
-                incomplete.append(len(rows))
-            rows.append(row)
-            kinds.append(kind)
-            owners.append(index)
+                obj = _UNPARSED
+            if simple and type(obj) is dict:
+                op = obj.get("op")
+                if op == "u":
+                    before, after = obj.get("before"), obj.get("after")
+                    if type(before) is dict and type(after) is dict and len(before) >= len(after):
+                        add_row(before)
+                        add_row(after)
+                        add_kind(1)
+                        add_kind(2)
+                        add_owner(index)
+                        add_owner(index)
+                        continue
+                elif op in ("c", "r"):
+                    after = obj.get("after")
+                    if type(after) is dict:
+                        add_row(after)
+                        add_kind(0)
+                        add_owner(index)
+                        continue
+                elif op == "d":
+                    before = obj.get("before")
+                    if type(before) is dict:
+                        add_row(before)
+                        add_kind(3)
+                        add_owner(index)
+                        continue
+        skipped += _scan_one(index, message, obj, pending, blocks, key, width)
     return skipped
+
+
+_UNPARSED: Final = object()
+"""Marks a message that the fast path could not parse (``_parse`` then reports why)."""
+
+
+def _scan_one(
+    index: int,
+    message: Message,
+    obj: Any,
+    pending: _Pending,
+    blocks: _BlockPlan,
+    key: _KeyRule,
+    width: int | None,
+) -> int:
+    """Decode one message the general way into ``pending``; return 1 if it carried no change."""
+    payload: dict[str, Any] | None = None
+    try:
+        if obj is _UNPARSED:
+            obj = _parse(message)
+        unwrapped = _slow_payload(obj)
+        if unwrapped is None:
+            return 1
+        payload, block = unwrapped
+        row_width = blocks.observe(block) if block is not None else None
+        steps = _row_changes(payload, key, row_width if row_width is not None else width)
+    except (CdcDecodeError, InvalidArgumentError) as exc:
+        where = _where(payload, None)
+        pending.errors[index] = f"{exc} ({where})" if where else str(exc)
+        return 0
+    rows = pending.rows
+    for kind, row, complete in steps:
+        if not complete:
+            pending.incomplete.append(len(rows))
+        rows.append(row)
+        pending.kinds.append(kind)
+        pending.owners.append(index)
+    return 0
 
 
 def _slow_payload(obj: Any) -> tuple[dict[str, Any], Any] | None:
@@ -656,7 +645,7 @@ def _slow_payload(obj: Any) -> tuple[dict[str, Any], Any] | None:
     if obj is None:
         return None
     if type(obj) is not dict:
-        raise CorruptRecordError(f"message must be a JSON object, got {type(obj).__name__} {_short(obj)}")
+        raise CorruptRecordError(f"message must be a JSON object, got {type(obj).__name__} {short_repr(obj)}")
     payload, block = _unwrap(obj)
     if payload is None or _is_meta_event(payload):
         return None
@@ -672,31 +661,29 @@ def _assemble(
 ) -> tuple[list[pa.Array], list[pa.Field]]:
     """Build one Arrow column per field, dropping failing messages until every column builds."""
     while True:
-        names = _column_names(pending.rows, schema, decoders)
-        bad = _rows_with_bad_columns(pending.rows, names, schema)
+        present: set[str] = set().union(*pending.rows)
+        names = _column_names(pending.rows, present, schema, decoders)
+        bad = _rows_with_bad_columns(pending.rows, present, names, schema)
+        columns: list[pa.Array] = []
+        for name in names if not bad else ():
+            builder = _builder(name, schema, decoders, decimal_handling)
+            array, bad = _build_column(name, [row.get(name) for row in pending.rows], builder)
+            if bad:
+                break
+            columns.append(array)
         if not bad:
-            columns: list[pa.Array] = []
-            for name in names:
-                builder = _builder(name, schema, decoders, decimal_handling)
-                values = [row.get(name) for row in pending.rows]
-                array, bad = _build_column(name, values, builder)
-                if bad:
-                    break
-                columns.append(array)
-        if not bad:
-            fields = _output_fields(names, columns, schema)
-            return columns, fields
+            return columns, _output_fields(names, columns, schema)
         pending.fail(bad, messages)
 
 
 def _column_names(
-    rows: list[dict[str, Any]], schema: pa.Schema | None, decoders: dict[str, FieldDecoder]
+    rows: list[dict[str, Any]], present: set[str], schema: pa.Schema | None, decoders: dict[str, FieldDecoder]
 ) -> list[str]:
     if schema is not None:
         return list(schema.names)
     names = dict.fromkeys(decoders)
-    extra = set().union(*rows).difference(names) if rows else set()
-    if extra:
+    extra = present.difference(names)
+    if extra:  # in order of first appearance
         for row in rows:
             for name in row:
                 if name in extra:
@@ -705,12 +692,10 @@ def _column_names(
 
 
 def _rows_with_bad_columns(
-    rows: list[dict[str, Any]], names: list[str], schema: pa.Schema | None
+    rows: list[dict[str, Any]], present: set[str], names: list[str], schema: pa.Schema | None
 ) -> dict[int, str]:
     """Rows that hold a reserved column, or (with an explicit schema) a column outside it."""
-    present = set().union(*rows) if rows else set()
-    allowed = set(names) - RESERVED_COLUMNS if schema is not None else present - RESERVED_COLUMNS
-    unwanted = present - allowed
+    unwanted = present - set(names) if schema is not None else present & RESERVED_COLUMNS
     if not unwanted:
         return {}
     bad: dict[int, str] = {}
@@ -788,7 +773,7 @@ def _majority_builder(values: list[Any]) -> Builder:
         for value in chunk:
             if value is not None and (float if type(value) is int else type(value)) is not majority:
                 raise CorruptRecordError(
-                    f"{_short(value)} does not match the column's type {target} (inferred from the batch)"
+                    f"{short_repr(value)} does not match the column's type {target} (inferred from the batch)"
                 )
         return pa.array(chunk, type=target)
 

@@ -144,6 +144,23 @@ def nanos_to_time(value: Any) -> dt.time:
     return _time_of_day(nanos // 1_000, nanos, "ns")
 
 
+def _checked_time_of_day(per_day: int, unit: str) -> Converter:
+    """A to_arrow converter that checks a time-of-day integer and passes it on unchanged."""
+
+    def check(value: Any) -> int:
+        number = _int(value, f"{unit} of the day")
+        if not 0 <= number < per_day:
+            raise CorruptRecordError(f"{number} {unit} is not a time of day (0 <= t < 24h)")
+        return number
+
+    return check
+
+
+_MILLIS_OF_DAY: Final = _checked_time_of_day(86_400_000, "ms")
+_MICROS_OF_DAY: Final = _checked_time_of_day(_MICROS_PER_DAY, "µs")
+_NANOS_OF_DAY: Final = _checked_time_of_day(_MICROS_PER_DAY * 1_000, "ns")
+
+
 def _naive_timestamp(micros: int, raw: int, unit: str) -> dt.datetime:
     try:
         return _EPOCH + dt.timedelta(microseconds=micros)
@@ -394,16 +411,19 @@ _PLAIN: Final[dict[str, tuple[pa.DataType, Converter, Converter | None]]] = {
 _FIXED_LOGICAL: Final[dict[str, tuple[frozenset[str], pa.DataType, Converter, Converter | None]]] = {
     DATE: (frozenset({"int32", "int64"}), pa.date32(), days_to_date, None),
     CONNECT_DATE: (frozenset({"int32", "int64"}), pa.date32(), days_to_date, None),
-    TIME: (frozenset({"int32", "int64"}), pa.time32("ms"), millis_to_time, None),
-    CONNECT_TIME: (frozenset({"int32", "int64"}), pa.time32("ms"), millis_to_time, None),
-    MICRO_TIME: (frozenset({"int64"}), pa.time64("us"), micros_to_time, None),
-    NANO_TIME: (frozenset({"int64"}), pa.time64("ns"), nanos_to_time, None),
+    TIME: (frozenset({"int32", "int64"}), pa.time32("ms"), millis_to_time, _MILLIS_OF_DAY),
+    CONNECT_TIME: (frozenset({"int32", "int64"}), pa.time32("ms"), millis_to_time, _MILLIS_OF_DAY),
+    MICRO_TIME: (frozenset({"int64"}), pa.time64("us"), micros_to_time, _MICROS_OF_DAY),
+    NANO_TIME: (frozenset({"int64"}), pa.time64("ns"), nanos_to_time, _NANOS_OF_DAY),
     TIMESTAMP: (frozenset({"int64"}), pa.timestamp("ms"), millis_to_timestamp, None),
     CONNECT_TIMESTAMP: (frozenset({"int64"}), pa.timestamp("ms"), millis_to_timestamp, None),
     MICRO_TIMESTAMP: (frozenset({"int64"}), pa.timestamp("us"), micros_to_timestamp, None),
     NANO_TIMESTAMP: (frozenset({"int64"}), pa.timestamp("ns"), nanos_to_timestamp, None),
     ZONED_TIMESTAMP: (
-        frozenset({"string"}), pa.timestamp("us", tz="UTC"), zoned_to_datetime, zoned_to_micros
+        frozenset({"string"}),
+        pa.timestamp("us", tz="UTC"),
+        zoned_to_datetime,
+        zoned_to_micros,
     ),
 }
 """Logical types with a fixed Arrow type: (allowed Connect types, Arrow type, to_python, to_arrow)."""
@@ -614,14 +634,19 @@ def decoder_for_arrow(
         return _arrow_decimal_decoder(name, arrow_type, decimal_handling)
     if arrow_type == pa.date32():
         return FieldDecoder(name, arrow_type, days_to_date)
-    if pa.types.is_time(arrow_type):
-        return FieldDecoder(name, arrow_type, _TIME_BY_UNIT.get(arrow_type.unit, _identity))
+    if pa.types.is_time(arrow_type) and arrow_type.unit in _TIME_BY_UNIT:
+        to_python, to_arrow = _TIME_BY_UNIT[arrow_type.unit]
+        return FieldDecoder(name, arrow_type, to_python, to_arrow)
     if pa.types.is_timestamp(arrow_type):
         return _arrow_timestamp_decoder(name, arrow_type)
     return FieldDecoder(name, arrow_type, _identity)
 
 
-_TIME_BY_UNIT: Final[dict[str, Converter]] = {"ms": millis_to_time, "us": micros_to_time, "ns": nanos_to_time}
+_TIME_BY_UNIT: Final[dict[str, tuple[Converter, Converter]]] = {
+    "ms": (millis_to_time, _MILLIS_OF_DAY),
+    "us": (micros_to_time, _MICROS_OF_DAY),
+    "ns": (nanos_to_time, _NANOS_OF_DAY),
+}
 
 
 def _arrow_decimal_decoder(name: str, arrow_type: pa.DataType, handling: DecimalHandling) -> FieldDecoder:
