@@ -55,7 +55,10 @@ class TableName:
                 f"invalid table name {qualified!r}: write it as 'namespace.table', e.g. 'ods.orders'"
             )
         namespace, table = qualified.split(".")
-        return cls(validate_name(namespace, kind="namespace"), validate_name(table, kind="table name"))
+        try:
+            return cls(validate_name(namespace, kind="namespace"), validate_name(table, kind="table name"))
+        except InvalidNameError as exc:
+            raise InvalidNameError(f"{exc} (in {qualified!r})") from None
 
     def __str__(self) -> str:
         return f"{self.namespace}.{self.table}"

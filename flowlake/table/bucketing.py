@@ -64,8 +64,12 @@ def _column_hash(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
         return _bytes_hash(array)
     if pa.types.is_decimal(dtype):
         return _bytes_hash(pc.cast(array, pa.string()))
-    if pa.types.is_timestamp(dtype) or pa.types.is_date(dtype) or pa.types.is_time(dtype):
+    if pa.types.is_date32(dtype) or pa.types.is_time32(dtype):
+        array = array.cast(pa.int32())
+    elif pa.types.is_timestamp(dtype) or pa.types.is_date64(dtype) or pa.types.is_time64(dtype):
         array = array.cast(pa.int64())
+    if pa.types.is_uint64(array.type):
+        return _splitmix(array.to_numpy(zero_copy_only=False).astype(np.uint64))
     values = array.cast(pa.int64()).to_numpy(zero_copy_only=False).astype(np.int64)
     return _splitmix(values.view(np.uint64))
 

@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 from flowlake.changelog import KIND_COLUMN, RowKind
 
 _INDEX = "__flowlake_row"
+_STORAGE = {32: pa.int32(), 64: pa.int64()}
 
 
 def latest_rows(parts: Sequence[pa.Table], primary_key: Sequence[str]) -> pa.Table:
@@ -43,7 +44,7 @@ def _last_index_single(keys: pa.ChunkedArray) -> np.ndarray:
     """Row index of the last occurrence of every distinct key, ascending."""
     array = keys.combine_chunks()
     if pa.types.is_integer(array.type) or pa.types.is_date(array.type) or pa.types.is_timestamp(array.type):
-        values = array.cast(pa.int64()) if not pa.types.is_integer(array.type) else array
+        values = array if pa.types.is_integer(array.type) else array.view(_STORAGE[array.type.bit_width])
         np_values = values.to_numpy(zero_copy_only=False)
         reversed_values = np_values[::-1]
         _, first_in_reversed = np.unique(reversed_values, return_index=True)

@@ -121,12 +121,14 @@ def _fit_column(
     source = column.type
     if source == target:
         return column
+    numeric = pa.types.is_integer(source) or pa.types.is_floating(source)
     allowed = (
         pa.types.is_null(source)
         or normalize_type(source) == target
-        or _is_widening(source, target)
+        or (numeric and (pa.types.is_integer(target) or pa.types.is_floating(target)))
         or (pa.types.is_timestamp(source) and pa.types.is_timestamp(target) and source.tz == target.tz)
         or (pa.types.is_decimal(source) and pa.types.is_decimal128(target))
+        or (pa.types.is_integer(source) and pa.types.is_decimal128(target))
     )
     if not allowed:
         raise SchemaMismatchError(table, name, f"batch has type {source}, the table stores {target}")
@@ -142,11 +144,13 @@ def fit_batch(
     schema: pa.Schema,
     *,
     columns: Sequence[str] | None = None,
+    primary_key: Sequence[str] = (),
 ) -> pa.Table:
     """Cast ``batch`` to the table's schema (or to the listed ``columns`` of it), in schema order.
 
-    Extra columns and missing ones raise :class:`SchemaMismatchError`; so do types that cannot be
-    cast without loss.
+    Numeric and timestamp values are cast when they fit exactly. Extra or missing columns, and values
+    that cannot be cast without loss, raise :class:`SchemaMismatchError`; a null in a ``primary_key``
+    column raises :class:`NullKeyError`.
     """
     if isinstance(batch, pa.RecordBatch):
         batch = pa.Table.from_batches([batch])
@@ -177,19 +181,13 @@ def fit_batch(
             )
         field = schema.field(name)
         column = _fit_column(table, name, batch.column(name), field.type)
+        if name in primary_key and column.null_count:
+            first = pc.index(pc.is_null(column), True).as_py()
+            raise NullKeyError(table, name, int(first))
         if not field.nullable and column.null_count:
             raise SchemaMismatchError(table, name, "the column is not nullable but the batch holds nulls")
         arrays.append(column)
     return pa.Table.from_arrays(arrays, schema=pa.schema([schema.field(n) for n in wanted]))
-
-
-def check_keys(table: str, batch: pa.Table, primary_key: Sequence[str]) -> None:
-    """Raise :class:`NullKeyError` for the first null in a key column."""
-    for key in primary_key:
-        column = batch.column(key)
-        if column.null_count:
-            first = pc.index(pc.is_null(column), True).as_py()
-            raise NullKeyError(table, key, int(first))
 
 
 def conform(data: pa.Table, schema: pa.Schema) -> pa.Table:

@@ -31,7 +31,7 @@ from flowlake.table import maintenance
 from flowlake.table.bucketing import bucket_of, split_by_bucket
 from flowlake.table.keystate import KeyState
 from flowlake.table.scan import ScanMetrics, read_changes, read_snapshot
-from flowlake.table.schema import check_keys, evolve_schema, fit_batch
+from flowlake.table.schema import evolve_schema, fit_batch
 from flowlake.table.stats import Filter, compute_stats
 from flowlake.table.writer import PlannedWrite, changelog_to_write, plan_write
 
@@ -130,8 +130,7 @@ class LakeTable:
             NullKeyError: A key column holds a null.
             CommitConflictError: Another writer committed first and ``on_conflict="fail"``.
         """
-        rows = fit_batch(self.name, _to_table(batch), self.refresh().schema)
-        check_keys(self.name, rows, self.primary_key)
+        rows = fit_batch(self.name, _to_table(batch), self.refresh().schema, primary_key=self.primary_key)
         return self._write(rows, np.zeros(rows.num_rows, dtype=bool), token=token, on_conflict=on_conflict)
 
     def delete(
@@ -145,8 +144,9 @@ class LakeTable:
         table = _to_table(keys)
         if isinstance(table, pa.Table):
             table = table.select([c for c in table.column_names if c in self.primary_key])
-        key_rows = fit_batch(self.name, table, self.refresh().schema, columns=self.primary_key)
-        check_keys(self.name, key_rows, self.primary_key)
+        key_rows = fit_batch(
+            self.name, table, self.refresh().schema, columns=self.primary_key, primary_key=self.primary_key
+        )
         arrays = [
             key_rows.column(f.name) if f.name in self.primary_key else pa.nulls(key_rows.num_rows, f.type)
             for f in self.schema
@@ -189,8 +189,7 @@ class LakeTable:
             table.schema.get_field_index(KIND_COLUMN), KIND_COLUMN, pc.cast(kinds, pa.int8())
         ))  # fmt: skip
         schema = self.refresh().schema
-        rows = fit_batch(self.name, body, schema, columns=schema.names)
-        check_keys(self.name, rows, self.primary_key)
+        rows = fit_batch(self.name, body, schema, primary_key=self.primary_key)
         return self._write(rows, is_delete, token=token, on_conflict=on_conflict)
 
     def evolve_schema(self, schema: pa.Schema) -> Commit:

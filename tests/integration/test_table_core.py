@@ -74,7 +74,7 @@ def test_clean_removes_old_versions_and_keeps_head(warehouse_catalog: fl.Catalog
     result = t.clean(retain_last=1)
     assert result.files_deleted > 0
     assert keyed(t) == head
-    with pytest.raises(fl.VersionCleanedError, match="was cleaned"):
+    with pytest.raises(fl.VersionCleanedError, match=r"was cleaned"):
         t.read(version=2)
     with pytest.raises(fl.VersionCleanedError):
         t.changes(1)
@@ -90,7 +90,7 @@ def test_time_travel_by_timestamp(catalog: fl.Catalog) -> None:
     t.upsert(orders_table([order(2)]))
     assert sorted(rows_by_key(t.read(as_of=middle), ["order_id"])) == [1]
     assert sorted(rows_by_key(t.read(as_of=int(time.time() * 1000)), ["order_id"])) == [1, 2]
-    with pytest.raises(fl.VersionNotFoundError, match="no version committed"):
+    with pytest.raises(fl.VersionNotFoundError, match=r"no version committed"):
         t.read(as_of=dt.datetime(2000, 1, 1))
     history = t.history()
     assert [c.operation for c in history] == ["create", "write", "write"]
@@ -183,7 +183,7 @@ def test_conflicting_write_fails_or_retries(catalog: fl.Catalog) -> None:
     stale_record = b._record
     state = b._current_state(stale_record)
     plan = plan_write(state, orders_table([order(1, qty=4)]), np.zeros(1, dtype=bool))
-    with pytest.raises(fl.CommitConflictError, match="prepared against version 2"):
+    with pytest.raises(fl.CommitConflictError, match=r"prepared against version 2"):
         b._commit_plan(stale_record, plan, None)
     assert b.read().num_rows == 2  # the failed attempt left nothing visible
     c = b.upsert(orders_table([order(1, qty=4)]))  # the public path re-reads and succeeds

@@ -1,0 +1,43 @@
+"""`make demo` runs `flowlake demo`: it must work on a fresh folder, twice, and verify itself."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def flowlake(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    exe = Path(sys.executable).with_name("flowlake")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWLAKE_")} | {"COLUMNS": "120"}
+    return subprocess.run(
+        [str(exe), *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=300, check=False
+    )
+
+
+def test_demo_runs_on_the_embedded_default_and_again(tmp_path: Path) -> None:
+    first = flowlake(tmp_path, "demo", "--rows", "20000", "--batches", "4", "--batch-size", "2000")
+    assert first.returncode == 0, first.stderr
+    assert "verified" in first.stdout
+    assert (tmp_path / ".flowlake" / "catalog.db").exists()
+    second = flowlake(tmp_path, "demo", "--rows", "20000", "--batches", "4", "--batch-size", "2000")
+    assert second.returncode == 0, second.stderr
+    assert "starting clean" in second.stdout
+    listed = flowlake(tmp_path, "tables")
+    assert "ods.orders" in listed.stdout
+    query = flowlake(tmp_path, "sql", "select count(*) as n from ods.orders")
+    assert query.returncode == 0 and "24400" in query.stdout  # 20000 + 4 * (1200 inserts - 100 deletes)
+
+
+def test_cli_errors_are_one_line(tmp_path: Path) -> None:
+    result = flowlake(tmp_path, "history", "ods.missing")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "error: table 'ods.missing' does not exist" in " ".join(result.stderr.split())
+    bad = flowlake(tmp_path, "history", "../../etc")
+    assert bad.returncode == 1 and "invalid table name" in bad.stderr

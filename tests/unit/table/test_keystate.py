@@ -1,0 +1,50 @@
+"""The writer's key state: lookups, takes across chunks, updates and rebuilds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from flowlake.table.keystate import KeyState, key_list
+
+
+def table(keys: list[int], tag: str) -> pa.Table:
+    return pa.table({"k": pa.array(keys, pa.int64()), "v": [f"{tag}{k}" for k in keys]})
+
+
+def test_lookup_take_and_apply_across_many_chunks() -> None:
+    state = KeyState(table(list(range(100)), "a"), ["k"], version=1)
+    expected = {k: f"a{k}" for k in range(100)}
+    for step in range(40):
+        keys = [step * 3 % 150, (step * 7 + 1) % 150]
+        rows = table(keys, f"s{step}-")
+        state.apply(rows, key_list(rows, ["k"]), [step % 10 + 200], version=step + 2)
+        expected.update({k: f"s{step}-{k}" for k in keys})
+    probe = [5, 149, 120, 1000, 0]
+    positions = state.lookup(probe)
+    assert (positions[[3]] == -1).all()
+    found = state.take(positions[positions >= 0])
+    assert found["v"].to_pylist() == [expected[k] for k in probe if k in expected]
+    assert len(state) == len(expected)
+    assert state.version == 41
+    assert sorted(state.rows()["k"].to_pylist()) == sorted(expected)
+
+
+def test_deletes_and_rebuild_keep_contents() -> None:
+    state = KeyState(table(list(range(70_000)), "a"), ["k"], version=1)
+    state.apply(table([], "x"), [], list(range(0, 70_000, 2)), version=2)
+    rows = table(list(range(1, 70_000, 2)), "b")
+    state.apply(rows, key_list(rows, ["k"]), [], version=3)  # garbage now exceeds live rows: rebuilt
+    assert state.garbage == 0
+    assert len(state) == 35_000
+    got = state.take(state.lookup([1, 3, 69_999]))
+    assert got["v"].to_pylist() == ["b1", "b3", "b69999"]
+    assert (state.lookup([0, 2]) == -1).all()
+
+
+def test_composite_keys() -> None:
+    rows = pa.table({"a": [1, 1], "b": ["x", "y"], "v": [1, 2]})
+    state = KeyState(rows, ["a", "b"], version=0)
+    positions = state.lookup([(1, "y"), (1, "z")])
+    assert positions.tolist()[1] == -1
+    assert state.take(np.array([positions[0]]))["v"].to_pylist() == [2]
