@@ -40,6 +40,18 @@ def validate_column(name: str, *, table: str) -> str:
     return name
 
 
+_CONSUMER: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:/@-]{0,254}")
+
+
+def validate_consumer(name: str) -> str:
+    """Return ``name`` if it is a valid consumer name (letters, digits, ``_.:/@-``)."""
+    if not isinstance(name, str) or not _CONSUMER.fullmatch(name):
+        raise InvalidNameError(
+            f"invalid consumer name {name!r}: use letters, digits and _.:/@- (at most 255)"
+        )
+    return name
+
+
 @dataclass(frozen=True, slots=True)
 class TableName:
     """A validated ``namespace.table`` identifier."""

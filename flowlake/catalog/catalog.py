@@ -12,9 +12,9 @@ import sqlalchemy as sa
 from flowlake.catalog.base import MetaStore
 from flowlake.catalog.sql import SqlMetaStore, create_engine, redact
 from flowlake.config import Settings
-from flowlake.errors import InvalidArgumentError, TableExistsError, TableNotFoundError
+from flowlake.errors import InvalidArgumentError, SchemaMismatchError, TableExistsError, TableNotFoundError
 from flowlake.io.fs import Storage, open_storage
-from flowlake.names import TableName, validate_name
+from flowlake.names import TableName, validate_consumer, validate_name
 from flowlake.table.schema import validate_schema
 from flowlake.table.table import LakeTable
 
@@ -40,8 +40,9 @@ class Catalog:
         name: str,
         schema: pa.Schema,
         *,
-        primary_key: list[str] | tuple[str, ...],
+        primary_key: list[str] | tuple[str, ...] | None,
         buckets: int = 4,
+        partition_by: list[str] | tuple[str, ...] | None = None,
         properties: Mapping[str, str] | None = None,
         exist_ok: bool = False,
     ) -> LakeTable:
@@ -50,22 +51,37 @@ class Catalog:
         Args:
             name: ``namespace.table``; both parts lowercase letters, digits and underscores.
             schema: The pyarrow schema; key columns become non-nullable.
-            primary_key: Key columns (not floats or bools).
+            primary_key: Key columns (not floats or bools); ``None`` makes an append table (no key,
+                no index, no dedupe: the index-free path for logs and events).
             buckets: Hash buckets; each commit writes at most one log file per bucket.
+            partition_by: Append tables only: columns whose values group rows into files (reads
+                filtered on them skip other partitions' files).
             properties: Table properties (e.g. ``target_file_rows``).
             exist_ok: Return the existing table instead of raising ``TableExistsError``.
         """
         qualified = TableName.parse(name)
-        if not primary_key:
-            raise InvalidArgumentError(f"table {name!r}: primary_key needs at least one column")
+        if primary_key is not None and not primary_key:
+            raise InvalidArgumentError(
+                f"table {name!r}: primary_key needs at least one column (or None for an append table)"
+            )
         if not isinstance(buckets, int) or not 1 <= buckets <= 4096:
             raise InvalidArgumentError(f"table {name!r}: buckets must be an integer from 1 to 4096")
-        stored = validate_schema(name, schema, list(primary_key))
+        key = list(primary_key or [])
+        stored = validate_schema(name, schema, key)
+        props = {k: str(v) for k, v in (properties or {}).items()}
+        if partition_by:
+            if key:
+                raise InvalidArgumentError(
+                    f"table {name!r}: partition_by is for append tables; key tables are bucketed by key"
+                )
+            missing = [c for c in partition_by if c not in stored.names]
+            if missing:
+                raise SchemaMismatchError(name, missing[0], "the partition column is not in the schema")
+            props["partition_by"] = ",".join(partition_by)
         try:
             record = self.store.create_table(
-                qualified.namespace, qualified.table, stored, list(primary_key), buckets,
-                {k: str(v) for k, v in (properties or {}).items()},
-            )  # fmt: skip
+                qualified.namespace, qualified.table, stored, key, 1 if not key else buckets, props
+            )
         except TableExistsError:
             if exist_ok:
                 return self.load_table(name)
@@ -94,6 +110,42 @@ class Catalog:
     def list_namespaces(self) -> list[str]:
         """Namespaces, sorted."""
         return self.store.list_namespaces()
+
+    # -- consumers ----------------------------------------------------------------------------------
+
+    def register_consumer(self, name: str, table: str, version: int) -> None:
+        """Register (or move) consumer ``name`` at ``version`` of ``table``.
+
+        While registered, ``clean()`` keeps every version from ``version`` on readable, so the
+        consumer can always read ``changes(version)``.
+        """
+        validate_consumer(name)
+        t = self.load_table(table)
+        t.resolve_version(version)
+        self.store.register_consumer(t._record.id, name, version)
+
+    def advance_consumer(self, name: str, table: str, version: int) -> None:
+        """Move a registered consumer forward to ``version`` (never backwards)."""
+        current = self.consumer_position(name, table)
+        if current is None:
+            raise InvalidArgumentError(f"consumer {name!r} is not registered on {table!r}; register it first")
+        if version < current:
+            raise InvalidArgumentError(
+                f"consumer {name!r} on {table!r} is at version {current}; it cannot move back to {version}"
+            )
+        self.register_consumer(name, table, version)
+
+    def consumer_position(self, name: str, table: str) -> int | None:
+        """The version consumer ``name`` has consumed of ``table``, or None if it is not registered."""
+        return self.list_consumers(table).get(name)
+
+    def list_consumers(self, table: str) -> dict[str, int]:
+        """``{consumer: version}`` of a table."""
+        return self.store.consumers(self.load_table(table)._record.id)
+
+    def drop_consumer(self, name: str, table: str) -> bool:
+        """Forget a consumer (cleaning may then remove what it needed); False if it was not there."""
+        return self.store.drop_consumer(self.load_table(table)._record.id, name)
 
     def drop_table(self, name: str, *, missing_ok: bool = False) -> None:
         """Remove a table from the catalog and delete its files."""

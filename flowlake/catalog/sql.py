@@ -28,6 +28,18 @@ from flowlake.catalog.base import (
     Operation,
     TableRecord,
 )
+from flowlake.catalog.sqltables import (
+    SCHEMA_VERSION,
+    commits,
+    files,
+    meta,
+    metadata,
+    namespaces,
+    schemas,
+    tables,
+)
+from flowlake.catalog.sqltables import consumers as consumers_table
+from flowlake.catalog.sqltables import positions as positions_table
 from flowlake.errors import (
     CatalogError,
     CatalogVersionError,
@@ -35,80 +47,6 @@ from flowlake.errors import (
     TableExistsError,
     TableNotFoundError,
 )
-
-SCHEMA_VERSION = 1
-"""Version of the catalog's own tables; bumped with a migration whenever they change."""
-
-_md = sa.MetaData()
-
-meta = sa.Table(
-    "flowlake_meta",
-    _md,
-    sa.Column("key", sa.String(64), primary_key=True),
-    sa.Column("value", sa.Text, nullable=False),
-)
-namespaces = sa.Table(
-    "flowlake_namespaces",
-    _md,
-    sa.Column("name", sa.String(63), primary_key=True),
-    sa.Column("created_at", sa.BigInteger, nullable=False),
-)
-tables = sa.Table(
-    "flowlake_tables",
-    _md,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("namespace", sa.String(63), nullable=False),
-    sa.Column("name", sa.String(63), nullable=False),
-    sa.Column("location", sa.Text, nullable=False),
-    sa.Column("primary_key", sa.Text, nullable=False),
-    sa.Column("buckets", sa.Integer, nullable=False),
-    sa.Column("properties", sa.Text, nullable=False),
-    sa.Column("current_version", sa.BigInteger, nullable=False),
-    sa.Column("oldest_version", sa.BigInteger, nullable=False),
-    sa.Column("schema_id", sa.Integer, nullable=False),
-    sa.Column("created_at", sa.BigInteger, nullable=False),
-    sa.UniqueConstraint("namespace", "name", name="uq_flowlake_tables_name"),
-)
-schemas = sa.Table(
-    "flowlake_schemas",
-    _md,
-    sa.Column("table_id", sa.Integer, primary_key=True),
-    sa.Column("schema_id", sa.Integer, primary_key=True),
-    sa.Column("arrow_schema", sa.LargeBinary, nullable=False),
-)
-commits = sa.Table(
-    "flowlake_commits",
-    _md,
-    sa.Column("table_id", sa.Integer, primary_key=True),
-    sa.Column("instant", sa.String(64), primary_key=True),
-    sa.Column("state", sa.String(16), nullable=False),
-    sa.Column("version", sa.BigInteger, nullable=True),
-    sa.Column("operation", sa.String(16), nullable=False),
-    sa.Column("started_at", sa.BigInteger, nullable=False),
-    sa.Column("committed_at", sa.BigInteger, nullable=True),
-    sa.Column("schema_id", sa.Integer, nullable=True),
-    sa.Column("summary", sa.Text, nullable=True),
-    sa.Column("token", sa.String(255), nullable=True),
-    sa.Column("principal", sa.String(255), nullable=False),
-    sa.UniqueConstraint("table_id", "version", name="uq_flowlake_commits_version"),
-    sa.UniqueConstraint("table_id", "token", name="uq_flowlake_commits_token"),
-)
-sa.Index("ix_flowlake_commits_time", commits.c.table_id, commits.c.committed_at)
-files = sa.Table(
-    "flowlake_files",
-    _md,
-    sa.Column("table_id", sa.Integer, primary_key=True),
-    sa.Column("path", sa.String(512), primary_key=True),
-    sa.Column("bucket", sa.Integer, nullable=False),
-    sa.Column("content", sa.String(8), nullable=False),
-    sa.Column("added_version", sa.BigInteger, nullable=False),
-    sa.Column("removed_version", sa.BigInteger, nullable=True),
-    sa.Column("row_count", sa.BigInteger, nullable=False),
-    sa.Column("size", sa.BigInteger, nullable=False),
-    sa.Column("stats", sa.LargeBinary, nullable=True),
-)
-sa.Index("ix_flowlake_files_added", files.c.table_id, files.c.added_version)
-sa.Index("ix_flowlake_files_removed", files.c.table_id, files.c.removed_version)
 
 
 class _TokenSeen(Exception):
@@ -179,7 +117,7 @@ class SqlMetaStore:
     def _migrate(self) -> None:
         try:
             with self.engine.begin() as conn:
-                _md.create_all(conn, checkfirst=True)
+                metadata.create_all(conn, checkfirst=True)
                 found = conn.execute(sa.select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
                 if found is None:
                     conn.execute(sa.insert(meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
@@ -291,7 +229,7 @@ class SqlMetaStore:
         """Remove a table's catalog entries and return what it was."""
         record = self.get_table(namespace, name)
         with self.engine.begin() as conn:
-            for t in (files, commits, schemas):
+            for t in (files, commits, schemas, positions_table, consumers_table):
                 conn.execute(sa.delete(t).where(t.c.table_id == record.id))
             conn.execute(sa.delete(tables).where(tables.c.id == record.id))
         return record
@@ -442,10 +380,75 @@ class SqlMetaStore:
                 .where(tables.c.id == table.id)
                 .values(current_version=version, schema_id=schema_id)
             )
+            self._record_positions(conn, table.id, request.sources, version)
             row = conn.execute(
                 sa.select(commits).where(commits.c.table_id == table.id, commits.c.instant == request.instant)
             ).one()
             return _commit(row)
+
+    def _record_positions(
+        self, conn: Connection, table_id: int, sources: Mapping[str, Any], version: int
+    ) -> None:
+        for source, position in sources.items():
+            encoded = orjson.dumps(position).decode()
+            updated = conn.execute(
+                sa.update(positions_table)
+                .where(positions_table.c.table_id == table_id, positions_table.c.source == source)
+                .values(position=encoded, version=version)
+            ).rowcount
+            if not updated:
+                conn.execute(
+                    sa.insert(positions_table).values(
+                        table_id=table_id, source=source, position=encoded, version=version
+                    )
+                )
+
+    def source_position(self, table_id: int, source: str) -> tuple[Any, int] | None:
+        """The newest recorded position of ``source`` in a table, with the version that recorded it."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(positions_table.c.position, positions_table.c.version).where(
+                    positions_table.c.table_id == table_id, positions_table.c.source == source
+                )
+            ).first()
+        return None if row is None else (orjson.loads(row[0]), int(row[1]))
+
+    def register_consumer(self, table_id: int, name: str, version: int) -> None:
+        """Create or move a named consumer's position on a table."""
+        now = _now_ms()
+        with self.engine.begin() as conn:
+            updated = conn.execute(
+                sa.update(consumers_table)
+                .where(consumers_table.c.table_id == table_id, consumers_table.c.name == name)
+                .values(version=version, updated_at=now)
+            ).rowcount
+            if not updated:
+                conn.execute(
+                    sa.insert(consumers_table).values(
+                        table_id=table_id, name=name, version=version, updated_at=now
+                    )
+                )
+
+    def consumers(self, table_id: int) -> dict[str, int]:
+        """``{consumer name: version consumed}`` of a table."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(consumers_table.c.name, consumers_table.c.version).where(
+                    consumers_table.c.table_id == table_id
+                )
+            )
+            return {r[0]: int(r[1]) for r in rows}
+
+    def drop_consumer(self, table_id: int, name: str) -> bool:
+        """Forget a consumer; False if it did not exist."""
+        with self.engine.begin() as conn:
+            return bool(
+                conn.execute(
+                    sa.delete(consumers_table).where(
+                        consumers_table.c.table_id == table_id, consumers_table.c.name == name
+                    )
+                ).rowcount
+            )
 
     def _check_intervening(
         self, conn: Connection, table: TableRecord, request: CommitRequest, head: int

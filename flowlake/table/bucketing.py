@@ -104,3 +104,17 @@ def split_by_bucket(table: pa.Table, bucket_ids: np.ndarray) -> dict[int, pa.Tab
     ends = np.concatenate((boundaries, [len(sorted_ids)]))
     ordered = table.take(pa.array(order))
     return {int(sorted_ids[s]): ordered.slice(int(s), int(e - s)) for s, e in zip(starts, ends, strict=True)}
+
+
+def partition_rows(table: pa.Table, partition_by: Sequence[str]) -> dict[int, pa.Table]:
+    """Group an append table's rows into files: one group per distinct ``partition_by`` value.
+
+    The group id is a stable hash of the value (31 bits), so the same partition value always lands in
+    the same folder; per-file min/max stats on the partition column let reads skip other partitions.
+    """
+    if not partition_by:
+        return {0: table}
+    as_text = [pc.fill_null(table.column(name).cast(pa.string()), "\x00null") for name in partition_by]
+    values = pa.Table.from_arrays(as_text, names=list(partition_by))
+    ids = (key_hash(values, partition_by) >> np.uint64(33)).astype(np.int64)
+    return split_by_bucket(table, ids.astype(np.int32))

@@ -40,14 +40,25 @@ class CompactionPlan:
         return [f.path for files in self.by_bucket.values() for f in files]
 
 
-def plan_compaction(files: Sequence[DataFile], *, min_log_files: int = 1) -> CompactionPlan:
-    """Pick the buckets with at least ``min_log_files`` log files (or several small base files)."""
+def plan_compaction(
+    files: Sequence[DataFile], *, append_only: bool = False, target_file_rows: int = DEFAULT_TARGET_FILE_ROWS
+) -> CompactionPlan:
+    """Pick what to rewrite.
+
+    Key tables: every bucket with log files (all its files are merged into new base files). Append
+    tables: per partition, the files smaller than half the target size, when there are two or more
+    of them (content is unchanged, only the file count falls).
+    """
     by_bucket: dict[int, list[DataFile]] = defaultdict(list)
     for f in files:
         by_bucket[f.bucket].append(f)
-    chosen = {
-        b: fs for b, fs in by_bucket.items() if sum(1 for f in fs if f.content == "log") >= min_log_files
-    }
+    if not append_only:
+        return CompactionPlan({b: fs for b, fs in by_bucket.items() if any(f.content == "log" for f in fs)})
+    chosen = {}
+    for bucket, bucket_files in by_bucket.items():
+        small = [f for f in bucket_files if f.row_count < target_file_rows // 2]
+        if len(small) >= 2:
+            chosen[bucket] = small
     return CompactionPlan(chosen)
 
 
@@ -63,7 +74,8 @@ def compact_bucket(
     rows = read_snapshot(storage, files, schema, primary_key)
     if rows.num_rows == 0:
         return []
-    rows = rows.sort_by([(k, "ascending") for k in primary_key])
+    if primary_key:  # append tables keep their rows in commit order
+        rows = rows.sort_by([(k, "ascending") for k in primary_key])
     return [rows.slice(start, target_file_rows) for start in range(0, rows.num_rows, target_file_rows)]
 
 

@@ -99,7 +99,7 @@ def read_snapshot(
         if not any(matching):
             metrics.files_skipped += len(bucket_files)
             continue
-        if all(f.content == "base" for f in bucket_files):
+        if not keys or all(f.content == "base" for f in bucket_files):  # nothing to merge
             chosen = [_Task(f, needed, False) for f, m in zip(bucket_files, matching, strict=True) if m]
             metrics.files_skipped += len(bucket_files) - len(chosen)
             tasks.append(chosen)
@@ -120,7 +120,7 @@ def read_snapshot(
     for group in tasks:
         group_parts = [_fill(p, needed_schema) for p in parts[start : start + len(group)]]
         start += len(group)
-        if all(t.file.content == "base" for t in group):
+        if not keys or all(t.file.content == "base" for t in group):
             merged_parts.extend(p.drop_columns([KIND_COLUMN]) for p in group_parts)
         else:
             merged_parts.append(latest_rows(group_parts, keys))

@@ -8,7 +8,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -28,12 +28,12 @@ from flowlake.errors import (
 from flowlake.io.fs import Storage
 from flowlake.io.parquet import parallel, write_parquet
 from flowlake.table import maintenance
-from flowlake.table.bucketing import bucket_of, split_by_bucket
+from flowlake.table.bucketing import bucket_of, partition_rows, split_by_bucket
 from flowlake.table.keystate import KeyState
 from flowlake.table.scan import ScanMetrics, read_changes, read_snapshot
 from flowlake.table.schema import evolve_schema, fit_batch
 from flowlake.table.stats import Filter, compute_stats
-from flowlake.table.writer import PlannedWrite, changelog_to_write, plan_write
+from flowlake.table.writer import POS_COLUMN, PlannedWrite, changelog_to_write, plan_write
 
 ConflictPolicy = Literal["retry", "fail"]
 """What a write does when another writer committed rows first: redo against the new head, or raise."""
@@ -112,6 +112,7 @@ class LakeTable:
         batch: pa.Table | pa.RecordBatch,
         *,
         token: str | None = None,
+        sources: Mapping[str, Any] | None = None,
         on_conflict: ConflictPolicy = "retry",
     ) -> Commit:
         """Insert or replace whole rows by primary key, in one commit.
@@ -119,6 +120,9 @@ class LakeTable:
         Args:
             batch: Rows with every column of the table. If a key repeats, the last row wins.
             token: Idempotency token; committing a token the table already has returns that commit.
+            sources: Source positions this write covers (JSON-able, e.g. ``{"mysql://h:3306": {...}}``
+                or ``{"table:ods.orders": 17}``), stored atomically with the commit: see
+                :meth:`source_position`.
             on_conflict: Redo against the new head if another writer committed rows meanwhile, or raise.
 
         Returns:
@@ -130,17 +134,22 @@ class LakeTable:
             NullKeyError: A key column holds a null.
             CommitConflictError: Another writer committed first and ``on_conflict="fail"``.
         """
+        self._require_primary_key("upsert")
         rows = fit_batch(self.name, _to_table(batch), self.refresh().schema, primary_key=self.primary_key)
-        return self._write(rows, np.zeros(rows.num_rows, dtype=bool), token=token, on_conflict=on_conflict)
+        return self._write(
+            rows, np.zeros(rows.num_rows, dtype=bool), token=token, sources=sources, on_conflict=on_conflict
+        )
 
     def delete(
         self,
         keys: pa.Table | pa.RecordBatch,
         *,
         token: str | None = None,
+        sources: Mapping[str, Any] | None = None,
         on_conflict: ConflictPolicy = "retry",
     ) -> Commit:
         """Delete rows by key; ``keys`` holds the key columns (others are ignored). Absent keys are no-ops."""
+        self._require_primary_key("delete")
         table = _to_table(keys)
         if isinstance(table, pa.Table):
             table = table.select([c for c in table.column_names if c in self.primary_key])
@@ -152,13 +161,16 @@ class LakeTable:
             for f in self.schema
         ]
         rows = pa.Table.from_arrays(arrays, schema=self.schema)
-        return self._write(rows, np.ones(rows.num_rows, dtype=bool), token=token, on_conflict=on_conflict)
+        return self._write(
+            rows, np.ones(rows.num_rows, dtype=bool), token=token, sources=sources, on_conflict=on_conflict
+        )
 
     def apply(
         self,
         changes: pa.Table | pa.RecordBatch,
         *,
         token: str | None = None,
+        sources: Mapping[str, Any] | None = None,
         on_conflict: ConflictPolicy = "retry",
     ) -> Commit:
         """Apply a changelog (table columns plus ``_kind``: 0 +I, 1 -U, 2 +U, 3 -D) in one commit.
@@ -167,6 +179,7 @@ class LakeTable:
         trailing ``-U`` delete it. The commit's own changelog carries exact before-images computed
         from the table, whatever the input's ``-U`` rows said.
         """
+        self._require_primary_key("apply")
         table = _to_table(changes)
         if not isinstance(table, pa.Table) or KIND_COLUMN not in table.column_names:
             raise InvalidChangelogError(
@@ -190,7 +203,66 @@ class LakeTable:
         ))  # fmt: skip
         schema = self.refresh().schema
         rows = fit_batch(self.name, body, schema, primary_key=self.primary_key)
-        return self._write(rows, is_delete, token=token, on_conflict=on_conflict)
+        return self._write(rows, is_delete, token=token, sources=sources, on_conflict=on_conflict)
+
+    @property
+    def is_append_only(self) -> bool:
+        """Whether this is an append table (no primary key, no index, no dedupe)."""
+        return not self._record.primary_key
+
+    @property
+    def partition_by(self) -> tuple[str, ...]:
+        """Columns whose values group an append table's rows into files."""
+        value = self._record.properties.get("partition_by", "")
+        return tuple(c for c in value.split(",") if c)
+
+    def _require_primary_key(self, operation: str) -> None:
+        if self.is_append_only:
+            raise InvalidArgumentError(
+                f"table {self.name!r} is an append table (no primary key): {operation}() needs a key; "
+                "use append(), or create the table with primary_key=[...]"
+            )
+
+    def append(
+        self,
+        batch: pa.Table | pa.RecordBatch,
+        *,
+        token: str | None = None,
+        sources: Mapping[str, Any] | None = None,
+    ) -> Commit:
+        """Add rows to an append table in one commit: no dedupe, no index, no reads of the table.
+
+        Rows are grouped into one file per value of ``partition_by`` (if set). An empty batch makes no
+        commit unless it carries a ``token`` or ``sources``.
+        """
+        if not self.is_append_only:
+            raise InvalidArgumentError(
+                f"table {self.name!r} has primary key {list(self.primary_key)}: use upsert() or apply()"
+            )
+        with self._lock:
+            if token is not None:
+                earlier = self._store.find_token(self._record.id, token)
+                if earlier is not None:
+                    return earlier
+            record = self.refresh()._record
+            rows = fit_batch(self.name, _to_table(batch), record.schema)
+            if rows.num_rows == 0 and token is None and not sources:
+                return self._head_commit(record)
+            changelog = rows.append_column(KIND_COLUMN, pa.array(np.zeros(rows.num_rows, np.int8)))
+            changelog = changelog.append_column(
+                POS_COLUMN, pa.array(np.arange(rows.num_rows, dtype=np.int32))
+            )
+            parts = partition_rows(changelog, self.partition_by) if rows.num_rows else {}
+            commit, _ = self._commit_changelog(
+                record, parts, {"+I": rows.num_rows, "-U": 0, "+U": 0, "-D": 0}, token, sources
+            )
+            self.refresh()
+            return commit
+
+    def source_position(self, source: str) -> Any | None:
+        """The position of ``source`` recorded by the newest commit that carried it (or None)."""
+        found = self._store.source_position(self._record.id, source)
+        return None if found is None else found[0]
 
     def evolve_schema(self, schema: pa.Schema) -> Commit:
         """Change the schema: add nullable columns, widen int32→int64 or float32→float64.
@@ -218,7 +290,13 @@ class LakeTable:
             return commit
 
     def _write(
-        self, rows: pa.Table, is_delete: np.ndarray, *, token: str | None, on_conflict: ConflictPolicy
+        self,
+        rows: pa.Table,
+        is_delete: np.ndarray,
+        *,
+        token: str | None,
+        sources: Mapping[str, Any] | None,
+        on_conflict: ConflictPolicy,
     ) -> Commit:
         with self._lock:
             if token is not None:
@@ -229,10 +307,10 @@ class LakeTable:
                 record = self._record if attempt == 0 else self.refresh()._record
                 state = self._current_state(record)
                 plan = plan_write(state, rows, is_delete)
-                if plan.empty and token is None:
+                if plan.empty and token is None and not sources:
                     return self._head_commit(record)
                 try:
-                    commit, landed = self._commit_plan(record, plan, token)
+                    commit, landed = self._commit_plan(record, plan, token, sources)
                 except CommitConflictError:
                     if on_conflict == "fail" or attempt == _MAX_ATTEMPTS - 1:
                         raise
@@ -244,14 +322,27 @@ class LakeTable:
                 return commit
             raise AssertionError("unreachable")  # pragma: no cover
 
-    def _commit_plan(self, record: TableRecord, plan: PlannedWrite, token: str | None) -> tuple[Commit, bool]:
+    def _commit_plan(
+        self, record: TableRecord, plan: PlannedWrite, token: str | None, sources: Mapping[str, Any] | None
+    ) -> tuple[Commit, bool]:
         """Write the plan's log files and commit them; False if an earlier commit had the token."""
+        buckets = bucket_of(plan.changelog, record.primary_key, record.buckets)
+        return self._commit_changelog(
+            record, split_by_bucket(plan.changelog, buckets), plan.counts, token, sources
+        )
+
+    def _commit_changelog(
+        self,
+        record: TableRecord,
+        parts: Mapping[int, pa.Table],
+        counts: Mapping[str, int],
+        token: str | None,
+        sources: Mapping[str, Any] | None,
+    ) -> tuple[Commit, bool]:
         instant = new_instant()
         self._store.begin_commit(record.id, instant, "write")
         written: list[DataFile] = []
         try:
-            buckets = bucket_of(plan.changelog, record.primary_key, record.buckets)
-            parts = split_by_bucket(plan.changelog, buckets)
             written = self._write_files(record, instant, "log", sorted(parts.items()))
             request = CommitRequest(
                 instant=instant,
@@ -259,13 +350,16 @@ class LakeTable:
                 operation="write",
                 added=written,
                 summary={
-                    "rows": plan.counts,
+                    "rows": dict(counts),
                     "files_added": len(written),
                     "buckets": sorted(parts),
                     "columns": record.schema.names,
                     "bytes_added": sum(f.size for f in written),
+                    **({"sources": dict(sources)} if sources else {}),
                 },
                 token=token,
+                sources=dict(sources or {}),
+                conflicts_with_writes=bool(record.primary_key),
             )
             commit = self._store.complete_commit(record, request)
         except BaseException:
@@ -452,7 +546,9 @@ class LakeTable:
             record.properties.get("target_file_rows", maintenance.DEFAULT_TARGET_FILE_ROWS)
         )
         files = self._store.live_files(record.id, record.current_version)
-        plan = maintenance.plan_compaction(files)
+        plan = maintenance.plan_compaction(
+            files, append_only=self.is_append_only, target_file_rows=rows_per_file
+        )
         if not plan.by_bucket:
             return None
         instant = new_instant()
@@ -505,6 +601,9 @@ class LakeTable:
         inflight = self._store.inflight_instants(record.id)
         head, oldest = self._store.current_version(record.id)
         keep_from = max(oldest, head - retain_last + 1)
+        consumed = self._store.consumers(record.id)
+        if consumed:  # a consumer at version v still reads changes(v, ...): keep v readable
+            keep_from = max(oldest, min(keep_from, *consumed.values()))
         referenced = self._store.all_file_paths(record.id)
         files_then = self._store.live_files(record.id, keep_from)
         needed = {f.path for f in files_then}

@@ -184,7 +184,7 @@ def test_conflicting_write_fails_or_retries(catalog: fl.Catalog) -> None:
     state = b._current_state(stale_record)
     plan = plan_write(state, orders_table([order(1, qty=4)]), np.zeros(1, dtype=bool))
     with pytest.raises(fl.CommitConflictError, match=r"prepared against version 2"):
-        b._commit_plan(stale_record, plan, None)
+        b._commit_plan(stale_record, plan, None, None)
     assert b.read().num_rows == 2  # the failed attempt left nothing visible
     c = b.upsert(orders_table([order(1, qty=4)]))  # the public path re-reads and succeeds
     assert c.version == 4
