@@ -120,6 +120,8 @@ class CommitConflictError(FlowlakeError):
         *,
         reason: str = "",
         sample_keys: Sequence[object] = (),
+        mergeable: bool = False,
+        conflicting_hashes: Sequence[int] = (),
     ) -> None:
         detail = f" ({reason})" if reason else ""
         keys = f"; sample keys: {list(sample_keys)[:5]!r}" if sample_keys else ""
@@ -130,6 +132,9 @@ class CommitConflictError(FlowlakeError):
         self.table, self.expected, self.found = table, expected, found
         self.reason = reason
         self.sample_keys = list(sample_keys)
+        self.mergeable = mergeable
+        """True when the overlap is the same keys with disjoint columns (a column merge is possible)."""
+        self.conflicting_hashes = list(conflicting_hashes)
 
 
 class PermissionDeniedError(FlowlakeError, PermissionError):

@@ -58,7 +58,7 @@ def warehouse_catalog(request: pytest.FixtureRequest, tmp_path: Path) -> fl.Cata
 
     bucket = f"lake-{uuid.uuid4().hex[:12]}"
     options = s3_options(endpoint)
-    s3fs.S3FileSystem(**options).mkdir(bucket)  # type: ignore[arg-type]
+    s3fs.S3FileSystem(**options).mkdir(bucket)
     return fl.connect(catalog=db, warehouse=f"s3://{bucket}/wh", storage_options=options)
 
 
@@ -72,3 +72,43 @@ def catalog(tmp_path: Path) -> fl.Catalog:
 def orders(catalog: fl.Catalog) -> fl.LakeTable:
     """An empty ods.orders table with 4 buckets."""
     return catalog.create_table("ods.orders", ORDERS, primary_key=["order_id"], buckets=4)
+
+
+PG_DSN = "postgresql://root@127.0.0.1:5432/test"
+
+
+def _postgres_available() -> tuple[bool, str]:
+    try:
+        import psycopg
+    except ImportError as exc:
+        return False, f"psycopg not installed: {exc}"
+    try:
+        with psycopg.connect(PG_DSN, connect_timeout=3):
+            return True, ""
+    except psycopg.Error as exc:
+        return False, f"PostgreSQL not reachable at {PG_DSN}: {exc}"
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A catalog URL on the machine's PostgreSQL, in a fresh schema that is dropped afterwards."""
+    ok, reason = _postgres_available()
+    require_service(ok, reason)
+    import psycopg
+
+    schema = f"fl_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        conn.execute(f"create schema {schema}")  # generated name, not user input
+    try:
+        yield f"{PG_DSN}?options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(PG_DSN, autocommit=True) as conn:
+            conn.execute(f"drop schema {schema} cascade")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def catalog_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh catalog URL on each backend."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'catalog.db'}"
+    return str(request.getfixturevalue("postgres_url"))

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pyarrow as pa
 import sqlalchemy as sa
 
-from flowlake.catalog.base import MetaStore
+from flowlake.catalog.access import Privilege
+from flowlake.catalog.base import Commit, MetaStore
+from flowlake.catalog.lineage import LineageNode, freshness_seconds, lineage
 from flowlake.catalog.sql import SqlMetaStore, create_engine, redact
 from flowlake.config import Settings
 from flowlake.errors import InvalidArgumentError, SchemaMismatchError, TableExistsError, TableNotFoundError
@@ -110,6 +112,50 @@ class Catalog:
     def list_namespaces(self) -> list[str]:
         """Namespaces, sorted."""
         return self.store.list_namespaces()
+
+    # -- grants, principals, audit ------------------------------------------------------------------
+
+    def grant(self, privilege: Privilege, obj: str, principal: str) -> None:
+        """Give ``principal`` ``privilege`` (read, write, admin) on ``*``, a namespace or a table."""
+        self.store.grant(principal, privilege, obj)
+
+    def revoke(self, privilege: Privilege, obj: str, principal: str) -> bool:
+        """Take a grant back; False if there was none."""
+        return self.store.revoke(principal, privilege, obj)
+
+    def list_grants(self, principal: str | None = None) -> list[tuple[str, str, str]]:
+        """``(principal, privilege, object)`` of every grant, or of one principal's."""
+        return self.store.list_grants(principal)
+
+    def create_principal(self, name: str, *, kind: Literal["user", "service"] = "service") -> str:
+        """Create a principal (or give it a new token) and return its bearer token for the metastore."""
+        return self.store.create_principal(name, kind=kind)
+
+    def revoke_token(self, name: str) -> None:
+        """Invalidate a principal's bearer token."""
+        self.store.revoke_token(name)
+
+    def audit_log(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Who committed, granted or dropped what, and when (newest first)."""
+        return self.store.audit_log(limit)
+
+    # -- lineage ------------------------------------------------------------------------------------
+
+    def commits_of(self, table: str) -> list[Commit]:
+        """A table's history (for lineage)."""
+        return self.load_table(table).history()
+
+    def positions_of(self, table: str) -> dict[str, tuple[Any, int]]:
+        """``{source: (position, version)}`` of a table."""
+        return self.store.positions(self.load_table(table)._record.id)
+
+    def lineage(self, table: str) -> LineageNode:
+        """The upstream graph of ``table``: its sources at their newest positions, recursively."""
+        return lineage(self, table, version=self.load_table(table).version)
+
+    def freshness(self, table: str) -> float | None:
+        """Seconds between now and the source time of the newest change ``table`` includes."""
+        return freshness_seconds(self, table)
 
     # -- consumers ----------------------------------------------------------------------------------
 

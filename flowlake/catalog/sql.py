@@ -15,11 +15,13 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from flowlake.catalog.access import AccessControl, Privilege
 from flowlake.catalog.base import (
     DATA_OPERATIONS,
     Commit,
@@ -30,6 +32,7 @@ from flowlake.catalog.base import (
 )
 from flowlake.catalog.sqltables import (
     SCHEMA_VERSION,
+    commit_keys,
     commits,
     files,
     meta,
@@ -103,14 +106,38 @@ def redact(url: str) -> str:
         return "<unparseable catalog url>"
 
 
-class SqlMetaStore:
-    """The catalog backend on SQLite or PostgreSQL."""
+class SqlMetaStore(AccessControl):
+    """The catalog backend on SQLite or PostgreSQL; every call is checked against the grants."""
 
     def __init__(self, engine: Engine, *, principal: str | None = None) -> None:
         self.engine = engine
         self.principal = principal or getpass.getuser()
         self._schema_cache: dict[tuple[int, int], pa.Schema] = {}
+        self._names: dict[int, str] = {}
         self._migrate()
+        self._init_access()
+
+    def as_principal(self, principal: str) -> SqlMetaStore:
+        """The same catalog acting as another principal (the REST server uses one per token)."""
+        other = object.__new__(SqlMetaStore)
+        other.__dict__.update(self.__dict__)
+        other.principal = principal
+        return other
+
+    def _table_name(self, table_id: int) -> str:
+        name = self._names.get(table_id)
+        if name is None:
+            with self.engine.connect() as conn:
+                row = conn.execute(
+                    sa.select(tables.c.namespace, tables.c.name).where(tables.c.id == table_id)
+                ).first()
+            if row is None:
+                raise CatalogError(f"table id {table_id} is not in the catalog (dropped concurrently?)")
+            name = self._names[table_id] = f"{row[0]}.{row[1]}"
+        return name
+
+    def _allow(self, privilege: Privilege, table_id: int) -> None:
+        self.authorize(privilege, self._table_name(table_id))
 
     # -- set-up -----------------------------------------------------------------------------------
 
@@ -161,11 +188,13 @@ class SqlMetaStore:
 
     def schema(self, table_id: int, schema_id: int) -> pa.Schema:
         """The schema with id ``schema_id`` of a table."""
+        self._allow("read", table_id)
         with self.engine.connect() as conn:
             return self._schema(conn, table_id, schema_id)
 
     def get_table(self, namespace: str, name: str) -> TableRecord:
         """The catalog entry of ``namespace.name``."""
+        self.authorize("read", f"{namespace}.{name}")
         with self.engine.connect() as conn:
             row = conn.execute(
                 sa.select(tables).where(tables.c.namespace == namespace, tables.c.name == name)
@@ -184,6 +213,7 @@ class SqlMetaStore:
         properties: Mapping[str, str],
     ) -> TableRecord:
         """Register a new table at version 0."""
+        self.authorize("admin", namespace)
         now = _now_ms()
         try:
             with self.engine.begin() as conn:
@@ -221,15 +251,18 @@ class SqlMetaStore:
                         principal=self.principal,
                     )
                 )  # fmt: skip
+                self._audit(conn, "create_table", f"{namespace}.{name}", {"primary_key": list(primary_key)})
         except sa.exc.IntegrityError as exc:
             raise TableExistsError(f"{namespace}.{name}") from exc
         return self.get_table(namespace, name)
 
     def drop_table(self, namespace: str, name: str) -> TableRecord:
         """Remove a table's catalog entries and return what it was."""
+        self.authorize("admin", f"{namespace}.{name}")
         record = self.get_table(namespace, name)
         with self.engine.begin() as conn:
-            for t in (files, commits, schemas, positions_table, consumers_table):
+            self._audit(conn, "drop_table", f"{namespace}.{name}", {"version": record.current_version})
+            for t in (files, commits, schemas, positions_table, consumers_table, commit_keys):
                 conn.execute(sa.delete(t).where(t.c.table_id == record.id))
             conn.execute(sa.delete(tables).where(tables.c.id == record.id))
         return record
@@ -240,7 +273,8 @@ class SqlMetaStore:
         if namespace is not None:
             query = query.where(tables.c.namespace == namespace)
         with self.engine.connect() as conn:
-            return [f"{ns}.{n}" for ns, n in conn.execute(query)]
+            names = [f"{ns}.{n}" for ns, n in conn.execute(query)]
+        return [n for n in names if self.has_privilege("read", n)]
 
     def list_namespaces(self) -> list[str]:
         """All namespaces that hold or held a table."""
@@ -251,6 +285,7 @@ class SqlMetaStore:
 
     def begin_commit(self, table_id: int, instant: str, operation: Operation) -> None:
         """Record an inflight instant before its data files are written."""
+        self._allow("write", table_id)
         with self.engine.begin() as conn:
             conn.execute(
                 sa.insert(commits).values(
@@ -261,6 +296,7 @@ class SqlMetaStore:
 
     def abort_commit(self, table_id: int, instant: str) -> None:
         """Forget an inflight instant that will not complete (its files are orphans now)."""
+        self._allow("write", table_id)
         with self.engine.begin() as conn:
             conn.execute(
                 sa.delete(commits).where(
@@ -272,6 +308,7 @@ class SqlMetaStore:
 
     def find_token(self, table_id: int, token: str) -> Commit | None:
         """The completed commit that carried ``token``, if any."""
+        self._allow("read", table_id)
         with self.engine.connect() as conn:
             row = conn.execute(
                 sa.select(commits).where(
@@ -286,6 +323,7 @@ class SqlMetaStore:
         Raises:
             CommitConflictError: If a commit since ``request.read_version`` makes this one invalid.
         """
+        self._allow("write", table.id)
         try:
             return self._complete(table, request)
         except _TokenSeen as seen:
@@ -381,6 +419,16 @@ class SqlMetaStore:
                 .values(current_version=version, schema_id=schema_id)
             )
             self._record_positions(conn, table.id, request.sources, version)
+            if request.key_hashes is not None:
+                conn.execute(
+                    sa.insert(commit_keys).values(
+                        table_id=table.id, version=version, key_hashes=request.key_hashes,
+                        columns=orjson.dumps(list(request.columns)).decode(),
+                    )
+                )  # fmt: skip
+            self._audit(
+                conn, "commit", table.qualified_name, {"version": version, "operation": request.operation}
+            )
             row = conn.execute(
                 sa.select(commits).where(commits.c.table_id == table.id, commits.c.instant == request.instant)
             ).one()
@@ -405,6 +453,7 @@ class SqlMetaStore:
 
     def source_position(self, table_id: int, source: str) -> tuple[Any, int] | None:
         """The newest recorded position of ``source`` in a table, with the version that recorded it."""
+        self._allow("read", table_id)
         with self.engine.connect() as conn:
             row = conn.execute(
                 sa.select(positions_table.c.position, positions_table.c.version).where(
@@ -413,8 +462,20 @@ class SqlMetaStore:
             ).first()
         return None if row is None else (orjson.loads(row[0]), int(row[1]))
 
+    def positions(self, table_id: int) -> dict[str, tuple[Any, int]]:
+        """``{source: (position, version)}``: the newest position of every source of a table."""
+        self._allow("read", table_id)
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(
+                    positions_table.c.source, positions_table.c.position, positions_table.c.version
+                ).where(positions_table.c.table_id == table_id)
+            )
+            return {r[0]: (orjson.loads(r[1]), int(r[2])) for r in rows}
+
     def register_consumer(self, table_id: int, name: str, version: int) -> None:
         """Create or move a named consumer's position on a table."""
+        self._allow("read", table_id)
         now = _now_ms()
         with self.engine.begin() as conn:
             updated = conn.execute(
@@ -431,6 +492,7 @@ class SqlMetaStore:
 
     def consumers(self, table_id: int) -> dict[str, int]:
         """``{consumer name: version consumed}`` of a table."""
+        self._allow("read", table_id)
         with self.engine.connect() as conn:
             rows = conn.execute(
                 sa.select(consumers_table.c.name, consumers_table.c.version).where(
@@ -441,6 +503,7 @@ class SqlMetaStore:
 
     def drop_consumer(self, table_id: int, name: str) -> bool:
         """Forget a consumer; False if it did not exist."""
+        self._allow("read", table_id)
         with self.engine.begin() as conn:
             return bool(
                 conn.execute(
@@ -453,6 +516,13 @@ class SqlMetaStore:
     def _check_intervening(
         self, conn: Connection, table: TableRecord, request: CommitRequest, head: int
     ) -> None:
+        """Decide whether ``request`` can rebase over the commits since its read version.
+
+        Schema changes always conflict with data commits. For data commits, the keys each commit
+        wrote are compared (exact 64-bit key hashes: a false conflict needs a hash collision, about
+        n²/2⁶⁵ for n keys); disjoint keys rebase. Overlapping keys conflict; the conflict is
+        *mergeable* when both commits wrote disjoint, explicit column sets.
+        """
         rows = conn.execute(
             sa.select(commits.c.version, commits.c.operation).where(
                 commits.c.table_id == table.id,
@@ -460,22 +530,53 @@ class SqlMetaStore:
                 commits.c.version <= head,
             )
         ).all()
+        data_versions = []
         for version, operation in rows:
             if operation == "schema" or (request.new_schema is not None and operation in DATA_OPERATIONS):
                 raise CommitConflictError(
                     table.qualified_name, request.read_version, head,
                     reason=f"version {version} changed the schema",
                 )  # fmt: skip
-            if request.conflicts_with_writes and operation in DATA_OPERATIONS:
+            if operation in DATA_OPERATIONS:
+                data_versions.append(int(version))
+        if not request.conflicts_with_writes or not data_versions:
+            return
+        ours = np.frombuffer(request.key_hashes, dtype=np.uint64) if request.key_hashes is not None else None
+        written = {
+            int(v): (blob, orjson.loads(cols))
+            for v, blob, cols in conn.execute(
+                sa.select(commit_keys.c.version, commit_keys.c.key_hashes, commit_keys.c.columns).where(
+                    commit_keys.c.table_id == table.id, commit_keys.c.version.in_(data_versions)
+                )
+            )
+        }
+        for version in data_versions:
+            if ours is None or version not in written:  # unknown keys on either side: assume overlap
                 raise CommitConflictError(
                     table.qualified_name, request.read_version, head,
                     reason=f"version {version} wrote rows after this commit read the table",
                 )  # fmt: skip
+            blob, their_columns = written[version]
+            overlap = np.intersect1d(ours, np.frombuffer(blob, dtype=np.uint64), assume_unique=True)
+            if len(overlap) == 0:
+                continue
+            mergeable = (
+                bool(request.columns)
+                and bool(their_columns)
+                and not set(request.columns) & set(their_columns)
+            )
+            raise CommitConflictError(
+                table.qualified_name, request.read_version, head,
+                reason=f"version {version} wrote {len(overlap)} of the same keys"
+                + (" (disjoint columns: mergeable)" if mergeable else ""),
+                mergeable=mergeable, conflicting_hashes=[int(h) for h in overlap[:5]],
+            )  # fmt: skip
 
     # -- reads ------------------------------------------------------------------------------------
 
     def current_version(self, table_id: int) -> tuple[int, int]:
         """``(current_version, oldest_version)`` of a table."""
+        self._allow("read", table_id)
         with self.engine.connect() as conn:
             row = conn.execute(
                 sa.select(tables.c.current_version, tables.c.oldest_version).where(tables.c.id == table_id)
@@ -486,6 +587,7 @@ class SqlMetaStore:
 
     def commits(self, table_id: int, start: int = 0, end: int | None = None) -> list[Commit]:
         """Completed commits with ``start <= version <= end``, oldest first."""
+        self._allow("read", table_id)
         query = sa.select(commits).where(
             commits.c.table_id == table_id, commits.c.state == "completed", commits.c.version >= start
         )
@@ -496,6 +598,7 @@ class SqlMetaStore:
 
     def version_at(self, table_id: int, timestamp_ms: int) -> int | None:
         """The newest version committed at or before ``timestamp_ms``."""
+        self._allow("read", table_id)
         with self.engine.connect() as conn:
             found = conn.execute(
                 sa.select(sa.func.max(commits.c.version)).where(
@@ -508,6 +611,7 @@ class SqlMetaStore:
 
     def live_files(self, table_id: int, version: int) -> list[DataFile]:
         """The files that make up ``version``, in the order they were added."""
+        self._allow("read", table_id)
         query = (
             sa.select(files)
             .where(
@@ -522,6 +626,7 @@ class SqlMetaStore:
 
     def log_files_between(self, table_id: int, start: int, end: int) -> list[DataFile]:
         """The log files of the commits ``start+1 .. end``, oldest first."""
+        self._allow("read", table_id)
         query = (
             sa.select(files)
             .where(
@@ -537,6 +642,7 @@ class SqlMetaStore:
 
     def inflight_instants(self, table_id: int) -> list[tuple[str, int]]:
         """``(instant, started_at_ms)`` of commits that started but never completed."""
+        self._allow("read", table_id)
         with self.engine.connect() as conn:
             rows = conn.execute(
                 sa.select(commits.c.instant, commits.c.started_at).where(
@@ -547,6 +653,7 @@ class SqlMetaStore:
 
     def retired_files(self, table_id: int, up_to_version: int) -> list[DataFile]:
         """Files that left the snapshot at or before ``up_to_version``."""
+        self._allow("read", table_id)
         query = sa.select(files).where(
             files.c.table_id == table_id,
             files.c.removed_version.is_not(None),
@@ -557,11 +664,13 @@ class SqlMetaStore:
 
     def all_file_paths(self, table_id: int) -> set[str]:
         """Every file path the catalog still records for a table."""
+        self._allow("read", table_id)
         with self.engine.connect() as conn:
             return {r[0] for r in conn.execute(sa.select(files.c.path).where(files.c.table_id == table_id))}
 
     def forget_files(self, table_id: int, paths: Sequence[str], oldest_version: int) -> None:
         """Drop file records (their files are being deleted) and move the oldest readable version."""
+        self._allow("write", table_id)
         with self.engine.begin() as conn:
             for start in range(0, len(paths), 500):
                 chunk = list(paths[start : start + 500])
@@ -574,6 +683,7 @@ class SqlMetaStore:
 
     def abort_stale_inflight(self, table_id: int, instants: Sequence[str]) -> None:
         """Forget inflight instants whose writers are gone."""
+        self._allow("write", table_id)
         with self.engine.begin() as conn:
             if instants:
                 conn.execute(

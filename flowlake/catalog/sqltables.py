@@ -95,3 +95,39 @@ consumers = sa.Table(
     sa.Column("version", sa.BigInteger, nullable=False),
     sa.Column("updated_at", sa.BigInteger, nullable=False),
 )
+commit_keys = sa.Table(
+    "flowlake_commit_keys",
+    metadata,
+    sa.Column("table_id", sa.Integer, primary_key=True),
+    sa.Column("version", sa.BigInteger, primary_key=True),
+    sa.Column("key_hashes", sa.LargeBinary, nullable=False),
+    sa.Column("columns", sa.Text, nullable=False),
+)
+principals = sa.Table(
+    "flowlake_principals",
+    metadata,
+    sa.Column("name", sa.String(255), primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("token_hash", sa.String(128), nullable=True, unique=True),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+)
+grants = sa.Table(
+    "flowlake_grants",
+    metadata,
+    sa.Column("principal", sa.String(255), primary_key=True),
+    sa.Column("object", sa.String(160), primary_key=True),
+    sa.Column("privilege", sa.String(16), primary_key=True),
+    sa.Column("granted_by", sa.String(255), nullable=False),
+    sa.Column("granted_at", sa.BigInteger, nullable=False),
+)
+audit = sa.Table(
+    "flowlake_audit",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("at", sa.BigInteger, nullable=False),
+    sa.Column("principal", sa.String(255), nullable=False),
+    sa.Column("action", sa.String(32), nullable=False),
+    sa.Column("object", sa.String(160), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),
+)
+sa.Index("ix_flowlake_audit_at", audit.c.at)

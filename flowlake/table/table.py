@@ -28,15 +28,17 @@ from flowlake.errors import (
 from flowlake.io.fs import Storage
 from flowlake.io.parquet import parallel, write_parquet
 from flowlake.table import maintenance
-from flowlake.table.bucketing import bucket_of, partition_rows, split_by_bucket
-from flowlake.table.keystate import KeyState
+from flowlake.table.bucketing import key_hash, partition_rows, split_by_bucket
+from flowlake.table.keystate import KeyState, key_list
 from flowlake.table.scan import ScanMetrics, read_changes, read_snapshot
 from flowlake.table.schema import evolve_schema, fit_batch
 from flowlake.table.stats import Filter, compute_stats
-from flowlake.table.writer import POS_COLUMN, PlannedWrite, changelog_to_write, plan_write
+from flowlake.table.writer import POS_COLUMN, PlannedWrite, changelog_to_write, merge_partial, plan_write
 
-ConflictPolicy = Literal["retry", "fail"]
-"""What a write does when another writer committed rows first: redo against the new head, or raise."""
+ConflictPolicy = Literal["retry", "fail", "merge-columns"]
+"""What a write does when another writer committed the same keys first (disjoint keys always rebase):
+``retry`` re-reads and re-applies (last writer wins), ``fail`` raises, ``merge-columns`` re-applies
+only when the two commits wrote disjoint columns (a column-level partial update), else raises."""
 
 _MAX_ATTEMPTS = 8
 
@@ -113,7 +115,7 @@ class LakeTable:
         *,
         token: str | None = None,
         sources: Mapping[str, Any] | None = None,
-        on_conflict: ConflictPolicy = "retry",
+        on_conflict: ConflictPolicy | None = None,
     ) -> Commit:
         """Insert or replace whole rows by primary key, in one commit.
 
@@ -123,7 +125,8 @@ class LakeTable:
             sources: Source positions this write covers (JSON-able, e.g. ``{"mysql://h:3306": {...}}``
                 or ``{"table:ods.orders": 17}``), stored atomically with the commit: see
                 :meth:`source_position`.
-            on_conflict: Redo against the new head if another writer committed rows meanwhile, or raise.
+            on_conflict: What to do if another writer committed the same keys meanwhile (see
+                :data:`ConflictPolicy`); default: the table's ``conflict_policy`` property, else retry.
 
         Returns:
             The commit (``version``, ``summary``, ...). A write that changes nothing makes no commit
@@ -146,7 +149,7 @@ class LakeTable:
         *,
         token: str | None = None,
         sources: Mapping[str, Any] | None = None,
-        on_conflict: ConflictPolicy = "retry",
+        on_conflict: ConflictPolicy | None = None,
     ) -> Commit:
         """Delete rows by key; ``keys`` holds the key columns (others are ignored). Absent keys are no-ops."""
         self._require_primary_key("delete")
@@ -171,7 +174,7 @@ class LakeTable:
         *,
         token: str | None = None,
         sources: Mapping[str, Any] | None = None,
-        on_conflict: ConflictPolicy = "retry",
+        on_conflict: ConflictPolicy | None = None,
     ) -> Commit:
         """Apply a changelog (table columns plus ``_kind``: 0 +I, 1 -U, 2 +U, 3 -D) in one commit.
 
@@ -204,6 +207,37 @@ class LakeTable:
         schema = self.refresh().schema
         rows = fit_batch(self.name, body, schema, primary_key=self.primary_key)
         return self._write(rows, is_delete, token=token, sources=sources, on_conflict=on_conflict)
+
+    def update_columns(
+        self,
+        batch: pa.Table | pa.RecordBatch,
+        *,
+        token: str | None = None,
+        sources: Mapping[str, Any] | None = None,
+        on_conflict: ConflictPolicy | None = None,
+    ) -> Commit:
+        """Set some columns of rows by key (a column-level partial update), in one commit.
+
+        ``batch`` holds the key columns plus the columns to set; other columns keep their values
+        (new keys get nulls there). Writers of disjoint column groups of the same rows both succeed
+        under the ``merge-columns`` policy, and a read shows both.
+        """
+        self._require_primary_key("update_columns")
+        table = _to_table(batch)
+        schema = self.refresh().schema
+        names = list(table.column_names) if isinstance(table, pa.Table) else []
+        columns = [c for c in names if c not in self.primary_key]
+        if not columns:
+            raise InvalidArgumentError(
+                f"table {self.name!r}: update_columns needs at least one non-key column"
+            )
+        rows = fit_batch(
+            self.name, table, schema, columns=[*self.primary_key, *columns], primary_key=self.primary_key
+        )
+        return self._write(
+            rows, np.zeros(rows.num_rows, dtype=bool), token=token, sources=sources,
+            on_conflict=on_conflict, columns=columns,
+        )  # fmt: skip
 
     @property
     def is_append_only(self) -> bool:
@@ -289,6 +323,14 @@ class LakeTable:
             self.refresh()
             return commit
 
+    def _policy(self, on_conflict: ConflictPolicy | None) -> ConflictPolicy:
+        policy = on_conflict or self._record.properties.get("conflict_policy", "retry")
+        if policy not in ("retry", "fail", "merge-columns"):
+            raise InvalidArgumentError(
+                f"table {self.name!r}: unknown conflict policy {policy!r}; use retry, fail or merge-columns"
+            )
+        return policy  # type: ignore[return-value]
+
     def _write(
         self,
         rows: pa.Table,
@@ -296,8 +338,11 @@ class LakeTable:
         *,
         token: str | None,
         sources: Mapping[str, Any] | None,
-        on_conflict: ConflictPolicy,
+        on_conflict: ConflictPolicy | None,
+        columns: Sequence[str] = (),
     ) -> Commit:
+        """Plan and commit a write; on conflict, apply the policy (rebase over disjoint keys is free)."""
+        policy = self._policy(on_conflict)
         with self._lock:
             if token is not None:
                 earlier = self._store.find_token(self._record.id, token)
@@ -306,30 +351,60 @@ class LakeTable:
             for attempt in range(_MAX_ATTEMPTS):
                 record = self._record if attempt == 0 else self.refresh()._record
                 state = self._current_state(record)
-                plan = plan_write(state, rows, is_delete)
+                full = merge_partial(state, rows, columns, self.name) if columns else rows
+                plan = plan_write(state, full, is_delete)
                 if plan.empty and token is None and not sources:
                     return self._head_commit(record)
                 try:
-                    commit, landed = self._commit_plan(record, plan, token, sources)
-                except CommitConflictError:
-                    if on_conflict == "fail" or attempt == _MAX_ATTEMPTS - 1:
-                        raise
+                    commit, landed = self._commit_plan(record, plan, token, sources, columns)
+                except CommitConflictError as conflict:
+                    redo = policy == "retry" or (policy == "merge-columns" and conflict.mergeable)
+                    if not redo or attempt == _MAX_ATTEMPTS - 1:
+                        raise self._with_keys(conflict, plan) from None
                     time.sleep(min(0.5, 0.01 * 2**attempt) * random.random())  # noqa: S311 - jitter
                     continue
                 if landed:
-                    state.apply(plan.upserted, plan.upserted_keys, plan.deleted_keys, commit.version)
+                    rebased = commit.version != record.current_version + 1
+                    # after a rebase the state is left at the read version: the next write catches up
+                    # by replaying the commits in between (its own rows replay as no-ops)
+                    version = record.current_version if rebased else commit.version
+                    state.apply(plan.upserted, plan.upserted_keys, plan.deleted_keys, version)
                 self._record = self._store.get_table(record.namespace, record.name)
                 return commit
             raise AssertionError("unreachable")  # pragma: no cover
 
+    def _with_keys(self, conflict: CommitConflictError, plan: PlannedWrite) -> CommitConflictError:
+        """The conflict with the catalog's key hashes turned back into this batch's keys."""
+        if not conflict.conflicting_hashes:
+            return conflict
+        hashes = key_hash(plan.changelog, self.primary_key)
+        wanted = set(conflict.conflicting_hashes)
+        keys = key_list(plan.changelog, self.primary_key)
+        sample = list(dict.fromkeys(k for k, h in zip(keys, hashes.tolist(), strict=True) if h in wanted))
+        return CommitConflictError(
+            conflict.table, conflict.expected, conflict.found, reason=conflict.reason, sample_keys=sample,
+            mergeable=conflict.mergeable, conflicting_hashes=conflict.conflicting_hashes,
+        )  # fmt: skip
+
     def _commit_plan(
-        self, record: TableRecord, plan: PlannedWrite, token: str | None, sources: Mapping[str, Any] | None
+        self,
+        record: TableRecord,
+        plan: PlannedWrite,
+        token: str | None,
+        sources: Mapping[str, Any] | None,
+        columns: Sequence[str] = (),
     ) -> tuple[Commit, bool]:
         """Write the plan's log files and commit them; False if an earlier commit had the token."""
-        buckets = bucket_of(plan.changelog, record.primary_key, record.buckets)
-        return self._commit_changelog(
-            record, split_by_bucket(plan.changelog, buckets), plan.counts, token, sources
+        hashes = (
+            key_hash(plan.changelog, record.primary_key)
+            if plan.changelog.num_rows
+            else np.empty(0, np.uint64)
         )
+        buckets = (hashes % np.uint64(record.buckets)).astype(np.int32)
+        return self._commit_changelog(
+            record, split_by_bucket(plan.changelog, buckets), plan.counts, token, sources,
+            key_hashes=np.unique(hashes).tobytes(), columns=tuple(columns),
+        )  # fmt: skip
 
     def _commit_changelog(
         self,
@@ -338,6 +413,9 @@ class LakeTable:
         counts: Mapping[str, int],
         token: str | None,
         sources: Mapping[str, Any] | None,
+        *,
+        key_hashes: bytes | None = None,
+        columns: tuple[str, ...] = (),
     ) -> tuple[Commit, bool]:
         instant = new_instant()
         self._store.begin_commit(record.id, instant, "write")
@@ -353,12 +431,14 @@ class LakeTable:
                     "rows": dict(counts),
                     "files_added": len(written),
                     "buckets": sorted(parts),
-                    "columns": record.schema.names,
+                    "columns": list(columns) or record.schema.names,
                     "bytes_added": sum(f.size for f in written),
                     **({"sources": dict(sources)} if sources else {}),
                 },
                 token=token,
                 sources=dict(sources or {}),
+                key_hashes=key_hashes,
+                columns=columns,
                 conflicts_with_writes=bool(record.primary_key),
             )
             commit = self._store.complete_commit(record, request)

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from flowlake.changelog import KIND_COLUMN, RowKind
+from flowlake.errors import SchemaMismatchError
 from flowlake.table.keystate import KeyState, key_list
 
 POS_COLUMN = "_pos"
@@ -131,3 +132,31 @@ def changelog_to_write(changes: pa.Table) -> tuple[pa.Table, np.ndarray]:
     kinds = changes.column(KIND_COLUMN).to_numpy(zero_copy_only=False)
     is_delete = (kinds == RowKind.DELETE) | (kinds == RowKind.UPDATE_BEFORE)
     return changes.drop_columns([KIND_COLUMN]), is_delete
+
+
+def merge_partial(state: KeyState, rows: pa.Table, columns: Sequence[str], table: str) -> pa.Table:
+    """Full rows for a column-level update: the batch's ``columns`` over each key's current row.
+
+    Keys that are absent get nulls in the other columns; a non-nullable column there is an error.
+    """
+    keys = key_list(rows, state.primary_key)
+    positions = state.lookup(keys)
+    found = positions >= 0
+    old = state.take(np.where(found, positions, 0)) if found.any() else None
+    arrays = []
+    for field in state.schema:
+        if field.name in rows.column_names:
+            arrays.append(rows.column(field.name).cast(field.type))
+            continue
+        if old is None:
+            column = pa.nulls(rows.num_rows, field.type)
+        else:
+            column = pc.if_else(pa.array(found), old.column(field.name), pa.nulls(rows.num_rows, field.type))
+        if not field.nullable and column.null_count:
+            first = int(np.flatnonzero(~found)[0])
+            raise SchemaMismatchError(
+                table, field.name,
+                f"key {keys[first]!r} is new, so update_columns needs this non-nullable column too",
+            )  # fmt: skip
+        arrays.append(column)
+    return pa.Table.from_arrays(arrays, schema=state.schema)
