@@ -4,6 +4,7 @@ from flowlake.catalog.base import Commit
 from flowlake.catalog.catalog import Catalog, connect
 from flowlake.changelog import KIND_COLUMN, SEQ_COLUMN, RowKind
 from flowlake.errors import (
+    AuthenticationError,
     CatalogError,
     CdcDecodeError,
     CommitConflictError,
@@ -28,6 +29,7 @@ __version__ = "0.1.0"
 __all__ = [
     "KIND_COLUMN",
     "SEQ_COLUMN",
+    "AuthenticationError",
     "Catalog",
     "CatalogError",
     "CdcDecodeError",

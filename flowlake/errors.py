@@ -16,6 +16,7 @@
     ├── InvalidChangelogError       a changelog batch has a bad ``_kind`` column
     ├── CommitConflictError         another writer committed first and the commit cannot rebase
     ├── PermissionDeniedError       the principal lacks a privilege
+    ├── AuthenticationError         the metastore refused the token
     ├── StorageError                reading or writing a data file failed
     │   └── CorruptFileError        a data file does not match its commit metadata
     └── CdcDecodeError              a CDC record cannot be decoded
@@ -146,6 +147,10 @@ class PermissionDeniedError(FlowlakeError, PermissionError):
             f"`flowlake grant {privilege} {obj} {principal}`"
         )
         self.principal, self.privilege, self.object = principal, privilege, obj
+
+
+class AuthenticationError(FlowlakeError):
+    """The metastore did not accept the credentials (missing, unknown or revoked token)."""
 
 
 class StorageError(FlowlakeError, OSError):

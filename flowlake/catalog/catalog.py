@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -210,6 +211,7 @@ def connect(
     warehouse: str | None = None,
     *,
     principal: str | None = None,
+    token: str | None = None,
     storage_options: Mapping[str, Any] | None = None,
 ) -> Catalog:
     """Open a catalog and its warehouse.
@@ -220,11 +222,17 @@ def connect(
     Args:
         catalog: ``sqlite:///path.db``, ``sqlite://`` (in memory) or ``postgresql://user@host/db``.
         warehouse: ``file:///path``, a local path, ``memory://name`` or ``s3://bucket/prefix``.
-        principal: Who acts (defaults to the local user).
+        principal: Who acts on an embedded catalog (defaults to the local user).
+        token: Bearer token for a REST metastore catalog (``http://host:port``; env FLOWLAKE_TOKEN).
         storage_options: Passed to fsspec (e.g. ``{"client_kwargs": {"endpoint_url": ...}}`` for S3).
     """
     settings = Settings.resolve(catalog=catalog, warehouse=warehouse, principal=principal)
     url = settings.catalog
+    if url.startswith(("http://", "https://")):
+        from flowlake.catalog.rest import RestMetaStore
+
+        rest = RestMetaStore(url, token or os.environ.get("FLOWLAKE_TOKEN", ""))
+        return Catalog(rest, open_storage(settings.warehouse, storage_options), catalog_url=url)
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     if url in ("sqlite://", "sqlite:///:memory:"):

@@ -151,5 +151,8 @@ def main(argv: list[str] | None = None) -> Any:
         raise
 
 
+from flowlake.cli import catalog_commands  # noqa: E402,F401 - registers commands
+
 if __name__ == "__main__":
     main()
+from flowlake.cli import ingest_commands  # noqa: E402,F401 - registers commands
