@@ -13,9 +13,9 @@ import httpx
 import pyarrow as pa
 import pytest
 from _builders import order, orders_table
+from conftest import ORDERS
 
 import flowlake as fl
-from conftest import ORDERS
 from flowlake.testing import free_port
 from flowlake.testing.services import wait_for_port
 from flowlake.testing.tables import rows_by_key
@@ -79,27 +79,27 @@ def test_grants_are_enforced_by_the_server(metastore: Metastore) -> None:
     )
     token = metastore.owner.create_principal("analyst")
     cat = metastore.connect(token)
-    with pytest.raises(fl.PermissionDeniedError, match="'analyst' lacks 'read' on 'rest2.orders'"):
+    with pytest.raises(fl.PermissionDeniedError, match=r"'analyst' lacks 'read' on 'rest2.orders'"):
         cat.load_table("rest2.orders")
     assert "rest2.orders" not in cat.list_tables()
     metastore.owner.grant("read", "rest2.orders", "analyst")
     t = cat.load_table("rest2.orders")
     assert t.read().num_rows == 1
-    with pytest.raises(fl.PermissionDeniedError, match="lacks 'write'"):
+    with pytest.raises(fl.PermissionDeniedError, match=r"lacks 'write'"):
         t.upsert(orders_table([order(2)]))
-    with pytest.raises(fl.PermissionDeniedError, match="lacks 'admin'"):
+    with pytest.raises(fl.PermissionDeniedError, match=r"lacks 'admin'"):
         cat.grant("write", "rest2.orders", "analyst")  # cannot grant itself more
 
 
 def test_missing_wrong_and_revoked_tokens_are_refused(metastore: Metastore) -> None:
-    with pytest.raises(fl.AuthenticationError, match="missing bearer token"):
+    with pytest.raises(fl.AuthenticationError, match=r"missing bearer token"):
         metastore.connect(None)
-    with pytest.raises(fl.AuthenticationError, match="unknown or revoked token"):
+    with pytest.raises(fl.AuthenticationError, match=r"unknown or revoked token"):
         metastore.connect("fl_not-a-real-token")
     token = metastore.owner.create_principal("temp")
     metastore.connect(token)  # works
     metastore.owner.revoke_token("temp")
-    with pytest.raises(fl.AuthenticationError, match="unknown or revoked"):
+    with pytest.raises(fl.AuthenticationError, match=r"unknown or revoked"):
         metastore.connect(token)
     raw = httpx.post(f"{metastore.url}/v1/rpc/list_tables", content=b"{}")
     assert raw.status_code == 401
@@ -123,7 +123,7 @@ def test_conflicts_and_rebases_travel_over_http(metastore: Metastore) -> None:
     import numpy as np
 
     plan = plan_write(state, orders_table([order(1, qty=6)]), np.zeros(1, bool))
-    with pytest.raises(fl.CommitConflictError, match="same keys") as err:
+    with pytest.raises(fl.CommitConflictError, match=r"same keys") as err:
         b._commit_plan(b._record, plan, None, None)
     assert err.value.table == "rest3.orders" and err.value.expected == 1
     plan = plan_write(state, orders_table([order(2, qty=6)]), np.zeros(1, bool))
