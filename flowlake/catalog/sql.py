@@ -30,6 +30,7 @@ from flowlake.catalog.base import (
     Operation,
     TableRecord,
 )
+from flowlake.catalog.migrations import upgrade
 from flowlake.catalog.sqltables import (
     SCHEMA_VERSION,
     commit_keys,
@@ -153,6 +154,8 @@ class SqlMetaStore(AccessControl):
                         f"the catalog was written by a newer flowlake (catalog schema {found}, this "
                         f"flowlake knows {SCHEMA_VERSION}); upgrade flowlake with `pip install -U flowlake`"
                     )
+                elif int(found) < SCHEMA_VERSION:
+                    upgrade(conn, int(found))
         except sa.exc.OperationalError as exc:
             raise CatalogError(f"cannot open catalog {redact(str(self.engine.url))!r}: {exc.orig}") from exc
 

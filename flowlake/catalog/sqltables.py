@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """Version of the catalog's own tables; bumped with a migration whenever they change."""
 
 metadata = sa.MetaData()

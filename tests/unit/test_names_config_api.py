@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
 import flowlake as fl
@@ -80,3 +81,29 @@ def test_catalog_from_newer_flowlake_is_refused(tmp_path: Path) -> None:
     engine.dispose()
     with pytest.raises(fl.CatalogError, match="newer flowlake"):
         fl.connect(catalog=url, warehouse=str(tmp_path / "wh"))
+
+
+def test_older_catalog_is_upgraded(tmp_path: Path) -> None:
+    import sqlalchemy as sa
+
+    from flowlake.catalog.sqltables import SCHEMA_VERSION
+
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    fl.connect(catalog=url, warehouse=str(tmp_path / "wh")).create_table(
+        "ods.t", pa.schema([("k", pa.int64())]), primary_key=["k"]
+    )
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:  # make it look like a version-1 catalog
+        conn.execute(sa.text("update flowlake_meta set value = '1' where key = 'schema_version'"))
+        conn.execute(sa.text("drop table flowlake_grants"))
+        conn.execute(sa.text("drop table flowlake_positions"))
+    cat = fl.connect(catalog=url, warehouse=str(tmp_path / "wh"))
+    with engine.connect() as conn:
+        version = conn.execute(
+            sa.text("select value from flowlake_meta where key = 'schema_version'")
+        ).scalar()
+    engine.dispose()
+    assert int(version) == SCHEMA_VERSION
+    t = cat.load_table("ods.t")  # the opener became admin of the upgraded catalog
+    t.upsert(pa.table({"k": [1]}), sources={"x": 1})
+    assert t.source_position("x") == 1

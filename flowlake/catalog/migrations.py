@@ -1,0 +1,35 @@
+"""Versioned upgrades of the catalog's own tables.
+
+The catalog records its schema version in ``flowlake_meta``. Opening a catalog written by an older
+flowlake runs every migration from its version up to :data:`SCHEMA_VERSION`, in one transaction,
+after ``create_all`` has added any tables that did not exist yet; opening one written by a newer
+flowlake is refused with the command to run. Each migration is a function of the connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import sqlalchemy as sa
+
+from flowlake.catalog.sqltables import SCHEMA_VERSION, meta
+
+
+def _v1_to_v2(conn: sa.Connection) -> None:
+    """Version 2 added positions, consumers, commit keys, principals, grants and the audit log.
+
+    ``create_all`` creates those tables; the grants bootstrap (the opener becomes admin of a catalog
+    without grants) runs when the store starts. Nothing in the version-1 tables changes.
+    """
+    del conn
+
+
+MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {1: _v1_to_v2}
+"""``{from_version: migration to from_version + 1}``."""
+
+
+def upgrade(conn: sa.Connection, found: int) -> None:
+    """Run the migrations from ``found`` to :data:`SCHEMA_VERSION` and record the new version."""
+    for version in range(found, SCHEMA_VERSION):
+        MIGRATIONS[version](conn)
+    conn.execute(sa.update(meta).where(meta.c.key == "schema_version").values(value=str(SCHEMA_VERSION)))
