@@ -123,6 +123,7 @@ class CommitConflictError(FlowlakeError):
         sample_keys: Sequence[object] = (),
         mergeable: bool = False,
         conflicting_hashes: Sequence[int] = (),
+        reroute: bool = False,
     ) -> None:
         detail = f" ({reason})" if reason else ""
         keys = f"; sample keys: {list(sample_keys)[:5]!r}" if sample_keys else ""
@@ -136,6 +137,8 @@ class CommitConflictError(FlowlakeError):
         self.mergeable = mergeable
         """True when the overlap is the same keys with disjoint columns (a column merge is possible)."""
         self.conflicting_hashes = list(conflicting_hashes)
+        self.reroute = reroute
+        """True when only the bucket map moved (a split/merge): the write is redone whatever the policy."""
 
 
 class PermissionDeniedError(FlowlakeError, PermissionError):

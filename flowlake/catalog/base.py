@@ -68,6 +68,8 @@ class TableRecord:
     schema_id: int
     schema: pa.Schema
     created_at: dt.datetime
+    bucket_map: str | None = None
+    """The scalable hash index's map as JSON (None: the initial ``buckets`` roots)."""
 
     @property
     def qualified_name(self) -> str:
@@ -94,6 +96,12 @@ class CommitRequest:
     """Sorted, distinct uint64 hashes of the keys this commit writes (row-level conflict checks)."""
     columns: tuple[str, ...] = ()
     """Non-key columns this commit writes; empty means all (column-level conflict checks)."""
+    map_version: int | None = None
+    """The bucket-map version the writer routed rows with; a commit after a split/merge must redo."""
+    new_bucket_map: str | None = None
+    """A compaction that splits or merges buckets installs this map (JSON) atomically."""
+    guarded_buckets: tuple[int, ...] = ()
+    """Buckets whose rows this commit moves: any intervening write to them is a conflict."""
     conflicts_with_writes: bool = True
     """Whether any intervening ``write`` commit forces this commit to be redone (its before-images
     were computed against ``read_version``). Compaction sets it to False: it only needs the files it

@@ -24,7 +24,14 @@ def _v1_to_v2(conn: sa.Connection) -> None:
     del conn
 
 
-MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {1: _v1_to_v2}
+def _v2_to_v3(conn: sa.Connection) -> None:
+    """Version 3 added the scalable hash index: ``flowlake_tables.bucket_map`` (null = initial map)."""
+    columns = {c["name"] for c in sa.inspect(conn).get_columns("flowlake_tables")}
+    if "bucket_map" not in columns:
+        conn.execute(sa.text("ALTER TABLE flowlake_tables ADD COLUMN bucket_map TEXT"))
+
+
+MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3}
 """``{from_version: migration to from_version + 1}``."""
 
 

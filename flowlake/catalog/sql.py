@@ -176,6 +176,7 @@ class SqlMetaStore(AccessControl):
             schema_id=m["schema_id"],
             schema=self._schema(conn, m["id"], m["schema_id"]),
             created_at=_from_ms(m["created_at"]),
+            bucket_map=m["bucket_map"],
         )
 
     def _schema(self, conn: Connection, table_id: int, schema_id: int) -> pa.Schema:
@@ -345,9 +346,20 @@ class SqlMetaStore(AccessControl):
             )
             if locked.rowcount != 1:
                 raise TableNotFoundError(name)
-            head, schema_id = conn.execute(
-                sa.select(tables.c.current_version, tables.c.schema_id).where(tables.c.id == table.id)
+            head, schema_id, bucket_map = conn.execute(
+                sa.select(tables.c.current_version, tables.c.schema_id, tables.c.bucket_map).where(
+                    tables.c.id == table.id
+                )
             ).one()
+            if request.map_version is not None:
+                current_map = orjson.loads(bucket_map)["version"] if bucket_map else 0
+                if current_map != request.map_version:
+                    raise CommitConflictError(
+                        name, request.read_version, head,
+                        reason=f"the bucket map moved from version {request.map_version} to {current_map} "
+                        "(a split or merge); rows must be routed again",
+                        reroute=True,
+                    )  # fmt: skip
             if request.token is not None:
                 earlier = conn.execute(
                     sa.select(commits).where(
@@ -419,7 +431,11 @@ class SqlMetaStore(AccessControl):
             conn.execute(
                 sa.update(tables)
                 .where(tables.c.id == table.id)
-                .values(current_version=version, schema_id=schema_id)
+                .values(
+                    current_version=version,
+                    schema_id=schema_id,
+                    bucket_map=request.new_bucket_map if request.new_bucket_map is not None else bucket_map,
+                )
             )
             self._record_positions(conn, table.id, request.sources, version)
             if request.key_hashes is not None:
@@ -542,6 +558,20 @@ class SqlMetaStore(AccessControl):
                 )  # fmt: skip
             if operation in DATA_OPERATIONS:
                 data_versions.append(int(version))
+        if request.guarded_buckets and data_versions:
+            summaries = conn.execute(
+                sa.select(commits.c.version, commits.c.summary).where(
+                    commits.c.table_id == table.id, commits.c.version.in_(data_versions)
+                )
+            )
+            for version, summary in summaries:
+                touched = set(orjson.loads(summary or "{}").get("buckets", [])) & set(request.guarded_buckets)
+                if touched:
+                    raise CommitConflictError(
+                        table.qualified_name, request.read_version, head,
+                        reason=f"version {version} wrote to buckets {sorted(touched)} that this commit "
+                        "splits or merges; run it again",
+                    )  # fmt: skip
         if not request.conflicts_with_writes or not data_versions:
             return
         ours = np.frombuffer(request.key_hashes, dtype=np.uint64) if request.key_hashes is not None else None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Version of the catalog's own tables; bumped with a migration whenever they change."""
 
 metadata = sa.MetaData()
@@ -30,6 +30,7 @@ tables = sa.Table(
     sa.Column("location", sa.Text, nullable=False),
     sa.Column("primary_key", sa.Text, nullable=False),
     sa.Column("buckets", sa.Integer, nullable=False),
+    sa.Column("bucket_map", sa.Text, nullable=True),
     sa.Column("properties", sa.Text, nullable=False),
     sa.Column("current_version", sa.BigInteger, nullable=False),
     sa.Column("oldest_version", sa.BigInteger, nullable=False),

@@ -15,17 +15,20 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
 
 from flowlake.catalog.base import DataFile
 from flowlake.io.fs import Storage
+from flowlake.table.bucketing import key_hash
+from flowlake.table.bucketmap import MAX_DEPTH, BucketMap
 from flowlake.table.scan import read_snapshot
 from flowlake.table.stats import compute_stats
 
 DEFAULT_TARGET_FILE_ROWS = 1_000_000
+DEFAULT_TARGET_BUCKET_ROWS = 2_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,3 +133,71 @@ def instant_of(path: str) -> str | None:
     if len(parts) < 3 or not parts[0].isdigit():
         return None
     return f"{parts[0]}-{parts[1]}"
+
+
+@dataclass(frozen=True, slots=True)
+class RewriteGroup:
+    """Buckets rewritten together: one bucket (compaction or split) or two siblings (merge)."""
+
+    buckets: tuple[int, ...]
+    files: tuple[DataFile, ...]
+
+
+def plan_rebalance(
+    files: Sequence[DataFile],
+    bucket_map: BucketMap,
+    compacted: Mapping[int, Sequence[DataFile]],
+    *,
+    target_bucket_rows: int,
+) -> list[RewriteGroup]:
+    """Rewrite groups for a key table: the buckets compaction picked, plus splits and merges.
+
+    A bucket whose files hold more than ``target_bucket_rows`` rows is rewritten (and split while
+    rewriting); two sibling buckets that together hold fewer than a quarter of it are merged.
+    Row counts here are the files' (an upper bound of the live rows: logs also count deletes).
+    """
+    by_bucket: dict[int, list[DataFile]] = defaultdict(list)
+    for f in files:
+        by_bucket[f.bucket].append(f)
+    size = {b: sum(f.row_count for f in fs) for b, fs in by_bucket.items()}
+    groups: list[RewriteGroup] = []
+    taken: set[int] = set()
+    for bucket in sorted(by_bucket):
+        if bucket in taken:
+            continue
+        sibling = bucket_map.sibling(bucket)
+        if (
+            sibling is not None
+            and sibling.id not in taken
+            and size[bucket] + size.get(sibling.id, 0) < target_bucket_rows // 4
+        ):
+            pair = (bucket, sibling.id)
+            groups.append(RewriteGroup(pair, tuple(by_bucket[bucket] + by_bucket.get(sibling.id, []))))
+            taken.update(pair)
+        elif bucket in compacted or size[bucket] > target_bucket_rows:
+            groups.append(RewriteGroup((bucket,), tuple(by_bucket[bucket])))
+            taken.add(bucket)
+    return groups
+
+
+def split_rows(
+    rows: pa.Table,
+    bucket_map: BucketMap,
+    bucket: int,
+    primary_key: Sequence[str],
+    *,
+    target_bucket_rows: int,
+) -> tuple[BucketMap, dict[int, pa.Table]]:
+    """Split ``bucket`` (holding ``rows``) until every piece fits ``target_bucket_rows``."""
+    pending = {bucket: rows}
+    done: dict[int, pa.Table] = {}
+    while pending:
+        current, data = pending.popitem()
+        if data.num_rows <= target_bucket_rows or bucket_map.bucket(current).depth >= MAX_DEPTH:
+            done[current] = data
+            continue
+        bucket_map, low, high = bucket_map.split(current)
+        routed = bucket_map.route(key_hash(data, primary_key))
+        pending[low.id] = data.filter(pa.array(routed == low.id))
+        pending[high.id] = data.filter(pa.array(routed == high.id))
+    return bucket_map, done

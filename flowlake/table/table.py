@@ -29,6 +29,7 @@ from flowlake.io.fs import Storage
 from flowlake.io.parquet import parallel, write_parquet
 from flowlake.table import maintenance
 from flowlake.table.bucketing import key_hash, partition_rows, split_by_bucket
+from flowlake.table.bucketmap import BucketMap
 from flowlake.table.keystate import KeyState, key_list
 from flowlake.table.scan import ScanMetrics, read_changes, read_snapshot
 from flowlake.table.schema import evolve_schema, fit_batch
@@ -358,7 +359,11 @@ class LakeTable:
                 try:
                     commit, landed = self._commit_plan(record, plan, token, sources, columns)
                 except CommitConflictError as conflict:
-                    redo = policy == "retry" or (policy == "merge-columns" and conflict.mergeable)
+                    redo = (
+                        conflict.reroute
+                        or policy == "retry"
+                        or (policy == "merge-columns" and conflict.mergeable)
+                    )
                     if not redo or attempt == _MAX_ATTEMPTS - 1:
                         raise self._with_keys(conflict, plan) from None
                     time.sleep(min(0.5, 0.01 * 2**attempt) * random.random())  # noqa: S311 - jitter
@@ -384,6 +389,7 @@ class LakeTable:
         return CommitConflictError(
             conflict.table, conflict.expected, conflict.found, reason=conflict.reason, sample_keys=sample,
             mergeable=conflict.mergeable, conflicting_hashes=conflict.conflicting_hashes,
+            reroute=conflict.reroute,
         )  # fmt: skip
 
     def _commit_plan(
@@ -400,10 +406,10 @@ class LakeTable:
             if plan.changelog.num_rows
             else np.empty(0, np.uint64)
         )
-        buckets = (hashes % np.uint64(record.buckets)).astype(np.int32)
+        bmap = BucketMap.from_json(record.bucket_map, record.buckets)
         return self._commit_changelog(
-            record, split_by_bucket(plan.changelog, buckets), plan.counts, token, sources,
-            key_hashes=np.unique(hashes).tobytes(), columns=tuple(columns),
+            record, split_by_bucket(plan.changelog, bmap.route(hashes)), plan.counts, token, sources,
+            key_hashes=np.unique(hashes).tobytes(), columns=tuple(columns), map_version=bmap.version,
         )  # fmt: skip
 
     def _commit_changelog(
@@ -416,6 +422,7 @@ class LakeTable:
         *,
         key_hashes: bytes | None = None,
         columns: tuple[str, ...] = (),
+        map_version: int | None = None,
     ) -> tuple[Commit, bool]:
         instant = new_instant()
         self._store.begin_commit(record.id, instant, "write")
@@ -439,6 +446,7 @@ class LakeTable:
                 sources=dict(sources or {}),
                 key_hashes=key_hashes,
                 columns=columns,
+                map_version=map_version,
                 conflicts_with_writes=bool(record.primary_key),
             )
             commit = self._store.complete_commit(record, request)
@@ -619,44 +627,116 @@ class LakeTable:
 
     # -- maintenance --------------------------------------------------------------------------------
 
+    @property
+    def bucket_map(self) -> BucketMap:
+        """The scalable hash index's current map (as of the last refresh)."""
+        return BucketMap.from_json(self._record.bucket_map, self._record.buckets)
+
     def compact(self, *, target_file_rows: int | None = None) -> Commit | None:
-        """Fold each bucket's log files into new base files; returns the commit, or None if nothing to do."""
+        """Fold log files into new base files, splitting buckets that outgrew ``bucket_target_rows`` and
+        merging small siblings; returns the commit, or None if there was nothing to do.
+
+        Writers keep committing meanwhile: a plain compaction only replaces the files it read; one that
+        splits or merges buckets fails (and is retried) if a writer wrote to those buckets meanwhile.
+        """
+        return self._compact(target_file_rows=target_file_rows, rebalance_only=False)
+
+    def rebalance(self) -> Commit | None:
+        """Only split and merge buckets (no folding of other buckets' logs); None if the map fits."""
+        return self._compact(target_file_rows=None, rebalance_only=True)
+
+    def _compact(self, *, target_file_rows: int | None, rebalance_only: bool) -> Commit | None:
+        for attempt in range(3):
+            try:
+                return self._compact_once(target_file_rows=target_file_rows, rebalance_only=rebalance_only)
+            except CommitConflictError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _compact_once(self, *, target_file_rows: int | None, rebalance_only: bool) -> Commit | None:
         record = self.refresh()._record
+        props = record.properties
         rows_per_file = target_file_rows or int(
-            record.properties.get("target_file_rows", maintenance.DEFAULT_TARGET_FILE_ROWS)
+            props.get("target_file_rows", maintenance.DEFAULT_TARGET_FILE_ROWS)
         )
+        bucket_rows = int(props.get("bucket_target_rows", maintenance.DEFAULT_TARGET_BUCKET_ROWS))
         files = self._store.live_files(record.id, record.current_version)
         plan = maintenance.plan_compaction(
             files, append_only=self.is_append_only, target_file_rows=rows_per_file
         )
-        if not plan.by_bucket:
+        bmap = self.bucket_map
+        if self.is_append_only:
+            groups = [maintenance.RewriteGroup((b,), tuple(fs)) for b, fs in sorted(plan.by_bucket.items())]
+        else:
+            groups = maintenance.plan_rebalance(files, bmap, plan.by_bucket, target_bucket_rows=bucket_rows)
+        outputs: list[tuple[int, pa.Table]] = []
+        guarded: list[int] = []
+        for group in groups:
+            rows = read_snapshot(self._storage, group.files, record.schema, record.primary_key)
+            pieces: dict[int, pa.Table]
+            if len(group.buckets) == 2:
+                bmap, parent = bmap.merge(group.buckets[0])
+                pieces = {parent.id: rows}
+            elif not self.is_append_only and rows.num_rows > bucket_rows:
+                bmap, pieces = maintenance.split_rows(
+                    rows, bmap, group.buckets[0], record.primary_key, target_bucket_rows=bucket_rows
+                )
+            elif rebalance_only:
+                continue
+            else:
+                pieces = {group.buckets[0]: rows}
+            if set(pieces) != set(group.buckets):
+                guarded.extend(group.buckets)
+            for bucket, piece in sorted(pieces.items()):
+                data = (
+                    piece.sort_by([(k, "ascending") for k in record.primary_key])
+                    if record.primary_key
+                    else piece
+                )
+                outputs += [
+                    (bucket, data.slice(s, rows_per_file)) for s in range(0, data.num_rows, rows_per_file)
+                ]
+        rewritten = [g for g in groups if not rebalance_only or set(g.buckets) <= set(guarded)]
+        if not rewritten:
             return None
+        removed = [f.path for g in rewritten for f in g.files]
+        return self._commit_compaction(record, outputs, removed, bmap, tuple(guarded))
+
+    def _commit_compaction(
+        self,
+        record: TableRecord,
+        outputs: Sequence[tuple[int, pa.Table]],
+        removed: Sequence[str],
+        bmap: BucketMap,
+        guarded: tuple[int, ...],
+    ) -> Commit:
         instant = new_instant()
         self._store.begin_commit(record.id, instant, "compact")
         written: list[DataFile] = []
         try:
-            for bucket, bucket_files in sorted(plan.by_bucket.items()):
-                tables = maintenance.compact_bucket(
-                    self._storage,
-                    bucket_files,
-                    record.schema,
-                    record.primary_key,
-                    target_file_rows=rows_per_file,
-                )
-                written += self._write_files(record, instant, "base", [(bucket, t) for t in tables])
+            written = self._write_files(record, instant, "base", outputs)
+            map_changed = bmap.version != self.bucket_map.version
             request = CommitRequest(
                 instant=instant,
                 read_version=record.current_version,
                 operation="compact",
                 added=written,
-                removed=plan.removed,
+                removed=removed,
                 conflicts_with_writes=False,
+                new_bucket_map=bmap.to_json() if map_changed else None,
+                guarded_buckets=guarded,
                 summary={
                     "compacted_version": record.current_version,
-                    "buckets": sorted(plan.by_bucket),
-                    "files_removed": len(plan.removed),
+                    "buckets": sorted({b for b, _ in outputs}),
+                    "files_removed": len(removed),
                     "files_added": len(written),
                     "rows": sum(f.row_count for f in written),
+                    **(
+                        {"bucket_map_version": bmap.version, "buckets_rewritten": list(guarded)}
+                        if map_changed
+                        else {}
+                    ),
                 },
             )
             commit = self._store.complete_commit(record, request)

@@ -28,8 +28,9 @@ apply = st.tuples(
     st.just("apply"), st.lists(st.tuples(st.sampled_from([0, 1, 2, 3]), KEYS, ROW), min_size=1, max_size=8)
 )
 compact = st.tuples(st.just("compact"), st.none())
+rebalance = st.tuples(st.just("rebalance"), st.none())
 clean = st.tuples(st.just("clean"), st.integers(1, 4))
-OPS = st.lists(st.one_of(upsert, upsert, delete, apply, compact, clean), min_size=1, max_size=14)
+OPS = st.lists(st.one_of(upsert, upsert, delete, apply, compact, rebalance, clean), min_size=1, max_size=14)
 
 Key = tuple[int, str]
 
@@ -86,16 +87,26 @@ def view(snapshot: dict[Key, dict[str, Any]], primary_key: list[str]) -> dict[An
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("primary_key", [["k", "g"], ["k"]], ids=["composite-key", "int-key"])
+@pytest.mark.parametrize(
+    ("primary_key", "bucket_rows"),
+    [(["k", "g"], 1_000_000), (["k"], 1_000_000), (["k", "g"], 5)],
+    ids=["composite-key", "int-key", "splitting-buckets"],
+)
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops=OPS, data=st.data())
 def test_table_matches_dict_oracle(
-    primary_key: list[str], ops: list[tuple[str, Any]], data: st.DataObject
+    primary_key: list[str], bucket_rows: int, ops: list[tuple[str, Any]], data: st.DataObject
 ) -> None:
     if len(primary_key) == 1:
         ops = single_key(ops)
     cat = fl.connect(catalog="sqlite://", warehouse=f"memory://prop-{uuid.uuid4().hex}")
-    t = cat.create_table("ods.t", SCHEMA, primary_key=primary_key, buckets=3)
+    t = cat.create_table(
+        "ods.t",
+        SCHEMA,
+        primary_key=primary_key,
+        buckets=3,
+        properties={"bucket_target_rows": str(bucket_rows)},
+    )
     oracle: dict[Key, dict[str, Any]] = {}
     snapshots: dict[int, dict[Key, dict[str, Any]]] = {0: {}}
     for op, arg in ops:
@@ -108,6 +119,8 @@ def test_table_matches_dict_oracle(
             t.apply(batch)
         elif op == "compact":
             t.compact()
+        elif op == "rebalance":
+            t.rebalance()
         else:
             t.clean(retain_last=arg)
         t.refresh()
