@@ -410,6 +410,11 @@ class SqlMetaStore(AccessControl):
                         for f in request.added
                     ],
                 )  # fmt: skip
+            backlog = conn.execute(
+                sa.select(sa.func.count()).where(
+                    files.c.table_id == table.id, files.c.content == "log", files.c.removed_version.is_(None)
+                )
+            ).scalar_one()
             now = _now_ms()
             done = conn.execute(
                 sa.update(commits)
@@ -420,7 +425,8 @@ class SqlMetaStore(AccessControl):
                 )
                 .values(
                     state="completed", version=version, committed_at=now, schema_id=schema_id,
-                    summary=orjson.dumps(dict(request.summary)).decode(), token=request.token,
+                    summary=orjson.dumps({**request.summary, "log_backlog": backlog}).decode(),
+                    token=request.token,
                 )
             ).rowcount  # fmt: skip
             if done != 1:

@@ -54,7 +54,7 @@ def read_parquet(storage: Storage, path: str, columns: Sequence[str] | None = No
             parquet = pq.ParquetFile(handle)
             names = parquet.schema_arrow.names
             present = None if columns is None else [c for c in columns if c in names]
-            return parquet.read(columns=present)
+            return parquet.read(columns=present, use_threads=False)  # callers parallelize across files
     except FileNotFoundError as exc:
         raise StorageError(
             f"data file {path!r} is missing; it may have been cleaned while this version was read "

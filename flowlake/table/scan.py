@@ -94,7 +94,9 @@ def read_snapshot(
     tasks: list[list[_Task]] = []
     for bucket in sorted(by_bucket):
         bucket_files = sorted(by_bucket[bucket], key=lambda f: (f.content != "base", f.added_version, f.path))
-        matching = [may_match(filter, read_stats(f.stats), f.row_count) for f in bucket_files]
+        matching = [
+            filter is None or may_match(filter, read_stats(f.stats), f.row_count) for f in bucket_files
+        ]
         metrics.files += len(bucket_files)
         if not any(matching):
             metrics.files_skipped += len(bucket_files)
@@ -110,25 +112,27 @@ def read_snapshot(
         ]
         metrics.files_keys_only += sum(1 for t in bucket_tasks if t.keys_only)
         tasks.append(bucket_tasks)
-    flat = [t for group in tasks for t in group]
-    metrics.files_read += sum(1 for t in flat if not t.keys_only)
+    metrics.files_read += sum(1 for group in tasks for t in group if not t.keys_only)
     needed_schema = pa.schema([schema.field(c) for c in needed]).append(pa.field(KIND_COLUMN, pa.int8()))
-    parts = parallel(lambda t: _read_task(storage, schema, t), flat)
-    metrics.rows_read += sum(p.num_rows for p in parts)
-    merged_parts: list[pa.Table] = []
-    start = 0
-    for group in tasks:
-        group_parts = [_fill(p, needed_schema) for p in parts[start : start + len(group)]]
-        start += len(group)
+
+    def bucket_rows(group: list[_Task]) -> list[pa.Table]:
+        parts = [_fill(_read_task(storage, schema, t), needed_schema) for t in group]
         if not keys or all(t.file.content == "base" for t in group):
-            merged_parts.extend(p.drop_columns([KIND_COLUMN]) for p in group_parts)
-        else:
-            merged_parts.append(latest_rows(group_parts, keys))
+            return [p.drop_columns([KIND_COLUMN]) for p in parts]
+        bases = [p for p, t in zip(parts, group, strict=True) if t.file.content == "base" and not t.keys_only]
+        return [latest_rows(parts, keys, base_count=len(bases) if len(bases) == _base_count(group) else 0)]
+
+    merged_parts = [part for parts in parallel(bucket_rows, tasks) for part in parts]
+    metrics.rows_read += sum(p.num_rows for p in merged_parts)
     result_schema = pa.schema([schema.field(c) for c in needed])
     result = pa.concat_tables(merged_parts) if merged_parts else result_schema.empty_table()
     if filter is not None:
         result = result.filter(to_expression(filter))
     return result.select(out_columns)
+
+
+def _base_count(group: list[_Task]) -> int:
+    return sum(1 for t in group if t.file.content == "base")
 
 
 def _fill(part: pa.Table, schema: pa.Schema) -> pa.Table:

@@ -369,6 +369,7 @@ class LakeTable:
                     time.sleep(min(0.5, 0.01 * 2**attempt) * random.random())  # noqa: S311 - jitter
                     continue
                 if landed:
+                    self._apply_backpressure(commit)
                     rebased = commit.version != record.current_version + 1
                     # after a rebase the state is left at the read version: the next write catches up
                     # by replaying the commits in between (its own rows replay as no-ops)
@@ -377,6 +378,16 @@ class LakeTable:
                 self._record = self._store.get_table(record.namespace, record.name)
                 return commit
             raise AssertionError("unreachable")  # pragma: no cover
+
+    def _apply_backpressure(self, commit: Commit) -> None:
+        """Compact inline when the table's log-file backlog passes ``log_backlog_compact`` (if set).
+
+        Reads merge every log file, so a backlog that compaction does not keep up with slows every
+        reader; with this property, writers pay for it instead (like Paimon's write stall).
+        """
+        limit = self._record.properties.get("log_backlog_compact")
+        if limit is not None and int(commit.summary.get("log_backlog", 0)) > int(limit):
+            self._compact(target_file_rows=None, rebalance_only=False)
 
     def _with_keys(self, conflict: CommitConflictError, plan: PlannedWrite) -> CommitConflictError:
         """The conflict with the catalog's key hashes turned back into this batch's keys."""

@@ -84,3 +84,20 @@ def test_split_fails_cleanly_when_a_writer_touches_the_bucket(catalog: fl.Catalo
     commit = compactor.compact()  # first attempt conflicts; the retry splits with the new write
     assert commit is not None
     assert rows_by_key(t.read(), ["k"])[7]["v"] == 5 and t.read().num_rows == 300
+
+
+def test_log_backlog_is_visible_and_can_slow_writers(catalog: fl.Catalog) -> None:
+    t = catalog.create_table("ods.t", SCHEMA, primary_key=["k"], buckets=2)
+    for i in range(4):
+        t.upsert(rows(range(i * 10, i * 10 + 10), i))
+    assert [c.summary["log_backlog"] for c in t.history() if c.operation == "write"] == [2, 4, 6, 8]
+    t.compact()
+    assert t.history()[-1].summary["log_backlog"] == 0
+    stalled = catalog.create_table(
+        "ods.s", SCHEMA, primary_key=["k"], buckets=2, properties={"log_backlog_compact": "4"}
+    )
+    for i in range(6):
+        stalled.upsert(rows(range(i * 10, i * 10 + 10), i))
+    backlog = [c.summary["log_backlog"] for c in stalled.history() if c.operation != "create"]
+    assert max(backlog) <= 6 and "compact" in [c.operation for c in stalled.history()]
+    assert stalled.read().num_rows == 60
