@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 
 import duckdb
@@ -13,12 +14,13 @@ from flowlake.errors import InvalidArgumentError
 _TABLE_REF = re.compile(r"\b([a-z_][a-z0-9_]*)\.([a-z_][a-z0-9_]*)\b")
 
 
-def run_sql(catalog: Catalog, query: str, *, version: int | None = None) -> pa.Table:
+def run_sql(catalog: Catalog, query: str, *, as_of: str | int | None = None) -> pa.Table:
     """Run ``query`` with every ``namespace.table`` it names bound to that table's snapshot.
 
     Each table is registered in a DuckDB schema named after its namespace, so the SQL text is never
-    rewritten; ``version`` reads every table at that version (time travel).
+    rewritten. ``as_of`` reads every table at a version (an integer) or at a time (ISO 8601).
     """
+    version, moment = _parse_as_of(as_of)
     known = set(catalog.list_tables())
     con = duckdb.connect()
     try:
@@ -27,7 +29,9 @@ def run_sql(catalog: Catalog, query: str, *, version: int | None = None) -> pa.T
             if qualified not in known:
                 continue
             con.execute(f'create schema if not exists "{namespace}"')  # validated name
-            dataset = catalog.load_table(qualified).dataset(version=version)
+            table = catalog.load_table(qualified)
+            at = table.resolve_version(version, moment) if version is not None or moment is not None else None
+            dataset = table.dataset(version=at)
             con.register(f"__flowlake_{namespace}_{name}", dataset)
             con.execute(
                 f'create view "{namespace}"."{name}" as select * from "__flowlake_{namespace}_{name}"'
@@ -39,3 +43,14 @@ def run_sql(catalog: Catalog, query: str, *, version: int | None = None) -> pa.T
             raise InvalidArgumentError(f"SQL failed: {exc}") from exc
     finally:
         con.close()
+
+
+def _parse_as_of(as_of: str | int | None) -> tuple[int | None, dt.datetime | None]:
+    if as_of is None:
+        return None, None
+    if isinstance(as_of, int) or str(as_of).isdigit():
+        return int(as_of), None
+    try:
+        return None, dt.datetime.fromisoformat(str(as_of))
+    except ValueError:
+        raise InvalidArgumentError(f"--as-of {as_of!r}: give a version number or an ISO time") from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Annotated, Any
 
+import pyarrow as pa
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -109,20 +110,44 @@ def clean(
 @app.command()
 def sql(
     query: str,
-    version: Annotated[int | None, typer.Option("--as-of", help="Read tables at this version.")] = None,
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="Read every table at this version, or at this ISO time.")
+    ] = None,
+    output_format: Annotated[str, typer.Option("--format", help="table, csv or parquet.")] = "table",
+    output: Annotated[str | None, typer.Option("--output", "-o", help="File for csv/parquet output.")] = None,
     catalog: CatalogOpt = None,
     warehouse: WarehouseOpt = None,
 ) -> None:
     """Run DuckDB SQL over table snapshots; address tables as namespace.table."""
     from flowlake.query import run_sql
 
-    result = run_sql(_connect(catalog, warehouse), query, version=version)
-    view = Table()
-    for name in result.column_names:
-        view.add_column(name)
-    for row in result.to_pylist()[:1000]:
-        view.add_row(*(str(v) for v in row.values()))
-    console.print(view)
+    result = run_sql(_connect(catalog, warehouse), query, as_of=as_of)
+    if output_format == "table":
+        view = Table()
+        for name in result.column_names:
+            view.add_column(name)
+        for row in result.to_pylist()[:1000]:
+            view.add_row(*(str(v) for v in row.values()))
+        console.print(view)
+        if result.num_rows > 1000:
+            console.print(f"... {result.num_rows - 1000:,} more rows (use --format csv -o FILE)")
+    elif output_format == "csv":
+        import pyarrow.csv as pacsv
+
+        if output:
+            pacsv.write_csv(result, output)
+        else:
+            sink = pa.BufferOutputStream()
+            pacsv.write_csv(result, sink)
+            sys.stdout.write(sink.getvalue().to_pybytes().decode())
+    elif output_format == "parquet":
+        import pyarrow.parquet as pq
+
+        if not output:
+            raise typer.BadParameter("--format parquet needs --output FILE")
+        pq.write_table(result, output)
+    else:
+        raise typer.BadParameter(f"unknown format {output_format!r}; use table, csv or parquet")
 
 
 def main(argv: list[str] | None = None) -> Any:
@@ -151,8 +176,8 @@ def main(argv: list[str] | None = None) -> Any:
         raise
 
 
-from flowlake.cli import catalog_commands  # noqa: E402,F401 - registers commands
+# command modules register themselves on `app`
+from flowlake.cli import admin_commands, catalog_commands  # noqa: E402,F401
 
 if __name__ == "__main__":
     main()
-from flowlake.cli import ingest_commands  # noqa: E402,F401 - registers commands

@@ -41,3 +41,24 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     assert "error: table 'ods.missing' does not exist" in " ".join(result.stderr.split())
     bad = flowlake(tmp_path, "history", "../../etc")
     assert bad.returncode == 1 and "invalid table name" in bad.stderr
+
+
+def test_init_status_and_sql_formats(tmp_path: Path) -> None:
+    assert flowlake(tmp_path, "init").returncode == 0
+    assert "[flowlake]" in (tmp_path / "flowlake.toml").read_text()
+    assert flowlake(tmp_path, "init").returncode != 0  # refuses to overwrite without --force
+    demo = flowlake(tmp_path, "demo", "--rows", "3000", "--batches", "2", "--batch-size", "500")
+    assert demo.returncode == 0, demo.stderr
+    import json
+
+    status = json.loads(flowlake(tmp_path, "status", "--json").stdout)
+    orders = next(t for t in status["tables"] if t["name"] == "ods.orders")
+    assert orders["rows"] == 3000 + 2 * (300 - 25) and orders["log_files"] == 0
+    assert "ods" in status["freshness_by_layer"]
+    csv = flowlake(tmp_path, "sql", "select count(*) as n from ods.orders", "--format", "csv")
+    assert csv.stdout.split() == ['"n"', "3550"]
+    out = tmp_path / "orders.parquet"
+    flowlake(tmp_path, "sql", "select * from ods.orders", "--format", "parquet", "-o", str(out))
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(out).num_rows == 3550

@@ -1,0 +1,82 @@
+"""CLI commands to set up a project and look at it: init, status."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+from rich.table import Table
+
+from flowlake.cli.main import CatalogOpt, WarehouseOpt, _connect, app, console
+from flowlake.config import DEFAULT_HOME
+
+
+@app.command()
+def init(
+    catalog: CatalogOpt = None,
+    warehouse: WarehouseOpt = None,
+    principal: Annotated[str | None, typer.Option(help="Who acts (default: the local user).")] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing flowlake.toml.")] = False,
+) -> None:
+    """Write flowlake.toml here (warehouse, catalog, principal) and create the catalog."""
+    path = Path("flowlake.toml")
+    if path.exists() and not force:
+        raise typer.BadParameter(f"{path} exists; pass --force to overwrite it")
+    home = Path.cwd() / DEFAULT_HOME
+    values = {
+        "catalog": catalog or f"sqlite:///{home / 'catalog.db'}",
+        "warehouse": warehouse or (home / "warehouse").as_uri(),
+    }
+    if principal:
+        values["principal"] = principal
+    lines = ["[flowlake]"] + [f"{k} = {orjson.dumps(v).decode()}" for k, v in values.items()]
+    path.write_text("\n".join(lines) + "\n")
+    cat = _connect(values["catalog"], values["warehouse"])
+    console.print(f"wrote {path}; catalog ready as {cat.principal!r}: {cat!r}")
+
+
+@app.command()
+def status(
+    namespace: Annotated[str | None, typer.Argument(help="Only this namespace.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+    catalog: CatalogOpt = None,
+    warehouse: WarehouseOpt = None,
+) -> None:
+    """Every table by namespace: version, rows, files, backlog, last commit, consumers' lag, freshness."""
+    from flowlake.status import catalog_status, layer_freshness
+
+    cat = _connect(catalog, warehouse)
+    statuses = catalog_status(cat, namespace)
+    layers = layer_freshness(statuses)
+    if as_json:
+        payload = {"tables": [s.to_dict() for s in statuses], "freshness_by_layer": layers}
+        typer.echo(orjson.dumps(payload, option=orjson.OPT_INDENT_2).decode())
+        return
+    view = Table(title=f"flowlake status ({cat.catalog_url and cat.storage.uri})")
+    for column in (
+        "table",
+        "version",
+        "rows",
+        "files",
+        "log files",
+        "MB",
+        "last commit",
+        "fresh (s)",
+        "consumers",
+    ):
+        view.add_column(column, justify="right" if column not in ("table", "consumers") else "left")
+    for s in statuses:
+        consumers = ", ".join(f"{c} (-{lag})" for c, lag in sorted(s.consumers.items())) or "-"
+        fresh = "-" if s.freshness_seconds is None else f"{s.freshness_seconds:,.1f}"
+        view.add_row(
+            s.name, str(s.version), f"{s.rows:,}", str(s.files), str(s.log_files), f"{s.bytes / 1e6:,.1f}",
+            s.last_commit or "-", fresh, consumers,
+        )  # fmt: skip
+    console.print(view)
+    if layers:
+        console.print(
+            "freshness by layer: "
+            + ", ".join(f"{layer} {'-' if lag is None else f'{lag:,.1f}s'}" for layer, lag in layers.items())
+        )

@@ -1,0 +1,70 @@
+"""What `flowlake status` shows: every table's version, size, files, backlog, consumers and freshness."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from flowlake.catalog.catalog import Catalog
+
+
+@dataclass(frozen=True, slots=True)
+class TableStatus:
+    """One table's state as of its head version."""
+
+    name: str
+    version: int
+    rows: int
+    files: int
+    log_files: int
+    bytes: int
+    last_commit: str | None
+    freshness_seconds: float | None
+    consumers: dict[str, int] = field(default_factory=dict)
+    """``{consumer: versions behind the head}``."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for ``--json``."""
+        return asdict(self)
+
+
+def table_status(catalog: Catalog, name: str) -> TableStatus:
+    """The status of one table."""
+    table = catalog.load_table(name)
+    store, table_id = table._store, table._record.id
+    files = store.live_files(table_id, table.version)
+    if all(f.content == "base" for f in files):
+        rows = sum(f.row_count for f in files)
+    else:
+        rows = table.read(columns=list(table.primary_key) or None).num_rows
+    history = store.commits(table_id, table.version, table.version)
+    consumers = {c: table.version - v for c, v in store.consumers(table_id).items()}
+    return TableStatus(
+        name=name,
+        version=table.version,
+        rows=rows,
+        files=len(files),
+        log_files=sum(1 for f in files if f.content == "log"),
+        bytes=sum(f.size for f in files),
+        last_commit=history[0].committed_at.isoformat(timespec="seconds") if history else None,
+        freshness_seconds=catalog.freshness(name),
+        consumers=consumers,
+    )
+
+
+def catalog_status(catalog: Catalog, namespace: str | None = None) -> list[TableStatus]:
+    """The status of every table (that the principal may read), sorted by name."""
+    return [table_status(catalog, name) for name in catalog.list_tables(namespace)]
+
+
+def layer_freshness(statuses: list[TableStatus]) -> dict[str, float | None]:
+    """The worst (largest) freshness per namespace: how far each layer lags behind its sources."""
+    layers: dict[str, float | None] = {}
+    for s in statuses:
+        layer = s.name.split(".", 1)[0]
+        current = layers.get(layer)
+        if s.freshness_seconds is not None:
+            layers[layer] = s.freshness_seconds if current is None else max(current, s.freshness_seconds)
+        else:
+            layers.setdefault(layer, None)
+    return layers
