@@ -7,6 +7,7 @@ flowlake builds are joined under the warehouse root with validated names, so no 
 
 from __future__ import annotations
 
+import os
 import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -57,8 +58,15 @@ class Storage:
 
 
 def open_storage(uri: str, storage_options: Mapping[str, Any] | None = None) -> Storage:
-    """Open the warehouse at ``uri``; a bare path means a local folder."""
+    """Open the warehouse at ``uri``; a bare path means a local folder.
+
+    For ``s3://`` without explicit options, ``FLOWLAKE_S3_ENDPOINT`` (e.g. a MinIO URL) sets the
+    endpoint; credentials come from the usual AWS variables.
+    """
     options = dict(storage_options or {})
+    endpoint = os.environ.get("FLOWLAKE_S3_ENDPOINT")
+    if uri.startswith("s3://") and endpoint and "client_kwargs" not in options:
+        options["client_kwargs"] = {"endpoint_url": endpoint}
     if "://" not in uri:
         uri = Path(uri).resolve().as_uri()
     protocol, _, rest = uri.partition("://")
