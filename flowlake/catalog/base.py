@@ -34,6 +34,8 @@ class DataFile:
     row_count: int
     size: int
     stats: bytes | None = None
+    checksum: int | None = None
+    """CRC-32 of the file's bytes (None for files written before checksums were recorded)."""
     added_version: int = 0
     removed_version: int | None = None
 

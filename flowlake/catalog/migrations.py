@@ -31,7 +31,14 @@ def _v2_to_v3(conn: sa.Connection) -> None:
         conn.execute(sa.text("ALTER TABLE flowlake_tables ADD COLUMN bucket_map TEXT"))
 
 
-MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3}
+def _v3_to_v4(conn: sa.Connection) -> None:
+    """Version 4 records a CRC-32 per data file (``flowlake_files.checksum``; null for older files)."""
+    columns = {c["name"] for c in sa.inspect(conn).get_columns("flowlake_files")}
+    if "checksum" not in columns:
+        conn.execute(sa.text("ALTER TABLE flowlake_files ADD COLUMN checksum BIGINT"))
+
+
+MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
 """``{from_version: migration to from_version + 1}``."""
 
 

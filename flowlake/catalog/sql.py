@@ -405,7 +405,7 @@ class SqlMetaStore(AccessControl):
                         {
                             "table_id": table.id, "path": f.path, "bucket": f.bucket, "content": f.content,
                             "added_version": version, "removed_version": None, "row_count": f.row_count,
-                            "size": f.size, "stats": f.stats,
+                            "size": f.size, "stats": f.stats, "checksum": f.checksum,
                         }
                         for f in request.added
                     ],
@@ -757,6 +757,7 @@ def _file(row: sa.Row[Any]) -> DataFile:
         row_count=int(m["row_count"]),
         size=int(m["size"]),
         stats=m["stats"],
+        checksum=None if m["checksum"] is None else int(m["checksum"]),
         added_version=int(m["added_version"]),
         removed_version=None if m["removed_version"] is None else int(m["removed_version"]),
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """Version of the catalog's own tables; bumped with a migration whenever they change."""
 
 metadata = sa.MetaData()
@@ -75,6 +75,7 @@ files = sa.Table(
     sa.Column("row_count", sa.BigInteger, nullable=False),
     sa.Column("size", sa.BigInteger, nullable=False),
     sa.Column("stats", sa.LargeBinary, nullable=True),
+    sa.Column("checksum", sa.BigInteger, nullable=True),
 )
 sa.Index("ix_flowlake_files_added", files.c.table_id, files.c.added_version)
 sa.Index("ix_flowlake_files_removed", files.c.table_id, files.c.removed_version)

@@ -7,14 +7,16 @@ trips release the GIL). A file is never rewritten: names carry the commit instan
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from flowlake.errors import StorageError
+from flowlake.errors import CorruptFileError, StorageError
 from flowlake.io.fs import Storage
 
 T = TypeVar("T")
@@ -32,8 +34,17 @@ def parallel(func: Callable[[R], T], items: Sequence[R]) -> list[T]:
     return list(_POOL.map(func, items))
 
 
-def write_parquet(storage: Storage, path: str, table: pa.Table) -> int:
-    """Write ``table`` to ``path`` (absolute, under the storage root); return the byte size."""
+@dataclass(frozen=True, slots=True)
+class WrittenFile:
+    """What the commit records about a data file it wrote."""
+
+    size: int
+    checksum: int
+    """CRC-32 of the file's bytes: readers refuse a file whose bytes do not match."""
+
+
+def write_parquet(storage: Storage, path: str, table: pa.Table) -> WrittenFile:
+    """Write ``table`` to ``path`` (absolute, under the storage root); return its size and checksum."""
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd", compression_level=1, write_statistics=False)
     data = sink.getvalue()
@@ -44,14 +55,39 @@ def write_parquet(storage: Storage, path: str, table: pa.Table) -> int:
             out.write(data)
     except OSError as exc:
         raise StorageError(f"cannot write data file {path!r}: {exc}") from exc
-    return int(data.size)
+    return WrittenFile(int(data.size), zlib.crc32(memoryview(data)))
 
 
-def read_parquet(storage: Storage, path: str, columns: Sequence[str] | None = None) -> pa.Table:
-    """Read ``columns`` (all if None) of one data file; columns the file lacks are left out."""
+def read_parquet(
+    storage: Storage,
+    path: str,
+    columns: Sequence[str] | None = None,
+    *,
+    size: int | None = None,
+    checksum: int | None = None,
+) -> pa.Table:
+    """Read ``columns`` (all if None) of one data file; columns the file lacks are left out.
+
+    With ``size``/``checksum`` (from the commit record), the file's bytes are verified first, so a
+    torn or altered file raises :class:`CorruptFileError` instead of being read.
+    """
     try:
         with storage.fs.open_input_file(path) as handle:
-            parquet = pq.ParquetFile(handle)
+            source: Any = handle
+            if size is not None or checksum is not None:
+                data = handle.read()
+                if size is not None and len(data) != size:
+                    raise CorruptFileError(
+                        f"data file {path!r} has {len(data)} bytes but its commit recorded {size}; "
+                        "the file was truncated or replaced (restore it from a backup or drop the version)"
+                    )
+                if checksum is not None and zlib.crc32(data) != checksum:
+                    raise CorruptFileError(
+                        f"data file {path!r} does not match the checksum its commit recorded; "
+                        "its bytes were altered (restore it from a backup or drop the version)"
+                    )
+                source = pa.BufferReader(data)
+            parquet = pq.ParquetFile(source)
             names = parquet.schema_arrow.names
             present = None if columns is None else [c for c in columns if c in names]
             return parquet.read(columns=present, use_threads=False)  # callers parallelize across files
@@ -60,5 +96,7 @@ def read_parquet(storage: Storage, path: str, columns: Sequence[str] | None = No
             f"data file {path!r} is missing; it may have been cleaned while this version was read "
             "(pin versions that are being read, or keep more history)"
         ) from exc
+    except CorruptFileError:
+        raise
     except (OSError, pa.ArrowInvalid) as exc:
         raise StorageError(f"cannot read data file {path!r}: {exc}") from exc

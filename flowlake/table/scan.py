@@ -54,7 +54,11 @@ def _read_task(storage: Storage, schema: pa.Schema, task: _Task) -> pa.Table:
     is_log = task.file.content == "log"
     wanted = [c for c in task.columns if c in schema.names]
     projected = read_parquet(
-        storage, storage.path(task.file.path), [*wanted, *([KIND_COLUMN] if is_log else [])]
+        storage,
+        storage.path(task.file.path),
+        [*wanted, *([KIND_COLUMN] if is_log else [])],
+        size=task.file.size,
+        checksum=task.file.checksum,
     )
     target = pa.schema([schema.field(c) for c in wanted])
     projected = conform(projected, target)
@@ -158,7 +162,13 @@ def read_changes(
     target = pa.schema([schema.field(c) for c in out_columns])
 
     def read_one(f: DataFile) -> pa.Table:
-        data = read_parquet(storage, storage.path(f.path), [*out_columns, KIND_COLUMN, POS_COLUMN])
+        data = read_parquet(
+            storage,
+            storage.path(f.path),
+            [*out_columns, KIND_COLUMN, POS_COLUMN],
+            size=f.size,
+            checksum=f.checksum,
+        )
         kinds, pos = data.column(KIND_COLUMN), data.column(POS_COLUMN)
         body = conform(data.select([c for c in out_columns if c in data.column_names]), target)
         seq = pc.add(pc.cast(pos, pa.int64()), pa.scalar(f.added_version << 32, pa.int64()))
