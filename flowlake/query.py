@@ -9,7 +9,7 @@ import duckdb
 import pyarrow as pa
 
 from flowlake.catalog.catalog import Catalog
-from flowlake.errors import InvalidArgumentError
+from flowlake.errors import InvalidArgumentError, InvalidNameError, TableNotFoundError
 
 _TABLE_REF = re.compile(r"\b([a-z_][a-z0-9_]*)\.([a-z_][a-z0-9_]*)\b")
 
@@ -21,15 +21,15 @@ def run_sql(catalog: Catalog, query: str, *, as_of: str | int | None = None) -> 
     rewritten. ``as_of`` reads every table at a version (an integer) or at a time (ISO 8601).
     """
     version, moment = _parse_as_of(as_of)
-    known = set(catalog.list_tables())
     con = duckdb.connect()
     try:
-        for namespace, name in {m.groups() for m in _TABLE_REF.finditer(query)}:
+        for namespace, name in sorted({m.groups() for m in _TABLE_REF.finditer(query)}):
             qualified = f"{namespace}.{name}"
-            if qualified not in known:
-                continue
+            try:  # a missing grant raises here, so SQL is checked like every other read
+                table = catalog.load_table(qualified)
+            except (TableNotFoundError, InvalidNameError):
+                continue  # not a lake table (a DuckDB name, a column reference, ...)
             con.execute(f'create schema if not exists "{namespace}"')  # validated name
-            table = catalog.load_table(qualified)
             at = table.resolve_version(version, moment) if version is not None or moment is not None else None
             dataset = table.dataset(version=at)
             con.register(f"__flowlake_{namespace}_{name}", dataset)

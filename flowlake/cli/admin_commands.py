@@ -9,6 +9,7 @@ import orjson
 import typer
 from rich.table import Table
 
+from flowlake.catalog.sql import redact
 from flowlake.cli.main import CatalogOpt, WarehouseOpt, _connect, app, console
 from flowlake.config import DEFAULT_HOME
 
@@ -54,7 +55,7 @@ def status(
         payload = {"tables": [s.to_dict() for s in statuses], "freshness_by_layer": layers}
         typer.echo(orjson.dumps(payload, option=orjson.OPT_INDENT_2).decode())
         return
-    view = Table(title=f"flowlake status ({cat.catalog_url and cat.storage.uri})")
+    view = Table(title=f"flowlake status: {redact(cat.catalog_url)} · {cat.storage.uri}")
     for column in (
         "table",
         "version",

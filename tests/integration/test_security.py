@@ -1,0 +1,82 @@
+"""Security: grants on every path (API, CLI, SQL), no path escapes, no secrets in output."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from _builders import order, orders_table
+from conftest import ORDERS
+
+import flowlake as fl
+
+pytestmark = pytest.mark.integration
+
+
+def cli(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    exe = Path(sys.executable).with_name("flowlake")
+    full = (
+        {k: v for k, v in os.environ.items() if not k.startswith("FLOWLAKE_")}
+        | {"COLUMNS": "200"}
+        | (env or {})
+    )
+    return subprocess.run(
+        [str(exe), *args], cwd=cwd, capture_output=True, text=True, env=full, timeout=120, check=False
+    )
+
+
+def test_cli_and_sql_paths_check_grants(tmp_path: Path) -> None:
+    url, wh = f"sqlite:///{tmp_path / 'c.db'}", (tmp_path / "wh").as_uri()
+    owner = fl.connect(catalog=url, warehouse=wh, principal="owner")
+    owner.create_table("ods.orders", ORDERS, primary_key=["order_id"]).upsert(orders_table([order(1)]))
+    as_mallory = {"FLOWLAKE_CATALOG": url, "FLOWLAKE_WAREHOUSE": wh, "FLOWLAKE_PRINCIPAL": "mallory"}
+    for args in (
+        ["sql", "select * from ods.orders"],
+        ["history", "ods.orders"],
+        ["compact", "ods.orders"],
+        ["clean", "ods.orders"],
+        ["grant", "admin", "*", "mallory"],
+    ):
+        result = cli(tmp_path, *args, env=as_mallory)
+        assert result.returncode == 1, (args, result.stdout)
+        assert "principal 'mallory' lacks" in " ".join(result.stderr.split()), (args, result.stderr)
+    tables = cli(tmp_path, "tables", env=as_mallory)
+    assert "ods.orders" not in tables.stdout  # listing shows only readable tables
+
+
+def test_names_cannot_escape_the_warehouse(catalog: fl.Catalog, tmp_path: Path) -> None:
+    for name in ("../x.y", "ods.../x", "ods./etc", "ods.a/b", "ods.a\\b", "ods.%2e%2e"):
+        with pytest.raises(fl.InvalidNameError):
+            catalog.create_table(name, ORDERS, primary_key=["order_id"])
+    with pytest.raises(fl.InvalidNameError):
+        catalog.list_tables("../..")
+    with pytest.raises(fl.InvalidNameError):
+        catalog.register_consumer("x'; drop table flowlake_tables; --", "ods.a", 0)
+    assert not any(p.name == "x.y" for p in tmp_path.parent.rglob("x.y"))
+
+
+def test_sql_injection_in_values_is_inert(catalog: fl.Catalog) -> None:
+    t = catalog.create_table("ods.orders", ORDERS, primary_key=["order_id"])
+    evil = "x'); drop table flowlake_tables; --"
+    t.upsert(orders_table([order(1, shop=evil)]), sources={evil: evil}, token=evil)
+    assert t.source_position(evil) == evil
+    assert catalog.load_table("ods.orders").read().to_pylist()[0]["shop"] == evil
+    catalog.register_consumer("c1", "ods.orders", 1)
+    assert catalog.list_tables() == ["ods.orders"]
+
+
+def test_passwords_never_appear_in_output(tmp_path: Path, postgres_url: str) -> None:
+    secret_url = postgres_url.replace("postgresql://root@", "postgresql://root:s3cr3t-pw@")
+    wh = (tmp_path / "wh").as_uri()
+    cat = fl.connect(catalog=secret_url, warehouse=wh)
+    assert "s3cr3t" not in repr(cat)
+    env = {"FLOWLAKE_CATALOG": secret_url, "FLOWLAKE_WAREHOUSE": wh}
+    for args in (["status"], ["tables"], ["demo", "--rows", "500", "--batches", "1", "--batch-size", "100"]):
+        result = cli(tmp_path, *args, env=env)
+        assert result.returncode == 0, result.stderr
+        assert "s3cr3t" not in result.stdout + result.stderr, args
+    bad = cli(tmp_path, "tables", env={**env, "FLOWLAKE_CATALOG": secret_url.replace("5432", "1")})
+    assert bad.returncode == 1 and "s3cr3t" not in bad.stdout + bad.stderr
