@@ -81,3 +81,57 @@ def status(
             "freshness by layer: "
             + ", ".join(f"{layer} {'-' if lag is None else f'{lag:,.1f}s'}" for layer, lag in layers.items())
         )
+
+
+@app.command()
+def dev(
+    folder: Annotated[
+        Path, typer.Argument(help="Project folder with dataflows/ and flowlake.toml.")
+    ] = Path(),
+    duration: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
+    catalog: CatalogOpt = None,
+    warehouse: WarehouseOpt = None,
+) -> None:
+    """Run the project's ingesters and every dataflow as supervised processes (Ctrl-C stops them)."""
+    import shlex
+    import signal
+    import subprocess
+    import sys
+    import tomllib
+
+    from flowlake.config import Settings
+    from flowlake.runtime.supervisor import ProcessSpec, Supervisor
+
+    settings = Settings.resolve(catalog=catalog, warehouse=warehouse, cwd=folder.resolve())
+    env = (("FLOWLAKE_CATALOG", settings.catalog), ("FLOWLAKE_WAREHOUSE", settings.warehouse))
+    exe = str(Path(sys.executable).with_name("flowlake"))
+    config_path = folder / "flowlake.toml"
+    dev_config = (
+        tomllib.loads(config_path.read_text()).get("flowlake", {}).get("dev", {})
+        if config_path.exists()
+        else {}
+    )
+    specs = []
+    for i, args in enumerate(dev_config.get("ingest", [])):
+        specs.append(
+            ProcessSpec(f"ingest-{i}", (exe, "ingest", *shlex.split(args)), watch=(config_path,), env=env)
+        )
+    recovery_root = folder / DEFAULT_HOME / "recovery"
+    for flow in sorted((folder / "dataflows").glob("*.py")):
+        recovery = recovery_root / flow.stem
+        if not recovery.exists():
+            recovery.mkdir(parents=True)
+            subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), "1"], check=True)  # noqa: S603
+        argv = (exe, "run", str(flow), "-r", str(recovery), "-s", "5", "-b", "0")
+        specs.append(ProcessSpec(flow.stem, argv, watch=(flow,), env=env))
+    if not specs:
+        raise typer.BadParameter(
+            f"nothing to run in {folder}: no dataflows/*.py and no [flowlake.dev] ingest"
+        )
+    supervisor = Supervisor(specs, emit=console.print)
+    signal.signal(signal.SIGTERM, lambda *_: supervisor.stop())
+    console.print(f"[dev] supervising {', '.join(s.name for s in specs)}; Ctrl-C stops")
+    try:
+        supervisor.run(duration=duration)
+    except KeyboardInterrupt:
+        supervisor.stop()

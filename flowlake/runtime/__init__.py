@@ -1,0 +1,1 @@
+"""Running flowlake: the supervised local dev runner."""
