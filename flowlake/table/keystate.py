@@ -14,6 +14,7 @@ outnumber live ones the whole state is rebuilt, so rebuilding costs O(1) amortiz
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -63,8 +64,7 @@ class KeyState:
 
     def lookup(self, keys: Sequence[Any]) -> np.ndarray:
         """Position of each key's current row, or -1 where the key is absent."""
-        get = self._index.get
-        return np.fromiter((get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
+        return np.fromiter(map(self._index.get, keys, repeat(-1)), dtype=np.int64, count=len(keys))
 
     def take(self, positions: np.ndarray) -> pa.Table:
         """Row images at ``positions`` (all valid), in that order."""

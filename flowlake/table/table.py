@@ -486,7 +486,9 @@ class LakeTable:
         def write_one(item: tuple[int, tuple[int, pa.Table]]) -> DataFile:
             n, (bucket, data) = item
             rel = f"{record.location}/data/bucket-{bucket:05d}/{instant}-{content}-{n}.parquet"
-            written = write_parquet(self._storage, self._storage.path(rel), data)
+            written = write_parquet(
+                self._storage, self._storage.path(rel), data, dictionary=content == "base"
+            )
             return DataFile(
                 path=rel, bucket=bucket, content=content, row_count=data.num_rows, size=written.size,
                 stats=compute_stats(data), checksum=written.checksum,
