@@ -27,6 +27,7 @@ from flowlake.errors import (
 )
 from flowlake.io.fs import Storage
 from flowlake.io.parquet import parallel, write_parquet
+from flowlake.runtime.observability import CONFLICTS, record_commit
 from flowlake.table import maintenance
 from flowlake.table.bucketing import key_hash, partition_rows, split_by_bucket
 from flowlake.table.bucketmap import BucketMap
@@ -344,6 +345,7 @@ class LakeTable:
     ) -> Commit:
         """Plan and commit a write; on conflict, apply the policy (rebase over disjoint keys is free)."""
         policy = self._policy(on_conflict)
+        started = time.perf_counter()
         with self._lock:
             if token is not None:
                 earlier = self._store.find_token(self._record.id, token)
@@ -359,6 +361,7 @@ class LakeTable:
                 try:
                     commit, landed = self._commit_plan(record, plan, token, sources, columns)
                 except CommitConflictError as conflict:
+                    CONFLICTS.labels(self.name, policy).inc()
                     redo = (
                         conflict.reroute
                         or policy == "retry"
@@ -369,6 +372,7 @@ class LakeTable:
                     time.sleep(min(0.5, 0.01 * 2**attempt) * random.random())  # noqa: S311 - jitter
                     continue
                 if landed:
+                    record_commit(self.name, "write", dict(commit.summary), started)
                     self._apply_backpressure(commit)
                     rebased = commit.version != record.current_version + 1
                     # after a rebase the state is left at the read version: the next write catches up
