@@ -177,7 +177,11 @@ def main(argv: list[str] | None = None) -> Any:
 
 
 # command modules register themselves on `app`
-from flowlake.cli import admin_commands, catalog_commands  # noqa: E402,F401
+from flowlake.cli import (  # noqa: E402,F401
+    admin_commands,
+    catalog_commands,
+    flow_commands,
+)
 
 if __name__ == "__main__":
     main()

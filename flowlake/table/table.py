@@ -97,6 +97,16 @@ class LakeTable:
         return self._record.current_version
 
     @property
+    def properties(self) -> dict[str, str]:
+        """The table's properties (as of the last refresh)."""
+        return dict(self._record.properties)
+
+    @property
+    def oldest_version(self) -> int:
+        """The oldest version that can still be read (cleaning moves it forward)."""
+        return self._store.current_version(self._record.id)[1]
+
+    @property
     def location(self) -> str:
         """Where the table's files live."""
         return self._storage.path(self._record.location)

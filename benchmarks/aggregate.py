@@ -1,0 +1,337 @@
+"""Retraction-correct aggregation throughput, state memory, and incremental refresh vs recompute.
+
+(a) flowlake's ``aggregate`` (Arrow batches of 10k changes, 4 key partitions, one bytewax worker) and
+(b) a plain bytewax ``stateful_map`` fed per-row items in input batches of 1000 (best of 3 each),
+both folding the same 1M changes (60% inserts; updates as a -U/+U pair that may move an order to
+another shop) into per-shop count/sum. (c) Peak RSS of a 1M-group state (a subprocess). (d) An
+incremental refresh: 10k changes folded into the state of a 10M-row input (and committed to the lake
+table), timed against a DuckDB full recompute of the same result from Parquet.
+
+    python benchmarks/aggregate.py [--changes 1000000] [--shops 500] [--rows 10000000] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from bytewax import operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from bytewax.testing import TestingSource, run_main
+
+import flowlake as fl
+from flowlake.demo.workload import cents_to_decimal
+from flowlake.flow import aggs
+from flowlake.flow._aggstate import AggregateState
+from flowlake.flow.batch import ChangeBatch
+from flowlake.flow.lake import consolidate
+from flowlake.flow.operators import aggregate
+
+BATCH = 10_000
+T0_US = int(dt.datetime(2026, 11, 1, tzinfo=dt.UTC).timestamp() * 1_000_000)
+
+
+class _Count(StatelessSinkPartition[Any]):
+    def __init__(self, box: list[int]) -> None:
+        self.box = box
+
+    def write_batch(self, items: list[Any]) -> None:
+        self.box[0] += len(items)
+
+
+class CountSink(DynamicSink[Any]):
+    """Counts what reaches it (the cost of output is not what is measured)."""
+
+    def __init__(self) -> None:
+        self.box = [0]
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _Count:
+        return _Count(self.box)
+
+
+def changes(total: int, groups: int, seed: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Batches of (group id, cents, kind): 60% inserts, updates as -U/+U pairs (20% of rows each)."""
+    rng = np.random.default_rng(seed)
+    live_group = np.empty(0, np.int64)
+    live_cents = np.empty(0, np.int64)
+    out = []
+    made = 0
+    while made < total:
+        n_ins = int(BATCH * 0.6)
+        n_upd = min((BATCH - n_ins) // 2, len(live_group))
+        if made + n_ins + 2 * n_upd > total:
+            n_ins, n_upd = total - made, 0
+        g_new = rng.integers(0, groups, n_ins)
+        c_new = rng.integers(100, 100_000, n_ins)
+        picks = rng.choice(len(live_group), n_upd, replace=False) if n_upd else np.empty(0, np.int64)
+        g_old, c_old = live_group[picks], live_cents[picks]
+        g_upd, c_upd = rng.integers(0, groups, n_upd), rng.integers(100, 100_000, n_upd)
+        live_group[picks], live_cents[picks] = g_upd, c_upd
+        live_group, live_cents = np.concatenate([live_group, g_new]), np.concatenate([live_cents, c_new])
+        pair_g = np.stack([g_old, g_upd], axis=1).ravel()
+        pair_c = np.stack([c_old, c_upd], axis=1).ravel()
+        pair_k = np.tile(np.array([1, 2], np.int8), n_upd)
+        out.append(
+            (
+                np.concatenate([g_new, pair_g]),
+                np.concatenate([c_new, pair_c]),
+                np.concatenate([np.zeros(n_ins, np.int8), pair_k]),
+            )
+        )
+        made += n_ins + 2 * n_upd
+    return out
+
+
+def to_arrow(batch: tuple[np.ndarray, np.ndarray, np.ndarray]) -> pa.Table:
+    g, c, k = batch
+    return pa.table({"shop_id": pa.array(g, pa.int64()), "amount": cents_to_decimal(c), "_kind": pa.array(k)})
+
+
+def run_flowlake(batches: list[pa.Table]) -> tuple[float, int]:
+    flow = Dataflow("bench_flowlake")
+    source = op.input(
+        "in", flow, TestingSource([ChangeBatch(b, {"table:x": i}) for i, b in enumerate(batches)])
+    )
+    result = aggregate("agg", source, by=["shop_id"], aggs={"n": aggs.count(), "gmv": aggs.sum("amount")})
+    sink = CountSink()
+    op.output("out", result.changes, sink)
+    t = time.perf_counter()
+    run_main(flow)
+    return time.perf_counter() - t, sink.box[0]
+
+
+def run_bytewax(batches: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[float, int]:
+    items: list[tuple[str, tuple[int, int]]] = []
+    for g, c, k in batches:
+        w = np.where((k == 1) | (k == 3), -1, 1)
+        items += list(zip(g.astype(str).tolist(), zip(c.tolist(), w.tolist(), strict=True), strict=True))
+    flow = Dataflow("bench_bytewax")
+    source = op.input("in", flow, TestingSource(items, batch_size=1000))
+
+    def fold(
+        state: tuple[int, int] | None, value: tuple[int, int]
+    ) -> tuple[tuple[int, int], tuple[int, int]]:
+        count, total = state or (0, 0)
+        cents, weight = value
+        new = (count + weight, total + weight * cents)
+        return new, new
+
+    summed = op.stateful_map("sum", source, fold)
+    sink = CountSink()
+    op.output("out", summed, sink)
+    t = time.perf_counter()
+    run_main(flow)
+    return time.perf_counter() - t, sink.box[0]
+
+
+def _proc_mb(field: str) -> float:
+    """``VmRSS``/``VmHWM`` of this process in MB (ru_maxrss would include the parent's, across exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def rss_mode(groups: int) -> dict[str, Any]:
+    """Fold one insert per group for ``groups`` groups; report peak RSS (run in a subprocess)."""
+    base = _proc_mb("VmRSS")
+    rng = np.random.default_rng(3)
+    state = AggregateState(["shop_id"], {"n": aggs.count(), "gmv": aggs.sum("amount")}, None)
+    elapsed = 0.0
+    for start in range(0, groups, BATCH):
+        n = min(BATCH, groups - start)
+        ids = np.arange(start, start + n)
+        batch = to_arrow((ids, rng.integers(100, 100_000, n), np.zeros(n, np.int8)))
+        t = time.perf_counter()
+        state.apply(batch)
+        elapsed += time.perf_counter() - t
+    peak, now = _proc_mb("VmHWM"), _proc_mb("VmRSS")
+    return {
+        "groups_live": state.groups,
+        "peak_rss_mb": round(peak, 1),
+        "rss_before_mb": round(base, 1),
+        "state_mb": round(now - base, 1),
+        "changes_per_s": round(groups / elapsed),
+    }
+
+
+def incremental(rows: int, shops: int, seed: int) -> dict[str, Any]:
+    """10k changes into the state of a ``rows``-row DWS input vs a DuckDB recompute from Parquet."""
+    rng = np.random.default_rng(seed)
+    tmp = Path(tempfile.mkdtemp(prefix="flowlake-bench-agg-"))
+    statuses = np.array(["created", "paid", "shipped", "done", "cancelled"])
+    spec = {
+        "orders": aggs.count(),
+        "paid_gmv": aggs.sum("amount", where=("status", "==", "paid"), default=0),
+        "avg_amount": aggs.avg("amount"),
+    }
+    window = aggs.minutes(1, on="created_at")
+    state = AggregateState(["shop_id"], spec, window)
+    parquet = tmp / "dwd.parquet"
+    writer: pq.ParquetWriter | None = None
+    chunk = 1_000_000
+    for start in range(0, rows, chunk):
+        n = min(chunk, rows - start)
+        table = pa.table(
+            {
+                "order_id": pa.array(np.arange(start, start + n), pa.int64()),
+                "shop_id": pa.array(rng.integers(0, shops, n), pa.int32()),
+                "status": pa.array(statuses[rng.integers(0, 5, n)]),
+                "amount": cents_to_decimal(rng.integers(100, 100_000, n)),
+                "created_at": pa.array(
+                    T0_US + rng.integers(0, 86_400_000_000, n), pa.timestamp("us", tz="UTC")
+                ),
+            }
+        )
+        writer = writer or pq.ParquetWriter(parquet, table.schema, compression="zstd")
+        writer.write_table(table)
+        state.apply(table.append_column("_kind", pa.array(np.zeros(n, np.int8))))
+        if start == 0:
+            sample = table.slice(0, 100_000)
+    assert writer is not None
+    writer.close()
+    # 10k changes: 3,500 updates (as -U/+U) and 3,000 inserts
+    picks = rng.choice(100_000, 3_500, replace=False)
+    old = sample.take(pa.array(picks))
+    new = old.set_column(1, "shop_id", pa.array(rng.integers(0, shops, 3_500), pa.int32()))
+    new = new.set_column(3, "amount", cents_to_decimal(rng.integers(100, 100_000, 3_500)))
+    inserts = sample.slice(0, 3_000).set_column(
+        0, "order_id", pa.array(np.arange(rows, rows + 3_000), pa.int64())
+    )
+    order = np.stack([np.arange(3_500), np.arange(3_500) + 3_500], axis=1).ravel()
+    pairs = pa.concat_tables([old, new]).take(pa.array(order))
+    delta = pa.concat_tables([pairs, inserts])
+    kinds = np.concatenate([np.tile(np.array([1, 2], np.int8), 3_500), np.zeros(3_000, np.int8)])
+    delta = delta.append_column("_kind", pa.array(kinds))
+    # the lake table holding the full result, with a warm writer (untimed)
+    full, _ = AggregateState(["shop_id"], spec, window).apply(
+        pa.Table.from_batches(pq.read_table(parquet).to_batches()).append_column(
+            "_kind", pa.array(np.zeros(rows, np.int8))
+        )
+    )
+    cat = fl.connect(catalog=f"sqlite:///{tmp / 'c.db'}", warehouse=(tmp / "wh").as_uri())
+    dws = cat.create_table(
+        "dws.m", full.drop_columns(["_kind"]).schema, primary_key=["shop_id", "minute"], buckets=8
+    )
+    dws.upsert(full.drop_columns(["_kind"]))
+    t = time.perf_counter()
+    out, _ = state.apply(delta)
+    fold_s = time.perf_counter() - t
+    t = time.perf_counter()
+    dws.apply(consolidate(out, ["shop_id", "minute"]), token="bench/1")  # what lake_output does
+    commit_s = time.perf_counter() - t
+    con = duckdb.connect()
+    sql = (
+        f"select shop_id, time_bucket(interval '1 minute', created_at) as minute, count(*) as orders, "
+        f"coalesce(sum(amount) filter (where status = 'paid'), 0) as paid_gmv, avg(amount) as avg_amount "
+        f"from read_parquet('{parquet}') group by all"
+    )
+    times = []
+    for _ in range(3):
+        t = time.perf_counter()
+        result = con.sql(sql).to_arrow_table()
+        times.append(time.perf_counter() - t)
+    recompute_s = min(times)
+    return {
+        "input_rows": rows,
+        "groups": result.num_rows,
+        "changes": delta.num_rows,
+        "changed_groups_emitted": out.num_rows,
+        "fold_ms": round(fold_s * 1000, 1),
+        "fold_and_commit_ms": round((fold_s + commit_s) * 1000, 1),
+        "duckdb_recompute_ms": round(recompute_s * 1000, 1),
+        "ratio_fold": round(fold_s / recompute_s, 4),
+        "ratio_fold_and_commit": round((fold_s + commit_s) / recompute_s, 4),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--changes", type=int, default=1_000_000)
+    parser.add_argument("--shops", type=int, default=500)
+    parser.add_argument("--rows", type=int, default=10_000_000, help="DWS input rows for the refresh test")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--repeat", type=int, default=3, help="best of N runs for (a) and (b)")
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--rss-groups", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.rss_groups:
+        print(json.dumps(rss_mode(args.rss_groups)))
+        return
+    raw = changes(args.changes, args.shops, args.seed)
+    arrow = [to_arrow(b) for b in raw]
+    fl_runs = [run_flowlake(arrow) for _ in range(args.repeat)]
+    bw_runs = [run_bytewax(raw) for _ in range(args.repeat)]
+    (fl_s, fl_out), (bw_s, bw_out) = min(fl_runs), min(bw_runs)
+    rss = json.loads(
+        subprocess.run(  # noqa: S603 - this script, our interpreter
+            [sys.executable, __file__, "--rss-groups", str(args.changes)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    inc = incremental(args.rows, args.shops, args.seed)
+    figures = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "changes": args.changes,
+        "shops": args.shops,
+        "flowlake_changes_per_s": round(args.changes / fl_s),
+        "flowlake_outputs": fl_out,
+        "bytewax_stateful_map_changes_per_s": round(args.changes / bw_s),
+        "bytewax_outputs": bw_out,
+        "speedup": round(bw_s / fl_s, 2),
+        "state_1m_groups": rss,
+        "incremental": inc,
+    }
+    rows = [
+        ("(a) flowlake aggregate, 10k-row Arrow batches", f"{figures['flowlake_changes_per_s']:,} changes/s"),
+        (
+            "(b) bytewax stateful_map, input batches of 1000",
+            f"{figures['bytewax_stateful_map_changes_per_s']:,} changes/s",
+        ),
+        ("(a) / (b)", f"{figures['speedup']}x"),
+        (
+            "(c) 1M-group state: peak RSS",
+            f"{rss['peak_rss_mb']} MB (state {rss['state_mb']} MB, {rss['groups_live']:,} groups, "
+            f"{rss['changes_per_s']:,} changes/s)",
+        ),
+        (
+            "(d) 10k changes into 10M-row input: fold",
+            f"{inc['fold_ms']} ms ({inc['changed_groups_emitted']:,} changes out)",
+        ),
+        ("(d) fold + lake commit", f"{inc['fold_and_commit_ms']} ms"),
+        (
+            "(d) DuckDB full recompute from Parquet",
+            f"{inc['duckdb_recompute_ms']} ms ({inc['groups']:,} groups)",
+        ),
+        (
+            "(d) incremental / recompute",
+            f"{inc['ratio_fold']} (fold), {inc['ratio_fold_and_commit']} (with commit)",
+        ),
+    ]
+    width = max(len(r[0]) for r in rows)
+    print(f"aggregate benchmark on {figures['machine']}")
+    for name, value in rows:
+        print(f"  {name:<{width}}  {value}")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""Dataflows on bytewax: lake source, exactly-once lake sink, retraction-correct operators.
+
+This is the only package of flowlake that imports bytewax.
+
+```python
+from bytewax.dataflow import Dataflow
+from flowlake.flow import aggs, aggregate, lake_input, lake_output
+
+flow = Dataflow("shop_totals")
+orders = lake_input("orders_in", flow, "ods.orders")
+spec = {"orders": aggs.count(), "gmv": aggs.sum("amount")}
+totals = aggregate("by_shop", orders, by=["shop_id"], aggs=spec)
+lake_output("totals_out", totals.changes, "dws.shop_totals")
+```
+"""
+
+from flowlake.flow import aggs
+from flowlake.flow.aggs import Agg, Window, days, minutes
+from flowlake.flow.batch import ChangeBatch, RowChange, from_rows, rows
+from flowlake.flow.lake import LakeSink, LakeSource
+from flowlake.flow.operators import (
+    AggregateOut,
+    aggregate,
+    dedup,
+    filter_rows,
+    join,
+    lake_input,
+    lake_output,
+    lookup_join,
+    map_rows,
+    to_rows,
+)
+from flowlake.flow.verify import VerifyReport, verify_table
+
+__all__ = [
+    "Agg",
+    "AggregateOut",
+    "ChangeBatch",
+    "LakeSink",
+    "LakeSource",
+    "RowChange",
+    "VerifyReport",
+    "Window",
+    "aggregate",
+    "aggs",
+    "days",
+    "dedup",
+    "filter_rows",
+    "from_rows",
+    "join",
+    "lake_input",
+    "lake_output",
+    "lookup_join",
+    "map_rows",
+    "minutes",
+    "rows",
+    "to_rows",
+    "verify_table",
+]

@@ -1,0 +1,534 @@
+"""Mini-batched, retraction-correct group aggregation state (no bytewax here; pure and testable).
+
+One :class:`AggregateState` holds the groups of one key partition. ``apply`` folds a whole Arrow
+changelog batch: weights (+1/-1 per kind) are summed per group with Arrow's hash aggregation, the
+per-group state lives in numpy arrays indexed by a group id (a dict maps the group key to its id),
+and it emits once per changed group: ``-U``/``+U`` when a group's result changed, ``+I`` for a new
+group, ``-D`` when its row count reaches zero.
+"""
+
+from __future__ import annotations
+
+import builtins
+import datetime as dt
+import logging
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from flowlake.changelog import KIND_COLUMN, SEQ_COLUMN, RowKind
+from flowlake.errors import InvalidArgumentError
+from flowlake.flow.aggs import ADDITIVE, Agg, Condition, Window
+from flowlake.flow.batch import kinds_of, weights
+
+log = logging.getLogger("flowlake.flow")
+
+_US = {"s": 1_000_000, "ms": 1000, "us": 1, "ns": 0}
+LATE_REASON = "reason"
+
+
+def condition_mask(data: pa.Table, where: Condition | None) -> np.ndarray:
+    """Evaluate a row filter to a boolean numpy mask (null → False)."""
+    if where is None:
+        return np.ones(data.num_rows, dtype=bool)
+    if callable(where):
+        mask = where(data)
+        if isinstance(mask, np.ndarray):
+            return mask.astype(bool)
+        return np.asarray(pc.fill_null(mask, False).to_numpy(zero_copy_only=False), dtype=bool)
+    column, op, value = where
+    col = data.column(column)
+    ops = {"==": pc.equal, "!=": pc.not_equal, "<": pc.less, "<=": pc.less_equal,
+           ">": pc.greater, ">=": pc.greater_equal}  # fmt: skip
+    if op == "in":
+        result = pc.is_in(col, value_set=pa.array(list(value), col.type))
+    elif op in ops:
+        result = ops[op](col, pa.scalar(value).cast(col.type) if value is not None else None)
+    else:
+        raise InvalidArgumentError(f"unknown filter op {op!r}; use == != < <= > >= or in")
+    return np.asarray(pc.fill_null(result, False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def temporal_us(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """Epoch microseconds of a timestamp/date column as int64 (nulls → min int64)."""
+    dtype = column.type
+    if pa.types.is_timestamp(dtype):
+        filled = pc.fill_null(column.cast(pa.int64()), np.iinfo(np.int64).min)
+        raw: np.ndarray = np.asarray(filled.to_numpy(zero_copy_only=False), dtype=np.int64)
+        unit = dtype.unit
+        if unit == "ns":
+            return np.asarray(np.where(raw == np.iinfo(np.int64).min, raw, raw // 1000), dtype=np.int64)
+        return np.asarray(np.where(raw == np.iinfo(np.int64).min, raw, raw * _US[unit]), dtype=np.int64)
+    if pa.types.is_date32(dtype):
+        days = pc.fill_null(column.cast(pa.int32()), np.iinfo(np.int32).min).to_numpy(zero_copy_only=False)
+        days = days.astype(np.int64)
+        return np.where(days == np.iinfo(np.int32).min, np.iinfo(np.int64).min, days * 86_400_000_000)
+    raise InvalidArgumentError(f"window column must be a timestamp or date, got {dtype}")
+
+
+def _unscaled(column: pa.ChunkedArray, scale: int) -> np.ndarray:
+    """Decimal values as int64 multiples of 10**-scale (nulls → 0)."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if array.type.precision <= 18:
+        buf = array.buffers()[1]
+        if buf is None:
+            return np.zeros(len(array), dtype=np.int64)
+        words = np.frombuffer(buf, dtype=np.int64, count=2 * (array.offset + len(array)))
+        low = words[2 * array.offset :: 2].copy()
+        if array.null_count:
+            low[~np.asarray(array.is_valid().to_numpy(zero_copy_only=False), dtype=bool)] = 0
+        return low
+    return np.array([0 if v is None else int(v.scaleb(scale)) for v in array.to_pylist()], dtype=np.int64)
+
+
+def _decimal_array(values: np.ndarray, valid: np.ndarray, dtype: pa.DataType) -> pa.Array:
+    low = values.astype(np.int64)
+    words = np.empty(2 * len(low), dtype=np.int64)
+    words[0::2] = low
+    words[1::2] = low >> 63
+    array = pa.Array.from_buffers(dtype, len(low), [None, pa.py_buffer(words.tobytes())])
+    if valid.all():
+        return array
+    return pc.if_else(pa.array(valid), array, pa.scalar(None, dtype))
+
+
+def result_type(agg: Agg, schema: pa.Schema) -> pa.DataType:
+    """The output type of one aggregate over ``schema``."""
+    if agg.func in ("count", "count_distinct"):
+        return pa.int64()
+    if agg.func == "avg":
+        return pa.float64()
+    assert agg.column is not None
+    source = schema.field(agg.column).type
+    if agg.func == "sum":
+        if pa.types.is_decimal(source):
+            return pa.decimal128(38, source.scale)
+        return pa.float64() if pa.types.is_floating(source) else pa.int64()
+    return source
+
+
+class AggregateState:
+    """Group state of one key partition: ids, running totals, per-value counts, window bookkeeping."""
+
+    def __init__(self, by: Sequence[str], aggs: Mapping[str, Agg], window: Window | None) -> None:
+        self.by = tuple(by)
+        self.aggs = dict(aggs)
+        self.window = window
+        self.index: dict[Any, int] = {}
+        self.keys: list[Any] = []
+        self.free: list[int] = []
+        self.rows = np.zeros(0, dtype=np.int64)
+        self.sums: dict[str, np.ndarray] = {}
+        self.nonnull: dict[str, np.ndarray] = {}
+        self.counters: dict[str, list[dict[Any, int] | None]] = {}
+        self.max_event: int | None = None
+        self.window_groups: dict[int, set[int]] = {}
+        self.dropped_retractions = 0
+        self.late_changes = 0
+        self.schema: pa.Schema | None = None
+        self._capacity = 0
+
+    def configure(self, by: Sequence[str], aggs: Mapping[str, Agg], window: Window | None) -> None:
+        """Re-attach the configuration (it is not part of the pickled state: callables may not pickle)."""
+        self.by, self.aggs, self.window = tuple(by), dict(aggs), window
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["aggs"] = {}
+        return state
+
+    # -- layout ---------------------------------------------------------------------------------
+
+    @property
+    def key_columns(self) -> tuple[str, ...]:
+        """Group key columns of the output, the window start last."""
+        return (*self.by, self.window.column) if self.window else self.by
+
+    def _init_schema(self, schema: pa.Schema) -> None:
+        self.schema = schema
+        for name, agg in self.aggs.items():
+            if agg.func in ADDITIVE:
+                floating = agg.column is not None and pa.types.is_floating(schema.field(agg.column).type)
+                self.sums[name] = np.zeros(self._capacity, dtype=np.float64 if floating else np.int64)
+                self.nonnull[name] = np.zeros(self._capacity, dtype=np.int64)
+            else:
+                self.counters[name] = [None] * self._capacity
+
+    def output_schema(self) -> pa.Schema:
+        """Key columns then one column per aggregate."""
+        assert self.schema is not None
+        fields = [self.schema.field(c) for c in self.by]
+        if self.window:
+            on_type = self.schema.field(self.window.on).type
+            tz = on_type.tz if pa.types.is_timestamp(on_type) else None
+            fields.append(pa.field(self.window.column, pa.timestamp("us", tz=tz)))
+        fields += [pa.field(n, result_type(a, self.schema)) for n, a in self.aggs.items()]
+        return pa.schema(fields)
+
+    def _grow(self, need: int) -> None:
+        if need <= self._capacity:
+            return
+        cap = builtins.max(need, 2 * self._capacity, 64)
+        extra = cap - self._capacity
+        self.rows = np.concatenate([self.rows, np.zeros(extra, dtype=np.int64)])
+        for name in self.sums:
+            self.sums[name] = np.concatenate([self.sums[name], np.zeros(extra, self.sums[name].dtype)])
+            self.nonnull[name] = np.concatenate([self.nonnull[name], np.zeros(extra, np.int64)])
+        for name in self.counters:
+            self.counters[name].extend([None] * extra)
+        self._capacity = cap
+
+    def _gid(self, key: Any) -> int:
+        gid = self.index.get(key)
+        if gid is None:
+            if self.free:
+                gid = self.free.pop()
+                self.keys[gid] = key
+            else:
+                gid = len(self.keys)
+                self.keys.append(key)
+                self._grow(gid + 1)
+            self.index[key] = gid
+            if self.window is not None:
+                self.window_groups.setdefault(_window_of(key), set()).add(gid)
+        return gid
+
+    def _release(self, gid: int) -> None:
+        key = self.keys[gid]
+        del self.index[key]
+        self.keys[gid] = None
+        self.rows[gid] = 0
+        for name in self.sums:
+            self.sums[name][gid] = 0
+            self.nonnull[name][gid] = 0
+        for name in self.counters:
+            self.counters[name][gid] = None
+        if self.window is not None:
+            members = self.window_groups.get(_window_of(key))
+            if members is not None:
+                members.discard(gid)
+                if not members:
+                    del self.window_groups[_window_of(key)]
+        self.free.append(gid)
+
+    @property
+    def groups(self) -> int:
+        """Live groups held."""
+        return len(self.index)
+
+    # -- one batch ------------------------------------------------------------------------------
+
+    def apply(self, data: pa.Table) -> tuple[pa.Table, pa.Table | None]:
+        """Fold a changelog batch; returns (result changes, late changes or None)."""
+        if self.schema is None:
+            self._init_schema(data.schema)
+        kinds = kinds_of(data)
+        w = weights(kinds)
+        late: pa.Table | None = None
+        keyed = data
+        if self.window is not None:
+            keyed, w, late = self._windowed(data, w)
+        out = self._fold(keyed, w)
+        if self.window is not None:
+            self._evict()
+        return out, late
+
+    def _windowed(self, data: pa.Table, w: np.ndarray) -> tuple[pa.Table, np.ndarray, pa.Table | None]:
+        window = self.window
+        assert window is not None
+        event = temporal_us(data.column(window.on))
+        null = event == np.iinfo(np.int64).min
+        start = np.where(null, 0, (event // window.size_us) * window.size_us)
+        late_mask = np.zeros(len(event), dtype=bool)
+        marks = start
+        if window.horizon_us is not None and len(event):
+            adds = np.where((w > 0) & ~null, event, np.iinfo(np.int64).min)
+            running = np.maximum.accumulate(adds)
+            before = np.concatenate([[np.iinfo(np.int64).min], running[:-1]])
+            if self.max_event is not None:
+                before = np.maximum(before, self.max_event)
+            has_mark = before > np.iinfo(np.int64).min
+            marks = np.where(has_mark, before - window.horizon_us, np.iinfo(np.int64).min)
+            late_mask = has_mark & ~null & (start + window.size_us <= marks)
+            top = int(running[-1])
+            if top > np.iinfo(np.int64).min:
+                self.max_event = top if self.max_event is None else builtins.max(self.max_event, top)
+        elif len(event):
+            adds = event[(w > 0) & ~null]
+            if len(adds):
+                top = int(adds.max())
+                self.max_event = top if self.max_event is None else builtins.max(self.max_event, top)
+        # window starts stay int64 microseconds inside the state (cheap Python keys); the output
+        # column is a timestamp
+        column = pa.array(start, pa.int64(), mask=null)
+        late: pa.Table | None = None
+        if late_mask.any():
+            rows = data.filter(pa.array(late_mask))
+            horizon_us = window.horizon_us or 0
+            horizon_s = horizon_us // 1_000_000
+            reasons = [
+                f"{window.column} window starting {_iso(int(st))} closed: watermark "
+                f"{_iso(int(wm + horizon_us))} minus horizon {horizon_s}s passed its end"
+                for st, wm in zip(start[late_mask].tolist(), marks[late_mask].tolist(), strict=True)
+            ]
+            late = rows.append_column(LATE_REASON, pa.array(reasons, pa.string()))
+            self.late_changes += rows.num_rows
+            keep = pa.array(~late_mask)
+            data, column, w = data.filter(keep), column.filter(keep), w[~late_mask]
+        return data.append_column(window.column, column), w, late
+
+    def _evict(self) -> None:
+        window = self.window
+        assert window is not None
+        if window.horizon_us is None or self.max_event is None:
+            return
+        mark = self.max_event - window.horizon_us
+        for start in [s for s in self.window_groups if s + window.size_us <= mark]:
+            for gid in list(self.window_groups.get(start, ())):
+                self._release(gid)
+            self.window_groups.pop(start, None)
+
+    def _contributions(self, data: pa.Table, w: np.ndarray) -> dict[str, np.ndarray]:
+        assert self.schema is not None
+        cols: dict[str, np.ndarray] = {"_w": w}
+        for name, agg in self.aggs.items():
+            if agg.func not in ADDITIVE:
+                continue
+            mask = condition_mask(data, agg.where)
+            if agg.column is None:
+                cols[f"_n_{name}"] = w * mask
+                continue
+            column = data.column(agg.column)
+            valid = mask & np.asarray(column.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+            cols[f"_n_{name}"] = w * valid
+            if agg.func == "count":
+                continue
+            if pa.types.is_decimal(column.type):
+                values = _unscaled(column, column.type.scale)
+            else:
+                values = pc.fill_null(column, 0).to_numpy(zero_copy_only=False)
+            cols[f"_s_{name}"] = np.where(valid, values * w, 0).astype(self.sums[name].dtype)
+        return cols
+
+    def _fold(self, data: pa.Table, w: np.ndarray) -> pa.Table:
+        out_schema = self.output_schema()
+        if data.num_rows == 0:
+            return _empty_changes(out_schema)
+        key_cols = self.key_columns
+        neg = w < 0
+        contrib = self._contributions(data, w)
+        keyed = pa.table({**{c: data.column(c) for c in key_cols}, "_neg": neg, **contrib})
+        names = list(contrib)
+        grouped = keyed.group_by([*key_cols, "_neg"], use_threads=False).aggregate(
+            [(c, "sum") for c in names]
+        )
+        keys = _py_keys(grouped, key_cols)
+        gids = np.fromiter((self._gid(k) for k in keys), dtype=np.int64, count=len(keys))
+        gneg = grouped.column("_neg").to_numpy(zero_copy_only=False)
+        dw = grouped.column("_w_sum").to_numpy()
+        touched, inverse = np.unique(gids, return_inverse=True)
+        net = np.zeros(len(touched), dtype=np.int64)
+        np.add.at(net, inverse, dw)
+        rows_before = self.rows[touched].copy()
+        underflow = rows_before + net < 0
+        keep = ~(gneg & underflow[inverse])
+        if not keep.all():
+            dropped = int(-dw[~keep].sum())
+            self.dropped_retractions += dropped
+            log.warning("aggregate dropped %d retraction(s) for groups it never saw", dropped)
+        before = self._results(touched)
+        np.add.at(self.rows, gids[keep], dw[keep])
+        for name in self.sums:
+            np.add.at(self.nonnull[name], gids[keep], grouped.column(f"_n_{name}_sum").to_numpy()[keep])
+            if f"_s_{name}_sum" in grouped.column_names:
+                np.add.at(self.sums[name], gids[keep], grouped.column(f"_s_{name}_sum").to_numpy()[keep])
+        self._fold_counters(data, w, touched[underflow])
+        rows_after = self.rows[touched].copy()
+        after = self._results(touched)
+        out = self._emit(touched, rows_before, rows_after, before, after, out_schema)
+        for gid in touched[rows_after <= 0].tolist():
+            self.rows[gid] = 0
+            self._release(gid)
+        return out
+
+    def _fold_counters(self, data: pa.Table, w: np.ndarray, underflow: np.ndarray) -> None:
+        if not self.counters:
+            return
+        bad = set(underflow.tolist())
+        key_cols = self.key_columns
+        for name, agg in self.aggs.items():
+            if agg.func in ADDITIVE:
+                continue
+            assert agg.column is not None
+            mask = condition_mask(data, agg.where) & np.asarray(
+                data.column(agg.column).is_valid().to_numpy(zero_copy_only=False), dtype=bool
+            )
+            value_cols = [agg.column]
+            if agg.order_by is not None:
+                value_cols.insert(0, agg.order_by)
+                mask &= np.asarray(data.column(agg.order_by).is_valid().to_numpy(zero_copy_only=False), bool)
+            sel = pa.array(mask)
+            part = pa.table(
+                {**{c: data.column(c).filter(sel) for c in key_cols},
+                 **{f"_v{i}": data.column(c).filter(sel) for i, c in enumerate(value_cols)},
+                 "_neg": w[mask] < 0, "_w": w[mask]}
+            )  # fmt: skip
+            vnames = [f"_v{i}" for i in range(len(value_cols))]
+            grouped = part.group_by([*key_cols, *vnames, "_neg"], use_threads=False).aggregate(
+                [("_w", "sum")]
+            )
+            keys = _py_keys(grouped, key_cols)
+            values = _py_keys(grouped, vnames)
+            counters = self.counters[name]
+            entries = list(zip(keys, values, grouped.column("_neg").to_pylist(),
+                               grouped.column("_w_sum").to_pylist(), strict=True))  # fmt: skip
+            # additions first: a value added and retracted in one batch must not look like an underflow
+            for key, value, negative, delta in sorted(entries, key=lambda e: bool(e[2])):
+                gid = self.index[key]
+                if negative and gid in bad:
+                    continue
+                counter = counters[gid]
+                if counter is None:
+                    counter = counters[gid] = {}
+                total = counter.get(value, 0) + delta
+                if total > 0:
+                    counter[value] = total
+                else:
+                    counter.pop(value, None)
+                    if total < 0:
+                        self.dropped_retractions += -total
+
+    def _results(self, gids: np.ndarray) -> dict[str, Any]:
+        """Current result values per aggregate for ``gids`` (numpy for additive, lists otherwise)."""
+        out: dict[str, Any] = {}
+        for name, agg in self.aggs.items():
+            if agg.func in ADDITIVE:
+                out[name] = (self.sums[name][gids].copy(), self.nonnull[name][gids].copy())
+                continue
+            counters = self.counters[name]
+            values: list[Any] = []
+            for gid in gids.tolist():
+                counter = counters[gid]
+                if not counter:
+                    values.append(0 if agg.func == "count_distinct" else None)
+                elif agg.func == "min":
+                    values.append(builtins.min(counter))
+                elif agg.func == "max":
+                    values.append(builtins.max(counter))
+                elif agg.func == "count_distinct":
+                    values.append(len(counter))
+                elif agg.func == "first":
+                    values.append(builtins.min(counter)[1])
+                else:
+                    values.append(builtins.max(counter)[1])
+            out[name] = values
+        return out
+
+    def _emit(
+        self,
+        gids: np.ndarray,
+        rows_before: np.ndarray,
+        rows_after: np.ndarray,
+        before: dict[str, Any],
+        after: dict[str, Any],
+        schema: pa.Schema,
+    ) -> pa.Table:
+        existed, exists = rows_before > 0, rows_after > 0
+        changed = existed != exists
+        for name, agg in self.aggs.items():
+            if agg.func in ADDITIVE:
+                (s0, n0), (s1, n1) = before[name], after[name]
+                changed |= (n0 != n1) if agg.func == "count" else (n0 != n1) | (s0 != s1)
+            else:
+                changed |= np.array([a != b for a, b in zip(before[name], after[name], strict=True)], bool)
+        old_sel = np.flatnonzero(changed & existed)
+        new_sel = np.flatnonzero(changed & exists)
+        if not len(old_sel) and not len(new_sel):
+            return _empty_changes(schema)
+        old = self._table(gids, old_sel, before, schema)
+        new = self._table(gids, new_sel, after, schema)
+        old_kind = np.where(exists[old_sel], RowKind.UPDATE_BEFORE, RowKind.DELETE).astype(np.int8)
+        new_kind = np.where(existed[new_sel], RowKind.UPDATE_AFTER, RowKind.INSERT).astype(np.int8)
+        both = pa.concat_tables([old, new])
+        kinds = np.concatenate([old_kind, new_kind])
+        order = np.argsort(np.concatenate([old_sel * 2, new_sel * 2 + 1]), kind="stable")
+        return both.take(pa.array(order)).append_column(KIND_COLUMN, pa.array(kinds[order], pa.int8()))
+
+    def _key_arrays(self, keys: list[Any], schema: pa.Schema) -> list[pa.Array]:
+        key_cols = self.key_columns
+        arrays: list[pa.Array] = []
+        if len(key_cols) == 1:
+            columns: list[Any] = [keys]
+        else:
+            columns = list(zip(*keys, strict=True)) if keys else [() for _ in key_cols]
+        for values_of, name in zip(columns, key_cols, strict=True):
+            dtype = schema.field(name).type
+            if self.window is not None and name == self.window.column:
+                arrays.append(pa.array(list(values_of), pa.int64()).cast(dtype))
+            else:
+                arrays.append(pa.array(list(values_of), dtype))
+        return arrays
+
+    def _table(
+        self, gids: np.ndarray, sel: np.ndarray, values: dict[str, Any], schema: pa.Schema
+    ) -> pa.Table:
+        arrays = self._key_arrays([self.keys[g] for g in gids[sel].tolist()], schema)
+        assert self.schema is not None
+        for name, agg in self.aggs.items():
+            dtype = schema.field(name).type
+            if agg.func not in ADDITIVE:
+                arrays.append(pa.array([values[name][i] for i in sel.tolist()], dtype))
+                continue
+            sums, nonnull = values[name][0][sel], values[name][1][sel]
+            if agg.func == "count":
+                arrays.append(pa.array(nonnull, pa.int64()))
+                continue
+            assert agg.column is not None
+            source = self.schema.field(agg.column).type
+            scale = source.scale if pa.types.is_decimal(source) else 0
+            valid = nonnull > 0
+            if agg.func == "avg":
+                mean = sums.astype(np.float64) / np.where(valid, nonnull, 1) / (10.0**scale)
+                arrays.append(pa.array(mean, pa.float64(), mask=~valid))
+            elif pa.types.is_decimal(dtype):
+                array = _decimal_array(sums, valid, dtype)
+                if agg.default is not None and not valid.all():
+                    array = pc.fill_null(array, pa.scalar(Decimal(agg.default)).cast(dtype))
+                arrays.append(array)
+            else:
+                array = pa.array(sums, dtype, mask=~valid)
+                if agg.default is not None and not valid.all():
+                    array = pc.fill_null(array, pa.scalar(agg.default).cast(dtype))
+                arrays.append(array)
+        return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _iso(us: int) -> str:
+    return (dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=us)).isoformat()
+
+
+def _window_of(key: Any) -> int:
+    start = key[-1] if isinstance(key, tuple) else key
+    return 0 if start is None else int(start)
+
+
+def _py_keys(table: pa.Table, columns: Sequence[str]) -> list[Any]:
+    if len(columns) == 1:
+        values: list[Any] = table.column(columns[0]).to_pylist()
+        return values
+    return list(zip(*(table.column(c).to_pylist() for c in columns), strict=True))
+
+
+def _empty_changes(schema: pa.Schema) -> pa.Table:
+    return schema.empty_table().append_column(KIND_COLUMN, pa.array([], pa.int8()))
+
+
+def late_schema(input_schema: pa.Schema) -> pa.Schema:
+    """Columns of the late-data output: the input change, its ``_kind``, ``_seq`` and the reason."""
+    fields = [f for f in input_schema if f.name not in (KIND_COLUMN, SEQ_COLUMN)]
+    return pa.schema([*fields, pa.field(KIND_COLUMN, pa.int8()), pa.field(SEQ_COLUMN, pa.int64()),
+                      pa.field(LATE_REASON, pa.string())])  # fmt: skip

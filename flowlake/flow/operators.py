@@ -1,0 +1,273 @@
+"""Retraction-correct bytewax operators over changelog batches.
+
+Every operator takes and returns streams of :class:`~flowlake.flow.batch.ChangeBatch`. Stateful ones
+split each batch by a stable hash of their key into ``partitions`` key partitions (bytewax keys
+``"0"``, ``"1"``, ...; keep the number fixed across resumes, it keys the recovery state) and update
+state once per group per batch.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import bytewax.operators as op
+import numpy as np
+import pyarrow as pa
+from bytewax.dataflow import Dataflow, Stream, operator
+
+from flowlake.changelog import KIND_COLUMN, SEQ_COLUMN
+from flowlake.flow._aggstate import AggregateState, condition_mask, late_schema
+from flowlake.flow._relational import (
+    DedupState,
+    JoinHow,
+    JoinState,
+    filter_changes,
+    lookup,
+    map_changes,
+)
+from flowlake.flow.aggs import Agg, Condition, Window
+from flowlake.flow.batch import ChangeBatch, RowChange, rows, split_by_partition
+from flowlake.flow.lake import CatalogSpec, LakeSink, LakeSource, Start, open_catalog, position_key
+from flowlake.table.table import LakeTable
+
+
+@operator
+def lake_input(
+    step_id: str,
+    flow: Dataflow,
+    table: str,
+    start: Start = "earliest",
+    catalog: CatalogSpec = None,
+    stop: Literal["head"] | int | None = None,
+    max_versions: int = 64,
+    poll_interval: float = 0.5,
+) -> Stream[ChangeBatch]:
+    """The changelog of a lake table (see :class:`~flowlake.flow.lake.LakeSource`)."""
+    source = LakeSource(
+        table, start=start, catalog=catalog, stop=stop, max_versions=max_versions, poll_interval=poll_interval
+    )
+    return op.input("source", flow, source)
+
+
+@operator
+def lake_output(
+    step_id: str, up: Stream[ChangeBatch], table: str, catalog: CatalogSpec = None, flow: str | None = None
+) -> None:
+    """Apply the stream's changes to a primary-key lake table, exactly once (one commit per epoch)."""
+    keyed = op.map("route", up, lambda batch: (table, batch))
+    op.output("sink", keyed, LakeSink(table, catalog=catalog, flow=flow))
+
+
+@dataclass(frozen=True)
+class AggregateOut:
+    """Streams of :func:`aggregate`: the result changelog, and late changes (windows with a horizon)."""
+
+    changes: Stream[ChangeBatch]
+    late: Stream[ChangeBatch]
+
+
+@operator
+def aggregate(
+    step_id: str,
+    up: Stream[ChangeBatch],
+    by: Sequence[str],
+    aggs: Mapping[str, Agg],
+    window: Window | None = None,
+    partitions: int = 4,
+) -> AggregateOut:
+    """Group and aggregate a changelog with retractions (Flink's group aggregation).
+
+    Accepts ``+I/-U/+U/-D``; folds each batch, then emits per changed group ``-U``/``+U``, ``+I``
+    for a new group and ``-D`` when its row count reaches zero. Retractions for groups never seen are
+    dropped (counted in the state, logged). With ``window`` the groups are also keyed by the window
+    start (an updating window: late changes within the horizon update their old window); changes
+    beyond the horizon go to ``late`` with a ``reason`` column.
+    """
+    by_cols = tuple(by)
+    spec = dict(aggs)
+    split = op.flat_map("split", up, lambda batch: split_by_partition(batch, by_cols, partitions))
+    keyed = op.key_on("key", split, lambda item: item[0])
+    values = op.map_value("unwrap", keyed, lambda item: item[1])
+    emit_late = window is not None and window.horizon_us is not None
+
+    def fold(
+        state: AggregateState | None, batch: ChangeBatch
+    ) -> tuple[AggregateState, list[tuple[str, ChangeBatch]]]:
+        if state is None:
+            state = AggregateState(by_cols, spec, window)
+        state.configure(by_cols, spec, window)
+        out, late = state.apply(batch.data)
+        items = [("changes", batch.with_data(out))]
+        if emit_late:
+            empty = late_schema(batch.data.schema).empty_table()
+            items.append(("late", batch.with_data(late if late is not None else empty)))
+        return state, items
+
+    folded = op.stateful_flat_map("fold", values, fold)
+    tagged = op.key_rm("unkey", folded)
+    branches = op.branch("route", tagged, lambda item: item[0] == "changes")
+    return AggregateOut(
+        op.map("changes", branches.trues, lambda item: item[1]),
+        op.map("late", branches.falses, lambda item: item[1]),
+    )
+
+
+@operator
+def join(
+    step_id: str,
+    left: Stream[ChangeBatch],
+    right: Stream[ChangeBatch],
+    on: Sequence[str],
+    left_schema: pa.Schema,
+    right_schema: pa.Schema,
+    how: JoinHow = "inner",
+    partitions: int = 4,
+) -> Stream[ChangeBatch]:
+    """A regular stream-stream equi-join with retractions on both sides (``inner`` or ``left``).
+
+    Output columns: the left's, then the right's other than ``on``. A change on either side retracts
+    or adds every joined row it affects; for a left join, the null-padded row of a left row is
+    retracted when its first match arrives and restored when its last match goes.
+    """
+    keys = tuple(on)
+
+    def tag(side: str) -> Callable[[ChangeBatch], list[tuple[str, tuple[str, ChangeBatch]]]]:
+        def split(batch: ChangeBatch) -> list[tuple[str, tuple[str, ChangeBatch]]]:
+            return [(p, (side, b)) for p, b in split_by_partition(batch, keys, partitions)]
+
+        return split
+
+    lefts = op.flat_map("split_left", left, tag("left"))
+    rights = op.flat_map("split_right", right, tag("right"))
+    merged = op.merge("merge", lefts, rights)
+    keyed = op.key_on("key", merged, lambda item: item[0])
+    values = op.map_value("unwrap", keyed, lambda item: item[1])
+
+    def fold(state: JoinState | None, item: tuple[str, ChangeBatch]) -> tuple[JoinState, list[ChangeBatch]]:
+        side, batch = item
+        state = state or JoinState()
+        out = state.apply(
+            "left" if side == "left" else "right", batch.data, on=keys, how=how,
+            left_schema=left_schema, right_schema=right_schema,
+        )  # fmt: skip
+        return state, [batch.with_data(out)]
+
+    return op.key_rm("unkey", op.stateful_flat_map("fold", values, fold))
+
+
+class _DimCache:
+    """A lake table's latest snapshot for lookups, re-read when the table has a new version."""
+
+    def __init__(
+        self, table: str, catalog: CatalogSpec, columns: Sequence[str], refresh_interval: float
+    ) -> None:
+        self._name = table
+        self._catalog = catalog
+        self._columns = list(columns)
+        self._interval = refresh_interval
+        self._lock = threading.Lock()
+        self._table: LakeTable | None = None
+        self._rows: pa.Table | None = None
+        self._version = -1
+        self._checked = 0.0
+
+    def get(self) -> tuple[pa.Table, int]:
+        with self._lock:
+            now = time.monotonic()
+            if self._table is None:
+                self._table = open_catalog(self._catalog).load_table(self._name)
+            if self._rows is None or now - self._checked >= self._interval:
+                self._checked = now
+                version = self._table.refresh().version
+                if version != self._version or self._rows is None:
+                    self._rows = self._table.read(version=version, columns=self._columns)
+                    self._version = version
+            return self._rows, self._version
+
+
+@operator
+def lookup_join(
+    step_id: str,
+    up: Stream[ChangeBatch],
+    table: str,
+    on: Sequence[str],
+    columns: Sequence[str],
+    catalog: CatalogSpec = None,
+    refresh_interval: float = 1.0,
+) -> Stream[ChangeBatch]:
+    """Enrich changes with ``columns`` of a lake table's latest snapshot, matched on ``on`` (left join).
+
+    The snapshot is cached and re-read when the table has a new version (checked at most every
+    ``refresh_interval`` seconds). Like Flink's lookup join, earlier outputs are not revised when the
+    table changes; the version used is added to the batch's positions (lineage).
+    """
+    keys = list(on)
+    cache = _DimCache(table, catalog, [*keys, *[c for c in columns if c not in keys]], refresh_interval)
+
+    def enrich(batch: ChangeBatch) -> ChangeBatch:
+        dim, version = cache.get()
+        positions = {**batch.positions, position_key(table): version}
+        return ChangeBatch(lookup(batch.data, dim, keys, columns), positions)
+
+    return op.map("enrich", up, enrich)
+
+
+@operator
+def dedup(
+    step_id: str,
+    up: Stream[ChangeBatch],
+    keys: Sequence[str],
+    keep: Literal["first", "last"] = "last",
+    partitions: int = 4,
+) -> Stream[ChangeBatch]:
+    """One row per key: the first or latest, emitted as an exact changelog (repeats are dropped)."""
+    cols = tuple(keys)
+    split = op.flat_map("split", up, lambda batch: split_by_partition(batch, cols, partitions))
+    keyed = op.key_on("key", split, lambda item: item[0])
+    values = op.map_value("unwrap", keyed, lambda item: item[1])
+
+    def fold(state: DedupState | None, batch: ChangeBatch) -> tuple[DedupState, list[ChangeBatch]]:
+        state = state or DedupState(keep)
+        return state, [batch.with_data(state.apply(batch.data, cols))]
+
+    return op.key_rm("unkey", op.stateful_flat_map("fold", values, fold))
+
+
+@operator
+def filter_rows(step_id: str, up: Stream[ChangeBatch], where: Condition) -> Stream[ChangeBatch]:
+    """Keep rows passing ``where``; an update leaving or entering the filter becomes ``-D``/``+I``."""
+    return op.map("filter", up, lambda b: b.with_data(filter_changes(b.data, condition_mask(b.data, where))))
+
+
+@operator
+def map_rows(
+    step_id: str, up: Stream[ChangeBatch], fn: Callable[[pa.Table], pa.Table]
+) -> Stream[ChangeBatch]:
+    """Transform rows with a vectorized function (row in, row out); kinds are kept."""
+    return op.map("map", up, lambda b: b.with_data(map_changes(b.data, fn)))
+
+
+@operator
+def to_rows(step_id: str, up: Stream[ChangeBatch]) -> Stream[RowChange]:
+    """The friendly per-row view: one :class:`~flowlake.flow.batch.RowChange` per change."""
+    return op.flat_map("rows", up, rows)
+
+
+def drop_columns(batch: ChangeBatch, columns: Sequence[str]) -> ChangeBatch:
+    """A batch without some columns (missing ones are ignored)."""
+    present = [c for c in columns if c in batch.data.column_names]
+    return batch.with_data(batch.data.drop_columns(present)) if present else batch
+
+
+def late_rows(batch: ChangeBatch) -> ChangeBatch:
+    """Late changes shaped for a late-data table: ``change_seq`` (the input ``_seq``) keys each row."""
+    data = batch.data
+    seq = data.column(SEQ_COLUMN) if SEQ_COLUMN in data.column_names else pa.nulls(data.num_rows, pa.int64())
+    kind = data.column(KIND_COLUMN)
+    body = data.drop_columns([c for c in (KIND_COLUMN, SEQ_COLUMN) if c in data.column_names])
+    body = body.append_column("change_kind", kind).append_column("change_seq", seq)
+    return batch.with_data(body.append_column(KIND_COLUMN, pa.array(np.zeros(data.num_rows, np.int8))))

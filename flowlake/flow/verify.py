@@ -1,0 +1,179 @@
+"""Self-verification: recompute a dataflow's output in batch with DuckDB and diff it.
+
+A table written by :class:`~flowlake.flow.lake.LakeSink` records in every commit the input versions
+it covers (``sources``: ``{"table:dwd.orders_enriched": 12, ...}``). :func:`verify_table` reads the
+output at a version, runs the table's defining SQL (property ``flowlake.verify_sql``) over each input
+*at the version recorded in lineage*, and compares row by row on the primary key. Keys that late
+data froze (property ``flowlake.verify_exclude_sql``) are reported apart, not as differences.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from flowlake.catalog.catalog import Catalog
+from flowlake.errors import InvalidArgumentError
+from flowlake.names import TableName
+from flowlake.table.table import LakeTable
+
+VERIFY_SQL = "flowlake.verify_sql"
+VERIFY_EXCLUDE_SQL = "flowlake.verify_exclude_sql"
+_TABLE_REF = re.compile(r"\b([a-z_][a-z0-9_]*)\.([a-z_][a-z0-9_]*)\b")
+
+
+@dataclass(frozen=True, slots=True)
+class Difference:
+    """One key whose row differs: ``expected`` (batch) vs ``actual`` (table); None means absent."""
+
+    key: tuple[Any, ...]
+    expected: dict[str, Any] | None
+    actual: dict[str, Any] | None
+
+    def __str__(self) -> str:
+        if self.actual is None:
+            return f"missing {self.key}: expected {self.expected}"
+        if self.expected is None:
+            return f"extra {self.key}: {self.actual}"
+        cols = [c for c in self.expected if not _same(self.expected[c], self.actual.get(c))]
+        detail = ", ".join(f"{c}: expected {self.expected[c]!r} got {self.actual.get(c)!r}" for c in cols)
+        return f"differs {self.key}: {detail}"
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """What :func:`verify_table` compared and found."""
+
+    table: str
+    version: int
+    inputs: Mapping[str, int]
+    rows: int
+    differences: list[Difference] = field(default_factory=list)
+    excluded: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """Whether the table equals its batch recompute."""
+        return not self.differences
+
+
+def lineage(table: LakeTable, version: int | None = None) -> tuple[int, dict[str, int]]:
+    """``(commit version, {input table: version})`` from the newest commit at or before ``version``.
+
+    Commits without lineage (compaction, schema changes, or a write by hand) change nothing that
+    lineage describes, so a version is verified against the inputs of the newest flow commit before it.
+    """
+    head = table.refresh().version if version is None else version
+    for commit in reversed(table.history()):
+        if commit.version > head:
+            continue
+        sources = commit.summary.get("sources")
+        if sources:
+            found = {k.removeprefix("table:"): int(v) for k, v in sources.items() if k.startswith("table:")}
+            return commit.version, found
+    return 0, {}
+
+
+def table_property(catalog: Catalog, name: str, key: str) -> str | None:
+    """A table property (None if unset)."""
+    qualified = TableName.parse(name)
+    record = catalog.store.get_table(qualified.namespace, qualified.table)
+    return record.properties.get(key)
+
+
+def run_at(catalog: Catalog, sql: str, versions: Mapping[str, int], *, default_head: bool) -> pa.Table:
+    """Run ``sql`` with each ``namespace.table`` it names at ``versions`` (else head, or version 0)."""
+    known = set(catalog.list_tables())
+    con = duckdb.connect()
+    try:
+        con.execute("set TimeZone = 'UTC'")
+        for namespace, name in sorted({m.groups() for m in _TABLE_REF.finditer(sql)}):
+            qualified = f"{namespace}.{name}"
+            if qualified not in known:
+                continue
+            t = catalog.load_table(qualified)
+            version = versions.get(qualified, t.version if default_head else 0)
+            con.execute(f'create schema if not exists "{namespace}"')
+            con.register(f"__v_{namespace}_{name}", t.dataset(version=version))
+            con.execute(f'create view "{namespace}"."{name}" as select * from "__v_{namespace}_{name}"')
+        try:
+            return con.sql(sql).to_arrow_table()
+        except duckdb.Error as exc:
+            raise InvalidArgumentError(f"verification SQL failed: {exc}") from exc
+    finally:
+        con.close()
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
+    return bool(a == b)
+
+
+def _keyed(table: pa.Table, key: Sequence[str]) -> dict[tuple[Any, ...], dict[str, Any]]:
+    return {tuple(row[k] for k in key): row for row in table.to_pylist()}
+
+
+def _conform(result: pa.Table, schema: pa.Schema, name: str) -> pa.Table:
+    missing = [c for c in schema.names if c not in result.column_names]
+    if missing:
+        raise InvalidArgumentError(f"verification SQL of {name!r} does not produce columns {missing}")
+    columns = [result.column(f.name).cast(f.type) for f in schema]
+    return pa.Table.from_arrays(columns, names=schema.names)
+
+
+def verify_table(
+    catalog: Catalog, name: str, *, version: int | None = None, sql: str | None = None, limit: int = 1000
+) -> VerifyReport:
+    """Compare a table (at ``version``, default head) with its batch recompute at its input versions.
+
+    Raises:
+        InvalidArgumentError: The table has no defining SQL or no lineage yet.
+    """
+    table = catalog.load_table(name)
+    definition = sql or table_property(catalog, name, VERIFY_SQL)
+    if not definition:
+        raise InvalidArgumentError(
+            f"table {name!r} has no {VERIFY_SQL!r} property; pass the defining SQL (flowlake verify --sql)"
+        )
+    at = table.refresh().version if version is None else version
+    _, inputs = lineage(table, at)
+    if not inputs:
+        raise InvalidArgumentError(f"table {name!r} has no lineage yet: run its dataflow first")
+    actual = table.read(version=at)
+    expected = _conform(run_at(catalog, definition, inputs, default_head=False), actual.schema, name)
+    key = list(table.primary_key)
+    want, got = _keyed(expected, key), _keyed(actual, key)
+    excluded: set[tuple[Any, ...]] = set()
+    exclude_sql = table_property(catalog, name, VERIFY_EXCLUDE_SQL)
+    if exclude_sql:
+        frozen = run_at(catalog, exclude_sql, {}, default_head=True)
+        frozen = _conform(frozen, pa.schema([actual.schema.field(k) for k in key]), name)
+        excluded = set(_keyed(frozen, key))
+    differences: list[Difference] = []
+    for k in sorted(set(want) | set(got), key=repr):
+        if k in excluded:
+            continue
+        w, g = want.get(k), got.get(k)
+        if w is None or g is None or any(not _same(w[c], g.get(c)) for c in w):
+            differences.append(Difference(k, w, g))
+            if len(differences) >= limit:
+                break
+    return VerifyReport(
+        table=name, version=at, inputs=inputs, rows=actual.num_rows, differences=differences,
+        excluded=len(excluded & (set(want) | set(got))),
+    )  # fmt: skip
+
+
+def verify_history(catalog: Catalog, name: str) -> list[VerifyReport]:
+    """Verify every version of ``name`` that a commit with lineage produced."""
+    table = catalog.load_table(name)
+    return [
+        verify_table(catalog, name, version=c.version) for c in table.history() if c.summary.get("sources")
+    ]
