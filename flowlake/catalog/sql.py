@@ -125,6 +125,11 @@ class SqlMetaStore(AccessControl):
         other.principal = principal
         return other
 
+    def _forget_cached(self, table_id: int) -> None:
+        self._names.pop(table_id, None)
+        for key in [k for k in self._schema_cache if k[0] == table_id]:
+            del self._schema_cache[key]
+
     def _table_name(self, table_id: int) -> str:
         name = self._names.get(table_id)
         if name is None:
@@ -258,6 +263,7 @@ class SqlMetaStore(AccessControl):
                 self._audit(conn, "create_table", f"{namespace}.{name}", {"primary_key": list(primary_key)})
         except sa.exc.IntegrityError as exc:
             raise TableExistsError(f"{namespace}.{name}") from exc
+        self._forget_cached(int(table_id))  # catalogs from before AUTOINCREMENT may reuse ids
         return self.get_table(namespace, name)
 
     def drop_table(self, namespace: str, name: str) -> TableRecord:
@@ -269,6 +275,7 @@ class SqlMetaStore(AccessControl):
             for t in (files, commits, schemas, positions_table, consumers_table, commit_keys):
                 conn.execute(sa.delete(t).where(t.c.table_id == record.id))
             conn.execute(sa.delete(tables).where(tables.c.id == record.id))
+        self._forget_cached(record.id)
         return record
 
     def list_tables(self, namespace: str | None = None) -> list[str]:

@@ -37,6 +37,7 @@ tables = sa.Table(
     sa.Column("schema_id", sa.Integer, nullable=False),
     sa.Column("created_at", sa.BigInteger, nullable=False),
     sa.UniqueConstraint("namespace", "name", name="uq_flowlake_tables_name"),
+    sqlite_autoincrement=True,  # ids are never reused: caches keyed by table id stay valid
 )
 schemas = sa.Table(
     "flowlake_schemas",

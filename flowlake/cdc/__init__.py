@@ -1,8 +1,10 @@
-"""Change data capture: decode Debezium JSON change events into flowlake changelogs."""
+"""Change data capture: decode Debezium JSON, read MySQL/MariaDB binlogs and JSONL files, and ingest
+them into ODS lake tables exactly once (with dead letters for what cannot be ingested)."""
 
 from __future__ import annotations
 
 from flowlake.cdc.change import Change, SourceInfo, source_info
+from flowlake.cdc.deadletter import DEAD_LETTER_SCHEMA, count_dead_letters
 from flowlake.cdc.debezium import (
     DecodedBatch,
     DecodeFailure,
@@ -10,17 +12,45 @@ from flowlake.cdc.debezium import (
     decode,
     decode_batch,
 )
+from flowlake.cdc.ingest import IngestStats, OdsIngester, open_source, stored_position
+from flowlake.cdc.jsonl import JsonlSource
 from flowlake.cdc.logical_types import DecimalHandling, FieldDecoder
+from flowlake.cdc.mysql import CdcSourceError, MySqlSource
+from flowlake.cdc.source import (
+    ChangeGroup,
+    DeadLetter,
+    SnapshotProgress,
+    Source,
+    TableFilter,
+    TableSpec,
+    ods_table_name,
+)
 
 __all__ = [
+    "DEAD_LETTER_SCHEMA",
+    "CdcSourceError",
     "Change",
+    "ChangeGroup",
+    "DeadLetter",
     "DecimalHandling",
     "DecodeFailure",
     "DecodedBatch",
     "FieldDecoder",
+    "IngestStats",
+    "JsonlSource",
+    "MySqlSource",
+    "OdsIngester",
+    "SnapshotProgress",
+    "Source",
     "SourceInfo",
+    "TableFilter",
+    "TableSpec",
+    "count_dead_letters",
     "debezium_schema_to_arrow",
     "decode",
     "decode_batch",
+    "ods_table_name",
+    "open_source",
     "source_info",
+    "stored_position",
 ]

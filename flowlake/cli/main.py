@@ -156,6 +156,9 @@ def main(argv: list[str] | None = None) -> Any:
     debug = "--debug" in args
     if debug:
         args.remove("--debug")
+    from flowlake.runtime.observability import setup_from_env
+
+    setup_from_env()  # FLOWLAKE_METRICS_PORT / FLOWLAKE_LOG_FORMAT=json, for workers and ingesters
     try:
         return app(args, standalone_mode=False)
     except FlowlakeError as exc:
@@ -181,6 +184,7 @@ from flowlake.cli import (  # noqa: E402,F401
     admin_commands,
     catalog_commands,
     flow_commands,
+    ingest_commands,
 )
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ ConflictPolicy = Literal["retry", "fail", "merge-columns"]
 ``retry`` re-reads and re-applies (last writer wins), ``fail`` raises, ``merge-columns`` re-applies
 only when the two commits wrote disjoint columns (a column-level partial update), else raises."""
 
-_MAX_ATTEMPTS = 8
+_MAX_ATTEMPTS = 16
 
 
 def new_instant() -> str:

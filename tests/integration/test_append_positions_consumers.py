@@ -97,3 +97,14 @@ def test_consumers_pin_history_against_clean(catalog: fl.Catalog, orders: fl.Lak
     assert catalog.consumer_position("dwd_orders", "ods.orders") is None
     with pytest.raises(fl.InvalidNameError):
         catalog.register_consumer("bad name;", "ods.orders", 1)
+
+
+def test_recreated_tables_never_see_a_dropped_tables_schema(catalog: fl.Catalog) -> None:
+    first = catalog.create_table("ods.first", EVENTS, primary_key=None)
+    first.append(events(1, 3))
+    catalog.drop_table("ods.first")
+    stock = pa.schema([("sku", pa.string()), ("day", pa.date32())])
+    t = catalog.create_table("ods.stock", stock, primary_key=["sku"])
+    assert t.schema.names == ["sku", "day"]
+    t.apply(pa.table({"sku": ["a"], "day": [dt.date(2026, 1, 1)], "_kind": pa.array([0], pa.int8())}))
+    assert catalog.load_table("ods.stock").read().num_rows == 1

@@ -1,0 +1,265 @@
+"""CDC ingestion figures: decoding, Debezium JSONL → ODS, and MariaDB binlog → ODS with latency.
+
+1. Decode: ``--events`` Debezium messages of an orders table (60% inserts, 35% updates, 5% deletes),
+   decoded by a bare ``orjson.loads`` loop to tuples, by ``pyarrow.json`` with a schema, and by
+   flowlake's ``decode_batch`` (10k-message batches) and ``decode`` (per message).
+2. JSONL → ODS: the same messages as a file, ingested into an ODS table (changes/s end to end).
+3. Binlog → ODS (needs ``mariadbd``; a throwaway server is started): catch-up throughput over
+   ``--binlog-rows`` changes written while the ingester was stopped, then the latency from MariaDB
+   commit to ODS commit visible (p50/p99) while a writer commits at each of ``--rates`` changes/s.
+
+    python benchmarks/cdc_ingest.py [--events 200000] [--binlog-rows 100000] [--rates 1000,5000]
+        [--seconds 10] [--skip-binlog] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.json as pj
+
+import flowlake as fl
+from flowlake.cdc import decode, decode_batch
+from flowlake.cdc.ingest import OdsIngester
+from flowlake.cdc.jsonl import JsonlSource
+
+SOURCE = {"connector": "mysql", "db": "shop", "table": "orders", "file": "mysql-bin.000003", "pos": 1}
+ROW = pa.struct(
+    [("order_id", pa.int64()), ("customer", pa.int64()), ("status", pa.string()), ("amount", pa.float64())]
+)
+
+
+def messages(n: int, seed: int = 3) -> list[bytes]:
+    """Debezium payload-only messages: inserts of new keys, updates and deletes of live ones."""
+    rng = random.Random(seed)
+    live: dict[int, dict[str, Any]] = {}
+    keys: list[int] = []
+    out = []
+    for i in range(n):
+        r = rng.random()
+        if r < 0.6 or len(keys) < 100:
+            row = {"order_id": i, "customer": i % 997, "status": "new", "amount": float(i % 500)}
+            live[i] = row
+            keys.append(i)
+            m = {"op": "c", "before": None, "after": row}
+        elif r < 0.95:
+            k = keys[rng.randrange(len(keys))]
+            old = live[k]
+            new = {**old, "status": rng.choice(["paid", "sent", "done"]), "amount": old["amount"] + 1}
+            live[k] = new
+            m = {"op": "u", "before": old, "after": new}
+        else:
+            idx = rng.randrange(len(keys))
+            k = keys[idx]
+            keys[idx] = keys[-1]
+            keys.pop()
+            m = {"op": "d", "before": live.pop(k), "after": None}
+        out.append(orjson.dumps({**m, "source": SOURCE, "ts_ms": 1_700_000_000_000 + i}))
+    return out
+
+
+def rate(count: int, seconds: float) -> int:
+    return round(count / seconds) if seconds > 0 else 0
+
+
+def bench_decode(msgs: list[bytes]) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    rows = []
+    for m in msgs:  # the peer baseline: parse and pull the fields out into tuples
+        obj = orjson.loads(m)
+        image = obj["after"] or obj["before"]
+        rows.append((obj["op"], image["order_id"], image["customer"], image["status"], image["amount"]))
+    orjson_s = time.perf_counter() - t0
+
+    blob = b"\n".join(msgs)
+    schema = pa.schema([("op", pa.string()), ("before", ROW), ("after", ROW)])
+    options = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
+    t0 = time.perf_counter()
+    pj.read_json(io.BytesIO(blob), parse_options=options)
+    pyarrow_s = time.perf_counter() - t0
+
+    row_schema = pa.schema(list(ROW))
+    t0 = time.perf_counter()
+    changes = 0
+    for start in range(0, len(msgs), 10_000):
+        changes += decode_batch(msgs[start : start + 10_000], row_schema).table.num_rows
+    batch_s = time.perf_counter() - t0
+
+    sample = msgs[:50_000]
+    t0 = time.perf_counter()
+    for m in sample:
+        decode(m)
+    single_s = time.perf_counter() - t0
+    return {
+        "events": len(msgs),
+        "changes": changes,
+        "orjson_loop_events_per_s": rate(len(msgs), orjson_s),
+        "pyarrow_json_events_per_s": rate(len(msgs), pyarrow_s),
+        "decode_batch_events_per_s": rate(len(msgs), batch_s),
+        "decode_batch_changes_per_s": rate(changes, batch_s),
+        "decode_per_message_events_per_s": rate(len(sample), single_s),
+    }
+
+
+def bench_jsonl(msgs: list[bytes], tmp: Path) -> dict[str, Any]:
+    folder = tmp / "jsonl"
+    folder.mkdir()
+    (folder / "0001.jsonl").write_bytes(b"\n".join(msgs) + b"\n")
+    cat = fl.connect(catalog=f"sqlite:///{tmp / 'jsonl.db'}", warehouse=(tmp / "wh-jsonl").as_uri())
+    source = JsonlSource(str(folder), follow=False)
+    t0 = time.perf_counter()
+    stats = OdsIngester(cat, source, primary_keys={"shop.orders": ["order_id"]}, buckets=8).run(
+        until_idle=True
+    )
+    seconds = time.perf_counter() - t0
+    return {
+        "jsonl_messages": len(msgs),
+        "jsonl_ods_changes": stats.changes,
+        "jsonl_commits": stats.commits,
+        "jsonl_to_ods_messages_per_s": rate(len(msgs), seconds),
+    }
+
+
+WRITER = """
+import json, sys, time, pymysql
+port, per_second, seconds, first_id, out = sys.argv[1:]
+per_tick, next_id = max(1, int(per_second) // 100), int(first_id)
+conn = pymysql.connect(host="127.0.0.1", port=int(port), user="root", autocommit=True)
+cur, committed = conn.cursor(), {}
+start = tick = time.perf_counter()
+while time.perf_counter() - start < float(seconds):
+    ids = list(range(next_id, next_id + per_tick))
+    next_id += per_tick
+    rows = [(i, i % 997, "new", 1.5) for i in ids]
+    cur.executemany("INSERT INTO shop.orders VALUES (%s, %s, %s, %s)", rows)
+    now = time.time()
+    committed.update(dict.fromkeys(ids, now))
+    tick += 0.01
+    time.sleep(max(0.0, tick - time.perf_counter()))
+open(out, "w").write(json.dumps(committed))
+"""
+"""A writer in its own process (so that it does not share the GIL with the ingester): inserts at a
+target rate, one transaction every 10 ms, and records each row's commit time."""
+
+
+def bench_binlog(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    import pymysql
+
+    from flowlake.cdc.mysql import MySqlSource
+    from flowlake.cdc.testing import mariadb_binaries, running_mariadb
+
+    if mariadb_binaries() is None:
+        return {"binlog": "skipped: mariadbd not installed"}
+    figures: dict[str, Any] = {}
+    with running_mariadb(tmp) as server:
+        conn = pymysql.connect(host="127.0.0.1", port=server.port, user="root", autocommit=True)
+        cur = conn.cursor()
+        cur.execute("CREATE DATABASE shop")
+        cur.execute(
+            "CREATE TABLE shop.orders (id BIGINT PRIMARY KEY, customer INT, status VARCHAR(8), amount DOUBLE)"
+        )
+        cat = fl.connect(catalog=f"sqlite:///{tmp / 'binlog.db'}", warehouse=(tmp / "wh-binlog").as_uri())
+        url = f"{server.url}/shop"
+        OdsIngester(cat, MySqlSource(url)).run(until_idle=True)  # creates ods.orders, stores a position
+        n = args.binlog_rows
+        for start in range(0, n, 1000):  # 1000-row transactions: inserts, then updates of half of them
+            cur.executemany(
+                "INSERT INTO shop.orders VALUES (%s, %s, %s, %s)",
+                [(i, i % 997, "new", 1.0) for i in range(start, min(n, start + 1000))],
+            )
+        cur.execute("UPDATE shop.orders SET status = 'paid', amount = amount + 1 WHERE id % 2 = 0")
+        t0 = time.perf_counter()
+        stats = OdsIngester(cat, MySqlSource(url), buckets=8).run(until_idle=True)
+        seconds = time.perf_counter() - t0
+        figures["binlog_catchup_changes_big_tx"] = stats.changes
+        figures["binlog_to_ods_changes_per_s_big_tx"] = rate(stats.changes, seconds)
+        small = n // 10
+        for i in range(n, n + small):  # single-row transactions
+            cur.execute("INSERT INTO shop.orders VALUES (%s, %s, %s, %s)", (i, i % 997, "new", 1.0))
+        t0 = time.perf_counter()
+        stats = OdsIngester(cat, MySqlSource(url), buckets=8).run(until_idle=True)
+        seconds = time.perf_counter() - t0
+        figures["binlog_catchup_changes_1row_tx"] = stats.changes
+        figures["binlog_to_ods_changes_per_s_1row_tx"] = rate(stats.changes, seconds)
+        for per_second in args.rates:
+            first = n + small + per_second * 1000
+            figures.update(latency(cat, server.port, url, per_second, args.seconds, tmp, first_id=first))
+        conn.close()
+    return figures
+
+
+def latency(
+    cat: fl.Catalog, port: int, url: str, per_second: int, seconds: float, tmp: Path, *, first_id: int
+) -> dict[str, Any]:
+    from flowlake.cdc.mysql import MySqlSource
+
+    seen: dict[int, float] = {}
+
+    def on_commit(name: str, commit: fl.Commit, changelog: pa.Table) -> None:
+        seen.update(dict.fromkeys(changelog.column("id").to_pylist(), time.time()))
+
+    stop = threading.Event()
+    ingester = OdsIngester(cat, MySqlSource(url), max_latency_ms=50, on_commit=on_commit)
+    runner = threading.Thread(target=lambda: ingester.run(stop=stop, poll_timeout=0.005))
+    runner.start()
+    time.sleep(1.0)
+    out = tmp / f"writer-{per_second}.json"
+    args = [str(port), str(per_second), str(seconds), str(first_id), str(out)]
+    subprocess.run([sys.executable, "-c", WRITER, *args], check=True)  # noqa: S603 - our own code
+    time.sleep(1.0)
+    stop.set()
+    runner.join()
+    committed = {int(k): v for k, v in json.loads(out.read_text()).items()}
+    delays = sorted(seen[i] - t for i, t in committed.items() if i in seen)
+    key = f"at_{per_second}_per_s"
+    if not delays:
+        return {f"latency_{key}": "no changes seen"}
+    return {
+        f"written_{key}": len(committed),
+        f"achieved_rate_{key}": round(len(committed) / seconds),
+        f"seen_{key}": len(delays),
+        f"latency_p50_ms_{key}": round(statistics.median(delays) * 1000, 1),
+        f"latency_p99_ms_{key}": round(delays[min(len(delays) - 1, int(len(delays) * 0.99))] * 1000, 1),
+    }
+
+
+def main() -> None:
+    """Parse flags, run, print a table, optionally write JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--binlog-rows", type=int, default=100_000)
+    parser.add_argument("--rates", type=lambda s: [int(x) for x in s.split(",")], default=[1000, 5000])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--skip-binlog", action="store_true")
+    parser.add_argument("--json", default=None, help="write the figures to this path")
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="flowlake-cdc-bench-"))
+    msgs = messages(args.events)
+    figures: dict[str, Any] = {"machine": f"{platform.machine()} {platform.python_version()}"}
+    figures.update(bench_decode(msgs))
+    figures.update(bench_jsonl(msgs, tmp))
+    if not args.skip_binlog:
+        figures.update(bench_binlog(args, tmp))
+    width = max(len(k) for k in figures)
+    for key, value in figures.items():
+        print(f"{key:<{width}}  {value:,}" if isinstance(value, int) else f"{key:<{width}}  {value}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,306 @@
+"""Debezium JSON from JSONL files on any fsspec path: one message per line, a folder of growing files.
+
+The source reads a file, or every ``*.jsonl``/``*.json``/``*.ndjson`` file under a folder in name order,
+and tails them: a file is finished once a later file exists and it has been read to its end, and
+only complete lines (ending in a newline) of the newest file are read, so a writer may append
+while the source reads. Its position is ``{"file": path, "offset": bytes}`` just after the last line
+of a group, so a restart resumes at exactly that byte.
+
+Routing and grouping: each change goes to ``<source.db>.<source.table>`` (``<source.schema>.<table>``
+for connectors with schemas, such as Postgres). Changes that carry the same ``transaction.id`` form
+one group (one ODS commit per table); a group opened by a ``BEGIN`` event ends at its ``END`` event,
+and one without a ``BEGIN`` ends at the next change of another transaction or when the input runs
+dry. Consecutive changes without transaction metadata are grouped up to 1000 at a time (each is
+its own transaction, so grouping them only makes commits coarser). Lines that are not JSON, or
+cannot be routed, become dead letters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import fsspec
+import orjson
+
+from flowlake.cdc.debezium import debezium_schema_to_arrow
+from flowlake.cdc.source import ChangeGroup, DeadLetter, Order, TableFilter, TableSpec
+from flowlake.errors import CdcDecodeError, InvalidArgumentError
+
+_SUFFIXES: Final = (".jsonl", ".json", ".ndjson")
+_TX_STATUS: Final = frozenset({"BEGIN", "END"})
+_LOOSE: Final = 1000
+"""Consecutive changes without transaction metadata that may share one group (each is atomic alone)."""
+
+
+@dataclass(slots=True)
+class _OpenGroup:
+    txid: str | None
+    begun: bool
+    group: ChangeGroup
+    count: int = 0
+
+
+@dataclass(slots=True)
+class _Cursor:
+    file: str = ""
+    offset: int = 0
+    blocks: dict[str, Any] = field(default_factory=dict)
+
+
+class JsonlSource:
+    """Tail Debezium JSON lines from a file or folder on any fsspec filesystem.
+
+    Args:
+        url: A file or folder: ``file:///data/cdc``, ``s3://bucket/cdc/``, a local path, …
+        tables: Which ``db.table`` to take (glob patterns); others are skipped.
+        storage_options: Passed to fsspec.
+        follow: Keep tailing for new lines and files (else :meth:`caught_up` is true at the end).
+        read_bytes: How much to read per poll.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        tables: str | Sequence[str] | None = None,
+        storage_options: Mapping[str, Any] | None = None,
+        follow: bool = True,
+        read_bytes: int = 8 << 20,
+    ) -> None:
+        self.url = url
+        self.fs, self.root = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
+        self.filter = TableFilter.parse(tables)
+        self.follow = follow
+        self.read_bytes = read_bytes
+        self._cursor = _Cursor()
+        self._open: _OpenGroup | None = None
+        self._idle = False
+
+    @property
+    def key(self) -> str:
+        """``jsonl:<url>``."""
+        return f"jsonl:{self.url}"
+
+    def order_of(self, position: Mapping[str, Any]) -> Order:
+        """``(file, offset)``."""
+        return (str(position.get("file", "")), int(position.get("offset", 0)))
+
+    def start(
+        self, resume: Mapping[str, Mapping[str, Any] | None], *, also: Sequence[Mapping[str, Any]] = ()
+    ) -> dict[str, Any]:
+        """Start at the oldest stored position (the beginning if there is none)."""
+        known = [p for p in [*resume.values(), *also] if p is not None]
+        if any(p is None for p in resume.values()) or not known:
+            self._cursor = _Cursor()
+        else:
+            file, offset = min(self.order_of(p) for p in known)
+            self._cursor = _Cursor(file, offset)
+        return {"file": self._cursor.file, "offset": self._cursor.offset}
+
+    def describe(self, source_table: str) -> TableSpec | None:
+        """Unknown up front: shapes come from schema blocks (in groups) or are inferred."""
+        return None
+
+    def caught_up(self) -> bool:
+        """Whether the last poll found no complete line left to read.
+
+        A transaction opened by ``BEGIN`` whose ``END`` has not arrived stays unread (its lines are
+        read again after a restart), so that it still lands in one commit.
+        """
+        return self._idle
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    # -- reading --------------------------------------------------------------------------------------
+
+    def _files(self) -> list[str]:
+        if self.fs.isfile(self.root):
+            return [self.root]
+        if not self.fs.exists(self.root):
+            return []
+        found = [str(p) for p in self.fs.find(self.root) if str(p).endswith(_SUFFIXES)]
+        return sorted(found)
+
+    def poll(self, timeout: float) -> list[ChangeGroup]:
+        """Read the next complete lines; wait up to ``timeout`` when there are none."""
+        files = [f for f in self._files() if f >= self._cursor.file]
+        groups: list[ChangeGroup] = []
+        consumed = 0
+        for name in files:
+            if name != self._cursor.file:
+                self._cursor.file, self._cursor.offset = name, 0
+            data = self._read(name)
+            more = len(data) >= self.read_bytes
+            newest = name == files[-1]
+            # the newest file may be mid-append: take complete lines only; a finished file all of it
+            end = data.rfind(b"\n") + 1 if newest or more else len(data)
+            if end:
+                self._lines(data[:end], groups)
+                consumed += end
+            if newest or more:
+                break
+        self._idle = consumed == 0
+        current = self._open
+        if current is not None and not current.begun and (self._idle or current.txid is None):
+            groups.append(self._close_open())  # see the module doc: when groups without BEGIN end
+        if not groups and self.follow:
+            time.sleep(timeout)
+        return groups
+
+    def _read(self, name: str) -> bytes:
+        with self.fs.open(name, "rb") as f:
+            f.seek(self._cursor.offset)
+            data: bytes = f.read(self.read_bytes)
+        return data
+
+    def _lines(self, data: bytes, groups: list[ChangeGroup]) -> None:
+        start = 0
+        base = self._cursor.offset
+        while start < len(data):
+            nl = data.find(b"\n", start)
+            stop = len(data) if nl < 0 else nl + 1
+            line = data[start:stop].rstrip(b"\r\n")
+            self._cursor.offset = base + stop
+            if line.strip():
+                self._line(line, groups)
+            elif self._open is None:
+                groups.append(self._empty())
+            start = stop
+
+    def _position(self) -> dict[str, Any]:
+        return {"file": self._cursor.file, "offset": self._cursor.offset}
+
+    def _empty(self) -> ChangeGroup:
+        position = self._position()
+        return ChangeGroup(position, self.order_of(position))
+
+    def _close_open(self) -> ChangeGroup:
+        assert self._open is not None
+        group = self._open.group
+        self._open = None
+        return group
+
+    def _line(self, line: bytes, groups: list[ChangeGroup]) -> None:
+        try:
+            obj = orjson.loads(line)
+            payload, block = _payload(obj)
+        except (orjson.JSONDecodeError, CdcDecodeError) as exc:
+            self._emit_dead(line, None, f"line is not a Debezium message: {exc}", groups)
+            return
+        if payload is None:
+            self._advance(groups)
+            return
+        status = payload.get("status")
+        if "op" not in payload and status in _TX_STATUS:
+            self._transaction_event(payload, status, groups)
+            return
+        try:
+            table = _route(payload)
+        except CdcDecodeError as exc:
+            self._emit_dead(line, None, str(exc), groups)
+            return
+        if not self.filter(table):
+            self._advance(groups)
+            return
+        txid = _txid(payload)
+        current = self._open
+        if current is not None and (txid != current.txid or (txid is None and current.count >= _LOOSE)):
+            groups.append(self._close_open())
+        if self._open is None:
+            position = self._position()
+            self._open = _OpenGroup(txid, False, ChangeGroup(position, self.order_of(position)))
+        group = self._open.group
+        group.position = self._position()
+        group.order = self.order_of(group.position)
+        group.messages.setdefault(table, []).append((line, obj))
+        self._open.count += 1
+        if block is not None and block != self._cursor.blocks.get(table):
+            self._cursor.blocks[table] = block
+            with contextlib.suppress(CdcDecodeError):  # the decoder reports the message itself
+                group.schemas[table] = TableSpec(table, debezium_schema_to_arrow(block), ())
+
+    def _transaction_event(self, payload: dict[str, Any], status: str, groups: list[ChangeGroup]) -> None:
+        txid = payload.get("id")
+        txid = str(txid) if txid is not None else None
+        if status == "BEGIN":
+            if self._open is not None:
+                groups.append(self._close_open())
+            position = self._position()
+            self._open = _OpenGroup(txid, True, ChangeGroup(position, self.order_of(position)))
+            return
+        if self._open is not None and self._open.txid == txid:
+            group = self._close_open()
+            group.position = self._position()
+            group.order = self.order_of(group.position)
+            groups.append(group)
+        else:
+            self._advance(groups)
+
+    def _advance(self, groups: list[ChangeGroup]) -> None:
+        """A line without changes: move the open group's end (or emit an empty group) past it."""
+        if self._open is not None:
+            self._open.group.position = self._position()
+            self._open.group.order = self.order_of(self._open.group.position)
+        else:
+            groups.append(self._empty())
+
+    def _emit_dead(self, line: bytes, table: str | None, error: str, groups: list[ChangeGroup]) -> None:
+        """Attach a dead letter to the open group, or emit it in a group of its own."""
+        if self._open is not None and not self._open.begun:
+            groups.append(self._close_open())
+        if self._open is not None:
+            self._advance(groups)
+            self._open.group.dead.append(DeadLetter(line, self._position(), table, error))
+            return
+        group = self._empty()
+        group.dead.append(DeadLetter(line, self._position(), table, error))
+        groups.append(group)
+
+
+def _payload(obj: Any) -> tuple[dict[str, Any] | None, Any]:
+    if obj is None:
+        return None, None
+    if type(obj) is not dict:
+        raise CdcDecodeError(f"expected a JSON object, got {type(obj).__name__}")
+    if "op" in obj or "payload" not in obj:
+        return obj, None
+    payload = obj["payload"]
+    if payload is None:
+        return None, None
+    if type(payload) is not dict:
+        raise CdcDecodeError("'payload' is not an object")
+    return payload, obj.get("schema")
+
+
+def _route(payload: dict[str, Any]) -> str:
+    src = payload.get("source")
+    if type(src) is not dict:
+        raise CdcDecodeError("message has no 'source' block, so its table is unknown")
+    table = src.get("table")
+    owner = src.get("schema") or src.get("db")
+    if type(table) is not str or type(owner) is not str or not table:
+        raise CdcDecodeError(
+            "message's 'source' block lacks 'db'/'schema' or 'table', so its table is unknown"
+        )
+    return f"{owner}.{table}"
+
+
+def _txid(payload: dict[str, Any]) -> str | None:
+    block = payload.get("transaction")
+    if type(block) is not dict:
+        return None
+    value = block.get("id")
+    return None if value is None else str(value)
+
+
+def jsonl_source_from_url(url: str, **options: Any) -> JsonlSource:
+    """A :class:`JsonlSource` for ``url`` (``debezium-jsonl:`` prefix allowed)."""
+    url = url.removeprefix("debezium-jsonl:")
+    if not url:
+        raise InvalidArgumentError("a debezium-jsonl source needs a path or URL, e.g. file:///data/cdc")
+    return JsonlSource(url, **options)

@@ -1,0 +1,217 @@
+"""What a CDC source hands the ODS ingester: transaction groups of changes, with their positions.
+
+A *source* (a binlog reader, a JSONL tailer, …) turns its input into :class:`ChangeGroup` values, one
+per source transaction (or snapshot chunk), in log order. A group is all-or-nothing: the ingester
+puts all of a group's changes for one ODS table into one commit, together with the group's
+:attr:`ChangeGroup.position`, so a restart resumes exactly after the last committed group.
+
+Positions are JSON-able dicts (stored in the commit's ``sources`` under the source's
+:attr:`Source.key`); :attr:`ChangeGroup.order` is the same position as a comparable tuple, which the
+ingester uses to skip groups an ODS table already holds.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol
+
+import pyarrow as pa
+
+from flowlake.errors import InvalidArgumentError
+
+Order = tuple[Any, ...]
+"""A position as a tuple that sorts in log order."""
+
+_NAME_CHARS: Final = re.compile(r"[^a-z0-9_]+")
+
+
+@dataclass(frozen=True, slots=True)
+class TableSpec:
+    """The shape of a source table, from which its ODS table is created or evolved.
+
+    Attributes:
+        source_table: ``db.table`` in the source.
+        schema: Arrow schema of the rows (every column nullable except the key).
+        primary_key: Key columns.
+    """
+
+    source_table: str
+    schema: pa.Schema
+    primary_key: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A record that could not be decoded or does not fit its table.
+
+    Attributes:
+        raw: The record as the source gave it (a JSONL line, or a binlog row as JSON).
+        position: Where it was read (JSON-able).
+        source_table: ``db.table`` if known.
+        error: What is wrong with it.
+    """
+
+    raw: bytes
+    position: Mapping[str, Any]
+    source_table: str | None
+    error: str
+
+
+@dataclass(slots=True)
+class ChangeGroup:
+    """The changes of one source transaction (or snapshot chunk), in order.
+
+    Attributes:
+        position: JSON-able position just after this group; stored with the commit that holds it.
+        order: ``position`` as a sortable tuple.
+        rows: Per source table, decoded changes as ``(kind, row)`` (kind: 0 +I, 1 -U, 2 +U, 3 -D).
+        messages: Per source table, undecoded Debezium messages as ``(raw bytes, parsed object)``.
+        dead: Records of this group that could not be routed or decoded.
+        schemas: Source tables whose shape changed in (or before) this group, with the new shape.
+        extras: Per source table, state to store next to the position (e.g. snapshot progress).
+        source_ts_ms: When the source committed the group (for latency figures), if known.
+    """
+
+    position: dict[str, Any]
+    order: Order
+    rows: dict[str, list[tuple[int, dict[str, Any]]]] = field(default_factory=dict)
+    messages: dict[str, list[tuple[bytes, Any]]] = field(default_factory=dict)
+    dead: list[DeadLetter] = field(default_factory=list)
+    schemas: dict[str, TableSpec] = field(default_factory=dict)
+    extras: dict[str, dict[str, Any]] = field(default_factory=dict)
+    source_ts_ms: int | None = None
+
+    @property
+    def size(self) -> int:
+        """Number of changes and dead letters in the group."""
+        return (
+            sum(len(v) for v in self.rows.values())
+            + sum(len(v) for v in self.messages.values())
+            + len(self.dead)
+        )
+
+    @property
+    def tables(self) -> set[str]:
+        """Source tables the group touches."""
+        return set(self.rows) | set(self.messages) | set(self.schemas) | set(self.extras)
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotProgress:
+    """How far an initial snapshot has got, for progress bars."""
+
+    table: str
+    rows: int
+    estimated_rows: int
+    chunks: int
+    done: bool
+
+
+ProgressCallback = Callable[[SnapshotProgress], None]
+"""Called by a source after each snapshot chunk."""
+
+
+class Source(Protocol):
+    """A CDC source the ingester can drive."""
+
+    @property
+    def key(self) -> str:
+        """The name its positions are stored under in commits (e.g. ``mysql://127.0.0.1:3306``)."""
+        ...
+
+    def order_of(self, position: Mapping[str, Any]) -> Order:
+        """A stored position as a sortable tuple."""
+        ...
+
+    def start(
+        self, resume: Mapping[str, Mapping[str, Any] | None], *, also: Sequence[Mapping[str, Any]] = ()
+    ) -> dict[str, Any]:
+        """Begin reading; return the position reading starts from.
+
+        ``resume`` maps each known source table to its ODS table's stored position; ``also`` lists
+        further stored positions (the dead-letter table's) that reading must not start after.
+        """
+        ...
+
+    def poll(self, timeout: float) -> list[ChangeGroup]:
+        """The groups ready now, in log order; waits up to ``timeout`` seconds when there are none."""
+        ...
+
+    def describe(self, source_table: str) -> TableSpec | None:
+        """The shape of a source table, if the source knows it (else the ingester infers it)."""
+        ...
+
+    def caught_up(self) -> bool:
+        """Whether everything the source holds right now has been returned by :meth:`poll`."""
+        ...
+
+    def close(self) -> None:
+        """Release connections and threads."""
+        ...
+
+
+# --- table selection and naming ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TableFilter:
+    """Select source tables by ``db.table`` glob patterns (``shop.*``, ``*.orders``); ``!`` excludes."""
+
+    patterns: tuple[str, ...] = ("*.*",)
+
+    @classmethod
+    def parse(cls, patterns: str | Sequence[str] | None) -> TableFilter:
+        """From a comma-separated string or a sequence of patterns; ``None`` selects every table."""
+        if patterns is None:
+            return cls()
+        items = patterns.split(",") if isinstance(patterns, str) else list(patterns)
+        cleaned = tuple(p.strip() for p in items if p.strip())
+        for p in cleaned:
+            if "." not in p.lstrip("!"):
+                raise InvalidArgumentError(
+                    f"table pattern {p!r} needs the form db.table (globs allowed, e.g. 'shop.*')"
+                )
+        return cls(cleaned or ("*.*",))
+
+    def __call__(self, source_table: str) -> bool:
+        return _matches(self.patterns, source_table)
+
+    @property
+    def databases(self) -> list[str] | None:
+        """The databases named literally by the patterns, or ``None`` if a pattern globs the database."""
+        dbs: list[str] = []
+        for p in self.patterns:
+            if p.startswith("!"):
+                continue
+            db = p.split(".", 1)[0]
+            if any(ch in db for ch in "*?["):
+                return None
+            dbs.append(db)
+        return sorted(set(dbs))
+
+
+@functools.lru_cache(maxsize=4096)
+def _matches(patterns: tuple[str, ...], source_table: str) -> bool:
+    name = source_table.lower()
+    included = any(fnmatch.fnmatchcase(name, p.lower()) for p in patterns if not p.startswith("!"))
+    excluded = any(fnmatch.fnmatchcase(name, p[1:].lower()) for p in patterns if p.startswith("!"))
+    return included and not excluded
+
+
+def ods_table_name(namespace: str, source_table: str, template: str = "{table}") -> str:
+    """The ODS table for a source table: ``namespace.`` + the template filled with ``db``/``table``.
+
+    Names are lowercased and characters outside ``[a-z0-9_]`` become ``_``.
+    """
+    db, _, table = source_table.partition(".")
+    if not table:
+        db, table = "", db
+    name = template.format(db=db, table=table).lower()
+    name = _NAME_CHARS.sub("_", name).strip("_") or "t"
+    if name[0].isdigit():
+        name = "t_" + name
+    return f"{namespace}.{name[:63]}"

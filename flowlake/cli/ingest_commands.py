@@ -1,0 +1,135 @@
+"""``flowlake ingest``: CDC from MySQL/MariaDB or Debezium JSON lines into ODS tables."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from types import FrameType
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from flowlake.cli.main import CatalogOpt, WarehouseOpt, _connect, app, console
+from flowlake.errors import InvalidArgumentError
+
+
+def _primary_keys(values: list[str] | None) -> dict[str, list[str]]:
+    keys: dict[str, list[str]] = {}
+    for item in values or []:
+        table, sep, cols = item.partition("=")
+        if not sep or "." not in table or not cols:
+            raise InvalidArgumentError(f"--primary-key takes db.table=col[,col], got {item!r}")
+        keys[table.strip()] = [c.strip() for c in cols.split(",") if c.strip()]
+    return keys
+
+
+class _SnapshotBars:
+    """One rich progress bar per table being snapshotted: rows, chunks, ETA."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.tasks: dict[str, TaskID] = {}
+
+    def __call__(self, update: object) -> None:
+        from flowlake.cdc.source import SnapshotProgress
+
+        if not isinstance(update, SnapshotProgress):
+            return
+        task = self.tasks.get(update.table)
+        total = update.rows if update.done else max(update.estimated_rows, update.rows + 1)
+        if task is None:
+            task = self.tasks[update.table] = self.progress.add_task(update.table, total=total, chunks=0)
+        self.progress.update(task, completed=update.rows, total=total, chunks=update.chunks)
+
+
+@app.command()
+def ingest(
+    source: Annotated[
+        str,
+        typer.Option(
+            "--source",
+            help="mysql://user:pw@host:3306/db, or 'debezium-jsonl' followed by the path/URL of the files.",
+        ),
+    ],
+    location: Annotated[
+        str | None, typer.Argument(help="For --source debezium-jsonl: the file or folder (fsspec URL).")
+    ] = None,
+    tables: Annotated[
+        str | None, typer.Option(help="db.table glob patterns, comma-separated (default: <db>.*).")
+    ] = None,
+    namespace: Annotated[str, typer.Option(help="ODS namespace.")] = "ods",
+    table_template: Annotated[str, typer.Option(help="ODS table name from {db} and {table}.")] = "{table}",
+    primary_key: Annotated[
+        list[str] | None, typer.Option(help="db.table=col[,col] for sources without keys (repeatable).")
+    ] = None,
+    max_rows: Annotated[int, typer.Option(help="Commit once this many changes are buffered.")] = 10_000,
+    max_latency_ms: Annotated[int, typer.Option(help="Commit once the oldest change is this old.")] = 500,
+    chunk_size: Annotated[int, typer.Option(help="Rows per snapshot chunk.")] = 5000,
+    snapshot: Annotated[str, typer.Option(help="initial (snapshot then stream) or never.")] = "initial",
+    buckets: Annotated[int, typer.Option(help="Buckets of new ODS tables.")] = 4,
+    until_idle: Annotated[
+        bool, typer.Option(help="Exit once caught up (snapshot done, log drained).")
+    ] = False,
+    duration: Annotated[float | None, typer.Option(help="Exit after this many seconds.")] = None,
+    catalog: CatalogOpt = None,
+    warehouse: WarehouseOpt = None,
+) -> None:
+    """Ingest CDC into ODS tables, exactly once; resumes from the positions stored in the tables."""
+    from flowlake.cdc.deadletter import count_dead_letters
+    from flowlake.cdc.ingest import OdsIngester, open_source
+
+    if source in ("debezium-jsonl", "jsonl"):
+        if not location:
+            raise InvalidArgumentError("--source debezium-jsonl needs the files' path, e.g. file:///data/cdc")
+        url = f"debezium-jsonl:{location}"
+    else:
+        url = source
+    cat = _connect(catalog, warehouse)
+    progress = Progress(
+        TextColumn("snapshot [bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:,.0f}/{task.total:,.0f} rows, {task.fields[chunks]} chunks"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+    bars = _SnapshotBars(progress)
+    src = open_source(url, tables=tables, chunk_size=chunk_size, snapshot=snapshot, on_progress=bars)
+    ingester = OdsIngester(
+        cat, src, namespace=namespace, table_template=table_template,
+        primary_keys=_primary_keys(primary_key), max_rows=max_rows, max_latency_ms=max_latency_ms,
+        buckets=buckets,
+    )  # fmt: skip
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = signal.signal(signal.SIGTERM, on_signal)
+    try:
+        with progress:
+            stats = ingester.run(until_idle=until_idle, duration=duration, stop=stop)
+    except KeyboardInterrupt:
+        stats = ingester.stats
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    view = Table(title=f"ingested from {src.key}")
+    for column in ("table", "changes"):
+        view.add_column(column)
+    for name, count in sorted(stats.tables.items()):
+        view.add_row(name, f"{count:,}")
+    console.print(view)
+    console.print(
+        f"{stats.groups:,} transaction groups, {stats.changes:,} changes in {stats.commits:,} commits "
+        f"({stats.skipped_groups:,} groups already committed, skipped); "
+        f"{stats.dead_letters:,} new dead letters"
+    )
+    dead = count_dead_letters(cat, namespace)
+    if dead:
+        summary = ", ".join(f"{table}: {n:,}" for table, n in sorted(dead.items()))
+        console.print(f"[yellow]dead letters in {namespace}._dead_letter[/]: {summary}")
+    else:
+        console.print(f"no dead letters in {namespace}._dead_letter")

@@ -1,0 +1,119 @@
+"""The snapshot/stream handover of the binlog source, driven without a server.
+
+A chunk read between watermarks L and H must be emitted exactly when the stream reaches H: after
+every event up to H, before any event after it, without the keys that events in (L, H] touched.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from flowlake.cdc.mysql import MySqlSource, _Chunk, _Snap, _TxItem
+from flowlake.cdc.mysql_schema import MySqlUrl, arrow_type
+from flowlake.cdc.source import ChangeGroup, TableSpec
+from flowlake.errors import InvalidArgumentError
+
+SPEC = TableSpec("db.t", pa.schema([pa.field("id", pa.int64(), nullable=False), ("v", pa.string())]), ("id",))
+
+
+def source_with_chunk(low: int, high: int, rows: dict[int, str], *, pos: int = 100) -> MySqlSource:
+    src = MySqlSource("mysql://root@127.0.0.1:1/db")
+    src._pos = ("f.000001", pos)
+    src._snaps = {"db.t": _Snap(SPEC)}
+    src._specs = {"db.t": SPEC}
+    src._chunk = _Chunk(
+        "db.t",
+        {(k,): {"id": k, "v": v} for k, v in rows.items()},
+        ("f.000001", low),
+        ("f.000001", high),
+        [max(rows)],
+        True,
+        len(rows),
+    )
+    return src
+
+
+def tx(pos: int, *changes: tuple[int, int, str]) -> _TxItem:
+    return _TxItem("f.000001", pos, None, [("db.t", kind, {"id": k, "v": v}) for kind, k, v in changes])
+
+
+def summary(groups: list[ChangeGroup]) -> list[Any]:
+    return [
+        (
+            "chunk" if "sub" in g.position else g.position["pos"],
+            sorted((kind, row["id"], row["v"]) for kind, row in g.rows.get("db.t", [])),
+        )
+        for g in groups
+    ]
+
+
+def test_chunk_waits_for_the_high_watermark_and_drops_keys_changed_in_the_window() -> None:
+    src = source_with_chunk(100, 300, {1: "a", 2: "b", 3: "c"})
+    for item in (
+        tx(150, (2, 1, "a2")),  # in (L, H]: key 1 is newer in the stream than in the chunk
+        tx(300, (3, 3, "c")),  # at H: key 3 deleted
+        tx(350, (2, 2, "b2")),  # after H: must come after the chunk
+    ):
+        src._queue.append(item)
+    groups = src.poll(0.01)
+    assert summary(groups) == [
+        (150, [(2, 1, "a2")]),
+        (300, [(3, 3, "c")]),
+        ("chunk", [(0, 2, "b")]),
+        (350, [(2, 2, "b2")]),
+    ]
+    assert groups[2].extras["db.t"]["snapshot"] == {"done": True, "after": [3], "rows": 3, "chunks": 1}
+    assert groups[2].order > groups[1].order and groups[2].order < groups[3].order
+    assert src.snapshot_pending == []
+
+
+def test_chunk_is_held_until_a_position_reaches_high() -> None:
+    src = source_with_chunk(100, 300, {1: "a"})
+    src._queue.append(tx(200, (0, 9, "z")))
+    assert summary(src.poll(0.01)) == [(200, [(0, 9, "z")])]  # not yet at H
+    assert src._chunk is not None
+    src._queue.append(("f.000001", 300))  # a heartbeat or a filtered event at H
+    assert summary(src.poll(0.01)) == [("chunk", [(0, 1, "a")])]
+
+
+def test_a_chunk_at_the_current_position_is_emitted_at_once() -> None:
+    src = source_with_chunk(100, 100, {1: "a"}, pos=100)
+    assert summary(src.poll(0.01)) == [("chunk", [(0, 1, "a")])]
+
+
+def test_positions_sort_by_file_then_offset_then_chunk() -> None:
+    src = MySqlSource("mysql://root@127.0.0.1:1/db")
+    a = src.order_of({"file": "mysql-bin.000001", "pos": 900})
+    b = src.order_of({"file": "mysql-bin.000002", "pos": 4})
+    c = src.order_of({"file": "mysql-bin.000002", "pos": 4, "sub": 7})
+    assert a < b < c
+
+
+def test_urls_and_types() -> None:
+    url = MySqlUrl.parse("mysql://app:p%40ss@db.example:3307/shop")
+    assert (url.user, url.password, url.host, url.port, url.database) == (
+        "app",
+        "p@ss",
+        "db.example",
+        3307,
+        "shop",
+    )
+    assert url.key == "mysql://db.example:3307"
+    with pytest.raises(InvalidArgumentError, match="mysql://"):
+        MySqlUrl.parse("postgres://x")
+
+    def t(data_type: str, column_type: str = "", p: int | None = None, s: int | None = None) -> pa.DataType:
+        info = {"data_type": data_type, "column_type": column_type or data_type, "numeric_precision": p}
+        return arrow_type({**info, "numeric_scale": s})
+
+    assert t("bigint", "bigint(20) unsigned") == pa.uint64()
+    assert t("int") == pa.int32()
+    assert t("decimal", "decimal(12,2)", 12, 2) == pa.decimal128(12, 2)
+    assert t("decimal", "decimal(65,4)", 65, 4) == pa.decimal256(65, 4)
+    assert t("datetime") == pa.timestamp("us")
+    assert t("timestamp") == pa.timestamp("us", tz="UTC")
+    assert t("time") == pa.duration("us")
+    assert t("varchar") == pa.string() and t("enum") == pa.string() and t("blob") == pa.binary()
