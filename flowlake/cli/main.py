@@ -33,15 +33,30 @@ def _connect(catalog: str | None, warehouse: str | None) -> fl.Catalog:
 def demo(
     catalog: CatalogOpt = None,
     warehouse: WarehouseOpt = None,
-    rows: Annotated[int, typer.Option(help="Orders in the initial load.")] = 100_000,
-    batches: Annotated[int, typer.Option(help="Change batches to upsert.")] = 10,
-    batch_size: Annotated[int, typer.Option(help="Changes per batch.")] = 10_000,
+    duration: Annotated[float, typer.Option(help="Seconds of generated changes before verifying.")] = 30.0,
+    rounds: Annotated[int | None, typer.Option(help="Run exactly this many change rounds instead.")] = None,
+    follow: Annotated[bool, typer.Option(help="Keep generating until Ctrl-C.")] = False,
+    table_only: Annotated[bool, typer.Option("--table-only", help="Only the lake-table demo.")] = False,
+    rows: Annotated[int, typer.Option(help="--table-only: orders in the initial load.")] = 100_000,
+    batches: Annotated[int, typer.Option(help="--table-only: change batches to upsert.")] = 10,
+    batch_size: Annotated[int, typer.Option(help="--table-only: changes per batch.")] = 10_000,
 ) -> None:
-    """Run the demo job on the embedded default (./.flowlake) and print what it did."""
-    from flowlake.demo.job import run_demo
+    """The main job on the embedded default: generated shop CDC -> ODS -> DWD -> DWS, then verify."""
+    cat = _connect(catalog, warehouse)
+    if table_only:
+        from flowlake.demo.job import run_demo
 
-    result = run_demo(_connect(catalog, warehouse), initial_rows=rows, batches=batches, batch_size=batch_size)
-    if not result.verified:
+        result = run_demo(cat, initial_rows=rows, batches=batches, batch_size=batch_size)
+        if not result.verified:
+            raise typer.Exit(1)
+        return
+    from flowlake.demo.pipeline import run_pipeline_demo
+
+    try:
+        outcome = run_pipeline_demo(cat, duration=duration, rounds=rounds, follow=follow, console=console)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    if not outcome.verified:
         raise typer.Exit(1)
 
 

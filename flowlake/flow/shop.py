@@ -13,10 +13,12 @@ Each output table stores the DuckDB SQL that recomputes it in batch (property
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import bytewax.operators as op
@@ -269,3 +271,24 @@ def shops_table(shops: int, *, seed: int = 11) -> pa.Table:
 def as_changelog(rows: pa.Table, kind: RowKind = RowKind.INSERT) -> pa.Table:
     """Rows as a changelog of one kind."""
     return rows.append_column(KIND_COLUMN, pa.array(np.full(rows.num_rows, int(kind), np.int8)))
+
+
+def run_to_head(catalog: Catalog, recovery: Path | None = None, *, horizon: str = "2h") -> None:
+    """Run the three shop flows in this process, each up to its inputs' current head.
+
+    With ``recovery`` (a folder), each flow keeps bytewax recovery state in a sub-folder, so the next
+    call resumes where this one ended instead of replaying the inputs' history.
+    """
+    from bytewax.recovery import RecoveryConfig, init_db_dir
+    from bytewax.testing import run_main
+
+    options = FlowOptions(catalog=catalog, stop="head", horizon=horizon)
+    for build in (dwd_orders_flow, dws_shop_minute_flow, dws_city_day_flow):
+        config = None
+        if recovery is not None:
+            folder = recovery / build.__name__
+            if not folder.exists():
+                folder.mkdir(parents=True)
+                init_db_dir(folder, 1)  # type: ignore[no-untyped-call]
+            config = RecoveryConfig(str(folder))  # type: ignore[no-untyped-call]
+        run_main(build(options), epoch_interval=dt.timedelta(0), recovery_config=config)  # type: ignore[no-untyped-call]

@@ -21,11 +21,15 @@ def flowlake(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_demo_runs_on_the_embedded_default_and_again(tmp_path: Path) -> None:
-    first = flowlake(tmp_path, "demo", "--rows", "20000", "--batches", "4", "--batch-size", "2000")
+    first = flowlake(
+        tmp_path, "demo", "--table-only", "--rows", "20000", "--batches", "4", "--batch-size", "2000"
+    )
     assert first.returncode == 0, first.stderr
     assert "verified" in first.stdout
     assert (tmp_path / ".flowlake" / "catalog.db").exists()
-    second = flowlake(tmp_path, "demo", "--rows", "20000", "--batches", "4", "--batch-size", "2000")
+    second = flowlake(
+        tmp_path, "demo", "--table-only", "--rows", "20000", "--batches", "4", "--batch-size", "2000"
+    )
     assert second.returncode == 0, second.stderr
     assert "starting clean" in second.stdout
     listed = flowlake(tmp_path, "tables")
@@ -47,7 +51,9 @@ def test_init_status_and_sql_formats(tmp_path: Path) -> None:
     assert flowlake(tmp_path, "init").returncode == 0
     assert "[flowlake]" in (tmp_path / "flowlake.toml").read_text()
     assert flowlake(tmp_path, "init").returncode != 0  # refuses to overwrite without --force
-    demo = flowlake(tmp_path, "demo", "--rows", "3000", "--batches", "2", "--batch-size", "500")
+    demo = flowlake(
+        tmp_path, "demo", "--table-only", "--rows", "3000", "--batches", "2", "--batch-size", "500"
+    )
     assert demo.returncode == 0, demo.stderr
     import json
 
@@ -62,3 +68,17 @@ def test_init_status_and_sql_formats(tmp_path: Path) -> None:
     import pyarrow.parquet as pq
 
     assert pq.read_table(out).num_rows == 3550
+
+
+def test_pipeline_demo_cdc_to_dws_verifies_and_restarts_clean(tmp_path: Path) -> None:
+    first = flowlake(tmp_path, "demo", "--rounds", "2")
+    assert first.returncode == 0, first.stderr[-3000:]
+    text = " ".join(first.stdout.split())
+    assert "fresh start" in text and "ODS equals the source database: True" in text
+    for name in ("dwd.orders_enriched", "dws.shop_gmv_minute", "dws.city_day"):
+        assert f"verify {name}" in text
+    assert "verified: every layer" in text
+    again = flowlake(tmp_path, "demo", "--rounds", "1")
+    assert again.returncode == 0 and "starting clean" in again.stdout
+    lineage = flowlake(tmp_path, "lineage", "dws.shop_gmv_minute")
+    assert "dwd.orders_enriched" in lineage.stdout and "ods.orders" in lineage.stdout
