@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -44,6 +45,23 @@ def mariadb_binaries() -> tuple[str, str] | None:
     return install, server
 
 
+def _install_datadir(install: str, datadir: Path, attempts: int = 3) -> None:
+    """Run ``mariadb-install-db`` (retried: it can fail transiently on a loaded machine)."""
+    for attempt in range(attempts):
+        result = subprocess.run(  # noqa: S603 - fixed binaries, our arguments
+            [install, "--no-defaults", f"--datadir={datadir}", "--user=root",
+             "--auth-root-authentication-method=normal"],
+            capture_output=True, timeout=180, check=False,
+        )  # fmt: skip
+        if result.returncode == 0:
+            return
+        shutil.rmtree(datadir, ignore_errors=True)
+        if attempt == attempts - 1:
+            output = (result.stdout + result.stderr).decode(errors="replace")[-2000:]
+            raise ServiceUnavailableError(f"mariadb-install-db failed ({result.returncode}): {output}")
+        time.sleep(1 + attempt)
+
+
 @contextmanager
 def running_mariadb(root: Path | None = None, *, extra_flags: tuple[str, ...] = ()) -> Iterator[MariaDb]:
     """Initialise a datadir and run ``mariadbd`` with the binlog on, on a free port, until exit.
@@ -57,11 +75,7 @@ def running_mariadb(root: Path | None = None, *, extra_flags: tuple[str, ...] = 
     install, server = found
     with tempfile.TemporaryDirectory(prefix="flowlake-mariadb-", dir=root) as tmp:
         datadir = Path(tmp) / "data"
-        subprocess.run(  # noqa: S603 - fixed binaries, our arguments
-            [install, "--no-defaults", f"--datadir={datadir}", "--user=root",
-             "--auth-root-authentication-method=normal"],
-            check=True, capture_output=True, timeout=120,
-        )  # fmt: skip
+        _install_datadir(install, datadir)
         port = free_port()
         log = (Path(tmp) / "server.log").open("wb")
         proc = subprocess.Popen(  # noqa: S603

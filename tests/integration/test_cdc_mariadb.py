@@ -30,6 +30,7 @@ from flowlake.testing import require_service
 
 pytestmark = [
     pytest.mark.integration,
+    pytest.mark.xdist_group("mariadb"),  # one server per session, on one worker
     # mysql-replication connects with PyMySQL's deprecated db= argument
     pytest.mark.filterwarnings("ignore:'db' is deprecated:DeprecationWarning"),
 ]
