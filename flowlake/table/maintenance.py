@@ -21,11 +21,8 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from flowlake.catalog.base import DataFile
-from flowlake.io.fs import Storage
 from flowlake.table.bucketing import key_hash
 from flowlake.table.bucketmap import MAX_DEPTH, BucketMap
-from flowlake.table.scan import read_snapshot
-from flowlake.table.stats import compute_stats
 
 DEFAULT_TARGET_FILE_ROWS = 1_000_000
 DEFAULT_TARGET_BUCKET_ROWS = 2_000_000
@@ -36,11 +33,6 @@ class CompactionPlan:
     """Which files compaction replaces, per bucket."""
 
     by_bucket: dict[int, list[DataFile]]
-
-    @property
-    def removed(self) -> list[str]:
-        """Paths of every file the compaction replaces."""
-        return [f.path for files in self.by_bucket.values() for f in files]
 
 
 def plan_compaction(
@@ -63,28 +55,6 @@ def plan_compaction(
         if len(small) >= 2:
             chosen[bucket] = small
     return CompactionPlan(chosen)
-
-
-def compact_bucket(
-    storage: Storage,
-    files: Sequence[DataFile],
-    schema: pa.Schema,
-    primary_key: Sequence[str],
-    *,
-    target_file_rows: int = DEFAULT_TARGET_FILE_ROWS,
-) -> list[pa.Table]:
-    """The live rows of one bucket, sorted by key and cut into base-file-sized tables."""
-    rows = read_snapshot(storage, files, schema, primary_key)
-    if rows.num_rows == 0:
-        return []
-    if primary_key:  # append tables keep their rows in commit order
-        rows = rows.sort_by([(k, "ascending") for k in primary_key])
-    return [rows.slice(start, target_file_rows) for start in range(0, rows.num_rows, target_file_rows)]
-
-
-def base_file_stats(table: pa.Table) -> bytes:
-    """Stats for a new base file."""
-    return compute_stats(table)
 
 
 @dataclass(frozen=True, slots=True)

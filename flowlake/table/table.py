@@ -286,10 +286,9 @@ class LakeTable:
                 f"table {self.name!r} has primary key {list(self.primary_key)}: use upsert() or apply()"
             )
         with self._lock:
-            if token is not None:
-                earlier = self._store.find_token(self._record.id, token)
-                if earlier is not None:
-                    return earlier
+            earlier = self._earlier_commit(token)
+            if earlier is not None:
+                return earlier
             record = self.refresh()._record
             rows = fit_batch(self.name, _to_table(batch), record.schema)
             if rows.num_rows == 0 and token is None and not sources:
@@ -335,6 +334,10 @@ class LakeTable:
             self.refresh()
             return commit
 
+    def _earlier_commit(self, token: str | None) -> Commit | None:
+        """The commit that already carried ``token`` (a replayed write is then a no-op)."""
+        return None if token is None else self._store.find_token(self._record.id, token)
+
     def _policy(self, on_conflict: ConflictPolicy | None) -> ConflictPolicy:
         policy = on_conflict or self._record.properties.get("conflict_policy", "retry")
         if policy not in ("retry", "fail", "merge-columns"):
@@ -357,10 +360,9 @@ class LakeTable:
         policy = self._policy(on_conflict)
         started = time.perf_counter()
         with self._lock:
-            if token is not None:
-                earlier = self._store.find_token(self._record.id, token)
-                if earlier is not None:
-                    return earlier
+            earlier = self._earlier_commit(token)
+            if earlier is not None:
+                return earlier
             for attempt in range(_MAX_ATTEMPTS):
                 record = self._record if attempt == 0 else self.refresh()._record
                 state = self._current_state(record)
