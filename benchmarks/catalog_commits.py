@@ -11,7 +11,6 @@ Each commit upserts 10 rows of disjoint keys, so the figures are the catalog's p
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import os
 import platform
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+from _report import report
 
 import flowlake as fl
 from flowlake.table.writer import plan_write
@@ -103,11 +103,7 @@ def main() -> None:
             figures[f"{backend}_commits_per_s_{writers}_writers"] = round(rate, 1)
         for n in (0, 10, 100, 500):
             figures[f"{backend}_commit_ms_after_{n}_intervening"] = round(conflict_check_ms(make_url(), n), 2)
-    width = max(len(k) for k in figures)
-    for key, value in figures.items():
-        print(f"{key:<{width}}  {value}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
+    report(figures, args.json)
 
 
 if __name__ == "__main__":

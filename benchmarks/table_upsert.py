@@ -11,7 +11,6 @@ first 5 and last 5 batches; ``--json PATH`` writes the figures.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -19,6 +18,8 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+
+from _report import report
 
 import flowlake as fl
 from flowlake.demo.workload import ORDERS_SCHEMA, OrdersWorkload
@@ -101,11 +102,7 @@ def main() -> None:
     parser.add_argument("--json", default=None, help="write the figures to this path")
     args = parser.parse_args()
     figures = run(args)
-    width = max(len(k) for k in figures)
-    for key, value in figures.items():
-        print(f"{key:<{width}}  {value}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
+    report(figures, args.json)
 
 
 if __name__ == "__main__":
