@@ -73,14 +73,18 @@ def running_mariadb(root: Path | None = None, *, extra_flags: tuple[str, ...] = 
     if found is None:
         raise ServiceUnavailableError("mariadb-install-db / mariadbd not found on PATH or in /usr/sbin")
     install, server = found
-    with tempfile.TemporaryDirectory(prefix="flowlake-mariadb-", dir=root) as tmp:
+    # the socket lives in a short path of its own: a unix socket path must stay under 108 bytes
+    with (
+        tempfile.TemporaryDirectory(prefix="flowlake-mariadb-", dir=root) as tmp,
+        tempfile.TemporaryDirectory(prefix="fl-sock-") as sockets,
+    ):
         datadir = Path(tmp) / "data"
         _install_datadir(install, datadir)
         port = free_port()
         log = (Path(tmp) / "server.log").open("wb")
         proc = subprocess.Popen(  # noqa: S603
             [server, "--no-defaults", f"--datadir={datadir}", "--user=root", f"--port={port}",
-             f"--socket={datadir}/s.sock", "--bind-address=127.0.0.1", *BINLOG_FLAGS, *extra_flags],
+             f"--socket={sockets}/s.sock", "--bind-address=127.0.0.1", *BINLOG_FLAGS, *extra_flags],
             stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         try:

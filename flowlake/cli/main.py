@@ -36,6 +36,17 @@ def demo(
     duration: Annotated[float, typer.Option(help="Seconds of generated changes before verifying.")] = 30.0,
     rounds: Annotated[int | None, typer.Option(help="Run exactly this many change rounds instead.")] = None,
     follow: Annotated[bool, typer.Option(help="Keep generating until Ctrl-C.")] = False,
+    source: Annotated[
+        str,
+        typer.Option(
+            help="auto: MariaDB binlog CDC when a server (or mariadbd) is available, else Debezium JSONL; "
+            "mariadb; jsonl."
+        ),
+    ] = "auto",
+    mysql: Annotated[
+        str | None,
+        typer.Option(help="Source server for --source auto/mariadb (default $FLOWLAKE_DEMO_MYSQL or :3306)."),
+    ] = None,
     table_only: Annotated[bool, typer.Option("--table-only", help="Only the lake-table demo.")] = False,
     rows: Annotated[int, typer.Option(help="--table-only: orders in the initial load.")] = 100_000,
     batches: Annotated[int, typer.Option(help="--table-only: change batches to upsert.")] = 10,
@@ -53,7 +64,12 @@ def demo(
     from flowlake.demo.pipeline import run_pipeline_demo
 
     try:
-        outcome = run_pipeline_demo(cat, duration=duration, rounds=rounds, follow=follow, console=console)
+        if source not in ("auto", "mariadb", "jsonl"):
+            raise typer.BadParameter(f"--source must be auto, mariadb or jsonl, got {source!r}")
+        outcome = run_pipeline_demo(
+            cat, duration=duration, rounds=rounds, follow=follow, source=source,  # type: ignore[arg-type]
+            mysql_url=mysql, console=console,
+        )  # fmt: skip
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
     if not outcome.verified:

@@ -1,8 +1,11 @@
 """The main demo job: generated shop CDC → ODS → DWD → DWS on the embedded default, verified at the end.
 
-Each round, a generator writes a file of Debezium JSON change events (one transaction per round: new
-orders, status and amount updates, orders moving shop, deletes; decimals in Debezium's precise base64
-encoding) as a MySQL connector would; the ODS ingester commits them exactly once; the DWD join and the
+Each round, a generator makes one source transaction (new orders, status and amount updates, orders
+moving shop, deletes). Where a MariaDB/MySQL with a row-based binlog is reachable (or ``mariadbd`` is
+installed, so the demo can start a private one), the transaction is executed there as SQL and the ODS
+ingester reads it from the binlog; otherwise it is written as a file of Debezium JSON change events
+(decimals in Debezium's precise base64 encoding) as a MySQL connector would. Either way the ODS
+ingester commits it exactly once; the DWD join and the
 two DWS aggregates run with bytewax (with recovery state, so each round resumes where the last ended)
 up to their inputs' heads. A live view shows rows per layer, freshness, and the top shops by GMV in the
 newest minute. At the end ``verify`` recomputes every DWD/DWS table with DuckDB at the input versions
@@ -13,11 +16,13 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import os
 import shutil
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import orjson
@@ -27,8 +32,12 @@ from rich.table import Table
 
 from flowlake.catalog.catalog import Catalog
 from flowlake.config import DEFAULT_HOME
+from flowlake.demo.mariadb import ORDER_COLUMNS
+from flowlake.errors import InvalidArgumentError
 
 OUTPUTS = ("dwd.orders_enriched", "dws.shop_gmv_minute", "dws.city_day")
+DEFAULT_MYSQL = "mysql://root@127.0.0.1:3306"
+SourceMode = Literal["auto", "mariadb", "jsonl"]
 STATUSES = ("created", "paid", "shipped", "done", "cancelled")
 
 
@@ -146,6 +155,104 @@ class PipelineResult:
     source_changes: int
     ods_rows: int
     verified: bool
+    source: str = "jsonl"
+
+
+def expected_orders(generator: ShopCdcGenerator) -> list[tuple[Any, ...]]:
+    """The generator's orders as rows (decimals and UTC timestamps decoded), by ``order_id``."""
+    from flowlake.demo.mariadb import order_values
+
+    out = []
+    for key in sorted(generator.orders):
+        values = order_values(generator.orders[key])
+        out.append(tuple(v.replace(tzinfo=dt.UTC) if isinstance(v, dt.datetime) else v for v in values))
+    return out
+
+
+class _Feed(Protocol):
+    """Where the generated transactions go, and how the ODS ingester reads them back."""
+
+    label: str
+
+    def write(self, round_no: int, events: list[bytes]) -> None: ...
+
+    def ingest(self, catalog: Catalog) -> None: ...
+
+    def source_rows(self) -> list[tuple[Any, ...]] | None: ...
+
+
+@dataclass
+class _JsonlFeed:
+    folder: Path
+    label: str = "Debezium JSONL files"
+
+    def write(self, round_no: int, events: list[bytes]) -> None:
+        final = self.folder / f"{round_no:05d}.jsonl"
+        partial = final.with_suffix(".tmp")
+        partial.write_bytes(b"\n".join(events) + b"\n")
+        partial.rename(final)  # the tailing source only ever sees whole files
+
+    def ingest(self, catalog: Catalog) -> None:
+        from flowlake.cdc import JsonlSource, OdsIngester
+
+        OdsIngester(catalog, JsonlSource(self.folder.as_uri(), follow=False), namespace="ods").run(
+            until_idle=True
+        )
+
+    def source_rows(self) -> list[tuple[Any, ...]] | None:
+        return None
+
+
+@dataclass
+class _BinlogFeed:
+    database: Any  # flowlake.demo.mariadb.ShopDatabase
+    label: str = "MariaDB binlog"
+
+    def write(self, round_no: int, events: list[bytes]) -> None:
+        self.database.apply(events)
+
+    def ingest(self, catalog: Catalog) -> None:
+        from flowlake.cdc import OdsIngester
+        from flowlake.cdc.mysql import MySqlSource
+
+        OdsIngester(catalog, MySqlSource(self.database.source_url), namespace="ods").run(until_idle=True)
+
+    def source_rows(self) -> list[tuple[Any, ...]] | None:
+        rows = self.database.orders()
+        return [tuple(v.replace(tzinfo=dt.UTC) if isinstance(v, dt.datetime) else v for v in r) for r in rows]
+
+
+def _open_feed(mode: SourceMode, mysql_url: str | None, home: Path, out: Console, stack: ExitStack) -> _Feed:
+    """The feed for ``mode``: ``auto`` takes a binlog-enabled server at ``mysql_url`` (default
+    ``$FLOWLAKE_DEMO_MYSQL`` or 127.0.0.1:3306), else a private ``mariadbd`` if installed, else JSONL."""
+    from flowlake.cdc.mysql_schema import MySqlUrl
+    from flowlake.cdc.testing import mariadb_binaries, running_mariadb
+    from flowlake.demo.mariadb import ShopDatabase, binlog_ready
+
+    if mode == "jsonl":
+        folder = home / "cdc"
+        folder.mkdir(parents=True, exist_ok=True)
+        return _JsonlFeed(folder)
+    url = mysql_url or os.environ.get("FLOWLAKE_DEMO_MYSQL") or DEFAULT_MYSQL
+    reason = binlog_ready(url)
+    if reason is None:
+        out.print(f"source: MariaDB/MySQL at {MySqlUrl.parse(url).key} (binlog CDC)")
+        database = ShopDatabase(url)
+    elif mariadb_binaries() is not None:
+        out.print(f"source: {reason}; starting a private mariadbd with the binlog on")
+        server = stack.enter_context(running_mariadb(home))
+        database = ShopDatabase(server.url)
+    elif mode == "mariadb":
+        raise InvalidArgumentError(
+            f"--source mariadb: {reason}, and mariadbd is not installed to start a private server; "
+            "point --mysql at a server with log_bin=ON, binlog_format=ROW, or use --source jsonl"
+        )
+    else:
+        out.print(f"source: {reason}; writing Debezium JSONL files instead")
+        return _open_feed("jsonl", None, home, out, stack)
+    stack.callback(database.close)
+    database.recreate()
+    return _BinlogFeed(database)
 
 
 def _reset(catalog: Catalog, home: Path, out: Console) -> None:
@@ -196,13 +303,15 @@ def run_pipeline_demo(
     initial_orders: int = 3_000,
     changes_per_round: int = 400,
     follow: bool = False,
+    source: SourceMode = "auto",
+    mysql_url: str | None = None,
     console: Console | None = None,
 ) -> PipelineResult:
-    """Run the whole pipeline on ``catalog`` for ``duration`` seconds (or ``rounds``), then verify."""
-    from flowlake.cdc import JsonlSource, OdsIngester
-    from flowlake.flow import shop
-    from flowlake.flow.verify import verify_table
+    """Run the whole pipeline on ``catalog`` for ``duration`` seconds (or ``rounds``), then verify.
 
+    ``source``: ``"mariadb"`` (binlog CDC from ``mysql_url``, or a private ``mariadbd``), ``"jsonl"``
+    (Debezium JSON files) or ``"auto"`` (MariaDB when possible, else JSONL).
+    """
     out = console or Console()
     home = (
         Path(catalog.storage.root).parent / "demo"
@@ -210,20 +319,30 @@ def run_pipeline_demo(
         else Path(DEFAULT_HOME) / "demo"
     )
     _reset(catalog, home, out)
-    cdc, recovery = home / "cdc", home / "recovery"
-    cdc.mkdir(parents=True)
+    home.mkdir(parents=True)
+    with ExitStack() as stack:
+        feed = _open_feed(source, mysql_url, home, out, stack)
+        return _run(catalog, feed, home / "recovery", out, duration, rounds, follow,
+                    initial_orders, changes_per_round)  # fmt: skip
+    raise AssertionError("unreachable")  # pragma: no cover - mypy: ExitStack may swallow exceptions
+
+
+def _run(
+    catalog: Catalog, feed: _Feed, recovery: Path, out: Console, duration: float,
+    rounds: int | None, follow: bool, initial_orders: int, changes_per_round: int,
+) -> PipelineResult:  # fmt: skip
+    from flowlake.flow import shop
+    from flowlake.flow.verify import verify_table
+
     shop.ensure_tables(catalog)
     generator = ShopCdcGenerator()
-    now = dt.datetime.now(dt.UTC)
-    (cdc / "00000.jsonl").write_bytes(b"\n".join(generator.snapshot(initial_orders, now)) + b"\n")
+    feed.write(0, generator.snapshot(initial_orders, dt.datetime.now(dt.UTC)))
     source_changes = initial_orders + generator.shops
     started = time.monotonic()
     round_no = 0
     with Live(console=out, refresh_per_second=2) as live:
         while True:
-            OdsIngester(catalog, JsonlSource(cdc.as_uri(), follow=False), namespace="ods").run(
-                until_idle=True
-            )
+            feed.ingest(catalog)
             shop.run_to_head(catalog, recovery)
             live.update(_view(catalog, round_no, source_changes, started))
             round_no += 1
@@ -231,14 +350,19 @@ def run_pipeline_demo(
             if done or (not follow and rounds is None and time.monotonic() - started > duration):
                 break
             lines = generator.transaction(changes_per_round, dt.datetime.now(dt.UTC), f"tx-{round_no}")
-            (cdc / f"{round_no:05d}.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+            feed.write(round_no, lines)
             source_changes += len(lines)
     out.print()
     ods = catalog.load_table("ods.orders").read()
-    got = sorted((r["order_id"], r["shop_id"], r["status"]) for r in ods.to_pylist())
-    expected = sorted((k, r["shop_id"], r["status"]) for k, r in generator.orders.items())
+    got = sorted(tuple(r.values()) for r in ods.select(list(ORDER_COLUMNS)).to_pylist())
+    expected = expected_orders(generator)
     verified = got == expected
-    out.print(f"ODS equals the source database: {verified} ({len(expected):,} orders)")
+    out.print(f"ODS equals the generated source ({feed.label}): {verified} ({len(expected):,} orders)")
+    database_rows = feed.source_rows()
+    if database_rows is not None:
+        same = got == database_rows
+        verified &= same
+        out.print(f"ODS equals SELECT * FROM orders in the source database: {same}")
     for name in OUTPUTS:
         report = verify_table(catalog, name)
         verified &= report.ok
@@ -251,4 +375,5 @@ def run_pipeline_demo(
     )
     out.print('look further:  flowlake status   flowlake lineage dws.shop_gmv_minute   '
               'flowlake sql "select * from dws.shop_gmv_minute order by paid_gmv desc limit 5"')  # fmt: skip
-    return PipelineResult(round_no, source_changes, ods.num_rows, verified)
+    label = "mariadb" if isinstance(feed, _BinlogFeed) else "jsonl"
+    return PipelineResult(round_no, source_changes, ods.num_rows, verified, label)

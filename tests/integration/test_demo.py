@@ -71,14 +71,48 @@ def test_init_status_and_sql_formats(tmp_path: Path) -> None:
 
 
 def test_pipeline_demo_cdc_to_dws_verifies_and_restarts_clean(tmp_path: Path) -> None:
-    first = flowlake(tmp_path, "demo", "--rounds", "2")
+    first = flowlake(tmp_path, "demo", "--rounds", "2", "--source", "jsonl")
     assert first.returncode == 0, first.stderr[-3000:]
     text = " ".join(first.stdout.split())
-    assert "fresh start" in text and "ODS equals the source database: True" in text
+    assert "fresh start" in text
+    assert "ODS equals the generated source (Debezium JSONL files): True" in text
     for name in ("dwd.orders_enriched", "dws.shop_gmv_minute", "dws.city_day"):
         assert f"verify {name}" in text
     assert "verified: every layer" in text
-    again = flowlake(tmp_path, "demo", "--rounds", "1")
+    again = flowlake(tmp_path, "demo", "--rounds", "1", "--source", "jsonl")
     assert again.returncode == 0 and "starting clean" in again.stdout
     lineage = flowlake(tmp_path, "lineage", "dws.shop_gmv_minute")
     assert "dwd.orders_enriched" in lineage.stdout and "ods.orders" in lineage.stdout
+
+
+@pytest.mark.xdist_group("mariadb")
+def test_pipeline_demo_reads_mariadb_binlog_when_it_can(tmp_path: Path) -> None:
+    from flowlake.cdc.testing import mariadb_binaries
+    from flowlake.testing.services import require_service
+
+    require_service(mariadb_binaries() is not None, "mariadb-install-db/mariadbd are not installed")
+    # port 1 has no server: the demo says so and starts its own mariadbd with the binlog on
+    run = flowlake(
+        tmp_path, "demo", "--rounds", "2", "--source", "mariadb", "--mysql", "mysql://root@127.0.0.1:1"
+    )
+    text = " ".join(run.stdout.split())
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "starting a private mariadbd" in text
+    assert "ODS equals the generated source (MariaDB binlog): True" in text
+    assert "ODS equals SELECT * FROM orders in the source database: True" in text
+    assert "verified: every layer" in text
+
+
+def test_pipeline_demo_refuses_mariadb_without_a_server_or_binaries(tmp_path: Path) -> None:
+    env_path = tmp_path / "bin"
+    env_path.mkdir()
+    exe = Path(sys.executable).with_name("flowlake")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWLAKE_")} | {"PATH": str(env_path)}
+    run = subprocess.run(
+        [str(exe), "demo", "--rounds", "1", "--source", "mariadb", "--mysql", "mysql://root@127.0.0.1:1"],
+        cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120, check=False,
+    )  # fmt: skip
+    message = " ".join(run.stderr.split())
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    assert "--source mariadb: cannot connect to mysql://127.0.0.1:1" in message
+    assert "mariadbd is not installed" in message
