@@ -24,7 +24,11 @@ def run(
         bool, typer.Option("--once", help="Stop when the inputs' current head is processed.")
     ] = False,
 ) -> None:
-    """Run a dataflow with bytewax (extra arguments such as -r DIR -s 5 -b 0 -w 2 pass through)."""
+    """Run a dataflow with bytewax (extra arguments such as -r DIR -s 0.5 -b 0 -w 2 pass through).
+
+    bytewax's own runner, except that -s (snapshot interval = epoch, which bounds output freshness)
+    may be a fraction of a second.
+    """
     target = dataflow if ":" in dataflow else f"{dataflow}:flow"
     path = target.split(":", 1)[0]
     if path.endswith(".py") and not Path(path).exists():
@@ -37,7 +41,7 @@ def run(
         env["FLOWLAKE_WAREHOUSE"] = warehouse
     if once:
         env["FLOWLAKE_FLOW_STOP"] = "head"
-    command = [sys.executable, "-m", "bytewax.run", target, *ctx.args]
+    command = [sys.executable, "-m", "flowlake.flow.runner", target, *ctx.args]
     raise typer.Exit(subprocess.call(command, env=env))  # noqa: S603 - our own interpreter, argv list
 
 

@@ -1,0 +1,349 @@
+"""End-to-end freshness: MariaDB commit → ODS → DWD → DWS visible, per change, at a steady write rate.
+
+A writer process commits shop orders to a MariaDB (started here, binlog on) at each target rate for
+``--seconds``: one transaction every 20 ms with new orders (45%), updates of status and amount (48%)
+and deletes (7%), and records each transaction's commit time under its ``updated_at`` stamp. Meanwhile
+the whole pipeline runs as it would in production, each part its own process: ``flowlake ingest``
+(binlog → ``ods.orders``/``ods.shops``) and the three shop dataflows under ``bytewax.run`` with
+recovery (``dwd.orders_enriched``, ``dws.shop_gmv_minute``, ``dws.city_day``), run with bytewax's runner as
+``flowlake run`` does (``flowlake.flow.runner``, which allows a sub-second ``-s``).
+
+Latency per change is read afterwards from the tables themselves: an inserted or updated row reaches
+ODS in the version whose commit time is on the timeline; each DWD/DWS commit records in its lineage
+(``sources``) the input versions it covers, so a change is visible downstream at the commit time of
+the first output version whose lineage reaches the input version that holds it. Deletes carry no
+stamp of their own and are not timed (they travel the same path). An ODS commit covers every source
+transaction that arrived since the last one, so a row changed twice in that window shows only its newest
+image (as in any upsert table); only images that became visible are timed. p50/p99 per layer are printed.
+
+Run: ``python benchmarks/freshness.py [--rates 1000,5000] [--seconds 60] [--json out.json]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import flowlake as fl
+from flowlake.changelog import KIND_COLUMN, SEQ_COLUMN, RowKind
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _report import report
+
+ROOT = Path(__file__).resolve().parents[1]
+FLOWS = ("dwd_orders", "dws_shop_minute", "dws_city_day")
+CHAIN = (  # (output, its input whose lineage position is followed)
+    ("dwd.orders_enriched", "ods.orders"),
+    ("dws.shop_gmv_minute", "dwd.orders_enriched"),
+    ("dws.city_day", "dws.shop_gmv_minute"),
+)
+TICK = 0.02
+SHOPS = 30
+
+
+def _connect(port: int) -> Any:
+    import pymysql
+
+    return pymysql.connect(
+        host="127.0.0.1", port=port, user="root", autocommit=False, init_command="SET time_zone = '+00:00'"
+    )
+
+
+def prepare_source(port: int, db: str, initial: int) -> None:
+    """Create ``db`` with the shop tables, ``SHOPS`` shops and ``initial`` orders."""
+    conn = _connect(port)
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {db}")
+        cur.execute(
+            f"CREATE TABLE {db}.shops (shop_id INT NOT NULL PRIMARY KEY, name VARCHAR(64), "
+            "city VARCHAR(32), category VARCHAR(16))"
+        )
+        cur.execute(
+            f"CREATE TABLE {db}.orders (order_id BIGINT NOT NULL PRIMARY KEY, shop_id INT, user_id BIGINT, "
+            "status VARCHAR(16), amount DECIMAL(12,2), created_at TIMESTAMP(6) NULL, "
+            "updated_at TIMESTAMP(6) NULL)"
+        )
+        cities = ("Berlin", "Lisbon", "Osaka", "Lima", "Accra", "Oslo", "Pune", "Quito")
+        cur.executemany(
+            f"INSERT INTO {db}.shops VALUES (%s, %s, %s, %s)",
+            [(s, f"shop {s}", cities[s % len(cities)], ("food", "books")[s % 2]) for s in range(SHOPS)],
+        )
+        rng = np.random.default_rng(3)
+        for start in range(0, initial, 5000):
+            ids = range(start, min(initial, start + 5000))
+            cur.executemany(
+                f"INSERT INTO {db}.orders VALUES (%s, %s, %s, 'created', %s, UTC_TIMESTAMP(6), "
+                "UTC_TIMESTAMP(6))",
+                [(i, int(rng.integers(0, SHOPS)), int(rng.integers(0, 5000)), 10.5) for i in ids],
+            )
+    conn.commit()
+    conn.close()
+
+
+def writer(port: int, db: str, rate: int, seconds: float, initial: int, out: Path) -> None:
+    """Commit ~``rate`` changes/s for ``seconds``; write {updated_at µs: commit time} to ``out``."""
+    import datetime as dt
+
+    conn = _connect(port)
+    cur = conn.cursor()
+    rng = np.random.default_rng(rate)
+    live = list(range(initial))
+    next_id = initial
+    per_tx = max(1, round(rate * TICK))
+    n_insert, n_delete = round(per_tx * 0.45), round(per_tx * 0.07)
+    n_update = per_tx - n_insert - n_delete
+    statuses = ("paid", "shipped", "done", "cancelled")
+    upsert = (
+        f"INSERT INTO {db}.orders VALUES (%s, %s, %s, %s, %s, %s, %s) ON DUPLICATE KEY UPDATE "
+        "status = VALUES(status), amount = VALUES(amount), updated_at = VALUES(updated_at)"
+    )
+    committed: dict[int, float] = {}
+    changes = 0
+    last_us = 0
+    start = tick = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        now_us = max(int(time.time() * 1_000_000), last_us + 1)
+        last_us = now_us
+        stamp = dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=now_us)
+        picks = rng.choice(len(live), size=min(len(live), n_update + n_delete), replace=False)
+        touched = [live[i] for i in picks]
+        updated, deleted = touched[:n_update], touched[n_update:]
+        rows = [
+            (i, int(rng.integers(0, SHOPS)), int(rng.integers(0, 5000)), "created",
+             round(float(rng.uniform(1, 500)), 2), stamp, stamp)
+            for i in range(next_id, next_id + n_insert)
+        ]  # fmt: skip
+        rows += [
+            (i, 0, 0, statuses[int(rng.integers(0, 4))], round(float(rng.uniform(1, 500)), 2), stamp, stamp)
+            for i in updated
+        ]
+        cur.executemany(upsert, rows)
+        if deleted:
+            cur.execute(f"DELETE FROM {db}.orders WHERE order_id IN ({', '.join(map(str, deleted))})")
+        conn.commit()
+        committed[now_us] = time.time()
+        changes += len(rows) + len(deleted)
+        gone = set(deleted)
+        live = [k for k in live if k not in gone] if gone else live
+        live.extend(range(next_id, next_id + n_insert))
+        next_id += n_insert
+        tick += TICK
+        time.sleep(max(0.0, tick - time.perf_counter()))
+    elapsed = time.perf_counter() - start
+    conn.close()
+    out.write_text(json.dumps({"committed": committed, "changes": changes, "seconds": elapsed}))
+
+
+def _start(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    handle = log.open("wb")
+    return subprocess.Popen(argv, env=env, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT)  # noqa: S603
+
+
+def _caught_up(cat: fl.Catalog) -> bool:
+    try:
+        for output, source in CHAIN:
+            head = cat.load_table(source).refresh().version
+            if cat.load_table(output).refresh().source_position(f"table:{source}") != head:
+                return False
+    except fl.FlowlakeError:
+        return False
+    return True
+
+
+def _wait(predicate: Any, timeout: float, what: str, logs: list[Path]) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    tails = "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-1500:]}" for p in logs)
+    raise SystemExit(f"timed out waiting for {what}\n{tails}")
+
+
+def _timeline(table: fl.LakeTable, since: int) -> dict[int, float]:
+    return {c.version: c.committed_at.timestamp() for c in table.history() if c.version > since}
+
+
+def _lineage(table: fl.LakeTable, source: str) -> tuple[list[int], list[float]]:
+    """(input positions, commit times) of ``table``'s commits, in version order."""
+    positions, times = [], []
+    for c in sorted(table.history(), key=lambda c: c.version):
+        pos = (c.summary.get("sources") or {}).get(f"table:{source}")
+        if isinstance(pos, int):
+            positions.append(pos)
+            times.append(c.committed_at.timestamp())
+    return positions, times
+
+
+def _visible(lineage: tuple[list[int], list[float]], version: int) -> float | None:
+    positions, times = lineage
+    i = bisect.bisect_left(positions, version)
+    return times[i] if i < len(times) else None
+
+
+def _first_version(lineage: tuple[list[int], list[float]], versions: list[int], version: int) -> int | None:
+    i = bisect.bisect_left(lineage[0], version)
+    return versions[i] if i < len(versions) else None
+
+
+def analyse(cat: fl.Catalog, start_version: int, committed: dict[int, float]) -> dict[str, list[float]]:
+    """Latency (s) from source commit to visible in each table, per timed change."""
+    ods = cat.load_table("ods.orders")
+    changes = ods.changes(start_version, ods.version, columns=["updated_at"])
+    kinds = np.asarray(changes.column(KIND_COLUMN).to_numpy())
+    keep = (kinds == RowKind.INSERT) | (kinds == RowKind.UPDATE_AFTER)
+    stamps = changes.column("updated_at").cast("int64").to_numpy(zero_copy_only=False)[keep]
+    versions = (np.asarray(changes.column(SEQ_COLUMN).to_numpy()) >> 32)[keep]
+    ods_times = _timeline(ods, start_version)
+    chain: list[tuple[list[int], tuple[list[int], list[float]]]] = []
+    for output, source in CHAIN:
+        table = cat.load_table(output)
+        lineage = _lineage(table, source)
+        own = [c.version for c in sorted(table.history(), key=lambda c: c.version)
+               if isinstance((c.summary.get("sources") or {}).get(f"table:{source}"), int)]  # fmt: skip
+        chain.append((own, lineage))
+    out: dict[str, list[float]] = {"ods.orders": [], **{o: [] for o, _ in CHAIN}}
+    for stamp, version in zip(stamps.tolist(), versions.tolist(), strict=True):
+        source_time = committed.get(int(stamp))
+        if source_time is None:
+            continue
+        out["ods.orders"].append(ods_times[int(version)] - source_time)
+        v: int | None = int(version)
+        for (output, _), (own, lineage) in zip(CHAIN, chain, strict=True):
+            if v is None:
+                break
+            seen = _visible(lineage, v)
+            if seen is None:
+                break
+            out[output].append(seen - source_time)
+            v = _first_version(lineage, own, v)
+    return out
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+def run_rate(server_port: int, rate: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """Run the pipeline at one write rate and return its figures."""
+    work = tmp / f"rate-{rate}"
+    work.mkdir()
+    db = f"shop_{rate}"
+    prepare_source(server_port, db, args.initial)
+    env = {**os.environ, "FLOWLAKE_CATALOG": f"sqlite:///{work / 'catalog.db'}",
+           "FLOWLAKE_WAREHOUSE": (work / "wh").as_uri(), "FLOWLAKE_FLOW_POLL": str(args.poll)}  # fmt: skip
+    exe = str(Path(sys.executable).with_name("flowlake"))
+    procs: list[subprocess.Popen[bytes]] = []
+    logs = [work / "ingest.log", *(work / f"{f}.log" for f in FLOWS)]
+    try:
+        procs.append(_start(
+            [exe, "ingest", "--source", f"mysql://root@127.0.0.1:{server_port}/{db}",
+             "--max-latency-ms", str(args.max_latency_ms)], env, logs[0],
+        ))  # fmt: skip
+        cat = fl.connect(catalog=env["FLOWLAKE_CATALOG"], warehouse=env["FLOWLAKE_WAREHOUSE"])
+
+        def loaded() -> bool:
+            if not cat.table_exists("ods.orders"):
+                return False
+            return cat.load_table("ods.orders").read(columns=["order_id"]).num_rows == args.initial
+
+        _wait(loaded, 120, "the initial snapshot in ODS", logs)
+        for flow, log in zip(FLOWS, logs[1:], strict=True):
+            recovery = work / "recovery" / flow
+            recovery.mkdir(parents=True)
+            subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), "1"], check=True)  # noqa: S603
+            argv = [sys.executable, "-m", "flowlake.flow.runner", f"dataflows/{flow}.py:flow",
+                    "-r", str(recovery), "-s", str(args.snapshot_interval), "-b", "0"]  # fmt: skip
+            procs.append(_start(argv, env, log))
+        _wait(lambda: _caught_up(cat), 120, "the dataflows to catch up with the initial load", logs)
+        start_version = cat.load_table("ods.orders").refresh().version
+        out = work / "committed.json"
+        subprocess.run(  # noqa: S603 - our own script
+            [sys.executable, __file__, "--writer", str(server_port), db, str(rate), str(args.seconds),
+             str(args.initial), str(out)], check=True,
+        )  # fmt: skip
+        time.sleep(1.0)
+        _wait(lambda: _caught_up(cat), 120, "the pipeline to drain", logs)
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    written = json.loads(out.read_text())
+    committed = {int(k): v for k, v in written["committed"].items()}
+    latencies = analyse(cat, start_version, committed)
+    ods = cat.load_table("ods.orders")
+    changes = ods.changes(start_version, ods.version, columns=["order_id"])
+    figures: dict[str, Any] = {
+        f"rate_{rate}_target_changes_per_s": rate,
+        f"rate_{rate}_achieved_changes_per_s": round(written["changes"] / written["seconds"]),
+        f"rate_{rate}_source_changes": written["changes"],
+        f"rate_{rate}_ods_changes": _source_changes(changes),
+        f"rate_{rate}_timed_changes": len(latencies["ods.orders"]),
+    }
+    for name, values in latencies.items():
+        if values:
+            layer = name.replace(".", "_")
+            figures[f"rate_{rate}_{layer}_p50_s"] = round(statistics.median(values), 3)
+            figures[f"rate_{rate}_{layer}_p99_s"] = round(pct(values, 0.99), 3)
+            figures[f"rate_{rate}_{layer}_max_s"] = round(max(values), 3)
+    return figures
+
+
+def _source_changes(changes: Any) -> int:
+    """Source changes in an ODS changelog: an update's -U/+U pair is one change."""
+    kinds = np.asarray(changes.column(KIND_COLUMN).to_numpy())
+    return int(np.count_nonzero(kinds != RowKind.UPDATE_BEFORE))
+
+
+def main() -> None:
+    """Parse flags, run each rate, print a table, optionally write JSON."""
+    if len(sys.argv) > 1 and sys.argv[1] == "--writer":
+        port, db, rate, seconds, initial, out = sys.argv[2:8]
+        writer(int(port), db, int(rate), float(seconds), int(initial), Path(out))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rates", type=lambda s: [int(x) for x in s.split(",")], default=[1000, 5000])
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--initial", type=int, default=20_000, help="orders in the source before timing")
+    parser.add_argument("--snapshot-interval", type=float, default=0.5, help="bytewax epoch/snapshot (s)")
+    parser.add_argument("--poll", type=float, default=0.1, help="lake source poll interval (s)")
+    parser.add_argument("--max-latency-ms", type=int, default=100, help="ingester commit latency bound")
+    parser.add_argument("--json", default=None, help="write the figures to this path")
+    args = parser.parse_args()
+    from flowlake.cdc.testing import mariadb_binaries, running_mariadb
+
+    if mariadb_binaries() is None:
+        raise SystemExit("freshness needs mariadbd and mariadb-install-db on PATH")
+    tmp = Path(tempfile.mkdtemp(prefix="flowlake-freshness-"))
+    figures: dict[str, Any] = {
+        "machine": f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}",
+        "seconds_per_rate": args.seconds,
+        "bytewax_snapshot_interval_s": args.snapshot_interval,
+        "ingest_max_latency_ms": args.max_latency_ms,
+    }
+    with running_mariadb(tmp) as server:
+        for rate in args.rates:
+            figures.update(run_rate(server.port, rate, args, tmp))
+    report(figures, args.json)
+
+
+if __name__ == "__main__":
+    main()
