@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 
 from flowlake.changelog import KIND_COLUMN, SEQ_COLUMN, RowKind
 from flowlake.errors import InvalidArgumentError
+from flowlake.flow._snapshot import PickledSnapshot
 from flowlake.flow.aggs import ADDITIVE, Agg, Condition, Window
 from flowlake.flow.batch import kinds_of, weights
 
@@ -111,7 +112,7 @@ def result_type(agg: Agg, schema: pa.Schema) -> pa.DataType:
     return source
 
 
-class AggregateState:
+class AggregateState(PickledSnapshot):
     """Group state of one key partition: ids, running totals, per-value counts, window bookkeeping."""
 
     def __init__(self, by: Sequence[str], aggs: Mapping[str, Agg], window: Window | None) -> None:

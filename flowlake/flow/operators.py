@@ -29,6 +29,7 @@ from flowlake.flow._relational import (
     lookup,
     map_changes,
 )
+from flowlake.flow._snapshot import Frozen, thaw
 from flowlake.flow.aggs import Agg, Condition, Window
 from flowlake.flow.batch import ChangeBatch, RowChange, rows, split_by_partition
 from flowlake.flow.lake import CatalogSpec, LakeSink, LakeSource, Start, open_catalog, position_key
@@ -95,8 +96,9 @@ def aggregate(
     emit_late = window is not None and window.horizon_us is not None
 
     def fold(
-        state: AggregateState | None, batch: ChangeBatch
+        state: AggregateState | Frozen | None, batch: ChangeBatch
     ) -> tuple[AggregateState, list[tuple[str, ChangeBatch]]]:
+        state = thaw(state)
         if state is None:
             state = AggregateState(by_cols, spec, window)
         state.configure(by_cols, spec, window)
@@ -147,9 +149,11 @@ def join(
     keyed = op.key_on("key", merged, lambda item: item[0])
     values = op.map_value("unwrap", keyed, lambda item: item[1])
 
-    def fold(state: JoinState | None, item: tuple[str, ChangeBatch]) -> tuple[JoinState, list[ChangeBatch]]:
+    def fold(
+        state: JoinState | Frozen | None, item: tuple[str, ChangeBatch]
+    ) -> tuple[JoinState, list[ChangeBatch]]:
         side, batch = item
-        state = state or JoinState()
+        state = thaw(state) or JoinState()
         out = state.apply(
             "left" if side == "left" else "right", batch.data, on=keys, how=how,
             left_schema=left_schema, right_schema=right_schema,
@@ -230,8 +234,8 @@ def dedup(
     keyed = op.key_on("key", split, lambda item: item[0])
     values = op.map_value("unwrap", keyed, lambda item: item[1])
 
-    def fold(state: DedupState | None, batch: ChangeBatch) -> tuple[DedupState, list[ChangeBatch]]:
-        state = state or DedupState(keep)
+    def fold(state: DedupState | Frozen | None, batch: ChangeBatch) -> tuple[DedupState, list[ChangeBatch]]:
+        state = thaw(state) or DedupState(keep)
         return state, [batch.with_data(state.apply(batch.data, cols))]
 
     return op.key_rm("unkey", op.stateful_flat_map("fold", values, fold))
