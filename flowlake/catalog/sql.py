@@ -50,6 +50,7 @@ from flowlake.errors import (
     CommitConflictError,
     TableExistsError,
     TableNotFoundError,
+    VersionCleanedError,
 )
 
 
@@ -505,11 +506,32 @@ class SqlMetaStore(AccessControl):
             )
             return {r[0]: (orjson.loads(r[1]), int(r[2])) for r in rows}
 
+    def _lock_table(self, conn: Connection, table_id: int) -> int:
+        """Take the table row's lock (as a commit does) and return its oldest readable version."""
+        locked = conn.execute(
+            sa.update(tables).where(tables.c.id == table_id).values(oldest_version=tables.c.oldest_version)
+        )
+        if locked.rowcount != 1:
+            raise CatalogError(f"table id {table_id} vanished from the catalog (dropped concurrently?)")
+        return int(
+            conn.execute(sa.select(tables.c.oldest_version).where(tables.c.id == table_id)).scalar_one()
+        )
+
     def register_consumer(self, table_id: int, name: str, version: int) -> None:
-        """Create or move a named consumer's position on a table."""
+        """Create or move a named consumer's position on a table.
+
+        Serialized with :meth:`forget_files` on the table's row lock: a consumer either registers
+        before a clean moves the oldest readable version (and the clean sees it) or is refused.
+
+        Raises:
+            VersionCleanedError: ``version`` is older than the table's oldest readable version.
+        """
         self._allow("read", table_id)
         now = _now_ms()
         with self.engine.begin() as conn:
+            oldest = self._lock_table(conn, table_id)
+            if version < oldest:
+                raise VersionCleanedError(self._table_name(table_id), version, oldest)
             updated = conn.execute(
                 sa.update(consumers_table)
                 .where(consumers_table.c.table_id == table_id, consumers_table.c.name == name)
@@ -715,9 +737,29 @@ class SqlMetaStore(AccessControl):
             return {r[0] for r in conn.execute(sa.select(files.c.path).where(files.c.table_id == table_id))}
 
     def forget_files(self, table_id: int, paths: Sequence[str], oldest_version: int) -> None:
-        """Drop file records (their files are being deleted) and move the oldest readable version."""
+        """Drop file records (their files are being deleted) and move the oldest readable version.
+
+        Raises:
+            CommitConflictError: A consumer (or pin) registered at a version between the current
+                oldest readable version and ``oldest_version`` since the caller read the consumers;
+                nothing is changed, and the caller should compute what to clean again.
+        """
         self._allow("write", table_id)
         with self.engine.begin() as conn:
+            current_oldest = self._lock_table(conn, table_id)
+            blocking = conn.execute(
+                sa.select(consumers_table.c.name, consumers_table.c.version).where(
+                    consumers_table.c.table_id == table_id,
+                    consumers_table.c.version >= current_oldest,
+                    consumers_table.c.version < oldest_version,
+                )
+            ).first()
+            if blocking is not None:
+                raise CommitConflictError(
+                    self._table_name(table_id), oldest_version, int(blocking[1]),
+                    reason=f"consumer {blocking[0]!r} was registered at version {blocking[1]} while "
+                    f"cleaning up to version {oldest_version}; clean again",
+                )  # fmt: skip
             for start in range(0, len(paths), 500):
                 chunk = list(paths[start : start + 500])
                 conn.execute(sa.delete(files).where(files.c.table_id == table_id, files.c.path.in_(chunk)))

@@ -8,7 +8,9 @@ two compactions of the same files cannot both land.
 
 Cleaning keeps every file that a version from ``head - retain_last + 1`` on still needs, moves the
 table's oldest readable version there, and deletes the rest; it also deletes orphan files left by
-writers that died before committing (after a grace period, so inflight writers are never touched).
+writers that died before committing (after a grace period, so inflight writers are never touched:
+an instant inflight for longer than the grace is aborted in the catalog before its files are taken
+for orphans, so its writer can no longer complete a commit that references them).
 """
 
 from __future__ import annotations
@@ -67,6 +69,11 @@ class CleanResult:
     orphans_deleted: int
 
 
+def stale_instants(inflight: Sequence[tuple[str, int]], *, grace_seconds: float, now: float) -> list[str]:
+    """The inflight instants (``(instant, started_ms)``) that started ``grace_seconds`` or more ago."""
+    return [i for i, started_ms in inflight if now - started_ms / 1000 >= grace_seconds]
+
+
 def orphan_paths(
     listed: Sequence[tuple[str, float]],
     referenced: set[str],
@@ -79,10 +86,13 @@ def orphan_paths(
 
     ``listed`` holds (relative path, modification time) as listed *before* ``inflight`` and
     ``referenced`` were read, so a writer that began after the listing cannot lose its files.
+    The stale instants' files count as orphans, so they must be aborted (with the same ``now``)
+    *before* ``referenced`` is read: a stale writer that completes between the two reads would
+    otherwise have its committed files deleted.
     """
     now = time.time() if now is None else now
-    live_inflight = {i for i, started_ms in inflight if now - started_ms / 1000 < grace_seconds}
-    stale_inflight = [i for i, started_ms in inflight if now - started_ms / 1000 >= grace_seconds]
+    stale_inflight = stale_instants(inflight, grace_seconds=grace_seconds, now=now)
+    live_inflight = {i for i, _ in inflight} - set(stale_inflight)
     orphans = []
     for path, mtime in listed:
         if path in referenced:

@@ -8,7 +8,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -22,6 +22,7 @@ from flowlake.errors import (
     CommitConflictError,
     InvalidArgumentError,
     InvalidChangelogError,
+    StorageError,
     VersionCleanedError,
     VersionNotFoundError,
 )
@@ -32,6 +33,7 @@ from flowlake.table import maintenance
 from flowlake.table.bucketing import key_hash, partition_rows, split_by_bucket
 from flowlake.table.bucketmap import BucketMap
 from flowlake.table.keystate import KeyState, key_list
+from flowlake.table.pins import Pin, pin_expired, pin_name
 from flowlake.table.scan import ScanMetrics, read_changes, read_snapshot
 from flowlake.table.schema import evolve_schema, fit_batch
 from flowlake.table.stats import Filter, compute_stats
@@ -365,7 +367,13 @@ class LakeTable:
                 return earlier
             for attempt in range(_MAX_ATTEMPTS):
                 record = self._record if attempt == 0 else self.refresh()._record
-                state = self._current_state(record)
+                try:
+                    state = self._current_state(record)
+                except VersionCleanedError:  # a clean ran under the catch-up: load the head again
+                    if attempt == _MAX_ATTEMPTS - 1:
+                        raise
+                    self._state = None
+                    continue
                 full = merge_partial(state, rows, columns, self.name) if columns else rows
                 plan = plan_write(state, full, is_delete)
                 if plan.empty and token is None and not sources:
@@ -523,8 +531,9 @@ class LakeTable:
             if state.version == record.current_version:
                 return state
             if state.version >= record.oldest_version:
-                logs = self._store.log_files_between(record.id, state.version, record.current_version)
-                changes = read_changes(self._storage, logs, record.schema)
+                with self._unless_cleaned(state.version):
+                    logs = self._store.log_files_between(record.id, state.version, record.current_version)
+                    changes = read_changes(self._storage, logs, record.schema)
                 if changes.num_rows:
                     kinds = changes.column(KIND_COLUMN).to_numpy(zero_copy_only=False)
                     rows, is_delete = changelog_to_write(changes.drop_columns(["_seq"]))
@@ -535,8 +544,9 @@ class LakeTable:
                     state.apply(plan.upserted, plan.upserted_keys, plan.deleted_keys, record.current_version)
                 state.version = record.current_version
                 return state
-        files = self._store.live_files(record.id, record.current_version)
-        rows = read_snapshot(self._storage, files, record.schema, record.primary_key)
+        with self._unless_cleaned(record.current_version):
+            files = self._store.live_files(record.id, record.current_version)
+            rows = read_snapshot(self._storage, files, record.schema, record.primary_key)
         self._state = KeyState(rows, record.primary_key, record.current_version)
         self._state_schema_id = record.schema_id
         return self._state
@@ -601,16 +611,36 @@ class LakeTable:
             missing = [c for c in columns if c not in schema.names]
             if missing:
                 raise InvalidArgumentError(f"table {self.name!r} at version {v} has no column(s) {missing}")
-        files = self._store.live_files(self._record.id, v)
         metrics = ScanMetrics()
-        result = read_snapshot(
-            self._storage, files, schema, self.primary_key, columns=columns, filter=filter, metrics=metrics
-        )
-        self._check_not_cleaned(v)
+        with self._unless_cleaned(v):
+            files = self._store.live_files(self._record.id, v)
+            result = read_snapshot(
+                self._storage,
+                files,
+                schema,
+                self.primary_key,
+                columns=columns,
+                filter=filter,
+                metrics=metrics,
+            )
         self.last_scan = metrics
         return result
 
-    def _check_not_cleaned(self, version: int) -> None:
+    @contextlib.contextmanager
+    def _unless_cleaned(self, version: int) -> Iterator[None]:
+        """Raise ``VersionCleanedError`` if a clean moved past ``version`` while the block read it.
+
+        A clean forgets files in the catalog before deleting them, so a read that raced with it may
+        have found a file missing (``StorageError``) or been given an incomplete file list; both show
+        as the oldest readable version having moved past ``version`` by the end of the read.
+        """
+        try:
+            yield
+        except StorageError as exc:
+            _, oldest = self._store.current_version(self._record.id)
+            if version < oldest:
+                raise VersionCleanedError(self.name, version, oldest) from exc
+            raise
         _, oldest = self._store.current_version(self._record.id)
         if version < oldest:
             raise VersionCleanedError(self.name, version, oldest)
@@ -623,11 +653,12 @@ class LakeTable:
         """
         v = self.resolve_version(version)
         schema = self._schema_at(v)
-        files = self._store.live_files(self._record.id, v)
-        if all(f.content == "base" for f in files):
-            paths = [self._storage.path(f.path) for f in files]
-            return ds.dataset(paths, schema=schema, format="parquet", filesystem=self._storage.fs)
-        return ds.dataset(read_snapshot(self._storage, files, schema, self.primary_key))
+        with self._unless_cleaned(v):
+            files = self._store.live_files(self._record.id, v)
+            if all(f.content == "base" for f in files):
+                paths = [self._storage.path(f.path) for f in files]
+                return ds.dataset(paths, schema=schema, format="parquet", filesystem=self._storage.fs)
+            return ds.dataset(read_snapshot(self._storage, files, schema, self.primary_key))
 
     def changes(
         self, start: int, end: int | None = None, *, columns: Sequence[str] | None = None
@@ -645,14 +676,49 @@ class LakeTable:
             )
         if start < oldest:
             raise VersionCleanedError(self.name, start, oldest)
-        logs = self._store.log_files_between(self._record.id, start, end)
-        result = read_changes(self._storage, logs, self._schema_at(end), columns=columns)
-        self._check_not_cleaned(start)
+        with self._unless_cleaned(start):
+            logs = self._store.log_files_between(self._record.id, start, end)
+            result = read_changes(self._storage, logs, self._schema_at(end), columns=columns)
         return result
 
     def history(self) -> list[Commit]:
         """Every commit on the timeline, oldest first, with its summary."""
         return self._store.commits(self._record.id)
+
+    def pin(self, version: int | None = None, *, ttl_seconds: float | None = None) -> Pin:
+        """Keep ``version`` (the head by default) readable until the returned pin is released.
+
+        The pin is a consumer registered in the catalog (``pin:<uuid4 hex>``), so ``clean()`` in any
+        process keeps every file the version needs, and every later version, until ``release()``
+        (or the end of a ``with`` block). Take the pin before reading: a pinned version reads the
+        same rows every time, whatever compaction and cleaning do meanwhile.
+
+        Args:
+            version: The version to pin; None pins the current head.
+            ttl_seconds: If set, ``clean()`` drops the pin once this many seconds have passed (so a
+                crashed holder does not keep history forever); without it the pin stays until released
+                or dropped with ``Catalog.drop_consumer``.
+
+        Returns:
+            The :class:`~flowlake.table.pins.Pin`, with ``version``, ``read()``, ``changes()``,
+            ``dataset()`` and ``release()``.
+
+        Raises:
+            VersionCleanedError: ``version`` was already cleaned (a clean that moves the oldest
+                readable version past it at the same time also makes the pin fail, never half-succeed).
+            VersionNotFoundError: The table has no such version.
+        """
+        name, expires_at = pin_name(ttl_seconds)
+        for attempt in range(8):
+            v = self.resolve_version(version)
+            try:  # the catalog checks v against the oldest readable version under the cleaning lock
+                self._store.register_consumer(self._record.id, name, v)
+            except VersionCleanedError:
+                if version is not None or attempt == 7:
+                    raise
+                continue  # the head we read was cleaned meanwhile (retain_last=1): pin the new head
+            return Pin(self, v, name, expires_at)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     # -- maintenance --------------------------------------------------------------------------------
 
@@ -678,7 +744,7 @@ class LakeTable:
         for attempt in range(3):
             try:
                 return self._compact_once(target_file_rows=target_file_rows, rebalance_only=rebalance_only)
-            except CommitConflictError:
+            except (CommitConflictError, VersionCleanedError):  # another compaction (and a clean) won
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
@@ -702,7 +768,8 @@ class LakeTable:
         outputs: list[tuple[int, pa.Table]] = []
         guarded: list[int] = []
         for group in groups:
-            rows = read_snapshot(self._storage, group.files, record.schema, record.primary_key)
+            with self._unless_cleaned(record.current_version):
+                rows = read_snapshot(self._storage, group.files, record.schema, record.primary_key)
             pieces: dict[int, pa.Table]
             if len(group.buckets) == 2:
                 bmap, parent = bmap.merge(group.buckets[0])
@@ -781,32 +848,47 @@ class LakeTable:
         """Delete files that no version among the last ``retain_last`` needs, and old orphan files.
 
         Versions before the new oldest readable version can no longer be read (``VersionCleanedError``);
-        ``changes(start)`` needs ``start`` at or after it.
+        ``changes(start)`` needs ``start`` at or after it. Registered consumers and pins (:meth:`pin`)
+        hold it back: every version from the oldest of them on stays fully readable (snapshots and
+        changelogs). Pins whose TTL has passed are dropped first.
+
+        ``orphan_grace_seconds`` must exceed the longest time a writer spends between starting a
+        commit and completing it: an inflight commit older than that is aborted (its writer then gets
+        a ``CatalogError`` and must retry) and its files deleted. A committed version never loses a
+        file either way.
         """
         if retain_last < 1:
             raise InvalidArgumentError("clean(retain_last=N) needs N >= 1: the head version is always kept")
         record = self.refresh()._record
-        listed = self._list_files(record)
+        now = time.time()
+        listed = self._list_files(record)  # before inflight and referenced are read (see orphan_paths)
         inflight = self._store.inflight_instants(record.id)
-        head, oldest = self._store.current_version(record.id)
-        keep_from = max(oldest, head - retain_last + 1)
-        consumed = self._store.consumers(record.id)
-        if consumed:  # a consumer at version v still reads changes(v, ...): keep v readable
-            keep_from = max(oldest, min(keep_from, *consumed.values()))
-        referenced = self._store.all_file_paths(record.id)
-        files_then = self._store.live_files(record.id, keep_from)
-        needed = {f.path for f in files_then}
-        obsolete = [f for f in self._store.retired_files(record.id, keep_from) if f.path not in needed]
-        orphans, stale = maintenance.orphan_paths(
-            listed, referenced, inflight, grace_seconds=orphan_grace_seconds
+        stale = maintenance.stale_instants(inflight, grace_seconds=orphan_grace_seconds, now=now)
+        if stale:
+            # before the referenced files are read: a stale writer has either completed by then (its
+            # files are referenced) or can never complete (its instant is gone), so no committed file
+            # is taken for an orphan
+            self._store.abort_stale_inflight(record.id, stale)
+        for attempt in range(5):
+            keep_from = self._clean_horizon(record, retain_last, now)
+            referenced = self._store.all_file_paths(record.id)
+            needed = {f.path for f in self._store.live_files(record.id, keep_from)}
+            obsolete = [f for f in self._store.retired_files(record.id, keep_from) if f.path not in needed]
+            try:
+                # the catalog first: once forgotten, no reader is directed to a file we then delete; it
+                # refuses if a consumer registered below keep_from since we read the consumers
+                self._store.forget_files(record.id, [f.path for f in obsolete], keep_from)
+            except CommitConflictError:
+                if attempt == 4:
+                    raise
+                continue
+            break
+        orphans, _ = maintenance.orphan_paths(
+            listed, referenced, inflight, grace_seconds=orphan_grace_seconds, now=now
         )
-        # the catalog first: once forgotten, no reader is directed to a file we then delete
-        self._store.forget_files(record.id, [f.path for f in obsolete], keep_from)
         for path in [f.path for f in obsolete] + orphans:
             with contextlib.suppress(FileNotFoundError):
                 self._storage.fs.delete_file(self._storage.path(path))
-        if stale:
-            self._store.abort_stale_inflight(record.id, stale)
         self.refresh()
         return maintenance.CleanResult(
             oldest_version=keep_from,
@@ -814,6 +896,18 @@ class LakeTable:
             bytes_deleted=sum(f.size for f in obsolete),
             orphans_deleted=len(orphans),
         )
+
+    def _clean_horizon(self, record: TableRecord, retain_last: int, now: float) -> int:
+        """The oldest version a clean keeps: ``head - retain_last + 1``, or the oldest consumer/pin."""
+        head, oldest = self._store.current_version(record.id)
+        keep_from = max(oldest, head - retain_last + 1)
+        consumed = self._store.consumers(record.id)
+        for name in [n for n in consumed if pin_expired(n, now=now)]:
+            self._store.drop_consumer(record.id, name)
+            del consumed[name]
+        if consumed:  # a consumer at version v still reads changes(v, ...): keep v readable
+            keep_from = max(oldest, min(keep_from, *consumed.values()))
+        return keep_from
 
     def _list_files(self, record: TableRecord) -> list[tuple[str, float]]:
         root = self._storage.path(record.location, "data")

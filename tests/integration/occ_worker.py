@@ -1,8 +1,13 @@
-"""A writer process for the multi-process concurrency tests (run as a script)."""
+"""A writer process for the multi-process concurrency tests (run as a script).
+
+Each commit is ledgered as ``ok <i> <version> <ms>`` (``<ms>``: how long the write call took) or
+``conflict <i>``.
+"""
 
 from __future__ import annotations
 
 import sys
+import time
 
 import pyarrow as pa
 
@@ -20,6 +25,7 @@ def main() -> None:
     t = cat.load_table("ods.occ")
     with open(ledger, "w") as out:  # noqa: PTH123 - a plain ledger file
         for i in range(n):
+            started = time.perf_counter()
             try:
                 if mode == "disjoint":
                     keys = [w * 100_000 + i * 10 + j for j in range(10)]
@@ -39,7 +45,7 @@ def main() -> None:
                     column = "a" if w == 0 else "b"
                     batch = pa.table({"k": list(range(20)), column: [i] * 20})
                     c = t.update_columns(batch, token=f"w{w}-{i}", on_conflict="merge-columns")
-                out.write(f"ok {i} {c.version}\n")
+                out.write(f"ok {i} {c.version} {(time.perf_counter() - started) * 1000:.0f}\n")
             except fl.CommitConflictError:
                 out.write(f"conflict {i}\n")
             out.flush()
