@@ -22,6 +22,7 @@ from flowlake.errors import (
     VersionCleanedError,
     VersionNotFoundError,
 )
+from flowlake.table.pins import Pin
 from flowlake.table.table import LakeTable
 
 __version__ = "0.1.0"
@@ -43,6 +44,7 @@ __all__ = [
     "LakeTable",
     "NullKeyError",
     "PermissionDeniedError",
+    "Pin",
     "RowKind",
     "SchemaMismatchError",
     "StorageError",
