@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 from flowlake.changelog import KIND_COLUMN, SEQ_COLUMN, RowKind
 from flowlake.errors import InvalidArgumentError
 from flowlake.flow._snapshot import PickledSnapshot
+from flowlake.flow._stateform import from_state, to_state
 from flowlake.flow.aggs import ADDITIVE, Agg, Condition, Window
 from flowlake.flow.batch import kinds_of, weights
 
@@ -383,7 +384,7 @@ class AggregateState(PickledSnapshot):
                 [("_w", "sum")]
             )
             keys = _py_keys(grouped, key_cols)
-            values = _py_keys(grouped, vnames)
+            values = _state_values(grouped, vnames)
             counters = self.counters[name]
             entries = list(zip(keys, values, grouped.column("_neg").to_pylist(),
                                grouped.column("_w_sum").to_pylist(), strict=True))  # fmt: skip
@@ -482,7 +483,7 @@ class AggregateState(PickledSnapshot):
         for name, agg in self.aggs.items():
             dtype = schema.field(name).type
             if agg.func not in ADDITIVE:
-                arrays.append(pa.array([values[name][i] for i in sel.tolist()], dtype))
+                arrays.append(from_state([values[name][i] for i in sel.tolist()], dtype))
                 continue
             sums, nonnull = values[name][0][sel], values[name][1][sel]
             if agg.func == "count":
@@ -522,6 +523,13 @@ def _py_keys(table: pa.Table, columns: Sequence[str]) -> list[Any]:
         values: list[Any] = table.column(columns[0]).to_pylist()
         return values
     return list(zip(*(table.column(c).to_pylist() for c in columns), strict=True))
+
+
+def _state_values(table: pa.Table, columns: Sequence[str]) -> list[Any]:
+    """Counter values in state form (see :mod:`flowlake.flow._stateform`)."""
+    if len(columns) == 1:
+        return to_state(table.column(columns[0]))
+    return list(zip(*(to_state(table.column(c)) for c in columns), strict=True))
 
 
 def _empty_changes(schema: pa.Schema) -> pa.Table:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
 
@@ -13,6 +12,7 @@ import pyarrow as pa
 from flowlake.changelog import KIND_COLUMN, SEQ_COLUMN, RowKind
 from flowlake.errors import InvalidArgumentError
 from flowlake.flow._snapshot import PickledSnapshot
+from flowlake.flow._stateform import from_state, to_state
 from flowlake.flow.batch import kinds_of
 
 log = logging.getLogger("flowlake.flow")
@@ -28,63 +28,12 @@ def body_schema(schema: pa.Schema) -> pa.Schema:
     return pa.schema([f for f in schema if f.name not in (KIND_COLUMN, SEQ_COLUMN)])
 
 
-_INT64_VIEWS = (pa.types.is_timestamp, pa.types.is_duration, pa.types.is_date64, pa.types.is_time64)
-_INT32_VIEWS = (pa.types.is_date32, pa.types.is_time32)
-_LITTLE_ENDIAN = sys.byteorder == "little"
-
-
-def _storage_type(type_: pa.DataType) -> pa.DataType | None:
-    """The integer type a column is held as in operator state (None: as Python objects)."""
-    if any(check(type_) for check in _INT64_VIEWS):
-        return pa.int64()
-    if any(check(type_) for check in _INT32_VIEWS):
-        return pa.int32()
-    if pa.types.is_decimal128(type_) and type_.precision <= 18 and _LITTLE_ENDIAN:
-        return pa.decimal128(type_.precision, type_.scale)  # held as its unscaled int64
-    return None
-
-
-def _to_state(column: pa.ChunkedArray) -> list[Any]:
-    """A column as the values operator state holds: temporal values and decimals as plain ints.
-
-    State rows are hashed, compared and pickled at every snapshot; ints do all three several times
-    faster than ``datetime`` and ``Decimal`` objects, and convert back exactly (:func:`_from_state`).
-    """
-    storage = _storage_type(column.type)
-    if storage is None:
-        return list(column.to_pylist())
-    if not pa.types.is_decimal(storage):
-        return list(column.cast(storage).to_pylist())
-    array = column.combine_chunks()
-    words = np.frombuffer(array.buffers()[1], dtype=np.int64)
-    values: list[Any] = words[2 * array.offset : 2 * (array.offset + len(array)) : 2].tolist()
-    if array.null_count:
-        nulls = np.asarray(array.is_null().to_numpy(zero_copy_only=False), dtype=bool)
-        values = [None if null else v for v, null in zip(values, nulls.tolist(), strict=True)]
-    return values
-
-
-def _from_state(values: list[Any], type_: pa.DataType) -> pa.Array:
-    """The inverse of :func:`_to_state` for one column."""
-    storage = _storage_type(type_)
-    if storage is None:
-        return pa.array(values, type_)
-    if not pa.types.is_decimal(storage):
-        return pa.array(values, storage).cast(type_)
-    ints = pa.array(values, pa.int64())
-    low = np.asarray(ints.fill_null(0).to_numpy(), dtype=np.int64)
-    words = np.empty((len(low), 2), dtype=np.int64)
-    words[:, 0], words[:, 1] = low, low >> 63
-    validity = ints.buffers()[0] if ints.null_count else None
-    return pa.Array.from_buffers(type_, len(low), [validity, pa.py_buffer(words)], null_count=ints.null_count)
-
-
 def _tuples(data: pa.Table, names: Sequence[str], keys: Sequence[str] = ()) -> list[tuple[Any, ...]]:
     """Rows as tuples in state form; ``keys`` columns stay Python values (they are matched across
     inputs whose types may differ, e.g. int32 against int64 or two decimal scales)."""
     if not data.num_rows:
         return []
-    columns = [data.column(n).to_pylist() if n in keys else _to_state(data.column(n)) for n in names]
+    columns = [data.column(n).to_pylist() if n in keys else to_state(data.column(n)) for n in names]
     return list(zip(*columns, strict=True))
 
 
@@ -93,7 +42,7 @@ def _table(
 ) -> pa.Table:
     columns = list(zip(*rows, strict=True)) if rows else [() for _ in schema]
     arrays = [
-        pa.array(list(c), f.type) if f.name in keys else _from_state(list(c), f.type)
+        pa.array(list(c), f.type) if f.name in keys else from_state(list(c), f.type)
         for c, f in zip(columns, schema, strict=True)
     ]
     table = pa.Table.from_arrays(arrays, schema=schema)

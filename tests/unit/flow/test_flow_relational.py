@@ -176,7 +176,8 @@ STATE_TYPES = [
 def test_state_form_round_trips_every_value_exactly(type_: pa.DataType, values: list[Any], cut: int) -> None:
     from decimal import Decimal
 
-    from flowlake.flow._relational import _from_state, _to_state
+    from flowlake.flow._stateform import from_state as _from_state
+    from flowlake.flow._stateform import to_state as _to_state
 
     if pa.types.is_decimal(type_):
         bound = 10 ** (type_.precision - 1)
