@@ -11,7 +11,8 @@ recovery (``dwd.orders_enriched``, ``dws.shop_gmv_minute``, ``dws.city_day``), r
 Latency per change is read afterwards from the tables themselves: an inserted or updated row reaches
 ODS in the version whose commit time is on the timeline; each DWD/DWS commit records in its lineage
 (``sources``) the input versions it covers, so a change is visible downstream at the commit time of
-the first output version whose lineage reaches the input version that holds it. Deletes carry no
+the first output version whose lineage reaches the input version that holds it. At the end ODS is
+compared with the source tables and every DWD/DWS table with its DuckDB batch recompute. Deletes carry no
 stamp of their own and are not timed (they travel the same path). An ODS commit covers every source
 transaction that arrived since the last one, so a row changed twice in that window shows only its newest
 image (as in any upsert table); only images that became visible are timed. p50/p99 per layer are printed.
@@ -233,6 +234,27 @@ def analyse(cat: fl.Catalog, start_version: int, committed: dict[int, float]) ->
     return out
 
 
+def verify(cat: fl.Catalog, port: int, db: str) -> bool:
+    """ODS equals the source tables; every DWD/DWS table equals its DuckDB batch recompute."""
+    from flowlake.flow.verify import verify_table
+
+    conn = _connect(port)
+    with conn.cursor() as cur:
+        cur.execute(f"SELECT order_id, status, amount FROM {db}.orders ORDER BY order_id")
+        source = [tuple(r) for r in cur.fetchall()]
+    conn.close()
+    ods = cat.load_table("ods.orders").read(columns=["order_id", "status", "amount"]).sort_by("order_id")
+    ok = [tuple(r.values()) for r in ods.to_pylist()] == source
+    if not ok:
+        print(f"ods.orders differs from {db}.orders ({ods.num_rows} vs {len(source)} rows)", file=sys.stderr)
+    for output, _ in CHAIN:
+        report = verify_table(cat, output)
+        if not report.ok:
+            print(f"{output}: {report.differences[:5]}", file=sys.stderr)
+        ok &= report.ok
+    return ok
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
@@ -286,6 +308,7 @@ def run_rate(server_port: int, rate: int, args: argparse.Namespace, tmp: Path) -
                 p.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 p.kill()
+    verified = verify(cat, server_port, db)
     written = json.loads(out.read_text())
     committed = {int(k): v for k, v in written["committed"].items()}
     latencies = analyse(cat, start_version, committed)
@@ -297,6 +320,7 @@ def run_rate(server_port: int, rate: int, args: argparse.Namespace, tmp: Path) -
         f"rate_{rate}_source_changes": written["changes"],
         f"rate_{rate}_ods_changes": _source_changes(changes),
         f"rate_{rate}_timed_changes": len(latencies["ods.orders"]),
+        f"rate_{rate}_verified": verified,
     }
     for name, values in latencies.items():
         if values:
