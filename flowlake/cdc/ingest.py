@@ -444,9 +444,13 @@ class OdsIngester:
             for i, reason in bad.items():
                 raw = orjson.dumps(target.rows[i][1], default=str)
                 dead.append((DeadLetter(raw, {}, target.source_table, reason), target.row_groups[i]))
-            keep = [i for i in range(len(target.rows)) if i not in bad]
-            raws = [(orjson.dumps(target.rows[i][1], default=str), target.row_groups[i]) for i in keep]
-            parts.append(_drop_null_keys(built, key, raws.__getitem__, target, dead))
+            keep = [i for i in range(len(target.rows)) if i not in bad] if bad else None
+
+            def row_raw(row: int) -> tuple[bytes, int]:  # serialized only for a dead letter
+                i = row if keep is None else keep[row]
+                return orjson.dumps(target.rows[i][1], default=str), target.row_groups[i]
+
+            parts.append(_drop_null_keys(built, key, row_raw, target, dead))
         if target.messages:
             decoded, owners = self._decode_messages(target, dead)
 
