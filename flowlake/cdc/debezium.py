@@ -32,20 +32,24 @@ Rules
      else the fields ``before`` has) and ``before_complete=False``. A key column that is absent or
      null makes it a :class:`CorruptRecordError`.
 
-   In a batch these rows are listed in :attr:`DecodedBatch.incomplete_rows`.
-6. Malformed input (invalid JSON, not an object, missing or unknown ``op``, a missing or non-object
-   ``after`` for ``c``/``r``/``u``, a non-object ``before``/``source``/``transaction``, a malformed
-   schema block, a value of the wrong JSON type for its logical type, bad base64) raises
-   :class:`CorruptRecordError` whose message names the field and, where known, the caller's offset
-   and the source position; never a bare ``KeyError``/``TypeError``/``ValueError``.
+   In a batch these rows are listed in :attr:`DecodedBatch.incomplete_rows`. With ``primary_key``,
+   every change must carry the whole key: a key column that is absent or null in an image that
+   becomes a change is a :class:`CorruptRecordError` naming the field (no table could apply it).
+6. Malformed input (invalid JSON or UTF-8, NaN/Infinity tokens, not an object, missing or unknown
+   ``op``, a missing or non-object ``after`` for ``c``/``r``/``u``, a non-object
+   ``before``/``source``/``transaction``, a malformed schema block, a value of the wrong JSON type for
+   its logical type or out of its range, bad base64) raises :class:`CorruptRecordError` whose message
+   names the field and, where known, the caller's offset and the source position, and quotes input
+   values cut short; never a bare ``KeyError``/``TypeError``/``ValueError``.
 7. Values. Logical types are converted (see :mod:`flowlake.cdc.logical_types`) only when a schema
    block is present or an explicit Arrow schema is passed; a schema block, when present, decides how
    each value is read. Otherwise values stay as the JSON gives them. ``decode(convert=False)``
    always keeps the JSON values (the conformance form that peer test vectors use).
 8. Batches. :func:`decode_batch` expects messages of one table (one topic). Its columns are the
    explicit schema's, else the schema block's, else the union of the rows' fields in order of first
-   appearance (types inferred by Arrow); every column is nullable, because key-only deletes carry
-   nulls. A message with a column outside an explicit schema, a column named like a reserved
+   appearance (types inferred by Arrow, except that true/false never become numbers and integers
+   a float column cannot hold exactly are refused); every column is nullable, because key-only
+   deletes carry nulls. A message with a column outside an explicit schema, a column named like a reserved
    changelog column (``_kind``, ``_seq``), a value its column cannot hold, or a schema block that
    changes a column's type within the batch is reported in :attr:`DecodedBatch.errors` and all of
    its rows are left out. ``_seq`` is not produced; the table writer assigns commit order. The batch
@@ -59,15 +63,23 @@ import contextlib
 import dataclasses
 import functools
 import gc
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from flowlake.cdc.change import Change, SourceInfo, position_of, short_repr, source_info
-from flowlake.cdc.logical_types import DecimalHandling, FieldDecoder, decoder_for_arrow, struct_decoders
+from flowlake.cdc.logical_types import (
+    DecimalHandling,
+    FieldDecoder,
+    decoder_for_arrow,
+    quote,
+    struct_decoders,
+)
 from flowlake.changelog import KIND_COLUMN, RESERVED_COLUMNS, RowKind
 from flowlake.errors import CdcDecodeError, CorruptRecordError, InvalidArgumentError
 
@@ -82,6 +94,7 @@ _UPDATE_BEFORE: Final = RowKind.UPDATE_BEFORE
 _UPDATE_AFTER: Final = RowKind.UPDATE_AFTER
 _DELETE: Final = RowKind.DELETE
 _TX_STATUSES: Final = frozenset({"BEGIN", "END"})
+_NOT_A_NUMBER: Final = re.compile(r"-?(?:NaN|Infinity)")
 _BUILD_ERRORS: Final = (pa.ArrowException, CdcDecodeError, TypeError, ValueError, ArithmeticError)
 """What building an Arrow column from JSON values may raise (pa.array raises all of these)."""
 
@@ -182,6 +195,10 @@ def decode(
         struct = _row_struct(block)
         width = _struct_width(struct) if struct is not None else (len(schema) if schema is not None else None)
         steps = _row_changes(payload, key, width)
+        for kind, row, _ in steps if key.columns else ():
+            for name in key.columns:
+                if row.get(name) is None:
+                    raise CorruptRecordError(_key_problem(name, row, kind, payload))
         decoders = _python_decoders(struct, schema, decimal_handling) if convert else None
         source = source_info(payload)
         return [Change(kind, _convert_row(row, decoders), source, complete) for kind, row, complete in steps]
@@ -281,7 +298,7 @@ def _decode_batch(
     blocks = _BlockPlan()
     width = None if schema is None else len(schema)
     skipped = _scan(messages, pending, blocks, key, width, parsed)
-    columns, fields = _assemble(pending, messages, schema, blocks.decoders, decimal_handling)
+    columns, fields = _assemble(pending, messages, schema, blocks.decoders, decimal_handling, key)
     kind_array = pa.array(pending.kinds, type=pa.int8())
     table = pa.Table.from_arrays(
         [*columns, kind_array], schema=pa.schema([*fields, pa.field(KIND_COLUMN, pa.int8(), nullable=False)])
@@ -327,12 +344,32 @@ def _parse(message: Message) -> dict[str, Any] | None:
     except orjson.JSONDecodeError as exc:
         if _is_blank(message):
             return None
-        raise CorruptRecordError(f"message is not valid JSON: {exc}") from exc
+        raise CorruptRecordError(_json_error(message, exc)) from exc
     if obj is None:
         return None
     if type(obj) is not dict:
         raise CorruptRecordError(f"message must be a JSON object, got {type(obj).__name__} {short_repr(obj)}")
     return obj
+
+
+def _json_error(message: bytes | bytearray | memoryview | str, exc: orjson.JSONDecodeError) -> str:
+    """Say why a message is not JSON, naming invalid UTF-8 and NaN/Infinity tokens plainly."""
+    try:
+        text = message if isinstance(message, str) else bytes(message).decode("utf-8")
+        text.encode("utf-8")
+    except (UnicodeDecodeError, UnicodeEncodeError) as bad:
+        where = "byte" if isinstance(bad, UnicodeDecodeError) else "character"
+        return (
+            f"message is not valid UTF-8 ({where} {bad.start} cannot be decoded); Debezium JSON is UTF-8 text"
+        )
+    start = exc.pos - 1 if 0 < exc.pos <= len(text) and text[exc.pos - 1] == "-" else exc.pos
+    token = _NOT_A_NUMBER.match(text, start)
+    if token is not None:
+        return (
+            f"message is not valid JSON: {token.group()} at character {start} is not a JSON number; "
+            "the producer must send null (or the value as a string) instead"
+        )
+    return f"message is not valid JSON: {exc}"
 
 
 def _is_blank(message: bytes | bytearray | memoryview | str) -> bool:
@@ -357,12 +394,27 @@ def _is_meta_event(payload: dict[str, Any]) -> bool:
     """Whether the payload is a transaction boundary or a logical-decoding message (no rows)."""
     op = payload.get("op")
     if op is None:
-        return bool(payload.get("status") in _TX_STATUSES)
+        status = payload.get("status")
+        return type(status) is str and status in _TX_STATUSES
     return bool(op == "m")
 
 
+def _key_problem(name: str, row: dict[str, Any], kind: int, payload: dict[str, Any] | None) -> str:
+    """Why a change without its whole key cannot be applied (rule 5)."""
+    image = "after" if kind in (_INSERT, _UPDATE_AFTER) else "before"
+    src = payload.get("source") if payload is not None else None
+    owner, table = (
+        (src.get("schema") or src.get("db"), src.get("table")) if type(src) is dict else (None, None)
+    )
+    of = f" of a change to {quote(f'{owner}.{table}')}" if type(owner) is str and type(table) is str else ""
+    return (
+        f"primary-key field {quote(name)} is {'null' if name in row else 'missing'} in {image!r}{of}, "
+        "so the changed row is unknown; fix the source or filter the record out"
+    )
+
+
 def _row_changes(payload: dict[str, Any], key: _KeyRule, width: int | None) -> tuple[_Step, ...]:
-    """Apply rules 2-5 to one payload."""
+    """Apply rules 2-5 to one payload (the batch path checks the key of its rows when built)."""
     op = payload.get("op")
     if op in ("c", "r"):
         return ((_INSERT, _after(payload, op), True),)
@@ -472,7 +524,7 @@ def _struct_decoders(struct: dict[str, Any]) -> dict[str, FieldDecoder]:
     """Decoders of a row struct, cached by the struct's JSON (schemas repeat in every message)."""
     try:
         return _decoders_of(orjson.dumps(struct, option=orjson.OPT_SORT_KEYS))
-    except RecursionError:
+    except (RecursionError, orjson.JSONEncodeError):
         raise CorruptRecordError("the row's schema block is nested too deeply") from None
 
 
@@ -498,7 +550,7 @@ def _where(payload: dict[str, Any] | None, offset: int | str | None) -> str:
     src = payload.get("source") if payload is not None else None
     position = position_of(src) if type(src) is dict else None
     if position is not None:
-        parts.append(f"source position {position}")
+        parts.append(f"source position {position if len(position) <= 80 else position[:80] + '...'}")
     return ", ".join(parts)
 
 
@@ -579,8 +631,8 @@ class _BlockPlan:
                 decoder.logical_name,
             ):
                 raise CdcDecodeError(
-                    f"field {name!r} changes type within the batch "
-                    f"({known.arrow_type} -> {decoder.arrow_type}); "
+                    f"field {quote(name)} changes type within the batch "
+                    f"({_clip(str(known.arrow_type), 100)} -> {_clip(str(decoder.arrow_type), 100)}); "
                     "decode the messages before and after the schema change in separate batches"
                 )
         for name, decoder in decoders.items():
@@ -702,6 +754,7 @@ def _assemble(
     schema: pa.Schema | None,
     decoders: dict[str, FieldDecoder],
     decimal_handling: DecimalHandling,
+    key: _KeyRule,
 ) -> tuple[list[pa.Array], list[pa.Field]]:
     """Build one Arrow column per field, dropping failing messages until every column builds."""
     while True:
@@ -716,8 +769,33 @@ def _assemble(
                 break
             columns.append(array)
         if not bad:
+            bad = _rows_without_key(pending, dict(zip(names, columns, strict=True)), key, messages)
+        if not bad:
             return columns, _output_fields(names, columns, schema)
         pending.fail(bad, messages)
+
+
+def _rows_without_key(
+    pending: _Pending, columns: dict[str, pa.Array], key: _KeyRule, messages: Sequence[Message]
+) -> dict[int, str]:
+    """Rows with a null or missing key column, found on the built columns (rule 5)."""
+    bad: dict[int, str] = {}
+    for name in key.columns:
+        column = columns.get(name)
+        if column is not None and not column.null_count:
+            continue
+        rows = (
+            range(len(pending.rows)) if column is None else pc.indices_nonzero(pc.is_null(column)).to_pylist()
+        )
+        for row in rows:
+            if row not in bad:
+                try:
+                    obj = _parse(messages[pending.owners[row]])
+                    payload = _unwrap(obj)[0] if obj is not None else None
+                except CdcDecodeError:
+                    payload = None
+                bad[row] = _key_problem(name, pending.rows[row], pending.kinds[row], payload)
+    return bad
 
 
 def _column_names(
@@ -747,9 +825,10 @@ def _rows_with_bad_columns(
         for name in row:
             if name in unwanted:
                 bad[i] = (
-                    f"column {name!r} is reserved for the changelog; rename it upstream"
+                    f"column {quote(name)} is reserved for the changelog; rename it upstream"
                     if name in RESERVED_COLUMNS
-                    else f"column {name!r} is not in the given schema; evolve the schema or drop it upstream"
+                    else f"column {quote(name)} is not in the given schema; "
+                    "evolve the schema or drop it upstream"
                 )
                 break
     return bad
@@ -760,7 +839,34 @@ Builder = Callable[[list[Any]], pa.Array]
 
 
 def _infer_array(values: list[Any]) -> pa.Array:
-    return pa.array(values)
+    array = pa.array(values)
+    kind = array.type
+    if kind == pa.float64():
+        mixed = bool in set(map(type, values))
+    else:
+        mixed = _holds_float(kind) and any(_bool_as_number(v, kind) for v in values)
+    if mixed:  # Arrow's inference turns them into 1.0 and 0.0
+        raise CorruptRecordError("true/false where the batch has numbers")
+    return array
+
+
+def _holds_float(kind: pa.DataType) -> bool:
+    if pa.types.is_floating(kind):
+        return True
+    if pa.types.is_list(kind):
+        return _holds_float(kind.value_type)
+    return bool(pa.types.is_struct(kind)) and any(_holds_float(f.type) for f in kind)
+
+
+def _bool_as_number(value: Any, kind: pa.DataType) -> bool:
+    """Whether a JSON value puts a boolean where ``kind`` (inferred from the batch) has a float."""
+    if type(value) is bool:
+        return bool(pa.types.is_floating(kind))
+    if type(value) is list and pa.types.is_list(kind):
+        return any(_bool_as_number(v, kind.value_type) for v in value)
+    if type(value) is dict and pa.types.is_struct(kind):
+        return any(_bool_as_number(value.get(f.name), f.type) for f in kind)
+    return False
 
 
 def _builder(
@@ -790,11 +896,18 @@ def _build_column(name: str, values: list[Any], builder: Builder) -> tuple[pa.Ar
         failure = exc
     if builder is _infer_array:
         builder = _majority_builder(values)
+        with contextlib.suppress(*_BUILD_ERRORS):
+            return builder(values), {}  # a mix Arrow's inference refuses, such as big integers and floats
     bad: dict[int, str] = {}
     _bisect(values, builder, 0, len(values), bad)
     if not bad:
-        raise CdcDecodeError(f"column {name!r} cannot be built from this batch: {failure}") from failure
-    return pa.array([]), {row: f"field {name!r}: {reason}" for row, reason in bad.items()}
+        raise CdcDecodeError(f"column {quote(name)} cannot be built from this batch: {failure}") from failure
+    return pa.array([]), {row: f"field {quote(name)}: {_clip(reason)}" for row, reason in bad.items()}
+
+
+def _clip(reason: str, limit: int = 300) -> str:
+    """Arrow's own messages may quote a whole value or type: keep them short."""
+    return reason if len(reason) <= limit else reason[:limit] + "..."
 
 
 def _majority_builder(values: list[Any]) -> Builder:
@@ -817,11 +930,25 @@ def _majority_builder(values: list[Any]) -> Builder:
         for value in chunk:
             if value is not None and (float if type(value) is int else type(value)) is not majority:
                 raise CorruptRecordError(
-                    f"{short_repr(value)} does not match the column's type {target} (inferred from the batch)"
+                    f"{short_repr(value)} does not match the column's type {_clip(str(target), 100)} "
+                    "(inferred from the batch)"
                 )
+        if majority is float:  # Arrow refuses some mixes of big integers and floats: convert them here
+            chunk = [_exact_float(v) if type(v) is int else v for v in chunk]
+        elif _holds_float(target) and any(_bool_as_number(v, target) for v in chunk):
+            raise CorruptRecordError("true/false where the batch has numbers")
         return pa.array(chunk, type=target)
 
     return build
+
+
+def _exact_float(value: int) -> float:
+    number = float(value)
+    if number != value:
+        raise CorruptRecordError(
+            f"{quote(value)} cannot be held exactly by a column of floats (inferred from the batch)"
+        )
+    return number
 
 
 def _bisect(values: list[Any], builder: Builder, lo: int, hi: int, bad: dict[int, str]) -> None:

@@ -196,7 +196,7 @@ class JsonlSource:
             self._advance(groups)
             return
         status = payload.get("status")
-        if "op" not in payload and status in _TX_STATUS:
+        if "op" not in payload and isinstance(status, str) and status in _TX_STATUS:
             self._transaction_event(payload, status, groups)
             return
         try:

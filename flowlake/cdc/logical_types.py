@@ -42,7 +42,14 @@ VariableScaleDecimal, and a string as base64 bytes (``decimal_handling="precise"
 default) or as decimal text (``"string"``/``"double"``).
 
 Every conversion checks the JSON type it is given and raises :class:`CorruptRecordError` (never a
-bare ``TypeError``/``ValueError``); :meth:`FieldDecoder.python_value` adds the field name.
+bare ``TypeError``/``ValueError``); :meth:`FieldDecoder.python_value` adds the field name. The
+Python values (:meth:`FieldDecoder.python_value`) and the Arrow columns
+(:meth:`FieldDecoder.build_array`, nested values included) accept exactly the same values: dates and
+timestamps in years 1-9999 (what ``datetime`` holds; ns timestamps within int64), decimals that fit
+their column's precision and scale without rounding (a float is rounded to the scale first), and
+numbers for float columns (never ``true``/``false``). A ``Decimal`` must sit on Connect ``bytes`` and
+a ``VariableScaleDecimal`` on ``struct``, a struct may not name a field twice, and input quoted in
+messages is cut short (:func:`quote`).
 """
 
 from __future__ import annotations
@@ -56,6 +63,7 @@ from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, ROUND_HALF_EVEN, Context, Deci
 from typing import Any, Final, Literal
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from flowlake.errors import CorruptRecordError
 
@@ -76,6 +84,12 @@ _EPOCH_DATE: Final = dt.date(1970, 1, 1)
 _EPOCH: Final = dt.datetime(1970, 1, 1)  # Debezium Timestamp is naive
 _EPOCH_UTC: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _MICROS_PER_DAY: Final = 86_400_000_000
+_MIN_MICROS: Final = -62_135_596_800_000_000
+"""0001-01-01 00:00 in µs since the epoch: the earliest instant a Python ``datetime`` holds."""
+_MAX_MICROS: Final = 253_402_300_799_999_999
+"""9999-12-31 23:59:59.999999 in µs since the epoch: the latest."""
+_MIN_DAYS: Final = -719_162
+_MAX_DAYS: Final = 2_932_896
 _ONE_MICRO: Final = dt.timedelta(microseconds=1)
 _UNIT_PER_SECOND: Final = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
 
@@ -97,15 +111,30 @@ CONNECT_TIMESTAMP: Final = "org.apache.kafka.connect.data.Timestamp"
 # --- value conversions (each raises CorruptRecordError on a wrong JSON type or value) ---------------
 
 
+def quote(value: Any, limit: int = 60) -> str:
+    """``repr`` of a value from the input, cut to about ``limit`` characters (input can be huge)."""
+    if type(value) is str and len(value) > limit:
+        return repr(value[:limit]) + f"... ({len(value)} characters)"
+    if type(value) is int and value.bit_length() > 200:
+        return f"an integer of about {value.bit_length() * 3 // 10} digits"
+    if type(value) in (list, dict) and len(value) > limit:
+        return f"a {type(value).__name__} of {len(value)} items"
+    try:
+        text = repr(value)
+    except RecursionError:
+        return f"a deeply nested {type(value).__name__}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _int(value: Any, what: str) -> int:
     if type(value) is not int:
-        raise CorruptRecordError(f"expected {what} as a JSON integer, got {value!r}")
+        raise CorruptRecordError(f"expected {what} as a JSON integer, got {quote(value)}")
     return value
 
 
 def _str(value: Any, what: str) -> str:
     if type(value) is not str:
-        raise CorruptRecordError(f"expected {what} as a JSON string, got {value!r}")
+        raise CorruptRecordError(f"expected {what} as a JSON string, got {quote(value)}")
     return value
 
 
@@ -115,7 +144,7 @@ def days_to_date(value: Any) -> dt.date:
     try:
         return _EPOCH_DATE + dt.timedelta(days=days)
     except OverflowError as exc:
-        raise CorruptRecordError(f"{days} days since 1970-01-01 is outside the supported dates") from exc
+        raise _range_error(pa.date32(), days) from exc
 
 
 def _time_of_day(micros: int, raw: int, unit: str) -> dt.time:
@@ -165,7 +194,32 @@ def _naive_timestamp(micros: int, raw: int, unit: str) -> dt.datetime:
     try:
         return _EPOCH + dt.timedelta(microseconds=micros)
     except OverflowError as exc:
-        raise CorruptRecordError(f"{raw} {unit} since the epoch is outside the supported timestamps") from exc
+        raise CorruptRecordError(
+            f"{raw} {unit} since the epoch is outside the supported timestamps (years 1-9999)"
+        ) from exc
+
+
+def _epoch_range(arrow_type: pa.DataType) -> tuple[int, int] | None:
+    """The values of a date or timestamp type that fall in years 1-9999 (what ``decode`` can return)."""
+    if arrow_type == pa.date32():
+        return _MIN_DAYS, _MAX_DAYS
+    if not pa.types.is_timestamp(arrow_type):
+        return None
+    per = _UNIT_PER_SECOND[arrow_type.unit]
+    low = -((-_MIN_MICROS * per) // 1_000_000)
+    high = ((_MAX_MICROS + 1) * per - 1) // 1_000_000
+    return max(low, -(2**63)), min(high, 2**63 - 1)
+
+
+def _range_error(arrow_type: pa.DataType, value: int) -> CorruptRecordError:
+    if arrow_type == pa.date32():
+        return CorruptRecordError(
+            f"{value} days since 1970-01-01 is outside the supported dates (years 1-9999)"
+        )
+    unit = "µs" if arrow_type.unit == "us" else arrow_type.unit
+    return CorruptRecordError(
+        f"{value} {unit} since the epoch is outside the supported timestamps (years 1-9999)"
+    )
 
 
 def millis_to_timestamp(value: Any) -> dt.datetime:
@@ -183,6 +237,8 @@ def micros_to_timestamp(value: Any) -> dt.datetime:
 def nanos_to_timestamp(value: Any) -> dt.datetime:
     """Convert ``io.debezium.time.NanoTimestamp`` to a naive ``datetime``, truncated to microseconds."""
     nanos = _int(value, "nanoseconds since the epoch")
+    if not -(2**63) <= nanos < 2**63:
+        raise _range_error(pa.timestamp("ns"), nanos)
     return _naive_timestamp(nanos // 1_000, nanos, "ns")
 
 
@@ -192,13 +248,13 @@ def zoned_to_datetime(value: Any) -> dt.datetime:
     try:
         parsed = dt.datetime.fromisoformat(text)
     except ValueError as exc:
-        raise CorruptRecordError(f"{text!r} is not an ISO-8601 timestamp") from exc
+        raise CorruptRecordError(f"{quote(text)} is not an ISO-8601 timestamp") from exc
     if parsed.tzinfo is None:
-        raise CorruptRecordError(f"{text!r} has no zone offset; ZonedTimestamp needs one (e.g. 'Z')")
+        raise CorruptRecordError(f"{quote(text)} has no zone offset; ZonedTimestamp needs one (e.g. 'Z')")
     try:
         return parsed.astimezone(dt.UTC)
     except OverflowError as exc:
-        raise CorruptRecordError(f"{text!r} is outside the supported timestamps") from exc
+        raise CorruptRecordError(f"{quote(text)} is outside the supported timestamps (years 1-9999)") from exc
 
 
 def zoned_to_micros(value: Any) -> int:
@@ -212,7 +268,7 @@ def base64_to_bytes(value: Any) -> bytes:
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise CorruptRecordError(f"{text[:40]!r} is not valid base64") from exc
+        raise CorruptRecordError(f"{quote(text, 40)} is not valid base64") from exc
 
 
 def unscaled_to_decimal(unscaled: int, scale: int) -> Decimal:
@@ -228,16 +284,35 @@ def unscaled_to_decimal(unscaled: int, scale: int) -> Decimal:
 
 def base64_to_decimal(value: Any, scale: int) -> Decimal:
     """Decode a Connect ``Decimal``: base64 of the big-endian two's-complement unscaled integer."""
+    return unscaled_to_decimal(_base64_unscaled(value), scale)
+
+
+def _base64_unscaled(value: Any) -> int:
     raw = base64_to_bytes(value)
     if not raw:
         raise CorruptRecordError("a Decimal needs at least one byte of unscaled value, got ''")
-    return unscaled_to_decimal(int.from_bytes(raw, "big", signed=True), scale)
+    return int.from_bytes(raw, "big", signed=True)
+
+
+def _base64_fitter(precision: int, scale: int) -> Converter:
+    """``fit_decimal(base64_to_decimal(value, scale), precision, scale)``, checked on the integer."""
+    limit = 10**precision
+
+    def fitted(value: Any) -> Decimal:
+        unscaled = _base64_unscaled(value)
+        if -limit < unscaled < limit:
+            return unscaled_to_decimal(unscaled, scale)
+        return fit_decimal(unscaled_to_decimal(unscaled, scale), precision, scale)  # raises, naming it
+
+    return fitted
 
 
 def variable_scale_to_decimal(value: Any) -> Decimal:
     """Decode ``io.debezium.data.VariableScaleDecimal``: ``{"scale": int, "value": base64}``."""
     if type(value) is not dict:
-        raise CorruptRecordError(f"expected a VariableScaleDecimal object {{scale, value}}, got {value!r}")
+        raise CorruptRecordError(
+            f"expected a VariableScaleDecimal object {{scale, value}}, got {quote(value)}"
+        )
     scale = _int(value.get("scale"), "VariableScaleDecimal 'scale'")
     return base64_to_decimal(value.get("value"), scale)
 
@@ -248,9 +323,9 @@ def text_to_decimal(value: Any) -> Decimal:
     try:
         result = Decimal(text)
     except InvalidOperation as exc:
-        raise CorruptRecordError(f"{text[:40]!r} is not a decimal number") from exc
+        raise CorruptRecordError(f"{quote(text, 40)} is not a decimal number") from exc
     if not result.is_finite():
-        raise CorruptRecordError(f"{text!r} cannot be stored in a decimal column")
+        raise CorruptRecordError(f"{quote(text)} cannot be stored in a decimal column")
     return result
 
 
@@ -259,11 +334,36 @@ def number_to_decimal(value: Any, scale: int | None) -> Decimal:
     if type(value) is int:
         return Decimal(value)
     if type(value) is not float:
-        raise CorruptRecordError(f"expected a decimal as a JSON number, got {value!r}")
+        raise CorruptRecordError(f"expected a decimal as a JSON number, got {quote(value)}")
     result = Decimal(repr(value))
     if not result.is_finite():
         raise CorruptRecordError(f"{value!r} cannot be stored in a decimal column")
-    return result if scale is None else result.quantize(Decimal(1).scaleb(-scale), ROUND_HALF_EVEN)
+    return result if scale is None else result.quantize(Decimal(1).scaleb(-scale), ROUND_HALF_EVEN, _EXACT)
+
+
+def fit_decimal(value: Decimal, precision: int, scale: int) -> Decimal:
+    """Check that ``value`` fits ``decimal(precision, scale)`` without rounding, as Arrow requires.
+
+    Raises:
+        CorruptRecordError: If it has more digits before or after the point than the type holds.
+    """
+    if value.is_zero():
+        return Decimal(0).scaleb(-scale)
+    if value.adjusted() >= precision - scale:
+        raise CorruptRecordError(
+            f"{quote(value)} does not fit decimal({precision}, {scale}): "
+            f"more than {precision - scale} digits before the point"
+        )
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -scale:
+        fitted = value.quantize(Decimal(1).scaleb(-scale), ROUND_HALF_EVEN, _EXACT)
+        if fitted != value:
+            raise CorruptRecordError(
+                f"{quote(value)} does not fit decimal({precision}, {scale}): "
+                f"more than {scale} digits after the point"
+            )
+        return fitted
+    return value
 
 
 def any_to_decimal(value: Any, scale: int | None, handling: DecimalHandling) -> Decimal:
@@ -313,7 +413,7 @@ class FieldDecoder:
         try:
             return self.to_python(value)
         except CorruptRecordError as exc:
-            raise CorruptRecordError(f"field {self.name!r}{self._label()}: {exc}") from exc
+            raise CorruptRecordError(f"field {quote(self.name)}{self._label()}: {exc}") from exc
 
     def build_array(self, values: list[Any]) -> pa.Array:
         """Build this column from JSON values in one ``pa.array`` call.
@@ -328,10 +428,17 @@ class FieldDecoder:
         storage = _INT_STORAGE.get(self.arrow_type)
         if storage is not None:
             return _build_from_ints(values, storage, self.arrow_type)
+        if pa.types.is_floating(self.arrow_type):
+            kinds = set(map(type, values))
+            if bool in kinds:  # Arrow would take them as 1.0 and 0.0
+                raise CorruptRecordError("expected a JSON number, got true or false")
+            if int in kinds:  # rounded as float() does, where Arrow refuses inexact integers
+                values = [float(v) if type(v) is int else v for v in values]
         return pa.array(values, type=self.arrow_type)
 
     def _label(self) -> str:
-        return f" ({self.logical_name})" if self.logical_name else f" ({self.arrow_type})"
+        label = self.logical_name or str(self.arrow_type)
+        return f" ({label if len(label) <= 80 else label[:80] + '...'})"
 
 
 _INT_STORAGE: Final[dict[pa.DataType, pa.DataType]] = {
@@ -357,8 +464,17 @@ def _build_from_ints(values: list[Any], storage: pa.DataType, target: pa.DataTyp
     inferred = pa.array(values)
     kind = inferred.type
     if not (pa.types.is_integer(kind) or pa.types.is_null(kind)):
-        raise CorruptRecordError(f"expected JSON integers for a {target} column, got {kind} values")
-    return inferred.cast(storage).cast(target)
+        raise CorruptRecordError(
+            f"expected JSON integers for a {target} column, got {quote(str(kind))} values"
+        )
+    ints = inferred.cast(storage)
+    bounds = _epoch_range(target)
+    if bounds is not None and len(ints) > ints.null_count:
+        low, high = pc.min_max(ints).values()
+        if low.as_py() < bounds[0] or high.as_py() > bounds[1]:
+            outside = pc.or_(pc.less(ints, bounds[0]), pc.greater(ints, bounds[1]))
+            raise _range_error(target, ints[pc.index(outside, True).as_py()].as_py())
+    return ints.cast(target)
 
 
 def _int_range(bits: int, *, signed: bool = True) -> Converter:
@@ -376,12 +492,12 @@ def _int_range(bits: int, *, signed: bool = True) -> Converter:
 def _to_float(value: Any) -> float:
     if type(value) is float or type(value) is int:
         return float(value)
-    raise CorruptRecordError(f"expected a JSON number, got {value!r}")
+    raise CorruptRecordError(f"expected a JSON number, got {quote(value)}")
 
 
 def _to_bool(value: Any) -> bool:
     if type(value) is not bool:
-        raise CorruptRecordError(f"expected true or false, got {value!r}")
+        raise CorruptRecordError(f"expected true or false, got {quote(value)}")
     return value
 
 
@@ -429,8 +545,12 @@ _FIXED_LOGICAL: Final[dict[str, tuple[frozenset[str], pa.DataType, Converter, Co
 """Logical types with a fixed Arrow type: (allowed Connect types, Arrow type, to_python, to_arrow)."""
 
 
+_DECIMAL_BASE: Final = {DECIMAL: "bytes", VARIABLE_SCALE_DECIMAL: "struct"}
+"""The Connect type each decimal logical type sits on."""
+
+
 def _schema_error(name: str, problem: str) -> CorruptRecordError:
-    return CorruptRecordError(f"schema block of field {name!r}: {problem}")
+    return CorruptRecordError(f"schema block of field {quote(name)}: {problem}")
 
 
 def _param_int(name: str, params: Mapping[str, Any], key: str) -> int | None:
@@ -440,7 +560,7 @@ def _param_int(name: str, params: Mapping[str, Any], key: str) -> int | None:
     try:
         return int(raw)
     except (TypeError, ValueError):
-        raise _schema_error(name, f"parameter {key!r} must be an integer, got {raw!r}") from None
+        raise _schema_error(name, f"parameter {key!r} must be an integer, got {quote(raw)}") from None
 
 
 def _decimal_type(precision: int | None, scale: int) -> pa.DataType:
@@ -458,10 +578,8 @@ def _decimal_decoder(name: str, params: Mapping[str, Any], nullable: bool) -> Fi
     if scale < 0:
         raise _schema_error(name, f"negative decimal scale {scale} is not supported")
 
-    def convert(value: Any) -> Decimal:
-        return base64_to_decimal(value, scale)
-
     arrow_type = _decimal_type(precision, scale)
+    convert = _base64_fitter(int(arrow_type.precision), scale)
     return FieldDecoder(name, arrow_type, convert, convert, DECIMAL, nullable)
 
 
@@ -483,12 +601,14 @@ def decoder_from_connect(name: str, block: Any) -> FieldDecoder:
         CorruptRecordError: If the block is malformed or a logical type sits on the wrong base type.
     """
     if type(block) is not dict:
-        raise _schema_error(name, f"expected an object, got {block!r}")
+        raise _schema_error(name, f"expected an object, got {quote(block)}")
     ctype, logical, params = block.get("type"), block.get("name"), block.get("parameters") or {}
     bad_logical = logical is not None and type(logical) is not str
     if type(ctype) is not str or bad_logical or type(params) is not dict:
         raise _schema_error(name, "needs a string 'type', an optional string 'name' and object 'parameters'")
     nullable = block.get("optional", False) is not False
+    if logical in _DECIMAL_BASE and ctype != _DECIMAL_BASE[logical]:
+        raise _schema_error(name, f"logical type {logical} cannot sit on Connect type {quote(ctype)}")
     if logical == DECIMAL:
         return _decimal_decoder(name, params, nullable)
     if logical == VARIABLE_SCALE_DECIMAL:
@@ -499,7 +619,7 @@ def decoder_from_connect(name: str, block: Any) -> FieldDecoder:
     if fixed is not None:
         allowed, arrow_type, to_python, to_arrow = fixed
         if ctype not in allowed:
-            raise _schema_error(name, f"logical type {logical} cannot sit on Connect type {ctype!r}")
+            raise _schema_error(name, f"logical type {logical} cannot sit on Connect type {quote(ctype)}")
         return FieldDecoder(name, arrow_type, to_python, to_arrow, logical, nullable)
     return _plain_decoder(name, ctype, block, logical, nullable)
 
@@ -517,7 +637,7 @@ def _plain_decoder(
         return _array_decoder(name, block, logical, nullable)
     if ctype == "map":
         return _map_decoder(name, block, logical, nullable)
-    raise _schema_error(name, f"unknown Connect type {ctype!r}")
+    raise _schema_error(name, f"unknown Connect type {quote(ctype)}")
 
 
 def struct_decoders(block: Any, *, prefix: str = "") -> tuple[FieldDecoder, ...]:
@@ -528,12 +648,20 @@ def struct_decoders(block: Any, *, prefix: str = "") -> tuple[FieldDecoder, ...]
     """
     fields = block.get("fields") if type(block) is dict else None
     if type(fields) is not list:
-        raise CorruptRecordError(f"schema block {prefix or 'row'!r}: a struct needs a 'fields' list")
+        raise CorruptRecordError(f"schema block {quote(prefix or 'row')}: a struct needs a 'fields' list")
     decoders = []
+    seen: set[str] = set()
     for item in fields:
         field_name = item.get("field") if type(item) is dict else None
         if type(field_name) is not str:
-            raise CorruptRecordError(f"schema block {prefix or 'row'!r}: every field needs a string 'field'")
+            raise CorruptRecordError(
+                f"schema block {quote(prefix or 'row')}: every field needs a string 'field'"
+            )
+        if field_name in seen:
+            raise CorruptRecordError(
+                f"schema block {quote(prefix or 'row')}: field {quote(field_name)} appears twice"
+            )
+        seen.add(field_name)
         decoders.append(decoder_from_connect(prefix + field_name, item))
     return tuple(decoders)
 
@@ -545,17 +673,39 @@ def _struct_decoder(name: str, block: dict[str, Any], logical: str | None, nulla
 
     def to_python(value: Any) -> dict[str, Any]:
         if type(value) is not dict:
-            raise CorruptRecordError(f"expected a JSON object, got {value!r}")
+            raise CorruptRecordError(f"expected a JSON object, got {quote(value)}")
         return {k: (by_name[k].python_value(v) if k in by_name else v) for k, v in value.items()}
 
-    arrow_children = {k: c.to_arrow for k, c in by_name.items() if c.to_arrow is not None}
+    arrow_children = {k: _nested_arrow(c) for k, c in by_name.items()}
 
     def to_arrow(value: Any) -> dict[str, Any]:
         if type(value) is not dict:
-            raise CorruptRecordError(f"expected a JSON object, got {value!r}")
+            raise CorruptRecordError(f"expected a JSON object, got {quote(value)}")
         return {k: (f(v) if v is not None and (f := arrow_children.get(k)) else v) for k, v in value.items()}
 
     return FieldDecoder(name, arrow_type, to_python, to_arrow if arrow_children else None, logical, nullable)
+
+
+def _nested_arrow(decoder: FieldDecoder) -> Converter:
+    """How a nested value (struct child, list item, map key or value) is made ready for Arrow.
+
+    ``pa.array`` does not check nested values the way :meth:`FieldDecoder.build_array` checks a
+    column (integers for integer types, ranges of dates and timestamps), so they are checked one by one.
+    """
+    if decoder.to_arrow is not None:
+        return decoder.to_arrow
+    bounds = _epoch_range(decoder.arrow_type)
+    if bounds is None:
+        return decoder.to_python
+    low, high, kind = bounds[0], bounds[1], decoder.arrow_type
+
+    def check(value: Any) -> int:
+        number = _int(value, f"a {kind} value")
+        if not low <= number <= high:
+            raise _range_error(kind, number)
+        return number
+
+    return check
 
 
 def _array_decoder(name: str, block: dict[str, Any], logical: str | None, nullable: bool) -> FieldDecoder:
@@ -563,19 +713,17 @@ def _array_decoder(name: str, block: dict[str, Any], logical: str | None, nullab
 
     def to_python(value: Any) -> list[Any]:
         if type(value) is not list:
-            raise CorruptRecordError(f"expected a JSON array, got {value!r}")
+            raise CorruptRecordError(f"expected a JSON array, got {quote(value)}")
         return [item.python_value(v) for v in value]
 
-    item_arrow = item.to_arrow
+    item_arrow = _nested_arrow(item)
 
     def to_arrow(value: Any) -> list[Any]:
-        if type(value) is not list or item_arrow is None:
-            raise CorruptRecordError(f"expected a JSON array, got {value!r}")
+        if type(value) is not list:
+            raise CorruptRecordError(f"expected a JSON array, got {quote(value)}")
         return [None if v is None else item_arrow(v) for v in value]
 
-    return FieldDecoder(
-        name, pa.list_(item.arrow_type), to_python, to_arrow if item_arrow else None, logical, nullable
-    )
+    return FieldDecoder(name, pa.list_(item.arrow_type), to_python, to_arrow, logical, nullable)
 
 
 def _map_pairs(value: Any) -> list[tuple[Any, Any]]:
@@ -583,7 +731,7 @@ def _map_pairs(value: Any) -> list[tuple[Any, Any]]:
         return list(value.items())
     if type(value) is list and all(type(p) is list and len(p) == 2 for p in value):
         return [(p[0], p[1]) for p in value]
-    raise CorruptRecordError(f"expected a map as a JSON object or [[key, value], ...], got {value!r}")
+    raise CorruptRecordError(f"expected a map as a JSON object or [[key, value], ...], got {quote(value)}")
 
 
 def _map_decoder(name: str, block: dict[str, Any], logical: str | None, nullable: bool) -> FieldDecoder:
@@ -597,7 +745,7 @@ def _map_decoder(name: str, block: dict[str, Any], logical: str | None, nullable
             raise CorruptRecordError(f"map key cannot be used as a Python dict key: {exc}") from exc
 
     def to_arrow(value: Any) -> list[tuple[Any, Any]]:
-        k_conv, v_conv = key.to_arrow or _identity, val.to_arrow or _identity
+        k_conv, v_conv = _nested_arrow(key), _nested_arrow(val)
         return [
             (None if k is None else k_conv(k), None if v is None else v_conv(v)) for k, v in _map_pairs(value)
         ]
@@ -650,10 +798,14 @@ _TIME_BY_UNIT: Final[dict[str, tuple[Converter, Converter]]] = {
 
 
 def _arrow_decimal_decoder(name: str, arrow_type: pa.DataType, handling: DecimalHandling) -> FieldDecoder:
-    scale = int(arrow_type.scale)
+    scale, precision = int(arrow_type.scale), int(arrow_type.precision)
+    from_base64 = _base64_fitter(precision, scale)
 
     def convert(value: Any) -> Decimal:
-        return any_to_decimal(value, scale, handling)
+        if handling == "precise" and type(value) is str:
+            fitted: Decimal = from_base64(value)
+            return fitted
+        return fit_decimal(any_to_decimal(value, scale, handling), precision, scale)
 
     return FieldDecoder(name, arrow_type, convert, convert)
 
@@ -662,10 +814,16 @@ def _arrow_timestamp_decoder(name: str, arrow_type: pa.DataType) -> FieldDecoder
     per_second = _UNIT_PER_SECOND[arrow_type.unit]
     zoned = arrow_type.tz is not None
 
+    low, high = _epoch_range(arrow_type) or (-(2**63), 2**63 - 1)
+
     def to_units(value: Any) -> int:
         if type(value) is str:
-            return zoned_to_micros(value) * per_second // 1_000_000
-        return _int(value, f"{arrow_type.unit} since the epoch")
+            units: int = zoned_to_micros(value) * per_second // 1_000_000
+        else:
+            units = _int(value, f"{arrow_type.unit} since the epoch")
+        if not low <= units <= high:
+            raise _range_error(arrow_type, units)
+        return units
 
     def to_python(value: Any) -> dt.datetime:
         micros = to_units(value) * 1_000_000 // per_second

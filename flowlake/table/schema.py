@@ -4,6 +4,13 @@ Supported column types: int8-64 (and unsigned), float32/64, bool, string, binary
 timestamp (any unit, with or without a time zone), and the null type for all-null input columns.
 Primary-key columns may not be floats, bools or nulls and may never hold a null.
 
+Values: strings must be valid UTF-8, and dates and timestamps must fall in years 1-9999 (what Python's
+``datetime``, and so ``to_pylist()`` and most readers, can hold). NaN and infinities are legal float
+values (a NaN rewritten with NaN is no change). A key can never be NaN: key columns cannot be floats,
+and a float batch column cast to an integer key column is refused if it holds NaN or a fraction, like
+any value that does not fit its column. Each refusal names the table, the column and the batch row
+(with the row's key where the bad value is not itself the key).
+
 Evolution allows exactly three changes: add a nullable column, widen an integer to a wider integer of the
 same signedness, and widen float32 to float64. Anything else raises :class:`SchemaMismatchError`
 naming the column.
@@ -11,7 +18,7 @@ naming the column.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -115,8 +122,107 @@ def evolve_schema(
     return pa.schema(fields)
 
 
+_MIN_MICROS, _MAX_MICROS = -62_135_596_800_000_000, 253_402_300_799_999_999
+"""0001-01-01 and 9999-12-31 23:59:59.999999 in µs since the epoch: the years Python's ``datetime`` holds."""
+_PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
+
+
+def _value_range(dtype: pa.DataType) -> tuple[int, int] | None:
+    """The stored integers of a date or timestamp type that fall in years 1-9999."""
+    if dtype == pa.date32():
+        return -719_162, 2_932_896
+    if not pa.types.is_timestamp(dtype):
+        return None
+    per = _PER_SECOND[dtype.unit]
+    return max(-(2**63), -((-_MIN_MICROS * per) // 1_000_000)), min(2**63 - 1, _MAX_MICROS * per // 1_000_000)
+
+
+def _show(array: pa.Array, row: int) -> str:
+    """A batch value for a message, even one Python cannot represent."""
+    dtype = array.type
+    try:
+        text = repr(array[row].as_py())
+    except (ValueError, OverflowError, ArithmeticError, pa.ArrowException):
+        if pa.types.is_timestamp(dtype) or pa.types.is_date(dtype):
+            unit = "days since 1970-01-01" if pa.types.is_date(dtype) else f"{dtype.unit} since the epoch"
+            storage = pa.int32() if dtype.bit_width == 32 else pa.int64()
+            return f"{array.slice(row, 1).cast(storage)[0].as_py()} {unit}"
+        return "a value Python cannot show"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _first_uncastable(array: pa.Array, target: pa.DataType) -> int:
+    """The first row whose value does not cast safely to ``target`` (by bisection)."""
+    lo, hi = 0, len(array)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        try:
+            pc.cast(array.slice(lo, mid - lo), target, safe=True)
+            lo = mid
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            hi = mid
+    return lo
+
+
+def _first_bad_utf8(array: pa.Array) -> int:
+    for row, value in enumerate(array.cast(pa.binary()).to_pylist()):
+        try:
+            if value is not None:
+                value.decode("utf-8")
+        except UnicodeDecodeError:
+            return row
+    return 0
+
+
+def _check_values(table: str, name: str, column: pa.ChunkedArray, where: Callable[[int], str]) -> None:
+    """Refuse strings that are not UTF-8 and dates/timestamps outside years 1-9999 (see the module doc)."""
+    dtype = column.type
+    if pa.types.is_string(dtype):
+        offset = 0
+        for chunk in column.chunks:
+            try:
+                chunk.validate(full=True)
+            except pa.ArrowInvalid:
+                row = offset + _first_bad_utf8(chunk)
+                raise SchemaMismatchError(
+                    table, name, f"{where(row)} is not valid UTF-8; store raw bytes in a binary column"
+                ) from None
+            offset += len(chunk)
+    bounds = _value_range(dtype)
+    if bounds is None or len(column) == column.null_count:
+        return
+    ints = column.cast(pa.int32() if dtype == pa.date32() else pa.int64())
+    low, high = pc.min_max(ints).values()
+    if low.as_py() < bounds[0] or high.as_py() > bounds[1]:
+        row = int(pc.index(pc.or_(pc.less(ints, bounds[0]), pc.greater(ints, bounds[1])), True).as_py())
+        value = _show(column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column, row)
+        raise SchemaMismatchError(
+            table, name, f"{where(row)} holds {value}, outside the years 1-9999 tables hold"
+        )
+
+
+def _row_locator(batch: pa.Table, primary_key: Sequence[str], name: str) -> Callable[[int], str]:
+    """Describe a batch row for a message: its number and, unless the bad value is the key, its key."""
+    keys = [k for k in primary_key if k != name and k in batch.column_names]
+
+    def where(row: int) -> str:
+        if not keys:
+            return f"row {row} of the batch"
+        try:
+            key = ", ".join(f"{k}={_show(batch.column(k).combine_chunks(), row)}" for k in keys)
+        except (pa.ArrowException, IndexError):
+            return f"row {row} of the batch"
+        return f"row {row} of the batch (key {key})"
+
+    return where
+
+
 def _fit_column(
-    table: str, name: str, column: pa.ChunkedArray | pa.Array, target: pa.DataType
+    table: str,
+    name: str,
+    column: pa.ChunkedArray | pa.Array,
+    target: pa.DataType,
+    where: Callable[[int], str] = lambda row: f"row {row} of the batch",
 ) -> pa.ChunkedArray:
     source = column.type
     if source == target:
@@ -135,7 +241,12 @@ def _fit_column(
     try:
         return pc.cast(column, target, safe=True)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise SchemaMismatchError(table, name, f"values do not fit {target}: {exc}") from exc
+        array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+        row = _first_uncastable(array, target)
+        reason = str(exc) if len(str(exc)) <= 200 else str(exc)[:200] + "..."
+        raise SchemaMismatchError(
+            table, name, f"{where(row)} holds {_show(array, row)}, which does not fit {target} ({reason})"
+        ) from exc
 
 
 def fit_batch(
@@ -180,7 +291,11 @@ def fit_batch(
                 "(send null explicitly, or use update_columns for partial updates)",
             )
         field = schema.field(name)
-        column = _fit_column(table, name, batch.column(name), field.type)
+        where = _row_locator(batch, primary_key, name)
+        column = _fit_column(table, name, batch.column(name), field.type, where)
+        if isinstance(column, pa.Array):
+            column = pa.chunked_array([column])
+        _check_values(table, name, column, where)
         if name in primary_key and column.null_count:
             first = pc.index(pc.is_null(column), True).as_py()
             raise NullKeyError(table, name, int(first))

@@ -22,6 +22,7 @@ from flowlake.errors import (
     CommitConflictError,
     InvalidArgumentError,
     InvalidChangelogError,
+    SchemaMismatchError,
     StorageError,
     VersionCleanedError,
     VersionNotFoundError,
@@ -169,7 +170,11 @@ class LakeTable:
         self._require_primary_key("delete")
         table = _to_table(keys)
         if isinstance(table, pa.Table):
-            table = table.select([c for c in table.column_names if c in self.primary_key])
+            names = table.column_names
+            twice = next((c for c in self.primary_key if names.count(c) > 1), None)
+            if twice is not None:
+                raise SchemaMismatchError(self.name, twice, "named more than once in the keys to delete")
+            table = table.select([c for c in names if c in self.primary_key])
         key_rows = fit_batch(
             self.name, table, self.refresh().schema, columns=self.primary_key, primary_key=self.primary_key
         )

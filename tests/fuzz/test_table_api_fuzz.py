@@ -65,7 +65,7 @@ def batches(draw: st.DrawFn) -> Any:
 
 
 @pytest.mark.slow
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(batch=batches(), operation=st.sampled_from(["upsert", "delete", "apply", "update_columns"]))
 def test_bad_batches_raise_only_flowlake_errors(batch: Any, operation: str) -> None:
     cat = fl.connect(catalog="sqlite://", warehouse=f"memory://fuzz-{uuid.uuid4().hex}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import orjson
@@ -444,3 +445,186 @@ def test_debezium_schema_to_arrow_rejects_malformed_block() -> None:
         debezium_schema_to_arrow({"type": "struct", "fields": [{"type": "int128", "field": "x"}]})
     with pytest.raises(CorruptRecordError, match="'fields' list"):
         debezium_schema_to_arrow({"type": "struct"})
+
+
+# --- one test per kind of bad input: each error names the field and where the record sits -----------------
+
+
+def typed(row_fields: list[dict[str, Any]], after: dict[str, Any]) -> bytes:
+    """A schema-include message whose row struct has these fields."""
+    row = {"type": "struct", "optional": True, "fields": row_fields}
+    return with_schema(event("c", after=after), envelope_schema(row))
+
+
+def batch_reason(message: bytes, good: bytes | None = None, **options: Any) -> str:
+    """decode_batch's reason for the message, which fails in a batch after a good one (that stays)."""
+    batch = decode_batch([good or event("c", after=OLD), message], **options)
+    assert [e.index for e in batch.errors] == [1] and batch.table.num_rows == 1
+    return batch.errors[0].reason
+
+
+ID = {"type": "int32", "optional": False, "field": "id"}
+POSITION = r"\(offset 7, source position mysql-bin.000003:484\)$"
+
+
+def test_wrong_schema_block_names_the_field_its_type_and_the_record() -> None:
+    fields = [ID, {"type": "int64", "optional": True, "field": "name"}]
+    message = typed(fields, {"id": 1, "name": "Anne"})
+    with pytest.raises(
+        CorruptRecordError, match=r"field 'name' \(int64\): expected a 64-bit integer .*'Anne' "
+    ):
+        decode(message, offset=7)
+    assert batch_reason(message, typed(fields, {"id": 2, "name": 5})).startswith("field 'name': ")
+    decimal_on_string = {"type": "string", "name": "org.apache.kafka.connect.data.Decimal", "field": "price"}
+    with pytest.raises(
+        CorruptRecordError, match=r"'price': logical type .*Decimal cannot sit on Connect type 'string'"
+    ):
+        decode(typed([ID, decimal_on_string], {"id": 1, "price": "AQ=="}))
+    with pytest.raises(CorruptRecordError, match=r"field 'id' appears twice"):
+        decode(typed([ID, ID], {"id": 1}))
+
+
+def test_value_outside_an_explicit_schema_names_field_and_position() -> None:
+    schema = pa.schema([("id", pa.int32()), ("name", pa.string()), ("email", pa.string())])
+    message = event("c", after={**OLD, "email": 5})
+    with pytest.raises(
+        CorruptRecordError, match=r"field 'email' \(string\): expected a string .*got 5 " + POSITION
+    ):
+        decode(message, schema=schema, offset=7)
+    assert batch_reason(message, schema=schema).endswith("(source position mysql-bin.000003:484)")
+
+
+@pytest.mark.parametrize("after", [{**NEW, "id": None}, {"name": "Anne Marie", "email": "a@x.org"}])
+def test_null_or_missing_key_is_refused_when_the_key_is_known(after: dict[str, Any]) -> None:
+    state = "null" if "id" in after else "missing"
+    pattern = (
+        rf"primary-key field 'id' is {state} in 'after' of a change to 'inventory.customers'.*" + POSITION
+    )
+    with pytest.raises(CorruptRecordError, match=pattern):
+        decode(event("u", OLD, after), primary_key=["id"], offset=7)
+    assert "primary-key field 'id'" in batch_reason(event("u", OLD, after), primary_key=["id"])
+    assert decode(event("c", after=after))[0].row.get("id") is None  # without a known key it is only data
+
+
+def test_huge_values_are_quoted_short() -> None:
+    huge = "7" * 100_000
+    message = typed([ID, {"type": "int64", "optional": True, "field": "qty"}], {"id": 1, "qty": huge})
+    with pytest.raises(
+        CorruptRecordError, match=r"field 'qty' \(int64\): .*\.\.\. \(100000 characters\)"
+    ) as info:
+        decode(message)
+    assert len(str(info.value)) < 300
+    assert len(batch_reason(message)) < 300
+    big = typed([ID, {"type": "int64", "optional": True, "field": "qty"}], {"id": 1, "qty": 2**64 - 1})
+    with pytest.raises(
+        CorruptRecordError, match=r"'qty' \(int64\): 18446744073709551615 does not fit in 64 bits"
+    ):
+        decode(big)
+    assert (
+        decode(typed([ID, {"type": "string", "field": "name"}], {"id": 1, "name": "x" * 10**6}))[0].row[
+            "name"
+        ]
+        == "x" * 10**6
+    )  # a huge string is still a string
+
+
+def test_unicode_is_kept_and_invalid_utf8_or_unpaired_surrogates_are_named() -> None:
+    text = "A\u0301 \U0001f600 \u05d0\u05d1 \u0000 \ufeff"
+    assert decode(event("c", after={**OLD, "name": text}))[0].row["name"] == text
+    invalid = event("c", after=OLD).replace(b'"Anne"', b'"An\xffne"')
+    with pytest.raises(
+        CorruptRecordError, match=r"message is not valid UTF-8 \(byte \d+ cannot be decoded\)"
+    ):
+        decode(invalid)
+    assert "not valid UTF-8" in batch_reason(invalid)
+    escaped = event("c", after=OLD).replace(b'"Anne"', b'"An\\ud800ne"')
+    with pytest.raises(CorruptRecordError, match=r"not valid JSON: .*surrogate"):
+        decode(escaped)
+    with pytest.raises(
+        CorruptRecordError, match=r"message is not valid UTF-8 \(character \d+ cannot be decoded\)"
+    ):
+        decode(event("c", after=OLD).decode().replace("Anne", "An\ud800ne"))
+
+
+@pytest.mark.parametrize("token", [b"NaN", b"Infinity", b"-Infinity"])
+@pytest.mark.parametrize("field", [b"id", b"email"])
+def test_nan_and_infinity_tokens_are_not_json(token: bytes, field: bytes) -> None:
+    """JSON has no NaN, in a key or in a value: the producer must send null or a string instead."""
+    message = event("c", after={"id": 1, "email": 2}).replace(
+        b'"' + field + b'":' + (b"1" if field == b"id" else b"2"), b'"' + field + b'":' + token
+    )
+    pattern = rf"not valid JSON: {token.decode()} at character \d+ is not a JSON number; .*send null"
+    with pytest.raises(CorruptRecordError, match=pattern):
+        decode(message)
+    assert token.decode() in batch_reason(message)
+
+
+def test_nan_decimal_text_is_refused() -> None:
+    schema = pa.schema([("id", pa.int32()), ("price", pa.decimal128(10, 2))])
+    with pytest.raises(
+        CorruptRecordError, match=r"field 'price' .*'NaN' cannot be stored in a decimal column"
+    ):
+        decode(event("c", after={"id": 1, "price": "NaN"}), schema=schema, decimal_handling="string")
+
+
+def test_decimal_out_of_range_names_the_type() -> None:
+    price = {
+        "type": "bytes", "optional": True, "name": "org.apache.kafka.connect.data.Decimal", "field": "price",
+        "parameters": {"scale": "2", "connect.decimal.precision": "5"},
+    }  # fmt: skip
+    too_big = base64.b64encode((10**5).to_bytes(4, "big", signed=True)).decode()  # 1000.00 in decimal(5, 2)
+    message = typed([ID, price], {"id": 1, "price": too_big})
+    pattern = (
+        r"field 'price' .*Decimal\): Decimal\('1000.00'\) does not fit decimal\(5, 2\): more than 3 digits"
+    )
+    with pytest.raises(CorruptRecordError, match=pattern):
+        decode(message)
+    assert "does not fit decimal(5, 2)" in batch_reason(
+        message, typed([ID, price], {"id": 2, "price": "AQ=="})
+    )
+    schema = pa.schema([("id", pa.int32()), ("price", pa.decimal128(5, 2))])
+    finer = event("c", after={"id": 1, "price": "1.234"})
+    with pytest.raises(
+        CorruptRecordError, match=r"'1.234'\) does not fit decimal\(5, 2\): more than 2 digits after"
+    ):
+        decode(finer, schema=schema, decimal_handling="string")
+    good = event("c", after={"id": 2, "price": "1.23"})
+    assert "more than 2 digits after" in batch_reason(finer, good, schema=schema, decimal_handling="string")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "pattern"),
+    [
+        (
+            {"type": "int64", "name": "io.debezium.time.MicroTimestamp"},
+            2**62,
+            r"4611686018427387904 µs since the epoch",
+        ),
+        (
+            {"type": "int64", "name": "io.debezium.time.Timestamp"},
+            -(2**62),
+            r"-4611686018427387904 ms since the epoch",
+        ),
+        ({"type": "int32", "name": "io.debezium.time.Date"}, 3_000_000, r"3000000 days since 1970-01-01"),
+        (
+            {"type": "string", "name": "io.debezium.time.ZonedTimestamp"},
+            "9999-12-31T23:00:00-05:00",
+            r"'9999-12-31",
+        ),
+        (
+            {"type": "array", "items": {"type": "int64", "name": "io.debezium.time.MicroTimestamp"}},
+            [0, 2**62],
+            "µs",
+        ),
+    ],
+)
+def test_timestamps_outside_years_1_to_9999_are_refused_alike(
+    field: dict[str, Any], value: Any, pattern: str
+) -> None:
+    message = typed([ID, {**field, "optional": True, "field": "at"}], {"id": 1, "at": value})
+    with pytest.raises(
+        CorruptRecordError, match=rf"field 'at.*{pattern}.*outside the supported .*\(years 1-9999\)"
+    ):
+        decode(message)
+    reason = batch_reason(message)
+    assert reason.startswith("field 'at") and "(years 1-9999)" in reason

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import math
+from decimal import Decimal
+
 import pyarrow as pa
 import pytest
 from _builders import order, orders_table
@@ -71,7 +75,9 @@ def test_missing_extra_and_wrong_typed_columns(orders: fl.LakeTable) -> None:
         orders.upsert(good.append_column("extra", pa.array([1])))
     with pytest.raises(fl.SchemaMismatchError, match=r"'shop'.*batch has type int64"):
         orders.upsert(good.set_column(1, "shop", pa.array([5])))
-    with pytest.raises(fl.SchemaMismatchError, match=r"'qty'.*do not fit"):
+    with pytest.raises(
+        fl.SchemaMismatchError, match=r"'qty': row 0 of the batch \(key order_id=1\) holds 1099"
+    ):
         orders.upsert(good.set_column(3, "qty", pa.array([2**40], pa.int64())))
     with pytest.raises(fl.SchemaMismatchError, match=r"expected a pyarrow Table"):
         orders.upsert([{"order_id": 1}])  # type: ignore[arg-type]
@@ -143,3 +149,137 @@ def test_schema_evolution_rules(orders: fl.LakeTable) -> None:
     orders.upsert(pa.Table.from_pylist([{**order(2), "note": "hi"}], schema=orders.schema))
     assert sorted(orders.read()["note"].to_pylist(), key=str) == [None, "hi"]
     assert orders.changes(0).num_rows == 2  # changes across the evolution use the newest schema
+
+
+# --- one test per kind of bad value: the error names the table, the column, the row and its key -----------
+
+ROW1 = r"row 1 of the batch \(key order_id=2\)"
+
+
+def two_orders(column: str, array: pa.Array) -> pa.Table:
+    """Orders 1 and 2 with ``column`` replaced (its row 1 holds the bad value)."""
+    table = orders_table([order(1), order(2)])
+    return table.set_column(table.schema.get_field_index(column), column, array)
+
+
+def test_wrong_schema_names_table_column_and_types(orders: fl.LakeTable) -> None:
+    naive = pa.array([dt.datetime(2026, 1, 1)] * 2, pa.timestamp("us"))
+    with pytest.raises(
+        fl.SchemaMismatchError, match=r"'ods.orders', column 'created_at': batch has type timestamp\[us\]"
+    ):
+        orders.upsert(two_orders("created_at", naive))
+    with pytest.raises(
+        fl.SchemaMismatchError, match=r"column 'amount': batch has type double, the table stores"
+    ):
+        orders.upsert(two_orders("amount", pa.array([1.5, 2.5])))
+    assert orders.version == 0
+
+
+def test_null_key_in_delete_and_update_columns(orders: fl.LakeTable) -> None:
+    keys = pa.table({"order_id": pa.array([1, None], pa.int64())})
+    with pytest.raises(
+        fl.NullKeyError, match=r"'ods.orders': primary-key column 'order_id' is null at row 1"
+    ):
+        orders.delete(keys)
+    with pytest.raises(fl.NullKeyError, match=r"'order_id' is null at row 1"):
+        orders.update_columns(keys.append_column("qty", pa.array([1, 2], pa.int32())))
+    assert orders.version == 0
+
+
+def test_huge_values(orders: fl.LakeTable) -> None:
+    with pytest.raises(
+        fl.SchemaMismatchError, match=r"'order_id': row 1 of the batch holds 9223372036854775808, "
+    ):
+        orders.upsert(two_orders("order_id", pa.array([1, 2**63], pa.uint64())))
+    with pytest.raises(
+        fl.SchemaMismatchError, match=rf"'qty': {ROW1} holds -2147483649, which does not fit int32"
+    ):
+        orders.upsert(two_orders("qty", pa.array([1, -(2**31) - 1], pa.int64())))
+    assert orders.version == 0
+    huge = "\U0001f600" * 1_000_000  # a huge string is a legal value
+    orders.upsert(two_orders("shop", pa.array(["s", huge])))
+    assert orders.read(filter=[("order_id", "=", 2)])["shop"].to_pylist() == [huge]
+
+
+def test_unicode_is_kept_and_invalid_utf8_is_refused(orders: fl.LakeTable) -> None:
+    text = "A\u0301 \U0001f600 \u05d0\u05d1 \u0000 \ufeff"
+    orders.upsert(two_orders("shop", pa.array([text, "\u6771\u4eac"])))
+    assert sorted(orders.read()["shop"].to_pylist()) == sorted([text, "\u6771\u4eac"])
+    raw = pa.Array.from_buffers(
+        pa.string(), 2, [None, pa.array([0, 1, 3], pa.int32()).buffers()[1], pa.py_buffer(b"a\xed\xa0")]
+    )  # row 1 holds an unpaired surrogate's bytes, which Arrow builds without checking
+    with pytest.raises(fl.SchemaMismatchError, match=rf"'shop': {ROW1} is not valid UTF-8; store raw bytes"):
+        orders.upsert(two_orders("shop", raw))
+    assert orders.version == 1
+
+
+def test_nan_is_a_float_value_but_never_a_key(catalog: fl.Catalog) -> None:
+    schema = pa.schema([("id", pa.int64()), ("ratio", pa.float64())])
+    table = catalog.create_table("ods.ratios", schema, primary_key=["id"])
+    table.upsert(pa.table({"id": [1, 2], "ratio": [math.nan, math.inf]}, schema=schema))
+    assert table.upsert(pa.table({"id": [1], "ratio": [math.nan]}, schema=schema)).version == 1  # NaN = NaN
+    assert [math.isnan(v) for v in table.read().sort_by("id")["ratio"].to_pylist()] == [True, False]
+    with pytest.raises(
+        fl.SchemaMismatchError, match=r"'id': row 1 of the batch holds nan, which does not fit int64"
+    ):
+        table.upsert(pa.table({"id": [3.0, math.nan], "ratio": [0.5, 0.5]}))
+    with pytest.raises(fl.SchemaMismatchError, match=r"'ratio': type double cannot be a primary key"):
+        catalog.create_table("ods.nan_keys", schema, primary_key=["ratio"])
+    assert table.version == 1
+
+
+def test_decimal_out_of_range(orders: fl.LakeTable) -> None:
+    wide = pa.array([Decimal("1.00"), Decimal("12345678901.00")], pa.decimal128(38, 2))
+    with pytest.raises(
+        fl.SchemaMismatchError,
+        match=rf"'amount': {ROW1} holds Decimal\('12345678901.00'\), which does not fit decimal128\(12, 2\)",
+    ):
+        orders.upsert(two_orders("amount", wide))
+    finer = pa.array([Decimal("1.000"), Decimal("1.005")], pa.decimal128(12, 3))
+    with pytest.raises(
+        fl.SchemaMismatchError, match=rf"'amount': {ROW1} holds Decimal\('1.005'\), which does not fit"
+    ):
+        orders.upsert(two_orders("amount", finer))
+    assert orders.version == 0
+
+
+@pytest.mark.parametrize(
+    ("array", "pattern"),
+    [
+        (
+            pa.array([0, 253_402_300_800_000_000], pa.int64()),
+            r"holds 253402300800000000 us since the epoch, outside the years 1-9999",
+        ),
+        (
+            pa.array([0, -62_135_596_800_000_001], pa.int64()),
+            r"holds -62135596800000001 us since the epoch, outside the years",
+        ),
+        (
+            pa.array([0, 2**62], pa.int64()).cast(pa.timestamp("s", tz="UTC")),
+            r"holds 4611686018427387904 s since the epoch, which does not fit timestamp\[us, tz=UTC\]",
+        ),
+        (
+            pa.array([0, 1001], pa.int64()).cast(pa.timestamp("ns", tz="UTC")),
+            r"holds .*, which does not fit timestamp\[us, tz=UTC\] \(.*would lose data",
+        ),
+    ],
+)
+def test_timestamp_out_of_range(orders: fl.LakeTable, array: pa.Array, pattern: str) -> None:
+    if array.type == pa.int64():
+        array = array.cast(pa.timestamp("us", tz="UTC"))
+    with pytest.raises(fl.SchemaMismatchError, match=rf"'ods.orders', column 'created_at': {ROW1} {pattern}"):
+        orders.upsert(two_orders("created_at", array))
+    assert orders.version == 0
+
+
+def test_date_out_of_range(catalog: fl.Catalog) -> None:
+    schema = pa.schema([("id", pa.int64()), ("day", pa.date32())])
+    table = catalog.create_table("ods.days", schema, primary_key=["id"])
+    days = pa.array([0, 2**31 - 1], pa.int32()).cast(pa.date32())
+    with pytest.raises(
+        fl.SchemaMismatchError,
+        match=r"'day': row 1 of the batch \(key id=2\) holds 2147483647 days since 1970-01-01, "
+        r"outside the years 1-9999",
+    ):
+        table.upsert(pa.table({"id": [1, 2], "day": days}))
+    assert table.version == 0
