@@ -218,5 +218,7 @@ from flowlake.cli import (  # noqa: E402,F401
     ingest_commands,
 )
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # run as a script the module is __main__, not the one commands register on
+    from flowlake.cli.main import main as registered_main
+
+    registered_main()
