@@ -47,6 +47,7 @@ from flowlake.errors import (
     SchemaMismatchError,
     TableNotFoundError,
 )
+from flowlake.runtime.observability import DEAD_LETTERS
 
 if TYPE_CHECKING:
     from flowlake.catalog.base import Commit
@@ -324,6 +325,7 @@ class OdsIngester:
             sources={self.source.key: last.position},
         )
         self.stats.dead_letters += len(letters)
+        DEAD_LETTERS.labels(self._dead_table.name).inc(len(letters))
 
     def checkpoint(self) -> None:
         """Give idle tables a position-only commit at the last flushed position."""

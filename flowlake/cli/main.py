@@ -189,7 +189,8 @@ def main(argv: list[str] | None = None) -> Any:
         args.remove("--debug")
     from flowlake.runtime.observability import setup_from_env
 
-    setup_from_env()  # FLOWLAKE_METRICS_PORT / FLOWLAKE_LOG_FORMAT=json, for workers and ingesters
+    if args[:1] != ["run"]:  # `run` hands over to a worker process, which serves its own metrics
+        setup_from_env()  # FLOWLAKE_METRICS_PORT / FLOWLAKE_LOG_FORMAT=json, for workers and ingesters
     try:
         return app(args, standalone_mode=False)
     except FlowlakeError as exc:

@@ -41,6 +41,7 @@ from flowlake.catalog.catalog import Catalog, connect
 from flowlake.changelog import KIND_COLUMN, SEQ_COLUMN, RowKind
 from flowlake.errors import InvalidArgumentError, VersionCleanedError
 from flowlake.flow.batch import ChangeBatch, concat, dominates, kinds_of, merge_positions, weights
+from flowlake.runtime.observability import LAG, count_records
 from flowlake.table.table import LakeTable
 
 log = logging.getLogger("flowlake.flow")
@@ -120,6 +121,7 @@ class _SourcePartition(StatefulSourcePartition[ChangeBatch, int]):
             raise StopIteration
         head = self._table.refresh().version
         if head <= self._position:
+            LAG.labels(self._consumer, self._source.table).set(0)
             self._awake = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=self._source.poll_interval)
             return []
         self._awake = None
@@ -128,6 +130,8 @@ class _SourcePartition(StatefulSourcePartition[ChangeBatch, int]):
             end = min(end, self._stop)
         changes = self._table.changes(self._position, end)
         start, self._position = self._position, end
+        count_records(self._consumer, "in", changes.num_rows)
+        LAG.labels(self._consumer, self._source.table).set(head - end)
         return self._per_version(changes, start, end)
 
     def _per_version(self, changes: pa.Table, start: int, end: int) -> list[ChangeBatch]:
@@ -315,7 +319,9 @@ class _SinkPartition(StatefulSinkPartition[ChangeBatch, dict[str, Any]]):
         )
         sources: dict[str, Any] = dict(self._seen)
         sources[flow_key(self._flow)] = dict(self._seen)
-        self._table.apply(self._changes(), token=commit_token(self._flow, self._seen), sources=sources)
+        changes = self._changes()
+        self._table.apply(changes, token=commit_token(self._flow, self._seen), sources=sources)
+        count_records(self._flow, "out", changes.num_rows)
         self.commits += 1
         self._committed = dict(self._seen)
         self._flushed = dict(self._seen)

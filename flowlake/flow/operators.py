@@ -33,6 +33,7 @@ from flowlake.flow._snapshot import Frozen, thaw
 from flowlake.flow.aggs import Agg, Condition, Window
 from flowlake.flow.batch import ChangeBatch, RowChange, rows, split_by_partition
 from flowlake.flow.lake import CatalogSpec, LakeSink, LakeSource, Start, open_catalog, position_key
+from flowlake.runtime.observability import StateSizes, count_records
 from flowlake.table.table import LakeTable
 
 
@@ -94,6 +95,7 @@ def aggregate(
     keyed = op.key_on("key", split, lambda item: item[0])
     values = op.map_value("unwrap", keyed, lambda item: item[1])
     emit_late = window is not None and window.horizon_us is not None
+    sizes = StateSizes(step_id)
 
     def fold(
         state: AggregateState | Frozen | None, batch: ChangeBatch
@@ -103,6 +105,9 @@ def aggregate(
             state = AggregateState(by_cols, spec, window)
         state.configure(by_cols, spec, window)
         out, late = state.apply(batch.data)
+        count_records(step_id, "in", batch.data.num_rows)
+        count_records(step_id, "out", out.num_rows)
+        sizes.update(state, len(state.index))
         items = [("changes", batch.with_data(out))]
         if emit_late:
             empty = late_schema(batch.data.schema).empty_table()
@@ -136,6 +141,7 @@ def join(
     retracted when its first match arrives and restored when its last match goes.
     """
     keys = tuple(on)
+    sizes = StateSizes(step_id)
 
     def tag(side: str) -> Callable[[ChangeBatch], list[tuple[str, tuple[str, ChangeBatch]]]]:
         def split(batch: ChangeBatch) -> list[tuple[str, tuple[str, ChangeBatch]]]:
@@ -158,6 +164,9 @@ def join(
             "left" if side == "left" else "right", batch.data, on=keys, how=how,
             left_schema=left_schema, right_schema=right_schema,
         )  # fmt: skip
+        count_records(step_id, "in", batch.data.num_rows)
+        count_records(step_id, "out", out.num_rows)
+        sizes.update(state, len(state.left) + len(state.right))
         return state, [batch.with_data(out)]
 
     return op.key_rm("unkey", op.stateful_flat_map("fold", values, fold))
@@ -233,10 +242,15 @@ def dedup(
     split = op.flat_map("split", up, lambda batch: split_by_partition(batch, cols, partitions))
     keyed = op.key_on("key", split, lambda item: item[0])
     values = op.map_value("unwrap", keyed, lambda item: item[1])
+    sizes = StateSizes(step_id)
 
     def fold(state: DedupState | Frozen | None, batch: ChangeBatch) -> tuple[DedupState, list[ChangeBatch]]:
         state = thaw(state) or DedupState(keep)
-        return state, [batch.with_data(state.apply(batch.data, cols))]
+        out = state.apply(batch.data, cols)
+        count_records(step_id, "in", batch.data.num_rows)
+        count_records(step_id, "out", out.num_rows)
+        sizes.update(state, len(state.rows))
+        return state, [batch.with_data(out)]
 
     return op.key_rm("unkey", op.stateful_flat_map("fold", values, fold))
 

@@ -26,6 +26,10 @@ def main() -> None:
     from bytewax._bytewax import cli_main
     from bytewax.recovery import RecoveryConfig
 
+    from flowlake.runtime.observability import setup_from_env
+
+    setup_from_env()  # FLOWLAKE_METRICS_PORT / FLOWLAKE_LOG_FORMAT=json for this worker process
+
     bw._parse_timedelta = parse_interval
     kwargs: dict[str, Any] = dict(vars(bw._parse_args()))  # type: ignore[no-untyped-call]
     snapshot_interval = kwargs.pop("snapshot_interval")

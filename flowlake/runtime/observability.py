@@ -62,6 +62,28 @@ def record_commit(table: str, operation: str, summary: dict[str, object], starte
     COMMIT_SECONDS.labels(table).observe(time.perf_counter() - started)
 
 
+def count_records(step: str, direction: str, count: int) -> None:
+    """Count ``count`` records into (``"in"``) or out of (``"out"``) the step with bytewax id ``step``
+    (``<flow>.<step path>``)."""
+    if count:
+        flow, _, name = step.partition(".")
+        RECORDS.labels(flow, name, direction).inc(count)
+
+
+class StateSizes:
+    """The ``flowlake_state_keys`` gauge of one stateful step, summed over its key partitions."""
+
+    def __init__(self, step: str) -> None:
+        flow, _, name = step.partition(".")
+        self._gauge = STATE_SIZE.labels(flow, name)
+        self._sizes: dict[int, int] = {}
+
+    def update(self, state: object, keys: int) -> None:
+        """Record that the partition state ``state`` now holds ``keys`` keys."""
+        self._sizes[id(state)] = keys
+        self._gauge.set(sum(self._sizes.values()))
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per log line: time, level, logger, message, and any ``extra`` fields."""
 

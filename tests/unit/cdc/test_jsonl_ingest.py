@@ -187,9 +187,14 @@ def test_bad_records_go_to_the_dead_letter_table_and_ingestion_goes_on(
             b"null",
         ],
     )
+    from flowlake.runtime.observability import REGISTRY
+
+    metric = {"table": "ods._dead_letter"}
+    before = REGISTRY.get_sample_value("flowlake_dead_letters_total", metric) or 0.0
     stats = ingest(catalog, folder)
     assert state(catalog.load_table("ods.orders")) == [{"id": 1, "v": "a"}, {"id": 2, "v": "c"}]
     assert stats.dead_letters == 4
+    assert REGISTRY.get_sample_value("flowlake_dead_letters_total", metric) == before + 4
     dead = catalog.load_table("ods._dead_letter").read().to_pylist()
     assert sorted(d["raw"] for d in dead) == sorted(
         [

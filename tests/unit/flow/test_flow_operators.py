@@ -89,3 +89,30 @@ def test_dedup_and_aggregate_into_lake(cat: fl.Catalog) -> None:
         {"shop": 2, "n": 1, "total": 6},
     ]
     assert table.source_position("table:events") == 4
+
+
+def test_steps_report_records_lag_and_state_size_as_metrics(cat: fl.Catalog) -> None:
+    from flowlake.runtime.observability import REGISTRY
+
+    orders = cat.create_table("ods.om", ORDERS, primary_key=["oid"])
+    orders.upsert(pa.table({"oid": [1, 2, 3], "shop": pa.array([1, 1, 2], pa.int32()), "amount": [5, 6, 7]}))
+    orders.upsert(pa.table({"oid": [3], "shop": pa.array([2], pa.int32()), "amount": [8]}))
+    cat.create_table("dws.om", pa.schema([pa.field("shop", pa.int32(), nullable=False), ("n", pa.int64())]),
+                     primary_key=["shop"])  # fmt: skip
+    flow = Dataflow("metered")
+    stream = lake_input("orders_in", flow, "ods.om", catalog=cat, stop="head")
+    result = aggregate("per_shop", stream, by=["shop"], aggs={"n": aggs.count()})
+    lake_output("out", result.changes, "dws.om", catalog=cat)
+    run_main(flow)
+
+    def sample(name: str, **labels: str) -> float | None:
+        return REGISTRY.get_sample_value(name, labels)
+
+    records = "flowlake_records_total"
+    assert sample(records, flow="metered", step="orders_in.source", direction="in") == 5  # 3 +I, -U/+U
+    assert sample(records, flow="metered", step="per_shop", direction="in") == 5
+    assert sample(records, flow="metered", step="per_shop", direction="out") == 2  # the update kept n
+    assert sample(records, flow="metered", step="out.sink", direction="out") == 2
+    assert sample("flowlake_state_keys", flow="metered", step="per_shop") == 2
+    assert sample("flowlake_lag_versions", consumer="metered.orders_in.source", table="ods.om") == 0
+    assert cat.load_table("dws.om").read().num_rows == 2
