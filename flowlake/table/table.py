@@ -1,4 +1,10 @@
-"""The primary-key lake table: merge-on-read upserts, snapshots, time travel, changelogs, maintenance."""
+"""The primary-key lake table: merge-on-read upserts, snapshots, time travel, changelogs, maintenance.
+
+:class:`LakeTable` is the facade; the work is done by one-job modules: :mod:`~flowlake.table.commit`
+(the write path's commit pipeline and key state), :mod:`~flowlake.table.versions` (time travel and the
+cleaned-version guard), :mod:`~flowlake.table.scan` (reading), :mod:`~flowlake.table.compaction` and
+:mod:`~flowlake.table.cleaning` (maintenance).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +13,7 @@ import datetime as dt
 import random
 import threading
 import time
-import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -17,28 +22,36 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from flowlake.catalog.base import Commit, CommitRequest, DataFile, MetaStore, TableRecord
-from flowlake.changelog import KIND_COLUMN, RowKind
+from flowlake.changelog import KIND_COLUMN
 from flowlake.errors import (
     CommitConflictError,
     InvalidArgumentError,
     InvalidChangelogError,
     SchemaMismatchError,
-    StorageError,
     VersionCleanedError,
     VersionNotFoundError,
 )
 from flowlake.io.fs import Storage
-from flowlake.io.parquet import parallel, write_parquet
 from flowlake.runtime.observability import CONFLICTS, record_commit
-from flowlake.table import maintenance
-from flowlake.table.bucketing import key_hash, partition_rows, split_by_bucket
+from flowlake.table import cleaning, compaction, maintenance, versions
+from flowlake.table.bucketing import partition_rows
 from flowlake.table.bucketmap import BucketMap
-from flowlake.table.keystate import KeyState, key_list
-from flowlake.table.pins import Pin, pin_expired, pin_name
+from flowlake.table.commit import (
+    commit_changelog,
+    commit_plan,
+    current_state,
+    new_instant,
+    with_keys,
+    write_files,
+)
+from flowlake.table.keystate import KeyState
+from flowlake.table.pins import Pin, pin_name
 from flowlake.table.scan import ScanMetrics, read_changes, read_snapshot
 from flowlake.table.schema import evolve_schema, fit_batch
-from flowlake.table.stats import Filter, compute_stats
+from flowlake.table.stats import Filter
 from flowlake.table.writer import POS_COLUMN, PlannedWrite, changelog_to_write, merge_partial, plan_write
+
+__all__ = ["ConflictPolicy", "LakeTable", "new_instant"]
 
 ConflictPolicy = Literal["retry", "fail", "merge-columns"]
 """What a write does when another writer committed the same keys first (disjoint keys always rebase):
@@ -46,11 +59,6 @@ ConflictPolicy = Literal["retry", "fail", "merge-columns"]
 only when the two commits wrote disjoint columns (a column-level partial update), else raises."""
 
 _MAX_ATTEMPTS = 16
-
-
-def new_instant() -> str:
-    """A sortable, unique commit instant: microseconds since the epoch and a random suffix."""
-    return f"{time.time_ns() // 1000:017d}-{uuid.uuid4().hex[:8]}"
 
 
 def _to_table(data: pa.Table | pa.RecordBatch | Any) -> pa.Table:
@@ -305,9 +313,10 @@ class LakeTable:
                 POS_COLUMN, pa.array(np.arange(rows.num_rows, dtype=np.int32))
             )
             parts = partition_rows(changelog, self.partition_by) if rows.num_rows else {}
-            commit, _ = self._commit_changelog(
-                record, parts, {"+I": rows.num_rows, "-U": 0, "+U": 0, "-D": 0}, token, sources
-            )
+            commit, _ = commit_changelog(
+                self._store, self._storage, record, parts, {"+I": rows.num_rows, "-U": 0, "+U": 0, "-D": 0},
+                token, sources, write_files=self._write_files,
+            )  # fmt: skip
             self.refresh()
             return commit
 
@@ -393,7 +402,7 @@ class LakeTable:
                         or (policy == "merge-columns" and conflict.mergeable)
                     )
                     if not redo or attempt == _MAX_ATTEMPTS - 1:
-                        raise self._with_keys(conflict, plan) from None
+                        raise with_keys(conflict, plan, self.primary_key) from None
                     time.sleep(min(0.5, 0.01 * 2**attempt) * random.random())  # noqa: S311 - jitter
                     continue
                 if landed:
@@ -418,20 +427,6 @@ class LakeTable:
         if limit is not None and int(commit.summary.get("log_backlog", 0)) > int(limit):
             self._compact(target_file_rows=None, rebalance_only=False)
 
-    def _with_keys(self, conflict: CommitConflictError, plan: PlannedWrite) -> CommitConflictError:
-        """The conflict with the catalog's key hashes turned back into this batch's keys."""
-        if not conflict.conflicting_hashes:
-            return conflict
-        hashes = key_hash(plan.changelog, self.primary_key)
-        wanted = set(conflict.conflicting_hashes)
-        keys = key_list(plan.changelog, self.primary_key)
-        sample = list(dict.fromkeys(k for k, h in zip(keys, hashes.tolist(), strict=True) if h in wanted))
-        return CommitConflictError(
-            conflict.table, conflict.expected, conflict.found, reason=conflict.reason, sample_keys=sample,
-            mergeable=conflict.mergeable, conflicting_hashes=conflict.conflicting_hashes,
-            reroute=conflict.reroute,
-        )  # fmt: skip
-
     def _commit_plan(
         self,
         record: TableRecord,
@@ -441,69 +436,9 @@ class LakeTable:
         columns: Sequence[str] = (),
     ) -> tuple[Commit, bool]:
         """Write the plan's log files and commit them; False if an earlier commit had the token."""
-        hashes = (
-            key_hash(plan.changelog, record.primary_key)
-            if plan.changelog.num_rows
-            else np.empty(0, np.uint64)
+        return commit_plan(
+            self._store, self._storage, record, plan, token, sources, columns, write_files=self._write_files
         )
-        bmap = BucketMap.from_json(record.bucket_map, record.buckets)
-        return self._commit_changelog(
-            record, split_by_bucket(plan.changelog, bmap.route(hashes)), plan.counts, token, sources,
-            key_hashes=np.unique(hashes).tobytes(), columns=tuple(columns), map_version=bmap.version,
-        )  # fmt: skip
-
-    def _commit_changelog(
-        self,
-        record: TableRecord,
-        parts: Mapping[int, pa.Table],
-        counts: Mapping[str, int],
-        token: str | None,
-        sources: Mapping[str, Any] | None,
-        *,
-        key_hashes: bytes | None = None,
-        columns: tuple[str, ...] = (),
-        map_version: int | None = None,
-    ) -> tuple[Commit, bool]:
-        instant = new_instant()
-        self._store.begin_commit(record.id, instant, "write")
-        written: list[DataFile] = []
-        try:
-            written = self._write_files(record, instant, "log", sorted(parts.items()))
-            request = CommitRequest(
-                instant=instant,
-                read_version=record.current_version,
-                operation="write",
-                added=written,
-                summary={
-                    "rows": dict(counts),
-                    "files_added": len(written),
-                    "buckets": sorted(parts),
-                    "columns": list(columns) or record.schema.names,
-                    "bytes_added": sum(f.size for f in written),
-                    **({"sources": dict(sources)} if sources else {}),
-                },
-                token=token,
-                sources=dict(sources or {}),
-                key_hashes=key_hashes,
-                columns=columns,
-                map_version=map_version,
-                conflicts_with_writes=bool(record.primary_key),
-            )
-            commit = self._store.complete_commit(record, request)
-        except BaseException:
-            self._discard(record, instant, written)
-            raise
-        if commit.instant != instant:  # the token was committed by an earlier attempt
-            self._discard(record, instant, written)
-            return commit, False
-        return commit, True
-
-    def _discard(self, record: TableRecord, instant: str, files: Sequence[DataFile]) -> None:
-        for f in files:
-            with contextlib.suppress(OSError):  # else an orphan: cleaning removes it later
-                self._storage.fs.delete_file(self._storage.path(f.path))
-        with contextlib.suppress(Exception):
-            self._store.abort_commit(record.id, instant)
 
     def _write_files(
         self,
@@ -512,49 +447,16 @@ class LakeTable:
         content: Literal["base", "log"],
         parts: Sequence[tuple[int, pa.Table]],
     ) -> list[DataFile]:
-        def write_one(item: tuple[int, tuple[int, pa.Table]]) -> DataFile:
-            n, (bucket, data) = item
-            rel = f"{record.location}/data/bucket-{bucket:05d}/{instant}-{content}-{n}.parquet"
-            written = write_parquet(
-                self._storage, self._storage.path(rel), data, dictionary=content == "base"
-            )
-            return DataFile(
-                path=rel, bucket=bucket, content=content, row_count=data.num_rows, size=written.size,
-                stats=compute_stats(data), checksum=written.checksum,
-            )  # fmt: skip
-
-        return parallel(write_one, list(enumerate(parts)))
+        return write_files(self._storage, record, instant, content, parts)
 
     def _current_state(self, record: TableRecord) -> KeyState:
         """The writer's key state at ``record.current_version``, loaded or caught up as needed."""
-        state = self._state
-        if (
-            state is not None
-            and self._state_schema_id == record.schema_id
-            and state.version <= record.current_version
-        ):
-            if state.version == record.current_version:
-                return state
-            if state.version >= record.oldest_version:
-                with self._unless_cleaned(state.version):
-                    logs = self._store.log_files_between(record.id, state.version, record.current_version)
-                    changes = read_changes(self._storage, logs, record.schema)
-                if changes.num_rows:
-                    kinds = changes.column(KIND_COLUMN).to_numpy(zero_copy_only=False)
-                    rows, is_delete = changelog_to_write(changes.drop_columns(["_seq"]))
-                    keep = kinds != RowKind.UPDATE_BEFORE
-                    rows = rows.filter(pa.array(keep))
-                    is_delete = is_delete[keep]
-                    plan = plan_write(state, rows, is_delete)
-                    state.apply(plan.upserted, plan.upserted_keys, plan.deleted_keys, record.current_version)
-                state.version = record.current_version
-                return state
-        with self._unless_cleaned(record.current_version):
-            files = self._store.live_files(record.id, record.current_version)
-            rows = read_snapshot(self._storage, files, record.schema, record.primary_key)
-        self._state = KeyState(rows, record.primary_key, record.current_version)
-        self._state_schema_id = record.schema_id
-        return self._state
+        cached = self._state if self._state_schema_id == record.schema_id else None
+        state = current_state(self._store, self._storage, record, cached)
+        if state is not cached:
+            self._state = state
+            self._state_schema_id = record.schema_id
+        return state
 
     def _head_commit(self, record: TableRecord) -> Commit:
         return self._store.commits(record.id, record.current_version, record.current_version)[0]
@@ -566,33 +468,10 @@ class LakeTable:
 
         ``as_of`` is a datetime (naive means UTC) or epoch milliseconds.
         """
-        head, oldest = self._store.current_version(self._record.id)
-        if version is not None and as_of is not None:
-            raise InvalidArgumentError("pass either version= or as_of=, not both")
-        if as_of is not None:
-            if isinstance(as_of, dt.datetime):
-                moment = as_of if as_of.tzinfo else as_of.replace(tzinfo=dt.UTC)
-                as_of = int(moment.timestamp() * 1000)
-            found = self._store.version_at(self._record.id, int(as_of))
-            if found is None:
-                raise VersionNotFoundError(
-                    f"table {self.name!r} has no version committed at or before {as_of} ms; "
-                    "its history starts later (see t.history())"
-                )
-            version = found
-        if version is None:
-            return head
-        if not isinstance(version, int) or version < 0 or version > head:
-            raise VersionNotFoundError(
-                f"table {self.name!r} has no version {version!r}; versions run from {oldest} to {head}"
-            )
-        if version < oldest:
-            raise VersionCleanedError(self.name, version, oldest)
-        return version
+        return versions.resolve_version(self._store, self._record.id, self.name, version, as_of)
 
     def _schema_at(self, version: int) -> pa.Schema:
-        commit = self._store.commits(self._record.id, version, version)
-        return self._store.schema(self._record.id, commit[0].schema_id) if commit else self.schema
+        return versions.schema_at(self._store, self._record.id, version, self.schema)
 
     def read(
         self,
@@ -631,24 +510,9 @@ class LakeTable:
         self.last_scan = metrics
         return result
 
-    @contextlib.contextmanager
-    def _unless_cleaned(self, version: int) -> Iterator[None]:
-        """Raise ``VersionCleanedError`` if a clean moved past ``version`` while the block read it.
-
-        A clean forgets files in the catalog before deleting them, so a read that raced with it may
-        have found a file missing (``StorageError``) or been given an incomplete file list; both show
-        as the oldest readable version having moved past ``version`` by the end of the read.
-        """
-        try:
-            yield
-        except StorageError as exc:
-            _, oldest = self._store.current_version(self._record.id)
-            if version < oldest:
-                raise VersionCleanedError(self.name, version, oldest) from exc
-            raise
-        _, oldest = self._store.current_version(self._record.id)
-        if version < oldest:
-            raise VersionCleanedError(self.name, version, oldest)
+    def _unless_cleaned(self, version: int) -> contextlib.AbstractContextManager[None]:
+        """Raise ``VersionCleanedError`` if a clean moved past ``version`` while the block read it."""
+        return versions.unless_cleaned(self._store, self._record.id, self.name, version)
 
     def dataset(self, version: int | None = None) -> ds.Dataset:
         """A snapshot as a ``pyarrow.dataset.Dataset`` (DuckDB and Polars can query it).
@@ -756,95 +620,12 @@ class LakeTable:
 
     def _compact_once(self, *, target_file_rows: int | None, rebalance_only: bool) -> Commit | None:
         record = self.refresh()._record
-        props = record.properties
-        rows_per_file = target_file_rows or int(
-            props.get("target_file_rows", maintenance.DEFAULT_TARGET_FILE_ROWS)
-        )
-        bucket_rows = int(props.get("bucket_target_rows", maintenance.DEFAULT_TARGET_BUCKET_ROWS))
-        files = self._store.live_files(record.id, record.current_version)
-        plan = maintenance.plan_compaction(
-            files, append_only=self.is_append_only, target_file_rows=rows_per_file
-        )
-        bmap = self.bucket_map
-        if self.is_append_only:
-            groups = [maintenance.RewriteGroup((b,), tuple(fs)) for b, fs in sorted(plan.by_bucket.items())]
-        else:
-            groups = maintenance.plan_rebalance(files, bmap, plan.by_bucket, target_bucket_rows=bucket_rows)
-        outputs: list[tuple[int, pa.Table]] = []
-        guarded: list[int] = []
-        for group in groups:
-            with self._unless_cleaned(record.current_version):
-                rows = read_snapshot(self._storage, group.files, record.schema, record.primary_key)
-            pieces: dict[int, pa.Table]
-            if len(group.buckets) == 2:
-                bmap, parent = bmap.merge(group.buckets[0])
-                pieces = {parent.id: rows}
-            elif not self.is_append_only and rows.num_rows > bucket_rows:
-                bmap, pieces = maintenance.split_rows(
-                    rows, bmap, group.buckets[0], record.primary_key, target_bucket_rows=bucket_rows
-                )
-            elif rebalance_only:
-                continue
-            else:
-                pieces = {group.buckets[0]: rows}
-            if set(pieces) != set(group.buckets):
-                guarded.extend(group.buckets)
-            for bucket, piece in sorted(pieces.items()):
-                data = (
-                    piece.sort_by([(k, "ascending") for k in record.primary_key])
-                    if record.primary_key
-                    else piece
-                )
-                outputs += [
-                    (bucket, data.slice(s, rows_per_file)) for s in range(0, data.num_rows, rows_per_file)
-                ]
-        rewritten = [g for g in groups if not rebalance_only or set(g.buckets) <= set(guarded)]
-        if not rewritten:
-            return None
-        removed = [f.path for g in rewritten for f in g.files]
-        return self._commit_compaction(record, outputs, removed, bmap, tuple(guarded))
-
-    def _commit_compaction(
-        self,
-        record: TableRecord,
-        outputs: Sequence[tuple[int, pa.Table]],
-        removed: Sequence[str],
-        bmap: BucketMap,
-        guarded: tuple[int, ...],
-    ) -> Commit:
-        instant = new_instant()
-        self._store.begin_commit(record.id, instant, "compact")
-        written: list[DataFile] = []
-        try:
-            written = self._write_files(record, instant, "base", outputs)
-            map_changed = bmap.version != self.bucket_map.version
-            request = CommitRequest(
-                instant=instant,
-                read_version=record.current_version,
-                operation="compact",
-                added=written,
-                removed=removed,
-                conflicts_with_writes=False,
-                new_bucket_map=bmap.to_json() if map_changed else None,
-                guarded_buckets=guarded,
-                summary={
-                    "compacted_version": record.current_version,
-                    "buckets": sorted({b for b, _ in outputs}),
-                    "files_removed": len(removed),
-                    "files_added": len(written),
-                    "rows": sum(f.row_count for f in written),
-                    **(
-                        {"bucket_map_version": bmap.version, "buckets_rewritten": list(guarded)}
-                        if map_changed
-                        else {}
-                    ),
-                },
-            )
-            commit = self._store.complete_commit(record, request)
-        except BaseException:
-            self._discard(record, instant, written)
-            raise
-        self.refresh()
+        commit = compaction.compact_once(
+            self._store, self._storage, record, target_file_rows=target_file_rows,
+            rebalance_only=rebalance_only, write_files=self._write_files, current_map=lambda: self.bucket_map,
+        )  # fmt: skip
+        if commit is not None:
+            self.refresh()
         return commit
 
     def clean(
@@ -865,59 +646,12 @@ class LakeTable:
         if retain_last < 1:
             raise InvalidArgumentError("clean(retain_last=N) needs N >= 1: the head version is always kept")
         record = self.refresh()._record
-        now = time.time()
-        listed = self._list_files(record)  # before inflight and referenced are read (see orphan_paths)
-        inflight = self._store.inflight_instants(record.id)
-        stale = maintenance.stale_instants(inflight, grace_seconds=orphan_grace_seconds, now=now)
-        if stale:
-            # before the referenced files are read: a stale writer has either completed by then (its
-            # files are referenced) or can never complete (its instant is gone), so no committed file
-            # is taken for an orphan
-            self._store.abort_stale_inflight(record.id, stale)
-        for attempt in range(5):
-            keep_from = self._clean_horizon(record, retain_last, now)
-            referenced = self._store.all_file_paths(record.id)
-            needed = {f.path for f in self._store.live_files(record.id, keep_from)}
-            obsolete = [f for f in self._store.retired_files(record.id, keep_from) if f.path not in needed]
-            try:
-                # the catalog first: once forgotten, no reader is directed to a file we then delete; it
-                # refuses if a consumer registered below keep_from since we read the consumers
-                self._store.forget_files(record.id, [f.path for f in obsolete], keep_from)
-            except CommitConflictError:
-                if attempt == 4:
-                    raise
-                continue
-            break
-        orphans, _ = maintenance.orphan_paths(
-            listed, referenced, inflight, grace_seconds=orphan_grace_seconds, now=now
+        result = cleaning.clean(
+            self._store,
+            self._storage,
+            record,
+            retain_last=retain_last,
+            orphan_grace_seconds=orphan_grace_seconds,
         )
-        for path in [f.path for f in obsolete] + orphans:
-            with contextlib.suppress(FileNotFoundError):
-                self._storage.fs.delete_file(self._storage.path(path))
         self.refresh()
-        return maintenance.CleanResult(
-            oldest_version=keep_from,
-            files_deleted=len(obsolete),
-            bytes_deleted=sum(f.size for f in obsolete),
-            orphans_deleted=len(orphans),
-        )
-
-    def _clean_horizon(self, record: TableRecord, retain_last: int, now: float) -> int:
-        """The oldest version a clean keeps: ``head - retain_last + 1``, or the oldest consumer/pin."""
-        head, oldest = self._store.current_version(record.id)
-        keep_from = max(oldest, head - retain_last + 1)
-        consumed = self._store.consumers(record.id)
-        for name in [n for n in consumed if pin_expired(n, now=now)]:
-            self._store.drop_consumer(record.id, name)
-            del consumed[name]
-        if consumed:  # a consumer at version v still reads changes(v, ...): keep v readable
-            keep_from = max(oldest, min(keep_from, *consumed.values()))
-        return keep_from
-
-    def _list_files(self, record: TableRecord) -> list[tuple[str, float]]:
-        root = self._storage.path(record.location, "data")
-        out = []
-        for info in self._storage.list_files(root):
-            mtime = info.mtime.timestamp() if info.mtime is not None else 0.0
-            out.append((self._storage.relative(info.path), mtime))
-        return out
+        return result

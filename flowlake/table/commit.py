@@ -1,0 +1,201 @@
+"""The write path's commit pipeline: bring the key state up to date, write log files, commit them.
+
+A write is planned against the writer's cached key state, which :func:`current_state` keeps at the
+version the writer read (catching up by replaying the changelogs of the commits in between, or
+loading the snapshot afresh). :func:`commit_plan` routes the planned changelog's rows to buckets by
+key hash and :func:`commit_changelog` writes one log file per bucket and commits them in one inflight
+instant; if the commit fails, :func:`discard` deletes the files written and aborts the instant (a
+file it cannot delete is an orphan that cleaning removes later).
+
+Files are written through a :data:`WriteFiles` callable (the table's ``_write_files``, which calls
+:func:`write_files`), so a table routes every data file it writes, logs and bases alike, through one
+method.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+
+from flowlake.catalog.base import Commit, CommitRequest, DataFile, MetaStore, TableRecord
+from flowlake.changelog import KIND_COLUMN, RowKind
+from flowlake.errors import CommitConflictError
+from flowlake.io.fs import Storage
+from flowlake.io.parquet import parallel, write_parquet
+from flowlake.table.bucketing import key_hash, split_by_bucket
+from flowlake.table.bucketmap import BucketMap
+from flowlake.table.keystate import KeyState, key_list
+from flowlake.table.scan import read_changes, read_snapshot
+from flowlake.table.stats import compute_stats
+from flowlake.table.versions import unless_cleaned
+from flowlake.table.writer import PlannedWrite, changelog_to_write, plan_write
+
+WriteFiles = Callable[
+    [TableRecord, str, Literal["base", "log"], Sequence[tuple[int, pa.Table]]], list[DataFile]
+]
+"""Writes ``(bucket, rows)`` parts as data files of one instant: ``(record, instant, content, parts)``."""
+
+
+def new_instant() -> str:
+    """A sortable, unique commit instant: microseconds since the epoch and a random suffix."""
+    return f"{time.time_ns() // 1000:017d}-{uuid.uuid4().hex[:8]}"
+
+
+def write_files(
+    storage: Storage,
+    record: TableRecord,
+    instant: str,
+    content: Literal["base", "log"],
+    parts: Sequence[tuple[int, pa.Table]],
+) -> list[DataFile]:
+    """Write each ``(bucket, rows)`` part as one Parquet file of ``instant`` (in parallel)."""
+
+    def write_one(item: tuple[int, tuple[int, pa.Table]]) -> DataFile:
+        n, (bucket, data) = item
+        rel = f"{record.location}/data/bucket-{bucket:05d}/{instant}-{content}-{n}.parquet"
+        written = write_parquet(storage, storage.path(rel), data, dictionary=content == "base")
+        return DataFile(
+            path=rel, bucket=bucket, content=content, row_count=data.num_rows, size=written.size,
+            stats=compute_stats(data), checksum=written.checksum,
+        )  # fmt: skip
+
+    return parallel(write_one, list(enumerate(parts)))
+
+
+def discard(
+    store: MetaStore, storage: Storage, record: TableRecord, instant: str, files: Sequence[DataFile]
+) -> None:
+    """Delete the files of a commit that did not land and abort its instant (best effort)."""
+    for f in files:
+        with contextlib.suppress(OSError):  # else an orphan: cleaning removes it later
+            storage.fs.delete_file(storage.path(f.path))
+    with contextlib.suppress(Exception):
+        store.abort_commit(record.id, instant)
+
+
+def commit_plan(
+    store: MetaStore,
+    storage: Storage,
+    record: TableRecord,
+    plan: PlannedWrite,
+    token: str | None,
+    sources: Mapping[str, Any] | None,
+    columns: Sequence[str] = (),
+    *,
+    write_files: WriteFiles,
+) -> tuple[Commit, bool]:
+    """Write the plan's log files and commit them; False if an earlier commit had the token."""
+    hashes = (
+        key_hash(plan.changelog, record.primary_key) if plan.changelog.num_rows else np.empty(0, np.uint64)
+    )
+    bmap = BucketMap.from_json(record.bucket_map, record.buckets)
+    return commit_changelog(
+        store, storage, record, split_by_bucket(plan.changelog, bmap.route(hashes)), plan.counts, token,
+        sources, write_files=write_files, key_hashes=np.unique(hashes).tobytes(), columns=tuple(columns),
+        map_version=bmap.version,
+    )  # fmt: skip
+
+
+def commit_changelog(
+    store: MetaStore,
+    storage: Storage,
+    record: TableRecord,
+    parts: Mapping[int, pa.Table],
+    counts: Mapping[str, int],
+    token: str | None,
+    sources: Mapping[str, Any] | None,
+    *,
+    write_files: WriteFiles,
+    key_hashes: bytes | None = None,
+    columns: tuple[str, ...] = (),
+    map_version: int | None = None,
+) -> tuple[Commit, bool]:
+    """Write one log file per bucket of ``parts`` and commit them; False if the token was committed."""
+    instant = new_instant()
+    store.begin_commit(record.id, instant, "write")
+    written: list[DataFile] = []
+    try:
+        written = write_files(record, instant, "log", sorted(parts.items()))
+        request = CommitRequest(
+            instant=instant,
+            read_version=record.current_version,
+            operation="write",
+            added=written,
+            summary={
+                "rows": dict(counts),
+                "files_added": len(written),
+                "buckets": sorted(parts),
+                "columns": list(columns) or record.schema.names,
+                "bytes_added": sum(f.size for f in written),
+                **({"sources": dict(sources)} if sources else {}),
+            },
+            token=token,
+            sources=dict(sources or {}),
+            key_hashes=key_hashes,
+            columns=columns,
+            map_version=map_version,
+            conflicts_with_writes=bool(record.primary_key),
+        )
+        commit = store.complete_commit(record, request)
+    except BaseException:
+        discard(store, storage, record, instant, written)
+        raise
+    if commit.instant != instant:  # the token was committed by an earlier attempt
+        discard(store, storage, record, instant, written)
+        return commit, False
+    return commit, True
+
+
+def with_keys(
+    conflict: CommitConflictError, plan: PlannedWrite, primary_key: Sequence[str]
+) -> CommitConflictError:
+    """The conflict with the catalog's key hashes turned back into this batch's keys."""
+    if not conflict.conflicting_hashes:
+        return conflict
+    hashes = key_hash(plan.changelog, primary_key)
+    wanted = set(conflict.conflicting_hashes)
+    keys = key_list(plan.changelog, primary_key)
+    sample = list(dict.fromkeys(k for k, h in zip(keys, hashes.tolist(), strict=True) if h in wanted))
+    return CommitConflictError(
+        conflict.table, conflict.expected, conflict.found, reason=conflict.reason, sample_keys=sample,
+        mergeable=conflict.mergeable, conflicting_hashes=conflict.conflicting_hashes,
+        reroute=conflict.reroute,
+    )  # fmt: skip
+
+
+def current_state(
+    store: MetaStore, storage: Storage, record: TableRecord, cached: KeyState | None
+) -> KeyState:
+    """The key state at ``record.current_version``: ``cached`` (of the same schema) caught up, or a new one.
+
+    ``cached`` is caught up in place (and returned) when it is at or before the record's version and
+    that version is still readable from it; otherwise the snapshot is read into a new state.
+    """
+    name = record.qualified_name
+    if cached is not None and cached.version <= record.current_version:
+        if cached.version == record.current_version:
+            return cached
+        if cached.version >= record.oldest_version:
+            with unless_cleaned(store, record.id, name, cached.version):
+                logs = store.log_files_between(record.id, cached.version, record.current_version)
+                changes = read_changes(storage, logs, record.schema)
+            if changes.num_rows:
+                kinds = changes.column(KIND_COLUMN).to_numpy(zero_copy_only=False)
+                rows, is_delete = changelog_to_write(changes.drop_columns(["_seq"]))
+                keep = kinds != RowKind.UPDATE_BEFORE
+                rows = rows.filter(pa.array(keep))
+                is_delete = is_delete[keep]
+                plan = plan_write(cached, rows, is_delete)
+                cached.apply(plan.upserted, plan.upserted_keys, plan.deleted_keys, record.current_version)
+            cached.version = record.current_version
+            return cached
+    with unless_cleaned(store, record.id, name, record.current_version):
+        files = store.live_files(record.id, record.current_version)
+        rows = read_snapshot(storage, files, record.schema, record.primary_key)
+    return KeyState(rows, record.primary_key, record.current_version)
