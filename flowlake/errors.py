@@ -170,3 +170,9 @@ class CdcDecodeError(FlowlakeError, ValueError):
 
 class CorruptRecordError(CdcDecodeError):
     """A CDC record is structurally broken (not JSON, wrong envelope, bad field)."""
+
+
+def short_repr(value: object) -> str:
+    """``repr`` cut to 60 characters, for quoting input in error messages."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -15,10 +15,9 @@ from typing import Any, Final
 
 import pyarrow as pa
 
-from flowlake.cdc.change import short_repr
 from flowlake.cdc.logical_types import DecimalHandling, FieldDecoder, decoder_for_arrow, quote
 from flowlake.changelog import RESERVED_COLUMNS
-from flowlake.errors import CdcDecodeError, CorruptRecordError
+from flowlake.errors import CdcDecodeError, CorruptRecordError, short_repr
 
 _BUILD_ERRORS: Final = (pa.ArrowException, CdcDecodeError, TypeError, ValueError, ArithmeticError)
 """What building an Arrow column from JSON values may raise (pa.array raises all of these)."""

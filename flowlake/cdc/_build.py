@@ -8,6 +8,7 @@ from typing import Any, Final
 import pyarrow as pa
 
 from flowlake.changelog import KIND_COLUMN
+from flowlake.errors import short_repr
 
 _BUILD_ERRORS: Final = (pa.ArrowException, TypeError, ValueError, ArithmeticError, OverflowError)
 
@@ -46,9 +47,7 @@ def _bisect(values: list[Any], f: pa.Field, lo: int, hi: int, bad: dict[int, str
         return
     except _BUILD_ERRORS as exc:
         if hi - lo == 1:
-            text = repr(values[lo])
-            text = text if len(text) <= 60 else text[:57] + "..."
-            bad.setdefault(lo, f"column {f.name!r} ({f.type}) cannot hold {text}: {exc}")
+            bad.setdefault(lo, f"column {f.name!r} ({f.type}) cannot hold {short_repr(values[lo])}: {exc}")
             return
     mid = (lo + hi) // 2
     _bisect(values, f, lo, mid, bad)

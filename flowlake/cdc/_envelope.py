@@ -19,10 +19,10 @@ from typing import Any, Final
 
 import orjson
 
-from flowlake.cdc.change import position_of, short_repr
+from flowlake.cdc.change import position_of
 from flowlake.cdc.logical_types import FieldDecoder, quote, struct_decoders
 from flowlake.changelog import RowKind
-from flowlake.errors import CdcDecodeError, CorruptRecordError, InvalidArgumentError
+from flowlake.errors import CdcDecodeError, CorruptRecordError, InvalidArgumentError, short_repr
 
 Message = bytes | bytearray | memoryview | str | None
 """One Kafka record value: JSON text as bytes or str, or ``None`` for a tombstone."""

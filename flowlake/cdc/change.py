@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from flowlake.changelog import RowKind
-from flowlake.errors import CorruptRecordError
+from flowlake.errors import CorruptRecordError, short_repr
 
 _POSITION_KEYS: Final = ("lsn", "commit_lsn", "change_lsn", "scn")
 _INTEGER_TEXT: Final = re.compile(r"-?[0-9]{1,20}")
@@ -142,9 +142,3 @@ def _snapshot_flag(value: Any) -> bool:
     if value is True or type(value) is str:
         return True  # "true", "first", "last", "incremental", …
     raise CorruptRecordError(f"'source.snapshot' must be a boolean or string, got {short_repr(value)}")
-
-
-def short_repr(value: Any) -> str:
-    """``repr`` cut to 60 characters, for quoting input in error messages."""
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."

@@ -40,10 +40,10 @@ from flowlake.cdc._envelope import (
     _unwrap,
     _where,
 )
-from flowlake.cdc.change import SourceInfo, short_repr, source_info
+from flowlake.cdc.change import SourceInfo, source_info
 from flowlake.cdc.logical_types import DecimalHandling, FieldDecoder, quote
 from flowlake.changelog import KIND_COLUMN, RESERVED_COLUMNS
-from flowlake.errors import CdcDecodeError, CorruptRecordError, InvalidArgumentError
+from flowlake.errors import CdcDecodeError, CorruptRecordError, InvalidArgumentError, short_repr
 
 
 @dataclass(frozen=True, slots=True)

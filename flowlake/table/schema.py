@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from flowlake.errors import NullKeyError, SchemaMismatchError
+from flowlake.errors import NullKeyError, SchemaMismatchError, short_repr
 from flowlake.names import validate_column
 
 _INT_WIDTH = {
@@ -141,14 +141,13 @@ def _show(array: pa.Array, row: int) -> str:
     """A batch value for a message, even one Python cannot represent."""
     dtype = array.type
     try:
-        text = repr(array[row].as_py())
+        return short_repr(array[row].as_py())
     except (ValueError, OverflowError, ArithmeticError, pa.ArrowException):
         if pa.types.is_timestamp(dtype) or pa.types.is_date(dtype):
             unit = "days since 1970-01-01" if pa.types.is_date(dtype) else f"{dtype.unit} since the epoch"
             storage = pa.int32() if dtype.bit_width == 32 else pa.int64()
             return f"{array.slice(row, 1).cast(storage)[0].as_py()} {unit}"
         return "a value Python cannot show"
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _first_uncastable(array: pa.Array, target: pa.DataType) -> int:
@@ -195,7 +194,7 @@ def _check_values(table: str, name: str, column: pa.ChunkedArray, where: Callabl
     low, high = pc.min_max(ints).values()
     if low.as_py() < bounds[0] or high.as_py() > bounds[1]:
         row = int(pc.index(pc.or_(pc.less(ints, bounds[0]), pc.greater(ints, bounds[1])), True).as_py())
-        value = _show(column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column, row)
+        value = _show(column.combine_chunks(), row)
         raise SchemaMismatchError(
             table, name, f"{where(row)} holds {value}, outside the years 1-9999 tables hold"
         )
