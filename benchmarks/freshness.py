@@ -33,13 +33,17 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 import flowlake as fl
+from flowlake.cdc.mysql_schema import MySqlUrl
 from flowlake.changelog import KIND_COLUMN, SEQ_COLUMN, RowKind
+from flowlake.demo.mariadb import ORDERS_DDL, SHOPS_DDL, connect
+from flowlake.flow.shop import shops_table
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _report import report
@@ -56,32 +60,18 @@ SHOPS = 30
 
 
 def _connect(port: int) -> Any:
-    import pymysql
-
-    return pymysql.connect(
-        host="127.0.0.1", port=port, user="root", autocommit=False, init_command="SET time_zone = '+00:00'"
-    )
+    return connect(MySqlUrl.parse(f"mysql://root@127.0.0.1:{port}"))
 
 
 def prepare_source(port: int, db: str, initial: int) -> None:
-    """Create ``db`` with the shop tables, ``SHOPS`` shops and ``initial`` orders."""
+    """Create ``db`` with the demo's shop tables, ``SHOPS`` shops and ``initial`` orders."""
     conn = _connect(port)
     with conn.cursor() as cur:
         cur.execute(f"CREATE DATABASE {db}")
-        cur.execute(
-            f"CREATE TABLE {db}.shops (shop_id INT NOT NULL PRIMARY KEY, name VARCHAR(64), "
-            "city VARCHAR(32), category VARCHAR(16))"
-        )
-        cur.execute(
-            f"CREATE TABLE {db}.orders (order_id BIGINT NOT NULL PRIMARY KEY, shop_id INT, user_id BIGINT, "
-            "status VARCHAR(16), amount DECIMAL(12,2), created_at TIMESTAMP(6) NULL, "
-            "updated_at TIMESTAMP(6) NULL)"
-        )
-        cities = ("Berlin", "Lisbon", "Osaka", "Lima", "Accra", "Oslo", "Pune", "Quito")
-        cur.executemany(
-            f"INSERT INTO {db}.shops VALUES (%s, %s, %s, %s)",
-            [(s, f"shop {s}", cities[s % len(cities)], ("food", "books")[s % 2]) for s in range(SHOPS)],
-        )
+        cur.execute(SHOPS_DDL.format(db=db))
+        cur.execute(ORDERS_DDL.format(db=db))
+        shops = shops_table(SHOPS).to_pylist()
+        cur.executemany(f"INSERT INTO {db}.shops VALUES (%s, %s, %s, %s)", [tuple(r.values()) for r in shops])
         rng = np.random.default_rng(3)
         for start in range(0, initial, 5000):
             ids = range(start, min(initial, start + 5000))
@@ -178,26 +168,30 @@ def _timeline(table: fl.LakeTable, since: int) -> dict[int, float]:
     return {c.version: c.committed_at.timestamp() for c in table.history() if c.version > since}
 
 
-def _lineage(table: fl.LakeTable, source: str) -> tuple[list[int], list[float]]:
-    """(input positions, commit times) of ``table``'s commits, in version order."""
-    positions, times = [], []
-    for c in sorted(table.history(), key=lambda c: c.version):
-        pos = (c.summary.get("sources") or {}).get(f"table:{source}")
-        if isinstance(pos, int):
-            positions.append(pos)
-            times.append(c.committed_at.timestamp())
-    return positions, times
+@dataclass(frozen=True, slots=True)
+class Lineage:
+    """The commits of an output that record a position of one input, in version order."""
 
+    versions: list[int]
+    positions: list[int]
+    times: list[float]
 
-def _visible(lineage: tuple[list[int], list[float]], version: int) -> float | None:
-    positions, times = lineage
-    i = bisect.bisect_left(positions, version)
-    return times[i] if i < len(times) else None
+    @classmethod
+    def of(cls, table: fl.LakeTable, source: str) -> Lineage:
+        """``table``'s commits that record a position of ``source``."""
+        lineage = cls([], [], [])
+        for c in sorted(table.history(), key=lambda c: c.version):
+            pos = (c.summary.get("sources") or {}).get(f"table:{source}")
+            if isinstance(pos, int):
+                lineage.versions.append(c.version)
+                lineage.positions.append(pos)
+                lineage.times.append(c.committed_at.timestamp())
+        return lineage
 
-
-def _first_version(lineage: tuple[list[int], list[float]], versions: list[int], version: int) -> int | None:
-    i = bisect.bisect_left(lineage[0], version)
-    return versions[i] if i < len(versions) else None
+    def first_covering(self, version: int) -> int | None:
+        """Index of the first commit whose input position reaches ``version`` (None: none yet)."""
+        i = bisect.bisect_left(self.positions, version)
+        return i if i < len(self.positions) else None
 
 
 def analyse(cat: fl.Catalog, start_version: int, committed: dict[int, float]) -> dict[str, list[float]]:
@@ -209,28 +203,20 @@ def analyse(cat: fl.Catalog, start_version: int, committed: dict[int, float]) ->
     stamps = changes.column("updated_at").cast("int64").to_numpy(zero_copy_only=False)[keep]
     versions = (np.asarray(changes.column(SEQ_COLUMN).to_numpy()) >> 32)[keep]
     ods_times = _timeline(ods, start_version)
-    chain: list[tuple[list[int], tuple[list[int], list[float]]]] = []
-    for output, source in CHAIN:
-        table = cat.load_table(output)
-        lineage = _lineage(table, source)
-        own = [c.version for c in sorted(table.history(), key=lambda c: c.version)
-               if isinstance((c.summary.get("sources") or {}).get(f"table:{source}"), int)]  # fmt: skip
-        chain.append((own, lineage))
+    chain = [(output, Lineage.of(cat.load_table(output), source)) for output, source in CHAIN]
     out: dict[str, list[float]] = {"ods.orders": [], **{o: [] for o, _ in CHAIN}}
     for stamp, version in zip(stamps.tolist(), versions.tolist(), strict=True):
         source_time = committed.get(int(stamp))
         if source_time is None:
             continue
         out["ods.orders"].append(ods_times[int(version)] - source_time)
-        v: int | None = int(version)
-        for (output, _), (own, lineage) in zip(CHAIN, chain, strict=True):
-            if v is None:
+        v = int(version)  # the change's version in the current layer's input
+        for output, lineage in chain:
+            i = lineage.first_covering(v)
+            if i is None:
                 break
-            seen = _visible(lineage, v)
-            if seen is None:
-                break
-            out[output].append(seen - source_time)
-            v = _first_version(lineage, own, v)
+            out[output].append(lineage.times[i] - source_time)
+            v = lineage.versions[i]
     return out
 
 

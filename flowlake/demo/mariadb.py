@@ -32,7 +32,8 @@ ORDER_COLUMNS = ("order_id", "shop_id", "user_id", "status", "amount", "created_
 SHOP_COLUMNS = ("shop_id", "name", "city", "category")
 
 
-def _connect(url: MySqlUrl, *, timeout: float = 3.0) -> Any:
+def connect(url: MySqlUrl, *, timeout: float = 3.0) -> Any:
+    """A PyMySQL connection (no autocommit) whose session time zone is UTC, as TIMESTAMP columns need."""
     import pymysql  # type: ignore[import-untyped]
 
     return pymysql.connect(
@@ -50,7 +51,7 @@ def binlog_ready(url: str, *, timeout: float = 1.0) -> str | None:
     except InvalidArgumentError as exc:
         return str(exc)
     try:
-        conn = _connect(parsed, timeout=timeout)
+        conn = connect(parsed, timeout=timeout)
     except Exception as exc:  # any connection failure means "not usable", with its reason
         return f"cannot connect to {parsed.key}: {exc}"
     try:
@@ -106,7 +107,7 @@ class ShopDatabase:
 
     def _cursor(self) -> Any:
         if self._conn is None:
-            self._conn = _connect(self._url)
+            self._conn = connect(self._url)
         return self._conn.cursor()
 
     def recreate(self) -> None:
