@@ -158,15 +158,16 @@ class PipelineResult:
     source: str = "jsonl"
 
 
+def _in_utc(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A row of SQL values with its naive UTC datetimes made aware, as ODS reads them."""
+    return tuple(v.replace(tzinfo=dt.UTC) if isinstance(v, dt.datetime) else v for v in row)
+
+
 def expected_orders(generator: ShopCdcGenerator) -> list[tuple[Any, ...]]:
     """The generator's orders as rows (decimals and UTC timestamps decoded), by ``order_id``."""
     from flowlake.demo.mariadb import order_values
 
-    out = []
-    for key in sorted(generator.orders):
-        values = order_values(generator.orders[key])
-        out.append(tuple(v.replace(tzinfo=dt.UTC) if isinstance(v, dt.datetime) else v for v in values))
-    return out
+    return [_in_utc(order_values(generator.orders[key])) for key in sorted(generator.orders)]
 
 
 class _Feed(Protocol):
@@ -219,7 +220,7 @@ class _BinlogFeed:
 
     def source_rows(self) -> list[tuple[Any, ...]] | None:
         rows = self.database.orders()
-        return [tuple(v.replace(tzinfo=dt.UTC) if isinstance(v, dt.datetime) else v for v in r) for r in rows]
+        return [_in_utc(r) for r in rows]
 
 
 def _open_feed(mode: SourceMode, mysql_url: str | None, home: Path, out: Console, stack: ExitStack) -> _Feed:

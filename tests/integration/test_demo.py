@@ -12,9 +12,12 @@ import pytest
 pytestmark = pytest.mark.integration
 
 
-def flowlake(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def flowlake(cwd: Path, *args: str, path: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the CLI with no FLOWLAKE_* settings from outside (and ``PATH`` replaced, if given)."""
     exe = Path(sys.executable).with_name("flowlake")
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWLAKE_")} | {"COLUMNS": "120"}
+    if path is not None:
+        env["PATH"] = path
     return subprocess.run(
         [str(exe), *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=300, check=False
     )
@@ -104,14 +107,10 @@ def test_pipeline_demo_reads_mariadb_binlog_when_it_can(tmp_path: Path) -> None:
 
 
 def test_pipeline_demo_refuses_mariadb_without_a_server_or_binaries(tmp_path: Path) -> None:
-    env_path = tmp_path / "bin"
-    env_path.mkdir()
-    exe = Path(sys.executable).with_name("flowlake")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWLAKE_")} | {"PATH": str(env_path)}
-    run = subprocess.run(
-        [str(exe), "demo", "--rounds", "1", "--source", "mariadb", "--mysql", "mysql://root@127.0.0.1:1"],
-        cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120, check=False,
-    )  # fmt: skip
+    empty = tmp_path / "bin"  # a PATH with no mariadbd on it
+    empty.mkdir()
+    args = ("demo", "--rounds", "1", "--source", "mariadb", "--mysql", "mysql://root@127.0.0.1:1")
+    run = flowlake(tmp_path, *args, path=str(empty))
     message = " ".join(run.stderr.split())
     assert run.returncode == 1 and "Traceback" not in run.stderr
     assert "--source mariadb: cannot connect to mysql://127.0.0.1:1" in message
