@@ -41,11 +41,16 @@ def main() -> int:
     parser.add_argument("--tx-per-second", type=float, default=5.0)
     parser.add_argument("--changes-per-tx", type=int, default=12)
     parser.add_argument("--quiet", action="store_true", help="no line per kill")
+    parser.add_argument("--cpu-hogs", type=int, default=0, help="busy-loop processes beside the pipeline")
     parser.add_argument("--json")
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="flowlake-chaos-"))
     config = ChaosConfig(
-        seed=args.seed, kills=args.kills, tx_per_second=args.tx_per_second, changes_per_tx=args.changes_per_tx
+        seed=args.seed,
+        kills=args.kills,
+        tx_per_second=args.tx_per_second,
+        changes_per_tx=args.changes_per_tx,
+        cpu_hogs=args.cpu_hogs,
     )
     print(f"chaos soak: seed {args.seed}, {args.kills} kills, work folder {workdir}", flush=True)
     result = ChaosRun(workdir, config, say=None if args.quiet else lambda m: print(m, flush=True)).run()

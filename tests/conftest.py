@@ -11,6 +11,7 @@ import pytest
 
 import flowlake as fl
 from flowlake.testing import require_service, start_moto_server
+from flowlake.testing.load import cpu_hogs, hog_count
 
 ORDERS = pa.schema(
     [
@@ -22,6 +23,17 @@ ORDERS = pa.schema(
         ("created_at", pa.timestamp("us", tz="UTC")),
     ]
 )
+
+
+@pytest.fixture
+def cpu_load() -> Iterator[int]:
+    """Busy-loop processes beside the test: timing-dependent losses must show up in CI, not later.
+
+    One hog by default; ``FLOWLAKE_TEST_CPU_HOGS=N`` runs N (0 for a quiet run).
+    """
+    count = hog_count(1)
+    with cpu_hogs(count):
+        yield count
 
 
 @pytest.fixture(scope="session")

@@ -77,6 +77,12 @@ _DDL_TABLE: Final = re.compile(
 _MAX_QUEUED: Final = 20_000
 """Transactions the reader thread may queue ahead of the ingester."""
 
+_MAX_RECENT: Final = 500_000
+"""Stream changes remembered for reconciling the next snapshot chunk (see ``MySqlSource._recent``)."""
+
+_CHUNK_RETRIES: Final = 50
+"""Times a chunk is read again, 20 ms apart, when it cannot be reconciled with the stream."""
+
 
 class CdcSourceError(FlowlakeError):
     """A CDC source cannot read: the server is unreachable, misconfigured or the position is gone."""
@@ -170,8 +176,12 @@ class MySqlSource:
         self._pos: tuple[str, int] = ("", 0)
         self._sub = itertools.count(time.time_ns())
         self._mariadb = True
-        self._end_checked = 0.0
-        self._end: tuple[str, int] = ("", 0)
+        # Keys that stream groups already emitted changed in tables with a pending snapshot, after
+        # ``_recent_floor``. A server sends a transaction to replicas once it is in the binlog, before
+        # its storage engine commits it, so the stream can be ahead of what a chunk's SELECT sees: a
+        # chunk must not carry rows for these keys (see ``_reconcile``).
+        self._recent: collections.deque[tuple[tuple[str, int], str, tuple[Any, ...]]] = collections.deque()
+        self._recent_floor: tuple[str, int] = ("", 0)
 
     # -- protocol -------------------------------------------------------------------------------------
 
@@ -212,7 +222,7 @@ class MySqlSource:
             start = (file, pos)
         else:
             start = self._master_status(cur)
-        self._pos = start
+        self._pos = self._recent_floor = start
         self._reader = _Reader(self, start)
         self._reader.start()
         return {"file": start[0], "pos": start[1]}
@@ -232,7 +242,12 @@ class MySqlSource:
         self._snaps[table] = snap
 
     def poll(self, timeout: float) -> list[ChangeGroup]:
-        """Stream groups in binlog order, with each finished snapshot chunk in its place."""
+        """Stream groups in binlog order, with each finished snapshot chunk in its place.
+
+        A chunk is the state of its rows at its high watermark H: it goes out after every stream
+        group up to H and before the first one after H, whatever order the reader thread and the
+        chunk SELECT happened to run in.
+        """
         groups: list[ChangeGroup] = []
         if self._chunk is None:
             self._read_chunk()
@@ -240,11 +255,12 @@ class MySqlSource:
         for item in items:
             if isinstance(item, BaseException):
                 raise CdcSourceError(f"binlog reader of {self.key} failed: {item}") from item
+            here = (item.file, item.pos) if isinstance(item, _TxItem) else item
+            if self._chunk is not None and here > self._chunk.high:
+                groups.append(self._chunk_group())  # the chunk is older than this transaction
             if isinstance(item, _TxItem):
                 groups.append(self._stream_group(item))
-                self._pos = max(self._pos, (item.file, item.pos))
-            else:
-                self._pos = max(self._pos, item)
+            self._pos = max(self._pos, here)
             if self._chunk_ready():
                 groups.append(self._chunk_group())
         if self._chunk_ready():
@@ -252,13 +268,14 @@ class MySqlSource:
         return groups
 
     def caught_up(self) -> bool:
-        """Snapshot finished and the stream at the server's current end."""
+        """Snapshot finished and the stream at the server's binlog end, read now.
+
+        Every transaction committed before this call ends at or before that end, so ``True`` means
+        each of them has been handed out by :meth:`poll`.
+        """
         if self._snaps or self._chunk is not None or self._queue:
             return False
-        now = time.monotonic()
-        if now - self._end_checked > 0.1:
-            self._end, self._end_checked = self._master_status(self._cursor()), now
-        return self._pos >= self._end
+        return self._pos >= self._master_status(self._cursor())
 
     def close(self) -> None:
         """Stop the reader thread and close connections."""
@@ -344,15 +361,22 @@ class MySqlSource:
             sql += f" WHERE ({keys}) > ({', '.join(['%s'] * len(key))})"
             params = list(snap.after)
         sql += f" ORDER BY {keys} LIMIT {int(self.chunk_size)}"
-        try:
-            low, high, fetched = self._select_chunk(sql, params)
-        except _module("pymysql").MySQLError as exc:
-            with contextlib.suppress(Exception):
-                self._cursor().execute("ROLLBACK")
-            if self.describe(table) is None:  # dropped meanwhile: nothing left to snapshot
-                del self._snaps[table]
-                return
-            raise CdcSourceError(f"snapshot chunk of {table} failed: {exc}") from exc
+        for attempt in range(_CHUNK_RETRIES):
+            try:
+                low, high, fetched = self._select_chunk(sql, params)
+            except _module("pymysql").MySQLError as exc:
+                with contextlib.suppress(Exception):
+                    self._cursor().execute("ROLLBACK")
+                if self.describe(table) is None:  # dropped meanwhile: nothing left to snapshot
+                    del self._snaps[table]
+                    return
+                raise CdcSourceError(f"snapshot chunk of {table} failed: {exc}") from exc
+            if self._recent_floor <= low:
+                break
+            log.debug("chunk of %s at %s predates the remembered stream (attempt %d)", table, high, attempt)
+            time.sleep(0.02)
+        else:
+            return  # the stream is far ahead of what the server shows; read it again next poll
         names = spec.schema.names
         rows: dict[tuple[Any, ...], dict[str, Any]] = {}
         index = [names.index(k) for k in key]
@@ -362,7 +386,13 @@ class MySqlSource:
             pk = tuple(values[i] for i in index)
             rows[pk] = row
             last = [_jsonable(v) for v in pk]
-        self._chunk = _Chunk(table, rows, low, high, last, len(fetched) < self.chunk_size, len(fetched))
+        read = len(fetched)
+        for _, changed_table, changed_key in self._recent:
+            if changed_table == table:
+                rows.pop(changed_key, None)  # the stream already carries this key's newer state
+        # Stream changes in (floor, H] still to come drop their keys too (``_stream_group``): the
+        # wider window also covers a server whose SELECT misses transactions already in its binlog.
+        self._chunk = _Chunk(table, rows, self._recent_floor, high, last, read < self.chunk_size, read)
 
     def _select_chunk(self, sql: str, params: list[Any]) -> tuple[tuple[str, int], tuple[str, int], Any]:
         """Run a chunk's SELECT between its watermarks: (low, high, rows)."""
@@ -389,6 +419,7 @@ class MySqlSource:
         chunk = self._chunk
         assert chunk is not None
         self._chunk = None
+        self._forget_until(chunk.high)  # later chunks are read at or after this high watermark
         snap = self._snaps[chunk.table]
         snap.after, snap.done = chunk.last_key, chunk.done
         snap.rows += chunk.read
@@ -420,22 +451,41 @@ class MySqlSource:
         return items
 
     def _stream_group(self, item: _TxItem) -> ChangeGroup:
+        here = (item.file, item.pos)
         position: dict[str, Any] = {"file": item.file, "pos": item.pos}
         if item.gtid:
             position["gtid"] = item.gtid
         group = ChangeGroup(position, (item.file, item.pos, 0), source_ts_ms=item.ts * 1000 or None)
         chunk = self._chunk
-        window = chunk is not None and chunk.low < (item.file, item.pos) <= chunk.high
+        window = chunk is not None and chunk.low < here <= chunk.high
         for table, kind, row in item.changes:
             if table not in self._specs and not self._known(table):
                 continue
             group.rows.setdefault(table, []).append((kind, row))
+            snap = self._snaps.get(table)
+            if snap is None:
+                continue
+            key = tuple(row.get(k) for k in snap.spec.primary_key)
+            self._remember(here, table, key)
             if window and chunk is not None and table == chunk.table:
-                key = tuple(row.get(k) for k in self._snaps[table].spec.primary_key)
                 chunk.rows.pop(key, None)  # the event is at least as new as the chunk's row
         for entry in item.ddl:
             self._on_ddl(entry, group)
         return group
+
+    def _remember(self, here: tuple[str, int], table: str, key: tuple[Any, ...]) -> None:
+        """Note a key a stream group changed, for chunks read later (``_read_chunk`` drops it)."""
+        recent = self._recent
+        recent.append((here, table, key))
+        if len(recent) > _MAX_RECENT:
+            self._recent_floor = max(self._recent_floor, recent.popleft()[0])
+
+    def _forget_until(self, position: tuple[str, int]) -> None:
+        """Forget stream keys at or before ``position``: no later chunk is read before it."""
+        recent = self._recent
+        while recent and recent[0][0] <= position:
+            recent.popleft()
+        self._recent_floor = max(self._recent_floor, position)
 
     def _known(self, table: str) -> bool:
         """Whether ``table`` can be ingested (has a primary key); asks the server once per table."""

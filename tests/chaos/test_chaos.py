@@ -26,6 +26,7 @@ from flowlake.testing.chaos import (
     expected_changes,
     kill_plan,
 )
+from flowlake.testing.load import hog_count
 
 DEFAULT_SEED = 20261125
 SCHEMA = pa.schema([("k", pa.int64()), ("v", pa.string())])
@@ -127,7 +128,7 @@ def test_sigkill_random_components_loses_and_duplicates_nothing(tmp_path: Path) 
     seed = int(os.environ.get("FLOWLAKE_CHAOS_SEED", DEFAULT_SEED))
     replay = f"FLOWLAKE_CHAOS_SEED={seed} pytest tests/chaos"
     print(f"chaos seed {seed}; replay: {replay}")
-    chaos = ChaosRun(tmp_path, ChaosConfig(seed=seed, kills=12), say=print)
+    chaos = ChaosRun(tmp_path, ChaosConfig(seed=seed, kills=12, cpu_hogs=hog_count(1)), say=print)
     result = chaos.run()
     print(result.summary())
     assert result.ok, f"{result.summary()}\nreplay: {replay}"

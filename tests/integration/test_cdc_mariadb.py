@@ -253,7 +253,7 @@ def audit_histories(cur: Any, after_seq: int) -> dict[Any, list[dict[str, Any] |
 
 
 def test_snapshot_under_writes_survives_sigkill_mid_snapshot_and_mid_stream(
-    mariadb: str, tmp_path: Path
+    mariadb: str, tmp_path: Path, cpu_load: int
 ) -> None:
     conn = connect(mariadb)
     cur = conn.cursor()
@@ -404,7 +404,7 @@ def test_alter_table_new_tables_and_multi_table_transactions(mariadb: str, tmp_p
 
 
 def test_watermark_window_reconciles_chunks_without_consistent_snapshots(
-    mariadb: str, tmp_path: Path
+    mariadb: str, tmp_path: Path, cpu_load: int
 ) -> None:
     conn = connect(mariadb)
     cur = conn.cursor()

@@ -57,6 +57,8 @@ class ChaosConfig:
     drain_timeout: float = 120.0
     verify_samples: int = 3
     """Earlier versions of each output verified besides the head (seeded choice)."""
+    cpu_hogs: int = 0
+    """Busy-loop processes run beside the pipeline, so timing-dependent losses show up."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ from flowlake.testing.chaos.config import (
 from flowlake.testing.chaos.maintain import READY
 from flowlake.testing.chaos.plan import PlannedKill, kill_plan
 from flowlake.testing.chaos.source import SourceWriter
+from flowlake.testing.load import cpu_hogs
 
 _MAX_EXITS: Final = 20
 """Unexpected exits after which a run gives up."""
@@ -274,19 +275,20 @@ class ChaosRun:
         previous = None
         if threading.current_thread() is threading.main_thread():  # SIGTERM still stops the processes
             previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
-        try:
-            self._setup()
-            self._chaos()
-            drained = not self._abort.is_set() and self._drain()
-        finally:
-            self._abort.set()
-            self.source.stop.set()
-            with self._lock:
-                for c in self.components.values():
-                    if c.running:
-                        c.kill()
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+        with cpu_hogs(self.config.cpu_hogs):
+            try:
+                self._setup()
+                self._chaos()
+                drained = not self._abort.is_set() and self._drain()
+            finally:
+                self._abort.set()
+                self.source.stop.set()
+                with self._lock:
+                    for c in self.components.values():
+                        if c.running:
+                            c.kill()
+                if previous is not None:
+                    signal.signal(signal.SIGTERM, previous)
         self.result.transactions = len(self.source.transactions)
         self.result.source_changes = self.source.changes
         what = "pipeline drained: the ingester read the last file, every output reached its inputs' heads"
