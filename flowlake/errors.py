@@ -19,8 +19,10 @@
     ├── AuthenticationError         the metastore refused the token
     ├── StorageError                reading or writing a data file failed
     │   └── CorruptFileError        a data file does not match its commit metadata
-    └── CdcDecodeError              a CDC record cannot be decoded
-        └── CorruptRecordError      a CDC record is structurally broken
+    ├── CdcDecodeError              a CDC record cannot be decoded
+    │   └── CorruptRecordError      a CDC record is structurally broken
+    └── SqlError                    a SQL text cannot be parsed, planned or run
+        └── UnsupportedSqlError     valid SQL that flowlake cannot maintain incrementally
 """
 
 from __future__ import annotations
@@ -170,6 +172,14 @@ class CdcDecodeError(FlowlakeError, ValueError):
 
 class CorruptRecordError(CdcDecodeError):
     """A CDC record is structurally broken (not JSON, wrong envelope, bad field)."""
+
+
+class SqlError(FlowlakeError, ValueError):
+    """A SQL text cannot be parsed, planned or run; the message names the place and the reason."""
+
+
+class UnsupportedSqlError(SqlError):
+    """Valid SQL that flowlake cannot maintain incrementally (the message says what to write instead)."""
 
 
 def short_repr(value: object) -> str:

@@ -17,23 +17,29 @@ from flowlake.cli.main import CatalogOpt, WarehouseOpt, app, console, err_consol
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def run(
     ctx: typer.Context,
-    dataflow: Annotated[str, typer.Argument(help="dataflows/x.py or dataflows/x.py:flow")],
+    dataflow: Annotated[str, typer.Argument(help="dataflows/x.py, dataflows/x.py:flow or views/x.sql")],
     catalog: CatalogOpt = None,
     warehouse: WarehouseOpt = None,
     once: Annotated[
         bool, typer.Option("--once", help="Stop when the inputs' current head is processed.")
     ] = False,
 ) -> None:
-    """Run a dataflow with bytewax (extra arguments such as -r DIR -s 0.5 -b 0 -w 2 pass through).
+    """Run a dataflow (x.py) or a view file (x.sql) with bytewax (-r DIR -s 0.5 -b 0 -w 2 pass through).
 
     bytewax's own runner, except that -s (snapshot interval = epoch, which bounds output freshness)
     may be a fraction of a second.
     """
-    target = dataflow if ":" in dataflow else f"{dataflow}:flow"
+    views = dataflow.endswith(".sql")
+    target = dataflow if ":" in dataflow or views else f"{dataflow}:flow"
     path = target.split(":", 1)[0]
-    if path.endswith(".py") and not Path(path).exists():
+    if path.endswith((".py", ".sql")) and not Path(path).exists():
         err_console.print(f"[bold red]error:[/] no dataflow file {path!r}")
         raise typer.Exit(2)
+    if views:  # plan it here first, so a mistake in the SQL is one clear line
+        import flowlake as fl
+        from flowlake.sql import plan_views
+
+        plan_views(Path(path).read_text(), fl.connect(catalog=catalog, warehouse=warehouse))
     env = dict(os.environ)
     if catalog:
         env["FLOWLAKE_CATALOG"] = catalog
@@ -41,8 +47,27 @@ def run(
         env["FLOWLAKE_WAREHOUSE"] = warehouse
     if once:
         env["FLOWLAKE_FLOW_STOP"] = "head"
-    command = [sys.executable, "-m", "flowlake.flow.runner", target, *ctx.args]
+    runner = "flowlake.sql.runner" if views else "flowlake.flow.runner"
+    command = [sys.executable, "-m", runner, target, *ctx.args]
     raise typer.Exit(subprocess.call(command, env=env))  # noqa: S603 - our own interpreter, argv list
+
+
+@app.command()
+def explain(
+    views: Annotated[Path, typer.Argument(help="A view file: CREATE MATERIALIZED VIEW ... AS SELECT ...")],
+    catalog: CatalogOpt = None,
+    warehouse: WarehouseOpt = None,
+) -> None:
+    """Print the operator plan of a view file: per operator its key, its state, and each output's key."""
+    import flowlake as fl
+    from flowlake.sql import explain as explain_views
+
+    if not views.is_file():
+        err_console.print(f"[bold red]error:[/] no view file {str(views)!r}")
+        raise typer.Exit(2)
+    console.print(
+        explain_views(views.read_text(), fl.connect(catalog=catalog, warehouse=warehouse)), markup=False
+    )
 
 
 @app.command()

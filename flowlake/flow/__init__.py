@@ -15,6 +15,7 @@ lake_output("totals_out", totals.changes, "dws.shop_totals")
 """
 
 from flowlake.flow import aggs
+from flowlake.flow._topn import SortKey
 from flowlake.flow.aggs import Agg, Window, days, minutes
 from flowlake.flow.batch import ChangeBatch, RowChange, from_rows, rows
 from flowlake.flow.lake import LakeSink, LakeSource
@@ -29,6 +30,7 @@ from flowlake.flow.operators import (
     lookup_join,
     map_rows,
     to_rows,
+    top_n,
 )
 from flowlake.flow.verify import VerifyReport, verify_table
 
@@ -39,6 +41,7 @@ __all__ = [
     "LakeSink",
     "LakeSource",
     "RowChange",
+    "SortKey",
     "VerifyReport",
     "Window",
     "aggregate",
@@ -55,5 +58,6 @@ __all__ = [
     "minutes",
     "rows",
     "to_rows",
+    "top_n",
     "verify_table",
 ]

@@ -30,6 +30,7 @@ from flowlake.flow._relational import (
     map_changes,
 )
 from flowlake.flow._snapshot import Frozen, thaw
+from flowlake.flow._topn import SortKey, TopNState
 from flowlake.flow.aggs import Agg, Condition, Window
 from flowlake.flow.batch import ChangeBatch, RowChange, rows, split_by_partition
 from flowlake.flow.lake import CatalogSpec, LakeSink, LakeSource, Start, open_catalog, position_key
@@ -250,6 +251,54 @@ def dedup(
         count_records(step_id, "in", batch.data.num_rows)
         count_records(step_id, "out", out.num_rows)
         sizes.update(state, len(state.rows))
+        return state, [batch.with_data(out)]
+
+    return op.key_rm("unkey", op.stateful_flat_map("fold", values, fold))
+
+
+@operator
+def top_n(
+    step_id: str,
+    up: Stream[ChangeBatch],
+    partition_by: Sequence[str],
+    order_by: Sequence[SortKey],
+    n: int,
+    rank: str | None = None,
+    partitions: int = 4,
+) -> Stream[ChangeBatch]:
+    """The first ``n`` rows of each partition in ``order_by`` order (``ROW_NUMBER() ... <= n``).
+
+    Retraction-correct: a change that moves a row into or out of the top ``n`` emits exactly the
+    difference. With ``rank`` the output has that column (1..n) and a rank whose row changes emits
+    ``-U``/``+U``. Ties on every ``order_by`` column are broken by the other columns.
+
+    >>> import bytewax.operators as op
+    >>> from bytewax.dataflow import Dataflow
+    >>> from bytewax.testing import TestingSink, TestingSource, run_main
+    >>> from flowlake.flow import ChangeBatch, SortKey, from_rows, rows, top_n
+    >>> schema = pa.schema([("shop", pa.string()), ("amount", pa.int64())])
+    >>> batch = from_rows([(0, {"shop": "a", "amount": a}) for a in (5, 9, 7)], schema)
+    >>> flow = Dataflow("top_doc")
+    >>> up = op.input("in", flow, TestingSource([ChangeBatch(batch)]))
+    >>> best = top_n("best", up, ["shop"], [SortKey("amount", descending=True)], 2, rank="rn")
+    >>> out: list[ChangeBatch] = []
+    >>> op.output("out", best, TestingSink(out))
+    >>> run_main(flow)
+    >>> [str(change) for b in out for change in rows(b)]
+    ["+I {'shop': 'a', 'amount': 9, 'rn': 1}", "+I {'shop': 'a', 'amount': 7, 'rn': 2}"]
+    """
+    part_cols, order = tuple(partition_by), tuple(order_by)
+    split = op.flat_map("split", up, lambda batch: split_by_partition(batch, part_cols, partitions))
+    keyed = op.key_on("key", split, lambda item: item[0])
+    values = op.map_value("unwrap", keyed, lambda item: item[1])
+    sizes = StateSizes(step_id)
+
+    def fold(state: TopNState | Frozen | None, batch: ChangeBatch) -> tuple[TopNState, list[ChangeBatch]]:
+        state = thaw(state) or TopNState(part_cols, order, n, rank)
+        out = state.apply(batch.data)
+        count_records(step_id, "in", batch.data.num_rows)
+        count_records(step_id, "out", out.num_rows)
+        sizes.update(state, len(state.live))
         return state, [batch.with_data(out)]
 
     return op.key_rm("unkey", op.stateful_flat_map("fold", values, fold))

@@ -9,6 +9,7 @@ hands over to bytewax unchanged. ``flowlake run`` uses it.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
 
@@ -20,8 +21,12 @@ def parse_interval(text: str) -> dt.timedelta:
     return dt.timedelta(seconds=seconds)
 
 
-def main() -> None:
-    """Parse bytewax.run's arguments (fractional intervals allowed) and run the dataflow."""
+def main(locate: Callable[[str], Any] | None = None) -> None:
+    """Parse bytewax.run's arguments (fractional intervals allowed) and run the dataflow.
+
+    ``locate`` turns the import string argument into the ``Dataflow`` (default: bytewax's
+    ``module:attribute`` lookup; ``flowlake.sql.runner`` passes one that compiles a view file).
+    """
     import bytewax.run as bw
     from bytewax._bytewax import cli_main
     from bytewax.recovery import RecoveryConfig
@@ -43,8 +48,12 @@ def main() -> None:
     addresses = kwargs.pop("addresses")
     if addresses is not None:
         kwargs["addresses"] = addresses.split(";")
-    module, attr = bw._prepare_import(kwargs.pop("import_str"))
-    kwargs["flow"] = bw._locate_dataflow(module, attr)  # type: ignore[no-untyped-call]
+    import_str = kwargs.pop("import_str")
+    if locate is not None:
+        kwargs["flow"] = locate(import_str)
+    else:
+        module, attr = bw._prepare_import(import_str)
+        kwargs["flow"] = bw._locate_dataflow(module, attr)  # type: ignore[no-untyped-call]
     cli_main(**kwargs)  # type: ignore[no-untyped-call]
 
 

@@ -117,7 +117,9 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _keyed(table: pa.Table, key: Sequence[str]) -> dict[tuple[Any, ...], dict[str, Any]]:
-    return {tuple(row[k] for k in key): row for row in table.to_pylist()}
+    """Rows by key; rows with a NULL key are left out (a table cannot hold them)."""
+    keyed = ((tuple(row[k] for k in key), row) for row in table.to_pylist())
+    return {k: row for k, row in keyed if all(v is not None for v in k)}
 
 
 def _conform(result: pa.Table, schema: pa.Schema, name: str) -> pa.Table:

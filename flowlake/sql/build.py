@@ -1,0 +1,177 @@
+"""Plan nodes → bytewax operators of :mod:`flowlake.flow`, each step id derived from the view and node.
+
+Step ids key bytewax's recovery state, so they depend only on the view file: the view's table name
+and the node's place in the plan (``dws_shop_gmv__3_aggregate``). Changing a view's SQL changes its
+plan and therefore its state: start such a flow with a fresh recovery directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import bytewax.operators as op
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from bytewax.dataflow import Dataflow, Stream
+
+from flowlake.changelog import KIND_COLUMN, SEQ_COLUMN
+from flowlake.flow._relational import filter_changes
+from flowlake.flow.batch import ChangeBatch
+from flowlake.flow.lake import CatalogSpec
+from flowlake.flow.operators import aggregate, join, lake_input, lake_output, late_rows, top_n
+from flowlake.sql.evaluate import BatchQuery
+from flowlake.sql.plan import Aggregate, Calc, Join, Node, Output, Source, TopN, Union, walk
+from flowlake.sql.planner import KEEP
+
+_STEP_CHARS = re.compile(r"[^a-z0-9_]+")
+
+log = logging.getLogger("flowlake.sql")
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """How the views' dataflow reads and writes."""
+
+    catalog: CatalogSpec = None
+    stop: Literal["head"] | int | None = None
+    max_versions: int = 64
+    poll_interval: float = 0.5
+    partitions: int = 4
+
+
+def step_prefix(table: str) -> str:
+    """A view's table name as a step-id prefix (``dws.shop_gmv`` → ``dws_shop_gmv``)."""
+    return _STEP_CHARS.sub("_", table.lower())
+
+
+def calc_function(node: Calc) -> Callable[[ChangeBatch], ChangeBatch]:
+    """The batch function of a :class:`Calc`: one DuckDB query, then the filter applied to kinds."""
+    query = BatchQuery(node.sql)
+    filtered = node.where is not None
+
+    def apply(batch: ChangeBatch) -> ChangeBatch:
+        out = query(batch.data)
+        if filtered:
+            keep = np.asarray(out.column(KEEP).to_numpy(zero_copy_only=False), dtype=bool)
+            out = filter_changes(out.drop_columns([KEEP]), keep)
+        return batch.with_data(out)
+
+    return apply
+
+
+def cast_function(schema: pa.Schema) -> Callable[[ChangeBatch], ChangeBatch]:
+    """Rename (by position) and cast a batch's columns to ``schema``, keeping ``_kind``."""
+    target = schema.append(pa.field(KIND_COLUMN, pa.int8()))
+
+    def cast(batch: ChangeBatch) -> ChangeBatch:
+        data = batch.data
+        body = [c for c in data.column_names if c not in (KIND_COLUMN, SEQ_COLUMN)]
+        columns = [data.column(c) for c in body[: len(schema)]] + [data.column(KIND_COLUMN)]
+        renamed = pa.Table.from_arrays(columns, names=target.names)
+        return batch.with_data(renamed if renamed.schema.equals(target) else renamed.cast(target))
+
+    return cast
+
+
+def output_function(node: Output) -> Callable[[ChangeBatch], ChangeBatch]:
+    """Cast to the view table's schema and leave out changes of rows whose primary key is NULL.
+
+    A lake table cannot hold a NULL key (as Flink's upsert sinks cannot): such rows of the SELECT's
+    result are not stored, and verify leaves them out of its comparison the same way.
+    """
+    cast = cast_function(node.schema)
+    key = list(node.key or ())
+
+    def apply(batch: ChangeBatch) -> ChangeBatch:
+        out = cast(batch)
+        data = out.data
+        if not key or not any(data.column(k).null_count for k in key):
+            return out
+        valid = pc.is_valid(data.column(key[0]))
+        for k in key[1:]:
+            valid = pc.and_(valid, pc.is_valid(data.column(k)))
+        dropped = data.num_rows - int(pc.sum(valid).as_py() or 0)
+        log.debug("view %s: %d change(s) of rows with a NULL primary key not stored", node.table, dropped)
+        return out.with_data(data.filter(valid))
+
+    return apply
+
+
+class Builder:
+    """Adds the operators of planned views to a dataflow, sharing inputs and common sub-plans."""
+
+    def __init__(self, flow: Dataflow, options: BuildOptions) -> None:
+        self.flow = flow
+        self.options = options
+        self._streams: dict[int, Stream[ChangeBatch]] = {}
+        self._steps: set[str] = set()
+
+    def _step(self, prefix: str, index: int, kind: str) -> str:
+        step = f"{prefix}__{index}_{kind}"
+        self._steps.add(step)
+        return step
+
+    def add(self, output: Output, late_table: str | None = None) -> Stream[ChangeBatch]:
+        """Build ``output``'s operators (and its late-data output); return the stream it writes."""
+        prefix = step_prefix(output.table)
+        stream: Stream[ChangeBatch] | None = None
+        for index, node in enumerate(walk([output])):
+            if id(node) in self._streams:
+                continue
+            stream = self._build(node, prefix, index, late_table)
+            self._streams[id(node)] = stream
+        assert stream is not None
+        return stream
+
+    def _input(self, node: Node) -> Stream[ChangeBatch]:
+        return self._streams[id(node)]
+
+    def _build(self, node: Node, prefix: str, index: int, late_table: str | None) -> Stream[ChangeBatch]:
+        o = self.options
+        if isinstance(node, Source):
+            step = self._step(step_prefix(node.table), 0, "source")
+            return lake_input(
+                step, self.flow, node.table, catalog=o.catalog, stop=o.stop, max_versions=o.max_versions,
+                poll_interval=o.poll_interval,
+            )  # fmt: skip
+        if isinstance(node, Calc):
+            return op.map(self._step(prefix, index, "calc"), self._input(node.input), calc_function(node))
+        if isinstance(node, Aggregate):
+            result = aggregate(
+                self._step(prefix, index, "aggregate"), self._input(node.input), by=list(node.by),
+                aggs=node.aggs, window=node.window, partitions=o.partitions,
+            )  # fmt: skip
+            if node.late_table is not None:
+                late = op.map(self._step(prefix, index, "late_rows"), result.late, late_rows)
+                lake_output(self._step(prefix, index, "late_out"), late, node.late_table, catalog=o.catalog)
+            return result.changes
+        if isinstance(node, Join):
+            return join(
+                self._step(prefix, index, "join"), self._input(node.left), self._input(node.right),
+                on=list(node.on), left_schema=node.left.schema, right_schema=node.right.schema,
+                how="left" if node.how == "left" else "inner", partitions=o.partitions,
+            )  # fmt: skip
+        if isinstance(node, TopN):
+            return top_n(
+                self._step(prefix, index, "top_n"), self._input(node.input), node.partition_by, node.order_by,
+                node.n, rank=node.rank, partitions=o.partitions,
+            )  # fmt: skip
+        if isinstance(node, Union):
+            parts = [
+                op.map(self._step(prefix, index, f"cast_{i}"), self._input(p), cast_function(node.schema))
+                for i, p in enumerate(node.parts)
+            ]
+            merged = parts[0]
+            for i, part in enumerate(parts[1:], start=1):
+                merged = op.merge(self._step(prefix, index, f"merge_{i}"), merged, part)
+            return merged
+        if isinstance(node, Output):
+            cast = op.map(self._step(prefix, index, "cast"), self._input(node.input), output_function(node))
+            lake_output(self._step(prefix, index, "out"), cast, node.table, catalog=o.catalog)
+            return cast
+        raise TypeError(f"unknown plan node {node!r}")  # pragma: no cover

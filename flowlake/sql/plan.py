@@ -1,0 +1,190 @@
+"""The operator plan of SQL views: a DAG of nodes, each with its output schema and unique key.
+
+The planner (:mod:`flowlake.sql.planner`) turns a view's SELECT into these nodes; the builder
+(:mod:`flowlake.sql.build`) turns them into bytewax operators of :mod:`flowlake.flow`; ``flowlake
+explain`` prints them. A node's ``key`` is the set of columns that identifies a row of its output
+(``None`` when none can be derived), which is what a view's table takes as primary key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from flowlake.flow._topn import SortKey
+from flowlake.flow.aggs import Agg, Window
+
+
+@dataclass(eq=False)
+class Node:
+    """One operator of a view plan."""
+
+    schema: pa.Schema
+    key: tuple[str, ...] | None
+
+    @property
+    def inputs(self) -> tuple[Node, ...]:
+        """The nodes this one reads."""
+        return ()
+
+    def describe(self) -> str:
+        """One line: what the operator does."""
+        raise NotImplementedError
+
+    def state(self) -> str:
+        """What state the operator keeps (``none`` for stateless ones)."""
+        return "none"
+
+
+@dataclass(eq=False)
+class Source(Node):
+    """The changelog of a lake table."""
+
+    table: str = ""
+
+    def describe(self) -> str:
+        return f"read {self.table} (changelog from version 0, then new commits)"
+
+    def state(self) -> str:
+        return "the last version read"
+
+
+@dataclass(eq=False)
+class Calc(Node):
+    """Scalar expressions and a filter over each batch (one DuckDB query per batch)."""
+
+    input: Node = field(default=None)  # type: ignore[assignment]
+    sql: str = ""
+    where: str | None = None
+    """The filter's SQL, for the plan text (the query computes it as column ``__keep``)."""
+
+    @property
+    def inputs(self) -> tuple[Node, ...]:
+        return (self.input,)
+
+    def describe(self) -> str:
+        text = "compute " + ", ".join(self.schema.names)
+        return text + (f" where {self.where}" if self.where else "")
+
+
+@dataclass(eq=False)
+class Aggregate(Node):
+    """Group aggregation with retractions (optionally an updating event-time window)."""
+
+    input: Node = field(default=None)  # type: ignore[assignment]
+    by: tuple[str, ...] = ()
+    aggs: dict[str, Agg] = field(default_factory=dict)
+    window: Window | None = None
+    late_table: str | None = None
+
+    @property
+    def inputs(self) -> tuple[Node, ...]:
+        return (self.input,)
+
+    def describe(self) -> str:
+        funcs = ", ".join(f"{n}={a.func}({a.column or '*'})" for n, a in self.aggs.items())
+        keys = list(self.by)
+        if self.window is not None:
+            keys.append(f"{self.window.column}=window({self.window.on}, {self.window.size_us} us)")
+        text = f"aggregate by [{', '.join(keys)}]: {funcs}"
+        if self.late_table:
+            text += f"; late changes -> {self.late_table}"
+        return text
+
+    def state(self) -> str:
+        kinds = sorted({a.func for a in self.aggs.values()})
+        evict = ", windows evicted past the horizon" if self.window and self.window.horizon_us else ""
+        return f"per group: row count and {', '.join(kinds)} accumulators{evict}"
+
+
+@dataclass(eq=False)
+class Join(Node):
+    """A regular join with retractions on both sides, on equal key columns."""
+
+    left: Node = field(default=None)  # type: ignore[assignment]
+    right: Node = field(default=None)  # type: ignore[assignment]
+    on: tuple[str, ...] = ()
+    how: str = "inner"
+
+    @property
+    def inputs(self) -> tuple[Node, ...]:
+        return (self.left, self.right)
+
+    def describe(self) -> str:
+        return f"{self.how} join on [{', '.join(self.on)}]"
+
+    def state(self) -> str:
+        return "both sides' live rows, by join key"
+
+
+@dataclass(eq=False)
+class TopN(Node):
+    """The first ``n`` rows per partition in an order (``ROW_NUMBER() ... <= n``)."""
+
+    input: Node = field(default=None)  # type: ignore[assignment]
+    partition_by: tuple[str, ...] = ()
+    order_by: tuple[SortKey, ...] = ()
+    n: int = 1
+    rank: str | None = None
+
+    @property
+    def inputs(self) -> tuple[Node, ...]:
+        return (self.input,)
+
+    def describe(self) -> str:
+        order = ", ".join(f"{k.column} {'desc' if k.descending else 'asc'}" for k in self.order_by)
+        rank = f" as {self.rank}" if self.rank else ""
+        return f"top {self.n} per [{', '.join(self.partition_by)}] by [{order}]{rank}"
+
+    def state(self) -> str:
+        return "per partition: its live rows in order, and the top rows emitted"
+
+
+@dataclass(eq=False)
+class Union(Node):
+    """UNION ALL: the inputs' changes, cast to one schema."""
+
+    parts: tuple[Node, ...] = ()
+
+    @property
+    def inputs(self) -> tuple[Node, ...]:
+        return self.parts
+
+    def describe(self) -> str:
+        return f"union all of {len(self.parts)} inputs"
+
+
+@dataclass(eq=False)
+class Output(Node):
+    """The view's lake table: exactly-once upserts by its primary key."""
+
+    input: Node = field(default=None)  # type: ignore[assignment]
+    table: str = ""
+
+    @property
+    def inputs(self) -> tuple[Node, ...]:
+        return (self.input,)
+
+    def describe(self) -> str:
+        return f"write {self.table} (primary key {', '.join(self.key or ())})"
+
+    def state(self) -> str:
+        return "the last committed epoch (exactly-once token)"
+
+
+def walk(roots: list[Node]) -> Iterator[Node]:
+    """Every node reachable from ``roots``, inputs before the nodes that read them, each once."""
+    seen: set[int] = set()
+
+    def visit(node: Node) -> Iterator[Node]:
+        if id(node) in seen:
+            return
+        seen.add(id(node))
+        for child in node.inputs:
+            yield from visit(child)
+        yield node
+
+    for root in roots:
+        yield from visit(root)

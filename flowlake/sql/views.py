@@ -1,0 +1,174 @@
+"""Compile a view file into a bytewax dataflow, create the views' tables, and explain the plan.
+
+A view's table gets the SELECT as its verify SQL (views it reads from the same file inlined as
+subqueries, because its lineage names the lake tables the dataflow reads), so ``flowlake verify``
+recomputes it in DuckDB at the input versions of any commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+import pyarrow as pa
+from bytewax.dataflow import Dataflow, Stream
+from sqlglot import exp
+
+from flowlake.catalog.catalog import Catalog
+from flowlake.changelog import KIND_COLUMN, SEQ_COLUMN
+from flowlake.errors import SqlError, TableNotFoundError
+from flowlake.flow._aggstate import late_schema
+from flowlake.flow.batch import ChangeBatch
+from flowlake.flow.lake import CatalogSpec, Start, open_catalog
+from flowlake.flow.verify import VERIFY_EXCLUDE_SQL, VERIFY_SQL
+from flowlake.sql.build import Builder, BuildOptions
+from flowlake.sql.plan import Aggregate, Output, walk
+from flowlake.sql.planner import Catalogish, Planner
+from flowlake.sql.statements import DIALECT, ViewDefinition, parse_views
+
+VIEW_SQL = "flowlake.view_sql"
+"""Table property holding the SELECT a view's table was created from, as written."""
+
+__all__ = ["CompiledView", "compile_views", "explain", "plan_views"]
+
+
+class _Shapes(Catalogish):
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+
+    def table_shape(self, name: str) -> tuple[pa.Schema, tuple[str, ...] | None]:
+        table = self.catalog.load_table(name)
+        key = tuple(table.primary_key) if table.primary_key else None
+        return table.schema, key
+
+
+@dataclass(frozen=True)
+class CompiledView:
+    """A planned view: its definition, its output node and its late-data table (if any)."""
+
+    view: ViewDefinition
+    output: Output
+    late_table: str | None
+    verify_sql: str
+    late_keys: tuple[str, ...] = ()
+
+
+def plan_views(text: str, catalog: Catalog) -> list[CompiledView]:
+    """Parse and plan every view of ``text`` against ``catalog``'s tables (nothing is created)."""
+    planner = Planner(_Shapes(catalog))
+    planned: list[CompiledView] = []
+    for view in parse_views(text):
+        output = planner.plan_view(view)
+        sql = _inline(view, {p.view.name: p for p in planned})
+        planned.append(CompiledView(view, output, planner.late_table, sql, tuple(planner.late_keys)))
+    return planned
+
+
+def _inline(view: ViewDefinition, earlier: Mapping[str, CompiledView]) -> str:
+    """The view's SELECT with the earlier views it reads replaced by their (inlined) SELECTs."""
+    tables = [t for t in view.query.find_all(exp.Table) if f"{t.db}.{t.name}" in earlier]
+    if not tables:
+        return view.sql
+    query = view.query.copy()
+
+    def swap(node: exp.Expr) -> exp.Expr:
+        if isinstance(node, exp.Table) and f"{node.db}.{node.name}" in earlier:
+            inner = earlier[f"{node.db}.{node.name}"].verify_sql
+            from sqlglot import parse_one
+
+            return exp.Subquery(
+                this=parse_one(inner, dialect=DIALECT),
+                alias=exp.TableAlias(this=exp.to_identifier(node.alias_or_name)),
+            )
+        return node
+
+    return str(query.transform(swap).sql(dialect=DIALECT))
+
+
+def _ensure_table(catalog: Catalog, compiled: CompiledView) -> None:
+    view, output = compiled.view, compiled.output
+    properties = {VERIFY_SQL: compiled.verify_sql, VIEW_SQL: view.sql}
+    aggregate = next((n for n in walk([output]) if isinstance(n, Aggregate) and n.late_table), None)
+    if aggregate is not None and aggregate.window is not None and compiled.late_table is not None:
+        properties[VERIFY_EXCLUDE_SQL] = (
+            f"select distinct {', '.join(compiled.late_keys)} from {compiled.late_table}"
+        )
+        late = late_schema(aggregate.input.schema)
+        fields = [f for f in late if f.name not in (KIND_COLUMN, SEQ_COLUMN)]
+        fields += [pa.field("change_kind", pa.int8()), pa.field("change_seq", pa.int64(), nullable=False)]
+        catalog.create_table(
+            compiled.late_table, pa.schema(fields), primary_key=["change_seq"], exist_ok=True
+        )
+    key = list(output.key or ())
+    buckets = int(view.options.get("buckets", "4"))
+    try:
+        table = catalog.load_table(view.name)
+    except TableNotFoundError:
+        catalog.create_table(
+            view.name, output.schema, primary_key=key, buckets=buckets, properties=properties, exist_ok=True
+        )
+        return
+    same_columns = [(f.name, f.type) for f in table.schema] == [(f.name, f.type) for f in output.schema]
+    if not same_columns or list(table.primary_key or ()) != key:
+        raise SqlError(
+            f"view {view.name}: its table exists with columns {table.schema.names} and key "
+            f"{list(table.primary_key or ())}, but the view produces {output.schema.names} keyed by {key}; "
+            f"drop the table (flowlake sql 'DROP TABLE {view.name}' or cat.drop_table) to rebuild it"
+        )
+
+
+def compile_views(
+    text: str,
+    flow: Dataflow,
+    *,
+    catalog: CatalogSpec = None,
+    start: Start = "earliest",
+    stop: str | int | None = None,
+    partitions: int = 4,
+    poll_interval: float = 0.5,
+    max_versions: int = 64,
+) -> dict[str, Stream[ChangeBatch]]:
+    """Add the views of ``text`` to ``flow``; return each view's output changelog stream by name.
+
+    Creates each view's table (and late-data table) when missing, with the derived or given primary
+    key and its SELECT as verify SQL.
+
+    Raises:
+        SqlError: If the text does not parse or plan (:class:`~flowlake.errors.UnsupportedSqlError` for
+            constructs views cannot run), or a view's table exists with another shape.
+    """
+    del start  # views always read their inputs' whole changelog (from version 0)
+    cat = open_catalog(catalog)
+    stop_at: Literal["head"] | int | None = (
+        "head" if stop == "head" else (int(stop) if stop is not None else None)
+    )
+    options = BuildOptions(
+        catalog=catalog,
+        stop=stop_at,
+        poll_interval=poll_interval,
+        partitions=partitions,
+        max_versions=max_versions,
+    )
+    builder = Builder(flow, options)
+    streams: dict[str, Stream[ChangeBatch]] = {}
+    for compiled in plan_views(text, cat):
+        _ensure_table(cat, compiled)
+        streams[compiled.view.name] = builder.add(compiled.output, compiled.late_table)
+    return streams
+
+
+def explain(text: str, catalog: Catalog) -> str:
+    """The operator plan of each view: per operator what it keys on, what state it keeps, and outputs."""
+    lines: list[str] = []
+    for compiled in plan_views(text, catalog):
+        output = compiled.output
+        lines.append(f"view {output.table}  primary key ({', '.join(output.key or ())})")
+        for i, node in enumerate(walk([output])):
+            key = f"key ({', '.join(node.key)})" if node.key is not None else "key none"
+            lines.append(f"  {i:>2}. {type(node).__name__.lower():<9} {node.describe()}")
+            lines.append(f"      {key}; state: {node.state()}")
+        if compiled.late_table:
+            lines.append(f"  late changes -> {compiled.late_table}")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
