@@ -214,6 +214,8 @@ class Planner:
         return self._source(name, exp.Table()).schema
 
     def _table_name(self, table: exp.Table) -> str:
+        if not isinstance(table.this, exp.Identifier | exp.Var):
+            raise unsupported("a table function", table, "read a lake table")
         if not table.db or table.catalog:
             raise unsupported(
                 "a table name without its namespace", table, "write namespace.table, e.g. ods.orders"

@@ -115,7 +115,11 @@ def _check_select(select: exp.Select) -> None:
             "DISTINCT ON", distinct, "use ROW_NUMBER() OVER (PARTITION BY ... ORDER BY ...) = 1"
         )
     group = select.args.get("group")
-    if group is not None and any(group.args.get(a) for a in ("grouping_sets", "cube", "rollup")):
+    grouping = (exp.Rollup, exp.Cube, exp.GroupingSets)
+    if group is not None and (
+        any(group.args.get(a) for a in ("grouping_sets", "cube", "rollup"))
+        or any(isinstance(g, grouping) for g in group.expressions)
+    ):
         raise unsupported(
             "GROUPING SETS/CUBE/ROLLUP", group, "write one view per grouping and UNION ALL them"
         )
