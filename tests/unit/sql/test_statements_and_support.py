@@ -74,7 +74,8 @@ UNSUPPORTED = [
     ("SELECT order_id FROM ods.orders LIMIT 10", "LIMIT"),
     ("SELECT order_id FROM ods.orders WHERE shop_id IN (SELECT shop_id FROM ods.shops)", "IN \\(subquery\\)"),
     (
-        "SELECT order_id FROM ods.orders o WHERE EXISTS (SELECT 1 FROM ods.shops s WHERE s.shop_id = o.shop_id)",
+        "SELECT order_id FROM ods.orders o "
+        "WHERE EXISTS (SELECT 1 FROM ods.shops s WHERE s.shop_id = o.shop_id)",
         "subquery inside an expression",
     ),
     (
@@ -133,7 +134,10 @@ def test_plain_mistakes_are_named(cat: fl.Catalog, select: str, message: str) ->
 
 
 def test_the_position_of_an_unsupported_construct_is_given(cat: fl.Catalog) -> None:
-    text = "CREATE MATERIALIZED VIEW dws.v AS\nSELECT order_id,\n       lag(amount) OVER (ORDER BY ts) AS prev FROM ods.orders"
+    text = (
+        "CREATE MATERIALIZED VIEW dws.v AS\nSELECT order_id,\n"
+        "       lag(amount) OVER (ORDER BY ts) AS prev FROM ods.orders"
+    )
     with pytest.raises(UnsupportedSqlError, match="line 3, column"):
         plan_views(text, cat)
 
@@ -155,17 +159,18 @@ def test_the_position_of_an_unsupported_construct_is_given(cat: fl.Catalog) -> N
             "(order_id)",
         ),
         (
-            "SELECT a.order_id AS x, b.order_id AS y FROM ods.orders a JOIN ods.orders b ON a.user_id = b.user_id",
+            "SELECT a.order_id AS x, b.order_id AS y "
+            "FROM ods.orders a JOIN ods.orders b ON a.user_id = b.user_id",
             "(x, y)",
         ),
         (
-            "SELECT * FROM (SELECT shop_id, order_id, row_number() OVER (PARTITION BY shop_id ORDER BY amount) AS rn "
-            "FROM ods.orders) WHERE rn <= 3",
+            "SELECT * FROM (SELECT shop_id, order_id, "
+            "row_number() OVER (PARTITION BY shop_id ORDER BY amount) AS rn FROM ods.orders) WHERE rn <= 3",
             "(shop_id, rn)",
         ),
         (
-            "SELECT shop_id, order_id FROM (SELECT shop_id, order_id, row_number() OVER (PARTITION BY shop_id "
-            "ORDER BY amount) AS rn FROM ods.orders) WHERE rn = 1",
+            "SELECT shop_id, order_id FROM (SELECT shop_id, order_id, "
+            "row_number() OVER (PARTITION BY shop_id ORDER BY amount) AS rn FROM ods.orders) WHERE rn = 1",
             "(shop_id)",
         ),
         ("SELECT DISTINCT status, shop_id FROM ods.orders", "(status, shop_id)"),
