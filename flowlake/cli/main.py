@@ -47,6 +47,10 @@ def demo(
         str | None,
         typer.Option(help="Source server for --source auto/mariadb (default $FLOWLAKE_DEMO_MYSQL or :3306)."),
     ] = None,
+    flows: Annotated[
+        str,
+        typer.Option(help="sql: DWD/DWS as the SQL views of dataflows/shop.sql; python: the Python flows."),
+    ] = "sql",
     table_only: Annotated[bool, typer.Option("--table-only", help="Only the lake-table demo.")] = False,
     rows: Annotated[int, typer.Option(help="--table-only: orders in the initial load.")] = 100_000,
     batches: Annotated[int, typer.Option(help="--table-only: change batches to upsert.")] = 10,
@@ -66,9 +70,11 @@ def demo(
     try:
         if source not in ("auto", "mariadb", "jsonl"):
             raise typer.BadParameter(f"--source must be auto, mariadb or jsonl, got {source!r}")
+        if flows not in ("sql", "python"):
+            raise typer.BadParameter(f"--flows must be sql or python, got {flows!r}")
         outcome = run_pipeline_demo(
             cat, duration=duration, rounds=rounds, follow=follow, source=source,  # type: ignore[arg-type]
-            mysql_url=mysql, console=console,
+            mysql_url=mysql, console=console, flows=flows,  # type: ignore[arg-type]
         )  # fmt: skip
     except KeyboardInterrupt:
         raise typer.Exit(130) from None

@@ -19,6 +19,7 @@ import datetime as dt
 import os
 import shutil
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,10 @@ from flowlake.errors import InvalidArgumentError
 OUTPUTS = ("dwd.orders_enriched", "dws.shop_gmv_minute", "dws.city_day")
 DEFAULT_MYSQL = "mysql://root@127.0.0.1:3306"
 SourceMode = Literal["auto", "mariadb", "jsonl"]
+FlowsMode = Literal["sql", "python"]
+"""How the demo computes DWD/DWS: the SQL views of ``shop.sql``, or the Python flows."""
+SHOP_SQL = Path(__file__).with_name("shop.sql")
+"""The demo's DWD/DWS layers as SQL views (also ``dataflows/shop.sql``)."""
 STATUSES = ("created", "paid", "shipped", "done", "cancelled")
 
 
@@ -307,11 +312,14 @@ def run_pipeline_demo(
     source: SourceMode = "auto",
     mysql_url: str | None = None,
     console: Console | None = None,
+    flows: FlowsMode = "sql",
 ) -> PipelineResult:
     """Run the whole pipeline on ``catalog`` for ``duration`` seconds (or ``rounds``), then verify.
 
     ``source``: ``"mariadb"`` (binlog CDC from ``mysql_url``, or a private ``mariadbd``), ``"jsonl"``
-    (Debezium JSON files) or ``"auto"`` (MariaDB when possible, else JSONL).
+    (Debezium JSON files) or ``"auto"`` (MariaDB when possible, else JSONL). ``flows``: the DWD/DWS
+    layers as the SQL views of ``shop.sql`` (``"sql"``) or as the Python flows of
+    :mod:`flowlake.flow.shop` (``"python"``); both write the same tables.
     """
     out = console or Console()
     home = (
@@ -324,18 +332,54 @@ def run_pipeline_demo(
     with ExitStack() as stack:
         feed = _open_feed(source, mysql_url, home, out, stack)
         return _run(catalog, feed, home / "recovery", out, duration, rounds, follow,
-                    initial_orders, changes_per_round)  # fmt: skip
+                    initial_orders, changes_per_round, flows)  # fmt: skip
     raise AssertionError("unreachable")  # pragma: no cover - mypy: ExitStack may swallow exceptions
+
+
+def run_views_to_head(
+    catalog: Catalog, recovery: Path | None = None, *, text: str | None = None, max_versions: int = 64
+) -> None:
+    """Run the SQL views of ``shop.sql`` (or ``text``) in this process up to their inputs' head.
+
+    With ``recovery`` (a folder), the next call resumes from the views' state instead of replaying.
+    ``max_versions``: input versions read per batch.
+    """
+    from bytewax.dataflow import Dataflow
+    from bytewax.recovery import RecoveryConfig, init_db_dir
+    from bytewax.testing import run_main
+
+    from flowlake.sql import compile_views
+
+    config = None
+    if recovery is not None:
+        folder = recovery / "shop_sql"
+        if not folder.exists():
+            folder.mkdir(parents=True)
+            init_db_dir(folder, 1)  # type: ignore[no-untyped-call]
+        config = RecoveryConfig(str(folder))  # type: ignore[no-untyped-call]
+    flow = Dataflow("shop_sql")
+    views = text if text is not None else SHOP_SQL.read_text()
+    compile_views(views, flow, catalog=catalog, stop="head", max_versions=max_versions)
+    run_main(flow, epoch_interval=dt.timedelta(0), recovery_config=config)  # type: ignore[no-untyped-call]
 
 
 def _run(
     catalog: Catalog, feed: _Feed, recovery: Path, out: Console, duration: float,
-    rounds: int | None, follow: bool, initial_orders: int, changes_per_round: int,
+    rounds: int | None, follow: bool, initial_orders: int, changes_per_round: int, flows: FlowsMode = "sql",
 ) -> PipelineResult:  # fmt: skip
     from flowlake.flow import shop
     from flowlake.flow.verify import verify_table
 
-    shop.ensure_tables(catalog)
+    run_flows: Callable[[Catalog, Path], None]
+    if flows == "python":
+        shop.ensure_tables(catalog)
+        run_flows = shop.run_to_head
+    else:
+        for name in ("ods.orders", "ods.shops"):
+            schema, key, properties = shop.TABLES[name]
+            catalog.create_table(name, schema, primary_key=key, properties=properties, exist_ok=True)
+        run_flows = run_views_to_head
+    out.print(f"DWD/DWS layers: {'SQL views of ' + SHOP_SQL.name if flows == 'sql' else 'Python flows'}")
     generator = ShopCdcGenerator()
     feed.write(0, generator.snapshot(initial_orders, dt.datetime.now(dt.UTC)))
     source_changes = initial_orders + generator.shops
@@ -344,7 +388,7 @@ def _run(
     with Live(console=out, refresh_per_second=2) as live:
         while True:
             feed.ingest(catalog)
-            shop.run_to_head(catalog, recovery)
+            run_flows(catalog, recovery)
             live.update(_view(catalog, round_no, source_changes, started))
             round_no += 1
             done = rounds is not None and round_no > rounds

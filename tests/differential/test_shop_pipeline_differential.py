@@ -166,3 +166,47 @@ def test_pipeline_equals_duckdb_at_every_version(history: list[tuple[Any, ...]],
         dwd = cat.load_table("dwd.orders_enriched")
         assert (dwd.source_position("table:ods.orders") or 0) == ods.orders_t.refresh().version
         assert dwd.read().num_rows == len(ods.orders)
+
+
+def table_rows(cat: fl.Catalog, name: str) -> list[tuple[Any, ...]]:
+    table = cat.load_table(name)
+    return sorted(tuple(r.values()) for r in table.read().to_pylist())
+
+
+@settings(
+    max_examples=5,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    phases=[Phase.explicit, Phase.generate],
+)
+@given(st.lists(op, min_size=5, max_size=45), st.integers(0, 45))
+def test_the_sql_views_produce_the_same_tables_as_the_python_flows(
+    history: list[tuple[Any, ...]], cut: int
+) -> None:
+    from flowlake.demo.pipeline import SHOP_SQL, run_views_to_head
+
+    views = SHOP_SQL.read_text().replace(
+        "horizon = '2h'", "horizon = '45m'"
+    )  # the Python flows' horizon here
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        python = fl.connect(catalog=f"sqlite:///{root / 'py.db'}", warehouse=(root / "py").as_uri())
+        sql = fl.connect(catalog=f"sqlite:///{root / 'sql.db'}", warehouse=(root / "sql").as_uri())
+        shop.ensure_tables(python)
+        for name in ("ods.orders", "ods.shops"):
+            schema, key, _ = shop.TABLES[name]
+            sql.create_table(name, schema, primary_key=key)
+        py_ods, sql_ods = Ods(python), Ods(sql)
+        for part in (history[:cut], history[cut:]):
+            for step in part:
+                py_ods.apply(step)
+                sql_ods.apply(step)
+            py_ods.commit()
+            sql_ods.commit()
+            run_flows(python, root / "py-recovery")
+            run_views_to_head(sql, root / "sql-recovery", text=views, max_versions=1)
+        for name in ("dwd.orders_enriched", "dws.shop_gmv_minute", "dws.city_day"):
+            assert python.load_table(name).schema == sql.load_table(name).schema, name
+            assert table_rows(python, name) == table_rows(sql, name), name
+        late = "dws.shop_gmv_minute_late"
+        assert python.load_table(late).read().num_rows == sql.load_table(late).read().num_rows

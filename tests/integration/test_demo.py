@@ -85,6 +85,16 @@ def test_pipeline_demo_cdc_to_dws_verifies_and_restarts_clean(tmp_path: Path) ->
     again = flowlake(tmp_path, "demo", "--rounds", "1", "--source", "jsonl")
     assert again.returncode == 0 and "starting clean" in again.stdout
     lineage = flowlake(tmp_path, "lineage", "dws.shop_gmv_minute")
+    assert (
+        "ods.orders" in lineage.stdout
+    )  # the SQL views of one file all derive from the lake tables it reads
+
+
+def test_pipeline_demo_with_the_python_flows_verifies(tmp_path: Path) -> None:
+    run = flowlake(tmp_path, "demo", "--rounds", "1", "--source", "jsonl", "--flows", "python")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "DWD/DWS layers: Python flows" in run.stdout and "verified: every layer" in run.stdout
+    lineage = flowlake(tmp_path, "lineage", "dws.shop_gmv_minute")
     assert "dwd.orders_enriched" in lineage.stdout and "ods.orders" in lineage.stdout
 
 

@@ -1,0 +1,1 @@
+../flowlake/demo/shop.sql
