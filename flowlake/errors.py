@@ -16,6 +16,7 @@
     ├── InvalidChangelogError       a changelog batch has a bad ``_kind`` column
     ├── CommitConflictError         another writer committed first and the commit cannot rebase
     ├── PermissionDeniedError       the principal lacks a privilege
+    ├── SqlSandboxError             a SQL query tried something the sandbox refuses (files, SET, ...)
     ├── AuthenticationError         the metastore refused the token
     ├── StorageError                reading or writing a data file failed
     │   └── CorruptFileError        a data file does not match its commit metadata
@@ -152,6 +153,14 @@ class PermissionDeniedError(FlowlakeError, PermissionError):
             f"`flowlake grant {privilege} {obj} {principal}`"
         )
         self.principal, self.privilege, self.object = principal, privilege, obj
+
+
+class SqlSandboxError(FlowlakeError):
+    """A SQL query reached for something outside the catalog tables it may read.
+
+    ``flowlake sql`` (and everything built on :mod:`flowlake.sql.sandbox`) runs one read-only SELECT
+    over catalog snapshots; file functions, COPY, ATTACH, INSTALL/LOAD, SET and PRAGMA are refused.
+    """
 
 
 class AuthenticationError(FlowlakeError):
