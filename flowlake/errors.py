@@ -147,12 +147,14 @@ class CommitConflictError(FlowlakeError):
 class PermissionDeniedError(FlowlakeError, PermissionError):
     """The principal lacks a privilege on an object."""
 
-    def __init__(self, principal: str, privilege: str, obj: str) -> None:
+    def __init__(self, principal: str, privilege: str, obj: str, *, detail: str = "") -> None:
+        why = f" ({detail})" if detail else ""
         super().__init__(
-            f"principal {principal!r} lacks {privilege!r} on {obj!r}; ask an admin to run "
+            f"principal {principal!r} lacks {privilege!r} on {obj!r}{why}; ask an admin to run "
             f"`flowlake grant {privilege} {obj} {principal}`"
         )
         self.principal, self.privilege, self.object = principal, privilege, obj
+        self.detail = detail
 
 
 class SqlSandboxError(FlowlakeError):

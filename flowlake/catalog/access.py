@@ -108,8 +108,21 @@ class AccessControl:
         return best
 
     def has_privilege(self, privilege: Privilege, obj: str, principal: str | None = None) -> bool:
-        """Whether ``principal`` (default: this store's) holds ``privilege`` on ``obj``."""
-        who = principal or self.principal
+        """Whether ``principal`` (default: this store's) holds ``privilege`` on ``obj``.
+
+        Asking about another principal needs ``admin`` on ``obj`` (grants are not public).
+        """
+        if (
+            principal is not None
+            and principal != self.principal
+            and not self._holds(self.principal, "admin", obj)
+        ):
+            raise PermissionDeniedError(
+                self.principal, "admin", obj, detail=f"to look up the grants of {principal!r}"
+            )
+        return self._holds(principal or self.principal, privilege, obj)
+
+    def _holds(self, who: str, privilege: Privilege, obj: str) -> bool:
         candidates = ["*", obj]
         if "." in obj:
             candidates.append(obj.split(".", 1)[0])
@@ -123,7 +136,7 @@ class AccessControl:
 
     def authorize(self, privilege: Privilege, obj: str) -> None:
         """Raise :class:`PermissionDeniedError` unless this principal holds ``privilege`` on ``obj``."""
-        if not self.has_privilege(privilege, obj):
+        if not self._holds(self.principal, privilege, obj):
             raise PermissionDeniedError(self.principal, privilege, obj)
 
     def record_audit(self, action: str, obj: str, detail: dict[str, Any] | None = None) -> None:
@@ -190,14 +203,18 @@ class AccessControl:
         return bool(removed)
 
     def list_grants(self, principal: str | None = None) -> list[tuple[str, str, str]]:
-        """``(principal, privilege, object)`` triples, all or of one principal."""
+        """``(principal, privilege, object)`` triples, all or of one principal.
+
+        A principal sees its own grants and the grants on objects it administers; nothing else.
+        """
         query = sa.select(grants.c.principal, grants.c.privilege, grants.c.object).order_by(
             grants.c.principal, grants.c.object
         )
         if principal is not None:
             query = query.where(grants.c.principal == principal)
         with self.engine.connect() as conn:
-            return [(a, b, c) for a, b, c in conn.execute(query)]
+            rows = [(a, b, c) for a, b, c in conn.execute(query)]
+        return [g for g in rows if g[0] == self.principal or self._holds(self.principal, "admin", g[2])]
 
     def create_principal(self, name: str, *, kind: Literal["user", "service"] = "service") -> str:
         """Create (or re-key) a principal and return its new bearer token (shown once)."""

@@ -38,7 +38,23 @@ def _v3_to_v4(conn: sa.Connection) -> None:
         conn.execute(sa.text("ALTER TABLE flowlake_files ADD COLUMN checksum BIGINT"))
 
 
-MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
+def _v4_to_v5(conn: sa.Connection) -> None:
+    """Version 5 records who registered each consumer (``flowlake_consumers.owner``).
+
+    Consumers registered before have no owner; only principals with ``write`` on their table may
+    move or drop them (an owner-less consumer cannot be claimed by a reader).
+    """
+    columns = {c["name"] for c in sa.inspect(conn).get_columns("flowlake_consumers")}
+    if "owner" not in columns:
+        conn.execute(sa.text("ALTER TABLE flowlake_consumers ADD COLUMN owner VARCHAR(255)"))
+
+
+MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {
+    1: _v1_to_v2,
+    2: _v2_to_v3,
+    3: _v3_to_v4,
+    4: _v4_to_v5,
+}
 """``{from_version: migration to from_version + 1}``."""
 
 

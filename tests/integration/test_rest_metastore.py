@@ -128,3 +128,23 @@ def test_conflicts_and_rebases_travel_over_http(metastore: Metastore) -> None:
     assert err.value.table == "rest3.orders" and err.value.expected == 1
     plan = plan_write(state, orders_table([order(2, qty=6)]), np.zeros(1, bool))
     assert b._commit_plan(b._record, plan, None, None)[0].version == 3  # disjoint keys rebase
+
+
+def test_consumers_and_grants_are_guarded_over_http(metastore: Metastore) -> None:
+    t = metastore.owner.create_table("rest4.orders", ORDERS, primary_key=["order_id"])
+    t.upsert(orders_table([order(1)]))
+    metastore.owner.register_consumer("flow_b", "rest4.orders", 1)
+    token = metastore.owner.create_principal("peeker")
+    metastore.owner.grant("read", "rest4", "peeker")
+    cat = metastore.connect(token)
+    with pytest.raises(fl.PermissionDeniedError, match=r"'peeker' lacks 'write' on 'rest4.orders' \(to move"):
+        cat.register_consumer("flow_b", "rest4.orders", 0)
+    with pytest.raises(fl.PermissionDeniedError, match=r"to drop consumer 'flow_b'"):
+        cat.drop_consumer("flow_b", "rest4.orders")
+    assert cat.list_consumers("rest4.orders") == {}
+    cat.register_consumer("own", "rest4.orders", 1)
+    assert cat.list_consumers("rest4.orders") == {"own": 1}
+    assert metastore.owner.list_consumers("rest4.orders") == {"flow_b": 1, "own": 1}
+    assert cat.list_grants() == [("peeker", "read", "rest4")]
+    with pytest.raises(fl.PermissionDeniedError, match=r"to look up the grants of 'owner'"):
+        cat.store.has_privilege("admin", "*", "owner")

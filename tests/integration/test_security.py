@@ -80,3 +80,58 @@ def test_passwords_never_appear_in_output(tmp_path: Path, postgres_url: str) -> 
         assert "s3cr3t" not in result.stdout + result.stderr, args
     bad = cli(tmp_path, "tables", env={**env, "FLOWLAKE_CATALOG": secret_url.replace("5432", "1")})
     assert bad.returncode == 1 and "s3cr3t" not in bad.stdout + bad.stderr
+
+
+def test_consumers_need_ownership_or_write(tmp_path: Path) -> None:
+    url, wh = f"sqlite:///{tmp_path / 'c.db'}", (tmp_path / "wh").as_uri()
+    owner = fl.connect(catalog=url, warehouse=wh, principal="owner")
+    owner.create_table("ods.orders", ORDERS, primary_key=["order_id"]).upsert(orders_table([order(1)]))
+    owner.register_consumer("flow_a", "ods.orders", 1)
+    owner.grant("read", "ods", "mallory")
+    owner.grant("write", "ods.orders", "writer")
+    mallory = fl.connect(catalog=url, warehouse=wh, principal="mallory")
+    writer = fl.connect(catalog=url, warehouse=wh, principal="writer")
+    denied = (
+        r"'mallory' lacks 'write' on 'ods.orders' \(to (move|drop) consumer 'flow_a': it belongs to 'owner'\)"
+    )
+    store, table_id = mallory.store, mallory.load_table("ods.orders")._record.id
+    with pytest.raises(fl.PermissionDeniedError, match=denied):
+        mallory.register_consumer("flow_a", "ods.orders", 0)  # pin history from version 0 forever
+    with pytest.raises(fl.PermissionDeniedError, match=denied):
+        store.register_consumer(table_id, "flow_a", 1)
+    with pytest.raises(fl.PermissionDeniedError, match=denied):
+        mallory.drop_consumer("flow_a", "ods.orders")
+    with pytest.raises(fl.InvalidArgumentError, match=r"not registered"):  # it cannot even see it
+        mallory.advance_consumer("flow_a", "ods.orders", 1)
+    assert owner.list_consumers("ods.orders") == {"flow_a": 1}
+    # a reader owns the consumers (and pins) it registers, and sees only those
+    mallory.register_consumer("mine", "ods.orders", 0)
+    mallory.advance_consumer("mine", "ods.orders", 1)
+    assert mallory.list_consumers("ods.orders") == {"mine": 1}
+    with mallory.load_table("ods.orders").pin() as pin:
+        assert pin.read().num_rows == 1
+    assert mallory.drop_consumer("mine", "ods.orders")
+    # write on the table (what cleaning needs) sees and moves every consumer
+    assert writer.list_consumers("ods.orders") == {"flow_a": 1}
+    writer.advance_consumer("flow_a", "ods.orders", 1)
+    assert writer.drop_consumer("flow_a", "ods.orders")
+    assert owner.list_consumers("ods.orders") == {}
+
+
+def test_grants_are_listed_only_to_their_holder_or_an_admin(tmp_path: Path) -> None:
+    url, wh = f"sqlite:///{tmp_path / 'c.db'}", (tmp_path / "wh").as_uri()
+    owner = fl.connect(catalog=url, warehouse=wh, principal="owner")
+    owner.grant("read", "ods", "alice")
+    owner.grant("write", "dws.secret", "bob")
+    owner.grant("admin", "dws", "carol")
+    alice = fl.connect(catalog=url, warehouse=wh, principal="alice")
+    assert alice.list_grants() == [("alice", "read", "ods")]
+    assert alice.list_grants("bob") == []
+    carol = fl.connect(catalog=url, warehouse=wh, principal="carol")
+    assert carol.list_grants() == [("bob", "write", "dws.secret"), ("carol", "admin", "dws")]
+    assert ("owner", "admin", "*") in owner.list_grants()
+    with pytest.raises(fl.PermissionDeniedError, match=r"'alice' lacks 'admin' on 'dws.secret' \(to look up"):
+        alice.store.has_privilege("write", "dws.secret", "bob")
+    assert carol.store.has_privilege("write", "dws.secret", "bob")
+    result = cli(tmp_path, "grants", env={"FLOWLAKE_CATALOG": url, "FLOWLAKE_PRINCIPAL": "alice"})
+    assert result.returncode == 0 and "bob" not in result.stdout and "alice" in result.stdout, result.stderr
