@@ -124,6 +124,7 @@ class SqlMetaStore(ConsumerRegistry):
         other = object.__new__(SqlMetaStore)
         other.__dict__.update(self.__dict__)
         other.principal = principal
+        other._may_bootstrap = False  # a token's principal never becomes admin by writing first
         return other
 
     def _forget_cached(self, table_id: int) -> None:

@@ -7,6 +7,9 @@ import sqlalchemy as sa
 SCHEMA_VERSION = 5
 """Version of the catalog's own tables; bumped with a migration whenever they change."""
 
+FIRST_ADMIN = "first_admin"
+"""``flowlake_meta`` key: the principal that became the catalog's admin by writing to it first."""
+
 metadata = sa.MetaData()
 
 meta = sa.Table(

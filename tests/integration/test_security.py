@@ -135,3 +135,36 @@ def test_grants_are_listed_only_to_their_holder_or_an_admin(tmp_path: Path) -> N
     assert carol.store.has_privilege("write", "dws.secret", "bob")
     result = cli(tmp_path, "grants", env={"FLOWLAKE_CATALOG": url, "FLOWLAKE_PRINCIPAL": "alice"})
     assert result.returncode == 0 and "bob" not in result.stdout and "alice" in result.stdout, result.stderr
+
+
+def test_only_the_first_write_makes_an_admin(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    url, wh = f"sqlite:///{tmp_path / 'c.db'}", (tmp_path / "wh").as_uri()
+    reader = fl.connect(catalog=url, warehouse=wh, principal="early_reader")
+    assert reader.list_tables() == [] and not reader.table_exists("ods.orders")  # reads claim nothing
+    assert reader.list_grants() == []
+    writer = fl.connect(catalog=url, warehouse=wh, principal="builder")
+    with caplog.at_level("WARNING", logger="flowlake.catalog.access"):
+        writer.create_table("ods.orders", ORDERS, primary_key=["order_id"])
+    assert "principal 'builder' is now the admin of catalog" in caplog.text
+    assert writer.list_grants() == [("builder", "admin", "*")]
+    with pytest.raises(fl.PermissionDeniedError, match=r"'early_reader' lacks 'read' on 'ods.orders'"):
+        reader.load_table("ods.orders")
+    with pytest.raises(fl.PermissionDeniedError, match=r"'early_reader' lacks 'admin'"):
+        reader.create_table("ods.other", ORDERS, primary_key=["order_id"])
+    writer.revoke("admin", "*", "builder")  # even with no grant left, nobody claims it again
+    late = fl.connect(catalog=url, warehouse=wh, principal="late")
+    with pytest.raises(fl.PermissionDeniedError, match=r"'late' lacks 'admin' on '\*'"):
+        late.grant("admin", "*", "late")
+    assert late.store.claim_admin() == "builder"  # type: ignore[attr-defined]
+
+
+def test_init_and_the_cli_say_who_became_admin(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    first = cli(
+        tmp_path, "grant", "read", "ods", "bob", env={"FLOWLAKE_CATALOG": url, "FLOWLAKE_PRINCIPAL": "amy"}
+    )
+    assert first.returncode == 0 and "principal 'amy' is now the admin" in " ".join(first.stderr.split())
+    project = tmp_path / "p"
+    project.mkdir()
+    init = cli(project, "init", "--principal", "zoe")
+    assert init.returncode == 0 and "as 'zoe' (you are its admin)" in " ".join(init.stdout.split()), init

@@ -95,6 +95,7 @@ def test_older_catalog_is_upgraded(tmp_path: Path) -> None:
     with engine.begin() as conn:  # make it look like a version-1 catalog
         conn.execute(sa.text("update flowlake_meta set value = '1' where key = 'schema_version'"))
         conn.execute(sa.text("drop table flowlake_grants"))
+        conn.execute(sa.text("delete from flowlake_meta where key = 'first_admin'"))
         conn.execute(sa.text("drop table flowlake_positions"))
     cat = fl.connect(catalog=url, warehouse=str(tmp_path / "wh"))
     with engine.connect() as conn:
@@ -103,6 +104,7 @@ def test_older_catalog_is_upgraded(tmp_path: Path) -> None:
         ).scalar()
     engine.dispose()
     assert int(version) == SCHEMA_VERSION
-    t = cat.load_table("ods.t")  # the opener became admin of the upgraded catalog
+    t = cat.load_table("ods.t")  # a catalog without grants refuses no read, and its first writer
     t.upsert(pa.table({"k": [1]}), sources={"x": 1})
     assert t.source_position("x") == 1
+    assert cat.list_grants() == [(cat.principal, "admin", "*")]  # ... became its admin
