@@ -6,7 +6,8 @@
     ├── InvalidNameError            a namespace/table/column name is not allowed
     ├── InvalidArgumentError        an argument has a value flowlake cannot use
     ├── CatalogError                the catalog cannot be opened or is inconsistent
-    │   └── CatalogVersionError     the catalog was written by another flowlake version
+    │   ├── CatalogVersionError     the catalog was written by another flowlake version
+    │   └── WireFormatError         a metastore request does not decode into catalog values
     ├── TableNotFoundError          no such table in the catalog
     ├── TableExistsError            create_table on a name that is taken
     ├── VersionNotFoundError        a version/time that the table does not have
@@ -49,6 +50,10 @@ class CatalogError(FlowlakeError):
 
 class CatalogVersionError(CatalogError):
     """The catalog's schema version is not one this flowlake can use."""
+
+
+class WireFormatError(CatalogError):
+    """A REST metastore request does not decode into catalog values (the server answers 400)."""
 
 
 class TableNotFoundError(FlowlakeError, KeyError):
