@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import pyarrow as pa
@@ -23,6 +25,24 @@ CatalogOpt = Annotated[str | None, typer.Option("--catalog", help="Catalog URL (
 WarehouseOpt = Annotated[
     str | None, typer.Option("--warehouse", help="Warehouse URI (env FLOWLAKE_WAREHOUSE).")
 ]
+
+
+@app.callback()
+def _options(
+    config: Annotated[
+        str | None,
+        typer.Option(
+            "--config",
+            help="Read settings from this file instead of ./flowlake.toml (env FLOWLAKE_CONFIG); "
+            "parent folders are never searched.",
+        ),
+    ] = None,
+) -> None:
+    """flowlake: real-time data lakes in pure Python."""
+    if config is not None:
+        if not Path(config).is_file():
+            raise fl.InvalidArgumentError(f"config file {config!r} (from --config) does not exist")
+        os.environ["FLOWLAKE_CONFIG"] = str(Path(config).resolve())  # commands and their children
 
 
 def _connect(catalog: str | None, warehouse: str | None) -> fl.Catalog:

@@ -168,3 +168,20 @@ def test_init_and_the_cli_say_who_became_admin(tmp_path: Path) -> None:
     project.mkdir()
     init = cli(project, "init", "--principal", "zoe")
     assert init.returncode == 0 and "as 'zoe' (you are its admin)" in " ".join(init.stdout.split()), init
+
+
+def test_cli_reads_config_from_here_or_from_config_only(tmp_path: Path) -> None:
+    planted = tmp_path / "planted.db"
+    (tmp_path / "flowlake.toml").write_text(
+        f'[flowlake]\nprincipal = "planted"\ncatalog = "sqlite:///{planted}"\n'
+    )
+    child = tmp_path / "work"
+    child.mkdir()
+    assert cli(child, "tables").returncode == 0
+    assert not planted.exists()  # the parent's file was not read
+    chosen = cli(child, "--config", "../flowlake.toml", "grant", "read", "ods", "bob")
+    assert chosen.returncode == 0, chosen.stderr
+    assert "principal 'planted' is now the admin" in " ".join(chosen.stderr.split()) and planted.exists()
+    missing = cli(child, "--config", "nope.toml", "tables")
+    assert missing.returncode == 1
+    assert "config file 'nope.toml' (from --config) does not exist" in " ".join(missing.stderr.split())
