@@ -187,8 +187,10 @@ class AccessControl:
         if self._unclaimed():
             if privilege == "read":
                 return  # a catalog without an admin has no tables yet
-            if self._may_bootstrap and self._claim() and self._holds(self.principal, privilege, obj):
-                return
+            if self._may_bootstrap:
+                self._claim()
+        if self._holds(self.principal, privilege, obj):
+            return  # granted meanwhile: another process of this principal claimed the catalog first
         raise PermissionDeniedError(self.principal, privilege, obj)
 
     def record_audit(self, action: str, obj: str, detail: dict[str, Any] | None = None) -> None:

@@ -185,3 +185,21 @@ def test_cli_reads_config_from_here_or_from_config_only(tmp_path: Path) -> None:
     missing = cli(child, "--config", "nope.toml", "tables")
     assert missing.returncode == 1
     assert "config file 'nope.toml' (from --config) does not exist" in " ".join(missing.stderr.split())
+
+
+def test_processes_racing_to_be_first_writer_all_succeed(tmp_path: Path) -> None:
+    """Several processes of one principal write to a new catalog at once: one claims it, none is refused."""
+    url, wh = f"sqlite:///{tmp_path / 'c.db'}", (tmp_path / "wh").as_uri()
+    fl.connect(catalog=url, warehouse=wh, principal="svc").list_tables()  # the catalog exists, unclaimed
+    script = (
+        "import sys, pyarrow as pa, flowlake as fl\n"
+        "cat = fl.connect(catalog=sys.argv[1], warehouse=sys.argv[2], principal='svc')\n"
+        "cat.create_table(f'ns{sys.argv[3]}.t', pa.schema([('k', pa.int64())]), primary_key=['k'])\n"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, url, wh, str(i)], stderr=subprocess.PIPE, text=True)
+        for i in range(6)
+    ]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 6, [e for e in errors if "Error" in e]
+    assert len(fl.connect(catalog=url, warehouse=wh, principal="svc").list_tables()) == 6
