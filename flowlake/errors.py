@@ -17,14 +17,14 @@
     ├── InvalidChangelogError       a changelog batch has a bad ``_kind`` column
     ├── CommitConflictError         another writer committed first and the commit cannot rebase
     ├── PermissionDeniedError       the principal lacks a privilege
-    ├── SqlSandboxError             a SQL query tried something the sandbox refuses (files, SET, ...)
     ├── AuthenticationError         the metastore refused the token
     ├── StorageError                reading or writing a data file failed
     │   └── CorruptFileError        a data file does not match its commit metadata
     ├── CdcDecodeError              a CDC record cannot be decoded
     │   └── CorruptRecordError      a CDC record is structurally broken
     └── SqlError                    a SQL text cannot be parsed, planned or run
-        └── UnsupportedSqlError     valid SQL that flowlake cannot maintain incrementally
+        ├── UnsupportedSqlError     valid SQL that flowlake cannot maintain incrementally
+        └── SqlSandboxError         a query reached outside its tables (files, COPY, SET, ...)
 """
 
 from __future__ import annotations
@@ -162,14 +162,6 @@ class PermissionDeniedError(FlowlakeError, PermissionError):
         self.detail = detail
 
 
-class SqlSandboxError(FlowlakeError):
-    """A SQL query reached for something outside the catalog tables it may read.
-
-    ``flowlake sql`` (and everything built on :mod:`flowlake.sql.sandbox`) runs one read-only SELECT
-    over catalog snapshots; file functions, COPY, ATTACH, INSTALL/LOAD, SET and PRAGMA are refused.
-    """
-
-
 class AuthenticationError(FlowlakeError):
     """The metastore did not accept the credentials (missing, unknown or revoked token)."""
 
@@ -196,6 +188,14 @@ class SqlError(FlowlakeError, ValueError):
 
 class UnsupportedSqlError(SqlError):
     """Valid SQL that flowlake cannot maintain incrementally (the message says what to write instead)."""
+
+
+class SqlSandboxError(SqlError):
+    """A SQL query reached for something outside the catalog tables it may read.
+
+    ``flowlake sql`` (and everything built on :mod:`flowlake.sql.sandbox`) runs one read-only SELECT
+    over catalog snapshots; file functions, COPY, ATTACH, INSTALL/LOAD, SET and PRAGMA are refused.
+    """
 
 
 def short_repr(value: object) -> str:
