@@ -1,5 +1,9 @@
 """One configuration object, read from flags, then ``FLOWLAKE_*`` environment variables, then
-``flowlake.toml`` (searched from the current folder upwards), then defaults.
+a config file, then defaults.
+
+The config file is ``flowlake.toml`` in the current folder, or the file named by ``--config`` /
+``FLOWLAKE_CONFIG``; parent folders are never searched, so a file planted higher up (``/tmp``)
+cannot set the principal or the catalog of everything below it.
 
 The embedded default is a folder ``./.flowlake`` holding a SQLite catalog and a file warehouse.
 """
@@ -34,10 +38,26 @@ class Settings:
         warehouse: str | None = None,
         principal: str | None = None,
         cwd: Path | None = None,
+        config: Path | str | None = None,
     ) -> Settings:
-        """Fill each setting from the first source that has it: argument, env, flowlake.toml, default."""
+        """Fill each setting from the first source that has it: argument, env, config file, default.
+
+        Args:
+            catalog: Catalog URL (beats ``FLOWLAKE_CATALOG`` and the file).
+            warehouse: Warehouse URI (beats ``FLOWLAKE_WAREHOUSE`` and the file).
+            principal: Who acts (beats ``FLOWLAKE_PRINCIPAL`` and the file).
+            cwd: The folder whose ``flowlake.toml`` and ``.flowlake`` are used (default: the current one).
+            config: A config file to read instead of ``cwd/flowlake.toml`` (default ``FLOWLAKE_CONFIG``).
+
+        Raises:
+            InvalidArgumentError: An explicit config file does not exist or is not valid TOML.
+        """
         cwd = cwd or Path.cwd()
-        file_values = _read_toml(cwd)
+        explicit = config or os.environ.get("FLOWLAKE_CONFIG") or None
+        if explicit is not None and not Path(explicit).is_file():
+            source = "--config" if config else "FLOWLAKE_CONFIG"
+            raise InvalidArgumentError(f"config file {str(explicit)!r} (from {source}) does not exist")
+        file_values = _read_toml(Path(explicit) if explicit else cwd / "flowlake.toml")
         home = cwd / DEFAULT_HOME
         return cls(
             catalog=catalog
@@ -55,14 +75,12 @@ class Settings:
         )
 
 
-def _read_toml(cwd: Path) -> dict[str, str]:
-    for folder in [cwd, *cwd.parents]:
-        path = folder / "flowlake.toml"
-        if path.is_file():
-            try:
-                data: dict[str, Any] = tomllib.loads(path.read_text())
-            except tomllib.TOMLDecodeError as exc:
-                raise InvalidArgumentError(f"{path}: not valid TOML: {exc}") from exc
-            section = data.get("flowlake", data)
-            return {k: str(v) for k, v in section.items() if k in {"catalog", "warehouse", "principal"}}
-    return {}
+def _read_toml(path: Path) -> dict[str, str]:
+    if not path.is_file():
+        return {}
+    try:
+        data: dict[str, Any] = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidArgumentError(f"{path}: not valid TOML: {exc}") from exc
+    section = data.get("flowlake", data)
+    return {k: str(v) for k, v in section.items() if k in {"catalog", "warehouse", "principal"}}

@@ -6,7 +6,8 @@
     ├── InvalidNameError            a namespace/table/column name is not allowed
     ├── InvalidArgumentError        an argument has a value flowlake cannot use
     ├── CatalogError                the catalog cannot be opened or is inconsistent
-    │   └── CatalogVersionError     the catalog was written by another flowlake version
+    │   ├── CatalogVersionError     the catalog was written by another flowlake version
+    │   └── WireFormatError         a metastore request does not decode into catalog values
     ├── TableNotFoundError          no such table in the catalog
     ├── TableExistsError            create_table on a name that is taken
     ├── VersionNotFoundError        a version/time that the table does not have
@@ -22,7 +23,8 @@
     ├── CdcDecodeError              a CDC record cannot be decoded
     │   └── CorruptRecordError      a CDC record is structurally broken
     └── SqlError                    a SQL text cannot be parsed, planned or run
-        └── UnsupportedSqlError     valid SQL that flowlake cannot maintain incrementally
+        ├── UnsupportedSqlError     valid SQL that flowlake cannot maintain incrementally
+        └── SqlSandboxError         a query reached outside its tables (files, COPY, SET, ...)
 """
 
 from __future__ import annotations
@@ -48,6 +50,10 @@ class CatalogError(FlowlakeError):
 
 class CatalogVersionError(CatalogError):
     """The catalog's schema version is not one this flowlake can use."""
+
+
+class WireFormatError(CatalogError):
+    """A REST metastore request does not decode into catalog values (the server answers 400)."""
 
 
 class TableNotFoundError(FlowlakeError, KeyError):
@@ -146,12 +152,14 @@ class CommitConflictError(FlowlakeError):
 class PermissionDeniedError(FlowlakeError, PermissionError):
     """The principal lacks a privilege on an object."""
 
-    def __init__(self, principal: str, privilege: str, obj: str) -> None:
+    def __init__(self, principal: str, privilege: str, obj: str, *, detail: str = "") -> None:
+        why = f" ({detail})" if detail else ""
         super().__init__(
-            f"principal {principal!r} lacks {privilege!r} on {obj!r}; ask an admin to run "
+            f"principal {principal!r} lacks {privilege!r} on {obj!r}{why}; ask an admin to run "
             f"`flowlake grant {privilege} {obj} {principal}`"
         )
         self.principal, self.privilege, self.object = principal, privilege, obj
+        self.detail = detail
 
 
 class AuthenticationError(FlowlakeError):
@@ -180,6 +188,14 @@ class SqlError(FlowlakeError, ValueError):
 
 class UnsupportedSqlError(SqlError):
     """Valid SQL that flowlake cannot maintain incrementally (the message says what to write instead)."""
+
+
+class SqlSandboxError(SqlError):
+    """A SQL query reached for something outside the catalog tables it may read.
+
+    ``flowlake sql`` (and everything built on :mod:`flowlake.sql.sandbox`) runs one read-only SELECT
+    over catalog snapshots; file functions, COPY, ATTACH, INSTALL/LOAD, SET and PRAGMA are refused.
+    """
 
 
 def short_repr(value: object) -> str:

@@ -2,11 +2,16 @@
 
 Privileges are ``read`` < ``write`` < ``admin`` (each implies the ones before it) on an object: ``*``
 (the whole catalog), a namespace (``ods``) or a table (``ods.orders``); a grant on a namespace covers
-its tables. Checks happen in the store itself, so every path — the Python API, the CLI and the REST
-metastore, which runs the same store on the server — enforces them, and a client cannot skip them.
+its tables. Checks happen in the store itself. Behind the REST metastore, which runs the store on
+the server as the principal of the request's token, they are a security boundary a client cannot
+skip; with a direct catalog (SQLite file, PostgreSQL DSN) the principal is whatever the process is
+configured with, so there they guard trusted processes against mistakes, not against their own user.
 
-Bootstrap: the first principal to open a catalog that has no grants at all becomes its admin (on
-``*``). For the embedded default that is the local user, who thus has admin on their own catalog.
+Bootstrap: a new catalog has no admin. The first principal to *write* to it (create a table,
+grant, make a token; ``flowlake init`` does it on purpose) becomes its admin on ``*``, once: the
+catalog records its first admin in ``flowlake_meta`` and says so in a log warning. Reading never
+makes anyone admin; until there is an admin there is nothing to read, so reads are not refused. A
+store serving the REST metastore never bootstraps (its principals come from tokens an admin made).
 
 Grants are cached per process for up to 2 seconds (a revocation takes effect within that time
 elsewhere, at once in the process that made it); a denial is always re-checked against the database.
@@ -17,6 +22,7 @@ Services authenticate to the REST metastore with bearer tokens; only a SHA-256 o
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 import time
 from typing import Any, Literal, get_args
@@ -25,13 +31,14 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from flowlake.catalog.sqltables import audit, grants, principals
+from flowlake.catalog.sqltables import FIRST_ADMIN, audit, grants, meta, principals
 from flowlake.errors import InvalidArgumentError, PermissionDeniedError
 from flowlake.names import TableName, validate_name
 
 Privilege = Literal["read", "write", "admin"]
 """What a principal may do with an object."""
 
+_log = logging.getLogger(__name__)
 _RANK: dict[str, int] = {"read": 1, "write": 2, "admin": 3}
 _CACHE_SECONDS = 2.0
 
@@ -72,19 +79,58 @@ class AccessControl:
 
     def _init_access(self) -> None:
         self._grant_cache: dict[str, tuple[float, dict[str, int]]] = {}
-        with self.engine.begin() as conn:
-            if conn.execute(sa.select(sa.func.count()).select_from(grants)).scalar_one() == 0:
-                now = int(time.time() * 1000)
+        self._claimed = False
+        self._may_bootstrap = True
+
+    def _unclaimed(self) -> bool:
+        """Whether the catalog has never had an admin (no first admin recorded, no grant at all)."""
+        if not self._claimed:
+            with self.engine.connect() as conn:
+                recorded = conn.execute(sa.select(meta.c.value).where(meta.c.key == FIRST_ADMIN)).first()
+                granted = conn.execute(sa.select(sa.func.count()).select_from(grants)).scalar_one()
+            self._claimed = recorded is not None or granted > 0
+        return not self._claimed
+
+    def _claim(self) -> bool:
+        """Make this principal the catalog's first admin, unless someone already is."""
+        now = int(time.time() * 1000)
+        try:
+            with self.engine.begin() as conn:
+                if conn.execute(sa.select(sa.func.count()).select_from(grants)).scalar_one() > 0:
+                    return False
+                conn.execute(sa.insert(meta).values(key=FIRST_ADMIN, value=self.principal))  # once only
                 self._ensure_principal(conn, self.principal, "user")
                 conn.execute(
                     sa.insert(grants).values(
-                        principal=self.principal,
-                        object="*",
-                        privilege="admin",
-                        granted_by="bootstrap",
+                        principal=self.principal, object="*", privilege="admin", granted_by="bootstrap",
                         granted_at=now,
                     )
-                )
+                )  # fmt: skip
+                self._audit(conn, "bootstrap_admin", "*", {"principal": self.principal})
+        except sa.exc.IntegrityError:  # another process claimed it first
+            return False
+        finally:
+            self._claimed = True
+            self._grant_cache.pop(self.principal, None)
+        _log.warning(
+            "principal %r is now the admin of catalog %s (the first to write to it); give others "
+            "access with `flowlake grant`",
+            self.principal, self.engine.url.render_as_string(hide_password=True),
+        )  # fmt: skip
+        return True
+
+    def claim_admin(self) -> str | None:
+        """Make this principal the admin of a catalog that has none (``flowlake init``).
+
+        Returns:
+            The catalog's first admin (this principal, or whoever claimed it before; None for
+            catalogs older than schema 5 whose first admin was not recorded).
+        """
+        if self._may_bootstrap and self._unclaimed():
+            self._claim()
+        with self.engine.connect() as conn:
+            found = conn.execute(sa.select(meta.c.value).where(meta.c.key == FIRST_ADMIN)).scalar()
+        return None if found is None else str(found)
 
     def _ensure_principal(self, conn: sa.Connection, name: str, kind: str) -> None:
         exists = conn.execute(sa.select(principals.c.name).where(principals.c.name == name)).first()
@@ -108,8 +154,21 @@ class AccessControl:
         return best
 
     def has_privilege(self, privilege: Privilege, obj: str, principal: str | None = None) -> bool:
-        """Whether ``principal`` (default: this store's) holds ``privilege`` on ``obj``."""
-        who = principal or self.principal
+        """Whether ``principal`` (default: this store's) holds ``privilege`` on ``obj``.
+
+        Asking about another principal needs ``admin`` on ``obj`` (grants are not public).
+        """
+        if (
+            principal is not None
+            and principal != self.principal
+            and not self._holds(self.principal, "admin", obj)
+        ):
+            raise PermissionDeniedError(
+                self.principal, "admin", obj, detail=f"to look up the grants of {principal!r}"
+            )
+        return self._holds(principal or self.principal, privilege, obj)
+
+    def _holds(self, who: str, privilege: Privilege, obj: str) -> bool:
         candidates = ["*", obj]
         if "." in obj:
             candidates.append(obj.split(".", 1)[0])
@@ -123,8 +182,16 @@ class AccessControl:
 
     def authorize(self, privilege: Privilege, obj: str) -> None:
         """Raise :class:`PermissionDeniedError` unless this principal holds ``privilege`` on ``obj``."""
-        if not self.has_privilege(privilege, obj):
-            raise PermissionDeniedError(self.principal, privilege, obj)
+        if self._holds(self.principal, privilege, obj):
+            return
+        if self._unclaimed():
+            if privilege == "read":
+                return  # a catalog without an admin has no tables yet
+            if self._may_bootstrap:
+                self._claim()
+        if self._holds(self.principal, privilege, obj):
+            return  # granted meanwhile: another process of this principal claimed the catalog first
+        raise PermissionDeniedError(self.principal, privilege, obj)
 
     def record_audit(self, action: str, obj: str, detail: dict[str, Any] | None = None) -> None:
         """Append one line to the audit log."""
@@ -190,14 +257,18 @@ class AccessControl:
         return bool(removed)
 
     def list_grants(self, principal: str | None = None) -> list[tuple[str, str, str]]:
-        """``(principal, privilege, object)`` triples, all or of one principal."""
+        """``(principal, privilege, object)`` triples, all or of one principal.
+
+        A principal sees its own grants and the grants on objects it administers; nothing else.
+        """
         query = sa.select(grants.c.principal, grants.c.privilege, grants.c.object).order_by(
             grants.c.principal, grants.c.object
         )
         if principal is not None:
             query = query.where(grants.c.principal == principal)
         with self.engine.connect() as conn:
-            return [(a, b, c) for a, b, c in conn.execute(query)]
+            rows = [(a, b, c) for a, b, c in conn.execute(query)]
+        return [g for g in rows if g[0] == self.principal or self._holds(self.principal, "admin", g[2])]
 
     def create_principal(self, name: str, *, kind: Literal["user", "service"] = "service") -> str:
         """Create (or re-key) a principal and return its new bearer token (shown once)."""

@@ -12,14 +12,14 @@ from collections.abc import Callable
 
 import sqlalchemy as sa
 
-from flowlake.catalog.sqltables import SCHEMA_VERSION, meta
+from flowlake.catalog.sqltables import FIRST_ADMIN, SCHEMA_VERSION, grants, meta
 
 
 def _v1_to_v2(conn: sa.Connection) -> None:
     """Version 2 added positions, consumers, commit keys, principals, grants and the audit log.
 
-    ``create_all`` creates those tables; the grants bootstrap (the opener becomes admin of a catalog
-    without grants) runs when the store starts. Nothing in the version-1 tables changes.
+    ``create_all`` creates those tables; the first writer becomes admin (see
+    :mod:`flowlake.catalog.access`). Nothing in the version-1 tables changes.
     """
     del conn
 
@@ -38,7 +38,32 @@ def _v3_to_v4(conn: sa.Connection) -> None:
         conn.execute(sa.text("ALTER TABLE flowlake_files ADD COLUMN checksum BIGINT"))
 
 
-MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
+def _v4_to_v5(conn: sa.Connection) -> None:
+    """Version 5 records who registered each consumer and who became the first admin.
+
+    Consumers registered before have no owner (``flowlake_consumers.owner`` null); only principals
+    with ``write`` on their table may move or drop them (an owner-less consumer cannot be claimed by
+    a reader). A catalog that already has grants records its bootstrap admin as the first admin, so
+    revoking every grant later never lets the next writer become admin.
+    """
+    columns = {c["name"] for c in sa.inspect(conn).get_columns("flowlake_consumers")}
+    if "owner" not in columns:
+        conn.execute(sa.text("ALTER TABLE flowlake_consumers ADD COLUMN owner VARCHAR(255)"))
+    first = conn.execute(
+        sa.select(grants.c.principal).where(grants.c.granted_by == "bootstrap").limit(1)
+    ).scalar()
+    any_grant = conn.execute(sa.select(grants.c.principal).limit(1)).scalar()
+    recorded = conn.execute(sa.select(meta.c.value).where(meta.c.key == FIRST_ADMIN)).scalar()
+    if recorded is None and any_grant is not None:
+        conn.execute(sa.insert(meta).values(key=FIRST_ADMIN, value=str(first or "(before schema 5)")))
+
+
+MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {
+    1: _v1_to_v2,
+    2: _v2_to_v3,
+    3: _v3_to_v4,
+    4: _v4_to_v5,
+}
 """``{from_version: migration to from_version + 1}``."""
 
 

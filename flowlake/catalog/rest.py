@@ -24,8 +24,8 @@ from starlette.routing import Route
 from flowlake import errors
 from flowlake.catalog.base import Commit, CommitRequest, DataFile, Operation, TableRecord
 from flowlake.catalog.sql import SqlMetaStore
-from flowlake.catalog.wire import decode, encode
-from flowlake.errors import AuthenticationError, CatalogError, FlowlakeError
+from flowlake.catalog.wire import check_arguments, decode, encode
+from flowlake.errors import AuthenticationError, CatalogError, FlowlakeError, WireFormatError
 
 RPC_METHODS: frozenset[str] = frozenset(
     {
@@ -58,8 +58,32 @@ def _error_payload(exc: FlowlakeError) -> dict[str, Any]:
     return {"error": type(exc).__name__, "message": str(exc), "attrs": attrs}
 
 
-def create_app(store: SqlMetaStore) -> Starlette:
-    """The metastore ASGI app over ``store`` (whose own principal is only used for token lookups)."""
+DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
+"""Largest request body the metastore reads (``flowlake serve --max-body-mb``); a commit request
+grows with the keys it writes (about 11 bytes per key as base64 hashes)."""
+
+
+async def _read_body(request: Request, limit: int) -> bytes | None:
+    """The request body, or None as soon as it is known to exceed ``limit`` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(store: SqlMetaStore, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> Starlette:
+    """The metastore ASGI app over ``store`` (whose own principal is only used for token lookups).
+
+    Args:
+        store: The catalog; each request runs as the principal of its bearer token.
+        max_body_bytes: Requests with larger bodies get 413 without being read further.
+    """
 
     async def rpc(request: Request) -> Response:
         method = request.path_params["method"]
@@ -71,14 +95,24 @@ def create_app(store: SqlMetaStore) -> Starlette:
         if principal is None:
             reason = "missing bearer token" if not token else "unknown or revoked token"
             return _json({"error": "Unauthorized", "message": reason}, 401)
+        body = await _read_body(request, max_body_bytes)
+        if body is None:
+            message = (
+                f"request body over {max_body_bytes:,} bytes; write smaller batches, or start the "
+                "metastore with a larger `flowlake serve --max-body-mb`"
+            )
+            return _json({"error": "PayloadTooLarge", "message": message}, 413)
         try:
-            args = decode(orjson.loads(await request.body() or b"{}"))
-        except (orjson.JSONDecodeError, CatalogError, TypeError) as exc:
-            return _json({"error": "BadRequest", "message": f"bad request body: {exc}"}, 400)
+            args = decode(orjson.loads(body or b"{}"))
+            if not isinstance(args, dict):
+                raise WireFormatError("the body must be a JSON object of named arguments")
+        except (orjson.JSONDecodeError, WireFormatError) as exc:
+            return _json({"error": "BadRequest", "message": f"bad request body for {method}: {exc}"}, 400)
         if method == "whoami":
             return _json({"result": principal})
         acting = store.as_principal(principal)
         try:
+            check_arguments(method, getattr(acting, method), args)
             result = await asyncio.to_thread(_invoke, getattr(acting, method), args)
         except FlowlakeError as exc:
             return _json(_error_payload(exc), _STATUS.get(type(exc), 400))

@@ -21,7 +21,7 @@ import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from flowlake.catalog.access import AccessControl, Privilege
+from flowlake.catalog.access import Privilege
 from flowlake.catalog.base import (
     DATA_OPERATIONS,
     Commit,
@@ -30,6 +30,7 @@ from flowlake.catalog.base import (
     Operation,
     TableRecord,
 )
+from flowlake.catalog.consumers import ConsumerRegistry
 from flowlake.catalog.migrations import upgrade
 from flowlake.catalog.sqltables import (
     SCHEMA_VERSION,
@@ -50,7 +51,6 @@ from flowlake.errors import (
     CommitConflictError,
     TableExistsError,
     TableNotFoundError,
-    VersionCleanedError,
 )
 
 
@@ -108,7 +108,7 @@ def redact(url: str) -> str:
         return "<unparseable catalog url>"
 
 
-class SqlMetaStore(AccessControl):
+class SqlMetaStore(ConsumerRegistry):
     """The catalog backend on SQLite or PostgreSQL; every call is checked against the grants."""
 
     def __init__(self, engine: Engine, *, principal: str | None = None) -> None:
@@ -124,6 +124,7 @@ class SqlMetaStore(AccessControl):
         other = object.__new__(SqlMetaStore)
         other.__dict__.update(self.__dict__)
         other.principal = principal
+        other._may_bootstrap = False  # a token's principal never becomes admin by writing first
         return other
 
     def _forget_cached(self, table_id: int) -> None:
@@ -505,67 +506,6 @@ class SqlMetaStore(AccessControl):
                 ).where(positions_table.c.table_id == table_id)
             )
             return {r[0]: (orjson.loads(r[1]), int(r[2])) for r in rows}
-
-    def _lock_table(self, conn: Connection, table_id: int) -> int:
-        """Take the table row's lock (as a commit does) and return its oldest readable version."""
-        locked = conn.execute(
-            sa.update(tables).where(tables.c.id == table_id).values(oldest_version=tables.c.oldest_version)
-        )
-        if locked.rowcount != 1:
-            raise CatalogError(f"table id {table_id} vanished from the catalog (dropped concurrently?)")
-        return int(
-            conn.execute(sa.select(tables.c.oldest_version).where(tables.c.id == table_id)).scalar_one()
-        )
-
-    def register_consumer(self, table_id: int, name: str, version: int) -> None:
-        """Create or move a named consumer's position on a table.
-
-        Serialized with :meth:`forget_files` on the table's row lock: a consumer either registers
-        before a clean moves the oldest readable version (and the clean sees it) or is refused.
-
-        Raises:
-            VersionCleanedError: ``version`` is older than the table's oldest readable version.
-        """
-        self._allow("read", table_id)
-        now = _now_ms()
-        with self.engine.begin() as conn:
-            oldest = self._lock_table(conn, table_id)
-            if version < oldest:
-                raise VersionCleanedError(self._table_name(table_id), version, oldest)
-            updated = conn.execute(
-                sa.update(consumers_table)
-                .where(consumers_table.c.table_id == table_id, consumers_table.c.name == name)
-                .values(version=version, updated_at=now)
-            ).rowcount
-            if not updated:
-                conn.execute(
-                    sa.insert(consumers_table).values(
-                        table_id=table_id, name=name, version=version, updated_at=now
-                    )
-                )
-
-    def consumers(self, table_id: int) -> dict[str, int]:
-        """``{consumer name: version consumed}`` of a table."""
-        self._allow("read", table_id)
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(consumers_table.c.name, consumers_table.c.version).where(
-                    consumers_table.c.table_id == table_id
-                )
-            )
-            return {r[0]: int(r[1]) for r in rows}
-
-    def drop_consumer(self, table_id: int, name: str) -> bool:
-        """Forget a consumer; False if it did not exist."""
-        self._allow("read", table_id)
-        with self.engine.begin() as conn:
-            return bool(
-                conn.execute(
-                    sa.delete(consumers_table).where(
-                        consumers_table.c.table_id == table_id, consumers_table.c.name == name
-                    )
-                ).rowcount
-            )
 
     def _check_intervening(
         self, conn: Connection, table: TableRecord, request: CommitRequest, head: int

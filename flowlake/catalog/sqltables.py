@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """Version of the catalog's own tables; bumped with a migration whenever they change."""
+
+FIRST_ADMIN = "first_admin"
+"""``flowlake_meta`` key: the principal that became the catalog's admin by writing to it first."""
 
 metadata = sa.MetaData()
 
@@ -97,6 +100,7 @@ consumers = sa.Table(
     sa.Column("name", sa.String(255), primary_key=True),
     sa.Column("version", sa.BigInteger, nullable=False),
     sa.Column("updated_at", sa.BigInteger, nullable=False),
+    sa.Column("owner", sa.String(255), nullable=True),  # who registered it (null: before schema 5)
 )
 commit_keys = sa.Table(
     "flowlake_commit_keys",

@@ -13,6 +13,10 @@ and one without a ``BEGIN`` ends at the next change of another transaction or wh
 dry. Consecutive changes without transaction metadata are grouped up to 1000 at a time (each is
 its own transaction, so grouping them only makes commits coarser). Lines that are not JSON, or
 cannot be routed, become dead letters.
+
+A line longer than ``max_line_bytes`` (default 8 MiB; ``flowlake ingest --max-line-mb``) becomes a
+dead letter holding its size and its first 4 KiB, and reading goes on after it; the source never
+holds more than one read window (``max_line_bytes`` + 1 bytes at least) in memory.
 """
 
 from __future__ import annotations
@@ -32,6 +36,10 @@ from flowlake.errors import CdcDecodeError, InvalidArgumentError
 
 _SUFFIXES: Final = (".jsonl", ".json", ".ndjson")
 _TX_STATUS: Final = frozenset({"BEGIN", "END"})
+DEFAULT_MAX_LINE_BYTES: Final = 8 << 20
+"""Longest JSONL line a source decodes; longer lines become dead letters."""
+_DEAD_HEAD: Final = 4096
+"""How much of an over-long line its dead letter keeps."""
 _LOOSE: Final = 1000
 """Consecutive changes without transaction metadata that may share one group (each is atomic alone)."""
 
@@ -59,7 +67,8 @@ class JsonlSource:
         tables: Which ``db.table`` to take (glob patterns); others are skipped.
         storage_options: Passed to fsspec.
         follow: Keep tailing for new lines and files (else :meth:`caught_up` is true at the end).
-        read_bytes: How much to read per poll.
+        read_bytes: How much to read per poll (at least ``max_line_bytes + 1``).
+        max_line_bytes: Longer lines become dead letters (with their size) and are skipped.
     """
 
     def __init__(
@@ -70,12 +79,16 @@ class JsonlSource:
         storage_options: Mapping[str, Any] | None = None,
         follow: bool = True,
         read_bytes: int = 8 << 20,
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     ) -> None:
+        if max_line_bytes < 1:
+            raise InvalidArgumentError(f"max_line_bytes must be positive, got {max_line_bytes}")
         self.url = url
         self.fs, self.root = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
         self.filter = TableFilter.parse(tables)
         self.follow = follow
-        self.read_bytes = read_bytes
+        self.max_line_bytes = max_line_bytes
+        self.read_bytes = max(read_bytes, max_line_bytes + 1)  # a line that fits also fits one read
         self._cursor = _Cursor()
         self._open: _OpenGroup | None = None
         self._idle = False
@@ -139,6 +152,9 @@ class JsonlSource:
             newest = name == files[-1]
             # the newest file may be mid-append: take complete lines only; a finished file all of it
             end = data.rfind(b"\n") + 1 if newest or more else len(data)
+            if not end and more:  # a whole window without a newline: the line is too long
+                consumed += self._skip_long_line(name, data[:_DEAD_HEAD], newest, groups)
+                break  # the next poll goes on after it
             if end:
                 self._lines(data[:end], groups)
                 consumed += end
@@ -151,6 +167,36 @@ class JsonlSource:
         if not groups and self.follow:
             time.sleep(timeout)
         return groups
+
+    def _skip_long_line(self, name: str, head: bytes, newest: bool, groups: list[ChangeGroup]) -> int:
+        """Dead-letter the over-long line at the cursor; return the bytes skipped (0: not complete yet)."""
+        start = self._cursor.offset
+        scanned = start + self.read_bytes  # the first window holds no newline
+        newline_at: int | None = None
+        with self.fs.open(name, "rb") as f:
+            f.seek(scanned)
+            while chunk := f.read(self.read_bytes):
+                nl = chunk.find(b"\n")
+                if nl >= 0:
+                    newline_at = scanned + nl
+                    break
+                scanned += len(chunk)
+        if newline_at is None:
+            if newest:
+                return 0  # still being written: wait for its newline
+            size, end = scanned - start, scanned  # a finished file's last line needs no newline
+        else:
+            size, end = newline_at - start, newline_at + 1
+        self._cursor.offset = end
+        self._emit_dead(head, None, self._too_long(size, start), groups)
+        return end - start
+
+    def _too_long(self, size: int, start: int) -> str:
+        return (
+            f"line of {size:,} bytes exceeds max_line_bytes={self.max_line_bytes:,} "
+            f"({self._cursor.file} at byte {start:,}); raise the limit (flowlake ingest --max-line-mb) "
+            f"to take such lines; raw holds the first {min(size, _DEAD_HEAD):,} bytes"
+        )
 
     def _read(self, name: str) -> bytes:
         with self.fs.open(name, "rb") as f:
@@ -166,7 +212,9 @@ class JsonlSource:
             stop = len(data) if nl < 0 else nl + 1
             line = data[start:stop].rstrip(b"\r\n")
             self._cursor.offset = base + stop
-            if line.strip():
+            if len(line) > self.max_line_bytes:
+                self._emit_dead(line[:_DEAD_HEAD], None, self._too_long(len(line), base + start), groups)
+            elif line.strip():
                 self._line(line, groups)
             elif self._open is None:
                 groups.append(self._empty())
@@ -299,8 +347,18 @@ def _txid(payload: dict[str, Any]) -> str | None:
 
 
 def jsonl_source_from_url(url: str, **options: Any) -> JsonlSource:
-    """A :class:`JsonlSource` for ``url`` (``debezium-jsonl:`` prefix allowed)."""
+    """A :class:`JsonlSource` for ``url`` (``debezium-jsonl:`` prefix allowed).
+
+    Raises:
+        InvalidArgumentError: No path given, or nothing exists there.
+    """
     url = url.removeprefix("debezium-jsonl:")
     if not url:
         raise InvalidArgumentError("a debezium-jsonl source needs a path or URL, e.g. file:///data/cdc")
-    return JsonlSource(url, **options)
+    source = JsonlSource(url, **options)
+    if not source.fs.exists(source.root):
+        raise InvalidArgumentError(
+            f"debezium-jsonl source {url!r}: no such file or folder; check the path, or create the "
+            "folder the connector writes to before starting the ingester"
+        )
+    return source

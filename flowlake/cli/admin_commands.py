@@ -35,7 +35,17 @@ def init(
     lines = ["[flowlake]"] + [f"{k} = {orjson.dumps(v).decode()}" for k, v in values.items()]
     path.write_text("\n".join(lines) + "\n")
     cat = _connect(values["catalog"], values["warehouse"])
-    console.print(f"wrote {path}; catalog ready as {cat.principal!r}: {cat!r}")
+    from flowlake.catalog.sql import SqlMetaStore
+
+    admin = cat.store.claim_admin() if isinstance(cat.store, SqlMetaStore) else None
+    role = (
+        "you are its admin"
+        if admin == cat.principal
+        else f"its admin is {admin!r}"
+        if admin
+        else "admin set by the metastore"
+    )
+    console.print(f"wrote {path}; catalog ready as {cat.principal!r} ({role}): {cat!r}")
 
 
 @app.command()

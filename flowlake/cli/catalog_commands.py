@@ -82,8 +82,13 @@ def serve(
     catalog: CatalogOpt = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8181,
+    max_body_mb: Annotated[
+        float, typer.Option(help="Largest request body to accept, in MiB (larger ones get 413).")
+    ] = 64.0,
 ) -> None:
     """Run the REST metastore over a catalog (clients: fl.connect(catalog="http://host:port", token=...))."""
+    if max_body_mb <= 0:
+        raise typer.BadParameter(f"--max-body-mb must be positive, got {max_body_mb}")
     import uvicorn
 
     from flowlake.catalog.rest import create_app
@@ -93,7 +98,8 @@ def serve(
     url = Settings.resolve(catalog=catalog).catalog
     store = SqlMetaStore(create_engine(url))
     console.print(f"flowlake metastore on http://{host}:{port} over {redact(url)}")
-    uvicorn.run(create_app(store), host=host, port=port, log_level="warning")
+    app = create_app(store, max_body_bytes=int(max_body_mb * 1024 * 1024))
+    uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
 def _privilege(value: str) -> Privilege:

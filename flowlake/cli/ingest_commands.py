@@ -73,12 +73,17 @@ def ingest(
         bool, typer.Option(help="Exit once caught up (snapshot done, log drained).")
     ] = False,
     duration: Annotated[float | None, typer.Option(help="Exit after this many seconds.")] = None,
+    max_line_mb: Annotated[
+        float,
+        typer.Option(help="debezium-jsonl: longer lines become dead letters (with their size)."),
+    ] = 8.0,
     catalog: CatalogOpt = None,
     warehouse: WarehouseOpt = None,
 ) -> None:
     """Ingest CDC into ODS tables, exactly once; resumes from the positions stored in the tables."""
     from flowlake.cdc.deadletter import count_dead_letters
     from flowlake.cdc.ingest import OdsIngester, open_source
+    from flowlake.cdc.source import Source
 
     if source in ("debezium-jsonl", "jsonl"):
         if not location:
@@ -97,7 +102,14 @@ def ingest(
         transient=False,
     )
     bars = _SnapshotBars(progress)
-    src = open_source(url, tables=tables, chunk_size=chunk_size, snapshot=snapshot, on_progress=bars)
+    if url.startswith("debezium-jsonl:"):
+        from flowlake.cdc.jsonl import jsonl_source_from_url
+
+        if max_line_mb <= 0:
+            raise InvalidArgumentError(f"--max-line-mb must be positive, got {max_line_mb}")
+        src: Source = jsonl_source_from_url(url, tables=tables, max_line_bytes=int(max_line_mb * (1 << 20)))
+    else:
+        src = open_source(url, tables=tables, chunk_size=chunk_size, snapshot=snapshot, on_progress=bars)
     ingester = OdsIngester(
         cat, src, namespace=namespace, table_template=table_template,
         primary_keys=_primary_keys(primary_key), max_rows=max_rows, max_latency_ms=max_latency_ms,

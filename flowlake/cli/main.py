@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import pyarrow as pa
@@ -23,6 +25,24 @@ CatalogOpt = Annotated[str | None, typer.Option("--catalog", help="Catalog URL (
 WarehouseOpt = Annotated[
     str | None, typer.Option("--warehouse", help="Warehouse URI (env FLOWLAKE_WAREHOUSE).")
 ]
+
+
+@app.callback()
+def _options(
+    config: Annotated[
+        str | None,
+        typer.Option(
+            "--config",
+            help="Read settings from this file instead of ./flowlake.toml (env FLOWLAKE_CONFIG); "
+            "parent folders are never searched.",
+        ),
+    ] = None,
+) -> None:
+    """flowlake: real-time data lakes in pure Python."""
+    if config is not None:
+        if not Path(config).is_file():
+            raise fl.InvalidArgumentError(f"config file {config!r} (from --config) does not exist")
+        os.environ["FLOWLAKE_CONFIG"] = str(Path(config).resolve())  # commands and their children
 
 
 def _connect(catalog: str | None, warehouse: str | None) -> fl.Catalog:
@@ -148,17 +168,30 @@ def clean(
 def sql(
     query: str,
     as_of: Annotated[
-        str | None, typer.Option("--as-of", help="Read every table at this version, or at this ISO time.")
+        str | None,
+        typer.Option(
+            "--as-of",
+            help="Read every table as of this ISO time (one cut; naive is UTC), or a one-table query "
+            "at this version.",
+        ),
     ] = None,
     output_format: Annotated[str, typer.Option("--format", help="table, csv or parquet.")] = "table",
     output: Annotated[str | None, typer.Option("--output", "-o", help="File for csv/parquet output.")] = None,
     catalog: CatalogOpt = None,
     warehouse: WarehouseOpt = None,
 ) -> None:
-    """Run DuckDB SQL over table snapshots; address tables as namespace.table."""
-    from flowlake.query import run_sql
+    """Run one read-only SELECT (DuckDB, sandboxed) over the snapshots of tables you may read.
 
-    result = run_sql(_connect(catalog, warehouse), query, as_of=as_of)
+    Name tables namespace.table; file functions, COPY, ATTACH, INSTALL/LOAD, SET and PRAGMA are refused.
+    """
+    from flowlake.sql.sandbox import run_query
+
+    answer = run_query(_connect(catalog, warehouse), query, as_of=as_of)
+    result = answer.table
+    if answer.versions:
+        err_console.print(
+            "read " + ", ".join(f"{name} at version {v}" for name, v in answer.versions.items()), style="dim"
+        )
     if output_format == "table":
         view = Table()
         for name in result.column_names:

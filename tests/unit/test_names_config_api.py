@@ -57,7 +57,30 @@ def test_settings_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.delenv("FLOWLAKE_WAREHOUSE")
     empty = tmp_path / "sub" / "deeper"
     empty.mkdir(parents=True)
-    assert Settings.resolve(cwd=empty).warehouse == "file:///wh"  # found in a parent folder
+    assert Settings.resolve(cwd=empty).warehouse != "file:///wh"  # parent folders are not searched
+    monkeypatch.setenv("FLOWLAKE_CONFIG", str(tmp_path / "flowlake.toml"))
+    assert Settings.resolve(cwd=empty).warehouse == "file:///wh"  # an explicit file is read
+    monkeypatch.delenv("FLOWLAKE_CONFIG")
+    assert Settings.resolve(cwd=empty, config=tmp_path / "flowlake.toml").catalog == "sqlite:///from-file.db"
+    with pytest.raises(
+        fl.InvalidArgumentError, match=r"config file '.*nope.toml' \(from --config\) does not"
+    ):
+        Settings.resolve(cwd=empty, config=tmp_path / "nope.toml")
+
+
+def test_a_planted_parent_config_is_ignored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("FLOWLAKE_CATALOG", "FLOWLAKE_WAREHOUSE", "FLOWLAKE_PRINCIPAL", "FLOWLAKE_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    (tmp_path / "flowlake.toml").write_text(
+        '[flowlake]\nprincipal = "root_by_plant"\ncatalog = "sqlite:////tmp/planted.db"\n'
+    )
+    project = tmp_path / "home" / "me" / "project"
+    project.mkdir(parents=True)
+    settings = Settings.resolve(cwd=project)
+    assert settings.principal != "root_by_plant"
+    assert settings.catalog == f"sqlite:///{project / '.flowlake' / 'catalog.db'}"
+    (project / "flowlake.toml").write_text('[flowlake]\nprincipal = "mine"\n')
+    assert Settings.resolve(cwd=project).principal == "mine"  # the current folder's file is read
 
 
 def test_default_connect_is_embedded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -95,6 +118,7 @@ def test_older_catalog_is_upgraded(tmp_path: Path) -> None:
     with engine.begin() as conn:  # make it look like a version-1 catalog
         conn.execute(sa.text("update flowlake_meta set value = '1' where key = 'schema_version'"))
         conn.execute(sa.text("drop table flowlake_grants"))
+        conn.execute(sa.text("delete from flowlake_meta where key = 'first_admin'"))
         conn.execute(sa.text("drop table flowlake_positions"))
     cat = fl.connect(catalog=url, warehouse=str(tmp_path / "wh"))
     with engine.connect() as conn:
@@ -103,6 +127,7 @@ def test_older_catalog_is_upgraded(tmp_path: Path) -> None:
         ).scalar()
     engine.dispose()
     assert int(version) == SCHEMA_VERSION
-    t = cat.load_table("ods.t")  # the opener became admin of the upgraded catalog
+    t = cat.load_table("ods.t")  # a catalog without grants refuses no read, and its first writer
     t.upsert(pa.table({"k": [1]}), sources={"x": 1})
     assert t.source_position("x") == 1
+    assert cat.list_grants() == [(cat.principal, "admin", "*")]  # ... became its admin
