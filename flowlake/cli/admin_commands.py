@@ -102,7 +102,7 @@ def dev(
     catalog: CatalogOpt = None,
     warehouse: WarehouseOpt = None,
 ) -> None:
-    """Run the project's ingesters and every dataflow as supervised processes (Ctrl-C stops them)."""
+    """Run the project's ingesters and every dataflow (.py) and view file (.sql) as supervised processes."""
     import shlex
     import signal
     import subprocess
@@ -127,16 +127,18 @@ def dev(
             ProcessSpec(f"ingest-{i}", (exe, "ingest", *shlex.split(args)), watch=(config_path,), env=env)
         )
     recovery_root = folder / DEFAULT_HOME / "recovery"
-    for flow in sorted((folder / "dataflows").glob("*.py")):
-        recovery = recovery_root / flow.stem
+    flows = sorted([*(folder / "dataflows").glob("*.py"), *(folder / "dataflows").glob("*.sql")])
+    for flow in flows:
+        name = flow.stem if flow.suffix == ".py" else f"{flow.stem}_sql"
+        recovery = recovery_root / name
         if not recovery.exists():
             recovery.mkdir(parents=True)
             subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), "1"], check=True)  # noqa: S603
         argv = (exe, "run", str(flow), "-r", str(recovery), "-s", "5", "-b", "0")
-        specs.append(ProcessSpec(flow.stem, argv, watch=(flow,), env=env))
+        specs.append(ProcessSpec(name, argv, watch=(flow,), env=env))
     if not specs:
         raise typer.BadParameter(
-            f"nothing to run in {folder}: no dataflows/*.py and no [flowlake.dev] ingest"
+            f"nothing to run in {folder}: no dataflows/*.py or *.sql and no [flowlake.dev] ingest"
         )
     supervisor = Supervisor(specs, emit=console.print)
     signal.signal(signal.SIGTERM, lambda *_: supervisor.stop())
