@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -229,17 +229,31 @@ def map_changes(data: pa.Table, fn: Callable[[pa.Table], pa.Table]) -> pa.Table:
     return mapped
 
 
-def lookup(data: pa.Table, dim: pa.Table, on: Sequence[str], columns: Iterable[str]) -> pa.Table:
-    """Enrich each change with ``columns`` of the ``dim`` row that has the same ``on`` values (left join)."""
-    wanted = [c for c in columns if c not in on]
-    clash = [c for c in wanted if c in data.column_names]
+def lookup(
+    data: pa.Table,
+    dim: pa.Table,
+    on: Sequence[str],
+    columns: Iterable[str],
+    rename: Mapping[str, str] | None = None,
+) -> pa.Table:
+    """Enrich each change with ``columns`` of the ``dim`` row that has the same ``on`` values (left join).
+
+    ``rename`` gives dimension columns other names in the output; a renamed ``on`` column is output
+    too (NULL where no dimension row matched), as a SQL LEFT JOIN shows the right side's key.
+    """
+    names = dict(rename or {})
+    wanted = [c for c in columns if c not in on or c in names]
+    outputs = [names.get(c, c) for c in wanted]
+    clash = [c for c in outputs if c in data.column_names]
     if clash:
         raise InvalidArgumentError(f"lookup_join: columns {clash} exist on both sides")
     pos = "__flowlake_pos"
     left = data.append_column(pos, pa.array(np.arange(data.num_rows, dtype=np.int64)))
-    right = dim.select([*on, *wanted])
+    right = pa.Table.from_arrays(
+        [dim.column(c) for c in on] + [dim.column(c) for c in wanted], names=[*on, *outputs]
+    )
     joined = left.join(right, keys=list(on), join_type="left outer", use_threads=False)
     joined = joined.sort_by(pos).drop_columns([pos])
-    order = [*[c for c in data.column_names if c not in (KIND_COLUMN, SEQ_COLUMN)], *wanted]
+    order = [*[c for c in data.column_names if c not in (KIND_COLUMN, SEQ_COLUMN)], *outputs]
     order += [c for c in (KIND_COLUMN, SEQ_COLUMN) if c in data.column_names]
     return joined.select(order)

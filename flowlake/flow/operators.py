@@ -212,12 +212,14 @@ def lookup_join(
     columns: Sequence[str],
     catalog: CatalogSpec = None,
     refresh_interval: float = 1.0,
+    rename: Mapping[str, str] | None = None,
 ) -> Stream[ChangeBatch]:
     """Enrich changes with ``columns`` of a lake table's latest snapshot, matched on ``on`` (left join).
 
     The snapshot is cached and re-read when the table has a new version (checked at most every
     ``refresh_interval`` seconds). Like Flink's lookup join, earlier outputs are not revised when the
-    table changes; the version used is added to the batch's positions (lineage).
+    table changes; the version used is added to the batch's positions (lineage). ``rename`` names
+    the table's columns in the output (see :func:`~flowlake.flow._relational.lookup`).
     """
     keys = list(on)
     cache = _DimCache(table, catalog, [*keys, *[c for c in columns if c not in keys]], refresh_interval)
@@ -225,7 +227,7 @@ def lookup_join(
     def enrich(batch: ChangeBatch) -> ChangeBatch:
         dim, version = cache.get()
         positions = {**batch.positions, position_key(table): version}
-        return ChangeBatch(lookup(batch.data, dim, keys, columns), positions)
+        return ChangeBatch(lookup(batch.data, dim, keys, columns, rename), positions)
 
     return op.map("enrich", up, enrich)
 

@@ -23,9 +23,9 @@ from flowlake.changelog import KIND_COLUMN, SEQ_COLUMN
 from flowlake.flow._relational import filter_changes
 from flowlake.flow.batch import ChangeBatch
 from flowlake.flow.lake import CatalogSpec
-from flowlake.flow.operators import aggregate, join, lake_input, lake_output, late_rows, top_n
+from flowlake.flow.operators import aggregate, join, lake_input, lake_output, late_rows, lookup_join, top_n
 from flowlake.sql.evaluate import BatchQuery
-from flowlake.sql.plan import Aggregate, Calc, Join, Node, Output, Source, TopN, Union, walk
+from flowlake.sql.plan import Aggregate, Calc, Join, Lookup, Node, Output, Source, TopN, Union, walk
 from flowlake.sql.planner import KEEP
 
 _STEP_CHARS = re.compile(r"[^a-z0-9_]+")
@@ -155,6 +155,11 @@ class Builder:
                 self._step(prefix, index, "join"), self._input(node.left), self._input(node.right),
                 on=list(node.on), left_schema=node.left.schema, right_schema=node.right.schema,
                 how="left" if node.how == "left" else "inner", partitions=o.partitions,
+            )  # fmt: skip
+        if isinstance(node, Lookup):
+            return lookup_join(
+                self._step(prefix, index, "lookup"), self._input(node.input), node.table, list(node.on),
+                list(node.columns), catalog=o.catalog, refresh_interval=o.poll_interval, rename=node.rename,
             )  # fmt: skip
         if isinstance(node, TopN):
             return top_n(

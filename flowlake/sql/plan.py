@@ -120,6 +120,27 @@ class Join(Node):
 
 
 @dataclass(eq=False)
+class Lookup(Node):
+    """A lookup join: each change enriched with a lake table's current row, no state for that side."""
+
+    input: Node = field(default=None)  # type: ignore[assignment]
+    table: str = ""
+    on: tuple[str, ...] = ()
+    columns: tuple[str, ...] = ()
+    rename: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def inputs(self) -> tuple[Node, ...]:
+        return (self.input,)
+
+    def describe(self) -> str:
+        return f"lookup join {self.table} on [{', '.join(self.on)}] for [{', '.join(self.columns)}]"
+
+    def state(self) -> str:
+        return f"none per row (a cached snapshot of {self.table}, re-read when it changes)"
+
+
+@dataclass(eq=False)
 class TopN(Node):
     """The first ``n`` rows per partition in an order (``ROW_NUMBER() ... <= n``)."""
 

@@ -30,7 +30,7 @@ from flowlake.flow._relational import join_schema
 from flowlake.flow._topn import SortKey
 from flowlake.flow.aggs import Agg, Window, duration_us
 from flowlake.sql.evaluate import BatchQuery, common_schema, query_schema, quote
-from flowlake.sql.plan import Aggregate, Calc, Join, Node, Output, Source, TopN, Union
+from flowlake.sql.plan import Aggregate, Calc, Join, Lookup, Node, Output, Source, TopN, Union
 from flowlake.sql.statements import DIALECT, ViewDefinition
 from flowlake.sql.support import AGGREGATES, check_query, position, unsupported
 
@@ -391,6 +391,8 @@ class Planner:
     ) -> Relation:
         side = str(join.args.get("side") or "").upper()
         how = "left" if side in ("LEFT", "RIGHT") else "inner"
+        if isinstance(right.node, Source) and right.node.table in self._lookups():
+            return self._plan_lookup(left, right, join, needed, side)
         if side == "RIGHT":
             left, right = right, left
         pairs, pushed, after = _split_join_condition(join, left, right, how)
@@ -429,6 +431,48 @@ class Planner:
             )
             rel.scope = scope
         return rel
+
+    def _lookups(self) -> set[str]:
+        given = self._view.options.get("lookup", "") if self._view is not None else ""
+        return {name.strip() for name in given.split(",") if name.strip()}
+
+    def _plan_lookup(
+        self, left: Relation, right: Relation, join: exp.Join, needed: set[tuple[str, str]], side: str
+    ) -> Relation:
+        assert isinstance(right.node, Source)
+        dim = right.node
+        if side != "LEFT":
+            raise unsupported(
+                f"a {side or 'INNER'} JOIN with the lookup table {dim.table}", join,
+                "write it as a LEFT JOIN (lookup joins keep every row of the stream)",
+            )  # fmt: skip
+        pairs, pushed, after = _split_join_condition(join, left, right, "inner")
+        columns = [b for _, b in pairs]
+        dim_key = [right.scope[(c.table, c.name)] for c in columns if isinstance(c, exp.Column)]
+        if pushed or after or len(dim_key) != len(pairs) or set(dim_key) != set(dim.key or ()):
+            raise unsupported(
+                f"this condition for the lookup table {dim.table}", join,
+                f"a lookup join matches the whole primary key of {dim.table} ({', '.join(dim.key or ())}) "
+                "with equalities only",
+            )  # fmt: skip
+        alias = next(iter({q for q, _ in right.scope}))
+        dim_types = {f.name: f.type for f in dim.schema}
+        keys: list[tuple[str, exp.Expr]] = [
+            (name, exp.cast(a.copy(), _duckdb_type(dim_types[name])))
+            for (a, _), name in zip(pairs, dim_key, strict=True)
+        ]
+        no_casts: list[str | None] = [None] * len(keys)  # the keys are cast to the table's types above
+        side_rel = self._join_side(left, keys, no_casts, needed, None)
+        wanted = [c for (q, c) in right.scope if (q, c) in needed]
+        rename = {c: f"{alias}.{c}" for c in wanted}
+        fields = [pa.field(rename[c], dim_types[c]) for c in wanted]
+        schema = pa.schema([*_body(side_rel.node.schema), *fields])
+        node = Lookup(
+            schema=schema, key=side_rel.node.key, input=side_rel.node, table=dim.table, on=tuple(dim_key),
+            columns=tuple(wanted), rename=rename,
+        )  # fmt: skip
+        scope = {**side_rel.scope, **{(alias, c): rename[c] for c in wanted}}
+        return Relation(node, scope, [], side_rel.equal)
 
     def _key_types(
         self, left: Relation, right: Relation, pairs: list[tuple[exp.Expr, exp.Expr]]

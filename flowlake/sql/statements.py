@@ -28,6 +28,7 @@ OPTIONS: Final = {
     "buckets": "hash buckets of the view's table (default 4)",
     "horizon": "late-data horizon of an event-time window, e.g. '2h' (default: windows stay open)",
     "partitions": "key partitions of the view's stateful operators (default 4)",
+    "lookup": "tables to LEFT JOIN as lookup joins: no state for that side, rows not revised when it changes",
 }
 """Options a view takes in ``WITH (...)``."""
 
