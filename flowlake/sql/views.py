@@ -159,14 +159,24 @@ def compile_views(
 
 
 def explain(text: str, catalog: Catalog) -> str:
-    """The operator plan of each view: per operator what it keys on, what state it keeps, and outputs."""
+    """The operator plan of each view: per operator what it keys on, what state it keeps, and outputs.
+
+    Operators are numbered across the file; one shared by several views (an input read once, the
+    plan of a view another view reads) is shown once, and ``<- n`` names each operator's inputs.
+    """
     lines: list[str] = []
+    numbers: dict[int, int] = {}
     for compiled in plan_views(text, catalog):
         output = compiled.output
         lines.append(f"view {output.table}  primary key ({', '.join(output.key or ())})")
-        for i, node in enumerate(walk([output])):
+        for node in walk([output]):
+            if id(node) in numbers:
+                continue
+            numbers[id(node)] = number = len(numbers)
+            inputs = ", ".join(str(numbers[id(i)]) for i in node.inputs)
+            arrow = f"  <- {inputs}" if inputs else ""
             key = f"key ({', '.join(node.key)})" if node.key is not None else "key none"
-            lines.append(f"  {i:>2}. {type(node).__name__.lower():<9} {node.describe()}")
+            lines.append(f"  {number:>2}. {type(node).__name__.lower():<9} {node.describe()}{arrow}")
             lines.append(f"      {key}; state: {node.state()}")
         if compiled.late_table:
             lines.append(f"  late changes -> {compiled.late_table}")
