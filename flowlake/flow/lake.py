@@ -29,6 +29,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import logging
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -194,7 +195,8 @@ class LakeSource(FixedPartitionedSource[ChangeBatch, int]):
         start: ``"earliest"`` (the whole retained history, as a snapshot of the oldest readable
             version then its changes), ``"latest"`` (only new commits) or a version to read after.
         catalog: See :data:`CatalogSpec`.
-        stop: ``None`` polls forever; ``"head"`` stops at the head seen at start; an int stops there.
+        stop: ``None`` polls forever, unless ``FLOWLAKE_FLOW_STOP`` is set (``flowlake run --once``
+            sets it to ``head``); ``"head"`` stops at the head seen at start; an int stops there.
         poll_interval: Seconds between polls of the catalog when caught up.
         max_versions: Versions read per poll (bounds memory on a backlog).
         max_rows: Rows per emitted batch.
@@ -214,7 +216,7 @@ class LakeSource(FixedPartitionedSource[ChangeBatch, int]):
         self.table = table
         self.start = start
         self.catalog = catalog
-        self.stop = stop
+        self.stop = stop if stop is not None else stop_from_env()
         self.poll_interval = poll_interval
         self.max_versions = max(1, max_versions)
         self.max_rows = max(1, max_rows)
@@ -224,6 +226,21 @@ class LakeSource(FixedPartitionedSource[ChangeBatch, int]):
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _SourcePartition:
         return _SourcePartition(self, step_id, resume_state)
+
+
+def stop_from_env() -> Literal["head"] | int | None:
+    """Where sources without an explicit ``stop`` end: ``$FLOWLAKE_FLOW_STOP`` (``head`` or a version)."""
+    value = os.environ.get("FLOWLAKE_FLOW_STOP", "").strip()
+    if not value:
+        return None
+    if value == "head":
+        return "head"
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise InvalidArgumentError(
+            f"FLOWLAKE_FLOW_STOP must be 'head' or a table version, got {value!r}"
+        ) from exc
 
 
 def flow_key(flow: str) -> str:

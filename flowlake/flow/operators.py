@@ -20,6 +20,7 @@ import pyarrow as pa
 from bytewax.dataflow import Dataflow, Stream, operator
 
 from flowlake.changelog import KIND_COLUMN, SEQ_COLUMN
+from flowlake.errors import TableNotFoundError
 from flowlake.flow._aggstate import AggregateState, condition_mask, late_schema
 from flowlake.flow._relational import (
     DedupState,
@@ -60,7 +61,13 @@ def lake_input(
 def lake_output(
     step_id: str, up: Stream[ChangeBatch], table: str, catalog: CatalogSpec = None, flow: str | None = None
 ) -> None:
-    """Apply the stream's changes to a primary-key lake table, exactly once (one commit per epoch)."""
+    """Apply the stream's changes to a primary-key lake table, exactly once (one commit per epoch).
+
+    Raises:
+        TableNotFoundError: When the flow is built, if ``table`` does not exist (create it first).
+    """
+    if not open_catalog(catalog).table_exists(table):
+        raise TableNotFoundError(table)
     keyed = op.map("route", up, lambda batch: (table, batch))
     op.output("sink", keyed, LakeSink(table, catalog=catalog, flow=flow))
 

@@ -22,6 +22,7 @@ import duckdb
 import pyarrow as pa
 
 from flowlake.errors import SqlError
+from flowlake.sql.sandbox import SANDBOX_SETTINGS
 
 BATCH: Final = "batch"
 """The name a batch has inside a :class:`BatchQuery`."""
@@ -30,11 +31,16 @@ _local = threading.local()
 
 
 def sandboxed_connection() -> Any:
-    """A new in-memory DuckDB connection that cannot touch files, extensions or settings."""
+    """A new in-memory DuckDB connection in UTC that cannot touch files, extensions or settings.
+
+    The settings are :data:`flowlake.sql.sandbox.SANDBOX_SETTINGS` (``lock_configuration`` last),
+    applied after the time zone: date functions on ``TIMESTAMPTZ`` then agree with the UTC windows of
+    the aggregate operator on every machine.
+    """
     con = duckdb.connect(config={"threads": 1})
     con.execute("SET TimeZone = 'UTC'")
-    con.execute("SET enable_external_access = false")
-    con.execute("SET lock_configuration = true")
+    for name, value in SANDBOX_SETTINGS.items():
+        con.execute(f"SET {name} = {str(value).lower()}")
     return con
 
 
