@@ -164,6 +164,18 @@ def clean(
     )
 
 
+def _ran_statement(query: str, as_of: str | None, catalog: str | None, warehouse: str | None) -> bool:
+    """Run ``query`` if it is a DDL/DML statement (one commit) and say what it did; False for a SELECT."""
+    from flowlake.sql.dml import DDL, WRITES, run_statement, statement_type
+
+    if statement_type(query) not in (*DDL, *WRITES):
+        return False
+    if as_of is not None:
+        raise typer.BadParameter("--as-of reads the past; statements change the present")
+    console.print(str(run_statement(_connect(catalog, warehouse), query)))
+    return True
+
+
 @app.command()
 def sql(
     query: str,
@@ -180,12 +192,16 @@ def sql(
     catalog: CatalogOpt = None,
     warehouse: WarehouseOpt = None,
 ) -> None:
-    """Run one read-only SELECT (DuckDB, sandboxed) over the snapshots of tables you may read.
+    """Run one SELECT (DuckDB, sandboxed) over the snapshots of tables you may read, or one statement.
 
     Name tables namespace.table; file functions, COPY, ATTACH, INSTALL/LOAD, SET and PRAGMA are refused.
+    CREATE/ALTER/DROP TABLE, INSERT (an upsert on keyed tables), DELETE, UPDATE and MERGE each make
+    one commit, with grants checked.
     """
     from flowlake.sql.sandbox import run_query
 
+    if _ran_statement(query, as_of, catalog, warehouse):
+        return
     answer = run_query(_connect(catalog, warehouse), query, as_of=as_of)
     result = answer.table
     if answer.versions:
