@@ -13,7 +13,8 @@ Operators: ``=``/``==``, ``!=``, ``<``, ``<=``, ``>``, ``>=``, ``in``, ``not in`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import decimal
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -111,6 +112,64 @@ def normalize_filter(filter_: Filter | None) -> list[list[Predicate]] | None:
                     f"bad filter predicate {pred!r}: expected (column, op, value) with op in {sorted(_OPS)}"
                 )
     return groups
+
+
+def fit_filter(table: str, filter_: Filter | None, schema: pa.Schema) -> Filter | None:
+    """Check a filter against the table's schema, with each literal in its column's type.
+
+    Integers and text compare with decimal columns, ISO text with dates and timestamps; a column that
+    does not exist or a value that cannot compare with its column is an ``InvalidArgumentError``
+    naming both.
+    """
+    if filter_ is None:
+        return None
+    if isinstance(filter_, pc.Expression):
+        groups = None
+        expression = filter_
+    else:
+        groups = normalize_filter(filter_)
+        if groups is None:
+            return None
+        groups = [[_fit_predicate(table, p, schema) for p in group] for group in groups]
+        expression = to_expression(groups)
+    try:
+        schema.empty_table().filter(expression)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+        raise InvalidArgumentError(f"table {table!r}: filter {filter_!r} cannot be applied: {exc}") from exc
+    return groups if groups is not None else filter_
+
+
+def _fit_predicate(table: str, pred: Predicate, schema: pa.Schema) -> Predicate:
+    name, op, value = pred
+    if name not in schema.names:
+        raise InvalidArgumentError(
+            f"table {table!r}: filter on column {name!r}, which it does not have; columns: {schema.names}"
+        )
+    if op in ("is null", "is not null"):
+        return pred
+    dtype = schema.field(name).type
+    if op in ("in", "not in"):
+        if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+            raise InvalidArgumentError(f"table {table!r}: filter {pred!r} needs a list of values")
+        return (name, op, [_fit_value(table, name, dtype, v) for v in value])
+    return (name, op, _fit_value(table, name, dtype, value))
+
+
+def _fit_value(table: str, column: str, dtype: pa.DataType, value: Any) -> Any:
+    if value is None:
+        return None
+    try:
+        numeric = isinstance(value, int | float | str) and not isinstance(value, bool)
+        if pa.types.is_decimal(dtype) and numeric:
+            return decimal.Decimal(repr(value) if isinstance(value, float) else value)
+        temporal = pa.types.is_timestamp(dtype) or pa.types.is_date(dtype) or pa.types.is_time(dtype)
+        if temporal and isinstance(value, str):
+            return pa.scalar(value).cast(dtype).as_py()
+    except (decimal.InvalidOperation, pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise InvalidArgumentError(
+            f"table {table!r}: filter value {value!r} cannot compare with column {column!r} ({dtype})"
+        ) from exc
+    return value
 
 
 def filter_columns(filter_: Filter | None) -> set[str]:

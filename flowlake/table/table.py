@@ -9,6 +9,7 @@ cleaned-version guard), :mod:`~flowlake.table.scan` (reading), :mod:`~flowlake.t
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import random
 import threading
@@ -48,7 +49,7 @@ from flowlake.table.keystate import KeyState
 from flowlake.table.pins import Pin, pin_name
 from flowlake.table.scan import ScanMetrics, read_changes, read_snapshot
 from flowlake.table.schema import evolve_schema, fit_batch
-from flowlake.table.stats import Filter
+from flowlake.table.stats import Filter, fit_filter
 from flowlake.table.writer import POS_COLUMN, PlannedWrite, changelog_to_write, merge_partial, plan_write
 
 __all__ = ["ConflictPolicy", "LakeTable", "new_instant"]
@@ -459,14 +460,25 @@ class LakeTable:
         return state
 
     def _head_commit(self, record: TableRecord) -> Commit:
-        return self._store.commits(record.id, record.current_version, record.current_version)[0]
+        """What a write that changes nothing returns: the head's version, no rows, operation ``none``.
+
+        Not the head commit itself, whose summary describes an earlier write.
+        """
+        head = self._store.commits(record.id, record.current_version, record.current_version)[0]
+        summary = {
+            "rows": {"+I": 0, "-U": 0, "+U": 0, "-D": 0},
+            "note": f"nothing changed: {self.name} stays at version {head.version}",
+        }
+        return dataclasses.replace(head, operation="none", summary=summary, token=None)
 
     # -- reads --------------------------------------------------------------------------------------
 
-    def resolve_version(self, version: int | None = None, as_of: dt.datetime | int | None = None) -> int:
+    def resolve_version(
+        self, version: int | None = None, as_of: dt.datetime | int | str | None = None
+    ) -> int:
         """The version to read: ``version``, or the newest at time ``as_of``, or the head.
 
-        ``as_of`` is a datetime (naive means UTC) or epoch milliseconds.
+        ``as_of`` is a datetime or ISO 8601 text (naive means UTC), or epoch milliseconds.
         """
         return versions.resolve_version(self._store, self._record.id, self.name, version, as_of)
 
@@ -476,7 +488,7 @@ class LakeTable:
     def read(
         self,
         version: int | None = None,
-        as_of: dt.datetime | int | None = None,
+        as_of: dt.datetime | int | str | None = None,
         columns: Sequence[str] | None = None,
         filter: Filter | None = None,
     ) -> pa.Table:
@@ -484,7 +496,7 @@ class LakeTable:
 
         Args:
             version: Version to read (time travel).
-            as_of: Read the version that was current at this time (datetime or epoch ms).
+            as_of: Read the version that was current at this time (datetime, ISO 8601 text, epoch ms).
             columns: Columns to return (all by default).
             filter: A pyarrow Expression, or DNF filters like ``[("amount", ">", 10)]`` which also
                 skip files by their min/max stats (see ``last_scan``).
@@ -495,6 +507,7 @@ class LakeTable:
             missing = [c for c in columns if c not in schema.names]
             if missing:
                 raise InvalidArgumentError(f"table {self.name!r} at version {v} has no column(s) {missing}")
+        filter = fit_filter(self.name, filter, schema)
         metrics = ScanMetrics()
         with self._unless_cleaned(v):
             files = self._store.live_files(self._record.id, v)

@@ -24,23 +24,27 @@ def resolve_version(
     table_id: int,
     table_name: str,
     version: int | None = None,
-    as_of: dt.datetime | int | None = None,
+    as_of: dt.datetime | int | str | None = None,
 ) -> int:
     """The version to read: ``version``, or the newest at time ``as_of``, or the head.
 
-    ``as_of`` is a datetime (naive means UTC) or epoch milliseconds.
+    ``as_of`` is a datetime or ISO 8601 text (naive means UTC) or epoch milliseconds; a moment before
+    the table's first version or after now is a ``VersionNotFoundError`` that says which.
     """
     head, oldest = store.current_version(table_id)
     if version is not None and as_of is not None:
         raise InvalidArgumentError("pass either version= or as_of=, not both")
     if as_of is not None:
-        if isinstance(as_of, dt.datetime):
-            moment = as_of if as_of.tzinfo else as_of.replace(tzinfo=dt.UTC)
-            as_of = int(moment.timestamp() * 1000)
-        found = store.version_at(table_id, int(as_of))
+        moment = _moment(table_name, as_of)
+        if moment > dt.datetime.now(dt.UTC):
+            raise VersionNotFoundError(
+                f"table {table_name!r}: as_of {moment.isoformat()} is in the future; read the head "
+                "(no as_of) or give a past time"
+            )
+        found = store.version_at(table_id, int(moment.timestamp() * 1000))
         if found is None:
             raise VersionNotFoundError(
-                f"table {table_name!r} has no version committed at or before {as_of} ms; "
+                f"table {table_name!r} has no version committed at or before {moment.isoformat()}; "
                 "its history starts later (see t.history())"
             )
         version = found
@@ -53,6 +57,24 @@ def resolve_version(
     if version < oldest:
         raise VersionCleanedError(table_name, version, oldest)
     return version
+
+
+def _moment(table_name: str, as_of: dt.datetime | int | str) -> dt.datetime:
+    if isinstance(as_of, dt.datetime):
+        return as_of if as_of.tzinfo else as_of.replace(tzinfo=dt.UTC)
+    if isinstance(as_of, int) and not isinstance(as_of, bool):
+        return dt.datetime.fromtimestamp(as_of / 1000, tz=dt.UTC)
+    if isinstance(as_of, str):
+        try:
+            parsed = dt.datetime.fromisoformat(as_of)
+        except ValueError:
+            pass
+        else:
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+    raise InvalidArgumentError(
+        f"table {table_name!r}: as_of {as_of!r} is not a time; give a datetime, ISO 8601 text such as "
+        "'2026-01-01' or '2026-01-01T12:00:00Z', or epoch milliseconds"
+    )
 
 
 def schema_at(store: MetaStore, table_id: int, version: int, current: pa.Schema) -> pa.Schema:

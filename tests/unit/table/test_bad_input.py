@@ -124,6 +124,44 @@ def test_bad_filters(orders: fl.LakeTable) -> None:
         orders.read(filter=["qty > 1"])  # type: ignore[list-item]
 
 
+def test_filters_take_literals_of_any_comparable_type_and_name_bad_ones(orders: fl.LakeTable) -> None:
+    orders.upsert(orders_table([order(1, amount="50.00"), order(2, amount="150.00")]))
+    assert orders.read(filter=[("amount", ">", 100)], columns=["order_id"]).to_pylist() == [{"order_id": 2}]
+    assert orders.read(filter=[("amount", "<", "60")], columns=["order_id"]).to_pylist() == [{"order_id": 1}]
+    assert orders.read(filter=[("amount", "in", [50, 150.0])]).num_rows == 2
+    assert orders.read(filter=[("created_at", ">", "2000-01-01T00:00:00Z")]).num_rows == 2
+    with pytest.raises(fl.InvalidArgumentError, match=r"column 'nope', which it does not have"):
+        orders.read(filter=[("nope", ">", 1)])
+    with pytest.raises(fl.InvalidArgumentError, match=r"'abc' cannot compare with column 'amount'"):
+        orders.read(filter=[("amount", ">", "abc")])
+    with pytest.raises(fl.InvalidArgumentError, match=r"cannot be applied"):
+        orders.read(filter=[("shop", ">", 3)])
+
+
+def test_as_of_takes_text_and_says_when_it_is_before_or_after_the_history(orders: fl.LakeTable) -> None:
+    orders.upsert(orders_table([order(1)]))
+    assert orders.read(as_of=dt.datetime.now(dt.UTC).isoformat()).num_rows == 1
+    with pytest.raises(fl.VersionNotFoundError, match=r"at or before 2020-01-01T00:00:00\+00:00"):
+        orders.read(as_of="2020-01-01")
+    with pytest.raises(fl.VersionNotFoundError, match=r"is in the future"):
+        orders.read(as_of=dt.datetime.now(dt.UTC) + dt.timedelta(days=1))
+    with pytest.raises(fl.InvalidArgumentError, match=r"'yesterday' is not a time"):
+        orders.read(as_of="yesterday")
+
+
+def test_a_write_that_changes_nothing_says_so(orders: fl.LakeTable) -> None:
+    first = orders.upsert(orders_table([order(1)]))
+    for nothing in (
+        orders.upsert(orders_table([])),
+        orders.delete(pa.table({"order_id": [99]})),
+        orders.upsert(orders_table([order(1)])),  # the same row again
+    ):
+        assert (nothing.version, nothing.operation) == (first.version, "none")
+        assert nothing.summary["rows"] == {"+I": 0, "-U": 0, "+U": 0, "-D": 0}
+        assert "nothing changed" in nothing.summary["note"]
+    assert orders.refresh().version == first.version
+
+
 def test_schema_evolution_rules(orders: fl.LakeTable) -> None:
     orders.upsert(orders_table([order(1)]))
     wider = pa.schema([f.with_type(pa.int64()) if f.name == "qty" else f for f in ORDERS]).append(
