@@ -8,6 +8,7 @@ from types import FrameType
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -133,3 +134,7 @@ def ingest(
         console.print(f"[yellow]dead letters in {namespace}._dead_letter[/]: {summary}")
     else:
         console.print(f"no dead letters in {namespace}._dead_letter")
+    for name, reason in sorted(stats.stopped.items()):
+        console.print(f"[red]{name}: ingestion stopped[/] {escape(reason)}")
+    if stats.stopped:
+        raise typer.Exit(1)
