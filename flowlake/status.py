@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -22,6 +23,8 @@ class TableStatus:
     freshness_seconds: float | None
     consumers: dict[str, int] = field(default_factory=dict)
     """``{consumer: versions behind the head}``."""
+    stopped: str | None = None
+    """Why CDC ingestion of this table stopped (a change it cannot store), if it did."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for ``--json``."""
@@ -49,7 +52,18 @@ def table_status(catalog: Catalog, name: str) -> TableStatus:
         last_commit=history[0].committed_at.isoformat(timespec="seconds") if history else None,
         freshness_seconds=catalog.freshness(name),
         consumers=consumers,
+        stopped=_stopped(history[0].summary if history else {}),
     )
+
+
+def _stopped(summary: Mapping[str, Any]) -> str | None:
+    """The ``"stopped"`` mark an ingester left in the head commit's source positions."""
+    sources = summary.get("sources")
+    for position in sources.values() if isinstance(sources, dict) else ():
+        mark = position.get("stopped") if isinstance(position, dict) else None
+        if isinstance(mark, dict):
+            return str(mark.get("error", "stopped"))
+    return None
 
 
 def catalog_status(catalog: Catalog, namespace: str | None = None) -> list[TableStatus]:

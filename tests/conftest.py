@@ -74,6 +74,20 @@ def warehouse_catalog(request: pytest.FixtureRequest, tmp_path: Path) -> fl.Cata
     return fl.connect(catalog=db, warehouse=f"s3://{bucket}/wh", storage_options=options)
 
 
+@pytest.fixture(scope="session")
+def mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A MariaDB with the binlog on, for this session; yields its mysql:// URL."""
+    from flowlake.cdc.testing import mariadb_binaries, running_mariadb
+    from flowlake.testing.services import ServiceUnavailableError
+
+    require_service(mariadb_binaries() is not None, "mariadb-install-db/mariadbd are not installed")
+    try:
+        with running_mariadb(tmp_path_factory.mktemp("mariadb")) as server:
+            yield server.url
+    except ServiceUnavailableError as exc:  # pragma: no cover - depends on the machine
+        require_service(False, str(exc))
+
+
 @pytest.fixture
 def catalog(tmp_path: Path) -> fl.Catalog:
     """A fresh embedded catalog on a local folder."""

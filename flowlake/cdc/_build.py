@@ -15,13 +15,14 @@ _BUILD_ERRORS: Final = (pa.ArrowException, TypeError, ValueError, ArithmeticErro
 
 def build_rows(
     rows: Sequence[tuple[int, dict[str, Any]]], schema: pa.Schema
-) -> tuple[pa.Table, dict[int, str]]:
+) -> tuple[pa.Table, dict[int, tuple[str, str]]]:
     """Columns of ``schema`` (all nullable) plus ``_kind`` from ``rows``.
 
     Returns:
-        The changelog without the rows that cannot be held, and those rows' indexes with the reason.
+        The changelog without the rows that cannot be held, and those rows' indexes with the column
+        and the reason.
     """
-    bad: dict[int, str] = {}
+    bad: dict[int, tuple[str, str]] = {}
     columns: list[pa.Array] = []
     for f in schema:
         values = [row.get(f.name) for _, row in rows]
@@ -39,7 +40,7 @@ def build_rows(
     return table, bad
 
 
-def _bisect(values: list[Any], f: pa.Field, lo: int, hi: int, bad: dict[int, str]) -> None:
+def _bisect(values: list[Any], f: pa.Field, lo: int, hi: int, bad: dict[int, tuple[str, str]]) -> None:
     if lo >= hi:
         return
     try:
@@ -47,7 +48,8 @@ def _bisect(values: list[Any], f: pa.Field, lo: int, hi: int, bad: dict[int, str
         return
     except _BUILD_ERRORS as exc:
         if hi - lo == 1:
-            bad.setdefault(lo, f"column {f.name!r} ({f.type}) cannot hold {short_repr(values[lo])}: {exc}")
+            reason = f"column {f.name!r} ({f.type}) cannot hold {short_repr(values[lo])}: {exc}"
+            bad.setdefault(lo, (f.name, reason))
             return
     mid = (lo + hi) // 2
     _bisect(values, f, lo, mid, bad)

@@ -11,8 +11,17 @@ and any group at or before a table's own position is skipped for that table. A r
 anywhere therefore neither loses nor repeats a change.
 
 Tables are created from the source's description (or, for Debezium messages without one, inferred
-from the first batch), and new columns become schema evolution. Records that cannot be decoded or
-do not fit go to the append table ``<namespace>._dead_letter`` and ingestion goes on.
+from the first batch); new columns and lossless type widenings (integers, float32→float64, decimals
+to more digits) become schema evolution. A narrower source type keeps the wider ODS column (its values
+still fit) and is logged. Records that cannot be decoded go to the append table
+``<namespace>._dead_letter`` (an update's two images together) and ingestion goes on.
+
+A change that was decoded but cannot be stored (its value does not fit the ODS column, or its column
+cannot be added) *stops that table*: nothing of the buffered changes commits to it, its stored
+position stays where it was, and a position-only commit records ``"stopped": {"error", "at"}`` there
+(``flowlake status`` shows it). The other tables go on. A restart retries the table from its position,
+so once the ODS table is fixed (or flowlake can evolve it) nothing is lost. A change always lands
+whole or not at all: never an update's retraction without its new image.
 """
 
 from __future__ import annotations
@@ -24,11 +33,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from flowlake.cdc._build import build_rows
+from flowlake.cdc._record_json import dump_record
 from flowlake.cdc.deadletter import DEAD_LETTER_TABLE, dead_letter_batch, dead_letter_table
 from flowlake.cdc.debezium import decode_batch
 from flowlake.cdc.source import (
@@ -38,14 +47,17 @@ from flowlake.cdc.source import (
     ProgressCallback,
     Source,
     TableSpec,
+    UndecodedRow,
     ods_table_name,
 )
 from flowlake.changelog import KIND_COLUMN, RESERVED_COLUMNS
 from flowlake.errors import (
+    FlowlakeError,
     InvalidArgumentError,
     InvalidNameError,
     SchemaMismatchError,
     TableNotFoundError,
+    short_repr,
 )
 from flowlake.runtime.observability import DEAD_LETTERS
 
@@ -74,6 +86,20 @@ class IngestStats:
     position: dict[str, Any] | None = None
     """The source position of the last flush."""
     seconds: float = 0.0
+    stopped: dict[str, str] = field(default_factory=dict)
+    """ODS tables whose ingestion stopped at a change they cannot store, with the reason."""
+
+
+class UnstorableChangeError(FlowlakeError):
+    """A decoded change does not fit its ODS table; ingestion of that table stops at its position."""
+
+    def __init__(self, table: str, source_table: str, reason: str, *, group: int) -> None:
+        super().__init__(
+            f"ingestion of {table!r} (from {source_table}) stopped: {reason}; nothing after its stored "
+            "position was committed to it. Fix the ODS table (e.g. evolve_schema to a type that "
+            "holds the value) or the source, then restart the ingester: it resumes from that position"
+        )
+        self.table, self.source_table, self.reason, self.group = table, source_table, reason, group
 
 
 @dataclass(slots=True)
@@ -92,6 +118,9 @@ class _Target:
     spec: TableSpec | None = None
     dirty: bool = False
     committed: Order | None = None
+    stopped: str | None = None
+    refused: dict[str, str] = field(default_factory=dict)
+    """Column type changes the ODS table refused (the column kept its type), with the reason."""
 
     def clear(self) -> None:
         self.rows, self.row_groups, self.messages, self.message_groups = [], [], [], []
@@ -226,7 +255,7 @@ class OdsIngester:
         used = False
         for source_table in sorted(group.tables):
             target = self._target(source_table)
-            if target.resume is not None and group.order <= target.resume:
+            if target.stopped is not None or (target.resume is not None and group.order <= target.resume):
                 continue
             used = True
             rows = group.rows.get(source_table)
@@ -277,17 +306,24 @@ class OdsIngester:
         for target in dirty:  # create (with a position marker) before any data lands: see module doc
             self._ensure_table(target)
         built: list[tuple[_Target, pa.Table]] = []
+        stopped: list[tuple[_Target, UnstorableChangeError]] = []
         for target in dirty:
             if target.table is not None:
-                if target.spec is not None:
-                    self._evolve(target, target.spec.schema)
-                changelog, dead = self._changelog(target)
+                try:
+                    if target.spec is not None:
+                        self._evolve(target, target.spec.schema)
+                    changelog, dead = self._changelog(target)
+                except UnstorableChangeError as exc:
+                    stopped.append((target, exc))
+                    continue
                 self._dead += dead
                 built.append((target, changelog))
         if self._dead:
             self._append_dead(last)
         for target, changelog in built:
             self._commit_target(target, changelog, last)
+        for target, error in stopped:
+            self._stop(target, error)
         self._groups, self._pending_rows = [], 0
         self._last_position, self._last_order = last.position, last.order
         self.stats.position = last.position
@@ -306,6 +342,24 @@ class OdsIngester:
         target.clear()
         if self.on_commit is not None:
             self.on_commit(target.name, commit, changelog)
+
+    def _stop(self, target: _Target, error: UnstorableChangeError) -> None:
+        """Stop a table at its stored position: mark it there (for ``status``) and drop its buffer."""
+        table = target.table
+        assert table is not None
+        at = self._groups[error.group].position
+        log.error("%s (the change is at %s)", error, at)
+        stored = stored_position(table, self.source.key)
+        if isinstance(stored, dict):
+            marker = {**stored, "stopped": {"error": str(error), "at": at}}
+            table.apply(
+                _empty_changelog(table.schema),
+                token=_token(self.source.key, self.source.order_of(stored)) + "/stopped",
+                sources={self.source.key: marker},
+            )
+        target.clear()
+        target.stopped = str(error)
+        self.stats.stopped[target.name] = str(error)
 
     def _append_dead(self, last: ChangeGroup) -> None:
         skip = self._dead_resume
@@ -334,7 +388,9 @@ class OdsIngester:
             return
         for target in self._targets.values():
             table = target.table
-            if table is None or target.committed is None or target.committed >= self._last_order:
+            if target.stopped is not None or table is None or target.committed is None:
+                continue
+            if target.committed >= self._last_order:
                 continue
             position = {**self._last_position, "table": target.source_table, **target.extras}
             empty = _empty_changelog(table.schema)
@@ -382,7 +438,7 @@ class OdsIngester:
         for raw, _ in target.messages:
             self._dead.append((DeadLetter(raw, {}, target.source_table, error), len(self._groups) - 1))
         for _, row in target.rows:
-            raw = orjson.dumps(row, default=str)
+            raw = row.raw if isinstance(row, UndecodedRow) else dump_record(row)
             self._dead.append((DeadLetter(raw, {}, target.source_table, error), len(self._groups) - 1))
         target.clear()
 
@@ -408,29 +464,38 @@ class OdsIngester:
         return None
 
     def _evolve(self, target: _Target, wanted: pa.Schema) -> None:
+        """Add ``wanted``'s new columns and widen changed types where that is lossless.
+
+        A refused type change keeps the ODS column (logged once; a value that then does not fit stops
+        the table, naming the refusal). A column that cannot be added stops the table at once: its
+        values would otherwise be dropped silently.
+        """
         table = target.table
         assert table is not None
         current = table.refresh().schema
         fields = list(current)
-        changed = False
+        added: list[str] = []
         for f in wanted:
             if f.name not in current.names:
                 fields.append(pa.field(f.name, f.type if f.type != pa.null() else pa.string(), nullable=True))
-                changed = True
+                added.append(f.name)
             elif current.field(f.name).type != f.type:
                 candidate = pa.schema([x if x.name != f.name else x.with_type(f.type) for x in fields])
                 try:
                     table.evolve_schema(candidate)
                     fields = list(table.schema)
+                    target.refused.pop(f.name, None)
                 except SchemaMismatchError as exc:
-                    log.warning("keeping column type of %s: %s", target.name, exc)
-        if changed:
+                    if target.refused.get(f.name) != str(exc):
+                        log.warning("keeping the column type of %s: %s", target.name, exc)
+                    target.refused[f.name] = str(exc)
+        if added:
             try:
                 table.evolve_schema(pa.schema(fields))
             except (SchemaMismatchError, InvalidNameError, InvalidArgumentError) as exc:
-                log.warning(
-                    "cannot evolve %s (the changes that need it become dead letters): %s", target.name, exc
-                )
+                raise UnstorableChangeError(
+                    target.name, target.source_table, f"cannot add column(s) {added}: {exc}", group=0
+                ) from exc
 
     # -- building changelogs --------------------------------------------------------------------------
 
@@ -441,16 +506,20 @@ class OdsIngester:
         parts: list[pa.Table] = []
         key = table.primary_key
         if target.rows:
+            rows, groups = _take_undecoded(target, dead)
             self._evolve_for_rows(target)
-            built, bad = build_rows(target.rows, table.schema)
-            for i, reason in bad.items():
-                raw = orjson.dumps(target.rows[i][1], default=str)
-                dead.append((DeadLetter(raw, {}, target.source_table, reason), target.row_groups[i]))
-            keep = [i for i in range(len(target.rows)) if i not in bad] if bad else None
+            built, bad = build_rows(rows, table.schema)
+            if bad:
+                first = min(bad)
+                column, reason = bad[first]
+                if column in target.refused:
+                    reason += f" (the ODS table kept its column type: {target.refused[column]})"
+                key_values = {k: rows[first][1].get(k) for k in key}
+                reason = f"the change of key {short_repr(key_values)}: {reason}"
+                raise UnstorableChangeError(target.name, target.source_table, reason, group=groups[first])
 
             def row_raw(row: int) -> tuple[bytes, int]:  # serialized only for a dead letter
-                i = row if keep is None else keep[row]
-                return orjson.dumps(target.rows[i][1], default=str), target.row_groups[i]
+                return dump_record(rows[row][1]), groups[row]
 
             parts.append(_drop_null_keys(built, key, row_raw, target, dead))
         if target.messages:
@@ -556,6 +625,25 @@ def _concat(parts: list[pa.Table], schema: pa.Schema) -> pa.Table:
         ]
         fitted.append(pa.Table.from_arrays(arrays, schema=target))
     return pa.concat_tables(fitted) if fitted else target.empty_table()
+
+
+def _take_undecoded(
+    target: _Target, dead: list[tuple[DeadLetter, int]]
+) -> tuple[list[tuple[int, dict[str, Any]]], list[int]]:
+    """Move the changes whose images the source could not decode to the dead letters (an update's
+    two images together, once); return the other changes and their groups."""
+    rows: list[tuple[int, dict[str, Any]]] = []
+    groups: list[int] = []
+    seen: set[int] = set()
+    for (kind, row), group in zip(target.rows, target.row_groups, strict=True):
+        if isinstance(row, UndecodedRow):
+            if id(row.raw) not in seen:
+                seen.add(id(row.raw))
+                dead.append((DeadLetter(row.raw, {}, target.source_table, row.error), group))
+            continue
+        rows.append((kind, row))
+        groups.append(group)
+    return rows, groups
 
 
 def _drop_null_keys(

@@ -51,6 +51,13 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from flowlake.cdc.mysql_schema import MySqlUrl, describe_tables, list_tables, quote
+from flowlake.cdc.mysql_values import (
+    ColumnDecoder,
+    row_changes,
+    select_list,
+    snapshot_converters,
+    table_decoders,
+)
 from flowlake.cdc.source import (
     ChangeGroup,
     DeadLetter,
@@ -299,7 +306,10 @@ class MySqlSource:
         if self._ctl is None:
             try:
                 self._ctl = pymysql.connect(
-                    **self.url.settings(), autocommit=True, init_command="SET time_zone = '+00:00'"
+                    **self.url.settings(),
+                    autocommit=True,
+                    init_command="SET time_zone = '+00:00'",
+                    conv=snapshot_converters(pymysql.converters.conversions),
                 )
             except pymysql.MySQLError as exc:
                 raise CdcSourceError(f"cannot connect to {self.key}: {exc}") from exc
@@ -352,7 +362,7 @@ class MySqlSource:
         snap = self._snaps[table]
         spec = snap.spec
         key = spec.primary_key
-        cols = ", ".join(quote(c) for c in spec.schema.names)
+        cols = select_list(spec.schema)
         keys = ", ".join(quote(c) for c in key)
         db, name = table.split(".", 1)
         sql = f"SELECT {cols} FROM {quote(db)}.{quote(name)}"
@@ -560,7 +570,8 @@ class _Reader(threading.Thread):
         BinLogStreamReader = binlog.BinLogStreamReader
         gtid_events = (events.MariadbGtidEvent, events.GtidEvent)
         row_types = (row_events.WriteRowsEvent, row_events.UpdateRowsEvent, row_events.DeleteRowsEvent)
-        QueryEvent, XidEvent = events.QueryEvent, events.XidEvent
+        QueryEvent, XidEvent, TableMapEvent = events.QueryEvent, events.XidEvent, row_events.TableMapEvent
+        decoders: dict[int, dict[str, ColumnDecoder]] = {}
 
         src = self.source
         self._stream = stream = BinLogStreamReader(
@@ -580,29 +591,36 @@ class _Reader(threading.Thread):
             if self._stopping.is_set():
                 return
             here = (str(stream.log_file), int(stream.log_pos))
-            if isinstance(event, gtid_events):
+            if isinstance(event, TableMapEvent):
+                if src.filter(f"{event.schema}.{event.table}"):  # before its rows events are read
+                    decoders[int(event.table_id)] = table_decoders(event.columns)
+            elif isinstance(event, gtid_events):
                 tx = _TxItem(here[0], here[1], str(getattr(event, "gtid", "")) or None, ts=event.timestamp)
             elif isinstance(event, row_types):
                 table = f"{event.schema}.{event.table}"
                 if tx is None:
                     tx = _TxItem(here[0], here[1], None, ts=event.timestamp)
                 if src.filter(table):
-                    _add_rows(tx, table, event)
+                    _add_rows(tx, table, event, decoders.get(int(event.table_id), {}))
             elif isinstance(event, XidEvent):
                 self._finish(tx, here)
                 tx = None
             elif isinstance(event, QueryEvent):
-                query = str(event.query).strip()
-                if query.upper() == "BEGIN":
-                    continue
-                if tx is None:
-                    tx = _TxItem(here[0], here[1], None, ts=event.timestamp)
-                if query.upper() != "COMMIT":
-                    self._ddl(tx, query, event)
-                self._finish(tx, here)
-                tx = None
+                tx = self._query(tx, event, here)
             elif tx is None:
                 self._put(here)
+
+    def _query(self, tx: _TxItem | None, event: Any, here: tuple[str, int]) -> _TxItem | None:
+        """``BEGIN`` opens a transaction; ``COMMIT`` or a DDL statement finishes one."""
+        query = str(event.query).strip()
+        if query.upper() == "BEGIN":
+            return tx
+        if tx is None:
+            tx = _TxItem(here[0], here[1], None, ts=event.timestamp)
+        if query.upper() != "COMMIT":
+            self._ddl(tx, query, event)
+        self._finish(tx, here)
+        return None
 
     def _ddl(self, tx: _TxItem, query: str, event: Any) -> None:
         match = _DDL_TABLE.match(query)
@@ -626,26 +644,16 @@ class _Reader(threading.Thread):
         self._put(tx)
 
 
-def _add_rows(tx: _TxItem, table: str, event: Any) -> None:
+def _add_rows(tx: _TxItem, table: str, event: Any, decoders: dict[str, ColumnDecoder]) -> None:
+    """Append a rows event's changes with the server's values (see :mod:`flowlake.cdc.mysql_values`)."""
     row_events = _module("pymysqlreplication.row_event")
-    add = tx.changes.append
     if isinstance(event, row_events.UpdateRowsEvent):
-        for r in event.rows:
-            add((table, 1, _clean(r["before_values"])))
-            add((table, 2, _clean(r["after_values"])))
+        kind: Literal["insert", "update", "delete"] = "update"
     elif isinstance(event, row_events.DeleteRowsEvent):
-        for r in event.rows:
-            add((table, 3, _clean(r["values"])))
+        kind = "delete"
     else:
-        for r in event.rows:
-            add((table, 0, _clean(r["values"])))
-
-
-def _clean(row: dict[str, Any]) -> dict[str, Any]:
-    for name, value in row.items():
-        if isinstance(value, set):
-            row[name] = ",".join(sorted(value))
-    return row
+        kind = "insert"
+    tx.changes += [(table, k, image) for k, image in row_changes(table, event, kind, decoders)]
 
 
 def _module(name: str) -> Any:

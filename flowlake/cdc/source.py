@@ -61,6 +61,26 @@ class DeadLetter:
     error: str
 
 
+class UndecodedRow(dict[str, Any]):
+    """A row image (or a whole source record) that could not be decoded: its change becomes a dead letter.
+
+    A source puts it in :attr:`ChangeGroup.rows` like any image, so the change keeps its place; the
+    ingester moves it to the dead letters, with the other image of an update (both images of an
+    undecodable update are ``UndecodedRow`` values sharing one ``raw``), so no update lands in half.
+
+    Attributes:
+        raw: The record to keep: tagged JSON (see :mod:`flowlake.cdc._record_json`).
+        error: Why it could not be decoded.
+    """
+
+    raw: bytes
+    error: str
+
+    def __init__(self, values: Mapping[str, Any], *, raw: bytes, error: str) -> None:
+        super().__init__(values)
+        self.raw, self.error = raw, error
+
+
 @dataclass(slots=True)
 class ChangeGroup:
     """The changes of one source transaction (or snapshot chunk), in order.

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import orjson
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from flowlake.catalog.sql import redact
@@ -86,6 +87,9 @@ def status(
             s.last_commit or "-", fresh, consumers,
         )  # fmt: skip
     console.print(view)
+    for s in statuses:
+        if s.stopped is not None:
+            console.print(f"[red]{s.name}: CDC ingestion stopped[/] {escape(s.stopped)}")
     if layers:
         console.print(
             "freshness by layer: "

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Mapping
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from flowlake.cli.main import CatalogOpt, WarehouseOpt, _connect, app, console
 from flowlake.errors import InvalidArgumentError
+
+if TYPE_CHECKING:
+    from flowlake.cdc.ingest import IngestStats
 
 
 def _primary_keys(values: list[str] | None) -> dict[str, list[str]]:
@@ -128,7 +133,14 @@ def ingest(
         stats = ingester.stats
     finally:
         signal.signal(signal.SIGTERM, previous)
-    view = Table(title=f"ingested from {src.key}")
+    _report(stats, src.key, count_dead_letters(cat, namespace), namespace)
+    if stats.stopped:
+        raise typer.Exit(1)
+
+
+def _report(stats: IngestStats, source: str, dead: Mapping[str, int], namespace: str) -> None:
+    """Print what a run ingested, its dead letters and the tables it stopped."""
+    view = Table(title=f"ingested from {source}")
     for column in ("table", "changes"):
         view.add_column(column)
     for name, count in sorted(stats.tables.items()):
@@ -139,9 +151,10 @@ def ingest(
         f"({stats.skipped_groups:,} groups already committed, skipped); "
         f"{stats.dead_letters:,} new dead letters"
     )
-    dead = count_dead_letters(cat, namespace)
     if dead:
         summary = ", ".join(f"{table}: {n:,}" for table, n in sorted(dead.items()))
         console.print(f"[yellow]dead letters in {namespace}._dead_letter[/]: {summary}")
     else:
         console.print(f"no dead letters in {namespace}._dead_letter")
+    for name, reason in sorted(stats.stopped.items()):
+        console.print(f"[red]{name}: ingestion stopped[/] {escape(reason)}")

@@ -1,8 +1,12 @@
 """Table schemas: which Arrow types a table may hold, how batches are fitted, how schemas evolve.
 
 Supported column types: int8-64 (and unsigned), float32/64, bool, string, binary, decimal128, date32,
-timestamp (any unit, with or without a time zone), and the null type for all-null input columns.
-Primary-key columns may not be floats, bools or nulls and may never hold a null.
+timestamp (any unit, with or without a time zone), duration (any unit: a signed span such as MySQL's
+``TIME``, negative and over 24 h included), and the null type for all-null input columns. Parquet has
+no duration type: pyarrow stores a duration column as int64 in its unit and records the Arrow type in
+the file's ``ARROW:schema`` metadata, so pyarrow (and so every flowlake read) gets the duration back;
+other readers see the int64. Primary-key columns may not be floats, bools, durations or nulls and may
+never hold a null.
 
 Values: strings must be valid UTF-8, and dates and timestamps must fall in years 1-9999 (what Python's
 ``datetime``, and so ``to_pylist()`` and most readers, can hold). NaN and infinities are legal float
@@ -11,9 +15,10 @@ and a float batch column cast to an integer key column is refused if it holds Na
 any value that does not fit its column. Each refusal names the table, the column and the batch row
 (with the row's key where the bad value is not itself the key).
 
-Evolution allows exactly three changes: add a nullable column, widen an integer to a wider integer of the
-same signedness, and widen float32 to float64. Anything else raises :class:`SchemaMismatchError`
-naming the column.
+Evolution allows only lossless changes: add a nullable column, widen an integer to a wider integer of
+the same signedness, widen float32 to float64, and widen a decimal128 to more digits (the same scale;
+outside the primary key also a larger scale that keeps at least as many integer digits). Anything else
+raises :class:`SchemaMismatchError` naming the column.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ def is_supported(dtype: pa.DataType) -> bool:
         or dtype in (pa.float32(), pa.float64(), pa.bool_(), pa.string(), pa.binary(), pa.date32())
         or pa.types.is_decimal128(dtype)
         or pa.types.is_timestamp(dtype)
+        or pa.types.is_duration(dtype)
     )
 
 
@@ -87,12 +93,19 @@ def validate_schema(table: str, schema: pa.Schema, primary_key: Sequence[str]) -
     return pa.schema(fields)
 
 
-def _is_widening(source: pa.DataType, target: pa.DataType) -> bool:
+def _is_widening(source: pa.DataType, target: pa.DataType, *, key: bool) -> bool:
+    """Whether every ``source`` value is held exactly by ``target`` (and, in a key, hashes the same)."""
     if source == target:
         return True
     if source in _INT_WIDTH and target in _INT_WIDTH:
         same_sign = pa.types.is_signed_integer(source) == pa.types.is_signed_integer(target)
         return same_sign and _INT_WIDTH[source] <= _INT_WIDTH[target]
+    if pa.types.is_decimal128(source) and pa.types.is_decimal128(target):
+        # a key's hash is taken over the unscaled integer, which a new scale would change
+        same_scale = target.scale == source.scale
+        if not same_scale and (key or target.scale < source.scale):
+            return False
+        return bool(target.precision - target.scale >= source.precision - source.scale)
     return bool(source == pa.float32() and target == pa.float64())
 
 
@@ -105,11 +118,13 @@ def evolve_schema(
         if f.name not in proposed.names:
             raise SchemaMismatchError(table, f.name, "columns cannot be dropped")
         new = proposed.field(f.name)
-        if not _is_widening(f.type, new.type):
+        if not _is_widening(f.type, new.type, key=f.name in primary_key):
             raise SchemaMismatchError(
                 table,
                 f.name,
-                f"type {f.type} cannot change to {new.type} (only int widening and float32→float64)",
+                f"type {f.type} cannot change to {new.type} (only lossless widenings: int to a wider "
+                "int of the same sign, float32→float64, decimal to more digits; a narrower source "
+                "column keeps the wider table column)",
             )
         if f.nullable and not new.nullable and f.name not in primary_key:
             raise SchemaMismatchError(table, f.name, "a nullable column cannot become non-nullable")
@@ -232,6 +247,7 @@ def _fit_column(
         or normalize_type(source) == target
         or (numeric and (pa.types.is_integer(target) or pa.types.is_floating(target)))
         or (pa.types.is_timestamp(source) and pa.types.is_timestamp(target) and source.tz == target.tz)
+        or (pa.types.is_duration(source) and pa.types.is_duration(target))
         or (pa.types.is_decimal(source) and pa.types.is_decimal128(target))
         or (pa.types.is_integer(source) and pa.types.is_decimal128(target))
     )
