@@ -44,9 +44,11 @@ _CACHE_SECONDS = 2.0
 
 
 def validate_object(obj: str) -> str:
-    """Check ``*``, ``namespace`` or ``namespace.table``."""
+    """Check ``*``, ``namespace`` (or ``namespace.*``) or ``namespace.table``; return the canonical form."""
     if obj == "*":
         return obj
+    if obj.endswith(".*") and obj.count(".") == 1:
+        return validate_name(obj[:-2], kind="namespace")
     if "." in obj:
         TableName.parse(obj)
     else:
@@ -223,7 +225,7 @@ class AccessControl:
         validate_principal(principal)
         if privilege not in get_args(Privilege):
             raise InvalidArgumentError(f"unknown privilege {privilege!r}; use read, write or admin")
-        validate_object(obj)
+        obj = validate_object(obj)
         self.authorize("admin", obj)
         with self.engine.begin() as conn:
             self._ensure_principal(conn, principal, "user")
@@ -244,7 +246,7 @@ class AccessControl:
 
     def revoke(self, principal: str, privilege: Privilege, obj: str) -> bool:
         """Take a grant away; False if there was none."""
-        validate_object(obj)
+        obj = validate_object(obj)
         self.authorize("admin", obj)
         with self.engine.begin() as conn:
             removed = conn.execute(

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Annotated
 
 import orjson
 import typer
+from rich import box
 from rich.markup import escape
 from rich.table import Table
 
 from flowlake.catalog.sql import redact
 from flowlake.cli.main import CatalogOpt, WarehouseOpt, _connect, app, console
-from flowlake.config import DEFAULT_HOME
+from flowlake.config import DEFAULT_HOME, Settings
 
 
 @app.command()
@@ -31,11 +33,10 @@ def init(
         "catalog": catalog or f"sqlite:///{home / 'catalog.db'}",
         "warehouse": warehouse or (home / "warehouse").as_uri(),
     }
-    if principal:
-        values["principal"] = principal
+    values["principal"] = principal or Settings.resolve().principal
     lines = ["[flowlake]"] + [f"{k} = {orjson.dumps(v).decode()}" for k, v in values.items()]
     path.write_text("\n".join(lines) + "\n")
-    cat = _connect(values["catalog"], values["warehouse"])
+    cat = _connect(values["catalog"], values["warehouse"], create=True)
     from flowlake.catalog.sql import SqlMetaStore
 
     admin = cat.store.claim_admin() if isinstance(cat.store, SqlMetaStore) else None
@@ -66,27 +67,29 @@ def status(
         payload = {"tables": [s.to_dict() for s in statuses], "freshness_by_layer": layers}
         typer.echo(orjson.dumps(payload, option=orjson.OPT_INDENT_2).decode())
         return
-    view = Table(title=f"flowlake status: {redact(cat.catalog_url)} · {cat.storage.uri}")
-    for column in (
-        "table",
-        "version",
-        "rows",
-        "files",
-        "log files",
-        "MB",
-        "last commit",
-        "fresh (s)",
-        "consumers",
-    ):
-        view.add_column(column, justify="right" if column not in ("table", "consumers") else "left")
+    console.print(f"[bold]flowlake status[/] {escape(redact(cat.catalog_url))} · {escape(cat.storage.uri)}")
+    view = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for column, justify in (("table", "left"), ("ver", "right"), ("rows", "right"), ("files", "right"),
+                            ("MB", "right"), ("commit", "right"), ("behind", "right")):  # fmt: skip
+        view.add_column(column, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    now = dt.datetime.now(dt.UTC)
     for s in statuses:
-        consumers = ", ".join(f"{c} (-{lag})" for c, lag in sorted(s.consumers.items())) or "-"
-        fresh = "-" if s.freshness_seconds is None else f"{s.freshness_seconds:,.1f}"
+        fresh = "-" if s.freshness_seconds is None else _age(s.freshness_seconds)
+        committed = (
+            "-"
+            if s.last_commit is None
+            else _age((now - dt.datetime.fromisoformat(s.last_commit)).total_seconds()) + " ago"
+        )
         view.add_row(
-            s.name, str(s.version), f"{s.rows:,}", str(s.files), str(s.log_files), f"{s.bytes / 1e6:,.1f}",
-            s.last_commit or "-", fresh, consumers,
+            s.name, str(s.version), f"{s.rows:,}", f"{s.files}/{s.log_files}", f"{s.bytes / 1e6:,.1f}",
+            committed, fresh,
         )  # fmt: skip
     console.print(view)
+    console.print("  files: data files / of which logs (compaction folds logs into base files)", style="dim")
+    for s in statuses:
+        if s.consumers:
+            lags = ", ".join(f"{c} ({lag} behind)" for c, lag in sorted(s.consumers.items()))
+            console.print(f"  {s.name} is read by {escape(lags)}")
     for s in statuses:
         if s.stopped is not None:
             console.print(f"[red]{s.name}: CDC ingestion stopped[/] {escape(s.stopped)}")
@@ -95,6 +98,14 @@ def status(
             "freshness by layer: "
             + ", ".join(f"{layer} {'-' if lag is None else f'{lag:,.1f}s'}" for layer, lag in layers.items())
         )
+
+
+def _age(seconds: float) -> str:
+    """``42s``, ``3m``, ``5h``, ``2d``: a duration short enough for an 80-column table."""
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:,.0f}{unit}"
+    return f"{seconds:.1f}s"
 
 
 @app.command()

@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
 import pyarrow as pa
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 import flowlake as fl
 from flowlake.errors import FlowlakeError
 
 app = typer.Typer(
-    help="flowlake: real-time data lakes in pure Python.", no_args_is_help=True, add_completion=False
+    help="flowlake: real-time data lakes in pure Python.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,  # main() prints one line per error; --debug re-raises
 )
 console = Console()
 err_console = Console(stderr=True)
@@ -45,8 +50,28 @@ def _options(
         os.environ["FLOWLAKE_CONFIG"] = str(Path(config).resolve())  # commands and their children
 
 
-def _connect(catalog: str | None, warehouse: str | None) -> fl.Catalog:
+def _connect(catalog: str | None, warehouse: str | None, *, create: bool = False) -> fl.Catalog:
+    """The catalog of this project; only ``create`` (init, demo) may make a new ``./.flowlake``."""
+    if not create and catalog is None and not _configured():
+        from flowlake.config import DEFAULT_HOME
+        from flowlake.errors import CatalogError
+
+        raise CatalogError(
+            f"no flowlake project in {Path.cwd()}: looked for ./flowlake.toml, $FLOWLAKE_CATALOG, "
+            f"$FLOWLAKE_CONFIG and ./{DEFAULT_HOME}; run `flowlake init` here, or pass --catalog"
+        )
     return fl.connect(catalog=catalog, warehouse=warehouse)
+
+
+def _configured() -> bool:
+    from flowlake.config import DEFAULT_HOME
+
+    return bool(
+        os.environ.get("FLOWLAKE_CATALOG")
+        or os.environ.get("FLOWLAKE_CONFIG")
+        or Path("flowlake.toml").is_file()
+        or Path(DEFAULT_HOME).is_dir()
+    )
 
 
 @app.command()
@@ -77,7 +102,7 @@ def demo(
     batch_size: Annotated[int, typer.Option(help="--table-only: changes per batch.")] = 10_000,
 ) -> None:
     """The main job on the embedded default: generated shop CDC -> ODS -> DWD -> DWS, then verify."""
-    cat = _connect(catalog, warehouse)
+    cat = _connect(catalog, warehouse, create=True)
     if table_only:
         from flowlake.demo.job import run_demo
 
@@ -119,6 +144,30 @@ def tables(
     console.print(view)
 
 
+def summary_text(summary: Mapping[str, Any]) -> str:
+    """A commit summary as readable fields, one per line: ``rows +I 8 -U 0 +U 0 -D 0``, ``buckets 0, 3``."""
+    lines = []
+    for key, value in summary.items():
+        if key == "columns":
+            continue
+        if isinstance(value, Mapping):
+            text = " ".join(f"{k} {_plain(v)}" for k, v in value.items())
+        elif isinstance(value, list | tuple):
+            text = ", ".join(_plain(v) for v in value)
+        else:
+            text = _plain(value)
+        lines.append(f"{key.replace('_', ' ')} {text}")
+    return "\n".join(lines)
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{k}: {_plain(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
 @app.command()
 def history(table: str, catalog: CatalogOpt = None, warehouse: WarehouseOpt = None) -> None:
     """Show a table's commits with their summaries."""
@@ -127,13 +176,12 @@ def history(table: str, catalog: CatalogOpt = None, warehouse: WarehouseOpt = No
     for column in ("version", "operation", "committed at", "principal", "summary"):
         view.add_column(column)
     for c in t.history():
-        summary = {k: v for k, v in c.summary.items() if k != "columns"}
         view.add_row(
             str(c.version),
             c.operation,
             c.committed_at.isoformat(timespec="seconds"),
             c.principal,
-            str(summary),
+            summary_text(c.summary),
         )
     console.print(view)
 
@@ -257,12 +305,11 @@ def main(argv: list[str] | None = None) -> Any:
         sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         sys.exit(130)
-    except Exception as exc:  # click usage errors and the like
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
+    except Exception as exc:  # click usage errors (typer vendors its own click: match by shape)
+        message, code = getattr(exc, "format_message", None), getattr(exc, "exit_code", None)
+        if callable(message) and isinstance(code, int) and not debug:
+            err_console.print(f"[bold red]error:[/] {escape(str(message()))}")
+            sys.exit(code)
         raise
 
 

@@ -126,7 +126,7 @@ def _ddl(catalog: Catalog, sql: str, kind: str, principal: str | None) -> Statem
     name = _target(tree)
     if principal is not None and principal != catalog.principal:
         namespace = name.split(".", 1)[0]
-        if not catalog.store.has_privilege("admin", f"{namespace}.*", principal):
+        if not catalog.store.has_privilege("admin", namespace, principal):
             raise PermissionDeniedError(principal, "admin", name)
     if kind == "DROP":
         if not isinstance(tree, exp.Drop) or str(tree.args.get("kind", "")).upper() != "TABLE":

@@ -12,10 +12,12 @@ import pytest
 pytestmark = pytest.mark.integration
 
 
-def flowlake(cwd: Path, *args: str, path: str | None = None) -> subprocess.CompletedProcess[str]:
+def flowlake(
+    cwd: Path, *args: str, path: str | None = None, columns: int = 120
+) -> subprocess.CompletedProcess[str]:
     """Run the CLI with no FLOWLAKE_* settings from outside (and ``PATH`` replaced, if given)."""
     exe = Path(sys.executable).with_name("flowlake")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWLAKE_")} | {"COLUMNS": "120"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWLAKE_")} | {"COLUMNS": str(columns)}
     if path is not None:
         env["PATH"] = path
     return subprocess.run(
@@ -42,6 +44,20 @@ def test_demo_runs_on_the_embedded_default_and_again(tmp_path: Path) -> None:
 
 
 def test_cli_errors_are_one_line(tmp_path: Path) -> None:
+    outside = flowlake(tmp_path, "tables")
+    assert outside.returncode == 1 and "no flowlake project in" in outside.stderr
+    assert not (tmp_path / ".flowlake").exists()  # only init and demo create a project
+    assert flowlake(tmp_path, "init").returncode == 0
+    assert 'principal = "' in (tmp_path / "flowlake.toml").read_text()
+    for args, message in (
+        (("sql", "select 1 as x", "--format", "parquet"), "--format parquet needs --output FILE"),
+        (("sql", "select 1 as x", "--format", "json"), "unknown format 'json'"),
+        (("dev", str(tmp_path), "--duration", "1"), "nothing to run in"),
+        (("nosuchcommand",), "No such command"),
+    ):
+        usage = flowlake(tmp_path, *args)
+        assert usage.returncode == 2 and "Traceback" not in usage.stderr, usage.stderr
+        assert message in " ".join(usage.stderr.split()) and len(usage.stderr.strip().splitlines()) <= 3
     result = flowlake(tmp_path, "history", "ods.missing")
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
@@ -71,6 +87,14 @@ def test_init_status_and_sql_formats(tmp_path: Path) -> None:
     import pyarrow.parquet as pq
 
     assert pq.read_table(out).num_rows == 3550
+
+    narrow = flowlake(tmp_path, "status", columns=80)
+    assert all(len(line) <= 80 for line in narrow.stdout.splitlines()), narrow.stdout
+    assert "ods.orders" in narrow.stdout and "…" not in narrow.stdout  # nothing cut off
+    history = flowlake(tmp_path, "history", "ods.orders").stdout
+    assert "rows +I 3000 -U 0 +U 0 -D 0" in history and "{'" not in history  # fields, not dict reprs
+    assert flowlake(tmp_path, "grant", "read", "ods.*", "alice").returncode == 0
+    assert "alice" in flowlake(tmp_path, "grants").stdout
 
 
 def test_pipeline_demo_cdc_to_dws_verifies_and_restarts_clean(tmp_path: Path) -> None:

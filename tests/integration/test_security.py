@@ -177,8 +177,9 @@ def test_cli_reads_config_from_here_or_from_config_only(tmp_path: Path) -> None:
     )
     child = tmp_path / "work"
     child.mkdir()
-    assert cli(child, "tables").returncode == 0
-    assert not planted.exists()  # the parent's file was not read
+    outside = cli(child, "tables")  # the parent's file is not read: here is no project at all
+    assert outside.returncode == 1 and "no flowlake project" in outside.stderr
+    assert not planted.exists() and not (child / ".flowlake").exists()
     chosen = cli(child, "--config", "../flowlake.toml", "grant", "read", "ods", "bob")
     assert chosen.returncode == 0, chosen.stderr
     assert "principal 'planted' is now the admin" in " ".join(chosen.stderr.split()) and planted.exists()
