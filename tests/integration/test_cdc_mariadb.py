@@ -101,11 +101,14 @@ def create_shop(cur: Any, rows: int) -> None:
 class Writer(threading.Thread):
     """Small transactions of inserts, updates and deletes (distinct keys within a transaction)."""
 
-    def __init__(self, url: str, first_new_id: int, *, pause: float = 0.01) -> None:
+    def __init__(
+        self, url: str, first_new_id: int, *, pause: float = 0.01, behind: Callable[[], bool] | None = None
+    ) -> None:
         super().__init__(daemon=True)
         self.conn = connect(url)
         self.next_id = first_new_id
         self.pause = pause
+        self.behind = behind  # called every 20 transactions: while True, wait (the reader is far behind)
         self.stop = threading.Event()
         self.transactions = 0
         self.rng = random.Random(5)
@@ -116,6 +119,9 @@ class Writer(threading.Thread):
             while not self.stop.is_set():
                 self.transaction()
                 time.sleep(self.pause)
+                while self.behind is not None and self.transactions % 20 == 0 and self.behind():
+                    if self.stop.wait(0.1):
+                        break
         except BaseException as exc:  # surfaced by the test
             self.error = exc
 
@@ -249,7 +255,8 @@ def test_snapshot_under_writes_survives_sigkill_mid_snapshot_and_mid_stream(
     key = mariadb.removeprefix("mysql://root@")
     key = f"mysql://127.0.0.1:{key.rsplit(':', 1)[1]}"
     log = tmp_path / "ingest.log"
-    writer = Writer(mariadb, 50_000, pause=0.02)
+    # paced by the ingester rather than the clock: on a loaded machine a fixed rate can outrun it forever
+    writer = Writer(mariadb, 50_000, pause=0.02, behind=ingester_behind(mariadb, catalog, warehouse, key))
     writer.start()
     started: list[subprocess.Popen[bytes]] = []
 
@@ -266,6 +273,24 @@ def test_snapshot_under_writes_survives_sigkill_mid_snapshot_and_mid_stream(
                 proc.kill()
                 proc.wait(10)
     check_result(cat, cur, initial, log)
+
+
+def ingester_behind(url: str, catalog: str, warehouse: str, key: str) -> Callable[[], bool]:
+    """Whether ODS is more than ~256 KiB of binlog behind the server (checked from the writer thread)."""
+    state: dict[str, Any] = {}
+
+    def behind() -> bool:
+        if not state:
+            state["cur"] = connect(url).cursor()
+            state["cat"] = fl.connect(catalog=catalog, warehouse=warehouse)
+        state["cur"].execute("SHOW MASTER STATUS")
+        file, pos = state["cur"].fetchone()[:2]
+        stored = position(state["cat"], "ods.orders", key)
+        if stored is None or "file" not in stored:
+            return False
+        return str(stored["file"]) != str(file) or int(pos) - int(stored["pos"]) > 256 * 1024
+
+    return behind
 
 
 def run_kill_restart(
@@ -299,8 +324,11 @@ def run_kill_restart(
         second.send_signal(signal.SIGKILL)
         second.wait(10)
 
+        before = position(cat, "ods.orders", key)
         third = start()
-        time.sleep(3)
+        # streaming again: it committed past the killed one's position (a fixed sleep is not enough on a
+        # loaded machine, where a SIGTERM during start-up would kill it before its handler is installed)
+        wait_for(lambda: position(cat, "ods.orders", key) != before, 120, "the third ingester to commit")
     finally:
         writer.finish()
     assert writer.transactions > 100
