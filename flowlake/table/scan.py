@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
 
 from flowlake.catalog.base import DataFile
 from flowlake.changelog import KIND_COLUMN, SEQ_COLUMN, RowKind
@@ -133,6 +134,33 @@ def read_snapshot(
     if filter is not None:
         result = result.filter(to_expression(filter))
     return result.select(out_columns)
+
+
+def snapshot_dataset(
+    storage: Storage, files: Sequence[DataFile], schema: pa.Schema, primary_key: Sequence[str]
+) -> ds.Dataset:
+    """A snapshot as a ``pyarrow.dataset.Dataset`` that reads base files lazily.
+
+    Buckets made of base files only (every bucket, after a compaction) stay on storage as a file
+    dataset, read when the dataset is scanned; only buckets with log files are merged in memory. So
+    memory grows with what compaction has not folded yet, not with the table. (pyarrow cannot union
+    a filtered dataset, so a bucket's base files cannot be read lazily minus the keys its logs
+    changed.)
+    """
+    keys = list(primary_key)
+    logged = {f.bucket for f in files if f.content != "base"} if keys else set()
+    lazy = _base_dataset(storage, [f for f in files if f.bucket not in logged], schema)
+    if not logged:
+        return lazy
+    merged = read_snapshot(storage, [f for f in files if f.bucket in logged], schema, keys)
+    return ds.dataset([lazy, ds.dataset(merged)])
+
+
+def _base_dataset(storage: Storage, files: Sequence[DataFile], schema: pa.Schema) -> ds.Dataset:
+    paths = [storage.path(f.path) for f in files]
+    if not paths:
+        return ds.dataset(schema.empty_table())
+    return ds.dataset(paths, schema=schema, format="parquet", filesystem=storage.fs)
 
 
 def _base_count(group: list[_Task]) -> int:

@@ -47,7 +47,7 @@ from flowlake.table.commit import (
 )
 from flowlake.table.keystate import KeyState
 from flowlake.table.pins import Pin, pin_name
-from flowlake.table.scan import ScanMetrics, read_changes, read_snapshot
+from flowlake.table.scan import ScanMetrics, read_changes, read_snapshot, snapshot_dataset
 from flowlake.table.schema import evolve_schema, fit_batch
 from flowlake.table.stats import Filter, fit_filter
 from flowlake.table.writer import POS_COLUMN, PlannedWrite, changelog_to_write, merge_partial, plan_write
@@ -530,17 +530,16 @@ class LakeTable:
     def dataset(self, version: int | None = None) -> ds.Dataset:
         """A snapshot as a ``pyarrow.dataset.Dataset`` (DuckDB and Polars can query it).
 
-        A fully compacted snapshot is a lazy dataset over its base files; otherwise the merged rows
-        are materialized in memory.
+        Compacted buckets are read lazily, when the dataset is scanned; only buckets with log files
+        are merged in memory (see :func:`~flowlake.table.scan.snapshot_dataset`), so after
+        ``compact()`` a table larger than memory can be queried. Keep the version pinned
+        (``t.pin()``) while scanning if cleaning may run.
         """
         v = self.resolve_version(version)
         schema = self._schema_at(v)
         with self._unless_cleaned(v):
             files = self._store.live_files(self._record.id, v)
-            if all(f.content == "base" for f in files):
-                paths = [self._storage.path(f.path) for f in files]
-                return ds.dataset(paths, schema=schema, format="parquet", filesystem=self._storage.fs)
-            return ds.dataset(read_snapshot(self._storage, files, schema, self.primary_key))
+            return snapshot_dataset(self._storage, files, schema, self.primary_key)
 
     def changes(
         self, start: int, end: int | None = None, *, columns: Sequence[str] | None = None

@@ -321,3 +321,16 @@ def test_date_out_of_range(catalog: fl.Catalog) -> None:
     ):
         table.upsert(pa.table({"id": [1, 2], "day": days}))
     assert table.version == 0
+
+
+def test_dataset_reads_compacted_buckets_lazily_and_equals_the_snapshot(orders: fl.LakeTable) -> None:
+    import pyarrow.dataset as ds
+
+    orders.upsert(orders_table([order(i) for i in range(40)]))
+    orders.compact()
+    assert isinstance(orders.dataset(), ds.FileSystemDataset)  # nothing in memory
+    orders.upsert(orders_table([order(1, amount="99.00"), order(100)]))
+    orders.delete(pa.table({"order_id": [2]}))
+    lazy = orders.dataset()
+    key = [("order_id", "ascending")]
+    assert lazy.to_table().sort_by(key).to_pylist() == orders.read().sort_by(key).to_pylist()
