@@ -23,9 +23,9 @@ import sqlglot
 from sqlglot import exp
 
 from flowlake.changelog import KIND_COLUMN, RowKind
-from flowlake.errors import InvalidArgumentError, PermissionDeniedError, SqlError, SqlSandboxError
+from flowlake.errors import InvalidArgumentError, SqlError, SqlSandboxError
 from flowlake.names import TableName
-from flowlake.sql.sandbox import _readable, _register, referenced_tables, sandbox_connection
+from flowlake.sql.sandbox import _readable, _register, check_principal, referenced_tables, sandbox_connection
 
 if TYPE_CHECKING:
     from flowlake.catalog.base import Commit
@@ -109,25 +109,13 @@ def _target(tree: exp.Expr) -> str:
     return str(TableName.parse(f"{node.db.lower()}.{node.name.lower()}"))
 
 
-def _check_write(catalog: Catalog, name: str, principal: str | None) -> None:
-    if (
-        principal is not None
-        and principal != catalog.principal
-        and not catalog.store.has_privilege("write", name, principal)
-    ):
-        raise PermissionDeniedError(principal, "write", name)
-
-
 # -- DDL ---------------------------------------------------------------------------------------------
 
 
 def _ddl(catalog: Catalog, sql: str, kind: str, principal: str | None) -> StatementResult:
     tree = _parse(sql)
     name = _target(tree)
-    if principal is not None and principal != catalog.principal:
-        namespace = name.split(".", 1)[0]
-        if not catalog.store.has_privilege("admin", namespace, principal):
-            raise PermissionDeniedError(principal, "admin", name)
+    check_principal(catalog, "admin", name.split(".", 1)[0], principal)
     if kind == "DROP":
         if not isinstance(tree, exp.Drop) or str(tree.args.get("kind", "")).upper() != "TABLE":
             raise SqlError("flowlake sql drops tables only: DROP TABLE ns.t")
@@ -197,7 +185,7 @@ def _alter(catalog: Catalog, tree: exp.Expr, name: str) -> StatementResult:
 def _write(catalog: Catalog, sql: str, kind: str, principal: str | None) -> StatementResult:
     tree = _parse(sql)
     name = _target(tree)
-    _check_write(catalog, name, principal)
+    check_principal(catalog, "write", name, principal)
     target = catalog.load_table(name)
     sources = [n for n in referenced_tables(sql) if n != name]
     readable = {n: _readable(catalog, n, principal) for n in sources}

@@ -42,6 +42,7 @@ from flowlake.errors import (
 from flowlake.names import TableName
 
 if TYPE_CHECKING:
+    from flowlake.catalog.access import Privilege
     from flowlake.catalog.catalog import Catalog
     from flowlake.table.table import LakeTable
 
@@ -165,13 +166,19 @@ def _check_single_select(con: duckdb.DuckDBPyConnection, sql: str) -> None:
         raise SqlSandboxError(f"{kind} statements are not allowed: {_RULES}")
 
 
-def _readable(catalog: Catalog, name: str, principal: str | None) -> LakeTable:
+def check_principal(catalog: Catalog, privilege: Privilege, obj: str, principal: str | None) -> None:
+    """Raise ``PermissionDeniedError`` unless ``principal`` (when another than the catalog's) holds
+    ``privilege`` on ``obj``; the catalog checks its own principal on every read and write itself."""
     if (
         principal is not None
         and principal != catalog.principal
-        and not catalog.store.has_privilege("read", name, principal)
+        and not catalog.store.has_privilege(privilege, obj, principal)
     ):
-        raise PermissionDeniedError(principal, "read", name)
+        raise PermissionDeniedError(principal, privilege, obj)
+
+
+def _readable(catalog: Catalog, name: str, principal: str | None) -> LakeTable:
+    check_principal(catalog, "read", name, principal)
     return catalog.load_table(name)  # checks the catalog principal's own grant
 
 
