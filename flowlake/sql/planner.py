@@ -261,10 +261,7 @@ class Planner:
         return out
 
     def _plan_union(self, union: exp.Union, ctes: Mapping[str, Relation]) -> Relation:
-        parts = [self.plan_query(side, ctes, None) for side in (union.left, union.right)]
-        flat: list[Relation] = []
-        for part in parts:
-            flat.append(part)
+        flat = [self.plan_query(side, ctes, None) for side in (union.left, union.right)]
         widths = {len(p.names) for p in flat}
         if len(widths) != 1:
             raise SqlError(f"view {self._view_name}: the sides of UNION ALL have different column counts")
