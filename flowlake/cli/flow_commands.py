@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -49,7 +48,11 @@ def run(
         env["FLOWLAKE_FLOW_STOP"] = "head"
     runner = "flowlake.sql.runner" if views else "flowlake.flow.runner"
     command = [sys.executable, "-m", runner, target, *ctx.args]
-    raise typer.Exit(subprocess.call(command, env=env))  # noqa: S603 - our own interpreter, argv list
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # become the runner (same process): a supervisor's SIGTERM or SIGKILL reaches the dataflow itself,
+    # and no orphaned worker is left behind when this process is killed
+    os.execve(sys.executable, command, env)  # noqa: S606 - our own interpreter, argv list
 
 
 @app.command()

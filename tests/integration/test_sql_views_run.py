@@ -50,6 +50,19 @@ def cli(env: dict[str, str], *args: str, cwd: Path | None = None) -> subprocess.
     )
 
 
+def running_with(text: str) -> list[int]:
+    """Processes whose command line mentions ``text`` (orphans a killed CLI could leave behind)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
 def assert_verified(cat: fl.Catalog) -> None:
     for name in OUTPUTS:
         reports = verify_history(cat, name)
@@ -93,6 +106,7 @@ def test_run_once_explain_verify_and_dev(tmp_path: Path) -> None:
     dev = cli(env, "dev", str(folder), "--duration", "25", cwd=folder)
     assert dev.returncode == 0, dev.stdout[-2000:] + dev.stderr[-2000:]
     assert "totals_sql" in dev.stdout
+    assert running_with(str(folder / ".flowlake")) == []  # dev stopped its flows, none left running
     report = verify_table(cat, "dws.shop_totals")
     assert report.ok and report.rows == 30, report
 
