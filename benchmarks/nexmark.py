@@ -369,6 +369,7 @@ def run_benchmark(
                     results[name]["flink"] = {"error": "PyFlink not installed (--flink-python)"}
                 else:
                     results[name]["flink"] = _spawn(flink_python, "flink", name, root, partitions, timeout)
+            print(f"{name}: {json.dumps(results[name])}", file=sys.stderr, flush=True)
     finally:
         if own:
             shutil.rmtree(root, ignore_errors=True)
