@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from flowlake.catalog.base import Commit, CommitRequest, DataFile, MetaStore, TableRecord
+from flowlake.catalog.base import Commit, CommitRequest, DataFile, FileContent, MetaStore, TableRecord
 from flowlake.changelog import KIND_COLUMN
 from flowlake.errors import (
     CommitConflictError,
@@ -445,7 +445,7 @@ class LakeTable:
         self,
         record: TableRecord,
         instant: str,
-        content: Literal["base", "log"],
+        content: FileContent,
         parts: Sequence[tuple[int, pa.Table]],
     ) -> list[DataFile]:
         return write_files(self._storage, record, instant, content, parts)
@@ -634,7 +634,7 @@ class LakeTable:
         record = self.refresh()._record
         commit = compaction.compact_once(
             self._store, self._storage, record, target_file_rows=target_file_rows,
-            rebalance_only=rebalance_only, write_files=self._write_files, current_map=lambda: self.bucket_map,
+            rebalance_only=rebalance_only, write_files=self._write_files,
         )  # fmt: skip
         if commit is not None:
             self.refresh()
