@@ -100,13 +100,15 @@ def commit_plan(
     hashes = (
         key_hash(plan.changelog, record.primary_key) if plan.changelog.num_rows else np.empty(0, np.uint64)
     )
+    decided = plan.keys if plan.keys is not None else plan.changelog
+    touched = key_hash(decided, record.primary_key) if decided.num_rows else np.empty(0, np.uint64)
 
     def route(bmap: BucketMap) -> dict[int, pa.Table]:
         return split_by_bucket(plan.changelog, bmap.route(hashes))
 
     return commit_changelog(
         store, storage, record, {}, plan.counts, token, sources, write_files=write_files,
-        key_hashes=np.unique(hashes).tobytes(), columns=tuple(columns), route=route,
+        key_hashes=np.unique(touched).tobytes(), columns=tuple(columns), route=route,
     )  # fmt: skip
 
 
@@ -248,9 +250,10 @@ def with_keys(
     """The conflict with the catalog's key hashes turned back into this batch's keys."""
     if not conflict.conflicting_hashes:
         return conflict
-    hashes = key_hash(plan.changelog, primary_key)
+    decided = plan.keys if plan.keys is not None else plan.changelog
+    hashes = key_hash(decided, primary_key)
     wanted = set(conflict.conflicting_hashes)
-    keys = key_list(plan.changelog, primary_key)
+    keys = key_list(decided, primary_key)
     sample = list(dict.fromkeys(k for k, h in zip(keys, hashes.tolist(), strict=True) if h in wanted))
     return CommitConflictError(
         conflict.table, conflict.expected, conflict.found, reason=conflict.reason, sample_keys=sample,
