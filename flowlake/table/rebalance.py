@@ -109,11 +109,9 @@ def land(
                 fenced = True
             fresh = _check_still_possible(store, job, expected, state)
             _catch_up(store, storage, job, state, fresh, write_files=write_files)
-            final = dataclasses.replace(
-                job.new_map,
-                version=expected.version + 1,
-                fences=tuple(f for f in expected.fences if job.new_map.is_leaf(f[0])),
-            )
+            # no fence survives: a fence of another split in the map can no longer land anyway (the
+            # map moves under it), so keeping it would only hold writers off until its deadline
+            final = dataclasses.replace(job.new_map, version=expected.version + 1, fences=())
             request = CommitRequest(
                 instant=job.instant, read_version=state.seen, operation="compact",
                 added=[*job.base_files, *state.moved], removed=[*job.removed, *state.logs],
