@@ -613,7 +613,9 @@ class LakeTable:
         merging small siblings; returns the commit, or None if there was nothing to do.
 
         Writers keep committing meanwhile: a plain compaction only replaces the files it read; one that
-        splits or merges buckets fails (and is retried) if a writer wrote to those buckets meanwhile.
+        splits or merges buckets catches up with the writes made to them meanwhile (up to the
+        ``split_catchup_rounds`` property, default 3, then behind a fence of at most
+        ``bucket_fence_seconds``, default 3), see :mod:`flowlake.table.rebalance`.
         """
         return self._compact(target_file_rows=target_file_rows, rebalance_only=False)
 
