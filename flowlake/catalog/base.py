@@ -17,8 +17,10 @@ import pyarrow as pa
 Operation = Literal["create", "write", "compact", "schema", "clean"]
 """What a commit did. ``write`` changes rows; the others leave the rows as they were."""
 
-FileContent = Literal["base", "log"]
-"""``base`` files hold whole rows after compaction; ``log`` files hold one commit's changes."""
+FileContent = Literal["base", "log", "moved"]
+"""``base`` files hold whole rows after compaction; ``log`` files hold one commit's changes; ``moved``
+files hold changes of earlier commits that a bucket split or merge re-routed into the new buckets
+(read like logs by snapshots, but not part of the changelog: their commits' own log files are)."""
 
 DATA_OPERATIONS: frozenset[str] = frozenset({"write"})
 

@@ -9,10 +9,16 @@ gets a fresh id, so files of a split bucket are never confused with its children
 Routing is a pure function of the key hash and the map — no reads of history — computed for a whole
 batch with one numpy gather. The map is table metadata with a version; a split or merge happens in a
 compaction commit that rewrites exactly the affected buckets' rows, atomically with the new map.
+
+A map can also *fence* buckets until a deadline: writers do not commit to a fenced bucket (they wait
+for the split that fenced it to land, or for the deadline to pass). Fencing does not change routing;
+it is the last resort of a split that cannot catch up with the writers of its bucket.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,6 +48,8 @@ class BucketMap:
     buckets: tuple[Bucket, ...]
     next_id: int
     version: int = 0
+    fences: tuple[tuple[int, int], ...] = ()
+    """``(bucket id, until epoch ms)``: buckets that writers must not commit to before that time."""
 
     @classmethod
     def initial(cls, roots: int) -> BucketMap:
@@ -54,14 +62,45 @@ class BucketMap:
         if not data:
             return cls.initial(roots)
         raw = orjson.loads(data)
-        return cls(raw["roots"], tuple(Bucket(*b) for b in raw["buckets"]), raw["next_id"], raw["version"])
+        fences = tuple((int(b), int(until)) for b, until in raw.get("fences", []))
+        buckets = tuple(Bucket(*b) for b in raw["buckets"])
+        return cls(raw["roots"], buckets, raw["next_id"], raw["version"], fences)
 
     def to_json(self) -> str:
         """The catalog's form."""
         buckets = [[b.id, b.root, b.depth, b.sub] for b in self.buckets]
-        return orjson.dumps(
-            {"roots": self.roots, "buckets": buckets, "next_id": self.next_id, "version": self.version}
-        ).decode()
+        body: dict[str, object] = {
+            "roots": self.roots, "buckets": buckets, "next_id": self.next_id, "version": self.version,
+        }  # fmt: skip
+        if self.fences:
+            body["fences"] = [list(f) for f in self.fences]
+        return orjson.dumps(body).decode()
+
+    def fence(self, bucket_ids: Iterable[int], until_ms: int) -> BucketMap:
+        """The same routing, with ``bucket_ids`` fenced until ``until_ms`` (a new map version)."""
+        ids = sorted(set(bucket_ids))
+        for b in ids:
+            self.bucket(b)
+        kept = tuple(f for f in self.fences if f[0] not in ids)
+        fences = kept + tuple((b, until_ms) for b in ids)
+        return dataclasses.replace(self, fences=fences, version=self.version + 1)
+
+    def unfenced(self) -> BucketMap:
+        """The same routing without fences (a new map version)."""
+        return dataclasses.replace(self, fences=(), version=self.version + 1)
+
+    def fenced(self, bucket_ids: Iterable[int], now_ms: int) -> list[tuple[int, int]]:
+        """The fences among ``bucket_ids`` that still hold at ``now_ms``: ``(bucket, until_ms)``."""
+        wanted = set(bucket_ids)
+        return [f for f in self.fences if f[0] in wanted and f[1] > now_ms]
+
+    def expired_fences(self, now_ms: int) -> bool:
+        """Whether some fence's deadline has passed (a writer may then lift the fences)."""
+        return any(until <= now_ms for _, until in self.fences)
+
+    def is_leaf(self, bucket_id: int) -> bool:
+        """Whether ``bucket_id`` is a bucket of this map."""
+        return any(b.id == bucket_id for b in self.buckets)
 
     def bucket(self, bucket_id: int) -> Bucket:
         """The leaf with this id."""
@@ -100,7 +139,9 @@ class BucketMap:
         low = Bucket(self.next_id, b.root, b.depth + 1, b.sub)
         high = Bucket(self.next_id + 1, b.root, b.depth + 1, b.sub | (1 << b.depth))
         rest = tuple(x for x in self.buckets if x.id != bucket_id)
-        return BucketMap(self.roots, (*rest, low, high), self.next_id + 2, self.version + 1), low, high
+        fences = tuple(f for f in self.fences if f[0] != bucket_id)
+        split = BucketMap(self.roots, (*rest, low, high), self.next_id + 2, self.version + 1, fences)
+        return split, low, high
 
     def sibling(self, bucket_id: int) -> Bucket | None:
         """The other child of this bucket's parent, if it is a leaf."""
@@ -121,4 +162,5 @@ class BucketMap:
             raise InvalidArgumentError(f"bucket {bucket_id} has no leaf sibling to merge with")
         parent = Bucket(self.next_id, b.root, b.depth - 1, b.sub & ((1 << (b.depth - 1)) - 1))
         rest = tuple(x for x in self.buckets if x.id not in (b.id, other.id))
-        return BucketMap(self.roots, (*rest, parent), self.next_id + 1, self.version + 1), parent
+        fences = tuple(f for f in self.fences if f[0] not in (b.id, other.id))
+        return BucketMap(self.roots, (*rest, parent), self.next_id + 1, self.version + 1, fences), parent

@@ -15,15 +15,16 @@ method.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from flowlake.catalog.base import Commit, CommitRequest, DataFile, MetaStore, TableRecord
+from flowlake.catalog.base import Commit, CommitRequest, DataFile, FileContent, MetaStore, TableRecord
 from flowlake.changelog import KIND_COLUMN, RowKind
 from flowlake.errors import CommitConflictError
 from flowlake.io.fs import Storage
@@ -36,9 +37,7 @@ from flowlake.table.stats import compute_stats
 from flowlake.table.versions import unless_cleaned
 from flowlake.table.writer import PlannedWrite, changelog_to_write, plan_write
 
-WriteFiles = Callable[
-    [TableRecord, str, Literal["base", "log"], Sequence[tuple[int, pa.Table]]], list[DataFile]
-]
+WriteFiles = Callable[[TableRecord, str, FileContent, Sequence[tuple[int, pa.Table]]], list[DataFile]]
 """Writes ``(bucket, rows)`` parts as data files of one instant: ``(record, instant, content, parts)``."""
 
 
@@ -51,7 +50,7 @@ def write_files(
     storage: Storage,
     record: TableRecord,
     instant: str,
-    content: Literal["base", "log"],
+    content: FileContent,
     parts: Sequence[tuple[int, pa.Table]],
 ) -> list[DataFile]:
     """Write each ``(bucket, rows)`` part as one Parquet file of ``instant`` (in parallel)."""
@@ -90,16 +89,88 @@ def commit_plan(
     *,
     write_files: WriteFiles,
 ) -> tuple[Commit, bool]:
-    """Write the plan's log files and commit them; False if an earlier commit had the token."""
+    """Write the plan's log files and commit them; False if an earlier commit had the token.
+
+    Rows are routed by the bucket map of ``record``. If the map moves before the commit lands (a split
+    or merge landed), the changelog is routed again by the new map and committed on the same read
+    version (the catalog still checks its keys against every commit since); it never waits for the
+    split to be redone. A bucket fenced by a split in progress is waited for (see
+    :func:`await_fences`).
+    """
     hashes = (
         key_hash(plan.changelog, record.primary_key) if plan.changelog.num_rows else np.empty(0, np.uint64)
     )
-    bmap = BucketMap.from_json(record.bucket_map, record.buckets)
+    decided = plan.keys if plan.keys is not None else plan.changelog
+    touched = key_hash(decided, record.primary_key) if decided.num_rows else np.empty(0, np.uint64)
+
+    def route(bmap: BucketMap) -> dict[int, pa.Table]:
+        return split_by_bucket(plan.changelog, bmap.route(hashes))
+
     return commit_changelog(
-        store, storage, record, split_by_bucket(plan.changelog, bmap.route(hashes)), plan.counts, token,
-        sources, write_files=write_files, key_hashes=np.unique(hashes).tobytes(), columns=tuple(columns),
-        map_version=bmap.version,
+        store, storage, record, {}, plan.counts, token, sources, write_files=write_files,
+        key_hashes=np.unique(touched).tobytes(), columns=tuple(columns), route=route,
     )  # fmt: skip
+
+
+_MAX_REROUTES = 32
+FENCE_POLL_SECONDS = 0.005
+"""How often a writer waiting on a fenced bucket looks at the catalog again."""
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def commit_bucket_map(
+    store: MetaStore, record: TableRecord, new_map: BucketMap, expected: int, summary: Mapping[str, Any]
+) -> Commit:
+    """Install ``new_map`` (fences set or lifted, no data change) if the map is still at ``expected``.
+
+    Raises:
+        CommitConflictError: The map moved meanwhile (``reroute``), or the schema changed.
+    """
+    instant = new_instant()
+    store.begin_commit(record.id, instant, "compact")
+    try:
+        return store.complete_commit(
+            record,
+            CommitRequest(
+                instant=instant, read_version=record.current_version, operation="compact",
+                conflicts_with_writes=False, new_bucket_map=new_map.to_json(), map_version=expected,
+                summary={**summary, "bucket_map_version": new_map.version},
+            ),
+        )  # fmt: skip
+    except BaseException:
+        with contextlib.suppress(Exception):
+            store.abort_commit(record.id, instant)
+        raise
+
+
+def await_fences(
+    store: MetaStore, record: TableRecord, route: Callable[[BucketMap], dict[int, pa.Table]]
+) -> tuple[BucketMap, dict[int, pa.Table]]:
+    """The current map and the rows routed by it, once none of their buckets is fenced.
+
+    A fence holds writers off a bucket while a split lands it (a short moment): this waits for the
+    map to move on, re-routing when it does. A fence whose deadline passed (its split died) is lifted
+    here, by a commit that moves the map on (so that split can no longer land).
+    """
+    bmap = BucketMap.from_json(record.bucket_map, record.buckets)
+    while True:
+        parts = route(bmap)
+        now = _now_ms()
+        if not bmap.fences or (not bmap.fenced(parts, now) and not bmap.expired_fences(now)):
+            return bmap, parts
+        if bmap.expired_fences(now):
+            lifted = dataclasses.replace(
+                bmap, fences=tuple(f for f in bmap.fences if f[1] > now), version=bmap.version + 1
+            )
+            with contextlib.suppress(CommitConflictError):  # the map moved anyway
+                commit_bucket_map(store, record, lifted, bmap.version, {"bucket_fence_lifted": True})
+        else:
+            time.sleep(FENCE_POLL_SECONDS)
+        fresh = store.get_table(record.namespace, record.name)
+        bmap = BucketMap.from_json(fresh.bucket_map, fresh.buckets)
 
 
 def commit_changelog(
@@ -114,35 +185,56 @@ def commit_changelog(
     write_files: WriteFiles,
     key_hashes: bytes | None = None,
     columns: tuple[str, ...] = (),
-    map_version: int | None = None,
+    route: Callable[[BucketMap], dict[int, pa.Table]] | None = None,
 ) -> tuple[Commit, bool]:
-    """Write one log file per bucket of ``parts`` and commit them; False if the token was committed."""
+    """Write one log file per bucket of ``parts`` and commit them; False if the token was committed.
+
+    With ``route`` (a key table), the parts are ``route(map)`` for the table's bucket map instead,
+    and a commit that finds the map moved is routed again (see :func:`commit_plan`).
+    """
     instant = new_instant()
     store.begin_commit(record.id, instant, "write")
     written: list[DataFile] = []
+    bmap: BucketMap | None = None
     try:
+        if route is not None:
+            bmap, parts = await_fences(store, record, route)
         written = write_files(record, instant, "log", sorted(parts.items()))
-        request = CommitRequest(
-            instant=instant,
-            read_version=record.current_version,
-            operation="write",
-            added=written,
-            summary={
-                "rows": dict(counts),
-                "files_added": len(written),
-                "buckets": sorted(parts),
-                "columns": list(columns) or record.schema.names,
-                "bytes_added": sum(f.size for f in written),
-                **({"sources": dict(sources)} if sources else {}),
-            },
-            token=token,
-            sources=dict(sources or {}),
-            key_hashes=key_hashes,
-            columns=columns,
-            map_version=map_version,
-            conflicts_with_writes=bool(record.primary_key),
-        )
-        commit = store.complete_commit(record, request)
+        for reroutes in range(_MAX_REROUTES):
+            request = CommitRequest(
+                instant=instant,
+                read_version=record.current_version,
+                operation="write",
+                added=written,
+                summary={
+                    "rows": dict(counts),
+                    "files_added": len(written),
+                    "buckets": sorted(parts),
+                    "columns": list(columns) or record.schema.names,
+                    "bytes_added": sum(f.size for f in written),
+                    **({"sources": dict(sources)} if sources else {}),
+                },
+                token=token,
+                sources=dict(sources or {}),
+                key_hashes=key_hashes,
+                columns=columns,
+                map_version=None if bmap is None else bmap.version,
+                conflicts_with_writes=bool(record.primary_key),
+            )
+            try:
+                commit = store.complete_commit(record, request)
+                break
+            except CommitConflictError as conflict:
+                if not conflict.reroute or route is None or reroutes == _MAX_REROUTES - 1:
+                    raise
+            fresh = store.get_table(record.namespace, record.name)
+            bmap, new_parts = await_fences(store, fresh, route)
+            if set(new_parts) != set(parts):  # a bucket we wrote to was split or merged: write again
+                for f in written:
+                    with contextlib.suppress(OSError):
+                        storage.fs.delete_file(storage.path(f.path))
+                written, parts = [], new_parts
+                written = write_files(record, instant, "log", sorted(parts.items()))
     except BaseException:
         discard(store, storage, record, instant, written)
         raise
@@ -158,9 +250,10 @@ def with_keys(
     """The conflict with the catalog's key hashes turned back into this batch's keys."""
     if not conflict.conflicting_hashes:
         return conflict
-    hashes = key_hash(plan.changelog, primary_key)
+    decided = plan.keys if plan.keys is not None else plan.changelog
+    hashes = key_hash(decided, primary_key)
     wanted = set(conflict.conflicting_hashes)
-    keys = key_list(plan.changelog, primary_key)
+    keys = key_list(decided, primary_key)
     sample = list(dict.fromkeys(k for k, h in zip(keys, hashes.tolist(), strict=True) if h in wanted))
     return CommitConflictError(
         conflict.table, conflict.expected, conflict.found, reason=conflict.reason, sample_keys=sample,

@@ -7,20 +7,21 @@ map changes) and two merged siblings become their parent; every resulting bucket
 by key and written as base files of at most ``target_file_rows`` rows.
 
 The commit replaces exactly the files read. A plain compaction does not conflict with writes made
-meanwhile (their logs stay on top of the new base files); buckets that were split or merged are
-*guarded*, so the commit fails if a writer wrote to them meanwhile, and the caller retries.
-A rebalance rewrites only the groups that split or merge.
+meanwhile (their logs stay on top of the new base files). Buckets that are split or merged are
+*guarded*: writes made to them meanwhile are caught up with (re-routed into the new buckets) before
+the commit lands, see :mod:`~flowlake.table.rebalance`. A rebalance rewrites only the groups that
+split or merge.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import pyarrow as pa
 
 from flowlake.catalog.base import Commit, CommitRequest, DataFile, MetaStore, TableRecord
 from flowlake.io.fs import Storage
-from flowlake.table import maintenance
+from flowlake.table import maintenance, rebalance
 from flowlake.table.bucketmap import BucketMap
 from flowlake.table.commit import WriteFiles, discard, new_instant
 from flowlake.table.scan import read_snapshot
@@ -35,7 +36,6 @@ def compact_once(
     target_file_rows: int | None,
     rebalance_only: bool,
     write_files: WriteFiles,
-    current_map: Callable[[], BucketMap],
 ) -> Commit | None:
     """Compact (or only rebalance) the table at ``record``'s version; None if there was nothing to do.
 
@@ -46,11 +46,10 @@ def compact_once(
         target_file_rows: Rows per base file (default: the ``target_file_rows`` property).
         rebalance_only: Only split and merge buckets (no folding of other buckets' logs).
         write_files: Writes the new base files (see :data:`~flowlake.table.commit.WriteFiles`).
-        current_map: The table's bucket map as its table object now knows it; the commit stores the
-            new map if the compaction's map differs from it.
 
     Raises:
-        CommitConflictError: Another compaction won, or a writer wrote to a guarded bucket meanwhile.
+        CommitConflictError: Another compaction won, or a split or merge could not catch up with the
+            writers of its buckets even behind a fence (see :mod:`~flowlake.table.rebalance`).
         VersionCleanedError: A clean moved past the version read.
     """
     props = record.properties
@@ -85,7 +84,7 @@ def compact_once(
     removed = [f.path for g in rewritten for f in g.files]
     return commit_compaction(
         store, storage, record, outputs, removed, bmap, tuple(guarded),
-        write_files=write_files, current_map=current_map,
+        write_files=write_files,
     )  # fmt: skip
 
 
@@ -132,15 +131,36 @@ def commit_compaction(
     guarded: tuple[int, ...],
     *,
     write_files: WriteFiles,
-    current_map: Callable[[], BucketMap],
 ) -> Commit:
-    """Write ``outputs`` as base files and commit them in place of the ``removed`` files."""
+    """Write ``outputs`` as base files and commit them in place of the ``removed`` files.
+
+    A compaction that splits or merges buckets (``guarded``) lands by catching up with the writers
+    of those buckets (see :mod:`~flowlake.table.rebalance`).
+    """
     instant = new_instant()
     store.begin_commit(record.id, instant, "compact")
     written: list[DataFile] = []
+    old_map = BucketMap.from_json(record.bucket_map, record.buckets)
+    summary = {
+        "compacted_version": record.current_version,
+        "buckets": sorted({b for b, _ in outputs}),
+        "files_removed": len(removed),
+        "rows": 0,
+        **({"buckets_rewritten": list(guarded)} if guarded else {}),
+    }
     try:
         written = write_files(record, instant, "base", outputs)
-        map_changed = bmap.version != current_map().version
+        summary.update(files_added=len(written), rows=sum(f.row_count for f in written))
+        if guarded:
+            props = record.properties
+            job = rebalance.Rebalance(
+                record, instant, tuple(written), tuple(removed), old_map, bmap, guarded, summary
+            )
+            return rebalance.land(
+                store, storage, job, write_files=write_files,
+                rounds=int(props.get("split_catchup_rounds", rebalance.DEFAULT_CATCHUP_ROUNDS)),
+                fence_seconds=float(props.get("bucket_fence_seconds", rebalance.DEFAULT_FENCE_SECONDS)),
+            )  # fmt: skip
         request = CommitRequest(
             instant=instant,
             read_version=record.current_version,
@@ -148,20 +168,7 @@ def commit_compaction(
             added=written,
             removed=removed,
             conflicts_with_writes=False,
-            new_bucket_map=bmap.to_json() if map_changed else None,
-            guarded_buckets=guarded,
-            summary={
-                "compacted_version": record.current_version,
-                "buckets": sorted({b for b, _ in outputs}),
-                "files_removed": len(removed),
-                "files_added": len(written),
-                "rows": sum(f.row_count for f in written),
-                **(
-                    {"bucket_map_version": bmap.version, "buckets_rewritten": list(guarded)}
-                    if map_changed
-                    else {}
-                ),
-            },
+            summary=summary,
         )
         commit = store.complete_commit(record, request)
     except BaseException:

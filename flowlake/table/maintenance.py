@@ -42,7 +42,7 @@ def plan_compaction(
 ) -> CompactionPlan:
     """Pick what to rewrite.
 
-    Key tables: every bucket with log files (all its files are merged into new base files). Append
+    Key tables: every bucket with log (or moved) files (all its files are merged into new base files). Append
     tables: per partition, the files smaller than half the target size, when there are two or more
     of them (content is unchanged, only the file count falls).
     """
@@ -50,7 +50,7 @@ def plan_compaction(
     for f in files:
         by_bucket[f.bucket].append(f)
     if not append_only:
-        return CompactionPlan({b: fs for b, fs in by_bucket.items() if any(f.content == "log" for f in fs)})
+        return CompactionPlan({b: fs for b, fs in by_bucket.items() if any(f.content != "base" for f in fs)})
     chosen = {}
     for bucket, bucket_files in by_bucket.items():
         small = [f for f in bucket_files if f.row_count < target_file_rows // 2]

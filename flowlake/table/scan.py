@@ -52,7 +52,7 @@ class _Task:
 
 
 def _read_task(storage: Storage, schema: pa.Schema, task: _Task) -> pa.Table:
-    is_log = task.file.content == "log"
+    is_log = task.file.content != "base"  # a log, or a split's moved changes
     wanted = [c for c in task.columns if c in schema.names]
     projected = read_parquet(
         storage,

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from flowlake.catalog.base import Commit, CommitRequest, DataFile, MetaStore, TableRecord
+from flowlake.catalog.base import Commit, CommitRequest, DataFile, FileContent, MetaStore, TableRecord
 from flowlake.changelog import KIND_COLUMN
 from flowlake.errors import (
     CommitConflictError,
@@ -445,7 +445,7 @@ class LakeTable:
         self,
         record: TableRecord,
         instant: str,
-        content: Literal["base", "log"],
+        content: FileContent,
         parts: Sequence[tuple[int, pa.Table]],
     ) -> list[DataFile]:
         return write_files(self._storage, record, instant, content, parts)
@@ -613,7 +613,9 @@ class LakeTable:
         merging small siblings; returns the commit, or None if there was nothing to do.
 
         Writers keep committing meanwhile: a plain compaction only replaces the files it read; one that
-        splits or merges buckets fails (and is retried) if a writer wrote to those buckets meanwhile.
+        splits or merges buckets catches up with the writes made to them meanwhile (up to the
+        ``split_catchup_rounds`` property, default 3, then behind a fence of at most
+        ``bucket_fence_seconds``, default 3), see :mod:`flowlake.table.rebalance`.
         """
         return self._compact(target_file_rows=target_file_rows, rebalance_only=False)
 
@@ -634,7 +636,7 @@ class LakeTable:
         record = self.refresh()._record
         commit = compaction.compact_once(
             self._store, self._storage, record, target_file_rows=target_file_rows,
-            rebalance_only=rebalance_only, write_files=self._write_files, current_map=lambda: self.bucket_map,
+            rebalance_only=rebalance_only, write_files=self._write_files,
         )  # fmt: skip
         if commit is not None:
             self.refresh()

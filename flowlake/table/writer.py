@@ -38,6 +38,10 @@ class PlannedWrite:
     upserted_keys: list[Any]
     deleted_keys: list[Any]
     counts: dict[str, int]
+    keys: pa.Table | None = None
+    """The key columns of every key the write decided on (after last-occurrence), changed or not: a
+    delete of an absent key or a rewrite of an identical row is a decision too, so a concurrent
+    commit that wrote one of those keys is a conflict (else the write's effect would be lost)."""
 
     @property
     def empty(self) -> bool:
@@ -118,6 +122,7 @@ def plan_write(state: KeyState, rows: pa.Table, is_delete: np.ndarray) -> Planne
         upserted_keys=after_keys,
         deleted_keys=[keys[i] for i in deletes],
         counts={"+I": len(inserts), "-U": len(updates), "+U": len(updates), "-D": len(deletes)},
+        keys=rows.select(list(state.primary_key)),
     )
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pyarrow as pa
 import pytest
 
 import flowlake as fl
+from flowlake.table.commit import commit_bucket_map
 from flowlake.table.writer import plan_write
 from flowlake.testing import apply_changelog, rows_by_key
 
@@ -55,12 +58,12 @@ def test_writer_from_an_older_map_is_rerouted(catalog: fl.Catalog) -> None:
     record = writer.refresh()._record
     plan = plan_write(writer._current_state(record), rows([5, 150], 9), np.zeros(2, bool))
     t.compact()  # splits bucket 0 while the writer holds a plan routed by the old map
-    with pytest.raises(fl.CommitConflictError, match="bucket map moved") as err:
-        writer._commit_plan(record, plan, None, None)
-    assert err.value.reroute
-    writer.upsert(rows([5, 150], 9), on_conflict="fail")  # the public path re-routes, even under "fail"
+    # the catalog refuses rows routed by the old map; the commit routes them again by the new one
+    commit, landed = writer._commit_plan(record, plan, None, None)
+    assert landed and set(commit.summary["buckets"]) <= {b.id for b in t.refresh().bucket_map.buckets}
+    writer.upsert(rows([6, 151], 9), on_conflict="fail")  # the public path re-routes, even under "fail"
     got = rows_by_key(t.read(), ["k"])
-    assert (got[5]["v"], got[150]["v"], len(got)) == (9, 9, 300)
+    assert [got[k]["v"] for k in (5, 150, 6, 151)] == [9] * 4 and len(got) == 300
     for f in t._store.live_files(t._record.id, t.version):
         assert f.bucket in {b.id for b in t.bucket_map.buckets}  # no file routed to a retired bucket
 
@@ -81,9 +84,55 @@ def test_split_fails_cleanly_when_a_writer_touches_the_bucket(catalog: fl.Catalo
         return original(*args)  # type: ignore[arg-type]
 
     compactor._write_files = write_then_race  # type: ignore[method-assign]
-    commit = compactor.compact()  # first attempt conflicts; the retry splits with the new write
-    assert commit is not None
+    commit = compactor.compact()  # the split catches up with the write made while it wrote its bases
+    assert commit is not None and commit.summary["moved_rows"] == 1
+    assert (commit.summary["catchup_rounds"], commit.summary["fenced"]) == (0, False)
     assert rows_by_key(t.read(), ["k"])[7]["v"] == 5 and t.read().num_rows == 300
+
+
+def test_split_rounds_then_fence_when_writers_keep_winning(catalog: fl.Catalog) -> None:
+    """A writer lands in the old bucket between every catch-up round and its commit (deterministically,
+    from inside the split's file writes): the split runs its rounds, then fences and lands."""
+    t = catalog.create_table(
+        "ods.t", SCHEMA, primary_key=["k"], buckets=1,
+        properties={"bucket_target_rows": "100", "split_catchup_rounds": "2"},
+    )  # fmt: skip
+    t.upsert(rows(range(300), 0))
+    compactor = catalog.load_table("ods.t")
+    original = compactor._write_files
+    raced: list[int] = []
+
+    def race(record: object, instant: str, content: str, parts: object) -> object:
+        # after each round's read, before its commit; a writer would wait for a fenced bucket
+        if (content == "moved" or not raced) and not t.refresh().bucket_map.fences:
+            raced.append(t.upsert(rows([1000 + len(raced)], 7)).version)
+        return original(record, instant, content, parts)  # type: ignore[arg-type]
+
+    compactor._write_files = race  # type: ignore[method-assign]
+    commit = compactor.compact()
+    assert commit is not None and commit.summary["fenced"] and commit.summary["catchup_rounds"] == 2
+    fences = [c for c in t.history() if "bucket_fence" in c.summary]
+    assert len(fences) == 1 and fences[0].version < commit.version
+    assert t.refresh().bucket_map.fences == ()
+    got = rows_by_key(t.read(), ["k"])
+    assert len(raced) == 3 and all(got[1000 + i]["v"] == 7 for i in range(3)) and len(got) == 303
+    assert apply_changelog({}, t.changes(0), ["k"]) == got  # moved rows are not changes twice
+    assert commit.summary["moved_rows"] == 3  # every write made during the split went to the children
+
+
+def test_a_dead_splits_fence_is_lifted_by_the_next_writer(catalog: fl.Catalog) -> None:
+    t = catalog.create_table("ods.t", SCHEMA, primary_key=["k"], buckets=2)
+    t.upsert(rows(range(10), 0))
+    record = t.refresh()._record
+    fenced = t.bucket_map.fence([0, 1], until_ms=time.time_ns() // 1_000_000 + 200)
+    commit_bucket_map(t._store, record, fenced, t.bucket_map.version, {"bucket_fence": [0, 1]})
+    began = time.monotonic()
+    t.upsert(rows(range(5), 1))  # waits out the deadline (the split "died"), lifts the fence, lands
+    assert time.monotonic() - began >= 0.15
+    assert t.refresh().bucket_map.fences == () and t.bucket_map.version == fenced.version + 1
+    assert [r["v"] for r in t.read().sort_by("k").to_pylist()] == [1] * 5 + [0] * 5
+    with pytest.raises(fl.CommitConflictError, match="bucket map moved"):  # the dead split cannot land
+        commit_bucket_map(t._store, record, fenced.unfenced(), fenced.version, {})
 
 
 def test_log_backlog_is_visible_and_can_slow_writers(catalog: fl.Catalog) -> None:

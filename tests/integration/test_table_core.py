@@ -191,6 +191,22 @@ def test_conflicting_write_fails_or_retries(catalog: fl.Catalog) -> None:
     assert [r["qty"] for r in b.changes(3).to_pylist()] == [3, 4]
 
 
+def test_a_write_that_changes_nothing_still_conflicts_on_its_keys(catalog: fl.Catalog) -> None:
+    """A delete of a key that was absent when the writer read, committed after another writer inserted
+    that key, must not be a silent no-op (the insert would win although the delete came last)."""
+    a = catalog.create_table("ods.orders", ORDERS, primary_key=["order_id"])
+    b = catalog.load_table("ods.orders")
+    a.upsert(orders_table([order(2)]))
+    record = b.refresh()._record
+    plan = plan_write(b._current_state(record), orders_table([order(1)]), np.ones(1, dtype=bool))
+    assert plan.empty  # order 1 is absent at the version b read
+    a.upsert(orders_table([order(1)]))
+    with pytest.raises(fl.CommitConflictError, match="same keys"):
+        b._commit_plan(record, plan, "delete-1", None)
+    b.delete(pa.table({"order_id": [1]}), token="delete-1")  # the public path re-reads: 1 is deleted
+    assert sorted(keyed(a)) == [2]
+
+
 def test_compaction_concurrent_with_writes(catalog: fl.Catalog) -> None:
     t = catalog.create_table("ods.orders", ORDERS, primary_key=["order_id"], buckets=2)
     t.upsert(orders_table(order(i) for i in range(10)))

@@ -43,3 +43,18 @@ def test_merge_needs_a_leaf_sibling() -> None:
     with pytest.raises(InvalidArgumentError, match="not in the bucket map"):
         m2.bucket(999)
     assert BucketMap.initial(2).sibling(1) is None  # roots have no siblings
+
+
+def test_fences_keep_routing_move_the_version_and_expire() -> None:
+    m, low, high = BucketMap.initial(2).split(0)
+    fenced = m.fence([low.id], until_ms=1_000)
+    assert fenced.version == m.version + 1 and (fenced.route(HASHES) == m.route(HASHES)).all()
+    assert fenced.fenced([low.id, high.id], now_ms=999) == [(low.id, 1_000)]
+    assert fenced.fenced([high.id], now_ms=999) == [] and fenced.fenced([low.id], now_ms=1_000) == []
+    assert not fenced.expired_fences(999) and fenced.expired_fences(1_000)
+    assert BucketMap.from_json(fenced.to_json(), 2) == fenced
+    assert fenced.unfenced().fences == () and fenced.unfenced().version == fenced.version + 1
+    split, _, _ = fenced.split(low.id)  # a split lands its fenced bucket: the fence goes with it
+    assert split.fences == () and not split.is_leaf(low.id) and split.is_leaf(high.id)
+    with pytest.raises(InvalidArgumentError, match="not in the bucket map"):
+        m.fence([0], until_ms=1)  # bucket 0 was split: it is no longer a leaf
