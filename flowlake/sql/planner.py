@@ -32,7 +32,7 @@ from flowlake.flow.aggs import Agg, Window, duration_us
 from flowlake.sql.evaluate import BatchQuery, common_schema, query_schema, quote
 from flowlake.sql.plan import Aggregate, Calc, Join, Lookup, Node, Output, Source, TopN, Union
 from flowlake.sql.statements import DIALECT, ViewDefinition
-from flowlake.sql.support import AGGREGATES, check_query, position, unsupported
+from flowlake.sql.support import AGGREGATES, check_query, is_comma_join, position, unsupported
 
 KEEP = "__keep"
 """Column of a :class:`Calc` query that holds its filter's verdict."""
@@ -155,11 +155,13 @@ class Planner:
                 )
         if len(set(rel.names)) != len(rel.names):
             raise SqlError(f"view {view.name}: output columns repeat a name: {rel.names}")
-        key = self._output_key(view, rel)
         inputs = {name: self._real_schema(name) for name in self._inputs(view.query)}
         schema = query_schema(view.sql, inputs)
-        if schema.names != rel.names:  # pragma: no cover - qualify and DuckDB name columns alike
+        if [n.lower() for n in schema.names] != [n.lower() for n in rel.names]:  # pragma: no cover
             raise SqlError(f"view {view.name}: DuckDB names its columns {schema.names}, the plan {rel.names}")
+        # sqlglot folds identifiers to lower case, DuckDB keeps them as written: the table uses DuckDB's
+        as_written = dict(zip(rel.names, schema.names, strict=True))
+        key = tuple(as_written[k] for k in self._output_key(view, rel))
         output = Output(schema=schema, key=key, input=rel.node, table=view.name)
         self.views[view.name] = rel
         self.outputs[view.name] = output
@@ -173,11 +175,12 @@ class Planner:
     def _output_key(self, view: ViewDefinition, rel: Relation) -> tuple[str, ...]:
         given = view.options.get("primary_key")
         if given:
+            by_lower = {n.lower(): n for n in rel.names}
             key = tuple(c.strip() for c in given.split(",") if c.strip())
-            missing = [c for c in key if c not in rel.names]
+            missing = [c for c in key if c.lower() not in by_lower]
             if missing:
                 raise SqlError(f"view {view.name}: primary_key columns {missing} are not among {rel.names}")
-            return key
+            return tuple(by_lower[c.lower()] for c in key)
         if rel.node.key is None:
             raise SqlError(
                 f"view {view.name}: no primary key can be derived from its SELECT (a projection that drops "
@@ -284,7 +287,7 @@ class Planner:
             raise unsupported("SELECT without FROM", select, "select from a lake table")
         if isinstance(from_.this, exp.Subquery) and not select.args.get("joins"):
             inner_bound, conjuncts = self._take_bound(select, from_.this, conjuncts)
-        rel = self._plan_from(select, ctes, inner_bound)
+        rel, conjuncts = self._plan_from(select, ctes, inner_bound, conjuncts)
         items = list(select.expressions)
         windows = [i for i in items if isinstance(i.unalias(), exp.Window)]
         qualify_clause = select.args.get("qualify")
@@ -345,15 +348,26 @@ class Planner:
     # -- FROM and joins ---------------------------------------------------------------------------------
 
     def _plan_from(
-        self, select: exp.Select, ctes: Mapping[str, Relation], bound: _TopNBound | None
-    ) -> Relation:
+        self,
+        select: exp.Select,
+        ctes: Mapping[str, Relation],
+        bound: _TopNBound | None,
+        conjuncts: list[exp.Expr],
+    ) -> tuple[Relation, list[exp.Expr]]:
+        """The FROM clause's relation, and the WHERE conjuncts left once comma joins took theirs."""
         from_ = select.args["from_"]
         rel = self._plan_item(from_.this, ctes, bound)
         needed = {(c.table, c.name) for c in select.find_all(exp.Column)}
-        for join in select.args.get("joins") or []:
-            right = self._plan_item(join.this, ctes, None)
+        for written in select.args.get("joins") or []:
+            right = self._plan_item(written.this, ctes, None)
+            join = written
+            if is_comma_join(written):  # FROM a, b WHERE a.x = b.y: the conditions over both sides join them
+                sides = {q for q, _ in rel.scope} | {q for q, _ in right.scope}
+                on = [c for c in conjuncts if _qualifiers(c) <= sides and len(_qualifiers(c)) > 1]
+                conjuncts = [c for c in conjuncts if not any(c is o for o in on)]
+                join = exp.Join(this=written.this, on=join_and(on))
             rel = self._plan_join(rel, right, join, needed)
-        return rel
+        return rel, conjuncts
 
     def _plan_item(self, item: exp.Expr, ctes: Mapping[str, Relation], bound: _TopNBound | None) -> Relation:
         alias = item.alias_or_name
@@ -366,7 +380,7 @@ class Planner:
             if name in self.views:
                 return self.views[name].alias(alias)
             source = self._source(name, item)
-            scope = {(alias, c): c for c in source.schema.names}
+            scope = {(alias, c.lower()): c for c in source.schema.names}  # sqlglot folds names to lower case
             return Relation(source, scope, list(source.schema.names))
         if isinstance(item, exp.Subquery):
             return self.plan_query(item.this, ctes, bound).alias(alias)
@@ -460,15 +474,15 @@ class Planner:
         ]
         no_casts: list[str | None] = [None] * len(keys)  # the keys are cast to the table's types above
         side_rel = self._join_side(left, keys, no_casts, needed, None)
-        wanted = [c for (q, c) in right.scope if (q, c) in needed]
-        rename = {c: f"{alias}.{c}" for c in wanted}
-        fields = [pa.field(rename[c], dim_types[c]) for c in wanted]
+        wanted = {c: internal for (q, c), internal in right.scope.items() if (q, c) in needed}
+        rename = {internal: f"{alias}.{c}" for c, internal in wanted.items()}  # the table's own names
+        fields = [pa.field(rename[internal], dim_types[internal]) for internal in wanted.values()]
         schema = pa.schema([*_body(side_rel.node.schema), *fields])
         node = Lookup(
             schema=schema, key=side_rel.node.key, input=side_rel.node, table=dim.table, on=tuple(dim_key),
-            columns=tuple(wanted), rename=rename,
+            columns=tuple(wanted.values()), rename=rename,
         )  # fmt: skip
-        scope = {**side_rel.scope, **{(alias, c): rename[c] for c in wanted}}
+        scope = {**side_rel.scope, **{(alias, c): rename[internal] for c, internal in wanted.items()}}
         return Relation(node, scope, [], side_rel.equal)
 
     def _key_types(

@@ -130,8 +130,13 @@ def _check_select(select: exp.Select) -> None:
         if kind in ("CROSS", "SEMI", "ANTI", "ASOF", "POSITIONAL") or join.args.get("using"):
             what = "JOIN ... USING" if join.args.get("using") else f"{kind} JOIN"
             raise unsupported(what, join, "write JOIN ... ON a.x = b.x")
-        if join.args.get("on") is None:
+        if join.args.get("on") is None and not is_comma_join(join):
             raise unsupported("a join without ON", join, "join on at least one equality a.x = b.y")
+
+
+def is_comma_join(join: exp.Join) -> bool:
+    """``FROM a, b``: an inner join whose conditions are in WHERE."""
+    return not any(join.args.get(a) for a in ("on", "using", "kind", "side", "method"))
 
 
 def _check_function(node: exp.Func) -> None:
