@@ -21,8 +21,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
 lint: $(STAMP)
-	$(BIN)/ruff check flowlake tests benchmarks dataflows
-	$(BIN)/ruff format --check flowlake tests benchmarks dataflows
+	$(BIN)/ruff check flowlake harness tests benchmarks dataflows
+	$(BIN)/ruff format --check flowlake harness tests benchmarks dataflows
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

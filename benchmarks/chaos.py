@@ -1,6 +1,6 @@
 """Chaos soak: the whole shop pipeline as processes, SIGKILLed at random moments, checked at the end.
 
-Runs :class:`flowlake.testing.chaos.ChaosRun`: a seeded source writes Debezium JSONL transactions while
+Runs :class:`harness.chaos.ChaosRun`: a seeded source writes Debezium JSONL transactions while
 the ingester, the three dataflows (bytewax with recovery) and periodic compaction and cleaning
 processes run; a seeded killer SIGKILLs a random component every few seconds and restarts it. After
 ``--kills`` kills the pipeline drains and every layer is checked: ODS equals the source and its whole
@@ -24,7 +24,8 @@ from pathlib import Path
 
 from _report import report
 
-from flowlake.testing.chaos import ChaosConfig, ChaosRun
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the harness is not installed
+from harness.chaos import ChaosConfig, ChaosRun
 
 LAYERS = {
     "ods": ("ods.orders", "ods.shops"),

@@ -42,8 +42,8 @@ import numpy as np
 import flowlake as fl
 from flowlake.cdc.mysql_schema import MySqlUrl
 from flowlake.changelog import KIND_COLUMN, SEQ_COLUMN, RowKind
+from flowlake.demo.flows import shops_table
 from flowlake.demo.mariadb import ORDERS_DDL, SHOPS_DDL, connect
-from flowlake.flow.shop import shops_table
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _report import report

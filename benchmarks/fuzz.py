@@ -1,7 +1,7 @@
 """Mutation fuzzing at scale: the Debezium decoder, the table API and CDC ingestion, 100k inputs each.
 
-Runs :func:`flowlake.testing.fuzz.fuzz_decoder` (seeded from the Debezium peer vectors when found),
-:func:`~flowlake.testing.fuzz.fuzz_table_api` and :func:`~flowlake.testing.fuzz.fuzz_ingest` and prints,
+Runs :func:`harness.fuzz.fuzz_decoder` (seeded from the Debezium peer vectors when found),
+:func:`~harness.fuzz.fuzz_table_api` and :func:`~harness.fuzz.fuzz_ingest` and prints,
 per target, inputs, accepted, rejected by error class (ingestion: by kind of bad record), dead letters,
 commits, crashes (exceptions other than ``FlowlakeError`` and broken invariants; must be 0) and inputs/s.
 Exits with status 1 and the failing inputs if any target found a crash.
@@ -20,7 +20,8 @@ from pathlib import Path
 
 from _report import report
 
-from flowlake.testing.fuzz import FuzzReport, fuzz_decoder, fuzz_ingest, fuzz_table_api
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the harness is not installed
+from harness.fuzz import FuzzReport, fuzz_decoder, fuzz_ingest, fuzz_table_api
 
 TARGETS = ("decoder", "table_api", "ingest")
 VECTORS = Path(__file__).resolve().parents[1].parent / "shared" / "peer-vectors" / "debezium"

@@ -7,6 +7,6 @@ Run: ``python -m bytewax.run dataflows/dwd_orders.py:flow`` (recovery: ``-r DIR 
 
 from __future__ import annotations
 
-from flowlake.flow.shop import FlowOptions, dwd_orders_flow
+from flowlake.demo.flows import FlowOptions, dwd_orders_flow
 
 flow = dwd_orders_flow(FlowOptions.from_env())

@@ -7,6 +7,6 @@ Run: ``python -m bytewax.run dataflows/dws_city_day.py:flow`` (recovery: ``-r DI
 
 from __future__ import annotations
 
-from flowlake.flow.shop import FlowOptions, dws_city_day_flow
+from flowlake.demo.flows import FlowOptions, dws_city_day_flow
 
 flow = dws_city_day_flow(FlowOptions.from_env())

@@ -7,6 +7,6 @@ Run: ``python -m bytewax.run dataflows/dws_shop_minute.py:flow`` (recovery: ``-r
 
 from __future__ import annotations
 
-from flowlake.flow.shop import FlowOptions, dws_shop_minute_flow
+from flowlake.demo.flows import FlowOptions, dws_shop_minute_flow
 
 flow = dws_shop_minute_flow(FlowOptions.from_env())

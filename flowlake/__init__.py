@@ -1,7 +1,6 @@
 """flowlake: real-time data lakes in pure Python."""
 
 from flowlake.catalog.base import Commit
-from flowlake.catalog.catalog import Catalog, connect
 from flowlake.changelog import KIND_COLUMN, SEQ_COLUMN, RowKind
 from flowlake.errors import (
     AuthenticationError,
@@ -25,6 +24,7 @@ from flowlake.errors import (
     VersionCleanedError,
     VersionNotFoundError,
 )
+from flowlake.lake import Catalog, connect
 from flowlake.table.pins import Pin
 from flowlake.table.table import LakeTable
 

@@ -7,7 +7,7 @@ import datetime as dt
 
 import pyarrow as pa
 
-from flowlake.catalog.catalog import Catalog
+from flowlake.lake import Catalog
 from flowlake.sql.sandbox import run_query
 
 

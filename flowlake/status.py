@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from flowlake.catalog.catalog import Catalog
+from flowlake.lake import Catalog
 
 
 @dataclass(frozen=True, slots=True)

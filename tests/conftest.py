@@ -10,8 +10,9 @@ import pyarrow as pa
 import pytest
 
 import flowlake as fl
-from flowlake.testing import require_service, start_moto_server
+from flowlake.testing import start_moto_server
 from flowlake.testing.load import cpu_hogs, hog_count
+from harness.services import require_service
 
 ORDERS = pa.schema(
     [

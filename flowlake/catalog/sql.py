@@ -15,15 +15,14 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import orjson
 import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from flowlake.catalog import conflicts
 from flowlake.catalog.access import Privilege
 from flowlake.catalog.base import (
-    DATA_OPERATIONS,
     Commit,
     CommitRequest,
     DataFile,
@@ -31,6 +30,7 @@ from flowlake.catalog.base import (
     TableRecord,
 )
 from flowlake.catalog.consumers import ConsumerRegistry
+from flowlake.catalog.engine import redact
 from flowlake.catalog.migrations import upgrade
 from flowlake.catalog.sqltables import (
     SCHEMA_VERSION,
@@ -76,36 +76,6 @@ def _now_ms() -> int:
 
 def _from_ms(ms: int) -> dt.datetime:
     return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=60000")
-    cursor.close()
-
-
-def create_engine(url: str) -> Engine:
-    """An engine for a catalog URL (``sqlite:///path.db`` or ``postgresql://...``)."""
-    if url.startswith("postgresql://"):
-        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    try:
-        if url.startswith("sqlite"):
-            engine = sa.create_engine(url, connect_args={"timeout": 60})
-            sa.event.listen(engine, "connect", _sqlite_pragmas)
-            return engine
-        return sa.create_engine(url, pool_pre_ping=True)
-    except (sa.exc.ArgumentError, ImportError) as exc:
-        raise CatalogError(f"cannot open catalog {redact(url)!r}: {exc}") from exc
-
-
-def redact(url: str) -> str:
-    """The URL with any password replaced by ``***``."""
-    try:
-        return sa.engine.make_url(url).render_as_string(hide_password=True)
-    except sa.exc.ArgumentError:
-        return "<unparseable catalog url>"
 
 
 class SqlMetaStore(ConsumerRegistry):
@@ -362,13 +332,7 @@ class SqlMetaStore(ConsumerRegistry):
             ).one()
             if request.map_version is not None:
                 current_map = orjson.loads(bucket_map)["version"] if bucket_map else 0
-                if current_map != request.map_version:
-                    raise CommitConflictError(
-                        name, request.read_version, head,
-                        reason=f"the bucket map moved from version {request.map_version} to {current_map} "
-                        "(a split or merge); rows must be routed again",
-                        reroute=True,
-                    )  # fmt: skip
+                conflicts.check_bucket_map(name, request, head, current_map)
             if request.token is not None:
                 earlier = conn.execute(
                     sa.select(commits).where(
@@ -400,13 +364,7 @@ class SqlMetaStore(ConsumerRegistry):
                     )
                     .values(removed_version=version)
                 ).rowcount
-                if retired != len(request.removed):
-                    raise CommitConflictError(
-                        name,
-                        request.read_version,
-                        head,
-                        reason="files this commit replaces were already replaced",
-                    )
+                conflicts.check_retired(name, request, head, retired)
             if request.added:
                 conn.execute(
                     sa.insert(files),
@@ -510,13 +468,11 @@ class SqlMetaStore(ConsumerRegistry):
     def _check_intervening(
         self, conn: Connection, table: TableRecord, request: CommitRequest, head: int
     ) -> None:
-        """Decide whether ``request`` can rebase over the commits since its read version.
+        """Read what was committed since ``request.read_version`` and apply :mod:`.conflicts`' rules.
 
-        Schema changes always conflict with data commits. For data commits, the keys each commit
-        wrote are compared (exact 64-bit key hashes: a false conflict needs a hash collision, about
-        n²/2⁶⁵ for n keys); disjoint keys rebase. Overlapping keys conflict; the conflict is
-        *mergeable* when both commits wrote disjoint, explicit column sets.
+        Summaries and key hashes are read only when a rule needs them.
         """
+        name = table.qualified_name
         rows = conn.execute(
             sa.select(commits.c.version, commits.c.operation).where(
                 commits.c.table_id == table.id,
@@ -524,61 +480,27 @@ class SqlMetaStore(ConsumerRegistry):
                 commits.c.version <= head,
             )
         ).all()
-        data_versions = []
-        for version, operation in rows:
-            if operation == "schema" or (request.new_schema is not None and operation in DATA_OPERATIONS):
-                raise CommitConflictError(
-                    table.qualified_name, request.read_version, head,
-                    reason=f"version {version} changed the schema",
-                )  # fmt: skip
-            if operation in DATA_OPERATIONS:
-                data_versions.append(int(version))
-        if request.guarded_buckets and data_versions:
+        versions = conflicts.data_versions(name, request, head, ((int(v), str(op)) for v, op in rows))
+        if conflicts.needs_bucket_check(request, versions):
             summaries = conn.execute(
                 sa.select(commits.c.version, commits.c.summary).where(
-                    commits.c.table_id == table.id, commits.c.version.in_(data_versions)
+                    commits.c.table_id == table.id, commits.c.version.in_(versions)
                 )
             )
-            for version, summary in summaries:
-                touched = set(orjson.loads(summary or "{}").get("buckets", [])) & set(request.guarded_buckets)
-                if touched:
-                    raise CommitConflictError(
-                        table.qualified_name, request.read_version, head,
-                        reason=f"version {version} wrote to buckets {sorted(touched)} that this commit "
-                        "splits or merges; run it again",
-                    )  # fmt: skip
-        if not request.conflicts_with_writes or not data_versions:
+            conflicts.check_guarded_buckets(
+                name, request, head, ((int(v), orjson.loads(summary or "{}")) for v, summary in summaries)
+            )
+        if not conflicts.needs_key_check(request, versions):
             return
-        ours = np.frombuffer(request.key_hashes, dtype=np.uint64) if request.key_hashes is not None else None
         written = {
             int(v): (blob, orjson.loads(cols))
             for v, blob, cols in conn.execute(
                 sa.select(commit_keys.c.version, commit_keys.c.key_hashes, commit_keys.c.columns).where(
-                    commit_keys.c.table_id == table.id, commit_keys.c.version.in_(data_versions)
+                    commit_keys.c.table_id == table.id, commit_keys.c.version.in_(versions)
                 )
             )
         }
-        for version in data_versions:
-            if ours is None or version not in written:  # unknown keys on either side: assume overlap
-                raise CommitConflictError(
-                    table.qualified_name, request.read_version, head,
-                    reason=f"version {version} wrote rows after this commit read the table",
-                )  # fmt: skip
-            blob, their_columns = written[version]
-            overlap = np.intersect1d(ours, np.frombuffer(blob, dtype=np.uint64), assume_unique=True)
-            if len(overlap) == 0:
-                continue
-            mergeable = (
-                bool(request.columns)
-                and bool(their_columns)
-                and not set(request.columns) & set(their_columns)
-            )
-            raise CommitConflictError(
-                table.qualified_name, request.read_version, head,
-                reason=f"version {version} wrote {len(overlap)} of the same keys"
-                + (" (disjoint columns: mergeable)" if mergeable else ""),
-                mergeable=mergeable, conflicting_hashes=[int(h) for h in overlap[:5]],
-            )  # fmt: skip
+        conflicts.check_keys(name, request, head, versions, written)
 
     # -- reads ------------------------------------------------------------------------------------
 

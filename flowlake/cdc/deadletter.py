@@ -12,7 +12,7 @@ import pyarrow as pa
 from flowlake.cdc.source import DeadLetter
 
 if TYPE_CHECKING:
-    from flowlake.catalog.catalog import Catalog
+    from flowlake.lake import Catalog
     from flowlake.table.table import LakeTable
 
 DEAD_LETTER_TABLE: Final = "_dead_letter"

@@ -63,7 +63,7 @@ from flowlake.runtime.observability import DEAD_LETTERS
 
 if TYPE_CHECKING:
     from flowlake.catalog.base import Commit
-    from flowlake.catalog.catalog import Catalog
+    from flowlake.lake import Catalog
     from flowlake.table.table import LakeTable
 
 log = logging.getLogger(__name__)

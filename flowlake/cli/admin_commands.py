@@ -12,7 +12,6 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from flowlake.catalog.sql import redact
 from flowlake.cli.main import CatalogOpt, WarehouseOpt, _connect, app, console
 from flowlake.config import DEFAULT_HOME, Settings
 
@@ -37,9 +36,7 @@ def init(
     lines = ["[flowlake]"] + [f"{k} = {orjson.dumps(v).decode()}" for k, v in values.items()]
     path.write_text("\n".join(lines) + "\n")
     cat = _connect(values["catalog"], values["warehouse"], create=True)
-    from flowlake.catalog.sql import SqlMetaStore
-
-    admin = cat.store.claim_admin() if isinstance(cat.store, SqlMetaStore) else None
+    admin = cat.claim_admin()
     role = (
         "you are its admin"
         if admin == cat.principal
@@ -67,7 +64,7 @@ def status(
         payload = {"tables": [s.to_dict() for s in statuses], "freshness_by_layer": layers}
         typer.echo(orjson.dumps(payload, option=orjson.OPT_INDENT_2).decode())
         return
-    console.print(f"[bold]flowlake status[/] {escape(redact(cat.catalog_url))} · {escape(cat.storage.uri)}")
+    console.print(f"[bold]flowlake status[/] {escape(cat.display_url)} · {escape(cat.storage.uri)}")
     view = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     for column, justify in (("table", "left"), ("ver", "right"), ("rows", "right"), ("files", "right"),
                             ("MB", "right"), ("commit", "right"), ("behind", "right")):  # fmt: skip

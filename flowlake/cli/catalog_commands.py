@@ -8,8 +8,8 @@ import orjson
 import typer
 from rich.table import Table
 
-from flowlake.catalog.access import Privilege
 from flowlake.cli.main import CatalogOpt, WarehouseOpt, _connect, app, console
+from flowlake.lake import Privilege
 
 
 @app.command()
@@ -91,14 +91,12 @@ def serve(
         raise typer.BadParameter(f"--max-body-mb must be positive, got {max_body_mb}")
     import uvicorn
 
-    from flowlake.catalog.rest import create_app
-    from flowlake.catalog.sql import SqlMetaStore, create_engine, redact
     from flowlake.config import Settings
+    from flowlake.lake import metastore_app, redact_url
 
     url = Settings.resolve(catalog=catalog).catalog
-    store = SqlMetaStore(create_engine(url))
-    console.print(f"flowlake metastore on http://{host}:{port} over {redact(url)}")
-    app = create_app(store, max_body_bytes=int(max_body_mb * 1024 * 1024))
+    app = metastore_app(url, max_body_bytes=int(max_body_mb * 1024 * 1024))
+    console.print(f"flowlake metastore on http://{host}:{port} over {redact_url(url)}")
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 

@@ -38,7 +38,7 @@ class _SnapshotBars:
         self.tasks: dict[str, TaskID] = {}
 
     def __call__(self, update: object) -> None:
-        from flowlake.cdc.source import SnapshotProgress
+        from flowlake.cdc import SnapshotProgress
 
         if not isinstance(update, SnapshotProgress):
             return
@@ -86,9 +86,7 @@ def ingest(
     warehouse: WarehouseOpt = None,
 ) -> None:
     """Ingest CDC into ODS tables, exactly once; resumes from the positions stored in the tables."""
-    from flowlake.cdc.deadletter import count_dead_letters
-    from flowlake.cdc.ingest import OdsIngester, open_source
-    from flowlake.cdc.source import Source
+    from flowlake.cdc import OdsIngester, Source, count_dead_letters, open_source
 
     if source in ("debezium-jsonl", "jsonl"):
         if not location:

@@ -246,7 +246,7 @@ def sql(
     CREATE/ALTER/DROP TABLE, INSERT (an upsert on keyed tables), DELETE, UPDATE and MERGE each make
     one commit, with grants checked.
     """
-    from flowlake.sql.sandbox import run_query
+    from flowlake.sql import run_query
 
     if _ran_statement(query, as_of, catalog, warehouse):
         return

@@ -18,10 +18,9 @@ import pyarrow.compute as pc
 from rich.console import Console
 from rich.table import Table
 
-from flowlake.catalog.catalog import Catalog
-from flowlake.catalog.sql import redact
 from flowlake.changelog import KIND_COLUMN, RowKind
 from flowlake.demo.workload import ORDERS_SCHEMA, OrdersWorkload
+from flowlake.lake import Catalog
 from flowlake.table.table import LakeTable
 
 TABLE = "ods.orders"
@@ -66,7 +65,7 @@ def run_demo(
         catalog.drop_table(TABLE)
     table = catalog.create_table(TABLE, ORDERS_SCHEMA, primary_key=["order_id"], buckets=8)
     say(
-        f"[bold]flowlake demo[/] as {catalog.principal}: catalog {redact(catalog.catalog_url)}, "
+        f"[bold]flowlake demo[/] as {catalog.principal}: catalog {catalog.display_url}, "
         f"warehouse {catalog.storage.uri}"
     )
 

@@ -31,10 +31,10 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from flowlake.catalog.catalog import Catalog
 from flowlake.config import DEFAULT_HOME
 from flowlake.demo.mariadb import ORDER_COLUMNS
 from flowlake.errors import InvalidArgumentError
+from flowlake.lake import Catalog
 
 OUTPUTS = ("dwd.orders_enriched", "dws.shop_gmv_minute", "dws.city_day")
 DEFAULT_MYSQL = "mysql://root@127.0.0.1:3306"
@@ -262,7 +262,7 @@ def _open_feed(mode: SourceMode, mysql_url: str | None, home: Path, out: Console
 
 
 def _reset(catalog: Catalog, home: Path, out: Console) -> None:
-    from flowlake.flow.shop import TABLES
+    from flowlake.demo.flows import TABLES
 
     existing = [t for t in [*TABLES, "ods._dead_letter"] if catalog.table_exists(t)]
     if existing or home.exists():
@@ -319,7 +319,7 @@ def run_pipeline_demo(
     ``source``: ``"mariadb"`` (binlog CDC from ``mysql_url``, or a private ``mariadbd``), ``"jsonl"``
     (Debezium JSON files) or ``"auto"`` (MariaDB when possible, else JSONL). ``flows``: the DWD/DWS
     layers as the SQL views of ``shop.sql`` (``"sql"``) or as the Python flows of
-    :mod:`flowlake.flow.shop` (``"python"``); both write the same tables.
+    :mod:`flowlake.demo.flows` (``"python"``); both write the same tables.
     """
     out = console or Console()
     home = (
@@ -367,7 +367,7 @@ def _run(
     catalog: Catalog, feed: _Feed, recovery: Path, out: Console, duration: float,
     rounds: int | None, follow: bool, initial_orders: int, changes_per_round: int, flows: FlowsMode = "sql",
 ) -> PipelineResult:  # fmt: skip
-    from flowlake.flow import shop
+    from flowlake.demo import flows as shop
     from flowlake.flow.verify import verify_table
 
     run_flows: Callable[[Catalog, Path], None]

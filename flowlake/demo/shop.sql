@@ -1,7 +1,7 @@
 -- The demo shop pipeline as SQL views: ODS -> DWD -> DWS, kept up to date from the ODS changelogs.
 -- Run with `flowlake run dataflows/shop.sql` (add -r DIR -s 0.5 for recovery and half-second epochs);
 -- `flowlake explain dataflows/shop.sql` shows the plan. The same tables as the Python flows in
--- flowlake/flow/shop.py, from the same SELECTs that `flowlake verify` runs in DuckDB.
+-- flowlake/demo/flows.py, from the same SELECTs that `flowlake verify` runs in DuckDB.
 
 -- DWD: every order with its shop's city and category (a regular left join: a shop moving city
 -- revises its orders).

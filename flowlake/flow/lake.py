@@ -39,10 +39,10 @@ import pyarrow.compute as pc
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
-from flowlake.catalog.catalog import Catalog, connect
 from flowlake.changelog import KIND_COLUMN, SEQ_COLUMN, RowKind
 from flowlake.errors import InvalidArgumentError, VersionCleanedError
 from flowlake.flow.batch import ChangeBatch, concat, dominates, kinds_of, merge_positions, weights
+from flowlake.lake import Catalog, connect
 from flowlake.runtime.observability import LAG, count_records
 from flowlake.table.table import LakeTable
 

@@ -18,8 +18,8 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from flowlake.catalog.catalog import Catalog
 from flowlake.errors import InvalidArgumentError
+from flowlake.lake import Catalog
 from flowlake.names import TableName
 from flowlake.table.table import LakeTable
 

@@ -29,7 +29,7 @@ from flowlake.sql.sandbox import _readable, _register, check_principal, referenc
 
 if TYPE_CHECKING:
     from flowlake.catalog.base import Commit
-    from flowlake.catalog.catalog import Catalog
+    from flowlake.lake import Catalog
 
 WRITES: Final = ("INSERT", "DELETE", "UPDATE", "MERGE_INTO")
 DDL: Final = ("CREATE", "ALTER", "DROP")

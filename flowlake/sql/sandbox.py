@@ -43,7 +43,7 @@ from flowlake.names import TableName
 
 if TYPE_CHECKING:
     from flowlake.catalog.access import Privilege
-    from flowlake.catalog.catalog import Catalog
+    from flowlake.lake import Catalog
     from flowlake.table.table import LakeTable
 
 SANDBOX_SETTINGS: Mapping[str, bool] = {

@@ -1,12 +1,15 @@
-"""Starting and finding the real services tests talk to (S3 via moto's server, databases).
+"""Starting and finding the real services a pipeline's tests talk to: free ports, S3 via moto's server.
 
-A test that needs a service that this machine lacks is skipped with the reason, unless
-``FLOWLAKE_REQUIRE_SERVICES=1`` is set (as CI does), in which case it fails.
+No test framework is imported here; skipping a test whose service is missing is the test suite's
+business (flowlake's own suite does it in ``harness/services.py``).
+
+>>> port = free_port()
+>>> 1024 < port < 65536
+True
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -19,22 +22,6 @@ from flowlake.errors import FlowlakeError
 
 class ServiceUnavailableError(FlowlakeError):
     """A service a test needs is not available on this machine."""
-
-
-def services_required() -> bool:
-    """Whether a missing service is a failure rather than a skip."""
-    return os.environ.get("FLOWLAKE_REQUIRE_SERVICES", "") not in ("", "0", "false")
-
-
-def require_service(available: bool, reason: str) -> None:
-    """Skip the running test (or fail it, if services are required) when ``available`` is False."""
-    if available:
-        return
-    import pytest
-
-    if services_required():
-        pytest.fail(f"required service missing (FLOWLAKE_REQUIRE_SERVICES=1): {reason}")
-    pytest.skip(reason)
 
 
 def free_port() -> int:

@@ -15,7 +15,8 @@ import pytest
 
 import flowlake as fl
 from flowlake.changelog import RowKind
-from flowlake.testing.chaos import (
+from flowlake.testing.load import hog_count
+from harness.chaos import (
     COMPONENTS,
     ChaosConfig,
     ChaosRun,
@@ -26,7 +27,6 @@ from flowlake.testing.chaos import (
     expected_changes,
     kill_plan,
 )
-from flowlake.testing.load import hog_count
 
 DEFAULT_SEED = 20261125
 SCHEMA = pa.schema([("k", pa.int64()), ("v", pa.string())])

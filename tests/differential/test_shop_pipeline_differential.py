@@ -23,8 +23,8 @@ from hypothesis import strategies as st
 
 import flowlake as fl
 from flowlake.changelog import KIND_COLUMN, RowKind
+from flowlake.demo import flows as shop
 from flowlake.demo.workload import ORDERS_SCHEMA
-from flowlake.flow import shop
 from flowlake.flow.verify import verify_history
 
 pytestmark = pytest.mark.integration

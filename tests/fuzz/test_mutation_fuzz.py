@@ -1,4 +1,4 @@
-"""Seeded mutation fuzzing at CI scale (see :mod:`flowlake.testing.fuzz` for what each input checks).
+"""Seeded mutation fuzzing at CI scale (see :mod:`harness.fuzz` for what each input checks).
 
 The seed comes from ``FLOWLAKE_FUZZ_SEED`` (default below) and is printed with every failure, so a
 failing run is reproduced with ``FLOWLAKE_FUZZ_SEED=<seed> pytest tests/fuzz/test_mutation_fuzz.py``.
@@ -16,8 +16,8 @@ import pytest
 
 import flowlake as fl
 from flowlake.cdc import ingest
-from flowlake.testing import fuzz
-from flowlake.testing.fuzz import FuzzReport, fuzz_decoder, fuzz_ingest, fuzz_table_api
+from harness import fuzz
+from harness.fuzz import FuzzReport, fuzz_decoder, fuzz_ingest, fuzz_table_api
 
 SEED = int(os.environ.get("FLOWLAKE_FUZZ_SEED", "20261125"))
 DECODER_INPUTS = 100_000

@@ -15,8 +15,9 @@ from _builders import order, orders_table
 from conftest import ORDERS
 
 import flowlake as fl
+from flowlake.catalog.engine import create_engine
 from flowlake.catalog.rest import create_app
-from flowlake.catalog.sql import SqlMetaStore, create_engine
+from flowlake.catalog.sql import SqlMetaStore
 from flowlake.table.writer import plan_write
 from flowlake.testing import free_port, rows_by_key
 from flowlake.testing.services import wait_for_port

@@ -16,8 +16,8 @@ from bytewax.testing import run_main
 from conftest import s3_options
 
 import flowlake as fl
+from flowlake.demo import flows as shop
 from flowlake.demo.workload import OrdersWorkload
-from flowlake.flow import shop
 from flowlake.flow.verify import verify_table
 from flowlake.testing import free_port
 

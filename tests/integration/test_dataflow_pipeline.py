@@ -15,8 +15,8 @@ import pytest
 from bytewax.testing import run_main
 
 import flowlake as fl
+from flowlake.demo import flows as shop
 from flowlake.demo.workload import OrdersWorkload
-from flowlake.flow import shop
 from flowlake.flow.verify import verify_history, verify_table
 
 pytestmark = pytest.mark.integration

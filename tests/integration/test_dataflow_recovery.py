@@ -16,8 +16,8 @@ import pyarrow as pa
 import pytest
 
 import flowlake as fl
+from flowlake.demo import flows as shop
 from flowlake.demo.workload import OrdersWorkload
-from flowlake.flow import shop
 from flowlake.flow.verify import verify_history
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -125,7 +125,7 @@ def test_pipeline_demo_with_the_python_flows_verifies(tmp_path: Path) -> None:
 @pytest.mark.xdist_group("mariadb")
 def test_pipeline_demo_reads_mariadb_binlog_when_it_can(tmp_path: Path) -> None:
     from flowlake.cdc.testing import mariadb_binaries
-    from flowlake.testing.services import require_service
+    from harness.services import require_service
 
     require_service(mariadb_binaries() is not None, "mariadb-install-db/mariadbd are not installed")
     # port 1 has no server: the demo says so and starts its own mariadbd with the binlog on

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from flowlake.cdc.testing import mariadb_binaries
-from flowlake.testing.services import require_service
+from harness.services import require_service
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.xdist_group("mariadb")]
 

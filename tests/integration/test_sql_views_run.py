@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 import flowlake as fl
+from flowlake.demo import flows as shop
 from flowlake.demo.workload import OrdersWorkload
-from flowlake.flow import shop
 from flowlake.flow.verify import verify_history, verify_table
 from flowlake.testing import free_port
 

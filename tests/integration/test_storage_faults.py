@@ -13,8 +13,8 @@ from _builders import order, orders_table
 from conftest import ORDERS
 
 import flowlake as fl
-from flowlake.testing.faults import FaultPlan, faulty_catalog
 from flowlake.testing.tables import rows_by_key
+from harness.faults import FaultPlan, faulty_catalog
 
 pytestmark = pytest.mark.integration
 

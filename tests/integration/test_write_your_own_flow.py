@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 import flowlake as fl
+from flowlake.demo import flows as shop
 from flowlake.demo.workload import OrdersWorkload
-from flowlake.flow import shop
 
 pytestmark = pytest.mark.integration
 README = Path(__file__).resolve().parents[2] / "dataflows" / "README.md"

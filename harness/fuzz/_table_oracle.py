@@ -8,7 +8,7 @@ from typing import Any, Final
 
 import pyarrow as pa
 
-from flowlake.testing.fuzz._common import same_value
+from harness.fuzz._common import same_value
 
 
 @dataclass(frozen=True, slots=True)

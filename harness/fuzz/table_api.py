@@ -10,10 +10,10 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from flowlake.errors import FlowlakeError
-from flowlake.testing.fuzz._common import drop_memory_warehouse
-from flowlake.testing.fuzz._table_calls import TableCall, new_table_call
-from flowlake.testing.fuzz._table_oracle import FUZZ_TABLES, TableOracle, same_row
-from flowlake.testing.fuzz.report import FuzzReport, check_error_message, clip
+from harness.fuzz._common import drop_memory_warehouse
+from harness.fuzz._table_calls import TableCall, new_table_call
+from harness.fuzz._table_oracle import FUZZ_TABLES, TableOracle, same_row
+from harness.fuzz.report import FuzzReport, check_error_message, clip
 
 if TYPE_CHECKING:
     from flowlake.table.table import LakeTable
@@ -129,7 +129,7 @@ def fuzz_table_api(n: int, seed: int, *, check_every: int = 300) -> FuzzReport:
     Returns:
         The report; ``crashes`` is 0 when every check held.
     """
-    from flowlake.catalog.catalog import connect
+    from flowlake.lake import connect
 
     rng = random.Random(seed)  # noqa: S311 - reproducible fuzzing, not cryptography
     report = FuzzReport("table_api", seed)

@@ -31,12 +31,12 @@ first ones, with the input, in :attr:`FuzzReport.failures`.
 
 from __future__ import annotations
 
-from flowlake.testing.fuzz._debezium_messages import DEBEZIUM_COLUMNS
-from flowlake.testing.fuzz.decoder import fuzz_decoder
-from flowlake.testing.fuzz.ingest import _ingest as _ingest  # private; tests/fuzz calls it directly
-from flowlake.testing.fuzz.ingest import fuzz_ingest
-from flowlake.testing.fuzz.report import MAX_MESSAGE_CHARS, FuzzFailure, FuzzReport
-from flowlake.testing.fuzz.table_api import fuzz_table_api
+from harness.fuzz._debezium_messages import DEBEZIUM_COLUMNS
+from harness.fuzz.decoder import fuzz_decoder
+from harness.fuzz.ingest import _ingest as _ingest  # private; tests/fuzz calls it directly
+from harness.fuzz.ingest import fuzz_ingest
+from harness.fuzz.report import MAX_MESSAGE_CHARS, FuzzFailure, FuzzReport
+from harness.fuzz.table_api import fuzz_table_api
 
 __all__ = [
     "DEBEZIUM_COLUMNS",

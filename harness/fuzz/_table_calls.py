@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from flowlake.changelog import KIND_COLUMN
 from flowlake.errors import FlowlakeError, InvalidArgumentError
-from flowlake.testing.fuzz._common import (
+from harness.fuzz._common import (
     DAY_MAX,
     DAY_MIN,
     EPOCH,
@@ -26,8 +26,8 @@ from flowlake.testing.fuzz._common import (
     boundary_biased_int,
     random_text,
 )
-from flowlake.testing.fuzz._table_defects import break_call
-from flowlake.testing.fuzz._table_oracle import FUZZ_TABLES, TableOracle, TableSpec
+from harness.fuzz._table_defects import break_call
+from harness.fuzz._table_oracle import FUZZ_TABLES, TableOracle, TableSpec
 
 _PARTITIONS: Final = ("", "a\x00b", "\U0001f600", "a/b", "..", None)
 _STRING_KEYS: Final = ("a", "b", "\u00fc", "\u6771\u4eac", "\U0001f600", "", "a\x00b", "e\u0301", "\u05d0")

@@ -8,9 +8,9 @@ pipeline the way it runs in production, one process per component:
   (temporary file, then rename) at a steady pace;
 * the ODS ingester (``flowlake ingest --source debezium-jsonl``, follow mode);
 * the three dataflows under bytewax with recovery, as ``flowlake run`` starts them
-  (``python -m flowlake.flow.runner flowlake.flow.shop:<flow> -r DIR -s 0.5 -b 0``);
+  (``python -m flowlake.flow.runner flowlake.demo.flows:<flow> -r DIR -s 0.5 -b 0``);
 * periodic, short-lived compaction and cleaning processes over all pipeline tables
-  (``python -m flowlake.testing.chaos maintain compact|clean``).
+  (``python -m harness.chaos maintain compact|clean``).
 
 A killer thread, seeded by ``random.Random(seed)``, waits a random gap, picks a component (seeded bags
 of all component kinds, so every kind is hit once before any is hit twice), and SIGKILLs its whole
@@ -41,9 +41,9 @@ a maintenance run); process timing is not deterministic, so a replay lands kills
 in the schedule, not at the same instructions. Replay with the command in :attr:`ChaosResult.replay`.
 """
 
-from flowlake.testing.chaos.checks import ChangelogAuditor
-from flowlake.testing.chaos.cli import main
-from flowlake.testing.chaos.compare import (
+from harness.chaos.checks import ChangelogAuditor
+from harness.chaos.cli import main
+from harness.chaos.compare import (
     Change,
     changelog_by_key,
     check_changelog,
@@ -54,8 +54,8 @@ from flowlake.testing.chaos.compare import (
     same_row,
     source_state,
 )
-from flowlake.testing.chaos.components import Component, build_components
-from flowlake.testing.chaos.config import (
+from harness.chaos.components import Component, build_components
+from harness.chaos.config import (
     COMPONENTS,
     FLOWS,
     LONG_RUNNING,
@@ -67,9 +67,9 @@ from flowlake.testing.chaos.config import (
     Check,
     Kill,
 )
-from flowlake.testing.chaos.plan import PlannedKill, kill_plan
-from flowlake.testing.chaos.run import ChaosRun, run_chaos
-from flowlake.testing.chaos.source import Key, Row, SourceChange, SourceWriter, parse_transaction
+from harness.chaos.plan import PlannedKill, kill_plan
+from harness.chaos.run import ChaosRun, run_chaos
+from harness.chaos.source import Key, Row, SourceChange, SourceWriter, parse_transaction
 
 __all__ = [
     "COMPONENTS",

@@ -21,8 +21,8 @@ from flowlake.cdc.change import Change
 from flowlake.cdc.debezium import DecodedBatch, decode, decode_batch
 from flowlake.changelog import KIND_COLUMN
 from flowlake.errors import FlowlakeError
-from flowlake.testing.fuzz._common import EPOCH_DATE, PER_SECOND, same_value
-from flowlake.testing.fuzz._debezium_messages import (
+from harness.fuzz._common import EPOCH_DATE, PER_SECOND, same_value
+from harness.fuzz._debezium_messages import (
     DEBEZIUM_COLUMNS,
     DebeziumTable,
     RowPools,
@@ -31,8 +31,8 @@ from flowlake.testing.fuzz._debezium_messages import (
     payload_of,
     row_images,
 )
-from flowlake.testing.fuzz._debezium_mutations import mutate_bytes, mutate_tree
-from flowlake.testing.fuzz.report import MAX_MESSAGE_CHARS, FuzzReport, check_error_message, clip
+from harness.fuzz._debezium_mutations import mutate_bytes, mutate_tree
+from harness.fuzz.report import MAX_MESSAGE_CHARS, FuzzReport, check_error_message, clip
 
 _EPOCH_UTC: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 

@@ -11,7 +11,7 @@ from typing import Any
 import pyarrow as pa
 
 from flowlake.changelog import KIND_COLUMN, SEQ_COLUMN, RowKind
-from flowlake.testing.chaos.source import Key, Row, SourceChange
+from harness.chaos.source import Key, Row, SourceChange
 
 
 def _same(a: Any, b: Any) -> bool:

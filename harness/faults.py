@@ -14,8 +14,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from flowlake.catalog.catalog import Catalog, connect
 from flowlake.io.fs import Storage
+from flowlake.lake import Catalog, connect
 
 
 @dataclass

@@ -10,8 +10,8 @@ from typing import Any, Final
 import orjson
 
 from flowlake.cdc import logical_types as lt
-from flowlake.testing.fuzz._common import random_text
-from flowlake.testing.fuzz._debezium_messages import DebeziumTable, payload_of, row_images
+from harness.fuzz._common import random_text
+from harness.fuzz._debezium_messages import DebeziumTable, payload_of, row_images
 
 # structural mutations of a parsed message ---------------------------------------------------------
 

@@ -18,7 +18,7 @@ import orjson
 import pyarrow as pa
 
 from flowlake.cdc import logical_types as lt
-from flowlake.testing.fuzz._common import (
+from harness.fuzz._common import (
     DAY_MAX,
     DAY_MIN,
     EPOCH,
@@ -32,7 +32,7 @@ from flowlake.testing.fuzz._common import (
     random_zoned_timestamp,
     same_value,
 )
-from flowlake.testing.fuzz.report import MAX_MESSAGE_CHARS, FuzzReport, clip
+from harness.fuzz.report import MAX_MESSAGE_CHARS, FuzzReport, clip
 
 _INT64: Final = (-(2**63), 2**63 - 1)
 
@@ -254,9 +254,9 @@ def _ingest(lines: list[bytes], where: str) -> _IngestResult:
     """Run an ingester over ``lines`` (a JSONL file in memory) into a fresh memory:// warehouse."""
     import fsspec
 
-    from flowlake.catalog.catalog import connect
     from flowlake.cdc.ingest import OdsIngester
     from flowlake.cdc.jsonl import JsonlSource
+    from flowlake.lake import connect
 
     fs = fsspec.filesystem("memory")
     fs.pipe_file(f"/{where}/in/cdc.jsonl", b"".join(line + b"\n" for line in lines))

@@ -12,7 +12,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
-from flowlake.testing.chaos.config import COMPONENTS, FLOWS, ChaosConfig
+from harness.chaos.config import COMPONENTS, FLOWS, ChaosConfig
+
+REPO_ROOT: Final = Path(__file__).resolve().parents[2]
+"""The checkout that holds the ``harness`` package (outside the installed ``flowlake``)."""
 
 _CLI: Final = "import sys; from flowlake.cli.main import main; sys.exit(main())"
 """The ``flowlake`` command (``python -m flowlake.cli.main`` would not register the subcommands)."""
@@ -119,12 +122,15 @@ def build_components(
         "FLOWLAKE_FLOW_POLL": "0.2", "FLOWLAKE_LOG": "info", "PYTHONUNBUFFERED": "1",
     }  # fmt: skip
     env.pop("FLOWLAKE_FLOW_STOP", None)
+    # the maintenance components run ``python -m harness.chaos`` from the run's folder: the harness
+    # is not installed with flowlake, so its checkout goes on their path
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH", "")]))
     py = sys.executable
     argv: dict[str, list[str]] = {
         "ingester": [py, "-c", _CLI, "ingest", "--source", "debezium-jsonl", cdc.as_uri()],
-        "compaction": [py, "-m", "flowlake.testing.chaos", "maintain", "compact",
+        "compaction": [py, "-m", "harness.chaos", "maintain", "compact",
                        "--slow-writes", str(config.slow_writes)],
-        "cleaning": [py, "-m", "flowlake.testing.chaos", "maintain", "clean",
+        "cleaning": [py, "-m", "harness.chaos", "maintain", "clean",
                      "--retain-last", str(config.retain_last),
                      "--orphan-grace", str(config.orphan_grace)],
     }  # fmt: skip

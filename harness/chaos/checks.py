@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Final
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from flowlake.catalog.catalog import Catalog
 from flowlake.changelog import SEQ_COLUMN
-from flowlake.testing.chaos.compare import (
+from flowlake.lake import Catalog
+from harness.chaos.compare import (
     changelog_by_key,
     check_changelog,
     compare_changes,
@@ -21,10 +21,10 @@ from flowlake.testing.chaos.compare import (
     keyed_rows,
     source_state,
 )
-from flowlake.testing.chaos.config import ODS, OUTPUTS, ChaosResult, Check
+from harness.chaos.config import ODS, OUTPUTS, ChaosResult, Check
 
 if TYPE_CHECKING:
-    from flowlake.testing.chaos.run import ChaosRun
+    from harness.chaos.run import ChaosRun
 
 
 class ChangelogAuditor:
@@ -71,7 +71,7 @@ class Checker:
         self.result.checks.append(Check(name, not problems, "; ".join(problems)))
 
     def run(self) -> None:
-        from flowlake.flow.shop import TABLES
+        from flowlake.demo.flows import TABLES
 
         for name in TABLES:
             t = self.catalog.load_table(name)
@@ -207,7 +207,7 @@ class Checker:
         self.add("no dead letters", [f"{rows} dead letters in {name}"] if rows else [])
 
     def _orphans(self) -> None:
-        from flowlake.flow.shop import TABLES
+        from flowlake.demo.flows import TABLES
 
         storage = self.catalog.storage
         problems = []

@@ -1,4 +1,4 @@
-"""The command line: ``python -m flowlake.testing.chaos run ...`` and ``... maintain compact|clean``."""
+"""The command line: ``python -m harness.chaos run ...`` and ``... maintain compact|clean``."""
 
 from __future__ import annotations
 
@@ -7,17 +7,17 @@ from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
 
-from flowlake.testing.chaos.config import ChaosConfig
-from flowlake.testing.chaos.maintain import run_maintenance
-from flowlake.testing.chaos.run import ChaosRun
+from harness.chaos.config import ChaosConfig
+from harness.chaos.maintain import run_maintenance
+from harness.chaos.run import ChaosRun
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m flowlake.testing.chaos run --seed N ...`` or ``... maintain compact|clean``."""
-    from flowlake.testing import chaos
+    """``python -m harness.chaos run --seed N ...`` or ``... maintain compact|clean``."""
+    from harness import chaos
 
     parser = argparse.ArgumentParser(
-        prog="python -m flowlake.testing.chaos", description=(chaos.__doc__ or "").split("\n")[0]
+        prog="python -m harness.chaos", description=(chaos.__doc__ or "").split("\n")[0]
     )
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="one chaos run; exit code 1 if a check fails")

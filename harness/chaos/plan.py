@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from flowlake.testing.chaos.config import COMPONENTS, ChaosConfig
+from harness.chaos.config import COMPONENTS, ChaosConfig
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from flowlake.cdc import logical_types as lt
 from flowlake.cdc.debezium import debezium_schema_to_arrow
-from flowlake.testing.fuzz._common import (
+from harness.fuzz._common import (
     DAY_MAX,
     DAY_MIN,
     US_MAX,

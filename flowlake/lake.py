@@ -1,25 +1,54 @@
-"""The user-facing catalog: create, load, list and drop lake tables."""
+r"""The lake's front door: :func:`connect` and :class:`Catalog`, which create, load, list and drop tables.
+
+This module sits above the table layer: :mod:`flowlake.catalog` is pure metadata (the store protocol,
+the SQL store, the REST metastore) and knows nothing of :class:`~flowlake.table.table.LakeTable`; the
+``Catalog`` here joins a metadata store and a warehouse and hands out ``LakeTable``\ s. Faces (the CLI,
+a console) use this module and the public API, never the store's internals.
+
+>>> import pyarrow as pa
+>>> import flowlake as fl
+>>> cat = fl.connect(catalog="sqlite://", warehouse="memory://front-door-doc", principal="alice")
+>>> t = cat.create_table("ods.users", pa.schema([("id", pa.int64()), ("name", pa.string())]),
+...                      primary_key=["id"], buckets=2)
+>>> t.upsert(pa.table({"id": [1, 2], "name": ["ann", "bob"]})).version
+1
+>>> cat.list_tables()
+['ods.users']
+>>> cat.load_table("ods.users").read().sort_by("id").column("name").to_pylist()
+['ann', 'bob']
+>>> cat.drop_table("ods.users")
+>>> cat.table_exists("ods.users")
+False
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow as pa
 import sqlalchemy as sa
 
 from flowlake.catalog.access import Privilege
 from flowlake.catalog.base import Commit, MetaStore
+from flowlake.catalog.engine import create_engine
+from flowlake.catalog.engine import redact as _redact
 from flowlake.catalog.lineage import LineageNode, freshness_seconds, lineage
-from flowlake.catalog.sql import SqlMetaStore, create_engine, redact
+from flowlake.catalog.sql import SqlMetaStore
 from flowlake.config import Settings
 from flowlake.errors import InvalidArgumentError, SchemaMismatchError, TableExistsError, TableNotFoundError
 from flowlake.io.fs import Storage, open_storage
 from flowlake.names import TableName, validate_consumer, validate_name
 from flowlake.table.schema import validate_schema
 from flowlake.table.table import LakeTable
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
+
+__all__ = ["Catalog", "Privilege", "connect", "metastore_app", "redact_url"]
 
 
 class Catalog:
@@ -31,12 +60,29 @@ class Catalog:
         self.catalog_url = catalog_url
 
     def __repr__(self) -> str:
-        return f"Catalog(catalog={redact(self.catalog_url)!r}, warehouse={self.storage.uri!r})"
+        return f"Catalog(catalog={self.display_url!r}, warehouse={self.storage.uri!r})"
 
     @property
     def principal(self) -> str:
         """Who this catalog acts as."""
         return self.store.principal
+
+    @property
+    def display_url(self) -> str:
+        """The catalog URL with any password replaced by ``***``: safe to print or log.
+
+        >>> connect(catalog="sqlite://", warehouse="memory://display-doc").display_url
+        'sqlite://'
+        """
+        return redact_url(self.catalog_url)
+
+    def claim_admin(self) -> str | None:
+        """Make this catalog's principal the admin of a catalog that has none; return the admin.
+
+        Only a direct catalog (SQLite, PostgreSQL) has a first admin to claim; through the REST
+        metastore the server decides, and this returns None.
+        """
+        return self.store.claim_admin() if isinstance(self.store, SqlMetaStore) else None
 
     def create_table(
         self,
@@ -243,3 +289,25 @@ def connect(
         engine = create_engine(url)
     store = SqlMetaStore(engine, principal=settings.principal)
     return Catalog(store, open_storage(settings.warehouse, storage_options), catalog_url=url)
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for messages and logs).
+
+    >>> redact_url("postgresql://flow:secret@db:5432/lake")
+    'postgresql://flow:***@db:5432/lake'
+    """
+    return _redact(url)
+
+
+def metastore_app(catalog: str, *, max_body_bytes: int | None = None) -> Starlette:
+    """The REST metastore (a Starlette app) over the catalog at ``catalog``, for ``flowlake serve``.
+
+    Args:
+        catalog: ``sqlite:///path.db`` or ``postgresql://...``: the store the server acts on.
+        max_body_bytes: Largest request body accepted; larger ones get 413 (default 64 MiB).
+    """
+    from flowlake.catalog.rest import DEFAULT_MAX_BODY_BYTES, create_app
+
+    store = SqlMetaStore(create_engine(catalog))
+    return create_app(store, max_body_bytes=max_body_bytes or DEFAULT_MAX_BODY_BYTES)

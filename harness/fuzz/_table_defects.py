@@ -20,8 +20,8 @@ from flowlake.errors import (
     NullKeyError,
     SchemaMismatchError,
 )
-from flowlake.testing.fuzz._common import DAY_MAX, DAY_MIN, PER_SECOND, US_MAX, US_MIN
-from flowlake.testing.fuzz._table_oracle import TableSpec
+from harness.fuzz._common import DAY_MAX, DAY_MIN, PER_SECOND, US_MAX, US_MIN
+from harness.fuzz._table_oracle import TableSpec
 
 
 def _with_column(batch: pa.Table, name: str, array: pa.Array) -> pa.Table:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any, Final, Literal
 
-from flowlake.catalog.catalog import Catalog, connect
+from flowlake.lake import Catalog, connect
 
 READY: Final = "chaos-maintain ready"
 """Printed once a maintenance process starts its work."""
@@ -47,8 +47,8 @@ def run_maintenance(
     Returns:
         The exit code: 0; a table whose commit conflicts is skipped.
     """
+    from flowlake.demo.flows import TABLES
     from flowlake.errors import CommitConflictError
-    from flowlake.flow.shop import TABLES
 
     cat = connect()
     if slow_writes > 0:

@@ -12,10 +12,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from flowlake.catalog.catalog import Catalog, connect
-from flowlake.testing.chaos.checks import ChangelogAuditor, Checker
-from flowlake.testing.chaos.components import Component, build_components
-from flowlake.testing.chaos.config import (
+from flowlake.lake import Catalog, connect
+from flowlake.testing.load import cpu_hogs
+from harness.chaos.checks import ChangelogAuditor, Checker
+from harness.chaos.components import Component, build_components
+from harness.chaos.config import (
     FLOWS,
     LONG_RUNNING,
     MAINTENANCE,
@@ -25,10 +26,9 @@ from flowlake.testing.chaos.config import (
     Check,
     Kill,
 )
-from flowlake.testing.chaos.maintain import READY
-from flowlake.testing.chaos.plan import PlannedKill, kill_plan
-from flowlake.testing.chaos.source import SourceWriter
-from flowlake.testing.load import cpu_hogs
+from harness.chaos.maintain import READY
+from harness.chaos.plan import PlannedKill, kill_plan
+from harness.chaos.source import SourceWriter
 
 _MAX_EXITS: Final = 20
 """Unexpected exits after which a run gives up."""
@@ -72,7 +72,7 @@ class ChaosRun:
         return self._catalog_cache
 
     def _setup(self) -> None:
-        from flowlake.flow.shop import TABLES, ensure_tables
+        from flowlake.demo.flows import TABLES, ensure_tables
 
         (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
         ensure_tables(self._catalog())

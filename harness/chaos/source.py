@@ -15,7 +15,7 @@ from typing import Any, Final
 
 import orjson
 
-from flowlake.testing.chaos.config import ChaosConfig
+from harness.chaos.config import ChaosConfig
 
 _EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 

@@ -27,7 +27,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from bytewax.dataflow import Dataflow, Stream
 
-from flowlake.catalog.catalog import Catalog
 from flowlake.changelog import KIND_COLUMN, RowKind
 from flowlake.demo.workload import ORDERS_SCHEMA
 from flowlake.flow import aggs
@@ -35,6 +34,7 @@ from flowlake.flow.batch import ChangeBatch
 from flowlake.flow.lake import CatalogSpec, open_catalog
 from flowlake.flow.operators import aggregate, filter_rows, join, lake_input, lake_output, late_rows
 from flowlake.flow.verify import VERIFY_EXCLUDE_SQL, VERIFY_SQL
+from flowlake.lake import Catalog
 
 SHOPS_SCHEMA = pa.schema(
     [

@@ -13,9 +13,9 @@ MAINTENANCE: Final = ("compaction", "cleaning")
 """Short-lived components started periodically."""
 COMPONENTS: Final = (*LONG_RUNNING, *MAINTENANCE)
 FLOWS: Final = {
-    "dwd_orders": "flowlake.flow.shop:dwd_orders_flow",
-    "dws_shop_minute": "flowlake.flow.shop:dws_shop_minute_flow",
-    "dws_city_day": "flowlake.flow.shop:dws_city_day_flow",
+    "dwd_orders": "flowlake.demo.flows:dwd_orders_flow",
+    "dws_shop_minute": "flowlake.demo.flows:dws_shop_minute_flow",
+    "dws_city_day": "flowlake.demo.flows:dws_city_day_flow",
 }
 OUTPUTS: Final = {
     "dwd.orders_enriched": ("ods.orders", "ods.shops"),
@@ -119,7 +119,7 @@ class ChaosResult:
     @property
     def replay(self) -> str:
         """The command that replays this run's seed and schedule."""
-        return "python -m flowlake.testing.chaos run " + " ".join(_config_args(self.config))
+        return "python -m harness.chaos run " + " ".join(_config_args(self.config))
 
     def summary(self) -> str:
         """A readable report; on failure it names the seed, the replay command and the logs' tails."""
