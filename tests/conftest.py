@@ -139,3 +139,18 @@ def catalog_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'catalog.db'}"
     return str(request.getfixturevalue("postgres_url"))
+
+
+SERVICE_MARKS = ("integration", "s3", "slow")
+"""Tests carrying any of these marks also get ``services``: ``pytest -m "not services"`` is the fast suite."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark ``services`` on every test that needs PostgreSQL, MariaDB, S3 (moto) or runs processes."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        on_s3 = "s3_endpoint" in getattr(item, "fixturenames", ()) or (
+            callspec is not None and callspec.params.get("warehouse_catalog") == "s3"
+        )
+        if on_s3 or any(item.get_closest_marker(mark) for mark in SERVICE_MARKS):
+            item.add_marker(pytest.mark.services)
