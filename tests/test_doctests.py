@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import doctest
 import importlib
+import inspect
 
 import pytest
+
+import flowlake.flow
 
 MODULES = [
     "flowlake.lake",
     "flowlake.catalog.conflicts",
     "flowlake.changelog",
     "flowlake.flow",
+    "flowlake.flow._topn",
     "flowlake.flow.aggs",
     "flowlake.flow.batch",
     "flowlake.flow.lake",
@@ -32,3 +36,16 @@ def test_examples_run(name: str) -> None:
     flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
     result = doctest.testmod(module, optionflags=flags, verbose=False, report=True)
     assert result.failed == 0, f"{result.failed} of {result.attempted} examples failed in {name}"
+
+
+def test_every_public_operator_has_an_example() -> None:
+    missing = []
+    for name in flowlake.flow.__all__:
+        obj = getattr(flowlake.flow, name)
+        if inspect.ismodule(obj):
+            members = [getattr(obj, n) for n in dir(obj) if not n.startswith("_")]
+            targets = [m for m in members if inspect.isfunction(m) and m.__module__ == obj.__name__]
+        else:
+            targets = [obj]
+        missing += [t.__qualname__ for t in targets if ">>>" not in (inspect.getdoc(t) or "")]
+    assert missing == [], f"public operators without a doctested example: {missing}"

@@ -31,7 +31,11 @@ _ADDS = (RowKind.INSERT, RowKind.UPDATE_AFTER)
 
 @dataclass(frozen=True, slots=True)
 class SortKey:
-    """One ``ORDER BY`` column of a Top-N."""
+    """One ``ORDER BY`` column of a Top-N.
+
+    >>> SortKey("amount", descending=True)
+    SortKey(column='amount', descending=True, nulls_first=False)
+    """
 
     column: str
     descending: bool = False

@@ -26,7 +26,12 @@ Positions = Mapping[str, int]
 
 @dataclass(frozen=True, slots=True)
 class ChangeBatch:
-    """A batch of changes (columns plus ``_kind``) and the input positions it reflects."""
+    """A batch of changes (columns plus ``_kind``) and the input positions it reflects.
+
+    >>> batch = ChangeBatch(from_rows([(0, {"id": 1})], pa.schema([("id", pa.int64())])), {"table:ods.t": 3})
+    >>> batch.num_rows, batch.positions
+    (1, {'table:ods.t': 3})
+    """
 
     data: pa.Table
     positions: Positions = field(default_factory=dict)
@@ -43,7 +48,11 @@ class ChangeBatch:
 
 @dataclass(frozen=True, slots=True)
 class RowChange:
-    """One change as Python values: the friendly, per-row view of a batch (not the hot path)."""
+    """One change as Python values: the friendly, per-row view of a batch (not the hot path).
+
+    >>> str(RowChange(RowKind.UPDATE_AFTER, {"id": 1, "status": "paid"}))
+    "+U {'id': 1, 'status': 'paid'}"
+    """
 
     kind: RowKind
     row: dict[str, Any]
@@ -53,7 +62,11 @@ class RowChange:
 
 
 def rows(batch: ChangeBatch | pa.Table) -> list[RowChange]:
-    """The changes of a batch as :class:`RowChange` values, in order (``_seq`` is left out)."""
+    """The changes of a batch as :class:`RowChange` values, in order (``_seq`` is left out).
+
+    >>> [str(c) for c in rows(from_rows([(0, {"id": 1}), (3, {"id": 2})], pa.schema([("id", pa.int64())])))]
+    ["+I {'id': 1}", "-D {'id': 2}"]
+    """
     data = batch.data if isinstance(batch, ChangeBatch) else batch
     kinds = data.column(KIND_COLUMN).to_pylist()
     body = data.drop_columns([c for c in (KIND_COLUMN, SEQ_COLUMN) if c in data.column_names])
@@ -61,7 +74,11 @@ def rows(batch: ChangeBatch | pa.Table) -> list[RowChange]:
 
 
 def from_rows(changes: Iterable[tuple[RowKind | int, Mapping[str, Any]]], schema: pa.Schema) -> pa.Table:
-    """An Arrow changelog from ``(kind, row)`` pairs and the columns' schema."""
+    """An Arrow changelog from ``(kind, row)`` pairs and the columns' schema.
+
+    >>> from_rows([(RowKind.INSERT, {"id": 1})], pa.schema([("id", pa.int64())])).to_pylist()
+    [{'id': 1, '_kind': 0}]
+    """
     pairs = list(changes)
     table = pa.Table.from_pylist([dict(r) for _, r in pairs], schema=schema)
     return table.append_column(KIND_COLUMN, pa.array([int(k) for k, _ in pairs], pa.int8()))

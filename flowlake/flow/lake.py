@@ -201,6 +201,21 @@ class LakeSource(FixedPartitionedSource[ChangeBatch, int]):
         poll_interval: Seconds between polls of the catalog when caught up.
         max_versions: Versions read per poll (bounds memory on a backlog).
         max_rows: Rows per emitted batch.
+
+    >>> import bytewax.operators as op
+    >>> import flowlake as fl
+    >>> from bytewax.dataflow import Dataflow
+    >>> from bytewax.testing import TestingSink, run_main
+    >>> cat = fl.connect(catalog="sqlite://", warehouse="memory://lake-source-doc")
+    >>> t = cat.create_table("ods.t", pa.schema([("id", pa.int64())]), primary_key=["id"])
+    >>> _ = t.upsert(pa.table({"id": [1, 2]}))
+    >>> flow = Dataflow("lake_source_doc")
+    >>> out: list[ChangeBatch] = []
+    >>> changes = op.input("in", flow, LakeSource("ods.t", catalog=cat, stop="head"))
+    >>> op.output("out", changes, TestingSink(out))
+    >>> run_main(flow)
+    >>> sum(b.num_rows for b in out), out[-1].positions
+    (2, {'table:ods.t': 1})
     """
 
     def __init__(
@@ -380,6 +395,25 @@ class LakeSink(FixedPartitionedSink[ChangeBatch, dict[str, Any]]):
         table: The target ``namespace.table``; it must have a primary key.
         catalog: See :data:`CatalogSpec`.
         flow: Identity for tokens and lineage; defaults to the output step's id.
+
+    A replayed epoch carries positions the table already committed, so it writes nothing:
+
+    >>> import bytewax.operators as op
+    >>> import flowlake as fl
+    >>> from bytewax.dataflow import Dataflow
+    >>> from bytewax.testing import TestingSource, run_main
+    >>> from flowlake.flow import from_rows
+    >>> cat = fl.connect(catalog="sqlite://", warehouse="memory://lake-sink-doc")
+    >>> schema = pa.schema([("id", pa.int64()), ("n", pa.int64())])
+    >>> t = cat.create_table("dws.t", schema, primary_key=["id"])
+    >>> batch = ChangeBatch(from_rows([(0, {"id": 1, "n": 5})], schema), {"table:ods.x": 3})
+    >>> for attempt in range(2):
+    ...     flow = Dataflow("lake_sink_doc")
+    ...     up = op.map("route", op.input("in", flow, TestingSource([batch])), lambda b: ("dws.t", b))
+    ...     op.output("out", up, LakeSink("dws.t", catalog=cat, flow="doc"))
+    ...     run_main(flow)
+    >>> t.refresh().version, t.read().to_pylist()
+    (1, [{'id': 1, 'n': 5}])
     """
 
     def __init__(self, table: str, *, catalog: CatalogSpec = None, flow: str | None = None) -> None:

@@ -50,7 +50,25 @@ def lake_input(
     max_versions: int = 64,
     poll_interval: float = 0.5,
 ) -> Stream[ChangeBatch]:
-    """The changelog of a lake table (see :class:`~flowlake.flow.lake.LakeSource`)."""
+    """The changelog of a lake table (see :class:`~flowlake.flow.lake.LakeSource`).
+
+    With ``stop="head"`` the flow ends once it has read up to the head it saw at start:
+
+    >>> import flowlake as fl
+    >>> from bytewax.testing import TestingSink, run_main
+    >>> from flowlake.flow import lake_input, rows
+    >>> cat = fl.connect(catalog="sqlite://", warehouse="memory://lake-input-doc")
+    >>> t = cat.create_table("ods.users", pa.schema([("id", pa.int64()), ("name", pa.string())]),
+    ...                      primary_key=["id"])
+    >>> _ = t.upsert(pa.table({"id": [1], "name": ["ann"]}))
+    >>> _ = t.upsert(pa.table({"id": [1], "name": ["amy"]}))
+    >>> flow = Dataflow("lake_input_doc")
+    >>> out: list[ChangeBatch] = []
+    >>> op.output("out", lake_input("users", flow, "ods.users", catalog=cat, stop="head"), TestingSink(out))
+    >>> run_main(flow)
+    >>> [str(change) for b in out for change in rows(b)]
+    ["+I {'id': 1, 'name': 'ann'}", "-U {'id': 1, 'name': 'ann'}", "+U {'id': 1, 'name': 'amy'}"]
+    """
     source = LakeSource(
         table, start=start, catalog=catalog, stop=stop, max_versions=max_versions, poll_interval=poll_interval
     )
@@ -63,6 +81,20 @@ def lake_output(
 ) -> None:
     """Apply the stream's changes to a primary-key lake table, exactly once (one commit per epoch).
 
+    >>> import flowlake as fl
+    >>> from bytewax.testing import TestingSource, run_main
+    >>> from flowlake.flow import ChangeBatch, from_rows, lake_output
+    >>> cat = fl.connect(catalog="sqlite://", warehouse="memory://lake-output-doc")
+    >>> schema = pa.schema([("id", pa.int64()), ("name", pa.string())])
+    >>> t = cat.create_table("dwd.users", schema, primary_key=["id"])
+    >>> batch = from_rows([(0, {"id": 1, "name": "ann"}), (0, {"id": 2, "name": "bob"})], schema)
+    >>> flow = Dataflow("lake_output_doc")
+    >>> lake_output("users_out", op.input("in", flow, TestingSource([ChangeBatch(batch)])), "dwd.users",
+    ...             catalog=cat)
+    >>> run_main(flow)
+    >>> t.read().sort_by("id").to_pylist()
+    [{'id': 1, 'name': 'ann'}, {'id': 2, 'name': 'bob'}]
+
     Raises:
         TableNotFoundError: When the flow is built, if ``table`` does not exist (create it first).
     """
@@ -74,7 +106,17 @@ def lake_output(
 
 @dataclass(frozen=True)
 class AggregateOut:
-    """Streams of :func:`aggregate`: the result changelog, and late changes (windows with a horizon)."""
+    """Streams of :func:`aggregate`: the result changelog, and late changes (windows with a horizon).
+
+    >>> from bytewax.testing import TestingSource
+    >>> from flowlake.flow import ChangeBatch, aggregate, aggs, minutes
+    >>> flow = Dataflow("aggregate_out_doc")
+    >>> up = op.input("in", flow, TestingSource([]))
+    >>> window = minutes(on="ts", horizon="1h")
+    >>> out = aggregate("gmv", up, by=["shop"], aggs={"n": aggs.count()}, window=window)
+    >>> [name for name in ("changes", "late") if isinstance(getattr(out, name), Stream)]
+    ['changes', 'late']
+    """
 
     changes: Stream[ChangeBatch]
     late: Stream[ChangeBatch]
@@ -96,6 +138,26 @@ def aggregate(
     dropped (counted in the state, logged). With ``window`` the groups are also keyed by the window
     start (an updating window: late changes within the horizon update their old window); changes
     beyond the horizon go to ``late`` with a ``reason`` column.
+
+    An update of an order moves its amount from one total to the other; the emptied group is deleted:
+
+    >>> from bytewax.testing import TestingSink, TestingSource, run_main
+    >>> from flowlake.flow import ChangeBatch, aggregate, aggs, from_rows, rows
+    >>> schema = pa.schema([("shop", pa.string()), ("amount", pa.int64())])
+    >>> first = from_rows([(0, {"shop": "a", "amount": 5}), (0, {"shop": "a", "amount": 7})], schema)
+    >>> moved = from_rows([(1, {"shop": "a", "amount": 7}), (2, {"shop": "b", "amount": 7}),
+    ...                    (3, {"shop": "a", "amount": 5})], schema)
+    >>> flow = Dataflow("aggregate_doc")
+    >>> up = op.input("in", flow, TestingSource([ChangeBatch(first), ChangeBatch(moved)]))
+    >>> totals = aggregate("by_shop", up, by=["shop"], aggs={"n": aggs.count(), "gmv": aggs.sum("amount")})
+    >>> out: list[ChangeBatch] = []
+    >>> op.output("out", totals.changes, TestingSink(out))
+    >>> run_main(flow)
+    >>> for change in sorted(str(c) for b in out for c in rows(b)):
+    ...     print(change)
+    +I {'shop': 'a', 'n': 2, 'gmv': 12}
+    +I {'shop': 'b', 'n': 1, 'gmv': 7}
+    -D {'shop': 'a', 'n': 2, 'gmv': 12}
     """
     by_cols = tuple(by)
     spec = dict(aggs)
@@ -147,6 +209,21 @@ def join(
     Output columns: the left's, then the right's other than ``on``. A change on either side retracts
     or adds every joined row it affects; for a left join, the null-padded row of a left row is
     retracted when its first match arrives and restored when its last match goes.
+
+    >>> from bytewax.testing import TestingSink, TestingSource, run_main
+    >>> from flowlake.flow import ChangeBatch, from_rows, join, rows
+    >>> orders = pa.schema([("order_id", pa.int64()), ("shop", pa.string())])
+    >>> shops = pa.schema([("shop", pa.string()), ("city", pa.string())])
+    >>> flow = Dataflow("join_doc")
+    >>> order = ChangeBatch(from_rows([(0, {"order_id": 1, "shop": "a"})], orders))
+    >>> shop = ChangeBatch(from_rows([(0, {"shop": "a", "city": "Oslo"})], shops))
+    >>> left = op.input("orders", flow, TestingSource([order]))
+    >>> right = op.input("shops", flow, TestingSource([shop]))
+    >>> out: list[ChangeBatch] = []
+    >>> op.output("out", join("enrich", left, right, ["shop"], orders, shops, how="left"), TestingSink(out))
+    >>> run_main(flow)
+    >>> [str(change) for b in out for change in rows(b)][-1]
+    "+I {'order_id': 1, 'shop': 'a', 'city': 'Oslo'}"
     """
     keys = tuple(on)
     sizes = StateSizes(step_id)
@@ -227,6 +304,26 @@ def lookup_join(
     ``refresh_interval`` seconds). Like Flink's lookup join, earlier outputs are not revised when the
     table changes; the version used is added to the batch's positions (lineage). ``rename`` names
     the table's columns in the output (see :func:`~flowlake.flow._relational.lookup`).
+
+    >>> import flowlake as fl
+    >>> from bytewax.testing import TestingSink, TestingSource, run_main
+    >>> from flowlake.flow import ChangeBatch, from_rows, lookup_join, rows
+    >>> cat = fl.connect(catalog="sqlite://", warehouse="memory://lookup-join-doc")
+    >>> shops = cat.create_table("ods.shops", pa.schema([("shop", pa.string()), ("city", pa.string())]),
+    ...                          primary_key=["shop"])
+    >>> _ = shops.upsert(pa.table({"shop": ["a"], "city": ["Oslo"]}))
+    >>> orders = pa.schema([("order_id", pa.int64()), ("shop", pa.string())])
+    >>> batch = from_rows([(0, {"order_id": 1, "shop": "a"}), (0, {"order_id": 2, "shop": "z"})], orders)
+    >>> flow = Dataflow("lookup_join_doc")
+    >>> up = op.input("in", flow, TestingSource([ChangeBatch(batch)]))
+    >>> out: list[ChangeBatch] = []
+    >>> enriched = lookup_join("city", up, "ods.shops", ["shop"], ["city"], catalog=cat)
+    >>> op.output("out", enriched, TestingSink(out))
+    >>> run_main(flow)
+    >>> [str(change) for b in out for change in rows(b)]
+    ["+I {'order_id': 1, 'shop': 'a', 'city': 'Oslo'}", "+I {'order_id': 2, 'shop': 'z', 'city': None}"]
+    >>> out[0].positions
+    {'table:ods.shops': 1}
     """
     keys = list(on)
     cache = _DimCache(table, catalog, [*keys, *[c for c in columns if c not in keys]], refresh_interval)
@@ -247,7 +344,20 @@ def dedup(
     keep: Literal["first", "last"] = "last",
     partitions: int = 4,
 ) -> Stream[ChangeBatch]:
-    """One row per key: the first or latest, emitted as an exact changelog (repeats are dropped)."""
+    """One row per key: the first or latest, emitted as an exact changelog (repeats are dropped).
+
+    >>> from bytewax.testing import TestingSink, TestingSource, run_main
+    >>> from flowlake.flow import ChangeBatch, dedup, from_rows, rows
+    >>> schema = pa.schema([("id", pa.int64()), ("status", pa.string())])
+    >>> events = from_rows([(0, {"id": 1, "status": "new"}), (0, {"id": 1, "status": "paid"})], schema)
+    >>> flow = Dataflow("dedup_doc")
+    >>> out: list[ChangeBatch] = []
+    >>> up = op.input("in", flow, TestingSource([ChangeBatch(events)]))
+    >>> op.output("out", dedup("latest", up, ["id"]), TestingSink(out))
+    >>> run_main(flow)
+    >>> [str(change) for b in out for change in rows(b)]
+    ["+I {'id': 1, 'status': 'new'}", "-U {'id': 1, 'status': 'new'}", "+U {'id': 1, 'status': 'paid'}"]
+    """
     cols = tuple(keys)
     split = op.flat_map("split", up, lambda batch: split_by_partition(batch, cols, partitions))
     keyed = op.key_on("key", split, lambda item: item[0])
@@ -315,7 +425,20 @@ def top_n(
 
 @operator
 def filter_rows(step_id: str, up: Stream[ChangeBatch], where: Condition) -> Stream[ChangeBatch]:
-    """Keep rows passing ``where``; an update leaving or entering the filter becomes ``-D``/``+I``."""
+    """Keep rows passing ``where``; an update leaving or entering the filter becomes ``-D``/``+I``.
+
+    >>> from bytewax.testing import TestingSink, TestingSource, run_main
+    >>> from flowlake.flow import ChangeBatch, filter_rows, from_rows, rows
+    >>> schema = pa.schema([("id", pa.int64()), ("status", pa.string())])
+    >>> update = from_rows([(1, {"id": 1, "status": "new"}), (2, {"id": 1, "status": "paid"})], schema)
+    >>> flow = Dataflow("filter_doc")
+    >>> out: list[ChangeBatch] = []
+    >>> up = op.input("in", flow, TestingSource([ChangeBatch(update)]))
+    >>> op.output("out", filter_rows("paid", up, ("status", "==", "paid")), TestingSink(out))
+    >>> run_main(flow)
+    >>> [str(change) for b in out for change in rows(b)]
+    ["+I {'id': 1, 'status': 'paid'}"]
+    """
     return op.map("filter", up, lambda b: b.with_data(filter_changes(b.data, condition_mask(b.data, where))))
 
 
@@ -323,13 +446,41 @@ def filter_rows(step_id: str, up: Stream[ChangeBatch], where: Condition) -> Stre
 def map_rows(
     step_id: str, up: Stream[ChangeBatch], fn: Callable[[pa.Table], pa.Table]
 ) -> Stream[ChangeBatch]:
-    """Transform rows with a vectorized function (row in, row out); kinds are kept."""
+    """Transform rows with a vectorized function (row in, row out); kinds are kept.
+
+    >>> import pyarrow.compute as pc
+    >>> from bytewax.testing import TestingSink, TestingSource, run_main
+    >>> from flowlake.flow import ChangeBatch, from_rows, map_rows, rows
+    >>> schema = pa.schema([("id", pa.int64()), ("name", pa.string())])
+    >>> flow = Dataflow("map_doc")
+    >>> out: list[ChangeBatch] = []
+    >>> deleted = ChangeBatch(from_rows([(3, {"id": 1, "name": "ann"})], schema))
+    >>> up = op.input("in", flow, TestingSource([deleted]))
+    >>> upper = map_rows("upper", up, lambda t: t.set_column(1, "name", pc.utf8_upper(t["name"])))
+    >>> op.output("out", upper, TestingSink(out))
+    >>> run_main(flow)
+    >>> [str(change) for b in out for change in rows(b)]
+    ["-D {'id': 1, 'name': 'ANN'}"]
+    """
     return op.map("map", up, lambda b: b.with_data(map_changes(b.data, fn)))
 
 
 @operator
 def to_rows(step_id: str, up: Stream[ChangeBatch]) -> Stream[RowChange]:
-    """The friendly per-row view: one :class:`~flowlake.flow.batch.RowChange` per change."""
+    """The friendly per-row view: one :class:`~flowlake.flow.batch.RowChange` per change.
+
+    >>> from bytewax.testing import TestingSink, TestingSource, run_main
+    >>> from flowlake.flow import ChangeBatch, from_rows, to_rows
+    >>> schema = pa.schema([("id", pa.int64())])
+    >>> flow = Dataflow("to_rows_doc")
+    >>> out: list[RowChange] = []
+    >>> batch = ChangeBatch(from_rows([(0, {"id": 1}), (3, {"id": 2})], schema))
+    >>> up = op.input("in", flow, TestingSource([batch]))
+    >>> op.output("out", to_rows("rows", up), TestingSink(out))
+    >>> run_main(flow)
+    >>> [str(change) for change in out]
+    ["+I {'id': 1}", "-D {'id': 2}"]
+    """
     return op.flat_map("rows", up, rows)
 
 

@@ -48,7 +48,11 @@ class Difference:
 
 @dataclass(frozen=True)
 class VerifyReport:
-    """What :func:`verify_table` compared and found."""
+    """What :func:`verify_table` compared and found.
+
+    >>> report = VerifyReport("dws.t", version=4, inputs={"ods.orders": 9}, rows=2)
+    >>> report.ok, report.differences
+    (True, [])"""
 
     table: str
     version: int
@@ -137,6 +141,22 @@ def verify_table(
 
     Raises:
         InvalidArgumentError: The table has no defining SQL or no lineage yet.
+
+    A table written with lineage (``sources={"table:<input>": version}``) is recomputed in DuckDB
+    from its input at that version:
+
+    >>> import flowlake as fl
+    >>> cat = fl.connect(catalog="sqlite://", warehouse="memory://verify-doc")
+    >>> orders = cat.create_table("ods.orders", pa.schema([("id", pa.int64()), ("shop", pa.string())]),
+    ...                           primary_key=["id"])
+    >>> v = orders.upsert(pa.table({"id": [1, 2, 3], "shop": ["a", "a", "b"]})).version
+    >>> totals = cat.create_table("dws.totals", pa.schema([("shop", pa.string()), ("n", pa.int64())]),
+    ...                           primary_key=["shop"])
+    >>> _ = totals.upsert(pa.table({"shop": ["a", "b"], "n": [2, 0]}), sources={"table:ods.orders": v})
+    >>> sql = "SELECT shop, count(*) AS n FROM ods.orders GROUP BY shop"
+    >>> report = verify_table(cat, "dws.totals", sql=sql)
+    >>> report.ok, [str(d) for d in report.differences]
+    (False, ["differs ('b',): n: expected 1 got 0"])
     """
     table = catalog.load_table(name)
     definition = sql or table_property(catalog, name, VERIFY_SQL)
