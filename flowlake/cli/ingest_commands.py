@@ -17,7 +17,7 @@ from flowlake.cli.main import CatalogOpt, WarehouseOpt, _connect, app, console
 from flowlake.errors import InvalidArgumentError
 
 if TYPE_CHECKING:
-    from flowlake.cdc.ingest import IngestStats
+    from flowlake.cdc import IngestStats
 
 
 def _primary_keys(values: list[str] | None) -> dict[str, list[str]]:
