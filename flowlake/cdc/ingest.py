@@ -30,6 +30,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from flowlake.cdc._build import build_rows
+from flowlake.cdc._jsonl_bulk import MessageBatch, arrow_changelog
 from flowlake.cdc._record_json import dump_record
 from flowlake.cdc.deadletter import DEAD_LETTER_TABLE, dead_letter_batch, dead_letter_table
 from flowlake.cdc.debezium import decode_batch
@@ -115,6 +117,9 @@ class _Target:
     row_groups: list[int] = field(default_factory=list)
     messages: list[tuple[bytes, Any]] = field(default_factory=list)
     message_groups: list[int] = field(default_factory=list)
+    batches: list[MessageBatch] = field(default_factory=list)
+    """Messages parsed in bulk, pending while ``messages`` is empty (else they join ``messages``)."""
+    batch_groups: list[int] = field(default_factory=list)
     spec: TableSpec | None = None
     dirty: bool = False
     committed: Order | None = None
@@ -124,7 +129,16 @@ class _Target:
 
     def clear(self) -> None:
         self.rows, self.row_groups, self.messages, self.message_groups = [], [], [], []
+        self.batches, self.batch_groups = [], []
         self.spec, self.dirty = None, False
+
+    def materialize(self) -> None:
+        """Hand the bulk-parsed messages to the per-message decoder, keeping their order."""
+        for batch, group in zip(self.batches, self.batch_groups, strict=True):
+            messages = batch.messages()
+            self.messages += messages
+            self.message_groups += [group] * len(messages)
+        self.batches, self.batch_groups = [], []
 
 
 class OdsIngester:
@@ -179,6 +193,8 @@ class OdsIngester:
         self._last_order: Order = ()
         self._last_checkpoint = time.monotonic()
         self._dead_table: LakeTable | None = None
+        self._committer: ThreadPoolExecutor | None = None
+        self._inflight: Future[None] | None = None
 
     # -- running --------------------------------------------------------------------------------------
 
@@ -204,13 +220,13 @@ class OdsIngester:
                 for group in groups:
                     self._buffer(group)
                     if self._pending_rows >= self.max_rows:
-                        self.flush()
+                        self.flush(wait=False)
                 if self._groups and (
                     self._pending_rows >= self.max_rows
                     or not groups
                     or time.monotonic() - self._first_pending >= self.max_latency
                 ):
-                    self.flush()
+                    self.flush(wait=False)
                 if until_idle and not groups and not self._groups and self.source.caught_up():
                     break
                 if time.monotonic() - self._last_checkpoint >= self.checkpoint_interval and not self._groups:
@@ -218,7 +234,13 @@ class OdsIngester:
             self.flush()
             self.checkpoint()
         finally:
-            self.source.close()
+            try:
+                self._wait()
+            finally:
+                if self._committer is not None:
+                    self._committer.shutdown(wait=True)
+                    self._committer = None
+                self.source.close()
             self.stats.seconds = time.monotonic() - started
         return self.stats
 
@@ -265,9 +287,17 @@ class OdsIngester:
                 self._pending_rows += len(rows)
             messages = group.messages.get(source_table)
             if messages:
+                target.materialize()
                 target.messages += messages
                 target.message_groups += [index] * len(messages)
                 self._pending_rows += len(messages)
+            batch = group.batches.get(source_table)
+            if batch is not None:
+                target.batches.append(batch)
+                target.batch_groups.append(index)
+                self._pending_rows += len(batch)
+                if target.messages:
+                    target.materialize()
             if source_table in group.schemas:
                 target.spec = group.schemas[source_table]
             if source_table in group.extras:
@@ -292,21 +322,28 @@ class OdsIngester:
 
     # -- flushing -------------------------------------------------------------------------------------
 
-    def flush(self) -> None:
+    def flush(self, *, wait: bool = True) -> None:
         """Commit everything buffered: the dead letters, then one commit per ODS table touched.
 
         Changelogs are built (and their dead letters found) before anything commits, and the dead
         letters commit first: a crash between the two commits re-derives the dead letters of the
         ODS commits still to do, and skips them as already in the dead-letter table.
+
+        The commits themselves run on the ingester's commit thread. With ``wait=False`` (what
+        :meth:`run` does) flush returns at once, so that the source reads and decodes the next groups
+        meanwhile (Parquet writing and the catalog release the GIL); the next flush, :meth:`checkpoint`
+        and the end of :meth:`run` wait for them, in order, and re-raise what they raised. Everything
+        that reads or changes a table runs while none is in flight.
         """
+        self._wait()
         if not self._groups:
             return
         last = self._groups[-1]
         dirty = [t for t in self._targets.values() if t.dirty]
         for target in dirty:  # create (with a position marker) before any data lands: see module doc
             self._ensure_table(target)
-        built: list[tuple[_Target, pa.Table]] = []
-        stopped: list[tuple[_Target, UnstorableChangeError]] = []
+        built: list[tuple[_Target, pa.Table, dict[str, Any]]] = []
+        stopped: list[tuple[_Target, UnstorableChangeError, dict[str, Any]]] = []
         for target in dirty:
             if target.table is not None:
                 try:
@@ -314,24 +351,49 @@ class OdsIngester:
                         self._evolve(target, target.spec.schema)
                     changelog, dead = self._changelog(target)
                 except UnstorableChangeError as exc:
-                    stopped.append((target, exc))
+                    stopped.append((target, exc, self._groups[exc.group].position))
+                    target.clear()
+                    target.stopped = str(exc)
                     continue
                 self._dead += dead
-                built.append((target, changelog))
-        if self._dead:
-            self._append_dead(last)
-        for target, changelog in built:
-            self._commit_target(target, changelog, last)
-        for target, error in stopped:
-            self._stop(target, error)
+                built.append((target, changelog, dict(target.extras)))
+                target.clear()
+        letters = self._dead_letters()
+        if self._committer is None:
+            self._committer = ThreadPoolExecutor(1, thread_name_prefix="ods-commit")
+        self._inflight = self._committer.submit(self._commit_all, letters, built, stopped, last)
         self._groups, self._pending_rows = [], 0
         self._last_position, self._last_order = last.position, last.order
         self.stats.position = last.position
+        if wait:
+            self._wait()
 
-    def _commit_target(self, target: _Target, changelog: pa.Table, last: ChangeGroup) -> None:
+    def _wait(self) -> None:
+        """Wait for the commits of the last flush; re-raise what they raised."""
+        inflight, self._inflight = self._inflight, None
+        if inflight is not None:
+            inflight.result()
+
+    def _commit_all(
+        self,
+        letters: list[DeadLetter],
+        built: list[tuple[_Target, pa.Table, dict[str, Any]]],
+        stopped: list[tuple[_Target, UnstorableChangeError, dict[str, Any]]],
+        last: ChangeGroup,
+    ) -> None:
+        if letters:
+            self._append_dead(letters, last)
+        for target, changelog, extras in built:
+            self._commit_target(target, changelog, extras, last)
+        for target, error, at in stopped:
+            self._stop(target, error, at)
+
+    def _commit_target(
+        self, target: _Target, changelog: pa.Table, extras: dict[str, Any], last: ChangeGroup
+    ) -> None:
         table = target.table
         assert table is not None
-        position = {**last.position, "table": target.source_table, **target.extras}
+        position = {**last.position, "table": target.source_table, **extras}
         commit = table.apply(
             changelog, token=_token(self.source.key, last.order), sources={self.source.key: position}
         )
@@ -339,15 +401,13 @@ class OdsIngester:
         self.stats.commits += 1
         self.stats.changes += changelog.num_rows
         self.stats.tables[target.name] = self.stats.tables.get(target.name, 0) + changelog.num_rows
-        target.clear()
         if self.on_commit is not None:
             self.on_commit(target.name, commit, changelog)
 
-    def _stop(self, target: _Target, error: UnstorableChangeError) -> None:
-        """Stop a table at its stored position: mark it there (for ``status``) and drop its buffer."""
+    def _stop(self, target: _Target, error: UnstorableChangeError, at: dict[str, Any]) -> None:
+        """Stop a table at its stored position: mark it there (for ``status``); its buffer is dropped."""
         table = target.table
         assert table is not None
-        at = self._groups[error.group].position
         log.error("%s (the change is at %s)", error, at)
         stored = stored_position(table, self.source.key)
         if isinstance(stored, dict):
@@ -357,11 +417,10 @@ class OdsIngester:
                 token=_token(self.source.key, self.source.order_of(stored)) + "/stopped",
                 sources={self.source.key: marker},
             )
-        target.clear()
-        target.stopped = str(error)
         self.stats.stopped[target.name] = str(error)
 
-    def _append_dead(self, last: ChangeGroup) -> None:
+    def _dead_letters(self) -> list[DeadLetter]:
+        """The buffered dead letters the dead-letter table does not hold yet, with their positions."""
         skip = self._dead_resume
         letters = [
             DeadLetter(d.raw, d.position or self._groups[i].position, d.source_table, d.error)
@@ -369,8 +428,9 @@ class OdsIngester:
             if skip is None or self._groups[i].order > skip
         ]
         self._dead = []
-        if not letters:
-            return
+        return letters
+
+    def _append_dead(self, letters: list[DeadLetter], last: ChangeGroup) -> None:
         if self._dead_table is None:
             self._dead_table = dead_letter_table(self.catalog, self.namespace)
         self._dead_table.append(
@@ -383,6 +443,7 @@ class OdsIngester:
 
     def checkpoint(self) -> None:
         """Give idle tables a position-only commit at the last flushed position."""
+        self._wait()
         self._last_checkpoint = time.monotonic()
         if self._groups or not self._last_order:
             return
@@ -404,6 +465,7 @@ class OdsIngester:
     def _ensure_table(self, target: _Target) -> None:
         if target.table is not None:
             return
+        target.materialize()  # a new table's shape is inferred from the messages
         try:
             target.table = self.catalog.load_table(target.name)
         except TableNotFoundError:
@@ -435,6 +497,7 @@ class OdsIngester:
 
     def _unroutable(self, target: _Target, error: str) -> None:
         """Dead-letter a table's buffered changes when no ODS table can be made for it."""
+        target.materialize()
         for raw, _ in target.messages:
             self._dead.append((DeadLetter(raw, {}, target.source_table, error), len(self._groups) - 1))
         for _, row in target.rows:
@@ -522,6 +585,13 @@ class OdsIngester:
                 return dump_record(rows[row][1]), groups[row]
 
             parts.append(_drop_null_keys(built, key, row_raw, target, dead))
+        if target.batches:
+            bulk = arrow_changelog(target.batches, table.schema, key)
+            if bulk is not None:
+                parts.append(bulk)
+                target.batches, target.batch_groups = [], []
+            else:
+                target.materialize()
         if target.messages:
             decoded, owners = self._decode_messages(target, dead)
 

@@ -30,6 +30,7 @@ from typing import Any, Final
 import fsspec
 import orjson
 
+from flowlake.cdc._jsonl_bulk import groups_of, parse_window
 from flowlake.cdc.debezium import debezium_schema_to_arrow
 from flowlake.cdc.source import ChangeGroup, DeadLetter, Order, TableFilter, TableSpec
 from flowlake.errors import CdcDecodeError, InvalidArgumentError
@@ -69,6 +70,8 @@ class JsonlSource:
         follow: Keep tailing for new lines and files (else :meth:`caught_up` is true at the end).
         read_bytes: How much to read per poll (at least ``max_line_bytes + 1``).
         max_line_bytes: Longer lines become dead letters (with their size) and are skipped.
+        bulk: Parse windows of plain change lines in bulk into Arrow (see
+            :mod:`flowlake.cdc._jsonl_bulk`); ``False`` reads every line on its own.
     """
 
     def __init__(
@@ -80,6 +83,7 @@ class JsonlSource:
         follow: bool = True,
         read_bytes: int = 8 << 20,
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+        bulk: bool = True,
     ) -> None:
         if max_line_bytes < 1:
             raise InvalidArgumentError(f"max_line_bytes must be positive, got {max_line_bytes}")
@@ -88,6 +92,7 @@ class JsonlSource:
         self.filter = TableFilter.parse(tables)
         self.follow = follow
         self.max_line_bytes = max_line_bytes
+        self.bulk = bulk
         self.read_bytes = max(read_bytes, max_line_bytes + 1)  # a line that fits also fits one read
         self._cursor = _Cursor()
         self._open: _OpenGroup | None = None
@@ -156,8 +161,13 @@ class JsonlSource:
                 consumed += self._skip_long_line(name, data[:_DEAD_HEAD], newest, groups)
                 break  # the next poll goes on after it
             if end:
-                self._lines(data[:end], groups)
-                consumed += end
+                taken = self._bulk(data[:end], groups) if self.bulk and self._open is None else 0
+                if taken == 0:
+                    self._lines(data[:end], groups)
+                    taken = end
+                consumed += taken
+                if taken < end:
+                    break  # an unfinished transaction at the end: the next poll reads it again
             if newest or more:
                 break
         self._idle = consumed == 0
@@ -203,6 +213,24 @@ class JsonlSource:
             f.seek(self._cursor.offset)
             data: bytes = f.read(self.read_bytes)
         return data
+
+    def _bulk(self, data: bytes, groups: list[ChangeGroup]) -> int:
+        """Take the complete lines ``data`` at the cursor through the bulk parser; return the bytes
+        taken (0: read them line by line)."""
+        window = parse_window(data, self.max_line_bytes, self.filter)
+        runs = None if window is None else groups_of(window, _LOOSE)
+        if window is None or runs is None:
+            return 0
+        base = self._cursor.offset
+        for start, stop, _ in runs:
+            self._cursor.offset = base + int(window.ends[stop - 1])
+            group = self._empty()
+            for table in window.tables:
+                batch = window.batch(start, stop, table)
+                if len(batch):
+                    group.batches[table] = batch
+            groups.append(group)
+        return self._cursor.offset - base
 
     def _lines(self, data: bytes, groups: list[ChangeGroup]) -> None:
         start = 0

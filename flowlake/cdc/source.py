@@ -17,11 +17,14 @@ import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import pyarrow as pa
 
 from flowlake.errors import InvalidArgumentError
+
+if TYPE_CHECKING:
+    from flowlake.cdc._jsonl_bulk import MessageBatch
 
 Order = tuple[Any, ...]
 """A position as a tuple that sorts in log order."""
@@ -90,6 +93,8 @@ class ChangeGroup:
         order: ``position`` as a sortable tuple.
         rows: Per source table, decoded changes as ``(kind, row)`` (kind: 0 +I, 1 -U, 2 +U, 3 -D).
         messages: Per source table, undecoded Debezium messages as ``(raw bytes, parsed object)``.
+        batches: Per source table, Debezium messages parsed in bulk into Arrow (the JSONL fast path);
+            they come after the table's ``messages`` of the group, if any.
         dead: Records of this group that could not be routed or decoded.
         schemas: Source tables whose shape changed in (or before) this group, with the new shape.
         extras: Per source table, state to store next to the position (e.g. snapshot progress).
@@ -100,6 +105,7 @@ class ChangeGroup:
     order: Order
     rows: dict[str, list[tuple[int, dict[str, Any]]]] = field(default_factory=dict)
     messages: dict[str, list[tuple[bytes, Any]]] = field(default_factory=dict)
+    batches: dict[str, MessageBatch] = field(default_factory=dict)
     dead: list[DeadLetter] = field(default_factory=list)
     schemas: dict[str, TableSpec] = field(default_factory=dict)
     extras: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -111,13 +117,14 @@ class ChangeGroup:
         return (
             sum(len(v) for v in self.rows.values())
             + sum(len(v) for v in self.messages.values())
+            + sum(len(v) for v in self.batches.values())
             + len(self.dead)
         )
 
     @property
     def tables(self) -> set[str]:
         """Source tables the group touches."""
-        return set(self.rows) | set(self.messages) | set(self.schemas) | set(self.extras)
+        return set(self.rows) | set(self.messages) | set(self.batches) | set(self.schemas) | set(self.extras)
 
 
 @dataclass(frozen=True, slots=True)
