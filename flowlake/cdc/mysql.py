@@ -571,6 +571,7 @@ class _Reader(threading.Thread):
         gtid_events = (events.MariadbGtidEvent, events.GtidEvent)
         row_types = (row_events.WriteRowsEvent, row_events.UpdateRowsEvent, row_events.DeleteRowsEvent)
         QueryEvent, XidEvent, TableMapEvent = events.QueryEvent, events.XidEvent, row_events.TableMapEvent
+        new_file = (events.FormatDescriptionEvent, events.RotateEvent)
         decoders: dict[int, dict[str, ColumnDecoder]] = {}
 
         src = self.source
@@ -585,13 +586,21 @@ class _Reader(threading.Thread):
             slave_heartbeat=src.heartbeat_s,
             only_schemas=src.filter.databases,
             enable_logging=False,
+            # A table map is parsed once per table id (ids change with every ALTER, so a changed
+            # table gets a new map); maps are forgotten at each new binlog file, as a restarted
+            # server starts a new file and reuses ids. Parsing every transaction's map was the
+            # largest cost of small transactions.
+            freeze_schema=True,
         )
         tx: _TxItem | None = None
         for event in stream:
             if self._stopping.is_set():
                 return
             here = (str(stream.log_file), int(stream.log_pos))
-            if isinstance(event, TableMapEvent):
+            if isinstance(event, new_file):
+                stream.table_map.clear()
+                decoders.clear()
+            elif isinstance(event, TableMapEvent):
                 if src.filter(f"{event.schema}.{event.table}"):  # before its rows events are read
                     decoders[int(event.table_id)] = table_decoders(event.columns)
             elif isinstance(event, gtid_events):
