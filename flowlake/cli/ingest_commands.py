@@ -156,3 +156,37 @@ def _report(stats: IngestStats, source: str, dead: Mapping[str, int], namespace:
         console.print(f"no dead letters in {namespace}._dead_letter")
     for name, reason in sorted(stats.stopped.items()):
         console.print(f"[red]{name}: ingestion stopped[/] {escape(reason)}")
+
+
+@app.command("dead-letters")
+def dead_letters_command(
+    table: Annotated[
+        str, typer.Argument(help="The ODS table (ods.orders) or its source table (shop.orders).")
+    ],
+    replay: Annotated[
+        bool,
+        typer.Option(help="Apply the letters that now decode and no newer change supersedes, exactly once."),
+    ] = False,
+    namespace: Annotated[str, typer.Option(help="ODS namespace.")] = "ods",
+    catalog: CatalogOpt = None,
+    warehouse: WarehouseOpt = None,
+) -> None:
+    """List a table's dead letters (reason, source, position, size); --replay applies what now decodes."""
+    from flowlake.cdc import replay as dl
+
+    cat = _connect(catalog, warehouse)
+    ods, source_table = dl.resolve(cat, table, namespace)
+    letters = (dl.replay if replay else dl.dead_letters)(cat, ods, source_table, namespace)
+    if not letters:
+        console.print(f"no dead letters for {ods.name} ({source_table}) in {namespace}._dead_letter")
+        return
+    out = Table(title=f"dead letters of {ods.name} ({source_table})", show_lines=False)
+    for column in ("id", "status", "position", "size", "reason"):
+        out.add_column(column, overflow="fold")
+    for letter in letters:
+        position = ", ".join(f"{k}={v}" for k, v in letter.position.items() if k != "table")
+        reason = letter.error if not letter.note else f"{letter.error}\n→ {letter.note}"
+        out.add_row(letter.id[:12], letter.status, escape(position), f"{letter.size:,} B", escape(reason))
+    console.print(out)
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(dl.summarize(letters).items()))
+    console.print(f"{len(letters)} dead letter(s) from {letters[0].source}: {counts}")
