@@ -5,8 +5,11 @@
    flowlake's ``decode_batch`` (10k-message batches) and ``decode`` (per message).
 2. JSONL → ODS: the same messages as a file, ingested into an ODS table (changes/s end to end).
 3. Binlog → ODS (needs ``mariadbd``; a throwaway server is started): catch-up throughput over
-   ``--binlog-rows`` changes written while the ingester was stopped, then the latency from MariaDB
-   commit to ODS commit visible (p50/p99) while a writer commits at each of ``--rates`` changes/s.
+   ``--binlog-rows`` changes written while the ingester was stopped (in 1000-row and in 1-row
+   transactions), each beside mysql-replication alone parsing the same binlog range; the initial
+   snapshot of a ``--snapshot-rows`` table beside the bare chunked SELECTs; then the latency from
+   MariaDB commit to ODS commit visible (p50/p99) while a writer commits at each of ``--rates``
+   changes/s.
 
     python benchmarks/cdc_ingest.py [--events 200000] [--binlog-rows 100000] [--rates 1000,5000]
         [--seconds 10] [--skip-binlog] [--json out.json]
@@ -176,20 +179,26 @@ def bench_binlog(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         url = f"{server.url}/shop"
         OdsIngester(cat, MySqlSource(url)).run(until_idle=True)  # creates ods.orders, stores a position
         n = args.binlog_rows
+        cur.execute("SHOW MASTER STATUS")
+        before = cur.fetchone()[:2]
         for start in range(0, n, 1000):  # 1000-row transactions: inserts, then updates of half of them
             cur.executemany(
                 "INSERT INTO shop.orders VALUES (%s, %s, %s, %s)",
                 [(i, i % 997, "new", 1.0) for i in range(start, min(n, start + 1000))],
             )
         cur.execute("UPDATE shop.orders SET status = 'paid', amount = amount + 1 WHERE id % 2 = 0")
+        figures["binlog_bare_parse_changes_per_s_big_tx"] = bare_binlog(server.url, before, cur)
         t0 = time.perf_counter()
         stats = OdsIngester(cat, MySqlSource(url), buckets=8).run(until_idle=True)
         seconds = time.perf_counter() - t0
         figures["binlog_catchup_changes_big_tx"] = stats.changes
         figures["binlog_to_ods_changes_per_s_big_tx"] = rate(stats.changes, seconds)
         small = n // 10
+        cur.execute("SHOW MASTER STATUS")
+        before = cur.fetchone()[:2]
         for i in range(n, n + small):  # single-row transactions
             cur.execute("INSERT INTO shop.orders VALUES (%s, %s, %s, %s)", (i, i % 997, "new", 1.0))
+        figures["binlog_bare_parse_changes_per_s_1row_tx"] = bare_binlog(server.url, before, cur)
         t0 = time.perf_counter()
         stats = OdsIngester(cat, MySqlSource(url), buckets=8).run(until_idle=True)
         seconds = time.perf_counter() - t0
@@ -198,8 +207,65 @@ def bench_binlog(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         for per_second in args.rates:
             first = n + small + per_second * 1000
             figures.update(latency(cat, server.port, url, per_second, args.seconds, tmp, first_id=first))
+        figures.update(bench_snapshot(cur, server.url, args.snapshot_rows, tmp))
         conn.close()
     return figures
+
+
+def bare_binlog(url: str, start: tuple[str, int], cur: Any) -> int:
+    """The peer baseline: mysql-replication alone parsing the same binlog range (rows, nothing else)."""
+    from pymysqlreplication import BinLogStreamReader
+    from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
+
+    from flowlake.cdc.mysql_schema import MySqlUrl
+
+    cur.execute("SHOW MASTER STATUS")
+    end = cur.fetchone()[:2]
+    stream = BinLogStreamReader(
+        connection_settings=MySqlUrl.parse(url).settings(), server_id=random.randint(10_000, 2**31 - 1),
+        blocking=False, resume_stream=True, log_file=start[0], log_pos=int(start[1]),
+        only_events=[WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent], enable_logging=False,
+    )  # fmt: skip
+    t0 = time.perf_counter()
+    changes = 0
+    for event in stream:
+        changes += len(event.rows)
+        if (stream.log_file, stream.log_pos) >= (end[0], int(end[1])):
+            break
+    seconds = time.perf_counter() - t0
+    stream.close()
+    return rate(changes, seconds)
+
+
+def bench_snapshot(cur: Any, url: str, rows: int, tmp: Path) -> dict[str, Any]:
+    """Initial snapshot of a ``rows``-row table into ODS beside the bare chunked SELECT of the same rows."""
+    from flowlake.cdc.mysql import MySqlSource
+
+    cur.execute(
+        "CREATE TABLE shop.snap (id BIGINT PRIMARY KEY, customer INT, status VARCHAR(8), amount DOUBLE)"
+    )
+    cur.execute(f"INSERT INTO shop.snap SELECT seq, seq % 997, 'new', 1.5 FROM shop.seq_1_to_{int(rows)}")
+    t0 = time.perf_counter()
+    last, fetched = 0, 0
+    while True:  # the peer baseline: the same chunked key-order SELECTs through PyMySQL, nothing else
+        cur.execute(
+            "SELECT id, customer, status, amount FROM shop.snap WHERE id > %s ORDER BY id LIMIT 5000", (last,)
+        )
+        chunk = cur.fetchall()
+        if not chunk:
+            break
+        fetched += len(chunk)
+        last = chunk[-1][0]
+    bare = time.perf_counter() - t0
+    cat = fl.connect(catalog=f"sqlite:///{tmp / 'snapshot.db'}", warehouse=(tmp / "wh-snapshot").as_uri())
+    t0 = time.perf_counter()
+    stats = OdsIngester(cat, MySqlSource(f"{url}/shop", tables="shop.snap"), buckets=8).run(until_idle=True)
+    seconds = time.perf_counter() - t0
+    return {
+        "snapshot_rows": fetched,
+        "snapshot_bare_select_rows_per_s": rate(fetched, bare),
+        "snapshot_to_ods_rows_per_s": rate(stats.changes, seconds),
+    }
 
 
 def latency(
@@ -242,6 +308,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--binlog-rows", type=int, default=100_000)
+    parser.add_argument("--snapshot-rows", type=int, default=200_000)
     parser.add_argument("--rates", type=lambda s: [int(x) for x in s.split(",")], default=[1000, 5000])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--skip-binlog", action="store_true")
@@ -252,6 +319,9 @@ def main() -> None:
     figures: dict[str, Any] = {"machine": f"{platform.machine()} {platform.python_version()}"}
     figures.update(bench_decode(msgs))
     figures.update(bench_jsonl(msgs, tmp))
+    figures["jsonl_to_ods_vs_orjson_loop"] = round(
+        figures["jsonl_to_ods_messages_per_s"] / figures["orjson_loop_events_per_s"], 2
+    )
     if not args.skip_binlog:
         figures.update(bench_binlog(args, tmp))
     width = max(len(k) for k in figures)
