@@ -39,7 +39,7 @@ from flowlake.changelog import KIND_COLUMN
 from flowlake.errors import TableNotFoundError
 
 if TYPE_CHECKING:
-    from flowlake.catalog.catalog import Catalog
+    from flowlake.lake import Catalog
     from flowlake.table.table import LakeTable
 
 REPLAY_SOURCE: Final = "flowlake:dead-letter:"
