@@ -276,7 +276,7 @@ def test_snapshot_under_writes_survives_sigkill_mid_snapshot_and_mid_stream(
 
 
 def ingester_behind(url: str, catalog: str, warehouse: str, key: str) -> Callable[[], bool]:
-    """Whether ODS is more than ~256 KiB of binlog behind the server (checked from the writer thread)."""
+    """Whether ODS is more than ~32 KiB of binlog behind the server (checked from the writer thread)."""
     state: dict[str, Any] = {}
 
     def behind() -> bool:
@@ -288,7 +288,7 @@ def ingester_behind(url: str, catalog: str, warehouse: str, key: str) -> Callabl
         stored = position(state["cat"], "ods.orders", key)
         if stored is None or "file" not in stored:
             return False
-        return str(stored["file"]) != str(file) or int(pos) - int(stored["pos"]) > 256 * 1024
+        return str(stored["file"]) != str(file) or int(pos) - int(stored["pos"]) > 32 * 1024
 
     return behind
 
