@@ -214,7 +214,8 @@ def clean(
 
 def _ran_statement(query: str, as_of: str | None, catalog: str | None, warehouse: str | None) -> bool:
     """Run ``query`` if it is a DDL/DML statement (one commit) and say what it did; False for a SELECT."""
-    from flowlake.sql.dml import DDL, WRITES, run_statement, statement_type
+    from flowlake.sql.dml import DDL, WRITES, run_statement
+    from flowlake.sql.sandbox import statement_type
 
     if statement_type(query) not in (*DDL, *WRITES):
         return False

@@ -23,9 +23,16 @@ import sqlglot
 from sqlglot import exp
 
 from flowlake.changelog import KIND_COLUMN, RowKind
-from flowlake.errors import InvalidArgumentError, SqlError, SqlSandboxError
+from flowlake.errors import SqlError, SqlSandboxError
 from flowlake.names import TableName
-from flowlake.sql.sandbox import _readable, _register, check_principal, referenced_tables, sandbox_connection
+from flowlake.sql.sandbox import (
+    _readable,
+    _register,
+    check_principal,
+    referenced_tables,
+    sandbox_connection,
+    statement_type,
+)
 
 if TYPE_CHECKING:
     from flowlake.catalog.base import Commit
@@ -56,18 +63,6 @@ class StatementResult:
             f"{self.statement} {self.table}: version {self.commit.version} "
             f"({self.upserted} row(s) written, {self.deleted} deleted)"
         )
-
-
-def statement_type(sql: str) -> str:
-    """DuckDB's type of the single statement in ``sql`` (``SELECT``, ``INSERT``, ``MERGE_INTO``, ...)."""
-    with duckdb.connect(":memory:") as con:
-        try:
-            statements = con.extract_statements(sql)
-        except duckdb.Error as exc:
-            raise InvalidArgumentError(f"SQL does not parse: {exc}") from exc
-    if len(statements) != 1:
-        raise SqlError(f"give one statement at a time; this text holds {len(statements)}")
-    return str(statements[0].type).rsplit(".", 1)[-1]
 
 
 def run_statement(catalog: Catalog, sql: str, *, principal: str | None = None) -> StatementResult:

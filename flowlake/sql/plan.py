@@ -31,7 +31,7 @@ class Node:
 
     def describe(self) -> str:
         """One line: what the operator does."""
-        raise NotImplementedError
+        return type(self).__name__.lower()
 
     def state(self) -> str:
         """What state the operator keeps (``none`` for stateless ones)."""

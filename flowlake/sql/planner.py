@@ -16,7 +16,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import pyarrow as pa
 from sqlglot import exp
@@ -44,11 +44,12 @@ _INTERVAL_UNITS_US = {
 }  # fmt: skip
 
 
-class Catalogish:
+class Catalogish(Protocol):
     """What the planner needs of a catalog: a table's schema and primary key."""
 
-    def table_shape(self, name: str) -> tuple[pa.Schema, tuple[str, ...] | None]:  # pragma: no cover
-        raise NotImplementedError
+    def table_shape(self, name: str) -> tuple[pa.Schema, tuple[str, ...] | None]:
+        """``(schema, primary key)`` of a lake table; raises ``TableNotFoundError``."""
+        ...
 
 
 @dataclass

@@ -101,7 +101,7 @@ def run_query(
         InvalidArgumentError: The SQL does not parse or fails in DuckDB, or ``as_of`` is unusable.
     """
     with sandbox_connection() as con:
-        _check_single_select(con, sql)
+        _check_single_select(sql)
         names = referenced_tables(sql)
         tables = {name: _readable(catalog, name, principal) for name in names}
         versions = _cut(tables, as_of)
@@ -154,14 +154,25 @@ def _function_name(node: exp.Expression) -> str:
     return node.key
 
 
-def _check_single_select(con: duckdb.DuckDBPyConnection, sql: str) -> None:
-    try:
-        statements = con.extract_statements(sql)
-    except duckdb.Error as exc:
-        raise InvalidArgumentError(f"SQL does not parse: {exc}") from exc
+def statement_type(sql: str) -> str:
+    """DuckDB's type of the single statement in ``sql`` (``SELECT``, ``INSERT``, ``MERGE_INTO``, ...).
+
+    Raises:
+        InvalidArgumentError: The SQL does not parse.
+        SqlSandboxError: It holds more or fewer than one statement.
+    """
+    with duckdb.connect(":memory:") as con:
+        try:
+            statements = con.extract_statements(sql)
+        except duckdb.Error as exc:
+            raise InvalidArgumentError(f"SQL does not parse: {exc}") from exc
     if len(statements) != 1:
         raise SqlSandboxError(f"the query holds {len(statements)} statements; {_RULES}")
-    kind = str(statements[0].type).rsplit(".", 1)[-1]
+    return str(statements[0].type).rsplit(".", 1)[-1]
+
+
+def _check_single_select(sql: str) -> None:
+    kind = statement_type(sql)
     if kind != "SELECT":
         raise SqlSandboxError(f"{kind} statements are not allowed: {_RULES}")
 
