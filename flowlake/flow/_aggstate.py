@@ -55,6 +55,53 @@ def condition_mask(data: pa.Table, where: Condition | None) -> np.ndarray:
     return np.asarray(pc.fill_null(result, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
+WATERMARK_COLUMN = "_watermark"
+"""Per-row event-time watermark (epoch us) a batch may carry into :class:`AggregateState`."""
+
+_NO_MARK = np.iinfo(np.int64).min
+
+
+def watermarks_before(
+    event: np.ndarray, w: np.ndarray, previous: int | None
+) -> tuple[np.ndarray, int | None]:
+    """Each row's watermark (the largest event time of the additions before it) and the new maximum.
+
+    Rows are judged in changelog order, so lateness depends on neither batch boundaries nor on
+    how rows are partitioned when one watermark is computed before the split:
+
+    >>> before, top = watermarks_before(np.array([5, 3, 9]), np.array([1, 1, 1]), None)
+    >>> before.tolist() == [_NO_MARK, 5, 5], top
+    (True, 9)
+    """
+    adds = np.where((w > 0) & (event != _NO_MARK), event, _NO_MARK)
+    running = np.maximum.accumulate(adds) if len(adds) else adds
+    before = np.concatenate([[_NO_MARK], running[:-1]]) if len(adds) else adds
+    if previous is not None:
+        before = np.maximum(before, previous)
+    top = int(running[-1]) if len(running) else _NO_MARK
+    if previous is not None:
+        top = builtins.max(top, previous)
+    return before, (None if top == _NO_MARK else top)
+
+
+def watermark_after(before: np.ndarray, event: np.ndarray, w: np.ndarray) -> int | None:
+    """The largest watermark these rows (with their given watermarks) have seen, or None."""
+    adds = np.where((w > 0) & (event != _NO_MARK), event, _NO_MARK)
+    top = int(builtins.max(before.max(), adds.max())) if len(adds) else _NO_MARK
+    return None if top == _NO_MARK else top
+
+
+def with_watermarks(data: pa.Table, on: str, previous: int | None) -> tuple[pa.Table, int | None]:
+    """``data`` plus a :data:`WATERMARK_COLUMN` of each row's watermark, and the new maximum.
+
+    The aggregate operator runs this once on the whole input before splitting it into key
+    partitions, so every partition judges lateness against the same, global watermark.
+    """
+    event = temporal_us(data.column(on))
+    before, top = watermarks_before(event, weights(kinds_of(data)), previous)
+    return data.append_column(WATERMARK_COLUMN, pa.array(before, pa.int64())), top
+
+
 def temporal_us(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     """Epoch microseconds of a timestamp/date column as int64 (nulls → min int64)."""
     dtype = column.type
@@ -225,7 +272,15 @@ class AggregateState(PickledSnapshot):
     # -- one batch ------------------------------------------------------------------------------
 
     def apply(self, data: pa.Table) -> tuple[pa.Table, pa.Table | None]:
-        """Fold a changelog batch; returns (result changes, late changes or None)."""
+        """Fold a changelog batch; returns (result changes, late changes or None).
+
+        A :data:`WATERMARK_COLUMN` in ``data`` (see :func:`with_watermarks`) gives each row's
+        watermark; without it the state judges rows against the largest event time it has seen.
+        """
+        given: np.ndarray | None = None
+        if WATERMARK_COLUMN in data.schema.names:
+            given = np.asarray(data.column(WATERMARK_COLUMN).to_numpy(), dtype=np.int64)
+            data = data.drop_columns([WATERMARK_COLUMN])
         if self.schema is None:
             self._init_schema(data.schema)
         kinds = kinds_of(data)
@@ -233,13 +288,15 @@ class AggregateState(PickledSnapshot):
         late: pa.Table | None = None
         keyed = data
         if self.window is not None:
-            keyed, w, late = self._windowed(data, w)
+            keyed, w, late = self._windowed(data, w, given)
         out = self._fold(keyed, w)
         if self.window is not None:
             self._evict()
         return out, late
 
-    def _windowed(self, data: pa.Table, w: np.ndarray) -> tuple[pa.Table, np.ndarray, pa.Table | None]:
+    def _windowed(
+        self, data: pa.Table, w: np.ndarray, given: np.ndarray | None
+    ) -> tuple[pa.Table, np.ndarray, pa.Table | None]:
         window = self.window
         assert window is not None
         event = temporal_us(data.column(window.on))
@@ -247,23 +304,18 @@ class AggregateState(PickledSnapshot):
         start = np.where(null, 0, (event // window.size_us) * window.size_us)
         late_mask = np.zeros(len(event), dtype=bool)
         marks = start
-        if window.horizon_us is not None and len(event):
-            adds = np.where((w > 0) & ~null, event, np.iinfo(np.int64).min)
-            running = np.maximum.accumulate(adds)
-            before = np.concatenate([[np.iinfo(np.int64).min], running[:-1]])
-            if self.max_event is not None:
-                before = np.maximum(before, self.max_event)
-            has_mark = before > np.iinfo(np.int64).min
-            marks = np.where(has_mark, before - window.horizon_us, np.iinfo(np.int64).min)
-            late_mask = has_mark & ~null & (start + window.size_us <= marks)
-            top = int(running[-1])
-            if top > np.iinfo(np.int64).min:
+        if len(event):
+            if given is not None:
+                before = given
+                top = watermark_after(before, event, w)
+            else:
+                before, top = watermarks_before(event, w, self.max_event)
+            if top is not None:
                 self.max_event = top if self.max_event is None else builtins.max(self.max_event, top)
-        elif len(event):
-            adds = event[(w > 0) & ~null]
-            if len(adds):
-                top = int(adds.max())
-                self.max_event = top if self.max_event is None else builtins.max(self.max_event, top)
+            if window.horizon_us is not None:
+                has_mark = before > np.iinfo(np.int64).min
+                marks = np.where(has_mark, before - window.horizon_us, np.iinfo(np.int64).min)
+                late_mask = has_mark & ~null & (start + window.size_us <= marks)
         # window starts stay int64 microseconds inside the state (cheap Python keys); the output
         # column is a timestamp
         column = pa.array(start, pa.int64(), mask=null)

@@ -325,6 +325,7 @@ class _SinkPartition(StatefulSinkPartition[ChangeBatch, dict[str, Any]]):
         committed = self._table.source_position(flow_key(flow))
         self._committed: dict[str, int] | None = dict(committed) if committed else None
         self.commits = 0
+        self._failed = False
         log.info("sink %r built: resume seen=%s held=%s committed=%s", flow, self._seen,
                  0 if held is None else held.num_rows, self._committed)  # fmt: skip
 
@@ -377,12 +378,17 @@ class _SinkPartition(StatefulSinkPartition[ChangeBatch, dict[str, Any]]):
             self._buffer = [self._changes()]
 
     def snapshot(self) -> dict[str, Any]:
+        self._failed = True  # until the flush returns: close() must not flush again after an error
         self._flush()
+        self._failed = False
         held = concat(self._buffer) if self._buffer else None
         return {"seen": dict(self._seen), "held": held}
 
     def close(self) -> None:
-        self._flush()
+        # bytewax closes a partition while it unwinds from an error too; a second error there would
+        # abort the process (a panic in a destructor) and hide the first one
+        if not self._failed:
+            self._flush()
 
 
 class LakeSink(FixedPartitionedSink[ChangeBatch, dict[str, Any]]):

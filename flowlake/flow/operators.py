@@ -21,7 +21,7 @@ from bytewax.dataflow import Dataflow, Stream, operator
 
 from flowlake.changelog import KIND_COLUMN, SEQ_COLUMN
 from flowlake.errors import TableNotFoundError
-from flowlake.flow._aggstate import AggregateState, condition_mask, late_schema
+from flowlake.flow._aggstate import AggregateState, condition_mask, late_schema, with_watermarks
 from flowlake.flow._relational import (
     DedupState,
     JoinHow,
@@ -161,6 +161,8 @@ def aggregate(
     """
     by_cols = tuple(by)
     spec = dict(aggs)
+    if window is not None and window.horizon_us is not None:
+        up = _with_watermarks(window.on, up)
     split = op.flat_map("split", up, lambda batch: split_by_partition(batch, by_cols, partitions))
     keyed = op.key_on("key", split, lambda item: item[0])
     values = op.map_value("unwrap", keyed, lambda item: item[1])
@@ -191,6 +193,30 @@ def aggregate(
         op.map("changes", branches.trues, lambda item: item[1]),
         op.map("late", branches.falses, lambda item: item[1]),
     )
+
+
+def _with_watermarks(on: str, up: Stream[ChangeBatch]) -> Stream[ChangeBatch]:
+    """Stamp each row with the global event-time watermark, before the split into key partitions.
+
+    One keyed step sees every batch in changelog order, so lateness depends neither on the number of
+    partitions nor on how keys hash to them (a per-partition watermark did). Changes without an input
+    sequence number (``_seq``: those a join derived) get one here, unique in this stream, to key the
+    late-data table.
+    """
+    keyed = op.key_on("watermark_key", up, lambda _: "watermark")
+
+    def stamp(
+        state: tuple[int | None, int] | None, batch: ChangeBatch
+    ) -> tuple[tuple[int | None, int], ChangeBatch]:
+        previous, next_seq = state if state is not None else (None, 0)
+        data, top = with_watermarks(batch.data, on, previous)
+        if SEQ_COLUMN not in data.column_names:  # changes derived by a join: number them here
+            seq = np.arange(next_seq, next_seq + data.num_rows, dtype=np.int64)
+            data = data.append_column(SEQ_COLUMN, pa.array(seq))
+            next_seq += data.num_rows
+        return (top, next_seq), batch.with_data(data)
+
+    return op.key_rm("watermark_unkey", op.stateful_map("watermark", keyed, stamp))
 
 
 @operator

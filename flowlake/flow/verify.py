@@ -84,6 +84,26 @@ def lineage(table: LakeTable, version: int | None = None) -> tuple[int, dict[str
     return 0, {}
 
 
+def as_of(table: LakeTable, positions: Mapping[str, int]) -> int | None:
+    """The newest version of a flow-written table whose lineage is at or before ``positions``.
+
+    Views of one SQL file run in one dataflow, so a view that reads another records the lake
+    tables both read, not the other view's version. Its consistent input is the other view's table
+    as of the same input versions: the newest commit whose lineage does not pass ``positions`` on
+    any input they share (None if no commit qualifies).
+    """
+    best: int | None = None
+    for commit in table.history():
+        sources = commit.summary.get("sources")
+        if not sources:
+            continue
+        found = {k.removeprefix("table:"): int(v) for k, v in sources.items() if k.startswith("table:")}
+        shared = set(found) & set(positions)
+        if shared and all(found[k] <= positions[k] for k in shared):
+            best = commit.version
+    return best
+
+
 def table_property(catalog: Catalog, name: str, key: str) -> str | None:
     """A table property (None if unset)."""
     qualified = TableName.parse(name)
@@ -92,7 +112,11 @@ def table_property(catalog: Catalog, name: str, key: str) -> str | None:
 
 
 def run_at(catalog: Catalog, sql: str, versions: Mapping[str, int], *, default_head: bool) -> pa.Table:
-    """Run ``sql`` with each ``namespace.table`` it names at ``versions`` (else head, or version 0)."""
+    """Run ``sql`` with each ``namespace.table`` it names at ``versions``.
+
+    A table not in ``versions`` is read at its head with ``default_head``, else :func:`as_of` those
+    versions (a view of the same dataflow), else at version 0.
+    """
     known = set(catalog.list_tables())
     con = duckdb.connect()
     try:
@@ -102,7 +126,9 @@ def run_at(catalog: Catalog, sql: str, versions: Mapping[str, int], *, default_h
             if qualified not in known:
                 continue
             t = catalog.load_table(qualified)
-            version = versions.get(qualified, t.version if default_head else 0)
+            version = versions.get(qualified)
+            if version is None:
+                version = t.version if default_head else (as_of(t, versions) or 0)
             con.execute(f'create schema if not exists "{namespace}"')
             con.register(f"__v_{namespace}_{name}", t.dataset(version=version))
             con.execute(f'create view "{namespace}"."{name}" as select * from "__v_{namespace}_{name}"')

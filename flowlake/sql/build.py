@@ -56,6 +56,9 @@ def calc_function(node: Calc) -> Callable[[ChangeBatch], ChangeBatch]:
 
     def apply(batch: ChangeBatch) -> ChangeBatch:
         out = query(batch.data)
+        if SEQ_COLUMN in batch.data.column_names and out.num_rows == batch.data.num_rows:
+            # a projection keeps each change's input sequence number (it keys late-data tables)
+            out = out.append_column(SEQ_COLUMN, batch.data.column(SEQ_COLUMN))
         if filtered:
             keep = np.asarray(out.column(KEEP).to_numpy(zero_copy_only=False), dtype=bool)
             out = filter_changes(out.drop_columns([KEEP]), keep)

@@ -1,19 +1,18 @@
 """Compile a view file into a bytewax dataflow, create the views' tables, and explain the plan.
 
-A view's table gets the SELECT as its verify SQL (views it reads from the same file inlined as
-subqueries, because its lineage names the lake tables the dataflow reads), so ``flowlake verify``
-recomputes it in DuckDB at the input versions of any commit.
+A view's table gets the SELECT as its verify SQL, so ``flowlake verify`` recomputes it in DuckDB at
+the input versions of any commit; a view it reads from the same file is read as of those versions
+(:func:`flowlake.flow.verify.as_of`): the upstream view as materialized, late data left out as the
+stream left it out.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 import pyarrow as pa
 from bytewax.dataflow import Dataflow, Stream
-from sqlglot import exp
 
 from flowlake.changelog import KIND_COLUMN, SEQ_COLUMN
 from flowlake.errors import SqlError, TableNotFoundError
@@ -25,7 +24,7 @@ from flowlake.lake import Catalog
 from flowlake.sql.build import Builder, BuildOptions
 from flowlake.sql.plan import Aggregate, Output, walk
 from flowlake.sql.planner import Catalogish, Planner
-from flowlake.sql.statements import DIALECT, ViewDefinition, parse_views
+from flowlake.sql.statements import ViewDefinition, parse_views
 
 VIEW_SQL = "flowlake.view_sql"
 """Table property holding the SELECT a view's table was created from, as written."""
@@ -60,30 +59,8 @@ def plan_views(text: str, catalog: Catalog) -> list[CompiledView]:
     planned: list[CompiledView] = []
     for view in parse_views(text):
         output = planner.plan_view(view)
-        sql = _inline(view, {p.view.name: p for p in planned})
-        planned.append(CompiledView(view, output, planner.late_table, sql, tuple(planner.late_keys)))
+        planned.append(CompiledView(view, output, planner.late_table, view.sql, tuple(planner.late_keys)))
     return planned
-
-
-def _inline(view: ViewDefinition, earlier: Mapping[str, CompiledView]) -> str:
-    """The view's SELECT with the earlier views it reads replaced by their (inlined) SELECTs."""
-    tables = [t for t in view.query.find_all(exp.Table) if f"{t.db}.{t.name}" in earlier]
-    if not tables:
-        return view.sql
-    query = view.query.copy()
-
-    def swap(node: exp.Expr) -> exp.Expr:
-        if isinstance(node, exp.Table) and f"{node.db}.{node.name}" in earlier:
-            inner = earlier[f"{node.db}.{node.name}"].verify_sql
-            from sqlglot import parse_one
-
-            return exp.Subquery(
-                this=parse_one(inner, dialect=DIALECT),
-                alias=exp.TableAlias(this=exp.to_identifier(node.alias_or_name)),
-            )
-        return node
-
-    return str(query.transform(swap).sql(dialect=DIALECT))
 
 
 def _ensure_table(catalog: Catalog, compiled: CompiledView) -> None:

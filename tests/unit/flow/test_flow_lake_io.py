@@ -176,3 +176,36 @@ def test_sink_applies_out_of_order_update_pairs(cat: fl.Catalog) -> None:
     part.write_batch([ChangeBatch(moved, {"table:x": 2})])
     part.snapshot()
     assert t.read().to_pylist() == [{"k": 1, "v": 2}]
+
+
+FAILING_SINK_FLOW = """
+import datetime as dt, sys
+import pyarrow as pa
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.testing import TestingSource, run_main
+import flowlake as fl
+from flowlake.changelog import RowKind
+from flowlake.flow import ChangeBatch, lake_output
+from flowlake.flow.batch import from_rows
+
+cat = fl.connect(catalog=f"sqlite:///{sys.argv[1]}/c.db", warehouse=f"file://{sys.argv[1]}/wh")
+schema = pa.schema([pa.field("k", pa.int64()), ("v", pa.int64())])
+cat.create_table("ods.t", schema, primary_key=["k"])
+flow = Dataflow("failing_sink")
+bad = ChangeBatch(from_rows([(RowKind.INSERT, {"k": None, "v": 1})], schema), {"table:x.y": 1})
+lake_output("out", op.input("in", flow, TestingSource([bad])), "ods.t", catalog=cat)
+run_main(flow, epoch_interval=dt.timedelta(0))
+"""
+
+
+def test_a_commit_that_fails_raises_its_error_instead_of_aborting_the_process(tmp_path: Path) -> None:
+    # bytewax closes the sink while unwinding from the failed snapshot; flushing again there raised
+    # a second error inside a Rust destructor, which aborts the whole process (SIGABRT, no message)
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-c", FAILING_SINK_FLOW, str(tmp_path)],
+                         capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    assert run.returncode == 1, run.stderr[-2000:]
+    assert "NullKeyError" in run.stderr and "primary-key column 'k' is null" in run.stderr

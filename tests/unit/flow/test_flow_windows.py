@@ -98,3 +98,44 @@ def test_durations_parse_and_reject_nonsense() -> None:
         aggs.duration_us("two hours")
     with pytest.raises(InvalidArgumentError):
         aggs.Window(0, "at", "minute")
+
+
+def late_ids_with(partitions: int, batches: list[list[tuple[RowKind, dict[str, object]]]]) -> list[int]:
+    """The ids the aggregate operator sends to its late output, run with ``partitions`` partitions."""
+    import bytewax.operators as op
+    from bytewax.dataflow import Dataflow
+    from bytewax.testing import TestingSink, TestingSource, run_main
+
+    from flowlake.flow import ChangeBatch, aggregate
+
+    flow = Dataflow(f"late_{partitions}")
+    up = op.input("in", flow, TestingSource([ChangeBatch(from_rows(b, SCHEMA)) for b in batches]))
+    out = aggregate("agg", up, by=["shop"], aggs={"n": aggs.count()},
+                    window=aggs.minutes(1, on="at", horizon="10m"), partitions=partitions)  # fmt: skip
+    late: list[ChangeBatch] = []
+    op.output("late", out.late, TestingSink(late))
+    run_main(flow)
+    return sorted(i for b in late for i in b.data.column("id").to_pylist())
+
+
+def test_lateness_does_not_depend_on_the_number_of_partitions() -> None:
+    # shop 1 sees a change at 12:30 first; shop 2's change at 12:05 comes after it in the changelog.
+    # With a watermark per key partition, shop 2's partition had seen nothing and kept the change.
+    batch = [(RowKind.INSERT, order(1, 30, shop=s)) for s in (1, 3, 5, 7)]
+    batch += [(RowKind.INSERT, order(9, 5, shop=s)) for s in (2, 4, 6, 8)]
+    assert late_ids_with(1, [batch]) == late_ids_with(4, [batch]) == [9, 9, 9, 9]
+    assert late_ids_with(4, [batch[:4], batch[4:]]) == [9, 9, 9, 9]
+
+
+def test_a_watermark_column_overrides_the_state_s_own() -> None:
+    from flowlake.flow._aggstate import WATERMARK_COLUMN, with_watermarks
+
+    s = state()
+    data, top = with_watermarks(from_rows([(RowKind.INSERT, order(1, 3))], SCHEMA), "at", None)
+    assert top is not None and WATERMARK_COLUMN in data.column_names
+    # the stream's watermark (12:30, from other partitions) makes 12:03 late here
+    stamped = data.set_column(data.schema.get_field_index(WATERMARK_COLUMN), WATERMARK_COLUMN,
+                              pa.array([top + 27 * 60_000_000], pa.int64()))  # fmt: skip
+    out, late = s.apply(stamped)
+    assert late is not None and late.column("id").to_pylist() == [1]
+    assert WATERMARK_COLUMN not in late.column_names and out.num_rows == 0
