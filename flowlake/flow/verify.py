@@ -90,7 +90,7 @@ def as_of(table: LakeTable, positions: Mapping[str, int]) -> int | None:
     Views of one SQL file run in one dataflow, so a view that reads another records the lake
     tables both read, not the other view's version. Its consistent input is the other view's table
     as of the same input versions: the newest commit whose lineage does not pass ``positions`` on
-    any input they share (None if no commit qualifies).
+    any input (an input ``positions`` lacks had not been read: version 0); None if none qualifies.
     """
     best: int | None = None
     for commit in table.history():
@@ -98,8 +98,7 @@ def as_of(table: LakeTable, positions: Mapping[str, int]) -> int | None:
         if not sources:
             continue
         found = {k.removeprefix("table:"): int(v) for k, v in sources.items() if k.startswith("table:")}
-        shared = set(found) & set(positions)
-        if shared and all(found[k] <= positions[k] for k in shared):
+        if found and all(v <= positions.get(k, 0) for k, v in found.items()):
             best = commit.version
     return best
 

