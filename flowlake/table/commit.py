@@ -32,6 +32,7 @@ from flowlake.io.parquet import parallel, write_parquet
 from flowlake.table.bucketing import key_hash, split_by_bucket
 from flowlake.table.bucketmap import BucketMap
 from flowlake.table.keystate import KeyState, key_list
+from flowlake.table.lookup import BASE_ROW_GROUP_ROWS
 from flowlake.table.scan import read_changes, read_snapshot
 from flowlake.table.stats import compute_stats
 from flowlake.table.versions import unless_cleaned
@@ -58,7 +59,14 @@ def write_files(
     def write_one(item: tuple[int, tuple[int, pa.Table]]) -> DataFile:
         n, (bucket, data) = item
         rel = f"{record.location}/data/bucket-{bucket:05d}/{instant}-{content}-{n}.parquet"
-        written = write_parquet(storage, storage.path(rel), data, dictionary=content == "base")
+        base = content == "base"
+        written = write_parquet(
+            storage,
+            storage.path(rel),
+            data,
+            dictionary=base,
+            row_group_size=BASE_ROW_GROUP_ROWS if base else None,
+        )
         return DataFile(
             path=rel, bucket=bucket, content=content, row_count=data.num_rows, size=written.size,
             stats=compute_stats(data), checksum=written.checksum,

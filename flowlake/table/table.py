@@ -46,6 +46,7 @@ from flowlake.table.commit import (
     write_files,
 )
 from flowlake.table.keystate import KeyState
+from flowlake.table.lookup import key_table, lookup
 from flowlake.table.pins import Pin, pin_name
 from flowlake.table.scan import ScanMetrics, read_changes, read_snapshot, snapshot_dataset
 from flowlake.table.schema import evolve_schema, fit_batch
@@ -80,6 +81,7 @@ class LakeTable:
         self._lock = threading.RLock()
         self.last_scan = ScanMetrics()
         """What the most recent ``read`` did (files read, read for keys only, skipped)."""
+        self._files_at: dict[int, list[DataFile]] = {}
 
     # -- identity -----------------------------------------------------------------------------------
 
@@ -522,6 +524,48 @@ class LakeTable:
             )
         self.last_scan = metrics
         return result
+
+    def get(
+        self,
+        keys: pa.Table | Mapping[str, Sequence[Any]] | Sequence[Any],
+        version: int | None = None,
+        columns: Sequence[str] | None = None,
+    ) -> pa.Table:
+        """Point lookup: the live rows of ``keys`` at the head (or ``version``), in the order asked.
+
+        ``keys``: values of a one-column key, tuples of a composite key, a mapping of key column to
+        values, or a table of the key columns. Keys that are not live are left out. Only the row
+        groups that can hold the keys are read (see :mod:`flowlake.table.lookup`).
+
+        >>> import flowlake as fl
+        >>> cat = fl.connect(catalog="sqlite://", warehouse="memory://get-doc")
+        >>> t = cat.create_table("ods.users", pa.schema([("id", pa.int64()), ("name", pa.string())]),
+        ...                      primary_key=["id"])
+        >>> _ = t.upsert(pa.table({"id": [1, 2, 3], "name": ["ann", "bob", "cy"]}))
+        >>> t.get([3, 9, 1]).to_pylist()
+        [{'id': 3, 'name': 'cy'}, {'id': 1, 'name': 'ann'}]
+        """
+        self._require_primary_key("get")
+        v = self.resolve_version(version)
+        schema = self._schema_at(v)
+        if columns is not None:
+            missing = [c for c in columns if c not in schema.names]
+            if missing:
+                raise InvalidArgumentError(f"table {self.name!r} at version {v} has no column(s) {missing}")
+        wanted = key_table(self.name, self.primary_key, schema, keys)
+        files = self._snapshot_files(v)
+        return lookup(self._storage, files, schema, self.primary_key, wanted, columns=columns)
+
+    def _snapshot_files(self, version: int) -> list[DataFile]:
+        """The files of ``version`` (a snapshot's files never change: cached per version)."""
+        cached = self._files_at.get(version)
+        if cached is None:
+            with self._unless_cleaned(version):
+                cached = self._store.live_files(self._record.id, version)
+            self._files_at[version] = cached
+            while len(self._files_at) > 8:
+                self._files_at.pop(next(iter(self._files_at)))
+        return cached
 
     def _unless_cleaned(self, version: int) -> contextlib.AbstractContextManager[None]:
         """Raise ``VersionCleanedError`` if a clean moved past ``version`` while the block read it."""
