@@ -46,7 +46,6 @@ from flowlake.cdc.source import (
     ChangeGroup,
     DeadLetter,
     Order,
-    ProgressCallback,
     Source,
     TableSpec,
     UndecodedRow,
@@ -740,40 +739,3 @@ def _drop_null_keys(
             seen.add(id(raw))
             dead.append((DeadLetter(raw, {}, target.source_table, error), group))
     return changelog.filter(pc.invert(mask))
-
-
-def open_source(
-    url: str,
-    *,
-    tables: str | Sequence[str] | None = None,
-    chunk_size: int = 5000,
-    snapshot: str = "initial",
-    follow: bool = True,
-    on_progress: ProgressCallback | None = None,
-    storage_options: Mapping[str, Any] | None = None,
-) -> Source:
-    """A source from a URL: ``mysql://user:pw@host:port/db`` (or ``mariadb://``), or
-    ``debezium-jsonl:<fsspec path>`` for Debezium JSON lines.
-
-    Raises:
-        InvalidArgumentError: For any other URL.
-    """
-    if url.startswith(("mysql://", "mariadb://")):
-        from flowlake.cdc.mysql import MySqlSource
-
-        if snapshot not in ("initial", "never"):
-            raise InvalidArgumentError(f"snapshot must be 'initial' or 'never', got {snapshot!r}")
-        return MySqlSource(
-            url,
-            tables=tables,
-            chunk_size=chunk_size,
-            snapshot="initial" if snapshot == "initial" else "never",
-            on_progress=on_progress,
-        )
-    if url.startswith("debezium-jsonl:"):
-        from flowlake.cdc.jsonl import jsonl_source_from_url
-
-        return jsonl_source_from_url(url, tables=tables, follow=follow, storage_options=storage_options)
-    raise InvalidArgumentError(
-        f"unknown source {url!r}: use mysql://user@host:3306/db or debezium-jsonl:file:///path"
-    )
