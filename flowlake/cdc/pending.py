@@ -75,6 +75,10 @@ class PendingChanges:
 
     source_table: str
     items: list[tuple[int, Literal["rows", "messages", "bulk"], Any]] = field(default_factory=list)
+    _bulk: bool = field(default=False, init=False, repr=False)
+    """Whether a ``bulk`` item is pending (kept, so that adding stays O(1) per group)."""
+    _messages_pending: bool = field(default=False, init=False, repr=False)
+    """Whether a ``messages`` item is pending."""
 
     def __len__(self) -> int:
         return sum(len(changes) for _, _, changes in self.items)
@@ -88,26 +92,29 @@ class PendingChanges:
         """Buffer Debezium messages of group ``group``; return how many."""
         self.materialize()
         self.items.append((group, "messages", messages))
+        self._messages_pending = True
         return len(messages)
 
     def add_batch(self, group: int, batch: MessageBatch) -> int:
         """Buffer messages parsed in bulk of group ``group``; return how many."""
         self.items.append((group, "bulk", batch))
-        if any(shape == "messages" for _, shape, _ in self.items):
+        self._bulk = True
+        if self._messages_pending:
             self.materialize()
         return len(batch)
 
     def clear(self) -> None:
         """Forget everything buffered."""
-        self.items = []
+        self.items, self._bulk, self._messages_pending = [], False, False
 
     def materialize(self) -> None:
         """Hand the bulk-parsed messages to the per-message decoder, keeping their order."""
-        if any(shape == "bulk" for _, shape, _ in self.items):
+        if self._bulk:
             self.items = [
                 (group, "messages", changes.messages()) if shape == "bulk" else (group, shape, changes)
                 for group, shape, changes in self.items
             ]
+            self._bulk, self._messages_pending = False, True
 
     def _rows(self) -> tuple[Rows, list[int]]:
         rows: Rows = []
@@ -198,6 +205,7 @@ class PendingChanges:
             if bulk is not None:
                 parts.append(bulk)
                 self.items = [item for item in self.items if item[1] != "bulk"]
+                self._bulk = False
             else:
                 self.materialize()
         messages, message_groups = self._messages()
