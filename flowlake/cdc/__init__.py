@@ -12,10 +12,17 @@ from flowlake.cdc.debezium import (
     decode,
     decode_batch,
 )
-from flowlake.cdc.ingest import IngestStats, OdsIngester, open_source, stored_position
+from flowlake.cdc.ingest import IngestStats, OdsIngester, stored_position
 from flowlake.cdc.jsonl import JsonlSource
 from flowlake.cdc.logical_types import DecimalHandling, FieldDecoder
 from flowlake.cdc.mysql import CdcSourceError, MySqlSource
+from flowlake.cdc.replay import (
+    StoredDeadLetter,
+    list_dead_letters,
+    replay_dead_letters,
+    resolve_ods_table,
+    summarize_dead_letters,
+)
 from flowlake.cdc.source import (
     ChangeGroup,
     DeadLetter,
@@ -24,6 +31,7 @@ from flowlake.cdc.source import (
     TableFilter,
     TableSpec,
     ods_table_name,
+    open_source,
 )
 
 __all__ = [
@@ -43,14 +51,19 @@ __all__ = [
     "SnapshotProgress",
     "Source",
     "SourceInfo",
+    "StoredDeadLetter",
     "TableFilter",
     "TableSpec",
     "count_dead_letters",
     "debezium_schema_to_arrow",
     "decode",
     "decode_batch",
+    "list_dead_letters",
     "ods_table_name",
     "open_source",
+    "replay_dead_letters",
+    "resolve_ods_table",
     "source_info",
     "stored_position",
+    "summarize_dead_letters",
 ]

@@ -23,7 +23,7 @@ _BUILD_ERRORS: Final = (pa.ArrowException, CdcDecodeError, TypeError, ValueError
 """What building an Arrow column from JSON values may raise (pa.array raises all of these)."""
 
 
-def _column_names(
+def column_names(
     rows: list[dict[str, Any]], present: set[str], schema: pa.Schema | None, decoders: dict[str, FieldDecoder]
 ) -> list[str]:
     if schema is not None:
@@ -38,7 +38,7 @@ def _column_names(
     return list(names)
 
 
-def _rows_with_bad_columns(
+def rows_with_bad_columns(
     rows: list[dict[str, Any]], present: set[str], names: list[str], schema: pa.Schema | None
 ) -> dict[int, str]:
     """Rows that hold a reserved column, or (with an explicit schema) a column outside it."""
@@ -94,7 +94,7 @@ def _bool_as_number(value: Any, kind: pa.DataType) -> bool:
     return False
 
 
-def _builder(
+def column_builder(
     name: str, schema: pa.Schema | None, decoders: dict[str, FieldDecoder], decimal_handling: DecimalHandling
 ) -> Builder:
     target = schema.field(name).type if schema is not None else None
@@ -113,7 +113,7 @@ def _builder(
     return build_and_cast
 
 
-def _build_column(name: str, values: list[Any], builder: Builder) -> tuple[pa.Array, dict[int, str]]:
+def build_column(name: str, values: list[Any], builder: Builder) -> tuple[pa.Array, dict[int, str]]:
     """Build a column; on failure find the rows whose values cannot be held (by bisection)."""
     try:
         return builder(values), {}
@@ -127,10 +127,10 @@ def _build_column(name: str, values: list[Any], builder: Builder) -> tuple[pa.Ar
     _bisect(values, builder, 0, len(values), bad)
     if not bad:
         raise CdcDecodeError(f"column {quote(name)} cannot be built from this batch: {failure}") from failure
-    return pa.array([]), {row: f"field {quote(name)}: {_clip(reason)}" for row, reason in bad.items()}
+    return pa.array([]), {row: f"field {quote(name)}: {clip(reason)}" for row, reason in bad.items()}
 
 
-def _clip(reason: str, limit: int = 300) -> str:
+def clip(reason: str, limit: int = 300) -> str:
     """Arrow's own messages may quote a whole value or type: keep them short."""
     return reason if len(reason) <= limit else reason[:limit] + "..."
 
@@ -155,7 +155,7 @@ def _majority_builder(values: list[Any]) -> Builder:
         for value in chunk:
             if value is not None and (float if type(value) is int else type(value)) is not majority:
                 raise CorruptRecordError(
-                    f"{short_repr(value)} does not match the column's type {_clip(str(target), 100)} "
+                    f"{short_repr(value)} does not match the column's type {clip(str(target), 100)} "
                     "(inferred from the batch)"
                 )
         if majority is float:  # Arrow refuses some mixes of big integers and floats: convert them here
@@ -191,7 +191,7 @@ def _bisect(values: list[Any], builder: Builder, lo: int, hi: int, bad: dict[int
     _bisect(values, builder, mid, hi, bad)
 
 
-def _output_fields(names: Iterable[str], columns: list[pa.Array], schema: pa.Schema | None) -> list[pa.Field]:
+def output_fields(names: Iterable[str], columns: list[pa.Array], schema: pa.Schema | None) -> list[pa.Field]:
     if schema is not None:
         return [schema.field(name).with_nullable(True) for name in names]
     return [pa.field(name, column.type) for name, column in zip(names, columns, strict=True)]

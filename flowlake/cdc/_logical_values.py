@@ -45,7 +45,7 @@ _MAX_MICROS: Final = 253_402_300_799_999_999
 _MIN_DAYS: Final = -719_162
 _MAX_DAYS: Final = 2_932_896
 _ONE_MICRO: Final = dt.timedelta(microseconds=1)
-_UNIT_PER_SECOND: Final = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
+UNIT_PER_SECOND: Final = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
 
 DATE: Final = "io.debezium.time.Date"
 TIME: Final = "io.debezium.time.Time"
@@ -80,7 +80,7 @@ def quote(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _int(value: Any, what: str) -> int:
+def as_int(value: Any, what: str) -> int:
     if type(value) is not int:
         raise CorruptRecordError(f"expected {what} as a JSON integer, got {quote(value)}")
     return value
@@ -94,11 +94,11 @@ def _str(value: Any, what: str) -> str:
 
 def days_to_date(value: Any) -> dt.date:
     """Convert ``io.debezium.time.Date`` (days since 1970-01-01) to a ``date``."""
-    days = _int(value, "days since 1970-01-01")
+    days = as_int(value, "days since 1970-01-01")
     try:
         return _EPOCH_DATE + dt.timedelta(days=days)
     except OverflowError as exc:
-        raise _range_error(pa.date32(), days) from exc
+        raise range_error(pa.date32(), days) from exc
 
 
 def _time_of_day(micros: int, raw: int, unit: str) -> dt.time:
@@ -111,19 +111,19 @@ def _time_of_day(micros: int, raw: int, unit: str) -> dt.time:
 
 def millis_to_time(value: Any) -> dt.time:
     """Convert ``io.debezium.time.Time`` (milliseconds of the day) to a ``time``."""
-    millis = _int(value, "milliseconds of the day")
+    millis = as_int(value, "milliseconds of the day")
     return _time_of_day(millis * 1_000, millis, "ms")
 
 
 def micros_to_time(value: Any) -> dt.time:
     """Convert ``io.debezium.time.MicroTime`` (microseconds of the day) to a ``time``."""
-    micros = _int(value, "microseconds of the day")
+    micros = as_int(value, "microseconds of the day")
     return _time_of_day(micros, micros, "µs")
 
 
 def nanos_to_time(value: Any) -> dt.time:
     """Convert ``io.debezium.time.NanoTime`` to a ``time``, truncated to microseconds."""
-    nanos = _int(value, "nanoseconds of the day")
+    nanos = as_int(value, "nanoseconds of the day")
     return _time_of_day(nanos // 1_000, nanos, "ns")
 
 
@@ -131,7 +131,7 @@ def _checked_time_of_day(per_day: int, unit: str) -> Converter:
     """A to_arrow converter that checks a time-of-day integer and passes it on unchanged."""
 
     def check(value: Any) -> int:
-        number = _int(value, f"{unit} of the day")
+        number = as_int(value, f"{unit} of the day")
         if not 0 <= number < per_day:
             raise CorruptRecordError(f"{number} {unit} is not a time of day (0 <= t < 24h)")
         return number
@@ -139,12 +139,12 @@ def _checked_time_of_day(per_day: int, unit: str) -> Converter:
     return check
 
 
-_MILLIS_OF_DAY: Final = _checked_time_of_day(86_400_000, "ms")
-_MICROS_OF_DAY: Final = _checked_time_of_day(_MICROS_PER_DAY, "µs")
-_NANOS_OF_DAY: Final = _checked_time_of_day(_MICROS_PER_DAY * 1_000, "ns")
+MILLIS_OF_DAY: Final = _checked_time_of_day(86_400_000, "ms")
+MICROS_OF_DAY: Final = _checked_time_of_day(_MICROS_PER_DAY, "µs")
+NANOS_OF_DAY: Final = _checked_time_of_day(_MICROS_PER_DAY * 1_000, "ns")
 
 
-def _naive_timestamp(micros: int, raw: int, unit: str) -> dt.datetime:
+def naive_timestamp(micros: int, raw: int, unit: str) -> dt.datetime:
     try:
         return _EPOCH + dt.timedelta(microseconds=micros)
     except OverflowError as exc:
@@ -153,19 +153,19 @@ def _naive_timestamp(micros: int, raw: int, unit: str) -> dt.datetime:
         ) from exc
 
 
-def _epoch_range(arrow_type: pa.DataType) -> tuple[int, int] | None:
+def epoch_range(arrow_type: pa.DataType) -> tuple[int, int] | None:
     """The values of a date or timestamp type that fall in years 1-9999 (what ``decode`` can return)."""
     if arrow_type == pa.date32():
         return _MIN_DAYS, _MAX_DAYS
     if not pa.types.is_timestamp(arrow_type):
         return None
-    per = _UNIT_PER_SECOND[arrow_type.unit]
+    per = UNIT_PER_SECOND[arrow_type.unit]
     low = -((-_MIN_MICROS * per) // 1_000_000)
     high = ((_MAX_MICROS + 1) * per - 1) // 1_000_000
     return max(low, -(2**63)), min(high, 2**63 - 1)
 
 
-def _range_error(arrow_type: pa.DataType, value: int) -> CorruptRecordError:
+def range_error(arrow_type: pa.DataType, value: int) -> CorruptRecordError:
     if arrow_type == pa.date32():
         return CorruptRecordError(
             f"{value} days since 1970-01-01 is outside the supported dates (years 1-9999)"
@@ -178,22 +178,22 @@ def _range_error(arrow_type: pa.DataType, value: int) -> CorruptRecordError:
 
 def millis_to_timestamp(value: Any) -> dt.datetime:
     """Convert ``io.debezium.time.Timestamp`` (ms since the epoch, no zone) to a naive ``datetime``."""
-    millis = _int(value, "milliseconds since the epoch")
-    return _naive_timestamp(millis * 1_000, millis, "ms")
+    millis = as_int(value, "milliseconds since the epoch")
+    return naive_timestamp(millis * 1_000, millis, "ms")
 
 
 def micros_to_timestamp(value: Any) -> dt.datetime:
     """Convert ``io.debezium.time.MicroTimestamp`` (µs since the epoch) to a naive ``datetime``."""
-    micros = _int(value, "microseconds since the epoch")
-    return _naive_timestamp(micros, micros, "µs")
+    micros = as_int(value, "microseconds since the epoch")
+    return naive_timestamp(micros, micros, "µs")
 
 
 def nanos_to_timestamp(value: Any) -> dt.datetime:
     """Convert ``io.debezium.time.NanoTimestamp`` to a naive ``datetime``, truncated to microseconds."""
-    nanos = _int(value, "nanoseconds since the epoch")
+    nanos = as_int(value, "nanoseconds since the epoch")
     if not -(2**63) <= nanos < 2**63:
-        raise _range_error(pa.timestamp("ns"), nanos)
-    return _naive_timestamp(nanos // 1_000, nanos, "ns")
+        raise range_error(pa.timestamp("ns"), nanos)
+    return naive_timestamp(nanos // 1_000, nanos, "ns")
 
 
 def zoned_to_datetime(value: Any) -> dt.datetime:
@@ -248,7 +248,7 @@ def _base64_unscaled(value: Any) -> int:
     return int.from_bytes(raw, "big", signed=True)
 
 
-def _base64_fitter(precision: int, scale: int) -> Converter:
+def base64_fitter(precision: int, scale: int) -> Converter:
     """``fit_decimal(base64_to_decimal(value, scale), precision, scale)``, checked on the integer."""
     limit = 10**precision
 
@@ -267,7 +267,7 @@ def variable_scale_to_decimal(value: Any) -> Decimal:
         raise CorruptRecordError(
             f"expected a VariableScaleDecimal object {{scale, value}}, got {quote(value)}"
         )
-    scale = _int(value.get("scale"), "VariableScaleDecimal 'scale'")
+    scale = as_int(value.get("scale"), "VariableScaleDecimal 'scale'")
     return base64_to_decimal(value.get("value"), scale)
 
 
@@ -334,11 +334,11 @@ def any_to_decimal(value: Any, scale: int | None, handling: DecimalHandling) -> 
 # --- plain Connect types ---------------------------------------------------------------------------
 
 
-def _int_range(bits: int, *, signed: bool = True) -> Converter:
+def int_range(bits: int, *, signed: bool = True) -> Converter:
     low, high = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
 
     def convert(value: Any) -> int:
-        number = _int(value, f"a {bits}-bit integer")
+        number = as_int(value, f"a {bits}-bit integer")
         if not low <= number <= high:
             raise CorruptRecordError(f"{number} does not fit in {bits} bits")
         return number
@@ -346,21 +346,21 @@ def _int_range(bits: int, *, signed: bool = True) -> Converter:
     return convert
 
 
-def _to_float(value: Any) -> float:
+def to_float(value: Any) -> float:
     if type(value) is float or type(value) is int:
         return float(value)
     raise CorruptRecordError(f"expected a JSON number, got {quote(value)}")
 
 
-def _to_bool(value: Any) -> bool:
+def to_bool(value: Any) -> bool:
     if type(value) is not bool:
         raise CorruptRecordError(f"expected true or false, got {quote(value)}")
     return value
 
 
-def _to_str(value: Any) -> str:
+def to_str(value: Any) -> str:
     return _str(value, "a string")
 
 
-def _identity(value: Any) -> Any:
+def identity(value: Any) -> Any:
     return value

@@ -58,7 +58,7 @@ Rules
 
 Layout: this module holds :func:`decode`; :func:`decode_batch` lives in
 :mod:`flowlake.cdc.debezium_batch` (its column building in ``_batch_columns``) and the envelope
-rules both share in ``_envelope``. Every public name is importable from here.
+rules both share in :mod:`flowlake.cdc.envelope`. Every public name is importable from here.
 """
 
 from __future__ import annotations
@@ -69,22 +69,22 @@ from typing import Any
 import pyarrow as pa
 
 from flowlake.cdc._batch_columns import Builder
-from flowlake.cdc._envelope import (
-    Message,
-    _is_envelope_block,
-    _is_meta_event,
-    _key_problem,
-    _KeyRule,
-    _parse,
-    _row_changes,
-    _row_struct,
-    _struct_decoders,
-    _struct_width,
-    _unwrap,
-    _where,
-)
 from flowlake.cdc.change import Change, source_info
 from flowlake.cdc.debezium_batch import DecodedBatch, DecodeFailure, decode_batch
+from flowlake.cdc.envelope import (
+    KeyRule,
+    Message,
+    is_envelope_block,
+    is_meta_event,
+    key_problem,
+    parse_message,
+    payload_changes,
+    row_decoders,
+    row_struct,
+    struct_width,
+    unwrap,
+    where_in_source,
+)
 from flowlake.cdc.logical_types import DecimalHandling, FieldDecoder, decoder_for_arrow, struct_decoders
 from flowlake.errors import CdcDecodeError, CorruptRecordError
 
@@ -128,27 +128,27 @@ def decode(
         CorruptRecordError: If the message is malformed (rule 6).
         CdcDecodeError: If the message is valid but cannot be applied as row changes (truncate).
     """
-    key = _KeyRule.of(primary_key)
+    key = KeyRule.of(primary_key)
     payload: dict[str, Any] | None = None
     try:
-        obj = _parse(message)
+        obj = parse_message(message)
         if obj is None:
             return []
-        payload, block = _unwrap(obj)
-        if payload is None or _is_meta_event(payload):
+        payload, block = unwrap(obj)
+        if payload is None or is_meta_event(payload):
             return []
-        struct = _row_struct(block)
-        width = _struct_width(struct) if struct is not None else (len(schema) if schema is not None else None)
-        steps = _row_changes(payload, key, width)
+        struct = row_struct(block)
+        width = struct_width(struct) if struct is not None else (len(schema) if schema is not None else None)
+        steps = payload_changes(payload, key, width)
         for kind, row, _ in steps if key.columns else ():
             for name in key.columns:
                 if row.get(name) is None:
-                    raise CorruptRecordError(_key_problem(name, row, kind, payload))
+                    raise CorruptRecordError(key_problem(name, row, kind, payload))
         decoders = _python_decoders(struct, schema, decimal_handling) if convert else None
         source = source_info(payload)
         return [Change(kind, _convert_row(row, decoders), source, complete) for kind, row, complete in steps]
     except CdcDecodeError as exc:
-        where = _where(payload, offset)
+        where = where_in_source(payload, offset)
         if not where:
             raise
         raise type(exc)(f"{exc} ({where})") from exc
@@ -170,7 +170,7 @@ def debezium_schema_to_arrow(schema_block: Mapping[str, Any]) -> pa.Schema:
         CorruptRecordError: If the block is malformed.
     """
     block = dict(schema_block)
-    struct = _row_struct(block) if _is_envelope_block(block) else block
+    struct = row_struct(block) if is_envelope_block(block) else block
     decoders = struct_decoders(struct)
     return pa.schema([pa.field(d.name, d.arrow_type, nullable=d.nullable) for d in decoders])
 
@@ -179,7 +179,7 @@ def _python_decoders(
     struct: dict[str, Any] | None, schema: pa.Schema | None, decimal_handling: DecimalHandling
 ) -> dict[str, FieldDecoder] | None:
     if struct is not None:
-        return _struct_decoders(struct)
+        return row_decoders(struct)
     if schema is not None:
         return {f.name: decoder_for_arrow(f.name, f.type, decimal_handling=decimal_handling) for f in schema}
     return None

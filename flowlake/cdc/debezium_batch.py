@@ -21,29 +21,29 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from flowlake.cdc._batch_columns import (
-    _build_column,
-    _builder,
-    _clip,
-    _column_names,
-    _output_fields,
-    _rows_with_bad_columns,
-)
-from flowlake.cdc._envelope import (
-    Message,
-    _is_meta_event,
-    _key_problem,
-    _KeyRule,
-    _parse,
-    _row_changes,
-    _row_struct,
-    _struct_decoders,
-    _unwrap,
-    _where,
+    build_column,
+    clip,
+    column_builder,
+    column_names,
+    output_fields,
+    rows_with_bad_columns,
 )
 from flowlake.cdc.change import SourceInfo, source_info
+from flowlake.cdc.envelope import (
+    KeyRule,
+    Message,
+    is_meta_event,
+    key_problem,
+    parse_message,
+    payload_changes,
+    row_decoders,
+    row_struct,
+    unwrap,
+    where_in_source,
+)
 from flowlake.cdc.logical_types import DecimalHandling, FieldDecoder, quote
 from flowlake.changelog import KIND_COLUMN, RESERVED_COLUMNS
-from flowlake.errors import CdcDecodeError, CorruptRecordError, InvalidArgumentError, short_repr
+from flowlake.errors import CdcDecodeError, InvalidArgumentError
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +121,7 @@ def decode_batch(
     if parsed is not None and len(parsed) != len(messages):
         raise InvalidArgumentError(f"parsed has {len(parsed)} items for {len(messages)} messages")
     with _gc_paused():
-        batch = _decode_batch(messages, schema, _KeyRule.of(primary_key), decimal_handling, parsed)
+        batch = _decode_batch(messages, schema, KeyRule.of(primary_key), decimal_handling, parsed)
     if not with_sources:
         return batch
     objs = (
@@ -136,7 +136,7 @@ def _source_of(message: Message, obj: Any) -> SourceInfo | None:
     """The source metadata of one message, or ``None`` for tombstones and unreadable metadata."""
     try:
         if obj is _UNPARSED:
-            obj = _parse(message)
+            obj = parse_message(message)
         unwrapped = _slow_payload(obj)
         return None if unwrapped is None else source_info(unwrapped[0])
     except CdcDecodeError:
@@ -163,7 +163,7 @@ def _gc_paused() -> Iterator[None]:
 def _decode_batch(
     messages: Sequence[Message],
     schema: pa.Schema | None,
-    key: _KeyRule,
+    key: KeyRule,
     decimal_handling: DecimalHandling,
     parsed: Sequence[Any] | None,
 ) -> DecodedBatch:
@@ -223,11 +223,11 @@ class _Pending:
 
 def _with_position(reason: str, message: Message) -> str:
     try:
-        obj = _parse(message)
-        payload = _unwrap(obj)[0] if obj is not None else None
+        obj = parse_message(message)
+        payload = unwrap(obj)[0] if obj is not None else None
     except CdcDecodeError:
         return reason
-    where = _where(payload, None)
+    where = where_in_source(payload, None)
     return f"{reason} ({where})" if where else reason
 
 
@@ -243,12 +243,12 @@ class _BlockPlan:
 
     def observe(self, block: Any) -> int | None:
         """Take in a message's schema block; return its row width (``None`` without a block)."""
-        struct = _row_struct(block)
+        struct = row_struct(block)
         if struct is None:
             return None
         if struct == self.struct:
             return self.width
-        decoders = _struct_decoders(struct)
+        decoders = row_decoders(struct)
         for name, decoder in decoders.items():
             known = self.decoders.get(name)
             if known is not None and (known.arrow_type, known.logical_name) != (
@@ -257,7 +257,7 @@ class _BlockPlan:
             ):
                 raise CdcDecodeError(
                     f"field {quote(name)} changes type within the batch "
-                    f"({_clip(str(known.arrow_type), 100)} -> {_clip(str(decoder.arrow_type), 100)}); "
+                    f"({clip(str(known.arrow_type), 100)} -> {clip(str(decoder.arrow_type), 100)}); "
                     "decode the messages before and after the schema change in separate batches"
                 )
         for name, decoder in decoders.items():
@@ -270,14 +270,14 @@ def _scan(
     messages: Sequence[Message],
     pending: _Pending,
     blocks: _BlockPlan,
-    key: _KeyRule,
+    key: KeyRule,
     width: int | None,
     parsed: Sequence[Any] | None = None,
 ) -> int:
     """Parse every message and collect its row changes; return how many carried none.
 
     The loop inlines the common cases (a plain payload whose images need no key-only check) and
-    must agree with :func:`_row_changes`, to which every other message falls through.
+    must agree with :func:`payload_changes`, to which every other message falls through.
     """
     loads, decode_error = orjson.loads, orjson.JSONDecodeError
     add_row, add_kind, add_owner = pending.rows.append, pending.kinds.append, pending.owners.append
@@ -324,7 +324,7 @@ def _scan(
 
 
 _UNPARSED: Final = object()
-"""Marks a message that the fast path could not parse (``_parse`` then reports why)."""
+"""Marks a message that the fast path could not parse (``parse_message`` then reports why)."""
 
 
 def _scan_one(
@@ -333,22 +333,22 @@ def _scan_one(
     obj: Any,
     pending: _Pending,
     blocks: _BlockPlan,
-    key: _KeyRule,
+    key: KeyRule,
     width: int | None,
 ) -> int:
     """Decode one message the general way into ``pending``; return 1 if it carried no change."""
     payload: dict[str, Any] | None = None
     try:
         if obj is _UNPARSED:
-            obj = _parse(message)
+            obj = parse_message(message)
         unwrapped = _slow_payload(obj)
         if unwrapped is None:
             return 1
         payload, block = unwrapped
         row_width = blocks.observe(block) if block is not None else None
-        steps = _row_changes(payload, key, row_width if row_width is not None else width)
+        steps = payload_changes(payload, key, row_width if row_width is not None else width)
     except (CdcDecodeError, InvalidArgumentError) as exc:
-        where = _where(payload, None)
+        where = where_in_source(payload, None)
         pending.errors[index] = f"{exc} ({where})" if where else str(exc)
         return 0
     rows = pending.rows
@@ -363,12 +363,8 @@ def _scan_one(
 
 def _slow_payload(obj: Any) -> tuple[dict[str, Any], Any] | None:
     """Handle what the fast path does not: non-objects, tombstones, envelopes and meta events."""
-    if obj is None:
-        return None
-    if type(obj) is not dict:
-        raise CorruptRecordError(f"message must be a JSON object, got {type(obj).__name__} {short_repr(obj)}")
-    payload, block = _unwrap(obj)
-    if payload is None or _is_meta_event(payload):
+    payload, block = unwrap(obj)
+    if payload is None or is_meta_event(payload):
         return None
     return payload, block
 
@@ -379,29 +375,29 @@ def _assemble(
     schema: pa.Schema | None,
     decoders: dict[str, FieldDecoder],
     decimal_handling: DecimalHandling,
-    key: _KeyRule,
+    key: KeyRule,
 ) -> tuple[list[pa.Array], list[pa.Field]]:
     """Build one Arrow column per field, dropping failing messages until every column builds."""
     while True:
         present: set[str] = set().union(*pending.rows)
-        names = _column_names(pending.rows, present, schema, decoders)
-        bad = _rows_with_bad_columns(pending.rows, present, names, schema)
+        names = column_names(pending.rows, present, schema, decoders)
+        bad = rows_with_bad_columns(pending.rows, present, names, schema)
         columns: list[pa.Array] = []
         for name in names if not bad else ():
-            builder = _builder(name, schema, decoders, decimal_handling)
-            array, bad = _build_column(name, [row.get(name) for row in pending.rows], builder)
+            builder = column_builder(name, schema, decoders, decimal_handling)
+            array, bad = build_column(name, [row.get(name) for row in pending.rows], builder)
             if bad:
                 break
             columns.append(array)
         if not bad:
             bad = _rows_without_key(pending, dict(zip(names, columns, strict=True)), key, messages)
         if not bad:
-            return columns, _output_fields(names, columns, schema)
+            return columns, output_fields(names, columns, schema)
         pending.fail(bad, messages)
 
 
 def _rows_without_key(
-    pending: _Pending, columns: dict[str, pa.Array], key: _KeyRule, messages: Sequence[Message]
+    pending: _Pending, columns: dict[str, pa.Array], key: KeyRule, messages: Sequence[Message]
 ) -> dict[int, str]:
     """Rows with a null or missing key column, found on the built columns (rule 5)."""
     bad: dict[int, str] = {}
@@ -415,9 +411,9 @@ def _rows_without_key(
         for row in rows:
             if row not in bad:
                 try:
-                    obj = _parse(messages[pending.owners[row]])
-                    payload = _unwrap(obj)[0] if obj is not None else None
+                    obj = parse_message(messages[pending.owners[row]])
+                    payload = unwrap(obj)[0] if obj is not None else None
                 except CdcDecodeError:
                     payload = None
-                bad[row] = _key_problem(name, pending.rows[row], pending.kinds[row], payload)
+                bad[row] = key_problem(name, pending.rows[row], pending.kinds[row], payload)
     return bad

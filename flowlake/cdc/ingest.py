@@ -35,31 +35,23 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from flowlake.cdc._build import build_rows
-from flowlake.cdc._jsonl_bulk import MessageBatch, arrow_changelog
-from flowlake.cdc._record_json import dump_record
 from flowlake.cdc.deadletter import DEAD_LETTER_TABLE, dead_letter_batch, dead_letter_table
-from flowlake.cdc.debezium import decode_batch
+from flowlake.cdc.pending import PendingChanges, UnstorableChangeError
 from flowlake.cdc.source import (
     ChangeGroup,
     DeadLetter,
     Order,
-    ProgressCallback,
     Source,
     TableSpec,
-    UndecodedRow,
     ods_table_name,
 )
-from flowlake.changelog import KIND_COLUMN, RESERVED_COLUMNS
+from flowlake.changelog import KIND_COLUMN
 from flowlake.errors import (
-    FlowlakeError,
     InvalidArgumentError,
     InvalidNameError,
     SchemaMismatchError,
     TableNotFoundError,
-    short_repr,
 )
 from flowlake.runtime.observability import DEAD_LETTERS
 
@@ -92,18 +84,6 @@ class IngestStats:
     """ODS tables whose ingestion stopped at a change they cannot store, with the reason."""
 
 
-class UnstorableChangeError(FlowlakeError):
-    """A decoded change does not fit its ODS table; ingestion of that table stops at its position."""
-
-    def __init__(self, table: str, source_table: str, reason: str, *, group: int) -> None:
-        super().__init__(
-            f"ingestion of {table!r} (from {source_table}) stopped: {reason}; nothing after its stored "
-            "position was committed to it. Fix the ODS table (e.g. evolve_schema to a type that "
-            "holds the value) or the source, then restart the ingester: it resumes from that position"
-        )
-        self.table, self.source_table, self.reason, self.group = table, source_table, reason, group
-
-
 @dataclass(slots=True)
 class _Target:
     """One ODS table being fed: its pending changes and where it stands."""
@@ -113,13 +93,7 @@ class _Target:
     resume: Order | None
     table: LakeTable | None = None
     extras: dict[str, Any] = field(default_factory=dict)
-    rows: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
-    row_groups: list[int] = field(default_factory=list)
-    messages: list[tuple[bytes, Any]] = field(default_factory=list)
-    message_groups: list[int] = field(default_factory=list)
-    batches: list[MessageBatch] = field(default_factory=list)
-    """Messages parsed in bulk, pending while ``messages`` is empty (else they join ``messages``)."""
-    batch_groups: list[int] = field(default_factory=list)
+    pending: PendingChanges = field(init=False)
     spec: TableSpec | None = None
     dirty: bool = False
     committed: Order | None = None
@@ -127,18 +101,12 @@ class _Target:
     refused: dict[str, str] = field(default_factory=dict)
     """Column type changes the ODS table refused (the column kept its type), with the reason."""
 
-    def clear(self) -> None:
-        self.rows, self.row_groups, self.messages, self.message_groups = [], [], [], []
-        self.batches, self.batch_groups = [], []
-        self.spec, self.dirty = None, False
+    def __post_init__(self) -> None:
+        self.pending = PendingChanges(self.source_table)
 
-    def materialize(self) -> None:
-        """Hand the bulk-parsed messages to the per-message decoder, keeping their order."""
-        for batch, group in zip(self.batches, self.batch_groups, strict=True):
-            messages = batch.messages()
-            self.messages += messages
-            self.message_groups += [group] * len(messages)
-        self.batches, self.batch_groups = [], []
+    def clear(self) -> None:
+        self.pending.clear()
+        self.spec, self.dirty = None, False
 
 
 class OdsIngester:
@@ -282,22 +250,13 @@ class OdsIngester:
             used = True
             rows = group.rows.get(source_table)
             if rows:
-                target.rows += rows
-                target.row_groups += [index] * len(rows)
-                self._pending_rows += len(rows)
+                self._pending_rows += target.pending.add_rows(index, rows)
             messages = group.messages.get(source_table)
             if messages:
-                target.materialize()
-                target.messages += messages
-                target.message_groups += [index] * len(messages)
-                self._pending_rows += len(messages)
+                self._pending_rows += target.pending.add_messages(index, messages)
             batch = group.batches.get(source_table)
             if batch is not None:
-                target.batches.append(batch)
-                target.batch_groups.append(index)
-                self._pending_rows += len(batch)
-                if target.messages:
-                    target.materialize()
+                self._pending_rows += target.pending.add_batch(index, batch)
             if source_table in group.schemas:
                 target.spec = group.schemas[source_table]
             if source_table in group.extras:
@@ -465,11 +424,15 @@ class OdsIngester:
     def _ensure_table(self, target: _Target) -> None:
         if target.table is not None:
             return
-        target.materialize()  # a new table's shape is inferred from the messages
+        target.pending.materialize()  # a new table's shape is inferred from the messages
         try:
             target.table = self.catalog.load_table(target.name)
         except TableNotFoundError:
-            spec = target.spec or self.source.describe(target.source_table) or self._infer_spec(target)
+            spec = (
+                target.spec
+                or self.source.describe(target.source_table)
+                or target.pending.infer_spec(lambda names: self._primary_key(target.source_table, names))
+            )
             if spec is not None and not spec.primary_key:
                 key = self._primary_key(target.source_table, spec.schema.names)
                 spec = TableSpec(spec.source_table, spec.schema, key) if key else None
@@ -497,25 +460,11 @@ class OdsIngester:
 
     def _unroutable(self, target: _Target, error: str) -> None:
         """Dead-letter a table's buffered changes when no ODS table can be made for it."""
-        target.materialize()
-        for raw, _ in target.messages:
-            self._dead.append((DeadLetter(raw, {}, target.source_table, error), len(self._groups) - 1))
-        for _, row in target.rows:
-            raw = row.raw if isinstance(row, UndecodedRow) else dump_record(row)
-            self._dead.append((DeadLetter(raw, {}, target.source_table, error), len(self._groups) - 1))
+        group = len(self._groups) - 1
+        self._dead += [
+            (DeadLetter(raw, {}, target.source_table, error), group) for raw in target.pending.records()
+        ]
         target.clear()
-
-    def _infer_spec(self, target: _Target) -> TableSpec | None:
-        """Infer an ODS table from the buffered messages (Debezium without a schema block)."""
-        if not target.messages:
-            return None
-        raws = [m for m, _ in target.messages]
-        decoded = decode_batch(raws, parsed=[o for _, o in target.messages])
-        schema = _nullable(decoded.table.schema.remove(decoded.table.schema.get_field_index(KIND_COLUMN)))
-        key = self._primary_key(target.source_table, schema.names)
-        if key is None:
-            return None
-        return TableSpec(target.source_table, schema, key)
 
     def _primary_key(self, source_table: str, columns: Sequence[str]) -> tuple[str, ...] | None:
         if source_table in self.primary_keys:
@@ -565,81 +514,13 @@ class OdsIngester:
     def _changelog(self, target: _Target) -> tuple[pa.Table, list[tuple[DeadLetter, int]]]:
         table = target.table
         assert table is not None
-        dead: list[tuple[DeadLetter, int]] = []
-        parts: list[pa.Table] = []
-        key = table.primary_key
-        if target.rows:
-            rows, groups = _take_undecoded(target, dead)
-            self._evolve_for_rows(target)
-            built, bad = build_rows(rows, table.schema)
-            if bad:
-                first = min(bad)
-                column, reason = bad[first]
-                if column in target.refused:
-                    reason += f" (the ODS table kept its column type: {target.refused[column]})"
-                key_values = {k: rows[first][1].get(k) for k in key}
-                reason = f"the change of key {short_repr(key_values)}: {reason}"
-                raise UnstorableChangeError(target.name, target.source_table, reason, group=groups[first])
-
-            def row_raw(row: int) -> tuple[bytes, int]:  # serialized only for a dead letter
-                return dump_record(rows[row][1]), groups[row]
-
-            parts.append(_drop_null_keys(built, key, row_raw, target, dead))
-        if target.batches:
-            bulk = arrow_changelog(target.batches, table.schema, key)
-            if bulk is not None:
-                parts.append(bulk)
-                target.batches, target.batch_groups = [], []
-            else:
-                target.materialize()
-        if target.messages:
-            decoded, owners = self._decode_messages(target, dead)
-
-            def raw_of(row: int) -> tuple[bytes, int]:
-                index = owners[row]
-                return target.messages[index][0], target.message_groups[index]
-
-            parts.append(_drop_null_keys(decoded, key, raw_of, target, dead))
-        return _concat(parts, table.schema), dead
-
-    def _evolve_for_rows(self, target: _Target) -> None:
-        table = target.table
-        assert table is not None
-        names = set(table.schema.names)
-        unknown: set[str] = set()
-        for _, row in target.rows:
-            if row.keys() - names:
-                unknown |= row.keys() - names - RESERVED_COLUMNS
-        if not unknown:
-            return
-        spec = self.source.describe(target.source_table)
-        if spec is not None and unknown <= set(spec.schema.names):
-            self._evolve(target, spec.schema)
-            return
-        sample = {c: next((r[c] for _, r in target.rows if r.get(c) is not None), None) for c in unknown}
-        inferred = [
-            pa.field(c, pa.array([v]).type if v is not None else pa.string()) for c, v in sample.items()
-        ]
-        self._evolve(target, pa.schema([*table.schema, *sorted(inferred, key=lambda f: f.name)]))
-
-    def _decode_messages(
-        self, target: _Target, dead: list[tuple[DeadLetter, int]]
-    ) -> tuple[pa.Table, list[int]]:
-        table = target.table
-        assert table is not None
-        raws = [m for m, _ in target.messages]
-        parsed = [o for _, o in target.messages]
-        names = set(table.schema.names)
-        unknown = _message_fields(parsed) - names - RESERVED_COLUMNS
-        if unknown:
-            inferred = decode_batch(raws, parsed=parsed).table.schema
-            new = [inferred.field(c) for c in inferred.names if c in unknown]
-            self._evolve(target, pa.schema([*table.schema, *new]))
-        decoded = decode_batch(raws, table.refresh().schema, primary_key=table.primary_key, parsed=parsed)
-        for failure in decoded.errors:
-            letter = DeadLetter(raws[failure.index], {}, target.source_table, failure.reason)
-            dead.append((letter, target.message_groups[failure.index]))
-        return decoded.table, decoded.message_index.to_pylist()
+        return target.pending.changelog(
+            table,
+            name=target.name,
+            refused=target.refused,
+            evolve=lambda wanted: self._evolve(target, wanted),
+            describe=self.source.describe,
+        )
 
 
 def stored_position(table: LakeTable, key: str) -> Any | None:
@@ -665,115 +546,3 @@ def _token(key: str, order: Order) -> str:
 
 def _empty_changelog(schema: pa.Schema) -> pa.Table:
     return pa.Table.from_batches([], pa.schema([*schema, pa.field(KIND_COLUMN, pa.int8(), nullable=False)]))
-
-
-def _nullable(schema: pa.Schema) -> pa.Schema:
-    return pa.schema([f.with_type(pa.string()) if f.type == pa.null() else f for f in schema])
-
-
-def _message_fields(parsed: Sequence[Any]) -> set[str]:
-    names: set[str] = set()
-    for obj in parsed:
-        payload = obj.get("payload", obj) if type(obj) is dict else None
-        if type(payload) is not dict:
-            continue
-        for image in (payload.get("after"), payload.get("before")):
-            if type(image) is dict:
-                names.update(image)
-    return names
-
-
-def _concat(parts: list[pa.Table], schema: pa.Schema) -> pa.Table:
-    target = pa.schema([*(f.with_nullable(True) for f in schema), pa.field(KIND_COLUMN, pa.int8())])
-    fitted = []
-    for part in parts:
-        arrays = [
-            part.column(f.name).cast(f.type)
-            if f.name in part.column_names
-            else pa.nulls(part.num_rows, f.type)
-            for f in target
-        ]
-        fitted.append(pa.Table.from_arrays(arrays, schema=target))
-    return pa.concat_tables(fitted) if fitted else target.empty_table()
-
-
-def _take_undecoded(
-    target: _Target, dead: list[tuple[DeadLetter, int]]
-) -> tuple[list[tuple[int, dict[str, Any]]], list[int]]:
-    """Move the changes whose images the source could not decode to the dead letters (an update's
-    two images together, once); return the other changes and their groups."""
-    rows: list[tuple[int, dict[str, Any]]] = []
-    groups: list[int] = []
-    seen: set[int] = set()
-    for (kind, row), group in zip(target.rows, target.row_groups, strict=True):
-        if isinstance(row, UndecodedRow):
-            if id(row.raw) not in seen:
-                seen.add(id(row.raw))
-                dead.append((DeadLetter(row.raw, {}, target.source_table, row.error), group))
-            continue
-        rows.append((kind, row))
-        groups.append(group)
-    return rows, groups
-
-
-def _drop_null_keys(
-    changelog: pa.Table,
-    key: Sequence[str],
-    raw_of: Callable[[int], tuple[bytes, int]],
-    target: _Target,
-    dead: list[tuple[DeadLetter, int]],
-) -> pa.Table:
-    """Move changes with a null key column to the dead letters (``raw_of`` gives a row's record)."""
-    if not changelog.num_rows:
-        return changelog
-    mask = None
-    for name in key:
-        nulls = pc.is_null(changelog.column(name))
-        mask = nulls if mask is None else pc.or_(mask, nulls)
-    if mask is None or not pc.any(mask).as_py():
-        return changelog
-    error = f"primary-key column(s) {list(key)} null in a change for {target.name!r}"
-    seen: set[int] = set()
-    for row in pc.indices_nonzero(mask).to_pylist():
-        raw, group = raw_of(row)
-        if id(raw) not in seen:  # an update's -U and +U share one record
-            seen.add(id(raw))
-            dead.append((DeadLetter(raw, {}, target.source_table, error), group))
-    return changelog.filter(pc.invert(mask))
-
-
-def open_source(
-    url: str,
-    *,
-    tables: str | Sequence[str] | None = None,
-    chunk_size: int = 5000,
-    snapshot: str = "initial",
-    follow: bool = True,
-    on_progress: ProgressCallback | None = None,
-    storage_options: Mapping[str, Any] | None = None,
-) -> Source:
-    """A source from a URL: ``mysql://user:pw@host:port/db`` (or ``mariadb://``), or
-    ``debezium-jsonl:<fsspec path>`` for Debezium JSON lines.
-
-    Raises:
-        InvalidArgumentError: For any other URL.
-    """
-    if url.startswith(("mysql://", "mariadb://")):
-        from flowlake.cdc.mysql import MySqlSource
-
-        if snapshot not in ("initial", "never"):
-            raise InvalidArgumentError(f"snapshot must be 'initial' or 'never', got {snapshot!r}")
-        return MySqlSource(
-            url,
-            tables=tables,
-            chunk_size=chunk_size,
-            snapshot="initial" if snapshot == "initial" else "never",
-            on_progress=on_progress,
-        )
-    if url.startswith("debezium-jsonl:"):
-        from flowlake.cdc.jsonl import jsonl_source_from_url
-
-        return jsonl_source_from_url(url, tables=tables, follow=follow, storage_options=storage_options)
-    raise InvalidArgumentError(
-        f"unknown source {url!r}: use mysql://user@host:3306/db or debezium-jsonl:file:///path"
-    )

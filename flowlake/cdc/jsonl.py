@@ -32,11 +32,11 @@ import orjson
 
 from flowlake.cdc._jsonl_bulk import groups_of, parse_window
 from flowlake.cdc.debezium import debezium_schema_to_arrow
+from flowlake.cdc.envelope import route, transaction_of, transaction_status, unwrap
 from flowlake.cdc.source import ChangeGroup, DeadLetter, Order, TableFilter, TableSpec
 from flowlake.errors import CdcDecodeError, InvalidArgumentError
 
 _SUFFIXES: Final = (".jsonl", ".json", ".ndjson")
-_TX_STATUS: Final = frozenset({"BEGIN", "END"})
 DEFAULT_MAX_LINE_BYTES: Final = 8 << 20
 """Longest JSONL line a source decodes; longer lines become dead letters."""
 _DEAD_HEAD: Final = 4096
@@ -264,26 +264,26 @@ class JsonlSource:
     def _line(self, line: bytes, groups: list[ChangeGroup]) -> None:
         try:
             obj = orjson.loads(line)
-            payload, block = _payload(obj)
+            payload, block = unwrap(obj)
         except (orjson.JSONDecodeError, CdcDecodeError) as exc:
             self._emit_dead(line, None, f"line is not a Debezium message: {exc}", groups)
             return
         if payload is None:
             self._advance(groups)
             return
-        status = payload.get("status")
-        if "op" not in payload and isinstance(status, str) and status in _TX_STATUS:
+        status = transaction_status(payload)
+        if status is not None:
             self._transaction_event(payload, status, groups)
             return
         try:
-            table = _route(payload)
+            table = route(payload)
         except CdcDecodeError as exc:
             self._emit_dead(line, None, str(exc), groups)
             return
         if not self.filter(table):
             self._advance(groups)
             return
-        txid = _txid(payload)
+        txid = transaction_of(payload)
         current = self._open
         if current is not None and (txid != current.txid or (txid is None and current.count >= _LOOSE)):
             groups.append(self._close_open())
@@ -336,42 +336,6 @@ class JsonlSource:
         group = self._empty()
         group.dead.append(DeadLetter(line, self._position(), table, error))
         groups.append(group)
-
-
-def _payload(obj: Any) -> tuple[dict[str, Any] | None, Any]:
-    if obj is None:
-        return None, None
-    if type(obj) is not dict:
-        raise CdcDecodeError(f"expected a JSON object, got {type(obj).__name__}")
-    if "op" in obj or "payload" not in obj:
-        return obj, None
-    payload = obj["payload"]
-    if payload is None:
-        return None, None
-    if type(payload) is not dict:
-        raise CdcDecodeError("'payload' is not an object")
-    return payload, obj.get("schema")
-
-
-def _route(payload: dict[str, Any]) -> str:
-    src = payload.get("source")
-    if type(src) is not dict:
-        raise CdcDecodeError("message has no 'source' block, so its table is unknown")
-    table = src.get("table")
-    owner = src.get("schema") or src.get("db")
-    if type(table) is not str or type(owner) is not str or not table:
-        raise CdcDecodeError(
-            "message's 'source' block lacks 'db'/'schema' or 'table', so its table is unknown"
-        )
-    return f"{owner}.{table}"
-
-
-def _txid(payload: dict[str, Any]) -> str | None:
-    block = payload.get("transaction")
-    if type(block) is not dict:
-        return None
-    value = block.get("id")
-    return None if value is None else str(value)
 
 
 def jsonl_source_from_url(url: str, **options: Any) -> JsonlSource:

@@ -67,10 +67,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from flowlake.cdc._logical_values import (
-    _MICROS_OF_DAY,
-    _MILLIS_OF_DAY,
-    _NANOS_OF_DAY,
-    _UNIT_PER_SECOND,
     CONNECT_DATE,
     CONNECT_TIME,
     CONNECT_TIMESTAMP,
@@ -80,38 +76,42 @@ from flowlake.cdc._logical_values import (
     MAX_DECIMAL_SCALE,
     MICRO_TIME,
     MICRO_TIMESTAMP,
+    MICROS_OF_DAY,
+    MILLIS_OF_DAY,
     NANO_TIME,
     NANO_TIMESTAMP,
+    NANOS_OF_DAY,
     TIME,
     TIMESTAMP,
+    UNIT_PER_SECOND,
     VARIABLE_SCALE_DECIMAL,
     ZONED_TIMESTAMP,
     Converter,
     DecimalHandling,
-    _base64_fitter,
-    _epoch_range,
-    _identity,
-    _int,
-    _int_range,
-    _naive_timestamp,
-    _range_error,
-    _to_bool,
-    _to_float,
-    _to_str,
     any_to_decimal,
+    as_int,
+    base64_fitter,
     base64_to_bytes,
     base64_to_decimal,
     days_to_date,
+    epoch_range,
     fit_decimal,
+    identity,
+    int_range,
     micros_to_time,
     micros_to_timestamp,
     millis_to_time,
     millis_to_timestamp,
+    naive_timestamp,
     nanos_to_time,
     nanos_to_timestamp,
     number_to_decimal,
     quote,
+    range_error,
     text_to_decimal,
+    to_bool,
+    to_float,
+    to_str,
     unscaled_to_decimal,
     variable_scale_to_decimal,
     zoned_to_datetime,
@@ -253,26 +253,26 @@ def _build_from_ints(values: list[Any], storage: pa.DataType, target: pa.DataTyp
             f"expected JSON integers for a {target} column, got {quote(str(kind))} values"
         )
     ints = inferred.cast(storage)
-    bounds = _epoch_range(target)
+    bounds = epoch_range(target)
     if bounds is not None and len(ints) > ints.null_count:
         low, high = pc.min_max(ints).values()
         if low.as_py() < bounds[0] or high.as_py() > bounds[1]:
             outside = pc.or_(pc.less(ints, bounds[0]), pc.greater(ints, bounds[1]))
-            raise _range_error(target, ints[pc.index(outside, True).as_py()].as_py())
+            raise range_error(target, ints[pc.index(outside, True).as_py()].as_py())
     return ints.cast(target)
 
 
 _PLAIN: Final[dict[str, tuple[pa.DataType, Converter, Converter | None]]] = {
-    "int8": (pa.int8(), _int_range(8), None),
-    "int16": (pa.int16(), _int_range(16), None),
-    "int32": (pa.int32(), _int_range(32), None),
-    "int64": (pa.int64(), _int_range(64), None),
-    "float": (pa.float32(), _to_float, None),
-    "float32": (pa.float32(), _to_float, None),
-    "double": (pa.float64(), _to_float, None),
-    "float64": (pa.float64(), _to_float, None),
-    "boolean": (pa.bool_(), _to_bool, None),
-    "string": (pa.string(), _to_str, None),
+    "int8": (pa.int8(), int_range(8), None),
+    "int16": (pa.int16(), int_range(16), None),
+    "int32": (pa.int32(), int_range(32), None),
+    "int64": (pa.int64(), int_range(64), None),
+    "float": (pa.float32(), to_float, None),
+    "float32": (pa.float32(), to_float, None),
+    "double": (pa.float64(), to_float, None),
+    "float64": (pa.float64(), to_float, None),
+    "boolean": (pa.bool_(), to_bool, None),
+    "string": (pa.string(), to_str, None),
     "bytes": (pa.binary(), base64_to_bytes, base64_to_bytes),
 }
 """Connect base types: (Arrow type, to_python, to_arrow)."""
@@ -280,10 +280,10 @@ _PLAIN: Final[dict[str, tuple[pa.DataType, Converter, Converter | None]]] = {
 _FIXED_LOGICAL: Final[dict[str, tuple[frozenset[str], pa.DataType, Converter, Converter | None]]] = {
     DATE: (frozenset({"int32", "int64"}), pa.date32(), days_to_date, None),
     CONNECT_DATE: (frozenset({"int32", "int64"}), pa.date32(), days_to_date, None),
-    TIME: (frozenset({"int32", "int64"}), pa.time32("ms"), millis_to_time, _MILLIS_OF_DAY),
-    CONNECT_TIME: (frozenset({"int32", "int64"}), pa.time32("ms"), millis_to_time, _MILLIS_OF_DAY),
-    MICRO_TIME: (frozenset({"int64"}), pa.time64("us"), micros_to_time, _MICROS_OF_DAY),
-    NANO_TIME: (frozenset({"int64"}), pa.time64("ns"), nanos_to_time, _NANOS_OF_DAY),
+    TIME: (frozenset({"int32", "int64"}), pa.time32("ms"), millis_to_time, MILLIS_OF_DAY),
+    CONNECT_TIME: (frozenset({"int32", "int64"}), pa.time32("ms"), millis_to_time, MILLIS_OF_DAY),
+    MICRO_TIME: (frozenset({"int64"}), pa.time64("us"), micros_to_time, MICROS_OF_DAY),
+    NANO_TIME: (frozenset({"int64"}), pa.time64("ns"), nanos_to_time, NANOS_OF_DAY),
     TIMESTAMP: (frozenset({"int64"}), pa.timestamp("ms"), millis_to_timestamp, None),
     CONNECT_TIMESTAMP: (frozenset({"int64"}), pa.timestamp("ms"), millis_to_timestamp, None),
     MICRO_TIMESTAMP: (frozenset({"int64"}), pa.timestamp("us"), micros_to_timestamp, None),
@@ -332,7 +332,7 @@ def _decimal_decoder(name: str, params: Mapping[str, Any], nullable: bool) -> Fi
         raise _schema_error(name, f"negative decimal scale {scale} is not supported")
 
     arrow_type = _decimal_type(precision, scale)
-    convert = _base64_fitter(int(arrow_type.precision), scale)
+    convert = base64_fitter(int(arrow_type.precision), scale)
     return FieldDecoder(name, arrow_type, convert, convert, DECIMAL, nullable)
 
 
@@ -447,15 +447,15 @@ def _nested_arrow(decoder: FieldDecoder) -> Converter:
     """
     if decoder.to_arrow is not None:
         return decoder.to_arrow
-    bounds = _epoch_range(decoder.arrow_type)
+    bounds = epoch_range(decoder.arrow_type)
     if bounds is None:
         return decoder.to_python
     low, high, kind = bounds[0], bounds[1], decoder.arrow_type
 
     def check(value: Any) -> int:
-        number = _int(value, f"a {kind} value")
+        number = as_int(value, f"a {kind} value")
         if not low <= number <= high:
-            raise _range_error(kind, number)
+            raise range_error(kind, number)
         return number
 
     return check
@@ -521,14 +521,14 @@ def decoder_for_arrow(
     """
     if pa.types.is_integer(arrow_type):
         return FieldDecoder(
-            name, arrow_type, _int_range(arrow_type.bit_width, signed=pa.types.is_signed_integer(arrow_type))
+            name, arrow_type, int_range(arrow_type.bit_width, signed=pa.types.is_signed_integer(arrow_type))
         )
     if pa.types.is_floating(arrow_type):
-        return FieldDecoder(name, arrow_type, _to_float)
+        return FieldDecoder(name, arrow_type, to_float)
     if pa.types.is_boolean(arrow_type):
-        return FieldDecoder(name, arrow_type, _to_bool)
+        return FieldDecoder(name, arrow_type, to_bool)
     if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
-        return FieldDecoder(name, arrow_type, _to_str)
+        return FieldDecoder(name, arrow_type, to_str)
     if pa.types.is_binary(arrow_type) or pa.types.is_large_binary(arrow_type):
         return FieldDecoder(name, arrow_type, base64_to_bytes, base64_to_bytes)
     if pa.types.is_decimal(arrow_type):
@@ -540,19 +540,19 @@ def decoder_for_arrow(
         return FieldDecoder(name, arrow_type, to_python, to_arrow)
     if pa.types.is_timestamp(arrow_type):
         return _arrow_timestamp_decoder(name, arrow_type)
-    return FieldDecoder(name, arrow_type, _identity)
+    return FieldDecoder(name, arrow_type, identity)
 
 
 _TIME_BY_UNIT: Final[dict[str, tuple[Converter, Converter]]] = {
-    "ms": (millis_to_time, _MILLIS_OF_DAY),
-    "us": (micros_to_time, _MICROS_OF_DAY),
-    "ns": (nanos_to_time, _NANOS_OF_DAY),
+    "ms": (millis_to_time, MILLIS_OF_DAY),
+    "us": (micros_to_time, MICROS_OF_DAY),
+    "ns": (nanos_to_time, NANOS_OF_DAY),
 }
 
 
 def _arrow_decimal_decoder(name: str, arrow_type: pa.DataType, handling: DecimalHandling) -> FieldDecoder:
     scale, precision = int(arrow_type.scale), int(arrow_type.precision)
-    from_base64 = _base64_fitter(precision, scale)
+    from_base64 = base64_fitter(precision, scale)
 
     def convert(value: Any) -> Decimal:
         if handling == "precise" and type(value) is str:
@@ -564,23 +564,23 @@ def _arrow_decimal_decoder(name: str, arrow_type: pa.DataType, handling: Decimal
 
 
 def _arrow_timestamp_decoder(name: str, arrow_type: pa.DataType) -> FieldDecoder:
-    per_second = _UNIT_PER_SECOND[arrow_type.unit]
+    per_second = UNIT_PER_SECOND[arrow_type.unit]
     zoned = arrow_type.tz is not None
 
-    low, high = _epoch_range(arrow_type) or (-(2**63), 2**63 - 1)
+    low, high = epoch_range(arrow_type) or (-(2**63), 2**63 - 1)
 
     def to_units(value: Any) -> int:
         if type(value) is str:
             units: int = zoned_to_micros(value) * per_second // 1_000_000
         else:
-            units = _int(value, f"{arrow_type.unit} since the epoch")
+            units = as_int(value, f"{arrow_type.unit} since the epoch")
         if not low <= units <= high:
-            raise _range_error(arrow_type, units)
+            raise range_error(arrow_type, units)
         return units
 
     def to_python(value: Any) -> dt.datetime:
         micros = to_units(value) * 1_000_000 // per_second
-        naive = _naive_timestamp(micros, micros, "µs")
+        naive = naive_timestamp(micros, micros, "µs")
         return naive.replace(tzinfo=dt.UTC) if zoned else naive
 
     return FieldDecoder(name, arrow_type, to_python, to_units)

@@ -1,7 +1,7 @@
 """Dead letters of one ODS table: list them, and replay those that now decode, exactly once and in order.
 
 A dead letter is identified by a hash of its source, position, source table and record
-(:attr:`Letter.id`). Replaying a letter decodes its record again with the ODS table's current schema
+(:attr:`StoredDeadLetter.id`). Replaying a letter decodes its record again with the ODS table's current schema
 (so a fix in the decoder or an ``evolve_schema`` can make it decode) and applies it in one commit that
 carries the token ``dead-letter-replay/<id>`` and records the source ``flowlake:dead-letter:<id>``
 (with the letter's position) atomically with the data. A letter with that record is *replayed*: a
@@ -49,7 +49,7 @@ Status = Literal["dead", "replayed", "applied", "superseded", "undecodable"]
 
 
 @dataclass(frozen=True, slots=True)
-class Letter:
+class StoredDeadLetter:
     """One dead letter of an ODS table, with what a replay did or would do with it."""
 
     id: str
@@ -84,7 +84,7 @@ def order_of(source: str, position: Mapping[str, Any]) -> tuple[Any, ...]:
     return (str(position.get("file", "")), int(position.get("pos", 0)), int(position.get("sub", 0)))
 
 
-def resolve(catalog: Catalog, name: str, namespace: str = "ods") -> tuple[LakeTable, str]:
+def resolve_ods_table(catalog: Catalog, name: str, namespace: str = "ods") -> tuple[LakeTable, str]:
     """The ODS table and its source table (``db.table``) from either name.
 
     Raises:
@@ -118,9 +118,9 @@ def _positions(table: LakeTable) -> dict[str, Any]:
     return found
 
 
-def dead_letters(
+def list_dead_letters(
     catalog: Catalog, table: LakeTable, source_table: str, namespace: str = "ods"
-) -> list[Letter]:
+) -> list[StoredDeadLetter]:
     """The table's dead letters in position order, each marked ``replayed`` if a replay applied it."""
     name = f"{namespace}.{DEAD_LETTER_TABLE}"
     if not catalog.table_exists(name):
@@ -136,7 +136,7 @@ def dead_letters(
         status: Status = "replayed" if ident in replayed else "dead"
         note = f"applied at version {replayed[ident]}" if ident in replayed else ""
         letters.append(
-            Letter(
+            StoredDeadLetter(
                 ident, row["source"] or "", source_table, position, row["error"] or "", row["raw"] or b"",
                 row["ingested_at"], status, note,
             )
@@ -156,11 +156,13 @@ def _replayed(table: LakeTable) -> dict[str, int]:
     return out
 
 
-def replay(catalog: Catalog, table: LakeTable, source_table: str, namespace: str = "ods") -> list[Letter]:
+def replay_dead_letters(
+    catalog: Catalog, table: LakeTable, source_table: str, namespace: str = "ods"
+) -> list[StoredDeadLetter]:
     """Apply the table's dead letters that now decode and are not superseded; return every letter with
     its outcome (``applied``, ``replayed`` before, ``superseded`` or ``undecodable`` with the reason)."""
-    out: list[Letter] = []
-    for letter in dead_letters(catalog, table, source_table, namespace):
+    out: list[StoredDeadLetter] = []
+    for letter in list_dead_letters(catalog, table, source_table, namespace):
         if letter.status == "replayed":
             out.append(letter)
             continue
@@ -180,14 +182,14 @@ def replay(catalog: Catalog, table: LakeTable, source_table: str, namespace: str
     return out
 
 
-def _with(letter: Letter, status: Status, note: str) -> Letter:
-    return Letter(
+def _with(letter: StoredDeadLetter, status: Status, note: str) -> StoredDeadLetter:
+    return StoredDeadLetter(
         letter.id, letter.source, letter.source_table, letter.position, letter.error, letter.raw,
         letter.ingested_at, status, note,
     )  # fmt: skip
 
 
-def _decode(letter: Letter, table: LakeTable) -> tuple[pa.Table | None, str]:
+def _decode(letter: StoredDeadLetter, table: LakeTable) -> tuple[pa.Table | None, str]:
     """The letter's changelog in the table's current schema, or why it still cannot be had."""
     schema = table.refresh().schema
     if letter.source.startswith("jsonl:"):
@@ -237,7 +239,7 @@ def _fit(changelog: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays([*arrays, changelog.column(KIND_COLUMN)], schema=pa.schema(fields))
 
 
-def _newer_touch(table: LakeTable, letter: Letter, changelog: pa.Table) -> str | None:
+def _newer_touch(table: LakeTable, letter: StoredDeadLetter, changelog: pa.Table) -> str | None:
     """Why the letter is superseded (a later commit touched one of its keys), or ``None``."""
     key = table.primary_key
     keys = _keys(changelog, key)
@@ -279,7 +281,7 @@ def _keys(changelog: pa.Table, key: Sequence[str]) -> set[tuple[Any, ...]]:
     return set(zip(*columns, strict=True))
 
 
-def summarize(letters: Iterable[Letter]) -> dict[str, int]:
+def summarize_dead_letters(letters: Iterable[StoredDeadLetter]) -> dict[str, int]:
     """Letters per status."""
     counts: dict[str, int] = {}
     for letter in letters:

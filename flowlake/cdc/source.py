@@ -181,6 +181,66 @@ class Source(Protocol):
         ...
 
 
+def open_source(
+    url: str,
+    *,
+    tables: str | Sequence[str] | None = None,
+    chunk_size: int = 5000,
+    snapshot: str = "initial",
+    follow: bool = True,
+    on_progress: ProgressCallback | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    max_line_bytes: int | None = None,
+) -> Source:
+    """A source from a URL: ``mysql://user:pw@host:port/db`` (or ``mariadb://``), or
+    ``debezium-jsonl:<fsspec path>`` for Debezium JSON lines.
+
+    Args:
+        url: Where to read.
+        tables: ``db.table`` glob patterns to take (default: the URL's database, or every table).
+        chunk_size: Rows per snapshot chunk (binlog sources).
+        snapshot: ``"initial"`` or ``"never"`` (binlog sources).
+        follow: Keep tailing for new lines (JSONL sources).
+        on_progress: Called after every snapshot chunk (binlog sources).
+        storage_options: Passed to fsspec (JSONL sources).
+        max_line_bytes: Longer lines become dead letters (JSONL sources; default 8 MiB).
+
+    Raises:
+        InvalidArgumentError: For any other URL, or a JSONL path where nothing exists.
+
+    >>> open_source("debezium-jsonl:memory://cdc/orders.jsonl", follow=False).key
+    Traceback (most recent call last):
+    ...
+    flowlake.errors.InvalidArgumentError: debezium-jsonl source 'memory://cdc/orders.jsonl': no such ...
+    >>> import fsspec
+    >>> fsspec.filesystem("memory").pipe("/cdc/orders.jsonl", b"")
+    >>> open_source("debezium-jsonl:memory://cdc/orders.jsonl", follow=False).key
+    'jsonl:memory://cdc/orders.jsonl'
+    """
+    if url.startswith(("mysql://", "mariadb://")):
+        from flowlake.cdc.mysql import MySqlSource
+
+        if snapshot not in ("initial", "never"):
+            raise InvalidArgumentError(f"snapshot must be 'initial' or 'never', got {snapshot!r}")
+        return MySqlSource(
+            url,
+            tables=tables,
+            chunk_size=chunk_size,
+            snapshot="initial" if snapshot == "initial" else "never",
+            on_progress=on_progress,
+        )
+    if url.startswith("debezium-jsonl:"):
+        from flowlake.cdc.jsonl import jsonl_source_from_url
+
+        options: dict[str, Any] = {} if max_line_bytes is None else {"max_line_bytes": max_line_bytes}
+        return jsonl_source_from_url(
+            url, tables=tables, follow=follow, storage_options=storage_options, **options
+        )
+    raise InvalidArgumentError(
+        f"unknown source {url!r}: use mysql://user@host:3306/db or debezium-jsonl:file:///path"
+    )
+
+
 # --- table selection and naming ---------------------------------------------------------------------
 
 

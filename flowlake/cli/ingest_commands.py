@@ -105,14 +105,15 @@ def ingest(
         transient=False,
     )
     bars = _SnapshotBars(progress)
+    max_line_bytes = None
     if url.startswith("debezium-jsonl:"):
-        from flowlake.cdc.jsonl import jsonl_source_from_url
-
         if max_line_mb <= 0:
             raise InvalidArgumentError(f"--max-line-mb must be positive, got {max_line_mb}")
-        src: Source = jsonl_source_from_url(url, tables=tables, max_line_bytes=int(max_line_mb * (1 << 20)))
-    else:
-        src = open_source(url, tables=tables, chunk_size=chunk_size, snapshot=snapshot, on_progress=bars)
+        max_line_bytes = int(max_line_mb * (1 << 20))
+    src: Source = open_source(
+        url, tables=tables, chunk_size=chunk_size, snapshot=snapshot, on_progress=bars,
+        max_line_bytes=max_line_bytes,
+    )  # fmt: skip
     ingester = OdsIngester(
         cat, src, namespace=namespace, table_template=table_template,
         primary_keys=_primary_keys(primary_key), max_rows=max_rows, max_latency_ms=max_latency_ms,
@@ -172,11 +173,11 @@ def dead_letters_command(
     warehouse: WarehouseOpt = None,
 ) -> None:
     """List a table's dead letters (reason, source, position, size); --replay applies what now decodes."""
-    from flowlake.cdc import replay as dl
+    from flowlake.cdc import list_dead_letters, replay_dead_letters, resolve_ods_table, summarize_dead_letters
 
     cat = _connect(catalog, warehouse)
-    ods, source_table = dl.resolve(cat, table, namespace)
-    letters = (dl.replay if replay else dl.dead_letters)(cat, ods, source_table, namespace)
+    ods, source_table = resolve_ods_table(cat, table, namespace)
+    letters = (replay_dead_letters if replay else list_dead_letters)(cat, ods, source_table, namespace)
     if not letters:
         console.print(f"no dead letters for {ods.name} ({source_table}) in {namespace}._dead_letter")
         return
@@ -188,5 +189,5 @@ def dead_letters_command(
         reason = letter.error if not letter.note else f"{letter.error}\n→ {letter.note}"
         out.add_row(letter.id[:12], letter.status, escape(position), f"{letter.size:,} B", escape(reason))
     console.print(out)
-    counts = ", ".join(f"{n} {status}" for status, n in sorted(dl.summarize(letters).items()))
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(summarize_dead_letters(letters).items()))
     console.print(f"{len(letters)} dead letter(s) from {letters[0].source}: {counts}")

@@ -11,7 +11,7 @@ import pyarrow as pa
 from typer.testing import CliRunner
 
 import flowlake as fl
-from flowlake.cdc import replay as dl
+import flowlake.cdc as dl
 from flowlake.cdc.ingest import OdsIngester
 from flowlake.cdc.jsonl import JsonlSource
 from flowlake.cli.main import app
@@ -55,22 +55,22 @@ def setup(tmp_path: Path) -> tuple[fl.Catalog, Path]:
 
 def test_list_then_replay_after_a_schema_change(tmp_path: Path) -> None:
     cat, _ = setup(tmp_path)
-    table, source_table = dl.resolve(cat, "ods.orders")
-    assert source_table == "shop.orders" and dl.resolve(cat, "shop.orders")[0].name == "ods.orders"
-    letters = dl.dead_letters(cat, table, source_table)
+    table, source_table = dl.resolve_ods_table(cat, "ods.orders")
+    assert source_table == "shop.orders" and dl.resolve_ods_table(cat, "shop.orders")[0].name == "ods.orders"
+    letters = dl.list_dead_letters(cat, table, source_table)
     assert [x.status for x in letters] == ["dead", "dead"]  # the line that is not JSON has no table
     assert "qty" in letters[0].error and letters[0].position["offset"] > 0 and letters[0].size > 0
-    still = dl.replay(cat, table, source_table)
+    still = dl.replay_dead_letters(cat, table, source_table)
     assert [x.status for x in still] == ["undecodable", "undecodable"]
 
     table.evolve_schema(pa.schema([SCHEMA.field("id"), ("qty", pa.int64()), ("note", pa.string())]))
-    done = dl.replay(cat, table, source_table)
+    done = dl.replay_dead_letters(cat, table, source_table)
     assert [x.status for x in done] == ["applied", "superseded"], [x.note for x in done]
     rows = {r["id"]: r for r in table.refresh().read().to_pylist()}
     assert rows[1]["qty"] == 2**40 and rows[1]["note"] == "a2"  # the letter landed
     assert rows[2]["qty"] == 3 and rows[2]["note"] == "b3"  # the newer change was not overwritten
     version = table.version
-    again = dl.replay(cat, table, source_table)
+    again = dl.replay_dead_letters(cat, table, source_table)
     assert [x.status for x in again] == ["replayed", "superseded"]
     assert table.refresh().version == version  # nothing applied twice
 

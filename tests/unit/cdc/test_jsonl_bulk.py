@@ -125,7 +125,7 @@ def test_bulk_and_per_line_paths_agree(tmp_path: Path, seed: int, monkeypatch: p
         taken.append(0 if table is None else table.num_rows)
         return table
 
-    monkeypatch.setattr("flowlake.cdc.ingest.arrow_changelog", counting)
+    monkeypatch.setattr("flowlake.cdc.pending.arrow_changelog", counting)
     fast = ingest(tmp_path, "bulk", lines, bulk=True, read_bytes=read_bytes)
     slow = ingest(tmp_path, "lines", lines, bulk=False, read_bytes=read_bytes)
     assert fast == slow

@@ -11,9 +11,9 @@ import pyarrow as pa
 import pytest
 
 import flowlake as fl
-from flowlake.cdc import decode_batch
+from flowlake.cdc import decode_batch, open_source
 from flowlake.cdc.deadletter import count_dead_letters
-from flowlake.cdc.ingest import OdsIngester, open_source
+from flowlake.cdc.ingest import OdsIngester
 from flowlake.cdc.jsonl import JsonlSource
 from flowlake.cdc.source import TableFilter, ods_table_name
 from flowlake.errors import InvalidArgumentError

@@ -1,12 +1,20 @@
 """Debezium envelopes, one message at a time: parsing, routing and the rules that turn a payload into
 row changes.
 
-This is what :func:`flowlake.cdc.debezium.decode` and :func:`flowlake.cdc.debezium_batch.decode_batch`
-share (rules 1-6 of :mod:`flowlake.cdc.debezium`): parsing a message to its top-level object
-(tombstones, invalid JSON and UTF-8, NaN tokens), unwrapping a schema-include envelope, recognising
-transaction and logical-message events, applying an operation to its before and after images
-(key-only before-images included), finding the row struct of a schema block (with its decoders,
-cached), and saying where a failing message sits in the source.
+The one envelope parser of the package: :func:`flowlake.cdc.debezium.decode`,
+:func:`flowlake.cdc.debezium_batch.decode_batch` and the JSONL source (:mod:`flowlake.cdc.jsonl`)
+all use it (rules 1-6 of :mod:`flowlake.cdc.debezium`): parsing a message to its top-level object
+(tombstones, invalid JSON and UTF-8, NaN tokens), unwrapping a schema-include envelope, routing a
+payload to its source table, recognising transaction and logical-message events, applying an
+operation to its before and after images (key-only before-images included), finding the row struct
+of a schema block (with its decoders, cached), and saying where a failing message sits in the source.
+
+>>> line = b'{"op": "c", "after": {"id": 1}, "source": {"db": "shop", "table": "orders"}}'
+>>> payload, block = unwrap(parse_message(line))
+>>> route(payload), block is None, payload_changes(payload, KeyRule.of(["id"]), None)
+('shop.orders', True, ((<RowKind.INSERT: 0>, {'id': 1}, True),))
+>>> unwrap(parse_message(b'{"schema": {}, "payload": null}'))
+(None, None)
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from flowlake.errors import CdcDecodeError, CorruptRecordError, InvalidArgumentE
 Message = bytes | bytearray | memoryview | str | None
 """One Kafka record value: JSON text as bytes or str, or ``None`` for a tombstone."""
 
-_Step = tuple[RowKind, dict[str, Any], bool]
+Step = tuple[RowKind, dict[str, Any], bool]
 """One change before it gets its source: (kind, row, before_complete)."""
 
 _INSERT: Final = RowKind.INSERT
@@ -39,14 +47,14 @@ _NOT_A_NUMBER: Final = re.compile(r"-?(?:NaN|Infinity)")
 
 
 @dataclass(frozen=True, slots=True)
-class _KeyRule:
+class KeyRule:
     """The primary key used to recognise key-only before-images (empty when not given)."""
 
     columns: tuple[str, ...] = ()
     names: frozenset[str] = frozenset()
 
     @classmethod
-    def of(cls, primary_key: Sequence[str] | None) -> _KeyRule:
+    def of(cls, primary_key: Sequence[str] | None) -> KeyRule:
         if primary_key is None:
             return cls()
         if isinstance(primary_key, str) or not all(isinstance(c, str) for c in primary_key):
@@ -54,7 +62,7 @@ class _KeyRule:
         return cls(tuple(primary_key), frozenset(primary_key))
 
 
-def _parse(message: Message) -> dict[str, Any] | None:
+def parse_message(message: Message) -> dict[str, Any] | None:
     """Parse a message to its top-level object; ``None`` for a tombstone."""
     if message is None:
         return None
@@ -99,8 +107,23 @@ def _is_blank(message: bytes | bytearray | memoryview | str) -> bool:
     return not bytes(message).strip()
 
 
-def _unwrap(obj: dict[str, Any]) -> tuple[dict[str, Any] | None, Any]:
-    """Return (payload, schema block) of a message; payload ``None`` is a tombstone."""
+def unwrap(obj: Any) -> tuple[dict[str, Any] | None, Any]:
+    """Return (payload, schema block) of a parsed message; payload ``None`` is a tombstone.
+
+    Raises:
+        CorruptRecordError: If the message or its ``payload`` is not a JSON object.
+
+    >>> unwrap({"schema": {"type": "struct"}, "payload": {"op": "d"}})
+    ({'op': 'd'}, {'type': 'struct'})
+    >>> unwrap([1, 2])
+    Traceback (most recent call last):
+    ...
+    flowlake.errors.CorruptRecordError: message must be a JSON object, got list [1, 2]
+    """
+    if obj is None:
+        return None, None
+    if type(obj) is not dict:
+        raise CorruptRecordError(f"message must be a JSON object, got {type(obj).__name__} {short_repr(obj)}")
     if "op" in obj or "payload" not in obj:
         return obj, None
     payload = obj["payload"]
@@ -111,7 +134,53 @@ def _unwrap(obj: dict[str, Any]) -> tuple[dict[str, Any] | None, Any]:
     return payload, obj.get("schema")
 
 
-def _is_meta_event(payload: dict[str, Any]) -> bool:
+def route(payload: dict[str, Any]) -> str:
+    """The source table of a payload: ``<source.schema or source.db>.<source.table>``.
+
+    Raises:
+        CdcDecodeError: If the ``source`` block does not name the table.
+
+    >>> route({"source": {"db": "shop", "schema": "public", "table": "orders"}})
+    'public.orders'
+    """
+    src = payload.get("source")
+    if type(src) is not dict:
+        raise CdcDecodeError("message has no 'source' block, so its table is unknown")
+    table = src.get("table")
+    owner = src.get("schema") or src.get("db")
+    if type(table) is not str or type(owner) is not str or not table:
+        raise CdcDecodeError(
+            "message's 'source' block lacks 'db'/'schema' or 'table', so its table is unknown"
+        )
+    return f"{owner}.{table}"
+
+
+def transaction_of(payload: dict[str, Any]) -> str | None:
+    """The ``transaction.id`` of a change as text, or ``None`` (no block, or no id); never raises.
+
+    >>> transaction_of({"op": "c", "transaction": {"id": 42}}), transaction_of({"op": "c"})
+    ('42', None)
+    """
+    block = payload.get("transaction")
+    if type(block) is not dict:
+        return None
+    value = block.get("id")
+    return None if value is None else str(value)
+
+
+def transaction_status(payload: dict[str, Any]) -> str | None:
+    """``"BEGIN"`` or ``"END"`` for a transaction boundary event (a payload without ``op``), else ``None``.
+
+    >>> transaction_status({"status": "BEGIN", "id": "t1"}), transaction_status({"op": "c", "status": "END"})
+    ('BEGIN', None)
+    """
+    status = payload.get("status")
+    if "op" in payload or type(status) is not str or status not in _TX_STATUSES:
+        return None
+    return status
+
+
+def is_meta_event(payload: dict[str, Any]) -> bool:
     """Whether the payload is a transaction boundary or a logical-decoding message (no rows)."""
     op = payload.get("op")
     if op is None:
@@ -120,7 +189,7 @@ def _is_meta_event(payload: dict[str, Any]) -> bool:
     return bool(op == "m")
 
 
-def _key_problem(name: str, row: dict[str, Any], kind: int, payload: dict[str, Any] | None) -> str:
+def key_problem(name: str, row: dict[str, Any], kind: int, payload: dict[str, Any] | None) -> str:
     """Why a change without its whole key cannot be applied (rule 5)."""
     image = "after" if kind in (_INSERT, _UPDATE_AFTER) else "before"
     src = payload.get("source") if payload is not None else None
@@ -134,7 +203,7 @@ def _key_problem(name: str, row: dict[str, Any], kind: int, payload: dict[str, A
     )
 
 
-def _row_changes(payload: dict[str, Any], key: _KeyRule, width: int | None) -> tuple[_Step, ...]:
+def payload_changes(payload: dict[str, Any], key: KeyRule, width: int | None) -> tuple[Step, ...]:
     """Apply rules 2-5 to one payload (the batch path checks the key of its rows when built)."""
     op = payload.get("op")
     if op in ("c", "r"):
@@ -179,7 +248,7 @@ def _bad_op(op: Any) -> CdcDecodeError:
     return CorruptRecordError(f"field 'op' has unknown value {short_repr(op)}; expected one of r, c, u, d")
 
 
-def _key_only(before: dict[str, Any], after: dict[str, Any] | None, key: _KeyRule, width: int | None) -> bool:
+def _key_only(before: dict[str, Any], after: dict[str, Any] | None, key: KeyRule, width: int | None) -> bool:
     """Whether ``before`` holds only key columns (rule 5)."""
     names = key.names
     if names:
@@ -196,7 +265,7 @@ def _key_only(before: dict[str, Any], after: dict[str, Any] | None, key: _KeyRul
     return after is not None and len(before) < len(after) and before.keys() < after.keys()
 
 
-def _key_row(before: dict[str, Any], key: _KeyRule) -> dict[str, Any]:
+def _key_row(before: dict[str, Any], key: KeyRule) -> dict[str, Any]:
     if not key.columns:
         return before
     row = {name: before.get(name) for name in key.columns}
@@ -208,7 +277,7 @@ def _key_row(before: dict[str, Any], key: _KeyRule) -> dict[str, Any]:
     return row
 
 
-def _row_struct(block: Any) -> dict[str, Any] | None:
+def row_struct(block: Any) -> dict[str, Any] | None:
     """Find the row struct (``after``, else ``before``) in an envelope schema block."""
     if block is None:
         return None
@@ -224,12 +293,12 @@ def _row_struct(block: Any) -> dict[str, Any] | None:
     raise CorruptRecordError("'schema' has no 'after' or 'before' field; is it a Debezium envelope schema?")
 
 
-def _is_envelope_block(block: dict[str, Any]) -> bool:
+def is_envelope_block(block: dict[str, Any]) -> bool:
     fields = block.get("fields")
     return type(fields) is list and any(type(f) is dict and f.get("field") == "op" for f in fields)
 
 
-def _struct_width(struct: dict[str, Any]) -> int:
+def struct_width(struct: dict[str, Any]) -> int:
     fields = struct.get("fields")
     if type(fields) is not list:
         raise CorruptRecordError("schema block of the row: a struct needs a 'fields' list")
@@ -241,7 +310,7 @@ def _decoders_of(struct_json: bytes) -> dict[str, FieldDecoder]:
     return {d.name: d for d in struct_decoders(orjson.loads(struct_json))}
 
 
-def _struct_decoders(struct: dict[str, Any]) -> dict[str, FieldDecoder]:
+def row_decoders(struct: dict[str, Any]) -> dict[str, FieldDecoder]:
     """Decoders of a row struct, cached by the struct's JSON (schemas repeat in every message)."""
     try:
         return _decoders_of(orjson.dumps(struct, option=orjson.OPT_SORT_KEYS))
@@ -249,7 +318,7 @@ def _struct_decoders(struct: dict[str, Any]) -> dict[str, FieldDecoder]:
         raise CorruptRecordError("the row's schema block is nested too deeply") from None
 
 
-def _where(payload: dict[str, Any] | None, offset: int | str | None) -> str:
+def where_in_source(payload: dict[str, Any] | None, offset: int | str | None) -> str:
     """Describe where a failing message sits: the caller's offset and the source position."""
     parts = [] if offset is None else [f"offset {offset}"]
     src = payload.get("source") if payload is not None else None
