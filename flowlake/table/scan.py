@@ -52,6 +52,9 @@ class _Task:
 
 
 def _read_task(storage: Storage, schema: pa.Schema, task: _Task) -> pa.Table:
+    """A file's ``task.columns`` (conformed to ``schema``) and ``_kind``: 0 for base rows, the stored
+    kind for log rows (``-U`` rows included: the bucket's merge drops them once for all its logs), ``-D``
+    for a keys-only read."""
     is_log = task.file.content != "base"  # a log, or a split's moved changes
     wanted = [c for c in task.columns if c in schema.names]
     projected = read_parquet(
@@ -61,20 +64,23 @@ def _read_task(storage: Storage, schema: pa.Schema, task: _Task) -> pa.Table:
         size=task.file.size,
         checksum=task.file.checksum,
     )
-    target = pa.schema([schema.field(c) for c in wanted])
-    projected = conform(projected, target)
-    if is_log:
-        kinds = projected.column(KIND_COLUMN)
-        projected = projected.filter(pc.not_equal(kinds, int(RowKind.UPDATE_BEFORE)))
-    else:
-        projected = projected.append_column(KIND_COLUMN, pa.array(np.zeros(projected.num_rows, np.int8)))
     if task.keys_only:
-        projected = projected.set_column(
-            projected.schema.get_field_index(KIND_COLUMN),
-            KIND_COLUMN,
-            pa.array(np.full(projected.num_rows, RowKind.DELETE, np.int8)),
-        )
-    return projected
+        kinds = pa.array(np.full(projected.num_rows, RowKind.DELETE, np.int8))
+    elif is_log:
+        kinds = projected.column(KIND_COLUMN)
+    else:
+        kinds = pa.array(np.zeros(projected.num_rows, np.int8))
+    if is_log:
+        projected = projected.drop_columns([KIND_COLUMN])
+    target = pa.schema([schema.field(c) for c in wanted])
+    return conform(projected, target).append_column(KIND_COLUMN, kinds)
+
+
+def _without_before_images(logs: list[pa.Table]) -> pa.Table:
+    """The log parts of a bucket as one table, ``-U`` rows left out (every other kind is an image)."""
+    combined = pa.concat_tables(logs) if len(logs) > 1 else logs[0]
+    before = pc.equal(combined.column(KIND_COLUMN), int(RowKind.UPDATE_BEFORE))
+    return combined.filter(pc.invert(before)) if pc.any(before).as_py() else combined
 
 
 def read_snapshot(
@@ -124,8 +130,12 @@ def read_snapshot(
         parts = [_fill(_read_task(storage, schema, t), needed_schema) for t in group]
         if not keys or all(t.file.content == "base" for t in group):
             return [p.drop_columns([KIND_COLUMN]) for p in parts]
-        bases = [p for p, t in zip(parts, group, strict=True) if t.file.content == "base" and not t.keys_only]
-        return [latest_rows(parts, keys, base_count=len(bases) if len(bases) == _base_count(group) else 0)]
+        base_parts = [p for p, t in zip(parts, group, strict=True) if t.file.content == "base"]
+        log_parts = parts[len(base_parts) :]  # tasks are in commit order: base files first
+        merged = [*base_parts, _without_before_images(log_parts)] if log_parts else base_parts
+        whole_bases = sum(1 for t in group if t.file.content == "base" and not t.keys_only)
+        base_count = whole_bases if whole_bases == _base_count(group) else 0
+        return [latest_rows(merged, keys, base_count=base_count)]
 
     merged_parts = [part for parts in parallel(bucket_rows, tasks) for part in parts]
     metrics.rows_read += sum(p.num_rows for p in merged_parts)
