@@ -7,7 +7,8 @@ SQLite, on PostgreSQL and through the REST metastore (two servers started at onc
 PostgreSQL catalog, like two metastore replicas).
 
 The 12 workers are separate processes (``startup_worker.py``) that import flowlake once and then run
-several trials; each trial is released to all of them at the same instant, on a new catalog. What
+several trials; each trial is released to all of them at the same instant, on a new catalog, with
+busy-loop processes beside them (``cpu_load``; ``FLOWLAKE_TEST_CPU_HOGS=N``). What
 must hold: no worker fails, and afterwards the namespace holds exactly the shared table and one table
 per worker, each with the worker's row.
 """
@@ -146,7 +147,7 @@ def fresh_pg_schemas(count: int) -> Iterator[list[str]]:
                 conn.execute(f"drop schema {name} cascade")
 
 
-def test_sqlite_cluster_starts_at_once(crew: Crew, tmp_path: Path) -> None:
+def test_sqlite_cluster_starts_at_once(crew: Crew, tmp_path: Path, cpu_load: int) -> None:
     """Twelve processes open a fresh SQLite catalog file and create their tables together."""
     warehouse = (tmp_path / "wh").as_uri()
     for trial in range(TRIALS):
@@ -156,7 +157,7 @@ def test_sqlite_cluster_starts_at_once(crew: Crew, tmp_path: Path) -> None:
         check_trial(answers, cat, f"ns{trial}", f"sqlite trial {trial}")
 
 
-def test_postgres_cluster_starts_at_once(crew: Crew, tmp_path: Path) -> None:
+def test_postgres_cluster_starts_at_once(crew: Crew, tmp_path: Path, cpu_load: int) -> None:
     """Twelve processes open a fresh PostgreSQL catalog (a new schema) and create their tables together."""
     warehouse = (tmp_path / "wh").as_uri()
     with fresh_pg_schemas(TRIALS) as urls:
@@ -189,7 +190,7 @@ def start_servers(catalog_url: str, count: int) -> tuple[list[subprocess.Popen[b
     return procs, ports
 
 
-def test_rest_cluster_starts_at_once(crew: Crew, tmp_path: Path) -> None:
+def test_rest_cluster_starts_at_once(crew: Crew, tmp_path: Path, cpu_load: int) -> None:
     """Two metastore replicas open a fresh PostgreSQL catalog at once; then twelve clients, half on
     each replica, create their tables in a new namespace together."""
     warehouse = (tmp_path / "wh").as_uri()
