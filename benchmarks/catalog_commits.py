@@ -146,6 +146,27 @@ def rest_figures(postgres: str, clients: int, commits: int) -> dict[str, object]
     finally:
         server.terminate()
         server.wait(timeout=30)
+    try:
+        return _rest_summary(owner, results, clients, commits, elapsed)
+    finally:
+        _drop_pg_schema(postgres, catalog)
+
+
+def _drop_pg_schema(dsn: str, catalog: str) -> None:
+    import psycopg
+
+    schema = catalog.rsplit("%3D", 1)[1]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"drop schema {schema} cascade")  # the name _fresh_pg_schema generated
+
+
+def _rest_summary(
+    owner: fl.Catalog,
+    results: list[tuple[list[float], list[str]]],
+    clients: int,
+    commits: int,
+    elapsed: float,
+) -> dict[str, object]:
     latencies = sorted(x for lat, _ in results for x in lat)
     errors = [e for _, errs in results for e in errs]
     exact = all(
