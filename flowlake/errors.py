@@ -7,6 +7,7 @@
     ├── InvalidArgumentError        an argument has a value flowlake cannot use
     ├── CatalogError                the catalog cannot be opened or is inconsistent
     │   ├── CatalogVersionError     the catalog was written by another flowlake version
+    │   ├── CatalogBusyError        the catalog database stayed locked through every retry
     │   └── WireFormatError         a metastore request does not decode into catalog values
     ├── TableNotFoundError          no such table in the catalog
     ├── TableExistsError            create_table on a name that is taken
@@ -50,6 +51,15 @@ class CatalogError(FlowlakeError):
 
 class CatalogVersionError(CatalogError):
     """The catalog's schema version is not one this flowlake can use."""
+
+
+class CatalogBusyError(CatalogError):
+    """The catalog database stayed locked or busy (other processes held it) through every retry.
+
+    flowlake retries such transient failures itself (with jittered back-off) when it opens a catalog
+    and creates tables; this error means the contention outlasted those retries. Retrying later is
+    safe: nothing was changed.
+    """
 
 
 class WireFormatError(CatalogError):

@@ -38,7 +38,13 @@ from flowlake.catalog.engine import redact as _redact
 from flowlake.catalog.lineage import LineageNode, freshness_seconds, lineage
 from flowlake.catalog.sql import SqlMetaStore
 from flowlake.config import Settings
-from flowlake.errors import InvalidArgumentError, SchemaMismatchError, TableExistsError, TableNotFoundError
+from flowlake.errors import (
+    CatalogError,
+    InvalidArgumentError,
+    SchemaMismatchError,
+    TableExistsError,
+    TableNotFoundError,
+)
 from flowlake.io.fs import Storage, open_storage
 from flowlake.names import TableName, validate_consumer, validate_name
 from flowlake.table.schema import validate_schema
@@ -127,15 +133,23 @@ class Catalog:
             if missing:
                 raise SchemaMismatchError(name, missing[0], "the partition column is not in the schema")
             props["partition_by"] = ",".join(partition_by)
-        try:
-            record = self.store.create_table(
-                qualified.namespace, qualified.table, stored, key, 1 if not key else buckets, props
-            )
-        except TableExistsError:
-            if exist_ok:
-                return self.load_table(name)
-            raise
-        return LakeTable(self.store, self.storage, record)
+        for _ in range(3):  # exist_ok: another process may create (or drop) it between the two calls
+            try:
+                record = self.store.create_table(
+                    qualified.namespace, qualified.table, stored, key, 1 if not key else buckets, props
+                )
+            except TableExistsError:
+                if not exist_ok:
+                    raise
+                try:
+                    return self.load_table(name)
+                except TableNotFoundError:
+                    continue  # dropped after our create lost to it: create it again
+            return LakeTable(self.store, self.storage, record)
+        raise CatalogError(
+            f"table {name!r} was created and dropped again by other processes while this one tried to "
+            "create or load it; retry"
+        )
 
     def load_table(self, name: str) -> LakeTable:
         """Open an existing table; raises ``TableNotFoundError``."""

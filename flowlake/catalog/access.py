@@ -31,6 +31,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from flowlake.catalog.engine import begin_write, insert_if_missing
 from flowlake.catalog.sqltables import FIRST_ADMIN, audit, grants, meta, principals
 from flowlake.errors import InvalidArgumentError, PermissionDeniedError
 from flowlake.names import TableName, validate_name
@@ -97,7 +98,7 @@ class AccessControl:
         """Make this principal the catalog's first admin, unless someone already is."""
         now = int(time.time() * 1000)
         try:
-            with self.engine.begin() as conn:
+            with begin_write(self.engine) as conn:
                 if conn.execute(sa.select(sa.func.count()).select_from(grants)).scalar_one() > 0:
                     return False
                 conn.execute(sa.insert(meta).values(key=FIRST_ADMIN, value=self.principal))  # once only
@@ -135,11 +136,9 @@ class AccessControl:
         return None if found is None else str(found)
 
     def _ensure_principal(self, conn: sa.Connection, name: str, kind: str) -> None:
-        exists = conn.execute(sa.select(principals.c.name).where(principals.c.name == name)).first()
-        if exists is None:
-            conn.execute(
-                sa.insert(principals).values(name=name, kind=kind, created_at=int(time.time() * 1000))
-            )
+        insert_if_missing(
+            conn, principals, {"name": name, "kind": kind, "created_at": int(time.time() * 1000)}
+        )
 
     def _grants_of(self, principal: str) -> dict[str, int]:
         cached = self._grant_cache.get(principal)
@@ -197,7 +196,7 @@ class AccessControl:
 
     def record_audit(self, action: str, obj: str, detail: dict[str, Any] | None = None) -> None:
         """Append one line to the audit log."""
-        with self.engine.begin() as conn:
+        with begin_write(self.engine) as conn:
             self._audit(conn, action, obj, detail)
 
     def _audit(
@@ -227,20 +226,15 @@ class AccessControl:
             raise InvalidArgumentError(f"unknown privilege {privilege!r}; use read, write or admin")
         obj = validate_object(obj)
         self.authorize("admin", obj)
-        with self.engine.begin() as conn:
+        with begin_write(self.engine) as conn:
             self._ensure_principal(conn, principal, "user")
-            exists = conn.execute(
-                sa.select(grants.c.principal).where(
-                    grants.c.principal == principal, grants.c.object == obj, grants.c.privilege == privilege
-                )
-            ).first()
-            if exists is None:
-                conn.execute(
-                    sa.insert(grants).values(
-                        principal=principal, object=obj, privilege=privilege, granted_by=self.principal,
-                        granted_at=int(time.time() * 1000),
-                    )
-                )  # fmt: skip
+            insert_if_missing(
+                conn, grants,
+                {
+                    "principal": principal, "object": obj, "privilege": privilege,
+                    "granted_by": self.principal, "granted_at": int(time.time() * 1000),
+                },
+            )  # fmt: skip
             self._audit(conn, "grant", obj, {"principal": principal, "privilege": privilege})
         self._grant_cache.pop(principal, None)
 
@@ -248,7 +242,7 @@ class AccessControl:
         """Take a grant away; False if there was none."""
         obj = validate_object(obj)
         self.authorize("admin", obj)
-        with self.engine.begin() as conn:
+        with begin_write(self.engine) as conn:
             removed = conn.execute(
                 sa.delete(grants).where(
                     grants.c.principal == principal, grants.c.object == obj, grants.c.privilege == privilege
@@ -277,7 +271,7 @@ class AccessControl:
         validate_principal(name)
         self.authorize("admin", "*")
         token = "fl_" + secrets.token_urlsafe(32)
-        with self.engine.begin() as conn:
+        with begin_write(self.engine) as conn:
             self._ensure_principal(conn, name, kind)
             conn.execute(
                 sa.update(principals).where(principals.c.name == name).values(token_hash=hash_token(token))
@@ -288,7 +282,7 @@ class AccessControl:
     def revoke_token(self, name: str) -> None:
         """Invalidate a principal's bearer token."""
         self.authorize("admin", "*")
-        with self.engine.begin() as conn:
+        with begin_write(self.engine) as conn:
             conn.execute(sa.update(principals).where(principals.c.name == name).values(token_hash=None))
             self._audit(conn, "revoke_token", "*", {"principal": name})
 

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from flowlake.catalog.access import AccessControl, Privilege
+from flowlake.catalog.engine import begin_write
 from flowlake.catalog.sqltables import consumers as consumers_table
 from flowlake.catalog.sqltables import tables
 from flowlake.errors import CatalogError, PermissionDeniedError, VersionCleanedError
@@ -75,7 +76,7 @@ class ConsumerRegistry(AccessControl):
         self._allow("read", table_id)
         may_write = self.has_privilege("write", self._table_name(table_id))  # not inside the transaction
         now = int(time.time() * 1000)
-        with self.engine.begin() as conn:
+        with begin_write(self.engine) as conn:
             oldest = self._lock_table(conn, table_id)
             if version < oldest:
                 raise VersionCleanedError(self._table_name(table_id), version, oldest)
@@ -107,7 +108,7 @@ class ConsumerRegistry(AccessControl):
         """Forget a consumer (own, or any with ``write`` on the table); False if it did not exist."""
         self._allow("read", table_id)
         may_write = self.has_privilege("write", self._table_name(table_id))
-        with self.engine.begin() as conn:
+        with begin_write(self.engine) as conn:
             if not self._check_owner(conn, table_id, name, "drop", may_write=may_write):
                 return False
             return bool(

@@ -30,15 +30,12 @@ from flowlake.catalog.base import (
     TableRecord,
 )
 from flowlake.catalog.consumers import ConsumerRegistry
-from flowlake.catalog.engine import redact
-from flowlake.catalog.migrations import upgrade
+from flowlake.catalog.engine import begin_write, insert_if_missing, redact, run_with_retries
+from flowlake.catalog.migrations import ensure_schema
 from flowlake.catalog.sqltables import (
-    SCHEMA_VERSION,
     commit_keys,
     commits,
     files,
-    meta,
-    metadata,
     namespaces,
     schemas,
     tables,
@@ -47,7 +44,6 @@ from flowlake.catalog.sqltables import consumers as consumers_table
 from flowlake.catalog.sqltables import positions as positions_table
 from flowlake.errors import (
     CatalogError,
-    CatalogVersionError,
     CommitConflictError,
     TableExistsError,
     TableNotFoundError,
@@ -120,21 +116,14 @@ class SqlMetaStore(ConsumerRegistry):
     # -- set-up -----------------------------------------------------------------------------------
 
     def _migrate(self) -> None:
+        """Create or upgrade the catalog's tables; safe when many processes open it at once."""
+        url = redact(str(self.engine.url))
         try:
-            with self.engine.begin() as conn:
-                metadata.create_all(conn, checkfirst=True)
-                found = conn.execute(sa.select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
-                if found is None:
-                    conn.execute(sa.insert(meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
-                elif int(found) > SCHEMA_VERSION:
-                    raise CatalogVersionError(
-                        f"the catalog was written by a newer flowlake (catalog schema {found}, this "
-                        f"flowlake knows {SCHEMA_VERSION}); upgrade flowlake with `pip install -U flowlake`"
-                    )
-                elif int(found) < SCHEMA_VERSION:
-                    upgrade(conn, int(found))
-        except sa.exc.OperationalError as exc:
-            raise CatalogError(f"cannot open catalog {redact(str(self.engine.url))!r}: {exc.orig}") from exc
+            run_with_retries(
+                lambda: ensure_schema(self.engine), what="create or upgrade the catalog", catalog=url
+            )
+        except sa.exc.DBAPIError as exc:
+            raise CatalogError(f"cannot open catalog {url!r}: {exc.orig}") from exc
 
     # -- tables -----------------------------------------------------------------------------------
 
@@ -193,56 +182,99 @@ class SqlMetaStore(ConsumerRegistry):
         buckets: int,
         properties: Mapping[str, str],
     ) -> TableRecord:
-        """Register a new table at version 0."""
+        """Register a new table at version 0 (and its namespace, if that is new).
+
+        Safe while other processes create tables, in the same new namespace or of the same name:
+        the namespace row is inserted with ``ON CONFLICT DO NOTHING``, a lost race for the table's
+        name is reported as ``TableExistsError`` only once the winner's table is visible, and a
+        database busy with other writers is retried.
+
+        Raises:
+            TableExistsError: If ``namespace.name`` exists (also when another process just created it).
+            CatalogBusyError: If the database stayed locked through every retry.
+        """
         self.authorize("admin", namespace)
-        now = _now_ms()
-        try:
-            with self.engine.begin() as conn:
-                exists = conn.execute(
-                    sa.select(namespaces.c.name).where(namespaces.c.name == namespace)
-                ).first()
-                if exists is None:
-                    conn.execute(sa.insert(namespaces).values(name=namespace, created_at=now))
-                inserted = conn.execute(
-                    sa.insert(tables).values(
-                        namespace=namespace,
-                        name=name,
-                        location=f"{namespace}/{name}",
-                        primary_key=orjson.dumps(list(primary_key)).decode(),
-                        buckets=buckets,
-                        properties=orjson.dumps(dict(properties)).decode(),
-                        current_version=0,
-                        oldest_version=0,
-                        schema_id=0,
-                        created_at=now,
-                    )
-                ).inserted_primary_key
-                assert inserted is not None
-                table_id = inserted[0]
-                conn.execute(
-                    sa.insert(schemas).values(
-                        table_id=table_id, schema_id=0, arrow_schema=schema_to_bytes(schema)
-                    )
+        qualified = f"{namespace}.{name}"
+        url = redact(str(self.engine.url))
+        failure: sa.exc.IntegrityError | None = None
+        for _ in range(3):
+            try:
+                table_id = run_with_retries(
+                    lambda: self._insert_table(namespace, name, schema, primary_key, buckets, properties),
+                    what=f"create table {qualified!r}",
+                    catalog=url,
                 )
+            except sa.exc.IntegrityError as exc:
+                if self._table_exists(namespace, name):
+                    raise TableExistsError(qualified) from exc
+                failure = exc  # a unique-constraint race on another row, and the name is free: again
+                continue
+            self._forget_cached(table_id)  # catalogs from before AUTOINCREMENT may reuse ids
+            return self.get_table(namespace, name)
+        assert failure is not None
+        raise CatalogError(
+            f"cannot create table {qualified!r} in catalog {url!r}: {failure.orig}; retry"
+        ) from failure
+
+    def _table_exists(self, namespace: str, name: str) -> bool:
+        with self.engine.connect() as conn:
+            return (
                 conn.execute(
-                    sa.insert(commits).values(
-                        table_id=table_id, instant=f"{now:017d}-create", state="completed", version=0,
-                        operation="create", started_at=now, committed_at=now, schema_id=0,
-                        summary=orjson.dumps({"primary_key": list(primary_key), "buckets": buckets}).decode(),
-                        principal=self.principal,
-                    )
-                )  # fmt: skip
-                self._audit(conn, "create_table", f"{namespace}.{name}", {"primary_key": list(primary_key)})
-        except sa.exc.IntegrityError as exc:
-            raise TableExistsError(f"{namespace}.{name}") from exc
-        self._forget_cached(int(table_id))  # catalogs from before AUTOINCREMENT may reuse ids
-        return self.get_table(namespace, name)
+                    sa.select(tables.c.id).where(tables.c.namespace == namespace, tables.c.name == name)
+                ).first()
+                is not None
+            )
+
+    def _insert_table(
+        self,
+        namespace: str,
+        name: str,
+        schema: pa.Schema,
+        primary_key: Sequence[str],
+        buckets: int,
+        properties: Mapping[str, str],
+    ) -> int:
+        """One transaction that creates the namespace if missing and the table; returns its id."""
+        now = _now_ms()
+        with begin_write(self.engine) as conn:
+            insert_if_missing(conn, namespaces, {"name": namespace, "created_at": now})
+            inserted = conn.execute(
+                sa.insert(tables).values(
+                    namespace=namespace,
+                    name=name,
+                    location=f"{namespace}/{name}",
+                    primary_key=orjson.dumps(list(primary_key)).decode(),
+                    buckets=buckets,
+                    properties=orjson.dumps(dict(properties)).decode(),
+                    current_version=0,
+                    oldest_version=0,
+                    schema_id=0,
+                    created_at=now,
+                )
+            ).inserted_primary_key
+            assert inserted is not None
+            table_id = int(inserted[0])
+            conn.execute(
+                sa.insert(schemas).values(
+                    table_id=table_id, schema_id=0, arrow_schema=schema_to_bytes(schema)
+                )
+            )
+            conn.execute(
+                sa.insert(commits).values(
+                    table_id=table_id, instant=f"{now:017d}-create", state="completed", version=0,
+                    operation="create", started_at=now, committed_at=now, schema_id=0,
+                    summary=orjson.dumps({"primary_key": list(primary_key), "buckets": buckets}).decode(),
+                    principal=self.principal,
+                )
+            )  # fmt: skip
+            self._audit(conn, "create_table", f"{namespace}.{name}", {"primary_key": list(primary_key)})
+        return table_id
 
     def drop_table(self, namespace: str, name: str) -> TableRecord:
         """Remove a table's catalog entries and return what it was."""
         self.authorize("admin", f"{namespace}.{name}")
         record = self.get_table(namespace, name)
-        with self.engine.begin() as conn:
+        with begin_write(self.engine) as conn:
             self._audit(conn, "drop_table", f"{namespace}.{name}", {"version": record.current_version})
             for t in (files, commits, schemas, positions_table, consumers_table, commit_keys):
                 conn.execute(sa.delete(t).where(t.c.table_id == record.id))
@@ -269,7 +301,7 @@ class SqlMetaStore(ConsumerRegistry):
     def begin_commit(self, table_id: int, instant: str, operation: Operation) -> None:
         """Record an inflight instant before its data files are written."""
         self._allow("write", table_id)
-        with self.engine.begin() as conn:
+        with begin_write(self.engine) as conn:
             conn.execute(
                 sa.insert(commits).values(
                     table_id=table_id, instant=instant, state="inflight", operation=operation,
@@ -280,7 +312,7 @@ class SqlMetaStore(ConsumerRegistry):
     def abort_commit(self, table_id: int, instant: str) -> None:
         """Forget an inflight instant that will not complete (its files are orphans now)."""
         self._allow("write", table_id)
-        with self.engine.begin() as conn:
+        with begin_write(self.engine) as conn:
             conn.execute(
                 sa.delete(commits).where(
                     commits.c.table_id == table_id,
@@ -315,7 +347,7 @@ class SqlMetaStore(ConsumerRegistry):
 
     def _complete(self, table: TableRecord, request: CommitRequest) -> Commit:
         name = table.qualified_name
-        with self.engine.begin() as conn:
+        with begin_write(self.engine) as conn:
             # Writing the row first takes the write lock (SQLite) or the row lock (PostgreSQL), so
             # the checks below and the version move are serialized with every other committer.
             locked = conn.execute(
@@ -607,7 +639,7 @@ class SqlMetaStore(ConsumerRegistry):
                 nothing is changed, and the caller should compute what to clean again.
         """
         self._allow("write", table_id)
-        with self.engine.begin() as conn:
+        with begin_write(self.engine) as conn:
             current_oldest = self._lock_table(conn, table_id)
             blocking = conn.execute(
                 sa.select(consumers_table.c.name, consumers_table.c.version).where(
@@ -634,7 +666,7 @@ class SqlMetaStore(ConsumerRegistry):
     def abort_stale_inflight(self, table_id: int, instants: Sequence[str]) -> None:
         """Forget inflight instants whose writers are gone."""
         self._allow("write", table_id)
-        with self.engine.begin() as conn:
+        with begin_write(self.engine) as conn:
             if instants:
                 conn.execute(
                     sa.delete(commits).where(
