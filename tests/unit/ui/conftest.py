@@ -1,81 +1,14 @@
-"""A small lake for the console: ODS → DWD with lineage, a dead letter, and two principals."""
+"""The console's test lake as a fixture."""
 
 from __future__ import annotations
 
-import datetime as dt
-from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
 
-import pyarrow as pa
 import pytest
-
-import flowlake as fl
-
-ORDERS = pa.schema([("order_id", pa.int64()), ("shop", pa.string()), ("amount", pa.decimal128(12, 2))])
-ENRICHED = pa.schema([("order_id", pa.int64()), ("city", pa.string()), ("amount", pa.decimal128(12, 2))])
-DEAD = pa.schema(
-    [
-        ("source", pa.string()),
-        ("source_table", pa.string()),
-        ("position", pa.string()),
-        ("error", pa.string()),
-        ("raw", pa.binary()),
-        ("ingested_at", pa.timestamp("us", tz="UTC")),
-    ]
-)
-
-
-@dataclass
-class Lake:
-    """The catalog as its admin, the URLs to reopen it, and bob's token (bob may read dwd only)."""
-
-    admin: fl.Catalog
-    catalog_url: str
-    warehouse: str
-    bob_token: str
-
-
-def build_lake(tmp_path: Path) -> Lake:
-    """ods.orders (3 versions, from a binlog), dwd.orders_enriched (from ods.orders), a dead letter."""
-    catalog_url, warehouse = f"sqlite:///{tmp_path / 'catalog.db'}", (tmp_path / "wh").as_uri()
-    cat = fl.connect(catalog=catalog_url, warehouse=warehouse, principal="alice")
-    cat.claim_admin()
-    orders = cat.create_table("ods.orders", ORDERS, primary_key=["order_id"], buckets=2)
-    rows = [{"order_id": i, "shop": f"s{i % 2}", "amount": Decimal(f"{i}.50")} for i in range(1, 6)]
-    orders.upsert(pa.Table.from_pylist(rows, ORDERS), sources={"binlog:shop": {"file": "b.1", "pos": 4}})
-    orders.upsert(
-        pa.Table.from_pylist([{"order_id": 1, "shop": "s9", "amount": Decimal("99.00")}], ORDERS),
-        sources={"binlog:shop": {"file": "b.1", "pos": 9}},
-    )
-    orders.delete(pa.table({"order_id": [5]}), sources={"binlog:shop": {"file": "b.1", "pos": 12}})
-    enriched = cat.create_table("dwd.orders_enriched", ENRICHED, primary_key=["order_id"], buckets=1)
-    enriched.upsert(
-        pa.Table.from_pylist([{"order_id": 1, "city": "Oslo", "amount": Decimal("99.00")}], ENRICHED),
-        sources={"table:ods.orders": orders.version},
-    )
-    dead = cat.create_table("ods._dead_letter", DEAD, primary_key=None, buckets=1)
-    dead.append(
-        pa.Table.from_pylist(
-            [
-                {
-                    "source": "binlog:shop",
-                    "source_table": "shop.orders",
-                    "position": '{"pos": 7}',
-                    "error": "cannot decode charset swe7",
-                    "raw": b'{"bad": "\\xff<script>"}',
-                    "ingested_at": dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
-                }
-            ],
-            DEAD,
-        )
-    )
-    bob_token = cat.create_principal("bob")
-    cat.grant("read", "dwd", "bob")
-    return Lake(cat, catalog_url, warehouse, bob_token)
+from _console_lake import Lake, build_lake
 
 
 @pytest.fixture
 def lake(tmp_path: Path) -> Lake:
-    """The console's test lake."""
+    """ods.orders → dwd.orders_enriched with a dead letter; alice is admin, bob may read dwd."""
     return build_lake(tmp_path)

@@ -6,12 +6,12 @@ import re
 
 import orjson
 import pytest
+from _console_lake import Lake
 from starlette.testclient import TestClient
 
 import flowlake as fl
 from flowlake.status import catalog_status
 from flowlake.ui import console_app
-from tests.unit.ui.conftest import Lake
 
 HOST = "testserver"
 
