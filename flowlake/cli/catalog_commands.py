@@ -89,6 +89,14 @@ def serve(
     ui: Annotated[
         bool, typer.Option("--ui", help="Also serve the web console at /ui (sign-in with tokens).")
     ] = False,
+    pg: Annotated[
+        int | None,
+        typer.Option(
+            "--pg",
+            metavar="PORT",
+            help="Also serve the PostgreSQL wire protocol on PORT (user + token as password).",
+        ),
+    ] = None,
 ) -> None:
     """Run the REST metastore over a catalog (clients: fl.connect(catalog="http://host:port", token=...))."""
     if max_body_mb <= 0:
@@ -108,6 +116,13 @@ def serve(
         web = console_app(_connect(url, warehouse), auth="token", allowed_hosts=["*"])
         app = with_metastore(web, app)
         console.print(f"flowlake console on http://{host}:{port}/ui/ (sign in with a `flowlake token`)")
+    if pg is not None:
+        from flowlake.ui.pgwire import start_pg_server
+
+        start_pg_server(_connect(url, warehouse), host=host, port=pg)
+        console.print(
+            f"flowlake PostgreSQL endpoint on {host}:{pg} (user NAME, password: its `flowlake token`)"
+        )
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
