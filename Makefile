@@ -14,8 +14,9 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
+# `make demo DEMO_FLAGS=--ui` also serves the web console while the demo runs (and prints its URL)
 demo: $(STAMP)
-	$(BIN)/flowlake demo
+	$(BIN)/flowlake demo $(DEMO_FLAGS)
 
 # --max-worker-restart=0: xdist's loadgroup scheduler hangs forever after a worker crash (it never
 # hands the crashed group's tests to the replacement), so a crash ends the run with its report instead

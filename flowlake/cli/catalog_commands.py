@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
 import typer
@@ -80,11 +80,23 @@ def lineage(table: str, catalog: CatalogOpt = None, warehouse: WarehouseOpt = No
 @app.command()
 def serve(
     catalog: CatalogOpt = None,
+    warehouse: WarehouseOpt = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8181,
     max_body_mb: Annotated[
         float, typer.Option(help="Largest request body to accept, in MiB (larger ones get 413).")
     ] = 64.0,
+    ui: Annotated[
+        bool, typer.Option("--ui", help="Also serve the web console at /ui (sign-in with tokens).")
+    ] = False,
+    pg: Annotated[
+        int | None,
+        typer.Option(
+            "--pg",
+            metavar="PORT",
+            help="Also serve the PostgreSQL wire protocol on PORT (user + token as password).",
+        ),
+    ] = None,
 ) -> None:
     """Run the REST metastore over a catalog (clients: fl.connect(catalog="http://host:port", token=...))."""
     if max_body_mb <= 0:
@@ -95,8 +107,22 @@ def serve(
     from flowlake.lake import metastore_app, redact_url
 
     url = Settings.resolve(catalog=catalog).catalog
-    app = metastore_app(url, max_body_bytes=int(max_body_mb * 1024 * 1024))
+    app: Any = metastore_app(url, max_body_bytes=int(max_body_mb * 1024 * 1024))
     console.print(f"flowlake metastore on http://{host}:{port} over {redact_url(url)}")
+    if ui:
+        from flowlake.ui import console_app
+        from flowlake.ui.serving import with_metastore
+
+        web = console_app(_connect(url, warehouse), auth="token", allowed_hosts=["*"])
+        app = with_metastore(web, app)
+        console.print(f"flowlake console on http://{host}:{port}/ui/ (sign in with a `flowlake token`)")
+    if pg is not None:
+        from flowlake.ui.pgwire import start_pg_server
+
+        start_pg_server(_connect(url, warehouse), host=host, port=pg)
+        console.print(
+            f"flowlake PostgreSQL endpoint on {host}:{pg} (user NAME, password: its `flowlake token`)"
+        )
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 

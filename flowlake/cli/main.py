@@ -100,9 +100,19 @@ def demo(
     rows: Annotated[int, typer.Option(help="--table-only: orders in the initial load.")] = 100_000,
     batches: Annotated[int, typer.Option(help="--table-only: change batches to upsert.")] = 10,
     batch_size: Annotated[int, typer.Option(help="--table-only: changes per batch.")] = 10_000,
+    ui: Annotated[
+        bool, typer.Option("--ui", help="Serve the web console on 127.0.0.1 while it runs.")
+    ] = False,
+    ui_port: Annotated[int, typer.Option(help="--ui: the console's port.")] = 8282,
 ) -> None:
     """The main job on the embedded default: generated shop CDC -> ODS -> DWD -> DWS, then verify."""
     cat = _connect(catalog, warehouse, create=True)
+    if ui:
+        from flowlake.ui import console_app
+        from flowlake.ui.serving import serve_in_background
+
+        web = serve_in_background(console_app(cat), host="127.0.0.1", port=ui_port)
+        console.print(f"[bold]console:[/] {web.url} (acting as {cat.principal!r}; up while the demo runs)")
     if table_only:
         from flowlake.demo.job import run_demo
 
@@ -320,6 +330,7 @@ from flowlake.cli import (  # noqa: E402,F401
     catalog_commands,
     flow_commands,
     ingest_commands,
+    ui_commands,
 )
 
 if __name__ == "__main__":  # run as a script the module is __main__, not the one commands register on
