@@ -39,6 +39,7 @@ from flowlake.catalog.lineage import LineageNode, freshness_seconds, lineage
 from flowlake.catalog.sql import SqlMetaStore
 from flowlake.config import Settings
 from flowlake.errors import (
+    AuthenticationError,
     CatalogError,
     InvalidArgumentError,
     SchemaMismatchError,
@@ -89,6 +90,32 @@ class Catalog:
         metastore the server decides, and this returns None.
         """
         return self.store.claim_admin() if isinstance(self.store, SqlMetaStore) else None
+
+    def sign_in(self, token: str) -> Catalog | None:
+        """This catalog acting as the principal whose bearer token is ``token``, or None if unknown.
+
+        A direct catalog looks the token up among its principals (only their SHA-256 is stored); a
+        REST metastore catalog passes it to the server, which checks it on every call.
+
+        >>> cat = connect(catalog="sqlite://", warehouse="memory://sign-in-doc")
+        >>> token = cat.create_principal("bob")
+        >>> cat.sign_in(token).principal, cat.sign_in("not-a-token")
+        ('bob', None)
+        """
+        if isinstance(self.store, SqlMetaStore):
+            principal = self.store.principal_for_token(token)
+            if principal is None:
+                return None
+            return type(self)(self.store.as_principal(principal), self.storage, catalog_url=self.catalog_url)
+        if self.catalog_url.startswith(("http://", "https://")):
+            from flowlake.catalog.rest import RestMetaStore
+
+            try:
+                remote = RestMetaStore(self.catalog_url, token)  # asks the server whose token it is
+            except (AuthenticationError, CatalogError):
+                return None
+            return type(self)(remote, self.storage, catalog_url=self.catalog_url)
+        return None
 
     def create_table(
         self,

@@ -25,8 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
-from flowlake.errors import AuthenticationError, CatalogError
-from flowlake.lake import Catalog, connect
+from flowlake.lake import Catalog
 from flowlake.ui.data import ConsoleCatalog, acting_as
 
 AuthMode = Literal["local", "token"]
@@ -99,27 +98,13 @@ def token_login(base: Catalog) -> Callable[[str], tuple[str, Catalog] | None]:
     stored) and the catalog acts as its principal; for a REST metastore the token is passed through,
     so the metastore checks it and acts as its principal on every call.
     """
-    from flowlake.catalog.sql import SqlMetaStore
 
     def login(token: str) -> tuple[str, Catalog] | None:
         token = token.strip()
         if not token or len(token) > MAX_TOKEN_CHARS or not token.isascii():
             return None
-        store = base.store
-        if isinstance(store, SqlMetaStore):
-            principal = store.principal_for_token(token)
-            if principal is None:
-                return None
-            return principal, Catalog(
-                store.as_principal(principal), base.storage, catalog_url=base.catalog_url
-            )
-        if base.catalog_url.startswith(("http://", "https://")):
-            try:
-                remote = connect(catalog=base.catalog_url, warehouse=base.storage.uri, token=token)
-            except (AuthenticationError, CatalogError):
-                return None
-            return remote.principal, remote
-        return None
+        signed_in = base.sign_in(token)
+        return None if signed_in is None else (signed_in.principal, signed_in)
 
     return login
 
