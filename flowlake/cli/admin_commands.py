@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
 import typer
@@ -14,6 +14,7 @@ from rich.table import Table
 
 from flowlake.cli.main import CatalogOpt, WarehouseOpt, _connect, app, console
 from flowlake.config import DEFAULT_HOME, Settings
+from flowlake.status import TableStatus
 
 
 @app.command()
@@ -87,6 +88,7 @@ def status(
         if s.consumers:
             lags = ", ".join(f"{c} ({lag} behind)" for c, lag in sorted(s.consumers.items()))
             console.print(f"  {s.name} is read by {escape(lags)}")
+    _print_services(statuses)
     for s in statuses:
         if s.stopped is not None:
             console.print(f"[red]{s.name}: CDC ingestion stopped[/] {escape(s.stopped)}")
@@ -95,6 +97,27 @@ def status(
             "freshness by layer: "
             + ", ".join(f"{layer} {'-' if lag is None else f'{lag:,.1f}s'}" for layer, lag in layers.items())
         )
+
+
+def _print_services(statuses: list[TableStatus]) -> None:
+    """Each table's table-service runs (``flowlake maintain``), then the policies, grouped."""
+    for s in statuses:
+        if s.services:
+            runs = ", ".join(_job_text(job, v) for job, v in s.services.items())
+            console.print(f"  {s.name} maintained: {escape(runs)}")
+    by_policy: dict[str, list[str]] = {}
+    for s in statuses:
+        by_policy.setdefault(s.policy, []).append(s.name)
+    for policy, names in by_policy.items():
+        console.print(f"  policy of {', '.join(names)}: {escape(policy)}", style="dim")
+
+
+def _job_text(job: str, v: dict[str, Any]) -> str:
+    """``compact ok 12s ago (34 runs, 0 failed)`` or ``clean running on host:pid:id``."""
+    if v["running_on"]:
+        return f"{job} running on {v['running_on']} ({v['runs']} runs, {v['failures']} failed)"
+    ago = "" if v["seconds_ago"] is None else f" {_age(float(v['seconds_ago']))} ago"
+    return f"{job} {v['last_outcome'] or '-'}{ago} ({v['runs']} runs, {v['failures']} failed)"
 
 
 def _age(seconds: float) -> str:

@@ -320,6 +320,7 @@ from flowlake.cli import (  # noqa: E402,F401
     catalog_commands,
     flow_commands,
     ingest_commands,
+    maintain_commands,
 )
 
 if __name__ == "__main__":  # run as a script the module is __main__, not the one commands register on
