@@ -134,10 +134,14 @@ def dev(
         Path, typer.Argument(help="Project folder with dataflows/ and flowlake.toml.")
     ] = Path(),
     duration: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
+    maintain: Annotated[
+        bool, typer.Option(help="Also run the table services (`flowlake maintain`) beside the flows.")
+    ] = True,
     catalog: CatalogOpt = None,
     warehouse: WarehouseOpt = None,
 ) -> None:
-    """Run the project's ingesters and every dataflow (.py) and view file (.sql) as supervised processes."""
+    """Run the project's ingesters, every dataflow (.py) and view file (.sql) and the table services
+    (compaction, cleaning) as supervised processes."""
     import shlex
     import signal
     import subprocess
@@ -175,6 +179,8 @@ def dev(
         raise typer.BadParameter(
             f"nothing to run in {folder}: no dataflows/*.py or *.sql and no [flowlake.dev] ingest"
         )
+    if maintain:
+        specs.append(ProcessSpec("maintain", (exe, "maintain"), env=env))
     supervisor = Supervisor(specs, emit=console.print)
     signal.signal(signal.SIGTERM, lambda *_: supervisor.stop())
     console.print(f"[dev] supervising {', '.join(s.name for s in specs)}; Ctrl-C stops")
