@@ -28,7 +28,7 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 EXE = str(Path(sys.executable).with_name("flowlake"))
 SCHEMA = pa.schema([("k", pa.int64()), ("v", pa.int64())])
-COMMITS = 500
+COMMITS = 400
 LOG_LIMIT = 6
 """``maintain.compact.log_files`` of the test table."""
 
