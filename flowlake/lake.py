@@ -24,7 +24,7 @@ False
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -48,7 +48,9 @@ from flowlake.errors import (
 )
 from flowlake.io.fs import Storage, open_storage
 from flowlake.names import TableName, validate_consumer, validate_name
+from flowlake.table.policy import creation_defaults, validate_properties
 from flowlake.table.schema import validate_schema
+from flowlake.table.services import TableServices
 from flowlake.table.table import LakeTable
 
 if TYPE_CHECKING:
@@ -138,7 +140,8 @@ class Catalog:
             buckets: Hash buckets; each commit writes at most one log file per bucket.
             partition_by: Append tables only: columns whose values group rows into files (reads
                 filtered on them skip other partitions' files).
-            properties: Table properties (e.g. ``target_file_rows``).
+            properties: Table properties (e.g. ``target_file_rows``); the ``maintain.*`` policy of the
+                table services starts at its defaults (see :mod:`flowlake.table.policy`).
             exist_ok: Return the existing table instead of raising ``TableExistsError``.
         """
         qualified = TableName.parse(name)
@@ -150,7 +153,9 @@ class Catalog:
             raise InvalidArgumentError(f"table {name!r}: buckets must be an integer from 1 to 4096")
         key = list(primary_key or [])
         stored = validate_schema(name, schema, key)
-        props = {k: str(v) for k, v in (properties or {}).items()}
+        given = {k: str(v) for k, v in (properties or {}).items()}
+        validate_properties(given)
+        props = {**creation_defaults(), **given}  # the maintenance policy, visible in `status`
         if partition_by:
             if key:
                 raise InvalidArgumentError(
@@ -200,6 +205,30 @@ class Catalog:
     def list_namespaces(self) -> list[str]:
         """Namespaces, sorted."""
         return self.store.list_namespaces()
+
+    def services(
+        self,
+        tables: str | list[str] = "*",
+        *,
+        max_jobs: int = 2,
+        poll_seconds: float = 1.0,
+        lease_seconds: float = 30.0,
+        emit: Callable[[str], None] | None = None,
+    ) -> TableServices:
+        """The table services (compaction, rebalancing, cleaning) for the tables matching ``tables``.
+
+        ``run()`` them until ``stop()`` (what ``flowlake maintain`` does), or ``run_once()``; see
+        :class:`~flowlake.table.services.TableServices`. They act as this catalog's principal, and
+        call ``emit`` with one line per job (default: the ``flowlake.table.services`` logger).
+
+        >>> cat = connect(catalog="sqlite://", warehouse="memory://services-front-doc")
+        >>> cat.services("ods.*", max_jobs=1).run_once()
+        []
+        """
+        return TableServices(
+            self.store, self.storage, tables=tables, max_jobs=max_jobs, poll_seconds=poll_seconds,
+            lease_seconds=lease_seconds, emit=emit,
+        )  # fmt: skip
 
     # -- grants, principals, audit ------------------------------------------------------------------
 

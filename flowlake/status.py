@@ -6,7 +6,10 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from flowlake.errors import FlowlakeError
 from flowlake.lake import Catalog
+from flowlake.table.policy import MaintenancePolicy
+from flowlake.table.services import job_summary
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +28,11 @@ class TableStatus:
     """``{consumer: versions behind the head}``."""
     stopped: str | None = None
     """Why CDC ingestion of this table stopped (a change it cannot store), if it did."""
+    policy: str = ""
+    """The table's maintenance policy in words (see :mod:`flowlake.table.policy`)."""
+    services: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """``{job: {last_outcome, last_detail, seconds_ago, runs, failures, running_on}}`` of the table
+    services (``flowlake maintain``)."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for ``--json``."""
@@ -53,7 +61,16 @@ def table_status(catalog: Catalog, name: str) -> TableStatus:
         freshness_seconds=catalog.freshness(name),
         consumers=consumers,
         stopped=_stopped(history[0].summary if history else {}),
+        policy=_policy(table.properties),
+        services=job_summary({s.job: s for s in store.job_states(table_id)}),
     )
+
+
+def _policy(properties: Mapping[str, str]) -> str:
+    try:
+        return MaintenancePolicy.from_properties(properties).describe()
+    except FlowlakeError as exc:  # a property edited outside the API: show why instead of failing
+        return f"invalid: {exc}"
 
 
 def _stopped(summary: Mapping[str, Any]) -> str | None:

@@ -12,6 +12,8 @@ import flowlake.flow
 
 MODULES = [
     "flowlake.lake",
+    "flowlake.table.policy",
+    "flowlake.table.services",
     "flowlake.catalog.conflicts",
     "flowlake.changelog",
     "flowlake.flow",

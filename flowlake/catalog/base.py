@@ -112,6 +112,31 @@ class CommitRequest:
     removes to still be live."""
 
 
+@dataclass(frozen=True, slots=True)
+class JobState:
+    """A table service job's lease and last run, as the catalog records them (times in epoch ms).
+
+    ``holder`` is who holds the lease now (None: nobody); ``expires_in_ms`` is how long the lease
+    has left by the database's clock when it was read (negative: expired, so anyone may take it).
+    """
+
+    table_id: int
+    job: str
+    holder: str | None = None
+    epoch: int = 0
+    expires_in_ms: int | None = None
+    last_holder: str | None = None
+    last_started_at: int | None = None
+    last_finished_at: int | None = None
+    last_outcome: str | None = None
+    """``ok`` (did work), ``idle`` (nothing to do), ``failed`` or ``lost`` (the lease expired first)."""
+    last_detail: str | None = None
+    runs: int = 0
+    failures: int = 0
+    now_ms: int = 0
+    """The database's clock when this was read (ages of ``last_*`` are relative to it)."""
+
+
 class MetaStore(Protocol):
     """The operations a lake table needs from its catalog backend."""
 
@@ -160,3 +185,10 @@ class MetaStore(Protocol):
     def register_consumer(self, table_id: int, name: str, version: int) -> None: ...
     def consumers(self, table_id: int) -> dict[str, int]: ...
     def drop_consumer(self, table_id: int, name: str) -> bool: ...
+    def set_table_properties(self, table_id: int, updates: Mapping[str, str | None]) -> TableRecord: ...
+    def acquire_lease(self, table_id: int, job: str, holder: str, ttl_seconds: float) -> int | None: ...
+    def renew_lease(self, table_id: int, job: str, holder: str, epoch: int, ttl_seconds: float) -> bool: ...
+    def release_lease(
+        self, table_id: int, job: str, holder: str, epoch: int, outcome: str, detail: str
+    ) -> bool: ...
+    def job_states(self, table_id: int) -> list[JobState]: ...

@@ -72,11 +72,20 @@ def _v4_to_v5(conn: sa.Connection) -> None:
         conn.execute(sa.insert(meta).values(key=FIRST_ADMIN, value=str(first or "(before schema 5)")))
 
 
+def _v5_to_v6(conn: sa.Connection) -> None:
+    """Version 6 added ``flowlake_table_jobs``: the table services' leases and last runs.
+
+    ``create_all`` creates it (empty: no job has run, no lease is held); nothing else changes.
+    """
+    del conn
+
+
 MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {
     1: _v1_to_v2,
     2: _v2_to_v3,
     3: _v3_to_v4,
     4: _v4_to_v5,
+    5: _v5_to_v6,
 }
 """``{from_version: migration to from_version + 1}``."""
 

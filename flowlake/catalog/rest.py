@@ -22,7 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from flowlake import errors
-from flowlake.catalog.base import Commit, CommitRequest, DataFile, Operation, TableRecord
+from flowlake.catalog.base import Commit, CommitRequest, DataFile, JobState, Operation, TableRecord
 from flowlake.catalog.sql import SqlMetaStore
 from flowlake.catalog.wire import check_arguments, decode, encode
 from flowlake.errors import AuthenticationError, CatalogError, FlowlakeError, WireFormatError
@@ -34,7 +34,8 @@ RPC_METHODS: frozenset[str] = frozenset(
         "live_files", "log_files_between", "schema", "inflight_instants", "forget_files", "all_file_paths",
         "retired_files", "abort_stale_inflight", "source_position", "positions", "register_consumer",
         "consumers", "drop_consumer", "authorize", "has_privilege", "grant", "revoke", "list_grants",
-        "create_principal", "revoke_token", "audit_log",
+        "create_principal", "revoke_token", "audit_log", "set_table_properties", "acquire_lease",
+        "renew_lease", "release_lease", "job_states",
     }
 )  # fmt: skip
 """The store methods the metastore exposes; nothing else is callable."""
@@ -282,3 +283,32 @@ class RestMetaStore:
 
     def audit_log(self, limit: int = 100) -> list[dict[str, Any]]:
         return self._call("audit_log", limit=limit)  # type: ignore[no-any-return]
+
+    def set_table_properties(self, table_id: int, updates: Any) -> TableRecord:
+        return self._call("set_table_properties", table_id=table_id, updates=dict(updates))  # type: ignore[no-any-return]
+
+    def acquire_lease(self, table_id: int, job: str, holder: str, ttl_seconds: float) -> int | None:
+        found = self._call(
+            "acquire_lease", table_id=table_id, job=job, holder=holder, ttl_seconds=ttl_seconds
+        )
+        return None if found is None else int(found)
+
+    def renew_lease(self, table_id: int, job: str, holder: str, epoch: int, ttl_seconds: float) -> bool:
+        return bool(
+            self._call(
+                "renew_lease", table_id=table_id, job=job, holder=holder, epoch=epoch, ttl_seconds=ttl_seconds
+            )
+        )
+
+    def release_lease(
+        self, table_id: int, job: str, holder: str, epoch: int, outcome: str, detail: str
+    ) -> bool:
+        return bool(
+            self._call(
+                "release_lease", table_id=table_id, job=job, holder=holder, epoch=epoch, outcome=outcome,
+                detail=detail,
+            )
+        )  # fmt: skip
+
+    def job_states(self, table_id: int) -> list[JobState]:
+        return self._call("job_states", table_id=table_id)  # type: ignore[no-any-return]

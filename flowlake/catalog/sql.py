@@ -31,6 +31,7 @@ from flowlake.catalog.base import (
 )
 from flowlake.catalog.consumers import ConsumerRegistry
 from flowlake.catalog.engine import begin_write, insert_if_missing, redact, run_with_retries
+from flowlake.catalog.leases import LeaseRegistry
 from flowlake.catalog.migrations import ensure_schema
 from flowlake.catalog.sqltables import (
     commit_keys,
@@ -38,6 +39,7 @@ from flowlake.catalog.sqltables import (
     files,
     namespaces,
     schemas,
+    table_jobs,
     tables,
 )
 from flowlake.catalog.sqltables import consumers as consumers_table
@@ -74,7 +76,7 @@ def _from_ms(ms: int) -> dt.datetime:
     return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
 
 
-class SqlMetaStore(ConsumerRegistry):
+class SqlMetaStore(ConsumerRegistry, LeaseRegistry):
     """The catalog backend on SQLite or PostgreSQL; every call is checked against the grants."""
 
     def __init__(self, engine: Engine, *, principal: str | None = None) -> None:
@@ -276,11 +278,38 @@ class SqlMetaStore(ConsumerRegistry):
         record = self.get_table(namespace, name)
         with begin_write(self.engine) as conn:
             self._audit(conn, "drop_table", f"{namespace}.{name}", {"version": record.current_version})
-            for t in (files, commits, schemas, positions_table, consumers_table, commit_keys):
+            for t in (files, commits, schemas, positions_table, consumers_table, commit_keys, table_jobs):
                 conn.execute(sa.delete(t).where(t.c.table_id == record.id))
             conn.execute(sa.delete(tables).where(tables.c.id == record.id))
         self._forget_cached(record.id)
         return record
+
+    def set_table_properties(self, table_id: int, updates: Mapping[str, str | None]) -> TableRecord:
+        """Set (or, with None, remove) table properties in one transaction; return the new entry.
+
+        The caller validates names and values (see :mod:`flowlake.table.policy`); the store only
+        needs ``admin`` on the table (changing how a table is kept is an ``ALTER TABLE``).
+        """
+        name = self._table_name(table_id)
+        self.authorize("admin", name)
+        with begin_write(self.engine) as conn:
+            found = conn.execute(sa.select(tables.c.properties).where(tables.c.id == table_id)).first()
+            if found is None:
+                raise TableNotFoundError(name)
+            props = orjson.loads(found[0])
+            for key, value in updates.items():
+                if value is None:
+                    props.pop(key, None)
+                else:
+                    props[key] = str(value)
+            conn.execute(
+                sa.update(tables)
+                .where(tables.c.id == table_id)
+                .values(properties=orjson.dumps(props).decode())
+            )
+            self._audit(conn, "set_properties", name, {"updates": dict(updates)})
+        namespace, table = name.split(".", 1)
+        return self.get_table(namespace, table)
 
     def list_tables(self, namespace: str | None = None) -> list[str]:
         """Qualified names of all tables, or of those in one namespace."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 """Version of the catalog's own tables; bumped with a migration whenever they change."""
 
 FIRST_ADMIN = "first_admin"
@@ -138,3 +138,20 @@ audit = sa.Table(
     sa.Column("detail", sa.Text, nullable=False),
 )
 sa.Index("ix_flowlake_audit_at", audit.c.at)
+table_jobs = sa.Table(
+    "flowlake_table_jobs",
+    metadata,
+    sa.Column("table_id", sa.Integer, primary_key=True),
+    sa.Column("job", sa.String(32), primary_key=True),
+    sa.Column("holder", sa.String(255), nullable=True),  # null: no lease held
+    sa.Column("epoch", sa.BigInteger, nullable=False),  # +1 per acquisition (a fencing token)
+    sa.Column("expires_at", sa.BigInteger, nullable=True),  # ms, the database's clock
+    sa.Column("last_holder", sa.String(255), nullable=True),
+    sa.Column("last_started_at", sa.BigInteger, nullable=True),
+    sa.Column("last_finished_at", sa.BigInteger, nullable=True),
+    sa.Column("last_outcome", sa.String(16), nullable=True),
+    sa.Column("last_detail", sa.Text, nullable=True),
+    sa.Column("runs", sa.BigInteger, nullable=False),
+    sa.Column("failures", sa.BigInteger, nullable=False),
+)
+"""Table services: one row per (table, job kind) holding the job's lease and its last run."""

@@ -20,13 +20,13 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import pyarrow as pa
 
-from flowlake.catalog.base import Commit, CommitRequest, DataFile, TableRecord
+from flowlake.catalog.base import Commit, CommitRequest, DataFile, JobState, TableRecord
 from flowlake.errors import WireFormatError, short_repr
 
 MAX_DEPTH = 64
 """How deeply a request's values may nest (catalog values need fewer than 10 levels)."""
 
-_TYPES: dict[str, type] = {t.__name__: t for t in (Commit, CommitRequest, DataFile, TableRecord)}
+_TYPES: dict[str, type] = {t.__name__: t for t in (Commit, CommitRequest, DataFile, JobState, TableRecord)}
 
 
 def encode(value: Any) -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
 import typer
@@ -14,6 +14,7 @@ from rich.table import Table
 
 from flowlake.cli.main import CatalogOpt, WarehouseOpt, _connect, app, console
 from flowlake.config import DEFAULT_HOME, Settings
+from flowlake.status import TableStatus
 
 
 @app.command()
@@ -87,6 +88,7 @@ def status(
         if s.consumers:
             lags = ", ".join(f"{c} ({lag} behind)" for c, lag in sorted(s.consumers.items()))
             console.print(f"  {s.name} is read by {escape(lags)}")
+    _print_services(statuses)
     for s in statuses:
         if s.stopped is not None:
             console.print(f"[red]{s.name}: CDC ingestion stopped[/] {escape(s.stopped)}")
@@ -95,6 +97,27 @@ def status(
             "freshness by layer: "
             + ", ".join(f"{layer} {'-' if lag is None else f'{lag:,.1f}s'}" for layer, lag in layers.items())
         )
+
+
+def _print_services(statuses: list[TableStatus]) -> None:
+    """Each table's table-service runs (``flowlake maintain``), then the policies, grouped."""
+    for s in statuses:
+        if s.services:
+            runs = ", ".join(_job_text(job, v) for job, v in s.services.items())
+            console.print(f"  {s.name} maintained: {escape(runs)}")
+    by_policy: dict[str, list[str]] = {}
+    for s in statuses:
+        by_policy.setdefault(s.policy, []).append(s.name)
+    for policy, names in by_policy.items():
+        console.print(f"  policy of {', '.join(names)}: {escape(policy)}", style="dim")
+
+
+def _job_text(job: str, v: dict[str, Any]) -> str:
+    """``compact ok 12s ago (34 runs, 0 failed)`` or ``clean running on host:pid:id``."""
+    if v["running_on"]:
+        return f"{job} running on {v['running_on']} ({v['runs']} runs, {v['failures']} failed)"
+    ago = "" if v["seconds_ago"] is None else f" {_age(float(v['seconds_ago']))} ago"
+    return f"{job} {v['last_outcome'] or '-'}{ago} ({v['runs']} runs, {v['failures']} failed)"
 
 
 def _age(seconds: float) -> str:
@@ -111,10 +134,14 @@ def dev(
         Path, typer.Argument(help="Project folder with dataflows/ and flowlake.toml.")
     ] = Path(),
     duration: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
+    maintain: Annotated[
+        bool, typer.Option(help="Also run the table services (`flowlake maintain`) beside the flows.")
+    ] = True,
     catalog: CatalogOpt = None,
     warehouse: WarehouseOpt = None,
 ) -> None:
-    """Run the project's ingesters and every dataflow (.py) and view file (.sql) as supervised processes."""
+    """Run the project's ingesters, every dataflow (.py) and view file (.sql) and the table services
+    (compaction, cleaning) as supervised processes."""
     import shlex
     import signal
     import subprocess
@@ -152,6 +179,8 @@ def dev(
         raise typer.BadParameter(
             f"nothing to run in {folder}: no dataflows/*.py or *.sql and no [flowlake.dev] ingest"
         )
+    if maintain:
+        specs.append(ProcessSpec("maintain", (exe, "maintain"), env=env))
     supervisor = Supervisor(specs, emit=console.print)
     signal.signal(signal.SIGTERM, lambda *_: supervisor.stop())
     console.print(f"[dev] supervising {', '.join(s.name for s in specs)}; Ctrl-C stops")

@@ -330,6 +330,7 @@ from flowlake.cli import (  # noqa: E402,F401
     catalog_commands,
     flow_commands,
     ingest_commands,
+    maintain_commands,
     ui_commands,
 )
 

@@ -15,11 +15,13 @@ its lineage records and reports whether it matches.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import os
 import shutil
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -363,6 +365,25 @@ def run_views_to_head(
     run_main(flow, epoch_interval=dt.timedelta(0), recovery_config=config)  # type: ignore[no-untyped-call]
 
 
+@contextlib.contextmanager
+def _table_services(catalog: Catalog, out: Console) -> Iterator[None]:
+    """Compaction and cleaning in a thread beside the flows (as ``flowlake dev`` runs ``maintain``)."""
+    services = catalog.services(max_jobs=1)
+    thread = threading.Thread(target=services.run, name="table-services", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        services.stop()
+        thread.join()
+        jobs = services.results
+        out.print(
+            f"table services: {sum(r.job == 'compact' and r.outcome == 'ok' for r in jobs)} compactions, "
+            f"{sum(r.job == 'clean' and r.outcome == 'ok' for r in jobs)} cleans, "
+            f"{sum(r.outcome == 'failed' for r in jobs)} failed"
+        )
+
+
 def _run(
     catalog: Catalog, feed: _Feed, recovery: Path, out: Console, duration: float,
     rounds: int | None, follow: bool, initial_orders: int, changes_per_round: int, flows: FlowsMode = "sql",
@@ -385,7 +406,7 @@ def _run(
     source_changes = initial_orders + generator.shops
     started = time.monotonic()
     round_no = 0
-    with Live(console=out, refresh_per_second=2) as live:
+    with _table_services(catalog, out), Live(console=out, refresh_per_second=2) as live:
         while True:
             feed.ingest(catalog)
             run_flows(catalog, recovery)

@@ -46,6 +46,19 @@ STATE_SIZE = Gauge("flowlake_state_keys", "Keys held in operator state", ["flow"
 DEAD_LETTERS = Counter(
     "flowlake_dead_letters", "Records sent to a dead-letter table", ["table"], registry=REGISTRY
 )
+MAINTAIN_JOBS = Counter(
+    "flowlake_maintain_jobs", "Table service jobs run, by outcome (ok, idle, failed, lost, busy)",
+    ["table", "job", "outcome"], registry=REGISTRY,
+)  # fmt: skip
+MAINTAIN_JOB_SECONDS = Histogram(
+    "flowlake_maintain_job_seconds", "Duration of table service jobs", ["job"], registry=REGISTRY,
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)  # fmt: skip
+MAINTAIN_BACKLOG = Gauge(
+    "flowlake_maintain_backlog", "A table's maintenance backlog as the service last saw it",
+    ["table", "measure"], registry=REGISTRY,
+)  # fmt: skip
+MAINTAIN_RUNNING = Gauge("flowlake_maintain_running_jobs", "Jobs this service runs now", registry=REGISTRY)
 
 
 def record_commit(table: str, operation: str, summary: dict[str, object], started: float) -> None:

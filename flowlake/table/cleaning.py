@@ -31,8 +31,13 @@ def clean(
     *,
     retain_last: int,
     orphan_grace_seconds: float,
+    retain_for_seconds: float = 0.0,
 ) -> maintenance.CleanResult:
-    """Delete the files no version among the last ``retain_last`` (or a consumer's) needs, and orphans."""
+    """Delete the files no version among the last ``retain_last`` (or a consumer's) needs, and orphans.
+
+    With ``retain_for_seconds``, every version committed that recently also stays readable, and so
+    does the version that was current at the start of that window (``read(as_of=...)`` needs it).
+    """
     now = time.time()
     listed = list_data_files(storage, record)  # before inflight and referenced are read (see orphan_paths)
     inflight = store.inflight_instants(record.id)
@@ -43,7 +48,7 @@ def clean(
         # is taken for an orphan
         store.abort_stale_inflight(record.id, stale)
     for attempt in range(5):
-        keep_from = clean_horizon(store, record, retain_last, now)
+        keep_from = clean_horizon(store, record, retain_last, now, retain_for_seconds=retain_for_seconds)
         referenced = store.all_file_paths(record.id)
         needed = {f.path for f in store.live_files(record.id, keep_from)}
         obsolete = [f for f in store.retired_files(record.id, keep_from) if f.path not in needed]
@@ -70,10 +75,16 @@ def clean(
     )
 
 
-def clean_horizon(store: MetaStore, record: TableRecord, retain_last: int, now: float) -> int:
-    """The oldest version a clean keeps: ``head - retain_last + 1``, or the oldest consumer/pin."""
+def clean_horizon(
+    store: MetaStore, record: TableRecord, retain_last: int, now: float, *, retain_for_seconds: float = 0.0
+) -> int:
+    """The oldest version a clean keeps: ``head - retain_last + 1``, or older for ``retain_for_seconds``
+    (the version current that long ago), or the oldest consumer/pin."""
     head, oldest = store.current_version(record.id)
     keep_from = max(oldest, head - retain_last + 1)
+    if retain_for_seconds > 0:
+        at_start = store.version_at(record.id, int((now - retain_for_seconds) * 1000))
+        keep_from = max(oldest, min(keep_from, oldest if at_start is None else at_start))
     consumed = store.consumers(record.id)
     for name in [n for n in consumed if pin_expired(n, now=now)]:
         store.drop_consumer(record.id, name)

@@ -48,6 +48,7 @@ from flowlake.table.commit import (
 from flowlake.table.keystate import KeyState
 from flowlake.table.lookup import key_table, lookup
 from flowlake.table.pins import Pin, pin_name
+from flowlake.table.policy import MaintenancePolicy, validate_updates
 from flowlake.table.scan import ScanMetrics, read_changes, read_snapshot, snapshot_dataset
 from flowlake.table.schema import evolve_schema, fit_batch
 from flowlake.table.stats import Filter, fit_filter
@@ -687,7 +688,7 @@ class LakeTable:
         return commit
 
     def clean(
-        self, *, retain_last: int = 10, orphan_grace_seconds: float = 3600.0
+        self, *, retain_last: int = 10, orphan_grace_seconds: float = 3600.0, retain_for_seconds: float = 0.0
     ) -> maintenance.CleanResult:
         """Delete files that no version among the last ``retain_last`` needs, and old orphan files.
 
@@ -700,6 +701,9 @@ class LakeTable:
         commit and completing it: an inflight commit older than that is aborted (its writer then gets
         a ``CatalogError`` and must retry) and its files deleted. A committed version never loses a
         file either way.
+
+        ``retain_for_seconds`` also keeps every version committed that recently readable (and the
+        version current at the start of that window), whatever ``retain_last`` says.
         """
         if retain_last < 1:
             raise InvalidArgumentError("clean(retain_last=N) needs N >= 1: the head version is always kept")
@@ -710,6 +714,42 @@ class LakeTable:
             record,
             retain_last=retain_last,
             orphan_grace_seconds=orphan_grace_seconds,
+            retain_for_seconds=retain_for_seconds,
         )
         self.refresh()
         return result
+
+    @property
+    def policy(self) -> MaintenancePolicy:
+        """The table's maintenance policy (as of the last refresh), from its properties."""
+        return MaintenancePolicy.from_properties(self._record.properties)
+
+    def set_properties(self, updates: Mapping[str, str | int | float | bool | None] | None = None, /,
+                       **properties: str | int | float | bool | None) -> dict[str, str]:  # fmt: skip
+        """Change table properties (None removes one, so its default applies); return them all.
+
+        Only the properties in :data:`flowlake.table.policy.SPECS` can be set: the ``maintain.*``
+        policy of the table services, the stall limit ``log_backlog_compact``, compaction's
+        ``target_file_rows`` / ``bucket_target_rows`` / ``split_catchup_rounds`` /
+        ``bucket_fence_seconds`` and ``conflict_policy``. Needs ``admin`` on the table.
+
+        >>> import flowlake as fl
+        >>> cat = fl.connect(catalog="sqlite://", warehouse="memory://props-doc")
+        >>> t = cat.create_table("ods.t", pa.schema([("id", pa.int64())]), primary_key=["id"])
+        >>> t.set_properties({"maintain.clean.retain_last": 3})["maintain.clean.retain_last"]
+        '3'
+        >>> t.policy.clean_retain_last
+        3
+
+        Raises:
+            InvalidArgumentError: An unknown key, or a value it does not accept (both named).
+        """
+        merged = {**(updates or {}), **properties}
+        text = {
+            k: None if v is None else str(v).lower() if isinstance(v, bool) else str(v)
+            for k, v in merged.items()
+        }
+        checked = validate_updates(text)
+        if checked:
+            self._record = self._store.set_table_properties(self._record.id, checked)
+        return self.properties
