@@ -16,6 +16,10 @@ State, per key partition of the stream, in Arrow (no per-row Python objects):
   only for a partition whose kept rows fell below ``n`` while it has spilled rows (the buffer ran
   out), and netted as a whole when retractions pile up in it.
 
+A retraction of a row that is not live is dropped (counted in ``dropped_retractions``); where the
+partition has spilled rows that is only known when the spill is netted, so until then it waits there
+as a negative weight (and would cancel an identical row inserted later).
+
 A batch is folded with one sort of the touched partitions' kept rows and the batch's changes,
 netting identical rows; the new top ``n`` of each touched partition is compared with the old one and
 only the difference goes out: with a rank column, a rank whose row changed becomes ``-U``/``+U``
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -35,6 +40,7 @@ import pyarrow.compute as pc
 from flowlake.changelog import KIND_COLUMN, RowKind
 from flowlake.flow._relational import body_schema
 from flowlake.flow._snapshot import PickledSnapshot
+from flowlake.flow._stateform import from_state
 from flowlake.flow.batch import _zero, kinds_of, weights
 from flowlake.table.bucketing import key_hash
 
@@ -197,9 +203,28 @@ class TopNState(PickledSnapshot):
 
     # -- folding --------------------------------------------------------------------------------------
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if "live" in state:  # pickled by the former per-row Top-N: its rows are folded in on first use
+            legacy = [row for entries in state.pop("live").values() for _, row in entries]
+            state.pop("emitted", None)
+            state.update(buffer=max(state["n"], 8), kept=None, spill=[], spilled=np.empty(0, np.uint64),
+                         spill_retractions=0, legacy=legacy)  # fmt: skip
+        self.__dict__.update(state)
+
+    def _adopt_legacy(self, schema: pa.Schema) -> None:
+        """Fold in the live rows of a state saved by the per-row Top-N (its emitted top is what these
+        rows rank first, so nothing is emitted)."""
+        rows: list[tuple[Any, ...]] = self.__dict__.pop("legacy")
+        columns = list(zip(*rows, strict=True)) if rows else [() for _ in schema]
+        arrays = [from_state(list(c), f.type) for c, f in zip(columns, schema, strict=True)]
+        data = pa.Table.from_arrays(arrays, schema=schema)
+        self.apply(data.append_column(KIND_COLUMN, pa.array(np.zeros(len(rows), np.int8))))
+
     def apply(self, data: pa.Table) -> pa.Table:
         """Fold a changelog batch; return the changes of the top rows (with the rank column if any)."""
         schema = body_schema(data.schema)
+        if "legacy" in self.__dict__:
+            self._adopt_legacy(schema)
         body = data.select(schema.names)
         hashes = _partition_hash(body, self.partition_by)
         batch = body.append_column(_PH, pa.array(hashes, pa.uint64()))

@@ -185,7 +185,8 @@ class Planner:
         if rel.node.key is None:
             raise SqlError(
                 f"view {view.name}: no primary key can be derived from its SELECT (a projection that drops "
-                "its input's key, a UNION ALL, a join whose keys are not selected); select the key columns "
+                "its input's key, an unnest in the select list, a UNION ALL, a join whose keys are not "
+                "selected); select the key columns "
                 "or give one: CREATE MATERIALIZED VIEW ... WITH (primary_key = 'a, b') AS ..."
             )
         if not rel.node.key:

@@ -181,3 +181,27 @@ def test_retractions_of_spilled_rows_are_netted() -> None:
         assert out.num_rows == 0
     state._net_spill()
     assert len(state) == 101 and state.dropped_retractions == 0
+
+
+def test_a_state_saved_by_the_per_row_top_n_resumes() -> None:
+    """Recovery stores may hold the former per-row state (live rows as tuples): it is folded in."""
+    order = [SortKey("a", descending=True)]
+    old_rows = [(1, a, None, None) for a in (3, 9, 5)]
+    legacy = TopNState.__new__(TopNState)
+    legacy.__setstate__({
+        "partition_by": ("p",), "order_by": tuple(order), "n": 2, "rank": "rn",
+        "live": {(1,): [((), row) for row in old_rows]}, "emitted": {}, "dropped_retractions": 0,
+    })  # fmt: skip
+    fresh = TopNState(["p"], order, 2, "rn")
+    fresh.apply(from_rows([(INS, dict(zip(SCHEMA.names, r, strict=True))) for r in old_rows], SCHEMA))
+    batch = from_rows([(D, {"p": 1, "a": 9, "b": None, "c": None})], SCHEMA)
+    assert (
+        [str(c) for c in rows(legacy.apply(batch))]
+        == [str(c) for c in rows(fresh.apply(batch))]
+        == [
+            "-U {'p': 1, 'a': 9, 'b': None, 'c': None, 'rn': 1}",
+            "+U {'p': 1, 'a': 5, 'b': None, 'c': None, 'rn': 1}",
+            "-U {'p': 1, 'a': 5, 'b': None, 'c': None, 'rn': 2}",
+            "+U {'p': 1, 'a': 3, 'b': None, 'c': None, 'rn': 2}",
+        ]
+    )
