@@ -42,7 +42,7 @@ from flowlake.flow._relational import body_schema
 from flowlake.flow._snapshot import PickledSnapshot
 from flowlake.flow._stateform import from_state
 from flowlake.flow.batch import _zero, kinds_of, weights
-from flowlake.table.bucketing import key_hash
+from flowlake.table.bucketing import key_hash, sorted_unique
 
 _PH = "__flowlake_ph"
 """State column: a hash of the row's partition (collisions only make more partitions look touched)."""
@@ -236,7 +236,7 @@ class TopNState(PickledSnapshot):
             return self._output(
                 schema, self._top(self.kept.slice(0, 0)), np.empty(0, np.int64), np.empty(0, np.int8)
             )
-        touched = np.unique(hashes)
+        touched = sorted_unique(hashes)
         old, others = self._split_kept(touched)
         work = pa.concat_tables([
             _with(old, np.ones(old.num_rows, np.int64), 0),
@@ -285,7 +285,7 @@ class TopNState(PickledSnapshot):
         cand_starts[1:] = cand_part[1:] != cand_part[:-1]
         keep = _group_rank(cand_starts) < self.n + self.buffer
         kept_per_part = np.bincount(cand_part[keep], minlength=len(part_hash))
-        needy = np.unique(part_hash[(kept_per_part < self.n) & np.isin(part_hash, self.spilled)])
+        needy = sorted_unique(part_hash[(kept_per_part < self.n) & np.isin(part_hash, self.spilled)])
         magnitude = np.abs(spill_counts)
         spill_idx = np.concatenate([cand[~keep], np.repeat(firsts, magnitude)])
         spill_w = np.concatenate([np.ones(len(cand) - int(keep.sum()), np.int64),
@@ -304,7 +304,7 @@ class TopNState(PickledSnapshot):
             back.append(chunk.filter(mask))
             rest.append(chunk.filter(pc.invert(mask)))
         self.spill = [t for t in rest[:-1] if t.num_rows]
-        self.spilled = np.setdiff1d(self.spilled, needy)
+        self.spilled = self.spilled[~np.isin(self.spilled, needy)]
         self.spill_retractions = sum(int(pc.sum(pc.less(t.column(_W), 0)).as_py() or 0) for t in self.spill)
         mask = pc.is_in(kept.column(_PH), value_set=value_set)
         parts = [_with(kept.filter(mask), np.ones(int(pc.sum(mask).as_py() or 0), np.int64), 0)]
@@ -317,7 +317,7 @@ class TopNState(PickledSnapshot):
         if not evicted.num_rows:
             return
         self.spill.append(evicted)
-        self.spilled = np.union1d(self.spilled, np.unique(evicted.column(_PH).to_numpy()))
+        self.spilled = sorted_unique(np.concatenate([self.spilled, evicted.column(_PH).to_numpy()]))
         self.spill_retractions += int(pc.sum(pc.less(evicted.column(_W), 0)).as_py() or 0)
         if self.spill_retractions > max(65_536, sum(t.num_rows for t in self.spill) // 4):
             self._net_spill()
@@ -332,7 +332,7 @@ class TopNState(PickledSnapshot):
         live = work.take(pa.array(np.repeat(firsts, np.maximum(net, 0)), pa.int64())).drop_columns([_W, _SRC])
         live = live.append_column(_W, pa.array(np.ones(live.num_rows, np.int64)))
         self.spill = [live] if live.num_rows else []
-        self.spilled = np.unique(live.column(_PH).to_numpy()) if live.num_rows else np.empty(0, np.uint64)
+        self.spilled = sorted_unique(live.column(_PH).to_numpy().astype(np.uint64))
         self.spill_retractions = 0
 
     # -- output ---------------------------------------------------------------------------------------
