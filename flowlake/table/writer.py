@@ -62,10 +62,16 @@ def _same_rows(old: pa.Table, new: pa.Table, columns: Sequence[str]) -> np.ndarr
     return same
 
 
-def _distinct(rows: pa.Table, primary_key: Sequence[str]) -> bool:
+def keys_distinct(rows: pa.Table, primary_key: Sequence[str]) -> bool:
     """Whether no two rows share a key, decided in Arrow (NULLs compare equal, as in a group-by)."""
     if len(primary_key) == 1:
         column = rows.column(primary_key[0])
+        if pa.types.is_timestamp(column.type):
+            column = column.cast(pa.int64())
+        if pa.types.is_integer(column.type) and not column.null_count:
+            # a sort beats count_distinct's hash table several times over on integers
+            values = np.sort(column.to_numpy())
+            return bool(len(values) < 2 or (values[1:] != values[:-1]).all())
         return bool(pc.count_distinct(column, mode="all").as_py() == rows.num_rows)
     groups = rows.select(list(primary_key)).group_by(list(primary_key), use_threads=False).aggregate([])
     return bool(groups.num_rows == rows.num_rows)
@@ -81,7 +87,7 @@ def _last_occurrences(keys: list[Any]) -> np.ndarray | None:
 def plan_write(state: KeyState, rows: pa.Table, is_delete: np.ndarray) -> PlannedWrite:
     """Compute the changelog of writing ``rows`` (upserts, or deletes where ``is_delete``)."""
     keys = key_list(rows, state.primary_key)
-    keep = None if rows.num_rows < 2 or _distinct(rows, state.primary_key) else _last_occurrences(keys)
+    keep = None if rows.num_rows < 2 or keys_distinct(rows, state.primary_key) else _last_occurrences(keys)
     if keep is not None:
         rows = rows.take(pa.array(keep))
         is_delete = is_delete[keep]
