@@ -191,15 +191,22 @@ class TopNState(PickledSnapshot):
                 add(_sortable(table.column(name)), "ascending", "at_end")
         return pa.Table.from_arrays(arrays, names=[k[0] for k in keys]), keys, parts
 
-    def _sorted(self, table: pa.Table) -> tuple[pa.Table, np.ndarray, np.ndarray]:
-        """``table`` in rank order, where each partition starts, and where each distinct row starts."""
+    def _sorted(self, table: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The rank order of ``table``'s rows (indices, the table is not copied), and in that order
+        where each partition starts and where each distinct row starts. Identical rows are only
+        looked for when some weight is negative: without retractions nothing needs netting."""
         view, keys, parts = self._view(table)
-        if table.num_rows > 1:
-            order = pc.sort_indices(view, options=pc.SortOptions(keys))
-            table, view = table.take(order), view.take(order)
-        part_starts = _starts(view.columns[:parts], table.num_rows)
-        row_starts = part_starts | _starts(view.columns[parts:], table.num_rows)
-        return table, part_starts, row_starts
+        n = table.num_rows
+        if n > 1:
+            order = np.asarray(pc.sort_indices(view, options=pc.SortOptions(keys)), dtype=np.int64)
+        else:
+            order = np.arange(n, dtype=np.int64)
+        indices = pa.array(order)
+        part_starts = _starts([view.column(i).take(indices) for i in range(parts)], n)
+        if (table.column(_W).to_numpy() > 0).all():
+            return order, part_starts, np.ones(n, dtype=bool)
+        rest = [view.column(i).take(indices) for i in range(parts, view.num_columns)]
+        return order, part_starts, part_starts | _starts(rest, n)
 
     # -- folding --------------------------------------------------------------------------------------
 
@@ -259,14 +266,14 @@ class TopNState(PickledSnapshot):
         """Net ``work`` (kept rows and changes, with weights) per identical row: the new kept rows of its
         partitions (in rank order), what goes to the spill (rows, and retractions as weight -1), and
         the hashes of partitions left with fewer than ``n`` kept rows while they have spilled ones."""
-        work, part_starts, row_starts = self._sorted(work)
+        order, part_starts, row_starts = self._sorted(work)
         firsts = np.flatnonzero(row_starts)
-        w = np.asarray(work.column(_W).to_numpy(), dtype=np.int64)
+        w = np.asarray(work.column(_W).to_numpy(), dtype=np.int64)[order]
         net = np.add.reduceat(w, firsts) if len(firsts) else np.zeros(0, np.int64)
-        was_kept = np.asarray(work.column(_SRC).to_numpy() == 0, dtype=np.int8)
+        was_kept = np.asarray(work.column(_SRC).to_numpy() == 0, dtype=np.int8)[order]
         run_was_kept = np.maximum.reduceat(was_kept, firsts) > 0 if len(firsts) else np.zeros(0, bool)
         part_of_run = (np.cumsum(part_starts) - 1)[firsts]
-        part_hash = work.column(_PH).to_numpy()[np.flatnonzero(part_starts)]
+        part_hash = work.column(_PH).to_numpy()[order[np.flatnonzero(part_starts)]]
         spilled = np.isin(part_hash, self.spilled)[part_of_run]
         # a partition's kept rows are a prefix of its live rows: a change may land among them only if
         # it sorts at or before the last kept row, or if the partition has spilled nothing
@@ -290,8 +297,8 @@ class TopNState(PickledSnapshot):
         spill_idx = np.concatenate([cand[~keep], np.repeat(firsts, magnitude)])
         spill_w = np.concatenate([np.ones(len(cand) - int(keep.sum()), np.int64),
                                   np.repeat(np.sign(spill_counts), magnitude)])  # fmt: skip
-        kept = work.take(pa.array(cand[keep], pa.int64())).drop_columns([_W, _SRC])
-        spill = work.take(pa.array(spill_idx, pa.int64())).drop_columns([_W, _SRC])
+        kept = work.take(pa.array(order[cand[keep]], pa.int64())).drop_columns([_W, _SRC])
+        spill = work.take(pa.array(order[spill_idx], pa.int64())).drop_columns([_W, _SRC])
         return kept, spill.append_column(_W, pa.array(spill_w, pa.int64())), needy
 
     def _refill(self, kept: pa.Table, evicted: pa.Table, needy: np.ndarray) -> tuple[pa.Table, pa.Table]:
@@ -325,11 +332,13 @@ class TopNState(PickledSnapshot):
     def _net_spill(self) -> None:
         """Net the whole spill (rows against their retractions) into one chunk."""
         spill = pa.concat_tables(self.spill)
-        work, _, row_starts = self._sorted(_with(spill.drop_columns([_W]), spill.column(_W).to_numpy(), 1))
+        work = _with(spill.drop_columns([_W]), spill.column(_W).to_numpy(), 1)
+        order, _, row_starts = self._sorted(work)
         firsts = np.flatnonzero(row_starts)
-        net = np.add.reduceat(np.asarray(work.column(_W).to_numpy(), np.int64), firsts)
+        net = np.add.reduceat(np.asarray(work.column(_W).to_numpy(), np.int64)[order], firsts)
         self.dropped_retractions += int(-net[net < 0].sum())
-        live = work.take(pa.array(np.repeat(firsts, np.maximum(net, 0)), pa.int64())).drop_columns([_W, _SRC])
+        alive = order[np.repeat(firsts, np.maximum(net, 0))]
+        live = work.take(pa.array(alive, pa.int64())).drop_columns([_W, _SRC])
         live = live.append_column(_W, pa.array(np.ones(live.num_rows, np.int64)))
         self.spill = [live] if live.num_rows else []
         self.spilled = sorted_unique(live.column(_PH).to_numpy().astype(np.uint64))
@@ -346,15 +355,15 @@ class TopNState(PickledSnapshot):
             _with(old_top, np.full(old_top.num_rows, -1, np.int64), 0),
             _with(new_top, np.ones(new_top.num_rows, np.int64), 1),
         ])  # fmt: skip
-        work, _, row_starts = self._sorted(work)
+        order, _, row_starts = self._sorted(work)
         firsts = np.flatnonzero(row_starts)
         if not len(firsts):
             return self._output(schema, work, np.empty(0, np.int64), np.empty(0, np.int8))
-        net = np.add.reduceat(np.asarray(work.column(_W).to_numpy(), np.int64), firsts)
+        net = np.add.reduceat(np.asarray(work.column(_W).to_numpy(), np.int64)[order], firsts)
         gone, came = np.repeat(firsts, np.maximum(-net, 0)), np.repeat(firsts, np.maximum(net, 0))
         kinds = np.concatenate([np.full(len(gone), RowKind.DELETE, np.int8),
                                 np.full(len(came), RowKind.INSERT, np.int8)])  # fmt: skip
-        return self._output(schema, work, np.concatenate([gone, came]), kinds)
+        return self._output(schema, work, order[np.concatenate([gone, came])], kinds)
 
     def _top(self, kept: pa.Table) -> pa.Table:
         """The first ``n`` kept rows of each partition, with their 0-based rank."""
@@ -371,11 +380,11 @@ class TopNState(PickledSnapshot):
         order = pc.sort_indices(view, options=pc.SortOptions(
             [*keys[:parts], (_RANK, "ascending", "at_end"), (_SRC, "ascending", "at_end")]
         ))  # fmt: skip
-        work, view = work.take(order), view.take(order)
+        view = view.take(order)
         n = work.num_rows
         slot_starts = _starts([*view.columns[:parts], view.column(_RANK)], n)
         same_row = ~_starts(view.columns[:-2], n)  # identical to the row before (same slot implied)
-        src = np.asarray(work.column(_SRC).to_numpy(), dtype=np.int8)
+        src = np.asarray(view.column(_SRC).to_numpy(), dtype=np.int8)
         paired_new = ~slot_starts  # a slot holds at most one old (first) and one new row
         paired_old = np.zeros(n, dtype=bool)
         paired_old[:-1] = paired_new[1:]
@@ -388,7 +397,7 @@ class TopNState(PickledSnapshot):
         kinds[changed_old] = RowKind.UPDATE_BEFORE
         kinds[changed_new] = RowKind.UPDATE_AFTER
         emit = np.flatnonzero(kinds >= 0)
-        return self._output(schema, work, emit, kinds[emit])
+        return self._output(schema, work, np.asarray(order, np.int64)[emit], kinds[emit])
 
     def _output(self, schema: pa.Schema, work: pa.Table, rows: np.ndarray, kinds: np.ndarray) -> pa.Table:
         out = work.take(pa.array(rows, pa.int64())) if len(rows) else work.slice(0, 0)
