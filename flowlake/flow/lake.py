@@ -35,7 +35,6 @@ from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
@@ -45,6 +44,7 @@ from flowlake.flow.batch import ChangeBatch, concat, dominates, kinds_of, merge_
 from flowlake.lake import Catalog, connect
 from flowlake.runtime.observability import LAG, count_records
 from flowlake.table.table import LakeTable
+from flowlake.table.writer import keys_distinct
 
 log = logging.getLogger("flowlake.flow")
 
@@ -286,7 +286,7 @@ def consolidate(changes: pa.Table, key: Sequence[str]) -> pa.Table:
     body = [c for c in changes.column_names if c not in (KIND_COLUMN, SEQ_COLUMN)]
     idx, weight = "__flowlake_idx", "__flowlake_w"
     w = weights(kinds_of(changes))
-    if (w > 0).all() and _distinct_keys(changes, key):
+    if (w > 0).all() and keys_distinct(changes, key):
         # only additions, each of another key: every row is its key's final image, in arrival order
         kinds = np.full(n, RowKind.UPDATE_AFTER, np.int8)
         return changes.select(body).append_column(KIND_COLUMN, pa.array(kinds, pa.int8()))
@@ -304,14 +304,6 @@ def consolidate(changes: pa.Table, key: Sequence[str]) -> pa.Table:
     kinds = np.where(priority[order] > 0, RowKind.UPDATE_AFTER, RowKind.DELETE).astype(np.int8)
     out = net.select(body).take(pa.array(order))
     return out.append_column(KIND_COLUMN, pa.array(kinds, pa.int8()))
-
-
-def _distinct_keys(changes: pa.Table, key: Sequence[str]) -> bool:
-    """Whether no two rows of ``changes`` share a key (NULLs compare equal, as in a group-by)."""
-    if len(key) == 1:
-        return bool(pc.count_distinct(changes.column(key[0]), mode="all").as_py() == changes.num_rows)
-    groups = changes.select(list(key)).group_by(list(key), use_threads=False).aggregate([])
-    return bool(groups.num_rows == changes.num_rows)
 
 
 class _SinkPartition(StatefulSinkPartition[ChangeBatch, dict[str, Any]]):

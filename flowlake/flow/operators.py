@@ -443,7 +443,7 @@ def top_n(
         out = state.apply(batch.data)
         count_records(step_id, "in", batch.data.num_rows)
         count_records(step_id, "out", out.num_rows)
-        sizes.update(state, len(state.live))
+        sizes.update(state, len(state))
         return state, [batch.with_data(out)]
 
     return op.key_rm("unkey", op.stateful_flat_map("fold", values, fold))

@@ -19,9 +19,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from bytewax.dataflow import Dataflow, Stream
 
-from flowlake.changelog import KIND_COLUMN, SEQ_COLUMN
+from flowlake.changelog import KIND_COLUMN, SEQ_COLUMN, RowKind
 from flowlake.flow._relational import filter_changes
-from flowlake.flow.batch import ChangeBatch
+from flowlake.flow.batch import ChangeBatch, kinds_of
 from flowlake.flow.lake import CatalogSpec
 from flowlake.flow.operators import aggregate, join, lake_input, lake_output, late_rows, lookup_join, top_n
 from flowlake.sql.evaluate import BatchQuery
@@ -56,7 +56,10 @@ def calc_function(node: Calc) -> Callable[[ChangeBatch], ChangeBatch]:
 
     def apply(batch: ChangeBatch) -> ChangeBatch:
         out = query(batch.data)
-        if SEQ_COLUMN in batch.data.column_names and out.num_rows == batch.data.num_rows:
+        if node.explodes:
+            # an update's -U and +U each became several rows: no longer pairs, so a delete and an insert
+            out = out.set_column(out.schema.get_field_index(KIND_COLUMN), KIND_COLUMN, unpaired(out))
+        elif SEQ_COLUMN in batch.data.column_names and out.num_rows == batch.data.num_rows:
             # a projection keeps each change's input sequence number (it keys late-data tables)
             out = out.append_column(SEQ_COLUMN, batch.data.column(SEQ_COLUMN))
         if filtered:
@@ -65,6 +68,14 @@ def calc_function(node: Calc) -> Callable[[ChangeBatch], ChangeBatch]:
         return batch.with_data(out)
 
     return apply
+
+
+def unpaired(data: pa.Table) -> pa.Array:
+    """The ``_kind`` column with ``-U`` as ``-D`` and ``+U`` as ``+I`` (the same weights, no pairs)."""
+    kinds = kinds_of(data)
+    kinds = np.where(kinds == RowKind.UPDATE_BEFORE, RowKind.DELETE, kinds)
+    kinds = np.where(kinds == RowKind.UPDATE_AFTER, RowKind.INSERT, kinds)
+    return pa.array(kinds.astype(np.int8), pa.int8())
 
 
 def cast_function(schema: pa.Schema) -> Callable[[ChangeBatch], ChangeBatch]:

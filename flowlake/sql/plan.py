@@ -59,6 +59,8 @@ class Calc(Node):
     sql: str = ""
     where: str | None = None
     """The filter's SQL, for the plan text (the query computes it as column ``__keep``)."""
+    explodes: bool = False
+    """Whether the query has ``UNNEST(list)`` in its select list: a change becomes one per element."""
 
     @property
     def inputs(self) -> tuple[Node, ...]:
@@ -66,6 +68,7 @@ class Calc(Node):
 
     def describe(self) -> str:
         text = "compute " + ", ".join(self.schema.names)
+        text += " (a row per list element)" if self.explodes else ""
         return text + (f" where {self.where}" if self.where else "")
 
 
@@ -160,7 +163,10 @@ class TopN(Node):
         return f"top {self.n} per [{', '.join(self.partition_by)}] by [{order}]{rank}"
 
     def state(self) -> str:
-        return "per partition: its live rows in order, and the top rows emitted"
+        return (
+            "per partition: its top rows plus a buffer in rank order (Arrow); the other live rows "
+            "spilled in Arrow chunks, read back when the buffer runs out"
+        )
 
 
 @dataclass(eq=False)

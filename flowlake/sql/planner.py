@@ -185,7 +185,8 @@ class Planner:
         if rel.node.key is None:
             raise SqlError(
                 f"view {view.name}: no primary key can be derived from its SELECT (a projection that drops "
-                "its input's key, a UNION ALL, a join whose keys are not selected); select the key columns "
+                "its input's key, an unnest in the select list, a UNION ALL, a join whose keys are not "
+                "selected); select the key columns "
                 "or give one: CREATE MATERIALIZED VIEW ... WITH (primary_key = 'a, b') AS ..."
             )
         if not rel.node.key:
@@ -595,8 +596,11 @@ class Planner:
                 internal = expr.name if raw and not expr.table else rel.scope.get((expr.table, expr.name))
                 if internal is not None:
                     sources.setdefault(internal, name)
+        # UNNEST(list) in the select list (hopping windows: one row per window a row falls in) makes
+        # several changes of one: the input key no longer identifies a row
+        explodes = any(isinstance(node, exp.Explode) for _, expr in items for node in expr.walk())
         key: tuple[str, ...] | None = None
-        if rel.node.key is not None:
+        if rel.node.key is not None and not explodes:
             mapped: list[str] = []
             for column in rel.node.key:
                 partner = next((sources[p] for p in sorted(rel.partners(column)) if p in sources), None)
@@ -611,7 +615,7 @@ class Planner:
             if len(renamed) > 1:
                 equal.append(renamed)
         where_sql = self._render(where, rel, raw) if where is not None else None
-        node = Calc(schema=schema, key=key, input=rel.node, sql=query.sql, where=where_sql)
+        node = Calc(schema=schema, key=key, input=rel.node, sql=query.sql, where=where_sql, explodes=explodes)
         names = [name for name, _ in items]
         return Relation(node, {("", n): n for n in names}, names, equal)
 

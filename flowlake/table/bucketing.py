@@ -74,6 +74,22 @@ def _column_hash(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return _splitmix(values.view(np.uint64))
 
 
+def sorted_unique(values: np.ndarray) -> np.ndarray:
+    """The distinct values, sorted: ``np.unique(values)``, by a sort (numpy 2.3+ answers a plain
+    ``np.unique`` with a hash table, some 50 times slower than a sort for a million distinct keys).
+
+    >>> sorted_unique(np.array([3, 1, 3, 2], dtype=np.uint64)).tolist()
+    [1, 2, 3]
+    """
+    ordered = np.sort(values)
+    if len(ordered) < 2:
+        return ordered
+    keep = np.empty(len(ordered), dtype=bool)
+    keep[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
+    return ordered[keep]
+
+
 def key_hash(table: pa.Table, primary_key: Sequence[str]) -> np.ndarray:
     """A uint64 hash per row of the key columns (which must hold no nulls)."""
     result: np.ndarray | None = None

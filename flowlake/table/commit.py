@@ -29,7 +29,7 @@ from flowlake.changelog import KIND_COLUMN, RowKind
 from flowlake.errors import CommitConflictError
 from flowlake.io.fs import Storage
 from flowlake.io.parquet import parallel, write_parquet
-from flowlake.table.bucketing import key_hash, split_by_bucket
+from flowlake.table.bucketing import key_hash, sorted_unique, split_by_bucket
 from flowlake.table.bucketmap import BucketMap
 from flowlake.table.keystate import KeyState, key_list
 from flowlake.table.lookup import BASE_ROW_GROUP_ROWS
@@ -116,7 +116,7 @@ def commit_plan(
 
     return commit_changelog(
         store, storage, record, {}, plan.counts, token, sources, write_files=write_files,
-        key_hashes=np.unique(touched).tobytes(), columns=tuple(columns), route=route,
+        key_hashes=sorted_unique(touched).tobytes(), columns=tuple(columns), route=route,
     )  # fmt: skip
 
 

@@ -64,6 +64,8 @@ class KeyState:
 
     def lookup(self, keys: Sequence[Any]) -> np.ndarray:
         """Position of each key's current row, or -1 where the key is absent."""
+        if not self._index:
+            return np.full(len(keys), -1, dtype=np.int64)
         return np.fromiter(map(self._index.get, keys, repeat(-1)), dtype=np.int64, count=len(keys))
 
     def take(self, positions: np.ndarray) -> pa.Table:

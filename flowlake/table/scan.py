@@ -217,4 +217,7 @@ def read_changes(
     if not parts:
         return empty.empty_table()
     changes = pa.concat_tables(parts)
-    return changes.sort_by(SEQ_COLUMN)
+    seq = np.asarray(changes.column(SEQ_COLUMN).to_numpy(), dtype=np.int64)
+    if len(seq) < 2 or bool((seq[1:] > seq[:-1]).all()):
+        return changes  # already in commit order (one file per commit, e.g. an append table): no copy
+    return changes.take(pa.array(np.argsort(seq, kind="stable")))

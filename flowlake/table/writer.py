@@ -62,6 +62,21 @@ def _same_rows(old: pa.Table, new: pa.Table, columns: Sequence[str]) -> np.ndarr
     return same
 
 
+def keys_distinct(rows: pa.Table, primary_key: Sequence[str]) -> bool:
+    """Whether no two rows share a key, decided in Arrow (NULLs compare equal, as in a group-by)."""
+    if len(primary_key) == 1:
+        column = rows.column(primary_key[0])
+        if pa.types.is_timestamp(column.type):
+            column = column.cast(pa.int64())
+        if pa.types.is_integer(column.type) and not column.null_count:
+            # a sort beats count_distinct's hash table several times over on integers
+            values = np.sort(column.to_numpy())
+            return bool(len(values) < 2 or (values[1:] != values[:-1]).all())
+        return bool(pc.count_distinct(column, mode="all").as_py() == rows.num_rows)
+    groups = rows.select(list(primary_key)).group_by(list(primary_key), use_threads=False).aggregate([])
+    return bool(groups.num_rows == rows.num_rows)
+
+
 def _last_occurrences(keys: list[Any]) -> np.ndarray | None:
     last = {k: i for i, k in enumerate(keys)}
     if len(last) == len(keys):
@@ -72,7 +87,7 @@ def _last_occurrences(keys: list[Any]) -> np.ndarray | None:
 def plan_write(state: KeyState, rows: pa.Table, is_delete: np.ndarray) -> PlannedWrite:
     """Compute the changelog of writing ``rows`` (upserts, or deletes where ``is_delete``)."""
     keys = key_list(rows, state.primary_key)
-    keep = _last_occurrences(keys)
+    keep = None if rows.num_rows < 2 or keys_distinct(rows, state.primary_key) else _last_occurrences(keys)
     if keep is not None:
         rows = rows.take(pa.array(keep))
         is_delete = is_delete[keep]
@@ -105,17 +120,21 @@ def plan_write(state: KeyState, rows: pa.Table, is_delete: np.ndarray) -> Planne
             np.full(len(deletes), RowKind.DELETE, np.int8),
         ]
     )
-    after = rows.take(pa.array(after_idx, type=pa.int64())).cast(state.schema)
-    before = state.take(positions[before_idx])
-    # order: by batch position; a -U comes right before its +U
-    order_key = np.concatenate([after_idx * 2 + 1, before_idx * 2])
-    order = np.argsort(order_key, kind="stable")
-    kinds = np.concatenate([after_kind, before_kind])[order]
-    changelog = pa.concat_tables([after, before]).take(pa.array(order))
+    if len(inserts) == rows.num_rows:  # only new keys (an insert-only epoch): the batch as it is
+        after, changelog, kinds = rows.cast(state.schema), rows.cast(state.schema), after_kind
+        after_keys = keys
+    else:
+        after = rows.take(pa.array(after_idx, type=pa.int64())).cast(state.schema)
+        before = state.take(positions[before_idx])
+        # order: by batch position; a -U comes right before its +U
+        order_key = np.concatenate([after_idx * 2 + 1, before_idx * 2])
+        order = np.argsort(order_key, kind="stable")
+        kinds = np.concatenate([after_kind, before_kind])[order]
+        changelog = pa.concat_tables([after, before]).take(pa.array(order))
+        after_keys = [keys[i] for i in after_idx]
     changelog = changelog.append_column(KIND_COLUMN, pa.array(kinds, type=pa.int8()))
-    changelog = changelog.append_column(POS_COLUMN, pa.array(np.arange(len(order), dtype=np.int32)))
+    changelog = changelog.append_column(POS_COLUMN, pa.array(np.arange(len(kinds), dtype=np.int32)))
 
-    after_keys = [keys[i] for i in after_idx]
     return PlannedWrite(
         changelog=changelog,
         upserted=after,

@@ -246,6 +246,33 @@ CORPUS: list[tuple[str, str, str]] = [
         "",
         "select o.order_id, s.city from ods.orders o join ods.shops s on o.user_id = s.shop_id",
     ),
+    # hopping windows: a row's window starts as a list, unnested, then grouped by
+    (
+        "w_hop",
+        "",
+        "select shop_id, window_start, count(*) as n, sum(amount) as s from (select shop_id, amount, "
+        "unnest(generate_series(time_bucket(interval '10 minutes', created_at) - interval '20 minutes', "
+        "time_bucket(interval '10 minutes', created_at), interval '10 minutes')) as window_start "
+        "from ods.orders) group by shop_id, window_start",
+    ),
+    (
+        "w_hop_range",
+        "",
+        "select window_start, max(amount) as hi, count(distinct shop_id) as shops from (select amount, "
+        "shop_id, unnest(range(time_bucket(interval '5 minutes', created_at) - interval '10 minutes', "
+        "time_bucket(interval '5 minutes', created_at) + interval '5 minutes', interval '5 minutes')) "
+        "as window_start from ods.orders where status is not null) group by window_start",
+    ),
+    (
+        "w_hop_top",
+        "",
+        "select * from (select window_start, shop_id, n, row_number() over (partition by window_start "
+        "order by n desc, shop_id) as rn from (select window_start, shop_id, count(*) as n from ("
+        "select shop_id, unnest(generate_series(time_bucket(interval '10 minutes', created_at) - "
+        "interval '10 minutes', time_bucket(interval '10 minutes', created_at), interval '10 minutes')) "
+        "as window_start from ods.orders where shop_id is not null) group by window_start, shop_id)) "
+        "where rn <= 2",
+    ),
     # top-n and dedup
     (
         "t_top2",

@@ -175,6 +175,12 @@ def test_the_position_of_an_unsupported_construct_is_given(cat: fl.Catalog) -> N
         ),
         ("SELECT DISTINCT status, shop_id FROM ods.orders", "(status, shop_id)"),
         ("SELECT order_id AS id, amount FROM ods.orders WHERE amount > 1", "(id)"),
+        (  # hopping windows: 10 minutes every 5
+            "SELECT shop_id, w, count(*) AS n FROM (SELECT shop_id, unnest(generate_series("
+            "time_bucket(INTERVAL '5 minutes', ts) - INTERVAL '5 minutes', time_bucket(INTERVAL '5 minutes', "
+            "ts), INTERVAL '5 minutes')) AS w FROM ods.orders) GROUP BY shop_id, w",
+            "(shop_id, w)",
+        ),
     ],
 )
 def test_primary_keys_are_derived_as_flink_derives_unique_keys(
@@ -182,3 +188,12 @@ def test_primary_keys_are_derived_as_flink_derives_unique_keys(
 ) -> None:
     plan = explain(f"CREATE MATERIALIZED VIEW dws.v AS {select}", cat)
     assert plan.splitlines()[0] == f"view dws.v  primary key {key}"
+
+
+def test_a_projection_with_unnest_keeps_no_input_key(cat: fl.Catalog) -> None:
+    """One change becomes one per element, so ``order_id`` no longer identifies a row."""
+    select = "SELECT order_id, unnest(generate_series(1, 3)) AS x FROM ods.orders"
+    with pytest.raises(SqlError, match="an unnest in the select list"):
+        explain(f"CREATE MATERIALIZED VIEW dws.v AS {select}", cat)
+    plan = explain(f"CREATE MATERIALIZED VIEW dws.v WITH (primary_key = 'order_id, x') AS {select}", cat)
+    assert "(a row per list element)" in plan

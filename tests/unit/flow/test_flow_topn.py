@@ -1,0 +1,207 @@
+"""The Top-N state (kept rows, buffer, spill and its read-back) against a brute-force model."""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+from collections import Counter
+from typing import Any
+
+import pyarrow as pa
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flowlake.changelog import RowKind
+from flowlake.flow._snapshot import thaw
+from flowlake.flow._topn import SortKey, TopNState
+from flowlake.flow.batch import from_rows, rows
+
+SCHEMA = pa.schema([("p", pa.int64()), ("a", pa.int64()), ("b", pa.float64()), ("c", pa.string())])
+INS, UB, UA, D = RowKind.INSERT, RowKind.UPDATE_BEFORE, RowKind.UPDATE_AFTER, RowKind.DELETE
+Row = tuple[Any, ...]
+
+values = st.tuples(
+    st.one_of(st.none(), st.integers(0, 2)),
+    st.one_of(st.none(), st.integers(0, 4)),
+    st.sampled_from([None, 0.5, -1.0, float("nan"), 2.0]),
+    st.sampled_from([None, "x", "y"]),
+)
+
+
+def model_key(row: Row, order: list[SortKey]) -> tuple[Any, ...]:
+    """Rank order as the docs state it, in plain Python: ORDER BY columns, then the rest ascending."""
+    names = SCHEMA.names
+    parts: list[Any] = []
+    for key in order:
+        v = row[names.index(key.column)]
+        nan = isnan(v)
+        if v is None:
+            parts.append((0 if key.nulls_first else 2, 0, 0))
+        elif nan:  # NaN above every number
+            parts.append((1, 0 if key.descending else 1, 0))
+        else:
+            parts.append((1, 0.5, -v if key.descending else v))
+    for i, name in enumerate(names):
+        if name not in {k.column for k in order} and name != "p":
+            v = row[i]
+            nan = isnan(v)
+            parts.append((v is None, nan, 0 if v is None or nan else v))
+    return tuple(parts)
+
+
+def model_top(live: Counter[Row], n: int, order: list[SortKey]) -> dict[Any, list[Row]]:
+    by_part: dict[Any, list[Row]] = {}
+    for row, count in live.items():
+        by_part.setdefault(row[0], []).extend([row] * count)
+    return {p: sorted(rs, key=lambda r: model_key(r, order))[:n] for p, rs in by_part.items()}
+
+
+def isnan(v: Any) -> bool:
+    return isinstance(v, float) and math.isnan(v)
+
+
+def same(a: Row, b: Row) -> bool:
+    return all(x == y or (isnan(x) and isnan(y)) for x, y in zip(a, b, strict=True))
+
+
+def canon(row: Row) -> Row:
+    return tuple("nan" if isnan(v) else v for v in row)
+
+
+histories = st.lists(
+    st.lists(st.tuples(st.sampled_from(["put", "put", "delete", "update", "ghost"]), values,
+                       st.integers(0, 1_000)), min_size=1, max_size=12),
+    min_size=1, max_size=10,
+)  # fmt: skip
+orders = st.sampled_from([
+    [SortKey("a", descending=True)],
+    [SortKey("a"), SortKey("b", descending=True)],
+    [SortKey("b", nulls_first=True)],
+    [SortKey("a", descending=True, nulls_first=True), SortKey("c")],
+])  # fmt: skip
+
+
+def changes_of(batch: list[tuple[str, Row, int]], live: Counter[Row]) -> list[tuple[int, Row]]:
+    """The changelog of one batch of actions, applied to the model's live rows."""
+    changes: list[tuple[int, Row]] = []
+    for action, row, pick in batch:
+        present = sorted(live.elements(), key=repr)
+        if action == "put":
+            changes.append((INS, row))
+            live[row] += 1
+        elif action == "ghost":  # a retraction of a row never inserted (in a partition of its own)
+            changes.append((D, (7, *row[1:])))
+        elif present:
+            old = present[pick % len(present)]
+            live[old] -= 1
+            live += Counter()
+            if action == "delete":
+                changes.append((D, old))
+            else:
+                changes += [(UB, old), (UA, row)]
+                live[row] += 1
+    return changes
+
+
+class Shown:
+    """The result as a consumer of the output changelog sees it; retractions must name shown rows."""
+
+    def __init__(self, ranked: bool) -> None:
+        self.ranked = ranked
+        self.slots: dict[tuple[Any, int], Row] = {}
+        self.rows: Counter[Row] = Counter()
+
+    def apply(self, out: pa.Table) -> None:
+        for change in rows(out):
+            body = tuple(change.row[name] for name in SCHEMA.names)
+            retract = change.kind in (UB, D)
+            if self.ranked:
+                slot = (body[0], change.row["rn"])
+                if retract:
+                    assert slot in self.slots and same(self.slots.pop(slot), body), change
+                else:
+                    assert slot not in self.slots, change
+                    self.slots[slot] = body
+            elif retract:
+                assert self.rows[canon(body)] > 0, change
+                self.rows[canon(body)] -= 1
+            else:
+                self.rows[canon(body)] += 1
+
+    def check(self, expected: dict[Any, list[Row]]) -> None:
+        if not self.ranked:
+            assert +self.rows == Counter(canon(r) for rs in expected.values() for r in rs)
+            return
+        want = {(p, i + 1): canon(r) for p, rs in expected.items() for i, r in enumerate(rs)}
+        assert {slot: canon(r) for slot, r in self.slots.items()} == want
+
+
+@settings(max_examples=120, deadline=None)
+@given(histories, orders, st.integers(1, 3), st.integers(0, 2), st.booleans(), st.booleans())
+def test_top_n_matches_a_brute_force_model(
+    history: list[list[tuple[str, Row, int]]], order: list[SortKey], n: int, buffer: int,
+    ranked: bool, snapshot: bool,
+) -> None:  # fmt: skip
+    """Inserts, updates, deletes, ties, NULLs and NaN; a small buffer so the spill is read back."""
+    state = TopNState(["p"], order, n, "rn" if ranked else None, buffer=buffer)
+    live: Counter[Row] = Counter()
+    shown = Shown(ranked)
+    for batch in history:
+        changes = changes_of(batch, live)
+        data = from_rows([(k, dict(zip(SCHEMA.names, r, strict=True))) for k, r in changes], SCHEMA)
+        shown.apply(state.apply(data))
+        shown.check(model_top(live, n, order))
+        if snapshot:
+            restored = thaw(copy.deepcopy(state))
+            assert isinstance(restored, TopNState)
+            state = restored
+
+
+def test_spill_is_read_back_when_the_buffer_runs_out() -> None:
+    state = TopNState(["p"], [SortKey("a", descending=True)], 2, "rn", buffer=1)
+    inserts = [(INS, {"p": 1, "a": a, "b": None, "c": None}) for a in range(10)]
+    state.apply(from_rows(inserts, SCHEMA))
+    assert state.kept is not None and state.kept.num_rows == 3 and len(state) == 10
+    deletes = [(D, {"p": 1, "a": a, "b": None, "c": None}) for a in (9, 8, 7)]
+    out = state.apply(from_rows(deletes, SCHEMA))
+    after = sorted((c.row["rn"], c.row["a"]) for c in rows(out) if c.kind == UA)
+    assert after == [(1, 6), (2, 5)]
+    assert state.dropped_retractions == 0
+
+
+def test_retractions_of_spilled_rows_are_netted() -> None:
+    state = TopNState([], [SortKey("a")], 1, None, buffer=0)
+    rng = random.Random(3)
+    values = list(range(200))
+    rng.shuffle(values)
+    state.apply(from_rows([(INS, {"p": 0, "a": a, "b": None, "c": None}) for a in values], SCHEMA))
+    for a in range(199, 100, -1):  # retract spilled rows only: the top (a = 0) never changes
+        out = state.apply(from_rows([(D, {"p": 0, "a": a, "b": None, "c": None})], SCHEMA))
+        assert out.num_rows == 0
+    state._net_spill()
+    assert len(state) == 101 and state.dropped_retractions == 0
+
+
+def test_a_state_saved_by_the_per_row_top_n_resumes() -> None:
+    """Recovery stores may hold the former per-row state (live rows as tuples): it is folded in."""
+    order = [SortKey("a", descending=True)]
+    old_rows = [(1, a, None, None) for a in (3, 9, 5)]
+    legacy = TopNState.__new__(TopNState)
+    legacy.__setstate__({
+        "partition_by": ("p",), "order_by": tuple(order), "n": 2, "rank": "rn",
+        "live": {(1,): [((), row) for row in old_rows]}, "emitted": {}, "dropped_retractions": 0,
+    })  # fmt: skip
+    fresh = TopNState(["p"], order, 2, "rn")
+    fresh.apply(from_rows([(INS, dict(zip(SCHEMA.names, r, strict=True))) for r in old_rows], SCHEMA))
+    batch = from_rows([(D, {"p": 1, "a": 9, "b": None, "c": None})], SCHEMA)
+    assert (
+        [str(c) for c in rows(legacy.apply(batch))]
+        == [str(c) for c in rows(fresh.apply(batch))]
+        == [
+            "-U {'p': 1, 'a': 9, 'b': None, 'c': None, 'rn': 1}",
+            "+U {'p': 1, 'a': 5, 'b': None, 'c': None, 'rn': 1}",
+            "-U {'p': 1, 'a': 5, 'b': None, 'c': None, 'rn': 2}",
+            "+U {'p': 1, 'a': 3, 'b': None, 'c': None, 'rn': 2}",
+        ]
+    )
