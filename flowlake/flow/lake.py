@@ -35,6 +35,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
@@ -269,16 +270,40 @@ def commit_token(flow: str, positions: Mapping[str, int]) -> str:
     return flow + "@" + ",".join(f"{k}={v}" for k, v in sorted(positions.items()))
 
 
-def consolidate(changes: pa.Table, key: Sequence[str]) -> pa.Table:
+StartRows = Callable[[pa.Table], pa.Table]
+"""Given key columns, the live rows those keys had where a buffer of changes started."""
+
+OMIT: Literal["omit"] = "omit"
+"""``consolidate(unchanged=OMIT)``: the target holds the start state, so unchanged keys need no row."""
+
+
+def consolidate(
+    changes: pa.Table, key: Sequence[str], *, unchanged: StartRows | Literal["omit"] | None = OMIT
+) -> pa.Table:
     """The final state of every key a changelog touches, whatever order its changes arrived in.
 
-    Rows are weighed (``+I``/``+U`` +1, ``-U``/``-D`` -1) and netted per identical row. A key's final
-    image is its row with a positive net weight; failing that, a row whose changes cancelled out but
-    whose last change added it (the key went away and came back to that image); failing that, the key
-    is gone (``-D``). Upstream key partitions may deliver an update's ``-U`` after its ``+U`` when the
-    update moved the row between partitions, so order is only used among rows that cancel out. Every
-    touched key gets its final image, even one that ended where the buffer started: after a replay
-    the table may hold an intermediate image from before the crash, which this overwrites.
+    Rows are weighed (``+I``/``+U`` +1, ``-U``/``-D`` -1) and netted per identical row. Upstream key
+    partitions may deliver an update's ``-U`` after its ``+U`` (the update moved the row between
+    partitions), so arrival order says little; the net weights say enough. In a changelog that is
+    consistent per key (images alternate: added, retracted, added, ...):
+
+    * a row with a positive net weight is the key's final image (``+U``);
+    * else a row with a negative net weight was there at the start and is gone: the key is ``-D``;
+    * else every change of the key cancelled out: the key ends as it started. Which that was, the
+      changes cannot tell (``-R +R`` and ``+R -R`` net alike, and may arrive in either order), so
+      ``unchanged`` decides: ``"omit"`` leaves such keys out (the target still holds the start
+      state), a :data:`StartRows` function looks their start rows up (a replay, whose target holds a
+      later state), and None keeps the key's last-arrived image if that arrival added it (a guess,
+      for a start nobody can look up).
+
+    >>> from flowlake.flow import from_rows
+    >>> schema = pa.schema([("id", pa.int64()), ("city", pa.string())])
+    >>> moved = from_rows([(2, {"id": 1, "city": None}), (1, {"id": 1, "city": None})], schema)
+    >>> consolidate(moved, ["id"]).num_rows  # -U/+U of one image from two partitions: unchanged
+    0
+    >>> at_start = pa.table({"id": [1], "city": ["Oslo"]})  # a replay: the start row, looked up
+    >>> consolidate(moved, ["id"], unchanged=lambda keys: at_start).to_pylist()
+    [{'id': 1, 'city': 'Oslo', '_kind': 2}]
     """
     if changes.num_rows == 0:
         return changes
@@ -295,15 +320,42 @@ def consolidate(changes: pa.Table, key: Sequence[str]) -> pa.Table:
     net = table.group_by(body, use_threads=False).aggregate([(weight, "sum"), (idx, "max")])
     total = np.asarray(net.column(f"{weight}_sum").to_numpy(), dtype=np.int64)
     last = np.asarray(net.column(f"{idx}_max").to_numpy(), dtype=np.int64)
-    priority = np.where(total > 0, 2, np.where((total == 0) & (w[last] > 0), 1, 0))
+    # 3: final image; 2: gone; 1 / 0: cancelled out, last arrival an addition / a retraction
+    priority = np.where(total > 0, 3, np.where(total < 0, 2, np.where(w[last] > 0, 1, 0)))
     rank = priority * n + last
     net = net.append_column("__flowlake_rank", pa.array(rank))
     best = net.group_by(list(key), use_threads=False).aggregate([("__flowlake_rank", "max")])
     chosen = np.isin(rank, np.asarray(best.column("__flowlake_rank_max").to_numpy(), dtype=np.int64))
     order = np.flatnonzero(chosen)[np.argsort(last[chosen], kind="stable")]
-    kinds = np.where(priority[order] > 0, RowKind.UPDATE_AFTER, RowKind.DELETE).astype(np.int8)
+    picked = priority[order]
     out = net.select(body).take(pa.array(order))
-    return out.append_column(KIND_COLUMN, pa.array(kinds, pa.int8()))
+    if unchanged is None:
+        kinds = np.where((picked == 3) | (picked == 1), RowKind.UPDATE_AFTER, RowKind.DELETE)
+        return out.append_column(KIND_COLUMN, pa.array(kinds.astype(np.int8), pa.int8()))
+    kinds = np.where(picked == 3, RowKind.UPDATE_AFTER, RowKind.DELETE).astype(np.int8)
+    settled = picked >= 2
+    result = out.filter(pa.array(settled)).append_column(KIND_COLUMN, pa.array(kinds[settled], pa.int8()))
+    if unchanged == OMIT or settled.all():
+        return result
+    cancelled = out.filter(pa.array(~settled))
+    restored = _start_images(cancelled, list(key), unchanged)
+    return pa.concat_tables([result, restored.cast(result.schema)])
+
+
+def _start_images(cancelled: pa.Table, key: list[str], start_rows: StartRows) -> pa.Table:
+    """``+U`` start rows of keys whose changes cancelled out, ``-D`` for those absent at the start."""
+    found = start_rows(cancelled.select(key)).select(cancelled.column_names)
+    if found.num_rows:
+        present = found.select(key).append_column("__flowlake_found", pa.array(np.ones(found.num_rows, bool)))
+        marked = cancelled.join(present, keys=key, join_type="left outer", use_threads=False)
+        absent = marked.filter(pc.is_null(marked.column("__flowlake_found"))).select(cancelled.column_names)
+    else:
+        absent = cancelled
+    images = found.append_column(
+        KIND_COLUMN, pa.array(np.full(found.num_rows, RowKind.UPDATE_AFTER, np.int8))
+    )
+    gone = absent.append_column(KIND_COLUMN, pa.array(np.full(absent.num_rows, RowKind.DELETE, np.int8)))
+    return pa.concat_tables([images.cast(gone.schema), gone])
 
 
 class _SinkPartition(StatefulSinkPartition[ChangeBatch, dict[str, Any]]):
@@ -313,6 +365,9 @@ class _SinkPartition(StatefulSinkPartition[ChangeBatch, dict[str, Any]]):
         self._seen: dict[str, int] = dict(resume["seen"]) if resume else {}
         held = resume.get("held") if resume else None
         self._buffer: list[pa.Table] = [held] if held is not None else []
+        # the positions where the buffer starts (None: unknown, a held buffer of an older snapshot)
+        start = resume.get("start", None if held is not None else self._seen) if resume else {}
+        self._start: dict[str, int] | None = None if start is None else dict(start)
         self._flushed: dict[str, int] | None = None
         committed = self._table.source_position(flow_key(flow))
         self._committed: dict[str, int] | None = dict(committed) if committed else None
@@ -331,7 +386,24 @@ class _SinkPartition(StatefulSinkPartition[ChangeBatch, dict[str, Any]]):
         columns = [*self._table.schema.names, KIND_COLUMN]
         tables = [t.select(columns) for t in self._buffer]
         schema = pa.schema([*self._table.schema, pa.field(KIND_COLUMN, pa.int8())])
-        return consolidate(concat(tables, schema), self._table.primary_key)
+        return consolidate(concat(tables, schema), self._table.primary_key, unchanged=self._start_rows())
+
+    def _start_rows(self) -> StartRows | Literal["omit"] | None:
+        """How to settle keys whose buffered changes cancelled out (see :func:`consolidate`)."""
+        if self._start is None:
+            return None
+        if (self._committed or {}) == self._start:
+            return OMIT  # the table holds what this flow committed where the buffer starts
+        table, flow_at = self._table, flow_key(self._flow)
+        if not self._start:  # the buffer starts before this flow's first commit: nothing was there
+            return lambda keys: table.schema.empty_table()
+        for commit in reversed(table.history()):
+            if (commit.summary.get("sources") or {}).get(flow_at) == self._start:
+                version = commit.version
+                return lambda keys: table.get(keys, version=version)
+        log.warning("sink %r: the commit at %s was cleaned; keys whose changes cancelled out keep their "
+                    "last image", self._flow, self._start)  # fmt: skip
+        return None
 
     def _flush(self) -> None:
         if not self._seen:
@@ -363,6 +435,7 @@ class _SinkPartition(StatefulSinkPartition[ChangeBatch, dict[str, Any]]):
         self.commits += 1
         self._committed = dict(self._seen)
         self._flushed = dict(self._seen)
+        self._start = dict(self._seen)
         self._buffer = []
 
     def _compact_held(self) -> None:
@@ -374,7 +447,7 @@ class _SinkPartition(StatefulSinkPartition[ChangeBatch, dict[str, Any]]):
         self._flush()
         self._failed = False
         held = concat(self._buffer) if self._buffer else None
-        return {"seen": dict(self._seen), "held": held}
+        return {"seen": dict(self._seen), "held": held, "start": self._start}
 
     def close(self) -> None:
         # bytewax closes a partition while it unwinds from an error too; a second error there would
