@@ -544,7 +544,9 @@ def _no_key_error(source_table: str) -> str:
 
 
 def _extras(position: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in position.items() if k == "snapshot"}
+    """The per-table state a source stores beside its position: snapshot progress, the source
+    table's shape as ODS last saw it (``columns``, for sources whose log does not record DDL)."""
+    return {k: v for k, v in position.items() if k in ("snapshot", "columns")}
 
 
 def _token(key: str, order: Order) -> str:

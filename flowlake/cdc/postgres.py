@@ -108,6 +108,7 @@ WATERMARK_PREFIX: Final = "flowlake.watermark"
 
 _MAX_QUEUED: Final = 20_000
 _CHUNK_RETRIES: Final = 500
+_BPCHAR: Final = 1042
 _BUILTIN_OIDS: Final = 10_000
 """OIDs below this are built-in types (never domains)."""
 
@@ -420,6 +421,12 @@ class PostgresSource:
         if self.snapshot_mode == "never":
             return
         state = stored.get("snapshot") if stored is not None else None
+        seen = stored.get("columns") if stored is not None else None
+        if seen is not None and seen != _shape(spec):
+            # altered while we were away (the WAL has no DDL): ADD COLUMN ... DEFAULT filled rows
+            # without row changes, so the table is read again in its new shape
+            self._snaps[table] = _Snap(spec, estimate=self._estimate(table))
+            return
         if isinstance(state, dict) and state.get("done"):
             return
         snap = _Snap(spec, estimate=self._estimate(table))
@@ -493,7 +500,10 @@ class PostgresSource:
     def _select_chunk(self, table: str, snap: _Snap) -> tuple[_Snapshot, list[list[bytes]]]:
         spec = snap.table
         # qualified: ORDER BY a bare name would sort by the ::text output column
-        cols = ", ".join(f"_t.{quote(c.name)}::text" for c in spec.columns)
+        # char(n) as is: its cast to text would drop the padding the stream keeps
+        cols = ", ".join(
+            f"_t.{quote(c.name)}" + ("" if c.type_oid == _BPCHAR else "::text") for c in spec.columns
+        )
         key_cols = [c for c in spec.columns if c.name in spec.primary_key]
         keys = ", ".join(f"_t.{quote(c.name)}" for c in key_cols)
         sql = f"SELECT {cols} FROM {qualified(table)} AS _t"
@@ -509,6 +519,7 @@ class PostgresSource:
             (text,) = conn.execute("SELECT pg_current_snapshot()::text").fetchone()
             cur = conn.cursor()
             cur.adapters.register_loader("text", _RawText)
+            cur.adapters.register_loader("bpchar", _RawText)
             fetched = cur.execute(sql, params).fetchall()
         finally:
             conn.execute("COMMIT")
@@ -530,7 +541,10 @@ class PostgresSource:
         for image, error in chunk.dead:
             raw = dump_record({"table": chunk.table, "snapshot": image})
             group.rows[chunk.table].append((0, UndecodedRow({}, raw=raw, error=f"{chunk.table}: {error}")))
-        group.extras[chunk.table] = {"snapshot": snap.state()}
+        spec = self._tables.get(chunk.table, snap.table)
+        group.extras[chunk.table] = {"snapshot": snap.state(), "columns": _shape(spec)}
+        if snap.rows == chunk.read:
+            group.schemas[chunk.table] = spec.spec  # the first chunk of a (re)snapshot: its shape
         if self.on_progress is not None:
             estimate = max(snap.estimate, snap.rows)
             self.on_progress(SnapshotProgress(chunk.table, snap.rows, estimate, snap.chunks, snap.done))
@@ -652,8 +666,10 @@ class PostgresSource:
         group.schemas[table] = current
         if self.snapshot_mode == "initial" and set(updated.spec.schema.names) - {c[0] for c in shape}:
             self._resnapshot(table, group)  # ADD COLUMN ... DEFAULT fills rows without row changes
-        elif table in self._snaps:
+            return
+        if table in self._snaps:
             self._snaps[table].table = updated
+        group.extras.setdefault(table, {})["columns"] = _shape(updated)
 
     def _resnapshot(self, table: str, group: ChangeGroup) -> None:
         if self.snapshot_mode == "never":
@@ -661,7 +677,7 @@ class PostgresSource:
         if self._chunk is not None and self._chunk.table == table:
             self._chunk = None  # read with the old shape; its watermark will pass unnoticed
         snap = self._snaps[table] = _Snap(self._tables[table], estimate=self._estimate(table))
-        group.extras[table] = {"snapshot": snap.state()}
+        group.extras[table] = {"snapshot": snap.state(), "columns": _shape(self._tables[table])}
 
     def _on_truncate(self, message: Truncate, group: ChangeGroup) -> None:
         for oid in message.relations:
@@ -674,6 +690,11 @@ class PostgresSource:
             )
             raw = dump_record({"table": found[0], "kind": "truncate", "options": message.options})
             group.dead.append(DeadLetter(raw, dict(group.position), found[0], error))
+
+
+def _shape(table: PgTable) -> list[list[Any]]:
+    """A table's columns as ``[name, type OID, modifier]`` (stored in ODS positions, JSON-able)."""
+    return [[c.name, c.type_oid, c.type_modifier] for c in table.columns]
 
 
 def _texts(message: Insert | Update | Delete) -> dict[str, Any]:

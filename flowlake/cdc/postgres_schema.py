@@ -389,12 +389,12 @@ def _array_json(name: str, element: pa.DataType, value: list[Any]) -> str:
             raise BadValueError(
                 f"column {name!r} ({element}[]) cannot hold the multi-dimensional array {short_repr(value)}"
             )
-        if item is None or isinstance(item, bool | int | float | str):
+        if item is not None and pa.types.is_decimal(element):
+            out.append(str(_decimal(name, element, item)))  # numeric elements come as their text
+        elif item is None or isinstance(item, bool | int | float | str):
             out.append(item)
         elif isinstance(item, bytes):
             out.append("\\x" + item.hex())
-        elif pa.types.is_decimal(element):
-            out.append(str(_decimal(name, element, item)))
         elif isinstance(item, dt.date | dt.time | dt.datetime):
             out.append(item.isoformat())
         else:
