@@ -254,6 +254,47 @@ def test_replica_identity_toast_truncate_and_add_column(db: str, tmp_path: Path)
     assert len(ods_rows(cat, "ods.dflt")) == 4  # kept: a truncate is not applied
 
 
+# --- exactly once across restarts ---------------------------------------------------------------------
+
+
+class Unconfirming(PostgresSource):
+    """A source that never confirms to the server: as if killed between the ODS commit and the ack."""
+
+    def acknowledge(self, order: tuple[Any, ...]) -> None:
+        pass
+
+
+def test_unconfirmed_transactions_are_skipped_on_restart(db: str, tmp_path: Path) -> None:
+    conn = connect(db)
+    conn.execute("CREATE TABLE t (id int PRIMARY KEY, v int, n numeric(5, 2))")
+    conn.execute("INSERT INTO t SELECT g, 0 FROM generate_series(1, 10) g")
+    cat = fl.connect(*lake(tmp_path))
+    OdsIngester(cat, Unconfirming(db, chunk_size=4)).run(until_idle=True)
+    # a dead letter first: the dead-letter table keeps this older position, so a restart asks the
+    # server for everything after it (ODS tables get position-only checkpoints, it does not)
+    conn.execute("INSERT INTO t VALUES (100, 0, 'NaN')")
+    for i in range(1, 6):
+        conn.execute("UPDATE t SET v = v + 1 WHERE id <= %s", [i])
+    first = OdsIngester(cat, Unconfirming(db), max_rows=1).run(until_idle=True)
+    assert first.groups >= 5 and first.skipped_groups == 0
+    slot = PostgresSource(db).url.slot
+    (confirmed,) = conn.execute(
+        "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s", [slot]
+    ).fetchone()
+    stored = cat.load_table("ods.t").source_position(PostgresSource(db).key)
+    assert lsn(confirmed) < lsn(stored["lsn"])  # the server will send it all again
+    changes = cat.load_table("ods.t").changes(0).num_rows
+    again = OdsIngester(cat, PostgresSource(db), max_rows=1).run(until_idle=True)
+    assert again.skipped_groups >= 5 and again.changes == 0  # re-sent, recognised, not applied twice
+    assert cat.load_table("ods.t").changes(0).num_rows == changes
+    assert ods_rows(cat, "ods.t") == [{"id": i, "v": max(0, 6 - i), "n": None} for i in range(1, 11)]
+    assert len(dead_letters(cat)) == 1
+    (confirmed,) = conn.execute(
+        "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s", [slot]
+    ).fetchone()
+    assert lsn(confirmed) >= lsn(stored["lsn"])  # a confirming source releases what ODS holds
+
+
 # --- SIGKILL mid-snapshot and mid-stream -------------------------------------------------------------
 
 ORDER_COLUMNS = ["id", "customer", "status", "amount", "updated"]
@@ -312,8 +353,8 @@ class Writer(threading.Thread):
         try:
             while not self.stop.is_set():
                 self.transaction()
-                time.sleep(0.01)
-                while self.transactions % 20 == 0 and self.behind():
+                time.sleep(0.02)
+                while self.transactions % 10 == 0 and self.behind():
                     if self.stop.wait(0.1):
                         break
         except BaseException as exc:  # surfaced by the test
@@ -359,7 +400,7 @@ def start_ingester(url: str, catalog: str, warehouse: str, *extra: str, log: Pat
     code = "import sys; from flowlake.cli.main import main; main(sys.argv[1:])"
     args = [
         "ingest", "--source", url, "--tables", "public.*", "--namespace", "ods",
-        "--catalog", catalog, "--warehouse", warehouse, "--chunk-size", "500", "--max-rows", "1",
+        "--catalog", catalog, "--warehouse", warehouse, "--chunk-size", "1000", "--max-rows", "1",
         "--max-latency-ms", "50", *extra,  # one commit per transaction: every state shows in ODS
     ]  # fmt: skip
     env = {**os.environ, "COLUMNS": "120"}
@@ -391,7 +432,7 @@ def lsn(text: str) -> int:
 
 def test_sigkill_mid_snapshot_and_mid_stream_then_until_idle(db: str, tmp_path: Path, cpu_load: int) -> None:
     conn = connect(db)
-    create_shop(conn, 20_000)
+    create_shop(conn, 12_000)
     initial = {r[0]: dict(zip(ORDER_COLUMNS, r, strict=True)) for r in conn.execute(
         f"SELECT {', '.join(ORDER_COLUMNS)} FROM orders"
     ).fetchall()}  # fmt: skip
@@ -401,14 +442,14 @@ def test_sigkill_mid_snapshot_and_mid_stream_then_until_idle(db: str, tmp_path: 
     log = tmp_path / "ingest.log"
     watch = connect(db)
 
-    def behind() -> bool:  # more than 256 KiB of WAL not in ODS: let the ingester catch up
+    def behind() -> bool:  # more than 64 KiB of WAL not in ODS: let the ingester catch up
         stored = position(fl.connect(catalog=catalog, warehouse=warehouse), "ods.orders", key)
         if "lsn" not in stored:
             return False
         (now,) = watch.execute("SELECT pg_current_wal_lsn()::text").fetchone()
-        return lsn(now) - lsn(stored["lsn"]) > 256 * 1024
+        return lsn(now) - lsn(stored["lsn"]) > 64 * 1024
 
-    writer = Writer(db, 20_000, behind=behind)
+    writer = Writer(db, 12_000, behind=behind)
     writer.start()
     started: list[subprocess.Popen[bytes]] = []
 
@@ -519,5 +560,5 @@ def check_result(
             assert tail == after, f"key {k}: ODS ends with {tail}, PostgreSQL after the snapshot {after}"
     assert any(seq > seq_done for changes in audit.values() for seq, _ in changes)
     assert seq_end > seq_done
-    skipped = [int(n.replace(",", "")) for n in re.findall(r"\(([\d,]+) groups already committed", text)]
-    assert skipped and max(skipped) > 0, "no restart re-read and skipped committed transactions"
+    # (whether a restart re-reads committed transactions depends on when the kill hit relative to the
+    # slot's status update; test_unconfirmed_transactions_are_skipped_on_restart forces that case)
