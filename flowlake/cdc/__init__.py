@@ -1,4 +1,5 @@
-"""Change data capture: decode Debezium JSON, read MySQL/MariaDB binlogs and JSONL files, and ingest
+"""Change data capture: decode Debezium JSON, read MySQL/MariaDB binlogs, PostgreSQL logical
+replication and JSONL files, and ingest
 them into ODS lake tables exactly once (with dead letters for what cannot be ingested)."""
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from flowlake.cdc.ingest import IngestStats, OdsIngester, stored_position
 from flowlake.cdc.jsonl import JsonlSource
 from flowlake.cdc.logical_types import DecimalHandling, FieldDecoder
 from flowlake.cdc.mysql import CdcSourceError, MySqlSource
+from flowlake.cdc.postgres import PostgresSource
 from flowlake.cdc.replay import (
     StoredDeadLetter,
     list_dead_letters,
@@ -48,6 +50,7 @@ __all__ = [
     "JsonlSource",
     "MySqlSource",
     "OdsIngester",
+    "PostgresSource",
     "SnapshotProgress",
     "Source",
     "SourceInfo",

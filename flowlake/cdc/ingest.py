@@ -39,6 +39,7 @@ import pyarrow as pa
 from flowlake.cdc.deadletter import DEAD_LETTER_TABLE, dead_letter_batch, dead_letter_table
 from flowlake.cdc.pending import PendingChanges, UnstorableChangeError
 from flowlake.cdc.source import (
+    AcknowledgingSource,
     ChangeGroup,
     DeadLetter,
     Order,
@@ -318,9 +319,12 @@ class OdsIngester:
                 built.append((target, changelog, dict(target.extras)))
                 target.clear()
         letters = self._dead_letters()
+        # what a source may release once these commits land: not past a stopped table's position
+        held = [t.committed for t in self._targets.values() if t.stopped is not None and t.committed]
+        durable = min([last.order, *held])
         if self._committer is None:
             self._committer = ThreadPoolExecutor(1, thread_name_prefix="ods-commit")
-        self._inflight = self._committer.submit(self._commit_all, letters, built, stopped, last)
+        self._inflight = self._committer.submit(self._commit_all, letters, built, stopped, last, durable)
         self._groups, self._pending_rows = [], 0
         self._last_position, self._last_order = last.position, last.order
         self.stats.position = last.position
@@ -339,6 +343,7 @@ class OdsIngester:
         built: list[tuple[_Target, pa.Table, dict[str, Any]]],
         stopped: list[tuple[_Target, UnstorableChangeError, dict[str, Any]]],
         last: ChangeGroup,
+        durable: Order,
     ) -> None:
         if letters:
             self._append_dead(letters, last)
@@ -346,6 +351,8 @@ class OdsIngester:
             self._commit_target(target, changelog, extras, last)
         for target, error, at in stopped:
             self._stop(target, error, at)
+        if isinstance(self.source, AcknowledgingSource):
+            self.source.acknowledge(durable)  # only now: everything up to it is in ODS
 
     def _commit_target(
         self, target: _Target, changelog: pa.Table, extras: dict[str, Any], last: ChangeGroup
@@ -537,7 +544,9 @@ def _no_key_error(source_table: str) -> str:
 
 
 def _extras(position: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in position.items() if k == "snapshot"}
+    """The per-table state a source stores beside its position: snapshot progress, the source
+    table's shape as ODS last saw it (``columns``, for sources whose log does not record DDL)."""
+    return {k: v for k, v in position.items() if k in ("snapshot", "columns")}
 
 
 def _token(key: str, order: Order) -> str:

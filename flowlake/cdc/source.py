@@ -17,7 +17,7 @@ import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
 import pyarrow as pa
 
@@ -181,6 +181,15 @@ class Source(Protocol):
         ...
 
 
+@runtime_checkable
+class AcknowledgingSource(Source, Protocol):
+    """A source that must be told when ODS holds its changes (a PostgreSQL slot keeps WAL until then)."""
+
+    def acknowledge(self, order: Order) -> None:
+        """Every group up to ``order`` is committed to ODS (a restart will not need it again)."""
+        ...
+
+
 def open_source(
     url: str,
     *,
@@ -192,16 +201,17 @@ def open_source(
     storage_options: Mapping[str, Any] | None = None,
     max_line_bytes: int | None = None,
 ) -> Source:
-    """A source from a URL: ``mysql://user:pw@host:port/db`` (or ``mariadb://``), or
+    """A source from a URL: ``mysql://user:pw@host:port/db`` (or ``mariadb://``),
+    ``postgresql://user:pw@host:port/db[?slot=…&publication=…]`` (logical replication), or
     ``debezium-jsonl:<fsspec path>`` for Debezium JSON lines.
 
     Args:
         url: Where to read.
         tables: ``db.table`` glob patterns to take (default: the URL's database, or every table).
-        chunk_size: Rows per snapshot chunk (binlog sources).
-        snapshot: ``"initial"`` or ``"never"`` (binlog sources).
+        chunk_size: Rows per snapshot chunk (database sources).
+        snapshot: ``"initial"`` or ``"never"`` (database sources).
         follow: Keep tailing for new lines (JSONL sources).
-        on_progress: Called after every snapshot chunk (binlog sources).
+        on_progress: Called after every snapshot chunk (database sources).
         storage_options: Passed to fsspec (JSONL sources).
         max_line_bytes: Longer lines become dead letters (JSONL sources; default 8 MiB).
 
@@ -229,6 +239,18 @@ def open_source(
             snapshot="initial" if snapshot == "initial" else "never",
             on_progress=on_progress,
         )
+    if url.startswith(("postgresql://", "postgres://")):
+        from flowlake.cdc.postgres import PostgresSource
+
+        if snapshot not in ("initial", "never"):
+            raise InvalidArgumentError(f"snapshot must be 'initial' or 'never', got {snapshot!r}")
+        return PostgresSource(
+            url,
+            tables=tables,
+            chunk_size=chunk_size,
+            snapshot="initial" if snapshot == "initial" else "never",
+            on_progress=on_progress,
+        )
     if url.startswith("debezium-jsonl:"):
         from flowlake.cdc.jsonl import jsonl_source_from_url
 
@@ -237,7 +259,8 @@ def open_source(
             url, tables=tables, follow=follow, storage_options=storage_options, **options
         )
     raise InvalidArgumentError(
-        f"unknown source {url!r}: use mysql://user@host:3306/db or debezium-jsonl:file:///path"
+        f"unknown source {url!r}: use mysql://user@host:3306/db, postgresql://user@host:5432/db "
+        "or debezium-jsonl:file:///path"
     )
 
 

@@ -1,4 +1,4 @@
-"""``flowlake ingest``: CDC from MySQL/MariaDB or Debezium JSON lines into ODS tables."""
+"""``flowlake ingest``: CDC from MySQL/MariaDB, PostgreSQL or Debezium JSON lines into ODS tables."""
 
 from __future__ import annotations
 
@@ -55,14 +55,19 @@ def ingest(
         str,
         typer.Option(
             "--source",
-            help="mysql://user:pw@host:3306/db, or 'debezium-jsonl' followed by the path/URL of the files.",
+            help="mysql://user:pw@host:3306/db, postgresql://user:pw@host:5432/db[?slot=s&publication=p], "
+            "or 'debezium-jsonl' followed by the path/URL of the files.",
         ),
     ],
     location: Annotated[
         str | None, typer.Argument(help="For --source debezium-jsonl: the file or folder (fsspec URL).")
     ] = None,
     tables: Annotated[
-        str | None, typer.Option(help="db.table glob patterns, comma-separated (default: <db>.*).")
+        str | None,
+        typer.Option(
+            help="db.table (PostgreSQL: schema.table) glob patterns, comma-separated "
+            "(default: <db>.*; PostgreSQL: public.*)."
+        ),
     ] = None,
     namespace: Annotated[str, typer.Option(help="ODS namespace.")] = "ods",
     table_template: Annotated[str, typer.Option(help="ODS table name from {db} and {table}.")] = "{table}",
