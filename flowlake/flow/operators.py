@@ -17,6 +17,7 @@ from typing import Literal
 import bytewax.operators as op
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from bytewax.dataflow import Dataflow, Stream, operator
 
 from flowlake.changelog import KIND_COLUMN, SEQ_COLUMN
@@ -299,6 +300,41 @@ class _DimCache:
         self._version = -1
         self._checked = 0.0
 
+    def _current(self) -> tuple[LakeTable, int]:
+        """The table and the version lookups use now (re-checked every ``refresh_interval``)."""
+        now = time.monotonic()
+        if self._table is None:
+            self._table = open_catalog(self._catalog).load_table(self._name)
+        if self._version < 0 or now - self._checked >= self._interval:
+            self._checked = now
+            self._version = self._table.refresh().version
+        return self._table, self._version
+
+    def by_key(self, on: Sequence[str]) -> bool:
+        """Whether ``on`` is the table's whole primary key (then :meth:`rows_for` looks rows up)."""
+        with self._lock:
+            if self._table is None:
+                self._table = open_catalog(self._catalog).load_table(self._name)
+            return bool(self._table.primary_key) and set(on) == set(self._table.primary_key)
+
+    def rows_for(self, data: pa.Table, on: Sequence[str]) -> tuple[pa.Table, int]:
+        """The table's rows for the ``on`` values of ``data``, by point lookups at the current version.
+
+        Nothing of the table is held but the lookups' per-file key indexes: the stateless lookup
+        join of issue 17 (NULL keys never match, so they are not looked up).
+        """
+        with self._lock:
+            table, version = self._current()
+        wanted = data.select(list(on))
+        for name in on:
+            wanted = wanted.filter(pc.is_valid(wanted.column(name)))
+        if wanted.num_rows:
+            wanted = wanted.group_by(list(on), use_threads=False).aggregate([])
+        if not wanted.num_rows:
+            schema = pa.schema([table.schema.field(c) for c in self._columns])
+            return schema.empty_table(), version
+        return table.get(wanted, version=version, columns=self._columns), version
+
     def get(self) -> tuple[pa.Table, int]:
         with self._lock:
             now = time.monotonic()
@@ -326,10 +362,13 @@ def lookup_join(
 ) -> Stream[ChangeBatch]:
     """Enrich changes with ``columns`` of a lake table's latest snapshot, matched on ``on`` (left join).
 
-    The snapshot is cached and re-read when the table has a new version (checked at most every
-    ``refresh_interval`` seconds). Like Flink's lookup join, earlier outputs are not revised when the
-    table changes; the version used is added to the batch's positions (lineage). ``rename`` names
-    the table's columns in the output (see :func:`~flowlake.flow._relational.lookup`).
+    When ``on`` is the table's whole primary key, each batch's keys are looked up in the table
+    (``LakeTable.get``, which reads only the row groups holding them) and nothing of the table is
+    held; otherwise the snapshot is cached and re-read when the table has a new version. Either way
+    the version is re-checked at most every ``refresh_interval`` seconds. Like Flink's lookup join,
+    earlier outputs are not revised when the table changes; the version used is added to the
+    batch's positions (lineage). ``rename`` names the table's columns in the output (see
+    :func:`~flowlake.flow._relational.lookup`).
 
     >>> import flowlake as fl
     >>> from bytewax.testing import TestingSink, TestingSource, run_main
@@ -353,9 +392,12 @@ def lookup_join(
     """
     keys = list(on)
     cache = _DimCache(table, catalog, [*keys, *[c for c in columns if c not in keys]], refresh_interval)
+    by_key: list[bool] = []  # decided on first use, when the table can be opened
 
     def enrich(batch: ChangeBatch) -> ChangeBatch:
-        dim, version = cache.get()
+        if not by_key:
+            by_key.append(cache.by_key(keys))
+        dim, version = cache.rows_for(batch.data, keys) if by_key[0] else cache.get()
         positions = {**batch.positions, position_key(table): version}
         return ChangeBatch(lookup(batch.data, dim, keys, columns, rename), positions)
 

@@ -116,3 +116,20 @@ def test_steps_report_records_lag_and_state_size_as_metrics(cat: fl.Catalog) -> 
     assert sample("flowlake_state_keys", flow="metered", step="per_shop") == 2
     assert sample("flowlake_lag_versions", consumer="metered.orders_in.source", table="ods.om") == 0
     assert cat.load_table("dws.om").read().num_rows == 2
+
+
+def test_lookup_join_on_the_dimension_key_looks_rows_up_and_holds_no_snapshot(cat: fl.Catalog) -> None:
+    from flowlake.flow.operators import _DimCache
+
+    shops = cat.create_table("ods.s", SHOPS, primary_key=["shop"])
+    shops.upsert(pa.table({"shop": pa.array([1, 2], pa.int32()), "city": ["Oslo", "Lima"]}))
+    shops.compact()
+    shops.upsert(pa.table({"shop": pa.array([2], pa.int32()), "city": ["Pune"]}))
+    cache = _DimCache("ods.s", cat, ["shop", "city"], refresh_interval=0.0)
+    assert cache.by_key(["shop"]) and not cache.by_key(["city"])
+    orders = pa.table({"oid": [1, 2, 3, 4], "shop": pa.array([2, None, 9, 2], pa.int64())})
+    rows, version = cache.rows_for(orders, ["shop"])
+    assert version == shops.refresh().version and cache._rows is None  # no snapshot held
+    assert rows.to_pylist() == [{"shop": 2, "city": "Pune"}]  # NULL and unknown keys are not there
+    empty, _ = cache.rows_for(orders.filter(pa.array([False, True, False, False])), ["shop"])
+    assert empty.num_rows == 0 and empty.schema.names == ["shop", "city"]
