@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 
 PERSON_PROPORTION, AUCTION_PROPORTION, BID_PROPORTION = 1, 3, 46
@@ -276,13 +277,13 @@ class NexmarkGenerator:
         )
 
 
-def last_base0_person_id(eid: np.ndarray) -> np.ndarray:
+def last_base0_person_id(eid: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
     """``PersonGenerator.lastBase0PersonId``: the newest person at or before event ``eid``."""
     epoch, offset = eid // TOTAL, eid % TOTAL
     return epoch * PERSON_PROPORTION + np.minimum(offset, PERSON_PROPORTION - 1)
 
 
-def last_base0_auction_id(eid: np.ndarray) -> np.ndarray:
+def last_base0_auction_id(eid: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
     """``AuctionGenerator.lastBase0AuctionId``: the newest auction at or before event ``eid``."""
     epoch, offset = eid // TOTAL, eid % TOTAL
     before = offset < PERSON_PROPORTION
@@ -295,7 +296,7 @@ def last_base0_auction_id(eid: np.ndarray) -> np.ndarray:
     return epoch * AUCTION_PROPORTION + offset
 
 
-def next_base0_person_id(rng: np.random.Generator, eid: np.ndarray) -> np.ndarray:
+def next_base0_person_id(rng: np.random.Generator, eid: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
     """``PersonGenerator.nextBase0PersonId``: one of the last 1000 people (or up to 10 ahead)."""
     people = last_base0_person_id(eid) + 1
     active = np.minimum(people, NUM_ACTIVE_PEOPLE)

@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -204,7 +205,9 @@ def main() -> None:
         rest.update(rest_figures(args.postgres, args.clients, args.rest_commits))
         report(rest, args.json)
         return
-    backends = {"sqlite": lambda: f"sqlite:///{tempfile.mkdtemp(prefix='flowlake-bench-')}/catalog.db"}
+    backends: dict[str, Callable[[], str]] = {
+        "sqlite": lambda: f"sqlite:///{tempfile.mkdtemp(prefix='flowlake-bench-')}/catalog.db"
+    }
     if args.postgres:
         backends["postgres"] = lambda: _fresh_pg_schema(args.postgres)
     figures: dict[str, object] = {"machine": machine}

@@ -160,7 +160,7 @@ target rate, one transaction every 10 ms, and records each row's commit time."""
 
 
 def bench_binlog(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    import pymysql
+    import pymysql  # type: ignore[import-untyped]
 
     from flowlake.cdc.mysql import MySqlSource
     from flowlake.cdc.testing import mariadb_binaries, running_mariadb

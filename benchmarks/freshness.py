@@ -267,7 +267,7 @@ def run_rate(server_port: int, rate: int, args: argparse.Namespace, tmp: Path) -
         def loaded() -> bool:
             if not cat.table_exists("ods.orders"):
                 return False
-            return cat.load_table("ods.orders").read(columns=["order_id"]).num_rows == args.initial
+            return bool(cat.load_table("ods.orders").read(columns=["order_id"]).num_rows == args.initial)
 
         _wait(loaded, 120, "the initial snapshot in ODS", logs)
         for flow, log in zip(FLOWS, logs[1:], strict=True):

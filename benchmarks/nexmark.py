@@ -186,13 +186,12 @@ def run_flowlake(workdir: Path, query: Query, *, partitions: int, check: bool = 
     )
     changes = [0]
 
-    def count(batch: ChangeBatch) -> ChangeBatch:
+    def count(_step: str, batch: ChangeBatch) -> None:
         changes[0] += batch.data.num_rows
-        return batch
 
-    op.inspect("count_changes", streams[f"nexmark.{query.name}"], lambda _step, b: count(b))
+    op.inspect("count_changes", streams[f"nexmark.{query.name}"], count)
     start = time.perf_counter()
-    run_main(flow)
+    run_main(flow)  # type: ignore[no-untyped-call]
     elapsed = time.perf_counter() - start
     table = cat.load_table(f"nexmark.{query.name}")
     result = table.read()
@@ -281,7 +280,8 @@ def run_flink(workdir: Path, query: Query) -> dict[str, Any]:
         env.execute_sql(f"CREATE TEMPORARY TABLE sink ({cols}) WITH ('connector' = 'blackhole')")
         result = table.execute_insert("sink")
         job = result.get_job_client().get_job_execution_result().result()
-        return job.get_net_runtime() / 1000
+        runtime_ms: int = job.get_net_runtime()
+        return runtime_ms / 1000
 
     empty = min(run("csv_empty") for _ in range(2))
     total = run("csv")

@@ -132,8 +132,8 @@ def run_flows(cat: fl.Catalog, recovery: Path) -> None:
         db = recovery / name
         if not db.exists():
             db.mkdir(parents=True)
-            init_db_dir(db, 1)
-        run_main(build(options), epoch_interval=dt.timedelta(0), recovery_config=RecoveryConfig(str(db)))
+            init_db_dir(db, 1)  # type: ignore[no-untyped-call]
+        run_main(build(options), epoch_interval=dt.timedelta(0), recovery_config=RecoveryConfig(str(db)))  # type: ignore[no-untyped-call]
 
 
 @settings(

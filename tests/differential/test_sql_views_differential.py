@@ -493,7 +493,7 @@ def _write(
 def run_views(cat: fl.Catalog, text: str, recovery: Path) -> None:
     flow = Dataflow("corpus")
     compile_views(text, flow, catalog=cat, stop="head", partitions=2, max_versions=1)
-    run_main(flow, epoch_interval=dt.timedelta(0), recovery_config=RecoveryConfig(str(recovery)))
+    run_main(flow, epoch_interval=dt.timedelta(0), recovery_config=RecoveryConfig(str(recovery)))  # type: ignore[no-untyped-call]
 
 
 @settings(
@@ -509,7 +509,7 @@ def test_every_view_equals_duckdb_at_every_version(history: list[tuple[Any, ...]
         inputs = Inputs(cat)
         recovery = Path(tmp) / "recovery"
         recovery.mkdir()
-        init_db_dir(recovery, 1)
+        init_db_dir(recovery, 1)  # type: ignore[no-untyped-call]
         text = view_file()
         split = int(len(history) * cut)
         for op in history[:split]:

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pytest
 
 import flowlake as fl
-from flowlake.cdc import ingest
+from flowlake.cdc import deadletter, ingest
 from harness import fuzz
 from harness.fuzz import FuzzReport, fuzz_decoder, fuzz_ingest, fuzz_table_api
 
@@ -98,7 +98,7 @@ def test_table_fuzzer_finds_unchecked_strings(monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_ingest_fuzzer_finds_a_lost_dead_letter(monkeypatch: pytest.MonkeyPatch) -> None:
-    batch = ingest.dead_letter_batch
+    batch = deadletter.dead_letter_batch  # ingest imports it from there
     monkeypatch.setattr(ingest, "dead_letter_batch", lambda source, letters: batch(source, letters[1:]))
     report = fuzz_ingest(400, SEED)
     assert any("dead letters differ" in f.check for f in report.failures)

@@ -74,7 +74,9 @@ def test_source_positions_are_committed_atomically(orders: fl.LakeTable) -> None
     # a batch that changes nothing still moves the position (its changes were dead letters, say)
     commit = orders.upsert(orders_table([order(1)]), sources={src: {"file": "bin.000001", "pos": 200}})
     assert commit.summary["rows"]["+I"] == 0 and commit.summary["sources"][src]["pos"] == 200
-    assert orders.source_position(src)["pos"] == 200
+    position = orders.source_position(src)
+    assert position is not None
+    assert position["pos"] == 200
 
 
 def test_consumers_pin_history_against_clean(catalog: fl.Catalog, orders: fl.LakeTable) -> None:

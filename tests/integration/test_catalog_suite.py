@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from _builders import order, orders_table
 from conftest import ORDERS
 
 import flowlake as fl
+from flowlake.catalog.base import DataFile, FileContent, TableRecord
 from flowlake.catalog.engine import create_engine
 from flowlake.catalog.rest import create_app
 from flowlake.catalog.sql import SqlMetaStore
@@ -104,11 +105,13 @@ def test_same_keys_conflict_names_versions_and_keys(cat: fl.Catalog) -> None:
     racing = iter([6, 7])
     write_files = b._write_files
 
-    def race(*args: object) -> object:  # another writer commits key 2 while b writes its files
+    def race(
+        record: TableRecord, instant: str, content: FileContent, parts: Sequence[tuple[int, pa.Table]]
+    ) -> list[DataFile]:  # another writer commits key 2 while b writes its files
         qty = next(racing, None)
         if qty is not None:
             a.upsert(orders_table([order(2, qty=qty)]))
-        return write_files(*args)  # type: ignore[arg-type]
+        return write_files(record, instant, content, parts)
 
     b._write_files = race  # type: ignore[method-assign]
     with pytest.raises(fl.CommitConflictError, match=r"sample keys: \[2\]"):
@@ -124,10 +127,12 @@ def race(victim: fl.LakeTable, action: Callable[[], object]) -> None:
     write_files = victim._write_files
     pending = [action]
 
-    def racing(*args: Any) -> Any:
+    def racing(
+        record: TableRecord, instant: str, content: FileContent, parts: Sequence[tuple[int, pa.Table]]
+    ) -> list[DataFile]:
         while pending:
             pending.pop()()
-        return write_files(*args)
+        return write_files(record, instant, content, parts)
 
     victim._write_files = racing  # type: ignore[method-assign]
 
@@ -220,7 +225,12 @@ def test_lineage_and_freshness(cat: fl.Catalog) -> None:
     graph = cat.lineage("dwd.orders").to_dict()
     assert graph["upstream"][0]["name"] == "ods.orders"
     position = {"file": "b.1", "pos": 4, "ts_ms": 1_000}
-    expected = {"name": "mysql://db:3306", "version": None, "position": position, "upstream": []}
+    expected: dict[str, Any] = {
+        "name": "mysql://db:3306",
+        "version": None,
+        "position": position,
+        "upstream": [],
+    }
     assert graph["upstream"][0]["upstream"][0] == expected
     fresh = cat.freshness("dwd.orders")
     assert fresh is not None and fresh > 1_000_000  # the source event is from 1970

@@ -78,7 +78,8 @@ def ods_rows(cat: fl.Catalog, table: str) -> list[dict[str, Any]]:
 def dead_letters(cat: fl.Catalog) -> list[dict[str, Any]]:
     if not cat.table_exists("ods._dead_letter"):
         return []
-    return cat.load_table("ods._dead_letter").read().to_pylist()
+    rows: list[dict[str, Any]] = cat.load_table("ods._dead_letter").read().to_pylist()
+    return rows
 
 
 # --- every type, in the snapshot and in the stream --------------------------------------------------
@@ -282,6 +283,7 @@ def test_unconfirmed_transactions_are_skipped_on_restart(db: str, tmp_path: Path
         "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s", [slot]
     ).fetchone()
     stored = cat.load_table("ods.t").source_position(PostgresSource(db).key)
+    assert stored is not None
     assert lsn(confirmed) < lsn(stored["lsn"])  # the server will send it all again
     changes = cat.load_table("ods.t").changes(0).num_rows
     again = OdsIngester(cat, PostgresSource(db), max_rows=1).run(until_idle=True)
@@ -531,7 +533,7 @@ def check_result(
     assert ods_rows(cat, "ods.customers") == customers
     # every key's ODS states appear in the order PostgreSQL went through them: nothing replayed,
     # reordered or invented (a snapshot may skip states, the stream may not)
-    audit: dict[Any, list[dict[str, Any] | None]] = {}
+    audit: dict[Any, list[tuple[int, dict[str, Any] | None]]] = {}
     for seq, key, op, *values in conn.execute(
         "SELECT seq, id, op, customer, status, amount, updated FROM audit.orders ORDER BY seq"
     ).fetchall():

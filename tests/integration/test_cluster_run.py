@@ -51,7 +51,7 @@ def test_two_processes_two_workers_equal_one_worker(
     for _ in range(3):
         orders.apply(workload.changes(400))
     options = shop.FlowOptions(catalog=cat, stop="head", horizon="100d")
-    run_main(shop.dwd_orders_flow(options), epoch_interval=dt.timedelta(0))
+    run_main(shop.dwd_orders_flow(options), epoch_interval=dt.timedelta(0))  # type: ignore[no-untyped-call]
 
     ports = [free_port(), free_port()]
     addresses = ";".join(f"127.0.0.1:{p}" for p in ports)
@@ -79,7 +79,7 @@ def test_two_processes_two_workers_equal_one_worker(
     shop.ensure_tables(single)
     for name in ("ods.shops", "dwd.orders_enriched"):
         single.load_table(name).upsert(cat.load_table(name).read())
-    run_main(shop.dws_shop_minute_flow(shop.FlowOptions(catalog=single, stop="head", horizon="100d")))
+    run_main(shop.dws_shop_minute_flow(shop.FlowOptions(catalog=single, stop="head", horizon="100d")))  # type: ignore[no-untyped-call]
     one = single.load_table("dws.shop_gmv_minute").read()
     order = [("shop_id", "ascending"), ("minute", "ascending")]
     assert cluster.num_rows > 100

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
 import flowlake as fl
+from flowlake.catalog.base import DataFile, FileContent, TableRecord
 from flowlake.table.commit import commit_bucket_map
 from flowlake.table.writer import plan_write
 from flowlake.testing import apply_changelog, rows_by_key
@@ -75,13 +77,15 @@ def test_split_fails_cleanly_when_a_writer_touches_the_bucket(catalog: fl.Catalo
     t.upsert(rows(range(300), 0))
     compactor = catalog.load_table("ods.t")
     original = compactor._write_files
-    fired = []
+    fired: list[int] = []
 
-    def write_then_race(*args: object) -> object:
+    def write_then_race(
+        record: TableRecord, instant: str, content: FileContent, parts: Sequence[tuple[int, pa.Table]]
+    ) -> list[DataFile]:
         if not fired:
             fired.append(1)
             t.upsert(rows([7], 5))  # a writer lands in the bucket being split
-        return original(*args)  # type: ignore[arg-type]
+        return original(record, instant, content, parts)
 
     compactor._write_files = write_then_race  # type: ignore[method-assign]
     commit = compactor.compact()  # the split catches up with the write made while it wrote its bases
@@ -102,11 +106,13 @@ def test_split_rounds_then_fence_when_writers_keep_winning(catalog: fl.Catalog) 
     original = compactor._write_files
     raced: list[int] = []
 
-    def race(record: object, instant: str, content: str, parts: object) -> object:
+    def race(
+        record: TableRecord, instant: str, content: FileContent, parts: Sequence[tuple[int, pa.Table]]
+    ) -> list[DataFile]:
         # after each round's read, before its commit; a writer would wait for a fenced bucket
         if (content == "moved" or not raced) and not t.refresh().bucket_map.fences:
             raced.append(t.upsert(rows([1000 + len(raced)], 7)).version)
-        return original(record, instant, content, parts)  # type: ignore[arg-type]
+        return original(record, instant, content, parts)
 
     compactor._write_files = race  # type: ignore[method-assign]
     commit = compactor.compact()

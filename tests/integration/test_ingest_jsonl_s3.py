@@ -39,4 +39,6 @@ def test_reads_and_resumes_jsonl_on_s3(catalog: fl.Catalog, s3_endpoint: str) ->
     assert run().changes == 2
     orders = catalog.load_table("ods.orders")
     assert orders.read().to_pylist() == [{"id": 1, "v": "b"}]
-    assert orders.source_position(f"jsonl:{url}")["file"].endswith("0002.jsonl")
+    position = orders.source_position(f"jsonl:{url}")
+    assert position is not None
+    assert position["file"].endswith("0002.jsonl")

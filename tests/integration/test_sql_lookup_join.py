@@ -27,10 +27,10 @@ FROM ods.orders o LEFT JOIN ods.shops s ON o.shop_id = s.shop_id"""
 def run(cat: fl.Catalog, recovery: Path) -> None:
     if not recovery.exists():
         recovery.mkdir()
-        init_db_dir(recovery, 1)
+        init_db_dir(recovery, 1)  # type: ignore[no-untyped-call]
     flow = Dataflow("lookup")
     compile_views(VIEW, flow, catalog=cat, stop="head", max_versions=1, poll_interval=0.0)
-    run_main(flow, epoch_interval=dt.timedelta(0), recovery_config=RecoveryConfig(str(recovery)))
+    run_main(flow, epoch_interval=dt.timedelta(0), recovery_config=RecoveryConfig(str(recovery)))  # type: ignore[no-untyped-call]
 
 
 def test_lookup_join_keeps_no_state_and_matches_duckdb_while_the_dimension_holds(tmp_path: Path) -> None:

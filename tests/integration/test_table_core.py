@@ -19,7 +19,7 @@ from flowlake.testing import apply_changelog, rows_by_key
 pytestmark = pytest.mark.integration
 
 
-def keyed(table: fl.LakeTable, version: int | None = None) -> dict[object, dict[str, object]]:
+def keyed(table: fl.LakeTable, version: int | None = None) -> dict[int, dict[str, object]]:
     return rows_by_key(table.read(version=version), ["order_id"])
 
 

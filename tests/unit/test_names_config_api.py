@@ -126,6 +126,7 @@ def test_older_catalog_is_upgraded(tmp_path: Path) -> None:
             sa.text("select value from flowlake_meta where key = 'schema_version'")
         ).scalar()
     engine.dispose()
+    assert version is not None
     assert int(version) == SCHEMA_VERSION
     t = cat.load_table("ods.t")  # a catalog without grants refuses no read, and its first writer
     t.upsert(pa.table({"k": [1]}), sources={"x": 1})

@@ -6,7 +6,9 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import cast
 
+import httpx
 import pyarrow as pa
 import pytest
 import sqlalchemy as sa
@@ -169,7 +171,10 @@ def test_leases_through_the_rest_metastore(tmp_path: Path) -> None:
     token = owner.create_principal("maintainer")
     owner.grant("write", "ods", "maintainer")
     assert isinstance(owner.store, SqlMetaStore)
-    client = TestClient(create_app(owner.store), headers={"authorization": f"Bearer {token}"})
+    # starlette's TestClient is an httpx2.Client, which the store uses exactly like its httpx.Client
+    client = cast(
+        httpx.Client, TestClient(create_app(owner.store), headers={"authorization": f"Bearer {token}"})
+    )
     remote = RestMetaStore.__new__(RestMetaStore)
     remote.url, remote._client, remote.principal = "http://testserver", client, "maintainer"
     epoch = remote.acquire_lease(tid, "compact", "remote-1", 30)
@@ -191,6 +196,8 @@ def test_leases_through_the_rest_metastore(tmp_path: Path) -> None:
     assert record.properties["maintain.clean.retain_last"] == "4"
     owner.grant("read", "ods", "reader")
     reader_token = owner.create_principal("reader")
-    remote._client = TestClient(create_app(owner.store), headers={"authorization": f"Bearer {reader_token}"})
+    remote._client = cast(
+        httpx.Client, TestClient(create_app(owner.store), headers={"authorization": f"Bearer {reader_token}"})
+    )
     with pytest.raises(fl.PermissionDeniedError):
         remote.acquire_lease(tid, "clean", "reader-1", 30)

@@ -53,7 +53,7 @@ def event(op: str, before: Any = None, after: Any = None, **extra: Any) -> bytes
     return orjson.dumps(payload)
 
 
-ROW_STRUCT = {
+ROW_STRUCT: dict[str, Any] = {
     "type": "struct",
     "optional": True,
     "fields": [

@@ -96,7 +96,9 @@ def test_transaction_groups_land_in_one_commit_each(catalog: fl.Catalog, folder:
     key = f"jsonl:{folder}"
     (items_write,) = [c for c in items.history() if c.operation == "write" and c.summary["rows"]["+I"]]
     assert items_write.summary["sources"][key]["offset"] == writes[0].summary["sources"][key]["offset"]
-    assert items.source_position(key) == {**orders.source_position(key), "table": "shop.items"}
+    position = orders.source_position(key)
+    assert position is not None
+    assert items.source_position(key) == {**position, "table": "shop.items"}
     assert stats.dead_letters == 0
 
 
@@ -141,7 +143,9 @@ def test_tails_growing_files_and_resumes_at_the_exact_byte(catalog: fl.Catalog, 
     ingest(catalog, folder)
     orders = catalog.load_table("ods.orders")
     assert state(orders) == [{"id": 1, "v": "a"}]
-    offset = orders.source_position(f"jsonl:{folder}")["offset"]
+    position = orders.source_position(f"jsonl:{folder}")
+    assert position is not None
+    offset = position["offset"]
     assert offset == len(msg("c", None, {"id": 1, "v": "a"})) + 1
     with first.open("ab") as f:
         f.write(msg("c", None, {"id": 2, "v": "b"})[20:] + b"\n")

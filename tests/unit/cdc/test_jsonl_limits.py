@@ -35,7 +35,8 @@ def ids(cat: fl.Catalog) -> list[int]:
 
 
 def dead(cat: fl.Catalog) -> list[dict[str, Any]]:
-    return cat.load_table("ods._dead_letter").read().to_pylist()
+    rows: list[dict[str, Any]] = cat.load_table("ods._dead_letter").read().to_pylist()
+    return rows
 
 
 @pytest.mark.parametrize("newest", [True, False])

@@ -380,7 +380,7 @@ def test_malformed_schema_blocks(block: Any, pattern: str) -> None:
 
 
 def test_nested_struct_array_and_map() -> None:
-    fields = {
+    fields: dict[str, dict[str, Any]] = {
         "addr": {
             "type": "struct",
             "fields": [{"type": "int32", "name": "io.debezium.time.Date", "field": "since"}],

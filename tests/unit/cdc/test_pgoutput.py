@@ -54,6 +54,7 @@ def real(i: int) -> bytes:
 
 def test_real_begin_commit() -> None:
     begin = decode_message(real(0))
+    assert isinstance(begin, Begin)
     assert begin == Begin(final_lsn=0x1516798, commit_time=begin.commit_time, xid=726)
     assert pg_time(begin.commit_time).year >= 2024
     commit = decode_message(real(3))

@@ -55,7 +55,7 @@ def test_lookup_filter_map_and_rows(cat: fl.Catalog) -> None:
     )
     out: list[RowChange] = []
     op.output("out", to_rows("rows", stream), TestingSink(out))
-    run_main(flow)
+    run_main(flow)  # type: ignore[no-untyped-call]
     got = [(c.kind, c.row["oid"], c.row["amount"], c.row["city"]) for c in out]
     # order 2 drops below the filter on its update: its -U/+U pair becomes a -D
     assert got == [
@@ -82,7 +82,7 @@ def test_dedup_and_aggregate_into_lake(cat: fl.Catalog) -> None:
     unique = dedup("latest", stream, keys=["oid"], partitions=2)
     totals = aggregate("by_shop", unique, by=["shop"], aggs={"n": aggs.count(), "total": aggs.sum("amount")})
     lake_output("out", totals.changes, "dws.by_shop", catalog=cat)
-    run_main(flow, epoch_interval=dt.timedelta(0))
+    run_main(flow, epoch_interval=dt.timedelta(0))  # type: ignore[no-untyped-call]
     table = cat.load_table("dws.by_shop")
     assert sorted(table.read().to_pylist(), key=lambda r: r["shop"]) == [
         {"shop": 1, "n": 1, "total": 7},
@@ -103,7 +103,7 @@ def test_steps_report_records_lag_and_state_size_as_metrics(cat: fl.Catalog) -> 
     stream = lake_input("orders_in", flow, "ods.om", catalog=cat, stop="head")
     result = aggregate("per_shop", stream, by=["shop"], aggs={"n": aggs.count()})
     lake_output("out", result.changes, "dws.om", catalog=cat)
-    run_main(flow)
+    run_main(flow)  # type: ignore[no-untyped-call]
 
     def sample(name: str, **labels: str) -> float | None:
         return REGISTRY.get_sample_value(name, labels)

@@ -174,7 +174,7 @@ def test_consolidate_settles_identical_images_from_two_partitions(
     the output (a left join's null-padded row after its order moved shops): its ``-U`` may then
     arrive after its ``+U``. Keys whose changes cancel out keep their start state: left alone when the
     table holds it, or restored from a start-state lookup when a replay left the table elsewhere."""
-    before = {0: {"oid": 0, "k": 1, "x": "a"}, 1: {"oid": 1, "k": 1, "x": None}}
+    before: dict[int, dict[str, Any]] = {0: {"oid": 0, "k": 1, "x": "a"}, 1: {"oid": 1, "k": 1, "x": None}}
     table: dict[int, dict[str, Any]] = dict(before)
     route_of = {0: 0, 1: 1}
     changes: list[tuple[int, tuple[RowKind, dict[str, Any]]]] = []  # (partition, change)
@@ -267,7 +267,7 @@ def test_join_state_snapshots_as_its_pickle_and_resumes_identically() -> None:
 
     left = pa.schema([("oid", pa.int64()), ("k", pa.int32()), ("amount", pa.decimal128(12, 2)),
                       ("at", pa.timestamp("us", tz="UTC"))])  # fmt: skip
-    rows_in = [
+    rows_in: list[dict[str, Any]] = [
         {"oid": i, "k": i % 3, "amount": f"{i}.25", "at": 1_700_000_000_000_000 + i} for i in range(50)
     ]
     data = pa.Table.from_pylist([{**r, "amount": Decimal(r["amount"])} for r in rows_in], left)

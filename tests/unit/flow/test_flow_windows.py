@@ -114,7 +114,7 @@ def late_ids_with(partitions: int, batches: list[list[tuple[RowKind, dict[str, o
                     window=aggs.minutes(1, on="at", horizon="10m"), partitions=partitions)  # fmt: skip
     late: list[ChangeBatch] = []
     op.output("late", out.late, TestingSink(late))
-    run_main(flow)
+    run_main(flow)  # type: ignore[no-untyped-call]
     return sorted(i for b in late for i in b.data.column("id").to_pylist())
 
 

@@ -80,7 +80,7 @@ def test_missing_extra_and_wrong_typed_columns(orders: fl.LakeTable) -> None:
     ):
         orders.upsert(good.set_column(3, "qty", pa.array([2**40], pa.int64())))
     with pytest.raises(fl.SchemaMismatchError, match=r"expected a pyarrow Table"):
-        orders.upsert([{"order_id": 1}])  # type: ignore[arg-type]
+        orders.upsert([{"order_id": 1}])
     assert orders.version == 0  # nothing was committed
 
 
@@ -121,7 +121,7 @@ def test_bad_filters(orders: fl.LakeTable) -> None:
     with pytest.raises(fl.InvalidArgumentError, match=r"bad filter predicate"):
         orders.read(filter=[("qty", "~", 1)])
     with pytest.raises(fl.InvalidArgumentError, match=r"filter must be"):
-        orders.read(filter=["qty > 1"])  # type: ignore[list-item]
+        orders.read(filter=["qty > 1"])
 
 
 def test_filters_take_literals_of_any_comparable_type_and_name_bad_ones(orders: fl.LakeTable) -> None:

@@ -63,7 +63,7 @@ def test_only_files_with_a_hit_are_read(table: fl.LakeTable) -> None:
 )
 def test_bad_keys_get_a_clear_error(table: fl.LakeTable, keys: object, message: str) -> None:
     with pytest.raises(InvalidArgumentError, match=r"dws\.t") as info:
-        table.get(keys)  # type: ignore[arg-type]
+        table.get(keys)
     assert message in str(info.value)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from pathlib import Path
+from typing import TypedDict
 
 import pyarrow as pa
 import pytest
@@ -98,6 +99,15 @@ def test_every_spec_default_parses() -> None:
 # -- deciding what is due -------------------------------------------------------------------------
 
 
+class CompactionTrigger(TypedDict, total=False):
+    """The :class:`Backlog` fields one compaction trigger test raises to its limit."""
+
+    max_bucket_log_files: int
+    max_bucket_log_rows: int
+    log_bytes: int
+    oldest_log_age: float
+
+
 @pytest.mark.parametrize(
     ("change", "reason"),
     [
@@ -107,7 +117,7 @@ def test_every_spec_default_parses() -> None:
         ({"oldest_log_age": 600.0}, "the oldest log is 600s old (limit 600s)"),
     ],
 )
-def test_each_compaction_trigger(change: dict[str, float], reason: str) -> None:
+def test_each_compaction_trigger(change: CompactionTrigger, reason: str) -> None:
     below = dataclasses.replace(QUIET, log_files=1, max_bucket_log_files=1, oldest_log_age=1.0)
     assert due_jobs(MaintenancePolicy(), below, since_clean=1.0) == []
     (job,) = due_jobs(MaintenancePolicy(), dataclasses.replace(below, **change), since_clean=1.0)

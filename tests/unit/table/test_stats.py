@@ -58,7 +58,7 @@ def test_stats_round_trip() -> None:
     ],
 )
 def test_may_match(flt: list[object], expected: bool) -> None:
-    assert may_match(flt, read_stats(compute_stats(DATA)), DATA.num_rows) is expected  # type: ignore[arg-type]
+    assert may_match(flt, read_stats(compute_stats(DATA)), DATA.num_rows) is expected
 
 
 def test_all_null_column_never_matches_comparisons() -> None:
@@ -80,4 +80,4 @@ def test_malformed_filters() -> None:
     with pytest.raises(InvalidArgumentError):
         normalize_filter([("n", "like", 1)])
     with pytest.raises(InvalidArgumentError):
-        normalize_filter([("n", "=")])  # type: ignore[list-item]
+        normalize_filter([("n", "=")])
