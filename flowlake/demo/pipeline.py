@@ -377,6 +377,7 @@ def _table_services(catalog: Catalog, out: Console) -> Iterator[None]:
         services.stop()
         thread.join()
         jobs = services.results
+        out.print()  # the live table above ends without a newline
         out.print(
             f"table services: {sum(r.job == 'compact' and r.outcome == 'ok' for r in jobs)} compactions, "
             f"{sum(r.job == 'clean' and r.outcome == 'ok' for r in jobs)} cleans, "
