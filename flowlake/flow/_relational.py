@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -11,9 +12,10 @@ import pyarrow as pa
 
 from flowlake.changelog import KIND_COLUMN, SEQ_COLUMN, RowKind
 from flowlake.errors import InvalidArgumentError
+from flowlake.flow._joinside import JoinSide, key_columns, key_types, no_nulls, rows_equal, table_hash
 from flowlake.flow._snapshot import PickledSnapshot
 from flowlake.flow._stateform import from_state, to_state
-from flowlake.flow.batch import kinds_of
+from flowlake.flow.batch import kinds_of, weights
 
 log = logging.getLogger("flowlake.flow")
 
@@ -40,12 +42,7 @@ def _tuples(data: pa.Table, names: Sequence[str], keys: Sequence[str] = ()) -> l
 def _table(
     kinds: list[int], rows: list[tuple[Any, ...]], schema: pa.Schema, keys: Sequence[str] = ()
 ) -> pa.Table:
-    columns = list(zip(*rows, strict=True)) if rows else [() for _ in schema]
-    arrays = [
-        pa.array(list(c), f.type) if f.name in keys else from_state(list(c), f.type)
-        for c, f in zip(columns, schema, strict=True)
-    ]
-    table = pa.Table.from_arrays(arrays, schema=schema)
+    table = _rows_table(rows, schema, keys)
     return table.append_column(KIND_COLUMN, pa.array(kinds, pa.int8()))
 
 
@@ -60,12 +57,40 @@ def join_schema(left: pa.Schema, right: pa.Schema, on: Sequence[str]) -> pa.Sche
 
 
 class JoinState(PickledSnapshot):
-    """Both sides of a regular stream-stream join for one key partition, as multisets of rows."""
+    """Both sides of a regular stream-stream join for one key partition, as multisets of rows in Arrow.
+
+    A batch of one side's changes is folded at once: its changes are netted per identical row (each
+    row's changes applied in order from its count in the state, a retraction of a row that is not
+    live being dropped and counted in ``dropped_retractions``), and each row whose count changed is
+    joined with the live rows of the other side that have its key (see
+    :class:`~flowlake.flow._joinside.JoinSide`). The output is the joined rows' net changes, each with
+    the kind of its cause's last change (``+I``/``+U`` for a row added, ``-U``/``-D`` for one
+    retracted), in the order of those causes. NULL keys never match; right rows with a NULL key are
+    ignored. For a left join, a left row is null-padded while no right row has its key: the padded
+    rows are retracted (``-D``, first) when a key's right rows go from none to some in a batch, and
+    restored (``+I``, last) when they go back to none.
+    """
 
     def __init__(self) -> None:
-        self.left: dict[Any, dict[tuple[Any, ...], int]] = {}
-        self.right: dict[Any, dict[tuple[Any, ...], int]] = {}
+        self.sides: dict[str, JoinSide] = {}
+        self.key_types: list[pa.DataType] = []
         self.dropped_retractions = 0
+
+    def __len__(self) -> int:
+        """Live distinct rows held on both sides."""
+        return sum(len(side) for side in self.sides.values())
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if isinstance(state.get("left"), dict):  # pickled by the former per-row JoinState
+            state = {
+                "sides": {}, "key_types": [], "dropped_retractions": state.get("dropped_retractions", 0),
+                "legacy": {"left": state["left"], "right": state["right"]},
+            }  # fmt: skip
+        self.__dict__.update(state)
+
+    def side(self, name: Literal["left", "right"]) -> JoinSide | None:
+        """The state of one input (None before its first change)."""
+        return self.sides.get(name)
 
     def apply(
         self,
@@ -79,84 +104,225 @@ class JoinState(PickledSnapshot):
     ) -> pa.Table:
         """Fold one side's changes; returns the join's changes (``_kind`` kept from the cause)."""
         out_schema = join_schema(left_schema, right_schema, on)
-        schema = body_schema(left_schema if side == "left" else right_schema)
-        rows = _tuples(data, schema.names, on)
-        kinds = kinds_of(data).tolist()
-        key_idx = [schema.names.index(c) for c in on]
-        right_body = body_schema(right_schema)
-        right_keep = [i for i, n in enumerate(right_body.names) if n not in on]
-        nulls = (None,) * len(right_keep)
-        out = _Emitter()
-        for kind, row in zip(kinds, rows, strict=True):
-            key = tuple(row[i] for i in key_idx)
-            if side == "left":
-                self._left(out, kind, key, row, how, right_keep, nulls)
-            elif not any(v is None for v in key):
-                self._right(out, kind, key, row, how, right_keep, nulls)
-        return _table(out.kinds, out.rows, out_schema, on)
+        left, right = self._sides(body_schema(left_schema), body_schema(right_schema), on)
+        mine, other = (left, right) if side == "left" else (right, left)
+        body = _conform(data, mine.schema)
+        kinds = kinds_of(data)
+        keys = key_columns(body, on, self.key_types)
+        keyed = no_nulls(keys)
+        if side == "right" and not keyed.all():  # a right row with a NULL key never matches: ignored
+            body, keys, kinds = body.filter(keyed), keys.filter(keyed), kinds[keyed]
+            keyed = keyed[keyed]
+        if not body.num_rows:
+            return _joined(out_schema, on, [], left.schema.empty_table(), right.schema.empty_table())
+        key_hash = table_hash(keys.columns, body.num_rows)
+        net = self._net(mine, body, kinds)
+        changed = np.flatnonzero(net.delta)
+        rows = net.rows[changed]
+        change_keys, change_hash = keys.take(pa.array(rows)), key_hash[rows]
+        before = (
+            self._key_totals(mine, change_keys, change_hash) if side == "right" and how == "left" else None
+        )
+        self._store(mine, body, net, key_hash, keyed)
+        if side == "left":
+            out = self._from_left(out_schema, body, net, changed, keyed, other, how)
+        else:
+            out = self._from_right(out_schema, body, net, changed, other, before)
+        mine.compact()
+        return out
 
-    def _left(
-        self, out: _Emitter, kind: int, key: Any, row: tuple[Any, ...], how: JoinHow,
-        right_keep: list[int], nulls: tuple[None, ...],
-    ) -> None:  # fmt: skip
-        if not _update(self.left, key, row, kind in _ADDS):
-            self.dropped_retractions += 1
-            return
-        matches = None if any(v is None for v in key) else self.right.get(key)
-        if matches:
-            for r, n in matches.items():
-                out.emit(kind, row, tuple(r[i] for i in right_keep), n)
-        elif how == "left":
-            out.emit(kind, row, nulls, 1)
+    def _sides(self, left: pa.Schema, right: pa.Schema, on: Sequence[str]) -> tuple[JoinSide, JoinSide]:
+        types = key_types(left, right, on)
+        sides = []
+        for name, schema in (("left", left), ("right", right)):
+            state = self.sides.get(name)
+            if state is None:
+                state = self.sides[name] = JoinSide(schema, on)
+            elif state.schema != schema or types != self.key_types:
+                state.rehash(schema, types)
+            sides.append(state)
+        self.key_types = types
+        if "legacy" in self.__dict__:
+            self._adopt_legacy(*sides)
+        return sides[0], sides[1]
 
-    def _right(
-        self, out: _Emitter, kind: int, key: Any, row: tuple[Any, ...], how: JoinHow,
-        right_keep: list[int], nulls: tuple[None, ...],
-    ) -> None:  # fmt: skip
-        add = kind in _ADDS
-        before = sum(self.right.get(key, {}).values())
-        if not _update(self.right, key, row, add):
-            self.dropped_retractions += 1
-            return
-        lefts = self.left.get(key, {})
-        part = tuple(row[i] for i in right_keep)
-        if add and how == "left" and before == 0:
-            for lrow, n in lefts.items():
-                out.emit(RowKind.DELETE, lrow, nulls, n)
-        for lrow, n in lefts.items():
-            out.emit(kind, lrow, part, n)
-        if not add and how == "left" and before == 1:
-            for lrow, n in lefts.items():
-                out.emit(RowKind.INSERT, lrow, nulls, n)
+    def _adopt_legacy(self, left: JoinSide, right: JoinSide) -> None:
+        """Fold in the rows of a state pickled by the per-row JoinState (nothing is emitted)."""
+        legacy: dict[str, dict[Any, dict[tuple[Any, ...], int]]] = self.__dict__.pop("legacy")
+        for name, state in (("left", left), ("right", right)):
+            buckets = legacy[name].values()
+            rows = [row for bucket in buckets for row in bucket]
+            counts = np.array([n for bucket in buckets for n in bucket.values()], np.int64)
+            table = _rows_table(rows, state.schema, state.on)
+            keys = key_columns(table, state.on, self.key_types)
+            n = table.num_rows
+            state.add(
+                table, counts, table_hash(table.columns, n), table_hash(keys.columns, n), no_nulls(keys)
+            )
+
+    def _net(self, mine: JoinSide, body: pa.Table, kinds: np.ndarray) -> _Net:
+        """Net the batch per identical row, each row's changes applied in order from its stored count."""
+        n = body.num_rows
+        row_hash = table_hash(body.columns, n)
+        order, starts = _group_rows(body, row_hash)
+        firsts = np.flatnonzero(starts)
+        sizes = np.diff(np.append(firsts, n))
+        rows = order[firsts]  # each distinct row's first change
+        found = mine.find_rows(body.take(pa.array(rows)), row_hash[rows])
+        start = np.where(found >= 0, mine.count[np.maximum(found, 0)] if len(mine.count) else 0, 0)
+        w = weights(kinds)[order]
+        total = np.add.reduceat(w, firsts)
+        running = np.cumsum(w)
+        running -= np.repeat(running[firsts] - w[firsts], sizes)  # per row: the sum of its changes so far
+        lowest = np.minimum.reduceat(running, firsts)
+        drops = np.maximum(0, -(start + lowest))  # retractions that found no live row
+        self.dropped_retractions += int(drops.sum())
+        delta = total + drops
+        index = np.arange(n, dtype=np.int64)
+        last_add = np.maximum.reduceat(np.where(w > 0, index, -1), firsts)
+        first_retraction = np.minimum.reduceat(np.where(w > 0, n, index), firsts)
+        cause = order[np.clip(np.where(delta > 0, last_add, first_retraction), 0, n - 1)]
+        return _Net(rows, found, start, delta, kinds[cause], cause, row_hash)
+
+    @staticmethod
+    def _store(mine: JoinSide, body: pa.Table, net: _Net, key_hash: np.ndarray, keyed: np.ndarray) -> None:
+        exists = net.found >= 0
+        mine.count[net.found[exists]] = net.start[exists] + net.delta[exists]
+        new = net.rows[~exists & (net.delta > 0)]
+        counts = net.delta[~exists & (net.delta > 0)]
+        mine.add(body.take(pa.array(new)), counts, net.row_hash[new], key_hash[new], keyed[new])
+
+    def _key_totals(self, state: JoinSide, keys: pa.Table, hashes: np.ndarray) -> np.ndarray:
+        """Per key of ``keys``: how many live rows (with multiplicity) ``state`` holds with it."""
+        query, ids = state.find_keys(keys, hashes, self.key_types)
+        return np.bincount(query, weights=state.count[ids], minlength=keys.num_rows).astype(np.int64)
+
+    def _from_left(
+        self, out_schema: pa.Schema, body: pa.Table, net: _Net, changed: np.ndarray, keyed: np.ndarray,
+        right: JoinSide, how: JoinHow,
+    ) -> pa.Table:  # fmt: skip
+        """Left rows that changed, joined with the live right rows of their key (or null-padded)."""
+        rows, times = net.rows[changed], np.abs(net.delta[changed])
+        kinds, causes = net.kinds[changed], net.causes[changed]
+        matchable = np.flatnonzero(keyed[rows])
+        keys = key_columns(body.take(pa.array(rows[matchable])), right.on, self.key_types)
+        query, ids = right.find_keys(keys, table_hash(keys.columns, len(matchable)), self.key_types)
+        query = matchable[query]
+        parts = [(rows[query], ids, times[query] * right.count[ids], kinds[query], causes[query])]
+        if how == "left":
+            alone = np.ones(len(rows), dtype=bool)
+            alone[query] = False
+            parts.append(
+                (rows[alone], np.full(int(alone.sum()), -1), times[alone], kinds[alone], causes[alone])
+            )
+        return _joined(out_schema, right.on, parts, body, right.table())
+
+    def _from_right(
+        self, out_schema: pa.Schema, body: pa.Table, net: _Net, changed: np.ndarray, left: JoinSide,
+        before: np.ndarray | None,
+    ) -> pa.Table:  # fmt: skip
+        """Left rows of the changed right rows' keys, joined with them; for a left join, their null
+        padding retracted or restored where a key's right rows went from none to some or back."""
+        right = self.sides["right"]
+        rows, times = net.rows[changed], np.abs(net.delta[changed])
+        kinds, causes = net.kinds[changed], net.causes[changed]
+        keys = key_columns(body.take(pa.array(rows)), right.on, self.key_types)
+        hashes = table_hash(keys.columns, len(rows))
+        query, ids = left.find_keys(keys, hashes, self.key_types)
+        parts = [(ids, rows[query], times[query] * left.count[ids], kinds[query], causes[query])]
+        if before is not None and len(ids):
+            after = self._key_totals(right, keys, hashes)
+            lefts, first = np.unique(ids, return_index=True)
+            was, now = before[query[first]], after[query[first]]
+            none = np.full(len(lefts), -1)
+            for mask, kind, at in (((was == 0) & (now > 0), RowKind.DELETE, -1),
+                                   ((was > 0) & (now == 0), RowKind.INSERT, body.num_rows)):  # fmt: skip
+                k = int(mask.sum())
+                parts.append((lefts[mask], none[mask], left.count[lefts[mask]], np.full(k, kind, np.int8),
+                              np.full(k, at, np.int64)))  # fmt: skip
+        return _joined(out_schema, right.on, parts, left.table(), body)
 
 
-class _Emitter:
-    def __init__(self) -> None:
-        self.kinds: list[int] = []
-        self.rows: list[tuple[Any, ...]] = []
+@dataclass(frozen=True, slots=True)
+class _Net:
+    """A batch netted per distinct row: for each, its first change's index in the batch (``rows``), its
+    row id in the side's state (or -1), its count there before the batch (``start``), the net change of
+    that count (``delta``), and the kind and batch index of the change that caused the net change."""
 
-    def emit(self, kind: int, left_row: tuple[Any, ...], right_part: tuple[Any, ...], times: int) -> None:
-        for _ in range(times):
-            self.kinds.append(kind)
-            self.rows.append(left_row + right_part)
+    rows: np.ndarray
+    found: np.ndarray
+    start: np.ndarray
+    delta: np.ndarray
+    kinds: np.ndarray
+    causes: np.ndarray
+    row_hash: np.ndarray
 
 
-def _update(side: dict[Any, dict[tuple[Any, ...], int]], key: Any, row: tuple[Any, ...], add: bool) -> bool:
-    bucket = side.get(key)
-    if add:
-        if bucket is None:
-            bucket = side[key] = {}
-        bucket[row] = bucket.get(row, 0) + 1
-        return True
-    if bucket is None or row not in bucket:
-        return False
-    if bucket[row] == 1:
-        del bucket[row]
-        if not bucket:
-            del side[key]
+_Part = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+"""Joined changes: left row index, right row index (-1: NULL padding), times, kind, cause (order)."""
+
+
+def _joined(
+    out_schema: pa.Schema, on: Sequence[str], parts: list[_Part], lefts: pa.Table, rights: pa.Table
+) -> pa.Table:
+    """The joined changes of ``parts``, each repeated its number of times, in the order of their causes."""
+    if parts:
+        left_idx, right_idx, times, kinds, causes = (np.concatenate(p) for p in zip(*parts, strict=True))
     else:
-        bucket[row] -= 1
-    return True
+        left_idx = right_idx = times = causes = np.zeros(0, np.int64)
+        kinds = np.zeros(0, np.int8)
+    times = np.asarray(times, np.int64)
+    order = np.argsort(causes, kind="stable")
+    order = np.repeat(order, times[order])
+    right_at = np.asarray(right_idx, np.int64)[order]
+    left_part = lefts.take(pa.array(np.asarray(left_idx, np.int64)[order]))
+    extra = [n for n in rights.column_names if n not in on]
+    right_part = rights.select(extra).take(pa.array(right_at, pa.int64(), mask=right_at < 0))
+    columns = [*left_part.columns, *right_part.columns]
+    arrays = [c if c.type == f.type else c.cast(f.type) for c, f in zip(columns, out_schema, strict=True)]
+    arrays.append(pa.chunked_array([np.asarray(kinds, np.int8)[order]], pa.int8()))
+    return pa.Table.from_arrays(arrays, schema=out_schema.append(pa.field(KIND_COLUMN, pa.int8())))
+
+
+def _conform(data: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``data``'s columns of ``schema``, in its order and types (``_kind``/``_seq`` left out)."""
+    columns = [data.column(f.name) for f in schema]
+    columns = [c if c.type == f.type else c.cast(f.type) for c, f in zip(columns, schema, strict=True)]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _group_rows(body: pa.Table, row_hash: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """An order of the batch's changes in which identical rows are adjacent (each row's changes in
+    batch order), and where each distinct row starts in it."""
+    n = body.num_rows
+    order = np.lexsort((np.arange(n), row_hash))
+    hashes = row_hash[order]
+    starts = np.ones(n, dtype=bool)
+    starts[1:] = hashes[1:] != hashes[:-1]
+    repeats = np.flatnonzero(~starts)
+    if len(repeats):
+        same = rows_equal(body.take(pa.array(order[repeats])), body.take(pa.array(order[repeats - 1])))
+        if not same.all():  # two different rows with one hash in the batch: group by value instead
+            ids: dict[str, int] = {}
+            group = np.array([ids.setdefault(repr(tuple(r.values())), len(ids)) for r in body.to_pylist()])
+            order = np.lexsort((np.arange(n), group))
+            starts[0], starts[1:] = True, group[order][1:] != group[order][:-1]
+    return order, starts
+
+
+def _rows_table(rows: list[tuple[Any, ...]], schema: pa.Schema, keys: Sequence[str] = ()) -> pa.Table:
+    """Rows held as tuples in state form (``keys`` columns as plain Python values) as an Arrow table."""
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in schema]
+    arrays = []
+    for values, f in zip(columns, schema, strict=True):
+        if f.name in keys:
+            arrays.append(pa.array(list(values), f.type))
+            continue
+        try:
+            arrays.append(from_state(list(values), f.type))
+        except (pa.ArrowInvalid, pa.ArrowTypeError):  # pickled before state form: Python values
+            arrays.append(pa.array(list(values), f.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 class DedupState(PickledSnapshot):

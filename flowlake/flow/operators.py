@@ -278,7 +278,7 @@ def join(
         )  # fmt: skip
         count_records(step_id, "in", batch.data.num_rows)
         count_records(step_id, "out", out.num_rows)
-        sizes.update(state, len(state.left) + len(state.right))
+        sizes.update(state, len(state))
         return state, [batch.with_data(out)]
 
     return op.key_rm("unkey", op.stateful_flat_map("fold", values, fold))

@@ -1,0 +1,318 @@
+"""One side of the regular stream-stream join, in Arrow and numpy (no per-row Python, no bytewax).
+
+A side holds the distinct rows it has seen, each with its multiplicity (``count``; identical rows
+count, as in a multiset), in Arrow chunks addressed by a row id (the position over the chunks). A
+row whose count fell to 0 stays, dead, until the side is compacted (when dead rows outnumber live
+ones), so that a row that comes back is found again rather than stored twice. Per row id, numpy
+arrays hold the count, a 64-bit hash of the whole row (its identity: a retraction finds its row by
+it) and a hash of its join key in a common type (``int32`` and ``int64`` keys, or two decimal scales,
+hash alike). Two sorted indexes over those hashes answer "which rows may be this row / have this
+key" with a binary search; every candidate is then checked by comparing values, so a hash collision
+costs time, never a wrong answer. Rows whose key has a NULL are stored (a left row must be
+retractable) but left out of the key index: NULL keys never match.
+
+The indexes are merged with each batch's new rows (a sorted insert) and rebuilt, not pickled, after
+a resume.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from flowlake.errors import InvalidArgumentError
+from flowlake.flow.batch import _zero
+from flowlake.table.bucketing import _PRIME, _column_hash, _splitmix
+
+_NULL_HASH = np.uint64(0x6A09E667F3BCC908)
+"""The hash of a NULL value (mixed in where a column is NULL, so NULL and zero differ)."""
+_HASHABLE = (
+    pa.types.is_integer, pa.types.is_string, pa.types.is_large_string, pa.types.is_binary,
+    pa.types.is_large_binary, pa.types.is_temporal, pa.types.is_decimal,
+)  # fmt: skip
+_COMPARABLE = (*_HASHABLE, pa.types.is_floating, pa.types.is_boolean, pa.types.is_fixed_size_binary)
+_MAX_CHUNKS = 12
+
+
+def key_types(left: pa.Schema, right: pa.Schema, on: Sequence[str]) -> list[pa.DataType]:
+    """The type each join key column is compared in: the common type of its two sides.
+
+    >>> key_types(pa.schema([("k", pa.int32())]), pa.schema([("k", pa.int64())]), ["k"])
+    [DataType(int64)]
+    """
+    out: list[pa.DataType] = []
+    for name in on:
+        a, b = (_plain(s.field(name).type) for s in (left, right))
+        if a == b:
+            out.append(a)
+            continue
+        try:
+            unified = pa.unify_schemas(
+                [pa.schema([(name, a)]), pa.schema([(name, b)])], promote_options="permissive"
+            )
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+            raise InvalidArgumentError(
+                f"join: key column {name!r} is {a} on the left and {b} on the right, which have no common "
+                "type; cast one side with map_changes"
+            ) from exc
+        out.append(unified.field(name).type)
+    return out
+
+
+def _plain(type_: pa.DataType) -> pa.DataType:
+    return type_.value_type if pa.types.is_dictionary(type_) else type_
+
+
+def column_hash(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A uint64 per value: equal values (NULL with NULL, NaN with NaN, 0.0 with -0.0) hash alike.
+
+    Types without a vector hash (nested ones) hash to one value: correct, only less selective.
+    """
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
+    n = len(column)
+    type_ = column.type
+    if pa.types.is_floating(type_):
+        values = np.asarray(column.cast(pa.float64()).fill_null(0.0).to_numpy(zero_copy_only=False)) + 0.0
+        values[np.isnan(values)] = np.nan
+        hashes = _splitmix(values.view(np.uint64))
+    elif pa.types.is_boolean(type_):
+        hashes = _column_hash(pc.fill_null(column, False).cast(pa.int8()))
+    elif any(check(type_) for check in _HASHABLE):
+        zero = pa.scalar(Decimal(0), type_) if pa.types.is_decimal(type_) else _zero(type_)
+        filled = pc.fill_null(column, zero) if column.null_count else column
+        hashes = _column_hash(filled)
+    else:
+        return np.zeros(n, np.uint64)
+    if column.null_count:
+        nulls = np.asarray(column.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+        hashes = np.where(nulls, _NULL_HASH, hashes)
+    return np.asarray(hashes, np.uint64)
+
+
+def table_hash(columns: Sequence[pa.ChunkedArray | pa.Array], n: int) -> np.ndarray:
+    """A uint64 per row from the values of ``columns`` (see :func:`column_hash`)."""
+    result = np.zeros(n, np.uint64)
+    with np.errstate(over="ignore"):
+        for column in columns:
+            result = _splitmix(result * _PRIME ^ column_hash(column))
+    return result
+
+
+def values_equal(a: pa.ChunkedArray | pa.Array, b: pa.ChunkedArray | pa.Array, *, nulls: bool) -> np.ndarray:
+    """Whether ``a[i]`` equals ``b[i]``; NULL equals NULL only if ``nulls`` (NaN equals NaN if it does)."""
+    if len(a) == 0:
+        return np.zeros(0, dtype=bool)
+    type_ = _plain(a.type)
+    if not any(check(type_) for check in _COMPARABLE) or _plain(b.type) != type_:
+        pairs = zip(a.to_pylist(), b.to_pylist(), strict=True)
+        return np.array([x == y and (nulls or x is not None) for x, y in pairs], dtype=bool)
+    if pa.types.is_dictionary(a.type):
+        a = a.cast(type_)
+    if pa.types.is_dictionary(b.type):
+        b = b.cast(type_)
+    eq = pc.fill_null(pc.equal(a, b), False)
+    if nulls:
+        eq = pc.or_(eq, pc.and_(pc.is_null(a), pc.is_null(b)))
+        if pa.types.is_floating(type_):
+            eq = pc.or_(eq, pc.fill_null(pc.and_(pc.is_nan(a), pc.is_nan(b)), False))
+    return np.asarray(eq.to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def rows_equal(a: pa.Table, b: pa.Table) -> np.ndarray:
+    """Whether row ``i`` of ``a`` and of ``b`` (same columns) hold the same values (NULL = NULL)."""
+    eq = np.ones(a.num_rows, dtype=bool)
+    for x, y in zip(a.columns, b.columns, strict=True):
+        eq &= values_equal(x, y, nulls=True)
+    return eq
+
+
+def candidates(
+    sorted_hashes: np.ndarray, ids: np.ndarray, queries: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every (query index, id) whose hash equals the query's, from an index sorted by hash.
+
+    >>> index = np.array([1, 5, 5, 9], np.uint64), np.array([3, 0, 2, 1])
+    >>> q, i = candidates(*index, np.array([5, 7, 9], np.uint64))
+    >>> q.tolist(), i.tolist()
+    ([0, 0, 2], [0, 2, 1])
+    """
+    lo = np.searchsorted(sorted_hashes, queries, "left")
+    hi = np.searchsorted(sorted_hashes, queries, "right")
+    sizes = hi - lo
+    total = int(sizes.sum())
+    query = np.repeat(np.arange(len(queries), dtype=np.int64), sizes)
+    if not total:
+        return query, np.zeros(0, np.int64)
+    within = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    return query, np.asarray(ids[np.repeat(lo, sizes) + within], np.int64)
+
+
+def _merged(
+    sorted_hashes: np.ndarray, ids: np.ndarray, new_hashes: np.ndarray, new_ids: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    order = np.argsort(new_hashes, kind="stable")
+    at = np.searchsorted(sorted_hashes, new_hashes[order], "right")
+    return np.insert(sorted_hashes, at, new_hashes[order]), np.insert(ids, at, new_ids[order])
+
+
+class JoinSide:
+    """The distinct rows of one input of a join (one key partition), with counts and hash indexes.
+
+    Args:
+        schema: The side's columns (without ``_kind``/``_seq``).
+        on: The join key columns.
+    """
+
+    def __init__(self, schema: pa.Schema, on: Sequence[str]) -> None:
+        self.schema = schema
+        self.on = tuple(on)
+        self.chunks: list[pa.Table] = []
+        self.count = np.zeros(0, np.int64)
+        self.row_hash = np.zeros(0, np.uint64)
+        self.key_hash = np.zeros(0, np.uint64)
+        self.keyed = np.zeros(0, dtype=bool)
+        """Whether the row's key has no NULL (only those can match)."""
+        self._table: pa.Table | None = None
+        self._row_index: tuple[np.ndarray, np.ndarray] | None = None
+        self._key_index: tuple[np.ndarray, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        """Live distinct rows."""
+        return int(np.count_nonzero(self.count))
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.update(_table=None, _row_index=None, _key_index=None)  # rebuilt on first use
+        state["chunks"] = [self.table()] if len(self.chunks) > 1 else self.chunks
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    @property
+    def live(self) -> int:
+        """The multiset's size: live rows counted with their multiplicity."""
+        return int(self.count.sum())
+
+    def table(self) -> pa.Table:
+        """Every stored row (live or dead), in row-id order."""
+        if self._table is None:
+            self._table = pa.concat_tables(self.chunks) if self.chunks else self.schema.empty_table()
+        return self._table
+
+    def find_rows(self, rows: pa.Table, hashes: np.ndarray) -> np.ndarray:
+        """The row id of each of ``rows`` (distinct ones) in this side, or -1 where it has none."""
+        found = np.full(rows.num_rows, -1, np.int64)
+        if not len(self.count) or not rows.num_rows:
+            return found
+        if self._row_index is None:
+            order = np.argsort(self.row_hash, kind="stable")
+            self._row_index = (self.row_hash[order], order)
+        query, ids = candidates(self._row_index[0], self._row_index[1], hashes)
+        if len(ids):
+            same = rows_equal(rows.take(pa.array(query)), self.table().take(pa.array(ids)))
+            found[query[same]] = ids[same]
+        return found
+
+    def find_keys(
+        self, keys: pa.Table, hashes: np.ndarray, types: Sequence[pa.DataType]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Every (index into ``keys``, live row id) pair whose join keys are equal (NULLs never are).
+
+        ``keys`` holds the join key columns in ``types``, the common types of the two sides.
+        """
+        if not len(self.count) or not keys.num_rows:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        if self._key_index is None:
+            ids = np.flatnonzero(self.keyed)
+            order = np.argsort(self.key_hash[ids], kind="stable")
+            self._key_index = (self.key_hash[ids][order], ids[order])
+        query, ids = candidates(self._key_index[0], self._key_index[1], hashes)
+        alive = self.count[ids] > 0
+        query, ids = query[alive], ids[alive]
+        if not len(ids):
+            return query, ids
+        mine = self.table().take(pa.array(ids))
+        same = np.ones(len(ids), dtype=bool)
+        for name, type_, theirs in zip(self.on, types, keys.columns, strict=True):
+            column = mine.column(name)
+            same &= values_equal(theirs.take(pa.array(query)), column.cast(type_), nulls=False)
+        return query[same], ids[same]
+
+    def add(
+        self,
+        rows: pa.Table,
+        counts: np.ndarray,
+        row_hash: np.ndarray,
+        key_hash: np.ndarray,
+        keyed: np.ndarray,
+    ) -> None:
+        """Store new distinct rows (none of them already stored) with their counts."""
+        if not rows.num_rows:
+            return
+        first = len(self.count)
+        new_ids = np.arange(first, first + rows.num_rows, dtype=np.int64)
+        self.chunks.append(rows)
+        while len(self.chunks) > 1 and self.chunks[-1].num_rows * 2 >= self.chunks[-2].num_rows:
+            self.chunks[-2:] = [pa.concat_tables(self.chunks[-2:]).combine_chunks()]
+        if len(self.chunks) > _MAX_CHUNKS:
+            self.chunks = [pa.concat_tables(self.chunks).combine_chunks()]
+        self._table = None
+        self.count = np.concatenate([self.count, counts])
+        self.row_hash = np.concatenate([self.row_hash, row_hash])
+        self.key_hash = np.concatenate([self.key_hash, key_hash])
+        self.keyed = np.concatenate([self.keyed, keyed])
+        if self._row_index is not None:
+            self._row_index = _merged(*self._row_index, row_hash, new_ids)
+        if self._key_index is not None:
+            self._key_index = _merged(*self._key_index, key_hash[keyed], new_ids[keyed])
+
+    def compact(self) -> None:
+        """Drop dead rows once they outnumber the live ones (row ids change; indexes are rebuilt)."""
+        live = int(np.count_nonzero(self.count))
+        if len(self.count) - live <= max(1024, live):
+            return
+        alive = np.flatnonzero(self.count)
+        table = self.table().take(pa.array(alive))
+        self.chunks = [table] if table.num_rows else []
+        self._table = None
+        self.count = self.count[alive]
+        self.row_hash = self.row_hash[alive]
+        self.key_hash = self.key_hash[alive]
+        self.keyed = self.keyed[alive]
+        self._row_index = self._key_index = None
+
+    def rehash(self, schema: pa.Schema, types: Sequence[pa.DataType]) -> None:
+        """Take on a new schema or new key types (a flow rebuilt with other input types): cast the
+        stored rows and hash them again."""
+        table = self.table().cast(schema)
+        self.schema = schema
+        self.chunks = [table] if table.num_rows else []
+        self._table = None
+        self.row_hash = table_hash(table.columns, table.num_rows)
+        keys = key_columns(table, self.on, types)
+        self.key_hash = table_hash(keys.columns, table.num_rows)
+        self.keyed = no_nulls(keys)
+        self._row_index = self._key_index = None
+
+
+def key_columns(rows: pa.Table, on: Sequence[str], types: Sequence[pa.DataType]) -> pa.Table:
+    """The join key columns of ``rows`` in the types they are compared in."""
+    columns = [rows.column(name) for name in on]
+    columns = [c if c.type == t else c.cast(t) for c, t in zip(columns, types, strict=True)]
+    return pa.Table.from_arrays(columns, names=list(on))
+
+
+def no_nulls(keys: pa.Table) -> np.ndarray:
+    """Whether each row of ``keys`` has no NULL (a key with a NULL never matches)."""
+    keyed = np.ones(keys.num_rows, dtype=bool)
+    for column in keys.columns:
+        if column.null_count:
+            keyed &= ~np.asarray(column.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+    return keyed
