@@ -1,18 +1,20 @@
 """One side of the regular stream-stream join, in Arrow and numpy (no per-row Python, no bytewax).
 
-A side holds the distinct rows it has seen, each with its multiplicity (``count``; identical rows
-count, as in a multiset), in Arrow chunks addressed by a row id (the position over the chunks). A
-row whose count fell to 0 stays, dead, until the side is compacted (when dead rows outnumber live
-ones), so that a row that comes back is found again rather than stored twice. Per row id, numpy
-arrays hold the count, a 64-bit hash of the whole row (its identity: a retraction finds its row by
-it) and a hash of its join key in a common type (``int32`` and ``int64`` keys, or two decimal scales,
-hash alike). Two sorted indexes over those hashes answer "which rows may be this row / have this
-key" with a binary search; every candidate is then checked by comparing values, so a hash collision
-costs time, never a wrong answer. Rows whose key has a NULL are stored (a left row must be
-retractable) but left out of the key index: NULL keys never match.
+A side holds its rows in Arrow chunks addressed by a row id (the position over the chunks), each
+with its multiplicity (``count``; identical rows count, as in a multiset). A batch without
+retractions is appended as it comes, so a row may be stored more than once: its count is the sum
+over its copies. A row whose count fell to 0 stays, dead, until the side is compacted (when dead rows
+outnumber live ones). Per row id, numpy arrays hold the count and a 64-bit hash of its join key in a
+common type (``int32`` and ``int64`` keys, or two decimal scales, hash alike); a hash of the whole
+row (its identity: a retraction finds its row by it) is computed only once a retraction needs it, so
+an append-only input never pays for it. Sorted indexes over those hashes answer "which rows may be
+this row / have this key" with a binary search; every candidate is then checked by comparing values,
+so a hash collision costs time, never a wrong answer. Rows whose key has a NULL are stored (a left
+row must be retractable) but left out of the key index: NULL keys never match.
 
-The indexes are merged with each batch's new rows (a sorted insert) and rebuilt, not pickled, after
-a resume.
+Chunks are merged as they come so that there are few (a binary-counter scheme), and rows are taken
+chunk by chunk: a take over a chunked table would concatenate it first. The indexes are merged with
+each batch's new rows (a sorted insert) and rebuilt, not pickled, after a resume.
 """
 
 from __future__ import annotations
@@ -162,7 +164,7 @@ def _merged(
 
 
 class JoinSide:
-    """The distinct rows of one input of a join (one key partition), with counts and hash indexes.
+    """The rows of one input of a join (one key partition), with counts and hash indexes.
 
     Args:
         schema: The side's columns (without ``_kind``/``_seq``).
@@ -174,16 +176,17 @@ class JoinSide:
         self.on = tuple(on)
         self.chunks: list[pa.Table] = []
         self.count = np.zeros(0, np.int64)
-        self.row_hash = np.zeros(0, np.uint64)
         self.key_hash = np.zeros(0, np.uint64)
         self.keyed = np.zeros(0, dtype=bool)
         """Whether the row's key has no NULL (only those can match)."""
+        self.row_hash = np.zeros(0, np.uint64)
+        """Hashes of the first ``len(row_hash)`` rows: computed when a retraction first needs them."""
         self._table: pa.Table | None = None
         self._row_index: tuple[np.ndarray, np.ndarray] | None = None
         self._key_index: tuple[np.ndarray, np.ndarray] | None = None
 
     def __len__(self) -> int:
-        """Live distinct rows."""
+        """Live stored rows."""
         return int(np.count_nonzero(self.count))
 
     def __getstate__(self) -> dict[str, Any]:
@@ -195,30 +198,64 @@ class JoinSide:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
 
-    @property
-    def live(self) -> int:
-        """The multiset's size: live rows counted with their multiplicity."""
-        return int(self.count.sum())
-
     def table(self) -> pa.Table:
         """Every stored row (live or dead), in row-id order."""
         if self._table is None:
             self._table = pa.concat_tables(self.chunks) if self.chunks else self.schema.empty_table()
         return self._table
 
-    def find_rows(self, rows: pa.Table, hashes: np.ndarray) -> np.ndarray:
-        """The row id of each of ``rows`` (distinct ones) in this side, or -1 where it has none."""
-        found = np.full(rows.num_rows, -1, np.int64)
-        if not len(self.count) or not rows.num_rows:
-            return found
+    def take(self, ids: np.ndarray, columns: Sequence[str] | None = None) -> pa.Table:
+        """The stored rows ``ids`` (of ``columns``, default all), taken chunk by chunk (a take over a
+        chunked table would first concatenate it: a copy of the whole side per batch)."""
+        chunks = [c.select(list(columns)) for c in self.chunks] if columns is not None else self.chunks
+        if len(chunks) == 1:
+            return chunks[0].take(pa.array(ids, pa.int64()))
+        if not chunks:
+            return (
+                self.schema if columns is None else pa.schema([self.schema.field(c) for c in columns])
+            ).empty_table()
+        bounds = np.cumsum([0, *(c.num_rows for c in chunks)])
+        which = np.searchsorted(bounds, ids, "right") - 1
+        order = np.argsort(which, kind="stable")
+        ordered, chunk_of = ids[order], which[order]
+        cuts = np.searchsorted(chunk_of, np.arange(len(chunks) + 1))
+        parts = [
+            chunk.take(pa.array(ordered[cuts[i] : cuts[i + 1]] - bounds[i], pa.int64()))
+            for i, chunk in enumerate(chunks)
+            if cuts[i + 1] > cuts[i]
+        ]
+        if not parts:
+            return chunks[0].slice(0, 0)
+        taken = pa.concat_tables(parts).combine_chunks()
+        inverse = np.empty(len(order), np.int64)
+        inverse[order] = np.arange(len(order), dtype=np.int64)
+        return taken.take(pa.array(inverse))
+
+    def find_rows(self, rows: pa.Table, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Every (index into ``rows``, row id) pair of equal rows, sorted by index then row id.
+
+        A row may be stored more than once (an insert-only batch is appended without looking for its
+        rows): its count is the sum over its copies.
+        """
+        n = len(self.count)
+        if not n or not rows.num_rows:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        done = len(self.row_hash)
+        if done < n:  # hash the rows stored since the last retraction
+            fresh = self.table().slice(done)
+            fresh_hash = table_hash(fresh.columns, fresh.num_rows)
+            self.row_hash = np.concatenate([self.row_hash, fresh_hash])
+            if self._row_index is not None:
+                self._row_index = _merged(*self._row_index, fresh_hash, np.arange(done, n, dtype=np.int64))
         if self._row_index is None:
             order = np.argsort(self.row_hash, kind="stable")
             self._row_index = (self.row_hash[order], order)
         query, ids = candidates(self._row_index[0], self._row_index[1], hashes)
         if len(ids):
-            same = rows_equal(rows.take(pa.array(query)), self.table().take(pa.array(ids)))
-            found[query[same]] = ids[same]
-        return found
+            same = rows_equal(rows.take(pa.array(query)), self.take(ids))
+            query, ids = query[same], ids[same]
+        order = np.lexsort((ids, query))
+        return query[order], ids[order]
 
     def find_keys(
         self, keys: pa.Table, hashes: np.ndarray, types: Sequence[pa.DataType]
@@ -238,40 +275,43 @@ class JoinSide:
         query, ids = query[alive], ids[alive]
         if not len(ids):
             return query, ids
-        mine = self.table().take(pa.array(ids))
+        mine = self.take(ids, self.on)
         same = np.ones(len(ids), dtype=bool)
-        for name, type_, theirs in zip(self.on, types, keys.columns, strict=True):
-            column = mine.column(name)
+        for type_, theirs, column in zip(types, keys.columns, mine.columns, strict=True):
             same &= values_equal(theirs.take(pa.array(query)), column.cast(type_), nulls=False)
         return query[same], ids[same]
 
-    def add(
-        self,
-        rows: pa.Table,
-        counts: np.ndarray,
-        row_hash: np.ndarray,
-        key_hash: np.ndarray,
-        keyed: np.ndarray,
-    ) -> None:
-        """Store new distinct rows (none of them already stored) with their counts."""
+    def add(self, rows: pa.Table, counts: np.ndarray, key_hash: np.ndarray, keyed: np.ndarray) -> None:
+        """Store rows with their counts."""
         if not rows.num_rows:
             return
         first = len(self.count)
         new_ids = np.arange(first, first + rows.num_rows, dtype=np.int64)
-        self.chunks.append(rows)
+        self.chunks.append(rows.combine_chunks())
         while len(self.chunks) > 1 and self.chunks[-1].num_rows * 2 >= self.chunks[-2].num_rows:
             self.chunks[-2:] = [pa.concat_tables(self.chunks[-2:]).combine_chunks()]
         if len(self.chunks) > _MAX_CHUNKS:
             self.chunks = [pa.concat_tables(self.chunks).combine_chunks()]
         self._table = None
         self.count = np.concatenate([self.count, counts])
-        self.row_hash = np.concatenate([self.row_hash, row_hash])
         self.key_hash = np.concatenate([self.key_hash, key_hash])
         self.keyed = np.concatenate([self.keyed, keyed])
-        if self._row_index is not None:
-            self._row_index = _merged(*self._row_index, row_hash, new_ids)
         if self._key_index is not None:
             self._key_index = _merged(*self._key_index, key_hash[keyed], new_ids[keyed])
+
+    def retract(self, query: np.ndarray, ids: np.ndarray, times: np.ndarray) -> None:
+        """Take ``times[q]`` off the counts of the copies ``ids`` of row ``q`` (pairs sorted by ``q``,
+        as :meth:`find_rows` gives them; the copies hold at least that many)."""
+        counts = self.count[ids]
+        starts = np.ones(len(query), dtype=bool)
+        starts[1:] = query[1:] != query[:-1]
+        run = np.cumsum(counts)
+        before = (
+            run
+            - counts
+            - np.repeat((run - counts)[starts], np.diff(np.append(np.flatnonzero(starts), len(query))))
+        )
+        self.count[ids] = counts - np.clip(times[query] - before, 0, counts)
 
     def compact(self) -> None:
         """Drop dead rows once they outnumber the live ones (row ids change; indexes are rebuilt)."""
@@ -279,11 +319,11 @@ class JoinSide:
         if len(self.count) - live <= max(1024, live):
             return
         alive = np.flatnonzero(self.count)
-        table = self.table().take(pa.array(alive))
+        table = self.take(alive)
         self.chunks = [table] if table.num_rows else []
         self._table = None
         self.count = self.count[alive]
-        self.row_hash = self.row_hash[alive]
+        self.row_hash = self.row_hash[alive[alive < len(self.row_hash)]]
         self.key_hash = self.key_hash[alive]
         self.keyed = self.keyed[alive]
         self._row_index = self._key_index = None
@@ -295,7 +335,7 @@ class JoinSide:
         self.schema = schema
         self.chunks = [table] if table.num_rows else []
         self._table = None
-        self.row_hash = table_hash(table.columns, table.num_rows)
+        self.row_hash = np.zeros(0, np.uint64)
         keys = key_columns(table, self.on, types)
         self.key_hash = table_hash(keys.columns, table.num_rows)
         self.keyed = no_nulls(keys)

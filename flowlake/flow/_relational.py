@@ -114,20 +114,26 @@ class JoinState(PickledSnapshot):
             body, keys, kinds = body.filter(keyed), keys.filter(keyed), kinds[keyed]
             keyed = keyed[keyed]
         if not body.num_rows:
-            return _joined(out_schema, on, [], left.schema.empty_table(), right.schema.empty_table())
+            return _joined(
+                out_schema, [], _taker(left.schema.empty_table()), _taker(right.schema.empty_table())
+            )
         key_hash = table_hash(keys.columns, body.num_rows)
         net = self._net(mine, body, kinds)
         changed = np.flatnonzero(net.delta)
         rows = net.rows[changed]
-        change_keys, change_hash = keys.take(pa.array(rows)), key_hash[rows]
+        change = _Changed(
+            rows, np.abs(net.delta[changed]), net.kinds[changed], net.causes[changed],
+            keys if _is_range(rows, keys.num_rows) else keys.take(pa.array(rows)), key_hash[rows],
+            keyed[rows],
+        )  # fmt: skip
         before = (
-            self._key_totals(mine, change_keys, change_hash) if side == "right" and how == "left" else None
+            self._key_totals(mine, change.keys, change.hashes) if side == "right" and how == "left" else None
         )
         self._store(mine, body, net, key_hash, keyed)
         if side == "left":
-            out = self._from_left(out_schema, body, net, changed, keyed, other, how)
+            out = self._from_left(out_schema, body, change, other, how)
         else:
-            out = self._from_right(out_schema, body, net, changed, other, before)
+            out = self._from_right(out_schema, body, change, other, before)
         mine.compact()
         return out
 
@@ -155,22 +161,28 @@ class JoinState(PickledSnapshot):
             counts = np.array([n for bucket in buckets for n in bucket.values()], np.int64)
             table = _rows_table(rows, state.schema, state.on)
             keys = key_columns(table, state.on, self.key_types)
-            n = table.num_rows
-            state.add(
-                table, counts, table_hash(table.columns, n), table_hash(keys.columns, n), no_nulls(keys)
-            )
+            state.add(table, counts, table_hash(keys.columns, table.num_rows), no_nulls(keys))
 
     def _net(self, mine: JoinSide, body: pa.Table, kinds: np.ndarray) -> _Net:
-        """Net the batch per identical row, each row's changes applied in order from its stored count."""
+        """Net the batch per identical row, each row's changes applied in order from its stored count.
+
+        A batch without retractions needs no netting: each change adds a row (stored as it comes,
+        identical rows included, without looking for them in the state).
+        """
         n = body.num_rows
+        w = weights(kinds)
+        index = np.arange(n, dtype=np.int64)
+        if (w > 0).all():
+            none = np.zeros(0, np.int64)
+            return _Net(index, np.zeros(n, np.int64), np.ones(n, np.int64), kinds, index, none, none)
         row_hash = table_hash(body.columns, n)
         order, starts = _group_rows(body, row_hash)
         firsts = np.flatnonzero(starts)
         sizes = np.diff(np.append(firsts, n))
         rows = order[firsts]  # each distinct row's first change
-        found = mine.find_rows(body.take(pa.array(rows)), row_hash[rows])
-        start = np.where(found >= 0, mine.count[np.maximum(found, 0)] if len(mine.count) else 0, 0)
-        w = weights(kinds)[order]
+        query, ids = mine.find_rows(body.take(pa.array(rows)), row_hash[rows])
+        start = np.bincount(query, weights=mine.count[ids], minlength=len(rows)).astype(np.int64)
+        w = w[order]
         total = np.add.reduceat(w, firsts)
         running = np.cumsum(w)
         running -= np.repeat(running[firsts] - w[firsts], sizes)  # per row: the sum of its changes so far
@@ -178,19 +190,28 @@ class JoinState(PickledSnapshot):
         drops = np.maximum(0, -(start + lowest))  # retractions that found no live row
         self.dropped_retractions += int(drops.sum())
         delta = total + drops
-        index = np.arange(n, dtype=np.int64)
         last_add = np.maximum.reduceat(np.where(w > 0, index, -1), firsts)
         first_retraction = np.minimum.reduceat(np.where(w > 0, n, index), firsts)
         cause = order[np.clip(np.where(delta > 0, last_add, first_retraction), 0, n - 1)]
-        return _Net(rows, found, start, delta, kinds[cause], cause, row_hash)
+        return _Net(rows, start, delta, kinds[cause], cause, query, ids)
 
     @staticmethod
     def _store(mine: JoinSide, body: pa.Table, net: _Net, key_hash: np.ndarray, keyed: np.ndarray) -> None:
-        exists = net.found >= 0
-        mine.count[net.found[exists]] = net.start[exists] + net.delta[exists]
-        new = net.rows[~exists & (net.delta > 0)]
-        counts = net.delta[~exists & (net.delta > 0)]
-        mine.add(body.take(pa.array(new)), counts, net.row_hash[new], key_hash[new], keyed[new])
+        """Apply the net changes to the side's counts: retractions off a row's copies, additions onto
+        its first copy, or a new stored row."""
+        copies = np.zeros(len(net.rows), dtype=bool)
+        copies[net.query] = True
+        first = np.full(len(net.rows), -1, np.int64)
+        leads = np.ones(len(net.query), dtype=bool)
+        leads[1:] = net.query[1:] != net.query[:-1]
+        first[net.query[leads]] = net.ids[leads]  # the lowest row id of each row's copies
+        grow = copies & (net.delta > 0)
+        mine.count[first[grow]] += net.delta[grow]
+        shrinks = net.delta[net.query] < 0
+        mine.retract(net.query[shrinks], net.ids[shrinks], -net.delta)
+        new = ~copies & (net.delta > 0)
+        rows = net.rows[new]
+        mine.add(body.take(pa.array(rows)), net.delta[new], key_hash[rows], keyed[rows])
 
     def _key_totals(self, state: JoinSide, keys: pa.Table, hashes: np.ndarray) -> np.ndarray:
         """Per key of ``keys``: how many live rows (with multiplicity) ``state`` holds with it."""
@@ -198,15 +219,13 @@ class JoinState(PickledSnapshot):
         return np.bincount(query, weights=state.count[ids], minlength=keys.num_rows).astype(np.int64)
 
     def _from_left(
-        self, out_schema: pa.Schema, body: pa.Table, net: _Net, changed: np.ndarray, keyed: np.ndarray,
-        right: JoinSide, how: JoinHow,
-    ) -> pa.Table:  # fmt: skip
+        self, out_schema: pa.Schema, body: pa.Table, change: _Changed, right: JoinSide, how: JoinHow
+    ) -> pa.Table:
         """Left rows that changed, joined with the live right rows of their key (or null-padded)."""
-        rows, times = net.rows[changed], np.abs(net.delta[changed])
-        kinds, causes = net.kinds[changed], net.causes[changed]
-        matchable = np.flatnonzero(keyed[rows])
-        keys = key_columns(body.take(pa.array(rows[matchable])), right.on, self.key_types)
-        query, ids = right.find_keys(keys, table_hash(keys.columns, len(matchable)), self.key_types)
+        rows, times, kinds, causes = change.rows, change.times, change.kinds, change.causes
+        matchable = np.flatnonzero(change.keyed)
+        keys = change.keys if len(matchable) == len(rows) else change.keys.take(pa.array(matchable))
+        query, ids = right.find_keys(keys, change.hashes[matchable], self.key_types)
         query = matchable[query]
         parts = [(rows[query], ids, times[query] * right.count[ids], kinds[query], causes[query])]
         if how == "left":
@@ -215,23 +234,23 @@ class JoinState(PickledSnapshot):
             parts.append(
                 (rows[alone], np.full(int(alone.sum()), -1), times[alone], kinds[alone], causes[alone])
             )
-        return _joined(out_schema, right.on, parts, body, right.table())
+        return _joined(out_schema, parts, _taker(body), right.take)
 
     def _from_right(
-        self, out_schema: pa.Schema, body: pa.Table, net: _Net, changed: np.ndarray, left: JoinSide,
+        self,
+        out_schema: pa.Schema,
+        body: pa.Table,
+        change: _Changed,
+        left: JoinSide,
         before: np.ndarray | None,
-    ) -> pa.Table:  # fmt: skip
+    ) -> pa.Table:
         """Left rows of the changed right rows' keys, joined with them; for a left join, their null
         padding retracted or restored where a key's right rows went from none to some or back."""
-        right = self.sides["right"]
-        rows, times = net.rows[changed], np.abs(net.delta[changed])
-        kinds, causes = net.kinds[changed], net.causes[changed]
-        keys = key_columns(body.take(pa.array(rows)), right.on, self.key_types)
-        hashes = table_hash(keys.columns, len(rows))
-        query, ids = left.find_keys(keys, hashes, self.key_types)
+        rows, times, kinds, causes = change.rows, change.times, change.kinds, change.causes
+        query, ids = left.find_keys(change.keys, change.hashes, self.key_types)
         parts = [(ids, rows[query], times[query] * left.count[ids], kinds[query], causes[query])]
         if before is not None and len(ids):
-            after = self._key_totals(right, keys, hashes)
+            after = self._key_totals(self.sides["right"], change.keys, change.hashes)
             lefts, first = np.unique(ids, return_index=True)
             was, now = before[query[first]], after[query[first]]
             none = np.full(len(lefts), -1)
@@ -240,31 +259,56 @@ class JoinState(PickledSnapshot):
                 k = int(mask.sum())
                 parts.append((lefts[mask], none[mask], left.count[lefts[mask]], np.full(k, kind, np.int8),
                               np.full(k, at, np.int64)))  # fmt: skip
-        return _joined(out_schema, right.on, parts, left.table(), body)
+        return _joined(out_schema, parts, left.take, _taker(body))
+
+
+@dataclass(frozen=True, slots=True)
+class _Changed:
+    """The rows whose count a batch changed: batch index, how many times, kind and cause of the change,
+    and their join keys (in the common key types), key hashes and whether the key has no NULL."""
+
+    rows: np.ndarray
+    times: np.ndarray
+    kinds: np.ndarray
+    causes: np.ndarray
+    keys: pa.Table
+    hashes: np.ndarray
+    keyed: np.ndarray
 
 
 @dataclass(frozen=True, slots=True)
 class _Net:
     """A batch netted per distinct row: for each, its first change's index in the batch (``rows``), its
-    row id in the side's state (or -1), its count there before the batch (``start``), the net change of
-    that count (``delta``), and the kind and batch index of the change that caused the net change."""
+    count in the side's state before the batch (``start``), the net change of that count (``delta``),
+    and the kind and batch index of the change that caused the net change; and the (row, row id)
+    pairs of its stored copies (``query``, ``ids``)."""
 
     rows: np.ndarray
-    found: np.ndarray
     start: np.ndarray
     delta: np.ndarray
     kinds: np.ndarray
     causes: np.ndarray
-    row_hash: np.ndarray
+    query: np.ndarray
+    ids: np.ndarray
 
 
 _Part = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 """Joined changes: left row index, right row index (-1: NULL padding), times, kind, cause (order)."""
 
 
-def _joined(
-    out_schema: pa.Schema, on: Sequence[str], parts: list[_Part], lefts: pa.Table, rights: pa.Table
-) -> pa.Table:
+Taker = Callable[[np.ndarray, Sequence[str] | None], pa.Table]
+"""Rows by index (of some columns, default all): a batch's or a join side's (``JoinSide.take``)."""
+
+
+def _taker(table: pa.Table) -> Taker:
+    def take(ids: np.ndarray, columns: Sequence[str] | None = None) -> pa.Table:
+        chosen = table if columns is None else table.select(list(columns))
+        return chosen.take(pa.array(ids, pa.int64()))
+
+    return take
+
+
+def _joined(out_schema: pa.Schema, parts: list[_Part], lefts: Taker, rights: Taker) -> pa.Table:
     """The joined changes of ``parts``, each repeated its number of times, in the order of their causes."""
     if parts:
         left_idx, right_idx, times, kinds, causes = (np.concatenate(p) for p in zip(*parts, strict=True))
@@ -274,14 +318,23 @@ def _joined(
     times = np.asarray(times, np.int64)
     order = np.argsort(causes, kind="stable")
     order = np.repeat(order, times[order])
+    left_part = lefts(np.asarray(left_idx, np.int64)[order], None)
     right_at = np.asarray(right_idx, np.int64)[order]
-    left_part = lefts.take(pa.array(np.asarray(left_idx, np.int64)[order]))
-    extra = [n for n in rights.column_names if n not in on]
-    right_part = rights.select(extra).take(pa.array(right_at, pa.int64(), mask=right_at < 0))
+    padded = right_at < 0
+    extra = [f.name for f in out_schema][left_part.num_columns :]
+    right_part = rights(right_at[~padded], extra)
+    if padded.any():  # NULL padding: a take with NULL indices
+        spread = np.cumsum(~padded) - 1
+        right_part = right_part.take(pa.array(spread, pa.int64(), mask=padded))
     columns = [*left_part.columns, *right_part.columns]
     arrays = [c if c.type == f.type else c.cast(f.type) for c, f in zip(columns, out_schema, strict=True)]
     arrays.append(pa.chunked_array([np.asarray(kinds, np.int8)[order]], pa.int8()))
     return pa.Table.from_arrays(arrays, schema=out_schema.append(pa.field(KIND_COLUMN, pa.int8())))
+
+
+def _is_range(rows: np.ndarray, n: int) -> bool:
+    """Whether ``rows`` is ``0, 1, ..., n - 1``."""
+    return len(rows) == n and bool((rows == np.arange(n)).all())
 
 
 def _conform(data: pa.Table, schema: pa.Schema) -> pa.Table:
