@@ -39,6 +39,8 @@ _HASHABLE = (
 )  # fmt: skip
 _COMPARABLE = (*_HASHABLE, pa.types.is_floating, pa.types.is_boolean, pa.types.is_fixed_size_binary)
 _MAX_CHUNKS = 12
+_COMPACT_MIN = 1024
+"""Dead rows a side keeps at least before it is compacted."""
 
 
 def key_types(left: pa.Schema, right: pa.Schema, on: Sequence[str]) -> list[pa.DataType]:
@@ -316,7 +318,7 @@ class JoinSide:
     def compact(self) -> None:
         """Drop dead rows once they outnumber the live ones (row ids change; indexes are rebuilt)."""
         live = int(np.count_nonzero(self.count))
-        if len(self.count) - live <= max(1024, live):
+        if len(self.count) - live <= max(_COMPACT_MIN, live):
             return
         alive = np.flatnonzero(self.count)
         table = self.take(alive)

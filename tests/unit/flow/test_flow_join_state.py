@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, Literal
+from unittest import mock
 
 import numpy as np
 import pyarrow as pa
@@ -25,6 +26,7 @@ from hypothesis import strategies as st
 
 from flowlake.changelog import RowKind
 from flowlake.errors import InvalidArgumentError
+from flowlake.flow import _joinside
 from flowlake.flow._joinside import JoinSide
 from flowlake.flow._relational import JoinHow, JoinState
 from flowlake.flow._snapshot import thaw
@@ -138,6 +140,13 @@ def run_history(history: list[Batch], how: JoinHow, make: Callable[[], JoinState
 @given(history=batches())
 def test_join_state_matches_the_model(how: JoinHow, history: list[Batch]) -> None:
     run_history(history, how)
+
+
+@settings(max_examples=100, deadline=None)
+@given(history=batches())
+def test_join_state_matches_the_model_when_compacting_at_every_batch(history: list[Batch]) -> None:
+    with mock.patch.object(_joinside, "_COMPACT_MIN", 0):
+        run_history(history, "left")
 
 
 class _KeepsNoCounts(JoinState):
