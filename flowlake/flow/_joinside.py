@@ -13,7 +13,7 @@ so a hash collision costs time, never a wrong answer. Rows whose key has a NULL 
 row must be retractable) but left out of the key index: NULL keys never match.
 
 Chunks are merged as they come so that there are few (a binary-counter scheme), and rows are taken
-chunk by chunk: a take over a chunked table would concatenate it first. The indexes are merged with
+chunk by chunk when they are few (see :meth:`JoinSide.take`). The indexes are merged with
 each batch's new rows (a sorted insert) and rebuilt, not pickled, after a resume.
 """
 
@@ -207,15 +207,18 @@ class JoinSide:
         return self._table
 
     def take(self, ids: np.ndarray, columns: Sequence[str] | None = None) -> pa.Table:
-        """The stored rows ``ids`` (of ``columns``, default all), taken chunk by chunk (a take over a
-        chunked table would first concatenate it: a copy of the whole side per batch)."""
+        """The stored rows ``ids`` (of ``columns``, default all).
+
+        Arrow's take over a chunked table costs time in proportion to the whole table; for a few rows
+        of a large side they are taken chunk by chunk instead.
+        """
         chunks = [c.select(list(columns)) for c in self.chunks] if columns is not None else self.chunks
-        if len(chunks) == 1:
-            return chunks[0].take(pa.array(ids, pa.int64()))
         if not chunks:
             return (
                 self.schema if columns is None else pa.schema([self.schema.field(c) for c in columns])
             ).empty_table()
+        if len(chunks) == 1 or len(ids) * 8 >= len(self.count):
+            return pa.concat_tables(chunks).take(pa.array(ids, pa.int64()))
         bounds = np.cumsum([0, *(c.num_rows for c in chunks)])
         which = np.searchsorted(bounds, ids, "right") - 1
         order = np.argsort(which, kind="stable")

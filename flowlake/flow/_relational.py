@@ -77,7 +77,7 @@ class JoinState(PickledSnapshot):
         self.dropped_retractions = 0
 
     def __len__(self) -> int:
-        """Live distinct rows held on both sides."""
+        """Live stored rows on both sides (the state-size gauge)."""
         return sum(len(side) for side in self.sides.values())
 
     def __setstate__(self, state: dict[str, Any]) -> None:
