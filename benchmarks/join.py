@@ -123,7 +123,7 @@ def main() -> None:
     out: list[pa.Table] = []
     op.output("out", op.map("data", joined, lambda batch: batch.data), TestingSink(out))
     start = time.perf_counter()
-    run_main(flow)
+    run_main(flow)  # type: ignore[no-untyped-call]
     seconds = time.perf_counter() - start
     status = Path("/proc/self/status").read_text().splitlines()
     rss = next((int(line.split()[1]) for line in status if line.startswith("VmHWM:")), 0)

@@ -278,7 +278,7 @@ def test_join_state_snapshots_as_its_pickle_and_resumes_identically() -> None:
     kw: dict[str, Any] = {"on": ["k"], "how": "left", "left_schema": left, "right_schema": RIGHT}
     live = JoinState()
     live.apply("left", data, **kw)
-    snapshot = copy.deepcopy(live)
+    snapshot: object = copy.deepcopy(live)  # bytewax's snapshot: the state's pickle
     assert isinstance(snapshot, Frozen)
     resumed = thaw(pickle.loads(pickle.dumps(snapshot)))  # noqa: S301 - our own bytes
     assert isinstance(resumed, JoinState)
