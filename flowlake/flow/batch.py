@@ -8,6 +8,7 @@ reflects, ``{"table:ods.orders": 12}``. Operators carry positions from their inp
 
 from __future__ import annotations
 
+import decimal
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -126,7 +127,10 @@ def _zero(dtype: pa.DataType) -> pa.Scalar:
         return pa.scalar(b"", dtype)
     if pa.types.is_boolean(dtype):
         return pa.scalar(False)
-    return pa.scalar(0, pa.int64()).cast(dtype)
+    if pa.types.is_decimal(dtype):  # an int64 zero cannot cast to a decimal of < 19 + scale digits
+        return pa.scalar(decimal.Decimal(0), dtype)
+    storage = pa.int32() if getattr(dtype, "bit_width", 64) == 32 else pa.int64()  # date32, time32
+    return pa.scalar(0, storage).cast(dtype)
 
 
 def partition_ids(data: pa.Table, columns: Sequence[str], partitions: int) -> np.ndarray:
