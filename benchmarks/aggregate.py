@@ -233,17 +233,21 @@ def snapshot_costs(groups: int, changed: int, epochs: int, chunked: bool) -> dic
             "fold_ms_median": round(float(np.median(folds)) * 1000, 2),
             "resume_ms": round(resume_s * 1000, 1),
             "chunk_files": len(list(folder.iterdir())),
+            "peak_rss_mb": round(_proc_mb("VmHWM"), 1),
         }
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
 def snapshot_section(groups: int, changed: int, epochs: int) -> dict[str, Any]:
-    """(e): whole-pickle snapshots (before) against chunked snapshots (after)."""
-    return {
-        "whole_pickle": snapshot_costs(groups, changed, max(20, epochs // 10), chunked=False),
-        "chunked": snapshot_costs(groups, changed, epochs, chunked=True),
-    }
+    """(e): whole-pickle snapshots (before) against chunked snapshots (after), each in a subprocess."""
+    out = {}
+    for mode, n in (("whole_pickle", max(20, epochs // 10)), ("chunked", epochs)):
+        argv = [sys.executable, __file__, "--snapshot-mode", mode, "--snapshot-groups", str(groups),
+                "--snapshot-changes", str(changed), "--snapshot-epochs", str(n)]  # fmt: skip
+        done = subprocess.run(argv, capture_output=True, text=True, check=True)  # noqa: S603 - this script
+        out[mode] = json.loads(done.stdout)
+    return out
 
 
 def print_snapshots(snap: dict[str, Any]) -> None:
@@ -253,7 +257,8 @@ def print_snapshots(snap: dict[str, Any]) -> None:
             f"  (e) {mode:<12} {r['groups']:,} groups, {r['changes_per_epoch']:,} changes/epoch: snapshot "
             f"median {r['snapshot_ms_median']} ms / {r['snapshot_bytes_median']:,} B, p99 "
             f"{r['snapshot_ms_p99']} ms, max {r['snapshot_ms_max']} ms / {r['snapshot_bytes_max']:,} B; "
-            f"first {r['first_snapshot_ms']} ms; resume {r['resume_ms']} ms; fold {r['fold_ms_median']} ms"
+            f"first {r['first_snapshot_ms']} ms; resume {r['resume_ms']} ms; fold {r['fold_ms_median']} ms; "
+            f"peak RSS {r['peak_rss_mb']} MB"
         )
 
 
@@ -360,7 +365,13 @@ def main() -> None:
     parser.add_argument("--snapshot-groups", type=int, default=1_000_000)
     parser.add_argument("--snapshot-changes", type=int, default=1000, help="changes per epoch in (e)")
     parser.add_argument("--snapshot-epochs", type=int, default=300)
+    parser.add_argument("--snapshot-mode", choices=["whole_pickle", "chunked"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.snapshot_mode:
+        chunked = args.snapshot_mode == "chunked"
+        costs = snapshot_costs(args.snapshot_groups, args.snapshot_changes, args.snapshot_epochs, chunked)
+        print(json.dumps(costs))
+        return
     if args.rss_groups:
         print(json.dumps(rss_mode(args.rss_groups)))
         return
