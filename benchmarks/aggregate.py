@@ -234,7 +234,7 @@ def snapshot_costs(groups: int, changed: int, epochs: int, chunked: bool) -> dic
             "snapshot_bytes_max": int(max(sizes)),
             "fold_ms_median": round(float(np.median(folds)) * 1000, 2),
             "resume_ms": round(resume_s * 1000, 1),
-            "chunk_files": len(list(folder.iterdir())),
+            "chunk_files": len(list(folder.rglob("*.chunk"))),
             "peak_rss_mb": round(peak_mb, 1),
             "rss_before_state_mb": round(base_mb, 1),
         }
