@@ -21,6 +21,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from flowlake.errors import StorageError
+
 T = TypeVar("T")
 
 
@@ -149,7 +151,16 @@ class ChunkLog:
 
     def read(self, name: str) -> Records:
         """One chunk's records."""
-        records: Records = pickle.loads((self.folder / name).read_bytes())  # noqa: S301 - our own chunk
+        path = self.folder / name
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError as exc:
+            raise StorageError(
+                f"state chunk {str(path)!r} named by a bytewax snapshot is missing; resume with the state "
+                "folder the flow ran with (FLOWLAKE_STATE_DIR), visible to every worker, or start the "
+                "flow afresh from empty recovery partitions"
+            ) from exc
+        records: Records = pickle.loads(data)  # noqa: S301 - a chunk this flow wrote
         return records
 
     def _write(self, records: Records) -> tuple[str, int]:

@@ -12,10 +12,12 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flowlake.changelog import RowKind
+from flowlake.errors import StorageError
 from flowlake.flow import aggs
 from flowlake.flow._aggstate import AggregateState
 from flowlake.flow._snapshot import Frozen, thaw
@@ -181,3 +183,16 @@ def test_state_without_chunks_pickles_whole_as_before() -> None:
     state = AggregateState(["g"], SPEC, None)
     frozen = copy.deepcopy(state)
     assert isinstance(thaw(frozen), AggregateState)
+
+
+def test_a_missing_chunk_is_named_in_the_error(tmp_path: Path) -> None:
+    state = AggregateState(["g"], {"n": aggs.count()}, None)
+    state.keep_chunks(tmp_path)
+    state.apply(
+        from_rows([(RowKind.INSERT, {"g": 1, "v": 2})], pa.schema([("g", pa.int64()), ("v", pa.int64())]))
+    )
+    frozen = pickle.dumps(copy.deepcopy(state))
+    for chunk in tmp_path.rglob("*.chunk"):
+        chunk.unlink()
+    with pytest.raises(StorageError, match="named by a bytewax snapshot is missing"):
+        resumed(frozen, None)
