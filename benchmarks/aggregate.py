@@ -5,19 +5,26 @@
 both folding the same 1M changes (60% inserts; updates as a -U/+U pair that may move an order to
 another shop) into per-shop count/sum. (c) Peak RSS of a 1M-group state (a subprocess). (d) An
 incremental refresh: 10k changes folded into the state of a 10M-row input (and committed to the lake
-table), timed against a DuckDB full recompute of the same result from Parquet.
+table), timed against a DuckDB full recompute of the same result from Parquet. (e) What a snapshot
+costs per epoch (the time of bytewax's ``deepcopy`` plus its pickle, and the bytes written) for a
+1M-group state when 1k changes arrive per epoch: one pickle of the whole state (no state folder)
+against chunked snapshots (a state folder: only the changed groups are written), and the resume time.
 
     python benchmarks/aggregate.py [--changes 1000000] [--shops 500] [--rows 10000000] [--json out.json]
+    python benchmarks/aggregate.py --snapshots-only [--json out.json]   # just (e)
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime as dt
 import json
 import os
+import pickle
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -38,6 +45,7 @@ import flowlake as fl
 from flowlake.demo.workload import cents_to_decimal
 from flowlake.flow import aggs
 from flowlake.flow._aggstate import AggregateState
+from flowlake.flow._snapshot import thaw
 from flowlake.flow.batch import ChangeBatch
 from flowlake.flow.lake import consolidate
 from flowlake.flow.operators import aggregate
@@ -170,6 +178,93 @@ def rss_mode(groups: int) -> dict[str, Any]:
     }
 
 
+def _epoch_changes(rng: np.random.Generator, groups: int, changed: int) -> pa.Table:
+    """``changed`` changes: updates (-U/+U pairs) of random orders moving between random groups."""
+    pairs = changed // 2
+    old, new = rng.integers(0, groups, pairs), rng.integers(0, groups, pairs)
+    ids = np.empty(2 * pairs, np.int64)
+    ids[0::2], ids[1::2] = old, new
+    kinds = np.tile(np.array([1, 2], np.int8), pairs)
+    return to_arrow((ids, np.full(2 * pairs, 100, np.int64), kinds))
+
+
+def snapshot_costs(groups: int, changed: int, epochs: int, chunked: bool) -> dict[str, Any]:
+    """Per-epoch snapshot time and bytes of a ``groups``-group count/sum, ``changed`` changes an epoch."""
+    rng = np.random.default_rng(11)
+    base_mb = _proc_mb("VmRSS")
+    state = AggregateState(["shop_id"], {"n": aggs.count(), "gmv": aggs.sum("amount")}, None)
+    folder = Path(tempfile.mkdtemp(prefix="flowlake-chunks-"))
+    try:
+        if chunked:
+            state.keep_chunks(folder)
+        for start in range(0, groups, BATCH):  # four orders per group, so moves (almost) never empty one
+            ids = np.repeat(np.arange(start, min(groups, start + BATCH)), 4)
+            state.apply(to_arrow((ids, np.full(len(ids), 100, np.int64), np.zeros(len(ids), np.int8))))
+        t = time.perf_counter()
+        first = pickle.dumps(copy.deepcopy(state))
+        first_s = time.perf_counter() - t
+        first_bytes = len(first) + state.snapshot_bytes
+        times, sizes, folds = [], [], []
+        for _ in range(epochs):
+            batch = _epoch_changes(rng, groups, changed)
+            t = time.perf_counter()
+            state.apply(batch)
+            folds.append(time.perf_counter() - t)
+            written = state.snapshot_bytes
+            t = time.perf_counter()
+            blob = pickle.dumps(copy.deepcopy(state))  # what bytewax does at the end of each epoch
+            times.append(time.perf_counter() - t)
+            sizes.append(len(blob) + state.snapshot_bytes - written)
+        peak_mb = _proc_mb("VmHWM")  # before the resume, which holds a second copy of the state
+        t = time.perf_counter()
+        back = thaw(pickle.loads(blob))  # noqa: S301 - our own bytes
+        resume_s = time.perf_counter() - t
+        assert back is not None and back.groups == state.groups
+        ms = np.array(times) * 1000
+        return {
+            "groups": groups,
+            "changes_per_epoch": changed,
+            "epochs": epochs,
+            "first_snapshot_ms": round(first_s * 1000, 1),
+            "first_snapshot_bytes": first_bytes,
+            "snapshot_ms_median": round(float(np.median(ms)), 2),
+            "snapshot_ms_p99": round(float(np.percentile(ms, 99)), 2),
+            "snapshot_ms_max": round(float(ms.max()), 2),
+            "snapshot_bytes_median": int(np.median(sizes)),
+            "snapshot_bytes_max": int(max(sizes)),
+            "fold_ms_median": round(float(np.median(folds)) * 1000, 2),
+            "resume_ms": round(resume_s * 1000, 1),
+            "chunk_files": len(list(folder.rglob("*.chunk"))),
+            "peak_rss_mb": round(peak_mb, 1),
+            "rss_before_state_mb": round(base_mb, 1),
+        }
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def snapshot_section(groups: int, changed: int, epochs: int) -> dict[str, Any]:
+    """(e): whole-pickle snapshots (before) against chunked snapshots (after), each in a subprocess."""
+    out = {}
+    for mode, n in (("whole_pickle", max(20, epochs // 10)), ("chunked", epochs)):
+        argv = [sys.executable, __file__, "--snapshot-mode", mode, "--snapshot-groups", str(groups),
+                "--snapshot-changes", str(changed), "--snapshot-epochs", str(n)]  # fmt: skip
+        done = subprocess.run(argv, capture_output=True, text=True, check=True)  # noqa: S603 - this script
+        out[mode] = json.loads(done.stdout)
+    return out
+
+
+def print_snapshots(snap: dict[str, Any]) -> None:
+    """Print section (e)."""
+    for mode, r in snap.items():
+        print(
+            f"  (e) {mode:<12} {r['groups']:,} groups, {r['changes_per_epoch']:,} changes/epoch: snapshot "
+            f"median {r['snapshot_ms_median']} ms / {r['snapshot_bytes_median']:,} B, p99 "
+            f"{r['snapshot_ms_p99']} ms, max {r['snapshot_ms_max']} ms / {r['snapshot_bytes_max']:,} B; "
+            f"first {r['first_snapshot_ms']} ms; resume {r['resume_ms']} ms; fold {r['fold_ms_median']} ms; "
+            f"peak RSS {r['peak_rss_mb']} MB"
+        )
+
+
 def incremental(rows: int, shops: int, seed: int) -> dict[str, Any]:
     """10k changes into the state of a ``rows``-row DWS input vs a DuckDB recompute from Parquet."""
     rng = np.random.default_rng(seed)
@@ -269,9 +364,28 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="best of N runs for (a) and (b)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--rss-groups", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--snapshots-only", action="store_true", help="run only (e), the snapshot costs")
+    parser.add_argument("--snapshot-groups", type=int, default=1_000_000)
+    parser.add_argument("--snapshot-changes", type=int, default=1000, help="changes per epoch in (e)")
+    parser.add_argument("--snapshot-epochs", type=int, default=300)
+    parser.add_argument("--snapshot-mode", choices=["whole_pickle", "chunked"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.snapshot_mode:
+        chunked = args.snapshot_mode == "chunked"
+        costs = snapshot_costs(args.snapshot_groups, args.snapshot_changes, args.snapshot_epochs, chunked)
+        print(json.dumps(costs))
+        return
     if args.rss_groups:
         print(json.dumps(rss_mode(args.rss_groups)))
+        return
+    snap = snapshot_section(args.snapshot_groups, args.snapshot_changes, args.snapshot_epochs)
+    if args.snapshots_only:
+        print(
+            f"snapshot costs on {platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}"
+        )
+        print_snapshots(snap)
+        if args.json:
+            args.json.write_text(json.dumps({"snapshots": snap}, indent=2))
         return
     raw = changes(args.changes, args.shops, args.seed)
     arrow = [to_arrow(b) for b in raw]
@@ -298,6 +412,7 @@ def main() -> None:
         "speedup": round(bw_s / fl_s, 2),
         "state_1m_groups": rss,
         "incremental": inc,
+        "snapshots": snap,
     }
     rows = [
         ("(a) flowlake aggregate, 10k-row Arrow batches", f"{figures['flowlake_changes_per_s']:,} changes/s"),
@@ -329,6 +444,7 @@ def main() -> None:
     print(f"aggregate benchmark on {figures['machine']}")
     for name, value in rows:
         print(f"  {name:<{width}}  {value}")
+    print_snapshots(snap)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
 

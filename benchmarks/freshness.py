@@ -18,6 +18,9 @@ transaction that arrived since the last one, so a row changed twice in that wind
 image (as in any upsert table); only images that became visible are timed. p50/p99 per layer are printed.
 
 Run: ``python benchmarks/freshness.py [--rates 1000,5000] [--seconds 60] [--json out.json]``.
+``--initial 20000,1000000`` sweeps the initial orders (the state the flows hold; figures of a
+non-default size are prefixed ``initial_N_``); ``--chunks`` gives the dataflows a state folder
+(``FLOWLAKE_STATE_DIR``), so the aggregates snapshot only what changed.
 """
 
 from __future__ import annotations
@@ -247,13 +250,17 @@ def pct(values: list[float], q: float) -> float:
 
 
 def run_rate(server_port: int, rate: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    """Run the pipeline at one write rate and return its figures."""
-    work = tmp / f"rate-{rate}"
+    """Run the pipeline at one write rate (and ``args.initial`` initial orders); return its figures."""
+    work = tmp / f"rate-{rate}-initial-{args.initial}"
     work.mkdir()
-    db = f"shop_{rate}"
+    db = f"shop_{rate}_{args.initial}"
     prepare_source(server_port, db, args.initial)
     env = {**os.environ, "FLOWLAKE_CATALOG": f"sqlite:///{work / 'catalog.db'}",
            "FLOWLAKE_WAREHOUSE": (work / "wh").as_uri(), "FLOWLAKE_FLOW_POLL": str(args.poll)}  # fmt: skip
+    if args.chunks:
+        env["FLOWLAKE_STATE_DIR"] = str(work / "chunks")
+    else:
+        env.pop("FLOWLAKE_STATE_DIR", None)
     exe = str(Path(sys.executable).with_name("flowlake"))
     procs: list[subprocess.Popen[bytes]] = []
     logs = [work / "ingest.log", *(work / f"{f}.log" for f in FLOWS)]
@@ -269,7 +276,7 @@ def run_rate(server_port: int, rate: int, args: argparse.Namespace, tmp: Path) -
                 return False
             return bool(cat.load_table("ods.orders").read(columns=["order_id"]).num_rows == args.initial)
 
-        _wait(loaded, 120, "the initial snapshot in ODS", logs)
+        _wait(loaded, 120 + args.initial / 2000, "the initial snapshot in ODS", logs)
         for flow, log in zip(FLOWS, logs[1:], strict=True):
             recovery = work / "recovery" / flow
             recovery.mkdir(parents=True)
@@ -277,7 +284,8 @@ def run_rate(server_port: int, rate: int, args: argparse.Namespace, tmp: Path) -
             argv = [sys.executable, "-m", "flowlake.flow.runner", f"dataflows/{flow}.py:flow",
                     "-r", str(recovery), "-s", str(args.snapshot_interval), "-b", "0"]  # fmt: skip
             procs.append(_start(argv, env, log))
-        _wait(lambda: _caught_up(cat), 120, "the dataflows to catch up with the initial load", logs)
+        catch_up = 120 + args.initial / 2000
+        _wait(lambda: _caught_up(cat), catch_up, "the dataflows to catch up with the initial load", logs)
         start_version = cat.load_table("ods.orders").refresh().version
         out = work / "committed.json"
         subprocess.run(  # noqa: S603 - our own script
@@ -332,7 +340,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rates", type=lambda s: [int(x) for x in s.split(",")], default=[1000, 5000])
     parser.add_argument("--seconds", type=float, default=60.0)
-    parser.add_argument("--initial", type=int, default=20_000, help="orders in the source before timing")
+    parser.add_argument("--initial", type=lambda s: [int(x) for x in s.split(",")], default=[20_000],
+                        help="orders in the source before timing (a comma list sweeps)")  # fmt: skip
+    parser.add_argument("--chunks", action="store_true", help="chunked snapshots (a state folder)")
     parser.add_argument("--snapshot-interval", type=float, default=0.5, help="bytewax epoch/snapshot (s)")
     parser.add_argument("--poll", type=float, default=0.1, help="lake source poll interval (s)")
     parser.add_argument("--max-latency-ms", type=int, default=100, help="ingester commit latency bound")
@@ -348,10 +358,17 @@ def main() -> None:
         "seconds_per_rate": args.seconds,
         "bytewax_snapshot_interval_s": args.snapshot_interval,
         "ingest_max_latency_ms": args.max_latency_ms,
+        "chunked_snapshots": args.chunks,
+        "load_average_1m": round(os.getloadavg()[0], 2),
     }
+    sweep = list(args.initial)
     with running_mariadb(tmp) as server:
-        for rate in args.rates:
-            figures.update(run_rate(server.port, rate, args, tmp))
+        for initial in sweep:
+            args.initial = initial
+            prefix = "" if initial == 20_000 else f"initial_{initial}_"
+            for rate in args.rates:
+                result = run_rate(server.port, rate, args, tmp)
+                figures.update({prefix + k: v for k, v in result.items()})
     report(figures, args.json)
 
 

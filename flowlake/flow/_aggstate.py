@@ -12,8 +12,10 @@ from __future__ import annotations
 import builtins
 import datetime as dt
 import logging
+import pickle
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,7 +24,7 @@ import pyarrow.compute as pc
 
 from flowlake.changelog import KIND_COLUMN, SEQ_COLUMN, RowKind
 from flowlake.errors import InvalidArgumentError
-from flowlake.flow._snapshot import PickledSnapshot
+from flowlake.flow._snapshot import ChunkLog, Frozen, Manifest, PickledSnapshot, Records
 from flowlake.flow._stateform import from_state, to_state
 from flowlake.flow.aggs import ADDITIVE, Agg, Condition, Window
 from flowlake.flow.batch import kinds_of, weights
@@ -180,6 +182,9 @@ class AggregateState(PickledSnapshot):
         self.late_changes = 0
         self.schema: pa.Schema | None = None
         self._capacity = 0
+        self._log: ChunkLog | None = None
+        self._dirty = np.zeros(0, dtype=bool)
+        self._gone: set[Any] = set()
 
     def configure(self, by: Sequence[str], aggs: Mapping[str, Agg], window: Window | None) -> None:
         """Re-attach the configuration (it is not part of the pickled state: callables may not pickle)."""
@@ -188,7 +193,77 @@ class AggregateState(PickledSnapshot):
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["aggs"] = {}
+        state["_log"], state["_dirty"], state["_gone"] = None, np.zeros(0, dtype=bool), set()
         return state
+
+    # -- snapshots ------------------------------------------------------------------------------
+
+    def keep_chunks(self, root: Path) -> None:
+        """Snapshot from now on as chunk files under ``root`` (see :class:`ChunkLog`), not one pickle.
+
+        The first snapshot writes every group; each later one only the groups changed since.
+        """
+        if self._log is not None:
+            return
+        self._log = ChunkLog.create(root)
+        self._dirty = np.zeros(self._capacity, dtype=bool)
+        self._dirty[: len(self.keys)] = True
+        self._gone = set()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Frozen:
+        if self._log is None:
+            return super().__deepcopy__(memo)
+        manifest = self._log.append(self._changed_records())
+        return Frozen(pickle.dumps(_Chunked(manifest, self._scalars()), protocol=pickle.HIGHEST_PROTOCOL))
+
+    @property
+    def snapshot_bytes(self) -> int:
+        """Chunk bytes written by snapshots so far (0 without a chunk log)."""
+        return 0 if self._log is None else self._log.bytes_written
+
+    def _scalars(self) -> dict[str, Any]:
+        return {
+            "by": self.by, "window": self.window, "max_event": self.max_event, "schema": self.schema,
+            "dropped_retractions": self.dropped_retractions, "late_changes": self.late_changes,
+            "dtypes": {n: a.dtype for n, a in self.sums.items()}, "counters": list(self.counters),
+            "slots": len(self.keys), "free": list(self.free),
+        }  # fmt: skip
+
+    def _records(self, gids: np.ndarray, live: bool = True) -> Records:
+        records: Records = {"keys": [self.keys[g] for g in gids.tolist()], "live": np.full(len(gids), live),
+                            "rows": self.rows[gids], "gid": gids}  # fmt: skip
+        for name in self.sums:
+            records[f"s:{name}"], records[f"n:{name}"] = self.sums[name][gids], self.nonnull[name][gids]
+        for name, counters in self.counters.items():
+            records[f"c:{name}"] = [counters[g] for g in gids.tolist()]
+        return records
+
+    def _changed_records(self) -> Records:
+        """The groups changed since the last snapshot, and tombstones for those gone; resets both."""
+        dirty = np.flatnonzero(self._dirty)
+        dirty = dirty[np.fromiter((self.keys[g] is not None for g in dirty.tolist()), bool, len(dirty))]
+        records = self._records(dirty)
+        gone = [key for key in self._gone if key not in self.index]
+        if gone:
+            dead: Records = {
+                "keys": gone,
+                "live": np.zeros(len(gone), bool),
+                "rows": np.zeros(len(gone), np.int64),
+                "gid": np.zeros(len(gone), np.int64),
+            }
+            for name in self.sums:
+                dtype = self.sums[name].dtype
+                dead[f"s:{name}"], dead[f"n:{name}"] = (
+                    np.zeros(len(gone), dtype),
+                    np.zeros(len(gone), np.int64),
+                )
+            for name in self.counters:
+                dead[f"c:{name}"] = [None] * len(gone)
+            records = {n: (np.concatenate([dead[n], v]) if isinstance(v, np.ndarray) else [*dead[n], *v])
+                       for n, v in records.items()}  # fmt: skip
+        self._dirty[:] = False
+        self._gone = set()
+        return records
 
     # -- layout ---------------------------------------------------------------------------------
 
@@ -224,6 +299,8 @@ class AggregateState(PickledSnapshot):
         cap = builtins.max(need, 2 * self._capacity, 64)
         extra = cap - self._capacity
         self.rows = np.concatenate([self.rows, np.zeros(extra, dtype=np.int64)])
+        if self._log is not None:
+            self._dirty = np.concatenate([self._dirty, np.zeros(extra, dtype=bool)])
         for name in self.sums:
             self.sums[name] = np.concatenate([self.sums[name], np.zeros(extra, self.sums[name].dtype)])
             self.nonnull[name] = np.concatenate([self.nonnull[name], np.zeros(extra, np.int64)])
@@ -249,6 +326,8 @@ class AggregateState(PickledSnapshot):
     def _release(self, gid: int) -> None:
         key = self.keys[gid]
         del self.index[key]
+        if self._log is not None:
+            self._gone.add(key)
         self.keys[gid] = None
         self.rows[gid] = 0
         for name in self.sums:
@@ -402,6 +481,8 @@ class AggregateState(PickledSnapshot):
                 np.add.at(self.sums[name], gids[keep], grouped.column(f"_s_{name}_sum").to_numpy()[keep])
         self._fold_counters(data, w, touched[underflow])
         rows_after = self.rows[touched].copy()
+        if self._log is not None:
+            self._dirty[touched] = True
         after = self._results(touched)
         out = self._emit(touched, rows_before, rows_after, before, after, out_schema)
         for gid in touched[rows_after <= 0].tolist():
@@ -559,6 +640,48 @@ class AggregateState(PickledSnapshot):
                     array = pc.fill_null(array, pa.scalar(agg.default).cast(dtype))
                 arrays.append(array)
         return pa.Table.from_arrays(arrays, schema=schema)
+
+
+class _Chunked:
+    """A chunked snapshot: unpickling it (:func:`~flowlake.flow._snapshot.thaw`) rebuilds the state."""
+
+    def __init__(self, manifest: Manifest, scalars: dict[str, Any]) -> None:
+        self.manifest, self.scalars = manifest, scalars
+
+    def __reduce__(self) -> tuple[Any, tuple[Manifest, dict[str, Any]]]:
+        return restore_chunked, (self.manifest, self.scalars)
+
+
+def restore_chunked(manifest: Manifest, scalars: dict[str, Any]) -> AggregateState:
+    """The state a chunked snapshot describes, its chunk log continuing from that snapshot."""
+    state = AggregateState(scalars["by"], {}, scalars["window"])
+    log = ChunkLog(manifest)
+    records = log.load()
+    n = scalars["slots"]
+    gids = np.asarray(records.get("gid", np.zeros(0, np.int64)), dtype=np.int64)
+    state.schema, state.max_event = scalars["schema"], scalars["max_event"]
+    state.dropped_retractions, state.late_changes = scalars["dropped_retractions"], scalars["late_changes"]
+    state.keys, state.free = [None] * n, list(scalars["free"])
+    for gid, key in zip(gids.tolist(), records["keys"], strict=True):
+        state.keys[gid] = key
+    state.index = dict(zip(records["keys"], gids.tolist(), strict=True))
+    state.rows = np.zeros(n, np.int64)
+    state.rows[gids] = records.get("rows", 0)
+    for name, dtype in scalars["dtypes"].items():
+        state.sums[name], state.nonnull[name] = np.zeros(n, dtype), np.zeros(n, np.int64)
+        state.sums[name][gids] = records.get(f"s:{name}", 0)
+        state.nonnull[name][gids] = records.get(f"n:{name}", 0)
+    for name in scalars["counters"]:
+        counters: list[dict[Any, int] | None] = [None] * n
+        for gid, counter in zip(gids.tolist(), records.get(f"c:{name}", []), strict=True):
+            counters[gid] = counter
+        state.counters[name] = counters
+    state._capacity = n
+    if state.window is not None:
+        for gid, key in zip(gids.tolist(), records["keys"], strict=True):
+            state.window_groups.setdefault(_window_of(key), set()).add(gid)
+    state._log, state._dirty = log, np.zeros(n, dtype=bool)
+    return state
 
 
 def _iso(us: int) -> str:

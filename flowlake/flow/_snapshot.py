@@ -11,8 +11,17 @@ pickle, taken in C in one pass (and immutable, which is all a snapshot needs). O
 
 from __future__ import annotations
 
+import os
 import pickle
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
+
+import numpy as np
+
+from flowlake.errors import StorageError
 
 T = TypeVar("T")
 
@@ -49,3 +58,142 @@ def thaw(state: T | Frozen | None) -> T | None:
         thawed: T = state.thaw()
         return thawed
     return state
+
+
+STATE_DIR_ENV = "FLOWLAKE_STATE_DIR"
+"""Environment variable naming the folder where keyed state keeps its chunk files (see :class:`ChunkLog`)."""
+
+RETAIN_SNAPSHOTS = 32
+"""Snapshots a chunk outlives its last manifest: how far back (in snapshots of one key) a resume may go."""
+
+
+def state_dir(given: str | os.PathLike[str] | None) -> Path | None:
+    """The chunk folder for keyed state: ``given``, else ``$FLOWLAKE_STATE_DIR``, else None (none)."""
+    value = given if given is not None else os.environ.get(STATE_DIR_ENV) or None
+    return None if value is None else Path(value)
+
+
+Records = dict[str, Any]
+"""One chunk: ``keys`` (a list), ``live`` (bool array; False is a tombstone) and named columns
+(numpy arrays or lists), all of one length; a later record of a key replaces an earlier one."""
+
+
+def merge_records(chunks: Sequence[Records], *, drop_dead: bool) -> Records:
+    """The records of ``chunks`` (oldest first) with each key's last record, tombstones kept unless
+    ``drop_dead``.
+
+    >>> old = {"keys": ["a", "b"], "live": np.array([True, True]), "n": np.array([1, 2])}
+    >>> new = {"keys": ["b", "a"], "live": np.array([True, False]), "n": np.array([5, 0])}
+    >>> merged = merge_records([old, new], drop_dead=True)
+    >>> merged["keys"], merged["n"].tolist()
+    (['b'], [5])
+    """
+    keys = [k for chunk in chunks for k in chunk["keys"]]
+    last = {k: i for i, k in enumerate(keys)}
+    take = np.fromiter(last.values(), dtype=np.int64, count=len(last))
+    live = np.concatenate([c["live"] for c in chunks]) if chunks else np.zeros(0, bool)
+    if drop_dead:
+        take = take[live[take]]
+    out: Records = {"keys": [keys[i] for i in take.tolist()], "live": live[take]}
+    for name in chunks[0] if chunks else ():
+        if name in ("keys", "live"):
+            continue
+        parts = [c[name] for c in chunks]
+        if isinstance(parts[0], np.ndarray):
+            out[name] = np.concatenate(parts)[take]
+        else:
+            joined = [v for part in parts for v in part]
+            out[name] = [joined[i] for i in take.tolist()]
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """What a snapshot of chunked state holds instead of the state: its folder and chunk names."""
+
+    folder: str
+    chunks: tuple[tuple[str, int], ...]
+    retired: tuple[tuple[int, str], ...]
+    snapshots: int
+
+
+class ChunkLog:
+    """The immutable chunk files of one keyed state, so that a snapshot costs what changed.
+
+    bytewax keeps, per state key, only the latest snapshot at or before the resume epoch (older ones
+    are garbage-collected), so a snapshot must describe the whole state. Here it is a
+    :class:`Manifest` naming chunk files: every snapshot writes one new chunk (the records changed
+    since the last one, fsynced) and the manifest lists all chunks still needed, oldest first. Chunks
+    are never rewritten; a merge writes a new chunk and retires the old ones, which are deleted only
+    :data:`RETAIN_SNAPSHOTS` snapshots later, so a resume from any recent snapshot finds its files,
+    and files written after the resumed epoch are simply never referenced again. Merges keep the chunk
+    sizes geometric (a newer chunk at most half its predecessor), so each record is rewritten
+    O(log n) times and the big base chunk only when the changes since outgrow half of it.
+    """
+
+    def __init__(self, manifest: Manifest) -> None:
+        self.folder = Path(manifest.folder)
+        self.chunks = list(manifest.chunks)
+        self.retired = list(manifest.retired)
+        self.snapshots = manifest.snapshots
+        self.bytes_written = 0
+
+    @classmethod
+    def create(cls, root: Path) -> ChunkLog:
+        """A new, empty log in a fresh folder under ``root``."""
+        folder = root / uuid.uuid4().hex
+        folder.mkdir(parents=True, exist_ok=True)
+        return cls(Manifest(str(folder), (), (), 0))
+
+    def manifest(self) -> Manifest:
+        """The chunks as they stand, to snapshot."""
+        return Manifest(str(self.folder), tuple(self.chunks), tuple(self.retired), self.snapshots)
+
+    def read(self, name: str) -> Records:
+        """One chunk's records."""
+        path = self.folder / name
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError as exc:
+            raise StorageError(
+                f"state chunk {str(path)!r} named by a bytewax snapshot is missing; resume with the state "
+                "folder the flow ran with (FLOWLAKE_STATE_DIR), visible to every worker, or start the "
+                "flow afresh from empty recovery partitions"
+            ) from exc
+        records: Records = pickle.loads(data)  # noqa: S301 - a chunk this flow wrote
+        return records
+
+    def _write(self, records: Records) -> tuple[str, int]:
+        data = pickle.dumps(records, protocol=pickle.HIGHEST_PROTOCOL)
+        name = f"{self.snapshots:08d}-{uuid.uuid4().hex[:12]}.chunk"
+        with (self.folder / name).open("wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        self.bytes_written += len(data)
+        return name, len(records["keys"])
+
+    def append(self, records: Records) -> Manifest:
+        """Write ``records`` (the changes since the last snapshot) as a chunk; the new manifest."""
+        self.snapshots += 1
+        if records["keys"] or not self.chunks:
+            self.chunks.append(self._write(records))
+        while len(self.chunks) >= 2 and self.chunks[-2][1] <= 2 * self.chunks[-1][1]:
+            older, newer = self.chunks[-2], self.chunks[-1]
+            merged = merge_records(
+                [self.read(older[0]), self.read(newer[0])], drop_dead=len(self.chunks) == 2
+            )
+            self.chunks[-2:] = [self._write(merged)]
+            self.retired += [(self.snapshots, older[0]), (self.snapshots, newer[0])]
+        keep = []
+        for since, name in self.retired:
+            if self.snapshots - since >= RETAIN_SNAPSHOTS:
+                (self.folder / name).unlink(missing_ok=True)
+            else:
+                keep.append((since, name))
+        self.retired = keep
+        return self.manifest()
+
+    def load(self) -> Records:
+        """Every live record of the manifest's chunks (what a resume rebuilds the state from)."""
+        return merge_records([self.read(name) for name, _ in self.chunks], drop_dead=True)

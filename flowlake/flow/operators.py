@@ -8,6 +8,7 @@ state once per group per batch.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -31,7 +32,7 @@ from flowlake.flow._relational import (
     lookup,
     map_changes,
 )
-from flowlake.flow._snapshot import Frozen, thaw
+from flowlake.flow._snapshot import Frozen, state_dir, thaw
 from flowlake.flow._topn import SortKey, TopNState
 from flowlake.flow.aggs import Agg, Condition, Window
 from flowlake.flow.batch import ChangeBatch, RowChange, rows, split_by_partition
@@ -131,6 +132,7 @@ def aggregate(
     aggs: Mapping[str, Agg],
     window: Window | None = None,
     partitions: int = 4,
+    chunks: str | os.PathLike[str] | None = None,
 ) -> AggregateOut:
     """Group and aggregate a changelog with retractions (Flink's group aggregation).
 
@@ -139,6 +141,12 @@ def aggregate(
     dropped (counted in the state, logged). With ``window`` the groups are also keyed by the window
     start (an updating window: late changes within the horizon update their old window); changes
     beyond the horizon go to ``late`` with a ``reason`` column.
+
+    With ``chunks`` (default ``$FLOWLAKE_STATE_DIR``) each key partition's snapshot costs what
+    changed in the epoch: the changed groups go to an immutable chunk file under that folder and
+    bytewax's snapshot holds only the list of chunks (see :class:`~flowlake.flow._snapshot.ChunkLog`).
+    Every worker that may resume a partition must see the folder. Without it, a snapshot is one
+    pickle of the partition's whole state.
 
     An update of an order moves its amount from one total to the other; the emptied group is deleted:
 
@@ -169,6 +177,8 @@ def aggregate(
     values = op.map_value("unwrap", keyed, lambda item: item[1])
     emit_late = window is not None and window.horizon_us is not None
     sizes = StateSizes(step_id)
+    root = state_dir(chunks)
+    chunk_root = None if root is None else root / step_id
 
     def fold(
         state: AggregateState | Frozen | None, batch: ChangeBatch
@@ -177,6 +187,8 @@ def aggregate(
         if state is None:
             state = AggregateState(by_cols, spec, window)
         state.configure(by_cols, spec, window)
+        if chunk_root is not None:
+            state.keep_chunks(chunk_root)
         out, late = state.apply(batch.data)
         count_records(step_id, "in", batch.data.num_rows)
         count_records(step_id, "out", out.num_rows)
