@@ -123,7 +123,7 @@ def run(
         out, late = state.apply(batch)
         outs.append(out if late is None else pa.concat_tables([out.slice(0, 0), out]))
         if i in snap_at:
-            frozen = copy.deepcopy(state)
+            frozen: object = copy.deepcopy(state)  # bytewax snapshots a deep copy: a Frozen
             assert isinstance(frozen, Frozen)
             snaps[i] = pickle.dumps(frozen)
     return outs, snaps
