@@ -119,7 +119,9 @@ def test_two_services_keep_a_busy_table_small(
     assert worst_live <= 4 * 61, worst_live
     assert worst_disk <= 500, worst_disk
     assert len(reads) >= 3 and max(files for _, files in reads) <= 4 * 61, reads
-    assert compactions >= COMMITS // 40 and states["clean"].runs >= 2
+    # how many compactions that takes depends on the machine's speed (a loaded one folds more logs
+    # per compaction); the bounds above are the property, this only says the services shared it
+    assert compactions >= 2 and states["clean"].runs >= 2
     assert states["compact"].failures == 0 and states["clean"].failures == 0, states
     assert all(" ok in " in log for log in logs), "both services did work"
     assert " failed in " not in "".join(logs) and " lost in " not in "".join(logs), logs
