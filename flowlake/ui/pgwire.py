@@ -197,6 +197,9 @@ def introspect(catalog: Catalog, sql: str) -> Answer:
             con.execute(f'create table "{namespace}"."{table}" as select * from __flowlake_empty')
             con.unregister("__flowlake_empty")
         con.execute("create macro pg_get_userbyid(x) as 'flowlake'")
+        if _REWRITES[0][0].search(sql):  # only queries that read a shimmed catalog see the shim
+            for statement in _PSQL_SHIM:
+                con.execute(statement)
         path = ",".join(["main", *namespaces])
         con.execute("set search_path = $1", [path])
         con.execute("set lock_configuration = true")
@@ -209,8 +212,43 @@ def introspect(catalog: Catalog, sql: str) -> Answer:
     return answer_from_table(result)
 
 
+_SHIMMED: Final = (
+    "pg_get_expr", "pg_get_statisticsobjdef_columns", "pg_relation_is_publishable", "array_upper",
+    "pg_class", "pg_inherits", "pg_policy", "pg_publication", "pg_publication_rel",
+    "pg_publication_namespace", "pg_statistic_ext", "pg_trigger", "pg_roles",
+)  # fmt: skip
+_PSQL_SHIM: Final = (
+    # what psql's \d TABLE reads and DuckDB's pg_catalog lacks: one column, and catalogs that are
+    # empty for lake tables (no inheritance, row policies, publications, statistics or triggers)
+    "create schema pgshim",
+    "create macro pgshim.pg_get_expr(expr, rel, pretty := false) as cast(expr as varchar)",
+    "create macro pgshim.pg_get_statisticsobjdef_columns(x) as cast(x as varchar)",
+    "create macro pgshim.pg_relation_is_publishable(x) as false",
+    "create macro pgshim.array_upper(a, d) as len(a)",
+    "create view pgshim.pg_class as select *, false as relforcerowsecurity from pg_catalog.pg_class "
+    "where relnamespace not in (select oid from pg_catalog.pg_namespace where nspname = 'pgshim')",
+    "create table pgshim.pg_inherits (inhrelid bigint, inhparent bigint, inhseqno integer, "
+    "inhdetachpending boolean)",
+    "create table pgshim.pg_policy (oid bigint, polname varchar, polrelid bigint, polcmd varchar, "
+    "polpermissive boolean, polroles bigint[], polqual varchar, polwithcheck varchar)",
+    "create table pgshim.pg_publication (oid bigint, pubname varchar, puballtables boolean)",
+    "create table pgshim.pg_publication_rel (oid bigint, prpubid bigint, prrelid bigint, "
+    "prqual varchar, prattrs smallint[])",
+    "create table pgshim.pg_publication_namespace (oid bigint, pnpubid bigint, pnnspid bigint)",
+    "create table pgshim.pg_statistic_ext (oid bigint, stxrelid bigint, stxname varchar, "
+    "stxnamespace bigint, stxowner bigint, stxstattarget integer, stxkeys smallint[], stxkind varchar[])",
+    "create table pgshim.pg_roles (oid bigint, rolname varchar)",
+    "create table pgshim.pg_trigger (oid bigint, tgrelid bigint, tgparentid bigint, tgname varchar, "
+    "tgfoid bigint, tgtype smallint, tgenabled varchar, tgisinternal boolean)",
+)
+
 _REWRITES: Final = (
-    (re.compile(r"pg_catalog\.(pg_get_userbyid)\b", re.I), r"\1"),
+    (re.compile(r"pg_catalog\.(" + "|".join(_SHIMMED) + r")\b", re.I), r"pgshim.\1"),
+    (re.compile(r"pg_catalog\.(pg_get_userbyid|array_to_string)\b", re.I), r"\1"),
+    (re.compile(r"::\s*pg_catalog\.(regtype|regclass|regproc|regnamespace|oid)\b", re.I), ""),
+    (re.compile(r"::\s*pg_catalog\.text\b", re.I), "::varchar"),
+    (re.compile(r"::\s*pg_catalog\.int2\b", re.I), "::smallint"),
+    (re.compile(r"pg_catalog\.(generate_series)\b", re.I), r"\1"),
     (re.compile(r"\s+COLLATE\s+pg_catalog\.default\b", re.I), ""),
     (re.compile(r"OPERATOR\(pg_catalog\.([~!*=<>]+)\)", re.I), r"\1"),
 )

@@ -70,6 +70,17 @@ def test_psql_lists_tables_queries_and_travels_in_time(endpoint: Endpoint) -> No
     assert counts == ["5", "4"]  # version 1 had 5 orders; the head has 4 (one deleted)
 
 
+def test_psql_describes_a_table_and_lists_only_lake_tables(endpoint: Endpoint) -> None:
+    result = endpoint.psql("alice", endpoint.alice_token, r"\d ods.orders", r"\d")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == "", result.stderr
+    out = result.stdout
+    assert 'Table "ods.orders"' in out
+    for line in ("order_id | int8", "shop     | varchar", "amount   | numeric(12,2)"):
+        assert line in out, out
+    assert "pgshim" not in out and "| orders_enriched | table" in out  # the shim is not listed
+
+
 def test_psycopg_queries_with_parameters_and_introspection(endpoint: Endpoint) -> None:
     with endpoint.connect("bob", endpoint.lake.bob_token) as conn:
         rows = conn.execute(
