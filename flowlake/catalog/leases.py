@@ -59,6 +59,16 @@ def _check(job: str, ttl_seconds: float | None = None) -> None:
         raise InvalidArgumentError(f"a lease lasts more than 0 and at most 86400 seconds, got {ttl_seconds}")
 
 
+def _held_by(table_id: int, job: str, holder: str, epoch: int) -> tuple[sa.ColumnElement[bool], ...]:
+    """The lease row of ``job`` on a table as ``holder`` took it at ``epoch`` (not taken over since)."""
+    return (
+        table_jobs.c.table_id == table_id,
+        table_jobs.c.job == job,
+        table_jobs.c.holder == holder,
+        table_jobs.c.epoch == epoch,
+    )
+
+
 class LeaseRegistry(AccessControl):
     """Job leases and last runs over the catalog's ``flowlake_table_jobs`` table."""
 
@@ -121,12 +131,7 @@ class LeaseRegistry(AccessControl):
             return bool(
                 conn.execute(
                     sa.update(table_jobs)
-                    .where(
-                        table_jobs.c.table_id == table_id,
-                        table_jobs.c.job == job,
-                        table_jobs.c.holder == holder,
-                        table_jobs.c.epoch == epoch,
-                    )
+                    .where(*_held_by(table_id, job, holder, epoch))
                     .values(expires_at=now + int(ttl_seconds * 1000))
                 ).rowcount
             )
@@ -149,12 +154,7 @@ class LeaseRegistry(AccessControl):
             return bool(
                 conn.execute(
                     sa.update(table_jobs)
-                    .where(
-                        table_jobs.c.table_id == table_id,
-                        table_jobs.c.job == job,
-                        table_jobs.c.holder == holder,
-                        table_jobs.c.epoch == epoch,
-                    )
+                    .where(*_held_by(table_id, job, holder, epoch))
                     .values(
                         holder=None,
                         expires_at=None,
