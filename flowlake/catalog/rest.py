@@ -26,6 +26,7 @@ from flowlake.catalog.base import Commit, CommitRequest, DataFile, JobState, Ope
 from flowlake.catalog.sql import SqlMetaStore
 from flowlake.catalog.wire import check_arguments, decode, encode
 from flowlake.errors import AuthenticationError, CatalogError, FlowlakeError, WireFormatError
+from flowlake.runtime.http import read_body
 
 RPC_METHODS: frozenset[str] = frozenset(
     {
@@ -64,20 +65,6 @@ DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 grows with the keys it writes (about 11 bytes per key as base64 hashes)."""
 
 
-async def _read_body(request: Request, limit: int) -> bytes | None:
-    """The request body, or None as soon as it is known to exceed ``limit`` bytes."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        return None
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def create_app(store: SqlMetaStore, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> Starlette:
     """The metastore ASGI app over ``store`` (whose own principal is only used for token lookups).
 
@@ -96,7 +83,7 @@ def create_app(store: SqlMetaStore, *, max_body_bytes: int = DEFAULT_MAX_BODY_BY
         if principal is None:
             reason = "missing bearer token" if not token else "unknown or revoked token"
             return _json({"error": "Unauthorized", "message": reason}, 401)
-        body = await _read_body(request, max_body_bytes)
+        body = await read_body(request, max_body_bytes)
         if body is None:
             message = (
                 f"request body over {max_body_bytes:,} bytes; write smaller batches, or start the "

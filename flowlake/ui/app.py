@@ -34,6 +34,7 @@ from flowlake.errors import (
     VersionNotFoundError,
 )
 from flowlake.lake import Catalog
+from flowlake.runtime.http import read_body
 from flowlake.ui import data, pages
 from flowlake.ui.auth import (
     CSRF_HEADER,
@@ -238,7 +239,7 @@ class _Console:
             return _json(
                 {"error": "Forbidden", "message": "missing or wrong CSRF token; reload the page"}, 403
             )
-        body = await _read_body(request, MAX_JSON_BYTES)
+        body = await read_body(request, MAX_JSON_BYTES)
         if body is None:
             return _json(
                 {"error": "PayloadTooLarge", "message": f"request over {MAX_JSON_BYTES:,} bytes"}, 413
@@ -347,24 +348,11 @@ def _dead_letters(session: Session, request: Request) -> dict[str, Any]:
     }
 
 
-async def _read_body(request: Request, limit: int) -> bytes | None:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        return None
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 async def _form(request: Request) -> dict[str, str] | None:
     """A small url-encoded form as text fields, or None when too big or malformed."""
     from urllib.parse import parse_qsl
 
-    body = await _read_body(request, MAX_FORM_BYTES)
+    body = await read_body(request, MAX_FORM_BYTES)
     if body is None:
         return None
     try:
