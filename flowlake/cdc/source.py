@@ -227,24 +227,14 @@ def open_source(
     >>> open_source("debezium-jsonl:memory://cdc/orders.jsonl", follow=False).key
     'jsonl:memory://cdc/orders.jsonl'
     """
-    if url.startswith(("mysql://", "mariadb://")):
+    if url.startswith(("mysql://", "mariadb://", "postgresql://", "postgres://")):
         from flowlake.cdc.mysql import MySqlSource
-
-        if snapshot not in ("initial", "never"):
-            raise InvalidArgumentError(f"snapshot must be 'initial' or 'never', got {snapshot!r}")
-        return MySqlSource(
-            url,
-            tables=tables,
-            chunk_size=chunk_size,
-            snapshot="initial" if snapshot == "initial" else "never",
-            on_progress=on_progress,
-        )
-    if url.startswith(("postgresql://", "postgres://")):
         from flowlake.cdc.postgres import PostgresSource
 
         if snapshot not in ("initial", "never"):
             raise InvalidArgumentError(f"snapshot must be 'initial' or 'never', got {snapshot!r}")
-        return PostgresSource(
+        database = MySqlSource if url.startswith(("mysql://", "mariadb://")) else PostgresSource
+        return database(
             url,
             tables=tables,
             chunk_size=chunk_size,
