@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import orjson
 import pytest
-from _console_lake import Lake
+from _console_lake import Lake, build_lake
 from starlette.testclient import TestClient
 
 import flowlake as fl
 from flowlake.status import catalog_status
 from flowlake.ui import console_app
+
+
+# here rather than in a tests/unit/ui/conftest.py: a second module named conftest shadowed
+# tests/conftest.py for `from conftest import ...` when tests/unit was collected first
+@pytest.fixture
+def lake(tmp_path: Path) -> Lake:
+    """ods.orders → dwd.orders_enriched with a dead letter; alice is admin, bob may read dwd."""
+    return build_lake(tmp_path)
+
 
 HOST = "testserver"
 
