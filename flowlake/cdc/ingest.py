@@ -45,6 +45,7 @@ from flowlake.cdc.source import (
     Order,
     Source,
     TableSpec,
+    TargetAwareSource,
     ods_table_name,
 )
 from flowlake.changelog import KIND_COLUMN
@@ -230,6 +231,7 @@ class OdsIngester:
                 source_table, name, order, table=table, extras=_extras(position), committed=order
             )
             table.apply(_empty_changelog(table.schema))  # loads the writer's key state now, not mid-stream
+            self._announce(self._targets[source_table])
         also: list[Mapping[str, Any]] = []
         dl_name = f"{self.namespace}.{DEAD_LETTER_TABLE}"
         if self.catalog.table_exists(dl_name):
@@ -318,6 +320,7 @@ class OdsIngester:
                 self._dead += dead
                 built.append((target, changelog, dict(target.extras)))
                 target.clear()
+                self._announce(target)  # the table may have evolved
         letters = self._dead_letters()
         # what a source may release once these commits land: not past a stopped table's position
         held = [t.committed for t in self._targets.values() if t.stopped is not None and t.committed]
@@ -431,7 +434,6 @@ class OdsIngester:
     def _ensure_table(self, target: _Target) -> None:
         if target.table is not None:
             return
-        target.pending.materialize()  # a new table's shape is inferred from the messages
         try:
             target.table = self.catalog.load_table(target.name)
         except TableNotFoundError:
@@ -457,6 +459,7 @@ class OdsIngester:
             except (SchemaMismatchError, InvalidArgumentError, InvalidNameError) as exc:
                 self._unroutable(target, f"cannot create ODS table {target.name!r}: {exc}")
                 return
+        self._announce(target)
         marker = {**self._last_position, "table": target.source_table}
         target.table.apply(
             _empty_changelog(target.table.schema),
@@ -464,6 +467,13 @@ class OdsIngester:
             sources={self.source.key: marker},
         )
         target.committed = self._last_order
+
+    def _announce(self, target: _Target) -> None:
+        """Tell a source that decodes into ODS columns what the target's table holds now."""
+        table = target.table
+        if table is not None and isinstance(self.source, TargetAwareSource):
+            spec = TableSpec(target.source_table, table.schema, tuple(table.primary_key))
+            self.source.target(target.source_table, spec)
 
     def _unroutable(self, target: _Target, error: str) -> None:
         """Dead-letter a table's buffered changes when no ODS table can be made for it."""
