@@ -35,8 +35,6 @@ from flowlake.changelog import KIND_COLUMN
 
 _TOP_LEVEL: Final = frozenset({"op", "before", "after", "source", "transaction", "ts_ms", "ts_us", "ts_ns"})
 _OPS: Final = pa.array(["c", "r", "u", "d"])
-_RISKY: Final = (b"NaN", b"Infinity")
-"""Tokens ``pyarrow.json`` reads but ``orjson`` (the per-line path) refuses."""
 _BEYOND_INT: Final = 18446744073709551615.0
 """``orjson`` refuses integers beyond uint64, which ``pyarrow.json`` reads as doubles; a window with
 a double this large (or a float column nested in a list) goes through the per-line path."""
@@ -192,8 +190,6 @@ def parse_window(
     starts[1:] = ends[:-1]
     if (buffer[starts] != ord("{")).any() or int((ends - starts).max()) - 1 > max_line_bytes:
         return None  # a blank or non-object line (pyarrow.json crashes on a bare null), or a long one
-    if any(token in data for token in _RISKY):
-        return None
     parsed = _read(data, hint)
     if parsed is None or parsed.num_rows != len(ends) or not set(parsed.column_names) <= _TOP_LEVEL:
         return None
@@ -225,8 +221,11 @@ def parse_window(
 
 
 def _huge_numbers(kind: pa.DataType, values: pa.ChunkedArray | pa.Array) -> bool:
-    """Whether a parsed column holds a double beyond uint64 (or doubles inside a list or map)."""
+    """Whether a parsed column holds a double beyond uint64, a ``NaN``/``Infinity`` (or doubles inside
+    a list or map)."""
     if pa.types.is_floating(kind):
+        if pc.all(pc.is_finite(values)).as_py() is False:
+            return True  # NaN or Infinity: tokens pyarrow.json reads but orjson (the per-line path) refuses
         bounds = pc.min_max(values)
         low, high = bounds["min"].as_py(), bounds["max"].as_py()
         return low is not None and (high >= _BEYOND_INT or low <= _BELOW_INT)

@@ -32,10 +32,10 @@ import orjson
 
 import pyarrow as pa
 
-from flowlake.cdc._jsonl_bulk import changelog_batch, groups_of, parse_hint, parse_window
+from flowlake.cdc._jsonl_bulk import BulkWindow, changelog_batch, groups_of, parse_hint, parse_window
 from flowlake.cdc.debezium import debezium_schema_to_arrow
 from flowlake.cdc.envelope import route, transaction_of, transaction_status, unwrap
-from flowlake.cdc.source import ChangeGroup, DeadLetter, Order, TableFilter, TableSpec
+from flowlake.cdc.source import ChangeBatch, ChangeGroup, DeadLetter, Order, TableFilter, TableSpec
 from flowlake.errors import CdcDecodeError, InvalidArgumentError
 
 _SUFFIXES: Final = (".jsonl", ".json", ".ndjson")
@@ -238,21 +238,34 @@ class JsonlSource:
         if window is None or runs is None:
             return 0
         base = self._cursor.offset
+        whole = {table: self._changelog(window, 0, runs[-1][1], table) for table in window.tables}
         for start, stop, _ in runs:
             self._cursor.offset = base + int(window.ends[stop - 1])
             group = self._empty()
             for table in window.tables:
+                changes = whole[table]
+                if changes is not None:  # every group's changes of the table decoded at once
+                    batch = changes.lines(start, stop)
+                    if len(batch):
+                        group.batches[table] = batch
+                    continue
                 parsed = window.batch(start, stop, table)
                 if not len(parsed):
                     continue
-                spec = self._targets.get(table)
-                batch = None if spec is None else changelog_batch(parsed, spec.schema, spec.primary_key)
+                batch = self._changelog(window, start, stop, table)
                 if batch is not None:
                     group.batches[table] = batch
                 else:  # the ingester's per-message decoder names the problem (or evolves the table)
                     group.messages[table] = parsed.messages()
             groups.append(group)
         return self._cursor.offset - base
+
+    def _changelog(self, window: BulkWindow, start: int, stop: int, table: str) -> ChangeBatch | None:
+        """Lines ``[start, stop)`` of ``table`` as an Arrow changelog in its ODS columns, if exact."""
+        spec = self._targets.get(table)
+        if spec is None:
+            return None
+        return changelog_batch(window.batch(start, stop, table), spec.schema, spec.primary_key)
 
     def _lines_until_closed(self, data: bytes, at_least: int, groups: list[ChangeGroup]) -> int:
         """Read about ``at_least`` bytes of ``data`` line by line, and on until no transaction without

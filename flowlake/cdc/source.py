@@ -99,8 +99,8 @@ class ChangeBatch:
 
     >>> changes = pa.table({"id": [1, 1], "_kind": pa.array([1, 2], pa.int8())})
     >>> batch = ChangeBatch(changes, np.array([7, 7]), lambda i: b'{"line": %d}' % i)
-    >>> len(batch), batch.raws()
-    (2, [b'{"line": 7}'])
+    >>> len(batch), batch.raws(), len(batch.lines(0, 7)), len(batch.lines(7, 8))
+    (2, [b'{"line": 7}'], 0, 2)
     """
 
     changes: pa.Table
@@ -113,6 +113,11 @@ class ChangeBatch:
 
     def __len__(self) -> int:
         return int(self.changes.num_rows)
+
+    def lines(self, start: int, stop: int) -> ChangeBatch:
+        """The changes of records ``[start, stop)`` (``records`` ascend, as in a file)."""
+        first, last = np.searchsorted(self.records, [start, stop])
+        return ChangeBatch(self.changes.slice(first, last - first), self.records[first:last], self.raw)
 
     def raws(self) -> list[bytes]:
         """Every record of the batch once, in order."""
