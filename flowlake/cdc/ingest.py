@@ -158,6 +158,7 @@ class OdsIngester:
         self._dead: list[tuple[DeadLetter, int]] = []
         self._dead_resume: Order | None = None
         self._pending_rows = 0
+        self._untargeted = False
         self._first_pending = 0.0
         self._last_position: dict[str, Any] = {}
         self._last_order: Order = ()
@@ -194,6 +195,7 @@ class OdsIngester:
                 if self._groups and (
                     self._pending_rows >= self.max_rows
                     or not groups
+                    or self._untargeted
                     or time.monotonic() - self._first_pending >= self.max_latency
                 ):
                     self.flush(wait=False)
@@ -251,6 +253,8 @@ class OdsIngester:
             if target.stopped is not None or (target.resume is not None and group.order <= target.resume):
                 continue
             used = True
+            if target.table is None and isinstance(self.source, TargetAwareSource):
+                self._untargeted = True  # flush soon: the source decodes in bulk once it knows the table
             rows = group.rows.get(source_table)
             if rows:
                 self._pending_rows += target.pending.add_rows(index, rows)
@@ -328,7 +332,7 @@ class OdsIngester:
         if self._committer is None:
             self._committer = ThreadPoolExecutor(1, thread_name_prefix="ods-commit")
         self._inflight = self._committer.submit(self._commit_all, letters, built, stopped, last, durable)
-        self._groups, self._pending_rows = [], 0
+        self._groups, self._pending_rows, self._untargeted = [], 0, False
         self._last_position, self._last_order = last.position, last.order
         self.stats.position = last.position
         if wait:
