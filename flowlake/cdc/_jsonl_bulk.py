@@ -369,7 +369,8 @@ def changelog_batch(batch: MessageBatch, schema: pa.Schema, key: Sequence[str]) 
     return ChangeBatch(changes, batch.lines[msg], batch.raw_of)
 
 
-def _images_usable(    images: dict[str, pa.Array | None],
+def _images_usable(
+    images: dict[str, pa.Array | None],
     is_u: np.ndarray[Any, Any],
     is_d: np.ndarray[Any, Any],
     columns: set[str],

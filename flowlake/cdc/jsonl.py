@@ -29,7 +29,6 @@ from typing import Any, Final
 
 import fsspec
 import orjson
-
 import pyarrow as pa
 
 from flowlake.cdc._jsonl_bulk import BulkWindow, changelog_batch, groups_of, parse_hint, parse_window
@@ -245,9 +244,9 @@ class JsonlSource:
             for table in window.tables:
                 changes = whole[table]
                 if changes is not None:  # every group's changes of the table decoded at once
-                    batch = changes.lines(start, stop)
-                    if len(batch):
-                        group.batches[table] = batch
+                    part = changes.lines(start, stop)
+                    if len(part):
+                        group.batches[table] = part
                     continue
                 parsed = window.batch(start, stop, table)
                 if not len(parsed):

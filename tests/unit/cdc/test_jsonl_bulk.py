@@ -4,8 +4,8 @@ the same ODS rows, commits' positions, dead letters and their reasons, on messy 
 from __future__ import annotations
 
 import random
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -13,10 +13,10 @@ import pyarrow as pa
 import pytest
 
 import flowlake as fl
-from flowlake.cdc._jsonl_bulk import MessageBatch, changelog_batch, groups_of, parse_hint, parse_window
+from flowlake.cdc._jsonl_bulk import MessageBatch, changelog_batch, groups_of, parse_window
 from flowlake.cdc.ingest import OdsIngester
 from flowlake.cdc.jsonl import JsonlSource
-from flowlake.cdc.source import ChangeBatch, TableFilter, TableSpec
+from flowlake.cdc.source import ChangeBatch, TableFilter
 
 SCHEMA = pa.schema([("id", pa.int64()), ("qty", pa.int64()), ("note", pa.string()), ("price", pa.float64())])
 
