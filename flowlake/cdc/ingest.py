@@ -253,8 +253,10 @@ class OdsIngester:
             if target.stopped is not None or (target.resume is not None and group.order <= target.resume):
                 continue
             used = True
-            if target.table is None and isinstance(self.source, TargetAwareSource):
-                self._untargeted = True  # flush soon: the source decodes in bulk once it knows the table
+            if target.table is None and source_table in group.messages:
+                self._untargeted = (
+                    True  # flush soon: a target-aware source decodes in bulk once it knows the table
+                )
             rows = group.rows.get(source_table)
             if rows:
                 self._pending_rows += target.pending.add_rows(index, rows)

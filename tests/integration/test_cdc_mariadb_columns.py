@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from test_cdc_mariadb import connect, lake
@@ -108,13 +108,11 @@ def test_rows_events_read_by_columns_equal_the_library_rows(mariadb: str) -> Non
                 plans[event.table_id] = plan_table(event.columns, decoders[event.table_id])
                 assert plans[event.table_id] is not None, "every column of tp.plain has a reader"
                 continue
-            kind = (
-                "update"
-                if isinstance(event, UpdateRowsEvent)
-                else "delete"
-                if isinstance(event, DeleteRowsEvent)
-                else "insert"
-            )
+            kind: Literal["insert", "update", "delete"] = "insert"
+            if isinstance(event, UpdateRowsEvent):
+                kind = "update"
+            elif isinstance(event, DeleteRowsEvent):
+                kind = "delete"
             plan = plans[event.table_id]
             decoded = decode_event(plan, event, kind)
             assert decoded is not None
