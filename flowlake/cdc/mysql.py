@@ -94,6 +94,9 @@ _MAX_QUEUED: Final = 20_000
 _MAX_RECENT: Final = 500_000
 """Stream changes remembered for reconciling the next snapshot chunk (see ``MySqlSource._recent``)."""
 
+_MIN_BATCH: Final = 32
+"""A transaction's changes of a table go as an Arrow changelog from this many on (fewer as rows)."""
+
 _CHUNK_RETRIES: Final = 50
 """Times a chunk is read again, 20 ms apart, when it cannot be reconciled with the stream."""
 
@@ -510,6 +513,8 @@ class MySqlSource:
         if spec is None or table in self._snaps or any(kind != -1 for kind, _ in entries):
             return None
         blocks: list[tuple[tuple[str, ...], DecodedEvent]] = [block for _, block in entries]
+        if sum(len(event.kinds) for _, event in blocks) < _MIN_BATCH:
+            return None  # building Arrow costs more than the rows of a small transaction
         wanted = set(spec.schema.names)
         if any(not wanted.issuperset(names) for names, _ in blocks):
             return None  # a column the ODS table lacks: the per-row path evolves it

@@ -166,7 +166,7 @@ class PendingChanges:
         parts: list[pa.Table] = []
         for shape, run in self._runs():
             if shape == "batch":
-                parts += [batch.changes for _, batch in run]
+                parts += _merged([batch.changes for _, batch in run])
             elif shape == "rows":
                 parts.append(self._row_changelog(table, run, name, refused, evolve, describe, dead))
             else:
@@ -321,6 +321,17 @@ def _message_fields(parsed: Sequence[Any]) -> set[str]:
             if type(image) is dict:
                 names.update(image)
     return names
+
+
+def _merged(tables: list[pa.Table]) -> list[pa.Table]:
+    """Consecutive changelogs of one schema as one table (so fitting them costs once, not per group)."""
+    runs: list[list[pa.Table]] = []
+    for table in tables:
+        if runs and runs[-1][0].schema == table.schema:
+            runs[-1].append(table)
+        else:
+            runs.append([table])
+    return [pa.concat_tables(run) if len(run) > 1 else run[0] for run in runs]
 
 
 def _concat(parts: list[pa.Table], schema: pa.Schema) -> pa.Table:
