@@ -10,6 +10,11 @@ On start, each ODS table's stored position is read back; the source resumes from
 and any group at or before a table's own position is skipped for that table. A restart after a crash
 anywhere therefore neither loses nor repeats a change.
 
+A source that decodes straight into Arrow changelogs (a
+:class:`~flowlake.cdc.source.TargetAwareSource`) is told each ODS table's columns and key whenever the
+ingester loads, creates or evolves it; the ingester fits such batches to the table's current columns
+(added columns are null, widened types cast) and commits them like any other change.
+
 Tables are created from the source's description (or, for Debezium messages without one, inferred
 from the first batch); new columns and lossless type widenings (integers, float32→float64, decimals
 to more digits) become schema evolution. A narrower source type keeps the wider ODS column (its values
@@ -254,9 +259,8 @@ class OdsIngester:
                 continue
             used = True
             if target.table is None and source_table in group.messages:
-                self._untargeted = (
-                    True  # flush soon: a target-aware source decodes in bulk once it knows the table
-                )
+                # flush soon: a target-aware source decodes in bulk once it knows the ODS table
+                self._untargeted = True
             rows = group.rows.get(source_table)
             if rows:
                 self._pending_rows += target.pending.add_rows(index, rows)

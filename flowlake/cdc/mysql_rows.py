@@ -54,7 +54,16 @@ class TablePlan:
 
 def plan_table(columns: Sequence[Any], decoders: dict[str, ColumnDecoder]) -> TablePlan | None:
     """A plan for a table map's columns (mysql-replication ``Column`` objects), or ``None`` when a
-    column is of a kind this module does not read; ``decoders`` from :func:`table_decoders`."""
+    column is of a kind this module does not read; ``decoders`` from :func:`table_decoders`.
+
+    >>> from types import SimpleNamespace as Column
+    >>> columns = [Column(name="id", type=8, unsigned=False), Column(name="v", type=15, max_length=40)]
+    >>> plan = plan_table(columns, {"v": ColumnDecoder("v", "text", codec="utf-8")})
+    >>> plan.names
+    ('id', 'v')
+    >>> plan_table([Column(name="d", type=246)], {}) is None  # DECIMAL: left to mysql-replication
+    True
+    """
     readers: list[Reader] = []
     for column in columns:
         reader = _reader(column, decoders.get(str(column.name)))
@@ -171,12 +180,24 @@ def decode_event(plan: TablePlan, event: Any, kind: str) -> DecodedEvent | None:
     if data is None:
         return None
     try:
-        return _decode(plan, data, kind)
-    except (_Short, struct.error, UnicodeDecodeError, LookupError, IndexError):
+        return read_images(plan, data, kind)
+    except (ValueError, struct.error, LookupError, IndexError):  # _Short, UnicodeDecodeError among them
         return None
 
 
-def _decode(plan: TablePlan, data: bytes, kind: str) -> DecodedEvent:
+def read_images(plan: TablePlan, data: bytes, kind: str) -> DecodedEvent:
+    """Read the row images ``data`` of a rows event of ``kind`` (every column present).
+
+    Raises:
+        ValueError: If the bytes end inside a value, or a text value is not valid in its charset.
+
+    >>> from types import SimpleNamespace as Column
+    >>> columns = [Column(name="id", type=8, unsigned=False), Column(name="v", type=15, max_length=40)]
+    >>> plan = plan_table(columns, {"v": ColumnDecoder("v", "text", codec="utf-8")})
+    >>> image = bytes([0b00]) + (7).to_bytes(8, "little") + bytes([2]) + b"hi"  # null bitmap, id, v
+    >>> read_images(plan, image + bytes([0b10]) + (8).to_bytes(8, "little"), "insert")
+    DecodedEvent(kinds=[0, 0], columns=[[7, 8], ['hi', None]])
+    """
     readers = plan.readers
     ncols = len(readers)
     nullbytes = (ncols + 7) // 8
