@@ -66,6 +66,7 @@ def write_files(
             data,
             dictionary=base,
             row_group_size=BASE_ROW_GROUP_ROWS if base else None,
+            compression="zstd" if base else "lz4",  # logs are read by every merge until compacted
         )
         return DataFile(
             path=rel, bucket=bucket, content=content, row_count=data.num_rows, size=written.size,

@@ -76,13 +76,6 @@ def _read_task(storage: Storage, schema: pa.Schema, task: _Task) -> pa.Table:
     return conform(projected, target).append_column(KIND_COLUMN, kinds)
 
 
-def _without_before_images(logs: list[pa.Table]) -> pa.Table:
-    """The log parts of a bucket as one table, ``-U`` rows left out (every other kind is an image)."""
-    combined = pa.concat_tables(logs) if len(logs) > 1 else logs[0]
-    before = pc.equal(combined.column(KIND_COLUMN), int(RowKind.UPDATE_BEFORE))
-    return combined.filter(pc.invert(before)) if pc.any(before).as_py() else combined
-
-
 def read_snapshot(
     storage: Storage,
     files: Sequence[DataFile],
@@ -126,18 +119,20 @@ def read_snapshot(
     metrics.files_read += sum(1 for group in tasks for t in group if not t.keys_only)
     needed_schema = pa.schema([schema.field(c) for c in needed]).append(pa.field(KIND_COLUMN, pa.int8()))
 
-    def bucket_rows(group: list[_Task]) -> list[pa.Table]:
-        parts = [_fill(_read_task(storage, schema, t), needed_schema) for t in group]
+    flat = [t for group in tasks for t in group]
+    read = parallel(lambda t: _fill(_read_task(storage, schema, t), needed_schema), flat)
+    starts = np.cumsum([0, *(len(group) for group in tasks)])
+    groups = [(group, read[starts[i] : starts[i + 1]]) for i, group in enumerate(tasks)]
+
+    def bucket_rows(item: tuple[list[_Task], list[pa.Table]]) -> list[pa.Table]:
+        group, parts = item
         if not keys or all(t.file.content == "base" for t in group):
             return [p.drop_columns([KIND_COLUMN]) for p in parts]
-        base_parts = [p for p, t in zip(parts, group, strict=True) if t.file.content == "base"]
-        log_parts = parts[len(base_parts) :]  # tasks are in commit order: base files first
-        merged = [*base_parts, _without_before_images(log_parts)] if log_parts else base_parts
         whole_bases = sum(1 for t in group if t.file.content == "base" and not t.keys_only)
         base_count = whole_bases if whole_bases == _base_count(group) else 0
-        return [latest_rows(merged, keys, base_count=base_count)]
+        return [latest_rows(parts, keys, base_count=base_count)]
 
-    merged_parts = [part for parts in parallel(bucket_rows, tasks) for part in parts]
+    merged_parts = [part for parts in parallel(bucket_rows, groups) for part in parts]
     metrics.rows_read += sum(p.num_rows for p in merged_parts)
     result_schema = pa.schema([schema.field(c) for c in needed])
     result = pa.concat_tables(merged_parts) if merged_parts else result_schema.empty_table()
