@@ -90,8 +90,11 @@ def read_parquet(
     *,
     size: int | None = None,
     checksum: int | None = None,
+    row_groups: Callable[[pq.FileMetaData], Sequence[int] | None] | None = None,
 ) -> pa.Table:
     """Read ``columns`` (all if None) of one data file; columns the file lacks are left out.
+
+    ``row_groups`` picks, from the file's footer, the row groups to decode (None from it: all).
 
     With ``size``/``checksum`` (from the commit record), the file's bytes are verified first, so a
     torn or altered file raises :class:`CorruptFileError` instead of being read.
@@ -115,6 +118,9 @@ def read_parquet(
             parquet = pq.ParquetFile(source)
             names = parquet.schema_arrow.names
             present = None if columns is None else [c for c in columns if c in names]
+            chosen = None if row_groups is None else row_groups(parquet.metadata)
+            if chosen is not None:
+                return parquet.read_row_groups(list(chosen), columns=present, use_threads=False)
             return parquet.read(columns=present, use_threads=False)  # callers parallelize across files
     except FileNotFoundError as exc:
         raise StorageError(

@@ -31,6 +31,7 @@ from flowlake.io.fs import Storage
 from flowlake.io.parquet import parallel, write_parquet
 from flowlake.table.bucketing import key_hash, sorted_unique, split_by_bucket
 from flowlake.table.bucketmap import BucketMap
+from flowlake.table.clustering import ClusterSpec
 from flowlake.table.keystate import KeyState, key_list
 from flowlake.table.lookup import BASE_ROW_GROUP_ROWS
 from flowlake.table.scan import read_changes, read_snapshot
@@ -54,7 +55,12 @@ def write_files(
     content: FileContent,
     parts: Sequence[tuple[int, pa.Table]],
 ) -> list[DataFile]:
-    """Write each ``(bucket, rows)`` part as one Parquet file of ``instant`` (in parallel)."""
+    """Write each ``(bucket, rows)`` part as one Parquet file of ``instant`` (in parallel).
+
+    Base files get Parquet row-group statistics for the table's clustering columns (and its key).
+    """
+    stats_columns = list(dict.fromkeys([*ClusterSpec.from_properties(record.properties).columns,
+                                        *record.primary_key]))  # fmt: skip
 
     def write_one(item: tuple[int, tuple[int, pa.Table]]) -> DataFile:
         n, (bucket, data) = item
@@ -67,6 +73,7 @@ def write_files(
             dictionary=base,
             row_group_size=BASE_ROW_GROUP_ROWS if base else None,
             compression="zstd" if base else "lz4",  # logs are read by every merge until compacted
+            statistics=stats_columns if base else False,
         )
         return DataFile(
             path=rel, bucket=bucket, content=content, row_count=data.num_rows, size=written.size,

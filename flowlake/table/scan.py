@@ -2,10 +2,16 @@
 
 Skipping files is only safe where it cannot resurrect an older image of a key. For each bucket:
 
-* a file whose stats cannot match the filter is read for its key columns only, and its rows count as
-  deletions in the merge (their keys' newest images do not match, so older ones must not win);
-* a bucket where no file can match is skipped whole;
-* a bucket with base files only (compacted) needs no merge, and non-matching files are skipped whole.
+* a log file whose stats cannot match the filter is read for its key columns only, and its rows count
+  as deletions in the merge (their keys' newest images do not match, so older ones must not win);
+* a base file that cannot match is skipped whole (base files are a bucket's oldest layer: their rows
+  never hide a newer image), and of a base file that may match only the row groups whose footer
+  statistics may match are decoded (compaction writes statistics for the clustering columns and the
+  key, see :mod:`flowlake.table.clustering`);
+* a bucket where no file can match is skipped whole; a bucket with base files only needs no merge.
+
+Every file of the snapshot is read in one parallel pass (pyarrow decodes without the GIL), then each
+bucket with log files is merged (:mod:`flowlake.table.merge`), also in parallel.
 
 The filter is then applied to the merged rows, so results are exact whatever the stats say.
 """
@@ -15,11 +21,13 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
 from flowlake.catalog.base import DataFile
 from flowlake.changelog import KIND_COLUMN, SEQ_COLUMN, RowKind
@@ -27,7 +35,15 @@ from flowlake.io.fs import Storage
 from flowlake.io.parquet import parallel, read_parquet
 from flowlake.table.merge import latest_rows
 from flowlake.table.schema import conform
-from flowlake.table.stats import Filter, filter_columns, may_match, read_stats, to_expression
+from flowlake.table.stats import (
+    Filter,
+    filter_columns,
+    matching_row_groups,
+    may_match,
+    normalize_filter,
+    read_stats,
+    to_expression,
+)
 from flowlake.table.writer import POS_COLUMN
 
 
@@ -39,6 +55,8 @@ class ScanMetrics:
     files_read: int = 0
     files_keys_only: int = 0
     files_skipped: int = 0
+    row_groups_skipped: int = 0
+    """Row groups of base files left undecoded by their footer statistics."""
     rows_read: int = 0
     buckets_merged: int = 0
     by_bucket: dict[int, int] = field(default_factory=dict)
@@ -49,9 +67,18 @@ class _Task:
     file: DataFile
     columns: list[str]
     keys_only: bool
+    filter: Filter | None = None
+    """Base files only: decode just the row groups whose footer statistics may match."""
 
 
-def _read_task(storage: Storage, schema: pa.Schema, task: _Task) -> pa.Table:
+def _row_groups(filter: Filter, skipped: list[int], metadata: pq.FileMetaData) -> list[int] | None:
+    chosen = matching_row_groups(filter, metadata)
+    if chosen is not None:
+        skipped.append(metadata.num_row_groups - len(chosen))  # list.append is atomic across threads
+    return chosen
+
+
+def _read_task(storage: Storage, schema: pa.Schema, task: _Task, skipped: list[int]) -> pa.Table:
     """A file's ``task.columns`` (conformed to ``schema``) and ``_kind``: 0 for base rows, the stored
     kind for log rows (``-U`` rows included: the bucket's merge drops them once for all its logs), ``-D``
     for a keys-only read."""
@@ -63,6 +90,7 @@ def _read_task(storage: Storage, schema: pa.Schema, task: _Task) -> pa.Table:
         [*wanted, *([KIND_COLUMN] if is_log else [])],
         size=task.file.size,
         checksum=task.file.checksum,
+        row_groups=None if task.filter is None else partial(_row_groups, task.filter, skipped),
     )
     if task.keys_only:
         kinds = pa.array(np.full(projected.num_rows, RowKind.DELETE, np.int8))
@@ -101,26 +129,34 @@ def read_snapshot(
         matching = [
             filter is None or may_match(filter, read_stats(f.stats), f.row_count) for f in bucket_files
         ]
+        pairs = list(zip(bucket_files, matching, strict=True))
         metrics.files += len(bucket_files)
         if not any(matching):
             metrics.files_skipped += len(bucket_files)
             continue
         if not keys or all(f.content == "base" for f in bucket_files):  # nothing to merge
-            chosen = [_Task(f, needed, False) for f, m in zip(bucket_files, matching, strict=True) if m]
+            chosen = [_Task(f, needed, False, _base_filter(f, filter)) for f, m in pairs if m]
             metrics.files_skipped += len(bucket_files) - len(chosen)
             tasks.append(chosen)
             continue
         metrics.buckets_merged += 1
+        # A base file is a bucket's oldest layer: its rows never hide a newer image, so one that
+        # cannot match is skipped whole. A log that cannot match is read for its keys (deletions).
         bucket_tasks = [
-            _Task(f, needed if m else keys, not m) for f, m in zip(bucket_files, matching, strict=True)
+            _Task(f, needed, False, _base_filter(f, filter)) if m else _Task(f, keys, True)
+            for f, m in pairs
+            if m or f.content != "base"
         ]
+        metrics.files_skipped += len(bucket_files) - len(bucket_tasks)
         metrics.files_keys_only += sum(1 for t in bucket_tasks if t.keys_only)
         tasks.append(bucket_tasks)
     metrics.files_read += sum(1 for group in tasks for t in group if not t.keys_only)
     needed_schema = pa.schema([schema.field(c) for c in needed]).append(pa.field(KIND_COLUMN, pa.int8()))
 
     flat = [t for group in tasks for t in group]
-    read = parallel(lambda t: _fill(_read_task(storage, schema, t), needed_schema), flat)
+    skipped: list[int] = []
+    read = parallel(lambda t: _fill(_read_task(storage, schema, t, skipped), needed_schema), flat)
+    metrics.row_groups_skipped += sum(skipped)
     starts = np.cumsum([0, *(len(group) for group in tasks)])
     groups = [(group, read[starts[i] : starts[i + 1]]) for i, group in enumerate(tasks)]
 
@@ -128,9 +164,7 @@ def read_snapshot(
         group, parts = item
         if not keys or all(t.file.content == "base" for t in group):
             return [p.drop_columns([KIND_COLUMN]) for p in parts]
-        whole_bases = sum(1 for t in group if t.file.content == "base" and not t.keys_only)
-        base_count = whole_bases if whole_bases == _base_count(group) else 0
-        return [latest_rows(parts, keys, base_count=base_count)]
+        return [latest_rows(parts, keys, base_count=_base_count(group))]
 
     merged_parts = [part for parts in parallel(bucket_rows, groups) for part in parts]
     metrics.rows_read += sum(p.num_rows for p in merged_parts)
@@ -162,10 +196,39 @@ def snapshot_dataset(
 
 
 def _base_dataset(storage: Storage, files: Sequence[DataFile], schema: pa.Schema) -> ds.Dataset:
-    paths = [storage.path(f.path) for f in files]
-    if not paths:
+    """Base files as a lazy dataset; each file carries its catalog min/max as a guarantee, so a
+    scanner's filter (pyarrow's, or DuckDB's pushed into it) skips files without opening them, and
+    the footers' row-group statistics skip row groups."""
+    if not files:
         return ds.dataset(schema.empty_table())
-    return ds.dataset(paths, schema=schema, format="parquet", filesystem=storage.fs)
+    fmt = ds.ParquetFileFormat()
+    fragments = [
+        fmt.make_fragment(
+            storage.path(f.path), filesystem=storage.fs, partition_expression=_guarantee(f, schema)
+        )
+        for f in files
+    ]
+    return ds.FileSystemDataset(fragments, schema, fmt, filesystem=storage.fs)
+
+
+def _guarantee(file: DataFile, schema: pa.Schema) -> pc.Expression:
+    """What every row of ``file`` satisfies, from its catalog stats: ``min <= c <= max`` for each
+    column without nulls (a column with nulls, or without bounds, promises nothing)."""
+    guarantee: pc.Expression = pc.scalar(True)
+    for name, col in read_stats(file.stats).items():
+        if name not in schema.names or col.null_count or col.min is None or col.max is None:
+            continue
+        dtype = schema.field(name).type
+        try:
+            lo, hi = pa.scalar(col.min, dtype), pa.scalar(col.max, dtype)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
+            continue
+        guarantee = guarantee & (pc.field(name) >= lo) & (pc.field(name) <= hi)
+    return guarantee
+
+
+def _base_filter(file: DataFile, filter: Filter | None) -> Filter | None:
+    return filter if file.content == "base" and normalize_filter(filter) is not None else None
 
 
 def _base_count(group: list[_Task]) -> int:

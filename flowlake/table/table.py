@@ -37,6 +37,7 @@ from flowlake.runtime.observability import CONFLICTS, record_commit
 from flowlake.table import cleaning, compaction, maintenance, versions
 from flowlake.table.bucketing import partition_rows
 from flowlake.table.bucketmap import BucketMap
+from flowlake.table.clustering import ClusterSpec
 from flowlake.table.commit import (
     commit_changelog,
     commit_plan,
@@ -731,7 +732,8 @@ class LakeTable:
         Only the properties in :data:`flowlake.table.policy.SPECS` can be set: the ``maintain.*``
         policy of the table services, the stall limit ``log_backlog_compact``, compaction's
         ``target_file_rows`` / ``bucket_target_rows`` / ``split_catchup_rounds`` /
-        ``bucket_fence_seconds`` and ``conflict_policy``. Needs ``admin`` on the table.
+        ``bucket_fence_seconds``, ``conflict_policy`` and the clustering of base files, ``sort_by`` /
+        ``cluster_by`` (see :mod:`flowlake.table.clustering`). Needs ``admin`` on the table.
 
         >>> import flowlake as fl
         >>> cat = fl.connect(catalog="sqlite://", warehouse="memory://props-doc")
@@ -750,6 +752,11 @@ class LakeTable:
             for k, v in merged.items()
         }
         checked = validate_updates(text)
+        if {"sort_by", "cluster_by"} & set(checked):
+            after = {**self.refresh().properties, **checked}
+            ClusterSpec.from_properties({k: v for k, v in after.items() if v is not None}).check(
+                self.name, self.schema
+            )
         if checked:
             self._record = self._store.set_table_properties(self._record.id, checked)
         return self.properties

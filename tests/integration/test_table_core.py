@@ -134,7 +134,13 @@ def test_filter_skips_files_by_stats(orders: fl.LakeTable) -> None:
     orders.upsert(orders_table(order(i, qty=5) for i in range(1000, 1010)))
     got = orders.read(filter=[("qty", "=", 5)])
     assert sorted(got["order_id"].to_pylist()) == list(range(1000, 1010))
-    assert orders.last_scan.files_keys_only > 0  # base files were read for their keys only
+    # base files are a bucket's oldest layer: one that cannot match is skipped whole, never read
+    assert orders.last_scan.files_skipped >= 4 and orders.last_scan.files_keys_only == 0
+    orders.upsert(orders_table(order(i, qty=7) for i in range(3000, 3005)))
+    orders.upsert(orders_table(order(i, qty=8) for i in range(3000, 3003)))
+    got = orders.read(filter=[("qty", "=", 8)])
+    assert sorted(got["order_id"].to_pylist()) == list(range(3000, 3003))
+    assert orders.last_scan.files_keys_only > 0  # the qty=7 logs were read for their keys only
     assert orders.read(filter=[("order_id", ">", 10**9)]).num_rows == 0
     assert orders.last_scan.files_skipped == orders.last_scan.files
 

@@ -1,0 +1,114 @@
+"""Clustering: sort_by / cluster_by properties, the order compaction writes, and what reads skip."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+import flowlake as fl
+from flowlake.errors import InvalidArgumentError
+from flowlake.table.clustering import ClusterSpec, z_values
+
+SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.int64(), nullable=False),
+        ("at", pa.timestamp("us", tz="UTC")),
+        ("shop", pa.int32()),
+        ("name", pa.string()),
+    ]
+)
+EPOCH = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+
+def rows(n: int, seed: int = 1, start: int = 0) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    at = [EPOCH + dt.timedelta(seconds=int(s)) for s in rng.integers(0, 100_000, n)]
+    return pa.table(
+        {
+            "id": pa.array(np.arange(start, start + n), pa.int64()),
+            "at": pa.array(at, pa.timestamp("us", tz="UTC")),
+            "shop": pa.array(rng.integers(0, 50, n), pa.int32()),
+            "name": [f"n{i % 97}" for i in range(n)],
+        },
+        schema=SCHEMA,
+    )
+
+
+@pytest.fixture
+def cat() -> fl.Catalog:
+    return fl.connect(catalog="sqlite://", warehouse="memory://clustering-test")
+
+
+def test_properties_are_validated_against_the_schema(cat: fl.Catalog) -> None:
+    t = cat.create_table("ods.t", SCHEMA, primary_key=["id"])
+    assert t.set_properties(sort_by="at, shop")["sort_by"] == "at, shop"
+    with pytest.raises(InvalidArgumentError, match="no column 'nope' to cluster by"):
+        t.set_properties(sort_by="nope")
+    with pytest.raises(InvalidArgumentError, match="not both"):
+        t.set_properties(cluster_by="at,shop")
+    with pytest.raises(InvalidArgumentError, match="cluster_by"):
+        t.set_properties(sort_by=None, cluster_by="at,shop,name,id")  # four columns
+    t.set_properties(sort_by=None, cluster_by="at,shop")
+    assert ClusterSpec.from_properties(t.properties) == ClusterSpec((), ("at", "shop"))
+
+
+def test_z_values_interleave_ranks() -> None:
+    t = pa.table({"x": [0, 1, 0, 1], "y": [0, 0, 1, 1]})
+    assert z_values(t, ["x", "y"]).tolist() == [0, 2, 1, 3]  # x is the more significant bit
+    assert z_values(pa.table({"x": [5, None, 2]}), ["x"]).tolist() == [1, 2, 0]  # nulls rank last
+
+
+@pytest.mark.parametrize("props", [{}, {"sort_by": "at"}, {"cluster_by": "shop,at"}])
+def test_filtered_reads_skip_row_groups_and_stay_exact(cat: fl.Catalog, props: dict[str, str]) -> None:
+    t = cat.create_table("ods.t", SCHEMA, primary_key=["id"], buckets=2, properties=props)
+    data = rows(80_000)
+    t.upsert(data)
+    t.compact()
+    # newer images on top of the base files: some move into the range, some out of it, some deleted
+    moved = rows(3_000, seed=2).set_column(1, "at", pa.array([EPOCH] * 3_000, pa.timestamp("us", tz="UTC")))
+    t.upsert(moved)
+    t.delete(pa.table({"id": pa.array(np.arange(5_000, 5_500), pa.int64())}))
+    lo, hi = EPOCH + dt.timedelta(seconds=20_000), EPOCH + dt.timedelta(seconds=21_000)
+    filt = [("at", ">=", lo), ("at", "<", hi)]
+    expected = t.read().filter((pc.field("at") >= lo) & (pc.field("at") < hi))
+    got = t.read(filter=filt)
+    assert sorted(got["id"].to_pylist()) == sorted(expected["id"].to_pylist())
+    assert (t.last_scan.row_groups_skipped > 0) == bool(props)
+    assert t.get([1, 2, 5_001, 70_000]).column("id").to_pylist() == [1, 2, 70_000]
+    t.compact()  # the layout with no logs left: the same rows again
+    assert sorted(t.read(filter=filt)["id"].to_pylist()) == sorted(expected["id"].to_pylist())
+    at = t.read(columns=["at"])["at"]
+    if props.get("sort_by"):
+        for f in t.dataset().get_fragments():  # each base file is sorted by `at`
+            values = f.to_table(columns=["at"])["at"]
+            assert values.equals(values.sort()) or pc.all(pc.equal(values, values.sort())).as_py()
+    assert at.null_count == 0
+
+
+def test_dataset_filters_reach_file_and_row_group_pruning(cat: fl.Catalog) -> None:
+    t = cat.create_table("ods.t", SCHEMA, primary_key=["id"], buckets=2, properties={"sort_by": "shop"})
+    t.upsert(rows(60_000))
+    t.compact()
+    t.upsert(rows(10, seed=5, start=100_000))  # one bucket gets logs: merged in memory
+    dataset = t.dataset()
+    expected = t.read(filter=[("shop", "=", 7)])
+    assert dataset.to_table(filter=pc.field("shop") == 7).num_rows == expected.num_rows
+    con = duckdb.connect()
+    con.register("t", dataset)
+    got = con.execute("select count(*), min(id) from t where shop = 7").fetchone()
+    assert got == (expected.num_rows, pc.min(expected["id"]).as_py())
+    # a file whose catalog stats cannot match is never opened: remove the files, then filter
+    t.compact()
+    lazy = t.dataset()
+    fragments = list(lazy.get_fragments())
+    assert len(fragments) >= 2
+    for fragment in fragments:
+        fragment.filesystem.delete_file(fragment.path)
+    assert lazy.to_table(filter=pc.field("shop") > 1_000).num_rows == 0
+    with pytest.raises(OSError):
+        lazy.to_table(filter=pc.field("shop") == 7)
