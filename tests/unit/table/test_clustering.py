@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -112,3 +113,20 @@ def test_dataset_filters_reach_file_and_row_group_pruning(cat: fl.Catalog) -> No
     assert lazy.to_table(filter=pc.field("shop") > 1_000).num_rows == 0
     with pytest.raises(OSError):
         lazy.to_table(filter=pc.field("shop") == 7)
+
+
+def test_cli_sets_and_unsets_the_clustering(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from flowlake.cli.main import app
+
+    cat = fl.connect(catalog=f"sqlite:///{tmp_path / 'c.db'}", warehouse=(tmp_path / "wh").as_uri())
+    cat.create_table("ods.t", SCHEMA, primary_key=["id"])
+    args = ["--catalog", f"sqlite:///{tmp_path / 'c.db'}", "--warehouse", (tmp_path / "wh").as_uri()]
+    result = CliRunner().invoke(app, ["table", "set", "ods.t", "cluster_by=shop,at", *args])
+    assert result.exit_code == 0, result.output
+    assert cat.load_table("ods.t").properties["cluster_by"] == "shop,at"
+    result = CliRunner().invoke(app, ["table", "set", "ods.t", "cluster_by=", "sort_by=missing", *args])
+    assert result.exit_code != 0 and "no column 'missing'" in (result.output + str(result.exception))
+    result = CliRunner().invoke(app, ["table", "set", "ods.t", "cluster_by=", *args])
+    assert result.exit_code == 0 and "cluster_by" not in cat.load_table("ods.t").properties
