@@ -176,7 +176,13 @@ def read_snapshot(
 
 
 def snapshot_dataset(
-    storage: Storage, files: Sequence[DataFile], schema: pa.Schema, primary_key: Sequence[str]
+    storage: Storage,
+    files: Sequence[DataFile],
+    schema: pa.Schema,
+    primary_key: Sequence[str],
+    *,
+    columns: Sequence[str] | None = None,
+    filter: Filter | None = None,
 ) -> ds.Dataset:
     """A snapshot as a ``pyarrow.dataset.Dataset`` that reads base files lazily.
 
@@ -184,23 +190,42 @@ def snapshot_dataset(
     dataset, read when the dataset is scanned; only buckets with log files are merged in memory. So
     memory grows with what compaction has not folded yet, not with the table. (pyarrow cannot union
     a filtered dataset, so a bucket's base files cannot be read lazily minus the keys its logs
-    changed.)
+    changed.) A scanner's filter skips base files by their catalog stats and row groups by their
+    footers (see :func:`_base_dataset`).
+
+    ``columns`` (plus those a DNF ``filter`` reads) are the dataset's columns; ``filter`` is applied
+    to its rows, and before that skips the files that cannot match and merges the buckets with log
+    files as a filtered :func:`read_snapshot` does.
     """
     keys = list(primary_key)
+    wanted = list(columns) if columns is not None else schema.names
+    needed = [c for c in dict.fromkeys([*wanted, *sorted(filter_columns(filter))]) if c in schema.names]
+    if isinstance(filter, pc.Expression):
+        needed = schema.names  # the columns an Expression reads are not known
+    shown = pa.schema([schema.field(c) for c in needed])
     logged = {f.bucket for f in files if f.content != "base"} if keys else set()
-    lazy = _base_dataset(storage, [f for f in files if f.bucket not in logged], schema)
-    if not logged:
-        return lazy
-    merged = read_snapshot(storage, [f for f in files if f.bucket in logged], schema, keys)
-    return ds.dataset([lazy, ds.dataset(merged)])
+    base = [
+        f
+        for f in files
+        if f.bucket not in logged and (filter is None or may_match(filter, read_stats(f.stats), f.row_count))
+    ]
+    lazy = _base_dataset(storage, base, schema, shown)
+    if logged:
+        merged = read_snapshot(
+            storage, [f for f in files if f.bucket in logged], schema, keys, columns=needed, filter=filter
+        )
+        lazy = ds.dataset([lazy, ds.dataset(merged)])
+    return lazy if filter is None else lazy.filter(to_expression(filter))
 
 
-def _base_dataset(storage: Storage, files: Sequence[DataFile], schema: pa.Schema) -> ds.Dataset:
+def _base_dataset(
+    storage: Storage, files: Sequence[DataFile], schema: pa.Schema, shown: pa.Schema
+) -> ds.Dataset:
     """Base files as a lazy dataset; each file carries its catalog min/max as a guarantee, so a
     scanner's filter (pyarrow's, or DuckDB's pushed into it) skips files without opening them, and
     the footers' row-group statistics skip row groups."""
     if not files:
-        return ds.dataset(schema.empty_table())
+        return ds.dataset(shown.empty_table())
     fmt = ds.ParquetFileFormat()
     fragments = [
         fmt.make_fragment(
@@ -208,7 +233,7 @@ def _base_dataset(storage: Storage, files: Sequence[DataFile], schema: pa.Schema
         )
         for f in files
     ]
-    return ds.FileSystemDataset(fragments, schema, fmt, filesystem=storage.fs)
+    return ds.FileSystemDataset(fragments, shown, fmt, filesystem=storage.fs)
 
 
 def _guarantee(file: DataFile, schema: pa.Schema) -> pc.Expression:

@@ -130,3 +130,23 @@ def test_cli_sets_and_unsets_the_clustering(tmp_path: Path) -> None:
     assert result.exit_code != 0 and "no column 'missing'" in (result.output + str(result.exception))
     result = CliRunner().invoke(app, ["table", "set", "ods.t", "cluster_by=", *args])
     assert result.exit_code == 0 and "cluster_by" not in cat.load_table("ods.t").properties
+
+
+def test_dataset_with_columns_and_filter_is_exact(cat: fl.Catalog) -> None:
+    t = cat.create_table("ods.t", SCHEMA, primary_key=["id"], buckets=3, properties={"sort_by": "shop"})
+    t.upsert(rows(30_000))
+    t.compact()
+    t.upsert(rows(2_000, seed=9))  # updates: some buckets merged in memory, shops moved
+    filt = [("shop", "in", [3, 4])]
+    expected = t.read(columns=["id", "name"], filter=filt).sort_by("id")
+    dataset = t.dataset(columns=["id", "name"], filter=filt)
+    got = dataset.to_table().sort_by("id")
+    assert got.select(["id", "name"]).equals(expected)
+    assert set(got.column_names) == {"id", "name", "shop"}  # the columns the filter reads come along
+    con = duckdb.connect()
+    con.register("d", dataset)
+    assert con.execute("select count(*) from d").fetchone() == (expected.num_rows,)
+    everything = t.dataset(filter=pc.field("shop") == 3).to_table()
+    assert everything.column_names == SCHEMA.names and set(everything["shop"].to_pylist()) == {3}
+    with pytest.raises(InvalidArgumentError, match="no column"):
+        t.dataset(columns=["nope"])
