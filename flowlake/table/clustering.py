@@ -126,24 +126,25 @@ def z_values(rows: pa.Table, columns: Sequence[str]) -> np.ndarray:
     return out
 
 
-_SAMPLE = 1 << 16
+RANK_SAMPLE = 1 << 16
+"""Numbers and times are ranked by their quantile among this many sampled values (see ``z_values``)."""
 
 
 def _ranks(column: pa.ChunkedArray) -> np.ndarray:
     """Order-preserving uint64 ranks of a column's values (nulls last).
 
     Numbers and times without nulls are ranked against an evenly spaced sample of
-    :data:`_SAMPLE` of their sorted values (their quantile, exact up to that resolution, in one
+    :data:`RANK_SAMPLE` of their sorted values (their quantile, exact up to that resolution, in one
     binary search per row); other columns by an exact dense rank (a sort).
     """
     dtype = column.type
     numeric = pa.types.is_integer(dtype) or pa.types.is_floating(dtype) or pa.types.is_temporal(dtype)
-    if numeric and column.null_count == 0 and len(column) > _SAMPLE:
+    if numeric and column.null_count == 0 and len(column) > RANK_SAMPLE:
         array = column.combine_chunks()
         if pa.types.is_temporal(dtype):
             array = array.view(pa.int64() if dtype.bit_width == 64 else pa.int32())
         values = np.asarray(array.to_numpy(zero_copy_only=False))
-        sample = np.sort(values[:: max(1, len(values) // _SAMPLE)])
+        sample = np.sort(values[:: max(1, len(values) // RANK_SAMPLE)])
         return np.asarray(np.searchsorted(sample, values, side="left"), dtype=np.uint64)
     rank = pc.rank(column, sort_keys="ascending", tiebreaker="dense")
     return np.asarray(rank.to_numpy(), dtype=np.uint64) - np.uint64(1)

@@ -150,3 +150,20 @@ def test_dataset_with_columns_and_filter_is_exact(cat: fl.Catalog) -> None:
     assert everything.column_names == SCHEMA.names and set(everything["shop"].to_pylist()) == {3}
     with pytest.raises(InvalidArgumentError, match="no column"):
         t.dataset(columns=["nope"])
+
+
+def test_ranks_of_large_numeric_columns_keep_order() -> None:
+    """Past the sample size, numbers and times are ranked by quantile: order is kept, ties stay tied."""
+    from flowlake.table.clustering import RANK_SAMPLE
+
+    rng = np.random.default_rng(4)
+    values = rng.integers(-(2**40), 2**40, RANK_SAMPLE * 3)
+    for column in (
+        pa.chunked_array([values]),
+        pa.chunked_array([pa.array(values, pa.timestamp("us", tz="UTC"))]),
+        pa.chunked_array([values.astype(np.float64)]),
+    ):
+        ranks = z_values(pa.table({"c": column}), ["c"])  # one column: its rank
+        order = np.argsort(values, kind="stable")
+        assert (np.diff(ranks[order].astype(np.int64)) >= 0).all()
+        assert len(np.unique(ranks)) > RANK_SAMPLE // 2  # resolution: about one rank per sampled value
