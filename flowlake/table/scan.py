@@ -19,7 +19,7 @@ The filter is then applied to the merged rows, so results are exact whatever the
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -78,10 +78,41 @@ def _row_groups(filter: Filter, skipped: list[int], metadata: pq.FileMetaData) -
     return chosen
 
 
+def _image_row_groups(metadata: pq.FileMetaData) -> list[int] | None:
+    """The row groups of a log file that hold more than ``-U`` rows (by their ``_kind`` statistics;
+    None, all of them, for a file written without)."""
+    if metadata.num_row_groups < 2:
+        return None
+    names = [metadata.row_group(0).column(j).path_in_schema for j in range(metadata.num_columns)]
+    if KIND_COLUMN not in names:
+        return None
+    j = names.index(KIND_COLUMN)
+    chosen = []
+    for i in range(metadata.num_row_groups):
+        chunk = metadata.row_group(i).column(j)
+        stats = chunk.statistics if chunk.is_stats_set else None
+        only_before = (
+            stats is not None and stats.has_min_max and stats.min == stats.max == int(RowKind.UPDATE_BEFORE)
+        )
+        if not only_before:
+            chosen.append(i)
+    return chosen
+
+
+def _row_group_chooser(
+    task: _Task, skipped: list[int]
+) -> Callable[[pq.FileMetaData], Sequence[int] | None] | None:
+    """What picks the row groups to decode: a log's groups holding images; a base file's groups
+    whose statistics may match the filter; None: all groups."""
+    if task.file.content != "base":
+        return _image_row_groups
+    return None if task.filter is None else partial(_row_groups, task.filter, skipped)
+
+
 def _read_task(storage: Storage, schema: pa.Schema, task: _Task, skipped: list[int]) -> pa.Table:
     """A file's ``task.columns`` (conformed to ``schema``) and ``_kind``: 0 for base rows, the stored
-    kind for log rows (``-U`` rows included: the bucket's merge drops them once for all its logs), ``-D``
-    for a keys-only read."""
+    kind for log rows, ``-D`` for a keys-only read. A log's row groups of ``-U`` rows only are not
+    decoded; ``-U`` rows mixed with others (older files) are read, and the merge skips them."""
     is_log = task.file.content != "base"  # a log, or a split's moved changes
     wanted = [c for c in task.columns if c in schema.names]
     projected = read_parquet(
@@ -90,7 +121,7 @@ def _read_task(storage: Storage, schema: pa.Schema, task: _Task, skipped: list[i
         [*wanted, *([KIND_COLUMN] if is_log else [])],
         size=task.file.size,
         checksum=task.file.checksum,
-        row_groups=None if task.filter is None else partial(_row_groups, task.filter, skipped),
+        row_groups=_row_group_chooser(task, skipped),
     )
     if task.keys_only:
         kinds = pa.array(np.full(projected.num_rows, RowKind.DELETE, np.int8))
