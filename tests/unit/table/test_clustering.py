@@ -56,6 +56,8 @@ def test_properties_are_validated_against_the_schema(cat: fl.Catalog) -> None:
         t.set_properties(sort_by=None, cluster_by="at,shop,name,id")  # four columns
     t.set_properties(sort_by=None, cluster_by="at,shop")
     assert ClusterSpec.from_properties(t.properties) == ClusterSpec((), ("at", "shop"))
+    with pytest.raises(InvalidArgumentError, match="no column 'gone' to cluster by"):
+        cat.create_table("ods.u", SCHEMA, primary_key=["id"], properties={"cluster_by": "at,gone"})
 
 
 def test_z_values_interleave_ranks() -> None:
