@@ -183,6 +183,8 @@ class AggregateState(PickledSnapshot):
         self.schema: pa.Schema | None = None
         self._capacity = 0
         self._log: ChunkLog | None = None
+        self._chunk_root: Path | None = None
+        self._inline_bytes = 0
         self._dirty = np.zeros(0, dtype=bool)
         self._gone: set[Any] = set()
 
@@ -194,17 +196,32 @@ class AggregateState(PickledSnapshot):
         state = dict(self.__dict__)
         state["aggs"] = {}
         state["_log"], state["_dirty"], state["_gone"] = None, np.zeros(0, dtype=bool), set()
+        state["_chunk_root"], state["_inline_bytes"] = None, 0
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # states pickled before chunked snapshots lack the snapshot bookkeeping
+        self.__dict__.update(_log=None, _chunk_root=None, _inline_bytes=0, _gone=set())
+        self.__dict__.update(state)
+        self._dirty = np.zeros(0, dtype=bool)
 
     # -- snapshots ------------------------------------------------------------------------------
 
-    def keep_chunks(self, root: Path) -> None:
-        """Snapshot from now on as chunk files under ``root`` (see :class:`ChunkLog`), not one pickle.
+    def keep_chunks(self, root: Path, inline_bytes: int = 0) -> None:
+        """Snapshot as chunk files under ``root`` (see :class:`ChunkLog`) once the state's whole pickle
+        reaches ``inline_bytes`` (0: from the next snapshot on); below that, one pickle as without.
 
-        The first snapshot writes every group; each later one only the groups changed since.
+        The first chunked snapshot writes every group; each later one only the groups changed since.
+        A state stays chunked once it switched (its chunks are what later snapshots name).
         """
-        if self._log is not None:
-            return
+        self._chunk_root, self._inline_bytes = root, inline_bytes
+
+    @property
+    def chunked(self) -> bool:
+        """Whether snapshots are chunk manifests (else whole pickles)."""
+        return self._log is not None
+
+    def _start_log(self, root: Path) -> None:
         self._log = ChunkLog.create(root)
         self._dirty = np.zeros(self._capacity, dtype=bool)
         self._dirty[: len(self.keys)] = True
@@ -212,7 +229,11 @@ class AggregateState(PickledSnapshot):
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Frozen:
         if self._log is None:
-            return super().__deepcopy__(memo)
+            whole = super().__deepcopy__(memo)
+            if self._chunk_root is None or len(whole.data) < self._inline_bytes:
+                return whole
+            self._start_log(self._chunk_root)
+        assert self._log is not None
         manifest = self._log.append(self._changed_records())
         return Frozen(pickle.dumps(_Chunked(manifest, self._scalars()), protocol=pickle.HIGHEST_PROTOCOL))
 

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from flowlake.errors import StorageError
+from flowlake.errors import InvalidArgumentError, StorageError
 
 T = TypeVar("T")
 
@@ -67,10 +67,38 @@ RETAIN_SNAPSHOTS = 32
 """Snapshots a chunk outlives its last manifest: how far back (in snapshots of one key) a resume may go."""
 
 
+INLINE_BYTES_ENV = "FLOWLAKE_STATE_INLINE_BYTES"
+"""Environment variable: the pickled size below which a state with a folder still snapshots inline."""
+
+DEFAULT_INLINE_BYTES = 1 << 20
+"""Below this many pickled bytes a whole pickle is cheaper than an fsynced chunk (``benchmarks/
+aggregate.py --snapshots-only``, section (f)), so a key partition's state snapshots inline until it
+first grows past it, and in chunks from then on."""
+
+STATE_SUBDIR = "state"
+"""``flowlake run -r DIR`` keeps keyed state chunks in ``DIR/state`` unless told otherwise."""
+
+
 def state_dir(given: str | os.PathLike[str] | None) -> Path | None:
     """The chunk folder for keyed state: ``given``, else ``$FLOWLAKE_STATE_DIR``, else None (none)."""
     value = given if given is not None else os.environ.get(STATE_DIR_ENV) or None
     return None if value is None else Path(value)
+
+
+def inline_bytes(given: int | None = None) -> int:
+    """The inline threshold: ``given``, else ``$FLOWLAKE_STATE_INLINE_BYTES``, else the default.
+
+    >>> inline_bytes(0), inline_bytes(None) > 0
+    (0, True)
+    """
+    if given is not None:
+        return given
+    text = os.environ.get(INLINE_BYTES_ENV) or ""
+    try:
+        return int(text) if text else DEFAULT_INLINE_BYTES
+    except ValueError as exc:
+        message = f"{INLINE_BYTES_ENV} must be a whole number of bytes, got {text!r}"
+        raise InvalidArgumentError(message) from exc
 
 
 Records = dict[str, Any]

@@ -105,11 +105,15 @@ def contents(state: AggregateState) -> dict[str, Any]:
             "dropped": state.dropped_retractions, "late": state.late_changes}  # fmt: skip
 
 
-def resumed(frozen: bytes, window: Window | None) -> AggregateState:
-    """What the operator gets back after bytewax stored and reloaded a snapshot."""
+def resumed(
+    frozen: bytes, window: Window | None, root: Path | None = None, inline: int = 0
+) -> AggregateState:
+    """What the operator gets back after bytewax stored and reloaded a snapshot (and configures)."""
     state = thaw(pickle.loads(frozen))  # noqa: S301 - the test's own bytes
     assert isinstance(state, AggregateState)
     state.configure(["g"], SPEC, window)
+    if root is not None:
+        state.keep_chunks(root, inline)
     return state
 
 
@@ -135,21 +139,29 @@ def run(
     st.lists(st.integers(1, 6), min_size=1, max_size=10),
     st.data(),
     st.booleans(),
+    st.sampled_from([None, 130, 250, 10**9]),
 )
 def test_resume_from_any_snapshot_equals_the_uninterrupted_run(
-    history: list[tuple[Any, ...]], cuts: list[int], data: st.DataObject, windowed: bool
+    history: list[tuple[Any, ...]], cuts: list[int], data: st.DataObject, windowed: bool, above: int | None
 ) -> None:
+    """Snapshots stay whole pickles while below ``above`` bytes more than an empty state's pickle
+    (None: always chunks; a group adds ~60 bytes, so 130 and 250 switch forms as the state grows
+    and a resume may start from an inline snapshot and continue chunked)."""
     batches = batches_of(history, cuts)
     snap_at = data.draw(st.sets(st.integers(0, len(batches) - 1)))
     window = WINDOW if windowed else None
-    with tempfile.TemporaryDirectory() as root:
+    empty = AggregateState(["g"], SPEC, window)
+    empty.apply(batches[0].slice(0, 0))
+    inline = 0 if above is None else len(pickle.dumps(empty)) + above
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
         whole = AggregateState(["g"], SPEC, window)
-        whole.keep_chunks(Path(root))
+        whole.keep_chunks(root, inline)
         outs, snaps = run(whole, batches, snap_at, 0)
         expected = contents(whole)
         for crash in sorted(snaps):
             # a resume after the uninterrupted run went further (it wrote and merged chunks since)
-            state = resumed(snaps[crash], window)
+            state = resumed(snaps[crash], window, root, inline)
             rest = batches[crash + 1 :]
             second = set(data.draw(st.sets(st.integers(crash + 1, crash + 1 + len(rest)), max_size=3)))
             again, snaps2 = run(state, rest, second, crash + 1)
@@ -157,7 +169,7 @@ def test_resume_from_any_snapshot_equals_the_uninterrupted_run(
                 assert got.equals(want)
             assert contents(state) == expected
             for crash2, frozen in snaps2.items():  # a second crash, after the resumed run went on
-                state2 = resumed(frozen, window)
+                state2 = resumed(frozen, window, root, inline)
                 run(state2, batches[crash2 + 1 :], set(), crash2 + 1)
                 assert contents(state2) == expected
 
@@ -196,3 +208,45 @@ def test_a_missing_chunk_is_named_in_the_error(tmp_path: Path) -> None:
         chunk.unlink()
     with pytest.raises(StorageError, match="named by a bytewax snapshot is missing"):
         resumed(frozen, None)
+
+
+def _count_batch(groups: range) -> pa.Table:
+    schema = pa.schema([("g", pa.int64()), ("v", pa.int64())])
+    return from_rows([(RowKind.INSERT, {"g": g, "v": 1}) for g in groups], schema)
+
+
+def test_a_small_state_snapshots_inline_until_it_grows(tmp_path: Path) -> None:
+    state = AggregateState(["g"], {"n": aggs.count()}, None)
+    state.keep_chunks(tmp_path, 20_000)
+    state.apply(_count_batch(range(10)))
+    small = copy.deepcopy(state)
+    assert isinstance(small, Frozen) and isinstance(small.thaw(), AggregateState)
+    assert not state.chunked and not any(tmp_path.rglob("*.chunk"))
+    state.apply(_count_batch(range(10, 5000)))
+    grown = pickle.dumps(copy.deepcopy(state))
+    assert state.chunked and any(tmp_path.rglob("*.chunk")) and len(grown) < 2000
+    state.apply(_count_batch(range(3)))
+    copy.deepcopy(state)  # chunked from now on, even though the next chunk is small
+    assert state.chunked
+    # both forms resume: the inline one keeps snapshotting inline while small, the chunked one chunked
+    inline = thaw(pickle.loads(pickle.dumps(small)))  # noqa: S301 - the test's own bytes
+    chunked = thaw(pickle.loads(grown))  # noqa: S301 - the test's own bytes
+    assert isinstance(inline, AggregateState) and isinstance(chunked, AggregateState)
+    assert inline.groups == 10 and not inline.chunked
+    assert chunked.groups == 5000 and chunked.chunked
+
+
+def test_a_state_pickled_before_chunked_snapshots_resumes(tmp_path: Path) -> None:
+    """A state pickled by a version without the snapshot bookkeeping attributes (old recovery stores)."""
+    state = AggregateState(["g"], {"n": aggs.count()}, None)
+    state.apply(_count_batch(range(5)))
+    old = state.__getstate__()
+    for name in ("_log", "_chunk_root", "_inline_bytes", "_dirty", "_gone"):
+        old.pop(name)
+    back = AggregateState.__new__(AggregateState)
+    back.__setstate__(old)
+    back.configure(["g"], {"n": aggs.count()}, None)
+    back.keep_chunks(tmp_path, 0)
+    back.apply(_count_batch(range(5, 8)))
+    again = resumed(pickle.dumps(copy.deepcopy(back)), None)
+    assert again.groups == 8 and again.chunked
