@@ -12,10 +12,8 @@ from __future__ import annotations
 import builtins
 import datetime as dt
 import logging
-import pickle
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,7 +22,7 @@ import pyarrow.compute as pc
 
 from flowlake.changelog import KIND_COLUMN, SEQ_COLUMN, RowKind
 from flowlake.errors import InvalidArgumentError
-from flowlake.flow._snapshot import ChunkLog, Frozen, Manifest, PickledSnapshot, Records
+from flowlake.flow._snapshot import ChunkedSnapshot, ChunkLog, Manifest, Records
 from flowlake.flow._stateform import from_state, to_state
 from flowlake.flow.aggs import ADDITIVE, Agg, Condition, Window
 from flowlake.flow.batch import kinds_of, weights
@@ -162,7 +160,7 @@ def result_type(agg: Agg, schema: pa.Schema) -> pa.DataType:
     return source
 
 
-class AggregateState(PickledSnapshot):
+class AggregateState(ChunkedSnapshot):
     """Group state of one key partition: ids, running totals, per-value counts, window bookkeeping."""
 
     def __init__(self, by: Sequence[str], aggs: Mapping[str, Agg], window: Window | None) -> None:
@@ -182,9 +180,6 @@ class AggregateState(PickledSnapshot):
         self.late_changes = 0
         self.schema: pa.Schema | None = None
         self._capacity = 0
-        self._log: ChunkLog | None = None
-        self._chunk_root: Path | None = None
-        self._inline_bytes = 0
         self._dirty = np.zeros(0, dtype=bool)
         self._gone: set[Any] = set()
 
@@ -195,52 +190,25 @@ class AggregateState(PickledSnapshot):
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["aggs"] = {}
-        state["_log"], state["_dirty"], state["_gone"] = None, np.zeros(0, dtype=bool), set()
-        state["_chunk_root"], state["_inline_bytes"] = None, 0
+        state["_dirty"], state["_gone"] = np.zeros(0, dtype=bool), set()
+        for name in ("_log", "_chunk_root", "_inline_bytes"):  # the snapshot's, not the state's
+            state.pop(name, None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        # states pickled before chunked snapshots lack the snapshot bookkeeping
-        self.__dict__.update(_log=None, _chunk_root=None, _inline_bytes=0, _gone=set())
+        state.setdefault("_gone", set())  # states pickled before chunked snapshots lack these
         self.__dict__.update(state)
         self._dirty = np.zeros(0, dtype=bool)
 
-    # -- snapshots ------------------------------------------------------------------------------
+    # -- snapshots (see ChunkedSnapshot) --------------------------------------------------------
 
-    def keep_chunks(self, root: Path, inline_bytes: int = 0) -> None:
-        """Snapshot as chunk files under ``root`` (see :class:`ChunkLog`) once the state's whole pickle
-        reaches ``inline_bytes`` (0: from the next snapshot on); below that, one pickle as without.
-
-        The first chunked snapshot writes every group; each later one only the groups changed since.
-        A state stays chunked once it switched (its chunks are what later snapshots name).
-        """
-        self._chunk_root, self._inline_bytes = root, inline_bytes
-
-    @property
-    def chunked(self) -> bool:
-        """Whether snapshots are chunk manifests (else whole pickles)."""
-        return self._log is not None
-
-    def _start_log(self, root: Path) -> None:
-        self._log = ChunkLog.create(root)
+    def _mark_all_changed(self) -> None:
         self._dirty = np.zeros(self._capacity, dtype=bool)
         self._dirty[: len(self.keys)] = True
         self._gone = set()
 
-    def __deepcopy__(self, memo: dict[int, Any]) -> Frozen:
-        if self._log is None:
-            whole = super().__deepcopy__(memo)
-            if self._chunk_root is None or len(whole.data) < self._inline_bytes:
-                return whole
-            self._start_log(self._chunk_root)
-        assert self._log is not None
-        manifest = self._log.append(self._changed_records())
-        return Frozen(pickle.dumps(_Chunked(manifest, self._scalars()), protocol=pickle.HIGHEST_PROTOCOL))
-
-    @property
-    def snapshot_bytes(self) -> int:
-        """Chunk bytes written by snapshots so far (0 without a chunk log)."""
-        return 0 if self._log is None else self._log.bytes_written
+    def _chunked_snapshot(self, manifest: Manifest) -> object:
+        return _Chunked(manifest, self._scalars())
 
     def _scalars(self) -> dict[str, Any]:
         return {

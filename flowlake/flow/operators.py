@@ -469,12 +469,18 @@ def top_n(
     n: int,
     rank: str | None = None,
     partitions: int = 4,
+    chunks: str | os.PathLike[str] | None = None,
+    inline_bytes: int | None = None,
 ) -> Stream[ChangeBatch]:
     """The first ``n`` rows of each partition in ``order_by`` order (``ROW_NUMBER() ... <= n``).
 
     Retraction-correct: a change that moves a row into or out of the top ``n`` emits exactly the
     difference. With ``rank`` the output has that column (1..n) and a rank whose row changes emits
     ``-U``/``+U``. Ties on every ``order_by`` column are broken by the other columns.
+
+    ``chunks`` and ``inline_bytes`` as for :func:`aggregate`: with a state folder, a large key
+    partition's snapshot holds only the rows of the partitions (``partition_by`` values) changed
+    since the last one.
 
     >>> import bytewax.operators as op
     >>> from bytewax.dataflow import Dataflow
@@ -497,8 +503,14 @@ def top_n(
     values = op.map_value("unwrap", keyed, lambda item: item[1])
     sizes = StateSizes(step_id)
 
+    root = state_dir(chunks)
+    chunk_root = None if root is None else root / step_id
+    threshold = snapshot_inline_bytes(inline_bytes)
+
     def fold(state: TopNState | Frozen | None, batch: ChangeBatch) -> tuple[TopNState, list[ChangeBatch]]:
         state = thaw(state) or TopNState(part_cols, order, n, rank)
+        if chunk_root is not None:
+            state.keep_chunks(chunk_root, threshold)
         out = state.apply(batch.data)
         count_records(step_id, "in", batch.data.num_rows)
         count_records(step_id, "out", out.num_rows)
