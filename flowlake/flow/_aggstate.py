@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 
 from flowlake.changelog import KIND_COLUMN, SEQ_COLUMN, RowKind
 from flowlake.errors import InvalidArgumentError
+from flowlake.flow._keyindex import KeyIndex
 from flowlake.flow._snapshot import ChunkedSnapshot, ChunkLog, Manifest, Records
 from flowlake.flow._stateform import from_state, to_state
 from flowlake.flow.aggs import ADDITIVE, Agg, Condition, Window
@@ -167,8 +168,8 @@ class AggregateState(ChunkedSnapshot):
         self.by = tuple(by)
         self.aggs = dict(aggs)
         self.window = window
-        self.index: dict[Any, int] = {}
         self.keys: list[Any] = []
+        self.index = KeyIndex(self.keys)
         self.free: list[int] = []
         self.rows = np.zeros(0, dtype=np.int64)
         self.sums: dict[str, np.ndarray] = {}
@@ -191,14 +192,22 @@ class AggregateState(ChunkedSnapshot):
         state = dict(self.__dict__)
         state["aggs"] = {}
         state["_dirty"], state["_gone"] = np.zeros(0, dtype=bool), set()
+        del state["index"]  # rebuilt from the keys on unpickling
         for name in ("_log", "_chunk_root", "_inline_bytes"):  # the snapshot's, not the state's
             state.pop(name, None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.setdefault("_gone", set())  # states pickled before chunked snapshots lack these
-        self.__dict__.update(state)
+        self.__dict__.update(state)  # (and those pickled before KeyIndex hold a dict index: replaced)
         self._dirty = np.zeros(0, dtype=bool)
+        self.index = KeyIndex.build(self.keys, self._live_ids())
+
+    def _live_ids(self) -> np.ndarray:
+        """Ids of the live groups (those not free)."""
+        live = np.ones(len(self.keys), dtype=bool)
+        live[np.asarray(self.free, np.int64)] = False
+        return np.flatnonzero(live)
 
     # -- snapshots (see ChunkedSnapshot) --------------------------------------------------------
 
@@ -230,9 +239,12 @@ class AggregateState(ChunkedSnapshot):
     def _changed_records(self) -> Records:
         """The groups changed since the last snapshot, and tombstones for those gone; resets both."""
         dirty = np.flatnonzero(self._dirty)
-        dirty = dirty[np.fromiter((self.keys[g] is not None for g in dirty.tolist()), bool, len(dirty))]
+        free = np.zeros(len(self._dirty), dtype=bool)
+        free[np.asarray(self.free, np.int64)] = True
+        dirty = dirty[~free[dirty]]  # (a live group's key may be None: a NULL key)
         records = self._records(dirty)
-        gone = [key for key in self._gone if key not in self.index]
+        maybe = list(self._gone)
+        gone = [key for key, gid in zip(maybe, self.index.lookup(maybe).tolist(), strict=True) if gid < 0]
         if gone:
             dead: Records = {
                 "keys": gone,
@@ -297,24 +309,25 @@ class AggregateState(ChunkedSnapshot):
             self.counters[name].extend([None] * extra)
         self._capacity = cap
 
-    def _gid(self, key: Any) -> int:
-        gid = self.index.get(key)
-        if gid is None:
-            if self.free:
-                gid = self.free.pop()
-                self.keys[gid] = key
-            else:
-                gid = len(self.keys)
-                self.keys.append(key)
-                self._grow(gid + 1)
-            self.index[key] = gid
-            if self.window is not None:
+    def _create(self, keys: list[Any]) -> np.ndarray:
+        """New groups for ``keys``: free ids first (the last freed first), then new ones."""
+        take = builtins.min(len(keys), len(self.free))
+        reused = self.free[len(self.free) - take :][::-1]
+        del self.free[len(self.free) - take :]
+        for gid, key in zip(reused, keys, strict=False):
+            self.keys[gid] = key
+        start = len(self.keys)
+        self.keys.extend(keys[take:])
+        self._grow(len(self.keys))
+        ids = np.concatenate([np.asarray(reused, np.int64), np.arange(start, len(self.keys), dtype=np.int64)])
+        if self.window is not None:
+            for gid, key in zip(ids.tolist(), keys, strict=True):
                 self.window_groups.setdefault(_window_of(key), set()).add(gid)
-        return gid
+        return ids
 
     def _release(self, gid: int) -> None:
         key = self.keys[gid]
-        del self.index[key]
+        self.index.discard(key, gid)
         if self._log is not None:
             self._gone.add(key)
         self.keys[gid] = None
@@ -449,7 +462,7 @@ class AggregateState(ChunkedSnapshot):
             [(c, "sum") for c in names]
         )
         keys = _py_keys(grouped, key_cols)
-        gids = np.fromiter((self._gid(k) for k in keys), dtype=np.int64, count=len(keys))
+        gids = self.index.assign(keys, self._create)
         gneg = grouped.column("_neg").to_numpy(zero_copy_only=False)
         dw = grouped.column("_w_sum").to_numpy()
         touched, inverse = np.unique(gids, return_inverse=True)
@@ -510,9 +523,10 @@ class AggregateState(ChunkedSnapshot):
             counters = self.counters[name]
             entries = list(zip(keys, values, grouped.column("_neg").to_pylist(),
                                grouped.column("_w_sum").to_pylist(), strict=True))  # fmt: skip
+            gid_of = dict(zip(keys, self.index.lookup(keys).tolist(), strict=True))
             # additions first: a value added and retracted in one batch must not look like an underflow
             for key, value, negative, delta in sorted(entries, key=lambda e: bool(e[2])):
-                gid = self.index[key]
+                gid = gid_of[key]
                 if negative and gid in bad:
                     continue
                 counter = counters[gid]
@@ -653,7 +667,7 @@ def restore_chunked(manifest: Manifest, scalars: dict[str, Any]) -> AggregateSta
     state.keys, state.free = [None] * n, list(scalars["free"])
     for gid, key in zip(gids.tolist(), records["keys"], strict=True):
         state.keys[gid] = key
-    state.index = dict(zip(records["keys"], gids.tolist(), strict=True))
+    state.index = KeyIndex.build(state.keys, gids)
     state.rows = np.zeros(n, np.int64)
     state.rows[gids] = records.get("rows", 0)
     for name, dtype in scalars["dtypes"].items():
