@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 
 from flowlake.changelog import KIND_COLUMN, SEQ_COLUMN, RowKind
 from flowlake.errors import InvalidArgumentError
-from flowlake.flow._keyindex import KeyIndex
+from flowlake.flow._keyindex import EXACT_BELOW, IntKeys, KeyIndex, KeyStore, gather
 from flowlake.flow._snapshot import ChunkedSnapshot, ChunkLog, Manifest, Records
 from flowlake.flow._stateform import from_state, to_state
 from flowlake.flow.aggs import ADDITIVE, Agg, Condition, Window
@@ -168,7 +168,7 @@ class AggregateState(ChunkedSnapshot):
         self.by = tuple(by)
         self.aggs = dict(aggs)
         self.window = window
-        self.keys: list[Any] = []
+        self.keys: KeyStore = []
         self.index = KeyIndex(self.keys)
         self.free: list[int] = []
         self.rows = np.zeros(0, dtype=np.int64)
@@ -228,7 +228,7 @@ class AggregateState(ChunkedSnapshot):
         }  # fmt: skip
 
     def _records(self, gids: np.ndarray, live: bool = True) -> Records:
-        records: Records = {"keys": [self.keys[g] for g in gids.tolist()], "live": np.full(len(gids), live),
+        records: Records = {"keys": gather(self.keys, gids), "live": np.full(len(gids), live),
                             "rows": self.rows[gids], "gid": gids}  # fmt: skip
         for name in self.sums:
             records[f"s:{name}"], records[f"n:{name}"] = self.sums[name][gids], self.nonnull[name][gids]
@@ -275,10 +275,15 @@ class AggregateState(ChunkedSnapshot):
 
     def _init_schema(self, schema: pa.Schema) -> None:
         self.schema = schema
+        if not len(self.keys):
+            self.keys = _key_store(schema, self.key_columns)
+            self.index = KeyIndex(self.keys)
         for name, agg in self.aggs.items():
             if agg.func in ADDITIVE:
                 floating = agg.column is not None and pa.types.is_floating(schema.field(agg.column).type)
-                self.sums[name] = np.zeros(self._capacity, dtype=np.float64 if floating else np.int64)
+                # a count has no sum (only its non-null count): its sums stay 0, in a byte each
+                dtype = np.int8 if agg.func == "count" else np.float64 if floating else np.int64
+                self.sums[name] = np.zeros(self._capacity, dtype=dtype)
                 self.nonnull[name] = np.zeros(self._capacity, dtype=np.int64)
             else:
                 self.counters[name] = [None] * self._capacity
@@ -462,10 +467,14 @@ class AggregateState(ChunkedSnapshot):
             [(c, "sum") for c in names]
         )
         keys = _py_keys(grouped, key_cols)
-        gids = self.index.assign(keys, self._create)
+        hashes = _exact_hashes(grouped, key_cols)
+        gids = self.index.assign(keys, self._create, hashes, exact=hashes is not None)
         gneg = grouped.column("_neg").to_numpy(zero_copy_only=False)
         dw = grouped.column("_w_sum").to_numpy()
         touched, inverse = np.unique(gids, return_inverse=True)
+        first = np.empty(len(touched), np.int64)
+        first[inverse] = np.arange(len(gids))
+        key_rows = grouped.select(list(key_cols)).take(pa.array(first))  # each touched group's key
         net = np.zeros(len(touched), dtype=np.int64)
         np.add.at(net, inverse, dw)
         rows_before = self.rows[touched].copy()
@@ -486,7 +495,7 @@ class AggregateState(ChunkedSnapshot):
         if self._log is not None:
             self._dirty[touched] = True
         after = self._results(touched)
-        out = self._emit(touched, rows_before, rows_after, before, after, out_schema)
+        out = self._emit(key_rows, rows_before, rows_after, before, after, out_schema)
         for gid in touched[rows_after <= 0].tolist():
             self.rows[gid] = 0
             self._release(gid)
@@ -568,7 +577,7 @@ class AggregateState(ChunkedSnapshot):
 
     def _emit(
         self,
-        gids: np.ndarray,
+        key_rows: pa.Table,
         rows_before: np.ndarray,
         rows_after: np.ndarray,
         before: dict[str, Any],
@@ -587,8 +596,8 @@ class AggregateState(ChunkedSnapshot):
         new_sel = np.flatnonzero(changed & exists)
         if not len(old_sel) and not len(new_sel):
             return _empty_changes(schema)
-        old = self._table(gids, old_sel, before, schema)
-        new = self._table(gids, new_sel, after, schema)
+        old = self._table(key_rows, old_sel, before, schema)
+        new = self._table(key_rows, new_sel, after, schema)
         old_kind = np.where(exists[old_sel], RowKind.UPDATE_BEFORE, RowKind.DELETE).astype(np.int8)
         new_kind = np.where(existed[new_sel], RowKind.UPDATE_AFTER, RowKind.INSERT).astype(np.int8)
         both = pa.concat_tables([old, new])
@@ -596,25 +605,11 @@ class AggregateState(ChunkedSnapshot):
         order = np.argsort(np.concatenate([old_sel * 2, new_sel * 2 + 1]), kind="stable")
         return both.take(pa.array(order)).append_column(KIND_COLUMN, pa.array(kinds[order], pa.int8()))
 
-    def _key_arrays(self, keys: list[Any], schema: pa.Schema) -> list[pa.Array]:
-        key_cols = self.key_columns
-        arrays: list[pa.Array] = []
-        if len(key_cols) == 1:
-            columns: list[Any] = [keys]
-        else:
-            columns = list(zip(*keys, strict=True)) if keys else [() for _ in key_cols]
-        for values_of, name in zip(columns, key_cols, strict=True):
-            dtype = schema.field(name).type
-            if self.window is not None and name == self.window.column:
-                arrays.append(pa.array(list(values_of), pa.int64()).cast(dtype))
-            else:
-                arrays.append(pa.array(list(values_of), dtype))
-        return arrays
-
     def _table(
-        self, gids: np.ndarray, sel: np.ndarray, values: dict[str, Any], schema: pa.Schema
+        self, key_rows: pa.Table, sel: np.ndarray, values: dict[str, Any], schema: pa.Schema
     ) -> pa.Table:
-        arrays = self._key_arrays([self.keys[g] for g in gids[sel].tolist()], schema)
+        taken = key_rows.take(pa.array(sel, pa.int64()))
+        arrays = [taken.column(c).combine_chunks().cast(schema.field(c).type) for c in self.key_columns]
         assert self.schema is not None
         for name, agg in self.aggs.items():
             dtype = schema.field(name).type
@@ -664,7 +659,8 @@ def restore_chunked(manifest: Manifest, scalars: dict[str, Any]) -> AggregateSta
     gids = np.asarray(records.get("gid", np.zeros(0, np.int64)), dtype=np.int64)
     state.schema, state.max_event = scalars["schema"], scalars["max_event"]
     state.dropped_retractions, state.late_changes = scalars["dropped_retractions"], scalars["late_changes"]
-    state.keys, state.free = [None] * n, list(scalars["free"])
+    state.keys, state.free = _key_store(scalars["schema"], state.key_columns), list(scalars["free"])
+    state.keys.extend([None] * n)
     for gid, key in zip(gids.tolist(), records["keys"], strict=True):
         state.keys[gid] = key
     state.index = KeyIndex.build(state.keys, gids)
@@ -694,6 +690,29 @@ def _iso(us: int) -> str:
 def _window_of(key: Any) -> int:
     start = key[-1] if isinstance(key, tuple) else key
     return 0 if start is None else int(start)
+
+
+def _key_store(schema: pa.Schema | None, columns: Sequence[str]) -> KeyStore:
+    """Where the group keys live: numpy for one integer key column (no window), else a list."""
+    if schema is not None and len(columns) == 1 and columns[0] in schema.names:
+        type_ = schema.field(columns[0]).type
+        if pa.types.is_integer(type_) and type_ != pa.uint64():
+            return IntKeys()
+    return []
+
+
+def _exact_hashes(table: pa.Table, columns: Sequence[str]) -> np.ndarray | None:
+    """The keys' Python hashes without Python, where that is the values themselves: one integer
+    key column without NULLs, every value in ``[0, EXACT_BELOW)``; else None."""
+    if len(columns) != 1:
+        return None
+    column = table.column(columns[0])
+    if not pa.types.is_integer(column.type) or column.null_count or not len(column):
+        return None
+    values = np.asarray(column.to_numpy(), np.int64) if column.type != pa.uint64() else None
+    if values is None or values.min() < 0 or values.max() >= EXACT_BELOW:
+        return None
+    return values
 
 
 def _py_keys(table: pa.Table, columns: Sequence[str]) -> list[Any]:

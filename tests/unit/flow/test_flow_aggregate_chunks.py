@@ -62,8 +62,15 @@ ops = st.lists(
 WINDOW = Window(on="t", size_us=10_000_000, column="minute", horizon_us=15_000_000)
 
 
-def batches_of(history: list[tuple[Any, ...]], cuts: list[int]) -> list[pa.Table]:
-    """A valid changelog for ``history`` cut into batches of the sizes in ``cuts`` (cycled)."""
+INT_GROUPS = {"a": 0, "b": 1, "c": -1, "d": -2, "e": 2**61 - 1, "f": 2**62, None: None}
+"""Integer group keys in place of the letters: -1 and -2 share a Python hash, as do 0 and 2**61 - 1."""
+INT_SCHEMA = SCHEMA.set(SCHEMA.get_field_index("g"), pa.field("g", pa.int64()))
+
+
+def batches_of(history: list[tuple[Any, ...]], cuts: list[int], int_keys: bool = False) -> list[pa.Table]:
+    """A valid changelog for ``history`` cut into batches of the sizes in ``cuts`` (cycled); with
+    ``int_keys`` the group keys are the integers of :data:`INT_GROUPS`."""
+    schema = INT_SCHEMA if int_keys else SCHEMA
     live: dict[int, dict[str, Any]] = {}
     pending: list[tuple[int, dict[str, Any]]] = []
     out: list[pa.Table] = []
@@ -72,7 +79,14 @@ def batches_of(history: list[tuple[Any, ...]], cuts: list[int]) -> list[pa.Table
     for step, (op_name, key, g, cents, u, secs) in enumerate(history):
         value = None if cents is None else Decimal(cents) / 100
         fval = None if cents is None else cents / 7
-        row = {"id": key, "g": g, "v": value, "f": fval, "u": u, "t": T0 + dt.timedelta(seconds=secs + step)}
+        row = {
+            "id": key,
+            "g": INT_GROUPS[g] if int_keys else g,
+            "v": value,
+            "f": fval,
+            "u": u,
+            "t": T0 + dt.timedelta(seconds=secs + step),
+        }
         old = live.get(key)
         if op_name == "insert" and old is None:
             live[key] = row
@@ -84,9 +98,9 @@ def batches_of(history: list[tuple[Any, ...]], cuts: list[int]) -> list[pa.Table
             del live[key]
             pending.append((RowKind.DELETE, old))
         if len(pending) >= size:
-            out.append(from_rows(pending, SCHEMA))
+            out.append(from_rows(pending, schema))
             pending, size = [], next(sizes)
-    out.append(from_rows(pending, SCHEMA))
+    out.append(from_rows(pending, schema))
     return out
 
 
@@ -140,14 +154,20 @@ def run(
     st.data(),
     st.booleans(),
     st.sampled_from([None, 130, 250, 10**9]),
+    st.booleans(),
 )
 def test_resume_from_any_snapshot_equals_the_uninterrupted_run(
-    history: list[tuple[Any, ...]], cuts: list[int], data: st.DataObject, windowed: bool, above: int | None
+    history: list[tuple[Any, ...]],
+    cuts: list[int],
+    data: st.DataObject,
+    windowed: bool,
+    above: int | None,
+    int_keys: bool,
 ) -> None:
     """Snapshots stay whole pickles while below ``above`` bytes more than an empty state's pickle
     (None: always chunks; a group adds ~60 bytes, so 130 and 250 switch forms as the state grows
     and a resume may start from an inline snapshot and continue chunked)."""
-    batches = batches_of(history, cuts)
+    batches = batches_of(history, cuts, int_keys)
     snap_at = data.draw(st.sets(st.integers(0, len(batches) - 1)))
     window = WINDOW if windowed else None
     empty = AggregateState(["g"], SPEC, window)
@@ -268,3 +288,17 @@ def test_a_group_with_a_null_key_is_in_the_chunks(tmp_path: Path) -> None:
     back = thaw(pickle.loads(pickle.dumps(copy.deepcopy(state))))  # noqa: S301 - the test's own bytes
     assert isinstance(back, AggregateState)
     assert dict(back.index.items()) == dict(state.index.items()) and None in back.index
+
+
+def test_integer_keys_hash_alike_on_every_path() -> None:
+    """Integer keys are indexed by their values where Python hashes them to themselves; a batch with a
+    NULL key takes the general path (Python's hash): both must find the same groups (2**61 - 1 hashes
+    to 0 in Python, -1 like -2)."""
+    schema = pa.schema([("g", pa.int64()), ("v", pa.int64())])
+    state = AggregateState(["g"], {"n": aggs.count()}, None)
+    big = 2**61 - 1
+    state.apply(from_rows([(RowKind.INSERT, {"g": g, "v": 1}) for g in (big, 0, 5)], schema))
+    state.apply(from_rows([(RowKind.INSERT, {"g": g, "v": 1}) for g in (big, None, -1, -2, 0)], schema))
+    state.apply(from_rows([(RowKind.INSERT, {"g": g, "v": 1}) for g in (big, 5)], schema))
+    counts = {key: int(state.rows[gid]) for key, gid in state.index.items()}
+    assert counts == {big: 3, 0: 2, 5: 2, None: 1, -1: 1, -2: 1}
