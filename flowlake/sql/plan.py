@@ -43,9 +43,14 @@ class Source(Node):
     """The changelog of a lake table."""
 
     table: str = ""
+    columns: tuple[str, ...] | None = None
+    """The columns read (None: all); set once every view of the file is planned."""
 
     def describe(self) -> str:
-        return f"read {self.table} (changelog from version 0, then new commits)"
+        text = f"read {self.table} (changelog from version 0, then new commits)"
+        if self.columns is not None and len(self.columns) < len(self.schema):
+            text += f" columns [{', '.join(self.columns)}]"
+        return text
 
     def state(self) -> str:
         return "the last version read"
@@ -61,6 +66,8 @@ class Calc(Node):
     """The filter's SQL, for the plan text (the query computes it as column ``__keep``)."""
     explodes: bool = False
     """Whether the query has ``UNNEST(list)`` in its select list: a change becomes one per element."""
+    reads: tuple[str, ...] | None = None
+    """The input columns the query reads (None: unknown)."""
 
     @property
     def inputs(self) -> tuple[Node, ...]:
@@ -110,13 +117,18 @@ class Join(Node):
     right: Node = field(default=None)  # type: ignore[assignment]
     on: tuple[str, ...] = ()
     how: str = "inner"
+    condition: str | None = None
+    """A further condition on matched pairs (DuckDB SQL over output columns), applied inside the join."""
+    condition_columns: tuple[str, ...] = ()
+    """The output columns ``condition`` reads."""
 
     @property
     def inputs(self) -> tuple[Node, ...]:
         return (self.left, self.right)
 
     def describe(self) -> str:
-        return f"{self.how} join on [{', '.join(self.on)}]"
+        text = f"{self.how} join on [{', '.join(self.on)}]"
+        return text + (f" where the pair has {self.condition}" if self.condition else "")
 
     def state(self) -> str:
         return "both sides' live rows, by join key"

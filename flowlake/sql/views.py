@@ -23,7 +23,7 @@ from flowlake.flow.verify import VERIFY_EXCLUDE_SQL, VERIFY_SQL
 from flowlake.lake import Catalog
 from flowlake.sql.build import Builder, BuildOptions
 from flowlake.sql.plan import Aggregate, Output, walk
-from flowlake.sql.planner import Catalogish, Planner
+from flowlake.sql.planner import Catalogish, Planner, prune_sources
 from flowlake.sql.statements import ViewDefinition, parse_views
 
 VIEW_SQL = "flowlake.view_sql"
@@ -60,6 +60,7 @@ def plan_views(text: str, catalog: Catalog) -> list[CompiledView]:
     for view in parse_views(text):
         output = planner.plan_view(view)
         planned.append(CompiledView(view, output, planner.late_table, view.sql, tuple(planner.late_keys)))
+    prune_sources([p.output for p in planned])
     return planned
 
 
