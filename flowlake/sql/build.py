@@ -50,7 +50,10 @@ def step_prefix(table: str) -> str:
 
 
 def calc_function(node: Calc) -> Callable[[ChangeBatch], ChangeBatch]:
-    """The batch function of a :class:`Calc`: one DuckDB query, then the filter applied to kinds."""
+    """The batch function of a :class:`Calc`: one DuckDB query (for what is not a plain column), then
+    the filter applied to kinds."""
+    if node.passthrough is not None:
+        return _hybrid_calc(node, node.passthrough)
     query = BatchQuery(node.sql)
     filtered = node.where is not None
 
@@ -65,6 +68,32 @@ def calc_function(node: Calc) -> Callable[[ChangeBatch], ChangeBatch]:
         if filtered:
             keep = np.asarray(out.column(KEEP).to_numpy(zero_copy_only=False), dtype=bool)
             out = filter_changes(out.drop_columns([KEEP]), keep)
+        return batch.with_data(out)
+
+    return apply
+
+
+def _hybrid_calc(node: Calc, passthrough: dict[str, str]) -> Callable[[ChangeBatch], ChangeBatch]:
+    """A :class:`Calc` whose plain columns are the batch's own arrays (no copy) and whose other
+    columns and filter come from one DuckDB query over the columns they read (row for row)."""
+    query = BatchQuery(node.computed_sql) if node.computed_sql is not None else None
+    target = node.schema.append(pa.field(KIND_COLUMN, pa.int8()))
+
+    def apply(batch: ChangeBatch) -> ChangeBatch:
+        data = batch.data
+        computed = query(data) if query is not None else None
+        arrays = []
+        for f in node.schema:
+            source = passthrough.get(f.name)
+            column = data.column(source) if source is not None else computed.column(f.name)  # type: ignore[union-attr]
+            arrays.append(column if column.type == f.type else column.cast(f.type))
+        arrays.append(data.column(KIND_COLUMN))
+        out = pa.Table.from_arrays(arrays, schema=target)
+        if SEQ_COLUMN in data.column_names:
+            out = out.append_column(SEQ_COLUMN, data.column(SEQ_COLUMN))
+        if computed is not None and node.where is not None:
+            keep = np.asarray(computed.column(KEEP).to_numpy(zero_copy_only=False), dtype=bool)
+            out = filter_changes(out, keep)
         return batch.with_data(out)
 
     return apply

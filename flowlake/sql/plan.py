@@ -68,6 +68,12 @@ class Calc(Node):
     """Whether the query has ``UNNEST(list)`` in its select list: a change becomes one per element."""
     reads: tuple[str, ...] | None = None
     """The input columns the query reads (None: unknown)."""
+    passthrough: dict[str, str] | None = None
+    """Output columns that are input columns unchanged (output name -> input name), taken from the
+    batch in Arrow; None runs the whole ``sql`` in DuckDB."""
+    computed_sql: str | None = None
+    """With ``passthrough``: the DuckDB query for the other columns and ``__keep`` (None: nothing to
+    compute)."""
 
     @property
     def inputs(self) -> tuple[Node, ...]:

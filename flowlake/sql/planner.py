@@ -627,9 +627,18 @@ class Planner:
             if len(renamed) > 1:
                 equal.append(renamed)
         where_sql = self._render(where, rel, raw) if where is not None else None
+        passthrough: dict[str, str] | None = None
+        computed_sql: str | None = query.sql
+        if not explodes:  # plain columns pass through in Arrow; DuckDB computes the rest (and the filter)
+            passthrough, computed = _plain_columns(items, rel, raw, schema)
+            if computed or where is not None:
+                computed_sql = self._query(rel, computed, where, raw).sql
+            else:
+                computed_sql = None
         node = Calc(
             schema=schema, key=key, input=rel.node, sql=query.sql, where=where_sql, explodes=explodes,
             reads=_reads([e for _, e in items] + ([where] if where is not None else []), rel, raw),
+            passthrough=passthrough, computed_sql=computed_sql,
         )  # fmt: skip
         names = [name for name, _ in items]
         return Relation(node, {("", n): n for n in names}, names, equal)
@@ -902,6 +911,25 @@ def _reads(exprs: Sequence[exp.Expr], rel: Relation, raw: bool) -> tuple[str, ..
                     return None
                 names[internal] = None
     return tuple(names)
+
+
+def _plain_columns(
+    items: Sequence[tuple[str, exp.Expr]], rel: Relation, raw: bool, schema: pa.Schema
+) -> tuple[dict[str, str], list[tuple[str, exp.Expr]]]:
+    """The items that are an input column unchanged (output name -> input name; same type), and the
+    others."""
+    input_types = {f.name: f.type for f in _body(rel.node.schema)}
+    plain: dict[str, str] = {}
+    computed: list[tuple[str, exp.Expr]] = []
+    for name, expr in items:
+        internal = None
+        if isinstance(expr, exp.Column):
+            internal = expr.name if raw and not expr.table else rel.scope.get((expr.table, expr.name))
+        if internal is not None and input_types.get(internal) == schema.field(name).type:
+            plain[name] = internal
+        else:
+            computed.append((name, expr))
+    return plain, computed
 
 
 def prune_sources(outputs: Sequence[Node]) -> None:
