@@ -84,10 +84,11 @@ class JoinState(PickledSnapshot):
     joined with the live rows of the other side that have its key (see
     :class:`~flowlake.flow._joinside.JoinSide`). The output is the joined rows' net changes, each with
     the kind of its cause's last change (``+I``/``+U`` for a row added, ``-U``/``-D`` for one
-    retracted), in the order of those causes. NULL keys never match; right rows with a NULL key are
-    ignored. For a left join, a left row is null-padded while no right row has its key: the padded
-    rows are retracted (``-D``, first) when a key's right rows go from none to some in a batch, and
-    restored (``+I``, last) when they go back to none.
+    retracted), in the order of those causes (for a batch of right rows: per left row, in that
+    order). NULL keys never match; right rows with a NULL key are ignored. For a left join, a left
+    row is null-padded while no right row has its key: the padded rows are retracted (``-D``, before
+    the left row's joined rows) when a key's right rows go from none to some in a batch, and restored
+    (``+I``, after them) when they go back to none.
 
     With a :class:`PairCondition`, a pair matches when its keys are equal and the condition holds:
     failing pairs are dropped before the joined rows are built, and a left row is null-padded while
@@ -319,7 +320,7 @@ class JoinState(PickledSnapshot):
                 k = int(mask.sum())
                 parts.append((lefts[mask], none[mask], left.count[lefts[mask]], np.full(k, kind, np.int8),
                               np.full(k, at, np.int64)))  # fmt: skip
-        return _joined(out_schema, parts, left.take, _taker(body))
+        return _joined(out_schema, parts, left.take, _taker(body), by_left=True)
 
 
 class _Pairs:
@@ -395,15 +396,23 @@ def _taker(table: pa.Table) -> Taker:
     return take
 
 
-def _joined(out_schema: pa.Schema, parts: list[_Part], lefts: Taker, rights: Taker) -> pa.Table:
-    """The joined changes of ``parts``, each repeated its number of times, in the order of their causes."""
+def _joined(
+    out_schema: pa.Schema, parts: list[_Part], lefts: Taker, rights: Taker, *, by_left: bool = False
+) -> pa.Table:
+    """The joined changes of ``parts``, each repeated its number of times, in the order of their causes
+    (``by_left``: by left row, then cause).
+
+    Ordering by left row lets the left rows (a join side's stored rows) be taken in storage order,
+    several times faster than in the causes' order for a large side. Changes of one output row, and
+    a left row's null padding before or after its joined rows, keep their order either way.
+    """
     if parts:
         left_idx, right_idx, times, kinds, causes = (np.concatenate(p) for p in zip(*parts, strict=True))
     else:
         left_idx = right_idx = times = causes = np.zeros(0, np.int64)
         kinds = np.zeros(0, np.int8)
     times = np.asarray(times, np.int64)
-    order = np.argsort(causes, kind="stable")
+    order = np.lexsort((causes, left_idx)) if by_left else np.argsort(causes, kind="stable")
     order = np.repeat(order, times[order])
     left_part = lefts(np.asarray(left_idx, np.int64)[order], None)
     right_at = np.asarray(right_idx, np.int64)[order]
