@@ -8,7 +8,7 @@ explain`` prints them. A node's ``key`` is the set of columns that identifies a 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -233,3 +233,27 @@ def walk(roots: list[Node]) -> Iterator[Node]:
 
     for root in roots:
         yield from visit(root)
+
+
+def prune_sources(outputs: Sequence[Node]) -> None:
+    """Set each :class:`Source`'s ``columns`` to those its readers use (plus its primary key).
+
+    Every reader of a source in the planned views is a :class:`Calc` that names the columns it reads;
+    a source with any other reader (or a Calc that reads an unknown set) reads every column.
+    """
+    readers: dict[int, list[Node]] = {}
+    sources: dict[int, Source] = {}
+    for node in walk(list(outputs)):
+        if isinstance(node, Source):
+            sources[id(node)] = node
+        for child in node.inputs:
+            readers.setdefault(id(child), []).append(node)
+    for ident, source in sources.items():
+        used: set[str] = set(source.key or ())
+        for reader in readers.get(ident, []):
+            if not isinstance(reader, Calc) or reader.reads is None:
+                source.columns = None
+                break
+            used.update(reader.reads)
+        else:
+            source.columns = tuple(n for n in source.schema.names if n in used)

@@ -30,7 +30,7 @@ from flowlake.flow._relational import join_schema
 from flowlake.flow._topn import SortKey
 from flowlake.flow.aggs import Agg, Window, duration_us
 from flowlake.sql.evaluate import BatchQuery, common_schema, query_schema, quote
-from flowlake.sql.plan import Aggregate, Calc, Join, Lookup, Node, Output, Source, TopN, Union, walk
+from flowlake.sql.plan import Aggregate, Calc, Join, Lookup, Node, Output, Source, TopN, Union
 from flowlake.sql.statements import DIALECT, ViewDefinition
 from flowlake.sql.support import AGGREGATES, check_query, is_comma_join, position, unsupported
 
@@ -930,30 +930,6 @@ def _plain_columns(
         else:
             computed.append((name, expr))
     return plain, computed
-
-
-def prune_sources(outputs: Sequence[Node]) -> None:
-    """Set each :class:`Source`'s ``columns`` to those its readers use (plus its primary key).
-
-    Every reader of a source in the planned views is a :class:`Calc` that names the columns it reads;
-    a source with any other reader (or a Calc that reads an unknown set) reads every column.
-    """
-    readers: dict[int, list[Node]] = {}
-    sources: dict[int, Source] = {}
-    for node in walk(list(outputs)):
-        if isinstance(node, Source):
-            sources[id(node)] = node
-        for child in node.inputs:
-            readers.setdefault(id(child), []).append(node)
-    for ident, source in sources.items():
-        used: set[str] = set(source.key or ())
-        for reader in readers.get(ident, []):
-            if not isinstance(reader, Calc) or reader.reads is None:
-                source.columns = None
-                break
-            used.update(reader.reads)
-        else:
-            source.columns = tuple(n for n in source.schema.names if n in used)
 
 
 def _replace(tree: exp.Expr, old: exp.Expr, new: exp.Expr) -> exp.Expr:

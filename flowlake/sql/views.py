@@ -22,8 +22,8 @@ from flowlake.flow.lake import CatalogSpec, Start, open_catalog
 from flowlake.flow.verify import VERIFY_EXCLUDE_SQL, VERIFY_SQL
 from flowlake.lake import Catalog
 from flowlake.sql.build import Builder, BuildOptions
-from flowlake.sql.plan import Aggregate, Output, walk
-from flowlake.sql.planner import Catalogish, Planner, prune_sources
+from flowlake.sql.plan import Aggregate, Output, prune_sources, walk
+from flowlake.sql.planner import Catalogish, Planner
 from flowlake.sql.statements import ViewDefinition, parse_views
 
 VIEW_SQL = "flowlake.view_sql"
