@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck check bench clean-demo
+.PHONY: demo test lint typecheck check bench bench-flink-venv clean-demo
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,12 @@ check: lint typecheck test
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e ".[dev,bench]"
 	$(BIN)/python benchmarks/table_upsert.py
+
+# PyFlink for benchmarks/nexmark.py (which finds .venv-flink by itself), in its own venv: apache-flink
+# pins pyarrow < 17, so it cannot share .venv; it needs Java 11+ on the PATH
+bench-flink-venv:
+	test -x .venv-flink/bin/python || $(PYTHON) -m venv .venv-flink
+	.venv-flink/bin/python -m pip install --quiet apache-flink
 
 clean-demo:
 	rm -rf .flowlake

@@ -15,7 +15,9 @@ per ``--commit-events`` events, and into one Parquet file per table. Then, per q
   Its time is the job's net runtime minus that of the same job over empty files (the job's fixed
   start-up), i.e. throughput after start-up.
 
-events/s counts the rows of the tables a query reads (both engines read only those), per worker.
+events/s counts the rows of the tables a query reads (both engines read only those), per worker;
+flowlake's figures also give events per CPU second of its process (all its threads), which a shared
+machine's load moves much less than wall-clock time.
 Peak RSS is the process's (flowlake) or the Python client's plus the JVM's (PyFlink).
 
     python benchmarks/nexmark.py [--events 1000000] [--queries q0,q1,...] [--engines flowlake,flink]
@@ -190,15 +192,17 @@ def run_flowlake(workdir: Path, query: Query, *, partitions: int, check: bool = 
         changes[0] += batch.data.num_rows
 
     op.inspect("count_changes", streams[f"nexmark.{query.name}"], count)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     run_main(flow)  # type: ignore[no-untyped-call]
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     table = cat.load_table(f"nexmark.{query.name}")
     result = table.read()
     figures: dict[str, Any] = {
         "events": events,
         "seconds": round(elapsed, 3),
         "events_per_s": round(events / elapsed),
+        "cpu_s": round(cpu, 3),
+        "events_per_cpu_s": round(events / cpu),
         "changes_out": changes[0],
         "rows_out": result.num_rows,
         "peak_rss_mb": round(_proc_kb("self", "VmHWM") / 1024, 1),

@@ -15,6 +15,7 @@ lake_output("totals_out", totals.changes, "dws.shop_totals")
 """
 
 from flowlake.flow import aggs
+from flowlake.flow._relational import PairCondition
 from flowlake.flow._topn import SortKey
 from flowlake.flow.aggs import Agg, Window, days, minutes
 from flowlake.flow.batch import ChangeBatch, RowChange, from_rows, rows
@@ -40,6 +41,7 @@ __all__ = [
     "ChangeBatch",
     "LakeSink",
     "LakeSource",
+    "PairCondition",
     "RowChange",
     "SortKey",
     "VerifyReport",

@@ -131,7 +131,7 @@ class _SourcePartition(StatefulSourcePartition[ChangeBatch, int]):
         end = min(head, self._position + self._source.max_versions)
         if self._stop is not None:
             end = min(end, self._stop)
-        changes = self._table.changes(self._position, end)
+        changes = self._table.changes(self._position, end, columns=self._columns())
         start, self._position = self._position, end
         count_records(self._consumer, "in", changes.num_rows)
         LAG.labels(self._consumer, self._source.table).set(head - end)
@@ -156,8 +156,16 @@ class _SourcePartition(StatefulSourcePartition[ChangeBatch, int]):
             out.append(ChangeBatch(changes.schema.empty_table(), {self._key: end}))
         return out
 
+    def _columns(self) -> list[str] | None:
+        """The columns to read: the source's, those of them the table has (a column dropped from it is
+        not asked for), or all."""
+        if self._source.columns is None:
+            return None
+        have = set(self._table.schema.names)
+        return [c for c in self._source.columns if c in have]
+
     def _snapshot_batches(self) -> list[ChangeBatch]:
-        rows = self._table.read(version=self._position)
+        rows = self._table.read(version=self._position, columns=self._columns())
         n = rows.num_rows
         rows = rows.append_column(KIND_COLUMN, pa.array(np.full(n, RowKind.INSERT, np.int8)))
         seq = (np.int64(self._position) << np.int64(32)) + np.arange(n, dtype=np.int64)
@@ -202,6 +210,8 @@ class LakeSource(FixedPartitionedSource[ChangeBatch, int]):
         poll_interval: Seconds between polls of the catalog when caught up.
         max_versions: Versions read per poll (bounds memory on a backlog).
         max_rows: Rows per emitted batch.
+        columns: Only these columns (and ``_kind``/``_seq``) are read, from the Parquet files too;
+            None reads every column.
 
     >>> import bytewax.operators as op
     >>> import flowlake as fl
@@ -229,8 +239,10 @@ class LakeSource(FixedPartitionedSource[ChangeBatch, int]):
         poll_interval: float = 0.5,
         max_versions: int = 64,
         max_rows: int = 100_000,
+        columns: Sequence[str] | None = None,
     ) -> None:
         self.table = table
+        self.columns = tuple(columns) if columns is not None else None
         self.start = start
         self.catalog = catalog
         self.stop = stop if stop is not None else stop_from_env()

@@ -28,6 +28,7 @@ from flowlake.flow._relational import (
     DedupState,
     JoinHow,
     JoinState,
+    PairCondition,
     filter_changes,
     lookup,
     map_changes,
@@ -52,8 +53,10 @@ def lake_input(
     stop: Literal["head"] | int | None = None,
     max_versions: int = 64,
     poll_interval: float = 0.5,
+    columns: Sequence[str] | None = None,
 ) -> Stream[ChangeBatch]:
-    """The changelog of a lake table (see :class:`~flowlake.flow.lake.LakeSource`).
+    """The changelog of a lake table (see :class:`~flowlake.flow.lake.LakeSource`); ``columns`` reads
+    only those columns (plus ``_kind`` and ``_seq``).
 
     With ``stop="head"`` the flow ends once it has read up to the head it saw at start:
 
@@ -73,8 +76,9 @@ def lake_input(
     ["+I {'id': 1, 'name': 'ann'}", "-U {'id': 1, 'name': 'ann'}", "+U {'id': 1, 'name': 'amy'}"]
     """
     source = LakeSource(
-        table, start=start, catalog=catalog, stop=stop, max_versions=max_versions, poll_interval=poll_interval
-    )
+        table, start=start, catalog=catalog, stop=stop, max_versions=max_versions,
+        poll_interval=poll_interval, columns=columns,
+    )  # fmt: skip
     return op.input("source", flow, source)
 
 
@@ -247,12 +251,16 @@ def join(
     right_schema: pa.Schema,
     how: JoinHow = "inner",
     partitions: int = 4,
+    condition: PairCondition | None = None,
 ) -> Stream[ChangeBatch]:
     """A regular stream-stream equi-join with retractions on both sides (``inner`` or ``left``).
 
     Output columns: the left's, then the right's other than ``on``. A change on either side retracts
     or adds every joined row it affects; for a left join, the null-padded row of a left row is
-    retracted when its first match arrives and restored when its last match goes.
+    retracted when its first match arrives and restored when its last match goes. ``condition``
+    (a :class:`~flowlake.flow.PairCondition` over output columns) is a further condition on matched
+    pairs, applied inside the join: a pair that fails it is never built, and a left row none of whose
+    partners passes it is null-padded.
 
     >>> from bytewax.testing import TestingSink, TestingSource, run_main
     >>> from flowlake.flow import ChangeBatch, from_rows, join, rows
@@ -291,7 +299,7 @@ def join(
         state = thaw(state) or JoinState()
         out = state.apply(
             "left" if side == "left" else "right", batch.data, on=keys, how=how,
-            left_schema=left_schema, right_schema=right_schema,
+            left_schema=left_schema, right_schema=right_schema, condition=condition,
         )  # fmt: skip
         count_records(step_id, "in", batch.data.num_rows)
         count_records(step_id, "out", out.num_rows)

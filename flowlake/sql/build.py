@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 from bytewax.dataflow import Dataflow, Stream
 
 from flowlake.changelog import KIND_COLUMN, SEQ_COLUMN, RowKind
-from flowlake.flow._relational import filter_changes
+from flowlake.flow._relational import PairCondition, filter_changes
 from flowlake.flow.batch import ChangeBatch, kinds_of
 from flowlake.flow.lake import CatalogSpec
 from flowlake.flow.operators import aggregate, join, lake_input, lake_output, late_rows, lookup_join, top_n
@@ -50,7 +50,10 @@ def step_prefix(table: str) -> str:
 
 
 def calc_function(node: Calc) -> Callable[[ChangeBatch], ChangeBatch]:
-    """The batch function of a :class:`Calc`: one DuckDB query, then the filter applied to kinds."""
+    """The batch function of a :class:`Calc`: one DuckDB query (for what is not a plain column), then
+    the filter applied to kinds."""
+    if node.passthrough is not None:
+        return _hybrid_calc(node, node.passthrough)
     query = BatchQuery(node.sql)
     filtered = node.where is not None
 
@@ -68,6 +71,44 @@ def calc_function(node: Calc) -> Callable[[ChangeBatch], ChangeBatch]:
         return batch.with_data(out)
 
     return apply
+
+
+def _hybrid_calc(node: Calc, passthrough: dict[str, str]) -> Callable[[ChangeBatch], ChangeBatch]:
+    """A :class:`Calc` whose plain columns are the batch's own arrays (no copy) and whose other
+    columns and filter come from one DuckDB query over the columns they read (row for row)."""
+    query = BatchQuery(node.computed_sql) if node.computed_sql is not None else None
+    target = node.schema.append(pa.field(KIND_COLUMN, pa.int8()))
+
+    def apply(batch: ChangeBatch) -> ChangeBatch:
+        data = batch.data
+        computed = query(data) if query is not None else None
+        arrays = []
+        for f in node.schema:
+            source = passthrough.get(f.name)
+            column = data.column(source) if source is not None else computed.column(f.name)  # type: ignore[union-attr]
+            arrays.append(column if column.type == f.type else column.cast(f.type))
+        arrays.append(data.column(KIND_COLUMN))
+        out = pa.Table.from_arrays(arrays, schema=target)
+        if SEQ_COLUMN in data.column_names:
+            out = out.append_column(SEQ_COLUMN, data.column(SEQ_COLUMN))
+        if computed is not None and node.where is not None:
+            keep = np.asarray(computed.column(KEEP).to_numpy(zero_copy_only=False), dtype=bool)
+            out = filter_changes(out, keep)
+        return batch.with_data(out)
+
+    return apply
+
+
+def pair_condition(node: Join) -> PairCondition | None:
+    """The :class:`PairCondition` of a join's condition: one DuckDB query over the candidate pairs."""
+    if node.condition is None:
+        return None
+    query = BatchQuery(f"SELECT coalesce({node.condition}, false) AS {KEEP} FROM batch")
+
+    def test(pairs: pa.Table) -> np.ndarray:
+        return np.asarray(query(pairs).column(KEEP).to_numpy(zero_copy_only=False), dtype=bool)
+
+    return PairCondition(node.condition_columns, test)
 
 
 def unpaired(data: pa.Table) -> pa.Array:
@@ -151,7 +192,7 @@ class Builder:
             step = self._step(step_prefix(node.table), 0, "source")
             return lake_input(
                 step, self.flow, node.table, catalog=o.catalog, stop=o.stop, max_versions=o.max_versions,
-                poll_interval=o.poll_interval,
+                poll_interval=o.poll_interval, columns=node.columns,
             )  # fmt: skip
         if isinstance(node, Calc):
             return op.map(self._step(prefix, index, "calc"), self._input(node.input), calc_function(node))
@@ -169,6 +210,7 @@ class Builder:
                 self._step(prefix, index, "join"), self._input(node.left), self._input(node.right),
                 on=list(node.on), left_schema=node.left.schema, right_schema=node.right.schema,
                 how="left" if node.how == "left" else "inner", partitions=o.partitions,
+                condition=pair_condition(node),
             )  # fmt: skip
         if isinstance(node, Lookup):
             return lookup_join(

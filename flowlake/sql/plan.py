@@ -8,7 +8,7 @@ explain`` prints them. A node's ``key`` is the set of columns that identifies a 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -43,9 +43,14 @@ class Source(Node):
     """The changelog of a lake table."""
 
     table: str = ""
+    columns: tuple[str, ...] | None = None
+    """The columns read (None: all); set once every view of the file is planned."""
 
     def describe(self) -> str:
-        return f"read {self.table} (changelog from version 0, then new commits)"
+        text = f"read {self.table} (changelog from version 0, then new commits)"
+        if self.columns is not None and len(self.columns) < len(self.schema):
+            text += f" columns [{', '.join(self.columns)}]"
+        return text
 
     def state(self) -> str:
         return "the last version read"
@@ -61,6 +66,14 @@ class Calc(Node):
     """The filter's SQL, for the plan text (the query computes it as column ``__keep``)."""
     explodes: bool = False
     """Whether the query has ``UNNEST(list)`` in its select list: a change becomes one per element."""
+    reads: tuple[str, ...] | None = None
+    """The input columns the query reads (None: unknown)."""
+    passthrough: dict[str, str] | None = None
+    """Output columns that are input columns unchanged (output name -> input name), taken from the
+    batch in Arrow; None runs the whole ``sql`` in DuckDB."""
+    computed_sql: str | None = None
+    """With ``passthrough``: the DuckDB query for the other columns and ``__keep`` (None: nothing to
+    compute)."""
 
     @property
     def inputs(self) -> tuple[Node, ...]:
@@ -110,13 +123,18 @@ class Join(Node):
     right: Node = field(default=None)  # type: ignore[assignment]
     on: tuple[str, ...] = ()
     how: str = "inner"
+    condition: str | None = None
+    """A further condition on matched pairs (DuckDB SQL over output columns), applied inside the join."""
+    condition_columns: tuple[str, ...] = ()
+    """The output columns ``condition`` reads."""
 
     @property
     def inputs(self) -> tuple[Node, ...]:
         return (self.left, self.right)
 
     def describe(self) -> str:
-        return f"{self.how} join on [{', '.join(self.on)}]"
+        text = f"{self.how} join on [{', '.join(self.on)}]"
+        return text + (f" where the pair has {self.condition}" if self.condition else "")
 
     def state(self) -> str:
         return "both sides' live rows, by join key"
@@ -215,3 +233,27 @@ def walk(roots: list[Node]) -> Iterator[Node]:
 
     for root in roots:
         yield from visit(root)
+
+
+def prune_sources(outputs: Sequence[Node]) -> None:
+    """Set each :class:`Source`'s ``columns`` to those its readers use (plus its primary key).
+
+    Every reader of a source in the planned views is a :class:`Calc` that names the columns it reads;
+    a source with any other reader (or a Calc that reads an unknown set) reads every column.
+    """
+    readers: dict[int, list[Node]] = {}
+    sources: dict[int, Source] = {}
+    for node in walk(list(outputs)):
+        if isinstance(node, Source):
+            sources[id(node)] = node
+        for child in node.inputs:
+            readers.setdefault(id(child), []).append(node)
+    for ident, source in sources.items():
+        used: set[str] = set(source.key or ())
+        for reader in readers.get(ident, []):
+            if not isinstance(reader, Calc) or reader.reads is None:
+                source.columns = None
+                break
+            used.update(reader.reads)
+        else:
+            source.columns = tuple(n for n in source.schema.names if n in used)

@@ -360,14 +360,20 @@ class Planner:
         from_ = select.args["from_"]
         rel = self._plan_item(from_.this, ctes, bound)
         needed = {(c.table, c.name) for c in select.find_all(exp.Column)}
-        for written in select.args.get("joins") or []:
+        joins = list(select.args.get("joins") or [])
+        for i, written in enumerate(joins):
             right = self._plan_item(written.this, ctes, None)
             join = written
-            if is_comma_join(written):  # FROM a, b WHERE a.x = b.y: the conditions over both sides join them
+            # WHERE conditions over both sides of an inner join are conditions of the join (evaluated
+            # inside it, on matched pairs), unless a later RIGHT join pads this join's rows with NULLs
+            inner = not str(written.args.get("side") or "") and not self._is_lookup(right)
+            later_right = any(str(j.args.get("side") or "").upper() == "RIGHT" for j in joins[i + 1 :])
+            if is_comma_join(written) or (inner and not later_right):
                 sides = {q for q, _ in rel.scope} | {q for q, _ in right.scope}
                 on = [c for c in conjuncts if _qualifiers(c) <= sides and len(_qualifiers(c)) > 1]
                 conjuncts = [c for c in conjuncts if not any(c is o for o in on)]
-                join = exp.Join(this=written.this, on=join_and(on))
+                written_on = split_and(written.args.get("on")) if not is_comma_join(written) else []
+                join = exp.Join(this=written.this, on=join_and([*written_on, *on]))
             rel = self._plan_join(rel, right, join, needed)
         return rel, conjuncts
 
@@ -404,22 +410,27 @@ class Planner:
     ) -> Relation:
         side = str(join.args.get("side") or "").upper()
         how = "left" if side in ("LEFT", "RIGHT") else "inner"
-        if isinstance(right.node, Source) and right.node.table in self._lookups():
+        if self._is_lookup(right):
             return self._plan_lookup(left, right, join, needed, side)
         if side == "RIGHT":
             left, right = right, left
-        pairs, pushed, after = _split_join_condition(join, left, right, how)
+        split = _split_join_condition(join, left, right, how)
+        pairs = split.pairs
         keys = [self._fresh("__join_key_") for _ in pairs]
         key_types = self._key_types(left, right, pairs)
         left_side = self._join_side(
-            left, [(k, a) for k, (a, _) in zip(keys, pairs, strict=True)], key_types, needed, None
+            left,
+            [(k, a) for k, (a, _) in zip(keys, pairs, strict=True)],
+            key_types,
+            needed,
+            join_and(split.left),
         )
         right_side = self._join_side(
             right,
             [(k, b) for k, (_, b) in zip(keys, pairs, strict=True)],
             key_types,
             needed,
-            join_and(pushed),
+            join_and(split.right),
         )
         node_schema = join_schema(left_side.node.schema, right_side.node.schema, keys)
         equal = [*left_side.equal, *right_side.equal]
@@ -430,20 +441,19 @@ class Planner:
                     group.add(side_rel.scope[(expr.table, expr.name)])
             equal.append(frozenset(group))
         key = self._join_key(left_side, right_side, pairs, how)
+        scope = {**left_side.scope, **right_side.scope}
         node = Join(
             schema=node_schema, key=key, left=left_side.node, right=right_side.node, on=tuple(keys), how=how
         )
-        scope = {**left_side.scope, **right_side.scope}
-        rel = Relation(node, scope, [], equal)
-        if after:
-            rel = self._calc(
-                rel,
-                [(n, exp.column(n, quoted=True)) for n in _body(node_schema).names],
-                join_and(after),
-                raw=True,
-            )
-            rel.scope = scope
-        return rel
+        condition = join_and(split.pair)
+        if condition is not None:
+            node.condition = self._render(condition, Relation(node, scope))
+            used = [scope[(c.table, c.name)] for c in condition.find_all(exp.Column)]
+            node.condition_columns = tuple(dict.fromkeys(used))
+        return Relation(node, scope, [], equal)
+
+    def _is_lookup(self, rel: Relation) -> bool:
+        return isinstance(rel.node, Source) and rel.node.table in self._lookups()
 
     def _lookups(self) -> set[str]:
         given = self._view.options.get("lookup", "") if self._view is not None else ""
@@ -459,10 +469,12 @@ class Planner:
                 f"a {side or 'INNER'} JOIN with the lookup table {dim.table}", join,
                 "write it as a LEFT JOIN (lookup joins keep every row of the stream)",
             )  # fmt: skip
-        pairs, pushed, after = _split_join_condition(join, left, right, "inner")
+        split = _split_join_condition(join, left, right, "inner")
+        pairs = split.pairs
         columns = [b for _, b in pairs]
         dim_key = [right.scope[(c.table, c.name)] for c in columns if isinstance(c, exp.Column)]
-        if pushed or after or len(dim_key) != len(pairs) or set(dim_key) != set(dim.key or ()):
+        others = split.left or split.right or split.pair
+        if others or len(dim_key) != len(pairs) or set(dim_key) != set(dim.key or ()):
             raise unsupported(
                 f"this condition for the lookup table {dim.table}", join,
                 f"a lookup join matches the whole primary key of {dim.table} ({', '.join(dim.key or ())}) "
@@ -615,7 +627,19 @@ class Planner:
             if len(renamed) > 1:
                 equal.append(renamed)
         where_sql = self._render(where, rel, raw) if where is not None else None
-        node = Calc(schema=schema, key=key, input=rel.node, sql=query.sql, where=where_sql, explodes=explodes)
+        passthrough: dict[str, str] | None = None
+        computed_sql: str | None = query.sql
+        if not explodes:  # plain columns pass through in Arrow; DuckDB computes the rest (and the filter)
+            passthrough, computed = _plain_columns(items, rel, raw, schema)
+            if computed or where is not None:
+                computed_sql = self._query(rel, computed, where, raw).sql
+            else:
+                computed_sql = None
+        node = Calc(
+            schema=schema, key=key, input=rel.node, sql=query.sql, where=where_sql, explodes=explodes,
+            reads=_reads([e for _, e in items] + ([where] if where is not None else []), rel, raw),
+            passthrough=passthrough, computed_sql=computed_sql,
+        )  # fmt: skip
         names = [name for name, _ in items]
         return Relation(node, {("", n): n for n in names}, names, equal)
 
@@ -832,38 +856,80 @@ def _carried_columns(
     return columns, seen
 
 
-def _split_join_condition(
-    join: exp.Join, left: Relation, right: Relation, how: str
-) -> tuple[list[tuple[exp.Expr, exp.Expr]], list[exp.Expr], list[exp.Expr]]:
-    """ON's conjuncts as (left, right) equality pairs, filters of the optional side, and the rest."""
+@dataclass(frozen=True)
+class _JoinCondition:
+    """A join's ON split: equality pairs (left, right), filters of one side (applied before the join),
+    and conditions on the matched pair (applied inside it)."""
+
+    pairs: list[tuple[exp.Expr, exp.Expr]]
+    left: list[exp.Expr]
+    right: list[exp.Expr]
+    pair: list[exp.Expr]
+
+
+def _split_join_condition(join: exp.Join, left: Relation, right: Relation, how: str) -> _JoinCondition:
+    """ON's conjuncts as (left, right) equality pairs, side filters and pair conditions.
+
+    A conjunct over one side filters that side before the join, except the preserved side of a left
+    join (its rows stay, null-padded when the conjunct fails: a pair condition); a conjunct without
+    columns filters the right side; the rest are pair conditions.
+    """
     left_q, right_q = {q for q, _ in left.scope}, {q for q, _ in right.scope}
-    pairs: list[tuple[exp.Expr, exp.Expr]] = []
-    pushed: list[exp.Expr] = []
-    after: list[exp.Expr] = []
+    split = _JoinCondition([], [], [], [])
     for conjunct in split_and(join.args.get("on")):
         if isinstance(conjunct, exp.EQ):
             a, b = conjunct.left, conjunct.right
             qa, qb = _qualifiers(a), _qualifiers(b)
             if qa and qb and qa <= left_q and qb <= right_q:
-                pairs.append((a, b))
+                split.pairs.append((a, b))
                 continue
             if qa and qb and qa <= right_q and qb <= left_q:
-                pairs.append((b, a))
+                split.pairs.append((b, a))
                 continue
         quals = _qualifiers(conjunct)
-        if how == "left" and quals and quals <= right_q:
-            pushed.append(conjunct)  # an ON filter on the optional side: filter that side first
-        elif how == "left":
-            raise unsupported(
-                "a LEFT JOIN condition on the preserved side",
-                conjunct,
-                "filter that side in a subquery, or use an inner join with WHERE",
-            )
+        if quals <= right_q:
+            split.right.append(conjunct)  # also ON false and other constants: no right row matches
+        elif quals <= left_q and how != "left":
+            split.left.append(conjunct)
         else:
-            after.append(conjunct)
-    if not pairs:
+            split.pair.append(conjunct)
+    if not split.pairs:
         raise unsupported("a join without an equality between its sides", join, "join on a.x = b.y")
-    return pairs, pushed, after
+    return split
+
+
+def _reads(exprs: Sequence[exp.Expr], rel: Relation, raw: bool) -> tuple[str, ...] | None:
+    """The input columns that ``exprs`` read (None: unknown, e.g. a star left unexpanded)."""
+    names: dict[str, None] = {}
+    for expr in exprs:
+        for node in expr.walk():
+            if isinstance(node, exp.Star):
+                return None
+            if isinstance(node, exp.Column):
+                internal = node.name if raw and not node.table else rel.scope.get((node.table, node.name))
+                if internal is None:
+                    return None
+                names[internal] = None
+    return tuple(names)
+
+
+def _plain_columns(
+    items: Sequence[tuple[str, exp.Expr]], rel: Relation, raw: bool, schema: pa.Schema
+) -> tuple[dict[str, str], list[tuple[str, exp.Expr]]]:
+    """The items that are an input column unchanged (output name -> input name; same type), and the
+    others."""
+    input_types = {f.name: f.type for f in _body(rel.node.schema)}
+    plain: dict[str, str] = {}
+    computed: list[tuple[str, exp.Expr]] = []
+    for name, expr in items:
+        internal = None
+        if isinstance(expr, exp.Column):
+            internal = expr.name if raw and not expr.table else rel.scope.get((expr.table, expr.name))
+        if internal is not None and input_types.get(internal) == schema.field(name).type:
+            plain[name] = internal
+        else:
+            computed.append((name, expr))
+    return plain, computed
 
 
 def _replace(tree: exp.Expr, old: exp.Expr, new: exp.Expr) -> exp.Expr:

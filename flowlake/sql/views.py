@@ -22,7 +22,7 @@ from flowlake.flow.lake import CatalogSpec, Start, open_catalog
 from flowlake.flow.verify import VERIFY_EXCLUDE_SQL, VERIFY_SQL
 from flowlake.lake import Catalog
 from flowlake.sql.build import Builder, BuildOptions
-from flowlake.sql.plan import Aggregate, Output, walk
+from flowlake.sql.plan import Aggregate, Output, prune_sources, walk
 from flowlake.sql.planner import Catalogish, Planner
 from flowlake.sql.statements import ViewDefinition, parse_views
 
@@ -60,6 +60,7 @@ def plan_views(text: str, catalog: Catalog) -> list[CompiledView]:
     for view in parse_views(text):
         output = planner.plan_view(view)
         planned.append(CompiledView(view, output, planner.late_table, view.sql, tuple(planner.late_keys)))
+    prune_sources([p.output for p in planned])
     return planned
 
 

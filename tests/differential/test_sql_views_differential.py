@@ -207,6 +207,32 @@ CORPUS: list[tuple[str, str, str]] = [
         "on o.shop_id = s.shop_id and s.city <> 'Lima'",
     ),
     (
+        "j_left_pair",
+        "",
+        "select o.order_id, s.city from ods.orders o left join ods.shops s "
+        "on o.shop_id = s.shop_id and (s.city = 'Oslo') = (o.qty > 2)",
+    ),
+    (
+        "j_left_preserved",
+        "",
+        "select o.order_id, o.amount, s.category from ods.orders o left join ods.shops s "
+        "on s.shop_id = o.shop_id and o.amount > 30 and s.category is not null",
+    ),
+    (
+        "j_pair_between",
+        "primary_key = 'order_id, other'",
+        "select a.order_id, b.order_id as other, b.amount from ods.orders a join ods.orders b "
+        "on a.shop_id = b.shop_id and b.amount between a.amount - 15 and a.amount + 15",
+    ),
+    (
+        "j_pair_top1",
+        "",
+        "select order_id, other, amount from (select a.order_id, b.order_id as other, b.amount, "
+        "row_number() over (partition by a.order_id order by b.amount desc nulls last, b.order_id) as rn "
+        "from ods.orders a join ods.orders b on a.shop_id = b.shop_id "
+        "where b.created_at between a.created_at and a.created_at + interval 10 minutes) where rn = 1",
+    ),
+    (
         "j_agg",
         "",
         "select s.city, count(*) as orders, sum(o.amount) as gmv from ods.orders o "

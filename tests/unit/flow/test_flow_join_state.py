@@ -20,6 +20,7 @@ from unittest import mock
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -28,7 +29,7 @@ from flowlake.changelog import RowKind
 from flowlake.errors import InvalidArgumentError
 from flowlake.flow import _joinside
 from flowlake.flow._joinside import JoinSide
-from flowlake.flow._relational import JoinHow, JoinState, _Net
+from flowlake.flow._relational import JoinHow, JoinState, PairCondition, _Changed, _Net, _Pairs
 from flowlake.flow._snapshot import thaw
 from flowlake.flow._stateform import to_state
 from flowlake.flow.batch import from_rows, rows
@@ -68,6 +69,20 @@ def batches() -> st.SearchStrategy[list[Batch]]:
     return st.lists(st.one_of(left, right), max_size=12)
 
 
+def _city_parity(table: pa.Table) -> np.ndarray:
+    """The pair condition under test: ``(city = 'Oslo') = (oid % 2 = 0)`` in SQL (NULL city: false)."""
+    oslo = pc.equal(table["city"], "Oslo")
+    even = pc.equal(pc.bit_wise_and(table["oid"], 1), 0)
+    return np.asarray(pc.fill_null(pc.equal(oslo, even), False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+CITY_PARITY = PairCondition(("oid", "city"), _city_parity)
+
+
+def _model_condition(left: Row, right: Row) -> bool:
+    return right[1] is not None and (right[1] == "Oslo") == (left[0] % 2 == 0)
+
+
 class Model:
     """Both sides as multisets, every change applied in order."""
 
@@ -87,12 +102,13 @@ class Model:
             else:
                 self.dropped += 1
 
-    def result(self, how: str) -> Counter[Row]:
+    def result(self, how: str, condition: bool = False) -> Counter[Row]:
         out: Counter[Row] = Counter()
         for left, n in self.sides["left"].items():
             matched = False
             for right, m in self.sides["right"].items():
-                if n and m and left[1] is not None and left[1] == right[0]:
+                passes = not condition or _model_condition(left, right)
+                if n and m and left[1] is not None and left[1] == right[0] and passes:
                     out[_out_key((*left, right[1]))] += n * m
                     matched = True
             if n and not matched and how == "left":
@@ -116,37 +132,49 @@ def _resumed(state: JoinState) -> JoinState:
     return thawed
 
 
-def run_history(history: list[Batch], how: JoinHow, make: Callable[[], JoinState] = JoinState) -> None:
+def run_history(
+    history: list[Batch],
+    how: JoinHow,
+    make: Callable[[], JoinState] = JoinState,
+    condition: PairCondition | None = None,
+) -> None:
     """Feed ``history`` to the state and the model; assert they agree after every batch."""
     state, model = make(), Model()
     view: Counter[Row] = Counter()
     for side, changes, snapshot in history:
         out = state.apply(
-            side, _table(side, changes), on=["k"], how=how, left_schema=LEFT, right_schema=RIGHT
-        )
+            side, _table(side, changes), on=["k"], how=how, left_schema=LEFT, right_schema=RIGHT,
+            condition=condition,
+        )  # fmt: skip
         assert out.schema.names == ["oid", "k", "amount", "v", "city", "_kind"]
         for change in rows(out):
             view[_out_key(tuple(change.row.values()))] += -1 if change.kind in (UB, D) else 1
         model.apply(side, changes)
         assert all(n >= 0 for n in view.values()), "the join retracted a row it never emitted"
-        assert +view == model.result(how)
+        assert +view == model.result(how, condition is not None)
         assert state.dropped_retractions == model.dropped
         if snapshot:
             state = _resumed(state)
 
 
+@pytest.mark.parametrize("condition", [None, CITY_PARITY], ids=["equi", "condition"])
 @pytest.mark.parametrize("how", ["inner", "left"])
 @settings(max_examples=150, deadline=None)
 @given(history=batches())
-def test_join_state_matches_the_model(how: JoinHow, history: list[Batch]) -> None:
-    run_history(history, how)
+def test_join_state_matches_the_model(
+    how: JoinHow, condition: PairCondition | None, history: list[Batch]
+) -> None:
+    run_history(history, how, condition=condition)
 
 
+@pytest.mark.parametrize("condition", [None, CITY_PARITY], ids=["equi", "condition"])
 @settings(max_examples=100, deadline=None)
 @given(history=batches())
-def test_join_state_matches_the_model_when_compacting_at_every_batch(history: list[Batch]) -> None:
+def test_join_state_matches_the_model_when_compacting_at_every_batch(
+    condition: PairCondition | None, history: list[Batch]
+) -> None:
     with mock.patch.object(_joinside, "_COMPACT_MIN", 0):
-        run_history(history, "left")
+        run_history(history, "left", condition=condition)
 
 
 class _KeepsNoCounts(JoinState):
@@ -165,12 +193,46 @@ class _NeverPads(JoinState):
         return np.zeros(keys.num_rows, np.int64)
 
 
-@pytest.mark.parametrize(("broken", "how"), [(_KeepsNoCounts, "inner"), (_NeverPads, "left")])
-def test_the_model_catches_a_broken_state(broken: type[JoinState], how: JoinHow) -> None:
+class _PadsPerKey(JoinState):
+    """Broken on purpose: under a condition, a left row's padding follows whether its key has right
+    rows (as without a condition), not whether a right row passes the condition with it."""
+
+    def _partners(self, left: JoinSide, lefts: np.ndarray, pairs: _Pairs) -> np.ndarray:
+        return super()._partners(left, lefts, _Pairs(None, left.schema.names))
+
+
+class _ConditionFromLeftOnly(JoinState):
+    """Broken on purpose: a right row's change is joined without checking the condition."""
+
+    def _from_right(
+        self,
+        out_schema: pa.Schema,
+        body: pa.Table,
+        change: _Changed,
+        left: JoinSide,
+        before: np.ndarray | None,
+        pairs: _Pairs,
+        how: JoinHow,
+    ) -> pa.Table:
+        return super()._from_right(out_schema, body, change, left, before, _Pairs(None, ["oid"]), how)
+
+
+@pytest.mark.parametrize(
+    ("broken", "how", "condition"),
+    [
+        (_KeepsNoCounts, "inner", None),
+        (_NeverPads, "left", None),
+        (_PadsPerKey, "left", CITY_PARITY),
+        (_ConditionFromLeftOnly, "inner", CITY_PARITY),
+    ],
+)
+def test_the_model_catches_a_broken_state(
+    broken: type[JoinState], how: JoinHow, condition: PairCondition | None
+) -> None:
     @settings(max_examples=300, deadline=None, database=None, report_multiple_bugs=False)
     @given(history=batches())
     def check(history: list[Batch]) -> None:
-        run_history(history, how, broken)
+        run_history(history, how, broken, condition)
 
     with pytest.raises(AssertionError):
         check()
