@@ -17,6 +17,7 @@ import pytest
 import flowlake as fl
 from flowlake.demo import flows as shop
 from flowlake.demo.workload import OrdersWorkload
+from flowlake.errors import InvalidArgumentError
 from flowlake.flow.verify import verify_history, verify_table
 from flowlake.testing import free_port
 
@@ -103,12 +104,39 @@ def test_run_once_explain_verify_and_dev(tmp_path: Path) -> None:
         "CREATE MATERIALIZED VIEW dws.shop_totals AS\n"
         "SELECT shop_id, count(*) AS orders, sum(amount) AS gmv FROM ods.orders GROUP BY shop_id;\n"
     )
-    dev = cli(env, "dev", str(folder), "--duration", "25", cwd=folder)
-    assert dev.returncode == 0, dev.stdout[-2000:] + dev.stderr[-2000:]
-    assert "totals_sql" in dev.stdout
+    # Wait for the result, not for a fixed time: at load 15-30 starting the flow alone can take longer
+    # than any window a test would pick. The deadline only bounds a failure.
+    dev = subprocess.Popen(
+        [FLOWLAKE, "dev", str(folder)],
+        env=env,
+        cwd=folder,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        report = None
+        deadline = time.monotonic() + 280
+        while time.monotonic() < deadline and dev.poll() is None:
+            if "dws.shop_totals" in cat.list_tables("dws"):
+                try:
+                    report = verify_table(cat, "dws.shop_totals")
+                except InvalidArgumentError:  # created, nothing committed yet
+                    report = None
+                if report is not None and report.ok and report.rows == 30:
+                    break
+            time.sleep(0.5)
+        dev.send_signal(signal.SIGTERM)  # as Ctrl-C: dev stops its flows after their final commits
+        out, err = dev.communicate(timeout=120)
+    finally:
+        if dev.poll() is None:
+            dev.kill()
+            dev.communicate()
+    assert dev.returncode == 0, out[-2000:] + err[-2000:]
+    assert "totals_sql" in out
     assert running_with(str(folder / ".flowlake")) == []  # dev stopped its flows, none left running
     report = verify_table(cat, "dws.shop_totals")
-    assert report.ok and report.rows == 30, report
+    assert report.ok and report.rows == 30, (report, out[-2000:], err[-2000:])
 
 
 def test_sigkill_of_a_multi_view_pipeline_under_recovery_loses_and_duplicates_nothing(
