@@ -1,7 +1,9 @@
 """A process for the split-under-load tests (run as a script).
 
 Each process warms up, writes ``<ledger>.ready`` and waits for the ``go`` file (``start stop``, epoch
-seconds). ``write`` mode: from ``start`` until ``stop``, commit a random batch every ~50 ms:
+seconds). Each stops at ``stop`` or as soon as the file ``<go>.halt`` exists (the test writes it once
+what it waits for has happened, so a slow machine writes longer rather than less). ``write`` mode: from
+``start`` until then, commit a random batch every ~50 ms:
 1-400 random keys of ``keys``, upserted, or (one commit in ten) deleted; and ledger each landed
 commit as ``ok <i> <version> <ms>``; :func:`batch` rebuilds commit ``i`` from the writer's seed.
 
@@ -37,10 +39,17 @@ def batch(writer: int, i: int, keys: int) -> tuple[bool, pa.Table]:
     )
 
 
+HALT: list[Path] = []  # ``<go>.halt``, set by main
+
+
+def running(stop: float) -> bool:
+    return time.time() < stop and not any(p.exists() for p in HALT)
+
+
 def write(t: fl.LakeTable, writer: int, keys: int, stop: float, ledger: str) -> None:
     with open(ledger, "w") as out:  # noqa: PTH123 - a plain ledger file
         i = 0
-        while time.time() < stop:
+        while running(stop):
             is_delete, rows = batch(writer, i, keys)
             began = time.perf_counter()
             token = f"w{writer}-{i}"  # a token commits even a delete of absent keys
@@ -53,7 +62,7 @@ def write(t: fl.LakeTable, writer: int, keys: int, stop: float, ledger: str) -> 
 
 def compact(t: fl.LakeTable, stop: float, period: float, ledger: str) -> None:
     with open(ledger, "w") as out:  # noqa: PTH123 - a plain ledger file
-        while time.time() < stop:
+        while running(stop):
             began = time.time()
             entry: dict[str, object] = {"began": began}
             try:
@@ -70,6 +79,7 @@ def compact(t: fl.LakeTable, stop: float, period: float, ledger: str) -> None:
 
 def main() -> None:
     catalog, warehouse, mode, go, ledger = sys.argv[1:6]
+    HALT.append(Path(f"{go}.halt"))
     t = fl.connect(catalog=catalog, warehouse=warehouse, principal="owner").load_table("ods.split")
     t.read()  # warm up: imports, catalog connection, file system
     Path(f"{ledger}.ready").touch()

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 WORKER = Path(__file__).with_name("split_worker.py")
 WRITERS = 4
-SECONDS = 10.0
+SECONDS = 10.0  # the least the writers write; they go on until what a test waits for happened
+MAX_SECONDS = 240.0  # bounds a failure only
 KEYS = 200_000
 
 
@@ -40,9 +41,16 @@ def spawn(args: list[Any]) -> subprocess.Popen[bytes]:
 
 
 def run(
-    catalog_url: str, tmp: Path, properties: dict[str, str], *, seconds: float = SECONDS
+    catalog_url: str,
+    tmp: Path,
+    properties: dict[str, str],
+    until: Callable[[fl.LakeTable], bool],
+    *,
+    seconds: float = SECONDS,
 ) -> tuple[fl.LakeTable, list[tuple[int, int, int, float]], list[dict[str, Any]]]:
-    """Run the writers and the compactor; return the table, ``(writer, i, version, ms)``, compactions."""
+    """Run the writers and the compactor for at least ``seconds`` and until ``until(table)`` holds (so
+    the test does not depend on how much a loaded machine gets done in a fixed time); return the table,
+    ``(writer, i, version, ms)`` and the compactions."""
     warehouse = (tmp / "wh").as_uri()
     cat = fl.connect(catalog=catalog_url, warehouse=warehouse, principal="owner")
     t = cat.create_table("ods.split", SCHEMA, primary_key=["k"], buckets=2, properties=properties)
@@ -60,8 +68,13 @@ def run(
         assert time.monotonic() < deadline, "the workers did not start in 240 s"
         time.sleep(0.05)
     start = time.time() + 0.2
-    (tmp / "go.tmp").write_text(f"{start} {start + seconds}")
+    (tmp / "go.tmp").write_text(f"{start} {start + MAX_SECONDS}")
     (tmp / "go.tmp").rename(go)  # whole, or not there
+    time.sleep(max(0.0, start + seconds - time.time()))
+    while time.time() < start + MAX_SECONDS and not until(t.refresh()):
+        assert all(p.poll() is None for p, _ in procs), "a worker died while writing"
+        time.sleep(0.5)
+    Path(f"{go}.halt").touch()
     for proc, _ in procs:
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err.decode()[-3000:]
@@ -132,8 +145,21 @@ def check_timeline(
     return [c for c in history if "buckets_rewritten" in c.summary]
 
 
+def followed_by_a_write(t: fl.LakeTable, landed: Callable[[fl.Commit], bool]) -> int:
+    """How many commits that ``landed`` selects have a write after them."""
+    history = t.history()
+    last_write = max((c.version for c in history if c.operation == "write"), default=-1)
+    return sum(1 for c in history if landed(c) and c.version < last_write)
+
+
 def test_splits_land_while_four_writers_commit(catalog_url: str, tmp_path: Path, cpu_load: int) -> None:
-    t, commits, compactions = run(catalog_url, tmp_path, {"bucket_target_rows": "500"})
+    def two_splits_amid_writes(t: fl.LakeTable) -> bool:
+        splits = followed_by_a_write(t, lambda c: "buckets_rewritten" in c.summary)
+        return splits >= 2 and len(t.bucket_map.buckets) >= 8
+
+    t, commits, compactions = run(
+        catalog_url, tmp_path, {"bucket_target_rows": "500"}, two_splits_amid_writes
+    )
     errors = [c for c in compactions if "error" in c]
     assert not errors, errors[0]
     splits = check_timeline(t, commits, compactions)
@@ -167,7 +193,10 @@ def test_splits_land_while_four_writers_commit(catalog_url: str, tmp_path: Path,
 def test_compaction_without_splits_lands_under_the_same_load(
     catalog_url: str, tmp_path: Path, cpu_load: int
 ) -> None:
-    t, commits, compactions = run(catalog_url, tmp_path, {}, seconds=6.0)
+    def three_compactions_amid_writes(t: fl.LakeTable) -> bool:
+        return followed_by_a_write(t, lambda c: "compacted_version" in c.summary) >= 3
+
+    t, commits, compactions = run(catalog_url, tmp_path, {}, three_compactions_amid_writes, seconds=6.0)
     errors = [c for c in compactions if "error" in c]
     assert not errors, errors[0]
     check_timeline(t, commits, compactions)
