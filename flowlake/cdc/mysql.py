@@ -18,11 +18,22 @@ snapshot, so L = H and the window is empty; elsewhere ``SHOW MASTER STATUS`` bef
 Events for keys that no chunk has read yet are emitted too: the ODS table computes exact
 before-images, and the later chunk row equals the state the events left (a no-op).
 
-Positions. ``{"file", "pos", "gtid"}`` for stream groups; chunk groups add ``"sub"``, a per-run
-increasing number, so a chunk sorts after the stream group that ends at the same offset. Each ODS
-table also stores its snapshot progress (``{"snapshot": {"done", "after", "rows", "chunks"}}``). On
-restart streaming resumes at the oldest table position; tables whose snapshot was not done continue
-after their last key, and tables without a position are snapshotted from scratch.
+Positions. ``{"file", "pos", "gtid", "gtids", "server"}`` for stream groups: the binlog file and
+offset on the server read, the transaction's own GTID, the server's full GTID state just after it
+(every domain, or the whole MySQL GTID set) and the server's id; chunk groups add ``"sub"``, a
+per-run increasing number, so a chunk sorts after the stream group that ends at the same place. Each
+ODS table also stores its snapshot progress (``{"snapshot": {"done", "after", "rows", "chunks"}}``).
+On restart streaming resumes at the oldest table position; tables whose snapshot was not done
+continue after their last key, and tables without a position are snapshotted from scratch.
+
+Resume by GTID. When the server has GTIDs (MariaDB always; MySQL with ``gtid_mode=ON``) streaming
+resumes from the GTID state every stored position holds (their per-domain minimum, or the
+intersection of MySQL sets), and a group is skipped for a table whose stored state holds the
+group's transaction (:class:`flowlake.cdc.mysql_gtid.ResumeOrder`), so the positions stay right on
+any server of the replication topology (a failover to a replica). A position stored without a state
+(an older flowlake) is converted with ``BINLOG_GTID_POS(file, pos)`` on MariaDB; on MySQL, or with
+``?gtid=off``, reading resumes by file/offset, which is refused on a server other than the one that
+wrote the position. A server lacking transactions a table holds is refused too (a lagging replica).
 
 Schema changes. A DDL statement on a selected table re-reads its shape from information_schema and
 puts it in the group (``ALTER TABLE … ADD COLUMN`` becomes ODS schema evolution). Because an ALTER can
@@ -50,6 +61,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
+from flowlake.cdc.mysql_gtid import AnyGtids, Flavour, ResumeOrder, is_gtid, single, stored_gtids
+from flowlake.cdc.mysql_resume import PositionError, resume_point, server_identity
 from flowlake.cdc.mysql_schema import MySqlUrl, describe_tables, list_tables, quote
 from flowlake.cdc.mysql_values import (
     ColumnDecoder,
@@ -183,6 +196,9 @@ class MySqlSource:
         self._pos: tuple[str, int] = ("", 0)
         self._sub = itertools.count(time.time_ns())
         self._mariadb = True
+        self._flavour: Flavour | None = None  # the server's GTIDs, if positions are compared by them
+        self._gtids: AnyGtids | None = None  # the server's GTID state after the last group read
+        self._server = ""
         # Keys that stream groups already emitted changed in tables with a pending snapshot, after
         # ``_recent_floor``. A server sends a transaction to replicas once it is in the binlog, before
         # its storage engine commits it, so the stream can be ahead of what a chunk's SELECT sees: a
@@ -198,8 +214,14 @@ class MySqlSource:
         return self.url.key
 
     def order_of(self, position: Mapping[str, Any]) -> Order:
-        """``(file, pos, sub)``."""
-        return (str(position.get("file", "")), int(position.get("pos", 0)), int(position.get("sub", 0)))
+        """A :class:`ResumeOrder`: by the stored GTID state where there is one, else ``(file, pos, sub)``."""
+        gtids = None if self.url.gtid == "off" else stored_gtids(position)
+        file, pos, sub = (
+            str(position.get("file", "")),
+            int(position.get("pos", 0)),
+            int(position.get("sub", 0)),
+        )
+        return (ResumeOrder(gtids, file, pos, sub),)
 
     def describe(self, source_table: str) -> TableSpec | None:
         """The table's current shape from information_schema."""
@@ -219,20 +241,28 @@ class MySqlSource:
         for missing in sorted(set(tables) - set(self._specs)):
             log.warning("skipping %s: it has no primary key", missing)
             self._keyless.add(missing)
-        known = [p for p in [*resume.values(), *also] if p is not None and p.get("file")]
+        stored = {t: p for t, p in resume.items() if p is not None and (p.get("file") or "gtids" in p)}
+        known = [*stored.values(), *(p for p in also if p.get("file") or "gtids" in p)]
         subs = [int(p.get("sub", 0)) for p in known]
         self._sub = itertools.count(max([time.time_ns(), *subs]) + 1)
         for table, spec in sorted(self._specs.items()):
             self._plan_snapshot(table, spec, resume.get(table))
-        if known:
-            file, pos, _ = min(self.order_of(p) for p in known)
-            start = (file, pos)
-        else:
-            start = self._master_status(cur)
-        self._pos = self._recent_floor = start
-        self._reader = _Reader(self, start)
+        self._flavour, self._server = server_identity(cur, mariadb=self._mariadb)
+        try:
+            start, gtids = resume_point(
+                cur, flavour=self._flavour, server=self._server, by_gtid=self.url.gtid != "off",
+                stored=stored, known=known,
+            )  # fmt: skip
+        except PositionError as exc:
+            raise CdcSourceError(f"{self.key}: {exc}") from exc
+        self._gtids = gtids
+        self._pos = self._recent_floor = start or ("", 0)
+        self._reader = _Reader(self, start, gtids if start is None else None)
         self._reader.start()
-        return {"file": start[0], "pos": start[1]}
+        position: dict[str, Any] = {"file": start[0], "pos": start[1]} if start else {"file": "", "pos": 0}
+        if gtids is not None:
+            position["gtids"] = str(gtids)
+        return position
 
     def _plan_snapshot(self, table: str, spec: TableSpec, stored: Mapping[str, Any] | None) -> None:
         if self.snapshot_mode == "never":
@@ -437,7 +467,9 @@ class MySqlSource:
         if snap.done:
             del self._snaps[chunk.table]
         position = {"file": chunk.high[0], "pos": chunk.high[1], "sub": next(self._sub)}
-        group = ChangeGroup(position, self.order_of(position))
+        if self._gtids is not None:
+            position["gtids"], position["server"] = str(self._gtids), self._server
+        group = ChangeGroup(position, self._order(self._gtids, position))
         group.rows[chunk.table] = [(0, row) for row in chunk.rows.values()]
         group.extras[chunk.table] = {"snapshot": snap.state()}
         if self.on_progress is not None:
@@ -465,7 +497,14 @@ class MySqlSource:
         position: dict[str, Any] = {"file": item.file, "pos": item.pos}
         if item.gtid:
             position["gtid"] = item.gtid
-        group = ChangeGroup(position, (item.file, item.pos, 0), source_ts_ms=item.ts * 1000 or None)
+        own = None
+        if self._gtids is not None and self._flavour is not None and is_gtid(self._flavour, item.gtid):
+            assert item.gtid is not None
+            self._gtids = self._gtids.with_gtid(item.gtid)
+            own = single(self._flavour, item.gtid)
+        if self._gtids is not None:
+            position["gtids"], position["server"] = str(self._gtids), self._server
+        group = ChangeGroup(position, self._order(own, position), source_ts_ms=item.ts * 1000 or None)
         chunk = self._chunk
         window = chunk is not None and chunk.low < here <= chunk.high
         for table, kind, row in item.changes:
@@ -482,6 +521,12 @@ class MySqlSource:
         for entry in item.ddl:
             self._on_ddl(entry, group)
         return group
+
+    def _order(self, gtids: AnyGtids | None, position: Mapping[str, Any]) -> Order:
+        """A group's order: by its own GTID (or state, for a chunk) unless positions go by file/pos."""
+        by_gtid = self._flavour is not None and self.url.gtid != "off"
+        file, pos, sub = str(position["file"]), int(position["pos"]), int(position.get("sub", 0))
+        return (ResumeOrder(gtids if by_gtid else None, file, pos, sub),)
 
     def _remember(self, here: tuple[str, int], table: str, key: tuple[Any, ...]) -> None:
         """Note a key a stream group changed, for chunks read later (``_read_chunk`` drops it)."""
@@ -532,10 +577,11 @@ class MySqlSource:
 class _Reader(threading.Thread):
     """Reads the binlog into the source's queue: whole transactions, and bare positions."""
 
-    def __init__(self, source: MySqlSource, start: tuple[str, int]) -> None:
+    def __init__(self, source: MySqlSource, start: tuple[str, int] | None, gtids: AnyGtids | None) -> None:
         super().__init__(name=f"binlog-{source.key}", daemon=True)
         self.source = source
-        self.start_at = start
+        self.start_at = start  # by file/offset; None: by the GTID state ``gtids``
+        self.gtids = gtids
         self._stopping = threading.Event()
         self._stream: Any = None
 
@@ -580,9 +626,7 @@ class _Reader(threading.Thread):
             server_id=src.server_id,
             blocking=True,
             resume_stream=True,
-            log_file=self.start_at[0],
-            log_pos=self.start_at[1],
-            is_mariadb=False,  # its MariaDB mode ignores log_file/log_pos (GTID only)
+            **self._start_args(),
             slave_heartbeat=src.heartbeat_s,
             only_schemas=src.filter.databases,
             enable_logging=False,
@@ -618,6 +662,14 @@ class _Reader(threading.Thread):
                 tx = self._query(tx, event, here)
             elif tx is None:
                 self._put(here)
+
+    def _start_args(self) -> dict[str, Any]:
+        """Where the dump starts: a binlog file/offset, or a GTID state."""
+        if self.start_at is not None:
+            # its MariaDB mode ignores log_file/log_pos (GTID only): by file/offset it is MySQL mode
+            return {"log_file": self.start_at[0], "log_pos": self.start_at[1], "is_mariadb": False}
+        # MariaDB: @slave_connect_state (with @slave_gtid_strict_mode); MySQL: COM_BINLOG_DUMP_GTID
+        return {"auto_position": str(self.gtids), "is_mariadb": self.source._flavour == "mariadb"}
 
     def _query(self, tx: _TxItem | None, event: Any, here: tuple[str, int]) -> _TxItem | None:
         """``BEGIN`` opens a transaction; ``COMMIT`` or a DDL statement finishes one."""
