@@ -61,7 +61,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from flowlake.cdc.mysql_gtid import AnyGtids, Flavour, ResumeOrder, is_gtid, single, stored_gtids
+from flowlake.cdc.mysql_gtid import AnyGtids, Flavour, ResumeOrder, stored_gtids
 from flowlake.cdc.mysql_resume import PositionError, resume_point, server_identity
 from flowlake.cdc.mysql_schema import MySqlUrl, describe_tables, list_tables, quote
 from flowlake.cdc.mysql_values import (
@@ -497,12 +497,11 @@ class MySqlSource:
         position: dict[str, Any] = {"file": item.file, "pos": item.pos}
         if item.gtid:
             position["gtid"] = item.gtid
-        own = None
-        if self._gtids is not None and self._flavour is not None and is_gtid(self._flavour, item.gtid):
-            assert item.gtid is not None
-            self._gtids = self._gtids.with_gtid(item.gtid)
-            own = single(self._flavour, item.gtid)
+        own: AnyGtids | None = None
         if self._gtids is not None:
+            advanced = self._gtids.advance(item.gtid) if item.gtid else None
+            if advanced is not None:
+                self._gtids, own = advanced
             position["gtids"], position["server"] = str(self._gtids), self._server
         group = ChangeGroup(position, self._order(own, position), source_ts_ms=item.ts * 1000 or None)
         chunk = self._chunk

@@ -96,6 +96,22 @@ class MariaDbGtids:
         rest = [e for e in self.domains if e[0] != domain]
         return MariaDbGtids(tuple(sorted([*rest, (domain, server, seq)])))
 
+    def advance(self, gtid: str) -> tuple[MariaDbGtids, MariaDbGtids] | None:
+        """``(the state after gtid, the state of just gtid)``, or ``None`` if it is not a GTID.
+
+        The per-transaction step of the binlog reader, so kept cheap (no regular expression).
+        """
+        parts = gtid.split("-")
+        if len(parts) != 3 or not (parts[0].isdigit() and parts[1].isdigit() and parts[2].isdigit()):
+            return None
+        entry = (int(parts[0]), int(parts[1]), int(parts[2]))
+        domains = self.domains
+        if len(domains) == 1 and domains[0][0] == entry[0]:
+            new: tuple[tuple[int, int, int], ...] = (entry,)
+        else:
+            new = tuple(sorted([*(e for e in domains if e[0] != entry[0]), entry]))
+        return MariaDbGtids(new), MariaDbGtids((entry,))
+
     def covers(self, other: MariaDbGtids) -> bool:
         """Whether each domain of ``other`` is here with at least its seq."""
         mine = self._seqs()
@@ -168,6 +184,14 @@ class MySqlGtids:
         sets[uuid] = _merge([*sets.get(uuid, ()), (n, n)])
         return MySqlGtids(tuple(sorted(sets.items())))
 
+    def advance(self, gtid: str) -> tuple[MySqlGtids, MySqlGtids] | None:
+        """``(the set with gtid, the set of just gtid)``, or ``None`` if it is not a GTID."""
+        parsed = _mysql_single(gtid)
+        if parsed is None:
+            return None
+        uuid, n = parsed
+        return self.with_gtid(gtid), MySqlGtids(((uuid, ((n, n),)),))
+
     def covers(self, other: MySqlGtids) -> bool:
         """Whether ``other`` is a subset of this set."""
         mine = self._intervals()
@@ -223,15 +247,6 @@ def single(flavour: Flavour, gtid: str) -> AnyGtids:
     """
     empty: AnyGtids = MariaDbGtids() if flavour == "mariadb" else MySqlGtids()
     return empty.with_gtid(gtid)
-
-
-def is_gtid(flavour: Flavour, gtid: str | None) -> bool:
-    """Whether ``gtid`` is a real transaction id of the flavour (MySQL's anonymous ones are not)."""
-    if not gtid:
-        return False
-    if flavour == "mariadb":
-        return _MARIADB_GTID.match(gtid.strip()) is not None
-    return _mysql_single(gtid) is not None
 
 
 def _mysql_single(gtid: str) -> tuple[str, int] | None:

@@ -7,10 +7,11 @@
   state (its ``"gtids"``; a file/offset-only position from an older flowlake is converted with
   MariaDB's ``BINLOG_GTID_POS`` on the server that wrote it), the server must hold each of them (a
   replica that lags, or lost transactions in a failover, is refused), and reading starts from their
-  meet. With no stored position, from the server's current end.
-- Otherwise by file and offset, from the oldest stored one, refused when a position names another
-  server (its offsets mean nothing here). The GTID state at the start is still worked out where the
-  server can tell it, so the positions written from now on carry one.
+  meet.
+- Otherwise by file and offset: from the oldest stored one, refused when a position names another
+  server (its offsets mean nothing here); with no stored position, from the binlog's current end.
+  The GTID state there is still worked out where the server can tell it, so the positions written
+  from now on carry one.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def resume_point(
         PositionError: If a position cannot be resumed here (named with its table and what to do).
     """
     names = {id(p): t for t, p in stored.items()}
-    if flavour is not None and by_gtid:
+    if flavour is not None and by_gtid and known:
         states = [_state_of(cur, flavour, server, p, names.get(id(p), "dead letters")) for p in known]
         if all(s is not None for s in states):
             return None, _gtid_start(cur, flavour, [s for s in states if s is not None], known, names)
@@ -126,7 +127,7 @@ def _gtid_start(
     known: Sequence[Mapping[str, Any]],
     names: Mapping[int, str],
 ) -> AnyGtids:
-    """The meet of the stored states, after checking the server holds each; the current end if none."""
+    """The meet of the stored states, after checking the server holds each."""
     cur.execute("SELECT @@gtid_binlog_pos" if flavour == "mariadb" else "SELECT @@gtid_executed")
     have = parse_gtids(flavour, str(cur.fetchone()[0] or ""))
     for state, p in zip(states, known, strict=True):
@@ -137,8 +138,6 @@ def _gtid_start(
                 "it has caught up, or it lost them in a failover, so ODS is ahead of it and the table "
                 "must be snapshotted again"
             )
-    if not states:
-        return have
     start = states[0]
     for state in states[1:]:
         start = start.meet(state)  # type: ignore[arg-type]

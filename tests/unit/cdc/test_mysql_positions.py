@@ -56,6 +56,20 @@ def test_mariadb_states() -> None:
             MariaDbGtids.parse(bad)
 
 
+def test_advancing_a_state_by_one_transaction() -> None:
+    state = MariaDbGtids.parse("0-1-10,2-1-3")
+    assert state.advance("1-4-1") == (MariaDbGtids.parse("0-1-10,1-4-1,2-1-3"), MariaDbGtids.parse("1-4-1"))
+    assert state.advance("0-1-11") == (MariaDbGtids.parse("0-1-11,2-1-3"), MariaDbGtids.parse("0-1-11"))
+    assert MariaDbGtids.parse("0-1-1").advance("0-2-2") == (MariaDbGtids.parse("0-2-2"),) * 2
+    assert state.advance("0-1") is None and state.advance("x-1-2") is None
+    mysql = MySqlGtids.parse(f"{UUID_A}:1-3")
+    assert mysql.advance(f"{UUID_A}:4") == (
+        MySqlGtids.parse(f"{UUID_A}:1-4"),
+        MySqlGtids.parse(f"{UUID_A}:4"),
+    )
+    assert mysql.advance("00000000-0000-0000-0000-000000000000:0") is None
+
+
 def test_mysql_sets() -> None:
     state = MySqlGtids.parse(f"{UUID_B}:1-3,\n{UUID_A.upper()}:1-5:7:6")
     assert str(state) == f"{UUID_A}:1-7,{UUID_B}:1-3"  # sorted, lower case, intervals merged
@@ -259,7 +273,8 @@ def test_mariadb_resumes_from_the_meet_of_the_stored_states() -> None:
         "db.b": {"gtids": "0-1-45,1-1-3"},
     }
     assert start(MARIADB, stored) == (None, "0-1-40,1-1-3")
-    assert start(MARIADB, {}) == (None, "0-1-50,1-1-9")  # nothing stored: the current end
+    # nothing stored: the current end, by file/offset with the state there
+    assert start(MARIADB, {}) == (("mysql-bin.000003", 900), "0-1-50,1-1-9")
 
 
 def test_a_position_from_before_gtids_were_stored_is_converted_on_its_server() -> None:
@@ -297,7 +312,7 @@ def test_mysql_with_gtids() -> None:
     }
     stored = {"db.a": {"gtids": f"{UUID_A}:1-60"}, "db.b": {"gtids": f"{UUID_A}:1-40:42-70"}}
     assert start(answers, stored, flavour="mysql") == (None, f"{UUID_A}:1-40:42-60")
-    assert start(answers, {}, flavour="mysql") == (None, f"{UUID_A}:1-100")
+    assert start(answers, {}, flavour="mysql") == (("binlog.000004", 500), f"{UUID_A}:1-100")
     # a file/offset-only position cannot be converted on MySQL: by file/offset, the state unknown
     legacy = {"db.a": {"file": "binlog.000004", "pos": 9}}
     assert start(answers, legacy, flavour="mysql") == (("binlog.000004", 9), None)
