@@ -61,7 +61,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from flowlake.cdc.mysql_gtid import AnyGtids, Flavour, ResumeOrder, stored_gtids
+from flowlake.cdc.mysql_gtid import AnyGtids, Flavour, GtidTracker, ResumeOrder, stored_gtids
 from flowlake.cdc.mysql_resume import PositionError, resume_point, server_identity
 from flowlake.cdc.mysql_schema import MySqlUrl, describe_tables, list_tables, quote
 from flowlake.cdc.mysql_values import (
@@ -197,7 +197,8 @@ class MySqlSource:
         self._sub = itertools.count(time.time_ns())
         self._mariadb = True
         self._flavour: Flavour | None = None  # the server's GTIDs, if positions are compared by them
-        self._gtids: AnyGtids | None = None  # the server's GTID state after the last group read
+        self._gtids: GtidTracker | None = None  # the server's GTID state after the last group read
+        self._by_gtid = False  # whether groups are ordered by GTID (see ``ResumeOrder``)
         self._server = ""
         # Keys that stream groups already emitted changed in tables with a pending snapshot, after
         # ``_recent_floor``. A server sends a transaction to replicas once it is in the binlog, before
@@ -255,7 +256,8 @@ class MySqlSource:
             )  # fmt: skip
         except PositionError as exc:
             raise CdcSourceError(f"{self.key}: {exc}") from exc
-        self._gtids = gtids
+        self._gtids = None if gtids is None else GtidTracker(gtids)
+        self._by_gtid = self._flavour is not None and self.url.gtid != "off"
         self._pos = self._recent_floor = start or ("", 0)
         self._reader = _Reader(self, start, gtids if start is None else None)
         self._reader.start()
@@ -466,10 +468,13 @@ class MySqlSource:
         snap.chunks += 1
         if snap.done:
             del self._snaps[chunk.table]
-        position = {"file": chunk.high[0], "pos": chunk.high[1], "sub": next(self._sub)}
+        sub = next(self._sub)
+        position: dict[str, Any] = {"file": chunk.high[0], "pos": chunk.high[1], "sub": sub}
+        state = None
         if self._gtids is not None:
-            position["gtids"], position["server"] = str(self._gtids), self._server
-        group = ChangeGroup(position, self._order(self._gtids, position))
+            position["gtids"], position["server"] = self._gtids.text, self._server
+            state = self._gtids.state if self._by_gtid else None
+        group = ChangeGroup(position, (ResumeOrder(state, chunk.high[0], chunk.high[1], sub),))
         group.rows[chunk.table] = [(0, row) for row in chunk.rows.values()]
         group.extras[chunk.table] = {"snapshot": snap.state()}
         if self.on_progress is not None:
@@ -497,13 +502,14 @@ class MySqlSource:
         position: dict[str, Any] = {"file": item.file, "pos": item.pos}
         if item.gtid:
             position["gtid"] = item.gtid
-        own: AnyGtids | None = None
-        if self._gtids is not None:
-            advanced = self._gtids.advance(item.gtid) if item.gtid else None
-            if advanced is not None:
-                self._gtids, own = advanced
-            position["gtids"], position["server"] = str(self._gtids), self._server
-        group = ChangeGroup(position, self._order(own, position), source_ts_ms=item.ts * 1000 or None)
+        point, gtid, tracker = None, item.gtid or "", self._gtids
+        if tracker is not None:
+            point = tracker.advance(gtid) if gtid else None
+            position["gtids"], position["server"] = tracker.text, self._server
+        if not self._by_gtid:
+            point = None
+        order = ResumeOrder(None, item.file, item.pos, point=point, label=gtid)  # by its own transaction
+        group = ChangeGroup(position, (order,), source_ts_ms=item.ts * 1000 or None)
         chunk = self._chunk
         window = chunk is not None and chunk.low < here <= chunk.high
         for table, kind, row in item.changes:
@@ -520,12 +526,6 @@ class MySqlSource:
         for entry in item.ddl:
             self._on_ddl(entry, group)
         return group
-
-    def _order(self, gtids: AnyGtids | None, position: Mapping[str, Any]) -> Order:
-        """A group's order: by its own GTID (or state, for a chunk) unless positions go by file/pos."""
-        by_gtid = self._flavour is not None and self.url.gtid != "off"
-        file, pos, sub = str(position["file"]), int(position["pos"]), int(position.get("sub", 0))
-        return (ResumeOrder(gtids if by_gtid else None, file, pos, sub),)
 
     def _remember(self, here: tuple[str, int], table: str, key: tuple[Any, ...]) -> None:
         """Note a key a stream group changed, for chunks read later (``_read_chunk`` drops it)."""

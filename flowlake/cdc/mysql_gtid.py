@@ -11,9 +11,10 @@ source servers) can be resumed on any server of the topology.
 - MySQL: ``uuid:n`` GTIDs; a state is a GTID *set* (``@@gtid_executed`` format,
   ``3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5:7``), and a transaction is in it if its number is.
 
-:class:`ResumeOrder` compares a change group with a stored position by those states where both
-have one ("does this table hold that transaction?"), and by ``(file, pos, sub)`` otherwise (a
-position stored before GTIDs were recorded, read back from the same server).
+:class:`ResumeOrder` compares a change group with a stored position by GTIDs where both have them
+("does this table's state hold that transaction?"), and by ``(file, pos, sub)`` otherwise (a
+position stored before GTID states were recorded, read back from the same server).
+:class:`GtidTracker` keeps a stream's state as it reads.
 
 >>> state = MariaDbGtids.parse("0-1-17,1-2-5")
 >>> state.holds("0-1-12"), state.holds("1-2-6"), state.holds("2-1-1")
@@ -96,22 +97,6 @@ class MariaDbGtids:
         rest = [e for e in self.domains if e[0] != domain]
         return MariaDbGtids(tuple(sorted([*rest, (domain, server, seq)])))
 
-    def advance(self, gtid: str) -> tuple[MariaDbGtids, MariaDbGtids] | None:
-        """``(the state after gtid, the state of just gtid)``, or ``None`` if it is not a GTID.
-
-        The per-transaction step of the binlog reader, so kept cheap (no regular expression).
-        """
-        parts = gtid.split("-")
-        if len(parts) != 3 or not (parts[0].isdigit() and parts[1].isdigit() and parts[2].isdigit()):
-            return None
-        entry = (int(parts[0]), int(parts[1]), int(parts[2]))
-        domains = self.domains
-        if len(domains) == 1 and domains[0][0] == entry[0]:
-            new: tuple[tuple[int, int, int], ...] = (entry,)
-        else:
-            new = tuple(sorted([*(e for e in domains if e[0] != entry[0]), entry]))
-        return MariaDbGtids(new), MariaDbGtids((entry,))
-
     def covers(self, other: MariaDbGtids) -> bool:
         """Whether each domain of ``other`` is here with at least its seq."""
         mine = self._seqs()
@@ -184,14 +169,6 @@ class MySqlGtids:
         sets[uuid] = _merge([*sets.get(uuid, ()), (n, n)])
         return MySqlGtids(tuple(sorted(sets.items())))
 
-    def advance(self, gtid: str) -> tuple[MySqlGtids, MySqlGtids] | None:
-        """``(the set with gtid, the set of just gtid)``, or ``None`` if it is not a GTID."""
-        parsed = _mysql_single(gtid)
-        if parsed is None:
-            return None
-        uuid, n = parsed
-        return self.with_gtid(gtid), MySqlGtids(((uuid, ((n, n),)),))
-
     def covers(self, other: MySqlGtids) -> bool:
         """Whether ``other`` is a subset of this set."""
         mine = self._intervals()
@@ -239,14 +216,68 @@ def parse_gtids(flavour: Flavour, text: str) -> AnyGtids:
     return MariaDbGtids.parse(text) if flavour == "mariadb" else MySqlGtids.parse(text)
 
 
-def single(flavour: Flavour, gtid: str) -> AnyGtids:
-    """The state holding just one transaction's GTID (what a stream group is compared by).
+Point = tuple[int, int] | tuple[str, int]
+"""One transaction: MariaDB ``(domain, seq)``, MySQL ``(uuid, number)``."""
 
-    >>> str(single("mariadb", "0-1-9"))
-    '0-1-9'
+
+def point_of(gtid: str) -> Point | None:
+    """The transaction a GTID names, or ``None`` if it is none (MySQL's anonymous GTIDs are not).
+
+    >>> point_of("0-1-9"), point_of("3e11fa47-71ca-11e1-9e33-c80aa9429562:5"), point_of("junk")
+    ((0, 9), ('3e11fa47-71ca-11e1-9e33-c80aa9429562', 5), None)
     """
-    empty: AnyGtids = MariaDbGtids() if flavour == "mariadb" else MySqlGtids()
-    return empty.with_gtid(gtid)
+    parts = gtid.split("-")
+    if len(parts) == 3:  # MariaDB (a uuid has 5 parts)
+        return (int(parts[0]), int(parts[2])) if parts[0].isdigit() and parts[2].isdigit() else None
+    return _mysql_single(gtid)
+
+
+class GtidTracker:
+    """The GTID state of a binlog stream, advanced once per transaction.
+
+    The reader's per-transaction step, so kept cheap: MariaDB's state is kept as each domain's last
+    GTID text, and its text form is rebuilt only from those.
+
+    >>> tracker = GtidTracker(MariaDbGtids.parse("0-1-10"))
+    >>> tracker.advance("1-1-4"), tracker.text, tracker.advance("0-2-11"), tracker.text
+    ((1, 4), '0-1-10,1-1-4', (0, 11), '0-2-11,1-1-4')
+    """
+
+    __slots__ = ("_entries", "_state", "text")
+
+    def __init__(self, state: AnyGtids) -> None:
+        self._state: AnyGtids | None = state
+        self._entries = (
+            {d: f"{d}-{s}-{n}" for d, s, n in state.domains} if isinstance(state, MariaDbGtids) else None
+        )
+        self.text = str(state)
+
+    @property
+    def state(self) -> AnyGtids:
+        """The state now."""
+        if self._state is None:
+            self._state = MariaDbGtids.parse(self.text)
+        return self._state
+
+    def advance(self, gtid: str) -> Point | None:
+        """Take in the next transaction; its point, or ``None`` (state unchanged) if ``gtid`` is none."""
+        entries = self._entries
+        if entries is not None:
+            parts = gtid.split("-")
+            if len(parts) != 3 or not (parts[0].isdigit() and parts[2].isdigit()):
+                return None
+            domain, seq = int(parts[0]), int(parts[2])
+            entries[domain] = gtid
+            self.text = gtid if len(entries) == 1 else ",".join([entries[d] for d in sorted(entries)])
+            self._state = None
+            return domain, seq
+        mysql = point_of(gtid)
+        state = self.state
+        if mysql is None or not isinstance(state, MySqlGtids) or isinstance(mysql[0], int):
+            return None
+        self._state = state.with_gtid(gtid)
+        self.text = str(self._state)
+        return mysql
 
 
 def _mysql_single(gtid: str) -> tuple[str, int] | None:
@@ -267,31 +298,73 @@ def _merge(intervals: list[tuple[int, int]] | tuple[tuple[int, int], ...]) -> tu
 
 
 class ResumeOrder:
-    """A binlog position as the ingester compares it: by GTID state where both sides have one.
+    """A binlog position as the ingester compares it: by GTIDs where both sides have them.
 
-    ``a <= b`` reads "b already holds a": with GTID states, every transaction of ``a``'s state is in
-    ``b``'s (and, for equal states, ``a``'s ``sub`` is not later); otherwise ``(file, pos, sub)``
-    order, which is only meaningful within one server's binlog. A change group's order carries
-    just its own transaction's GTID, so "does this table's stored state hold the transaction?" is
-    answered exactly per domain (or per source uuid) even when a replica interleaved domains
-    differently from the server that wrote the stored state. ``a > b`` is ``not a <= b`` ("b does not
-    hold a"), which is what the ingester asks of it.
+    ``a <= b`` reads "b already holds a". A change group's order carries its own transaction
+    (``point``), a stored position's its whole GTID state (``gtids``): the group is held if the state
+    holds its transaction, exactly per domain (or per source uuid), even when a replica interleaved
+    domains differently from the server that wrote the state. Two states: every transaction of one
+    is in the other (and, for equal states, ``sub`` decides: a snapshot chunk sorts after the stream
+    group at its place). Without GTIDs on either side, ``(file, pos, sub)`` order, meaningful only
+    within one server's binlog. ``a > b`` is ``not a <= b`` ("b does not hold a"), which is what the
+    ingester asks of it.
 
-    >>> a = ResumeOrder(single("mariadb", "0-1-5"), "mysql-bin.000001", 900)
+    >>> group = ResumeOrder.of_transaction("0-1-5", "mysql-bin.000001", 900)
     >>> stored = ResumeOrder(MariaDbGtids.parse("0-1-7"), "replica-bin.000004", 12)
-    >>> a <= stored, a > stored
-    (True, False)
+    >>> group <= stored, group > stored, str(group)
+    (True, False, '0-1-5:0')
     >>> ResumeOrder(None, "mysql-bin.000001", 900) < ResumeOrder(None, "mysql-bin.000002", 4)
     True
     """
 
-    __slots__ = ("file", "gtids", "pos", "sub")
+    __slots__ = ("_flavour", "_lookup", "file", "gtids", "label", "point", "pos", "sub")
 
-    def __init__(self, gtids: AnyGtids | None, file: str, pos: int, sub: int = 0) -> None:
+    def __init__(
+        self,
+        gtids: AnyGtids | None,
+        file: str,
+        pos: int,
+        sub: int = 0,
+        *,
+        point: Point | None = None,
+        label: str = "",
+    ) -> None:
         self.gtids, self.file, self.pos, self.sub = gtids, file, pos, sub
+        self.point, self.label = point, label
+        self._lookup: dict[Any, Any] | None = None
+        self._flavour: Flavour | None = None
+        if gtids is not None:
+            self._flavour = "mariadb" if isinstance(gtids, MariaDbGtids) else "mysql"
+        elif point is not None:
+            self._flavour = "mariadb" if isinstance(point[0], int) else "mysql"
 
-    def _by_gtids(self, other: ResumeOrder) -> bool:
-        return self.gtids is not None and other.gtids is not None and type(self.gtids) is type(other.gtids)
+    @classmethod
+    def of_transaction(cls, gtid: str, file: str, pos: int) -> ResumeOrder:
+        """The order of a stream group: its transaction's GTID (file/offset if it is none)."""
+        return cls(None, file, pos, point=point_of(gtid), label=gtid)
+
+    def _holds(self, point: Point) -> bool:
+        """Whether this order's state holds the transaction ``point`` (a dict lookup, cached)."""
+        lookup = self._lookup
+        if lookup is None:
+            gtids = self.gtids
+            if isinstance(gtids, MariaDbGtids):
+                lookup = {d: n for d, _, n in gtids.domains}
+            else:
+                lookup = dict(gtids.sets) if gtids is not None else {}
+            self._lookup = lookup
+        found = lookup.get(point[0])
+        if found is None:
+            return False
+        if isinstance(found, int):
+            return found >= point[1]
+        return any(a <= point[1] <= b for a, b in found)
+
+    def _state(self) -> AnyGtids | None:
+        if self.gtids is not None or self.point is None:
+            return self.gtids
+        empty: AnyGtids = MariaDbGtids() if isinstance(self.point[0], int) else MySqlGtids()
+        return empty.with_gtid(self.label)
 
     def _key(self) -> tuple[str, int, int]:
         return (self.file, self.pos, self.sub)
@@ -299,19 +372,26 @@ class ResumeOrder:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ResumeOrder):
             return NotImplemented
-        if self._by_gtids(other):
-            return self.gtids == other.gtids and self.sub == other.sub
-        return self._key() == other._key()
+        flavour = self._flavour
+        if flavour is None or flavour != other._flavour:
+            return self._key() == other._key()
+        if self.point is not None and other.point is not None:
+            return self.point == other.point and self.sub == other.sub
+        return self.gtids == other.gtids and self.point == other.point and self.sub == other.sub
 
     def __hash__(self) -> int:
         return hash(self.sub)
 
     def __le__(self, other: ResumeOrder) -> bool:
-        if self._by_gtids(other):
-            mine, theirs = self.gtids, other.gtids
-            assert mine is not None and theirs is not None
-            return theirs.covers(mine) and (mine != theirs or self.sub <= other.sub)  # type: ignore[arg-type]
-        return self._key() <= other._key()
+        flavour = self._flavour
+        if flavour is None or flavour != other._flavour:
+            return self._key() <= other._key()
+        if self.point is not None and other.gtids is not None:
+            return other._holds(self.point)  # the hot path: a re-read transaction, a stored state
+        mine, theirs = self._state(), other._state()
+        if mine == theirs:
+            return self.sub <= other.sub
+        return theirs.covers(mine)  # type: ignore[union-attr,arg-type]
 
     def __lt__(self, other: ResumeOrder) -> bool:
         return self <= other and self != other
@@ -323,12 +403,14 @@ class ResumeOrder:
         return not self <= other
 
     def __str__(self) -> str:
+        if self.point is not None:
+            return f"{self.label}:{self.sub}"
         if self.gtids is not None:
             return f"{self.gtids}:{self.sub}"
         return f"{self.file}:{self.pos}:{self.sub}"
 
     def __repr__(self) -> str:
-        return f"ResumeOrder({self.gtids!s}, {self.file!r}, {self.pos}, {self.sub})"
+        return f"ResumeOrder({self!s}, {self.file!r}, {self.pos})"
 
 
 def stored_gtids(position: Mapping[str, Any], flavour: Flavour | None = None) -> AnyGtids | None:

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pytest
 
 from flowlake.cdc.mysql import MySqlSource, _Chunk, _Snap, _TxItem
-from flowlake.cdc.mysql_gtid import MariaDbGtids, MySqlGtids, ResumeOrder, single, stored_gtids
+from flowlake.cdc.mysql_gtid import GtidTracker, MariaDbGtids, MySqlGtids, ResumeOrder, stored_gtids
 from flowlake.cdc.mysql_resume import PositionError, resume_point
 from flowlake.cdc.mysql_schema import MySqlUrl
 from flowlake.cdc.source import TableSpec
@@ -56,18 +56,18 @@ def test_mariadb_states() -> None:
             MariaDbGtids.parse(bad)
 
 
-def test_advancing_a_state_by_one_transaction() -> None:
-    state = MariaDbGtids.parse("0-1-10,2-1-3")
-    assert state.advance("1-4-1") == (MariaDbGtids.parse("0-1-10,1-4-1,2-1-3"), MariaDbGtids.parse("1-4-1"))
-    assert state.advance("0-1-11") == (MariaDbGtids.parse("0-1-11,2-1-3"), MariaDbGtids.parse("0-1-11"))
-    assert MariaDbGtids.parse("0-1-1").advance("0-2-2") == (MariaDbGtids.parse("0-2-2"),) * 2
-    assert state.advance("0-1") is None and state.advance("x-1-2") is None
-    mysql = MySqlGtids.parse(f"{UUID_A}:1-3")
-    assert mysql.advance(f"{UUID_A}:4") == (
-        MySqlGtids.parse(f"{UUID_A}:1-4"),
-        MySqlGtids.parse(f"{UUID_A}:4"),
-    )
+def test_a_tracker_advances_the_state_by_one_transaction() -> None:
+    tracker = GtidTracker(MariaDbGtids.parse("0-1-10,2-1-3"))
+    assert tracker.advance("1-4-1") == (1, 1) and tracker.text == "0-1-10,1-4-1,2-1-3"
+    assert tracker.advance("0-1-11") == (0, 11) and tracker.text == "0-1-11,1-4-1,2-1-3"
+    assert tracker.state == MariaDbGtids.parse("0-1-11,1-4-1,2-1-3")
+    assert tracker.advance("0-1") is None and tracker.advance("x-1-2") is None
+    assert tracker.advance(f"{UUID_A}:4") is None  # the other flavour: not this stream's
+    assert tracker.text == "0-1-11,1-4-1,2-1-3"
+    mysql = GtidTracker(MySqlGtids.parse(f"{UUID_A}:1-3"))
+    assert mysql.advance(f"{UUID_A}:4") == (UUID_A, 4) and mysql.text == f"{UUID_A}:1-4"
     assert mysql.advance("00000000-0000-0000-0000-000000000000:0") is None
+    assert mysql.advance("0-1-2") is None and mysql.text == f"{UUID_A}:1-4"
 
 
 def test_mysql_sets() -> None:
@@ -139,7 +139,7 @@ def test_a_group_is_skipped_exactly_when_the_stored_state_holds_it_on_any_server
         resume = ResumeOrder(state, "primary-bin.000009", 100 + cut[table])
         applied = set(history[: cut[table]])
         for i, g in enumerate(sent):
-            group = ResumeOrder(single("mariadb", g), "replica-bin.000001", 1000 + i)
+            group = ResumeOrder.of_transaction(g, "replica-bin.000001", 1000 + i)
             assert (group <= resume) == (g in applied), (table, g)
             assert (group > resume) == (g not in applied)
     assert set(history) - set(sent) <= set.intersection(*(set(history[:n]) for n in cut.values()))
@@ -157,12 +157,36 @@ def test_chunks_sort_after_the_stream_group_at_the_same_state() -> None:
 
 def test_positions_without_a_state_compare_by_file_and_offset() -> None:
     legacy = ResumeOrder(None, "mysql-bin.000002", 500)
-    group = ResumeOrder(single("mariadb", "0-1-3"), "mysql-bin.000002", 400)
+    group = ResumeOrder.of_transaction("0-1-3", "mysql-bin.000002", 400)
     assert group <= legacy and not group > legacy
-    assert ResumeOrder(single("mariadb", "0-1-4"), "mysql-bin.000002", 600) > legacy
+    assert ResumeOrder.of_transaction("0-1-4", "mysql-bin.000002", 600) > legacy
     assert str(legacy) == "mysql-bin.000002:500:0"  # the commit tokens of file/pos positions as before
     # states of different flavours are not comparable: file/offset again
-    assert ResumeOrder(single("mysql", f"{UUID_A}:1"), "a", 1) < ResumeOrder(MariaDbGtids(), "a", 2)
+    assert ResumeOrder.of_transaction(f"{UUID_A}:1", "a", 1) < ResumeOrder(MariaDbGtids(), "a", 2)
+    assert ResumeOrder.of_transaction("0-1-9", "a", 3) > ResumeOrder(
+        MySqlGtids.parse(f"{UUID_A}:1-9"), "a", 2
+    )
+
+
+def test_transactions_compared_with_each_other_and_with_states() -> None:
+    a, b = ResumeOrder.of_transaction("0-1-5", "f", 1), ResumeOrder.of_transaction("0-1-6", "f", 2)
+    other_domain = ResumeOrder.of_transaction("1-1-1", "f", 3)
+    assert (
+        a < b
+        and a <= b
+        and b > a
+        and b >= a
+        and not b <= a
+        and a == ResumeOrder.of_transaction("0-1-5", "g", 9)
+    )
+    assert not other_domain <= b and not b <= other_domain  # neither holds the other
+    assert min(b, a) is a
+    state = ResumeOrder(MariaDbGtids.parse("0-1-5"), "f", 1)
+    assert state <= b and not b <= state and a <= state
+    mysql = ResumeOrder(MySqlGtids.parse(f"{UUID_A}:1-3:5"), "f", 1)
+    assert ResumeOrder.of_transaction(f"{UUID_A}:5", "x", 1) <= mysql
+    assert ResumeOrder.of_transaction(f"{UUID_A}:4", "x", 1) > mysql
+    assert ResumeOrder.of_transaction(f"{UUID_B}:1", "x", 1) > mysql
 
 
 # --- the source's groups -----------------------------------------------------------------------------
@@ -172,7 +196,8 @@ SPEC = TableSpec("db.t", pa.schema([pa.field("id", pa.int64(), nullable=False), 
 
 def gtid_source(url: str = "mysql://root@127.0.0.1:1/db") -> MySqlSource:
     src = MySqlSource(url)
-    src._flavour, src._server, src._gtids = "mariadb", "2", MariaDbGtids.parse("0-1-10,1-1-3")
+    src._flavour, src._server, src._gtids = "mariadb", "2", GtidTracker(MariaDbGtids.parse("0-1-10,1-1-3"))
+    src._by_gtid = src.url.gtid != "off"
     src._specs = {"db.t": SPEC}
     return src
 
