@@ -62,7 +62,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from flowlake.cdc.mysql_gtid import AnyGtids, Flavour, GtidTracker, ResumeOrder, stored_gtids
-from flowlake.cdc.mysql_resume import PositionError, resume_point, server_identity
+from flowlake.cdc.mysql_resume import PositionError, gtid_strict, resume_point, server_identity
 from flowlake.cdc.mysql_schema import MySqlUrl, describe_tables, list_tables, quote
 from flowlake.cdc.mysql_values import (
     ColumnDecoder,
@@ -249,6 +249,12 @@ class MySqlSource:
         for table, spec in sorted(self._specs.items()):
             self._plan_snapshot(table, spec, resume.get(table))
         self._flavour, self._server = server_identity(cur, mariadb=self._mariadb)
+        if self._flavour == "mariadb" and self.url.gtid != "off" and not gtid_strict(cur):
+            log.warning(
+                "%s: gtid_strict_mode is OFF; resuming by GTID assumes each domain's seqs only grow "
+                "(one primary per domain): set gtid_strict_mode=ON to have the server enforce it",
+                self.key,
+            )
         try:
             start, gtids = resume_point(
                 cur, flavour=self._flavour, server=self._server, by_gtid=self.url.gtid != "off",

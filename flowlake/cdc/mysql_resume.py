@@ -37,6 +37,17 @@ def server_identity(cur: Any, *, mariadb: bool) -> tuple[Flavour | None, str]:
     return ("mysql" if str(mode).upper() == "ON" else None), str(uuid)
 
 
+def gtid_strict(cur: Any) -> bool:
+    """Whether MariaDB enforces that seqs only grow within a domain (``gtid_strict_mode``).
+
+    Resuming by GTID relies on it (a transaction is held if its domain's stored seq is at least its
+    own); a single primary per domain keeps it without the setting, which makes the server refuse
+    what would break it.
+    """
+    cur.execute("SELECT @@gtid_strict_mode")
+    return str(cur.fetchone()[0]) in ("1", "ON")
+
+
 def resume_point(
     cur: Any,
     *,

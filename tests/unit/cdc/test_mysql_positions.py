@@ -19,7 +19,7 @@ import pytest
 
 from flowlake.cdc.mysql import MySqlSource, _Chunk, _Snap, _TxItem
 from flowlake.cdc.mysql_gtid import GtidTracker, MariaDbGtids, MySqlGtids, ResumeOrder, stored_gtids
-from flowlake.cdc.mysql_resume import PositionError, resume_point
+from flowlake.cdc.mysql_resume import PositionError, gtid_strict, resume_point
 from flowlake.cdc.mysql_schema import MySqlUrl
 from flowlake.cdc.source import TableSpec
 from flowlake.errors import InvalidArgumentError
@@ -342,3 +342,8 @@ def test_mysql_with_gtids() -> None:
     legacy = {"db.a": {"file": "binlog.000004", "pos": 9}}
     assert start(answers, legacy, flavour="mysql") == (("binlog.000004", 9), None)
     assert start(answers, {}, flavour="mysql", by_gtid=False) == (("binlog.000004", 500), f"{UUID_A}:1-100")
+
+
+def test_strict_gtid_mode_is_read_from_the_server() -> None:
+    assert gtid_strict(FakeCursor({"SELECT @@gtid_strict_mode": (1,)}))
+    assert not gtid_strict(FakeCursor({"SELECT @@gtid_strict_mode": (0,)}))
