@@ -11,6 +11,7 @@ span domains.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -136,6 +137,10 @@ def test_resume_on_the_promoted_replica_after_kill_9_loses_and_duplicates_nothin
 
     text = log.read_text()
     assert "no dead letters in ods._dead_letter" in text
+    # the resume re-read transactions some tables already held (ods.archive's state is older than
+    # ods.orders'): held ones were skipped per table, by GTID, on a server with other offsets
+    skipped = re.findall(r"\(([\d,]+) groups already committed, skipped\)", text)
+    assert skipped and int(skipped[-1].replace(",", "")) > 0, text[-2000:]
     orders, customers = cat.load_table("ods.orders"), cat.load_table("ods.customers")
     assert sorted(orders.read().to_pylist(), key=lambda r: r["id"]) == source_rows(
         rcur, "shop.orders", ORDER_COLUMNS
