@@ -9,9 +9,12 @@ table), timed against a DuckDB full recompute of the same result from Parquet. (
 costs per epoch (the time of bytewax's ``deepcopy`` plus its pickle, and the bytes written) for a
 1M-group state when 1k changes arrive per epoch: one pickle of the whole state (no state folder)
 against chunked snapshots (a state folder: only the changed groups are written), and the resume time.
+(f) The same two snapshot forms per state size (1k to 100k groups): where a whole pickle (inline)
+stops being cheaper than an fsynced chunk, which sets the inline threshold.
 
     python benchmarks/aggregate.py [--changes 1000000] [--shops 500] [--rows 10000000] [--json out.json]
-    python benchmarks/aggregate.py --snapshots-only [--json out.json]   # just (e)
+    python benchmarks/aggregate.py --snapshots-only [--json out.json]   # just (e) and (f)
+    python benchmarks/aggregate.py --threshold-only [--threshold-groups 1000,10000]   # just (f)
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import argparse
 import copy
 import datetime as dt
 import json
+import logging
 import os
 import pickle
 import platform
@@ -253,6 +257,55 @@ def snapshot_section(groups: int, changed: int, epochs: int) -> dict[str, Any]:
     return out
 
 
+def threshold_section(sizes: list[int], changed: int, epochs: int) -> list[dict[str, Any]]:
+    """(f): where a whole pickle stops being cheaper than an fsynced chunk, per state size.
+
+    For each group count, the median per-epoch snapshot time (bytewax's deepcopy + pickle) and bytes
+    of both forms with ``changed`` changes an epoch, and the whole pickle's size (what the inline
+    threshold :data:`~flowlake.flow._snapshot.DEFAULT_INLINE_BYTES` compares).
+    """
+    rows = []
+    for groups in sizes:
+        row: dict[str, Any] = {"groups": groups}
+        for chunked in (False, True):
+            rng = np.random.default_rng(5)
+            state = AggregateState(["shop_id"], {"n": aggs.count(), "gmv": aggs.sum("amount")}, None)
+            folder = Path(tempfile.mkdtemp(prefix="flowlake-threshold-"))
+            try:
+                if chunked:
+                    state.keep_chunks(folder)
+                ids = np.repeat(np.arange(groups), 4)
+                state.apply(to_arrow((ids, np.full(len(ids), 100, np.int64), np.zeros(len(ids), np.int8))))
+                blob = pickle.dumps(copy.deepcopy(state))
+                if not chunked:
+                    row["whole_pickle_bytes"] = len(blob)
+                times, written = [], []
+                for _ in range(epochs):
+                    state.apply(_epoch_changes(rng, groups, changed))
+                    before = state.snapshot_bytes
+                    t = time.perf_counter()
+                    blob = pickle.dumps(copy.deepcopy(state))
+                    times.append(time.perf_counter() - t)
+                    written.append(len(blob) + state.snapshot_bytes - before)
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
+            mode = "chunked" if chunked else "whole"
+            row[f"{mode}_ms_median"] = round(float(np.median(times)) * 1000, 3)
+            row[f"{mode}_bytes_median"] = int(np.median(written))
+        rows.append(row)
+    return rows
+
+
+def print_threshold(rows: list[dict[str, Any]]) -> None:
+    """Print section (f)."""
+    for r in rows:
+        print(
+            f"  (f) {r['groups']:>9,} groups (whole pickle {r['whole_pickle_bytes']:>11,} B): median "
+            f"whole {r['whole_ms_median']:.3f} ms / {r['whole_bytes_median']:,} B, "
+            f"chunked {r['chunked_ms_median']:.3f} ms / {r['chunked_bytes_median']:,} B"
+        )
+
+
 def print_snapshots(snap: dict[str, Any]) -> None:
     """Print section (e)."""
     for mode, r in snap.items():
@@ -355,6 +408,19 @@ def incremental(rows: int, shops: int, seed: int) -> dict[str, Any]:
     }
 
 
+def threshold_only(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Section (f); printed (and written) here when it is all that runs."""
+    logging.getLogger("flowlake.flow").setLevel(logging.ERROR)  # moves may retract from emptied groups
+    sizes = [int(g) for g in args.threshold_groups.split(",") if g]
+    threshold = threshold_section(sizes, args.snapshot_changes, 60) if sizes else []
+    if args.threshold_only:
+        print(f"inline threshold on {platform.machine()}, load {os.getloadavg()[0]:.2f}")
+        print_threshold(threshold)
+        if args.json:
+            args.json.write_text(json.dumps({"threshold": threshold}, indent=2))
+    return threshold
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--changes", type=int, default=1_000_000)
@@ -369,6 +435,10 @@ def main() -> None:
     parser.add_argument("--snapshot-changes", type=int, default=1000, help="changes per epoch in (e)")
     parser.add_argument("--snapshot-epochs", type=int, default=300)
     parser.add_argument("--snapshot-mode", choices=["whole_pickle", "chunked"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--threshold-groups", default="1000,3000,10000,30000,100000", help="state sizes (groups) for (f)"
+    )
+    parser.add_argument("--threshold-only", action="store_true", help="run only (f), the inline threshold")
     args = parser.parse_args()
     if args.snapshot_mode:
         chunked = args.snapshot_mode == "chunked"
@@ -378,14 +448,18 @@ def main() -> None:
     if args.rss_groups:
         print(json.dumps(rss_mode(args.rss_groups)))
         return
+    threshold = threshold_only(args)
+    if args.threshold_only:
+        return
     snap = snapshot_section(args.snapshot_groups, args.snapshot_changes, args.snapshot_epochs)
     if args.snapshots_only:
         print(
             f"snapshot costs on {platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}"
         )
         print_snapshots(snap)
+        print_threshold(threshold)
         if args.json:
-            args.json.write_text(json.dumps({"snapshots": snap}, indent=2))
+            args.json.write_text(json.dumps({"snapshots": snap, "threshold": threshold}, indent=2))
         return
     raw = changes(args.changes, args.shops, args.seed)
     arrow = [to_arrow(b) for b in raw]
@@ -413,6 +487,7 @@ def main() -> None:
         "state_1m_groups": rss,
         "incremental": inc,
         "snapshots": snap,
+        "threshold": threshold,
     }
     rows = [
         ("(a) flowlake aggregate, 10k-row Arrow batches", f"{figures['flowlake_changes_per_s']:,} changes/s"),
@@ -445,6 +520,7 @@ def main() -> None:
     for name, value in rows:
         print(f"  {name:<{width}}  {value}")
     print_snapshots(snap)
+    print_threshold(threshold)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
 

@@ -10,9 +10,12 @@
    snapshot of a ``--snapshot-rows`` table beside the bare chunked SELECTs; then the latency from
    MariaDB commit to ODS commit visible (p50/p99) while a writer commits at each of ``--rates``
    changes/s.
+4. PostgreSQL → ODS (needs the PostgreSQL 15 binaries; a private server with ``wal_level=logical`` is
+   started): catch-up over ``--binlog-rows`` changes through the pgoutput slot, beside the server
+   decoding and sending the same slot range alone.
 
     python benchmarks/cdc_ingest.py [--events 200000] [--binlog-rows 100000] [--rates 1000,5000]
-        [--seconds 10] [--skip-binlog] [--json out.json]
+        [--seconds 10] [--skip-binlog] [--skip-postgres] [--json out.json]
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ import flowlake as fl
 from flowlake.cdc import decode, decode_batch
 from flowlake.cdc.ingest import OdsIngester
 from flowlake.cdc.jsonl import JsonlSource
+from flowlake.cdc.source import TableSpec
 
 SOURCE = {"connector": "mysql", "db": "shop", "table": "orders", "file": "mysql-bin.000003", "pos": 1}
 ROW = pa.struct(
@@ -129,12 +133,33 @@ def bench_jsonl(msgs: list[bytes], tmp: Path) -> dict[str, Any]:
         until_idle=True
     )
     seconds = time.perf_counter() - t0
+    ods = cat.load_table("ods.orders")
+    decoded, decode_s = jsonl_source_only(folder, TableSpec("shop.orders", ods.schema, ods.primary_key))
     return {
         "jsonl_messages": len(msgs),
         "jsonl_ods_changes": stats.changes,
         "jsonl_commits": stats.commits,
         "jsonl_to_ods_messages_per_s": rate(len(msgs), seconds),
+        "jsonl_source_decode_changes": decoded,
+        "jsonl_source_decode_messages_per_s": rate(len(msgs), decode_s),
     }
+
+
+def jsonl_source_only(folder: Path, spec: TableSpec) -> tuple[int, float]:
+    """The source's half alone: read and decode the file into Arrow changelogs for a known ODS table
+    (what the ingester gets from it), no commits; returns (changes, seconds)."""
+    source = JsonlSource(str(folder), follow=False)
+    source.start({spec.source_table: None})
+    source.target(spec.source_table, spec)
+    changes = 0
+    t0 = time.perf_counter()
+    while True:
+        groups = source.poll(0.0)
+        for group in groups:
+            changes += sum(len(b) for b in group.batches.values())
+            changes += sum(len(m) for m in group.messages.values())  # messages: one change each or two
+        if not groups and source.caught_up():
+            return changes, time.perf_counter() - t0
 
 
 WRITER = """
@@ -303,6 +328,60 @@ def latency(
     }
 
 
+def bench_postgres(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """pgoutput → ODS catch-up over ``--binlog-rows`` changes in 1000-row transactions (inserts, then
+    an update of half), beside the server decoding and sending the same slot range alone
+    (``pg_logical_slot_peek_binary_changes``, fetched, no client parsing)."""
+    import psycopg
+
+    from flowlake.cdc.postgres import PostgresSource
+    from flowlake.testing.services import ServiceUnavailableError
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the harness is not installed
+    from harness.services import postgres_binaries, running_postgres
+
+    if postgres_binaries() is None:
+        return {"postgres": "skipped: PostgreSQL server binaries not installed"}
+    try:
+        with running_postgres() as pg:
+            url = f"{pg.url}/postgres"
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute(
+                    "CREATE TABLE public.orders "
+                    "(id BIGINT PRIMARY KEY, customer INT, status TEXT, amount FLOAT8)"
+                )
+                cat = fl.connect(catalog=f"sqlite:///{tmp / 'pg.db'}", warehouse=(tmp / "wh-pg").as_uri())
+                OdsIngester(cat, PostgresSource(url, tables="public.orders")).run(until_idle=True)
+                n = args.binlog_rows
+                for start in range(0, n, 1000):
+                    with conn.transaction(), conn.cursor() as cur:
+                        cur.executemany(
+                            "INSERT INTO public.orders VALUES (%s, %s, %s, %s)",
+                            [(i, i % 997, "new", 1.0) for i in range(start, min(n, start + 1000))],
+                        )
+                conn.execute("UPDATE public.orders SET status = 'paid', amount = amount + 1 WHERE id % 2 = 0")
+                t0 = time.perf_counter()
+                rows = conn.execute(
+                    "SELECT data FROM pg_logical_slot_peek_binary_changes('flowlake_postgres', NULL, NULL, "
+                    "'proto_version', '1', 'publication_names', 'flowlake_postgres')"
+                ).fetchall()
+                bare = time.perf_counter() - t0
+            changes = n + n // 2 * 2
+            t0 = time.perf_counter()
+            stats = OdsIngester(cat, PostgresSource(url, tables="public.orders"), buckets=8).run(
+                until_idle=True
+            )
+            seconds = time.perf_counter() - t0
+    except ServiceUnavailableError as exc:
+        return {"postgres": f"skipped: {exc}"}
+    return {
+        "pg_bare_peek_messages": len(rows),
+        "pg_bare_peek_changes_per_s": rate(changes, bare),
+        "pg_catchup_changes": stats.changes,
+        "pg_to_ods_changes_per_s": rate(stats.changes, seconds),
+    }
+
+
 def main() -> None:
     """Parse flags, run, print a table, optionally write JSON."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -312,6 +391,7 @@ def main() -> None:
     parser.add_argument("--rates", type=lambda s: [int(x) for x in s.split(",")], default=[1000, 5000])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--skip-binlog", action="store_true")
+    parser.add_argument("--skip-postgres", action="store_true")
     parser.add_argument("--json", default=None, help="write the figures to this path")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="flowlake-cdc-bench-"))
@@ -322,8 +402,13 @@ def main() -> None:
     figures["jsonl_to_ods_vs_orjson_loop"] = round(
         figures["jsonl_to_ods_messages_per_s"] / figures["orjson_loop_events_per_s"], 2
     )
+    figures["jsonl_source_decode_vs_orjson_loop"] = round(
+        figures["jsonl_source_decode_messages_per_s"] / figures["orjson_loop_events_per_s"], 2
+    )
     if not args.skip_binlog:
         figures.update(bench_binlog(args, tmp))
+    if not args.skip_postgres:
+        figures.update(bench_postgres(args, tmp))
     width = max(len(k) for k in figures)
     for key, value in figures.items():
         print(f"{key:<{width}}  {value:,}" if isinstance(value, int) else f"{key:<{width}}  {value}")

@@ -19,8 +19,10 @@ image (as in any upsert table); only images that became visible are timed. p50/p
 
 Run: ``python benchmarks/freshness.py [--rates 1000,5000] [--seconds 60] [--json out.json]``.
 ``--initial 20000,1000000`` sweeps the initial orders (the state the flows hold; figures of a
-non-default size are prefixed ``initial_N_``); ``--chunks`` gives the dataflows a state folder
-(``FLOWLAKE_STATE_DIR``), so the aggregates snapshot only what changed.
+non-default size are prefixed ``initial_N_``). The runner gives the dataflows a state folder in their
+recovery directory, so large aggregate and Top-N states snapshot only what changed (small ones inline);
+``--snapshots chunks`` chunks every state, ``--snapshots whole`` pickles every state whole (as before
+chunked snapshots).
 """
 
 from __future__ import annotations
@@ -249,6 +251,17 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
+def _snapshot_env(env: dict[str, str], snapshots: str) -> None:
+    """The state folder is the runner's default (``<recovery>/state``); ``snapshots`` sets the inline
+    threshold: the default one, 0 (always chunks) or never reached (always whole pickles)."""
+    env.pop("FLOWLAKE_STATE_DIR", None)
+    inline = {"default": None, "chunks": "0", "whole": str(2**62)}[snapshots]
+    if inline is None:
+        env.pop("FLOWLAKE_STATE_INLINE_BYTES", None)
+    else:
+        env["FLOWLAKE_STATE_INLINE_BYTES"] = inline
+
+
 def run_rate(server_port: int, rate: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     """Run the pipeline at one write rate (and ``args.initial`` initial orders); return its figures."""
     work = tmp / f"rate-{rate}-initial-{args.initial}"
@@ -257,10 +270,7 @@ def run_rate(server_port: int, rate: int, args: argparse.Namespace, tmp: Path) -
     prepare_source(server_port, db, args.initial)
     env = {**os.environ, "FLOWLAKE_CATALOG": f"sqlite:///{work / 'catalog.db'}",
            "FLOWLAKE_WAREHOUSE": (work / "wh").as_uri(), "FLOWLAKE_FLOW_POLL": str(args.poll)}  # fmt: skip
-    if args.chunks:
-        env["FLOWLAKE_STATE_DIR"] = str(work / "chunks")
-    else:
-        env.pop("FLOWLAKE_STATE_DIR", None)
+    _snapshot_env(env, args.snapshots)
     exe = str(Path(sys.executable).with_name("flowlake"))
     procs: list[subprocess.Popen[bytes]] = []
     logs = [work / "ingest.log", *(work / f"{f}.log" for f in FLOWS)]
@@ -342,7 +352,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--initial", type=lambda s: [int(x) for x in s.split(",")], default=[20_000],
                         help="orders in the source before timing (a comma list sweeps)")  # fmt: skip
-    parser.add_argument("--chunks", action="store_true", help="chunked snapshots (a state folder)")
+    parser.add_argument(
+        "--snapshots", choices=["default", "chunks", "whole"], default="default",
+        help="state snapshots: inline below the threshold then chunks (default), always chunks, or whole",
+    )  # fmt: skip
     parser.add_argument("--snapshot-interval", type=float, default=0.5, help="bytewax epoch/snapshot (s)")
     parser.add_argument("--poll", type=float, default=0.1, help="lake source poll interval (s)")
     parser.add_argument("--max-latency-ms", type=int, default=100, help="ingester commit latency bound")
@@ -358,7 +371,7 @@ def main() -> None:
         "seconds_per_rate": args.seconds,
         "bytewax_snapshot_interval_s": args.snapshot_interval,
         "ingest_max_latency_ms": args.max_latency_ms,
-        "chunked_snapshots": args.chunks,
+        "snapshots": args.snapshots,
         "load_average_1m": round(os.getloadavg()[0], 2),
     }
     sweep = list(args.initial)

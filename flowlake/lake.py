@@ -48,6 +48,7 @@ from flowlake.errors import (
 )
 from flowlake.io.fs import Storage, open_storage
 from flowlake.names import TableName, validate_consumer, validate_name
+from flowlake.table.clustering import ClusterSpec
 from flowlake.table.policy import creation_defaults, validate_properties
 from flowlake.table.schema import validate_schema
 from flowlake.table.services import TableServices
@@ -155,6 +156,7 @@ class Catalog:
         stored = validate_schema(name, schema, key)
         given = {k: str(v) for k, v in (properties or {}).items()}
         validate_properties(given)
+        ClusterSpec.from_properties(given).check(name, stored)  # sort_by / cluster_by name columns
         props = {**creation_defaults(), **given}  # the maintenance policy, visible in `status`
         if partition_by:
             if key:

@@ -1,22 +1,26 @@
-"""Debezium JSON lines parsed in bulk into Arrow: the fast path of :mod:`flowlake.cdc.jsonl`.
+"""Debezium JSON lines parsed in bulk into Arrow changelogs: the fast path of :mod:`flowlake.cdc.jsonl`.
 
-A read window of complete lines is parsed by ``pyarrow.json`` (C++, threads, no Python object per
-value) when every line is a plain payload-only change (``op`` ``c``/``r``/``u``/``d``, routed by
-``source.db``/``schema`` and ``table``, no schema block, no transaction event). The ingester then turns
-the images into its changelog with Arrow kernels (:func:`arrow_changelog`).
+A read window of complete lines is parsed by ``pyarrow.json`` (C++, no Python object per value) when
+every line is a plain payload-only change (``op`` ``c``/``r``/``u``/``d``, routed by
+``source.db``/``schema`` and ``table``, no schema block, no transaction event). Once the ingester has
+said which ODS columns a table has (:func:`parse_hint`), the window is parsed with those columns'
+types given explicitly (no type inference; a value of another type fails the parse, and the window
+is parsed again with inference). The source then turns each group's images of a table into an Arrow
+changelog in the ODS columns with Arrow kernels (:func:`changelog_batch`).
 
 The fast path only ever *declines*: a window it is not sure about (a line that is not an object, a
 blank or over-long line, a ``NaN``/``Infinity`` token or a 20-digit number that ``orjson`` would
-refuse but ``pyarrow.json`` accepts, an envelope, an event, a table the filter skips) goes through
-the per-line path unchanged, and a batch whose values do not map exactly onto the ODS columns
-(another type, a new column, a key-only before-image, a null key) is handed back to the per-message
-decoder (:meth:`MessageBatch.messages`). Dead letters and positions are therefore exactly those of
-the per-line path; ``tests/unit/cdc/test_jsonl_bulk.py`` checks that both paths agree.
+refuse but ``pyarrow.json`` accepts, an integer a float column would round, an envelope, an event, a
+table the filter skips) goes through the per-line path unchanged, and a group whose values do not map
+exactly onto the ODS columns (another type, a new column, a key-only before-image, a null key) goes
+to the ingester as messages for the per-message decoder (:meth:`MessageBatch.messages`). Dead letters
+and positions are therefore exactly those of the per-line path; ``tests/unit/cdc/test_jsonl_bulk.py``
+checks that both paths agree.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -26,18 +30,21 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
+from flowlake.cdc.source import ChangeBatch, TableSpec
 from flowlake.changelog import KIND_COLUMN
 
 _TOP_LEVEL: Final = frozenset({"op", "before", "after", "source", "transaction", "ts_ms", "ts_us", "ts_ns"})
 _OPS: Final = pa.array(["c", "r", "u", "d"])
-_RISKY: Final = (b"NaN", b"Infinity")
-"""Tokens ``pyarrow.json`` reads but ``orjson`` (the per-line path) refuses."""
 _BEYOND_INT: Final = 18446744073709551615.0
 """``orjson`` refuses integers beyond uint64, which ``pyarrow.json`` reads as doubles; a window with
 a double this large (or a float column nested in a list) goes through the per-line path."""
 _BELOW_INT: Final = -9223372036854775808.0
 """Nor integers below int64."""
 _PARSE: Final = pj.ParseOptions(unexpected_field_behavior="infer")
+_EXACT_FLOAT: Final = 9007199254740992.0
+"""2**53: a JSON integer this large in a column parsed as float64 may have been rounded (the
+per-message path refuses such a value for a float column, or keeps it as an integer)."""
+_READ: Final = pj.ReadOptions(block_size=1 << 20)
 MIN_LINES: Final = 64
 """Fewer lines than this are not worth a bulk parse."""
 
@@ -109,8 +116,69 @@ class MessageBatch:
         return out
 
 
-def parse_window(data: bytes, max_line_bytes: int, accept: Callable[[str], bool]) -> BulkWindow | None:
-    """Parse complete lines ``data`` (ending in a newline) in bulk, or ``None`` to read them one by one."""
+def parse_hint(specs: Iterable[TableSpec]) -> pa.Schema | None:
+    """The explicit parse schema for windows of these ODS tables: ``op`` and ``before``/``after``
+    structs of their columns whose JSON form ``pyarrow.json`` reads exactly (integers, floats, text,
+    booleans). A column two tables type differently is left to inference."""
+    columns: dict[str, pa.DataType | None] = {}
+    for spec in specs:
+        for f in spec.schema:
+            parse = _PARSE_AS.get(f.type) or (pa.int64() if pa.types.is_integer(f.type) else None)
+            if f.name in columns and columns[f.name] != parse:
+                parse = None
+            columns[f.name] = parse
+    fields = [(name, kind) for name, kind in columns.items() if kind is not None]
+    if not fields:
+        return None
+    row = pa.struct(fields)
+    return pa.schema([("op", pa.string()), ("before", row), ("after", row)])
+
+
+_PARSE_AS: Final[dict[pa.DataType, pa.DataType]] = {
+    pa.float64(): pa.float64(),
+    pa.string(): pa.string(),
+    pa.bool_(): pa.bool_(),
+}
+
+
+def _read(data: bytes, hint: pa.Schema | None) -> pa.Table | None:
+    """Parse with ``hint``'s types given (else, or when a value has another type, by inference)."""
+    if hint is not None:
+        options = pj.ParseOptions(explicit_schema=hint, unexpected_field_behavior="infer")
+        try:
+            parsed = pj.read_json(pa.py_buffer(data), read_options=_READ, parse_options=options)
+        except (pa.ArrowException, ValueError, UnicodeDecodeError):
+            parsed = None
+        if parsed is not None and not _rounded(parsed, hint):
+            return parsed
+    try:
+        return pj.read_json(pa.py_buffer(data), read_options=_READ, parse_options=_PARSE)
+    except (pa.ArrowException, ValueError, UnicodeDecodeError):
+        return None
+
+
+def _rounded(parsed: pa.Table, hint: pa.Schema) -> bool:
+    """Whether a column parsed as float64 by the hint holds a number beyond 2**53 (maybe rounded)."""
+    for image in ("before", "after"):
+        if image not in parsed.column_names:
+            continue
+        column = parsed.column(image).combine_chunks()
+        for f in hint.field(image).type:
+            if f.type == pa.float64():
+                bounds = pc.min_max(pc.abs(pc.struct_field(column, f.name)))
+                high = bounds["max"].as_py()
+                if high is not None and high >= _EXACT_FLOAT:
+                    return True
+    return False
+
+
+def parse_window(
+    data: bytes, max_line_bytes: int, accept: Callable[[str], bool], hint: pa.Schema | None = None
+) -> BulkWindow | None:
+    """Parse complete lines ``data`` (ending in a newline) in bulk, or ``None`` to read them one by one.
+
+    ``hint`` (from :func:`parse_hint`) gives the types of the image columns the ingester knows.
+    """
     if len(data) < MIN_LINES * 16 or not data.endswith(b"\n"):
         return None
     buffer = np.frombuffer(data, dtype=np.uint8)
@@ -122,13 +190,8 @@ def parse_window(data: bytes, max_line_bytes: int, accept: Callable[[str], bool]
     starts[1:] = ends[:-1]
     if (buffer[starts] != ord("{")).any() or int((ends - starts).max()) - 1 > max_line_bytes:
         return None  # a blank or non-object line (pyarrow.json crashes on a bare null), or a long one
-    if any(token in data for token in _RISKY):
-        return None
-    try:
-        parsed = pj.read_json(pa.py_buffer(data), parse_options=_PARSE)
-    except (pa.ArrowException, ValueError, UnicodeDecodeError):
-        return None
-    if parsed.num_rows != len(ends) or not set(parsed.column_names) <= _TOP_LEVEL:
+    parsed = _read(data, hint)
+    if parsed is None or parsed.num_rows != len(ends) or not set(parsed.column_names) <= _TOP_LEVEL:
         return None
     if any(_huge_numbers(column.type, column) for column in parsed.columns):
         return None
@@ -158,8 +221,11 @@ def parse_window(data: bytes, max_line_bytes: int, accept: Callable[[str], bool]
 
 
 def _huge_numbers(kind: pa.DataType, values: pa.ChunkedArray | pa.Array) -> bool:
-    """Whether a parsed column holds a double beyond uint64 (or doubles inside a list or map)."""
+    """Whether a parsed column holds a double beyond uint64, a ``NaN``/``Infinity`` (or doubles inside
+    a list or map)."""
     if pa.types.is_floating(kind):
+        if pc.all(pc.is_finite(values)).as_py() is False:
+            return True  # NaN or Infinity: tokens pyarrow.json reads but orjson (the per-line path) refuses
         bounds = pc.min_max(values)
         low, high = bounds["min"].as_py(), bounds["max"].as_py()
         return low is not None and (high >= _BEYOND_INT or low <= _BELOW_INT)
@@ -255,7 +321,7 @@ def groups_of(window: BulkWindow, loose: int) -> list[tuple[int, int, str | None
     return runs or None
 
 
-# --- the ingester's side --------------------------------------------------------------------------
+# --- changelogs ------------------------------------------------------------------------------------
 
 
 _CASTABLE: Final[dict[pa.DataType, Callable[[pa.DataType], bool]]] = {
@@ -267,21 +333,9 @@ _CASTABLE: Final[dict[pa.DataType, Callable[[pa.DataType], bool]]] = {
 """Parsed JSON type → ODS column types it goes into exactly (a checked cast, no other conversion)."""
 
 
-def arrow_changelog(
-    batches: Sequence[MessageBatch], schema: pa.Schema, key: Sequence[str]
-) -> pa.Table | None:
-    """The changelog of ``batches`` in ``schema``'s columns plus ``_kind``, or ``None`` when any message
+def changelog_batch(batch: MessageBatch, schema: pa.Schema, key: Sequence[str]) -> ChangeBatch | None:
+    """The changes of ``batch`` in ``schema``'s columns plus ``_kind``, or ``None`` when any message
     needs the per-message decoder (see the module doc)."""
-    parts = []
-    for batch in batches:
-        part = _changelog(batch, schema, key)
-        if part is None:
-            return None
-        parts.append(part)
-    return pa.concat_tables(parts) if len(parts) > 1 else parts[0]
-
-
-def _changelog(batch: MessageBatch, schema: pa.Schema, key: Sequence[str]) -> pa.Table | None:
     n = len(batch)
     is_u = pc.equal(batch.op, "u").to_numpy(zero_copy_only=False)
     is_d = pc.equal(batch.op, "d").to_numpy(zero_copy_only=False)
@@ -293,24 +347,26 @@ def _changelog(batch: MessageBatch, schema: pa.Schema, key: Sequence[str]) -> pa
     kinds = np.where(is_d, 3, np.where(is_u, 1, 0)).astype(np.int8)[msg]
     if is_u.any():
         kinds[np.cumsum(counts)[is_u] - 1] = 2
-    take, before_rows = pa.array(msg), pa.array((kinds == 1) | (kinds == 3))
+    # row r takes the before-image (message msg[r], at msg[r]) or the after-image (at n + msg[r])
+    take = pa.array(np.where((kinds == 1) | (kinds == 3), msg, msg + n))
     key_set = set(key)
     nonkey_all_null = np.ones(n, dtype=bool)
     columns: list[pa.Array] = []
     for f in schema:
-        picked = [_child(images[name], f, n) for name in ("before", "after")]
-        if picked[0] is None or picked[1] is None:
+        before, after = (_child(images[name], f, n) for name in ("before", "after"))
+        if before is None or after is None:
             return None
         if f.name not in key_set:
-            nonkey_all_null &= _nulls(picked[0])
-        column = pc.if_else(before_rows, pc.take(picked[0], take), pc.take(picked[1], take))
+            nonkey_all_null &= _nulls(before)
+        column = pc.take(pa.concat_arrays([before, after]), take)
         if f.name in key_set and column.null_count:
             return None  # a change without its key: the per-message path names it
         columns.append(column)
     if len(schema) > len(key_set) and (nonkey_all_null & (is_u | is_d)).any():
         return None  # a key-only before-image (REPLICA IDENTITY DEFAULT): rule 5 of the decoder
     out = pa.schema([*(f.with_nullable(True) for f in schema), pa.field(KIND_COLUMN, pa.int8())])
-    return pa.Table.from_arrays([*columns, pa.array(kinds)], schema=out)
+    changes = pa.Table.from_arrays([*columns, pa.array(kinds)], schema=out)
+    return ChangeBatch(changes, batch.lines[msg], batch.raw_of)
 
 
 def _images_usable(

@@ -10,6 +10,11 @@ On start, each ODS table's stored position is read back; the source resumes from
 and any group at or before a table's own position is skipped for that table. A restart after a crash
 anywhere therefore neither loses nor repeats a change.
 
+A source that decodes straight into Arrow changelogs (a
+:class:`~flowlake.cdc.source.TargetAwareSource`) is told each ODS table's columns and key whenever the
+ingester loads, creates or evolves it; the ingester fits such batches to the table's current columns
+(added columns are null, widened types cast) and commits them like any other change.
+
 Tables are created from the source's description (or, for Debezium messages without one, inferred
 from the first batch); new columns and lossless type widenings (integers, float32→float64, decimals
 to more digits) become schema evolution. A narrower source type keeps the wider ODS column (its values
@@ -45,6 +50,7 @@ from flowlake.cdc.source import (
     Order,
     Source,
     TableSpec,
+    TargetAwareSource,
     ods_table_name,
 )
 from flowlake.changelog import KIND_COLUMN
@@ -157,6 +163,7 @@ class OdsIngester:
         self._dead: list[tuple[DeadLetter, int]] = []
         self._dead_resume: Order | None = None
         self._pending_rows = 0
+        self._untargeted = False
         self._first_pending = 0.0
         self._last_position: dict[str, Any] = {}
         self._last_order: Order = ()
@@ -193,6 +200,7 @@ class OdsIngester:
                 if self._groups and (
                     self._pending_rows >= self.max_rows
                     or not groups
+                    or self._untargeted
                     or time.monotonic() - self._first_pending >= self.max_latency
                 ):
                     self.flush(wait=False)
@@ -230,6 +238,7 @@ class OdsIngester:
                 source_table, name, order, table=table, extras=_extras(position), committed=order
             )
             table.apply(_empty_changelog(table.schema))  # loads the writer's key state now, not mid-stream
+            self._announce(self._targets[source_table])
         also: list[Mapping[str, Any]] = []
         dl_name = f"{self.namespace}.{DEAD_LETTER_TABLE}"
         if self.catalog.table_exists(dl_name):
@@ -249,6 +258,9 @@ class OdsIngester:
             if target.stopped is not None or (target.resume is not None and group.order <= target.resume):
                 continue
             used = True
+            if target.table is None and source_table in group.messages:
+                # flush soon: a target-aware source decodes in bulk once it knows the ODS table
+                self._untargeted = True
             rows = group.rows.get(source_table)
             if rows:
                 self._pending_rows += target.pending.add_rows(index, rows)
@@ -318,6 +330,7 @@ class OdsIngester:
                 self._dead += dead
                 built.append((target, changelog, dict(target.extras)))
                 target.clear()
+                self._announce(target)  # the table may have evolved
         letters = self._dead_letters()
         # what a source may release once these commits land: not past a stopped table's position
         held = [t.committed for t in self._targets.values() if t.stopped is not None and t.committed]
@@ -325,7 +338,7 @@ class OdsIngester:
         if self._committer is None:
             self._committer = ThreadPoolExecutor(1, thread_name_prefix="ods-commit")
         self._inflight = self._committer.submit(self._commit_all, letters, built, stopped, last, durable)
-        self._groups, self._pending_rows = [], 0
+        self._groups, self._pending_rows, self._untargeted = [], 0, False
         self._last_position, self._last_order = last.position, last.order
         self.stats.position = last.position
         if wait:
@@ -431,7 +444,6 @@ class OdsIngester:
     def _ensure_table(self, target: _Target) -> None:
         if target.table is not None:
             return
-        target.pending.materialize()  # a new table's shape is inferred from the messages
         try:
             target.table = self.catalog.load_table(target.name)
         except TableNotFoundError:
@@ -457,6 +469,7 @@ class OdsIngester:
             except (SchemaMismatchError, InvalidArgumentError, InvalidNameError) as exc:
                 self._unroutable(target, f"cannot create ODS table {target.name!r}: {exc}")
                 return
+        self._announce(target)
         marker = {**self._last_position, "table": target.source_table}
         target.table.apply(
             _empty_changelog(target.table.schema),
@@ -464,6 +477,13 @@ class OdsIngester:
             sources={self.source.key: marker},
         )
         target.committed = self._last_order
+
+    def _announce(self, target: _Target) -> None:
+        """Tell a source that decodes into ODS columns what the target's table holds now."""
+        table = target.table
+        if table is not None and isinstance(self.source, TargetAwareSource):
+            spec = TableSpec(target.source_table, table.schema, tuple(table.primary_key))
+            self.source.target(target.source_table, spec)
 
     def _unroutable(self, target: _Target, error: str) -> None:
         """Dead-letter a table's buffered changes when no ODS table can be made for it."""

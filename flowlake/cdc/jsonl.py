@@ -29,11 +29,12 @@ from typing import Any, Final
 
 import fsspec
 import orjson
+import pyarrow as pa
 
-from flowlake.cdc._jsonl_bulk import groups_of, parse_window
+from flowlake.cdc._jsonl_bulk import BulkWindow, changelog_batch, groups_of, parse_hint, parse_window
 from flowlake.cdc.debezium import debezium_schema_to_arrow
 from flowlake.cdc.envelope import route, transaction_of, transaction_status, unwrap
-from flowlake.cdc.source import ChangeGroup, DeadLetter, Order, TableFilter, TableSpec
+from flowlake.cdc.source import ChangeBatch, ChangeGroup, DeadLetter, Order, TableFilter, TableSpec
 from flowlake.errors import CdcDecodeError, InvalidArgumentError
 
 _SUFFIXES: Final = (".jsonl", ".json", ".ndjson")
@@ -43,6 +44,9 @@ _DEAD_HEAD: Final = 4096
 """How much of an over-long line its dead letter keeps."""
 _LOOSE: Final = 1000
 """Consecutive changes without transaction metadata that may share one group (each is atomic alone)."""
+_UNTARGETED_BYTES: Final = 64 << 10
+"""How much of a window goes through the per-line path while the ingester has named no ODS table
+yet (it creates them at its next flush; the bulk path then decodes into their columns)."""
 
 
 @dataclass(slots=True)
@@ -70,8 +74,9 @@ class JsonlSource:
         follow: Keep tailing for new lines and files (else :meth:`caught_up` is true at the end).
         read_bytes: How much to read per poll (at least ``max_line_bytes + 1``).
         max_line_bytes: Longer lines become dead letters (with their size) and are skipped.
-        bulk: Parse windows of plain change lines in bulk into Arrow (see
-            :mod:`flowlake.cdc._jsonl_bulk`); ``False`` reads every line on its own.
+        bulk: Parse windows of plain change lines in bulk into Arrow changelogs in the ODS tables'
+            columns (see :mod:`flowlake.cdc._jsonl_bulk` and :meth:`target`); ``False`` reads every
+            line on its own.
     """
 
     def __init__(
@@ -97,6 +102,8 @@ class JsonlSource:
         self._cursor = _Cursor()
         self._open: _OpenGroup | None = None
         self._idle = False
+        self._targets: dict[str, TableSpec] = {}
+        self._hint: pa.Schema | None = None
 
     @property
     def key(self) -> str:
@@ -122,6 +129,12 @@ class JsonlSource:
     def describe(self, source_table: str) -> TableSpec | None:
         """Unknown up front: shapes come from schema blocks (in groups) or are inferred."""
         return None
+
+    def target(self, source_table: str, spec: TableSpec) -> None:
+        """Decode ``source_table``'s plain change lines in bulk into these ODS columns from now on."""
+        if self._targets.get(source_table) != spec:
+            self._targets[source_table] = spec
+            self._hint = parse_hint(self._targets.values())
 
     def caught_up(self) -> bool:
         """Whether the last poll found no complete line left to read.
@@ -217,20 +230,56 @@ class JsonlSource:
     def _bulk(self, data: bytes, groups: list[ChangeGroup]) -> int:
         """Take the complete lines ``data`` at the cursor through the bulk parser; return the bytes
         taken (0: read them line by line)."""
-        window = parse_window(data, self.max_line_bytes, self.filter)
+        if not self._targets:  # read a little line by line: the ingester then creates the tables
+            return self._lines_until_closed(data, _UNTARGETED_BYTES, groups)
+        window = parse_window(data, self.max_line_bytes, self.filter, self._hint)
         runs = None if window is None else groups_of(window, _LOOSE)
         if window is None or runs is None:
             return 0
         base = self._cursor.offset
+        whole = {table: self._changelog(window, 0, runs[-1][1], table) for table in window.tables}
         for start, stop, _ in runs:
             self._cursor.offset = base + int(window.ends[stop - 1])
             group = self._empty()
             for table in window.tables:
-                batch = window.batch(start, stop, table)
-                if len(batch):
+                changes = whole[table]
+                if changes is not None:  # every group's changes of the table decoded at once
+                    part = changes.lines(start, stop)
+                    if len(part):
+                        group.batches[table] = part
+                    continue
+                parsed = window.batch(start, stop, table)
+                if not len(parsed):
+                    continue
+                batch = self._changelog(window, start, stop, table)
+                if batch is not None:
                     group.batches[table] = batch
+                else:  # the ingester's per-message decoder names the problem (or evolves the table)
+                    group.messages[table] = parsed.messages()
             groups.append(group)
         return self._cursor.offset - base
+
+    def _changelog(self, window: BulkWindow, start: int, stop: int, table: str) -> ChangeBatch | None:
+        """Lines ``[start, stop)`` of ``table`` as an Arrow changelog in its ODS columns, if exact."""
+        spec = self._targets.get(table)
+        if spec is None:
+            return None
+        return changelog_batch(window.batch(start, stop, table), spec.schema, spec.primary_key)
+
+    def _lines_until_closed(self, data: bytes, at_least: int, groups: list[ChangeGroup]) -> int:
+        """Read about ``at_least`` bytes of ``data`` line by line, and on until no transaction without
+        ``BEGIN`` is open (so the bulk path can take the rest); return the bytes read."""
+        cut = data.find(b"\n", at_least) + 1
+        if not 0 < cut < len(data):
+            return 0
+        self._lines(data[:cut], groups)
+        while cut < len(data) and (current := self._open) is not None:
+            if current.begun or current.txid is None:
+                break  # closed at the end of the poll, or read line by line until its END anyway
+            end = data.find(b"\n", cut) + 1 or len(data)
+            self._lines(data[cut:end], groups)
+            cut = end
+        return cut
 
     def _lines(self, data: bytes, groups: list[ChangeGroup]) -> None:
         start = 0

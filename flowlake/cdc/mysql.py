@@ -61,8 +61,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
+import numpy as np
+import pyarrow as pa
+
+from flowlake.cdc._record_json import dump_record
 from flowlake.cdc.mysql_gtid import AnyGtids, Flavour, GtidTracker, ResumeOrder, stored_gtids
 from flowlake.cdc.mysql_resume import PositionError, gtid_strict, resume_point, server_identity
+from flowlake.cdc.mysql_rows import DecodedEvent, TablePlan, decode_event, plan_table
 from flowlake.cdc.mysql_schema import MySqlUrl, describe_tables, list_tables, quote
 from flowlake.cdc.mysql_values import (
     ColumnDecoder,
@@ -72,6 +77,7 @@ from flowlake.cdc.mysql_values import (
     table_decoders,
 )
 from flowlake.cdc.source import (
+    ChangeBatch,
     ChangeGroup,
     DeadLetter,
     Order,
@@ -80,6 +86,7 @@ from flowlake.cdc.source import (
     TableFilter,
     TableSpec,
 )
+from flowlake.changelog import KIND_COLUMN
 from flowlake.errors import FlowlakeError
 
 log = logging.getLogger(__name__)
@@ -99,6 +106,9 @@ _MAX_QUEUED: Final = 20_000
 
 _MAX_RECENT: Final = 500_000
 """Stream changes remembered for reconciling the next snapshot chunk (see ``MySqlSource._recent``)."""
+
+_MIN_BATCH: Final = 32
+"""A transaction's changes of a table go as an Arrow changelog from this many on (fewer as rows)."""
 
 _CHUNK_RETRIES: Final = 50
 """Times a chunk is read again, 20 ms apart, when it cannot be reconciled with the stream."""
@@ -143,7 +153,8 @@ class _TxItem:
     file: str
     pos: int
     gtid: str | None
-    changes: list[tuple[str, int, dict[str, Any]]] = field(default_factory=list)
+    changes: list[tuple[str, int, Any]] = field(default_factory=list)
+    """``(table, kind, row)``, or ``(table, -1, (names, DecodedEvent))`` for a rows event read by columns."""
     ddl: list[str] = field(default_factory=list)
     ts: int = 0
 
@@ -206,6 +217,7 @@ class MySqlSource:
         # chunk must not carry rows for these keys (see ``_reconcile``).
         self._recent: collections.deque[tuple[tuple[str, int], str, tuple[Any, ...]]] = collections.deque()
         self._recent_floor: tuple[str, int] = ("", 0)
+        self._targets: dict[str, TableSpec] = {}
 
     # -- protocol -------------------------------------------------------------------------------------
 
@@ -230,6 +242,10 @@ class MySqlSource:
         if found is not None:
             self._specs[source_table] = found
         return found
+
+    def target(self, source_table: str, spec: TableSpec) -> None:
+        """Stream changes of ``source_table`` as Arrow changelogs in these ODS columns where they fit."""
+        self._targets[source_table] = spec
 
     def start(
         self, resume: Mapping[str, Mapping[str, Any] | None], *, also: Sequence[Mapping[str, Any]] = ()
@@ -518,20 +534,60 @@ class MySqlSource:
         group = ChangeGroup(position, (order,), source_ts_ms=item.ts * 1000 or None)
         chunk = self._chunk
         window = chunk is not None and chunk.low < here <= chunk.high
-        for table, kind, row in item.changes:
+        for table, entries in _by_table(item.changes).items():
             if table not in self._specs and not self._known(table):
                 continue
-            group.rows.setdefault(table, []).append((kind, row))
+            batch = self._batch(table, entries)
+            if batch is not None:
+                group.batches[table] = batch
+                continue
+            group.rows[table] = _rows(entries)
+        for table, rows in group.rows.items():
             snap = self._snaps.get(table)
             if snap is None:
                 continue
-            key = tuple(row.get(k) for k in snap.spec.primary_key)
-            self._remember(here, table, key)
-            if window and chunk is not None and table == chunk.table:
-                chunk.rows.pop(key, None)  # the event is at least as new as the chunk's row
+            for _, row in rows:
+                key = tuple(row.get(k) for k in snap.spec.primary_key)
+                self._remember(here, table, key)
+                if window and chunk is not None and table == chunk.table:
+                    chunk.rows.pop(key, None)  # the event is at least as new as the chunk's row
         for entry in item.ddl:
             self._on_ddl(entry, group)
         return group
+
+    def _batch(self, table: str, entries: list[tuple[int, Any]]) -> ChangeBatch | None:
+        """A transaction's changes of ``table`` as an Arrow changelog in its ODS columns, when every
+        rows event was read by columns, no snapshot of the table is pending (chunks need the keys) and
+        every value fits its ODS column as the per-row path would build it (else ``None``)."""
+        spec = self._targets.get(table)
+        if spec is None or table in self._snaps or any(kind != -1 for kind, _ in entries):
+            return None
+        blocks: list[tuple[tuple[str, ...], DecodedEvent]] = [block for _, block in entries]
+        if sum(len(event.kinds) for _, event in blocks) < _MIN_BATCH:
+            return None  # building Arrow costs more than the rows of a small transaction
+        wanted = set(spec.schema.names)
+        if any(not wanted.issuperset(names) for names, _ in blocks):
+            return None  # a column the ODS table lacks: the per-row path evolves it
+        kinds = [k for _, event in blocks for k in event.kinds]
+        arrays: list[pa.Array] = []
+        for f in spec.schema:
+            values: list[Any] = []
+            for names, event in blocks:
+                values += event.columns[names.index(f.name)] if f.name in names else [None] * len(event.kinds)
+            try:
+                array = pa.array(values, type=f.type)
+            except (pa.ArrowException, TypeError, ValueError, ArithmeticError, OverflowError):
+                return None  # the per-row path names the change that does not fit
+            if f.name in spec.primary_key and array.null_count:
+                return None  # the per-row path dead-letters it
+            arrays.append(array)
+        out = pa.schema([*(f.with_nullable(True) for f in spec.schema), pa.field(KIND_COLUMN, pa.int8())])
+        changes = pa.Table.from_arrays([*arrays, pa.array(kinds, type=pa.int8())], schema=out)
+
+        def raw(index: int) -> bytes:  # only for a dead letter
+            return dump_record(changes.drop_columns([KIND_COLUMN]).slice(index, 1).to_pylist()[0])
+
+        return ChangeBatch(changes, np.arange(len(kinds)), raw)
 
     def _remember(self, here: tuple[str, int], table: str, key: tuple[Any, ...]) -> None:
         """Note a key a stream group changed, for chunks read later (``_read_chunk`` drops it)."""
@@ -624,6 +680,7 @@ class _Reader(threading.Thread):
         QueryEvent, XidEvent, TableMapEvent = events.QueryEvent, events.XidEvent, row_events.TableMapEvent
         new_file = (events.FormatDescriptionEvent, events.RotateEvent)
         decoders: dict[int, dict[str, ColumnDecoder]] = {}
+        plans: dict[int, TablePlan | None] = {}
 
         src = self.source
         self._stream = stream = BinLogStreamReader(
@@ -649,9 +706,10 @@ class _Reader(threading.Thread):
             if isinstance(event, new_file):
                 stream.table_map.clear()
                 decoders.clear()
+                plans.clear()
             elif isinstance(event, TableMapEvent):
                 if src.filter(f"{event.schema}.{event.table}"):  # before its rows events are read
-                    decoders[int(event.table_id)] = table_decoders(event.columns)
+                    _plan(event, decoders, plans)
             elif isinstance(event, gtid_events):
                 tx = _TxItem(here[0], here[1], str(getattr(event, "gtid", "")) or None, ts=event.timestamp)
             elif isinstance(event, row_types):
@@ -659,7 +717,8 @@ class _Reader(threading.Thread):
                 if tx is None:
                     tx = _TxItem(here[0], here[1], None, ts=event.timestamp)
                 if src.filter(table):
-                    _add_rows(tx, table, event, decoders.get(int(event.table_id), {}))
+                    table_id = int(event.table_id)
+                    _add_rows(tx, table, event, decoders.get(table_id, {}), plans.get(table_id))
             elif isinstance(event, XidEvent):
                 self._finish(tx, here)
                 tx = None
@@ -710,8 +769,11 @@ class _Reader(threading.Thread):
         self._put(tx)
 
 
-def _add_rows(tx: _TxItem, table: str, event: Any, decoders: dict[str, ColumnDecoder]) -> None:
-    """Append a rows event's changes with the server's values (see :mod:`flowlake.cdc.mysql_values`)."""
+def _add_rows(
+    tx: _TxItem, table: str, event: Any, decoders: dict[str, ColumnDecoder], plan: TablePlan | None
+) -> None:
+    """Append a rows event's changes with the server's values (see :mod:`flowlake.cdc.mysql_values`):
+    read by columns where the table has a plan (:mod:`flowlake.cdc.mysql_rows`), else row by row."""
     row_events = _module("pymysqlreplication.row_event")
     if isinstance(event, row_events.UpdateRowsEvent):
         kind: Literal["insert", "update", "delete"] = "update"
@@ -719,7 +781,41 @@ def _add_rows(tx: _TxItem, table: str, event: Any, decoders: dict[str, ColumnDec
         kind = "delete"
     else:
         kind = "insert"
+    decoded = decode_event(plan, event, kind) if plan is not None else None
+    if decoded is not None:
+        tx.changes.append((table, -1, (plan.names if plan is not None else (), decoded)))
+        return
     tx.changes += [(table, k, image) for k, image in row_changes(table, event, kind, decoders)]
+
+
+def _plan(
+    event: Any, decoders: dict[int, dict[str, ColumnDecoder]], plans: dict[int, TablePlan | None]
+) -> None:
+    """Note a table map's value decoders and, where its columns allow, its by-columns plan."""
+    table_id = int(event.table_id)
+    if table_id not in decoders:
+        decoders[table_id] = table_decoders(event.columns)
+        plans[table_id] = plan_table(event.columns, decoders[table_id])
+
+
+def _by_table(changes: list[tuple[str, int, Any]]) -> dict[str, list[tuple[int, Any]]]:
+    out: dict[str, list[tuple[int, Any]]] = {}
+    for table, kind, entry in changes:
+        out.setdefault(table, []).append((kind, entry))
+    return out
+
+
+def _rows(entries: list[tuple[int, Any]]) -> list[tuple[int, dict[str, Any]]]:
+    """A table's changes as ``(kind, row)``, rows events read by columns made into rows, in order."""
+    rows: list[tuple[int, dict[str, Any]]] = []
+    for kind, entry in entries:
+        if kind != -1:
+            rows.append((kind, entry))
+            continue
+        names, event = entry
+        for i, k in enumerate(event.kinds):
+            rows.append((k, {name: column[i] for name, column in zip(names, event.columns, strict=True)}))
+    return rows
 
 
 def _module(name: str) -> Any:

@@ -1,12 +1,14 @@
 """The changes of one source table waiting for their ODS commit, and the Arrow changelog they become.
 
-A source hands the ingester, per source table and group, one of three things: decoded ``(kind, row)``
-pairs (the binlog), Debezium messages as ``(raw, parsed)`` (JSONL lines), or messages parsed in bulk
-into Arrow (:class:`~flowlake.cdc._jsonl_bulk.MessageBatch`). :class:`PendingChanges` keeps them in
-one ordered list, each with the index of its group, and :meth:`PendingChanges.changelog` turns them
-into one Arrow changelog in the ODS table's columns plus ``_kind``, with the records that cannot be
-applied as dead letters (each with its group). The ingester only buffers, evolves schemas and
-commits; how a record becomes a change, or a dead letter, is decided here.
+A source hands the ingester, per source table and group, one of three things: an Arrow changelog
+it already decoded into the ODS table's columns (:class:`~flowlake.cdc.source.ChangeBatch`, the fast
+path: the JSONL bulk parser), decoded ``(kind, row)`` pairs (the binlog and pgoutput), or Debezium
+messages as ``(raw, parsed)`` (JSONL lines the bulk path declined). :class:`PendingChanges` keeps
+them in one ordered list, each with the index of its group, and :meth:`PendingChanges.changelog`
+turns them into one Arrow changelog in the ODS table's columns plus ``_kind``, in source order, with
+the records that cannot be applied as dead letters (each with its group). The ingester only buffers,
+evolves schemas and commits; how a record becomes a change, or a dead letter, is decided by the
+source (for batches) or here.
 
 Dead letters: a row the source could not decode (:class:`~flowlake.cdc.source.UndecodedRow`, an
 update's two images once), a message the decoder refuses, and a change whose key is null. A change
@@ -24,10 +26,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from flowlake.cdc._build import build_rows
-from flowlake.cdc._jsonl_bulk import MessageBatch, arrow_changelog
 from flowlake.cdc._record_json import dump_record
 from flowlake.cdc.debezium import decode_batch
-from flowlake.cdc.source import DeadLetter, TableSpec, UndecodedRow
+from flowlake.cdc.source import ChangeBatch, DeadLetter, TableSpec, UndecodedRow
 from flowlake.changelog import KIND_COLUMN, RESERVED_COLUMNS
 from flowlake.errors import FlowlakeError, short_repr
 
@@ -56,6 +57,9 @@ class UnstorableChangeError(FlowlakeError):
         self.table, self.source_table, self.reason, self.group = table, source_table, reason, group
 
 
+Shape = Literal["rows", "messages", "batch"]
+
+
 @dataclass(slots=True)
 class PendingChanges:
     """What a source handed over for one source table since the last flush, in source order.
@@ -63,8 +67,7 @@ class PendingChanges:
     Attributes:
         source_table: ``db.table`` in the source.
         items: ``(group, shape, changes)``: the index of the group and its changes in one of the three
-            shapes (``rows``, ``messages`` or ``bulk``). Bulk batches stay bulk only while no
-            per-message item is pending (else they join the messages, keeping their order).
+            shapes (``rows``, ``messages`` or ``batch``).
 
     >>> pending = PendingChanges("shop.orders")
     >>> pending.add_rows(0, [(0, {"id": 1, "v": "a"}), (3, {"id": 2, "v": "b"})])
@@ -74,11 +77,7 @@ class PendingChanges:
     """
 
     source_table: str
-    items: list[tuple[int, Literal["rows", "messages", "bulk"], Any]] = field(default_factory=list)
-    _bulk: bool = field(default=False, init=False, repr=False)
-    """Whether a ``bulk`` item is pending (kept, so that adding stays O(1) per group)."""
-    _messages_pending: bool = field(default=False, init=False, repr=False)
-    """Whether a ``messages`` item is pending."""
+    items: list[tuple[int, Shape, Any]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return sum(len(changes) for _, _, changes in self.items)
@@ -90,56 +89,37 @@ class PendingChanges:
 
     def add_messages(self, group: int, messages: Messages) -> int:
         """Buffer Debezium messages of group ``group``; return how many."""
-        self.materialize()
         self.items.append((group, "messages", messages))
-        self._messages_pending = True
         return len(messages)
 
-    def add_batch(self, group: int, batch: MessageBatch) -> int:
-        """Buffer messages parsed in bulk of group ``group``; return how many."""
-        self.items.append((group, "bulk", batch))
-        self._bulk = True
-        if self._messages_pending:
-            self.materialize()
+    def add_batch(self, group: int, batch: ChangeBatch) -> int:
+        """Buffer an Arrow changelog of group ``group``; return how many changes."""
+        self.items.append((group, "batch", batch))
         return len(batch)
 
     def clear(self) -> None:
         """Forget everything buffered."""
-        self.items, self._bulk, self._messages_pending = [], False, False
+        self.items = []
 
-    def materialize(self) -> None:
-        """Hand the bulk-parsed messages to the per-message decoder, keeping their order."""
-        if self._bulk:
-            self.items = [
-                (group, "messages", changes.messages()) if shape == "bulk" else (group, shape, changes)
-                for group, shape, changes in self.items
-            ]
-            self._bulk, self._messages_pending = False, True
-
-    def _rows(self) -> tuple[Rows, list[int]]:
-        rows: Rows = []
-        groups: list[int] = []
+    def _runs(self) -> list[tuple[Shape, list[tuple[int, Any]]]]:
+        """The items as runs of one shape, in order: ``(shape, [(group, changes), ...])``."""
+        runs: list[tuple[Shape, list[tuple[int, Any]]]] = []
         for group, shape, changes in self.items:
-            if shape == "rows":
-                rows += changes
-                groups += [group] * len(changes)
-        return rows, groups
-
-    def _messages(self) -> tuple[Messages, list[int]]:
-        messages: Messages = []
-        groups: list[int] = []
-        for group, shape, changes in self.items:
-            if shape == "messages":
-                messages += changes
-                groups += [group] * len(changes)
-        return messages, groups
+            if not runs or runs[-1][0] != shape:
+                runs.append((shape, []))
+            runs[-1][1].append((group, changes))
+        return runs
 
     def records(self) -> list[bytes]:
-        """Every buffered record as bytes (messages first, then rows), for dead-lettering them all."""
-        self.materialize()
-        rows, _ = self._rows()
-        out = [raw for raw, _ in self._messages()[0]]
-        out += [row.raw if isinstance(row, UndecodedRow) else dump_record(row) for _, row in rows]
+        """Every buffered record as bytes, in order, for dead-lettering them all."""
+        out: list[bytes] = []
+        for _, shape, changes in self.items:
+            if shape == "messages":
+                out += [raw for raw, _ in changes]
+            elif shape == "batch":
+                out += changes.raws()
+            else:
+                out += [row.raw if isinstance(row, UndecodedRow) else dump_record(row) for _, row in changes]
         return out
 
     def infer_spec(self, primary_key: Callable[[Sequence[str]], tuple[str, ...] | None]) -> TableSpec | None:
@@ -147,11 +127,15 @@ class PendingChanges:
 
         ``primary_key`` picks the key from the inferred column names (``None``: no key known).
         """
-        messages, _ = self._messages()
-        if not messages:
+        messages = [m for _, shape, changes in self.items if shape == "messages" for m in changes]
+        batches = [changes for _, shape, changes in self.items if shape == "batch"]
+        if messages:
+            changes = decode_batch([m for m, _ in messages], parsed=[o for _, o in messages]).table
+        elif batches:
+            changes = batches[0].changes
+        else:
             return None
-        decoded = decode_batch([m for m, _ in messages], parsed=[o for _, o in messages])
-        schema = _nullable(decoded.table.schema.remove(decoded.table.schema.get_field_index(KIND_COLUMN)))
+        schema = _nullable(changes.schema.remove(changes.schema.get_field_index(KIND_COLUMN)))
         key = primary_key(schema.names)
         if key is None:
             return None
@@ -180,44 +164,61 @@ class PendingChanges:
         """
         dead: Letters = []
         parts: list[pa.Table] = []
-        key = table.primary_key
-        all_rows, row_groups = self._rows()
-        if all_rows:
-            rows, groups = self._take_undecoded(all_rows, row_groups, dead)
-            self._evolve_for_rows(table, all_rows, evolve, describe)
-            built, bad = build_rows(rows, table.schema)
-            if bad:
-                first = min(bad)
-                column, reason = bad[first]
-                if column in refused:
-                    reason += f" (the ODS table kept its column type: {refused[column]})"
-                key_values = {k: rows[first][1].get(k) for k in key}
-                reason = f"the change of key {short_repr(key_values)}: {reason}"
-                raise UnstorableChangeError(name, self.source_table, reason, group=groups[first])
-
-            def row_raw(row: int) -> tuple[bytes, int]:  # serialized only for a dead letter
-                return dump_record(rows[row][1]), groups[row]
-
-            parts.append(self._drop_null_keys(built, key, row_raw, name, dead))
-        batches = [changes for _, shape, changes in self.items if shape == "bulk"]
-        if batches:
-            bulk = arrow_changelog(batches, table.schema, key)
-            if bulk is not None:
-                parts.append(bulk)
-                self.items = [item for item in self.items if item[1] != "bulk"]
-                self._bulk = False
+        for shape, run in self._runs():
+            if shape == "batch":
+                parts += _merged([batch.changes for _, batch in run])
+            elif shape == "rows":
+                parts.append(self._row_changelog(table, run, name, refused, evolve, describe, dead))
             else:
-                self.materialize()
-        messages, message_groups = self._messages()
-        if messages:
-            decoded, owners = self._decode(table, messages, message_groups, evolve, dead)
-
-            def raw_of(row: int) -> tuple[bytes, int]:
-                index = owners[row]
-                return messages[index][0], message_groups[index]
-
-            parts.append(self._drop_null_keys(decoded, key, raw_of, name, dead))
+                parts.append(self._message_changelog(table, run, name, evolve, dead))
         return _concat(parts, table.schema), dead
+
+    def _row_changelog(
+        self,
+        table: LakeTable,
+        run: list[tuple[int, Any]],
+        name: str,
+        refused: Mapping[str, str],
+        evolve: Callable[[pa.Schema], None],
+        describe: Callable[[str], TableSpec | None],
+        dead: Letters,
+    ) -> pa.Table:
+        all_rows: Rows = [change for _, changes in run for change in changes]
+        row_groups = [group for group, changes in run for _ in changes]
+        rows, groups = self._take_undecoded(all_rows, row_groups, dead)
+        self._evolve_for_rows(table, all_rows, evolve, describe)
+        built, bad = build_rows(rows, table.schema)
+        if bad:
+            first = min(bad)
+            column, reason = bad[first]
+            if column in refused:
+                reason += f" (the ODS table kept its column type: {refused[column]})"
+            key_values = {k: rows[first][1].get(k) for k in table.primary_key}
+            reason = f"the change of key {short_repr(key_values)}: {reason}"
+            raise UnstorableChangeError(name, self.source_table, reason, group=groups[first])
+
+        def row_raw(row: int) -> tuple[bytes, int]:  # serialized only for a dead letter
+            return dump_record(rows[row][1]), groups[row]
+
+        return self._drop_null_keys(built, table.primary_key, row_raw, name, dead)
+
+    def _message_changelog(
+        self,
+        table: LakeTable,
+        run: list[tuple[int, Any]],
+        name: str,
+        evolve: Callable[[pa.Schema], None],
+        dead: Letters,
+    ) -> pa.Table:
+        messages: Messages = [m for _, changes in run for m in changes]
+        message_groups = [group for group, changes in run for _ in changes]
+        decoded, owners = self._decode(table, messages, message_groups, evolve, dead)
+
+        def raw_of(row: int) -> tuple[bytes, int]:
+            index = owners[row]
+            return messages[index][0], message_groups[index]
+
+        return self._drop_null_keys(decoded, table.primary_key, raw_of, name, dead)
 
     def _take_undecoded(self, rows: Rows, groups: list[int], dead: Letters) -> tuple[Rows, list[int]]:
         """Move the changes whose images the source could not decode to the dead letters (an update's
@@ -320,6 +321,17 @@ def _message_fields(parsed: Sequence[Any]) -> set[str]:
             if type(image) is dict:
                 names.update(image)
     return names
+
+
+def _merged(tables: list[pa.Table]) -> list[pa.Table]:
+    """Consecutive changelogs of one schema as one table (so fitting them costs once, not per group)."""
+    runs: list[list[pa.Table]] = []
+    for table in tables:
+        if runs and runs[-1][0].schema == table.schema:
+            runs[-1].append(table)
+        else:
+            runs.append([table])
+    return [pa.concat_tables(run) if len(run) > 1 else run[0] for run in runs]
 
 
 def _concat(parts: list[pa.Table], schema: pa.Schema) -> pa.Table:

@@ -17,14 +17,13 @@ import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
+from typing import Any, Final, Protocol, runtime_checkable
 
+import numpy as np
 import pyarrow as pa
 
+from flowlake.changelog import KIND_COLUMN
 from flowlake.errors import InvalidArgumentError
-
-if TYPE_CHECKING:
-    from flowlake.cdc._jsonl_bulk import MessageBatch
 
 Order = tuple[Any, ...]
 """A position as a tuple that sorts in log order."""
@@ -84,6 +83,47 @@ class UndecodedRow(dict[str, Any]):
         self.raw, self.error = raw, error
 
 
+@dataclass(frozen=True, slots=True)
+class ChangeBatch:
+    """Changes of one source table in one group, already an Arrow changelog (a source's fast path).
+
+    The source decoded them into the ODS table's columns as it last heard of them (see
+    :meth:`TargetAwareSource.target`); the ingester only casts them to the table's current schema
+    (which may have gained columns or widened types since) and commits them.
+
+    Attributes:
+        changes: The row columns plus ``_kind`` (int8: 0 +I, 1 -U, 2 +U, 3 -D), in source order.
+        records: For each row of ``changes``, the number of its source record (an update's two rows
+            share one), for :attr:`raw`.
+        raw: A record as the source read it, by number (only called to dead-letter it).
+
+    >>> changes = pa.table({"id": [1, 1], "_kind": pa.array([1, 2], pa.int8())})
+    >>> batch = ChangeBatch(changes, np.array([7, 7]), lambda i: b'{"line": %d}' % i)
+    >>> len(batch), batch.raws(), len(batch.lines(0, 7)), len(batch.lines(7, 8))
+    (2, [b'{"line": 7}'], 0, 2)
+    """
+
+    changes: pa.Table
+    records: np.ndarray[Any, Any]
+    raw: Callable[[int], bytes]
+
+    def __post_init__(self) -> None:
+        if KIND_COLUMN not in self.changes.column_names or len(self.records) != self.changes.num_rows:
+            raise InvalidArgumentError("a ChangeBatch needs a _kind column and one record number per row")
+
+    def __len__(self) -> int:
+        return int(self.changes.num_rows)
+
+    def lines(self, start: int, stop: int) -> ChangeBatch:
+        """The changes of records ``[start, stop)`` (``records`` ascend, as in a file)."""
+        first, last = np.searchsorted(self.records, [start, stop])
+        return ChangeBatch(self.changes.slice(first, last - first), self.records[first:last], self.raw)
+
+    def raws(self) -> list[bytes]:
+        """Every record of the batch once, in order."""
+        return [self.raw(int(i)) for i in dict.fromkeys(self.records.tolist())]
+
+
 @dataclass(slots=True)
 class ChangeGroup:
     """The changes of one source transaction (or snapshot chunk), in order.
@@ -93,8 +133,8 @@ class ChangeGroup:
         order: ``position`` as a sortable tuple.
         rows: Per source table, decoded changes as ``(kind, row)`` (kind: 0 +I, 1 -U, 2 +U, 3 -D).
         messages: Per source table, undecoded Debezium messages as ``(raw bytes, parsed object)``.
-        batches: Per source table, Debezium messages parsed in bulk into Arrow (the JSONL fast path);
-            they come after the table's ``messages`` of the group, if any.
+        batches: Per source table, changes already decoded into an Arrow changelog (the fast path);
+            a group gives a table either ``batches`` or ``rows``/``messages``, never both.
         dead: Records of this group that could not be routed or decoded.
         schemas: Source tables whose shape changed in (or before) this group, with the new shape.
         extras: Per source table, state to store next to the position (e.g. snapshot progress).
@@ -105,7 +145,7 @@ class ChangeGroup:
     order: Order
     rows: dict[str, list[tuple[int, dict[str, Any]]]] = field(default_factory=dict)
     messages: dict[str, list[tuple[bytes, Any]]] = field(default_factory=dict)
-    batches: dict[str, MessageBatch] = field(default_factory=dict)
+    batches: dict[str, ChangeBatch] = field(default_factory=dict)
     dead: list[DeadLetter] = field(default_factory=list)
     schemas: dict[str, TableSpec] = field(default_factory=dict)
     extras: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -187,6 +227,22 @@ class AcknowledgingSource(Source, Protocol):
 
     def acknowledge(self, order: Order) -> None:
         """Every group up to ``order`` is committed to ODS (a restart will not need it again)."""
+        ...
+
+
+@runtime_checkable
+class TargetAwareSource(Source, Protocol):
+    """A source that decodes straight into the ODS tables' columns, so it must know them (the schema
+    hints that flow from the ingester back to the source)."""
+
+    def target(self, source_table: str, spec: TableSpec) -> None:
+        """The ODS table of ``source_table`` now has ``spec``'s columns, types and primary key.
+
+        Called by the ingester when it loads, creates or evolves an ODS table, before it polls again.
+        Changes the source decodes into :class:`ChangeBatch` values from then on use these columns;
+        records that do not map exactly onto them go as ``messages``/``rows`` (the ingester evolves
+        the table or dead-letters them).
+        """
         ...
 
 

@@ -26,7 +26,8 @@ def run(
     """Run a dataflow (x.py) or a view file (x.sql) with bytewax (-r DIR -s 0.5 -b 0 -w 2 pass through).
 
     bytewax's own runner, except that -s (snapshot interval = epoch, which bounds output freshness)
-    may be a fraction of a second.
+    may be a fraction of a second, and that with -r DIR large aggregate and Top-N states snapshot
+    only what changed, as chunk files in DIR/state (--state-dir PATH: elsewhere).
     """
     views = dataflow.endswith(".sql")
     target = dataflow if ":" in dataflow or views else f"{dataflow}:flow"

@@ -12,10 +12,8 @@ from __future__ import annotations
 import builtins
 import datetime as dt
 import logging
-import pickle
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,7 +22,8 @@ import pyarrow.compute as pc
 
 from flowlake.changelog import KIND_COLUMN, SEQ_COLUMN, RowKind
 from flowlake.errors import InvalidArgumentError
-from flowlake.flow._snapshot import ChunkLog, Frozen, Manifest, PickledSnapshot, Records
+from flowlake.flow._keyindex import EXACT_BELOW, IntKeys, KeyIndex, KeyStore, gather
+from flowlake.flow._snapshot import ChunkedSnapshot, ChunkLog, Manifest, Records
 from flowlake.flow._stateform import from_state, to_state
 from flowlake.flow.aggs import ADDITIVE, Agg, Condition, Window
 from flowlake.flow.batch import kinds_of, weights
@@ -162,15 +161,15 @@ def result_type(agg: Agg, schema: pa.Schema) -> pa.DataType:
     return source
 
 
-class AggregateState(PickledSnapshot):
+class AggregateState(ChunkedSnapshot):
     """Group state of one key partition: ids, running totals, per-value counts, window bookkeeping."""
 
     def __init__(self, by: Sequence[str], aggs: Mapping[str, Agg], window: Window | None) -> None:
         self.by = tuple(by)
         self.aggs = dict(aggs)
         self.window = window
-        self.index: dict[Any, int] = {}
-        self.keys: list[Any] = []
+        self.keys: KeyStore = []
+        self.index = KeyIndex(self.keys)
         self.free: list[int] = []
         self.rows = np.zeros(0, dtype=np.int64)
         self.sums: dict[str, np.ndarray] = {}
@@ -182,7 +181,6 @@ class AggregateState(PickledSnapshot):
         self.late_changes = 0
         self.schema: pa.Schema | None = None
         self._capacity = 0
-        self._log: ChunkLog | None = None
         self._dirty = np.zeros(0, dtype=bool)
         self._gone: set[Any] = set()
 
@@ -193,33 +191,33 @@ class AggregateState(PickledSnapshot):
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["aggs"] = {}
-        state["_log"], state["_dirty"], state["_gone"] = None, np.zeros(0, dtype=bool), set()
+        state["_dirty"], state["_gone"] = np.zeros(0, dtype=bool), set()
+        del state["index"]  # rebuilt from the keys on unpickling
+        for name in ("_log", "_chunk_root", "_inline_bytes"):  # the snapshot's, not the state's
+            state.pop(name, None)
         return state
 
-    # -- snapshots ------------------------------------------------------------------------------
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("_gone", set())  # states pickled before chunked snapshots lack these
+        self.__dict__.update(state)  # (and those pickled before KeyIndex hold a dict index: replaced)
+        self._dirty = np.zeros(0, dtype=bool)
+        self.index = KeyIndex.build(self.keys, self._live_ids())
 
-    def keep_chunks(self, root: Path) -> None:
-        """Snapshot from now on as chunk files under ``root`` (see :class:`ChunkLog`), not one pickle.
+    def _live_ids(self) -> np.ndarray:
+        """Ids of the live groups (those not free)."""
+        live = np.ones(len(self.keys), dtype=bool)
+        live[np.asarray(self.free, np.int64)] = False
+        return np.flatnonzero(live)
 
-        The first snapshot writes every group; each later one only the groups changed since.
-        """
-        if self._log is not None:
-            return
-        self._log = ChunkLog.create(root)
+    # -- snapshots (see ChunkedSnapshot) --------------------------------------------------------
+
+    def _mark_all_changed(self) -> None:
         self._dirty = np.zeros(self._capacity, dtype=bool)
         self._dirty[: len(self.keys)] = True
         self._gone = set()
 
-    def __deepcopy__(self, memo: dict[int, Any]) -> Frozen:
-        if self._log is None:
-            return super().__deepcopy__(memo)
-        manifest = self._log.append(self._changed_records())
-        return Frozen(pickle.dumps(_Chunked(manifest, self._scalars()), protocol=pickle.HIGHEST_PROTOCOL))
-
-    @property
-    def snapshot_bytes(self) -> int:
-        """Chunk bytes written by snapshots so far (0 without a chunk log)."""
-        return 0 if self._log is None else self._log.bytes_written
+    def _chunked_snapshot(self, manifest: Manifest) -> object:
+        return _Chunked(manifest, self._scalars())
 
     def _scalars(self) -> dict[str, Any]:
         return {
@@ -230,7 +228,7 @@ class AggregateState(PickledSnapshot):
         }  # fmt: skip
 
     def _records(self, gids: np.ndarray, live: bool = True) -> Records:
-        records: Records = {"keys": [self.keys[g] for g in gids.tolist()], "live": np.full(len(gids), live),
+        records: Records = {"keys": gather(self.keys, gids), "live": np.full(len(gids), live),
                             "rows": self.rows[gids], "gid": gids}  # fmt: skip
         for name in self.sums:
             records[f"s:{name}"], records[f"n:{name}"] = self.sums[name][gids], self.nonnull[name][gids]
@@ -241,9 +239,12 @@ class AggregateState(PickledSnapshot):
     def _changed_records(self) -> Records:
         """The groups changed since the last snapshot, and tombstones for those gone; resets both."""
         dirty = np.flatnonzero(self._dirty)
-        dirty = dirty[np.fromiter((self.keys[g] is not None for g in dirty.tolist()), bool, len(dirty))]
+        free = np.zeros(len(self._dirty), dtype=bool)
+        free[np.asarray(self.free, np.int64)] = True
+        dirty = dirty[~free[dirty]]  # (a live group's key may be None: a NULL key)
         records = self._records(dirty)
-        gone = [key for key in self._gone if key not in self.index]
+        maybe = list(self._gone)
+        gone = [key for key, gid in zip(maybe, self.index.lookup(maybe).tolist(), strict=True) if gid < 0]
         if gone:
             dead: Records = {
                 "keys": gone,
@@ -274,10 +275,15 @@ class AggregateState(PickledSnapshot):
 
     def _init_schema(self, schema: pa.Schema) -> None:
         self.schema = schema
+        if not len(self.keys):
+            self.keys = _key_store(schema, self.key_columns)
+            self.index = KeyIndex(self.keys)
         for name, agg in self.aggs.items():
             if agg.func in ADDITIVE:
                 floating = agg.column is not None and pa.types.is_floating(schema.field(agg.column).type)
-                self.sums[name] = np.zeros(self._capacity, dtype=np.float64 if floating else np.int64)
+                # a count has no sum (only its non-null count): its sums stay 0, in a byte each
+                dtype = np.int8 if agg.func == "count" else np.float64 if floating else np.int64
+                self.sums[name] = np.zeros(self._capacity, dtype=dtype)
                 self.nonnull[name] = np.zeros(self._capacity, dtype=np.int64)
             else:
                 self.counters[name] = [None] * self._capacity
@@ -308,24 +314,25 @@ class AggregateState(PickledSnapshot):
             self.counters[name].extend([None] * extra)
         self._capacity = cap
 
-    def _gid(self, key: Any) -> int:
-        gid = self.index.get(key)
-        if gid is None:
-            if self.free:
-                gid = self.free.pop()
-                self.keys[gid] = key
-            else:
-                gid = len(self.keys)
-                self.keys.append(key)
-                self._grow(gid + 1)
-            self.index[key] = gid
-            if self.window is not None:
+    def _create(self, keys: list[Any]) -> np.ndarray:
+        """New groups for ``keys``: free ids first (the last freed first), then new ones."""
+        take = builtins.min(len(keys), len(self.free))
+        reused = self.free[len(self.free) - take :][::-1]
+        del self.free[len(self.free) - take :]
+        for gid, key in zip(reused, keys, strict=False):
+            self.keys[gid] = key
+        start = len(self.keys)
+        self.keys.extend(keys[take:])
+        self._grow(len(self.keys))
+        ids = np.concatenate([np.asarray(reused, np.int64), np.arange(start, len(self.keys), dtype=np.int64)])
+        if self.window is not None:
+            for gid, key in zip(ids.tolist(), keys, strict=True):
                 self.window_groups.setdefault(_window_of(key), set()).add(gid)
-        return gid
+        return ids
 
     def _release(self, gid: int) -> None:
         key = self.keys[gid]
-        del self.index[key]
+        self.index.discard(key, gid)
         if self._log is not None:
             self._gone.add(key)
         self.keys[gid] = None
@@ -460,10 +467,14 @@ class AggregateState(PickledSnapshot):
             [(c, "sum") for c in names]
         )
         keys = _py_keys(grouped, key_cols)
-        gids = np.fromiter((self._gid(k) for k in keys), dtype=np.int64, count=len(keys))
+        hashes = _exact_hashes(grouped, key_cols)
+        gids = self.index.assign(keys, self._create, hashes, exact=hashes is not None)
         gneg = grouped.column("_neg").to_numpy(zero_copy_only=False)
         dw = grouped.column("_w_sum").to_numpy()
         touched, inverse = np.unique(gids, return_inverse=True)
+        first = np.empty(len(touched), np.int64)
+        first[inverse] = np.arange(len(gids))
+        key_rows = grouped.select(list(key_cols)).take(pa.array(first))  # each touched group's key
         net = np.zeros(len(touched), dtype=np.int64)
         np.add.at(net, inverse, dw)
         rows_before = self.rows[touched].copy()
@@ -484,7 +495,7 @@ class AggregateState(PickledSnapshot):
         if self._log is not None:
             self._dirty[touched] = True
         after = self._results(touched)
-        out = self._emit(touched, rows_before, rows_after, before, after, out_schema)
+        out = self._emit(key_rows, rows_before, rows_after, before, after, out_schema)
         for gid in touched[rows_after <= 0].tolist():
             self.rows[gid] = 0
             self._release(gid)
@@ -521,9 +532,10 @@ class AggregateState(PickledSnapshot):
             counters = self.counters[name]
             entries = list(zip(keys, values, grouped.column("_neg").to_pylist(),
                                grouped.column("_w_sum").to_pylist(), strict=True))  # fmt: skip
+            gid_of = dict(zip(keys, self.index.lookup(keys).tolist(), strict=True))
             # additions first: a value added and retracted in one batch must not look like an underflow
             for key, value, negative, delta in sorted(entries, key=lambda e: bool(e[2])):
-                gid = self.index[key]
+                gid = gid_of[key]
                 if negative and gid in bad:
                     continue
                 counter = counters[gid]
@@ -565,7 +577,7 @@ class AggregateState(PickledSnapshot):
 
     def _emit(
         self,
-        gids: np.ndarray,
+        key_rows: pa.Table,
         rows_before: np.ndarray,
         rows_after: np.ndarray,
         before: dict[str, Any],
@@ -584,8 +596,8 @@ class AggregateState(PickledSnapshot):
         new_sel = np.flatnonzero(changed & exists)
         if not len(old_sel) and not len(new_sel):
             return _empty_changes(schema)
-        old = self._table(gids, old_sel, before, schema)
-        new = self._table(gids, new_sel, after, schema)
+        old = self._table(key_rows, old_sel, before, schema)
+        new = self._table(key_rows, new_sel, after, schema)
         old_kind = np.where(exists[old_sel], RowKind.UPDATE_BEFORE, RowKind.DELETE).astype(np.int8)
         new_kind = np.where(existed[new_sel], RowKind.UPDATE_AFTER, RowKind.INSERT).astype(np.int8)
         both = pa.concat_tables([old, new])
@@ -593,25 +605,11 @@ class AggregateState(PickledSnapshot):
         order = np.argsort(np.concatenate([old_sel * 2, new_sel * 2 + 1]), kind="stable")
         return both.take(pa.array(order)).append_column(KIND_COLUMN, pa.array(kinds[order], pa.int8()))
 
-    def _key_arrays(self, keys: list[Any], schema: pa.Schema) -> list[pa.Array]:
-        key_cols = self.key_columns
-        arrays: list[pa.Array] = []
-        if len(key_cols) == 1:
-            columns: list[Any] = [keys]
-        else:
-            columns = list(zip(*keys, strict=True)) if keys else [() for _ in key_cols]
-        for values_of, name in zip(columns, key_cols, strict=True):
-            dtype = schema.field(name).type
-            if self.window is not None and name == self.window.column:
-                arrays.append(pa.array(list(values_of), pa.int64()).cast(dtype))
-            else:
-                arrays.append(pa.array(list(values_of), dtype))
-        return arrays
-
     def _table(
-        self, gids: np.ndarray, sel: np.ndarray, values: dict[str, Any], schema: pa.Schema
+        self, key_rows: pa.Table, sel: np.ndarray, values: dict[str, Any], schema: pa.Schema
     ) -> pa.Table:
-        arrays = self._key_arrays([self.keys[g] for g in gids[sel].tolist()], schema)
+        taken = key_rows.take(pa.array(sel, pa.int64()))
+        arrays = [taken.column(c).combine_chunks().cast(schema.field(c).type) for c in self.key_columns]
         assert self.schema is not None
         for name, agg in self.aggs.items():
             dtype = schema.field(name).type
@@ -661,10 +659,11 @@ def restore_chunked(manifest: Manifest, scalars: dict[str, Any]) -> AggregateSta
     gids = np.asarray(records.get("gid", np.zeros(0, np.int64)), dtype=np.int64)
     state.schema, state.max_event = scalars["schema"], scalars["max_event"]
     state.dropped_retractions, state.late_changes = scalars["dropped_retractions"], scalars["late_changes"]
-    state.keys, state.free = [None] * n, list(scalars["free"])
+    state.keys, state.free = _key_store(scalars["schema"], state.key_columns), list(scalars["free"])
+    state.keys.extend([None] * n)
     for gid, key in zip(gids.tolist(), records["keys"], strict=True):
         state.keys[gid] = key
-    state.index = dict(zip(records["keys"], gids.tolist(), strict=True))
+    state.index = KeyIndex.build(state.keys, gids)
     state.rows = np.zeros(n, np.int64)
     state.rows[gids] = records.get("rows", 0)
     for name, dtype in scalars["dtypes"].items():
@@ -691,6 +690,29 @@ def _iso(us: int) -> str:
 def _window_of(key: Any) -> int:
     start = key[-1] if isinstance(key, tuple) else key
     return 0 if start is None else int(start)
+
+
+def _key_store(schema: pa.Schema | None, columns: Sequence[str]) -> KeyStore:
+    """Where the group keys live: numpy for one integer key column (no window), else a list."""
+    if schema is not None and len(columns) == 1 and columns[0] in schema.names:
+        type_ = schema.field(columns[0]).type
+        if pa.types.is_integer(type_) and type_ != pa.uint64():
+            return IntKeys()
+    return []
+
+
+def _exact_hashes(table: pa.Table, columns: Sequence[str]) -> np.ndarray | None:
+    """The keys' Python hashes without Python, where that is the values themselves: one integer
+    key column without NULLs, every value in ``[0, EXACT_BELOW)``; else None."""
+    if len(columns) != 1:
+        return None
+    column = table.column(columns[0])
+    if not pa.types.is_integer(column.type) or column.null_count or not len(column):
+        return None
+    values = np.asarray(column.to_numpy(), np.int64) if column.type != pa.uint64() else None
+    if values is None or values.min() < 0 or values.max() >= EXACT_BELOW:
+        return None
+    return values
 
 
 def _py_keys(table: pa.Table, columns: Sequence[str]) -> list[Any]:

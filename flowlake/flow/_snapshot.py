@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+import pyarrow as pa
 
-from flowlake.errors import StorageError
+from flowlake.errors import InvalidArgumentError, StorageError
 
 T = TypeVar("T")
 
@@ -67,10 +68,38 @@ RETAIN_SNAPSHOTS = 32
 """Snapshots a chunk outlives its last manifest: how far back (in snapshots of one key) a resume may go."""
 
 
+INLINE_BYTES_ENV = "FLOWLAKE_STATE_INLINE_BYTES"
+"""Environment variable: the pickled size below which a state with a folder still snapshots inline."""
+
+DEFAULT_INLINE_BYTES = 1 << 20
+"""Below this many pickled bytes a whole pickle is cheaper than an fsynced chunk (``benchmarks/
+aggregate.py --snapshots-only``, section (f)), so a key partition's state snapshots inline until it
+first grows past it, and in chunks from then on."""
+
+STATE_SUBDIR = "state"
+"""``flowlake run -r DIR`` keeps keyed state chunks in ``DIR/state`` unless told otherwise."""
+
+
 def state_dir(given: str | os.PathLike[str] | None) -> Path | None:
     """The chunk folder for keyed state: ``given``, else ``$FLOWLAKE_STATE_DIR``, else None (none)."""
     value = given if given is not None else os.environ.get(STATE_DIR_ENV) or None
     return None if value is None else Path(value)
+
+
+def inline_bytes(given: int | None = None) -> int:
+    """The inline threshold: ``given``, else ``$FLOWLAKE_STATE_INLINE_BYTES``, else the default.
+
+    >>> inline_bytes(0), inline_bytes(None) > 0
+    (0, True)
+    """
+    if given is not None:
+        return given
+    text = os.environ.get(INLINE_BYTES_ENV) or ""
+    try:
+        return int(text) if text else DEFAULT_INLINE_BYTES
+    except ValueError as exc:
+        message = f"{INLINE_BYTES_ENV} must be a whole number of bytes, got {text!r}"
+        raise InvalidArgumentError(message) from exc
 
 
 Records = dict[str, Any]
@@ -131,6 +160,16 @@ class ChunkLog:
     O(log n) times and the big base chunk only when the changes since outgrow half of it.
     """
 
+    @staticmethod
+    def merge(chunks: Sequence[Records], *, drop_dead: bool) -> Records:
+        """The records of ``chunks`` (oldest first), each key's last record (see :func:`merge_records`)."""
+        return merge_records(chunks, drop_dead=drop_dead)
+
+    @staticmethod
+    def size(records: Records) -> int:
+        """A chunk's size, which keeps the chunk sizes geometric."""
+        return len(records["keys"])
+
     def __init__(self, manifest: Manifest) -> None:
         self.folder = Path(manifest.folder)
         self.chunks = list(manifest.chunks)
@@ -171,18 +210,16 @@ class ChunkLog:
             file.flush()
             os.fsync(file.fileno())
         self.bytes_written += len(data)
-        return name, len(records["keys"])
+        return name, self.size(records)
 
     def append(self, records: Records) -> Manifest:
         """Write ``records`` (the changes since the last snapshot) as a chunk; the new manifest."""
         self.snapshots += 1
-        if records["keys"] or not self.chunks:
+        if self.size(records) or not self.chunks:
             self.chunks.append(self._write(records))
         while len(self.chunks) >= 2 and self.chunks[-2][1] <= 2 * self.chunks[-1][1]:
             older, newer = self.chunks[-2], self.chunks[-1]
-            merged = merge_records(
-                [self.read(older[0]), self.read(newer[0])], drop_dead=len(self.chunks) == 2
-            )
+            merged = self.merge([self.read(older[0]), self.read(newer[0])], drop_dead=len(self.chunks) == 2)
             self.chunks[-2:] = [self._write(merged)]
             self.retired += [(self.snapshots, older[0]), (self.snapshots, newer[0])]
         keep = []
@@ -196,4 +233,120 @@ class ChunkLog:
 
     def load(self) -> Records:
         """Every live record of the manifest's chunks (what a resume rebuilds the state from)."""
-        return merge_records([self.read(name) for name, _ in self.chunks], drop_dead=True)
+        return self.merge([self.read(name) for name, _ in self.chunks], drop_dead=True)
+
+
+ROWS = "rows"
+"""A :class:`RowsChunkLog` chunk's Arrow table of rows, each carrying its key in a uint64 column."""
+
+
+def merge_row_chunks(chunks: Sequence[Records], *, drop_dead: bool, key: str) -> Records:
+    """Chunks of keys that each own many rows: ``keys`` (sorted unique uint64: the keys the chunk
+    describes, a key without rows being gone) and :data:`ROWS` (an Arrow table whose ``key`` column
+    holds each row's key). A later chunk naming a key replaces all of that key's earlier rows; a
+    key's rows keep their order. Keys without rows are dropped only if ``drop_dead``.
+
+    >>> import pyarrow as pa
+    >>> old = {"keys": np.array([1, 2], np.uint64), ROWS: pa.table({"k": pa.array([1, 2, 2], pa.uint64())})}
+    >>> new = {"keys": np.array([2], np.uint64), ROWS: pa.table({"k": pa.array([], pa.uint64())})}
+    >>> merged = merge_row_chunks([old, new], drop_dead=True, key="k")
+    >>> merged["keys"].tolist(), merged[ROWS].column("k").to_pylist()
+    ([1], [1])
+    """
+    if not chunks:
+        return {"keys": np.zeros(0, np.uint64), ROWS: None}
+    named = np.concatenate([np.asarray(c["keys"], np.uint64) for c in chunks])
+    origin = np.concatenate([np.full(len(c["keys"]), i, np.int64) for i, c in enumerate(chunks)])
+    order = np.lexsort((origin, named))
+    named, origin = named[order], origin[order]
+    last = np.ones(len(named), dtype=bool)
+    last[:-1] = named[1:] != named[:-1]
+    keys, owner = named[last], origin[last]
+    parts = []
+    for i, chunk in enumerate(chunks):
+        rows = chunk[ROWS]
+        if rows is None or not rows.num_rows:
+            continue
+        hashes = np.asarray(rows.column(key).to_numpy(), np.uint64)
+        mine = owner[np.searchsorted(keys, hashes)] == i
+        parts.append(rows if mine.all() else rows.filter(pa.array(mine)))
+    tables = [c[ROWS] for c in chunks if c[ROWS] is not None]
+    merged = pa.concat_tables(parts) if parts else (tables[0].slice(0, 0) if tables else None)
+    if drop_dead:
+        held = np.asarray(merged.column(key).to_numpy(), np.uint64) if merged is not None else keys[:0]
+        keys = keys[np.isin(keys, held)]
+    return {"keys": keys, ROWS: merged}
+
+
+class RowsChunkLog(ChunkLog):
+    """A :class:`ChunkLog` of keys that own many rows each (see :func:`merge_row_chunks`); the key
+    column is named by :attr:`key` (a subclass sets it)."""
+
+    key = ""
+
+    @classmethod
+    def merge(cls, chunks: Sequence[Records], *, drop_dead: bool) -> Records:
+        """Each key's rows from the newest chunk naming it."""
+        return merge_row_chunks(chunks, drop_dead=drop_dead, key=cls.key)
+
+    @staticmethod
+    def size(records: Records) -> int:
+        """Keys named plus rows held."""
+        rows = records[ROWS]
+        return len(records["keys"]) + (0 if rows is None else int(rows.num_rows))
+
+
+class ChunkedSnapshot(PickledSnapshot):
+    """Mixin: a state that snapshots as one pickle while small, as a :class:`ChunkLog` manifest once
+    its pickle reached the inline threshold (and from then on).
+
+    A subclass says which log it keeps (:attr:`log_class`), marks everything changed when the log
+    starts (:meth:`_mark_all_changed`), turns what changed since the last snapshot into records
+    (:meth:`_changed_records`) and wraps a manifest into the object a snapshot pickles
+    (:meth:`_chunked_snapshot`, whose unpickling rebuilds the state). Its ``__getstate__`` leaves
+    out ``_log``, ``_chunk_root`` and ``_inline_bytes`` (the class defaults below stand in, also for
+    states pickled before this mixin).
+    """
+
+    log_class: type[ChunkLog] = ChunkLog
+    _log: ChunkLog | None = None
+    _chunk_root: Path | None = None
+    _inline_bytes = 0
+
+    def keep_chunks(self, root: Path, inline_bytes: int = 0) -> None:
+        """Snapshot as chunk files under ``root`` once the state's whole pickle reaches
+        ``inline_bytes`` (0: from the next snapshot on); below that, one pickle as without.
+
+        The first chunked snapshot writes the whole state; each later one only what changed since.
+        A state stays chunked once it switched (its chunks are what later snapshots name).
+        """
+        self._chunk_root, self._inline_bytes = root, inline_bytes
+
+    @property
+    def chunked(self) -> bool:
+        """Whether snapshots are chunk manifests (else whole pickles)."""
+        return self._log is not None
+
+    @property
+    def snapshot_bytes(self) -> int:
+        """Chunk bytes written by snapshots so far (0 without a chunk log)."""
+        return 0 if self._log is None else self._log.bytes_written
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Frozen:
+        if self._log is None:
+            whole = super().__deepcopy__(memo)
+            if self._chunk_root is None or len(whole.data) < self._inline_bytes:
+                return whole
+            self._log = self.log_class.create(self._chunk_root)
+            self._mark_all_changed()
+        manifest = self._log.append(self._changed_records())
+        return Frozen(pickle.dumps(self._chunked_snapshot(manifest), protocol=pickle.HIGHEST_PROTOCOL))
+
+    def _mark_all_changed(self) -> None:
+        raise NotImplementedError
+
+    def _changed_records(self) -> Records:
+        raise NotImplementedError
+
+    def _chunked_snapshot(self, manifest: Manifest) -> object:
+        raise NotImplementedError

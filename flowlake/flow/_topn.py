@@ -20,6 +20,12 @@ A retraction of a row that is not live is dropped (counted in ``dropped_retracti
 partition has spilled rows that is only known when the spill is netted, so until then it waits there
 as a negative weight (and would cancel an identical row inserted later).
 
+With a state folder (:meth:`TopNState.keep_chunks`) a large state snapshots what changed since the
+last snapshot: the kept and spilled rows of every partition hash a batch touched (a hash without rows
+is a tombstone) go to a chunk file of a :class:`~flowlake.flow._snapshot.RowsChunkLog`, and the
+snapshot is the manifest; a resume merges the chunks back (each hash's rows from the newest chunk
+naming it) and derives the spilled hashes and pending retractions from the spill.
+
 A batch is folded with one sort of the touched partitions' kept rows and the batch's changes,
 netting identical rows; the new top ``n`` of each touched partition is compared with the old one and
 only the difference goes out: with a rank column, a rank whose row changed becomes ``-U``/``+U``
@@ -39,7 +45,7 @@ import pyarrow.compute as pc
 
 from flowlake.changelog import KIND_COLUMN, RowKind
 from flowlake.flow._relational import body_schema
-from flowlake.flow._snapshot import PickledSnapshot
+from flowlake.flow._snapshot import ROWS, ChunkedSnapshot, Manifest, Records, RowsChunkLog
 from flowlake.flow._stateform import from_state
 from flowlake.flow.batch import _zero, kinds_of, weights
 from flowlake.table.bucketing import key_hash, sorted_unique
@@ -49,6 +55,8 @@ _PH = "__flowlake_ph"
 _W = "__flowlake_w"
 _SRC = "__flowlake_src"
 _RANK = "__flowlake_rank"
+_WHERE = "__flowlake_where"
+"""Snapshot chunk column: 0 for a kept row, 1 for a spilled one."""
 _INTERNAL = (_PH, _W, _SRC, _RANK)
 _HASHABLE = (
     pa.types.is_integer, pa.types.is_string, pa.types.is_large_string, pa.types.is_binary,
@@ -125,7 +133,13 @@ def _group_rank(starts: np.ndarray) -> np.ndarray:
     return index - first
 
 
-class TopNState(PickledSnapshot):
+class TopNChunkLog(RowsChunkLog):
+    """Snapshot chunks of Top-N state: rows keyed by their partition hash."""
+
+    key = _PH
+
+
+class TopNState(ChunkedSnapshot):
     """The kept best rows and the spilled rest of the partitions of one key partition of the stream.
 
     Args:
@@ -157,6 +171,8 @@ class TopNState(PickledSnapshot):
         self.spill_retractions = 0
         """Retractions in ``spill`` not yet netted."""
         self.dropped_retractions = 0
+        self._changed: list[np.ndarray] = []
+        """Partition hashes changed since the last chunked snapshot (kept only while chunked)."""
 
     def __len__(self) -> int:
         """Rows held (kept and spilled)."""
@@ -210,7 +226,54 @@ class TopNState(PickledSnapshot):
 
     # -- folding --------------------------------------------------------------------------------------
 
+    # -- snapshots (see ChunkedSnapshot) --------------------------------------------------------------
+
+    log_class = TopNChunkLog
+    net_spill_min = 65_536
+    """Retractions the spill holds before it is netted (also at least a quarter of its rows)."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_changed"] = []
+        for name in ("_log", "_chunk_root", "_inline_bytes"):  # the snapshot's, not the state's
+            state.pop(name, None)
+        return state
+
+    def _note(self, hashes: np.ndarray) -> None:
+        if self._log is not None and len(hashes):
+            self._changed.append(np.asarray(hashes, np.uint64))
+
+    def _mark_all_changed(self) -> None:
+        self._changed = []
+        if self.kept is not None:
+            self._changed.append(np.asarray(self.kept.column(_PH).to_numpy(), np.uint64))
+        self._changed += [np.asarray(t.column(_PH).to_numpy(), np.uint64) for t in self.spill]
+
+    def _changed_records(self) -> Records:
+        """The kept and spilled rows of the partition hashes changed since the last snapshot."""
+        keys = sorted_unique(np.concatenate(self._changed)) if self._changed else np.empty(0, np.uint64)
+        self._changed = []
+        if self.kept is None:
+            return {"keys": keys, ROWS: None}
+        value_set = pa.array(keys, pa.uint64())
+        kept = self.kept.filter(pc.is_in(self.kept.column(_PH), value_set=value_set))
+        parts = [kept.append_column(_W, pa.array(np.ones(kept.num_rows, np.int64)))
+                     .append_column(_WHERE, pa.array(np.zeros(kept.num_rows, np.int8)))]  # fmt: skip
+        for chunk in self.spill:
+            rows = chunk.filter(pc.is_in(chunk.column(_PH), value_set=value_set))
+            parts.append(rows.append_column(_WHERE, pa.array(np.ones(rows.num_rows, np.int8))))
+        return {"keys": keys, ROWS: pa.concat_tables(parts).combine_chunks()}
+
+    def _chunked_snapshot(self, manifest: Manifest) -> object:
+        scalars = {
+            "partition_by": self.partition_by, "order_by": self.order_by, "n": self.n, "rank": self.rank,
+            "buffer": self.buffer, "dropped_retractions": self.dropped_retractions,
+            "schema": None if self.kept is None else self.kept.schema,
+        }  # fmt: skip
+        return _ChunkedTopN(manifest, scalars)
+
     def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("_changed", [])
         if "live" in state:  # pickled by the former per-row Top-N: its rows are folded in on first use
             legacy = [row for entries in state.pop("live").values() for _, row in entries]
             state.pop("emitted", None)
@@ -253,6 +316,7 @@ class TopNState(PickledSnapshot):
         if len(needy):
             new, evicted = self._refill(new, evicted, needy)
         self.kept = pa.concat_tables([others, new])
+        self._note(touched)  # only touched partitions' kept and spilled rows change (needy ⊆ touched)
         self._to_spill(evicted)
         return self._diff(schema, old, new)
 
@@ -326,12 +390,13 @@ class TopNState(PickledSnapshot):
         self.spill.append(evicted)
         self.spilled = sorted_unique(np.concatenate([self.spilled, evicted.column(_PH).to_numpy()]))
         self.spill_retractions += int(pc.sum(pc.less(evicted.column(_W), 0)).as_py() or 0)
-        if self.spill_retractions > max(65_536, sum(t.num_rows for t in self.spill) // 4):
+        if self.spill_retractions > max(self.net_spill_min, sum(t.num_rows for t in self.spill) // 4):
             self._net_spill()
 
     def _net_spill(self) -> None:
         """Net the whole spill (rows against their retractions) into one chunk."""
         spill = pa.concat_tables(self.spill)
+        self._note(sorted_unique(spill.column(_PH).to_numpy()))
         work = _with(spill.drop_columns([_W]), spill.column(_W).to_numpy(), 1)
         order, _, row_starts = self._sorted(work)
         firsts = np.flatnonzero(row_starts)
@@ -422,3 +487,36 @@ def _with(table: pa.Table, weight: np.ndarray, src: int) -> pa.Table:
     """``table`` with a weight and a source column (0: kept rows, 1: changes)."""
     table = table.append_column(_W, pa.array(np.asarray(weight, np.int64), pa.int64()))
     return table.append_column(_SRC, pa.array(np.full(table.num_rows, src, np.int8), pa.int8()))
+
+
+class _ChunkedTopN:
+    """A chunked Top-N snapshot: unpickling it (:func:`~flowlake.flow._snapshot.thaw`) rebuilds the state."""
+
+    def __init__(self, manifest: Manifest, scalars: dict[str, Any]) -> None:
+        self.manifest, self.scalars = manifest, scalars
+
+    def __reduce__(self) -> tuple[Any, tuple[Manifest, dict[str, Any]]]:
+        return restore_topn, (self.manifest, self.scalars)
+
+
+def restore_topn(manifest: Manifest, scalars: dict[str, Any]) -> TopNState:
+    """The Top-N state a chunked snapshot describes, its chunk log continuing from that snapshot."""
+    state = TopNState(scalars["partition_by"], scalars["order_by"], scalars["n"], scalars["rank"],
+                      buffer=scalars["buffer"])  # fmt: skip
+    state.dropped_retractions = scalars["dropped_retractions"]
+    log = TopNChunkLog(manifest)
+    rows: pa.Table | None = log.load()[ROWS]
+    schema: pa.Schema | None = scalars["schema"]
+    if schema is not None:
+        if rows is None or not rows.num_rows:
+            state.kept = schema.empty_table()
+        else:
+            spilled = pc.equal(rows.column(_WHERE), 1)
+            state.kept = rows.filter(pc.invert(spilled)).drop_columns([_W, _WHERE]).cast(schema)
+            spill = rows.filter(spilled).drop_columns([_WHERE])
+            if spill.num_rows:
+                state.spill = [spill]
+                state.spilled = sorted_unique(spill.column(_PH).to_numpy().astype(np.uint64))
+                state.spill_retractions = int(pc.sum(pc.less(spill.column(_W), 0)).as_py() or 0)
+    state._log = log
+    return state

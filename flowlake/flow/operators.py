@@ -33,6 +33,7 @@ from flowlake.flow._relational import (
     map_changes,
 )
 from flowlake.flow._snapshot import Frozen, state_dir, thaw
+from flowlake.flow._snapshot import inline_bytes as snapshot_inline_bytes
 from flowlake.flow._topn import SortKey, TopNState
 from flowlake.flow.aggs import Agg, Condition, Window
 from flowlake.flow.batch import ChangeBatch, RowChange, rows, split_by_partition
@@ -133,6 +134,7 @@ def aggregate(
     window: Window | None = None,
     partitions: int = 4,
     chunks: str | os.PathLike[str] | None = None,
+    inline_bytes: int | None = None,
 ) -> AggregateOut:
     """Group and aggregate a changelog with retractions (Flink's group aggregation).
 
@@ -142,11 +144,13 @@ def aggregate(
     start (an updating window: late changes within the horizon update their old window); changes
     beyond the horizon go to ``late`` with a ``reason`` column.
 
-    With ``chunks`` (default ``$FLOWLAKE_STATE_DIR``) each key partition's snapshot costs what
-    changed in the epoch: the changed groups go to an immutable chunk file under that folder and
-    bytewax's snapshot holds only the list of chunks (see :class:`~flowlake.flow._snapshot.ChunkLog`).
-    Every worker that may resume a partition must see the folder. Without it, a snapshot is one
-    pickle of the partition's whole state.
+    With ``chunks`` (default ``$FLOWLAKE_STATE_DIR``; ``flowlake run -r DIR`` sets ``DIR/state``) each
+    key partition's snapshot costs what changed in the epoch once its state is large: the changed
+    groups go to an immutable chunk file under that folder and bytewax's snapshot holds only the list
+    of chunks (see :class:`~flowlake.flow._snapshot.ChunkLog`). A partition whose whole pickle is
+    below ``inline_bytes`` (default ``$FLOWLAKE_STATE_INLINE_BYTES``, else 1 MiB) snapshots as that
+    pickle until it grows past it. Every worker that may resume a partition must see the folder.
+    Without a folder, a snapshot is one pickle of the partition's whole state.
 
     An update of an order moves its amount from one total to the other; the emptied group is deleted:
 
@@ -179,6 +183,7 @@ def aggregate(
     sizes = StateSizes(step_id)
     root = state_dir(chunks)
     chunk_root = None if root is None else root / step_id
+    threshold = snapshot_inline_bytes(inline_bytes)
 
     def fold(
         state: AggregateState | Frozen | None, batch: ChangeBatch
@@ -188,7 +193,7 @@ def aggregate(
             state = AggregateState(by_cols, spec, window)
         state.configure(by_cols, spec, window)
         if chunk_root is not None:
-            state.keep_chunks(chunk_root)
+            state.keep_chunks(chunk_root, threshold)
         out, late = state.apply(batch.data)
         count_records(step_id, "in", batch.data.num_rows)
         count_records(step_id, "out", out.num_rows)
@@ -464,12 +469,18 @@ def top_n(
     n: int,
     rank: str | None = None,
     partitions: int = 4,
+    chunks: str | os.PathLike[str] | None = None,
+    inline_bytes: int | None = None,
 ) -> Stream[ChangeBatch]:
     """The first ``n`` rows of each partition in ``order_by`` order (``ROW_NUMBER() ... <= n``).
 
     Retraction-correct: a change that moves a row into or out of the top ``n`` emits exactly the
     difference. With ``rank`` the output has that column (1..n) and a rank whose row changes emits
     ``-U``/``+U``. Ties on every ``order_by`` column are broken by the other columns.
+
+    ``chunks`` and ``inline_bytes`` as for :func:`aggregate`: with a state folder, a large key
+    partition's snapshot holds only the rows of the partitions (``partition_by`` values) changed
+    since the last one.
 
     >>> import bytewax.operators as op
     >>> from bytewax.dataflow import Dataflow
@@ -492,8 +503,14 @@ def top_n(
     values = op.map_value("unwrap", keyed, lambda item: item[1])
     sizes = StateSizes(step_id)
 
+    root = state_dir(chunks)
+    chunk_root = None if root is None else root / step_id
+    threshold = snapshot_inline_bytes(inline_bytes)
+
     def fold(state: TopNState | Frozen | None, batch: ChangeBatch) -> tuple[TopNState, list[ChangeBatch]]:
         state = thaw(state) or TopNState(part_cols, order, n, rank)
+        if chunk_root is not None:
+            state.keep_chunks(chunk_root, threshold)
         out = state.apply(batch.data)
         count_records(step_id, "in", batch.data.num_rows)
         count_records(step_id, "out", out.num_rows)

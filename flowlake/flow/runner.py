@@ -4,13 +4,22 @@ bytewax's runner parses ``-s/--snapshot-interval`` (which is also the epoch leng
 on) as whole seconds. A lake sink commits once per epoch, so the epoch bounds how fresh an output
 table can be; this runner takes the same arguments but accepts fractions (``-s 0.5``) and otherwise
 hands over to bytewax unchanged. ``flowlake run`` uses it.
+
+With recovery (``-r DIR``) every dataflow also gets a keyed-state folder, so that large aggregate
+and Top-N states snapshot only what changed (see :class:`~flowlake.flow._snapshot.ChunkLog`):
+``--state-dir PATH`` if given, else ``$FLOWLAKE_STATE_DIR``, else ``DIR/state``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
+
+from flowlake.flow._snapshot import STATE_DIR_ENV, STATE_SUBDIR
 
 
 def parse_interval(text: str) -> dt.timedelta:
@@ -19,6 +28,43 @@ def parse_interval(text: str) -> dt.timedelta:
     if not seconds >= 0:
         raise ValueError(f"interval must be >= 0 seconds, got {text!r}")
     return dt.timedelta(seconds=seconds)
+
+
+def split_state_dir(argv: Sequence[str]) -> tuple[list[str], str | None]:
+    """``argv`` without ``--state-dir PATH`` (or ``--state-dir=PATH``), and that path.
+
+    >>> split_state_dir(["flow.py", "-r", "rec", "--state-dir", "st", "-s", "1"])
+    (['flow.py', '-r', 'rec', '-s', '1'], 'st')
+    """
+    rest: list[str] = []
+    given: str | None = None
+    items = iter(argv)
+    for arg in items:
+        if arg == "--state-dir":
+            given = next(items, None)
+            if given is None:
+                raise SystemExit("error: --state-dir needs a folder")
+        elif arg.startswith("--state-dir="):
+            given = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+    return rest, given
+
+
+def state_folder(recovery_directory: str | os.PathLike[str] | None, given: str | None) -> Path | None:
+    """The keyed-state folder of a run: ``given``, else ``$FLOWLAKE_STATE_DIR``, else ``state`` in the
+    recovery directory (None without recovery: nothing is snapshotted then).
+
+    >>> str(state_folder("rec", "/mnt/shared/state"))
+    '/mnt/shared/state'
+    """
+    if given:
+        return Path(given)
+    if os.environ.get(STATE_DIR_ENV):
+        return Path(os.environ[STATE_DIR_ENV])
+    if recovery_directory is None:
+        return None
+    return Path(recovery_directory) / STATE_SUBDIR
 
 
 def main(locate: Callable[[str], Any] | None = None) -> None:
@@ -36,9 +82,13 @@ def main(locate: Callable[[str], Any] | None = None) -> None:
     setup_from_env()  # FLOWLAKE_METRICS_PORT / FLOWLAKE_LOG_FORMAT=json for this worker process
 
     bw._parse_timedelta = parse_interval
+    sys.argv[1:], given_state = split_state_dir(sys.argv[1:])
     kwargs: dict[str, Any] = dict(vars(bw._parse_args()))  # type: ignore[no-untyped-call]
     snapshot_interval = kwargs.pop("snapshot_interval")
     recovery_directory, backup_interval = kwargs.pop("recovery_directory"), kwargs.pop("backup_interval")
+    folder = state_folder(recovery_directory, given_state)
+    if folder is not None:  # read by the stateful operators as the dataflow is built below
+        os.environ[STATE_DIR_ENV] = str(folder)
     kwargs["recovery_config"] = None
     if recovery_directory is not None:
         kwargs["epoch_interval"] = snapshot_interval

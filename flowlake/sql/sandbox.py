@@ -22,6 +22,7 @@ query starts, and :attr:`QueryResult.versions` says which versions were read.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import re
 from collections.abc import Mapping
@@ -101,7 +102,7 @@ def run_query(
         InvalidArgumentError: The SQL does not parse or fails in DuckDB, or ``as_of`` is unusable.
     """
     with sandbox_connection() as con:
-        _check_single_select(sql)
+        _check_single_select(sql, con)
         names = referenced_tables(sql)
         tables = {name: _readable(catalog, name, principal) for name in names}
         versions = _cut(tables, as_of)
@@ -154,16 +155,18 @@ def _function_name(node: exp.Expression) -> str:
     return node.key
 
 
-def statement_type(sql: str) -> str:
+def statement_type(sql: str, con: duckdb.DuckDBPyConnection | None = None) -> str:
     """DuckDB's type of the single statement in ``sql`` (``SELECT``, ``INSERT``, ``MERGE_INTO``, ...).
 
     Raises:
         InvalidArgumentError: The SQL does not parse.
         SqlSandboxError: It holds more or fewer than one statement.
+
+    ``con``: a connection to parse with (parsing runs nothing); a fresh in-memory one if None.
     """
-    with duckdb.connect(":memory:") as con:
+    with contextlib.nullcontext(con) if con is not None else duckdb.connect(":memory:") as parser:
         try:
-            statements = con.extract_statements(sql)
+            statements = parser.extract_statements(sql)
         except duckdb.Error as exc:
             raise InvalidArgumentError(f"SQL does not parse: {exc}") from exc
     if len(statements) != 1:
@@ -171,8 +174,8 @@ def statement_type(sql: str) -> str:
     return str(statements[0].type).rsplit(".", 1)[-1]
 
 
-def _check_single_select(sql: str) -> None:
-    kind = statement_type(sql)
+def _check_single_select(sql: str, con: duckdb.DuckDBPyConnection) -> None:
+    kind = statement_type(sql, con)
     if kind != "SELECT":
         raise SqlSandboxError(f"{kind} statements are not allowed: {_RULES}")
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from flowlake.catalog.base import Commit, CommitRequest, DataFile, FileContent, MetaStore, TableRecord
 from flowlake.changelog import KIND_COLUMN, RowKind
@@ -31,6 +32,7 @@ from flowlake.io.fs import Storage
 from flowlake.io.parquet import parallel, write_parquet
 from flowlake.table.bucketing import key_hash, sorted_unique, split_by_bucket
 from flowlake.table.bucketmap import BucketMap
+from flowlake.table.clustering import ClusterSpec
 from flowlake.table.keystate import KeyState, key_list
 from flowlake.table.lookup import BASE_ROW_GROUP_ROWS
 from flowlake.table.scan import read_changes, read_snapshot
@@ -54,18 +56,29 @@ def write_files(
     content: FileContent,
     parts: Sequence[tuple[int, pa.Table]],
 ) -> list[DataFile]:
-    """Write each ``(bucket, rows)`` part as one Parquet file of ``instant`` (in parallel)."""
+    """Write each ``(bucket, rows)`` part as one Parquet file of ``instant`` (in parallel).
+
+    Base files get Parquet row-group statistics for the table's clustering columns (and its key).
+    A log file keeps its ``-U`` rows (before-images, which only ``changes()`` reads) after the others,
+    in row groups of their own marked by ``_kind`` statistics, so snapshot reads skip them undecoded;
+    ``_pos`` still gives the changelog order.
+    """
+    stats_columns = list(dict.fromkeys([*ClusterSpec.from_properties(record.properties).columns,
+                                        *record.primary_key]))  # fmt: skip
 
     def write_one(item: tuple[int, tuple[int, pa.Table]]) -> DataFile:
         n, (bucket, data) = item
         rel = f"{record.location}/data/bucket-{bucket:05d}/{instant}-{content}-{n}.parquet"
         base = content == "base"
+        layout, group_rows = (data, BASE_ROW_GROUP_ROWS) if base else _before_images_last(data, content)
         written = write_parquet(
             storage,
             storage.path(rel),
-            data,
+            layout,
             dictionary=base,
-            row_group_size=BASE_ROW_GROUP_ROWS if base else None,
+            row_group_size=group_rows,
+            compression="zstd" if base else "lz4",  # logs are read by every merge until compacted
+            statistics=stats_columns if base else [KIND_COLUMN] if group_rows else False,
         )
         return DataFile(
             path=rel, bucket=bucket, content=content, row_count=data.num_rows, size=written.size,
@@ -73,6 +86,19 @@ def write_files(
         )  # fmt: skip
 
     return parallel(write_one, list(enumerate(parts)))
+
+
+def _before_images_last(data: pa.Table, content: FileContent) -> tuple[pa.Table, int | None]:
+    """A log's rows with the ``-U`` rows moved after the others (each part keeping its order), and
+    the row-group size that puts them in groups of their own; ``(data, None)`` if there is nothing
+    to move."""
+    if content != "log" or KIND_COLUMN not in data.column_names:
+        return data, None
+    before = pc.equal(data.column(KIND_COLUMN), int(RowKind.UPDATE_BEFORE))
+    count = int(pc.sum(before).as_py() or 0)
+    if count in (0, data.num_rows):
+        return data, None
+    return pa.concat_tables([data.filter(pc.invert(before)), data.filter(before)]), data.num_rows - count
 
 
 def discard(

@@ -3,14 +3,18 @@
 :mod:`flowlake.table.maintenance` decides what to rewrite; this module does it. Each rewrite group
 (one bucket, or two sibling buckets to merge) is read as a snapshot at the version the compaction
 read. A key table's bucket that holds more than ``bucket_target_rows`` live rows is split (the bucket
-map changes) and two merged siblings become their parent; every resulting bucket's rows are sorted
-by key and written as base files of at most ``target_file_rows`` rows.
+map changes) and two merged siblings become their parent; every resulting bucket's rows are ordered
+(see below) and written as base files of at most ``target_file_rows`` rows.
 
 The commit replaces exactly the files read. A plain compaction does not conflict with writes made
 meanwhile (their logs stay on top of the new base files). Buckets that are split or merged are
 *guarded*: writes made to them meanwhile are caught up with (re-routed into the new buckets) before
 the commit lands, see :mod:`~flowlake.table.rebalance`. A rebalance rewrites only the groups that
 split or merge.
+
+Base files are written in the table's clustering order (``sort_by`` / ``cluster_by``, see
+:mod:`~flowlake.table.clustering`), by key when it has none, with Parquet row-group statistics for
+the clustering columns.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from flowlake.catalog.base import Commit, CommitRequest, DataFile, MetaStore, Ta
 from flowlake.io.fs import Storage
 from flowlake.table import maintenance, rebalance
 from flowlake.table.bucketmap import BucketMap
+from flowlake.table.clustering import ClusterSpec
 from flowlake.table.commit import WriteFiles, discard, new_instant
 from flowlake.table.scan import read_snapshot
 from flowlake.table.versions import unless_cleaned
@@ -61,6 +66,8 @@ def compact_once(
     files = store.live_files(record.id, record.current_version)
     plan = maintenance.plan_compaction(files, append_only=append_only, target_file_rows=rows_per_file)
     bmap = BucketMap.from_json(record.bucket_map, record.buckets)
+    cluster = ClusterSpec.from_properties(props)
+    cluster.check(record.qualified_name, record.schema)
     if append_only:
         groups = [maintenance.RewriteGroup((b,), tuple(fs)) for b, fs in sorted(plan.by_bucket.items())]
     else:
@@ -77,7 +84,7 @@ def compact_once(
             continue
         if set(pieces) != set(group.buckets):
             guarded.extend(group.buckets)
-        outputs += _base_parts(pieces, record.primary_key, rows_per_file)
+        outputs += _base_parts(pieces, record.primary_key, rows_per_file, cluster)
     rewritten = [g for g in groups if not rebalance_only or set(g.buckets) <= set(guarded)]
     if not rewritten:
         return None
@@ -111,12 +118,13 @@ def _reshape(
 
 
 def _base_parts(
-    pieces: dict[int, pa.Table], primary_key: Sequence[str], rows_per_file: int
+    pieces: dict[int, pa.Table], primary_key: Sequence[str], rows_per_file: int, cluster: ClusterSpec
 ) -> list[tuple[int, pa.Table]]:
-    """Each bucket's rows, sorted by key, cut into ``(bucket, rows)`` parts of ``rows_per_file``."""
+    """Each bucket's rows in the table's clustering order (by key if it has none), cut into
+    ``(bucket, rows)`` parts of ``rows_per_file``."""
     parts: list[tuple[int, pa.Table]] = []
     for bucket, piece in sorted(pieces.items()):
-        data = piece.sort_by([(k, "ascending") for k in primary_key]) if primary_key else piece
+        data = piece.take(pa.array(cluster.order(piece, primary_key))) if piece.num_rows else piece
         parts += [(bucket, data.slice(s, rows_per_file)) for s in range(0, data.num_rows, rows_per_file)]
     return parts
 

@@ -5,9 +5,10 @@ the row positions in that order and the file's row-group boundaries. It is built
 are immutable: their names carry the commit instant and a uuid, and the first read verifies the
 file's checksum) and kept in a process-wide LRU cache bounded in bytes. A lookup then costs, per file,
 one binary search of the wanted hashes; only files with a hit are read, and of them only the row
-groups holding the hits (compaction writes base files sorted by key in row groups of
-:data:`BASE_ROW_GROUP_ROWS` rows). The hits of every file are merged as a snapshot read merges
-(newest image per key, deletes removed), then matched to the wanted keys on their values, so a hash
+groups holding the hits (compaction writes base files in row groups of :data:`BASE_ROW_GROUP_ROWS`
+rows, ordered by key or by the table's ``sort_by`` / ``cluster_by``: the index does not care). The
+hits of every file are merged as a snapshot read merges (newest image per key, deletes removed), then
+matched to the wanted keys on their values, so a hash
 collision never returns another key's row.
 
 No bucket routing is needed: at any version a key's images live in the files of one bucket, and a

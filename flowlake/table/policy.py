@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flowlake.errors import InvalidArgumentError
+from flowlake.table.clustering import parse_cluster_columns, parse_columns
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -143,6 +144,12 @@ SPECS: dict[str, PropertySpec] = {
                      "catch-up rounds a split tries before fencing its bucket (default 3)", 1, 100),
         PropertySpec("bucket_fence_seconds", float, "a number of seconds from 0.001 to 600", None,
                      "longest a split may fence writers off a bucket (default 3)", 0.001, 600),
+        PropertySpec("sort_by", parse_columns, "column names separated by commas (empty unsets)", None,
+                     "compaction sorts base files by these columns (then the key), so range filters "
+                     "on them skip row groups"),
+        PropertySpec("cluster_by", parse_cluster_columns, "one to three column names separated by commas",
+                     None, "compaction writes base files in Z-order of these columns (then the key), so "
+                     "range filters on any of them skip row groups"),
         PropertySpec("conflict_policy", _choice("retry", "fail", "merge-columns"),
                      "one of retry, fail, merge-columns", None,
                      "what a writer does when another committed the same keys first (default retry)"),

@@ -2,10 +2,16 @@
 
 Skipping files is only safe where it cannot resurrect an older image of a key. For each bucket:
 
-* a file whose stats cannot match the filter is read for its key columns only, and its rows count as
-  deletions in the merge (their keys' newest images do not match, so older ones must not win);
-* a bucket where no file can match is skipped whole;
-* a bucket with base files only (compacted) needs no merge, and non-matching files are skipped whole.
+* a log file whose stats cannot match the filter is read for its key columns only, and its rows count
+  as deletions in the merge (their keys' newest images do not match, so older ones must not win);
+* a base file that cannot match is skipped whole (base files are a bucket's oldest layer: their rows
+  never hide a newer image), and of a base file that may match only the row groups whose footer
+  statistics may match are decoded (compaction writes statistics for the clustering columns and the
+  key, see :mod:`flowlake.table.clustering`);
+* a bucket where no file can match is skipped whole; a bucket with base files only needs no merge.
+
+Every file of the snapshot is read in one parallel pass (pyarrow decodes without the GIL), then each
+bucket with log files is merged (:mod:`flowlake.table.merge`), also in parallel.
 
 The filter is then applied to the merged rows, so results are exact whatever the stats say.
 """
@@ -13,13 +19,15 @@ The filter is then applied to the merged rows, so results are exact whatever the
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
 from flowlake.catalog.base import DataFile
 from flowlake.changelog import KIND_COLUMN, SEQ_COLUMN, RowKind
@@ -27,7 +35,15 @@ from flowlake.io.fs import Storage
 from flowlake.io.parquet import parallel, read_parquet
 from flowlake.table.merge import latest_rows
 from flowlake.table.schema import conform
-from flowlake.table.stats import Filter, filter_columns, may_match, read_stats, to_expression
+from flowlake.table.stats import (
+    Filter,
+    filter_columns,
+    matching_row_groups,
+    may_match,
+    normalize_filter,
+    read_stats,
+    to_expression,
+)
 from flowlake.table.writer import POS_COLUMN
 
 
@@ -39,6 +55,8 @@ class ScanMetrics:
     files_read: int = 0
     files_keys_only: int = 0
     files_skipped: int = 0
+    row_groups_skipped: int = 0
+    """Row groups of base files left undecoded by their footer statistics."""
     rows_read: int = 0
     buckets_merged: int = 0
     by_bucket: dict[int, int] = field(default_factory=dict)
@@ -49,12 +67,52 @@ class _Task:
     file: DataFile
     columns: list[str]
     keys_only: bool
+    filter: Filter | None = None
+    """Base files only: decode just the row groups whose footer statistics may match."""
 
 
-def _read_task(storage: Storage, schema: pa.Schema, task: _Task) -> pa.Table:
+def _row_groups(filter: Filter, skipped: list[int], metadata: pq.FileMetaData) -> list[int] | None:
+    chosen = matching_row_groups(filter, metadata)
+    if chosen is not None:
+        skipped.append(metadata.num_row_groups - len(chosen))  # list.append is atomic across threads
+    return chosen
+
+
+def _image_row_groups(metadata: pq.FileMetaData) -> list[int] | None:
+    """The row groups of a log file that hold more than ``-U`` rows (by their ``_kind`` statistics;
+    None, all of them, for a file written without)."""
+    if metadata.num_row_groups < 2:
+        return None
+    names = [metadata.row_group(0).column(j).path_in_schema for j in range(metadata.num_columns)]
+    if KIND_COLUMN not in names:
+        return None
+    j = names.index(KIND_COLUMN)
+    chosen = []
+    for i in range(metadata.num_row_groups):
+        chunk = metadata.row_group(i).column(j)
+        stats = chunk.statistics if chunk.is_stats_set else None
+        only_before = (
+            stats is not None and stats.has_min_max and stats.min == stats.max == int(RowKind.UPDATE_BEFORE)
+        )
+        if not only_before:
+            chosen.append(i)
+    return chosen
+
+
+def _row_group_chooser(
+    task: _Task, skipped: list[int]
+) -> Callable[[pq.FileMetaData], Sequence[int] | None] | None:
+    """What picks the row groups to decode: a log's groups holding images; a base file's groups
+    whose statistics may match the filter; None: all groups."""
+    if task.file.content != "base":
+        return _image_row_groups
+    return None if task.filter is None else partial(_row_groups, task.filter, skipped)
+
+
+def _read_task(storage: Storage, schema: pa.Schema, task: _Task, skipped: list[int]) -> pa.Table:
     """A file's ``task.columns`` (conformed to ``schema``) and ``_kind``: 0 for base rows, the stored
-    kind for log rows (``-U`` rows included: the bucket's merge drops them once for all its logs), ``-D``
-    for a keys-only read."""
+    kind for log rows, ``-D`` for a keys-only read. A log's row groups of ``-U`` rows only are not
+    decoded; ``-U`` rows mixed with others (older files) are read, and the merge skips them."""
     is_log = task.file.content != "base"  # a log, or a split's moved changes
     wanted = [c for c in task.columns if c in schema.names]
     projected = read_parquet(
@@ -63,6 +121,7 @@ def _read_task(storage: Storage, schema: pa.Schema, task: _Task) -> pa.Table:
         [*wanted, *([KIND_COLUMN] if is_log else [])],
         size=task.file.size,
         checksum=task.file.checksum,
+        row_groups=_row_group_chooser(task, skipped),
     )
     if task.keys_only:
         kinds = pa.array(np.full(projected.num_rows, RowKind.DELETE, np.int8))
@@ -74,13 +133,6 @@ def _read_task(storage: Storage, schema: pa.Schema, task: _Task) -> pa.Table:
         projected = projected.drop_columns([KIND_COLUMN])
     target = pa.schema([schema.field(c) for c in wanted])
     return conform(projected, target).append_column(KIND_COLUMN, kinds)
-
-
-def _without_before_images(logs: list[pa.Table]) -> pa.Table:
-    """The log parts of a bucket as one table, ``-U`` rows left out (every other kind is an image)."""
-    combined = pa.concat_tables(logs) if len(logs) > 1 else logs[0]
-    before = pc.equal(combined.column(KIND_COLUMN), int(RowKind.UPDATE_BEFORE))
-    return combined.filter(pc.invert(before)) if pc.any(before).as_py() else combined
 
 
 def read_snapshot(
@@ -108,36 +160,44 @@ def read_snapshot(
         matching = [
             filter is None or may_match(filter, read_stats(f.stats), f.row_count) for f in bucket_files
         ]
+        pairs = list(zip(bucket_files, matching, strict=True))
         metrics.files += len(bucket_files)
         if not any(matching):
             metrics.files_skipped += len(bucket_files)
             continue
         if not keys or all(f.content == "base" for f in bucket_files):  # nothing to merge
-            chosen = [_Task(f, needed, False) for f, m in zip(bucket_files, matching, strict=True) if m]
+            chosen = [_Task(f, needed, False, _base_filter(f, filter)) for f, m in pairs if m]
             metrics.files_skipped += len(bucket_files) - len(chosen)
             tasks.append(chosen)
             continue
         metrics.buckets_merged += 1
+        # A base file is a bucket's oldest layer: its rows never hide a newer image, so one that
+        # cannot match is skipped whole. A log that cannot match is read for its keys (deletions).
         bucket_tasks = [
-            _Task(f, needed if m else keys, not m) for f, m in zip(bucket_files, matching, strict=True)
+            _Task(f, needed, False, _base_filter(f, filter)) if m else _Task(f, keys, True)
+            for f, m in pairs
+            if m or f.content != "base"
         ]
+        metrics.files_skipped += len(bucket_files) - len(bucket_tasks)
         metrics.files_keys_only += sum(1 for t in bucket_tasks if t.keys_only)
         tasks.append(bucket_tasks)
     metrics.files_read += sum(1 for group in tasks for t in group if not t.keys_only)
     needed_schema = pa.schema([schema.field(c) for c in needed]).append(pa.field(KIND_COLUMN, pa.int8()))
 
-    def bucket_rows(group: list[_Task]) -> list[pa.Table]:
-        parts = [_fill(_read_task(storage, schema, t), needed_schema) for t in group]
+    flat = [t for group in tasks for t in group]
+    skipped: list[int] = []
+    read = parallel(lambda t: _fill(_read_task(storage, schema, t, skipped), needed_schema), flat)
+    metrics.row_groups_skipped += sum(skipped)
+    starts = np.cumsum([0, *(len(group) for group in tasks)])
+    groups = [(group, read[starts[i] : starts[i + 1]]) for i, group in enumerate(tasks)]
+
+    def bucket_rows(item: tuple[list[_Task], list[pa.Table]]) -> list[pa.Table]:
+        group, parts = item
         if not keys or all(t.file.content == "base" for t in group):
             return [p.drop_columns([KIND_COLUMN]) for p in parts]
-        base_parts = [p for p, t in zip(parts, group, strict=True) if t.file.content == "base"]
-        log_parts = parts[len(base_parts) :]  # tasks are in commit order: base files first
-        merged = [*base_parts, _without_before_images(log_parts)] if log_parts else base_parts
-        whole_bases = sum(1 for t in group if t.file.content == "base" and not t.keys_only)
-        base_count = whole_bases if whole_bases == _base_count(group) else 0
-        return [latest_rows(merged, keys, base_count=base_count)]
+        return [latest_rows(parts, keys, base_count=_base_count(group))]
 
-    merged_parts = [part for parts in parallel(bucket_rows, tasks) for part in parts]
+    merged_parts = [part for parts in parallel(bucket_rows, groups) for part in parts]
     metrics.rows_read += sum(p.num_rows for p in merged_parts)
     result_schema = pa.schema([schema.field(c) for c in needed])
     result = pa.concat_tables(merged_parts) if merged_parts else result_schema.empty_table()
@@ -147,7 +207,13 @@ def read_snapshot(
 
 
 def snapshot_dataset(
-    storage: Storage, files: Sequence[DataFile], schema: pa.Schema, primary_key: Sequence[str]
+    storage: Storage,
+    files: Sequence[DataFile],
+    schema: pa.Schema,
+    primary_key: Sequence[str],
+    *,
+    columns: Sequence[str] | None = None,
+    filter: Filter | None = None,
 ) -> ds.Dataset:
     """A snapshot as a ``pyarrow.dataset.Dataset`` that reads base files lazily.
 
@@ -155,22 +221,70 @@ def snapshot_dataset(
     dataset, read when the dataset is scanned; only buckets with log files are merged in memory. So
     memory grows with what compaction has not folded yet, not with the table. (pyarrow cannot union
     a filtered dataset, so a bucket's base files cannot be read lazily minus the keys its logs
-    changed.)
+    changed.) A scanner's filter skips base files by their catalog stats and row groups by their
+    footers (see :func:`_base_dataset`).
+
+    ``columns`` (plus those a DNF ``filter`` reads) are the dataset's columns; ``filter`` is applied
+    to its rows, and before that skips the files that cannot match and merges the buckets with log
+    files as a filtered :func:`read_snapshot` does.
     """
     keys = list(primary_key)
+    wanted = list(columns) if columns is not None else schema.names
+    needed = [c for c in dict.fromkeys([*wanted, *sorted(filter_columns(filter))]) if c in schema.names]
+    if isinstance(filter, pc.Expression):
+        needed = schema.names  # the columns an Expression reads are not known
+    shown = pa.schema([schema.field(c) for c in needed])
     logged = {f.bucket for f in files if f.content != "base"} if keys else set()
-    lazy = _base_dataset(storage, [f for f in files if f.bucket not in logged], schema)
-    if not logged:
-        return lazy
-    merged = read_snapshot(storage, [f for f in files if f.bucket in logged], schema, keys)
-    return ds.dataset([lazy, ds.dataset(merged)])
+    base = [
+        f
+        for f in files
+        if f.bucket not in logged and (filter is None or may_match(filter, read_stats(f.stats), f.row_count))
+    ]
+    lazy = _base_dataset(storage, base, schema, shown)
+    if logged:
+        merged = read_snapshot(
+            storage, [f for f in files if f.bucket in logged], schema, keys, columns=needed, filter=filter
+        )
+        lazy = ds.dataset([lazy, ds.dataset(merged)])
+    return lazy if filter is None else lazy.filter(to_expression(filter))
 
 
-def _base_dataset(storage: Storage, files: Sequence[DataFile], schema: pa.Schema) -> ds.Dataset:
-    paths = [storage.path(f.path) for f in files]
-    if not paths:
-        return ds.dataset(schema.empty_table())
-    return ds.dataset(paths, schema=schema, format="parquet", filesystem=storage.fs)
+def _base_dataset(
+    storage: Storage, files: Sequence[DataFile], schema: pa.Schema, shown: pa.Schema
+) -> ds.Dataset:
+    """Base files as a lazy dataset; each file carries its catalog min/max as a guarantee, so a
+    scanner's filter (pyarrow's, or DuckDB's pushed into it) skips files without opening them, and
+    the footers' row-group statistics skip row groups."""
+    if not files:
+        return ds.dataset(shown.empty_table())
+    fmt = ds.ParquetFileFormat()
+    fragments = [
+        fmt.make_fragment(
+            storage.path(f.path), filesystem=storage.fs, partition_expression=_guarantee(f, schema)
+        )
+        for f in files
+    ]
+    return ds.FileSystemDataset(fragments, shown, fmt, filesystem=storage.fs)
+
+
+def _guarantee(file: DataFile, schema: pa.Schema) -> pc.Expression:
+    """What every row of ``file`` satisfies, from its catalog stats: ``min <= c <= max`` for each
+    column without nulls (a column with nulls, or without bounds, promises nothing)."""
+    guarantee: pc.Expression = pc.scalar(True)
+    for name, col in read_stats(file.stats).items():
+        if name not in schema.names or col.null_count or col.min is None or col.max is None:
+            continue
+        dtype = schema.field(name).type
+        try:
+            lo, hi = pa.scalar(col.min, dtype), pa.scalar(col.max, dtype)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
+            continue
+        guarantee = guarantee & (pc.field(name) >= lo) & (pc.field(name) <= hi)
+    return guarantee
+
+
+def _base_filter(file: DataFile, filter: Filter | None) -> Filter | None:
+    return filter if file.content == "base" and normalize_filter(filter) is not None else None
 
 
 def _base_count(group: list[_Task]) -> int:

@@ -21,6 +21,7 @@ from typing import Any, TypeAlias
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from flowlake.errors import InvalidArgumentError
 
@@ -255,3 +256,32 @@ def may_match(filter_: Filter | None, stats: dict[str, ColumnStats], rows: int) 
     if groups is None:
         return True
     return any(all(_predicate_may_match(p, stats, rows) for p in group) for group in groups)
+
+
+def row_group_stats(metadata: pq.FileMetaData, index: int) -> dict[str, ColumnStats]:
+    """What a Parquet file's footer says about the columns of row group ``index`` (columns written
+    without statistics are left out, so they never rule the group out)."""
+    group = metadata.row_group(index)
+    out: dict[str, ColumnStats] = {}
+    for j in range(group.num_columns):
+        chunk = group.column(j)
+        stats = chunk.statistics if chunk.is_stats_set else None
+        if stats is None or not stats.has_null_count:
+            continue
+        bounds = (stats.min, stats.max) if stats.has_min_max else (None, None)
+        out[chunk.path_in_schema] = ColumnStats(bounds[0], bounds[1], stats.null_count)
+    return out
+
+
+def matching_row_groups(filter_: Filter | None, metadata: pq.FileMetaData) -> list[int] | None:
+    """The row groups of a file whose footer statistics may satisfy a DNF filter; None: all of them
+    (no filter, an Expression, or no statistics to go by)."""
+    if normalize_filter(filter_) is None or metadata.num_row_groups == 0:
+        return None
+    if not any(metadata.row_group(0).column(j).is_stats_set for j in range(metadata.num_columns)):
+        return None
+    return [
+        i
+        for i in range(metadata.num_row_groups)
+        if may_match(filter_, row_group_stats(metadata, i), metadata.row_group(i).num_rows)
+    ]

@@ -37,6 +37,7 @@ from flowlake.runtime.observability import CONFLICTS, record_commit
 from flowlake.table import cleaning, compaction, maintenance, versions
 from flowlake.table.bucketing import partition_rows
 from flowlake.table.bucketmap import BucketMap
+from flowlake.table.clustering import ClusterSpec
 from flowlake.table.commit import (
     commit_changelog,
     commit_plan,
@@ -572,19 +573,36 @@ class LakeTable:
         """Raise ``VersionCleanedError`` if a clean moved past ``version`` while the block read it."""
         return versions.unless_cleaned(self._store, self._record.id, self.name, version)
 
-    def dataset(self, version: int | None = None) -> ds.Dataset:
+    def dataset(
+        self,
+        version: int | None = None,
+        *,
+        columns: Sequence[str] | None = None,
+        filter: Filter | None = None,
+    ) -> ds.Dataset:
         """A snapshot as a ``pyarrow.dataset.Dataset`` (DuckDB and Polars can query it).
 
         Compacted buckets are read lazily, when the dataset is scanned; only buckets with log files
         are merged in memory (see :func:`~flowlake.table.scan.snapshot_dataset`), so after
-        ``compact()`` a table larger than memory can be queried. Keep the version pinned
+        ``compact()`` a table larger than memory can be queried. A scanner's filter (pyarrow's, or
+        DuckDB's pushed into the scan) skips base files by their catalog min/max and row groups by
+        their footer statistics (see :mod:`flowlake.table.clustering`). ``columns`` (plus those a
+        DNF ``filter`` reads) restrict the dataset's columns; ``filter`` (as in :meth:`read`) is
+        applied to its rows and also prunes the buckets merged in memory. Keep the version pinned
         (``t.pin()``) while scanning if cleaning may run.
         """
         v = self.resolve_version(version)
         schema = self._schema_at(v)
+        if columns is not None:
+            missing = [c for c in columns if c not in schema.names]
+            if missing:
+                raise InvalidArgumentError(f"table {self.name!r} at version {v} has no column(s) {missing}")
+        filter = fit_filter(self.name, filter, schema)
         with self._unless_cleaned(v):
             files = self._store.live_files(self._record.id, v)
-            return snapshot_dataset(self._storage, files, schema, self.primary_key)
+            return snapshot_dataset(
+                self._storage, files, schema, self.primary_key, columns=columns, filter=filter
+            )
 
     def changes(
         self, start: int, end: int | None = None, *, columns: Sequence[str] | None = None
@@ -731,7 +749,8 @@ class LakeTable:
         Only the properties in :data:`flowlake.table.policy.SPECS` can be set: the ``maintain.*``
         policy of the table services, the stall limit ``log_backlog_compact``, compaction's
         ``target_file_rows`` / ``bucket_target_rows`` / ``split_catchup_rounds`` /
-        ``bucket_fence_seconds`` and ``conflict_policy``. Needs ``admin`` on the table.
+        ``bucket_fence_seconds``, ``conflict_policy`` and the clustering of base files, ``sort_by`` /
+        ``cluster_by`` (see :mod:`flowlake.table.clustering`). Needs ``admin`` on the table.
 
         >>> import flowlake as fl
         >>> cat = fl.connect(catalog="sqlite://", warehouse="memory://props-doc")
@@ -750,6 +769,11 @@ class LakeTable:
             for k, v in merged.items()
         }
         checked = validate_updates(text)
+        if {"sort_by", "cluster_by"} & set(checked):
+            after = {**self.refresh().properties, **checked}
+            ClusterSpec.from_properties({k: v for k, v in after.items() if v is not None}).check(
+                self.name, self.schema
+            )
         if checked:
             self._record = self._store.set_table_properties(self._record.id, checked)
         return self.properties

@@ -1,6 +1,7 @@
-"""Chunked aggregate snapshots under kill -9 and a rescale: a flow with a state folder is killed while
-its input keeps changing and resumed with a different number of workers (1 → 2 → 1); every committed
-output version equals the batch recompute at the input version it records, and no token repeats."""
+"""Chunked aggregate snapshots under kill -9 and a rescale: a flow run by flowlake's runner with
+recovery (which gives it the state folder ``<recovery>/state`` by default) is killed while its input
+keeps changing and resumed with a different number of workers (1 → 2 → 1); every committed output
+version equals the batch recompute at the input version it records, and no token repeats."""
 
 from __future__ import annotations
 
@@ -49,19 +50,19 @@ def test_kill_9_and_rescale_with_chunked_snapshots(tmp_path: Path) -> None:
     recovery = tmp_path / "recovery"
     recovery.mkdir()
     subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), "1"], check=True)
-    chunks = tmp_path / "chunks"
+    chunks = recovery / "state"  # the runner's default beside the recovery partitions
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != "FLOWLAKE_STATE_DIR"},
         "FLOWLAKE_CATALOG": cat.catalog_url,
         "FLOWLAKE_WAREHOUSE": cat.storage.uri,
         "FLOWLAKE_FLOW_MAX_VERSIONS": "2",
         "FLOWLAKE_FLOW_POLL": "0.05",
         "FLOWLAKE_HORIZON": "100d",
-        "FLOWLAKE_STATE_DIR": str(chunks),
+        "FLOWLAKE_STATE_INLINE_BYTES": "0",  # these states are small: chunk them anyway
     }
 
     def command(workers: int) -> list[str]:
-        return [sys.executable, "-m", "bytewax.run", "dataflows/dws_shop_minute.py:flow",
+        return [sys.executable, "-m", "flowlake.flow.runner", "dataflows/dws_shop_minute.py:flow",
                 "-r", str(recovery), "-s", "1", "-b", "0", "-w", str(workers)]  # fmt: skip
 
     rng = random.Random(9)

@@ -4,6 +4,7 @@ the same ODS rows, commits' positions, dead letters and their reasons, on messy 
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +13,10 @@ import pyarrow as pa
 import pytest
 
 import flowlake as fl
-from flowlake.cdc._jsonl_bulk import arrow_changelog, groups_of, parse_window
+from flowlake.cdc._jsonl_bulk import MessageBatch, changelog_batch, groups_of, parse_window
 from flowlake.cdc.ingest import OdsIngester
 from flowlake.cdc.jsonl import JsonlSource
-from flowlake.cdc.source import TableFilter
+from flowlake.cdc.source import ChangeBatch, TableFilter
 
 SCHEMA = pa.schema([("id", pa.int64()), ("qty", pa.int64()), ("note", pa.string()), ("price", pa.float64())])
 
@@ -120,12 +121,12 @@ def test_bulk_and_per_line_paths_agree(tmp_path: Path, seed: int, monkeypatch: p
     read_bytes = [1 << 20, 20_000, 50_000, 1 << 20, 15_000, 30_000][seed]
     taken: list[int] = []
 
-    def counting(*args: Any) -> pa.Table | None:
-        table = arrow_changelog(*args)
-        taken.append(0 if table is None else table.num_rows)
-        return table
+    def counting(batch: MessageBatch, schema: pa.Schema, key: Sequence[str]) -> ChangeBatch | None:
+        changes = changelog_batch(batch, schema, key)
+        taken.append(0 if changes is None else len(changes))
+        return changes
 
-    monkeypatch.setattr("flowlake.cdc.pending.arrow_changelog", counting)
+    monkeypatch.setattr("flowlake.cdc.jsonl.changelog_batch", counting)
     fast = ingest(tmp_path, "bulk", lines, bulk=True, read_bytes=read_bytes)
     slow = ingest(tmp_path, "lines", lines, bulk=False, read_bytes=read_bytes)
     assert fast == slow
@@ -141,7 +142,7 @@ def test_clean_windows_take_the_bulk_path() -> None:
     runs = groups_of(window, 1000)
     assert runs is not None
     batch = window.batch(runs[0][0], runs[0][1], "shop.orders")
-    assert arrow_changelog([batch], SCHEMA, ["id"]) is not None
+    assert changelog_batch(batch, SCHEMA, ["id"]) is not None
 
 
 @pytest.mark.parametrize(

@@ -52,7 +52,7 @@ ops = st.lists(
     st.tuples(
         st.sampled_from(["insert", "update", "delete"]),
         st.integers(0, 5),
-        st.sampled_from(["a", "b", "c", "d", "e", "f"]),
+        st.sampled_from(["a", "b", "c", "d", "e", "f", None]),
         st.one_of(st.none(), st.integers(-500, 500)),
         st.integers(0, 4),
         st.integers(0, 50),
@@ -62,8 +62,15 @@ ops = st.lists(
 WINDOW = Window(on="t", size_us=10_000_000, column="minute", horizon_us=15_000_000)
 
 
-def batches_of(history: list[tuple[Any, ...]], cuts: list[int]) -> list[pa.Table]:
-    """A valid changelog for ``history`` cut into batches of the sizes in ``cuts`` (cycled)."""
+INT_GROUPS = {"a": 0, "b": 1, "c": -1, "d": -2, "e": 2**61 - 1, "f": 2**62, None: None}
+"""Integer group keys in place of the letters: -1 and -2 share a Python hash, as do 0 and 2**61 - 1."""
+INT_SCHEMA = SCHEMA.set(SCHEMA.get_field_index("g"), pa.field("g", pa.int64()))
+
+
+def batches_of(history: list[tuple[Any, ...]], cuts: list[int], int_keys: bool = False) -> list[pa.Table]:
+    """A valid changelog for ``history`` cut into batches of the sizes in ``cuts`` (cycled); with
+    ``int_keys`` the group keys are the integers of :data:`INT_GROUPS`."""
+    schema = INT_SCHEMA if int_keys else SCHEMA
     live: dict[int, dict[str, Any]] = {}
     pending: list[tuple[int, dict[str, Any]]] = []
     out: list[pa.Table] = []
@@ -72,7 +79,14 @@ def batches_of(history: list[tuple[Any, ...]], cuts: list[int]) -> list[pa.Table
     for step, (op_name, key, g, cents, u, secs) in enumerate(history):
         value = None if cents is None else Decimal(cents) / 100
         fval = None if cents is None else cents / 7
-        row = {"id": key, "g": g, "v": value, "f": fval, "u": u, "t": T0 + dt.timedelta(seconds=secs + step)}
+        row = {
+            "id": key,
+            "g": INT_GROUPS[g] if int_keys else g,
+            "v": value,
+            "f": fval,
+            "u": u,
+            "t": T0 + dt.timedelta(seconds=secs + step),
+        }
         old = live.get(key)
         if op_name == "insert" and old is None:
             live[key] = row
@@ -84,9 +98,9 @@ def batches_of(history: list[tuple[Any, ...]], cuts: list[int]) -> list[pa.Table
             del live[key]
             pending.append((RowKind.DELETE, old))
         if len(pending) >= size:
-            out.append(from_rows(pending, SCHEMA))
+            out.append(from_rows(pending, schema))
             pending, size = [], next(sizes)
-    out.append(from_rows(pending, SCHEMA))
+    out.append(from_rows(pending, schema))
     return out
 
 
@@ -100,16 +114,20 @@ def contents(state: AggregateState) -> dict[str, Any]:
             tuple(sorted((n, int(a[gid])) for n, a in state.nonnull.items())),
             tuple(sorted((n, c[gid] or {}) for n, c in state.counters.items())),
         )
-    windows = {w: sorted(state.keys[g] for g in gids) for w, gids in state.window_groups.items()}
+    windows = {w: sorted((state.keys[g] for g in gids), key=repr) for w, gids in state.window_groups.items()}
     return {"groups": groups, "windows": windows, "max_event": state.max_event,
             "dropped": state.dropped_retractions, "late": state.late_changes}  # fmt: skip
 
 
-def resumed(frozen: bytes, window: Window | None) -> AggregateState:
-    """What the operator gets back after bytewax stored and reloaded a snapshot."""
+def resumed(
+    frozen: bytes, window: Window | None, root: Path | None = None, inline: int = 0
+) -> AggregateState:
+    """What the operator gets back after bytewax stored and reloaded a snapshot (and configures)."""
     state = thaw(pickle.loads(frozen))  # noqa: S301 - the test's own bytes
     assert isinstance(state, AggregateState)
     state.configure(["g"], SPEC, window)
+    if root is not None:
+        state.keep_chunks(root, inline)
     return state
 
 
@@ -135,21 +153,35 @@ def run(
     st.lists(st.integers(1, 6), min_size=1, max_size=10),
     st.data(),
     st.booleans(),
+    st.sampled_from([None, 130, 250, 10**9]),
+    st.booleans(),
 )
 def test_resume_from_any_snapshot_equals_the_uninterrupted_run(
-    history: list[tuple[Any, ...]], cuts: list[int], data: st.DataObject, windowed: bool
+    history: list[tuple[Any, ...]],
+    cuts: list[int],
+    data: st.DataObject,
+    windowed: bool,
+    above: int | None,
+    int_keys: bool,
 ) -> None:
-    batches = batches_of(history, cuts)
+    """Snapshots stay whole pickles while below ``above`` bytes more than an empty state's pickle
+    (None: always chunks; a group adds ~60 bytes, so 130 and 250 switch forms as the state grows
+    and a resume may start from an inline snapshot and continue chunked)."""
+    batches = batches_of(history, cuts, int_keys)
     snap_at = data.draw(st.sets(st.integers(0, len(batches) - 1)))
     window = WINDOW if windowed else None
-    with tempfile.TemporaryDirectory() as root:
+    empty = AggregateState(["g"], SPEC, window)
+    empty.apply(batches[0].slice(0, 0))
+    inline = 0 if above is None else len(pickle.dumps(empty)) + above
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
         whole = AggregateState(["g"], SPEC, window)
-        whole.keep_chunks(Path(root))
+        whole.keep_chunks(root, inline)
         outs, snaps = run(whole, batches, snap_at, 0)
         expected = contents(whole)
         for crash in sorted(snaps):
             # a resume after the uninterrupted run went further (it wrote and merged chunks since)
-            state = resumed(snaps[crash], window)
+            state = resumed(snaps[crash], window, root, inline)
             rest = batches[crash + 1 :]
             second = set(data.draw(st.sets(st.integers(crash + 1, crash + 1 + len(rest)), max_size=3)))
             again, snaps2 = run(state, rest, second, crash + 1)
@@ -157,7 +189,7 @@ def test_resume_from_any_snapshot_equals_the_uninterrupted_run(
                 assert got.equals(want)
             assert contents(state) == expected
             for crash2, frozen in snaps2.items():  # a second crash, after the resumed run went on
-                state2 = resumed(frozen, window)
+                state2 = resumed(frozen, window, root, inline)
                 run(state2, batches[crash2 + 1 :], set(), crash2 + 1)
                 assert contents(state2) == expected
 
@@ -196,3 +228,77 @@ def test_a_missing_chunk_is_named_in_the_error(tmp_path: Path) -> None:
         chunk.unlink()
     with pytest.raises(StorageError, match="named by a bytewax snapshot is missing"):
         resumed(frozen, None)
+
+
+def _count_batch(groups: range) -> pa.Table:
+    schema = pa.schema([("g", pa.int64()), ("v", pa.int64())])
+    return from_rows([(RowKind.INSERT, {"g": g, "v": 1}) for g in groups], schema)
+
+
+def is_chunked(state: AggregateState) -> bool:
+    """Whether ``state`` snapshots chunks now (a call: it changes as the state is snapshotted)."""
+    return state.chunked
+
+
+def test_a_small_state_snapshots_inline_until_it_grows(tmp_path: Path) -> None:
+    state = AggregateState(["g"], {"n": aggs.count()}, None)
+    state.keep_chunks(tmp_path, 20_000)
+    state.apply(_count_batch(range(10)))
+    small: object = copy.deepcopy(state)
+    assert isinstance(small, Frozen) and isinstance(small.thaw(), AggregateState)
+    assert not is_chunked(state) and not any(tmp_path.rglob("*.chunk"))
+    state.apply(_count_batch(range(10, 5000)))
+    grown = pickle.dumps(copy.deepcopy(state))
+    assert is_chunked(state) and any(tmp_path.rglob("*.chunk")) and len(grown) < 2000
+    state.apply(_count_batch(range(3)))
+    copy.deepcopy(state)  # chunked from now on, even though the next chunk is small
+    assert state.chunked
+    # both forms resume: the inline one keeps snapshotting inline while small, the chunked one chunked
+    inline = thaw(pickle.loads(pickle.dumps(small)))  # noqa: S301 - the test's own bytes
+    chunked = thaw(pickle.loads(grown))  # noqa: S301 - the test's own bytes
+    assert isinstance(inline, AggregateState) and isinstance(chunked, AggregateState)
+    assert inline.groups == 10 and not inline.chunked
+    assert chunked.groups == 5000 and chunked.chunked
+
+
+def test_a_state_pickled_before_chunked_snapshots_resumes(tmp_path: Path) -> None:
+    """A state pickled by a version without the snapshot bookkeeping attributes (old recovery stores)."""
+    state = AggregateState(["g"], {"n": aggs.count()}, None)
+    state.apply(_count_batch(range(5)))
+    old = state.__getstate__()
+    for name in ("_log", "_chunk_root", "_inline_bytes", "_dirty", "_gone"):
+        old.pop(name, None)
+    back = AggregateState.__new__(AggregateState)
+    back.__setstate__(old)
+    back.configure(["g"], {"n": aggs.count()}, None)
+    back.keep_chunks(tmp_path, 0)
+    back.apply(_count_batch(range(5, 8)))
+    again = resumed(pickle.dumps(copy.deepcopy(back)), None)
+    assert again.groups == 8 and again.chunked
+
+
+def test_a_group_with_a_null_key_is_in_the_chunks(tmp_path: Path) -> None:
+    """A NULL group key is the Python key None, which is not a free slot (chunks once dropped it)."""
+    state = AggregateState(["g"], {"n": aggs.count()}, None)
+    state.keep_chunks(tmp_path)
+    schema = pa.schema([("g", pa.string()), ("v", pa.int64())])
+    state.apply(
+        from_rows([(RowKind.INSERT, {"g": None, "v": 1}), (RowKind.INSERT, {"g": "a", "v": 1})], schema)
+    )
+    back = thaw(pickle.loads(pickle.dumps(copy.deepcopy(state))))  # noqa: S301 - the test's own bytes
+    assert isinstance(back, AggregateState)
+    assert dict(back.index.items()) == dict(state.index.items()) and None in back.index
+
+
+def test_integer_keys_hash_alike_on_every_path() -> None:
+    """Integer keys are indexed by their values where Python hashes them to themselves; a batch with a
+    NULL key takes the general path (Python's hash): both must find the same groups (2**61 - 1 hashes
+    to 0 in Python, -1 like -2)."""
+    schema = pa.schema([("g", pa.int64()), ("v", pa.int64())])
+    state = AggregateState(["g"], {"n": aggs.count()}, None)
+    big = 2**61 - 1
+    state.apply(from_rows([(RowKind.INSERT, {"g": g, "v": 1}) for g in (big, 0, 5)], schema))
+    state.apply(from_rows([(RowKind.INSERT, {"g": g, "v": 1}) for g in (big, None, -1, -2, 0)], schema))
+    state.apply(from_rows([(RowKind.INSERT, {"g": g, "v": 1}) for g in (big, 5)], schema))
+    counts = {key: int(state.rows[gid]) for key, gid in state.index.items()}
+    assert counts == {big: 3, 0: 2, 5: 2, None: 1, -1: 1, -2: 1}

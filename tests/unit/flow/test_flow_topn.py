@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import copy
 import math
+import pickle
 import random
+import tempfile
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -13,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flowlake.changelog import RowKind
-from flowlake.flow._snapshot import thaw
+from flowlake.flow._snapshot import Frozen, thaw
 from flowlake.flow._topn import SortKey, TopNState
 from flowlake.flow.batch import from_rows, rows
 
@@ -205,3 +208,120 @@ def test_a_state_saved_by_the_per_row_top_n_resumes() -> None:
             "+U {'p': 1, 'a': 3, 'b': None, 'c': None, 'rn': 2}",
         ]
     )
+
+
+def state_contents(state: TopNState) -> dict[str, Any]:
+    """Everything a Top-N state's future depends on, independent of row order within the tables."""
+
+    def rows_of(table: pa.Table | None) -> list[str]:
+        return sorted(
+            repr(canon(tuple(r.values()))) for r in (table.to_pylist() if table is not None else [])
+        )
+
+    spill = pa.concat_tables(state.spill) if state.spill else None
+    return {
+        "kept": rows_of(state.kept), "spill": rows_of(spill), "spilled": sorted(state.spilled.tolist()),
+        "spill_retractions": state.spill_retractions, "dropped": state.dropped_retractions,
+    }  # fmt: skip
+
+
+def run_topn(
+    state: TopNState, batches: list[pa.Table], snap_at: set[int], start: int
+) -> tuple[list[pa.Table], dict[int, bytes]]:
+    """Apply ``batches`` (numbered from ``start``), snapshotting like bytewax after those in ``snap_at``."""
+    outs: list[pa.Table] = []
+    snaps: dict[int, bytes] = {}
+    for i, batch in enumerate(batches, start):
+        outs.append(state.apply(batch))
+        if i in snap_at:
+            frozen: object = copy.deepcopy(state)  # bytewax snapshots a deep copy: a Frozen
+            assert isinstance(frozen, Frozen)
+            snaps[i] = pickle.dumps(frozen)
+    return outs, snaps
+
+
+def resumed_topn(frozen: bytes, root: Path, inline: int, net_min: int = TopNState.net_spill_min) -> TopNState:
+    """What the operator gets back after bytewax stored and reloaded a snapshot (and configures)."""
+    state = thaw(pickle.loads(frozen))  # noqa: S301 - the test's own bytes
+    assert isinstance(state, TopNState)
+    state.keep_chunks(root, inline)
+    state.net_spill_min = net_min
+    return state
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    histories, orders, st.integers(1, 3), st.integers(0, 2), st.booleans(), st.data(),
+    st.sampled_from([0, 0, 2500, 10**9]), st.sampled_from([0, TopNState.net_spill_min]),
+)  # fmt: skip
+def test_resume_from_any_chunked_snapshot_equals_the_uninterrupted_run(
+    history: list[list[tuple[str, Row, int]]], order: list[SortKey], n: int, buffer: int,
+    ranked: bool, data: st.DataObject, inline: int, net_min: int,
+) -> None:  # fmt: skip
+    """Chunked snapshots (only the changed partitions' kept and spilled rows; inline below ``inline``
+    bytes, so some runs switch forms midway): a resume from any snapshot, also after the first run
+    went on and after a second crash, gives the uninterrupted run's outputs and state. ``net_min``
+    0 nets the spill (every partition's) whenever a quarter of it is retractions."""
+    live: Counter[Row] = Counter()
+    batches = []
+    for batch in history:
+        changes = changes_of(batch, live)
+        batches.append(from_rows([(k, dict(zip(SCHEMA.names, r, strict=True))) for k, r in changes], SCHEMA))
+    snap_at = data.draw(st.sets(st.integers(0, len(batches) - 1)))
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        whole = TopNState(["p"], order, n, "rn" if ranked else None, buffer=buffer)
+        whole.keep_chunks(root, inline)
+        whole.net_spill_min = net_min
+        outs, snaps = run_topn(whole, batches, snap_at, 0)
+        expected = state_contents(whole)
+        for crash in sorted(snaps):
+            state = resumed_topn(snaps[crash], root, inline, net_min)
+            rest = batches[crash + 1 :]
+            second = set(data.draw(st.sets(st.integers(crash + 1, crash + 1 + len(rest)), max_size=3)))
+            again, snaps2 = run_topn(state, rest, second, crash + 1)
+            for got, want in zip(again, outs[crash + 1 :], strict=True):  # in order (NaN equal to NaN)
+                assert got.schema == want.schema
+                assert [canon(tuple(r.values())) for r in got.to_pylist()] == [
+                    canon(tuple(r.values())) for r in want.to_pylist()
+                ]
+            assert state_contents(state) == expected
+            for crash2, frozen in snaps2.items():
+                state2 = resumed_topn(frozen, root, inline, net_min)
+                run_topn(state2, batches[crash2 + 1 :], set(), crash2 + 1)
+                assert state_contents(state2) == expected
+
+
+def test_a_chunked_top_n_snapshot_holds_only_the_changed_partitions(tmp_path: Path) -> None:
+    state = TopNState(["p"], [SortKey("a", descending=True)], 2, "rn", buffer=1)
+    state.keep_chunks(tmp_path)
+    many = [(INS, {"p": p, "a": a, "b": None, "c": None}) for p in range(2000) for a in range(5)]
+    state.apply(from_rows(many, SCHEMA))
+    copy.deepcopy(state)
+    full = state.snapshot_bytes
+    state.apply(from_rows([(D, {"p": 3, "a": 4, "b": None, "c": None})], SCHEMA))
+    frozen = pickle.dumps(copy.deepcopy(state))
+    assert state.snapshot_bytes - full < full / 50 and len(frozen) < 3000
+    back = resumed_topn(frozen, tmp_path, 0)
+    assert state_contents(back) == state_contents(state) and len(back) == 9_999
+
+
+def test_netting_the_spill_marks_every_partition_it_changed(tmp_path: Path) -> None:
+    """Netting the spill also rewrites partitions the batch did not touch (here A's retraction,
+    spilled an epoch before B's batch set the netting off): their chunks must be rewritten too."""
+    state = TopNState(["p"], [SortKey("a")], 1, None, buffer=0)
+    state.keep_chunks(tmp_path)
+    state.net_spill_min = 0
+
+    def change(kind: int, p: int, a: int) -> tuple[int, dict[str, Any]]:
+        return (kind, {"p": p, "a": a, "b": None, "c": None})
+
+    state.apply(from_rows([change(INS, p, a) for p in (1, 2) for a in range(1, 6)], SCHEMA))
+    copy.deepcopy(state)
+    state.apply(from_rows([change(D, 1, 5)], SCHEMA))  # a spilled row of A: a retraction in the spill
+    copy.deepcopy(state)
+    assert state.spill_retractions == 1
+    state.apply(from_rows([change(D, 2, 5), change(D, 2, 4)], SCHEMA))  # B's: the spill is netted
+    assert state.spill_retractions == 0
+    back = resumed_topn(pickle.dumps(copy.deepcopy(state)), tmp_path, 0, 0)
+    assert state_contents(back) == state_contents(state)

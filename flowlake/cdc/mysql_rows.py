@@ -1,0 +1,223 @@
+"""Binlog row images decoded by columns: a precompiled decoder per table map, no dict per row.
+
+mysql-replication parses every row of a rows event into a dict, value by value, in Python; for a
+table of plain columns that parsing is most of the binlog source's cost. :func:`plan_table` looks at a
+table map once and, when every column is of a kind decoded here (integers of every width, signed or
+not, ``FLOAT``/``DOUBLE``, and ``CHAR``/``VARCHAR``/``TEXT``/``BINARY``/``VARBINARY``/``BLOB`` with a
+charset :mod:`flowlake.cdc.mysql_values` knows), returns a :class:`TablePlan`; :func:`decode_event`
+then reads a rows event's image bytes straight into one Python list per column, giving the same
+values as mysql-replication plus :func:`flowlake.cdc.mysql_values.fix_image` (the server's values).
+
+It only ever *declines*: a table with another column type has no plan, and an event it cannot read
+exactly (a row image without every column, a text value its charset cannot decode, bytes that do not
+add up) returns ``None`` without consuming the event, so that mysql-replication reads it as before
+and the usual dead-letter rules apply.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from flowlake.cdc.mysql_values import ColumnDecoder, decode_text
+
+# mysql-replication's FIELD_TYPE numbers (pymysqlreplication.constants.FIELD_TYPE)
+_TINY, _SHORT, _LONG, _FLOAT, _DOUBLE, _LONGLONG, _INT24 = 1, 2, 3, 4, 5, 8, 9
+_VARCHAR, _BLOB, _STRING = 15, 252, 254
+
+_INTS: Final[dict[tuple[int, bool], struct.Struct]] = {
+    (_TINY, False): struct.Struct("<b"),
+    (_TINY, True): struct.Struct("<B"),
+    (_SHORT, False): struct.Struct("<h"),
+    (_SHORT, True): struct.Struct("<H"),
+    (_LONG, False): struct.Struct("<i"),
+    (_LONG, True): struct.Struct("<I"),
+    (_LONGLONG, False): struct.Struct("<q"),
+    (_LONGLONG, True): struct.Struct("<Q"),
+    (_FLOAT, False): struct.Struct("<f"),
+    (_DOUBLE, False): struct.Struct("<d"),
+}
+
+Reader = Callable[[bytes, int], tuple[Any, int]]
+"""Reads one value at an offset of the image bytes: (value, offset after it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TablePlan:
+    """How to read the row images of one table map: its column names and one reader per column."""
+
+    names: tuple[str, ...]
+    readers: tuple[Reader, ...]
+
+
+def plan_table(columns: Sequence[Any], decoders: dict[str, ColumnDecoder]) -> TablePlan | None:
+    """A plan for a table map's columns (mysql-replication ``Column`` objects), or ``None`` when a
+    column is of a kind this module does not read; ``decoders`` from :func:`table_decoders`.
+
+    >>> from types import SimpleNamespace as Column
+    >>> columns = [Column(name="id", type=8, unsigned=False), Column(name="v", type=15, max_length=40)]
+    >>> plan = plan_table(columns, {"v": ColumnDecoder("v", "text", codec="utf-8")})
+    >>> plan.names
+    ('id', 'v')
+    >>> plan_table([Column(name="d", type=246)], {}) is None  # DECIMAL: left to mysql-replication
+    True
+    """
+    readers: list[Reader] = []
+    for column in columns:
+        reader = _reader(column, decoders.get(str(column.name)))
+        if reader is None or not column.name:
+            return None
+        readers.append(reader)
+    return TablePlan(tuple(str(c.name) for c in columns), tuple(readers))
+
+
+def _reader(column: Any, decoder: ColumnDecoder | None) -> Reader | None:
+    kind = int(column.type)
+    unsigned = bool(getattr(column, "unsigned", False)) and kind not in (_FLOAT, _DOUBLE)
+    fixed = _INTS.get((kind, unsigned))
+    if fixed is not None and decoder is None:
+        return _fixed(fixed)
+    if kind == _INT24 and decoder is None:
+        return _int24(unsigned)
+    if decoder is None or decoder.kind not in ("text", "binary", "fixed_binary"):
+        return None
+    if kind in (_VARCHAR, _STRING):  # (mysql-replication reads VAR_STRING as None: not here)
+        size = 2 if int(getattr(column, "max_length", 0) or 0) > 255 else 1
+    elif kind == _BLOB:
+        size = int(getattr(column, "length_size", 0) or 0)
+    else:
+        return None
+    if size not in (1, 2, 3, 4):
+        return None
+    return _string(size, decoder)
+
+
+def _fixed(layout: struct.Struct) -> Reader:
+    unpack, width = layout.unpack_from, layout.size
+
+    def read(data: bytes, at: int) -> tuple[Any, int]:
+        return unpack(data, at)[0], at + width
+
+    return read
+
+
+def _int24(unsigned: bool) -> Reader:
+    def read(data: bytes, at: int) -> tuple[Any, int]:
+        return int.from_bytes(data[at : at + 3], "little", signed=not unsigned), at + 3
+
+    return read
+
+
+def _string(size: int, decoder: ColumnDecoder) -> Reader:
+    codec, kind, length = decoder.codec, decoder.kind, decoder.length
+
+    def read(data: bytes, at: int) -> tuple[Any, int]:
+        n = int.from_bytes(data[at : at + size], "little")
+        start = at + size
+        end = start + n
+        if end > len(data):
+            raise _Short
+        raw = data[start:end]
+        if kind == "text":
+            return decode_text(raw, codec), end  # raises UnicodeDecodeError: the event declines
+        if kind == "fixed_binary":
+            return raw.ljust(length, b"\x00"), end
+        return raw, end
+
+    return read
+
+
+class _Short(ValueError):
+    """The image bytes end inside a value."""
+
+
+@dataclass(slots=True)
+class DecodedEvent:
+    """The changes of one rows event: kinds (0 +I, 1 -U, 2 +U, 3 -D) and one value list per column."""
+
+    kinds: list[int]
+    columns: list[list[Any]]
+
+
+def rows_bytes(event: Any) -> bytes | None:
+    """The row images of a rows event mysql-replication has read the header of, without consuming them
+    (``None`` if the library's packet is not laid out as expected)."""
+    wrapper = getattr(event, "packet", None)
+    packet = getattr(wrapper, "packet", None)
+    data = getattr(packet, "_data", None)
+    position = getattr(packet, "_position", None)
+    buffered = getattr(wrapper, "_BinLogPacketWrapper__data_buffer", None)
+    read = getattr(wrapper, "read_bytes", None)
+    size = getattr(event, "event_size", None)
+    if not isinstance(data, bytes | bytearray) or not isinstance(position, int):
+        return None
+    if not isinstance(buffered, bytes) or not isinstance(read, int) or not isinstance(size, int):
+        return None
+    remaining = size - read
+    if remaining < 0:
+        return None
+    head = buffered[:remaining]
+    tail = bytes(data[position : position + remaining - len(head)])
+    out = head + tail
+    return out if len(out) == remaining else None
+
+
+def decode_event(plan: TablePlan, event: Any, kind: str) -> DecodedEvent | None:
+    """Read a rows event's images by columns, or ``None`` (nothing consumed) to leave it to the library.
+
+    ``kind`` is ``"insert"``, ``"update"`` or ``"delete"``.
+    """
+    ncols = len(plan.names)
+    full = b"\xff" * (ncols // 8) + (bytes([(1 << (ncols % 8)) - 1]) if ncols % 8 else b"")
+    bitmaps = [getattr(event, "columns_present_bitmap", None)]
+    if kind == "update":
+        bitmaps.append(getattr(event, "columns_present_bitmap2", None))
+    if getattr(event, "number_of_columns", None) != ncols or any(b != full for b in bitmaps):
+        return None  # not a FULL row image of every column
+    data = rows_bytes(event)
+    if data is None:
+        return None
+    try:
+        return read_images(plan, data, kind)
+    except (ValueError, struct.error, LookupError, IndexError):  # _Short, UnicodeDecodeError among them
+        return None
+
+
+def read_images(plan: TablePlan, data: bytes, kind: str) -> DecodedEvent:
+    """Read the row images ``data`` of a rows event of ``kind`` (every column present).
+
+    Raises:
+        ValueError: If the bytes end inside a value, or a text value is not valid in its charset.
+
+    >>> from types import SimpleNamespace as Column
+    >>> columns = [Column(name="id", type=8, unsigned=False), Column(name="v", type=15, max_length=40)]
+    >>> plan = plan_table(columns, {"v": ColumnDecoder("v", "text", codec="utf-8")})
+    >>> image = bytes([0b00]) + (7).to_bytes(8, "little") + bytes([2]) + b"hi"  # null bitmap, id, v
+    >>> read_images(plan, image + bytes([0b10]) + (8).to_bytes(8, "little"), "insert")
+    DecodedEvent(kinds=[0, 0], columns=[[7, 8], ['hi', None]])
+    """
+    readers = plan.readers
+    ncols = len(readers)
+    nullbytes = (ncols + 7) // 8
+    columns: list[list[Any]] = [[] for _ in readers]
+    appends = [c.append for c in columns]
+    kinds: list[int] = []
+    images = 2 if kind == "update" else 1
+    image_kinds = (1, 2) if kind == "update" else ((3,) if kind == "delete" else (0,))
+    at, end = 0, len(data)
+    while at < end:
+        for image in range(images):
+            nulls = int.from_bytes(data[at : at + nullbytes], "little")
+            at += nullbytes
+            for i in range(ncols):
+                if nulls >> i & 1:
+                    appends[i](None)
+                else:
+                    value, at = readers[i](data, at)
+                    appends[i](value)
+            kinds.append(image_kinds[image])
+        if at > end:
+            raise _Short
+    return DecodedEvent(kinds, columns)

@@ -1,0 +1,289 @@
+"""Group key → group id for the aggregate state, without a Python dict per group.
+
+A dict of a million group keys costs ~50 MB for its table plus ~32 MB for the group-id ``int``
+objects it points to. :class:`KeyIndex` keeps, per group, only its key's Python ``hash`` and its id
+in two sorted numpy arrays (16 bytes a group); the keys themselves stay in the state's list (id →
+key), which every hit is checked against, so equality is exactly the dict's. A key whose hash another
+live key already holds (a real collision: ``hash(-1) == hash(-2)``) goes to a small overflow dict.
+Inserts and removals are batched: one sorted merge per batch of new keys, one delete per batch of
+removed ones. The index is never pickled; a resumed state rebuilds it from the key list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+EXACT_BELOW = (1 << 61) - 1
+"""Python hashes an int in ``[0, EXACT_BELOW)`` to itself: on such keys equal hashes are equal keys."""
+
+
+class KeyStore(Protocol):
+    """Group id → key: a list, or :class:`IntKeys`."""
+
+    def __len__(self) -> int: ...
+    def __getitem__(self, gid: int, /) -> Any: ...
+    def __setitem__(self, gid: int, key: Any, /) -> None: ...
+    def extend(self, keys: list[Any], /) -> None: ...
+
+
+class IntKeys:
+    """Group keys of one integer column by group id, in numpy (8 bytes and a flag a group instead of a
+    list slot and an ``int`` object); None (a NULL key, or a free id) is a cleared flag.
+
+    >>> keys = IntKeys()
+    >>> keys.extend([7, None, 9])
+    >>> keys[1] = 4
+    >>> len(keys), keys[0], keys[1], gather(keys, np.array([2, 0]))
+    (3, 7, 4, [9, 7])
+    """
+
+    def __init__(self) -> None:
+        self.values = np.zeros(0, np.int64)
+        self.valid = np.zeros(0, bool)
+        self.size = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, gid: int) -> int | None:
+        return int(self.values[gid]) if self.valid[gid] else None
+
+    def __setitem__(self, gid: int, key: int | None) -> None:
+        self.valid[gid] = key is not None
+        self.values[gid] = 0 if key is None else key
+
+    def extend(self, keys: list[Any]) -> None:
+        """Append ``keys`` (ints or None) at the next ids."""
+        end = self.size + len(keys)
+        if end > len(self.values):
+            cap = max(end, 2 * len(self.values), 64)
+            self.values = np.concatenate([self.values[: self.size], np.zeros(cap - self.size, np.int64)])
+            self.valid = np.concatenate([self.valid[: self.size], np.zeros(cap - self.size, bool)])
+        self.values[self.size : end] = [0 if k is None else k for k in keys]
+        self.valid[self.size : end] = [k is not None for k in keys]
+        self.size = end
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"values": self.values[: self.size].copy(), "valid": self.valid[: self.size].copy(),
+                "size": self.size}  # fmt: skip
+
+
+def gather(stored: KeyStore, ids: np.ndarray) -> list[Any]:
+    """The keys of ``ids``, as Python values."""
+    if isinstance(stored, IntKeys):
+        values: list[Any] = stored.values[ids].tolist()
+        for i in np.flatnonzero(~stored.valid[ids]).tolist():
+            values[i] = None
+        return values
+    return [stored[i] for i in ids.tolist()]
+
+
+def py_hashes(keys: Sequence[Any]) -> np.ndarray:
+    """Python's ``hash`` of every key, as int64 (equal keys, equal hashes, as for a dict)."""
+    return np.fromiter(map(hash, keys), dtype=np.int64, count=len(keys))
+
+
+def exact_ints(keys: Sequence[Any]) -> bool:
+    """Whether every key is an int in ``[0, EXACT_BELOW)`` (its hash is itself)."""
+    return all(type(k) is int and 0 <= k < EXACT_BELOW for k in keys)
+
+
+class KeyIndex:
+    """Sorted key hashes with their group ids, and an overflow dict for colliding keys.
+
+    ``stored`` is the state's id → key list, which the index checks hits against.
+
+    >>> keys: list[Any] = []
+    >>> index = KeyIndex(keys)
+    >>> def create(new: list[Any]) -> np.ndarray:
+    ...     keys.extend(new)
+    ...     return np.arange(len(keys) - len(new), len(keys))
+    >>> ids = index.assign(["a", "b", "a", -1, -2], create)
+    >>> ids.tolist(), len(index), index["b"], -2 in index
+    ([0, 1, 0, 2, 3], 4, 1, True)
+    >>> index.discard("b", 1)
+    >>> index.lookup(["b", "a"]).tolist()
+    [-1, 0]
+    """
+
+    def __init__(self, stored: KeyStore) -> None:
+        self.stored = stored
+        self.hashes = np.empty(0, np.int64)
+        self.ids = np.empty(0, np.int64)
+        self.recent_hashes = np.empty(0, np.int64)
+        """New keys go to this smaller sorted level first (an insert costs its size, not the whole
+        index's), merged into the main one when it outgrows an eighth of it."""
+        self.recent_ids = np.empty(0, np.int64)
+        self.overflow: dict[Any, int] = {}
+        self._gone: list[tuple[Any, int]] = []
+        self.exact = True
+        """Whether every key indexed so far is an int whose hash is itself (see :data:`EXACT_BELOW`)."""
+
+    @classmethod
+    def build(cls, stored: KeyStore, live: np.ndarray) -> KeyIndex:
+        """The index of the keys ``stored[i]`` for the ids ``live`` (distinct keys)."""
+        index = cls(stored)
+        keys = gather(stored, np.asarray(live, np.int64))
+        exact = exact_ints(keys)
+        hashes = np.asarray(keys, np.int64) if exact and keys else py_hashes(keys)
+        index._insert(hashes, np.asarray(live, np.int64), keys, exact=exact)
+        return index
+
+    def __len__(self) -> int:
+        self._flush()
+        return len(self.ids) + len(self.recent_ids) + len(self.overflow)
+
+    def __contains__(self, key: Any) -> bool:
+        return bool(self.lookup([key])[0] >= 0)
+
+    def __getitem__(self, key: Any) -> int:
+        gid = int(self.lookup([key])[0])
+        if gid < 0:
+            raise KeyError(key)
+        return gid
+
+    def items(self) -> Iterator[tuple[Any, int]]:
+        """(key, id) of every live group."""
+        self._flush()
+        for gid in [*self.ids.tolist(), *self.recent_ids.tolist()]:
+            yield self.stored[gid], gid
+        yield from self.overflow.items()
+
+    def lookup(
+        self, keys: Sequence[Any], hashes: np.ndarray | None = None, *, exact: bool = False
+    ) -> np.ndarray:
+        """The id of each key, -1 where it has none (``hashes``: their :func:`py_hashes`, if known;
+        ``exact``: the keys are ints in ``[0, EXACT_BELOW)``, so a hit needs no check if all indexed
+        keys are too)."""
+        self._flush()
+        n = len(keys)
+        out = np.full(n, -1, np.int64)
+        if not n:
+            return out
+        if hashes is None:
+            hashes = py_hashes(keys)
+        hit, candidates = self._probe(hashes)
+        if len(hit):
+            if exact and self.exact:
+                out[hit] = candidates
+            else:
+                stored = self.stored
+                pairs = zip(hit.tolist(), candidates.tolist(), strict=True)
+                same = [stored[g] == keys[i] for i, g in pairs]
+                found = np.asarray(same, dtype=bool) if same else np.zeros(0, bool)
+                out[hit[found]] = candidates[found]
+        if self.overflow:
+            for i in np.flatnonzero(out < 0).tolist():
+                out[i] = self.overflow.get(keys[i], -1)
+        return out
+
+    def assign(
+        self,
+        keys: Sequence[Any],
+        create: Callable[[list[Any]], np.ndarray],
+        hashes: np.ndarray | None = None,
+        *,
+        exact: bool = False,
+    ) -> np.ndarray:
+        """The id of each key (repeats allowed). The distinct new keys, in order of first appearance,
+        get ``create(new_keys)`` (which stores them at those ids) and are indexed in one sorted merge.
+        ``hashes`` and ``exact`` as for :meth:`lookup`."""
+        if hashes is None:
+            hashes = py_hashes(keys)
+        out = self.lookup(keys, hashes, exact=exact)
+        missing = np.flatnonzero(out < 0)
+        if not len(missing):
+            return out
+        h = hashes[missing]
+        order = np.argsort(h, kind="stable")
+        ordered = h[order]
+        starts = np.ones(len(order), dtype=bool)
+        starts[1:] = ordered[1:] != ordered[:-1]
+        repeats = np.flatnonzero(~starts).tolist()
+        at = missing[order].tolist()
+        if exact or all(keys[at[j]] == keys[at[j - 1]] for j in repeats):  # equal hashes, equal keys
+            firsts = missing[order[starts]]
+            seq = np.argsort(firsts, kind="stable")
+            ids = np.empty(len(firsts), np.int64)
+            ids[seq] = create([keys[i] for i in firsts[seq].tolist()])
+            out[missing[order]] = ids[np.cumsum(starts) - 1]
+        else:  # two new keys share a hash: one by one
+            fresh: dict[Any, int] = {}
+            firsts_list: list[int] = []
+            for i in missing.tolist():
+                gid = fresh.get(keys[i])
+                if gid is None:
+                    gid = fresh[keys[i]] = int(create([keys[i]])[0])
+                    firsts_list.append(i)
+                out[i] = gid
+            firsts = np.asarray(firsts_list, np.int64)
+            ids = out[firsts]
+        self._insert(hashes[firsts], ids, [keys[i] for i in firsts.tolist()], exact=exact)
+        return out
+
+    def _probe(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Positions (into ``hashes``) found in either level, and the ids indexed under them."""
+        hits, ids = [], []
+        for level, level_ids in ((self.hashes, self.ids), (self.recent_hashes, self.recent_ids)):
+            if len(level):
+                pos = np.minimum(np.searchsorted(level, hashes), len(level) - 1)
+                hit = np.flatnonzero(level[pos] == hashes)
+                hits.append(hit)
+                ids.append(level_ids[pos[hit]])
+        if not hits:
+            return np.empty(0, np.int64), np.empty(0, np.int64)
+        return np.concatenate(hits), np.concatenate(ids)
+
+    def discard(self, key: Any, gid: int) -> None:
+        """Forget ``key`` (id ``gid``); applied with the next lookup, in one pass."""
+        self._gone.append((key, gid))
+
+    def _insert(self, hashes: np.ndarray, ids: np.ndarray, keys: Sequence[Any], *, exact: bool) -> None:
+        self.exact = self.exact and exact
+        order = np.argsort(hashes, kind="stable")
+        hashes, ids = hashes[order], ids[order]
+        first = np.ones(len(hashes), dtype=bool)
+        first[1:] = hashes[1:] != hashes[:-1]
+        first[self._probe(hashes)[0]] = False
+        for j in np.flatnonzero(~first).tolist():  # a hash some other key holds: the overflow
+            self.overflow[keys[int(order[j])]] = int(ids[j])
+        hashes, ids = hashes[first], ids[first]
+        if not len(hashes):
+            return
+        at = np.searchsorted(self.recent_hashes, hashes)
+        self.recent_hashes = np.insert(self.recent_hashes, at, hashes)
+        self.recent_ids = np.insert(self.recent_ids, at, ids)
+        if len(self.recent_hashes) > max(4096, len(self.hashes) // 8):
+            at = np.searchsorted(self.hashes, self.recent_hashes)
+            self.hashes = np.insert(self.hashes, at, self.recent_hashes)
+            self.ids = np.insert(self.ids, at, self.recent_ids)
+            self.recent_hashes, self.recent_ids = self.recent_hashes[:0], self.recent_ids[:0]
+
+    def _flush(self) -> None:
+        if not self._gone:
+            return
+        gone, self._gone = self._gone, []
+        in_array = []
+        for key, gid in gone:
+            if self.overflow.get(key) == gid:
+                del self.overflow[key]
+            else:
+                in_array.append((key, gid))
+        if not in_array:
+            return
+        hashes = py_hashes([k for k, _ in in_array])
+        gids = np.asarray([g for _, g in in_array], np.int64)
+        for recent in (False, True):
+            level, level_ids = (self.recent_hashes, self.recent_ids) if recent else (self.hashes, self.ids)
+            if not len(level):
+                continue
+            pos = np.minimum(np.searchsorted(level, hashes), len(level) - 1)
+            drop = pos[(level[pos] == hashes) & (level_ids[pos] == gids)]
+            if len(drop):
+                if recent:
+                    self.recent_hashes, self.recent_ids = np.delete(level, drop), np.delete(level_ids, drop)
+                else:
+                    self.hashes, self.ids = np.delete(level, drop), np.delete(level_ids, drop)

@@ -1,0 +1,175 @@
+"""Binlog rows events read by columns (flowlake.cdc.mysql_rows) give exactly mysql-replication's values
+fixed to the server's, on every column kind the plan reads, at its extremes; the stream then hands the
+ingester Arrow changelogs, and ODS equals ``SELECT *``."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any, Literal
+
+import pytest
+from test_cdc_mariadb import connect, lake
+from test_cdc_mariadb_fidelity import HIGH, LOW, MIDDLE
+
+import flowlake as fl
+from flowlake.cdc.ingest import OdsIngester
+from flowlake.cdc.mysql import MySqlSource
+from flowlake.cdc.mysql_rows import decode_event, plan_table
+from flowlake.cdc.mysql_schema import MySqlUrl
+from flowlake.cdc.mysql_values import row_changes, table_decoders
+from flowlake.cdc.source import ChangeGroup
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.xdist_group("mariadb"),
+    pytest.mark.filterwarnings("ignore:'db' is deprecated:DeprecationWarning"),
+]
+
+pytest.importorskip("pymysql")
+pytest.importorskip("pymysqlreplication")
+
+# the columns of the fidelity matrix that the by-columns plan reads, plus a VARCHAR with a 2-byte length
+PLAIN = """CREATE TABLE tp.plain (
+  id BIGINT UNSIGNED PRIMARY KEY,
+  i8 TINYINT, u8 TINYINT UNSIGNED, i16 SMALLINT, u16 SMALLINT UNSIGNED, i24 MEDIUMINT,
+  u24 MEDIUMINT UNSIGNED, i32 INT, u32 INT UNSIGNED, i64 BIGINT, u64 BIGINT UNSIGNED,
+  dbl DOUBLE, flt FLOAT,
+  vc VARCHAR(40) CHARACTER SET utf8mb4, l1 VARCHAR(20) CHARACTER SET latin1, ch CHAR(5), txt TEXT,
+  bl BLOB, bn BINARY(4), vb VARBINARY(8), lv VARCHAR(300) CHARACTER SET utf8mb4
+)"""
+MATRIX_COLUMNS = [
+    "i8", "u8", "i16", "u16", "i24", "u24", "i32", "u32", "i64", "u64", "dec1", "dbl", "flt",
+    "vc", "l1", "ch", "txt", "bl", "bn", "vb",
+]  # fmt: skip
+COLUMNS = ["id", *[c for c in MATRIX_COLUMNS if c != "dec1"], "lv"]
+
+
+def values(matrix: list[str], long_text: str) -> list[str]:
+    picked = dict(zip(MATRIX_COLUMNS, matrix, strict=False))
+    return [picked[c] for c in COLUMNS[1:-1]] + [long_text]
+
+
+ROWS = {
+    1: values(LOW, "REPEAT('\u00e9', 300)"),
+    2: values(HIGH, "''"),
+    3: values(MIDDLE, "'short'"),
+    4: ["NULL"] * (len(COLUMNS) - 1),
+}
+
+
+def write(cur: Any, table: str = "tp.plain") -> None:
+    for key, row in ROWS.items():
+        cur.execute(f"INSERT INTO {table} VALUES ({key}, {', '.join(row)})")
+    cur.execute("BEGIN")
+    for key in range(10, 400):  # one rows event with many rows, some null here and there
+        rng = random.Random(key)
+        row = [
+            ROWS[rng.choice([1, 2, 3, 4])][i] if rng.random() < 0.8 else "NULL"
+            for i in range(len(COLUMNS) - 1)
+        ]
+        cur.execute(f"INSERT INTO {table} VALUES ({key}, {', '.join(row)})")
+    cur.execute("COMMIT")
+    for key, row in [(1, ROWS[2]), (2, ROWS[4]), (4, ROWS[3])]:
+        sets = ", ".join(f"{c} = {v}" for c, v in zip(COLUMNS[1:], row, strict=True))
+        cur.execute(f"UPDATE {table} SET {sets} WHERE id = {key}")
+    cur.execute(f"UPDATE {table} SET i32 = i32 + 1 WHERE id BETWEEN 10 AND 200 AND i32 < 2000000000")
+    cur.execute(f"DELETE FROM {table} WHERE id IN (3, 11, 12) OR id > 350")
+
+
+def test_rows_events_read_by_columns_equal_the_library_rows(mariadb: str) -> None:
+    from pymysqlreplication import BinLogStreamReader
+    from pymysqlreplication.row_event import DeleteRowsEvent, TableMapEvent, UpdateRowsEvent, WriteRowsEvent
+
+    conn = connect(mariadb)
+    cur = conn.cursor()
+    cur.execute("SET SESSION sql_mode = ''")  # MariaDB's latin1 bytes, as legacy apps write
+    cur.execute("DROP DATABASE IF EXISTS tp")
+    cur.execute("CREATE DATABASE tp")
+    cur.execute(PLAIN)
+    cur.execute("SHOW MASTER STATUS")
+    file, pos = cur.fetchone()[:2]
+    write(cur)
+    cur.execute("SHOW MASTER STATUS")
+    end = cur.fetchone()[:2]
+    stream = BinLogStreamReader(
+        connection_settings=MySqlUrl.parse(mariadb).settings(), server_id=random.randint(10_000, 2**31 - 1),
+        blocking=False, resume_stream=True, log_file=file, log_pos=int(pos), only_schemas=["tp"],
+        only_events=[TableMapEvent, WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent], enable_logging=False,
+        freeze_schema=True,
+    )  # fmt: skip
+    compared = {"insert": 0, "update": 0, "delete": 0}
+    try:
+        plans: dict[int, Any] = {}
+        decoders: dict[int, Any] = {}
+        for event in stream:
+            if isinstance(event, TableMapEvent):
+                decoders[event.table_id] = table_decoders(event.columns)
+                plans[event.table_id] = plan_table(event.columns, decoders[event.table_id])
+                assert plans[event.table_id] is not None, "every column of tp.plain has a reader"
+                continue
+            kind: Literal["insert", "update", "delete"] = "insert"
+            if isinstance(event, UpdateRowsEvent):
+                kind = "update"
+            elif isinstance(event, DeleteRowsEvent):
+                kind = "delete"
+            plan = plans[event.table_id]
+            decoded = decode_event(plan, event, kind)
+            assert decoded is not None
+            expected = row_changes("tp.plain", event, kind, decoders[event.table_id])  # after: not consumed
+            got = [
+                (k, {name: column[i] for name, column in zip(plan.names, decoded.columns, strict=True)})
+                for i, k in enumerate(decoded.kinds)
+            ]
+            assert got == expected
+            for (_, a), (_, b) in zip(got, expected, strict=True):  # bytes stay bytes, str stays str
+                assert {k: type(v) for k, v in a.items()} == {k: type(v) for k, v in b.items()}
+            compared[kind] += len(expected)
+            if (stream.log_file, stream.log_pos) >= (end[0], int(end[1])):
+                break
+    finally:
+        stream.close()
+    assert compared["insert"] >= 394 and compared["update"] >= 100 and compared["delete"] >= 50, compared
+
+
+def test_stream_hands_the_ingester_arrow_changelogs_and_ods_equals_select(
+    mariadb: str, tmp_path: Path
+) -> None:
+    conn = connect(mariadb)
+    cur = conn.cursor()
+    cur.execute("SET SESSION sql_mode = ''")
+    cur.execute("DROP DATABASE IF EXISTS tq")
+    cur.execute("CREATE DATABASE tq")
+    cur.execute(PLAIN.replace("tp.plain", "tq.plain"))
+    cur.execute(f"INSERT INTO tq.plain VALUES (1000, {', '.join(ROWS[1])})")
+    catalog, warehouse = lake(tmp_path)
+    cat = fl.connect(catalog=catalog, warehouse=warehouse)
+    url = f"{mariadb}/tq"
+    OdsIngester(cat, MySqlSource(url)).run(until_idle=True)  # the snapshot; ODS table made
+    write(cur, "tq.plain")
+    seen: list[ChangeGroup] = []
+    source = MySqlSource(url)
+    poll = source.poll
+
+    def recording(timeout: float) -> list[ChangeGroup]:
+        groups = poll(timeout)
+        seen.extend(groups)
+        return groups
+
+    source.poll = recording  # type: ignore[method-assign]
+    OdsIngester(cat, source).run(until_idle=True)
+    batched = sum(len(g.batches.get("tq.plain", ())) for g in seen)
+    per_row = sum(len(g.rows.get("tq.plain", ())) for g in seen)
+    # the 4 single-row inserts and 3 single-row updates are small transactions: rows (see _MIN_BATCH)
+    assert batched > 500 and per_row == 4 + 3 * 2, (batched, per_row)
+    cur.execute(
+        f"SELECT {', '.join(c if c != 'flt' else 'CAST(flt AS DOUBLE)' for c in COLUMNS)} FROM tq.plain"
+    )
+    expected = sorted((dict(zip(COLUMNS, r, strict=True)) for r in cur.fetchall()), key=lambda r: r["id"])
+    ods = sorted(cat.load_table("ods.plain").read().to_pylist(), key=lambda r: r["id"])
+    assert [r["id"] for r in ods] == [r["id"] for r in expected]
+    for got, want in zip(ods, expected, strict=True):
+        for column in COLUMNS:
+            assert type(got[column]) is type(want[column]) and got[column] == want[column], (
+                f"id {want['id']} column {column}: ODS {got[column]!r}, MariaDB {want[column]!r}"
+            )
