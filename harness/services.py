@@ -1,4 +1,5 @@
-"""Skipping (or, in CI, failing) a test whose service this machine lacks; a private PostgreSQL.
+"""Skipping (or, in CI, failing) a test whose service this machine lacks; a private PostgreSQL; a
+MariaDB primary with a replica.
 
 A test that needs a service that this machine lacks is skipped with the reason, unless
 ``FLOWLAKE_REQUIRE_SERVICES=1`` is set (as CI does), in which case it fails.
@@ -6,6 +7,7 @@ A test that needs a service that this machine lacks is skipped with the reason, 
 
 from __future__ import annotations
 
+import importlib
 import os
 import pwd
 import shutil
@@ -21,6 +23,7 @@ from typing import Any, Final
 
 import pytest
 
+from flowlake.cdc.testing import MariaDb, running_mariadb
 from flowlake.testing.services import ServiceUnavailableError, free_port
 
 
@@ -174,3 +177,91 @@ def _wait_for_postgres(port: int, user: str, proc: subprocess.Popen[bytes], time
         except psycopg.OperationalError:
             time.sleep(0.1)
     raise ServiceUnavailableError(f"postgres on port {port} not ready after {timeout:.0f}s")
+
+
+# --- a MariaDB primary with a replica, for failover tests ---------------------------------------------
+
+REPLICATION_FLAGS: Final = ("--log-slave-updates", "--gtid-strict-mode=1")
+"""Both servers keep what they replicate in their own binlog (a replica can then become the source)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MariaDbPair:
+    """A primary and a replica that replicates from it by GTID (``MASTER_USE_GTID=slave_pos``)."""
+
+    primary: MariaDb
+    replica: MariaDb
+
+    def wait_for_replica(self, timeout: float = 120.0) -> None:
+        """Block until the replica has applied everything the primary has written so far.
+
+        Raises:
+            ServiceUnavailableError: If it has not after ``timeout`` seconds (or replication broke).
+        """
+        pymysql = importlib.import_module("pymysql")
+
+        with pymysql.connect(host="127.0.0.1", port=self.primary.port, user="root") as primary:
+            cur = primary.cursor()
+            cur.execute("SELECT @@gtid_binlog_pos")
+            (target,) = cur.fetchone()
+        with pymysql.connect(host="127.0.0.1", port=self.replica.port, user="root") as replica:
+            cur = replica.cursor()
+            cur.execute("SELECT MASTER_GTID_WAIT(%s, %s)", (target, timeout))
+            (result,) = cur.fetchone()
+            if result != 0:
+                cur.execute("SHOW SLAVE STATUS")
+                raise ServiceUnavailableError(f"the replica did not reach {target}: {cur.fetchone()}")
+
+    def promote_replica(self) -> None:
+        """Stop replicating on the replica and make it a primary (the old primary should be down)."""
+        pymysql = importlib.import_module("pymysql")
+
+        with pymysql.connect(host="127.0.0.1", port=self.replica.port, user="root", autocommit=True) as conn:
+            cur = conn.cursor()
+            cur.execute("STOP SLAVE")
+            cur.execute("RESET SLAVE ALL")
+
+
+@contextmanager
+def running_mariadb_pair(root: Path | None = None) -> Iterator[MariaDbPair]:
+    """Run a primary (server id 1) and a replica (server id 2) of it, both with a ROW binlog.
+
+    The primary's binlog is rotated twice before replication starts, so the two servers' binlog file
+    names and offsets of the same transaction differ (as they do in production): a position is only
+    portable between them as a GTID.
+
+    Raises:
+        ServiceUnavailableError: If the binaries are missing, a server does not come up or replication
+            does not start.
+    """
+    pymysql = importlib.import_module("pymysql")
+
+    with (
+        running_mariadb(root, extra_flags=(*REPLICATION_FLAGS, "--server-id=1")) as primary,
+        running_mariadb(root, extra_flags=(*REPLICATION_FLAGS, "--server-id=2")) as replica,
+    ):
+        with pymysql.connect(host="127.0.0.1", port=primary.port, user="root", autocommit=True) as conn:
+            cur = conn.cursor()
+            cur.execute("FLUSH BINARY LOGS")
+            cur.execute("FLUSH BINARY LOGS")
+        with pymysql.connect(host="127.0.0.1", port=replica.port, user="root", autocommit=True) as conn:
+            cur = conn.cursor()
+            cur.execute(
+                "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=%s, MASTER_USER='root', "
+                "MASTER_PASSWORD='', MASTER_CONNECT_RETRY=1, MASTER_USE_GTID=slave_pos",
+                (primary.port,),
+            )
+            cur.execute("START SLAVE")
+        pair = MariaDbPair(primary, replica)
+        pair.wait_for_replica(timeout=60)
+        yield pair
+
+
+def stop_server(server: MariaDb, timeout: float = 60.0) -> None:
+    """Shut a server down (SIGTERM: a clean shutdown), as a failover drill stops the old primary."""
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait()

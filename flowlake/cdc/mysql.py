@@ -18,11 +18,22 @@ snapshot, so L = H and the window is empty; elsewhere ``SHOW MASTER STATUS`` bef
 Events for keys that no chunk has read yet are emitted too: the ODS table computes exact
 before-images, and the later chunk row equals the state the events left (a no-op).
 
-Positions. ``{"file", "pos", "gtid"}`` for stream groups; chunk groups add ``"sub"``, a per-run
-increasing number, so a chunk sorts after the stream group that ends at the same offset. Each ODS
-table also stores its snapshot progress (``{"snapshot": {"done", "after", "rows", "chunks"}}``). On
-restart streaming resumes at the oldest table position; tables whose snapshot was not done continue
-after their last key, and tables without a position are snapshotted from scratch.
+Positions. ``{"file", "pos", "gtid", "gtids", "server"}`` for stream groups: the binlog file and
+offset on the server read, the transaction's own GTID, the server's full GTID state just after it
+(every domain, or the whole MySQL GTID set) and the server's id; chunk groups add ``"sub"``, a
+per-run increasing number, so a chunk sorts after the stream group that ends at the same place. Each
+ODS table also stores its snapshot progress (``{"snapshot": {"done", "after", "rows", "chunks"}}``).
+On restart streaming resumes at the oldest table position; tables whose snapshot was not done
+continue after their last key, and tables without a position are snapshotted from scratch.
+
+Resume by GTID. When the server has GTIDs (MariaDB always; MySQL with ``gtid_mode=ON``) streaming
+resumes from the GTID state every stored position holds (their per-domain minimum, or the
+intersection of MySQL sets), and a group is skipped for a table whose stored state holds the
+group's transaction (:class:`flowlake.cdc.mysql_gtid.ResumeOrder`), so the positions stay right on
+any server of the replication topology (a failover to a replica). A position stored without a state
+(an older flowlake) is converted with ``BINLOG_GTID_POS(file, pos)`` on MariaDB; on MySQL, or with
+``?gtid=off``, reading resumes by file/offset, which is refused on a server other than the one that
+wrote the position. A server lacking transactions a table holds is refused too (a lagging replica).
 
 Schema changes. A DDL statement on a selected table re-reads its shape from information_schema and
 puts it in the group (``ALTER TABLE … ADD COLUMN`` becomes ODS schema evolution). Because an ALTER can
@@ -54,6 +65,8 @@ import numpy as np
 import pyarrow as pa
 
 from flowlake.cdc._record_json import dump_record
+from flowlake.cdc.mysql_gtid import AnyGtids, Flavour, GtidTracker, ResumeOrder, stored_gtids
+from flowlake.cdc.mysql_resume import PositionError, gtid_strict, resume_point, server_identity
 from flowlake.cdc.mysql_rows import DecodedEvent, TablePlan, decode_event, plan_table
 from flowlake.cdc.mysql_schema import MySqlUrl, describe_tables, list_tables, quote
 from flowlake.cdc.mysql_values import (
@@ -194,6 +207,10 @@ class MySqlSource:
         self._pos: tuple[str, int] = ("", 0)
         self._sub = itertools.count(time.time_ns())
         self._mariadb = True
+        self._flavour: Flavour | None = None  # the server's GTIDs, if positions are compared by them
+        self._gtids: GtidTracker | None = None  # the server's GTID state after the last group read
+        self._by_gtid = False  # whether groups are ordered by GTID (see ``ResumeOrder``)
+        self._server = ""
         # Keys that stream groups already emitted changed in tables with a pending snapshot, after
         # ``_recent_floor``. A server sends a transaction to replicas once it is in the binlog, before
         # its storage engine commits it, so the stream can be ahead of what a chunk's SELECT sees: a
@@ -210,8 +227,14 @@ class MySqlSource:
         return self.url.key
 
     def order_of(self, position: Mapping[str, Any]) -> Order:
-        """``(file, pos, sub)``."""
-        return (str(position.get("file", "")), int(position.get("pos", 0)), int(position.get("sub", 0)))
+        """A :class:`ResumeOrder`: by the stored GTID state where there is one, else ``(file, pos, sub)``."""
+        gtids = None if self.url.gtid == "off" else stored_gtids(position)
+        file, pos, sub = (
+            str(position.get("file", "")),
+            int(position.get("pos", 0)),
+            int(position.get("sub", 0)),
+        )
+        return (ResumeOrder(gtids, file, pos, sub),)
 
     def describe(self, source_table: str) -> TableSpec | None:
         """The table's current shape from information_schema."""
@@ -235,20 +258,35 @@ class MySqlSource:
         for missing in sorted(set(tables) - set(self._specs)):
             log.warning("skipping %s: it has no primary key", missing)
             self._keyless.add(missing)
-        known = [p for p in [*resume.values(), *also] if p is not None and p.get("file")]
+        stored = {t: p for t, p in resume.items() if p is not None and (p.get("file") or "gtids" in p)}
+        known = [*stored.values(), *(p for p in also if p.get("file") or "gtids" in p)]
         subs = [int(p.get("sub", 0)) for p in known]
         self._sub = itertools.count(max([time.time_ns(), *subs]) + 1)
         for table, spec in sorted(self._specs.items()):
             self._plan_snapshot(table, spec, resume.get(table))
-        if known:
-            file, pos, _ = min(self.order_of(p) for p in known)
-            start = (file, pos)
-        else:
-            start = self._master_status(cur)
-        self._pos = self._recent_floor = start
-        self._reader = _Reader(self, start)
+        self._flavour, self._server = server_identity(cur, mariadb=self._mariadb)
+        if self._flavour == "mariadb" and self.url.gtid != "off" and not gtid_strict(cur):
+            log.warning(
+                "%s: gtid_strict_mode is OFF; resuming by GTID assumes each domain's seqs only grow "
+                "(one primary per domain): set gtid_strict_mode=ON to have the server enforce it",
+                self.key,
+            )
+        try:
+            start, gtids = resume_point(
+                cur, flavour=self._flavour, server=self._server, by_gtid=self.url.gtid != "off",
+                stored=stored, known=known,
+            )  # fmt: skip
+        except PositionError as exc:
+            raise CdcSourceError(f"{self.key}: {exc}") from exc
+        self._gtids = None if gtids is None else GtidTracker(gtids)
+        self._by_gtid = self._flavour is not None and self.url.gtid != "off"
+        self._pos = self._recent_floor = start or ("", 0)
+        self._reader = _Reader(self, start, gtids if start is None else None)
         self._reader.start()
-        return {"file": start[0], "pos": start[1]}
+        position: dict[str, Any] = {"file": start[0], "pos": start[1]} if start else {"file": "", "pos": 0}
+        if gtids is not None:
+            position["gtids"] = str(gtids)
+        return position
 
     def _plan_snapshot(self, table: str, spec: TableSpec, stored: Mapping[str, Any] | None) -> None:
         if self.snapshot_mode == "never":
@@ -452,8 +490,13 @@ class MySqlSource:
         snap.chunks += 1
         if snap.done:
             del self._snaps[chunk.table]
-        position = {"file": chunk.high[0], "pos": chunk.high[1], "sub": next(self._sub)}
-        group = ChangeGroup(position, self.order_of(position))
+        sub = next(self._sub)
+        position: dict[str, Any] = {"file": chunk.high[0], "pos": chunk.high[1], "sub": sub}
+        state = None
+        if self._gtids is not None:
+            position["gtids"], position["server"] = self._gtids.text, self._server
+            state = self._gtids.state if self._by_gtid else None
+        group = ChangeGroup(position, (ResumeOrder(state, chunk.high[0], chunk.high[1], sub),))
         group.rows[chunk.table] = [(0, row) for row in chunk.rows.values()]
         group.extras[chunk.table] = {"snapshot": snap.state()}
         if self.on_progress is not None:
@@ -481,7 +524,14 @@ class MySqlSource:
         position: dict[str, Any] = {"file": item.file, "pos": item.pos}
         if item.gtid:
             position["gtid"] = item.gtid
-        group = ChangeGroup(position, (item.file, item.pos, 0), source_ts_ms=item.ts * 1000 or None)
+        point, gtid, tracker = None, item.gtid or "", self._gtids
+        if tracker is not None:
+            point = tracker.advance(gtid) if gtid else None
+            position["gtids"], position["server"] = tracker.text, self._server
+        if not self._by_gtid:
+            point = None
+        order = ResumeOrder(None, item.file, item.pos, point=point, label=gtid)  # by its own transaction
+        group = ChangeGroup(position, (order,), source_ts_ms=item.ts * 1000 or None)
         chunk = self._chunk
         window = chunk is not None and chunk.low < here <= chunk.high
         for table, entries in _by_table(item.changes).items():
@@ -588,10 +638,11 @@ class MySqlSource:
 class _Reader(threading.Thread):
     """Reads the binlog into the source's queue: whole transactions, and bare positions."""
 
-    def __init__(self, source: MySqlSource, start: tuple[str, int]) -> None:
+    def __init__(self, source: MySqlSource, start: tuple[str, int] | None, gtids: AnyGtids | None) -> None:
         super().__init__(name=f"binlog-{source.key}", daemon=True)
         self.source = source
-        self.start_at = start
+        self.start_at = start  # by file/offset; None: by the GTID state ``gtids``
+        self.gtids = gtids
         self._stopping = threading.Event()
         self._stream: Any = None
 
@@ -637,9 +688,7 @@ class _Reader(threading.Thread):
             server_id=src.server_id,
             blocking=True,
             resume_stream=True,
-            log_file=self.start_at[0],
-            log_pos=self.start_at[1],
-            is_mariadb=False,  # its MariaDB mode ignores log_file/log_pos (GTID only)
+            **self._start_args(),
             slave_heartbeat=src.heartbeat_s,
             only_schemas=src.filter.databases,
             enable_logging=False,
@@ -677,6 +726,14 @@ class _Reader(threading.Thread):
                 tx = self._query(tx, event, here)
             elif tx is None:
                 self._put(here)
+
+    def _start_args(self) -> dict[str, Any]:
+        """Where the dump starts: a binlog file/offset, or a GTID state."""
+        if self.start_at is not None:
+            # its MariaDB mode ignores log_file/log_pos (GTID only): by file/offset it is MySQL mode
+            return {"log_file": self.start_at[0], "log_pos": self.start_at[1], "is_mariadb": False}
+        # MariaDB: @slave_connect_state (with @slave_gtid_strict_mode); MySQL: COM_BINLOG_DUMP_GTID
+        return {"auto_position": str(self.gtids), "is_mariadb": self.source._flavour == "mariadb"}
 
     def _query(self, tx: _TxItem | None, event: Any, here: tuple[str, int]) -> _TxItem | None:
         """``BEGIN`` opens a transaction; ``COMMIT`` or a DDL statement finishes one."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import pyarrow as pa
 
@@ -30,13 +30,24 @@ _BINARIES: Final = frozenset({"binary", "varbinary", "tinyblob", "blob", "medium
 
 @dataclass(frozen=True, slots=True)
 class MySqlUrl:
-    """The parts of ``mysql://user:password@host:port/database``."""
+    """The parts of ``mysql://user:password@host:port/database[?key=...&gtid=auto|off]``.
+
+    ``key`` names where positions are stored (default ``mysql://host:port``): after a failover to
+    a server at another address, pass the old key so the ingester finds its positions. ``gtid=off``
+    resumes by binlog file/offset even when the server has GTIDs.
+
+    >>> url = MySqlUrl.parse("mysql://root@replica:3307/shop?key=mysql://primary:3306")
+    >>> url.key, url.gtid
+    ('mysql://primary:3306', 'auto')
+    """
 
     host: str
     port: int
     user: str
     password: str
     database: str | None
+    source_key: str | None = None
+    gtid: Literal["auto", "off"] = "auto"
 
     @classmethod
     def parse(cls, url: str) -> MySqlUrl:
@@ -47,18 +58,29 @@ class MySqlUrl:
                 f"expected a source URL like mysql://user:password@host:3306/db, got {url!r}"
             )
         db = parts.path.strip("/") or None
+        options = dict(urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
+        unknown = sorted(set(options) - {"key", "gtid"})
+        if unknown:
+            raise InvalidArgumentError(
+                f"unknown option(s) {unknown} in {url!r}: use key=... or gtid=auto|off"
+            )
+        gtid = options.get("gtid", "auto").lower()
+        if gtid not in ("auto", "off"):
+            raise InvalidArgumentError(f"gtid must be 'auto' or 'off' in {url!r}, got {gtid!r}")
         return cls(
             host=parts.hostname,
             port=parts.port or 3306,
             user=urllib.parse.unquote(parts.username or "root"),
             password=urllib.parse.unquote(parts.password or ""),
             database=db,
+            source_key=options.get("key") or None,
+            gtid="off" if gtid == "off" else "auto",
         )
 
     @property
     def key(self) -> str:
-        """The source key positions are stored under: ``mysql://host:port``."""
-        return f"mysql://{self.host}:{self.port}"
+        """The source key positions are stored under: ``key=`` if given, else ``mysql://host:port``."""
+        return self.source_key or f"mysql://{self.host}:{self.port}"
 
     def settings(self) -> dict[str, Any]:
         """Connection settings for PyMySQL and mysql-replication."""
