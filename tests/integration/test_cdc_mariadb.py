@@ -303,7 +303,7 @@ def run_kill_restart(
 ) -> None:
     try:
         first = start()
-        wait_for(lambda: snapshot_state(cat, "ods.orders", key).get("chunks", 0) >= 4, 90, "4 chunks")
+        wait_for(lambda: snapshot_state(cat, "ods.orders", key).get("chunks", 0) >= 4, 180, "4 chunks")
         first.send_signal(signal.SIGKILL)
         first.wait(10)
         killed_at = snapshot_state(cat, "ods.orders", key)
@@ -315,7 +315,7 @@ def run_kill_restart(
             tables = ("orders", "customers", "archive")
             return all(snapshot_state(cat, f"ods.{t}", key).get("done") for t in tables)
 
-        wait_for(all_done, 240, "the snapshots to finish")
+        wait_for(all_done, 420, "the snapshots to finish")
         cur.execute("SELECT COALESCE(MAX(seq), 0) FROM audit.orders")
         (seq_done,) = cur.fetchone()
         (log.parent / "seq_done").write_text(str(seq_done))
@@ -328,7 +328,7 @@ def run_kill_restart(
         third = start()
         # streaming again: it committed past the killed one's position (a fixed sleep is not enough on a
         # loaded machine, where a SIGTERM during start-up would kill it before its handler is installed)
-        wait_for(lambda: position(cat, "ods.orders", key) != before, 120, "the third ingester to commit")
+        wait_for(lambda: position(cat, "ods.orders", key) != before, 180, "the third ingester to commit")
     finally:
         writer.finish()
     assert writer.transactions > 100
