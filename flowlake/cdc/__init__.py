@@ -16,7 +16,8 @@ from flowlake.cdc.debezium import (
 from flowlake.cdc.ingest import IngestStats, OdsIngester, stored_position
 from flowlake.cdc.jsonl import JsonlSource
 from flowlake.cdc.logical_types import DecimalHandling, FieldDecoder
-from flowlake.cdc.mysql import CdcSourceError, MySqlSource
+from flowlake.cdc.mysql import MySqlSource
+from flowlake.cdc.mysql_binlog import CdcSourceError
 from flowlake.cdc.postgres import PostgresSource
 from flowlake.cdc.replay import (
     StoredDeadLetter,

@@ -50,31 +50,27 @@ import collections
 import contextlib
 import datetime as dt
 import decimal
-import importlib
 import itertools
 import logging
 import random
-import re
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 import numpy as np
 import pyarrow as pa
 
 from flowlake.cdc._record_json import dump_record
-from flowlake.cdc.mysql_gtid import AnyGtids, Flavour, GtidTracker, ResumeOrder, stored_gtids
+from flowlake.cdc.mysql_binlog import BinlogReader, CdcSourceError, ReaderSettings, TxItem, optional_module
+from flowlake.cdc.mysql_gtid import Flavour, GtidTracker, ResumeOrder, stored_gtids
 from flowlake.cdc.mysql_resume import PositionError, gtid_strict, resume_point, server_identity
-from flowlake.cdc.mysql_rows import DecodedEvent, TablePlan, decode_event, plan_table
+from flowlake.cdc.mysql_rows import DecodedEvent
 from flowlake.cdc.mysql_schema import MySqlUrl, describe_tables, list_tables, quote
 from flowlake.cdc.mysql_values import (
-    ColumnDecoder,
-    row_changes,
     select_list,
     snapshot_converters,
-    table_decoders,
 )
 from flowlake.cdc.source import (
     ChangeBatch,
@@ -87,22 +83,12 @@ from flowlake.cdc.source import (
     TableSpec,
 )
 from flowlake.changelog import KIND_COLUMN
-from flowlake.errors import FlowlakeError
 
 log = logging.getLogger(__name__)
 
 SnapshotMode = Literal["initial", "never"]
 """``initial``: snapshot tables that have no finished snapshot; ``never``: stream only."""
 
-_DDL_TABLE: Final = re.compile(
-    r"^\s*(?:/\*.*?\*/\s*)*(ALTER|CREATE|DROP|RENAME|TRUNCATE)\s+(?:ONLINE\s+|IGNORE\s+|OR\s+REPLACE\s+|"
-    r"TEMPORARY\s+)*TABLE\s+(?:IF\s+(?:NOT\s+)?EXISTS\s+)?((?:`[^`]+`|\w+)(?:\s*\.\s*(?:`[^`]+`|\w+))?)",
-    re.IGNORECASE | re.DOTALL,
-)
-
-
-_MAX_QUEUED: Final = 20_000
-"""Transactions the reader thread may queue ahead of the ingester."""
 
 _MAX_RECENT: Final = 500_000
 """Stream changes remembered for reconciling the next snapshot chunk (see ``MySqlSource._recent``)."""
@@ -112,10 +98,6 @@ _MIN_BATCH: Final = 32
 
 _CHUNK_RETRIES: Final = 50
 """Times a chunk is read again, 20 ms apart, when it cannot be reconciled with the stream."""
-
-
-class CdcSourceError(FlowlakeError):
-    """A CDC source cannot read: the server is unreachable, misconfigured or the position is gone."""
 
 
 @dataclass(slots=True)
@@ -144,19 +126,6 @@ class _Chunk:
     last_key: list[Any] | None
     done: bool
     read: int
-
-
-@dataclass(slots=True)
-class _TxItem:
-    """One binlog transaction as the reader thread saw it."""
-
-    file: str
-    pos: int
-    gtid: str | None
-    changes: list[tuple[str, int, Any]] = field(default_factory=list)
-    """``(table, kind, row)``, or ``(table, -1, (names, DecodedEvent))`` for a rows event read by columns."""
-    ddl: list[str] = field(default_factory=list)
-    ts: int = 0
 
 
 class MySqlSource:
@@ -203,7 +172,7 @@ class MySqlSource:
         self._chunk: _Chunk | None = None
         self._queue: collections.deque[Any] = collections.deque()
         self._ready = threading.Event()
-        self._reader: _Reader | None = None
+        self._reader: BinlogReader | None = None
         self._pos: tuple[str, int] = ("", 0)
         self._sub = itertools.count(time.time_ns())
         self._mariadb = True
@@ -281,7 +250,9 @@ class MySqlSource:
         self._gtids = None if gtids is None else GtidTracker(gtids)
         self._by_gtid = self._flavour is not None and self.url.gtid != "off"
         self._pos = self._recent_floor = start or ("", 0)
-        self._reader = _Reader(self, start, gtids if start is None else None)
+        self._reader = BinlogReader(
+            self._reader_settings(), self._queue, self._ready, start, gtids if start is None else None
+        )
         self._reader.start()
         position: dict[str, Any] = {"file": start[0], "pos": start[1]} if start else {"file": "", "pos": 0}
         if gtids is not None:
@@ -302,6 +273,16 @@ class MySqlSource:
         snap.estimate = self._estimate(table)
         self._snaps[table] = snap
 
+    def _reader_settings(self) -> ReaderSettings:
+        return ReaderSettings(
+            name=f"binlog-{self.key}",
+            connection=self.url.settings(),
+            server_id=self.server_id,
+            heartbeat_s=self.heartbeat_s,
+            tables=self.filter,
+            mariadb=self._flavour == "mariadb",
+        )
+
     def poll(self, timeout: float) -> list[ChangeGroup]:
         """Stream groups in binlog order, with each finished snapshot chunk in its place.
 
@@ -316,10 +297,10 @@ class MySqlSource:
         for item in items:
             if isinstance(item, BaseException):
                 raise CdcSourceError(f"binlog reader of {self.key} failed: {item}") from item
-            here = (item.file, item.pos) if isinstance(item, _TxItem) else item
+            here = (item.file, item.pos) if isinstance(item, TxItem) else item
             if self._chunk is not None and here > self._chunk.high:
                 groups.append(self._chunk_group())  # the chunk is older than this transaction
-            if isinstance(item, _TxItem):
+            if isinstance(item, TxItem):
                 groups.append(self._stream_group(item))
             self._pos = max(self._pos, here)
             if self._chunk_ready():
@@ -356,7 +337,7 @@ class MySqlSource:
     # -- server ---------------------------------------------------------------------------------------
 
     def _cursor(self) -> Any:
-        pymysql = _module("pymysql")
+        pymysql = optional_module("pymysql")
         if self._ctl is None:
             try:
                 self._ctl = pymysql.connect(
@@ -428,7 +409,7 @@ class MySqlSource:
         for attempt in range(_CHUNK_RETRIES):
             try:
                 low, high, fetched = self._select_chunk(sql, params)
-            except _module("pymysql").MySQLError as exc:
+            except optional_module("pymysql").MySQLError as exc:
                 with contextlib.suppress(Exception):
                     self._cursor().execute("ROLLBACK")
                 if self.describe(table) is None:  # dropped meanwhile: nothing left to snapshot
@@ -519,7 +500,7 @@ class MySqlSource:
                 items.append(pending.popleft())
         return items
 
-    def _stream_group(self, item: _TxItem) -> ChangeGroup:
+    def _stream_group(self, item: TxItem) -> ChangeGroup:
         here = (item.file, item.pos)
         position: dict[str, Any] = {"file": item.file, "pos": item.pos}
         if item.gtid:
@@ -635,169 +616,6 @@ class MySqlSource:
         group.extras[table] = {"snapshot": snap.state()}
 
 
-class _Reader(threading.Thread):
-    """Reads the binlog into the source's queue: whole transactions, and bare positions."""
-
-    def __init__(self, source: MySqlSource, start: tuple[str, int] | None, gtids: AnyGtids | None) -> None:
-        super().__init__(name=f"binlog-{source.key}", daemon=True)
-        self.source = source
-        self.start_at = start  # by file/offset; None: by the GTID state ``gtids``
-        self.gtids = gtids
-        self._stopping = threading.Event()
-        self._stream: Any = None
-
-    def stop(self) -> None:
-        self._stopping.set()
-        stream = self._stream
-        if stream is not None:
-            with contextlib.suppress(Exception):
-                stream.close()
-        self.join(timeout=5)
-
-    def _put(self, item: Any) -> None:
-        pending = self.source._queue
-        while len(pending) >= _MAX_QUEUED and not self._stopping.is_set():
-            time.sleep(0.005)  # the ingester is behind: stop reading until it catches up
-        pending.append(item)
-        self.source._ready.set()
-
-    def run(self) -> None:
-        try:
-            self._run()
-        except BaseException as exc:  # reported to the polling thread
-            if not self._stopping.is_set():
-                self._put(exc)
-
-    def _run(self) -> None:
-        binlog, events, row_events = (
-            _module("pymysqlreplication"),
-            _module("pymysqlreplication.event"),
-            _module("pymysqlreplication.row_event"),
-        )
-        BinLogStreamReader = binlog.BinLogStreamReader
-        gtid_events = (events.MariadbGtidEvent, events.GtidEvent)
-        row_types = (row_events.WriteRowsEvent, row_events.UpdateRowsEvent, row_events.DeleteRowsEvent)
-        QueryEvent, XidEvent, TableMapEvent = events.QueryEvent, events.XidEvent, row_events.TableMapEvent
-        new_file = (events.FormatDescriptionEvent, events.RotateEvent)
-        decoders: dict[int, dict[str, ColumnDecoder]] = {}
-        plans: dict[int, TablePlan | None] = {}
-
-        src = self.source
-        self._stream = stream = BinLogStreamReader(
-            connection_settings=src.url.settings(),
-            server_id=src.server_id,
-            blocking=True,
-            resume_stream=True,
-            **self._start_args(),
-            slave_heartbeat=src.heartbeat_s,
-            only_schemas=src.filter.databases,
-            enable_logging=False,
-            # A table map is parsed once per table id (ids change with every ALTER, so a changed
-            # table gets a new map); maps are forgotten at each new binlog file, as a restarted
-            # server starts a new file and reuses ids. Parsing every transaction's map was the
-            # largest cost of small transactions.
-            freeze_schema=True,
-        )
-        tx: _TxItem | None = None
-        for event in stream:
-            if self._stopping.is_set():
-                return
-            here = (str(stream.log_file), int(stream.log_pos))
-            if isinstance(event, new_file):
-                stream.table_map.clear()
-                decoders.clear()
-                plans.clear()
-            elif isinstance(event, TableMapEvent):
-                if src.filter(f"{event.schema}.{event.table}"):  # before its rows events are read
-                    _plan(event, decoders, plans)
-            elif isinstance(event, gtid_events):
-                tx = _TxItem(here[0], here[1], str(getattr(event, "gtid", "")) or None, ts=event.timestamp)
-            elif isinstance(event, row_types):
-                table = f"{event.schema}.{event.table}"
-                if tx is None:
-                    tx = _TxItem(here[0], here[1], None, ts=event.timestamp)
-                if src.filter(table):
-                    table_id = int(event.table_id)
-                    _add_rows(tx, table, event, decoders.get(table_id, {}), plans.get(table_id))
-            elif isinstance(event, XidEvent):
-                self._finish(tx, here)
-                tx = None
-            elif isinstance(event, QueryEvent):
-                tx = self._query(tx, event, here)
-            elif tx is None:
-                self._put(here)
-
-    def _start_args(self) -> dict[str, Any]:
-        """Where the dump starts: a binlog file/offset, or a GTID state."""
-        if self.start_at is not None:
-            # its MariaDB mode ignores log_file/log_pos (GTID only): by file/offset it is MySQL mode
-            return {"log_file": self.start_at[0], "log_pos": self.start_at[1], "is_mariadb": False}
-        # MariaDB: @slave_connect_state (with @slave_gtid_strict_mode); MySQL: COM_BINLOG_DUMP_GTID
-        return {"auto_position": str(self.gtids), "is_mariadb": self.source._flavour == "mariadb"}
-
-    def _query(self, tx: _TxItem | None, event: Any, here: tuple[str, int]) -> _TxItem | None:
-        """``BEGIN`` opens a transaction; ``COMMIT`` or a DDL statement finishes one."""
-        query = str(event.query).strip()
-        if query.upper() == "BEGIN":
-            return tx
-        if tx is None:
-            tx = _TxItem(here[0], here[1], None, ts=event.timestamp)
-        if query.upper() != "COMMIT":
-            self._ddl(tx, query, event)
-        self._finish(tx, here)
-        return None
-
-    def _ddl(self, tx: _TxItem, query: str, event: Any) -> None:
-        match = _DDL_TABLE.match(query)
-        if match is None:
-            return
-        verb, name = match.group(1).upper(), match.group(2)
-        parts = [p.strip().strip("`") for p in name.split(".")]
-        if len(parts) == 1:
-            schema = event.schema.decode() if isinstance(event.schema, bytes) else str(event.schema or "")
-            parts = [schema, parts[0]]
-        table = f"{parts[0]}.{parts[1]}"
-        if not self.source.filter(table):
-            return
-        tx.ddl.append(f"{verb} {table}")
-
-    def _finish(self, tx: _TxItem | None, here: tuple[str, int]) -> None:
-        if tx is None:
-            self._put(here)
-            return
-        tx.file, tx.pos = here
-        self._put(tx)
-
-
-def _add_rows(
-    tx: _TxItem, table: str, event: Any, decoders: dict[str, ColumnDecoder], plan: TablePlan | None
-) -> None:
-    """Append a rows event's changes with the server's values (see :mod:`flowlake.cdc.mysql_values`):
-    read by columns where the table has a plan (:mod:`flowlake.cdc.mysql_rows`), else row by row."""
-    row_events = _module("pymysqlreplication.row_event")
-    if isinstance(event, row_events.UpdateRowsEvent):
-        kind: Literal["insert", "update", "delete"] = "update"
-    elif isinstance(event, row_events.DeleteRowsEvent):
-        kind = "delete"
-    else:
-        kind = "insert"
-    decoded = decode_event(plan, event, kind) if plan is not None else None
-    if decoded is not None:
-        tx.changes.append((table, -1, (plan.names if plan is not None else (), decoded)))
-        return
-    tx.changes += [(table, k, image) for k, image in row_changes(table, event, kind, decoders)]
-
-
-def _plan(
-    event: Any, decoders: dict[int, dict[str, ColumnDecoder]], plans: dict[int, TablePlan | None]
-) -> None:
-    """Note a table map's value decoders and, where its columns allow, its by-columns plan."""
-    table_id = int(event.table_id)
-    if table_id not in decoders:
-        decoders[table_id] = table_decoders(event.columns)
-        plans[table_id] = plan_table(event.columns, decoders[table_id])
-
-
 def _by_table(changes: list[tuple[str, int, Any]]) -> dict[str, list[tuple[int, Any]]]:
     out: dict[str, list[tuple[int, Any]]] = {}
     for table, kind, entry in changes:
@@ -816,16 +634,6 @@ def _rows(entries: list[tuple[int, Any]]) -> list[tuple[int, dict[str, Any]]]:
         for i, k in enumerate(event.kinds):
             rows.append((k, {name: column[i] for name, column in zip(names, event.columns, strict=True)}))
     return rows
-
-
-def _module(name: str) -> Any:
-    """Import an optional dependency (PyMySQL, mysql-replication) with a clear error if missing."""
-    try:
-        return importlib.import_module(name)
-    except ImportError as exc:
-        raise CdcSourceError(
-            f"the MySQL/MariaDB source needs {name!r}: pip install mysql-replication PyMySQL"
-        ) from exc
 
 
 def _jsonable(value: Any) -> Any:

@@ -55,7 +55,7 @@ from typing import Any, Final, Literal
 from psycopg.adapt import Loader
 
 from flowlake.cdc._record_json import dump_record
-from flowlake.cdc.mysql import CdcSourceError
+from flowlake.cdc.mysql_binlog import CdcSourceError
 from flowlake.cdc.pgoutput import (
     UNCHANGED_TOAST,
     Begin,

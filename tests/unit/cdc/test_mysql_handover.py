@@ -11,7 +11,8 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from flowlake.cdc.mysql import MySqlSource, _Chunk, _Snap, _TxItem
+from flowlake.cdc.mysql import MySqlSource, _Chunk, _Snap
+from flowlake.cdc.mysql_binlog import TxItem
 from flowlake.cdc.mysql_schema import MySqlUrl, arrow_type
 from flowlake.cdc.source import ChangeGroup, TableSpec
 from flowlake.errors import InvalidArgumentError
@@ -36,8 +37,8 @@ def source_with_chunk(low: int, high: int, rows: dict[int, str], *, pos: int = 1
     return src
 
 
-def tx(pos: int, *changes: tuple[int, int, str]) -> _TxItem:
-    return _TxItem("f.000001", pos, None, [("db.t", kind, {"id": k, "v": v}) for kind, k, v in changes])
+def tx(pos: int, *changes: tuple[int, int, str]) -> TxItem:
+    return TxItem("f.000001", pos, None, [("db.t", kind, {"id": k, "v": v}) for kind, k, v in changes])
 
 
 def summary(groups: list[ChangeGroup]) -> list[Any]:

@@ -17,7 +17,8 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from flowlake.cdc.mysql import MySqlSource, _Chunk, _Snap, _TxItem
+from flowlake.cdc.mysql import MySqlSource, _Chunk, _Snap
+from flowlake.cdc.mysql_binlog import TxItem
 from flowlake.cdc.mysql_gtid import GtidTracker, MariaDbGtids, MySqlGtids, ResumeOrder, stored_gtids
 from flowlake.cdc.mysql_resume import PositionError, gtid_strict, resume_point
 from flowlake.cdc.mysql_schema import MySqlUrl
@@ -208,8 +209,8 @@ def test_stream_and_chunk_groups_store_the_full_state_and_compare_by_their_own_g
     src._chunk = _Chunk("db.t", {(1,): {"id": 1, "v": "a"}}, ("f", 0), ("f", 300), [1], True, 1)
     src._queue.extend(
         [
-            _TxItem("f", 200, "1-1-4", [("db.t", 0, {"id": 2, "v": "b"})]),
-            _TxItem("f", 400, "0-1-11", [("db.t", 0, {"id": 3, "v": "c"})]),
+            TxItem("f", 200, "1-1-4", [("db.t", 0, {"id": 2, "v": "b"})]),
+            TxItem("f", 400, "0-1-11", [("db.t", 0, {"id": 3, "v": "c"})]),
         ]
     )
     first, chunk, second = src.poll(0.01)
@@ -230,7 +231,7 @@ def test_stream_and_chunk_groups_store_the_full_state_and_compare_by_their_own_g
 
 def test_gtid_off_orders_by_file_and_offset_but_still_records_the_state() -> None:
     src = gtid_source("mysql://root@127.0.0.1:1/db?gtid=off")
-    src._queue.append(_TxItem("f", 200, "1-1-4", [("db.t", 0, {"id": 2, "v": "b"})]))
+    src._queue.append(TxItem("f", 200, "1-1-4", [("db.t", 0, {"id": 2, "v": "b"})]))
     (group,) = src.poll(0.01)
     assert group.position["gtids"] == "0-1-10,1-1-4"
     assert group.order > src.order_of({"file": "f", "pos": 100, "gtids": "0-1-99,1-1-99"})
