@@ -44,12 +44,11 @@ import collections
 import contextlib
 import itertools
 import logging
-import select
 import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from psycopg.adapt import Loader
@@ -58,21 +57,13 @@ from flowlake.cdc._record_json import dump_record
 from flowlake.cdc.mysql_binlog import CdcSourceError
 from flowlake.cdc.pgoutput import (
     UNCHANGED_TOAST,
-    Begin,
-    Commit,
     Delete,
     Insert,
-    Keepalive,
-    LogicalMessage,
-    PgMessage,
     Relation,
     Truncate,
     Update,
-    decode_frame,
-    decode_message,
     format_lsn,
     parse_lsn,
-    status_update,
 )
 from flowlake.cdc.postgres_schema import (
     BadValueError,
@@ -87,6 +78,7 @@ from flowlake.cdc.postgres_schema import (
     qualified,
     quote,
 )
+from flowlake.cdc.postgres_stream import WATERMARK_PREFIX, WalReader, WalReaderSettings, WalTx, Watermark
 from flowlake.cdc.source import (
     ChangeGroup,
     DeadLetter,
@@ -103,10 +95,6 @@ log = logging.getLogger(__name__)
 SnapshotMode = Literal["initial", "never"]
 """``initial``: snapshot tables that have no finished snapshot; ``never``: stream only."""
 
-WATERMARK_PREFIX: Final = "flowlake.watermark"
-"""The prefix of the logical messages that mark chunk and idle-check watermarks."""
-
-_MAX_QUEUED: Final = 20_000
 _CHUNK_RETRIES: Final = 500
 _BPCHAR: Final = 1042
 _BUILTIN_OIDS: Final = 10_000
@@ -170,25 +158,6 @@ class _Chunk:
     """Rows whose values the ODS columns cannot hold (their text, and why)."""
 
 
-@dataclass(slots=True)
-class _Tx:
-    """One transaction as the reader thread received it: its messages in order."""
-
-    xid: int
-    final_lsn: int
-    time: int
-    messages: list[PgMessage] = field(default_factory=list)
-    end_lsn: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class _Mark:
-    """A watermark message reached in the stream."""
-
-    lsn: int
-    token: str
-
-
 class PostgresSource:
     """Stream a PostgreSQL database's changes (logical replication, pgoutput), after a chunked snapshot.
 
@@ -230,7 +199,7 @@ class PostgresSource:
         self._chunk: _Chunk | None = None
         self._queue: collections.deque[Any] = collections.deque()
         self._ready = threading.Event()
-        self._reader: _Reader | None = None
+        self._reader: WalReader | None = None
         self._pos = 0
         self._sub = itertools.count(time.time_ns())
         self._ack = 0
@@ -279,9 +248,19 @@ class PostgresSource:
         for table, spec in sorted(self._tables.items()):
             self._plan_snapshot(table, spec, resume.get(table))
         self._pos = self._ack = start
-        self._reader = _Reader(self, start)
+        self._reader = WalReader(self._reader_settings(), self._queue, self._ready, start, lambda: self._ack)
         self._reader.start()
         return {"lsn": format_lsn(start)}
+
+    def _reader_settings(self) -> WalReaderSettings:
+        return WalReaderSettings(
+            name=f"pgoutput-{self.key}",
+            key=self.key,
+            connection=self.url.settings(replication=True),
+            slot=self.url.slot,
+            publication=self.url.publication,
+            status_interval=self.status_interval,
+        )
 
     def poll(self, timeout: float) -> list[ChangeGroup]:
         """Transactions in commit order, each snapshot chunk at its watermark."""
@@ -291,10 +270,10 @@ class PostgresSource:
         for item in self._drain(timeout):
             if isinstance(item, BaseException):
                 raise CdcSourceError(f"replication stream of {self.key} failed: {item}") from item
-            if isinstance(item, _Tx):
+            if isinstance(item, WalTx):
                 groups.append(self._stream_group(item))
                 self._pos = max(self._pos, item.end_lsn)
-            elif isinstance(item, _Mark):
+            elif isinstance(item, Watermark):
                 self._pos = max(self._pos, item.lsn)
                 chunk = self._chunk
                 if chunk is not None and item.token == chunk.token:
@@ -318,7 +297,7 @@ class PostgresSource:
         if not self._queue:
             return False
         first = self._queue[0]
-        if isinstance(first, _Mark) and first.token == token:
+        if isinstance(first, Watermark) and first.token == token:
             self._queue.popleft()
             self._pos = max(self._pos, first.lsn)
             return True
@@ -564,7 +543,7 @@ class PostgresSource:
                 items.append(pending.popleft())
         return items
 
-    def _stream_group(self, tx: _Tx) -> ChangeGroup:
+    def _stream_group(self, tx: WalTx) -> ChangeGroup:
         position = {"lsn": format_lsn(tx.end_lsn), "commit": format_lsn(tx.final_lsn), "xid": tx.xid}
         ts = tx.time // 1000 + 946_684_800_000  # protocol µs since 2000 → ms since 1970
         group = ChangeGroup(position, (tx.end_lsn, 0), source_ts_ms=ts)
@@ -592,7 +571,7 @@ class PostgresSource:
         return group
 
     def _changes(
-        self, table: str, columns: tuple[Column, ...], message: Insert | Update | Delete, tx: _Tx
+        self, table: str, columns: tuple[Column, ...], message: Insert | Update | Delete, tx: WalTx
     ) -> list[tuple[int, dict[str, Any]]]:
         """``(kind, row)`` changes of one row message; an image that cannot be decoded is a dead letter."""
         key = self._tables[table].primary_key
@@ -719,102 +698,3 @@ class _RawText(Loader):
 
     def load(self, data: Any) -> bytes:
         return bytes(data)
-
-
-class _Reader(threading.Thread):
-    """Reads the replication stream into the source's queue: whole transactions and watermarks."""
-
-    def __init__(self, source: PostgresSource, start: int) -> None:
-        super().__init__(name=f"pgoutput-{source.key}", daemon=True)
-        self.source = source
-        self.start_at = start
-        self._stopping = threading.Event()
-        self._conn: Any = None
-        self._sent = -1
-        self._last_status = 0.0
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self.join(timeout=10)
-
-    def _put(self, item: Any) -> None:
-        pending = self.source._queue
-        while len(pending) >= _MAX_QUEUED and not self._stopping.is_set():
-            self._status()  # keep the walsender alive while the ingester catches up
-            time.sleep(0.005)
-        pending.append(item)
-        self.source._ready.set()
-
-    def run(self) -> None:
-        try:
-            self._run()
-        except BaseException as exc:  # reported to the polling thread
-            if not self._stopping.is_set():
-                self._put(exc)
-        finally:
-            if self._conn is not None:
-                with contextlib.suppress(Exception):
-                    self._status(force=True)
-                with contextlib.suppress(Exception):
-                    self._conn.close()
-
-    def _run(self) -> None:
-        import psycopg
-        from psycopg import pq
-
-        src = self.source
-        self._conn = psycopg.connect(**src.url.settings(replication=True), autocommit=True)
-        pgconn = self._conn.pgconn
-        publication = src.url.publication.replace("'", "''")
-        sql = (
-            f"START_REPLICATION SLOT {quote(src.url.slot)} LOGICAL {format_lsn(self.start_at)} "
-            f"(proto_version '1', publication_names '{quote(publication)}', messages 'true')"
-        )
-        result = pgconn.exec_(sql.encode())
-        if result.status != pq.ExecStatus.COPY_BOTH:
-            raise CdcSourceError(
-                f"START_REPLICATION on {src.key} failed: {result.error_message.decode(errors='replace')}"
-            )
-        pgconn.nonblocking = 1
-        tx: _Tx | None = None
-        while not self._stopping.is_set():
-            self._status()
-            size, data = pgconn.get_copy_data(1)
-            if size == 0:
-                select.select([pgconn.socket], [], [], 0.05)
-                pgconn.consume_input()
-                continue
-            if size < 0:
-                error = pgconn.get_result()
-                detail = error.error_message.decode(errors="replace") if error is not None else ""
-                raise CdcSourceError(f"the replication stream of {src.key} ended: {detail}")
-            frame = decode_frame(bytes(data))
-            if isinstance(frame, Keepalive):
-                if frame.reply:
-                    self._status(force=True)
-                continue
-            message = decode_message(frame.payload)
-            if isinstance(message, Begin):
-                tx = _Tx(message.xid, message.final_lsn, message.commit_time)
-            elif isinstance(message, Commit):
-                if tx is not None:
-                    tx.end_lsn = message.end_lsn
-                    self._put(tx)
-                tx = None
-            elif isinstance(message, LogicalMessage):
-                if not message.transactional and message.prefix == WATERMARK_PREFIX:
-                    self._put(_Mark(message.lsn, message.content.decode()))
-            elif tx is not None:
-                tx.messages.append(message)
-
-    def _status(self, *, force: bool = False) -> None:
-        """Report the acknowledged LSN when it moved, every ``status_interval`` s, or when asked."""
-        ack = self.source._ack
-        now = time.monotonic()
-        if not force and ack == self._sent and now - self._last_status < self.source.status_interval:
-            return
-        micros = int((time.time() - 946_684_800) * 1_000_000)
-        pgconn = self._conn.pgconn
-        pgconn.put_copy_data(status_update(ack, ack, ack, now_micros=micros))
-        pgconn.flush()
-        self._sent, self._last_status = ack, now

@@ -1,0 +1,180 @@
+"""The replication-stream reader thread of the PostgreSQL source.
+
+:class:`WalReader` speaks the walsender's COPY BOTH sub-protocol over psycopg's libpq connection
+(frames and pgoutput messages decoded by :mod:`flowlake.cdc.pgoutput`) and queues, in LSN order, one
+:class:`WalTx` per committed transaction, a :class:`Watermark` per watermark message the source emitted,
+and, last, the exception that stopped it. It reports the acknowledged LSN (what ODS holds) to the server
+as standby status, so the slot keeps the WAL a restart still needs. The source
+(:mod:`flowlake.cdc.postgres`) turns the queue into change groups.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import select
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from flowlake.cdc.mysql_binlog import CdcSourceError
+from flowlake.cdc.pgoutput import (
+    Begin,
+    Commit,
+    Keepalive,
+    LogicalMessage,
+    PgMessage,
+    decode_frame,
+    decode_message,
+    format_lsn,
+    status_update,
+)
+from flowlake.cdc.postgres_schema import quote
+
+WATERMARK_PREFIX: Final = "flowlake.watermark"
+"""The prefix of the logical messages that mark chunk and idle-check watermarks."""
+
+MAX_QUEUED: Final = 20_000
+"""Transactions the reader thread may queue ahead of the ingester."""
+
+
+@dataclass(frozen=True, slots=True)
+class WalReaderSettings:
+    """What the reader needs of its source: where to connect, the slot and the publication."""
+
+    name: str
+    key: str  # the source's key, for messages
+    connection: dict[str, Any]
+    slot: str
+    publication: str
+    status_interval: float
+
+
+@dataclass(slots=True)
+class WalTx:
+    """One transaction as the reader thread received it: its messages in order."""
+
+    xid: int
+    final_lsn: int
+    time: int
+    messages: list[PgMessage] = field(default_factory=list)
+    end_lsn: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Watermark:
+    """A watermark message reached in the stream."""
+
+    lsn: int
+    token: str
+
+
+class WalReader(threading.Thread):
+    """Reads the replication stream into the source's queue: whole transactions and watermarks."""
+
+    def __init__(
+        self,
+        settings: WalReaderSettings,
+        queue: collections.deque[Any],
+        ready: threading.Event,
+        start: int,
+        acknowledged: Callable[[], int],
+    ) -> None:
+        super().__init__(name=settings.name, daemon=True)
+        self.settings = settings
+        self.queue = queue  # transactions (WalTx), watermarks and the reader's exception
+        self.ready = ready  # set when something was queued
+        self.acknowledged = acknowledged  # the LSN the source's ODS commits hold: confirmed to the server
+        self.start_at = start
+        self._stopping = threading.Event()
+        self._conn: Any = None
+        self._sent = -1
+        self._last_status = 0.0
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.join(timeout=10)
+
+    def _put(self, item: Any) -> None:
+        pending = self.queue
+        while len(pending) >= MAX_QUEUED and not self._stopping.is_set():
+            self._status()  # keep the walsender alive while the ingester catches up
+            time.sleep(0.005)
+        pending.append(item)
+        self.ready.set()
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except BaseException as exc:  # reported to the polling thread
+            if not self._stopping.is_set():
+                self._put(exc)
+        finally:
+            if self._conn is not None:
+                with contextlib.suppress(Exception):
+                    self._status(force=True)
+                with contextlib.suppress(Exception):
+                    self._conn.close()
+
+    def _run(self) -> None:
+        import psycopg
+        from psycopg import pq
+
+        src = self.settings
+        self._conn = psycopg.connect(**src.connection, autocommit=True)
+        pgconn = self._conn.pgconn
+        publication = src.publication.replace("'", "''")
+        sql = (
+            f"START_REPLICATION SLOT {quote(src.slot)} LOGICAL {format_lsn(self.start_at)} "
+            f"(proto_version '1', publication_names '{quote(publication)}', messages 'true')"
+        )
+        result = pgconn.exec_(sql.encode())
+        if result.status != pq.ExecStatus.COPY_BOTH:
+            raise CdcSourceError(
+                f"START_REPLICATION on {src.key} failed: {result.error_message.decode(errors='replace')}"
+            )
+        pgconn.nonblocking = 1
+        tx: WalTx | None = None
+        while not self._stopping.is_set():
+            self._status()
+            size, data = pgconn.get_copy_data(1)
+            if size == 0:
+                select.select([pgconn.socket], [], [], 0.05)
+                pgconn.consume_input()
+                continue
+            if size < 0:
+                error = pgconn.get_result()
+                detail = error.error_message.decode(errors="replace") if error is not None else ""
+                raise CdcSourceError(f"the replication stream of {src.key} ended: {detail}")
+            frame = decode_frame(bytes(data))
+            if isinstance(frame, Keepalive):
+                if frame.reply:
+                    self._status(force=True)
+                continue
+            message = decode_message(frame.payload)
+            if isinstance(message, Begin):
+                tx = WalTx(message.xid, message.final_lsn, message.commit_time)
+            elif isinstance(message, Commit):
+                if tx is not None:
+                    tx.end_lsn = message.end_lsn
+                    self._put(tx)
+                tx = None
+            elif isinstance(message, LogicalMessage):
+                if not message.transactional and message.prefix == WATERMARK_PREFIX:
+                    self._put(Watermark(message.lsn, message.content.decode()))
+            elif tx is not None:
+                tx.messages.append(message)
+
+    def _status(self, *, force: bool = False) -> None:
+        """Report the acknowledged LSN when it moved, every ``status_interval`` s, or when asked."""
+        ack = self.acknowledged()
+        now = time.monotonic()
+        if not force and ack == self._sent and now - self._last_status < self.settings.status_interval:
+            return
+        micros = int((time.time() - 946_684_800) * 1_000_000)
+        pgconn = self._conn.pgconn
+        pgconn.put_copy_data(status_update(ack, ack, ack, now_micros=micros))
+        pgconn.flush()
+        self._sent, self._last_status = ack, now
