@@ -26,7 +26,7 @@ from flowlake.flow.lake import CatalogSpec
 from flowlake.flow.operators import aggregate, join, lake_input, lake_output, late_rows, lookup_join, top_n
 from flowlake.sql.evaluate import BatchQuery
 from flowlake.sql.plan import Aggregate, Calc, Join, Lookup, Node, Output, Source, TopN, Union, walk
-from flowlake.sql.planner import KEEP
+from flowlake.sql.relation import KEEP
 
 _STEP_CHARS = re.compile(r"[^a-z0-9_]+")
 

@@ -1,0 +1,151 @@
+"""Projections and filters: :class:`~flowlake.sql.plan.Calc` nodes over a :class:`Relation`.
+
+A Calc's expressions are rendered on its input's internal column names and run as one DuckDB query
+per batch; the columns it selects unchanged pass through in Arrow. Its key is its input's when it
+keeps every key column (or a column known to equal one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pyarrow as pa
+from sqlglot import exp
+
+from flowlake.changelog import KIND_COLUMN
+from flowlake.errors import SqlError
+from flowlake.sql.evaluate import BatchQuery, quote
+from flowlake.sql.plan import Calc
+from flowlake.sql.relation import KEEP, PlanState, Relation, body
+from flowlake.sql.statements import DIALECT
+from flowlake.sql.support import position
+
+
+def with_kind(schema: pa.Schema) -> pa.Schema:
+    """``schema``'s body with the change-kind column a batch query sees."""
+    return body(schema).append(pa.field(KIND_COLUMN, pa.int8()))
+
+
+class Projector:
+    """Renders expressions over relations and plans the Calc nodes that compute them."""
+
+    def __init__(self, state: PlanState) -> None:
+        self.state = state
+
+    def render(self, expr: exp.Expr, rel: Relation, raw: bool = False) -> str:
+        """``expr`` as DuckDB SQL over ``rel``'s internal column names (``raw``: unqualified columns
+        are internal names already)."""
+
+        def swap(node: exp.Expr) -> exp.Expr:
+            if isinstance(node, exp.Column):
+                if raw and not node.table:
+                    return node
+                internal = rel.scope.get((node.table, node.name))
+                if internal is None:
+                    raise SqlError(
+                        f"view {self.state.view_name}: column {node.sql(dialect=DIALECT)} is not available "
+                        f"here{position(node)}"
+                    )
+                return exp.column(internal, quoted=True)
+            return node
+
+        return str(expr.copy().transform(swap).sql(dialect=DIALECT))
+
+    def query(
+        self,
+        rel: Relation,
+        items: Sequence[tuple[str, exp.Expr]],
+        where: exp.Expr | None,
+        raw: bool = False,
+    ) -> BatchQuery:
+        """The batch query computing ``items`` (and ``where``'s verdict as ``__keep``) over ``rel``."""
+        columns = [f"{self.render(e, rel, raw)} AS {quote(name)}" for name, e in items]
+        columns.append(quote(KIND_COLUMN))
+        if where is not None:
+            columns.append(f"coalesce({self.render(where, rel, raw)}, false) AS {quote(KEEP)}")
+        return BatchQuery(f"SELECT {', '.join(columns)} FROM batch")
+
+    def calc(
+        self,
+        rel: Relation,
+        items: Sequence[tuple[str, exp.Expr]],
+        where: exp.Expr | None,
+        raw: bool = False,
+    ) -> Relation:
+        """``rel`` projected to ``items`` (name, expression) and filtered by ``where``."""
+        query = self.query(rel, items, where, raw)
+        schema = body(query.schema(with_kind(rel.node.schema)))
+        sources: dict[str, str] = {}  # input column -> output name, for plain column items
+        for name, expr in items:
+            if isinstance(expr, exp.Column):
+                internal = expr.name if raw and not expr.table else rel.scope.get((expr.table, expr.name))
+                if internal is not None:
+                    sources.setdefault(internal, name)
+        # UNNEST(list) in the select list (hopping windows: one row per window a row falls in) makes
+        # several changes of one: the input key no longer identifies a row
+        explodes = any(isinstance(node, exp.Explode) for _, expr in items for node in expr.walk())
+        key: tuple[str, ...] | None = None
+        if rel.node.key is not None and not explodes:
+            mapped: list[str] = []
+            for column in rel.node.key:
+                partner = next((sources[p] for p in sorted(rel.partners(column)) if p in sources), None)
+                if partner is None:
+                    break
+                mapped.append(partner)
+            else:
+                key = tuple(mapped)
+        equal: list[frozenset[str]] = []
+        for group in rel.equal:
+            renamed = frozenset(sources[c] for c in group if c in sources)
+            if len(renamed) > 1:
+                equal.append(renamed)
+        where_sql = self.render(where, rel, raw) if where is not None else None
+        passthrough: dict[str, str] | None = None
+        computed_sql: str | None = query.sql
+        if not explodes:  # plain columns pass through in Arrow; DuckDB computes the rest (and the filter)
+            passthrough, computed = _plain_columns(items, rel, raw, schema)
+            if computed or where is not None:
+                computed_sql = self.query(rel, computed, where, raw).sql
+            else:
+                computed_sql = None
+        node = Calc(
+            schema=schema, key=key, input=rel.node, sql=query.sql, where=where_sql, explodes=explodes,
+            reads=_reads([e for _, e in items] + ([where] if where is not None else []), rel, raw),
+            passthrough=passthrough, computed_sql=computed_sql,
+        )  # fmt: skip
+        names = [name for name, _ in items]
+        return Relation(node, {("", n): n for n in names}, names, equal)
+
+
+def _reads(exprs: Sequence[exp.Expr], rel: Relation, raw: bool) -> tuple[str, ...] | None:
+    """The input columns that ``exprs`` read (None: unknown, e.g. a star left unexpanded)."""
+    names: dict[str, None] = {}
+    for expr in exprs:
+        for node in expr.walk():
+            if isinstance(node, exp.Star):
+                return None
+            if isinstance(node, exp.Column):
+                internal = node.name if raw and not node.table else rel.scope.get((node.table, node.name))
+                if internal is None:
+                    return None
+                names[internal] = None
+    return tuple(names)
+
+
+def _plain_columns(
+    items: Sequence[tuple[str, exp.Expr]], rel: Relation, raw: bool, schema: pa.Schema
+) -> tuple[dict[str, str], list[tuple[str, exp.Expr]]]:
+    """The items that are an input column unchanged (output name -> input name; same type), and the
+    others."""
+    input_types = {f.name: f.type for f in body(rel.node.schema)}
+    plain: dict[str, str] = {}
+    computed: list[tuple[str, exp.Expr]] = []
+    for name, expr in items:
+        internal = None
+        if isinstance(expr, exp.Column):
+            internal = expr.name if raw and not expr.table else rel.scope.get((expr.table, expr.name))
+        if internal is not None and input_types.get(internal) == schema.field(name).type:
+            plain[name] = internal
+        else:
+            computed.append((name, expr))
+    return plain, computed
