@@ -161,7 +161,12 @@ class KeyState:
         return self._size - len(self)
 
     def keys_of(self, rows: pa.Table) -> Keys:
-        """The key values of ``rows`` in the form this state's lookups take fastest (no nulls)."""
+        """The key values of ``rows`` in the form this state's lookups take fastest (no nulls).
+
+        >>> state = KeyState(pa.table({"id": [3, 1]}), ["id"], version=0)
+        >>> state.lookup(state.keys_of(pa.table({"id": [1, 2]}))).tolist()
+        [1, -1]
+        """
         if self._dtype is None:
             return key_list(rows, self.primary_key)
         return np.asarray(rows.column(self.primary_key[0]).to_numpy(), dtype=self._dtype)
