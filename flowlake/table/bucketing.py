@@ -113,7 +113,10 @@ def split_by_bucket(table: pa.Table, bucket_ids: np.ndarray) -> dict[int, pa.Tab
     """Split rows into per-bucket tables, keeping each bucket's rows in their original order."""
     if table.num_rows == 0:
         return {}
-    order = np.argsort(bucket_ids, kind="stable")
+    ids = bucket_ids
+    if int(ids.min()) >= 0 and int(ids.max()) < 1 << 16:
+        ids = ids.astype(np.uint16)  # numpy's stable sort is a radix sort on 16-bit values
+    order = np.argsort(ids, kind="stable")
     sorted_ids = bucket_ids[order]
     boundaries = np.flatnonzero(np.diff(sorted_ids)) + 1
     starts = np.concatenate(([0], boundaries))

@@ -9,23 +9,132 @@ Rows are stored in append-only Arrow chunks: a write appends its new row images 
 the index at them, so positions never move. Neighbouring chunks are combined when they are of similar
 size (positions are unchanged by that), which keeps the chunk count logarithmic; once superseded rows
 outnumber live ones the whole state is rebuilt, so rebuilding costs O(1) amortized per change.
+
+The key → position index is a dict of the keys' Python values, except for a key of one integer
+column (the common ODS case): that one is an :class:`IntIndex` of sorted numpy runs, so a commit's
+lookups and updates are a few vectorized searches and sorts instead of a dict operation per key.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from itertools import repeat
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import pyarrow as pa
 
+Keys: TypeAlias = list[Any] | np.ndarray
+"""Key values of rows: Python values (:func:`key_list`), or a numpy array for an integer key."""
+
+
+def _column_values(column: pa.ChunkedArray) -> list[Any]:
+    # integers without nulls through numpy: the same Python ints, several times faster than to_pylist
+    if pa.types.is_integer(column.type) and not column.null_count:
+        return list(column.to_numpy().tolist())
+    return list(column.to_pylist())
+
 
 def key_list(table: pa.Table, primary_key: Sequence[str]) -> list[Any]:
-    """Python values of the key (scalars for one column, tuples for several) of every row."""
+    """Python values of the key (scalars for one column, tuples for several) of every row.
+
+    >>> key_list(pa.table({"a": [1, 2], "b": ["x", "y"]}), ["a", "b"])
+    [(1, 'x'), (2, 'y')]
+    """
     if len(primary_key) == 1:
-        return list(table.column(primary_key[0]).to_pylist())
-    return list(zip(*(table.column(k).to_pylist() for k in primary_key), strict=True))
+        return _column_values(table.column(primary_key[0]))
+    return list(zip(*(_column_values(table.column(k)) for k in primary_key), strict=True))
+
+
+def _last_wins(keys: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted distinct ``keys``, each with the position of its last occurrence."""
+    order = np.argsort(keys, kind="stable")  # equal keys keep their order: the last one is newest
+    keys, positions = keys[order], positions[order]
+    if len(keys) < 2:
+        return keys, positions
+    last = np.empty(len(keys), dtype=bool)
+    last[-1] = True
+    np.not_equal(keys[1:], keys[:-1], out=last[:-1])
+    return keys[last], positions[last]
+
+
+class IntIndex:
+    """Integer key → position, as sorted runs of (keys, positions); position -1 marks a deleted key.
+
+    A lookup searches the runs newest first (``np.searchsorted``); an update adds a run and merges it
+    into older ones of no more than twice its size, so there are O(log n) runs and each entry is
+    re-sorted O(log n) times. Deletion marks are dropped when they reach the oldest run.
+
+    >>> index = IntIndex(np.dtype(np.int64))
+    >>> index.put(np.array([5, 7, 9]), np.array([0, 1, 2]))
+    >>> index.put(np.array([7, 5]), np.array([3, -1]))  # 7 moves to position 3, 5 is deleted
+    >>> index.get(np.array([5, 7, 9, 4])).tolist(), len(index)
+    ([-1, 3, 2, -1], 2)
+    >>> sorted(index.positions().tolist())
+    [2, 3]
+    """
+
+    def __init__(self, dtype: np.dtype[Any]) -> None:
+        self.dtype = dtype
+        self._runs: list[tuple[np.ndarray, np.ndarray]] = []
+        self._live = 0
+
+    def __len__(self) -> int:
+        return self._live
+
+    def get(self, keys: np.ndarray) -> np.ndarray:
+        """Position of each key, or -1 where it is absent."""
+        keys = np.asarray(keys, dtype=self.dtype)
+        out = np.full(len(keys), -1, dtype=np.int64)
+        pending = np.arange(len(keys))
+        for run_keys, run_positions in reversed(self._runs):
+            if not len(pending):
+                break
+            at = np.searchsorted(run_keys, keys)
+            np.minimum(at, len(run_keys) - 1, out=at)
+            hit = run_keys[at] == keys
+            out[pending[hit]] = run_positions[at[hit]]
+            miss = ~hit
+            pending, keys = pending[miss], keys[miss]
+        return out
+
+    def put(self, keys: np.ndarray, positions: np.ndarray) -> None:
+        """Point ``keys`` at ``positions`` (-1: delete them); a key named twice takes its last."""
+        if not len(keys):
+            return
+        keys, positions = _last_wins(np.asarray(keys, dtype=self.dtype), np.asarray(positions, np.int64))
+        self._live += int(np.count_nonzero(positions >= 0)) - int(np.count_nonzero(self.get(keys) >= 0))
+        self._runs.append((keys, positions))
+        while len(self._runs) >= 2 and len(self._runs[-1][0]) * 2 >= len(self._runs[-2][0]):
+            newer_keys, newer_positions = self._runs.pop()
+            older_keys, older_positions = self._runs.pop()
+            keys, positions = _last_wins(
+                np.concatenate([older_keys, newer_keys]), np.concatenate([older_positions, newer_positions])
+            )
+            if not self._runs:  # the oldest run: nothing below for a deletion mark to hide
+                live = positions >= 0
+                keys, positions = keys[live], positions[live]
+            if len(keys):
+                self._runs.append((keys, positions))
+
+    def positions(self) -> np.ndarray:
+        """The position of every live key (in key order)."""
+        if not self._runs:
+            return np.empty(0, dtype=np.int64)
+        _, positions = _last_wins(
+            np.concatenate([k for k, _ in self._runs]), np.concatenate([p for _, p in self._runs])
+        )
+        return positions[positions >= 0]
+
+
+def _int_dtype(schema: pa.Schema, primary_key: Sequence[str]) -> np.dtype[Any] | None:
+    """The numpy dtype of an :class:`IntIndex` for this key, or None if the key is not one integer."""
+    if len(primary_key) != 1:
+        return None
+    dtype = schema.field(primary_key[0]).type
+    if not pa.types.is_integer(dtype):
+        return None
+    return np.dtype(np.uint64 if pa.types.is_uint64(dtype) else np.int64)
 
 
 class KeyState:
@@ -38,32 +147,50 @@ class KeyState:
         self._chunks: list[pa.Table] = []
         self._offsets: list[int] = []
         self._size = 0
+        self._dtype = _int_dtype(rows.schema, self.primary_key)
         self._index: dict[Any, int] = {}
-        self._append(rows, key_list(rows, primary_key))
+        self._ints = None if self._dtype is None else IntIndex(self._dtype)
+        self._append(rows, self.keys_of(rows))
 
     def __len__(self) -> int:
-        return len(self._index)
+        return len(self._index) if self._ints is None else len(self._ints)
 
     @property
     def garbage(self) -> int:
         """Row images kept in memory that no key points at any more."""
-        return self._size - len(self._index)
+        return self._size - len(self)
 
-    def _append(self, rows: pa.Table, keys: list[Any]) -> None:
+    def keys_of(self, rows: pa.Table) -> Keys:
+        """The key values of ``rows`` in the form this state's lookups take fastest (no nulls).
+
+        >>> state = KeyState(pa.table({"id": [3, 1]}), ["id"], version=0)
+        >>> state.lookup(state.keys_of(pa.table({"id": [1, 2]}))).tolist()
+        [1, -1]
+        """
+        if self._dtype is None:
+            return key_list(rows, self.primary_key)
+        return np.asarray(rows.column(self.primary_key[0]).to_numpy(), dtype=self._dtype)
+
+    def _append(self, rows: pa.Table, keys: Keys) -> None:
         if rows.num_rows == 0:
             return
         base = self._size
         self._chunks.append(rows.combine_chunks())
         self._offsets.append(base)
         self._size += rows.num_rows
-        self._index.update(zip(keys, range(base, base + rows.num_rows), strict=True))
+        if self._ints is not None:
+            self._ints.put(np.asarray(keys), np.arange(base, base + rows.num_rows, dtype=np.int64))
+        else:
+            self._index.update(zip(keys, range(base, base + rows.num_rows), strict=True))
         while len(self._chunks) >= 2 and self._chunks[-1].num_rows * 2 >= self._chunks[-2].num_rows:
             last = self._chunks.pop()
             self._offsets.pop()
             self._chunks[-1] = pa.concat_tables([self._chunks[-1], last]).combine_chunks()
 
-    def lookup(self, keys: Sequence[Any]) -> np.ndarray:
+    def lookup(self, keys: Keys | Sequence[Any]) -> np.ndarray:
         """Position of each key's current row, or -1 where the key is absent."""
+        if self._ints is not None:
+            return self._ints.get(np.asarray(keys))
         if not self._index:
             return np.full(len(keys), -1, dtype=np.int64)
         return np.fromiter(map(self._index.get, keys, repeat(-1)), dtype=np.int64, count=len(keys))
@@ -88,24 +215,31 @@ class KeyState:
         return gathered.take(pa.array(inverse))
 
     def apply(
-        self, upserted: pa.Table, upserted_keys: list[Any], deleted_keys: Sequence[Any], version: int
+        self, upserted: pa.Table, upserted_keys: Keys, deleted_keys: Keys | Sequence[Any], version: int
     ) -> None:
         """Move the state to ``version``: new row images for some keys, removal of others."""
         if upserted.num_rows:
             self._append(upserted.select(self.schema.names).cast(self.schema), upserted_keys)
-        pop = self._index.pop
-        for key in deleted_keys:
-            pop(key, None)
+        if self._ints is not None:
+            self._ints.put(np.asarray(deleted_keys), np.full(len(deleted_keys), -1, dtype=np.int64))
+        else:
+            pop = self._index.pop
+            for key in deleted_keys:
+                pop(key, None)
         self.version = version
-        if self.garbage > max(len(self._index), 65_536):
+        if self.garbage > max(len(self), 65_536):
             self._rebuild()
 
     def rows(self) -> pa.Table:
         """All live rows (in no particular order)."""
-        positions = np.fromiter(self._index.values(), dtype=np.int64, count=len(self._index))
+        if self._ints is not None:
+            positions = self._ints.positions()
+        else:
+            positions = np.fromiter(self._index.values(), dtype=np.int64, count=len(self._index))
         return self.take(np.sort(positions))
 
     def _rebuild(self) -> None:
         live = self.rows()
         self._chunks, self._offsets, self._size, self._index = [], [], 0, {}
-        self._append(live, key_list(live, self.primary_key))
+        self._ints = None if self._dtype is None else IntIndex(self._dtype)
+        self._append(live, self.keys_of(live))

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -22,7 +21,7 @@ import pyarrow.compute as pc
 
 from flowlake.changelog import KIND_COLUMN, RowKind
 from flowlake.errors import SchemaMismatchError
-from flowlake.table.keystate import KeyState, key_list
+from flowlake.table.keystate import Keys, KeyState, key_list
 
 POS_COLUMN = "_pos"
 """Position of a change within its commit, stored in log files; ``_seq`` is derived from it."""
@@ -35,8 +34,8 @@ class PlannedWrite:
     changelog: pa.Table
     """Table columns plus ``_kind`` and ``_pos``, in commit order."""
     upserted: pa.Table
-    upserted_keys: list[Any]
-    deleted_keys: list[Any]
+    upserted_keys: Keys
+    deleted_keys: Keys
     counts: dict[str, int]
     keys: pa.Table | None = None
     """The key columns of every key the write decided on (after last-occurrence), changed or not: a
@@ -77,21 +76,62 @@ def keys_distinct(rows: pa.Table, primary_key: Sequence[str]) -> bool:
     return bool(groups.num_rows == rows.num_rows)
 
 
-def _last_occurrences(keys: list[Any]) -> np.ndarray | None:
-    last = {k: i for i, k in enumerate(keys)}
-    if len(last) == len(keys):
+def _integer_key(rows: pa.Table, primary_key: Sequence[str]) -> np.ndarray | None:
+    """The key as a numpy integer array, if it is one integer (or timestamp) column without nulls."""
+    if len(primary_key) != 1:
         return None
-    return np.fromiter(sorted(last.values()), dtype=np.int64, count=len(last))
+    column = rows.column(primary_key[0])
+    if pa.types.is_timestamp(column.type):
+        column = column.cast(pa.int64())
+    if not pa.types.is_integer(column.type) or column.null_count:
+        return None
+    return np.asarray(column.to_numpy())
+
+
+def last_occurrences(rows: pa.Table, primary_key: Sequence[str]) -> np.ndarray | None:
+    """Row numbers (ascending) of the last occurrence of each key, or None if no key repeats.
+
+    An integer key is decided by one stable sort (the last row of each run of equal keys); other
+    keys through a dict of their Python values.
+
+    >>> last_occurrences(pa.table({"id": [5, 7, 5, 9, 7]}), ["id"]).tolist()
+    [2, 3, 4]
+    >>> last_occurrences(pa.table({"id": [1, 2]}), ["id"]) is None
+    True
+    """
+    if rows.num_rows < 2:
+        return None
+    values = _integer_key(rows, primary_key)
+    if values is not None:
+        order = np.argsort(values, kind="stable")  # equal keys keep their row order
+        ordered = values[order]
+        last = np.empty(len(ordered), dtype=bool)
+        last[-1] = True
+        np.not_equal(ordered[1:], ordered[:-1], out=last[:-1])
+        if last.all():
+            return None
+        return np.sort(order[last])
+    if keys_distinct(rows, primary_key):
+        return None
+    final = {k: i for i, k in enumerate(key_list(rows, primary_key))}
+    return np.fromiter(sorted(final.values()), dtype=np.int64, count=len(final))
+
+
+def _pick(values: Keys, indices: np.ndarray) -> Keys:
+    """``[values[i] for i in indices]``, without a numpy scalar per item."""
+    if isinstance(values, np.ndarray):
+        picked: np.ndarray = values[indices]
+        return picked
+    return list(map(values.__getitem__, indices.tolist()))
 
 
 def plan_write(state: KeyState, rows: pa.Table, is_delete: np.ndarray) -> PlannedWrite:
     """Compute the changelog of writing ``rows`` (upserts, or deletes where ``is_delete``)."""
-    keys = key_list(rows, state.primary_key)
-    keep = None if rows.num_rows < 2 or keys_distinct(rows, state.primary_key) else _last_occurrences(keys)
+    keep = last_occurrences(rows, state.primary_key)
     if keep is not None:
         rows = rows.take(pa.array(keep))
         is_delete = is_delete[keep]
-        keys = [keys[i] for i in keep]
+    keys = state.keys_of(rows)
     positions = state.lookup(keys)
     found = positions >= 0
 
@@ -128,10 +168,12 @@ def plan_write(state: KeyState, rows: pa.Table, is_delete: np.ndarray) -> Planne
         before = state.take(positions[before_idx])
         # order: by batch position; a -U comes right before its +U
         order_key = np.concatenate([after_idx * 2 + 1, before_idx * 2])
-        order = np.argsort(order_key, kind="stable")
+        slots = np.full(2 * rows.num_rows, -1, dtype=np.int64)  # the keys are distinct: no sort needed
+        slots[order_key] = np.arange(len(order_key))
+        order = slots[slots >= 0]
         kinds = np.concatenate([after_kind, before_kind])[order]
         changelog = pa.concat_tables([after, before]).take(pa.array(order))
-        after_keys = [keys[i] for i in after_idx]
+        after_keys = _pick(keys, after_idx)
     changelog = changelog.append_column(KIND_COLUMN, pa.array(kinds, type=pa.int8()))
     changelog = changelog.append_column(POS_COLUMN, pa.array(np.arange(len(kinds), dtype=np.int32)))
 
@@ -139,7 +181,7 @@ def plan_write(state: KeyState, rows: pa.Table, is_delete: np.ndarray) -> Planne
         changelog=changelog,
         upserted=after,
         upserted_keys=after_keys,
-        deleted_keys=[keys[i] for i in deletes],
+        deleted_keys=_pick(keys, deletes),
         counts={"+I": len(inserts), "-U": len(updates), "+U": len(updates), "-D": len(deletes)},
         keys=rows.select(list(state.primary_key)),
     )
