@@ -129,9 +129,15 @@ def test_run_once_explain_verify_and_dev(tmp_path: Path) -> None:
         dev.send_signal(signal.SIGTERM)  # as Ctrl-C: dev stops its flows after their final commits
         out, err = dev.communicate(timeout=120)
     finally:
-        if dev.poll() is None:
-            dev.kill()
-            dev.communicate()
+        if dev.poll() is None:  # the test failed before dev stopped: stop it as a user would
+            dev.send_signal(signal.SIGTERM)
+            try:
+                dev.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                dev.kill()
+                dev.communicate()
+        for pid in running_with(str(folder / ".flowlake")):  # never leave a flow or maintain running
+            os.kill(pid, signal.SIGKILL)
     assert dev.returncode == 0, out[-2000:] + err[-2000:]
     assert "totals_sql" in out
     assert running_with(str(folder / ".flowlake")) == []  # dev stopped its flows, none left running
