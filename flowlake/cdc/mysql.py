@@ -53,7 +53,6 @@ import decimal
 import itertools
 import logging
 import random
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -63,6 +62,7 @@ import numpy as np
 import pyarrow as pa
 
 from flowlake.cdc._record_json import dump_record
+from flowlake.cdc.handoff import Handoff
 from flowlake.cdc.mysql_binlog import BinlogReader, CdcSourceError, ReaderSettings, TxItem, optional_module
 from flowlake.cdc.mysql_gtid import Flavour, GtidTracker, ResumeOrder, stored_gtids
 from flowlake.cdc.mysql_resume import PositionError, gtid_strict, resume_point, server_identity
@@ -170,8 +170,7 @@ class MySqlSource:
         self._keyless: set[str] = set()
         self._snaps: dict[str, _Snap] = {}
         self._chunk: _Chunk | None = None
-        self._queue: collections.deque[Any] = collections.deque()
-        self._ready = threading.Event()
+        self._queue = Handoff()
         self._reader: BinlogReader | None = None
         self._pos: tuple[str, int] = ("", 0)
         self._sub = itertools.count(time.time_ns())
@@ -251,7 +250,7 @@ class MySqlSource:
         self._by_gtid = self._flavour is not None and self.url.gtid != "off"
         self._pos = self._recent_floor = start or ("", 0)
         self._reader = BinlogReader(
-            self._reader_settings(), self._queue, self._ready, start, gtids if start is None else None
+            self._reader_settings(), self._queue, start, gtids if start is None else None
         )
         self._reader.start()
         position: dict[str, Any] = {"file": start[0], "pos": start[1]} if start else {"file": "", "pos": 0}
@@ -293,7 +292,7 @@ class MySqlSource:
         groups: list[ChangeGroup] = []
         if self._chunk is None:
             self._read_chunk()
-        items = self._drain(0.0 if self._chunk_ready() else timeout)
+        items = self._queue.drain(0.0 if self._chunk_ready() else timeout)
         for item in items:
             if isinstance(item, BaseException):
                 raise CdcSourceError(f"binlog reader of {self.key} failed: {item}") from item
@@ -486,19 +485,6 @@ class MySqlSource:
         return group
 
     # -- stream ---------------------------------------------------------------------------------------
-
-    def _drain(self, timeout: float) -> list[Any]:
-        """Take what the reader thread has queued (at most 5000 items), waiting up to ``timeout``."""
-        pending = self._queue
-        if not pending and timeout > 0:
-            self._ready.clear()
-            if not pending:
-                self._ready.wait(timeout)
-        items: list[Any] = []
-        with contextlib.suppress(IndexError):
-            while len(items) < 5000:
-                items.append(pending.popleft())
-        return items
 
     def _stream_group(self, item: TxItem) -> ChangeGroup:
         here = (item.file, item.pos)

@@ -9,15 +9,14 @@ transactions (heartbeats, rotations) and, last, the exception that stopped it. T
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import importlib
 import re
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
+from flowlake.cdc.handoff import Handoff
 from flowlake.cdc.mysql_gtid import AnyGtids
 from flowlake.cdc.mysql_rows import TablePlan, decode_event, plan_table
 from flowlake.cdc.mysql_values import ColumnDecoder, row_changes, table_decoders
@@ -29,9 +28,6 @@ DDL_TABLE: Final = re.compile(
     r"TEMPORARY\s+)*TABLE\s+(?:IF\s+(?:NOT\s+)?EXISTS\s+)?((?:`[^`]+`|\w+)(?:\s*\.\s*(?:`[^`]+`|\w+))?)",
     re.IGNORECASE | re.DOTALL,
 )
-
-MAX_QUEUED: Final = 20_000
-"""Transactions the reader thread may queue ahead of the ingester."""
 
 
 class CdcSourceError(FlowlakeError):
@@ -69,15 +65,13 @@ class BinlogReader(threading.Thread):
     def __init__(
         self,
         settings: ReaderSettings,
-        queue: collections.deque[Any],
-        ready: threading.Event,
+        handoff: Handoff,
         start: tuple[str, int] | None,
         gtids: AnyGtids | None,
     ) -> None:
         super().__init__(name=settings.name, daemon=True)
         self.settings = settings
-        self.queue = queue  # transactions (TxItem), bare positions and the reader's exception
-        self.ready = ready  # set when something was queued
+        self.handoff = handoff  # transactions (TxItem), bare positions and the reader's exception
         self.start_at = start  # by file/offset; None: by the GTID state ``gtids``
         self.gtids = gtids
         self._stopping = threading.Event()
@@ -92,11 +86,7 @@ class BinlogReader(threading.Thread):
         self.join(timeout=5)
 
     def _put(self, item: Any) -> None:
-        pending = self.queue
-        while len(pending) >= MAX_QUEUED and not self._stopping.is_set():
-            time.sleep(0.005)  # the ingester is behind: stop reading until it catches up
-        pending.append(item)
-        self.ready.set()
+        self.handoff.put(item, self._stopping.is_set)  # waits while the ingester is behind
 
     def run(self) -> None:
         try:

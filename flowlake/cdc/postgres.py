@@ -40,11 +40,9 @@ column cannot hold, and ``TRUNCATE`` become dead letters naming table, LSN and c
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import itertools
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -54,6 +52,7 @@ from typing import Any, Final, Literal
 from psycopg.adapt import Loader
 
 from flowlake.cdc._record_json import dump_record
+from flowlake.cdc.handoff import Handoff
 from flowlake.cdc.mysql_binlog import CdcSourceError
 from flowlake.cdc.pgoutput import (
     UNCHANGED_TOAST,
@@ -197,8 +196,7 @@ class PostgresSource:
         self._relations: dict[int, tuple[str, tuple[Column, ...]]] = {}
         self._snaps: dict[str, _Snap] = {}
         self._chunk: _Chunk | None = None
-        self._queue: collections.deque[Any] = collections.deque()
-        self._ready = threading.Event()
+        self._queue = Handoff()
         self._reader: WalReader | None = None
         self._pos = 0
         self._sub = itertools.count(time.time_ns())
@@ -248,7 +246,7 @@ class PostgresSource:
         for table, spec in sorted(self._tables.items()):
             self._plan_snapshot(table, spec, resume.get(table))
         self._pos = self._ack = start
-        self._reader = WalReader(self._reader_settings(), self._queue, self._ready, start, lambda: self._ack)
+        self._reader = WalReader(self._reader_settings(), self._queue, start, lambda: self._ack)
         self._reader.start()
         return {"lsn": format_lsn(start)}
 
@@ -267,7 +265,7 @@ class PostgresSource:
         groups: list[ChangeGroup] = []
         if self._chunk is None:
             self._read_chunk()
-        for item in self._drain(timeout):
+        for item in self._queue.drain(timeout):
             if isinstance(item, BaseException):
                 raise CdcSourceError(f"replication stream of {self.key} failed: {item}") from item
             if isinstance(item, WalTx):
@@ -291,14 +289,12 @@ class PostgresSource:
         token = self._emit_watermark("idle")
         deadline = time.monotonic() + 30
         while not self._queue and time.monotonic() < deadline:
-            self._ready.clear()
-            if not self._queue:
-                self._ready.wait(0.05)
+            self._queue.wait(0.05)
         if not self._queue:
             return False
-        first = self._queue[0]
+        first = self._queue.items[0]
         if isinstance(first, Watermark) and first.token == token:
-            self._queue.popleft()
+            self._queue.items.popleft()
             self._pos = max(self._pos, first.lsn)
             return True
         return False
@@ -530,18 +526,6 @@ class PostgresSource:
         return group
 
     # -- stream ---------------------------------------------------------------------------------------
-
-    def _drain(self, timeout: float) -> list[Any]:
-        pending = self._queue
-        if not pending and timeout > 0:
-            self._ready.clear()
-            if not pending:
-                self._ready.wait(timeout)
-        items: list[Any] = []
-        with contextlib.suppress(IndexError):
-            while len(items) < 5000:
-                items.append(pending.popleft())
-        return items
 
     def _stream_group(self, tx: WalTx) -> ChangeGroup:
         position = {"lsn": format_lsn(tx.end_lsn), "commit": format_lsn(tx.final_lsn), "xid": tx.xid}

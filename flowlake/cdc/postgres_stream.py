@@ -10,7 +10,6 @@ as standby status, so the slot keeps the WAL a restart still needs. The source
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import select
 import threading
@@ -19,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from flowlake.cdc.handoff import Handoff
 from flowlake.cdc.mysql_binlog import CdcSourceError
 from flowlake.cdc.pgoutput import (
     Begin,
@@ -35,9 +35,6 @@ from flowlake.cdc.postgres_schema import quote
 
 WATERMARK_PREFIX: Final = "flowlake.watermark"
 """The prefix of the logical messages that mark chunk and idle-check watermarks."""
-
-MAX_QUEUED: Final = 20_000
-"""Transactions the reader thread may queue ahead of the ingester."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,15 +74,13 @@ class WalReader(threading.Thread):
     def __init__(
         self,
         settings: WalReaderSettings,
-        queue: collections.deque[Any],
-        ready: threading.Event,
+        handoff: Handoff,
         start: int,
         acknowledged: Callable[[], int],
     ) -> None:
         super().__init__(name=settings.name, daemon=True)
         self.settings = settings
-        self.queue = queue  # transactions (WalTx), watermarks and the reader's exception
-        self.ready = ready  # set when something was queued
+        self.handoff = handoff  # transactions (WalTx), watermarks and the reader's exception
         self.acknowledged = acknowledged  # the LSN the source's ODS commits hold: confirmed to the server
         self.start_at = start
         self._stopping = threading.Event()
@@ -98,12 +93,8 @@ class WalReader(threading.Thread):
         self.join(timeout=10)
 
     def _put(self, item: Any) -> None:
-        pending = self.queue
-        while len(pending) >= MAX_QUEUED and not self._stopping.is_set():
-            self._status()  # keep the walsender alive while the ingester catches up
-            time.sleep(0.005)
-        pending.append(item)
-        self.ready.set()
+        # while the ingester is behind, status updates keep the walsender alive
+        self.handoff.put(item, self._stopping.is_set, while_full=self._status)
 
     def run(self) -> None:
         try:

@@ -58,7 +58,7 @@ def test_chunk_waits_for_the_high_watermark_and_drops_keys_changed_in_the_window
         tx(300, (3, 3, "c")),  # at H: key 3 deleted
         tx(350, (2, 2, "b2")),  # after H: must come after the chunk
     ):
-        src._queue.append(item)
+        src._queue.items.append(item)
     groups = src.poll(0.01)
     assert summary(groups) == [
         (150, [(2, 1, "a2")]),
@@ -73,10 +73,10 @@ def test_chunk_waits_for_the_high_watermark_and_drops_keys_changed_in_the_window
 
 def test_chunk_is_held_until_a_position_reaches_high() -> None:
     src = source_with_chunk(100, 300, {1: "a"})
-    src._queue.append(tx(200, (0, 9, "z")))
+    src._queue.items.append(tx(200, (0, 9, "z")))
     assert summary(src.poll(0.01)) == [(200, [(0, 9, "z")])]  # not yet at H
     assert src._chunk is not None
-    src._queue.append(("f.000001", 300))  # a heartbeat or a filtered event at H
+    src._queue.items.append(("f.000001", 300))  # a heartbeat or a filtered event at H
     assert summary(src.poll(0.01)) == [("chunk", [(0, 1, "a")])]
 
 
@@ -151,7 +151,7 @@ def test_a_chunk_whose_snapshot_is_behind_the_stream_keeps_no_row_the_stream_alr
     src._snaps = {"db.t": _Snap(SPEC)}
     src._pos = src._recent_floor = ("f.000001", 100)
     scripted_chunks(src, (100, {1: "a", 2: "b"}), (120, {3: "c", 4: "d"}), (200, {}))
-    src._queue.extend([tx(150, (1, 3, "c"), (2, 3, "c2")), tx(200, (3, 4, "d"))])
+    src._queue.items.extend([tx(150, (1, 3, "c"), (2, 3, "c2")), tx(200, (3, 4, "d"))])
     first = src.poll(0.01)
     assert summary(first) == [("chunk", [(0, 1, "a"), (0, 2, "b")]), (150, [(1, 3, "c"), (2, 3, "c2")]),
                               (200, [(3, 4, "d")])]  # fmt: skip
@@ -168,7 +168,7 @@ def test_a_chunk_goes_out_before_the_first_transaction_past_its_high_watermark()
     src._snaps = {"db.t": _Snap(SPEC)}
     src._pos = src._recent_floor = ("f.000001", 100)
     scripted_chunks(src, (300, {1: "a"}))
-    src._queue.append(tx(350, (1, 1, "a"), (2, 1, "a2")))  # no position exactly at H reaches the source
+    src._queue.items.append(tx(350, (1, 1, "a"), (2, 1, "a2")))  # no position exactly at H reaches the source
     groups = src.poll(0.01)
     assert summary(groups) == [("chunk", [(0, 1, "a")]), (350, [(1, 1, "a"), (2, 1, "a2")])]
     assert apply({}, groups) == {1: "a2"}

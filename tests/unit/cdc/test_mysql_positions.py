@@ -207,7 +207,7 @@ def test_stream_and_chunk_groups_store_the_full_state_and_compare_by_their_own_g
     src = gtid_source()
     src._snaps = {"db.t": _Snap(SPEC)}
     src._chunk = _Chunk("db.t", {(1,): {"id": 1, "v": "a"}}, ("f", 0), ("f", 300), [1], True, 1)
-    src._queue.extend(
+    src._queue.items.extend(
         [
             TxItem("f", 200, "1-1-4", [("db.t", 0, {"id": 2, "v": "b"})]),
             TxItem("f", 400, "0-1-11", [("db.t", 0, {"id": 3, "v": "c"})]),
@@ -231,7 +231,7 @@ def test_stream_and_chunk_groups_store_the_full_state_and_compare_by_their_own_g
 
 def test_gtid_off_orders_by_file_and_offset_but_still_records_the_state() -> None:
     src = gtid_source("mysql://root@127.0.0.1:1/db?gtid=off")
-    src._queue.append(TxItem("f", 200, "1-1-4", [("db.t", 0, {"id": 2, "v": "b"})]))
+    src._queue.items.append(TxItem("f", 200, "1-1-4", [("db.t", 0, {"id": 2, "v": "b"})]))
     (group,) = src.poll(0.01)
     assert group.position["gtids"] == "0-1-10,1-1-4"
     assert group.order > src.order_of({"file": "f", "pos": 100, "gtids": "0-1-99,1-1-99"})

@@ -1,0 +1,68 @@
+"""The bounded queue between a CDC source's reader thread and the thread that polls the source.
+
+The reader (:class:`flowlake.cdc.mysql_binlog.BinlogReader`, :class:`flowlake.cdc.postgres_stream.
+WalReader`) puts whole transactions, positions and watermarks in server order, and last the exception
+that stopped it; the source drains them in that order.
+
+>>> handoff = Handoff(limit=2)
+>>> handoff.put("tx1", stopping=lambda: False)
+>>> handoff.drain(0.0)
+['tx1']
+>>> handoff.drain(0.01)
+[]
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+MAX_QUEUED: Final = 20_000
+"""Items a reader thread may queue ahead of the ingester."""
+
+DRAIN_MAX: Final = 5000
+"""Items one :meth:`Handoff.drain` takes."""
+
+
+class Handoff:
+    """A deque the reader appends to and the poller pops from, with an event for waiting on it."""
+
+    def __init__(self, limit: int = MAX_QUEUED) -> None:
+        self.items: collections.deque[Any] = collections.deque()
+        self.ready = threading.Event()
+        self.limit = limit
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def put(
+        self, item: Any, stopping: Callable[[], bool], while_full: Callable[[], None] | None = None
+    ) -> None:
+        """Append ``item``; while the queue is full (the ingester is behind) wait, calling
+        ``while_full`` every few milliseconds, unless the reader is ``stopping``."""
+        while len(self.items) >= self.limit and not stopping():
+            if while_full is not None:
+                while_full()
+            time.sleep(0.005)
+        self.items.append(item)
+        self.ready.set()
+
+    def wait(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for an item unless one is queued."""
+        if not self.items and timeout > 0:
+            self.ready.clear()
+            if not self.items:
+                self.ready.wait(timeout)
+
+    def drain(self, timeout: float) -> list[Any]:
+        """Take what is queued (at most :data:`DRAIN_MAX` items), waiting up to ``timeout`` for some."""
+        self.wait(timeout)
+        items: list[Any] = []
+        with contextlib.suppress(IndexError):
+            while len(items) < DRAIN_MAX:
+                items.append(self.items.popleft())
+        return items
