@@ -201,6 +201,17 @@ def source_rows(cur: Any, table: str, columns: list[str]) -> list[dict[str, Any]
     return [dict(zip(columns, row, strict=True)) for row in cur.fetchall()]
 
 
+def assert_ods_equals_source(cat: fl.Catalog, cur: Any) -> None:
+    """ods.orders and ods.customers hold exactly the rows of shop.orders and shop.customers."""
+    orders, customers = cat.load_table("ods.orders"), cat.load_table("ods.customers")
+    assert sorted(orders.read().to_pylist(), key=lambda r: r["id"]) == source_rows(
+        cur, "shop.orders", ORDER_COLUMNS
+    )
+    assert sorted(customers.read().to_pylist(), key=lambda r: r["id"]) == source_rows(
+        cur, "shop.customers", ["id", "name", "visits"]
+    )
+
+
 def key_histories(changes: pa.Table) -> dict[Any, list[dict[str, Any] | None]]:
     """Replay an ODS changelog; check every retraction; return each key's sequence of states."""
     live: dict[Any, dict[str, Any]] = {}
@@ -343,14 +354,8 @@ def check_result(cat: fl.Catalog, cur: Any, initial: dict[Any, dict[str, Any]], 
     text = log.read_text()
     assert "no dead letters in ods._dead_letter" in text
 
-    orders, customers = cat.load_table("ods.orders"), cat.load_table("ods.customers")
-    assert sorted(orders.read().to_pylist(), key=lambda r: r["id"]) == source_rows(
-        cur, "shop.orders", ORDER_COLUMNS
-    )
-    assert sorted(customers.read().to_pylist(), key=lambda r: r["id"]) == source_rows(
-        cur, "shop.customers", ["id", "name", "visits"]
-    )
-    ods_history = key_histories(orders.changes(0))
+    assert_ods_equals_source(cat, cur)
+    ods_history = key_histories(cat.load_table("ods.orders").changes(0))
     # every key's ODS states appear in the order MariaDB went through them: no replayed, reordered
     # or invented change (a snapshot may skip states, the stream may not)
     full = audit_histories(cur, 0)
