@@ -286,6 +286,14 @@ class JoinSide:
             same &= values_equal(theirs.take(pa.array(query)), column.cast(type_), nulls=False)
         return query[same], ids[same]
 
+    def live_rows_with_key_hash(self, hashes: np.ndarray) -> np.ndarray:
+        """Ids of the live rows whose key hash is one of ``hashes`` (sorted unique), NULL keys included,
+        in row-id order."""
+        if not len(hashes) or not len(self.count):
+            return np.zeros(0, np.int64)
+        at = np.minimum(np.searchsorted(hashes, self.key_hash), len(hashes) - 1)
+        return np.flatnonzero((hashes[at] == self.key_hash) & (self.count > 0))
+
     def add(self, rows: pa.Table, counts: np.ndarray, key_hash: np.ndarray, keyed: np.ndarray) -> None:
         """Store rows with their counts."""
         if not rows.num_rows:

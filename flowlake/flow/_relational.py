@@ -12,8 +12,9 @@ import pyarrow as pa
 
 from flowlake.changelog import KIND_COLUMN, SEQ_COLUMN, RowKind
 from flowlake.errors import InvalidArgumentError
+from flowlake.flow._joinlog import SIDES, ChunkedJoin, JoinChunkLog, restore_side, side_records
 from flowlake.flow._joinside import JoinSide, key_columns, key_types, no_nulls, rows_equal, table_hash
-from flowlake.flow._snapshot import PickledSnapshot
+from flowlake.flow._snapshot import ChunkedSnapshot, Frozen, Manifest, PickledSnapshot, Records
 from flowlake.flow._stateform import from_state, to_state
 from flowlake.flow.batch import kinds_of, weights
 
@@ -75,7 +76,7 @@ def join_schema(left: pa.Schema, right: pa.Schema, on: Sequence[str]) -> pa.Sche
     return pa.schema([*left_body, *extra])
 
 
-class JoinState(PickledSnapshot):
+class JoinState(ChunkedSnapshot):
     """Both sides of a regular stream-stream join for one key partition, as multisets of rows in Arrow.
 
     A batch of one side's changes is folded at once: its changes are netted per identical row (each
@@ -94,12 +95,20 @@ class JoinState(PickledSnapshot):
     failing pairs are dropped before the joined rows are built, and a left row is null-padded while
     none of its key's right rows passes with it (its padding retracted or restored per left row, as
     the rows that pass with it go from none to some or back).
+
+    With a state folder (:meth:`keep_chunks`) a large state snapshots only the live rows of the join
+    keys changed since the last snapshot (see :mod:`flowlake.flow._joinlog`).
     """
+
+    log_class = JoinChunkLog
 
     def __init__(self) -> None:
         self.sides: dict[str, JoinSide] = {}
         self.key_types: list[pa.DataType] = []
         self.dropped_retractions = 0
+        self._marked: dict[str, list[np.ndarray]] = {side: [] for side in SIDES}
+        """Per side, the key hashes whose rows changed since the last chunked snapshot (kept only
+        while chunked)."""
 
     def __len__(self) -> int:
         """Live stored rows on both sides (the state-size gauge)."""
@@ -111,7 +120,15 @@ class JoinState(PickledSnapshot):
                 "sides": {}, "key_types": [], "dropped_retractions": state.get("dropped_retractions", 0),
                 "legacy": {"left": state["left"], "right": state["right"]},
             }  # fmt: skip
+        state.setdefault("_marked", {side: [] for side in SIDES})
         self.__dict__.update(state)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_marked"] = {side: [] for side in SIDES}
+        for name in ("_log", "_chunk_root", "_inline_bytes"):  # the snapshot's, not the state's
+            state.pop(name, None)
+        return state
 
     def side(self, name: Literal["left", "right"]) -> JoinSide | None:
         """The state of one input (None before its first change)."""
@@ -158,6 +175,8 @@ class JoinState(PickledSnapshot):
         per_key = side == "right" and how == "left" and condition is None
         before = self._key_totals(mine, change.keys, change.hashes) if per_key else None
         self._store(mine, body, net, key_hash, keyed)
+        if self._log is not None and len(change.hashes):
+            self._marked[side].append(change.hashes)
         pairs = _Pairs(condition, left.schema.names)
         if side == "left":
             out = self._from_left(out_schema, body, change, other, how, pairs)
@@ -175,6 +194,7 @@ class JoinState(PickledSnapshot):
                 state = self.sides[name] = JoinSide(schema, on)
             elif state.schema != schema or types != self.key_types:
                 state.rehash(schema, types)
+                self._log = None  # every key hash changed: the next snapshot starts a new log
             sides.append(state)
         self.key_types = types
         if "legacy" in self.__dict__:
@@ -191,6 +211,33 @@ class JoinState(PickledSnapshot):
             table = _rows_table(rows, state.schema, state.on)
             keys = key_columns(table, state.on, self.key_types)
             state.add(table, counts, table_hash(keys.columns, table.num_rows), no_nulls(keys))
+
+    # -- snapshots (see ChunkedSnapshot) --------------------------------------------------------------
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Frozen:
+        if "legacy" in self.__dict__:  # rows not folded in yet: only a whole pickle holds them
+            return PickledSnapshot.__deepcopy__(self, memo)
+        return super().__deepcopy__(memo)
+
+    def _mark_all_changed(self) -> None:
+        self._marked = {side: [] for side in SIDES}
+        for name, side in self.sides.items():
+            self._marked[name].append(side.key_hash[side.count > 0])
+
+    def _changed_records(self) -> Records:
+        """Per side, the live rows of the key hashes changed since the last snapshot."""
+        records = {side: side_records(self.sides.get(side), self._marked[side]) for side in SIDES}
+        self._marked = {side: [] for side in SIDES}
+        return records
+
+    def _chunked_snapshot(self, manifest: Manifest) -> object:
+        first = next(iter(self.sides.values()), None)
+        scalars = {
+            "on": () if first is None else first.on, "key_types": list(self.key_types),
+            "dropped_retractions": self.dropped_retractions,
+            "schemas": {name: side.schema for name, side in self.sides.items()},
+        }  # fmt: skip
+        return ChunkedJoin(restore_join, manifest, scalars)
 
     def _net(self, mine: JoinSide, body: pa.Table, kinds: np.ndarray) -> _Net:
         """Net the batch per identical row, each row's changes applied in order from its stored count.
@@ -472,6 +519,19 @@ def _rows_table(rows: list[tuple[Any, ...]], schema: pa.Schema, keys: Sequence[s
         except (pa.ArrowInvalid, pa.ArrowTypeError):  # pickled before state form: Python values
             arrays.append(pa.array(list(values), f.type))
     return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def restore_join(manifest: Manifest, scalars: dict[str, Any]) -> JoinState:
+    """The join state a chunked snapshot describes, its chunk log continuing from that snapshot."""
+    state = JoinState()
+    state.key_types = list(scalars["key_types"])
+    state.dropped_retractions = scalars["dropped_retractions"]
+    log = JoinChunkLog(manifest)
+    records = log.load()
+    for name, schema in scalars["schemas"].items():
+        state.sides[name] = restore_side(records[name], schema, scalars["on"], state.key_types)
+    state._log = log
+    return state
 
 
 class DedupState(PickledSnapshot):

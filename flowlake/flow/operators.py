@@ -252,6 +252,8 @@ def join(
     how: JoinHow = "inner",
     partitions: int = 4,
     condition: PairCondition | None = None,
+    chunks: str | os.PathLike[str] | None = None,
+    inline_bytes: int | None = None,
 ) -> Stream[ChangeBatch]:
     """A regular stream-stream equi-join with retractions on both sides (``inner`` or ``left``).
 
@@ -261,6 +263,9 @@ def join(
     (a :class:`~flowlake.flow.PairCondition` over output columns) is a further condition on matched
     pairs, applied inside the join: a pair that fails it is never built, and a left row none of whose
     partners passes it is null-padded.
+
+    ``chunks`` and ``inline_bytes`` as for :func:`aggregate`: with a state folder, a large key
+    partition's snapshot holds only the live rows of the join keys changed since the last one.
 
     >>> from bytewax.testing import TestingSink, TestingSource, run_main
     >>> from flowlake.flow import ChangeBatch, from_rows, join, rows
@@ -279,6 +284,9 @@ def join(
     """
     keys = tuple(on)
     sizes = StateSizes(step_id)
+    root = state_dir(chunks)
+    chunk_root = None if root is None else root / step_id
+    threshold = snapshot_inline_bytes(inline_bytes)
 
     def tag(side: str) -> Callable[[ChangeBatch], list[tuple[str, tuple[str, ChangeBatch]]]]:
         def split(batch: ChangeBatch) -> list[tuple[str, tuple[str, ChangeBatch]]]:
@@ -297,6 +305,8 @@ def join(
     ) -> tuple[JoinState, list[ChangeBatch]]:
         side, batch = item
         state = thaw(state) or JoinState()
+        if chunk_root is not None:
+            state.keep_chunks(chunk_root, threshold)
         out = state.apply(
             "left" if side == "left" else "right", batch.data, on=keys, how=how,
             left_schema=left_schema, right_schema=right_schema, condition=condition,
