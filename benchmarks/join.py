@@ -9,18 +9,37 @@ the process's peak RSS; ``--check`` also prints a digest of the joined result (t
 output rows), to compare two versions of the join.
 
     python benchmarks/join.py [--initial 200000] [--batches 30] [--size 10000] [--check]
+
+``--snapshots`` measures instead what bytewax's per-epoch snapshot of one join key partition costs
+(its deep copy, pickled) with ``--initial`` orders and ``--shops`` shops held and ``--size`` order
+changes an epoch, whole pickle against chunked (only the changed join keys' rows, see
+``flowlake.flow._joinlog``), each mode in its own process: per-epoch snapshot time and bytes, the
+resume time, peak RSS. Prints a table; ``--json PATH`` writes it.
+
+    python benchmarks/join.py --snapshots --initial 1000000 --shops 100000 --size 1000 --batches 30
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
+import json
+import os
+import pickle
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from _report import report
 from bytewax import operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, TestingSource, run_main
@@ -29,6 +48,8 @@ from flowlake.changelog import KIND_COLUMN, RowKind
 from flowlake.demo.flows import SHOPS_SCHEMA, shops_table
 from flowlake.demo.workload import ORDERS_SCHEMA, OrdersWorkload
 from flowlake.flow import ChangeBatch
+from flowlake.flow._relational import JoinState
+from flowlake.flow._snapshot import thaw
 from flowlake.flow.operators import join
 
 
@@ -105,6 +126,79 @@ def digest(outputs: list[pa.Table]) -> str:
     return f"{net.num_rows} rows, sha1 {hashlib.sha1(str(net.to_pylist()).encode()).hexdigest()}"  # noqa: S324
 
 
+def _peak_rss_mb() -> float:
+    status = Path("/proc/self/status").read_text().splitlines()
+    return next((int(line.split()[1]) for line in status if line.startswith("VmHWM:")), 0) / 1024
+
+
+def snapshot_costs(args: argparse.Namespace, chunked: bool) -> dict[str, Any]:
+    """One key partition's join state: per-epoch snapshot cost, whole pickle or chunked."""
+    orders = order_changes(args.initial, args.batches, args.size, args.shops)
+    shops = shop_changes(args.batches, args.shops)
+    loads = args.initial // args.size + (1 if args.initial % args.size else 0)
+    kw: dict[str, Any] = {"on": ["shop_id"], "how": "left", "left_schema": ORDERS_SCHEMA,
+                          "right_schema": SHOPS_SCHEMA}  # fmt: skip
+    state = JoinState()
+    folder = Path(tempfile.mkdtemp(prefix="flowlake-join-chunks-"))
+    try:
+        if chunked:
+            state.keep_chunks(folder)
+        state.apply("right", shops[0], **kw)
+        for batch in orders[:loads]:
+            state.apply("left", batch, **kw)
+        t = time.perf_counter()
+        blob = pickle.dumps(copy.deepcopy(state))
+        first_ms = (time.perf_counter() - t) * 1000
+        times, sizes, folds = [], [], []
+        for orders_batch, shops_batch in zip(orders[loads:], shops[1:], strict=True):
+            t = time.perf_counter()
+            state.apply("left", orders_batch, **kw)
+            state.apply("right", shops_batch, **kw)
+            folds.append(time.perf_counter() - t)
+            written = state.snapshot_bytes
+            t = time.perf_counter()
+            blob = pickle.dumps(copy.deepcopy(state))  # what bytewax does at the end of each epoch
+            times.append(time.perf_counter() - t)
+            sizes.append(len(blob) + state.snapshot_bytes - written)
+        peak = _peak_rss_mb()
+        t = time.perf_counter()
+        back = thaw(pickle.loads(blob))  # noqa: S301 - our own bytes
+        resume_ms = (time.perf_counter() - t) * 1000
+        assert isinstance(back, JoinState) and len(back) == len(state)
+        ms = np.array(times) * 1000
+        return {
+            "rows_held": len(state),
+            "first_snapshot_ms": round(first_ms, 1),
+            "snapshot_ms_median": round(float(np.median(ms)), 2),
+            "snapshot_ms_p99": round(float(np.percentile(ms, 99)), 2),
+            "snapshot_bytes_median": int(np.median(sizes)),
+            "fold_ms_median": round(float(np.median(folds)) * 1000, 2),
+            "resume_ms": round(resume_ms, 1),
+            "peak_rss_mb": round(peak, 1),
+        }
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def snapshot_section(args: argparse.Namespace) -> None:
+    """Both modes, each in a subprocess (so peak RSS is its own); print and save the figures."""
+    figures: dict[str, Any] = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}",
+        "orders_held": args.initial, "shops_held": args.shops, "order_changes_per_epoch": args.size,
+        "epochs": args.batches,
+    }  # fmt: skip
+    for mode in ("whole_pickle", "chunked"):
+        sizes = ["--initial", str(args.initial), "--shops", str(args.shops), "--size", str(args.size)]
+        argv = [sys.executable, __file__, "--snapshot-mode", mode, *sizes, "--batches", str(args.batches)]
+        done = subprocess.run(argv, capture_output=True, text=True, check=True)  # noqa: S603 - this script
+        for key, value in json.loads(done.stdout).items():
+            figures[f"{mode}_{key}"] = value
+    figures["snapshot_median_whole_over_chunked"] = round(
+        figures["whole_pickle_snapshot_ms_median"] / max(figures["chunked_snapshot_ms_median"], 1e-3), 1
+    )
+    report(figures, args.json)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--initial", type=int, default=200_000)
@@ -112,7 +206,16 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=10_000)
     parser.add_argument("--shops", type=int, default=500)
     parser.add_argument("--check", action="store_true", help="print a digest of the joined result")
+    parser.add_argument("--snapshots", action="store_true", help="measure per-epoch snapshot costs instead")
+    parser.add_argument("--snapshot-mode", choices=["whole_pickle", "chunked"], help=argparse.SUPPRESS)
+    parser.add_argument("--json", help="write the --snapshots figures to this path")
     args = parser.parse_args()
+    if args.snapshot_mode:
+        print(json.dumps(snapshot_costs(args, args.snapshot_mode == "chunked")))
+        return
+    if args.snapshots:
+        snapshot_section(args)
+        return
     orders = order_changes(args.initial, args.batches, args.size, args.shops)
     shops = shop_changes(args.batches, args.shops)
     changes = sum(t.num_rows for t in [*orders, *shops])

@@ -242,20 +242,9 @@ class JoinSide:
         A row may be stored more than once (an insert-only batch is appended without looking for its
         rows): its count is the sum over its copies.
         """
-        n = len(self.count)
-        if not n or not rows.num_rows:
+        if not len(self.count) or not rows.num_rows:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        done = len(self.row_hash)
-        if done < n:  # hash the rows stored since the last retraction
-            fresh = self.table().slice(done)
-            fresh_hash = table_hash(fresh.columns, fresh.num_rows)
-            self.row_hash = np.concatenate([self.row_hash, fresh_hash])
-            if self._row_index is not None:
-                self._row_index = _merged(*self._row_index, fresh_hash, np.arange(done, n, dtype=np.int64))
-        if self._row_index is None:
-            order = np.argsort(self.row_hash, kind="stable")
-            self._row_index = (self.row_hash[order], order)
-        query, ids = candidates(self._row_index[0], self._row_index[1], hashes)
+        query, ids = candidates(*self._row_hash_index(), hashes)
         if len(ids):
             same = rows_equal(rows.take(pa.array(query)), self.take(ids))
             query, ids = query[same], ids[same]
@@ -286,13 +275,31 @@ class JoinSide:
             same &= values_equal(theirs.take(pa.array(query)), column.cast(type_), nulls=False)
         return query[same], ids[same]
 
-    def live_rows_with_key_hash(self, hashes: np.ndarray) -> np.ndarray:
-        """Ids of the live rows whose key hash is one of ``hashes`` (sorted unique), NULL keys included,
-        in row-id order."""
+    def row_hashes(self) -> np.ndarray:
+        """The hash of every stored row (computing those not hashed yet), by row id."""
+        n, done = len(self.count), len(self.row_hash)
+        if done < n:  # hash the rows stored since the last retraction
+            fresh = self.table().slice(done)
+            fresh_hash = table_hash(fresh.columns, fresh.num_rows)
+            self.row_hash = np.concatenate([self.row_hash, fresh_hash])
+            if self._row_index is not None:
+                self._row_index = _merged(*self._row_index, fresh_hash, np.arange(done, n, dtype=np.int64))
+        return self.row_hash
+
+    def live_rows_with_row_hash(self, hashes: np.ndarray) -> np.ndarray:
+        """Ids of the live rows whose row hash is one of ``hashes`` (sorted unique), in row-id order."""
         if not len(hashes) or not len(self.count):
             return np.zeros(0, np.int64)
-        at = np.minimum(np.searchsorted(hashes, self.key_hash), len(hashes) - 1)
-        return np.flatnonzero((hashes[at] == self.key_hash) & (self.count > 0))
+        _, ids = candidates(*self._row_hash_index(), hashes)
+        return np.sort(ids[self.count[ids] > 0])
+
+    def _row_hash_index(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every stored row's hash, sorted, and the row ids in that order (built once, then merged)."""
+        self.row_hashes()
+        if self._row_index is None:
+            order = np.argsort(self.row_hash, kind="stable")
+            self._row_index = (self.row_hash[order], order)
+        return self._row_index
 
     def add(self, rows: pa.Table, counts: np.ndarray, key_hash: np.ndarray, keyed: np.ndarray) -> None:
         """Store rows with their counts."""

@@ -97,7 +97,7 @@ class JoinState(ChunkedSnapshot):
     the rows that pass with it go from none to some or back).
 
     With a state folder (:meth:`keep_chunks`) a large state snapshots only the live rows of the join
-    keys changed since the last snapshot (see :mod:`flowlake.flow._joinlog`).
+    rows whose count changed since the last snapshot (see :mod:`flowlake.flow._joinlog`).
     """
 
     log_class = JoinChunkLog
@@ -107,8 +107,8 @@ class JoinState(ChunkedSnapshot):
         self.key_types: list[pa.DataType] = []
         self.dropped_retractions = 0
         self._marked: dict[str, list[np.ndarray]] = {side: [] for side in SIDES}
-        """Per side, the key hashes whose rows changed since the last chunked snapshot (kept only
-        while chunked)."""
+        """Per side, the hashes of the rows whose count changed since the last chunked snapshot (kept
+        only while chunked)."""
 
     def __len__(self) -> int:
         """Live stored rows on both sides (the state-size gauge)."""
@@ -175,8 +175,8 @@ class JoinState(ChunkedSnapshot):
         per_key = side == "right" and how == "left" and condition is None
         before = self._key_totals(mine, change.keys, change.hashes) if per_key else None
         self._store(mine, body, net, key_hash, keyed)
-        if self._log is not None and len(change.hashes):
-            self._marked[side].append(change.hashes)
+        if self._log is not None and len(rows):  # the rows whose count changed, by row hash
+            self._marked[side].append(table_hash(body.take(pa.array(rows)).columns, len(rows)))
         pairs = _Pairs(condition, left.schema.names)
         if side == "left":
             out = self._from_left(out_schema, body, change, other, how, pairs)
@@ -194,7 +194,7 @@ class JoinState(ChunkedSnapshot):
                 state = self.sides[name] = JoinSide(schema, on)
             elif state.schema != schema or types != self.key_types:
                 state.rehash(schema, types)
-                self._log = None  # every key hash changed: the next snapshot starts a new log
+                self._log = None  # every row hash changed: the next snapshot starts a new log
             sides.append(state)
         self.key_types = types
         if "legacy" in self.__dict__:
@@ -222,10 +222,10 @@ class JoinState(ChunkedSnapshot):
     def _mark_all_changed(self) -> None:
         self._marked = {side: [] for side in SIDES}
         for name, side in self.sides.items():
-            self._marked[name].append(side.key_hash[side.count > 0])
+            self._marked[name].append(side.row_hashes()[side.count > 0])
 
     def _changed_records(self) -> Records:
-        """Per side, the live rows of the key hashes changed since the last snapshot."""
+        """Per side, the live rows of the row hashes changed since the last snapshot."""
         records = {side: side_records(self.sides.get(side), self._marked[side]) for side in SIDES}
         self._marked = {side: [] for side in SIDES}
         return records
