@@ -18,7 +18,7 @@ rows changes no live row, so it needs no marks.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Final
 
 import numpy as np
 import pyarrow as pa
@@ -87,14 +87,3 @@ def restore_side(
     side.add(body, counts, table_hash(keys.columns, body.num_rows), no_nulls(keys))
     side.row_hash = np.asarray(rows.column(ROW_HASH).to_numpy(), np.uint64)
     return side
-
-
-class ChunkedJoin:
-    """What a chunked snapshot of a join's state pickles: the manifest and the state's scalars;
-    unpickling rebuilds the state (``restore``, given by the state's module)."""
-
-    def __init__(self, restore: Any, manifest: Any, scalars: dict[str, Any]) -> None:
-        self.restore, self.manifest, self.scalars = restore, manifest, scalars
-
-    def __reduce__(self) -> tuple[Any, tuple[Any, dict[str, Any]]]:
-        return self.restore, (self.manifest, self.scalars)

@@ -12,9 +12,17 @@ import pyarrow as pa
 
 from flowlake.changelog import KIND_COLUMN, SEQ_COLUMN, RowKind
 from flowlake.errors import InvalidArgumentError
-from flowlake.flow._joinlog import SIDES, ChunkedJoin, JoinChunkLog, restore_side, side_records
+from flowlake.flow._joinlog import SIDES, JoinChunkLog, restore_side, side_records
 from flowlake.flow._joinside import JoinSide, key_columns, key_types, no_nulls, rows_equal, table_hash
-from flowlake.flow._snapshot import ChunkedSnapshot, Frozen, Manifest, PickledSnapshot, Records
+from flowlake.flow._snapshot import (
+    ChunkedSnapshot,
+    ChunkedState,
+    ChunkLog,
+    Frozen,
+    Manifest,
+    PickledSnapshot,
+    Records,
+)
 from flowlake.flow._stateform import from_state, to_state
 from flowlake.flow.batch import kinds_of, weights
 
@@ -237,7 +245,7 @@ class JoinState(ChunkedSnapshot):
             "dropped_retractions": self.dropped_retractions,
             "schemas": {name: side.schema for name, side in self.sides.items()},
         }  # fmt: skip
-        return ChunkedJoin(restore_join, manifest, scalars)
+        return ChunkedState(restore_join, manifest, scalars)
 
     def _net(self, mine: JoinSide, body: pa.Table, kinds: np.ndarray) -> _Net:
         """Net the batch per identical row, each row's changes applied in order from its stored count.
@@ -534,12 +542,30 @@ def restore_join(manifest: Manifest, scalars: dict[str, Any]) -> JoinState:
     return state
 
 
-class DedupState(PickledSnapshot):
-    """Latest (or first) row per key: turns repeated rows into an exact upsert changelog."""
+class DedupState(ChunkedSnapshot):
+    """Latest (or first) row per key: turns repeated rows into an exact upsert changelog.
+
+    With a state folder (:meth:`keep_chunks`) a large state snapshots only the keys whose row changed
+    since the last snapshot (a key that was deleted is a tombstone; see
+    :class:`~flowlake.flow._snapshot.ChunkLog`).
+    """
 
     def __init__(self, keep: Literal["first", "last"] = "last") -> None:
         self.keep = keep
         self.rows: dict[Any, tuple[Any, ...]] = {}
+        self._changed: set[Any] = set()
+        """Keys whose row changed since the last chunked snapshot (kept only while chunked)."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_changed"] = set()
+        for name in ("_log", "_chunk_root", "_inline_bytes"):  # the snapshot's, not the state's
+            state.pop(name, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("_changed", set())
+        self.__dict__.update(state)
 
     def apply(self, data: pa.Table, keys: Sequence[str]) -> pa.Table:
         """Fold changes; duplicates that change nothing are dropped, updates become ``-U``/``+U``."""
@@ -548,6 +574,7 @@ class DedupState(PickledSnapshot):
         key_idx = [schema.names.index(c) for c in keys]
         out_kinds: list[int] = []
         out_rows: list[tuple[Any, ...]] = []
+        changed = self._changed if self._log is not None else None
         for kind, row in zip(kinds_of(data).tolist(), rows, strict=True):
             key = tuple(row[i] for i in key_idx)
             old = self.rows.get(key)
@@ -560,11 +587,42 @@ class DedupState(PickledSnapshot):
                     self.rows[key] = row
                     out_kinds += [RowKind.UPDATE_BEFORE, RowKind.UPDATE_AFTER]
                     out_rows += [old, row]
+                else:
+                    continue
             elif kind == RowKind.DELETE and old is not None:
                 del self.rows[key]
                 out_kinds.append(RowKind.DELETE)
                 out_rows.append(old)
+            else:
+                continue
+            if changed is not None:
+                changed.add(key)
         return _table(out_kinds, out_rows, schema, keys)
+
+    # -- snapshots (see ChunkedSnapshot) --------------------------------------------------------------
+
+    def _mark_all_changed(self) -> None:
+        self._changed = set(self.rows)
+
+    def _changed_records(self) -> Records:
+        """The keys changed since the last snapshot with their rows (``live`` False: deleted)."""
+        keys = list(self._changed)
+        self._changed = set()
+        rows = [self.rows.get(k) for k in keys]
+        return {"keys": keys, "live": np.array([r is not None for r in rows], dtype=bool), "row": rows}
+
+    def _chunked_snapshot(self, manifest: Manifest) -> object:
+        return ChunkedState(restore_dedup, manifest, {"keep": self.keep})
+
+
+def restore_dedup(manifest: Manifest, scalars: dict[str, Any]) -> DedupState:
+    """The dedup state a chunked snapshot describes, its chunk log continuing from that snapshot."""
+    state = DedupState(scalars["keep"])
+    log = ChunkLog(manifest)
+    records = log.load()
+    state.rows = dict(zip(records["keys"], records["row"], strict=True))
+    state._log = log
+    return state
 
 
 def filter_changes(data: pa.Table, mask: np.ndarray) -> pa.Table:

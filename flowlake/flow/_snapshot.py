@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import pickle
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -355,3 +355,15 @@ class ChunkedSnapshot(PickledSnapshot):
 
     def _chunked_snapshot(self, manifest: Manifest) -> object:
         raise NotImplementedError
+
+
+class ChunkedState:
+    """What a chunked snapshot pickles for a state: its manifest and scalars; unpickling calls
+    ``restore(manifest, scalars)``, a module-level function of the state's module, to rebuild it."""
+
+    def __init__(self, restore: Callable[[Manifest, dict[str, Any]], Any], manifest: Manifest,
+                 scalars: dict[str, Any]) -> None:  # fmt: skip
+        self.restore, self.manifest, self.scalars = restore, manifest, scalars
+
+    def __reduce__(self) -> tuple[Any, tuple[Manifest, dict[str, Any]]]:
+        return self.restore, (self.manifest, self.scalars)

@@ -446,8 +446,13 @@ def dedup(
     keys: Sequence[str],
     keep: Literal["first", "last"] = "last",
     partitions: int = 4,
+    chunks: str | os.PathLike[str] | None = None,
+    inline_bytes: int | None = None,
 ) -> Stream[ChangeBatch]:
     """One row per key: the first or latest, emitted as an exact changelog (repeats are dropped).
+
+    ``chunks`` and ``inline_bytes`` as for :func:`aggregate`: with a state folder, a large key
+    partition's snapshot holds only the keys whose row changed since the last one.
 
     >>> from bytewax.testing import TestingSink, TestingSource, run_main
     >>> from flowlake.flow import ChangeBatch, dedup, from_rows, rows
@@ -466,9 +471,14 @@ def dedup(
     keyed = op.key_on("key", split, lambda item: item[0])
     values = op.map_value("unwrap", keyed, lambda item: item[1])
     sizes = StateSizes(step_id)
+    root = state_dir(chunks)
+    chunk_root = None if root is None else root / step_id
+    threshold = snapshot_inline_bytes(inline_bytes)
 
     def fold(state: DedupState | Frozen | None, batch: ChangeBatch) -> tuple[DedupState, list[ChangeBatch]]:
         state = thaw(state) or DedupState(keep)
+        if chunk_root is not None:
+            state.keep_chunks(chunk_root, threshold)
         out = state.apply(batch.data, cols)
         count_records(step_id, "in", batch.data.num_rows)
         count_records(step_id, "out", out.num_rows)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -31,9 +32,9 @@ from test_flow_join_state import (
     batches,
 )
 
-from flowlake.flow._relational import JoinHow, JoinState, PairCondition
+from flowlake.flow._relational import DedupState, JoinHow, JoinState, PairCondition
 from flowlake.flow._snapshot import Frozen, thaw
-from flowlake.flow.batch import rows
+from flowlake.flow.batch import from_rows, rows
 
 Row = tuple[Any, ...]
 
@@ -169,8 +170,6 @@ def test_a_chunked_join_snapshot_holds_only_the_changed_keys(tmp_path: Path) -> 
 def test_a_schema_change_starts_a_new_chunk_log(tmp_path: Path) -> None:
     """A flow rebuilt with a wider key type hashes every key anew: the old chunks' hashes no longer
     name the same keys, so the next snapshot writes the whole state to a new log."""
-    import pyarrow as pa
-
     state = JoinState()
     state.keep_chunks(tmp_path)
     kw: dict[str, Any] = {"on": ["k"], "how": "inner", "left_schema": LEFT, "right_schema": RIGHT}
@@ -188,3 +187,44 @@ def test_a_schema_change_starts_a_new_chunk_log(tmp_path: Path) -> None:
     assert contents(back) == contents(state)
     out = back.apply("right", _table("right", [(INS, (1, "Oslo"))]), **kw)
     assert sorted(r["oid"] for r in out.to_pylist()) == [1, 3]
+
+
+# -- dedup: the same snapshots, keyed by the dedup key ------------------------------------------------
+
+DEDUP = pa.schema([("id", pa.int64()), ("status", pa.string())])
+DEDUP_CHANGES = st.lists(
+    st.tuples(st.sampled_from([INS, INS, 2, 3]), st.integers(0, 6), st.sampled_from(["new", "paid", None])),
+    max_size=8,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    history=st.lists(DEDUP_CHANGES, max_size=10), keep=st.sampled_from(["first", "last"]),
+    inline=st.sampled_from([0, 0, 120, 10**9]), data=st.data(),
+)  # fmt: skip
+def test_dedup_resumes_from_any_chunked_snapshot(
+    history: list[list[tuple[int, int, str | None]]], keep: Any, inline: int, data: st.DataObject
+) -> None:
+    batches = [from_rows([(k, {"id": i, "status": v}) for k, i, v in b], DEDUP) for b in history]
+    snap_at = data.draw(st.sets(st.integers(0, max(0, len(batches) - 1))))
+
+    def run(state: DedupState, start: int, snap: set[int]) -> tuple[list[list[Any]], dict[int, bytes]]:
+        outs, snaps = [], {}
+        for i, batch in enumerate(batches[start:], start):
+            outs.append(state.apply(batch, ["id"]).to_pylist())
+            if i in snap:
+                snaps[i] = pickle.dumps(copy.deepcopy(state))
+        return outs, snaps
+
+    with tempfile.TemporaryDirectory() as tmp:
+        whole = DedupState(keep)
+        whole.keep_chunks(Path(tmp), inline)
+        outs, snaps = run(whole, 0, snap_at)
+        for crash, frozen in sorted(snaps.items()):
+            state = thaw(pickle.loads(frozen))  # noqa: S301 - the test's own bytes
+            assert isinstance(state, DedupState)
+            state.keep_chunks(Path(tmp), inline)
+            again, _ = run(state, crash + 1, set())
+            assert again == outs[crash + 1 :]
+            assert state.rows == whole.rows
