@@ -301,6 +301,29 @@ class JoinSide:
             self._row_index = (self.row_hash[order], order)
         return self._row_index
 
+    def restore(
+        self,
+        tables: Sequence[pa.Table],
+        counts: np.ndarray,
+        row_hash: np.ndarray,
+        types: Sequence[pa.DataType],
+    ) -> None:
+        """Hold ``tables`` (in this order, not copied) with their rows' counts and row hashes: a state
+        read back from a snapshot. Rows with count 0 are dead (dropped at the next compaction)."""
+        self.chunks = [t.combine_chunks() for t in tables if t.num_rows]
+        if len(self.chunks) > _MAX_CHUNKS:
+            self.chunks = [pa.concat_tables(self.chunks).combine_chunks()]
+        self._table = None
+        self.count = np.asarray(counts, np.int64)
+        self.row_hash = np.asarray(row_hash, np.uint64)
+        hashes, keyed = [np.zeros(0, np.uint64)], [np.zeros(0, dtype=bool)]
+        for chunk in self.chunks:
+            keys = key_columns(chunk, self.on, types)
+            hashes.append(table_hash(keys.columns, chunk.num_rows))
+            keyed.append(no_nulls(keys))
+        self.key_hash, self.keyed = np.concatenate(hashes), np.concatenate(keyed)
+        self._row_index = self._key_index = None
+
     def add(self, rows: pa.Table, counts: np.ndarray, key_hash: np.ndarray, keyed: np.ndarray) -> None:
         """Store rows with their counts."""
         if not rows.num_rows:

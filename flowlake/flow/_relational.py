@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from flowlake.changelog import KIND_COLUMN, SEQ_COLUMN, RowKind
 from flowlake.errors import InvalidArgumentError
-from flowlake.flow._joinlog import SIDES, JoinChunkLog, restore_side, side_records
+from flowlake.flow._joinlog import SIDES, JoinChunkLog, restore_sides, side_records
 from flowlake.flow._joinside import JoinSide, key_columns, key_types, no_nulls, rows_equal, table_hash
 from flowlake.flow._snapshot import (
     ChunkedSnapshot,
@@ -535,9 +535,8 @@ def restore_join(manifest: Manifest, scalars: dict[str, Any]) -> JoinState:
     state.key_types = list(scalars["key_types"])
     state.dropped_retractions = scalars["dropped_retractions"]
     log = JoinChunkLog(manifest)
-    records = log.load()
-    for name, schema in scalars["schemas"].items():
-        state.sides[name] = restore_side(records[name], schema, scalars["on"], state.key_types)
+    chunks = [log.read(name) for name, _ in log.chunks]
+    state.sides = restore_sides(chunks, scalars["schemas"], scalars["on"], state.key_types)
     state._log = log
     return state
 
