@@ -132,11 +132,7 @@ class JoinState(ChunkedSnapshot):
         self.__dict__.update(state)
 
     def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_marked"] = {side: [] for side in SIDES}
-        for name in ("_log", "_chunk_root", "_inline_bytes"):  # the snapshot's, not the state's
-            state.pop(name, None)
-        return state
+        return {**super().__getstate__(), "_marked": {side: [] for side in SIDES}}
 
     def side(self, name: Literal["left", "right"]) -> JoinSide | None:
         """The state of one input (None before its first change)."""
@@ -556,11 +552,7 @@ class DedupState(ChunkedSnapshot):
         """Keys whose row changed since the last chunked snapshot (kept only while chunked)."""
 
     def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_changed"] = set()
-        for name in ("_log", "_chunk_root", "_inline_bytes"):  # the snapshot's, not the state's
-            state.pop(name, None)
-        return state
+        return {**super().__getstate__(), "_changed": set()}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.setdefault("_changed", set())

@@ -318,6 +318,13 @@ class ChunkedSnapshot(PickledSnapshot):
     _chunk_root: Path | None = None
     _inline_bytes = 0
 
+    def __getstate__(self) -> dict[str, Any]:
+        """The state without its chunk log and folder (the snapshot's, not the state's)."""
+        state = dict(self.__dict__)
+        for name in ("_log", "_chunk_root", "_inline_bytes"):
+            state.pop(name, None)
+        return state
+
     def keep_chunks(self, root: Path, inline_bytes: int = 0) -> None:
         """Snapshot as chunk files under ``root`` once the state's whole pickle reaches
         ``inline_bytes`` (0: from the next snapshot on); below that, one pickle as without.
