@@ -83,6 +83,12 @@ CORPUS: list[tuple[str, str, str]] = [
         "trim(' ' || status || ' ') as t, split_part(coalesce(status, 'a-b'), 'a', 1) as sp "
         "from ods.orders",
     ),
+    (  # split_part, regexp_extract, lower and upper over a column: computed in Arrow
+        "p_arrow_strings",
+        "",
+        "select order_id, split_part(status, 'a', 2) as sp, regexp_extract(status, '(p|n)(.)', 2) as rx, "
+        "upper(split_part(status, 'e', -1)) as up from ods.orders where lower(status) <> 'sent'",
+    ),
     (
         "p_time",
         "",
