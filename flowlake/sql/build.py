@@ -81,6 +81,9 @@ def _hybrid_calc(node: Calc, passthrough: dict[str, str]) -> Callable[[ChangeBat
 
     def apply(batch: ChangeBatch) -> ChangeBatch:
         data = batch.data
+        splits: dict[tuple[str, str], list[pa.ListArray]] = {}
+        for call in node.arrow_calls:
+            data = data.append_column(call.name, call(data, splits))
         computed = query(data) if query is not None else None
         arrays = []
         for f in node.schema:

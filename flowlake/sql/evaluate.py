@@ -51,6 +51,19 @@ def _thread_connection() -> Any:
     return con
 
 
+def constant_value(sql: str) -> Any:
+    """The value DuckDB gives the constant expression ``sql`` (``SELECT sql``).
+
+    Raises:
+        SqlError: If DuckDB cannot evaluate it.
+    """
+    try:
+        result = _thread_connection().sql(f"SELECT {sql} AS v").to_arrow_table()
+    except duckdb.Error as exc:
+        raise SqlError(f"evaluating the constant {sql!r} failed: {exc}") from exc
+    return result.column(0)[0].as_py()
+
+
 def quote(name: str) -> str:
     """A DuckDB quoted identifier."""
     return '"' + name.replace('"', '""') + '"'

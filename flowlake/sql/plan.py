@@ -15,6 +15,7 @@ import pyarrow as pa
 
 from flowlake.flow._topn import SortKey
 from flowlake.flow.aggs import Agg, Window
+from flowlake.sql.arrowfn import ArrowCall
 
 
 @dataclass(eq=False)
@@ -74,6 +75,9 @@ class Calc(Node):
     computed_sql: str | None = None
     """With ``passthrough``: the DuckDB query for the other columns and ``__keep`` (None: nothing to
     compute)."""
+    arrow_calls: tuple[ArrowCall, ...] = ()
+    """With ``passthrough``: string function calls Arrow computes first, in order, each a column that
+    ``passthrough`` and ``computed_sql`` may read."""
 
     @property
     def inputs(self) -> tuple[Node, ...]:
@@ -82,7 +86,10 @@ class Calc(Node):
     def describe(self) -> str:
         text = "compute " + ", ".join(self.schema.names)
         text += " (a row per list element)" if self.explodes else ""
-        return text + (f" where {self.where}" if self.where else "")
+        text += f" where {self.where}" if self.where else ""
+        if self.arrow_calls:
+            text += "; computed in Arrow: " + ", ".join(c.describe() for c in self.arrow_calls)
+        return text
 
 
 @dataclass(eq=False)

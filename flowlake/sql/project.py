@@ -8,12 +8,14 @@ keeps every key column (or a column known to equal one).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import pyarrow as pa
 from sqlglot import exp
 
 from flowlake.changelog import KIND_COLUMN
 from flowlake.errors import SqlError
+from flowlake.sql.arrowfn import ArrowCall, take_arrow_calls
 from flowlake.sql.evaluate import BatchQuery, quote
 from flowlake.sql.plan import Calc
 from flowlake.sql.relation import KEEP, PlanState, Relation, body
@@ -102,19 +104,66 @@ class Projector:
         where_sql = self.render(where, rel, raw) if where is not None else None
         passthrough: dict[str, str] | None = None
         computed_sql: str | None = query.sql
+        calls: list[ArrowCall] = []
         if not explodes:  # plain columns pass through in Arrow; DuckDB computes the rest (and the filter)
-            passthrough, computed = _plain_columns(items, rel, raw, schema)
-            if computed or where is not None:
-                computed_sql = self.query(rel, computed, where, raw).sql
-            else:
-                computed_sql = None
+            passthrough, computed_sql, calls = self._hybrid(rel, raw, items, where, schema)
         node = Calc(
             schema=schema, key=key, input=rel.node, sql=query.sql, where=where_sql, explodes=explodes,
             reads=_reads([e for _, e in items] + ([where] if where is not None else []), rel, raw),
-            passthrough=passthrough, computed_sql=computed_sql,
+            passthrough=passthrough, computed_sql=computed_sql, arrow_calls=tuple(calls),
         )  # fmt: skip
         names = [name for name, _ in items]
         return Relation(node, {("", n): n for n in names}, names, equal)
+
+    def _hybrid(
+        self,
+        rel: Relation,
+        raw: bool,
+        items: Sequence[tuple[str, exp.Expr]],
+        where: exp.Expr | None,
+        schema: pa.Schema,
+    ) -> tuple[dict[str, str], str | None, list[ArrowCall]]:
+        """The columns a Calc passes through (output name -> input column or Arrow call result), the
+        DuckDB query for the rest and the filter (None: nothing left), and the Arrow calls."""
+        passthrough, computed = _plain_columns(items, rel, raw, schema)
+        computed, where, calls = self._arrow_calls(rel, raw, computed, where)
+        results = {c.name for c in calls}
+        left: list[tuple[str, exp.Expr]] = []
+        for name, expr in computed:  # a call's result as it is passes through too
+            if isinstance(expr, exp.Column) and not expr.table and expr.name in results:
+                passthrough[name] = expr.name
+            else:
+                left.append((name, expr))
+        if not left and where is None:
+            return passthrough, None, calls
+        scope = {**rel.scope, **{("", name): name for name in results}}
+        return passthrough, self.query(Relation(rel.node, scope), left, where, raw).sql, calls
+
+    def _arrow_calls(
+        self, rel: Relation, raw: bool, computed: list[tuple[str, exp.Expr]], where: exp.Expr | None
+    ) -> tuple[list[tuple[str, exp.Expr]], exp.Expr | None, list[ArrowCall]]:
+        """The computed items and the filter with the string function calls that Arrow evaluates taken
+        out (see :mod:`flowlake.sql.arrowfn`), and those calls."""
+        types = {f.name: f.type for f in body(rel.node.schema)}
+
+        def resolve(column: exp.Column) -> str | None:
+            return column.name if raw and not column.table else rel.scope.get((column.table, column.name))
+
+        calls: list[ArrowCall] = []
+        known: dict[tuple[Any, ...], str] = {}
+        out: list[tuple[str, exp.Expr]] = []
+
+        def fresh() -> str:
+            return self.state.fresh("__arrow_")
+
+        for name, expr in computed:
+            taken, found = take_arrow_calls(expr, types, resolve, fresh, known)
+            out.append((name, taken))
+            calls += found
+        if where is not None:
+            where, found = take_arrow_calls(where, types, resolve, fresh, known)
+            calls += found
+        return out, where, calls
 
 
 def _reads(exprs: Sequence[exp.Expr], rel: Relation, raw: bool) -> tuple[str, ...] | None:

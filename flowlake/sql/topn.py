@@ -3,18 +3,25 @@
 The bound is found either in the enclosing query's WHERE (``rn <= N``, ``rn < N``, ``rn = 1`` and
 the mirrored forms) or in the SELECT's QUALIFY. A Top-N is keyed by its partition columns plus the
 rank when the rank is selected, by the partition columns alone for N = 1.
+
+A Top-N directly over a join that partitions by the whole key of one of the join's sides does not
+carry that side's other selected columns (those it does not rank, filter or join by): within a
+partition they are one row's, so they are fetched for the top rows only, by joining the Top-N's
+output with that side on its key (Nexmark q9: the auction's wide columns are not copied into every
+(auction, bid) pair and the Top-N's state, only into each auction's best bid).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
 from sqlglot import exp
 
+from flowlake.flow._relational import join_schema
 from flowlake.flow._topn import SortKey
-from flowlake.sql.plan import TopN
+from flowlake.sql.plan import Join, Node, TopN
 from flowlake.sql.project import Projector
 from flowlake.sql.relation import Relation, body
 from flowlake.sql.sqltree import join_and
@@ -91,6 +98,9 @@ def plan_top_n(
     ]
     order = list(window.args["order"].expressions)
     orders = [(f"__order_{i}", o.this) for i, o in enumerate(order)]
+    deferred = _deferrable(rel, columns, parts, orders, conjuncts)
+    if deferred is not None:
+        rel, columns = deferred.narrow(projector, rel), [c for c in columns if c[0] not in deferred.columns]
     pre = projector.calc(rel, [*columns, *parts, *orders], join_and(conjuncts))
     rank = window_item.alias_or_name if bound.rank_used else None
     sort = tuple(
@@ -117,7 +127,10 @@ def plan_top_n(
         n=bound.n,
         rank=rank,
     )
-    top = Relation(node, dict(seen), [], list(pre.equal))
+    top_node: Node = node
+    if deferred is not None:  # the wide columns of the partition's join side, for the top rows only
+        top_node = deferred.fetch(projector, node, parts)
+    top = Relation(top_node, dict(seen), [], list(pre.equal))
     post: list[tuple[str, exp.Expr]] = []
     for item in select.expressions:
         if item is not window_item:
@@ -197,4 +210,93 @@ def _limit(conjunct: exp.Expr, is_rank: Callable[[exp.Expr], bool]) -> int | Non
         return n - 1 if n >= 2 else None
     if kind is exp.EQ:
         return 1 if n == 1 else None
+    return None
+
+
+@dataclass(frozen=True)
+class _Deferred:
+    """Columns of one side of the join under a Top-N that the Top-N leaves to a join after it.
+
+    The side is joined on its whole key and the Top-N partitions by that key (or a column equal to
+    it), so within a partition these columns are one row's: they cannot change the rank, and the
+    top rows get them from the side by its key.
+    """
+
+    join: Join
+    side: Node
+    columns: dict[str, str]
+    """Carried column name -> the side's column."""
+    key: dict[str, str]
+    """Partition column name -> the side's key column it equals."""
+
+    def narrow(self, projector: Projector, rel: Relation) -> Relation:
+        """``rel`` (the join) with the side's deferred columns left out."""
+        dropped = set(self.columns.values())
+        kept = [f.name for f in body(self.side.schema) if f.name not in dropped]
+        side = _select(projector, self.side, [(name, name) for name in kept])
+        join = self.join
+        left, right = (side, join.right) if self.side is join.left else (join.left, side)
+        node = Join(
+            schema=join_schema(left.schema, right.schema, join.on), key=join.key, left=left, right=right,
+            on=join.on, how=join.how, condition=join.condition, condition_columns=join.condition_columns,
+        )  # fmt: skip
+        scope = {qc: internal for qc, internal in rel.scope.items() if internal not in dropped}
+        equal = [group - dropped for group in rel.equal if len(group - dropped) > 1]
+        return Relation(node, scope, [], equal)
+
+    def fetch(self, projector: Projector, top: TopN, parts: Sequence[tuple[str, exp.Expr]]) -> Join:
+        """``top``'s changes joined with the side's row of their partition (for the deferred columns)."""
+        on = tuple(name for name, _ in parts if name in self.key)
+        side = _select(projector, self.side, [*((n, self.key[n]) for n in on), *self.columns.items()])
+        schema = join_schema(top.schema, side.schema, on)
+        return Join(schema=schema, key=top.key, left=top, right=side, on=on, how="inner")
+
+
+def _select(projector: Projector, node: Node, items: Sequence[tuple[str, str]]) -> Node:
+    """A projection of ``node``'s columns (output name, column), passed through in Arrow."""
+    rel = Relation(node, {("", f.name): f.name for f in body(node.schema)})
+    return projector.calc(rel, [(name, exp.column(column, quoted=True)) for name, column in items], None).node
+
+
+def _deferrable(
+    rel: Relation,
+    columns: Sequence[tuple[str, exp.Expr]],
+    parts: Sequence[tuple[str, exp.Expr]],
+    ranked: Sequence[tuple[str, exp.Expr]],
+    conjuncts: Sequence[exp.Expr],
+) -> _Deferred | None:
+    """The carried ``columns`` a Top-N over ``rel`` can leave out and fetch after it, if any: those of
+    a join side (either side of an inner join, the left of a left join) whose whole key the partition
+    columns ``parts`` cover, that no partition, ORDER BY (``ranked``), filter, join key or join
+    condition reads."""
+    join = rel.node
+    if not isinstance(join, Join) or join.how not in ("inner", "left"):
+        return None
+
+    def internal(expr: exp.Expr) -> str | None:
+        return rel.scope.get((expr.table, expr.name)) if isinstance(expr, exp.Column) else None
+
+    read = {internal(c) for _, e in [*parts, *ranked] for c in e.find_all(exp.Column)}
+    read |= {internal(c) for e in conjuncts for c in e.find_all(exp.Column)}
+    read |= {*join.condition_columns, *join.on, *(join.key or ())}
+    types = {f.name: f.type for f in join.schema}
+    for side in [join.left] if join.how == "left" else [join.left, join.right]:
+        if not side.key:
+            continue
+        names = {f.name: f.type for f in body(side.schema)}
+        key: dict[str, str] = {}
+        for name, expr in parts:
+            column = internal(expr)
+            for k in side.key:
+                if column in names and column in rel.partners(k) and types.get(column) == names[k]:
+                    key.setdefault(name, k)
+        if set(key.values()) != set(side.key):
+            continue
+        deferred: dict[str, str] = {}
+        for name, expr in columns:
+            column = internal(expr)
+            if column is not None and column in names and column not in read and column not in side.key:
+                deferred[name] = column
+        if deferred:
+            return _Deferred(join, side, deferred, key)
     return None

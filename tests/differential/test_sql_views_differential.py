@@ -83,6 +83,12 @@ CORPUS: list[tuple[str, str, str]] = [
         "trim(' ' || status || ' ') as t, split_part(coalesce(status, 'a-b'), 'a', 1) as sp "
         "from ods.orders",
     ),
+    (  # split_part, regexp_extract, lower and upper over a column: computed in Arrow
+        "p_arrow_strings",
+        "",
+        "select order_id, split_part(status, 'a', 2) as sp, regexp_extract(status, '(p|n)(.)', 2) as rx, "
+        "upper(split_part(status, 'e', -1)) as up from ods.orders where lower(status) <> 'sent'",
+    ),
     (
         "p_time",
         "",
@@ -231,6 +237,29 @@ CORPUS: list[tuple[str, str, str]] = [
         "row_number() over (partition by a.order_id order by b.amount desc nulls last, b.order_id) as rn "
         "from ods.orders a join ods.orders b on a.shop_id = b.shop_id "
         "where b.created_at between a.created_at and a.created_at + interval 10 minutes) where rn = 1",
+    ),
+    (  # q9's shape: a's other columns are fetched for each partition's top row, after the Top-N
+        "j_pair_top1_wide",
+        "",
+        "select * from (select a.order_id, a.status, a.user_id, a.qty, b.order_id as other, b.amount, "
+        "row_number() over (partition by a.order_id order by b.amount desc nulls last, b.order_id) as rn "
+        "from ods.orders a join ods.orders b on a.shop_id = b.shop_id "
+        "where b.created_at between a.created_at and a.created_at + interval 10 minutes) where rn = 1",
+    ),
+    (
+        "j_left_top2_wide",
+        "",
+        "select order_id, status, qty, other, rn from (select a.order_id, a.status, a.qty, "
+        "b.order_id as other, row_number() over (partition by a.order_id order by b.order_id nulls first) "
+        "as rn from ods.orders a left join ods.orders b on a.user_id = b.user_id "
+        "and b.order_id <> a.order_id) where rn <= 2",
+    ),
+    (
+        "j_top2_per_shop_wide",
+        "",
+        "select * from (select s.shop_id, s.city, s.category, o.order_id, o.amount, row_number() over "
+        "(partition by s.shop_id order by o.amount desc nulls last, o.order_id) as rn from ods.orders o "
+        "join ods.shops s on o.shop_id = s.shop_id) where rn <= 2",
     ),
     (
         "j_agg",

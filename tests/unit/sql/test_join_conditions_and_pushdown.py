@@ -12,7 +12,7 @@ from bytewax.testing import run_main
 
 import flowlake as fl
 from flowlake.sql import compile_views, plan_views
-from flowlake.sql.plan import Calc, Join, Source, walk
+from flowlake.sql.plan import Calc, Join, Source, TopN, walk
 
 
 @pytest.fixture
@@ -117,3 +117,64 @@ def test_a_view_over_pruned_columns_computes_the_same_rows(cat: fl.Catalog) -> N
     compile_views(text, flow, catalog=cat, stop="head")
     run_main(flow)  # type: ignore[no-untyped-call]
     assert cat.load_table("dws.a").read().to_pylist() == [{"order_id": 1, "twice": 3.0}]
+
+
+TOP1_PER_SHOP = (
+    "SELECT * FROM (SELECT s.shop_id, s.city, o.order_id, o.amount, ROW_NUMBER() OVER (PARTITION BY "
+    "{part} ORDER BY o.amount DESC, o.order_id) AS rn FROM ods.orders o JOIN ods.shops s "
+    "ON o.shop_id = s.shop_id WHERE o.ts >= s.opened) WHERE rn = 1"
+)
+
+
+def _top_n_input_columns(cat: fl.Catalog, select: str) -> tuple[list[str], list[Join]]:
+    (view,) = plan_views(f"CREATE MATERIALIZED VIEW dws.v AS {select}", cat)
+    nodes = list(walk([view.output]))
+    (top,) = [n for n in nodes if isinstance(n, TopN)]
+    return top.input.schema.names, [n for n in nodes if isinstance(n, Join)]
+
+
+def test_a_top_n_over_a_join_fetches_the_partition_sides_other_columns_after_it(cat: fl.Catalog) -> None:
+    # partitioned by the shop side's whole key: s.city is one shop's, fetched for the top rows only
+    columns, joins = _top_n_input_columns(cat, TOP1_PER_SHOP.format(part="s.shop_id"))
+    assert "s.city" not in columns and "o.amount" in columns
+    assert len(joins) == 2
+    pairs, fetch = (joins[0], joins[1]) if isinstance(joins[1].left, TopN) else (joins[1], joins[0])
+    assert isinstance(fetch.left, TopN) and fetch.key == fetch.left.key
+    assert "s.city" in fetch.right.schema.names and "s.city" not in pairs.schema.names
+    assert "s.opened" in pairs.schema.names  # the join condition reads it: not deferred
+
+
+@pytest.mark.parametrize(
+    "select",
+    [
+        TOP1_PER_SHOP.format(part="o.shop_id"),  # a column of the other side: not the shop's key
+        TOP1_PER_SHOP.format(part="s.city"),  # not a key
+        TOP1_PER_SHOP.format(part="s.shop_id").replace("ORDER BY o.amount", "ORDER BY s.city, o.amount"),
+    ],
+)
+def test_a_top_n_keeps_columns_it_ranks_by_or_not_of_the_partitions_row(cat: fl.Catalog, select: str) -> None:
+    columns, joins = _top_n_input_columns(cat, select)
+    assert "s.city" in columns and len(joins) == 1
+
+
+def test_a_top_n_with_fetched_columns_computes_the_same_rows(cat: fl.Catalog) -> None:
+    ts = pa.timestamp("us", tz="UTC")
+    shops = {
+        "shop_id": pa.array([1, 2], pa.int32()),
+        "city": ["Oslo", "Lima"],
+        "opened": pa.array([0, 5], ts),
+    }
+    cat.load_table("ods.shops").upsert(pa.table(shops))
+    orders = {"order_id": [1, 2, 3, 4], "shop_id": pa.array([1, 1, 2, 2], pa.int32()),
+              "amount": [1.5, 2.5, 9.0, 3.0], "note": ["a", "b", "c", "d"],
+              "ts": pa.array([1, 1, 1, 6], ts)}  # fmt: skip
+    cat.load_table("ods.orders").upsert(pa.table(orders))
+    flow = Dataflow("fetched")
+    compile_views(f"CREATE MATERIALIZED VIEW dws.v AS {TOP1_PER_SHOP.format(part='s.shop_id')}", flow,
+                  catalog=cat, stop="head")  # fmt: skip
+    run_main(flow)  # type: ignore[no-untyped-call]
+    rows = sorted(cat.load_table("dws.v").read().to_pylist(), key=lambda r: r["shop_id"])
+    assert rows == [
+        {"shop_id": 1, "city": "Oslo", "order_id": 2, "amount": 2.5, "rn": 1},
+        {"shop_id": 2, "city": "Lima", "order_id": 4, "amount": 3.0, "rn": 1},  # order 3 is before opening
+    ]
