@@ -98,6 +98,33 @@ def test_imports_point_down_the_layers() -> None:
     assert layering_violations(ROOT) == []
 
 
+def private_module_imports(root: Path) -> list[str]:
+    """Every import of a package's private module (``flowlake.flow._aggstate``) from outside it."""
+    out = []
+    for path in sorted((root / "flowlake").rglob("*.py")):
+        parts = path.relative_to(root / "flowlake").parts
+        for line, module in _flowlake_imports(path):
+            target = module.split(".")
+            private = [i for i, p in enumerate(target) if p.startswith("_") and not p.startswith("__")]
+            if private and tuple(target[1 : private[0]]) != parts[: private[0] - 1]:
+                out.append(f"{path.relative_to(root)}:{line} imports {module} (private to its package)")
+    return out
+
+
+def test_packages_use_each_others_public_modules_only() -> None:
+    assert private_module_imports(ROOT) == []
+
+
+def test_the_private_module_check_catches_one(tmp_path: Path) -> None:
+    (tmp_path / "flowlake" / "sql").mkdir(parents=True)
+    (tmp_path / "flowlake" / "flow").mkdir()
+    (tmp_path / "flowlake" / "sql" / "x.py").write_text("from flowlake.flow._aggstate import A\n")
+    (tmp_path / "flowlake" / "flow" / "y.py").write_text("from flowlake.flow._aggstate import A\n")
+    assert private_module_imports(tmp_path) == [
+        "flowlake/sql/x.py:1 imports flowlake.flow._aggstate (private to its package)"
+    ]
+
+
 def test_catalog_knows_nothing_of_tables() -> None:
     for path in sorted((ROOT / "flowlake" / "catalog").rglob("*.py")):
         for line, module in _flowlake_imports(path):

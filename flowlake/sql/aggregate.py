@@ -13,8 +13,8 @@ import pyarrow as pa
 from sqlglot import exp
 
 from flowlake.errors import SqlError
-from flowlake.flow._aggstate import AggregateState
 from flowlake.flow.aggs import Agg, Window, duration_us
+from flowlake.flow.schemas import aggregate_schema
 from flowlake.sql.evaluate import quote
 from flowlake.sql.plan import Aggregate, Node
 from flowlake.sql.project import Projector
@@ -158,9 +158,7 @@ class AggregatePlanner:
         aggs: dict[str, Agg],
         window: Window | None,
     ) -> Aggregate:
-        state = AggregateState(by, aggs, window)
-        state._init_schema(schema)
-        out = body(state.output_schema())
+        out = body(aggregate_schema(schema, by, aggs, window))
         key = (*by, window.column) if window is not None else by
         late = self.state.late_table if window is not None else None
         return Aggregate(

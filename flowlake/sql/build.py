@@ -20,10 +20,11 @@ import pyarrow.compute as pc
 from bytewax.dataflow import Dataflow, Stream
 
 from flowlake.changelog import KIND_COLUMN, SEQ_COLUMN, RowKind
-from flowlake.flow._relational import PairCondition, filter_changes
+from flowlake.flow import PairCondition
 from flowlake.flow.batch import ChangeBatch, kinds_of
 from flowlake.flow.lake import CatalogSpec
 from flowlake.flow.operators import aggregate, join, lake_input, lake_output, late_rows, lookup_join, top_n
+from flowlake.flow.schemas import filter_changes
 from flowlake.sql.evaluate import BatchQuery
 from flowlake.sql.plan import Aggregate, Calc, Join, Lookup, Node, Output, Source, TopN, Union, walk
 from flowlake.sql.relation import KEEP

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 from sqlglot import exp
 
-from flowlake.flow._relational import join_schema
+from flowlake.flow.schemas import join_schema
 from flowlake.sql.evaluate import common_schema
 from flowlake.sql.plan import Join, Lookup, Source
 from flowlake.sql.project import Projector, with_kind

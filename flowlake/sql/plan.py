@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from flowlake.flow._topn import SortKey
+from flowlake.flow import SortKey
 from flowlake.flow.aggs import Agg, Window
 from flowlake.sql.arrowfn import ArrowCall
 

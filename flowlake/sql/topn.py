@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import pyarrow as pa
 from sqlglot import exp
 
-from flowlake.flow._relational import join_schema
-from flowlake.flow._topn import SortKey
+from flowlake.flow import SortKey
+from flowlake.flow.schemas import join_schema
 from flowlake.sql.plan import Join, Node, TopN
 from flowlake.sql.project import Projector
 from flowlake.sql.relation import Relation, body

@@ -16,9 +16,9 @@ from bytewax.dataflow import Dataflow, Stream
 
 from flowlake.changelog import KIND_COLUMN, SEQ_COLUMN
 from flowlake.errors import SqlError, TableNotFoundError
-from flowlake.flow._aggstate import late_schema
 from flowlake.flow.batch import ChangeBatch
 from flowlake.flow.lake import CatalogSpec, Start, open_catalog
+from flowlake.flow.schemas import late_schema
 from flowlake.flow.verify import VERIFY_EXCLUDE_SQL, VERIFY_SQL
 from flowlake.lake import Catalog
 from flowlake.sql.build import Builder, BuildOptions
