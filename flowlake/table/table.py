@@ -524,6 +524,7 @@ class LakeTable:
                 columns=columns,
                 filter=filter,
                 metrics=metrics,
+                bucket_map=self._map(),
             )
         self.last_scan = metrics
         return result
@@ -610,8 +611,9 @@ class LakeTable:
         with self._unless_cleaned(v):
             files = self._store.live_files(self._record.id, v)
             return snapshot_dataset(
-                self._storage, files, schema, self.primary_key, columns=columns, filter=filter
-            )
+                self._storage, files, schema, self.primary_key, columns=columns, filter=filter,
+                bucket_map=self._map(),
+            )  # fmt: skip
 
     def changes(
         self, start: int, end: int | None = None, *, columns: Sequence[str] | None = None
