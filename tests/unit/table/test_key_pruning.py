@@ -28,7 +28,8 @@ def _table(primary_key: list[str], **properties: str) -> fl.LakeTable:
 
 
 def _oracle(t: fl.LakeTable, expression: pc.Expression) -> list[dict[str, object]]:
-    return t.read().filter(expression).sort_by("id").to_pylist()
+    rows: list[dict[str, object]] = t.read().filter(expression).sort_by("id").to_pylist()
+    return rows
 
 
 @pytest.mark.parametrize(
