@@ -26,6 +26,7 @@ from flowlake.changelog import KIND_COLUMN, RowKind
 _STORAGE = {8: pa.int8(), 16: pa.int16(), 32: pa.int32(), 64: pa.int64()}
 _DENSE_SLOTS_PER_ROW = 8
 _DENSE_MIN_SLOTS = 1 << 16
+_DENSE_MAX_SLOTS = 1 << 25  # 128 MiB of int32 slots at most
 
 
 def latest_rows(parts: Sequence[pa.Table], primary_key: Sequence[str], *, base_count: int = 0) -> pa.Table:
@@ -81,9 +82,10 @@ def _last_of_each(codes: np.ndarray) -> np.ndarray:
     if n == 0:
         return np.empty(0, np.int64)
     low, high = int(codes.min()), int(codes.max())
-    if high - low < _DENSE_SLOTS_PER_ROW * n + _DENSE_MIN_SLOTS:
-        last = np.full(high - low + 1, -1, dtype=np.int64)
-        np.maximum.at(last, codes - low, np.arange(n, dtype=np.int64))
+    span = high - low + 1
+    if span <= min(_DENSE_SLOTS_PER_ROW * n + _DENSE_MIN_SLOTS, _DENSE_MAX_SLOTS) and n < 2**31:
+        last = np.full(span, -1, dtype=np.int32)
+        np.maximum.at(last, codes - low, np.arange(n, dtype=np.int32))
         return last[last >= 0]
     order = np.argsort(codes, kind="stable")
     ordered = codes[order]
