@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import sqlglot
 from sqlglot import exp
@@ -109,10 +110,11 @@ def _literal(node: exp.Expr, dtype: pa.DataType) -> Any:
         return None
     if pa.types.is_integer(dtype) and not node.is_string:
         try:
-            value = int(node.this)
+            value = -int(node.this) if negative else int(node.this)
         except ValueError:
             return None
-        return -value if negative else value
+        info = np.iinfo(dtype.to_pandas_dtype())
+        return value if info.min <= value <= info.max else None  # out of range: DuckDB decides
     if (pa.types.is_string(dtype) or pa.types.is_large_string(dtype)) and node.is_string and not negative:
         return str(node.this)
     return None

@@ -47,6 +47,7 @@ def test_pinned_keys_are_pushed(sql: str, keys: Any, expected: list[Any]) -> Non
         "select * from ods.t where id > 5",
         "select * from ods.t where id = '5'",  # DuckDB casts the text; leave it to DuckDB
         "select * from ods.t where id = 5.0",
+        "select * from ods.t where id = 99999999999999999999",  # beyond int64: DuckDB's to answer
         "select * from ods.t where id in (select id from ods.t where n = 1)",  # the table twice
         "select * from ods.t a join ods.t b using (id) where a.id = 5",
         "select * from ods.t where id = 5 union all select * from ods.t where id = 6",
@@ -88,3 +89,5 @@ def test_sql_on_the_key_reads_only_its_buckets_and_answers_the_same(monkeypatch:
     assert seen == [[("id", "in", [5, 7, 300])]]
     assert run_sql(cat, "select count(*) as c from ods.t where n >= 100").to_pylist() == [{"c": 100}]
     assert seen[-1] is None
+    assert run_sql(cat, "select count(*) as c from ods.t where id = -3").to_pylist() == [{"c": 0}]
+    assert seen[-1] == [("id", "in", [-3])]
