@@ -24,9 +24,6 @@ import pyarrow.compute as pc
 from flowlake.changelog import KIND_COLUMN, RowKind
 
 _STORAGE = {8: pa.int8(), 16: pa.int16(), 32: pa.int32(), 64: pa.int64()}
-_DENSE_SLOTS_PER_ROW = 8
-_DENSE_MIN_SLOTS = 1 << 16
-_DENSE_MAX_SLOTS = 1 << 25  # 128 MiB of int32 slots at most
 
 
 def latest_rows(parts: Sequence[pa.Table], primary_key: Sequence[str], *, base_count: int = 0) -> pa.Table:
@@ -70,29 +67,15 @@ def live_positions(combined: pa.Table, primary_key: Sequence[str], *, base_rows:
 
 
 def _last_of_each(codes: np.ndarray) -> np.ndarray:
-    """Index (into ``codes``) of the last occurrence of every distinct code, in no set order.
-
-    Codes in a range not much wider than their count (dictionary codes, dense integer keys) are
-    placed in a table by value, keeping the highest index per slot; others are sorted.
-
-    >>> sorted(_last_of_each(np.array([5, 3, 5, 9, 3], dtype=np.int64)).tolist())
-    [2, 3, 4]
-    """
-    n = len(codes)
-    if n == 0:
+    """Index (into ``codes``) of the last occurrence of every distinct code, in no set order."""
+    if len(codes) == 0:
         return np.empty(0, np.int64)
-    low, high = int(codes.min()), int(codes.max())
-    span = high - low + 1
-    if span <= min(_DENSE_SLOTS_PER_ROW * n + _DENSE_MIN_SLOTS, _DENSE_MAX_SLOTS) and n < 2**31:
-        last = np.full(span, -1, dtype=np.int32)
-        np.maximum.at(last, codes - low, np.arange(n, dtype=np.int32))
-        return last[last >= 0]
     order = np.argsort(codes, kind="stable")
     ordered = codes[order]
-    is_last = np.empty(n, dtype=bool)
-    np.not_equal(ordered[1:], ordered[:-1], out=is_last[:-1])
-    is_last[-1] = True
-    return order[is_last]
+    last = np.empty(len(codes), dtype=bool)
+    np.not_equal(ordered[1:], ordered[:-1], out=last[:-1])
+    last[-1] = True
+    return order[last]
 
 
 def key_codes(table: pa.Table, primary_key: Sequence[str]) -> np.ndarray:

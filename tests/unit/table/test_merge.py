@@ -88,21 +88,3 @@ def test_random_changelogs_match_a_row_by_row_replay(seed: int, with_base: bool)
         got = {tuple(r[c] for c in key): r for r in merged.to_pylist()}
         assert len(got) == merged.num_rows
         assert got == expected
-
-
-@pytest.mark.parametrize("seed", range(4))
-def test_dense_and_sparse_keys_pick_the_same_images(seed: int) -> None:
-    """Keys in a narrow range (last image found by a table of slots) and the same keys spread far
-    apart (found by a sort) give the same live rows."""
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    small = rng.integers(0, 50, 600)
-    kinds = pa.array(rng.choice([0, 1, 2, 3], 600), pa.int8())
-    dense = pa.table({"k": pa.array(small, pa.int64()), "v": np.arange(600), "_kind": kinds})
-    sparse = dense.set_column(0, "k", pa.array(small * 10**15 - 7 * 10**17, pa.int64()))
-    got_dense = latest_rows([dense.slice(i, 100) for i in range(0, 600, 100)], ["k"])
-    got_sparse = latest_rows([sparse.slice(i, 100) for i in range(0, 600, 100)], ["k"])
-    assert got_dense["v"].to_pylist() == got_sparse["v"].to_pylist()
-    expected = {(r["k"], r["v"]) for r in _reference([dense], ["k"]).values()}
-    assert {(r["k"], r["v"]) for r in got_dense.to_pylist()} == expected
