@@ -1,10 +1,11 @@
-"""Primary-key predicates of a SQL query that can be pushed into a table's snapshot dataset.
+"""``WHERE`` terms of a SQL query that can be pushed into a table's snapshot dataset.
 
 ``flowlake sql`` registers each table as :meth:`LakeTable.dataset`. DuckDB pushes its ``WHERE`` into
 the lazily read base files, but the buckets with log files are merged in memory when the dataset is
-built, before DuckDB runs, and no scanner can skip buckets by key hash. So a query whose ``WHERE``
-pins a table's primary key (``k = 5``, ``k IN (1, 2)``, on every key column) hands those predicates to
-``dataset(filter=...)``, which then reads only the buckets the keys hash to.
+built, before DuckDB runs, and no scanner can skip buckets by key hash. So the simple terms of a
+query's ``WHERE`` go to ``dataset(filter=...)`` as well: one that pins the primary key (``k = 5``,
+``k IN (1, 2)``, on every key column) makes it read only the buckets the keys hash to, and the others
+skip files and row groups by their statistics in the buckets merged in memory too.
 
 Only what cannot change the answer is pushed: the table is named once in the whole query, as the
 only source of the outermost ``SELECT`` (no join, set operation or other reference that would read
@@ -15,7 +16,7 @@ the row filter the dataset applies keeps exactly the rows DuckDB's ``WHERE`` wou
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -26,16 +27,19 @@ from sqlglot import exp
 from flowlake.table.stats import Predicate
 
 
-def key_filters(sql: str, keys: Mapping[str, tuple[Sequence[str], pa.Schema]]) -> dict[str, list[Predicate]]:
-    """``{table: [(key column, "in", values), ...]}`` for the tables whose key the query pins.
+def pushed_filters(sql: str, schemas: Mapping[str, pa.Schema]) -> dict[str, list[Predicate]]:
+    """``{table: [(column, op, value), ...]}``: the ``WHERE`` terms that can go to a table's dataset.
 
-    ``keys`` maps each ``namespace.table`` the query reads (lower case) to its primary key and schema.
+    ``schemas`` maps each ``namespace.table`` the query reads (lower case) to its schema. A term is
+    pushed when it is ``column = literal`` or ``column IN (literals)`` with literals of the column's
+    kind (integers for integer columns, text for text columns), or ``<``, ``<=``, ``>``, ``>=`` between
+    an integer column and an integer literal: the comparisons on which DuckDB and Arrow agree exactly.
 
     >>> schema = pa.schema([("id", pa.int64()), ("v", pa.string())])
-    >>> key_filters("select v from ods.t where id in (1, 2) and v > 'a'", {"ods.t": (["id"], schema)})
-    {'ods.t': [('id', 'in', [1, 2])]}
-    >>> key_filters("select * from ods.t a join ods.u b using (id) where id = 1",
-    ...             {"ods.t": (["id"], schema), "ods.u": (["id"], schema)})
+    >>> pushed_filters("select v from ods.t where id in (1, 2) and v > 'a' and 3 <= id", {"ods.t": schema})
+    {'ods.t': [('id', 'in', [1, 2]), ('id', '>=', 3)]}
+    >>> pushed_filters("select * from ods.t a join ods.u b using (id) where id = 1",
+    ...                {"ods.t": schema, "ods.u": schema})
     {}
     """
     try:
@@ -54,20 +58,12 @@ def key_filters(sql: str, keys: Mapping[str, tuple[Sequence[str], pa.Schema]]) -
     if not isinstance(source.this, exp.Table) or source.this is not ref:
         return {}
     name = f"{ref.db}.{ref.name}".lower()
-    if name not in keys:
+    if name not in schemas:
         return {}
-    primary_key, schema = keys[name]
     qualifiers = {ref.name.lower(), (ref.alias_or_name or ref.name).lower()}
-    pinned: dict[str, list[Any]] = {}
-    for term in _conjuncts(where.this):
-        found = _key_values(term, primary_key, schema, qualifiers)
-        if found is not None:
-            column, values = found
-            kept = pinned.get(column)
-            pinned[column] = values if kept is None else [v for v in kept if v in values]
-    if any(k not in pinned for k in primary_key):
-        return {}
-    return {name: [(k, "in", pinned[k]) for k in primary_key]}
+    found = [_predicate(term, schemas[name], qualifiers) for term in _conjuncts(where.this)]
+    predicates = [p for p in found if p is not None]
+    return {name: predicates} if predicates else {}
 
 
 def _conjuncts(node: exp.Expr) -> list[exp.Expr]:
@@ -78,27 +74,38 @@ def _conjuncts(node: exp.Expr) -> list[exp.Expr]:
     return [node]
 
 
-def _key_values(
-    term: exp.Expr, primary_key: Sequence[str], schema: pa.Schema, qualifiers: set[str]
-) -> tuple[str, list[Any]] | None:
-    if isinstance(term, exp.EQ):
-        column, literals = term.left, [term.right]
+_FLIPPED = {"=": "=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
+_COMPARISONS: dict[type[exp.Expr], str] = {
+    exp.EQ: "=",
+    exp.LT: "<",
+    exp.LTE: "<=",
+    exp.GT: ">",
+    exp.GTE: ">=",
+}
+
+
+def _predicate(term: exp.Expr, schema: pa.Schema, qualifiers: set[str]) -> Predicate | None:
+    op = _COMPARISONS.get(type(term))
+    if op is not None:
+        column, literals = term.args.get("this"), [term.args.get("expression")]
         if not isinstance(column, exp.Column):
-            column, literals = term.right, [term.left]
+            column, literals, op = literals[0], [column], _FLIPPED[op]
     elif isinstance(term, exp.In) and not term.args.get("query") and not term.args.get("unnest"):
-        column, literals = term.this, list(term.expressions)
+        column, literals, op = term.this, list(term.expressions), "in"
     else:
         return None
     if not isinstance(column, exp.Column) or (column.table and column.table.lower() not in qualifiers):
         return None
-    name = next((k for k in primary_key if k.lower() == column.name.lower()), None)
+    name = next((f.name for f in schema if f.name.lower() == column.name.lower()), None)
     if name is None or not literals:
         return None
     dtype = schema.field(name).type
-    values = [_literal(lit, dtype) for lit in literals]
+    if op not in ("=", "in") and not pa.types.is_integer(dtype):
+        return None  # orderings of text, decimals and times: DuckDB's casts decide
+    values = [_literal(lit, dtype) if isinstance(lit, exp.Expr) else None for lit in literals]
     if any(v is None for v in values):
         return None
-    return name, values
+    return (name, op, values) if op == "in" else (name, op, values[0])
 
 
 def _literal(node: exp.Expr, dtype: pa.DataType) -> Any:

@@ -41,7 +41,7 @@ from flowlake.errors import (
     TableNotFoundError,
 )
 from flowlake.names import TableName
-from flowlake.sql.keyfilter import key_filters
+from flowlake.sql.keyfilter import pushed_filters
 from flowlake.table.stats import Predicate
 
 if TYPE_CHECKING:
@@ -108,9 +108,9 @@ def run_query(
         names = referenced_tables(sql)
         tables = {name: _readable(catalog, name, principal) for name in names}
         versions = _cut(tables, as_of)
-        pinned = key_filters(sql, {n: (t.primary_key, t.schema) for n, t in tables.items() if t.primary_key})
+        pushed = pushed_filters(sql, {n: t.schema for n, t in tables.items()})
         for name, table in tables.items():
-            _register(con, TableName.parse(name), table, versions[name], pinned.get(name))
+            _register(con, TableName.parse(name), table, versions[name], pushed.get(name))
         return QueryResult(_execute(con, sql), versions)
 
 
@@ -227,13 +227,13 @@ def _register(
     name: TableName,
     table: LakeTable,
     version: int,
-    key_filter: list[Predicate] | None = None,
+    filter: list[Predicate] | None = None,
 ) -> None:
-    """Register ``table`` at ``version``; ``key_filter`` (implied by the query's WHERE, see
-    :mod:`flowlake.sql.keyfilter`) leaves out the buckets that cannot hold the keys it pins."""
+    """Register ``table`` at ``version``; ``filter`` (terms of the query's WHERE, see
+    :mod:`flowlake.sql.keyfilter`) leaves out the buckets and files that cannot match."""
     # names are validated (lowercase letters, digits, _), so quoting them is enough
     internal = f"__flowlake_{name.namespace}_{name.table}"
-    con.register(internal, table.dataset(version=version, filter=key_filter))
+    con.register(internal, table.dataset(version=version, filter=filter))
     con.execute(f'create schema if not exists "{name.namespace}"')
     con.execute(f'create view "{name.namespace}"."{name.table}" as select * from "{internal}"')
 
