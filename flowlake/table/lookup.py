@@ -43,6 +43,7 @@ from flowlake.table.bucketmap import BucketMap
 from flowlake.table.merge import latest_rows
 from flowlake.table.rowstore import RowStore
 from flowlake.table.schema import conform
+from flowlake.table.writer import POS_COLUMN
 
 BASE_ROW_GROUP_ROWS = 16_384
 """Rows per row group of a base file: what a point lookup decodes to find one key without the row
@@ -52,7 +53,6 @@ DEFAULT_CACHE_BYTES = int(os.environ.get("FLOWLAKE_LOOKUP_CACHE_MB", "256")) * 1
 """Bound of the key-index cache (``FLOWLAKE_LOOKUP_CACHE_MB``, default 256 MiB): about 12 bytes per row."""
 
 _ORDER = "__flowlake_order"
-_POS_COLUMN = "_pos"  # the writer's row-position column: a lookup never returns it
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,8 +213,8 @@ def _build(
         stored = store.open(name)
         if stored is None:
             data = read_parquet(storage, path, size=file.size, checksum=file.checksum)
-            if _POS_COLUMN in data.column_names:
-                data = data.drop_columns([_POS_COLUMN])
+            if POS_COLUMN in data.column_names:
+                data = data.drop_columns([POS_COLUMN])
             stored = store.put(name, data)
         if stored is not None:
             starts = np.array([0, stored.num_rows])
