@@ -80,16 +80,22 @@ def run_flowlake(
     figures = {"load_s": round(load_s, 2), **summarize(times, changes), "changes": changes}
     files, size = disk_usage(root / "wh")
     figures |= {"files": files, "bytes": size}
-    merged, figures["read_uncompacted_s"] = timed_read(lambda: fresh_table(cat).read())
+    merged, figures["read_uncompacted_s"], figures["read_uncompacted_cpu_s"] = timed_read(
+        lambda: fresh_table(cat).read()
+    )
     t = time.perf_counter()
     table.compact()
     figures["compact_s"] = round(time.perf_counter() - t, 2)
-    compacted, figures["read_compacted_s"] = timed_read(lambda: fresh_table(cat).read())
+    compacted, figures["read_compacted_s"], figures["read_compacted_cpu_s"] = timed_read(
+        lambda: fresh_table(cat).read()
+    )
     if compact_times:
         figures["mean_compact_s"] = round(statistics.mean(compact_times), 2)
     plain = root / "plain.parquet"
     pq.write_table(compacted, plain, compression="zstd", compression_level=1)
-    _, figures["plain_parquet_scan_s"] = timed_read(lambda: pq.read_table(plain))
+    _, figures["plain_parquet_scan_s"], figures["plain_parquet_scan_cpu_s"] = timed_read(
+        lambda: pq.read_table(plain)
+    )
     plain_s = figures["plain_parquet_scan_s"]
     figures["uncompacted_over_plain"] = round(figures["read_uncompacted_s"] / plain_s, 2)
     figures["compacted_over_plain"] = round(figures["read_compacted_s"] / plain_s, 2)
@@ -97,15 +103,17 @@ def run_flowlake(
     return figures, compacted
 
 
-def timed_read(read: Callable[[], pa.Table], runs: int = READ_RUNS) -> tuple[pa.Table, float]:
-    """The result of ``read`` and its median time over ``runs`` runs (the machine is shared)."""
-    times, result = [], None
+def timed_read(read: Callable[[], pa.Table], runs: int = READ_RUNS) -> tuple[pa.Table, float, float]:
+    """The result of ``read``, its median wall time and median CPU time (all threads) over ``runs``
+    runs: on a shared machine the wall time follows the scheduler, the CPU time the work."""
+    times, cpu, result = [], [], None
     for _ in range(runs):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         result = read()
         times.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
     assert result is not None
-    return result, round(statistics.median(times), 3)
+    return result, round(statistics.median(times), 3), round(statistics.median(cpu), 3)
 
 
 def fresh_table(cat: fl.Catalog) -> fl.LakeTable:
@@ -139,7 +147,9 @@ def run_delta(root: Path, initial: pa.Table, batches: list[pa.Table]) -> tuple[d
     figures = {"load_s": round(load_s, 2), **summarize(times, changes), "changes": changes}
     files, size = disk_usage(root / "delta")
     figures |= {"files": files, "bytes": size}
-    snapshot, figures["read_s"] = timed_read(lambda: DeltaTable(path).to_pyarrow_table())
+    snapshot, figures["read_s"], figures["read_cpu_s"] = timed_read(
+        lambda: DeltaTable(path).to_pyarrow_table()
+    )
     return figures, snapshot
 
 
@@ -158,6 +168,7 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="flowlake-vs-delta-"))
     results: dict[str, Any] = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "load_at_start": round(os.getloadavg()[0], 1),
         "rows": args.rows, "batches": args.batches, "batch_size": args.batch_size,
         "compact_every": args.compact_every,
     }  # fmt: skip

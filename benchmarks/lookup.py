@@ -8,9 +8,13 @@ rows as a real table's do. Measured warm (after one lookup has built the key ind
 * ``--batch`` random keys at once: median of ``--repeats`` lookups;
 * the same two through DuckDB over the same rows written as one plain Parquet file
   (``WHERE order_id IN (...)``), the bare baseline;
-* the first (cold) lookup, which builds the key indexes, and the index cache's size.
+* the first (cold) lookup, which builds the key indexes and the local row store (memory-mapped
+  Arrow copies of the files, in the run's temporary directory), and the sizes of both.
 
-    python benchmarks/lookup.py [--rows 10000000] [--single 300] [--batch 10000] [--json out.json]
+``--no-row-store`` measures lookups that decode Parquet row groups instead (the row store off).
+
+    python benchmarks/lookup.py [--rows 10000000] [--single 300] [--batch 10000] [--no-row-store]
+        [--json out.json]
 
 Targets (issue 17): one key <= 5 ms median, 10k random keys <= 100 ms, on a 10M-row table, warm.
 """
@@ -35,10 +39,34 @@ from _report import report
 import flowlake as fl
 from flowlake.demo.workload import ORDERS_SCHEMA, OrdersWorkload
 from flowlake.table.lookup import CACHE
+from flowlake.table.rowstore import RowStore
 
 
 def _ms(seconds: float) -> float:
     return round(seconds * 1000, 3)
+
+
+def _time_lookups(
+    table: fl.LakeTable, keys: np.ndarray, rng: np.random.Generator, args: argparse.Namespace
+) -> tuple[list[float], float, list[float], float]:
+    """Wall times of one-key and batch lookups, and the CPU time of each kind on average."""
+    single: list[float] = []
+    cpu = time.process_time()
+    for k in keys.tolist():
+        t = time.perf_counter()
+        got = table.get([k])
+        single.append(time.perf_counter() - t)
+        assert got.num_rows == 1
+    single_cpu = (time.process_time() - cpu) / len(single)
+    batches: list[float] = []
+    cpu = time.process_time()
+    for _ in range(args.repeats):
+        batch = rng.integers(0, args.rows, size=args.batch).tolist()
+        t = time.perf_counter()
+        got = table.get(batch)
+        batches.append(time.perf_counter() - t)
+        assert got.num_rows == len(batch)
+    return single, single_cpu, batches, (time.process_time() - cpu) / len(batches)
 
 
 def run(args: argparse.Namespace) -> dict[str, object]:
@@ -46,6 +74,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     rng = np.random.default_rng(args.seed)
     workload = OrdersWorkload(seed=args.seed)
     tmp = Path(tempfile.mkdtemp(prefix="flowlake-lookup-"))
+    CACHE.store = RowStore(tmp / "rows", max_bytes=0 if args.no_row_store else None)
     try:
         cat = fl.connect(catalog=f"sqlite:///{tmp / 'catalog.db'}", warehouse=(tmp / "wh").as_uri())
         table = cat.create_table("ods.orders", ORDERS_SCHEMA, primary_key=["order_id"], buckets=args.buckets)
@@ -67,19 +96,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         cold_s = time.perf_counter() - t
         assert first.num_rows == 1, first
 
-        single: list[float] = []
-        for k in keys.tolist():
-            t = time.perf_counter()
-            got = table.get([k])
-            single.append(time.perf_counter() - t)
-            assert got.num_rows == 1
-        batches: list[float] = []
-        for _ in range(args.repeats):
-            batch = rng.integers(0, args.rows, size=args.batch).tolist()
-            t = time.perf_counter()
-            got = table.get(batch)
-            batches.append(time.perf_counter() - t)
-            assert got.num_rows == len(batch)
+        single, single_cpu, batches, batch_cpu = _time_lookups(table, keys, rng, args)
 
         con = duckdb.connect(config={"threads": 1})
         con.execute(f"create view plain as select * from read_parquet('{plain}')")
@@ -105,9 +122,12 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             "load_compact_update_s": round(load_s, 1),
             "cold_first_lookup_ms": _ms(cold_s),
             "key_index_cache_mb": round(CACHE.nbytes / 2**20, 1),
+            "row_store_mb": round(CACHE.store.nbytes() / 2**20, 1),
             "one_key_median_ms": statistics.median(single_ms),
             "one_key_p99_ms": single_ms[min(len(single_ms) - 1, int(len(single_ms) * 0.99))],
+            "one_key_cpu_ms": _ms(single_cpu),
             f"{args.batch}_keys_median_ms": _ms(statistics.median(batches)),
+            f"{args.batch}_keys_cpu_ms": _ms(batch_cpu),
             "duckdb_parquet_one_key_median_ms": _ms(statistics.median(duck_single)),
             f"duckdb_parquet_{args.batch}_keys_median_ms": _ms(statistics.median(duck_batches)),
             "one_key_vs_duckdb": round(statistics.median(duck_single) / statistics.median(single), 2),
@@ -132,6 +152,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=10_000, help="keys per batch lookup")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--no-row-store", action="store_true", help="decode Parquet row groups instead")
     parser.add_argument("--json", dest="json_path")
     args = parser.parse_args()
     report(run(args), args.json_path)

@@ -41,6 +41,8 @@ from flowlake.errors import (
     TableNotFoundError,
 )
 from flowlake.names import TableName
+from flowlake.sql.keyfilter import pushed_filters
+from flowlake.table.stats import Predicate
 
 if TYPE_CHECKING:
     from flowlake.catalog.access import Privilege
@@ -106,8 +108,9 @@ def run_query(
         names = referenced_tables(sql)
         tables = {name: _readable(catalog, name, principal) for name in names}
         versions = _cut(tables, as_of)
+        pushed = pushed_filters(sql, {n: t.schema for n, t in tables.items()})
         for name, table in tables.items():
-            _register(con, TableName.parse(name), table, versions[name])
+            _register(con, TableName.parse(name), table, versions[name], pushed.get(name))
         return QueryResult(_execute(con, sql), versions)
 
 
@@ -219,10 +222,18 @@ def _parse_time(text: str) -> dt.datetime:
         ) from None
 
 
-def _register(con: duckdb.DuckDBPyConnection, name: TableName, table: LakeTable, version: int) -> None:
+def _register(
+    con: duckdb.DuckDBPyConnection,
+    name: TableName,
+    table: LakeTable,
+    version: int,
+    filter: list[Predicate] | None = None,
+) -> None:
+    """Register ``table`` at ``version``; ``filter`` (terms of the query's WHERE, see
+    :mod:`flowlake.sql.keyfilter`) leaves out the buckets and files that cannot match."""
     # names are validated (lowercase letters, digits, _), so quoting them is enough
     internal = f"__flowlake_{name.namespace}_{name.table}"
-    con.register(internal, table.dataset(version=version))
+    con.register(internal, table.dataset(version=version, filter=filter))
     con.execute(f'create schema if not exists "{name.namespace}"')
     con.execute(f'create view "{name.namespace}"."{name.table}" as select * from "{internal}"')
 

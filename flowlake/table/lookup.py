@@ -1,18 +1,22 @@
-"""Point lookups: the live rows of given keys, reading only the row groups that can hold them.
+"""Point lookups: the live rows of given keys, reading only the rows that can hold them.
 
 For each data file of a snapshot a :class:`KeyIndex` holds the hash of every row's key, sorted, with
-the row positions in that order and the file's row-group boundaries. It is built once per file (files
-are immutable: their names carry the commit instant and a uuid, and the first read verifies the
-file's checksum) and kept in a process-wide LRU cache bounded in bytes. A lookup then costs, per file,
-one binary search of the wanted hashes; only files with a hit are read, and of them only the row
-groups holding the hits (compaction writes base files in row groups of :data:`BASE_ROW_GROUP_ROWS`
-rows, ordered by key or by the table's ``sort_by`` / ``cluster_by``: the index does not care). The
-hits of every file are merged as a snapshot read merges (newest image per key, deletes removed), then
-matched to the wanted keys on their values, so a hash
-collision never returns another key's row.
+the row positions in that order. It is built once per file (files are immutable: their names carry
+the commit instant and a uuid, and the first read verifies the file's checksum) and kept in a
+process-wide LRU cache bounded in bytes. A lookup then costs, per file, one binary search of the
+wanted hashes; only files with a hit are read, and of them only the rows that hit: from the file's
+copy in the local row store (:mod:`flowlake.table.rowstore`, memory-mapped Arrow, one gather per
+column), or, with the row store off or full, by decoding the Parquet row groups holding the hits
+(compaction writes base files in row groups of :data:`BASE_ROW_GROUP_ROWS` rows, ordered by key or
+by the table's ``sort_by`` / ``cluster_by``: the index does not care). The hits of every file are
+merged as a snapshot read merges (newest image per key, deletes removed), then matched to the
+wanted keys on their values, so a hash collision never returns another key's row.
 
-No bucket routing is needed: at any version a key's images live in the files of one bucket, and a
-file without the key has no row with its hash, so the other buckets' files fall out of the search.
+Bucket routing is not needed for correctness: at any version a key's images live in the files of one
+bucket, and a file without the key has no row with its hash. It saves work: given the table's bucket
+map, a file of a bucket in the map is searched only for the keys the map routes to that bucket
+(bucket ids are never reused, so a bucket's key range never changes); a file of a bucket the map no
+longer has (an old version, before a split or merge) is searched for every key.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,22 +38,26 @@ from flowlake.changelog import KIND_COLUMN, RowKind
 from flowlake.errors import InvalidArgumentError, StorageError
 from flowlake.io.fs import Storage
 from flowlake.io.parquet import parallel, read_parquet
-from flowlake.table.bucketing import key_hash
+from flowlake.table.bucketing import key_hash, sorted_unique
+from flowlake.table.bucketmap import BucketMap
 from flowlake.table.merge import latest_rows
+from flowlake.table.rowstore import RowStore
 from flowlake.table.schema import conform
+from flowlake.table.writer import POS_COLUMN
 
 BASE_ROW_GROUP_ROWS = 16_384
-"""Rows per row group of a base file: what a point lookup decodes to find one key."""
+"""Rows per row group of a base file: what a point lookup decodes to find one key without the row
+store."""
 
 DEFAULT_CACHE_BYTES = int(os.environ.get("FLOWLAKE_LOOKUP_CACHE_MB", "256")) * 1024 * 1024
-"""Bound of the key-index cache (``FLOWLAKE_LOOKUP_CACHE_MB``, default 256 MiB): about 16 bytes per row."""
+"""Bound of the key-index cache (``FLOWLAKE_LOOKUP_CACHE_MB``, default 256 MiB): about 12 bytes per row."""
 
 _ORDER = "__flowlake_order"
 
 
 @dataclass(frozen=True, slots=True)
 class KeyIndex:
-    """The sorted key hashes of one data file, where each sits, and the file's row groups."""
+    """The sorted key hashes of one data file, where each sits, and how to fetch its rows."""
 
     hashes: np.ndarray
     """uint64 key hashes, ascending."""
@@ -57,21 +65,27 @@ class KeyIndex:
     """The row position of each hash in ``hashes``."""
     group_starts: np.ndarray
     """First row of each row group, then the file's row count."""
-    metadata: pq.FileMetaData
+    metadata: pq.FileMetaData | None
+    """The Parquet footer (for reading row groups; None when ``stored`` holds the rows)."""
+    stored: pa.Table | None = None
+    """The file's rows, memory-mapped from the row store (None: read row groups of the file)."""
 
     @property
     def nbytes(self) -> int:
-        """Memory held."""
+        """Memory held (a mapped copy lives in the page cache, not here)."""
         return int(self.hashes.nbytes + self.rows.nbytes + self.group_starts.nbytes) + 1024
 
     def positions(self, wanted: np.ndarray) -> np.ndarray:
         """Rows of this file whose key hash is one of ``wanted`` (sorted uint64), ascending."""
+        n = len(self.hashes)
+        if n == 0 or len(wanted) == 0:
+            return np.empty(0, np.int64)
         lo = np.searchsorted(self.hashes, wanted, side="left")
-        hi = np.searchsorted(self.hashes, wanted, side="right")
-        hit = hi > lo
+        hit = self.hashes[np.minimum(lo, n - 1)] == wanted  # one search; the second only for hits
         if not hit.any():
             return np.empty(0, np.int64)
-        lo, hi = lo[hit], hi[hit]
+        lo = lo[hit]
+        hi = np.searchsorted(self.hashes, wanted[hit], side="right")
         counts = hi - lo
         if int(counts.max()) == 1:
             picks = lo
@@ -82,10 +96,15 @@ class KeyIndex:
 
 
 class KeyIndexCache:
-    """A thread-safe LRU of :class:`KeyIndex` by file path, bounded by ``max_bytes``."""
+    """A thread-safe LRU of :class:`KeyIndex` by file path, bounded by ``max_bytes``.
 
-    def __init__(self, max_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+    ``store`` is the row store the indexes fetch rows from (default: the process's, see
+    :mod:`flowlake.table.rowstore`).
+    """
+
+    def __init__(self, max_bytes: int = DEFAULT_CACHE_BYTES, *, store: RowStore | None = None) -> None:
         self.max_bytes = max_bytes
+        self.store = store if store is not None else RowStore()
         self._items: OrderedDict[str, KeyIndex] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
@@ -99,22 +118,35 @@ class KeyIndexCache:
         return self._bytes
 
     def get(self, storage: Storage, file: DataFile, primary_key: Sequence[str]) -> KeyIndex:
-        """The index of ``file`` (built on first use: reads and verifies the file's key columns)."""
-        path = storage.path(file.path)
+        """The index of ``file`` (built on first use: reads and verifies the file)."""
+        return self.get_many(storage, [file], primary_key)[0]
+
+    def get_many(
+        self, storage: Storage, files: Sequence[DataFile], primary_key: Sequence[str]
+    ) -> list[KeyIndex]:
+        """The indexes of ``files``, in order; missing ones are built in parallel."""
+        paths = [storage.path(f.path) for f in files]
+        found: list[KeyIndex | None] = []
         with self._lock:
-            found = self._items.get(path)
-            if found is not None:
-                self._items.move_to_end(path)
-                return found
-        index = _build(storage, path, file, primary_key)
+            for path in paths:
+                index = self._items.get(path)
+                if index is not None:
+                    self._items.move_to_end(path)
+                found.append(index)
+        missing = [i for i, index in enumerate(found) if index is None]
+        if not missing:
+            return found  # type: ignore[return-value]
+        built = parallel(lambda i: _build(storage, paths[i], files[i], primary_key, self.store), missing)
         with self._lock:
-            if path not in self._items:
-                self._items[path] = index
-                self._bytes += index.nbytes
+            for i, index in zip(missing, built, strict=True):
+                found[i] = index
+                if paths[i] not in self._items:
+                    self._items[paths[i]] = index
+                    self._bytes += index.nbytes
             while self._bytes > self.max_bytes and len(self._items) > 1:
                 _, dropped = self._items.popitem(last=False)
                 self._bytes -= dropped.nbytes
-        return index
+        return found  # type: ignore[return-value]
 
 
 CACHE = KeyIndexCache()
@@ -171,22 +203,51 @@ def key_table(table: str, primary_key: Sequence[str], schema: pa.Schema, keys: A
     return pa.Table.from_arrays(arrays, names=key)
 
 
-def _build(storage: Storage, path: str, file: DataFile, primary_key: Sequence[str]) -> KeyIndex:
+def _build(
+    storage: Storage, path: str, file: DataFile, primary_key: Sequence[str], store: RowStore
+) -> KeyIndex:
+    """Index ``file``: from its row-store copy if there is one, else by reading (and verifying) it;
+    with the row store on, the whole file is read once and copied there."""
+    if store.enabled:
+        name = store.name(path, file.size, file.checksum, type(storage.fs).__name__)
+        stored = store.open(name)
+        if stored is None:
+            data = read_parquet(storage, path, size=file.size, checksum=file.checksum)
+            if POS_COLUMN in data.column_names:
+                data = data.drop_columns([POS_COLUMN])
+            stored = store.put(name, data)
+        if stored is not None:
+            starts = np.array([0, stored.num_rows])
+            return _index(stored, primary_key, starts, None, stored)
     keys = read_parquet(storage, path, list(primary_key), size=file.size, checksum=file.checksum)
-    hashes = key_hash(keys, primary_key)
-    order = np.argsort(hashes, kind="stable")
-    rows = order.astype(np.int32 if keys.num_rows < 2**31 else np.int64)
     with storage.fs.open_input_file(path) as handle:
         metadata = pq.ParquetFile(handle).metadata
     sizes = [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
     starts = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int64)
-    return KeyIndex(hashes[order], rows, starts, metadata)
+    return _index(keys, primary_key, starts, metadata, None)
+
+
+def _index(
+    keys: pa.Table,
+    primary_key: Sequence[str],
+    starts: np.ndarray,
+    metadata: pq.FileMetaData | None,
+    stored: pa.Table | None,
+) -> KeyIndex:
+    hashes = key_hash(keys, primary_key)
+    order = np.argsort(hashes, kind="stable")
+    rows = order.astype(np.int32 if keys.num_rows < 2**31 else np.int64)
+    return KeyIndex(hashes[order], rows, starts.astype(np.int64), metadata, stored)
 
 
 def _read_rows(
     storage: Storage, file: DataFile, index: KeyIndex, positions: np.ndarray, columns: list[str]
 ) -> pa.Table:
-    """The rows at ``positions`` (ascending) of ``file``: only their row groups are decoded."""
+    """The rows at ``positions`` (ascending) of ``file``: gathered from its row-store copy, or
+    decoded from the row groups that hold them."""
+    if index.stored is not None:
+        present = index.stored.column_names
+        return index.stored.select([c for c in columns if c in present]).take(pa.array(positions))
     groups = np.searchsorted(index.group_starts, positions, side="right") - 1
     wanted_groups = np.unique(groups)
     path = storage.path(file.path)
@@ -217,25 +278,28 @@ def lookup(
     *,
     columns: Sequence[str] | None = None,
     cache: KeyIndexCache | None = None,
+    bucket_map: BucketMap | None = None,
 ) -> pa.Table:
     """The live rows of ``keys`` (a table of the key columns) in the snapshot made of ``files``.
 
     One row per row of ``keys`` whose key is live, in the order of ``keys``; ``columns`` (default
-    all) always come back in the table's column order.
+    all) always come back in the table's column order. With the table's ``bucket_map``, a file of
+    a bucket in the map is searched only for the keys that route to that bucket.
     """
     cache = cache if cache is not None else CACHE
     pk = list(primary_key)
     out_columns = list(columns) if columns is not None else schema.names
     needed = list(dict.fromkeys([*pk, *out_columns]))
-    wanted = np.unique(key_hash(keys, pk))
+    wanted = sorted_unique(key_hash(keys, pk))
     ordered = sorted(files, key=lambda f: (f.content != "base", f.added_version, f.path))
+    indexes = cache.get_many(storage, ordered, pk)
+    routed = _router(wanted, bucket_map)
+    found = [(f, index, index.positions(routed(f.bucket))) for f, index in zip(ordered, indexes, strict=True)]
+    found = [hit for hit in found if len(hit[2])]
     target = pa.schema([schema.field(c) for c in needed])
 
-    def hits(file: DataFile) -> pa.Table | None:
-        index = cache.get(storage, file, pk)
-        positions = index.positions(wanted)
-        if not len(positions):
-            return None
+    def rows_of(hit: tuple[DataFile, KeyIndex, np.ndarray]) -> pa.Table:
+        file, index, positions = hit
         is_log = file.content != "base"
         rows = _read_rows(storage, file, index, positions, [*needed, *([KIND_COLUMN] if is_log else [])])
         body = conform(rows.select([c for c in needed if c in rows.column_names]), target)
@@ -246,10 +310,45 @@ def lookup(
         zeros = pa.array(np.zeros(body.num_rows, np.int8))
         return body.append_column(KIND_COLUMN, zeros)
 
-    parts = [p for p in parallel(hits, ordered) if p is not None]
+    # gathers from mapped copies are cheap: threads pay only for decoding Parquet row groups
+    decoding = sum(1 for _, index, _ in found if index.stored is None)
+    parts = parallel(rows_of, found) if decoding > 1 else [rows_of(hit) for hit in found]
     if not parts:
         return pa.schema([schema.field(c) for c in out_columns]).empty_table()
     merged = latest_rows(parts, pk)
-    numbered = keys.select(pk).append_column(_ORDER, pa.array(np.arange(keys.num_rows, dtype=np.int64)))
-    matched = numbered.join(merged, keys=pk, join_type="inner", use_threads=False)
-    return matched.sort_by(_ORDER).select(out_columns)
+    return _match(keys.select(pk), merged, pk).select(out_columns)
+
+
+def _router(wanted: np.ndarray, bucket_map: BucketMap | None) -> Callable[[int], np.ndarray]:
+    """The wanted hashes a file of a given bucket can hold: those the map routes there if the bucket
+    is in the map (bucket ids are never reused, so a bucket's range never changes), else all."""
+    if bucket_map is None or len(wanted) == 0:
+        return lambda bucket: wanted
+    leaves = {b.id for b in bucket_map.buckets}
+    buckets = bucket_map.route(wanted)
+    memo: dict[int, np.ndarray] = {}
+
+    def routed(bucket: int) -> np.ndarray:
+        if bucket not in leaves:
+            return wanted
+        found = memo.get(bucket)
+        if found is None:
+            found = memo[bucket] = wanted[buckets == bucket]
+        return found
+
+    return routed
+
+
+def _match(keys: pa.Table, merged: pa.Table, primary_key: list[str]) -> pa.Table:
+    """The rows of ``merged`` (one per key) for each row of ``keys``, in the order of ``keys``."""
+    if len(primary_key) == 1:
+        name = primary_key[0]
+        try:
+            where = pc.index_in(keys.column(name), value_set=merged.column(name))
+        except (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError):
+            pass  # a key type index_in cannot compare: join
+        else:
+            return merged.take(where.drop_null())
+    numbered = keys.append_column(_ORDER, pa.array(np.arange(keys.num_rows, dtype=np.int64)))
+    matched = numbered.join(merged, keys=primary_key, join_type="inner", use_threads=False)
+    return matched.sort_by(_ORDER).drop_columns([_ORDER])

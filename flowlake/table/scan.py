@@ -18,10 +18,12 @@ The filter is then applied to the merged rows, so results are exact whatever the
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -33,6 +35,8 @@ from flowlake.catalog.base import DataFile
 from flowlake.changelog import KIND_COLUMN, SEQ_COLUMN, RowKind
 from flowlake.io.fs import Storage
 from flowlake.io.parquet import parallel, read_parquet
+from flowlake.table.bucketing import key_hash
+from flowlake.table.bucketmap import BucketMap
 from flowlake.table.merge import latest_rows
 from flowlake.table.schema import conform
 from flowlake.table.stats import (
@@ -59,6 +63,8 @@ class ScanMetrics:
     """Row groups of base files left undecoded by their footer statistics."""
     rows_read: int = 0
     buckets_merged: int = 0
+    buckets_pruned: int = 0
+    """Buckets left out because the filter pins the primary key to values that hash elsewhere."""
     by_bucket: dict[int, int] = field(default_factory=dict)
 
 
@@ -144,9 +150,19 @@ def read_snapshot(
     columns: Sequence[str] | None = None,
     filter: Filter | None = None,
     metrics: ScanMetrics | None = None,
+    bucket_map: BucketMap | None = None,
 ) -> pa.Table:
-    """The live rows of a snapshot made of ``files`` (in commit order), projected and filtered."""
+    """The live rows of a snapshot made of ``files`` (in commit order), projected and filtered.
+
+    With the table's ``bucket_map``, a filter that pins the primary key (``=`` or ``in`` on every
+    key column, in each OR branch) reads only the buckets those keys hash to (:func:`prune_by_key`).
+    """
     metrics = metrics if metrics is not None else ScanMetrics()
+    kept = prune_by_key(files, filter, schema, primary_key, bucket_map)
+    metrics.files += len(files) - len(kept)
+    metrics.files_skipped += len(files) - len(kept)
+    metrics.buckets_pruned += len({f.bucket for f in files} - {f.bucket for f in kept})
+    files = kept
     out_columns = list(columns) if columns is not None else schema.names
     needed = list(dict.fromkeys([*primary_key, *out_columns, *sorted(filter_columns(filter))]))
     needed = [c for c in needed if c in schema.names]
@@ -186,7 +202,12 @@ def read_snapshot(
 
     flat = [t for group in tasks for t in group]
     skipped: list[int] = []
-    read = parallel(lambda t: _fill(_read_task(storage, schema, t, skipped), needed_schema), flat)
+
+    def read_chunk(chunk: list[_Task]) -> list[pa.Table]:
+        return [_fill(_read_task(storage, schema, t, skipped), needed_schema) for t in chunk]
+
+    # a few tasks of many files each: threads on a small machine switch less than with one per file
+    read = [part for parts in parallel(read_chunk, _chunks(flat, _READ_CHUNKS)) for part in parts]
     metrics.row_groups_skipped += sum(skipped)
     starts = np.cumsum([0, *(len(group) for group in tasks)])
     groups = [(group, read[starts[i] : starts[i + 1]]) for i, group in enumerate(tasks)]
@@ -214,6 +235,7 @@ def snapshot_dataset(
     *,
     columns: Sequence[str] | None = None,
     filter: Filter | None = None,
+    bucket_map: BucketMap | None = None,
 ) -> ds.Dataset:
     """A snapshot as a ``pyarrow.dataset.Dataset`` that reads base files lazily.
 
@@ -226,9 +248,11 @@ def snapshot_dataset(
 
     ``columns`` (plus those a DNF ``filter`` reads) are the dataset's columns; ``filter`` is applied
     to its rows, and before that skips the files that cannot match and merges the buckets with log
-    files as a filtered :func:`read_snapshot` does.
+    files as a filtered :func:`read_snapshot` does (with ``bucket_map``, a filter that pins the key
+    first leaves out the other buckets: :func:`prune_by_key`).
     """
     keys = list(primary_key)
+    files = prune_by_key(files, filter, schema, keys, bucket_map)
     wanted = list(columns) if columns is not None else schema.names
     needed = [c for c in dict.fromkeys([*wanted, *sorted(filter_columns(filter))]) if c in schema.names]
     if isinstance(filter, pc.Expression):
@@ -247,6 +271,83 @@ def snapshot_dataset(
         )
         lazy = ds.dataset([lazy, ds.dataset(merged)])
     return lazy if filter is None else lazy.filter(to_expression(filter))
+
+
+MAX_PINNED_KEYS = 100_000
+"""Most keys a filter may pin for :func:`prune_by_key` to hash them (more: no pruning)."""
+
+
+def pinned_buckets(
+    filter: Filter | None, schema: pa.Schema, primary_key: Sequence[str], bucket_map: BucketMap
+) -> set[int] | None:
+    """The buckets of ``bucket_map`` that can hold rows matching a DNF ``filter``, or None if some OR
+    branch does not pin every key column to a finite set of values (``=``, ``==``, ``in``).
+
+    >>> schema = pa.schema([("id", pa.int64()), ("v", pa.string())])
+    >>> pinned_buckets([("id", "in", [1, 2]), ("v", "=", "x")], schema, ["id"], BucketMap.initial(4))
+    {1, 2}
+    >>> pinned_buckets([[("id", "=", 1)], [("v", "=", "x")]], schema, ["id"], BucketMap.initial(4)) is None
+    True
+    """
+    groups = normalize_filter(filter)
+    if groups is None or not primary_key:
+        return None
+    buckets: set[int] = set()
+    for group in groups:
+        per_column: list[list[Any]] = []
+        for name in primary_key:
+            allowed: set[Any] | None = None
+            for column, op, value in group:
+                if column != name or op not in ("=", "==", "in"):
+                    continue
+                values = list(value) if op == "in" else [value]
+                try:
+                    found = {v for v in values if v is not None}  # = NULL matches no row
+                except TypeError:  # unhashable literals: do not prune
+                    return None
+                allowed = found if allowed is None else allowed & found
+            if allowed is None:
+                return None
+            per_column.append(sorted(allowed, key=repr))
+        combos = 1
+        for values in per_column:
+            combos *= len(values)
+        if combos > MAX_PINNED_KEYS:
+            return None
+        if combos == 0:
+            continue
+        rows = list(itertools.product(*per_column))
+        try:
+            keys = pa.Table.from_arrays(
+                [pa.array([r[i] for r in rows], schema.field(k).type) for i, k in enumerate(primary_key)],
+                names=list(primary_key),
+            )
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
+            return None  # a literal the key column cannot hold: leave the decision to the row filter
+        buckets.update(int(b) for b in np.unique(bucket_map.route(key_hash(keys, primary_key))))
+    return buckets
+
+
+def prune_by_key(
+    files: Sequence[DataFile],
+    filter: Filter | None,
+    schema: pa.Schema,
+    primary_key: Sequence[str],
+    bucket_map: BucketMap | None,
+) -> list[DataFile]:
+    """``files`` without those of buckets that cannot hold a key the filter pins.
+
+    Only files of buckets that are in ``bucket_map`` are left out: bucket ids are never reused, so a
+    bucket's hash range never changes, and the map need not be the version's own (a file of a
+    bucket that a later split or merge removed from the map is kept).
+    """
+    if bucket_map is None or filter is None or not primary_key:
+        return list(files)
+    buckets = pinned_buckets(filter, schema, primary_key, bucket_map)
+    if buckets is None:
+        return list(files)
+    leaves = {b.id for b in bucket_map.buckets}
+    return [f for f in files if f.bucket in buckets or f.bucket not in leaves]
 
 
 def _base_dataset(
@@ -281,6 +382,27 @@ def _guarantee(file: DataFile, schema: pa.Schema) -> pc.Expression:
             continue
         guarantee = guarantee & (pc.field(name) >= lo) & (pc.field(name) <= hi)
     return guarantee
+
+
+_READ_CHUNKS = 16
+"""How many parallel tasks a snapshot's files are read in (each a run of files of similar bytes)."""
+
+
+def _chunks(tasks: list[_Task], count: int) -> list[list[_Task]]:
+    """``tasks`` in order, cut into at most ``count`` runs of about equal file bytes.
+
+    >>> from flowlake.catalog.base import DataFile
+    >>> files = [DataFile(f"f{i}", 0, "log", 10, size, 0) for i, size in enumerate([5, 1, 1, 1, 1, 5])]
+    >>> [[t.file.path for t in run] for run in _chunks([_Task(f, [], False) for f in files], 3)]
+    [['f0'], ['f1', 'f2', 'f3', 'f4'], ['f5']]
+    """
+    if len(tasks) <= count:
+        return [[t] for t in tasks]
+    sizes = np.array([max(t.file.size or 0, 1) for t in tasks], dtype=np.float64)
+    middles = np.cumsum(sizes) - sizes / 2  # each file goes to the run its middle byte falls in
+    runs = np.minimum((middles * count / sizes.sum()).astype(np.int64), count - 1)
+    cuts = [0, *(np.flatnonzero(np.diff(runs)) + 1).tolist(), len(tasks)]
+    return [tasks[a:b] for a, b in itertools.pairwise(cuts)]
 
 
 def _base_filter(file: DataFile, filter: Filter | None) -> Filter | None:

@@ -83,7 +83,8 @@ class LakeTable:
         self._lock = threading.RLock()
         self.last_scan = ScanMetrics()
         """What the most recent ``read`` did (files read, read for keys only, skipped)."""
-        self._files_at: dict[int, list[DataFile]] = {}
+        self._files_at: dict[int, tuple[list[DataFile], pa.Schema]] = {}
+        self._parsed_map: tuple[str | None, BucketMap] | None = None
 
     # -- identity -----------------------------------------------------------------------------------
 
@@ -523,6 +524,7 @@ class LakeTable:
                 columns=columns,
                 filter=filter,
                 metrics=metrics,
+                bucket_map=self._map(),
             )
         self.last_scan = metrics
         return result
@@ -549,25 +551,33 @@ class LakeTable:
         """
         self._require_primary_key("get")
         v = self.resolve_version(version)
-        schema = self._schema_at(v)
+        files, schema = self._snapshot(v)
         if columns is not None:
             missing = [c for c in columns if c not in schema.names]
             if missing:
                 raise InvalidArgumentError(f"table {self.name!r} at version {v} has no column(s) {missing}")
         wanted = key_table(self.name, self.primary_key, schema, keys)
-        files = self._snapshot_files(v)
-        return lookup(self._storage, files, schema, self.primary_key, wanted, columns=columns)
+        return lookup(
+            self._storage, files, schema, self.primary_key, wanted, columns=columns, bucket_map=self._map()
+        )
 
-    def _snapshot_files(self, version: int) -> list[DataFile]:
-        """The files of ``version`` (a snapshot's files never change: cached per version)."""
+    def _snapshot(self, version: int) -> tuple[list[DataFile], pa.Schema]:
+        """The files and schema of ``version`` (a snapshot never changes: cached per version)."""
         cached = self._files_at.get(version)
         if cached is None:
             with self._unless_cleaned(version):
-                cached = self._store.live_files(self._record.id, version)
+                cached = (self._store.live_files(self._record.id, version), self._schema_at(version))
             self._files_at[version] = cached
             while len(self._files_at) > 8:
                 self._files_at.pop(next(iter(self._files_at)))
         return cached
+
+    def _map(self) -> BucketMap:
+        """The bucket map of the last refresh, parsed once."""
+        text = self._record.bucket_map
+        if self._parsed_map is None or self._parsed_map[0] != text:
+            self._parsed_map = (text, BucketMap.from_json(text, self._record.buckets))
+        return self._parsed_map[1]
 
     def _unless_cleaned(self, version: int) -> contextlib.AbstractContextManager[None]:
         """Raise ``VersionCleanedError`` if a clean moved past ``version`` while the block read it."""
@@ -601,8 +611,9 @@ class LakeTable:
         with self._unless_cleaned(v):
             files = self._store.live_files(self._record.id, v)
             return snapshot_dataset(
-                self._storage, files, schema, self.primary_key, columns=columns, filter=filter
-            )
+                self._storage, files, schema, self.primary_key, columns=columns, filter=filter,
+                bucket_map=self._map(),
+            )  # fmt: skip
 
     def changes(
         self, start: int, end: int | None = None, *, columns: Sequence[str] | None = None
