@@ -155,9 +155,9 @@ def run_bytewax(batches: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tup
     summed = op.stateful_map("sum", source, fold)
     sink = CountSink()
     op.output("out", summed, sink)
-    t, c = time.perf_counter(), time.process_time()
+    t, cpu = time.perf_counter(), time.process_time()
     run_main(flow)  # type: ignore[no-untyped-call]
-    return time.perf_counter() - t, time.process_time() - c, sink.box[0]
+    return time.perf_counter() - t, time.process_time() - cpu, sink.box[0]
 
 
 SHOP_MINUTE_AGGS = {

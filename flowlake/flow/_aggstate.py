@@ -1,10 +1,12 @@
 """Mini-batched, retraction-correct group aggregation state (no bytewax here; pure and testable).
 
 One :class:`AggregateState` holds the groups of one key partition. ``apply`` folds a whole Arrow
-changelog batch: weights (+1/-1 per kind) are summed per group with Arrow's hash aggregation, the
-per-group state lives in numpy arrays indexed by a group id (a dict maps the group key to its id),
-and it emits once per changed group: ``-U``/``+U`` when a group's result changed, ``+I`` for a new
-group, ``-D`` when its row count reaches zero.
+changelog batch: its rows are coded by group key (Arrow's dictionary encoding), the distinct keys
+are mapped to group ids (a :class:`~flowlake.flow._keyindex.KeyIndex`), weights (+1/-1 per kind) and
+values are summed per group with numpy, the per-group state lives in numpy arrays indexed by the
+group id (per-value counts for min/max/count distinct in a
+:class:`~flowlake.flow._valuecounts.ValueCounts`), and it emits once per changed group: ``-U``/``+U``
+when a group's result changed, ``+I`` for a new group, ``-D`` when its row count reaches zero.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from flowlake.changelog import KIND_COLUMN, SEQ_COLUMN, RowKind
 from flowlake.errors import InvalidArgumentError
 from flowlake.flow._keyindex import EXACT_BELOW, IntKeys, KeyIndex, KeyStore, gather
 from flowlake.flow._snapshot import ChunkedSnapshot, ChunkLog, Manifest, Records
-from flowlake.flow._stateform import from_state, to_state
+from flowlake.flow._stateform import _storage_type, from_state, to_state
+from flowlake.flow._valuecounts import ValueCounts, row_codes
 from flowlake.flow.aggs import ADDITIVE, Agg, Condition, Window
 from flowlake.flow.batch import kinds_of, weights
 
@@ -174,7 +177,7 @@ class AggregateState(ChunkedSnapshot):
         self.rows = np.zeros(0, dtype=np.int64)
         self.sums: dict[str, np.ndarray] = {}
         self.nonnull: dict[str, np.ndarray] = {}
-        self.counters: dict[str, list[dict[Any, int] | None]] = {}
+        self.values: dict[str, ValueCounts] = {}
         self.max_event: int | None = None
         self.window_groups: dict[int, set[int]] = {}
         self.dropped_retractions = 0
@@ -187,6 +190,13 @@ class AggregateState(ChunkedSnapshot):
     def configure(self, by: Sequence[str], aggs: Mapping[str, Agg], window: Window | None) -> None:
         """Re-attach the configuration (it is not part of the pickled state: callables may not pickle)."""
         self.by, self.aggs, self.window = tuple(by), dict(aggs), window
+        legacy = self.__dict__.pop("_legacy_counters", None)
+        if legacy:  # per-group dicts of a state saved before ValueCounts: loaded now that aggs are known
+            assert self.schema is not None
+            for name, (gids, dicts) in legacy.items():
+                counts = self.values[name] = _value_counts(self.aggs[name], self.schema)
+                counts.grow(self._capacity)
+                counts.load(gids, dicts)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -199,9 +209,15 @@ class AggregateState(ChunkedSnapshot):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.setdefault("_gone", set())  # states pickled before chunked snapshots lack these
+        state.setdefault("values", {})
+        counters = state.pop("counters", None)  # (and those pickled before ValueCounts: loaded at configure)
         self.__dict__.update(state)  # (and those pickled before KeyIndex hold a dict index: replaced)
         self._dirty = np.zeros(0, dtype=bool)
         self.index = KeyIndex.build(self.keys, self._live_ids())
+        if counters:
+            self._legacy_counters = {
+                name: (list(range(len(dicts))), dicts) for name, dicts in counters.items()
+            }
 
     def _live_ids(self) -> np.ndarray:
         """Ids of the live groups (those not free)."""
@@ -223,7 +239,8 @@ class AggregateState(ChunkedSnapshot):
         return {
             "by": self.by, "window": self.window, "max_event": self.max_event, "schema": self.schema,
             "dropped_retractions": self.dropped_retractions, "late_changes": self.late_changes,
-            "dtypes": {n: a.dtype for n, a in self.sums.items()}, "counters": list(self.counters),
+            "dtypes": {n: a.dtype for n, a in self.sums.items()}, "counters": list(self.values),
+            "value_funcs": {n: (v.func, v.ordered) for n, v in self.values.items()},
             "slots": len(self.keys), "free": list(self.free),
         }  # fmt: skip
 
@@ -232,8 +249,8 @@ class AggregateState(ChunkedSnapshot):
                             "rows": self.rows[gids], "gid": gids}  # fmt: skip
         for name in self.sums:
             records[f"s:{name}"], records[f"n:{name}"] = self.sums[name][gids], self.nonnull[name][gids]
-        for name, counters in self.counters.items():
-            records[f"c:{name}"] = [counters[g] for g in gids.tolist()]
+        for name, counts in self.values.items():
+            records[f"c:{name}"] = counts.dicts(gids)
         return records
 
     def _changed_records(self) -> Records:
@@ -258,7 +275,7 @@ class AggregateState(ChunkedSnapshot):
                     np.zeros(len(gone), dtype),
                     np.zeros(len(gone), np.int64),
                 )
-            for name in self.counters:
+            for name in self.values:
                 dead[f"c:{name}"] = [None] * len(gone)
             records = {n: (np.concatenate([dead[n], v]) if isinstance(v, np.ndarray) else [*dead[n], *v])
                        for n, v in records.items()}  # fmt: skip
@@ -286,7 +303,8 @@ class AggregateState(ChunkedSnapshot):
                 self.sums[name] = np.zeros(self._capacity, dtype=dtype)
                 self.nonnull[name] = np.zeros(self._capacity, dtype=np.int64)
             else:
-                self.counters[name] = [None] * self._capacity
+                self.values[name] = _value_counts(agg, schema)
+                self.values[name].grow(self._capacity)
 
     def output_schema(self) -> pa.Schema:
         """Key columns then one column per aggregate."""
@@ -310,8 +328,8 @@ class AggregateState(ChunkedSnapshot):
         for name in self.sums:
             self.sums[name] = np.concatenate([self.sums[name], np.zeros(extra, self.sums[name].dtype)])
             self.nonnull[name] = np.concatenate([self.nonnull[name], np.zeros(extra, np.int64)])
-        for name in self.counters:
-            self.counters[name].extend([None] * extra)
+        for counts in self.values.values():
+            counts.grow(cap)
         self._capacity = cap
 
     def _create(self, keys: list[Any]) -> np.ndarray:
@@ -330,25 +348,29 @@ class AggregateState(ChunkedSnapshot):
                 self.window_groups.setdefault(_window_of(key), set()).add(gid)
         return ids
 
-    def _release(self, gid: int) -> None:
-        key = self.keys[gid]
-        self.index.discard(key, gid)
-        if self._log is not None:
-            self._gone.add(key)
-        self.keys[gid] = None
-        self.rows[gid] = 0
+    def _release(self, gids: np.ndarray) -> None:
+        """Free the groups ``gids`` (in this order)."""
+        if not len(gids):
+            return
+        keys = gather(self.keys, gids)
+        for key, gid in zip(keys, gids.tolist(), strict=True):
+            self.index.discard(key, gid)
+            if self._log is not None:
+                self._gone.add(key)
+            self.keys[gid] = None
+            if self.window is not None:
+                members = self.window_groups.get(_window_of(key))
+                if members is not None:
+                    members.discard(gid)
+                    if not members:
+                        del self.window_groups[_window_of(key)]
+        self.rows[gids] = 0
         for name in self.sums:
-            self.sums[name][gid] = 0
-            self.nonnull[name][gid] = 0
-        for name in self.counters:
-            self.counters[name][gid] = None
-        if self.window is not None:
-            members = self.window_groups.get(_window_of(key))
-            if members is not None:
-                members.discard(gid)
-                if not members:
-                    del self.window_groups[_window_of(key)]
-        self.free.append(gid)
+            self.sums[name][gids] = 0
+            self.nonnull[name][gids] = 0
+        for counts in self.values.values():
+            counts.clear(gids)
+        self.free.extend(gids.tolist())
 
     @property
     def groups(self) -> int:
@@ -427,14 +449,62 @@ class AggregateState(ChunkedSnapshot):
         if window.horizon_us is None or self.max_event is None:
             return
         mark = self.max_event - window.horizon_us
-        for start in [s for s in self.window_groups if s + window.size_us <= mark]:
-            for gid in list(self.window_groups.get(start, ())):
-                self._release(gid)
-            self.window_groups.pop(start, None)
+        closed = [s for s in self.window_groups if s + window.size_us <= mark]
+        if closed:
+            gids = np.sort(np.fromiter((g for s in closed for g in self.window_groups[s]), np.int64))
+            self._release(gids)
+
+    def _fold(self, data: pa.Table, w: np.ndarray) -> pa.Table:
+        out_schema = self.output_schema()
+        if data.num_rows == 0:
+            return _empty_changes(out_schema)
+        key_cols = self.key_columns
+        codes, first = row_codes(data, key_cols)
+        distinct = data.select(list(key_cols)).take(pa.array(first))
+        hashes = _exact_hashes(distinct, key_cols)
+        gids = self.index.assign(_py_keys(distinct, key_cols), self._create, hashes, exact=hashes is not None)
+        touched, at = np.unique(gids, return_inverse=True)  # (two codes may be one key: 0.0 and -0.0)
+        row_at = at[codes]  # each row's group, as a position in touched
+        net = np.zeros(len(touched), np.int64)
+        np.add.at(net, row_at, w)
+        rows_before = self.rows[touched]
+        underflow = rows_before + net < 0
+        if underflow.any():  # retractions for groups never seen: dropped (and counted)
+            drop = (w < 0) & underflow[row_at]
+            dropped = int(drop.sum())
+            self.dropped_retractions += dropped
+            log.warning("aggregate dropped %d retraction(s) for groups it never saw", dropped)
+            w = np.where(drop, 0, w)
+            net = np.zeros(len(touched), np.int64)
+            np.add.at(net, row_at, w)
+        before = self._results(touched)
+        self.rows[touched] += net
+        for name, column in self._contributions(data, w).items():
+            total = np.zeros(len(touched), column.dtype)
+            np.add.at(total, row_at, column)
+            if name.startswith("_n_"):
+                self.nonnull[name[3:]][touched] += total
+            else:
+                sums = self.sums[name[3:]]
+                sums[touched] += total.astype(sums.dtype)
+        if self.values:
+            self._fold_values(data, w, touched[row_at])
+        rows_after = self.rows[touched]
+        if self._log is not None:
+            self._dirty[touched] = True
+        after = self._results(touched)
+        where = np.empty(len(touched), np.int64)
+        where[at] = np.arange(len(at))
+        out = self._emit(distinct.take(pa.array(where)), rows_before, rows_after, before, after, out_schema)
+        gone = touched[rows_after <= 0]
+        self.rows[gone] = 0
+        self._release(gone)
+        return out
 
     def _contributions(self, data: pa.Table, w: np.ndarray) -> dict[str, np.ndarray]:
+        """Per row and additive aggregate: its weighted non-null count (``_n_``) and value (``_s_``)."""
         assert self.schema is not None
-        cols: dict[str, np.ndarray] = {"_w": w}
+        cols: dict[str, np.ndarray] = {}
         for name, agg in self.aggs.items():
             if agg.func not in ADDITIVE:
                 continue
@@ -443,7 +513,7 @@ class AggregateState(ChunkedSnapshot):
                 cols[f"_n_{name}"] = w * mask
                 continue
             column = data.column(agg.column)
-            valid = mask & np.asarray(column.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+            valid = mask if not column.null_count else mask & _is_valid(column)
             cols[f"_n_{name}"] = w * valid
             if agg.func == "count":
                 continue
@@ -451,128 +521,41 @@ class AggregateState(ChunkedSnapshot):
                 values = _unscaled(column, column.type.scale)
             else:
                 values = pc.fill_null(column, 0).to_numpy(zero_copy_only=False)
-            cols[f"_s_{name}"] = np.where(valid, values * w, 0).astype(self.sums[name].dtype)
+            dtype = np.float64 if self.sums[name].dtype == np.float64 else np.int64
+            cols[f"_s_{name}"] = np.where(valid, values * w, 0).astype(dtype)
         return cols
 
-    def _fold(self, data: pa.Table, w: np.ndarray) -> pa.Table:
-        out_schema = self.output_schema()
-        if data.num_rows == 0:
-            return _empty_changes(out_schema)
-        key_cols = self.key_columns
-        neg = w < 0
-        contrib = self._contributions(data, w)
-        keyed = pa.table({**{c: data.column(c) for c in key_cols}, "_neg": neg, **contrib})
-        names = list(contrib)
-        grouped = keyed.group_by([*key_cols, "_neg"], use_threads=False).aggregate(
-            [(c, "sum") for c in names]
-        )
-        keys = _py_keys(grouped, key_cols)
-        hashes = _exact_hashes(grouped, key_cols)
-        gids = self.index.assign(keys, self._create, hashes, exact=hashes is not None)
-        gneg = grouped.column("_neg").to_numpy(zero_copy_only=False)
-        dw = grouped.column("_w_sum").to_numpy()
-        touched, inverse = np.unique(gids, return_inverse=True)
-        first = np.empty(len(touched), np.int64)
-        first[inverse] = np.arange(len(gids))
-        key_rows = grouped.select(list(key_cols)).take(pa.array(first))  # each touched group's key
-        net = np.zeros(len(touched), dtype=np.int64)
-        np.add.at(net, inverse, dw)
-        rows_before = self.rows[touched].copy()
-        underflow = rows_before + net < 0
-        keep = ~(gneg & underflow[inverse])
-        if not keep.all():
-            dropped = int(-dw[~keep].sum())
-            self.dropped_retractions += dropped
-            log.warning("aggregate dropped %d retraction(s) for groups it never saw", dropped)
-        before = self._results(touched)
-        np.add.at(self.rows, gids[keep], dw[keep])
-        for name in self.sums:
-            np.add.at(self.nonnull[name], gids[keep], grouped.column(f"_n_{name}_sum").to_numpy()[keep])
-            if f"_s_{name}_sum" in grouped.column_names:
-                np.add.at(self.sums[name], gids[keep], grouped.column(f"_s_{name}_sum").to_numpy()[keep])
-        self._fold_counters(data, w, touched[underflow])
-        rows_after = self.rows[touched].copy()
-        if self._log is not None:
-            self._dirty[touched] = True
-        after = self._results(touched)
-        out = self._emit(key_rows, rows_before, rows_after, before, after, out_schema)
-        for gid in touched[rows_after <= 0].tolist():
-            self.rows[gid] = 0
-            self._release(gid)
-        return out
-
-    def _fold_counters(self, data: pa.Table, w: np.ndarray, underflow: np.ndarray) -> None:
-        if not self.counters:
-            return
-        bad = set(underflow.tolist())
-        key_cols = self.key_columns
+    def _fold_values(self, data: pa.Table, w: np.ndarray, gids: np.ndarray) -> None:
+        """Add each row's value (with its weight) to the per-value counts of its group ``gids``."""
         for name, agg in self.aggs.items():
             if agg.func in ADDITIVE:
                 continue
             assert agg.column is not None
-            mask = condition_mask(data, agg.where) & np.asarray(
-                data.column(agg.column).is_valid().to_numpy(zero_copy_only=False), dtype=bool
-            )
-            value_cols = [agg.column]
-            if agg.order_by is not None:
-                value_cols.insert(0, agg.order_by)
-                mask &= np.asarray(data.column(agg.order_by).is_valid().to_numpy(zero_copy_only=False), bool)
-            sel = pa.array(mask)
-            part = pa.table(
-                {**{c: data.column(c).filter(sel) for c in key_cols},
-                 **{f"_v{i}": data.column(c).filter(sel) for i, c in enumerate(value_cols)},
-                 "_neg": w[mask] < 0, "_w": w[mask]}
-            )  # fmt: skip
-            vnames = [f"_v{i}" for i in range(len(value_cols))]
-            grouped = part.group_by([*key_cols, *vnames, "_neg"], use_threads=False).aggregate(
-                [("_w", "sum")]
-            )
-            keys = _py_keys(grouped, key_cols)
-            values = _state_values(grouped, vnames)
-            counters = self.counters[name]
-            entries = list(zip(keys, values, grouped.column("_neg").to_pylist(),
-                               grouped.column("_w_sum").to_pylist(), strict=True))  # fmt: skip
-            gid_of = dict(zip(keys, self.index.lookup(keys).tolist(), strict=True))
-            # additions first: a value added and retracted in one batch must not look like an underflow
-            for key, value, negative, delta in sorted(entries, key=lambda e: bool(e[2])):
-                gid = gid_of[key]
-                if negative and gid in bad:
-                    continue
-                counter = counters[gid]
-                if counter is None:
-                    counter = counters[gid] = {}
-                total = counter.get(value, 0) + delta
-                if total > 0:
-                    counter[value] = total
-                else:
-                    counter.pop(value, None)
-                    if total < 0:
-                        self.dropped_retractions += -total
+            columns = [agg.column] if agg.order_by is None else [agg.order_by, agg.column]
+            mask = condition_mask(data, agg.where) & (w != 0)
+            for column in columns:
+                if data.column(column).null_count:
+                    mask &= _is_valid(data.column(column))
+            rows = np.flatnonzero(mask)
+            counts = self.values[name]
+            if counts.ordered:
+                keys = _value_keys(data.column(agg.column))[rows]
+            else:
+                assert counts.codes is not None
+                part = data.select(columns).take(pa.array(rows))
+                codes, first = row_codes(part, columns)
+                keys = counts.codes.encode(_state_values(part.take(pa.array(first)), columns))[codes]
+            self.dropped_retractions += counts.apply(gids[rows], keys, w[rows])
 
     def _results(self, gids: np.ndarray) -> dict[str, Any]:
-        """Current result values per aggregate for ``gids`` (numpy for additive, lists otherwise)."""
+        """Current result values per aggregate for ``gids``: (sums, non-null counts) for additive
+        ones, (values, valid) for the others (see :meth:`ValueCounts.results`)."""
         out: dict[str, Any] = {}
         for name, agg in self.aggs.items():
             if agg.func in ADDITIVE:
-                out[name] = (self.sums[name][gids].copy(), self.nonnull[name][gids].copy())
-                continue
-            counters = self.counters[name]
-            values: list[Any] = []
-            for gid in gids.tolist():
-                counter = counters[gid]
-                if not counter:
-                    values.append(0 if agg.func == "count_distinct" else None)
-                elif agg.func == "min":
-                    values.append(builtins.min(counter))
-                elif agg.func == "max":
-                    values.append(builtins.max(counter))
-                elif agg.func == "count_distinct":
-                    values.append(len(counter))
-                elif agg.func == "first":
-                    values.append(builtins.min(counter)[1])
-                else:
-                    values.append(builtins.max(counter)[1])
-            out[name] = values
+                out[name] = (self.sums[name][gids], self.nonnull[name][gids])
+            else:
+                out[name] = self.values[name].results(gids)
         return out
 
     def _emit(
@@ -587,11 +570,13 @@ class AggregateState(ChunkedSnapshot):
         existed, exists = rows_before > 0, rows_after > 0
         changed = existed != exists
         for name, agg in self.aggs.items():
+            (s0, n0), (s1, n1) = before[name], after[name]
             if agg.func in ADDITIVE:
-                (s0, n0), (s1, n1) = before[name], after[name]
                 changed |= (n0 != n1) if agg.func == "count" else (n0 != n1) | (s0 != s1)
+            elif isinstance(s0, np.ndarray):
+                changed |= (n0 != n1) | (s0 != s1)
             else:
-                changed |= np.array([a != b for a, b in zip(before[name], after[name], strict=True)], bool)
+                changed |= np.array([a != b for a, b in zip(s0, s1, strict=True)], bool)
         old_sel = np.flatnonzero(changed & existed)
         new_sel = np.flatnonzero(changed & exists)
         if not len(old_sel) and not len(new_sel):
@@ -614,7 +599,13 @@ class AggregateState(ChunkedSnapshot):
         for name, agg in self.aggs.items():
             dtype = schema.field(name).type
             if agg.func not in ADDITIVE:
-                arrays.append(from_state([values[name][i] for i in sel.tolist()], dtype))
+                held, valid = values[name]
+                if agg.func == "count_distinct":
+                    arrays.append(pa.array(held[sel], pa.int64()))
+                elif isinstance(held, np.ndarray):
+                    arrays.append(_value_array(held[sel], valid[sel], dtype))
+                else:
+                    arrays.append(from_state([held[i] for i in sel.tolist()], dtype))
                 continue
             sums, nonnull = values[name][0][sel], values[name][1][sel]
             if agg.func == "count":
@@ -670,11 +661,19 @@ def restore_chunked(manifest: Manifest, scalars: dict[str, Any]) -> AggregateSta
         state.sums[name], state.nonnull[name] = np.zeros(n, dtype), np.zeros(n, np.int64)
         state.sums[name][gids] = records.get(f"s:{name}", 0)
         state.nonnull[name][gids] = records.get(f"n:{name}", 0)
+    funcs = scalars.get("value_funcs")
+    legacy = {}
     for name in scalars["counters"]:
-        counters: list[dict[Any, int] | None] = [None] * n
-        for gid, counter in zip(gids.tolist(), records.get(f"c:{name}", []), strict=True):
-            counters[gid] = counter
-        state.counters[name] = counters
+        dicts = records.get(f"c:{name}", [])
+        if funcs is None:  # a manifest written before ValueCounts: loaded at configure
+            legacy[name] = (gids.tolist(), dicts)
+            continue
+        func, ordered = funcs[name]
+        counts = state.values[name] = ValueCounts(func, ordered=ordered)
+        counts.grow(n)
+        counts.load(gids.tolist(), dicts)
+    if legacy:
+        state._legacy_counters = legacy
     state._capacity = n
     if state.window is not None:
         for gid, key in zip(gids.tolist(), records["keys"], strict=True):
@@ -699,6 +698,41 @@ def _key_store(schema: pa.Schema | None, columns: Sequence[str]) -> KeyStore:
         if pa.types.is_integer(type_) and type_ != pa.uint64():
             return IntKeys()
     return []
+
+
+def _is_valid(column: pa.ChunkedArray) -> np.ndarray:
+    return np.asarray(column.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _ordered(type_: pa.DataType) -> bool:
+    """Whether values of ``type_`` are held as int64 value keys in their order (see _valuecounts)."""
+    return (pa.types.is_integer(type_) and type_ != pa.uint64()) or _storage_type(type_) is not None
+
+
+def _value_counts(agg: Agg, schema: pa.Schema) -> ValueCounts:
+    assert agg.column is not None
+    ordered = agg.order_by is None and _ordered(schema.field(agg.column).type)
+    return ValueCounts(agg.func, ordered=ordered)
+
+
+def _value_keys(column: pa.ChunkedArray) -> np.ndarray:
+    """A column's values as int64 value keys: their state form (see :mod:`flowlake.flow._stateform`);
+    NULLs are 0 (callers mask them)."""
+    type_ = column.type
+    if pa.types.is_decimal(type_):
+        return _unscaled(column, type_.scale)
+    storage = _storage_type(type_)
+    if storage is not None:
+        column = column.cast(storage)
+    return np.asarray(pc.fill_null(column, 0).to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def _value_array(keys: np.ndarray, valid: np.ndarray, type_: pa.DataType) -> pa.Array:
+    """The inverse of :func:`_value_keys` (invalid → NULL)."""
+    if pa.types.is_decimal(type_):
+        return _decimal_array(keys, valid, type_)
+    storage = _storage_type(type_) or type_
+    return pa.array(keys, pa.int64(), mask=~valid).cast(storage).cast(type_)
 
 
 def _exact_hashes(table: pa.Table, columns: Sequence[str]) -> np.ndarray | None:
