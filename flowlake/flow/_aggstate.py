@@ -176,7 +176,9 @@ class AggregateState(ChunkedSnapshot):
         self.free: list[int] = []
         self.rows = np.zeros(0, dtype=np.int64)
         self.sums: dict[str, np.ndarray] = {}
-        self.nonnull: dict[str, np.ndarray] = {}
+        self.nonnull: dict[str, np.ndarray | None] = {}
+        """Per additive aggregate, its non-null values per group; None while that equals the group's
+        rows (no filter, no NULL seen yet: 8 bytes a group saved), see :meth:`nonnull_of`."""
         self.values: dict[str, ValueCounts] = {}
         self.max_event: int | None = None
         self.window_groups: dict[int, set[int]] = {}
@@ -248,7 +250,7 @@ class AggregateState(ChunkedSnapshot):
         records: Records = {"keys": gather(self.keys, gids), "live": np.full(len(gids), live),
                             "rows": self.rows[gids], "gid": gids}  # fmt: skip
         for name in self.sums:
-            records[f"s:{name}"], records[f"n:{name}"] = self.sums[name][gids], self.nonnull[name][gids]
+            records[f"s:{name}"], records[f"n:{name}"] = self.sums[name][gids], self.nonnull_of(name)[gids]
         for name, counts in self.values.items():
             records[f"c:{name}"] = counts.dicts(gids)
         return records
@@ -285,6 +287,11 @@ class AggregateState(ChunkedSnapshot):
 
     # -- layout ---------------------------------------------------------------------------------
 
+    def nonnull_of(self, name: str) -> np.ndarray:
+        """The non-null values per group of the additive aggregate ``name``."""
+        nonnull = self.nonnull[name]
+        return self.rows if nonnull is None else nonnull
+
     @property
     def key_columns(self) -> tuple[str, ...]:
         """Group key columns of the output, the window start last."""
@@ -301,7 +308,8 @@ class AggregateState(ChunkedSnapshot):
                 # a count has no sum (only its non-null count): its sums stay 0, in a byte each
                 dtype = np.int8 if agg.func == "count" else np.float64 if floating else np.int64
                 self.sums[name] = np.zeros(self._capacity, dtype=dtype)
-                self.nonnull[name] = np.zeros(self._capacity, dtype=np.int64)
+                same = agg.where is None
+                self.nonnull[name] = None if same else np.zeros(self._capacity, dtype=np.int64)
             else:
                 self.values[name] = _value_counts(agg, schema)
                 self.values[name].grow(self._capacity)
@@ -320,14 +328,16 @@ class AggregateState(ChunkedSnapshot):
     def _grow(self, need: int) -> None:
         if need <= self._capacity:
             return
-        cap = builtins.max(need, 2 * self._capacity, 64)
+        cap = builtins.max(need, self._capacity + self._capacity // 4, 64)  # (a quarter: less slack)
         extra = cap - self._capacity
         self.rows = np.concatenate([self.rows, np.zeros(extra, dtype=np.int64)])
         if self._log is not None:
             self._dirty = np.concatenate([self._dirty, np.zeros(extra, dtype=bool)])
         for name in self.sums:
             self.sums[name] = np.concatenate([self.sums[name], np.zeros(extra, self.sums[name].dtype)])
-            self.nonnull[name] = np.concatenate([self.nonnull[name], np.zeros(extra, np.int64)])
+            nonnull = self.nonnull[name]
+            if nonnull is not None:
+                self.nonnull[name] = np.concatenate([nonnull, np.zeros(extra, np.int64)])
         for counts in self.values.values():
             counts.grow(cap)
         self._capacity = cap
@@ -367,7 +377,9 @@ class AggregateState(ChunkedSnapshot):
         self.rows[gids] = 0
         for name in self.sums:
             self.sums[name][gids] = 0
-            self.nonnull[name][gids] = 0
+            nonnull = self.nonnull[name]
+            if nonnull is not None:
+                nonnull[gids] = 0
         for counts in self.values.values():
             counts.clear(gids)
         self.free.extend(gids.tolist())
@@ -478,12 +490,15 @@ class AggregateState(ChunkedSnapshot):
             net = np.zeros(len(touched), np.int64)
             np.add.at(net, row_at, w)
         before = self._results(touched)
+        contributions = self._contributions(data, w)
         self.rows[touched] += net
-        for name, column in self._contributions(data, w).items():
+        for name, column in contributions.items():
             total = np.zeros(len(touched), column.dtype)
             np.add.at(total, row_at, column)
             if name.startswith("_n_"):
-                self.nonnull[name[3:]][touched] += total
+                nonnull = self.nonnull[name[3:]]
+                assert nonnull is not None
+                nonnull[touched] += total
             else:
                 sums = self.sums[name[3:]]
                 sums[touched] += total.astype(sums.dtype)
@@ -509,12 +524,14 @@ class AggregateState(ChunkedSnapshot):
             if agg.func not in ADDITIVE:
                 continue
             mask = condition_mask(data, agg.where)
-            if agg.column is None:
-                cols[f"_n_{name}"] = w * mask
+            column = None if agg.column is None else data.column(agg.column)
+            valid = mask if column is None or not column.null_count else mask & _is_valid(column)
+            if self.nonnull[name] is None and not valid.all():  # no longer the rows: held from now on
+                self.nonnull[name] = self.rows.copy()  # (called before this batch's rows are added)
+            if self.nonnull[name] is not None:
+                cols[f"_n_{name}"] = w * valid
+            if column is None:
                 continue
-            column = data.column(agg.column)
-            valid = mask if not column.null_count else mask & _is_valid(column)
-            cols[f"_n_{name}"] = w * valid
             if agg.func == "count":
                 continue
             if pa.types.is_decimal(column.type):
@@ -553,7 +570,7 @@ class AggregateState(ChunkedSnapshot):
         out: dict[str, Any] = {}
         for name, agg in self.aggs.items():
             if agg.func in ADDITIVE:
-                out[name] = (self.sums[name][gids], self.nonnull[name][gids])
+                out[name] = (self.sums[name][gids], self.nonnull_of(name)[gids])
             else:
                 out[name] = self.values[name].results(gids)
         return out
@@ -577,23 +594,29 @@ class AggregateState(ChunkedSnapshot):
                 changed |= (n0 != n1) | (s0 != s1)
             else:
                 changed |= np.array([a != b for a, b in zip(s0, s1, strict=True)], bool)
-        old_sel = np.flatnonzero(changed & existed)
-        new_sel = np.flatnonzero(changed & exists)
-        if not len(old_sel) and not len(new_sel):
+        old, new = changed & existed, changed & exists
+        sel = np.flatnonzero(old | new)
+        if not len(sel):
             return _empty_changes(schema)
-        old = self._table(key_rows, old_sel, before, schema)
-        new = self._table(key_rows, new_sel, after, schema)
-        old_kind = np.where(exists[old_sel], RowKind.UPDATE_BEFORE, RowKind.DELETE).astype(np.int8)
-        new_kind = np.where(existed[new_sel], RowKind.UPDATE_AFTER, RowKind.INSERT).astype(np.int8)
-        both = pa.concat_tables([old, new])
-        kinds = np.concatenate([old_kind, new_kind])
-        order = np.argsort(np.concatenate([old_sel * 2, new_sel * 2 + 1]), kind="stable")
-        return both.take(pa.array(order)).append_column(KIND_COLUMN, pa.array(kinds[order], pa.int8()))
+        # each changed group's retraction (if it existed) right before its new row (if it exists)
+        per = old[sel].astype(np.int64) + new[sel]
+        at = np.repeat(sel, per)
+        is_old = np.zeros(len(at), bool)
+        is_old[(np.cumsum(per) - per)[old[sel]]] = True
+        kinds = np.where(
+            is_old,
+            np.where(exists[at], RowKind.UPDATE_BEFORE, RowKind.DELETE),
+            np.where(existed[at], RowKind.UPDATE_AFTER, RowKind.INSERT),
+        ).astype(np.int8)
+        values = {
+            name: tuple(_pick(b, a, at, is_old) for b, a in zip(before[name], after[name], strict=True))
+            for name in self.aggs
+        }
+        table = self._table(key_rows.take(pa.array(at)), values, schema)
+        return table.append_column(KIND_COLUMN, pa.array(kinds, pa.int8()))
 
-    def _table(
-        self, key_rows: pa.Table, sel: np.ndarray, values: dict[str, Any], schema: pa.Schema
-    ) -> pa.Table:
-        taken = key_rows.take(pa.array(sel, pa.int64()))
+    def _table(self, taken: pa.Table, values: dict[str, Any], schema: pa.Schema) -> pa.Table:
+        """The output rows: the key rows ``taken`` and per aggregate its (picked) state values."""
         arrays = [taken.column(c).combine_chunks().cast(schema.field(c).type) for c in self.key_columns]
         assert self.schema is not None
         for name, agg in self.aggs.items():
@@ -601,13 +624,13 @@ class AggregateState(ChunkedSnapshot):
             if agg.func not in ADDITIVE:
                 held, valid = values[name]
                 if agg.func == "count_distinct":
-                    arrays.append(pa.array(held[sel], pa.int64()))
+                    arrays.append(pa.array(held, pa.int64()))
                 elif isinstance(held, np.ndarray):
-                    arrays.append(_value_array(held[sel], valid[sel], dtype))
+                    arrays.append(_value_array(held, valid, dtype))
                 else:
-                    arrays.append(from_state([held[i] for i in sel.tolist()], dtype))
+                    arrays.append(from_state(held, dtype))
                 continue
-            sums, nonnull = values[name][0][sel], values[name][1][sel]
+            sums, nonnull = values[name]
             if agg.func == "count":
                 arrays.append(pa.array(nonnull, pa.int64()))
                 continue
@@ -658,9 +681,10 @@ def restore_chunked(manifest: Manifest, scalars: dict[str, Any]) -> AggregateSta
     state.rows = np.zeros(n, np.int64)
     state.rows[gids] = records.get("rows", 0)
     for name, dtype in scalars["dtypes"].items():
-        state.sums[name], state.nonnull[name] = np.zeros(n, dtype), np.zeros(n, np.int64)
+        state.sums[name], nonnull = np.zeros(n, dtype), np.zeros(n, np.int64)
         state.sums[name][gids] = records.get(f"s:{name}", 0)
-        state.nonnull[name][gids] = records.get(f"n:{name}", 0)
+        nonnull[gids] = records.get(f"n:{name}", 0)
+        state.nonnull[name] = None if np.array_equal(nonnull, state.rows) else nonnull
     funcs = scalars.get("value_funcs")
     legacy = {}
     for name in scalars["counters"]:
@@ -698,6 +722,13 @@ def _key_store(schema: pa.Schema | None, columns: Sequence[str]) -> KeyStore:
         if pa.types.is_integer(type_) and type_ != pa.uint64():
             return IntKeys()
     return []
+
+
+def _pick(before: Any, after: Any, at: np.ndarray, old: np.ndarray) -> Any:
+    """``before[i]`` where ``old``, else ``after[i]``, for each ``i`` of ``at`` (arrays or lists)."""
+    if isinstance(before, np.ndarray):
+        return np.where(old, before[at], after[at])
+    return [before[i] if o else after[i] for i, o in zip(at.tolist(), old.tolist(), strict=True)]
 
 
 def _is_valid(column: pa.ChunkedArray) -> np.ndarray:

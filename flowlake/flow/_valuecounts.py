@@ -265,37 +265,34 @@ class ValueCounts:
 
     # -- the index ------------------------------------------------------------------------------
 
-    def _lookup(self, hashes: np.ndarray, gids: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    def _lookup(
+        self, hashes: np.ndarray, gids: np.ndarray, keys: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The slot of each pair (-1: none), and whether its hash is indexed (for another pair)."""
         out = np.full(len(hashes), -1, np.int64)
+        taken = np.zeros(len(hashes), bool)
         for level, level_slots in ((self.hashes, self.hash_slots), (self.recent, self.recent_slots)):
             if not len(level):
                 continue
             pos = np.minimum(np.searchsorted(level, hashes), len(level) - 1)
             hit = np.flatnonzero(level[pos] == hashes)
+            taken[hit] = True
             slots = level_slots[pos[hit]]
             same = (self.slot_gid[slots] == gids[hit]) & (self.slot_key[slots] == keys[hit])
             out[hit[same]] = slots[same]
         if self.overflow:
             for i in np.flatnonzero(out < 0).tolist():
                 out[i] = self.overflow.get((int(gids[i]), int(keys[i])), -1)
-        return out
+        return out, taken
 
-    def _indexed(self, hashes: np.ndarray) -> np.ndarray:
-        """Whether each hash is in either level."""
-        found = np.zeros(len(hashes), bool)
-        for level in (self.hashes, self.recent):
-            if len(level):
-                pos = np.minimum(np.searchsorted(level, hashes), len(level) - 1)
-                found |= level[pos] == hashes
-        return found
-
-    def _insert(self, hashes: np.ndarray, slots: np.ndarray) -> None:
-        """Index new pairs (distinct, none indexed yet); a hash already held goes to the overflow."""
+    def _insert(self, hashes: np.ndarray, slots: np.ndarray, taken: np.ndarray) -> None:
+        """Index new pairs (distinct, none indexed yet); a hash already held (``taken``, or by an
+        earlier one of them) goes to the overflow."""
         order = np.argsort(hashes, kind="stable")
         hashes, slots = hashes[order], slots[order]
         first = np.ones(len(hashes), bool)
         first[1:] = hashes[1:] != hashes[:-1]
-        first &= ~self._indexed(hashes)
+        first &= ~taken[order]
         for slot in slots[~first].tolist():
             self.overflow[(int(self.slot_gid[slot]), int(self.slot_key[slot]))] = slot
         hashes, slots = hashes[first], slots[first]
@@ -386,7 +383,7 @@ class ValueCounts:
             return 0
         first, delta = first[moved], delta[moved]
         pg, pk, ph = gids[first].astype(np.int64), keys[first].astype(np.int64), hashes[first]
-        slots = self._lookup(ph, pg, pk)
+        slots, taken = self._lookup(ph, pg, pk)
         dropped = created = 0
         missing = slots < 0
         if missing.any():
@@ -396,7 +393,7 @@ class ValueCounts:
             created = len(new)
             fresh = self._new_slots(created)
             self.slot_gid[fresh], self.slot_key[fresh], self.slot_count[fresh] = pg[new], pk[new], 0
-            self._insert(ph[new], fresh)
+            self._insert(ph[new], fresh, taken[new])
             slots[new] = fresh
             keep = ~unseen
             slots, pg, pk, delta = slots[keep], pg[keep], pk[keep], delta[keep]

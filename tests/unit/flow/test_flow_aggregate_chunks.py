@@ -111,7 +111,7 @@ def contents(state: AggregateState) -> dict[str, Any]:
         groups[key] = (
             int(state.rows[gid]),
             tuple(sorted((n, a[gid].item()) for n, a in state.sums.items())),
-            tuple(sorted((n, int(a[gid])) for n, a in state.nonnull.items())),
+            tuple(sorted((n, int(state.nonnull_of(n)[gid])) for n in state.nonnull)),
             tuple(sorted((n, c.dicts(np.array([gid]))[0] or {}) for n, c in state.values.items())),
         )
     windows = {w: sorted((state.keys[g] for g in gids), key=repr) for w, gids in state.window_groups.items()}
