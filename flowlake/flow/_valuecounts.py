@@ -365,23 +365,21 @@ class ValueCounts:
         if not len(gids):
             return 0
         hashes = pair_hashes(gids, keys)
-        codes, k = dense_codes(pa.array(hashes))
-        first = first_rows(codes, k)
-        if not np.array_equal(keys[first][codes], keys):  # two values of a group share a hash
+        order = np.argsort(hashes, kind="stable")  # by group, then value mix: cache-friendly probes
+        sorted_hashes, sorted_keys = hashes[order], keys[order]
+        starts = np.ones(len(order), bool)
+        starts[1:] = sorted_hashes[1:] != sorted_hashes[:-1]
+        if (~starts[1:] & (sorted_keys[1:] != sorted_keys[:-1])).any():  # two values share a hash
             order = np.lexsort((keys, gids))
-            starts = np.ones(len(order), bool)
-            starts[1:] = (gids[order][1:] != gids[order][:-1]) | (keys[order][1:] != keys[order][:-1])
-            codes = np.empty(len(order), np.int64)
-            codes[order] = np.cumsum(starts) - 1
-            k = int(starts.sum())
-            first = first_rows(codes, k)
-        delta = np.zeros(k, np.int64)
-        np.add.at(delta, codes, weights)
+            sorted_gids, sorted_keys = gids[order], keys[order]
+            starts[1:] = (sorted_gids[1:] != sorted_gids[:-1]) | (sorted_keys[1:] != sorted_keys[:-1])
+        at = np.flatnonzero(starts)
+        delta = np.add.reduceat(weights[order].astype(np.int64), at)
         moved = np.flatnonzero(delta)
         if not len(moved):
             self.release_codes(keys)
             return 0
-        first, delta = first[moved], delta[moved]
+        first, delta = order[at[moved]], delta[moved]
         pg, pk, ph = gids[first].astype(np.int64), keys[first].astype(np.int64), hashes[first]
         slots, taken = self._lookup(ph, pg, pk)
         dropped = created = 0
@@ -420,7 +418,11 @@ class ValueCounts:
             self.codes.release_unused(keys)
 
     def _update_groups(self, pg: np.ndarray, pk: np.ndarray, born: np.ndarray, died: np.ndarray) -> None:
-        groups, owner = np.unique(pg, return_inverse=True)
+        """The distinct counts and extremes of the groups ``pg`` (sorted) after their pairs moved."""
+        starts = np.ones(len(pg), bool)
+        starts[1:] = pg[1:] != pg[:-1]
+        owner = np.cumsum(starts) - 1
+        groups = pg[starts]
         had = self.distinct[groups] > 0
         np.add.at(self.distinct, pg, born.astype(np.int64) - died.astype(np.int64))
         if self.func == "count_distinct":
@@ -462,11 +464,12 @@ class ValueCounts:
             (lambda a, b: a > b) if self.func in ("max", "last") else (lambda a, b: a < b)
         )
         best = self.best
+        kept = had & ~lost
         current: dict[int, int] = {}
-        for i in np.flatnonzero(had & ~lost).tolist():
-            current[i] = int(best[groups[i]])
         for i, code in zip(owner[gained].tolist(), pk[gained].tolist(), strict=True):
             held = current.get(i)
+            if held is None and kept[i]:
+                held = int(best[groups[i]])
             if held is None or better(values[code], values[held]):
                 current[i] = code
         again = np.flatnonzero(lost)
