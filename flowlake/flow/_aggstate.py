@@ -354,8 +354,8 @@ class AggregateState(ChunkedSnapshot):
         self._grow(len(self.keys))
         ids = np.concatenate([np.asarray(reused, np.int64), np.arange(start, len(self.keys), dtype=np.int64)])
         if self.window is not None:
-            for gid, key in zip(ids.tolist(), keys, strict=True):
-                self.window_groups.setdefault(_window_of(key), set()).add(gid)
+            for start, members in _by_window(keys, ids):
+                self.window_groups.setdefault(start, set()).update(members)
         return ids
 
     def _release(self, gids: np.ndarray) -> None:
@@ -365,15 +365,16 @@ class AggregateState(ChunkedSnapshot):
         keys = gather(self.keys, gids)
         for key, gid in zip(keys, gids.tolist(), strict=True):
             self.index.discard(key, gid)
-            if self._log is not None:
-                self._gone.add(key)
             self.keys[gid] = None
-            if self.window is not None:
-                members = self.window_groups.get(_window_of(key))
+        if self._log is not None:
+            self._gone.update(keys)
+        if self.window is not None:
+            for start, gone in _by_window(keys, gids):
+                members = self.window_groups.get(start)
                 if members is not None:
-                    members.discard(gid)
+                    members.difference_update(gone)
                     if not members:
-                        del self.window_groups[_window_of(key)]
+                        del self.window_groups[start]
         self.rows[gids] = 0
         for name in self.sums:
             self.sums[name][gids] = 0
@@ -708,6 +709,19 @@ def restore_chunked(manifest: Manifest, scalars: dict[str, Any]) -> AggregateSta
 
 def _iso(us: int) -> str:
     return (dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=us)).isoformat()
+
+
+def _by_window(keys: Sequence[Any], gids: np.ndarray) -> list[tuple[int, list[int]]]:
+    """The group ids ``gids`` of the window keys ``keys`` by window start (see :func:`_window_of`)."""
+    starts = np.fromiter(map(_window_of, keys), np.int64, len(keys))
+    order = np.argsort(starts, kind="stable")
+    starts, ids = starts[order], gids[order]
+    cuts = np.flatnonzero(starts[1:] != starts[:-1]) + 1
+    return [
+        (int(part[0]), members.tolist())
+        for part, members in zip(np.split(starts, cuts), np.split(ids, cuts), strict=True)
+        if len(part)
+    ]
 
 
 def _window_of(key: Any) -> int:
