@@ -475,7 +475,9 @@ class AggregateState(ChunkedSnapshot):
         codes, first = row_codes(data, key_cols)
         distinct = data.select(list(key_cols)).take(pa.array(first))
         hashes = _exact_hashes(distinct, key_cols)
-        gids = self.index.assign(_py_keys(distinct, key_cols), self._create, hashes, exact=hashes is not None)
+        keys = _py_keys(distinct, key_cols)
+        columns = _int_columns(distinct, key_cols)
+        gids = self.index.assign(keys, self._create, hashes, exact=hashes is not None, columns=columns)
         touched, at = np.unique(gids, return_inverse=True)  # (two codes may be one key: 0.0 and -0.0)
         row_at = at[codes]  # each row's group, as a position in touched
         net = np.zeros(len(touched), np.int64)
@@ -778,6 +780,20 @@ def _value_array(keys: np.ndarray, valid: np.ndarray, type_: pa.DataType) -> pa.
         return _decimal_array(keys, valid, type_)
     storage = _storage_type(type_) or type_
     return pa.array(keys, pa.int64(), mask=~valid).cast(storage).cast(type_)
+
+
+def _int_columns(table: pa.Table, columns: Sequence[str]) -> np.ndarray | None:
+    """Keys of several integer columns without NULLs as an int64 array (a row a key), else None:
+    the key index then checks its hits in numpy (see :func:`~flowlake.flow._keyindex.int_columns`)."""
+    if len(columns) < 2:
+        return None
+    parts = []
+    for name in columns:
+        column = table.column(name)
+        if not pa.types.is_integer(column.type) or column.type == pa.uint64() or column.null_count:
+            return None
+        parts.append(np.asarray(column.to_numpy(), np.int64))
+    return np.stack(parts, axis=1) if parts else None
 
 
 def _exact_hashes(table: pa.Table, columns: Sequence[str]) -> np.ndarray | None:
