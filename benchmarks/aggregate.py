@@ -11,10 +11,15 @@ costs per epoch (the time of bytewax's ``deepcopy`` plus its pickle, and the byt
 against chunked snapshots (a state folder: only the changed groups are written), and the resume time.
 (f) The same two snapshot forms per state size (1k to 100k groups): where a whole pickle (inline)
 stops being cheaper than an fsynced chunk, which sets the inline threshold.
+(g) The full ``dws.shop_gmv_minute`` aggregate set of the demo (count, filtered sum, avg, max, count
+distinct, updating minute windows with a 2h horizon) over 1M order changes as the DWD changelog carries
+them (inserts, -U/+U status and amount updates, deletes), through the same path as (a), and its state
+fold alone (``AggregateState.apply`` on the same batches, no bytewax).
 
     python benchmarks/aggregate.py [--changes 1000000] [--shops 500] [--rows 10000000] [--json out.json]
     python benchmarks/aggregate.py --snapshots-only [--json out.json]   # just (e) and (f)
     python benchmarks/aggregate.py --threshold-only [--threshold-groups 1000,10000]   # just (f)
+    python benchmarks/aggregate.py --throughput-only [--repeat 3]   # just (a), (b), (c) and (g)
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.testing import TestingSource, run_main
 
 import flowlake as fl
-from flowlake.demo.workload import cents_to_decimal
+from flowlake.demo.workload import STATUSES, cents_to_decimal
 from flowlake.flow import aggs
 from flowlake.flow._aggstate import AggregateState
 from flowlake.flow._snapshot import thaw
@@ -59,21 +64,23 @@ T0_US = int(dt.datetime(2026, 11, 1, tzinfo=dt.UTC).timestamp() * 1_000_000)
 
 
 class _Count(StatelessSinkPartition[Any]):
-    def __init__(self, box: list[int]) -> None:
-        self.box = box
+    def __init__(self, box: list[int], rows: bool) -> None:
+        self.box, self.rows = box, rows
 
     def write_batch(self, items: list[Any]) -> None:
-        self.box[0] += len(items)
+        self.box[0] += sum(item.data.num_rows for item in items) if self.rows else len(items)
 
 
 class CountSink(DynamicSink[Any]):
-    """Counts what reaches it (the cost of output is not what is measured)."""
+    """Counts what reaches it, items or (``rows``) the rows of change batches (the cost of output is
+    not what is measured)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, rows: bool = False) -> None:
         self.box = [0]
+        self.rows = rows
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _Count:
-        return _Count(self.box)
+        return _Count(self.box, self.rows)
 
 
 def changes(total: int, groups: int, seed: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -114,7 +121,8 @@ def to_arrow(batch: tuple[np.ndarray, np.ndarray, np.ndarray]) -> pa.Table:
     return pa.table({"shop_id": pa.array(g, pa.int64()), "amount": cents_to_decimal(c), "_kind": pa.array(k)})
 
 
-def run_flowlake(batches: list[pa.Table]) -> tuple[float, int]:
+def run_flowlake(batches: list[pa.Table]) -> tuple[float, float, int]:
+    """(a): wall and CPU seconds, result batches out."""
     flow = Dataflow("bench_flowlake")
     source = op.input(
         "in", flow, TestingSource([ChangeBatch(b, {"table:x": i}) for i, b in enumerate(batches)])
@@ -122,12 +130,13 @@ def run_flowlake(batches: list[pa.Table]) -> tuple[float, int]:
     result = aggregate("agg", source, by=["shop_id"], aggs={"n": aggs.count(), "gmv": aggs.sum("amount")})
     sink = CountSink()
     op.output("out", result.changes, sink)
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     run_main(flow)  # type: ignore[no-untyped-call]
-    return time.perf_counter() - t, sink.box[0]
+    return time.perf_counter() - t, time.process_time() - c, sink.box[0]
 
 
-def run_bytewax(batches: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[float, int]:
+def run_bytewax(batches: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[float, float, int]:
+    """(b): wall and CPU seconds, items out."""
     items: list[tuple[str, tuple[int, int]]] = []
     for g, c, k in batches:
         w = np.where((k == 1) | (k == 3), -1, 1)
@@ -146,9 +155,127 @@ def run_bytewax(batches: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tup
     summed = op.stateful_map("sum", source, fold)
     sink = CountSink()
     op.output("out", summed, sink)
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     run_main(flow)  # type: ignore[no-untyped-call]
-    return time.perf_counter() - t, sink.box[0]
+    return time.perf_counter() - t, time.process_time() - cpu, sink.box[0]
+
+
+SHOP_MINUTE_AGGS = {
+    "orders": aggs.count(),
+    "paid_gmv": aggs.sum("amount", where=("status", "==", "paid"), default=0),
+    "avg_amount": aggs.avg("amount"),
+    "max_amount": aggs.max("amount"),
+    "distinct_users": aggs.count_distinct("user_id"),
+}
+"""The aggregates of ``dws.shop_gmv_minute`` (``flowlake.demo.flows.dws_shop_minute_flow``)."""
+SHOP_MINUTE_WINDOW = aggs.minutes(1, on="created_at", horizon="2h")
+SHOP_SCHEMA = pa.schema(
+    [
+        ("order_id", pa.int64()),
+        ("shop_id", pa.int32()),
+        ("user_id", pa.int64()),
+        ("status", pa.string()),
+        ("amount", pa.decimal128(12, 2)),
+        ("created_at", pa.timestamp("us", tz="UTC")),
+        ("_kind", pa.int8()),
+    ]
+)
+
+
+def shop_changes(total: int, shops: int, users: int, seed: int) -> list[pa.Table]:
+    """Batches of ``dwd.orders_enriched`` changes: 60% new orders, 30% updates (a -U/+U pair each: a new
+    status, one in five also a new amount), 10% deletes of live orders; event time advances a minute per
+    batch and a new order's ``created_at`` is up to 5 minutes before it."""
+    rng = np.random.default_rng(seed)
+    cols = ("order_id", "shop_id", "user_id", "status", "cents", "created")
+    live: dict[str, np.ndarray] = {c: np.empty(0, np.int64) for c in cols}
+    out: list[pa.Table] = []
+    made, next_id, step = 0, 0, 0
+    while made < total:
+        n_ins = min(int(BATCH * 0.6), total - made)
+        n_upd = min(int(BATCH * 0.15), len(live["order_id"]), (total - made - n_ins) // 2)
+        n_del = min(
+            BATCH - n_ins - 2 * n_upd, len(live["order_id"]) - n_upd, total - made - n_ins - 2 * n_upd
+        )
+        now = T0_US + step * 60_000_000
+        new = {
+            "order_id": np.arange(next_id, next_id + n_ins),
+            "shop_id": rng.integers(0, shops, n_ins),
+            "user_id": rng.integers(0, users, n_ins),
+            "status": rng.integers(0, len(STATUSES), n_ins),
+            "cents": rng.integers(100, 100_000, n_ins),
+            "created": now - rng.integers(0, 300_000_000, n_ins),
+        }
+        next_id += n_ins
+        picks = rng.choice(len(live["order_id"]), n_upd + n_del, replace=False)
+        upd, dele = picks[:n_upd], picks[n_upd:]
+        old = {c: live[c][upd] for c in cols}
+        after = dict(old)
+        after["status"] = rng.integers(0, len(STATUSES), n_upd)
+        moved = rng.random(n_upd) < 0.2
+        after["cents"] = np.where(moved, rng.integers(100, 100_000, n_upd), old["cents"])
+        for c in cols:
+            live[c][upd] = after[c]
+        gone = {c: live[c][dele] for c in cols}
+        keep = np.ones(len(live["order_id"]), bool)
+        keep[dele] = False
+        live = {c: np.concatenate([live[c][keep], new[c]]) for c in cols}
+        pairs = {c: np.stack([old[c], after[c]], axis=1).ravel() for c in cols}
+        parts = (new, pairs, gone)
+        kinds = np.concatenate(
+            [np.zeros(n_ins, np.int8), np.tile(np.array([1, 2], np.int8), n_upd), np.full(n_del, 3, np.int8)]
+        )
+        joined = {c: np.concatenate([p[c] for p in parts]) for c in cols}
+        out.append(
+            pa.table(
+                {
+                    "order_id": pa.array(joined["order_id"], pa.int64()),
+                    "shop_id": pa.array(joined["shop_id"], pa.int32()),
+                    "user_id": pa.array(joined["user_id"], pa.int64()),
+                    "status": pa.array(STATUSES[joined["status"]]),
+                    "amount": cents_to_decimal(joined["cents"]),
+                    "created_at": pa.array(joined["created"], pa.timestamp("us", tz="UTC")),
+                    "_kind": pa.array(kinds),
+                },
+                schema=SHOP_SCHEMA,
+            )
+        )
+        made += len(kinds)
+        step += 1
+    return out
+
+
+def run_flowlake_shop(batches: list[pa.Table]) -> tuple[float, float, int]:
+    """(g) through bytewax: wall and CPU seconds, result changes out."""
+    flow = Dataflow("bench_flowlake_shop")
+    source = op.input(
+        "in", flow, TestingSource([ChangeBatch(b, {"table:x": i}) for i, b in enumerate(batches)])
+    )
+    result = aggregate("agg", source, by=["shop_id"], aggs=SHOP_MINUTE_AGGS, window=SHOP_MINUTE_WINDOW)
+    sink, late = CountSink(rows=True), CountSink(rows=True)
+    op.output("out", result.changes, sink)
+    op.output("late", result.late, late)
+    t, c = time.perf_counter(), time.process_time()
+    run_main(flow)  # type: ignore[no-untyped-call]
+    return time.perf_counter() - t, time.process_time() - c, sink.box[0]
+
+
+def fold_shop(batches: list[pa.Table]) -> tuple[float, float, int]:
+    """(g) the state fold alone: four key partitions' states folding the same sub-batches, no bytewax."""
+    from flowlake.flow._aggstate import with_watermarks
+    from flowlake.flow.batch import split_by_partition
+
+    parts: list[tuple[str, pa.Table]] = []
+    top = None
+    for batch in batches:
+        stamped, top = with_watermarks(batch, "created_at", top)
+        parts += [(k, b.data) for k, b in split_by_partition(ChangeBatch(stamped), ["shop_id"], 4)]
+    states = {str(p): AggregateState(["shop_id"], SHOP_MINUTE_AGGS, SHOP_MINUTE_WINDOW) for p in range(4)}
+    out = 0
+    t, c = time.perf_counter(), time.process_time()
+    for key, data in parts:
+        out += states[key].apply(data)[0].num_rows
+    return time.perf_counter() - t, time.process_time() - c, out
 
 
 def _proc_mb(field: str) -> float:
@@ -412,7 +539,8 @@ def threshold_only(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Section (f); printed (and written) here when it is all that runs."""
     logging.getLogger("flowlake.flow").setLevel(logging.ERROR)  # moves may retract from emptied groups
     sizes = [int(g) for g in args.threshold_groups.split(",") if g]
-    threshold = threshold_section(sizes, args.snapshot_changes, 60) if sizes else []
+    run = sizes and not args.throughput_only
+    threshold = threshold_section(sizes, args.snapshot_changes, 60) if run else []
     if args.threshold_only:
         print(f"inline threshold on {platform.machine()}, load {os.getloadavg()[0]:.2f}")
         print_threshold(threshold)
@@ -439,6 +567,8 @@ def main() -> None:
         "--threshold-groups", default="1000,3000,10000,30000,100000", help="state sizes (groups) for (f)"
     )
     parser.add_argument("--threshold-only", action="store_true", help="run only (f), the inline threshold")
+    parser.add_argument("--throughput-only", action="store_true", help="run only (a), (b), (c) and (g)")
+    parser.add_argument("--users", type=int, default=200_000, help="distinct users in (g)")
     args = parser.parse_args()
     if args.snapshot_mode:
         chunked = args.snapshot_mode == "chunked"
@@ -451,7 +581,11 @@ def main() -> None:
     threshold = threshold_only(args)
     if args.threshold_only:
         return
-    snap = snapshot_section(args.snapshot_groups, args.snapshot_changes, args.snapshot_epochs)
+    snap = (
+        {}
+        if args.throughput_only
+        else snapshot_section(args.snapshot_groups, args.snapshot_changes, args.snapshot_epochs)
+    )
     if args.snapshots_only:
         print(
             f"snapshot costs on {platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}"
@@ -461,11 +595,38 @@ def main() -> None:
         if args.json:
             args.json.write_text(json.dumps({"snapshots": snap, "threshold": threshold}, indent=2))
         return
+    figures = throughput(args)
+    if not args.throughput_only:
+        figures["incremental"] = incremental(args.rows, args.shops, args.seed)
+        figures["snapshots"], figures["threshold"] = snap, threshold
+    print_figures(figures)
+    print_snapshots(snap)
+    print_threshold(threshold)
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+
+
+def _best(runs: list[tuple[float, float, int]], changes: int) -> dict[str, Any]:
+    wall, cpu, out = min(runs)
+    return {"changes_per_s": round(changes / wall), "cpu_changes_per_s": round(changes / cpu),
+            "wall_s": [round(r[0], 3) for r in runs], "outputs": out}  # fmt: skip
+
+
+def throughput(args: argparse.Namespace) -> dict[str, Any]:
+    """(a), (b) and (g), alternating run by run so that they share the machine's load, then (c)."""
+    logging.getLogger("flowlake.flow").setLevel(logging.ERROR)
     raw = changes(args.changes, args.shops, args.seed)
     arrow = [to_arrow(b) for b in raw]
-    fl_runs = [run_flowlake(arrow) for _ in range(args.repeat)]
-    bw_runs = [run_bytewax(raw) for _ in range(args.repeat)]
-    (fl_s, fl_out), (bw_s, bw_out) = min(fl_runs), min(bw_runs)
+    shop = shop_changes(args.changes, args.shops, args.users, args.seed)
+    shop_changes_n = sum(b.num_rows for b in shop)
+    fl_runs, bw_runs, shop_runs, fold_runs, loads = [], [], [], [], []
+    for _ in range(args.repeat):
+        loads.append(os.getloadavg()[0])
+        fl_runs.append(run_flowlake(arrow))
+        bw_runs.append(run_bytewax(raw))
+        shop_runs.append(run_flowlake_shop(shop))
+        fold_runs.append(fold_shop(shop))
+    loads.append(os.getloadavg()[0])
     rss = json.loads(
         subprocess.run(  # noqa: S603 - this script, our interpreter
             [sys.executable, __file__, "--rss-groups", str(args.changes)],
@@ -474,55 +635,60 @@ def main() -> None:
             check=True,
         ).stdout
     )
-    inc = incremental(args.rows, args.shops, args.seed)
-    figures = {
+    fl, bw = _best(fl_runs, args.changes), _best(bw_runs, args.changes)
+    sh, fo = _best(shop_runs, shop_changes_n), _best(fold_runs, shop_changes_n)
+    return {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "load_average": [round(x, 2) for x in loads],
         "changes": args.changes,
         "shops": args.shops,
-        "flowlake_changes_per_s": round(args.changes / fl_s),
-        "flowlake_outputs": fl_out,
-        "bytewax_stateful_map_changes_per_s": round(args.changes / bw_s),
-        "bytewax_outputs": bw_out,
-        "speedup": round(bw_s / fl_s, 2),
+        "flowlake_changes_per_s": fl["changes_per_s"],
+        "flowlake": fl,
+        "bytewax_stateful_map_changes_per_s": bw["changes_per_s"],
+        "bytewax": bw,
+        "speedup": round(fl["changes_per_s"] / bw["changes_per_s"], 2),
+        "shop_gmv_minute": sh,
+        "shop_gmv_minute_fold": fo,
+        "shop_gmv_minute_vs_bytewax": round(sh["changes_per_s"] / bw["changes_per_s"], 2),
         "state_1m_groups": rss,
-        "incremental": inc,
-        "snapshots": snap,
-        "threshold": threshold,
     }
+
+
+def print_figures(figures: dict[str, Any]) -> None:
+    """Print (a)-(d) and (g)."""
+    fl, bw, sh, fo = (figures[k] for k in ("flowlake", "bytewax", "shop_gmv_minute", "shop_gmv_minute_fold"))
+    rss = figures["state_1m_groups"]
     rows = [
-        ("(a) flowlake aggregate, 10k-row Arrow batches", f"{figures['flowlake_changes_per_s']:,} changes/s"),
-        (
-            "(b) bytewax stateful_map, input batches of 1000",
-            f"{figures['bytewax_stateful_map_changes_per_s']:,} changes/s",
-        ),
+        ("(a) flowlake aggregate, 10k-row Arrow batches",
+         f"{fl['changes_per_s']:,} changes/s (CPU {fl['cpu_changes_per_s']:,}/s)"),
+        ("(b) bytewax stateful_map, input batches of 1000",
+         f"{bw['changes_per_s']:,} changes/s (CPU {bw['cpu_changes_per_s']:,}/s)"),
         ("(a) / (b)", f"{figures['speedup']}x"),
-        (
-            "(c) 1M-group state: peak RSS",
-            f"{rss['peak_rss_mb']} MB (state {rss['state_mb']} MB, {rss['groups_live']:,} groups, "
-            f"{rss['changes_per_s']:,} changes/s)",
-        ),
-        (
-            "(d) 10k changes into 10M-row input: fold",
-            f"{inc['fold_ms']} ms ({inc['changed_groups_emitted']:,} changes out)",
-        ),
-        ("(d) fold + lake commit", f"{inc['fold_and_commit_ms']} ms"),
-        (
-            "(d) DuckDB full recompute from Parquet",
-            f"{inc['duckdb_recompute_ms']} ms ({inc['groups']:,} groups)",
-        ),
-        (
-            "(d) incremental / recompute",
-            f"{inc['ratio_fold']} (fold), {inc['ratio_fold_and_commit']} (with commit)",
-        ),
-    ]
+        ("(g) shop_gmv_minute set, same path as (a)",
+         f"{sh['changes_per_s']:,} changes/s (CPU {sh['cpu_changes_per_s']:,}/s, {sh['outputs']:,} out)"),
+        ("(g) / (b)", f"{figures['shop_gmv_minute_vs_bytewax']}x"),
+        ("(g) shop_gmv_minute state fold alone",
+         f"{fo['changes_per_s']:,} changes/s (CPU {fo['cpu_changes_per_s']:,}/s)"),
+        ("(c) 1M-group state: peak RSS",
+         f"{rss['peak_rss_mb']} MB (state {rss['state_mb']} MB, {rss['groups_live']:,} groups, "
+         f"{rss['changes_per_s']:,} changes/s)"),
+    ]  # fmt: skip
+    inc = figures.get("incremental")
+    if inc is not None:
+        rows += [
+            ("(d) 10k changes into 10M-row input: fold",
+             f"{inc['fold_ms']} ms ({inc['changed_groups_emitted']:,} changes out)"),
+            ("(d) fold + lake commit", f"{inc['fold_and_commit_ms']} ms"),
+            ("(d) DuckDB full recompute from Parquet",
+             f"{inc['duckdb_recompute_ms']} ms ({inc['groups']:,} groups)"),
+            ("(d) incremental / recompute",
+             f"{inc['ratio_fold']} (fold), {inc['ratio_fold_and_commit']} (with commit)"),
+        ]  # fmt: skip
     width = max(len(r[0]) for r in rows)
-    print(f"aggregate benchmark on {figures['machine']}")
+    loads = ", ".join(f"{x:.1f}" for x in figures["load_average"])
+    print(f"aggregate benchmark on {figures['machine']}, load average {loads}")
     for name, value in rows:
         print(f"  {name:<{width}}  {value}")
-    print_snapshots(snap)
-    print_threshold(threshold)
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2))
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
 """Mini-batched, retraction-correct group aggregation state (no bytewax here; pure and testable).
 
 One :class:`AggregateState` holds the groups of one key partition. ``apply`` folds a whole Arrow
-changelog batch: weights (+1/-1 per kind) are summed per group with Arrow's hash aggregation, the
-per-group state lives in numpy arrays indexed by a group id (a dict maps the group key to its id),
-and it emits once per changed group: ``-U``/``+U`` when a group's result changed, ``+I`` for a new
-group, ``-D`` when its row count reaches zero.
+changelog batch: its rows are coded by group key (Arrow's dictionary encoding), the distinct keys
+are mapped to group ids (a :class:`~flowlake.flow._keyindex.KeyIndex`), weights (+1/-1 per kind) and
+values are summed per group with numpy, the per-group state lives in numpy arrays indexed by the
+group id (per-value counts for min/max/count distinct in a
+:class:`~flowlake.flow._valuecounts.ValueCounts`), and it emits once per changed group: ``-U``/``+U``
+when a group's result changed, ``+I`` for a new group, ``-D`` when its row count reaches zero.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from flowlake.changelog import KIND_COLUMN, SEQ_COLUMN, RowKind
 from flowlake.errors import InvalidArgumentError
 from flowlake.flow._keyindex import EXACT_BELOW, IntKeys, KeyIndex, KeyStore, gather
 from flowlake.flow._snapshot import ChunkedSnapshot, ChunkLog, Manifest, Records
-from flowlake.flow._stateform import from_state, to_state
+from flowlake.flow._stateform import _storage_type, from_state, to_state
+from flowlake.flow._valuecounts import ValueCounts, row_codes
 from flowlake.flow.aggs import ADDITIVE, Agg, Condition, Window
 from flowlake.flow.batch import kinds_of, weights
 
@@ -173,8 +176,10 @@ class AggregateState(ChunkedSnapshot):
         self.free: list[int] = []
         self.rows = np.zeros(0, dtype=np.int64)
         self.sums: dict[str, np.ndarray] = {}
-        self.nonnull: dict[str, np.ndarray] = {}
-        self.counters: dict[str, list[dict[Any, int] | None]] = {}
+        self.nonnull: dict[str, np.ndarray | None] = {}
+        """Per additive aggregate, its non-null values per group; None while that equals the group's
+        rows (no filter, no NULL seen yet: 8 bytes a group saved), see :meth:`nonnull_of`."""
+        self.values: dict[str, ValueCounts] = {}
         self.max_event: int | None = None
         self.window_groups: dict[int, set[int]] = {}
         self.dropped_retractions = 0
@@ -187,6 +192,13 @@ class AggregateState(ChunkedSnapshot):
     def configure(self, by: Sequence[str], aggs: Mapping[str, Agg], window: Window | None) -> None:
         """Re-attach the configuration (it is not part of the pickled state: callables may not pickle)."""
         self.by, self.aggs, self.window = tuple(by), dict(aggs), window
+        legacy = self.__dict__.pop("_legacy_counters", None)
+        if legacy:  # per-group dicts of a state saved before ValueCounts: loaded now that aggs are known
+            assert self.schema is not None
+            for name, (gids, dicts) in legacy.items():
+                counts = self.values[name] = _value_counts(self.aggs[name], self.schema)
+                counts.grow(self._capacity)
+                counts.load(gids, dicts)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -199,9 +211,15 @@ class AggregateState(ChunkedSnapshot):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.setdefault("_gone", set())  # states pickled before chunked snapshots lack these
+        state.setdefault("values", {})
+        counters = state.pop("counters", None)  # (and those pickled before ValueCounts: loaded at configure)
         self.__dict__.update(state)  # (and those pickled before KeyIndex hold a dict index: replaced)
         self._dirty = np.zeros(0, dtype=bool)
         self.index = KeyIndex.build(self.keys, self._live_ids())
+        if counters:
+            self._legacy_counters = {
+                name: (list(range(len(dicts))), dicts) for name, dicts in counters.items()
+            }
 
     def _live_ids(self) -> np.ndarray:
         """Ids of the live groups (those not free)."""
@@ -223,7 +241,8 @@ class AggregateState(ChunkedSnapshot):
         return {
             "by": self.by, "window": self.window, "max_event": self.max_event, "schema": self.schema,
             "dropped_retractions": self.dropped_retractions, "late_changes": self.late_changes,
-            "dtypes": {n: a.dtype for n, a in self.sums.items()}, "counters": list(self.counters),
+            "dtypes": {n: a.dtype for n, a in self.sums.items()}, "counters": list(self.values),
+            "value_funcs": {n: (v.func, v.ordered) for n, v in self.values.items()},
             "slots": len(self.keys), "free": list(self.free),
         }  # fmt: skip
 
@@ -231,9 +250,9 @@ class AggregateState(ChunkedSnapshot):
         records: Records = {"keys": gather(self.keys, gids), "live": np.full(len(gids), live),
                             "rows": self.rows[gids], "gid": gids}  # fmt: skip
         for name in self.sums:
-            records[f"s:{name}"], records[f"n:{name}"] = self.sums[name][gids], self.nonnull[name][gids]
-        for name, counters in self.counters.items():
-            records[f"c:{name}"] = [counters[g] for g in gids.tolist()]
+            records[f"s:{name}"], records[f"n:{name}"] = self.sums[name][gids], self.nonnull_of(name)[gids]
+        for name, counts in self.values.items():
+            records[f"c:{name}"] = counts.dicts(gids)
         return records
 
     def _changed_records(self) -> Records:
@@ -258,7 +277,7 @@ class AggregateState(ChunkedSnapshot):
                     np.zeros(len(gone), dtype),
                     np.zeros(len(gone), np.int64),
                 )
-            for name in self.counters:
+            for name in self.values:
                 dead[f"c:{name}"] = [None] * len(gone)
             records = {n: (np.concatenate([dead[n], v]) if isinstance(v, np.ndarray) else [*dead[n], *v])
                        for n, v in records.items()}  # fmt: skip
@@ -267,6 +286,11 @@ class AggregateState(ChunkedSnapshot):
         return records
 
     # -- layout ---------------------------------------------------------------------------------
+
+    def nonnull_of(self, name: str) -> np.ndarray:
+        """The non-null values per group of the additive aggregate ``name``."""
+        nonnull = self.nonnull[name]
+        return self.rows if nonnull is None else nonnull
 
     @property
     def key_columns(self) -> tuple[str, ...]:
@@ -284,9 +308,11 @@ class AggregateState(ChunkedSnapshot):
                 # a count has no sum (only its non-null count): its sums stay 0, in a byte each
                 dtype = np.int8 if agg.func == "count" else np.float64 if floating else np.int64
                 self.sums[name] = np.zeros(self._capacity, dtype=dtype)
-                self.nonnull[name] = np.zeros(self._capacity, dtype=np.int64)
+                same = agg.where is None
+                self.nonnull[name] = None if same else np.zeros(self._capacity, dtype=np.int64)
             else:
-                self.counters[name] = [None] * self._capacity
+                self.values[name] = _value_counts(agg, schema)
+                self.values[name].grow(self._capacity)
 
     def output_schema(self) -> pa.Schema:
         """Key columns then one column per aggregate."""
@@ -302,16 +328,18 @@ class AggregateState(ChunkedSnapshot):
     def _grow(self, need: int) -> None:
         if need <= self._capacity:
             return
-        cap = builtins.max(need, 2 * self._capacity, 64)
+        cap = builtins.max(need, self._capacity + self._capacity // 4, 64)  # (a quarter: less slack)
         extra = cap - self._capacity
         self.rows = np.concatenate([self.rows, np.zeros(extra, dtype=np.int64)])
         if self._log is not None:
             self._dirty = np.concatenate([self._dirty, np.zeros(extra, dtype=bool)])
         for name in self.sums:
             self.sums[name] = np.concatenate([self.sums[name], np.zeros(extra, self.sums[name].dtype)])
-            self.nonnull[name] = np.concatenate([self.nonnull[name], np.zeros(extra, np.int64)])
-        for name in self.counters:
-            self.counters[name].extend([None] * extra)
+            nonnull = self.nonnull[name]
+            if nonnull is not None:
+                self.nonnull[name] = np.concatenate([nonnull, np.zeros(extra, np.int64)])
+        for counts in self.values.values():
+            counts.grow(cap)
         self._capacity = cap
 
     def _create(self, keys: list[Any]) -> np.ndarray:
@@ -326,29 +354,36 @@ class AggregateState(ChunkedSnapshot):
         self._grow(len(self.keys))
         ids = np.concatenate([np.asarray(reused, np.int64), np.arange(start, len(self.keys), dtype=np.int64)])
         if self.window is not None:
-            for gid, key in zip(ids.tolist(), keys, strict=True):
-                self.window_groups.setdefault(_window_of(key), set()).add(gid)
+            for start, members in _by_window(keys, ids):
+                self.window_groups.setdefault(start, set()).update(members)
         return ids
 
-    def _release(self, gid: int) -> None:
-        key = self.keys[gid]
-        self.index.discard(key, gid)
+    def _release(self, gids: np.ndarray) -> None:
+        """Free the groups ``gids`` (in this order)."""
+        if not len(gids):
+            return
+        keys = gather(self.keys, gids)
+        for key, gid in zip(keys, gids.tolist(), strict=True):
+            self.index.discard(key, gid)
+            self.keys[gid] = None
         if self._log is not None:
-            self._gone.add(key)
-        self.keys[gid] = None
-        self.rows[gid] = 0
-        for name in self.sums:
-            self.sums[name][gid] = 0
-            self.nonnull[name][gid] = 0
-        for name in self.counters:
-            self.counters[name][gid] = None
+            self._gone.update(keys)
         if self.window is not None:
-            members = self.window_groups.get(_window_of(key))
-            if members is not None:
-                members.discard(gid)
-                if not members:
-                    del self.window_groups[_window_of(key)]
-        self.free.append(gid)
+            for start, gone in _by_window(keys, gids):
+                members = self.window_groups.get(start)
+                if members is not None:
+                    members.difference_update(gone)
+                    if not members:
+                        del self.window_groups[start]
+        self.rows[gids] = 0
+        for name in self.sums:
+            self.sums[name][gids] = 0
+            nonnull = self.nonnull[name]
+            if nonnull is not None:
+                nonnull[gids] = 0
+        for counts in self.values.values():
+            counts.clear(gids)
+        self.free.extend(gids.tolist())
 
     @property
     def groups(self) -> int:
@@ -427,152 +462,120 @@ class AggregateState(ChunkedSnapshot):
         if window.horizon_us is None or self.max_event is None:
             return
         mark = self.max_event - window.horizon_us
-        for start in [s for s in self.window_groups if s + window.size_us <= mark]:
-            for gid in list(self.window_groups.get(start, ())):
-                self._release(gid)
-            self.window_groups.pop(start, None)
-
-    def _contributions(self, data: pa.Table, w: np.ndarray) -> dict[str, np.ndarray]:
-        assert self.schema is not None
-        cols: dict[str, np.ndarray] = {"_w": w}
-        for name, agg in self.aggs.items():
-            if agg.func not in ADDITIVE:
-                continue
-            mask = condition_mask(data, agg.where)
-            if agg.column is None:
-                cols[f"_n_{name}"] = w * mask
-                continue
-            column = data.column(agg.column)
-            valid = mask & np.asarray(column.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
-            cols[f"_n_{name}"] = w * valid
-            if agg.func == "count":
-                continue
-            if pa.types.is_decimal(column.type):
-                values = _unscaled(column, column.type.scale)
-            else:
-                values = pc.fill_null(column, 0).to_numpy(zero_copy_only=False)
-            cols[f"_s_{name}"] = np.where(valid, values * w, 0).astype(self.sums[name].dtype)
-        return cols
+        closed = [s for s in self.window_groups if s + window.size_us <= mark]
+        if closed:
+            gids = np.sort(np.fromiter((g for s in closed for g in self.window_groups[s]), np.int64))
+            self._release(gids)
 
     def _fold(self, data: pa.Table, w: np.ndarray) -> pa.Table:
         out_schema = self.output_schema()
         if data.num_rows == 0:
             return _empty_changes(out_schema)
         key_cols = self.key_columns
-        neg = w < 0
-        contrib = self._contributions(data, w)
-        keyed = pa.table({**{c: data.column(c) for c in key_cols}, "_neg": neg, **contrib})
-        names = list(contrib)
-        grouped = keyed.group_by([*key_cols, "_neg"], use_threads=False).aggregate(
-            [(c, "sum") for c in names]
-        )
-        keys = _py_keys(grouped, key_cols)
-        hashes = _exact_hashes(grouped, key_cols)
-        gids = self.index.assign(keys, self._create, hashes, exact=hashes is not None)
-        gneg = grouped.column("_neg").to_numpy(zero_copy_only=False)
-        dw = grouped.column("_w_sum").to_numpy()
-        touched, inverse = np.unique(gids, return_inverse=True)
-        first = np.empty(len(touched), np.int64)
-        first[inverse] = np.arange(len(gids))
-        key_rows = grouped.select(list(key_cols)).take(pa.array(first))  # each touched group's key
-        net = np.zeros(len(touched), dtype=np.int64)
-        np.add.at(net, inverse, dw)
-        rows_before = self.rows[touched].copy()
+        codes, first = row_codes(data, key_cols)
+        distinct = data.select(list(key_cols)).take(pa.array(first))
+        hashes = _exact_hashes(distinct, key_cols)
+        keys = _py_keys(distinct, key_cols)
+        columns = _int_columns(distinct, key_cols)
+        gids = self.index.assign(keys, self._create, hashes, exact=hashes is not None, columns=columns)
+        touched, at = np.unique(gids, return_inverse=True)  # (two codes may be one key: 0.0 and -0.0)
+        row_at = at[codes]  # each row's group, as a position in touched
+        net = np.zeros(len(touched), np.int64)
+        np.add.at(net, row_at, w)
+        rows_before = self.rows[touched]
         underflow = rows_before + net < 0
-        keep = ~(gneg & underflow[inverse])
-        if not keep.all():
-            dropped = int(-dw[~keep].sum())
+        if underflow.any():  # retractions for groups never seen: dropped (and counted)
+            drop = (w < 0) & underflow[row_at]
+            dropped = int(drop.sum())
             self.dropped_retractions += dropped
             log.warning("aggregate dropped %d retraction(s) for groups it never saw", dropped)
+            w = np.where(drop, 0, w)
+            net = np.zeros(len(touched), np.int64)
+            np.add.at(net, row_at, w)
         before = self._results(touched)
-        np.add.at(self.rows, gids[keep], dw[keep])
-        for name in self.sums:
-            np.add.at(self.nonnull[name], gids[keep], grouped.column(f"_n_{name}_sum").to_numpy()[keep])
-            if f"_s_{name}_sum" in grouped.column_names:
-                np.add.at(self.sums[name], gids[keep], grouped.column(f"_s_{name}_sum").to_numpy()[keep])
-        self._fold_counters(data, w, touched[underflow])
-        rows_after = self.rows[touched].copy()
+        contributions = self._contributions(data, w)
+        self.rows[touched] += net
+        for name, column in contributions.items():
+            total = np.zeros(len(touched), column.dtype)
+            np.add.at(total, row_at, column)
+            if name.startswith("_n_"):
+                nonnull = self.nonnull[name[3:]]
+                assert nonnull is not None
+                nonnull[touched] += total
+            else:
+                sums = self.sums[name[3:]]
+                sums[touched] += total.astype(sums.dtype)
+        if self.values:
+            self._fold_values(data, w, touched[row_at])
+        rows_after = self.rows[touched]
         if self._log is not None:
             self._dirty[touched] = True
         after = self._results(touched)
-        out = self._emit(key_rows, rows_before, rows_after, before, after, out_schema)
-        for gid in touched[rows_after <= 0].tolist():
-            self.rows[gid] = 0
-            self._release(gid)
+        where = np.empty(len(touched), np.int64)
+        where[at] = np.arange(len(at))
+        out = self._emit(distinct.take(pa.array(where)), rows_before, rows_after, before, after, out_schema)
+        gone = touched[rows_after <= 0]
+        self.rows[gone] = 0
+        self._release(gone)
         return out
 
-    def _fold_counters(self, data: pa.Table, w: np.ndarray, underflow: np.ndarray) -> None:
-        if not self.counters:
-            return
-        bad = set(underflow.tolist())
-        key_cols = self.key_columns
+    def _contributions(self, data: pa.Table, w: np.ndarray) -> dict[str, np.ndarray]:
+        """Per row and additive aggregate: its weighted non-null count (``_n_``) and value (``_s_``)."""
+        assert self.schema is not None
+        cols: dict[str, np.ndarray] = {}
+        for name, agg in self.aggs.items():
+            if agg.func not in ADDITIVE:
+                continue
+            mask = condition_mask(data, agg.where)
+            column = None if agg.column is None else data.column(agg.column)
+            valid = mask if column is None or not column.null_count else mask & _is_valid(column)
+            if self.nonnull[name] is None and not valid.all():  # no longer the rows: held from now on
+                self.nonnull[name] = self.rows.copy()  # (called before this batch's rows are added)
+            if self.nonnull[name] is not None:
+                cols[f"_n_{name}"] = w * valid
+            if column is None:
+                continue
+            if agg.func == "count":
+                continue
+            if pa.types.is_decimal(column.type):
+                values = _unscaled(column, column.type.scale)
+            else:
+                values = pc.fill_null(column, 0).to_numpy(zero_copy_only=False)
+            dtype = np.float64 if self.sums[name].dtype == np.float64 else np.int64
+            cols[f"_s_{name}"] = np.where(valid, values * w, 0).astype(dtype)
+        return cols
+
+    def _fold_values(self, data: pa.Table, w: np.ndarray, gids: np.ndarray) -> None:
+        """Add each row's value (with its weight) to the per-value counts of its group ``gids``."""
         for name, agg in self.aggs.items():
             if agg.func in ADDITIVE:
                 continue
             assert agg.column is not None
-            mask = condition_mask(data, agg.where) & np.asarray(
-                data.column(agg.column).is_valid().to_numpy(zero_copy_only=False), dtype=bool
-            )
-            value_cols = [agg.column]
-            if agg.order_by is not None:
-                value_cols.insert(0, agg.order_by)
-                mask &= np.asarray(data.column(agg.order_by).is_valid().to_numpy(zero_copy_only=False), bool)
-            sel = pa.array(mask)
-            part = pa.table(
-                {**{c: data.column(c).filter(sel) for c in key_cols},
-                 **{f"_v{i}": data.column(c).filter(sel) for i, c in enumerate(value_cols)},
-                 "_neg": w[mask] < 0, "_w": w[mask]}
-            )  # fmt: skip
-            vnames = [f"_v{i}" for i in range(len(value_cols))]
-            grouped = part.group_by([*key_cols, *vnames, "_neg"], use_threads=False).aggregate(
-                [("_w", "sum")]
-            )
-            keys = _py_keys(grouped, key_cols)
-            values = _state_values(grouped, vnames)
-            counters = self.counters[name]
-            entries = list(zip(keys, values, grouped.column("_neg").to_pylist(),
-                               grouped.column("_w_sum").to_pylist(), strict=True))  # fmt: skip
-            gid_of = dict(zip(keys, self.index.lookup(keys).tolist(), strict=True))
-            # additions first: a value added and retracted in one batch must not look like an underflow
-            for key, value, negative, delta in sorted(entries, key=lambda e: bool(e[2])):
-                gid = gid_of[key]
-                if negative and gid in bad:
-                    continue
-                counter = counters[gid]
-                if counter is None:
-                    counter = counters[gid] = {}
-                total = counter.get(value, 0) + delta
-                if total > 0:
-                    counter[value] = total
-                else:
-                    counter.pop(value, None)
-                    if total < 0:
-                        self.dropped_retractions += -total
+            columns = [agg.column] if agg.order_by is None else [agg.order_by, agg.column]
+            mask = condition_mask(data, agg.where) & (w != 0)
+            for column in columns:
+                if data.column(column).null_count:
+                    mask &= _is_valid(data.column(column))
+            rows = np.flatnonzero(mask)
+            counts = self.values[name]
+            if counts.ordered:
+                keys = _value_keys(data.column(agg.column))[rows]
+            else:
+                assert counts.codes is not None
+                part = data.select(columns).take(pa.array(rows))
+                codes, first = row_codes(part, columns)
+                keys = counts.codes.encode(_state_values(part.take(pa.array(first)), columns))[codes]
+            self.dropped_retractions += counts.apply(gids[rows], keys, w[rows])
 
     def _results(self, gids: np.ndarray) -> dict[str, Any]:
-        """Current result values per aggregate for ``gids`` (numpy for additive, lists otherwise)."""
+        """Current result values per aggregate for ``gids``: (sums, non-null counts) for additive
+        ones, (values, valid) for the others (see :meth:`ValueCounts.results`)."""
         out: dict[str, Any] = {}
         for name, agg in self.aggs.items():
             if agg.func in ADDITIVE:
-                out[name] = (self.sums[name][gids].copy(), self.nonnull[name][gids].copy())
-                continue
-            counters = self.counters[name]
-            values: list[Any] = []
-            for gid in gids.tolist():
-                counter = counters[gid]
-                if not counter:
-                    values.append(0 if agg.func == "count_distinct" else None)
-                elif agg.func == "min":
-                    values.append(builtins.min(counter))
-                elif agg.func == "max":
-                    values.append(builtins.max(counter))
-                elif agg.func == "count_distinct":
-                    values.append(len(counter))
-                elif agg.func == "first":
-                    values.append(builtins.min(counter)[1])
-                else:
-                    values.append(builtins.max(counter)[1])
-            out[name] = values
+                out[name] = (self.sums[name][gids], self.nonnull_of(name)[gids])
+            else:
+                out[name] = self.values[name].results(gids)
         return out
 
     def _emit(
@@ -587,36 +590,50 @@ class AggregateState(ChunkedSnapshot):
         existed, exists = rows_before > 0, rows_after > 0
         changed = existed != exists
         for name, agg in self.aggs.items():
+            (s0, n0), (s1, n1) = before[name], after[name]
             if agg.func in ADDITIVE:
-                (s0, n0), (s1, n1) = before[name], after[name]
                 changed |= (n0 != n1) if agg.func == "count" else (n0 != n1) | (s0 != s1)
+            elif isinstance(s0, np.ndarray):
+                changed |= (n0 != n1) | (s0 != s1)
             else:
-                changed |= np.array([a != b for a, b in zip(before[name], after[name], strict=True)], bool)
-        old_sel = np.flatnonzero(changed & existed)
-        new_sel = np.flatnonzero(changed & exists)
-        if not len(old_sel) and not len(new_sel):
+                changed |= np.array([a != b for a, b in zip(s0, s1, strict=True)], bool)
+        old, new = changed & existed, changed & exists
+        sel = np.flatnonzero(old | new)
+        if not len(sel):
             return _empty_changes(schema)
-        old = self._table(key_rows, old_sel, before, schema)
-        new = self._table(key_rows, new_sel, after, schema)
-        old_kind = np.where(exists[old_sel], RowKind.UPDATE_BEFORE, RowKind.DELETE).astype(np.int8)
-        new_kind = np.where(existed[new_sel], RowKind.UPDATE_AFTER, RowKind.INSERT).astype(np.int8)
-        both = pa.concat_tables([old, new])
-        kinds = np.concatenate([old_kind, new_kind])
-        order = np.argsort(np.concatenate([old_sel * 2, new_sel * 2 + 1]), kind="stable")
-        return both.take(pa.array(order)).append_column(KIND_COLUMN, pa.array(kinds[order], pa.int8()))
+        # each changed group's retraction (if it existed) right before its new row (if it exists)
+        per = old[sel].astype(np.int64) + new[sel]
+        at = np.repeat(sel, per)
+        is_old = np.zeros(len(at), bool)
+        is_old[(np.cumsum(per) - per)[old[sel]]] = True
+        kinds = np.where(
+            is_old,
+            np.where(exists[at], RowKind.UPDATE_BEFORE, RowKind.DELETE),
+            np.where(existed[at], RowKind.UPDATE_AFTER, RowKind.INSERT),
+        ).astype(np.int8)
+        values = {
+            name: tuple(_pick(b, a, at, is_old) for b, a in zip(before[name], after[name], strict=True))
+            for name in self.aggs
+        }
+        table = self._table(key_rows.take(pa.array(at)), values, schema)
+        return table.append_column(KIND_COLUMN, pa.array(kinds, pa.int8()))
 
-    def _table(
-        self, key_rows: pa.Table, sel: np.ndarray, values: dict[str, Any], schema: pa.Schema
-    ) -> pa.Table:
-        taken = key_rows.take(pa.array(sel, pa.int64()))
+    def _table(self, taken: pa.Table, values: dict[str, Any], schema: pa.Schema) -> pa.Table:
+        """The output rows: the key rows ``taken`` and per aggregate its (picked) state values."""
         arrays = [taken.column(c).combine_chunks().cast(schema.field(c).type) for c in self.key_columns]
         assert self.schema is not None
         for name, agg in self.aggs.items():
             dtype = schema.field(name).type
             if agg.func not in ADDITIVE:
-                arrays.append(from_state([values[name][i] for i in sel.tolist()], dtype))
+                held, valid = values[name]
+                if agg.func == "count_distinct":
+                    arrays.append(pa.array(held, pa.int64()))
+                elif isinstance(held, np.ndarray):
+                    arrays.append(_value_array(held, valid, dtype))
+                else:
+                    arrays.append(from_state(held, dtype))
                 continue
-            sums, nonnull = values[name][0][sel], values[name][1][sel]
+            sums, nonnull = values[name]
             if agg.func == "count":
                 arrays.append(pa.array(nonnull, pa.int64()))
                 continue
@@ -667,14 +684,23 @@ def restore_chunked(manifest: Manifest, scalars: dict[str, Any]) -> AggregateSta
     state.rows = np.zeros(n, np.int64)
     state.rows[gids] = records.get("rows", 0)
     for name, dtype in scalars["dtypes"].items():
-        state.sums[name], state.nonnull[name] = np.zeros(n, dtype), np.zeros(n, np.int64)
+        state.sums[name], nonnull = np.zeros(n, dtype), np.zeros(n, np.int64)
         state.sums[name][gids] = records.get(f"s:{name}", 0)
-        state.nonnull[name][gids] = records.get(f"n:{name}", 0)
+        nonnull[gids] = records.get(f"n:{name}", 0)
+        state.nonnull[name] = None if np.array_equal(nonnull, state.rows) else nonnull
+    funcs = scalars.get("value_funcs")
+    legacy = {}
     for name in scalars["counters"]:
-        counters: list[dict[Any, int] | None] = [None] * n
-        for gid, counter in zip(gids.tolist(), records.get(f"c:{name}", []), strict=True):
-            counters[gid] = counter
-        state.counters[name] = counters
+        dicts = records.get(f"c:{name}", [])
+        if funcs is None:  # a manifest written before ValueCounts: loaded at configure
+            legacy[name] = (gids.tolist(), dicts)
+            continue
+        func, ordered = funcs[name]
+        counts = state.values[name] = ValueCounts(func, ordered=ordered)
+        counts.grow(n)
+        counts.load(gids.tolist(), dicts)
+    if legacy:
+        state._legacy_counters = legacy
     state._capacity = n
     if state.window is not None:
         for gid, key in zip(gids.tolist(), records["keys"], strict=True):
@@ -685,6 +711,19 @@ def restore_chunked(manifest: Manifest, scalars: dict[str, Any]) -> AggregateSta
 
 def _iso(us: int) -> str:
     return (dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=us)).isoformat()
+
+
+def _by_window(keys: Sequence[Any], gids: np.ndarray) -> list[tuple[int, list[int]]]:
+    """The group ids ``gids`` of the window keys ``keys`` by window start (see :func:`_window_of`)."""
+    starts = np.fromiter(map(_window_of, keys), np.int64, len(keys))
+    order = np.argsort(starts, kind="stable")
+    starts, ids = starts[order], gids[order]
+    cuts = np.flatnonzero(starts[1:] != starts[:-1]) + 1
+    return [
+        (int(part[0]), members.tolist())
+        for part, members in zip(np.split(starts, cuts), np.split(ids, cuts), strict=True)
+        if len(part)
+    ]
 
 
 def _window_of(key: Any) -> int:
@@ -699,6 +738,62 @@ def _key_store(schema: pa.Schema | None, columns: Sequence[str]) -> KeyStore:
         if pa.types.is_integer(type_) and type_ != pa.uint64():
             return IntKeys()
     return []
+
+
+def _pick(before: Any, after: Any, at: np.ndarray, old: np.ndarray) -> Any:
+    """``before[i]`` where ``old``, else ``after[i]``, for each ``i`` of ``at`` (arrays or lists)."""
+    if isinstance(before, np.ndarray):
+        return np.where(old, before[at], after[at])
+    return [before[i] if o else after[i] for i, o in zip(at.tolist(), old.tolist(), strict=True)]
+
+
+def _is_valid(column: pa.ChunkedArray) -> np.ndarray:
+    return np.asarray(column.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _ordered(type_: pa.DataType) -> bool:
+    """Whether values of ``type_`` are held as int64 value keys in their order (see _valuecounts)."""
+    return (pa.types.is_integer(type_) and type_ != pa.uint64()) or _storage_type(type_) is not None
+
+
+def _value_counts(agg: Agg, schema: pa.Schema) -> ValueCounts:
+    assert agg.column is not None
+    ordered = agg.order_by is None and _ordered(schema.field(agg.column).type)
+    return ValueCounts(agg.func, ordered=ordered)
+
+
+def _value_keys(column: pa.ChunkedArray) -> np.ndarray:
+    """A column's values as int64 value keys: their state form (see :mod:`flowlake.flow._stateform`);
+    NULLs are 0 (callers mask them)."""
+    type_ = column.type
+    if pa.types.is_decimal(type_):
+        return _unscaled(column, type_.scale)
+    storage = _storage_type(type_)
+    if storage is not None:
+        column = column.cast(storage)
+    return np.asarray(pc.fill_null(column, 0).to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def _value_array(keys: np.ndarray, valid: np.ndarray, type_: pa.DataType) -> pa.Array:
+    """The inverse of :func:`_value_keys` (invalid → NULL)."""
+    if pa.types.is_decimal(type_):
+        return _decimal_array(keys, valid, type_)
+    storage = _storage_type(type_) or type_
+    return pa.array(keys, pa.int64(), mask=~valid).cast(storage).cast(type_)
+
+
+def _int_columns(table: pa.Table, columns: Sequence[str]) -> np.ndarray | None:
+    """Keys of several integer columns without NULLs as an int64 array (a row a key), else None:
+    the key index then checks its hits in numpy (see :func:`~flowlake.flow._keyindex.int_columns`)."""
+    if len(columns) < 2:
+        return None
+    parts = []
+    for name in columns:
+        column = table.column(name)
+        if not pa.types.is_integer(column.type) or column.type == pa.uint64() or column.null_count:
+            return None
+        parts.append(np.asarray(column.to_numpy(), np.int64))
+    return np.stack(parts, axis=1) if parts else None
 
 
 def _exact_hashes(table: pa.Table, columns: Sequence[str]) -> np.ndarray | None:

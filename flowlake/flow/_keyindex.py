@@ -86,6 +86,24 @@ def py_hashes(keys: Sequence[Any]) -> np.ndarray:
     return np.fromiter(map(hash, keys), dtype=np.int64, count=len(keys))
 
 
+def int_columns(keys: Sequence[Any]) -> np.ndarray | None:
+    """Tuple keys whose every component is an int in int64 range as an int64 array (a row a key),
+    else None.
+
+    >>> int_columns([(1, 2), (3, -4)]).tolist(), int_columns([(1, None)]), int_columns([1, 2])
+    ([[1, 2], [3, -4]], None, None)
+    """
+    if not keys or not all(type(k) is tuple for k in keys):
+        return None
+    width = len(keys[0])
+    if not all(len(k) == width and all(type(x) is int for x in k) for k in keys):
+        return None
+    try:
+        return np.asarray(keys, np.int64).reshape(len(keys), width)
+    except OverflowError:
+        return None
+
+
 def exact_ints(keys: Sequence[Any]) -> bool:
     """Whether every key is an int in ``[0, EXACT_BELOW)`` (its hash is itself)."""
     return all(type(k) is int and 0 <= k < EXACT_BELOW for k in keys)
@@ -121,6 +139,9 @@ class KeyIndex:
         self._gone: list[tuple[Any, int]] = []
         self.exact = True
         """Whether every key indexed so far is an int whose hash is itself (see :data:`EXACT_BELOW`)."""
+        self.shadow: np.ndarray | None = np.zeros((0, 0), np.int64)
+        """Tuple keys of ints as rows of an int64 array by id, so that hits are checked in numpy; None
+        once a key was indexed without its columns (checked in Python from then on)."""
 
     @classmethod
     def build(cls, stored: KeyStore, live: np.ndarray) -> KeyIndex:
@@ -129,7 +150,8 @@ class KeyIndex:
         keys = gather(stored, np.asarray(live, np.int64))
         exact = exact_ints(keys)
         hashes = np.asarray(keys, np.int64) if exact and keys else py_hashes(keys)
-        index._insert(hashes, np.asarray(live, np.int64), keys, exact=exact)
+        columns = int_columns(keys)
+        index._insert(hashes, np.asarray(live, np.int64), keys, exact=exact, columns=columns)
         return index
 
     def __len__(self) -> int:
@@ -153,11 +175,17 @@ class KeyIndex:
         yield from self.overflow.items()
 
     def lookup(
-        self, keys: Sequence[Any], hashes: np.ndarray | None = None, *, exact: bool = False
+        self,
+        keys: Sequence[Any],
+        hashes: np.ndarray | None = None,
+        *,
+        exact: bool = False,
+        columns: np.ndarray | None = None,
     ) -> np.ndarray:
         """The id of each key, -1 where it has none (``hashes``: their :func:`py_hashes`, if known;
         ``exact``: the keys are ints in ``[0, EXACT_BELOW)``, so a hit needs no check if all indexed
-        keys are too)."""
+        keys are too; ``columns``: the keys, tuples of ints, as rows of an int64 array (see
+        :func:`int_columns`), so hits are checked in numpy while every indexed key had them too)."""
         self._flush()
         n = len(keys)
         out = np.full(n, -1, np.int64)
@@ -169,6 +197,11 @@ class KeyIndex:
         if len(hit):
             if exact and self.exact:
                 out[hit] = candidates
+            elif (
+                columns is not None and self.shadow is not None and self.shadow.shape[1:] == columns.shape[1:]
+            ):
+                found = (self.shadow[candidates] == columns[hit]).all(axis=1)
+                out[hit[found]] = candidates[found]
             else:
                 stored = self.stored
                 pairs = zip(hit.tolist(), candidates.tolist(), strict=True)
@@ -187,13 +220,14 @@ class KeyIndex:
         hashes: np.ndarray | None = None,
         *,
         exact: bool = False,
+        columns: np.ndarray | None = None,
     ) -> np.ndarray:
         """The id of each key (repeats allowed). The distinct new keys, in order of first appearance,
         get ``create(new_keys)`` (which stores them at those ids) and are indexed in one sorted merge.
-        ``hashes`` and ``exact`` as for :meth:`lookup`."""
+        ``hashes``, ``exact`` and ``columns`` as for :meth:`lookup`."""
         if hashes is None:
             hashes = py_hashes(keys)
-        out = self.lookup(keys, hashes, exact=exact)
+        out = self.lookup(keys, hashes, exact=exact, columns=columns)
         missing = np.flatnonzero(out < 0)
         if not len(missing):
             return out
@@ -221,7 +255,10 @@ class KeyIndex:
                 out[i] = gid
             firsts = np.asarray(firsts_list, np.int64)
             ids = out[firsts]
-        self._insert(hashes[firsts], ids, [keys[i] for i in firsts.tolist()], exact=exact)
+        new_columns = None if columns is None else columns[firsts]
+        self._insert(
+            hashes[firsts], ids, [keys[i] for i in firsts.tolist()], exact=exact, columns=new_columns
+        )
         return out
 
     def _probe(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -241,8 +278,17 @@ class KeyIndex:
         """Forget ``key`` (id ``gid``); applied with the next lookup, in one pass."""
         self._gone.append((key, gid))
 
-    def _insert(self, hashes: np.ndarray, ids: np.ndarray, keys: Sequence[Any], *, exact: bool) -> None:
+    def _insert(
+        self,
+        hashes: np.ndarray,
+        ids: np.ndarray,
+        keys: Sequence[Any],
+        *,
+        exact: bool,
+        columns: np.ndarray | None = None,
+    ) -> None:
         self.exact = self.exact and exact
+        self._shadow(ids, columns)
         order = np.argsort(hashes, kind="stable")
         hashes, ids = hashes[order], ids[order]
         first = np.ones(len(hashes), dtype=bool)
@@ -261,6 +307,22 @@ class KeyIndex:
             self.hashes = np.insert(self.hashes, at, self.recent_hashes)
             self.ids = np.insert(self.ids, at, self.recent_ids)
             self.recent_hashes, self.recent_ids = self.recent_hashes[:0], self.recent_ids[:0]
+
+    def _shadow(self, ids: np.ndarray, columns: np.ndarray | None) -> None:
+        """Keep the rows ``columns`` of the new keys ``ids`` (or stop keeping rows: None)."""
+        shadow = self.shadow
+        if shadow is None or not len(ids):
+            return
+        if columns is None or (len(shadow) and shadow.shape[1:] != columns.shape[1:]):
+            self.shadow = None
+            return
+        need = int(ids.max()) + 1
+        if need > len(shadow):
+            grown = np.zeros((max(need, len(shadow) + len(shadow) // 4), columns.shape[1]), np.int64)
+            if len(shadow):
+                grown[: len(shadow)] = shadow
+            self.shadow = shadow = grown
+        shadow[ids] = columns
 
     def _flush(self) -> None:
         if not self._gone:

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from flowlake.changelog import RowKind
 from flowlake.errors import StorageError
 from flowlake.flow import aggs
-from flowlake.flow._aggstate import AggregateState
-from flowlake.flow._snapshot import Frozen, thaw
+from flowlake.flow._aggstate import AggregateState, restore_chunked
+from flowlake.flow._snapshot import ChunkLog, Frozen, thaw
 from flowlake.flow.aggs import Window
 from flowlake.flow.batch import from_rows
 
@@ -111,8 +111,8 @@ def contents(state: AggregateState) -> dict[str, Any]:
         groups[key] = (
             int(state.rows[gid]),
             tuple(sorted((n, a[gid].item()) for n, a in state.sums.items())),
-            tuple(sorted((n, int(a[gid])) for n, a in state.nonnull.items())),
-            tuple(sorted((n, c[gid] or {}) for n, c in state.counters.items())),
+            tuple(sorted((n, int(state.nonnull_of(n)[gid])) for n in state.nonnull)),
+            tuple(sorted((n, c.dicts(np.array([gid]))[0] or {}) for n, c in state.values.items())),
         )
     windows = {w: sorted((state.keys[g] for g in gids), key=repr) for w, gids in state.window_groups.items()}
     return {"groups": groups, "windows": windows, "max_event": state.max_event,
@@ -302,3 +302,42 @@ def test_integer_keys_hash_alike_on_every_path() -> None:
     state.apply(from_rows([(RowKind.INSERT, {"g": g, "v": 1}) for g in (big, 5)], schema))
     counts = {key: int(state.rows[gid]) for key, gid in state.index.items()}
     assert counts == {big: 3, 0: 2, 5: 2, None: 1, -1: 1, -2: 1}
+
+
+def _old_form(state: AggregateState) -> dict[str, Any]:
+    """``state`` pickled as before ValueCounts: per group id a dict (value → count) or None."""
+    old = state.__getstate__()
+    every = np.arange(len(state.keys))
+    old["counters"] = {name: counts.dicts(every) for name, counts in old.pop("values").items()}
+    return old
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_a_state_saved_with_per_group_dicts_resumes(tmp_path: Path, chunked: bool) -> None:
+    """States and chunk manifests written before ValueCounts (per-group dicts, no ``value_funcs``)
+    resume to the same results: the dicts are loaded once ``configure`` names the aggregates."""
+    batches = batches_of(
+        [("insert", k, "abc"[k % 3], k * 7 - 20, k % 4, k) for k in range(12)]
+        + [("update", k, "abc"[(k + 1) % 3], k - 5, 1, k) for k in range(0, 12, 3)]
+        + [("delete", k, "", 0, 0, 0) for k in range(1, 12, 4)],
+        [5],
+    )
+    whole = AggregateState(["g"], SPEC, None)
+    for batch in batches[:-1]:
+        whole.apply(batch)
+    if chunked:
+        whole.keep_chunks(tmp_path)
+        copy.deepcopy(whole)  # a chunked snapshot: the chunk holds every group
+        assert whole._log is not None
+        manifest, scalars = whole._log.manifest(), whole._scalars()
+        del scalars["value_funcs"]
+        assert any(ChunkLog(manifest).load()["c:hi"])  # chunk records hold per-group dicts, as before
+        back = restore_chunked(manifest, scalars)
+    else:
+        back = AggregateState.__new__(AggregateState)
+        back.__setstate__(pickle.loads(pickle.dumps(_old_form(whole))))  # noqa: S301 - our own bytes
+    back.configure(["g"], SPEC, None)
+    assert contents(back) == contents(whole)
+    want, _ = whole.apply(batches[-1])
+    got, _ = back.apply(batches[-1])
+    assert got.equals(want) and want.num_rows

@@ -23,6 +23,7 @@ SCHEMA = pa.schema(
         ("f", pa.float64()),
         ("u", pa.int64()),
         ("t", pa.timestamp("us", tz="UTC")),
+        ("s", pa.string()),
     ]
 )
 T0 = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
@@ -38,6 +39,12 @@ SPEC = {
     "users": aggs.count_distinct("u"),
     "first_u": aggs.first("u", order_by="t"),
     "last_u": aggs.last("u", order_by="t"),
+    "s_lo": aggs.min("s"),
+    "s_hi": aggs.max("s"),
+    "s_n": aggs.count_distinct("s"),
+    "t_lo": aggs.min("t", where=("u", ">", 0)),
+    "t_hi": aggs.max("t"),
+    "f_hi": aggs.max("f"),
 }
 
 
@@ -51,6 +58,9 @@ def oracle(live: dict[int, dict[str, Any]]) -> dict[Any, dict[str, Any]]:
         paid = [r["v"] for r in members if r["v"] is not None and r["u"] < 3]
         fs = [r["f"] for r in members if r["f"] is not None]
         by_t = sorted((r["t"], r["u"]) for r in members)
+        ss = [r["s"] for r in members if r["s"] is not None]
+        ts = [r["t"] for r in members]
+        t_lo = [r["t"] for r in members if r["u"] > 0]
         out[g] = {
             "g": g,
             "n": len(members),
@@ -64,6 +74,12 @@ def oracle(live: dict[int, dict[str, Any]]) -> dict[Any, dict[str, Any]]:
             "users": len({r["u"] for r in members}),
             "first_u": by_t[0][1],
             "last_u": by_t[-1][1],
+            "s_lo": min(ss) if ss else None,
+            "s_hi": max(ss) if ss else None,
+            "s_n": len(set(ss)),
+            "t_lo": min(t_lo) if t_lo else None,
+            "t_hi": max(ts),
+            "f_hi": max(fs) if fs else None,
         }
     return out
 
@@ -97,6 +113,7 @@ ops = st.lists(
         st.one_of(st.none(), st.integers(-500, 500)),
         st.integers(0, 4),
         st.integers(0, 50),
+        st.one_of(st.none(), st.sampled_from(["", "a", "b", "ab", "é"])),
     ),
     max_size=60,
 )
@@ -111,10 +128,18 @@ def test_aggregate_matches_recompute(history: list[tuple[Any, ...]], cuts: list[
     pending: list[tuple[int, dict[str, Any]]] = []
     cut_iter = iter(cuts * 20)
     size = next(cut_iter)
-    for op_name, key, g, cents, u, secs in history:
+    for op_name, key, g, cents, u, secs, text in history:
         value = None if cents is None else Decimal(cents) / 100
         fval = None if cents is None else cents / 7
-        row = {"id": key, "g": g, "v": value, "f": fval, "u": u, "t": T0 + dt.timedelta(seconds=secs)}
+        row = {
+            "id": key,
+            "g": g,
+            "v": value,
+            "f": fval,
+            "u": u,
+            "t": T0 + dt.timedelta(seconds=secs),
+            "s": text,
+        }
         old = live.get(key)
         if op_name == "insert" and old is None:
             live[key] = row
