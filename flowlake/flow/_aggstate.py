@@ -201,12 +201,10 @@ class AggregateState(ChunkedSnapshot):
                 counts.load(gids, dicts)
 
     def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
+        state = super().__getstate__()
         state["aggs"] = {}
         state["_dirty"], state["_gone"] = np.zeros(0, dtype=bool), set()
         del state["index"]  # rebuilt from the keys on unpickling
-        for name in ("_log", "_chunk_root", "_inline_bytes"):  # the snapshot's, not the state's
-            state.pop(name, None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:

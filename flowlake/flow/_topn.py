@@ -233,11 +233,7 @@ class TopNState(ChunkedSnapshot):
     """Retractions the spill holds before it is netted (also at least a quarter of its rows)."""
 
     def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_changed"] = []
-        for name in ("_log", "_chunk_root", "_inline_bytes"):  # the snapshot's, not the state's
-            state.pop(name, None)
-        return state
+        return {**super().__getstate__(), "_changed": []}
 
     def _note(self, hashes: np.ndarray) -> None:
         if self._log is not None and len(hashes):
