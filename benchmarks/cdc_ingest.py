@@ -156,8 +156,7 @@ def jsonl_source_only(folder: Path, spec: TableSpec) -> tuple[int, float]:
     while True:
         groups = source.poll(0.0)
         for group in groups:
-            changes += sum(len(b) for b in group.batches.values())
-            changes += sum(len(m) for m in group.messages.values())  # messages: one change each or two
+            changes += sum(len(b) for b in group.batches.values())  # messages: one change each or two
         if not groups and source.caught_up():
             return changes, time.perf_counter() - t0
 

@@ -258,18 +258,12 @@ class OdsIngester:
             if target.stopped is not None or (target.resume is not None and group.order <= target.resume):
                 continue
             used = True
-            if target.table is None and source_table in group.messages:
+            batch = group.batches.get(source_table)
+            if target.table is None and batch is not None and batch.form == "messages":
                 # flush soon: a target-aware source decodes in bulk once it knows the ODS table
                 self._untargeted = True
-            rows = group.rows.get(source_table)
-            if rows:
-                self._pending_rows += target.pending.add_rows(index, rows)
-            messages = group.messages.get(source_table)
-            if messages:
-                self._pending_rows += target.pending.add_messages(index, messages)
-            batch = group.batches.get(source_table)
-            if batch is not None:
-                self._pending_rows += target.pending.add_batch(index, batch)
+            if batch is not None and len(batch):
+                self._pending_rows += target.pending.add(index, batch)
             if source_table in group.schemas:
                 target.spec = group.schemas[source_table]
             if source_table in group.extras:
