@@ -1,7 +1,8 @@
 """What a CDC source hands the ODS ingester: transaction groups of changes, with their positions.
 
 A *source* (a binlog reader, a JSONL tailer, …) turns its input into :class:`ChangeGroup` values, one
-per source transaction (or snapshot chunk), in log order. A group is all-or-nothing: the ingester
+per source transaction (or snapshot chunk), in log order, holding each source table's changes as
+one :class:`~flowlake.cdc.batch.ChangeBatch`. A group is all-or-nothing: the ingester
 puts all of a group's changes for one ODS table into one commit, together with the group's
 :attr:`ChangeGroup.position`, so a restart resumes exactly after the last committed group.
 
