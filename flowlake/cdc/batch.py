@@ -26,7 +26,6 @@ change can become a dead letter as the source read it.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 import numpy as np
@@ -69,12 +68,11 @@ class UndecodedRow(dict[str, Any]):
         self.raw, self.error = raw, error
 
 
-@dataclass(frozen=True, slots=True)
 class ChangeBatch:
     """Changes of one source table in one group, in source order (see the module doc for the forms).
 
     ``ChangeBatch(changes, records, raw)`` is the ``changelog`` form; :meth:`of_rows` and
-    :meth:`of_messages` make the other two.
+    :meth:`of_messages` make the other two (cheaply: a source makes one per table and transaction).
 
     Attributes:
         changes: The ``changelog`` form's row columns plus ``_kind`` (int8: 0 +I, 1 -U, 2 +U, 3 -D).
@@ -92,35 +90,53 @@ class ChangeBatch:
     (2, 'rows', [b'{"id":1}', b'?'])
     """
 
-    changes: pa.Table | None
-    records: np.ndarray[Any, Any]
-    raw: Callable[[int], bytes]
-    rows: Rows | None = None
-    messages: Messages | None = None
+    __slots__ = ("_raw", "_records", "changes", "messages", "rows")
 
-    def __post_init__(self) -> None:
-        given = [x is not None for x in (self.changes, self.rows, self.messages)]
-        if sum(given) != 1:
-            raise InvalidArgumentError("a ChangeBatch holds exactly one of changes, rows or messages")
-        if self.changes is not None and (
-            KIND_COLUMN not in self.changes.column_names or len(self.records) != self.changes.num_rows
-        ):
+    changes: pa.Table | None
+    rows: Rows | None
+    messages: Messages | None
+    _records: np.ndarray[Any, Any] | None
+    _raw: Callable[[int], bytes] | None
+
+    def __init__(self, changes: pa.Table, records: np.ndarray[Any, Any], raw: Callable[[int], bytes]) -> None:
+        if KIND_COLUMN not in changes.column_names or len(records) != changes.num_rows:
             raise InvalidArgumentError("a ChangeBatch needs a _kind column and one record number per row")
+        self.changes, self.rows, self.messages = changes, None, None
+        self._records, self._raw = records, raw
 
     @classmethod
     def of_rows(cls, rows: Rows) -> ChangeBatch:
         """Decoded ``(kind, row)`` changes; a row's record is the row (or its :class:`UndecodedRow` raw)."""
-
-        def raw(index: int) -> bytes:
-            row = rows[index][1]
-            return row.raw if isinstance(row, UndecodedRow) else dump_record(row)
-
-        return cls(None, np.arange(len(rows)), raw, rows=rows)
+        return cls._of(rows, None)
 
     @classmethod
     def of_messages(cls, messages: Messages) -> ChangeBatch:
         """Debezium messages as ``(raw, parsed)``, each its own record."""
-        return cls(None, np.arange(len(messages)), lambda index: messages[index][0], messages=messages)
+        return cls._of(None, messages)
+
+    @classmethod
+    def _of(cls, rows: Rows | None, messages: Messages | None) -> ChangeBatch:
+        batch = cls.__new__(cls)  # unchecked: a source makes one per table and transaction
+        batch.changes, batch.rows, batch.messages = None, rows, messages
+        batch._records = batch._raw = None
+        return batch
+
+    @property
+    def records(self) -> np.ndarray[Any, Any]:
+        """For each change, the number of its source record (rows and messages: one each)."""
+        if self._records is None:
+            return np.arange(len(self))
+        return self._records
+
+    def raw(self, record: int) -> bytes:
+        """A record as the source read it, by number (only called to dead-letter it)."""
+        if self._raw is not None:
+            return self._raw(record)
+        if self.messages is not None:
+            return self.messages[record][0]
+        assert self.rows is not None
+        row = self.rows[record][1]
+        return row.raw if isinstance(row, UndecodedRow) else dump_record(row)
 
     @property
     def form(self) -> BatchForm:
@@ -131,9 +147,11 @@ class ChangeBatch:
 
     def __len__(self) -> int:
         """Changes (``changelog``, ``rows``) or messages."""
-        if self.changes is not None:
-            return int(self.changes.num_rows)
-        return len(self.records)
+        if self.rows is not None:
+            return len(self.rows)
+        if self.messages is not None:
+            return len(self.messages)
+        return int(self.changelog().num_rows)
 
     def changelog(self) -> pa.Table:
         """The ``changelog`` form's Arrow changelog."""
@@ -144,7 +162,8 @@ class ChangeBatch:
     def lines(self, start: int, stop: int) -> ChangeBatch:
         """The changes of records ``[start, stop)`` of a ``changelog`` batch (``records`` ascend)."""
         first, last = np.searchsorted(self.records, [start, stop])
-        return ChangeBatch(self.changelog().slice(first, last - first), self.records[first:last], self.raw)
+        changes = self.changelog().slice(first, last - first)
+        return ChangeBatch(changes, self.records[first:last], self._raw or self.raw)
 
     def raws(self) -> list[bytes]:
         """Every record of the batch once, in order."""

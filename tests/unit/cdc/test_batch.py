@@ -98,10 +98,11 @@ def test_the_three_forms() -> None:
     assert arrow.changelog().num_rows == 2
     with pytest.raises(InvalidArgumentError, match="not an Arrow changelog"):
         rows.changelog()
-    with pytest.raises(InvalidArgumentError, match="exactly one"):
-        ChangeBatch(None, np.arange(0), bytes)
     with pytest.raises(InvalidArgumentError, match="_kind"):
         ChangeBatch(pa.table({"id": [1]}), np.arange(1), bytes)
+    with pytest.raises(InvalidArgumentError, match="one record number per row"):
+        ChangeBatch(arrow.changelog(), np.arange(1), bytes)
+    assert rows.records.tolist() == [0, 1] and arrow.lines(0, 1).raws() == [b"record 0"]
     undecoded = UndecodedRow({"id": 2}, raw=b"both images", error="bad")
     pair = ChangeBatch.of_rows([(1, undecoded), (2, undecoded)])
     assert pair.raws() == [b"both images", b"both images"]
