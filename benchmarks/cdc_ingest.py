@@ -14,6 +14,9 @@
    started): catch-up over ``--binlog-rows`` changes through the pgoutput slot, beside the server
    decoding and sending the same slot range alone.
 
+Catch-up figures give wall-clock changes/s and the ingesting process's CPU time per change (all its
+threads; the database servers are other processes).
+
     python benchmarks/cdc_ingest.py [--events 200000] [--binlog-rows 100000] [--rates 1000,5000]
         [--seconds 10] [--skip-binlog] [--skip-postgres] [--json out.json]
 """
@@ -156,8 +159,7 @@ def jsonl_source_only(folder: Path, spec: TableSpec) -> tuple[int, float]:
     while True:
         groups = source.poll(0.0)
         for group in groups:
-            changes += sum(len(b) for b in group.batches.values())
-            changes += sum(len(m) for m in group.messages.values())  # messages: one change each or two
+            changes += sum(len(b) for b in group.batches.values())  # messages: one change each or two
         if not groups and source.caught_up():
             return changes, time.perf_counter() - t0
 
@@ -213,22 +215,24 @@ def bench_binlog(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             )
         cur.execute("UPDATE shop.orders SET status = 'paid', amount = amount + 1 WHERE id % 2 = 0")
         figures["binlog_bare_parse_changes_per_s_big_tx"] = bare_binlog(server.url, before, cur)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         stats = OdsIngester(cat, MySqlSource(url), buckets=8).run(until_idle=True)
-        seconds = time.perf_counter() - t0
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
         figures["binlog_catchup_changes_big_tx"] = stats.changes
         figures["binlog_to_ods_changes_per_s_big_tx"] = rate(stats.changes, seconds)
+        figures["binlog_to_ods_cpu_us_per_change_big_tx"] = round(cpu * 1e6 / max(stats.changes, 1), 1)
         small = n // 10
         cur.execute("SHOW MASTER STATUS")
         before = cur.fetchone()[:2]
         for i in range(n, n + small):  # single-row transactions
             cur.execute("INSERT INTO shop.orders VALUES (%s, %s, %s, %s)", (i, i % 997, "new", 1.0))
         figures["binlog_bare_parse_changes_per_s_1row_tx"] = bare_binlog(server.url, before, cur)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         stats = OdsIngester(cat, MySqlSource(url), buckets=8).run(until_idle=True)
-        seconds = time.perf_counter() - t0
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
         figures["binlog_catchup_changes_1row_tx"] = stats.changes
         figures["binlog_to_ods_changes_per_s_1row_tx"] = rate(stats.changes, seconds)
+        figures["binlog_to_ods_cpu_us_per_change_1row_tx"] = round(cpu * 1e6 / max(stats.changes, 1), 1)
         for per_second in args.rates:
             first = n + small + per_second * 1000
             figures.update(latency(cat, server.port, url, per_second, args.seconds, tmp, first_id=first))
@@ -367,11 +371,11 @@ def bench_postgres(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 ).fetchall()
                 bare = time.perf_counter() - t0
             changes = n + n // 2 * 2
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             stats = OdsIngester(cat, PostgresSource(url, tables="public.orders"), buckets=8).run(
                 until_idle=True
             )
-            seconds = time.perf_counter() - t0
+            seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     except ServiceUnavailableError as exc:
         return {"postgres": f"skipped: {exc}"}
     return {
@@ -379,6 +383,7 @@ def bench_postgres(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "pg_bare_peek_changes_per_s": rate(changes, bare),
         "pg_catchup_changes": stats.changes,
         "pg_to_ods_changes_per_s": rate(stats.changes, seconds),
+        "pg_to_ods_cpu_us_per_change": round(cpu * 1e6 / max(stats.changes, 1), 1),
     }
 
 

@@ -10,10 +10,12 @@ On start, each ODS table's stored position is read back; the source resumes from
 and any group at or before a table's own position is skipped for that table. A restart after a crash
 anywhere therefore neither loses nor repeats a change.
 
-A source that decodes straight into Arrow changelogs (a
-:class:`~flowlake.cdc.source.TargetAwareSource`) is told each ODS table's columns and key whenever the
-ingester loads, creates or evolves it; the ingester fits such batches to the table's current columns
-(added columns are null, widened types cast) and commits them like any other change.
+A group holds each source table's changes as one :class:`~flowlake.cdc.batch.ChangeBatch`, the
+only item shape the ingester knows: it buffers them per ODS table and, at a flush, evolves the table
+to cover their columns and fits them to its current columns (:mod:`flowlake.cdc.pending`). A source
+that decodes straight into Arrow changelogs (a :class:`~flowlake.cdc.source.TargetAwareSource`) is
+told each ODS table's columns and key whenever the ingester loads, creates or evolves it; its batches
+are only cast (added columns are null, widened types cast).
 
 Tables are created from the source's description (or, for Debezium messages without one, inferred
 from the first batch); new columns and lossless type widenings (integers, float32→float64, decimals
@@ -258,18 +260,12 @@ class OdsIngester:
             if target.stopped is not None or (target.resume is not None and group.order <= target.resume):
                 continue
             used = True
-            if target.table is None and source_table in group.messages:
+            batch = group.batches.get(source_table)
+            if target.table is None and batch is not None and batch.form == "messages":
                 # flush soon: a target-aware source decodes in bulk once it knows the ODS table
                 self._untargeted = True
-            rows = group.rows.get(source_table)
-            if rows:
-                self._pending_rows += target.pending.add_rows(index, rows)
-            messages = group.messages.get(source_table)
-            if messages:
-                self._pending_rows += target.pending.add_messages(index, messages)
-            batch = group.batches.get(source_table)
-            if batch is not None:
-                self._pending_rows += target.pending.add_batch(index, batch)
+            if batch is not None and len(batch):
+                self._pending_rows += target.pending.add(index, batch)
             if source_table in group.schemas:
                 target.spec = group.schemas[source_table]
             if source_table in group.extras:

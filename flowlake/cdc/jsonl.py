@@ -31,10 +31,11 @@ import fsspec
 import orjson
 import pyarrow as pa
 
-from flowlake.cdc._jsonl_bulk import BulkWindow, changelog_batch, groups_of, parse_hint, parse_window
+from flowlake.cdc.batch import ChangeBatch, Messages
 from flowlake.cdc.debezium import debezium_schema_to_arrow
 from flowlake.cdc.envelope import route, transaction_of, transaction_status, unwrap
-from flowlake.cdc.source import ChangeBatch, ChangeGroup, DeadLetter, Order, TableFilter, TableSpec
+from flowlake.cdc.jsonl_bulk import BulkWindow, changelog_batch, groups_of, parse_hint, parse_window
+from flowlake.cdc.source import ChangeGroup, DeadLetter, Order, TableFilter, TableSpec
 from flowlake.errors import CdcDecodeError, InvalidArgumentError
 
 _SUFFIXES: Final = (".jsonl", ".json", ".ndjson")
@@ -55,6 +56,8 @@ class _OpenGroup:
     begun: bool
     group: ChangeGroup
     count: int = 0
+    messages: dict[str, Messages] = field(default_factory=dict)
+    """Its messages so far, per table (the group's batches once it is closed)."""
 
 
 @dataclass(slots=True)
@@ -75,7 +78,7 @@ class JsonlSource:
         read_bytes: How much to read per poll (at least ``max_line_bytes + 1``).
         max_line_bytes: Longer lines become dead letters (with their size) and are skipped.
         bulk: Parse windows of plain change lines in bulk into Arrow changelogs in the ODS tables'
-            columns (see :mod:`flowlake.cdc._jsonl_bulk` and :meth:`target`); ``False`` reads every
+            columns (see :mod:`flowlake.cdc.jsonl_bulk` and :meth:`target`); ``False`` reads every
             line on its own.
     """
 
@@ -255,7 +258,7 @@ class JsonlSource:
                 if batch is not None:
                     group.batches[table] = batch
                 else:  # the ingester's per-message decoder names the problem (or evolves the table)
-                    group.messages[table] = parsed.messages()
+                    group.batches[table] = ChangeBatch.of_messages(parsed.messages())
             groups.append(group)
         return self._cursor.offset - base
 
@@ -306,8 +309,10 @@ class JsonlSource:
 
     def _close_open(self) -> ChangeGroup:
         assert self._open is not None
-        group = self._open.group
-        self._open = None
+        opened, self._open = self._open, None
+        group = opened.group
+        for table, messages in opened.messages.items():
+            group.batches[table] = ChangeBatch.of_messages(messages)
         return group
 
     def _line(self, line: bytes, groups: list[ChangeGroup]) -> None:
@@ -342,7 +347,7 @@ class JsonlSource:
         group = self._open.group
         group.position = self._position()
         group.order = self.order_of(group.position)
-        group.messages.setdefault(table, []).append((line, obj))
+        self._open.messages.setdefault(table, []).append((line, obj))
         self._open.count += 1
         if block is not None and block != self._cursor.blocks.get(table):
             self._cursor.blocks[table] = block

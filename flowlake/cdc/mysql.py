@@ -61,7 +61,7 @@ from typing import Any, Final, Literal
 import numpy as np
 import pyarrow as pa
 
-from flowlake.cdc._record_json import dump_record
+from flowlake.cdc.batch import ChangeBatch, Rows
 from flowlake.cdc.handoff import Handoff
 from flowlake.cdc.mysql_binlog import BinlogReader, CdcSourceError, ReaderSettings, TxItem, optional_module
 from flowlake.cdc.mysql_gtid import Flavour, GtidTracker, ResumeOrder, stored_gtids
@@ -72,8 +72,8 @@ from flowlake.cdc.mysql_values import (
     select_list,
     snapshot_converters,
 )
+from flowlake.cdc.record_json import dump_record
 from flowlake.cdc.source import (
-    ChangeBatch,
     ChangeGroup,
     DeadLetter,
     Order,
@@ -477,7 +477,7 @@ class MySqlSource:
             position["gtids"], position["server"] = self._gtids.text, self._server
             state = self._gtids.state if self._by_gtid else None
         group = ChangeGroup(position, (ResumeOrder(state, chunk.high[0], chunk.high[1], sub),))
-        group.rows[chunk.table] = [(0, row) for row in chunk.rows.values()]
+        group.batches[chunk.table] = ChangeBatch.of_rows([(0, row) for row in chunk.rows.values()])
         group.extras[chunk.table] = {"snapshot": snap.state()}
         if self.on_progress is not None:
             estimate = max(snap.estimate, snap.rows)
@@ -505,14 +505,11 @@ class MySqlSource:
             if table not in self._specs and not self._known(table):
                 continue
             batch = self._batch(table, entries)
-            if batch is not None:
-                group.batches[table] = batch
-                continue
-            group.rows[table] = _rows(entries)
-        for table, rows in group.rows.items():
+            rows = _rows(entries) if batch is None else None
+            group.batches[table] = batch if batch is not None else ChangeBatch.of_rows(rows or [])
             snap = self._snaps.get(table)
-            if snap is None:
-                continue
+            if rows is None or snap is None:
+                continue  # (a changelog batch is never made while the table's snapshot is pending)
             for _, row in rows:
                 key = tuple(row.get(k) for k in snap.spec.primary_key)
                 self._remember(here, table, key)
@@ -609,9 +606,9 @@ def _by_table(changes: list[tuple[str, int, Any]]) -> dict[str, list[tuple[int, 
     return out
 
 
-def _rows(entries: list[tuple[int, Any]]) -> list[tuple[int, dict[str, Any]]]:
+def _rows(entries: list[tuple[int, Any]]) -> Rows:
     """A table's changes as ``(kind, row)``, rows events read by columns made into rows, in order."""
-    rows: list[tuple[int, dict[str, Any]]] = []
+    rows: Rows = []
     for kind, entry in entries:
         if kind != -1:
             rows.append((kind, entry))

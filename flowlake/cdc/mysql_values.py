@@ -39,9 +39,9 @@ from typing import Any, Final, Literal
 
 import pyarrow as pa
 
-from flowlake.cdc._record_json import dump_record
+from flowlake.cdc.batch import UndecodedRow
 from flowlake.cdc.mysql_schema import quote
-from flowlake.cdc.source import UndecodedRow
+from flowlake.cdc.record_json import dump_record
 
 UNDECODED_CHARSET: Final = "flowlake-undecoded"
 """Not a codec: a text column whose charset is set to it is handed over by mysql-replication as bytes."""

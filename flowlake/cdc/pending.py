@@ -1,16 +1,14 @@
-"""The changes of one source table waiting for their ODS commit, and the Arrow changelog they become.
+"""The changes a source handed over for one ODS table, buffered until the ingester flushes them.
 
-A source hands the ingester, per source table and group, one of three things: an Arrow changelog
-it already decoded into the ODS table's columns (:class:`~flowlake.cdc.source.ChangeBatch`, the fast
-path: the JSONL bulk parser), decoded ``(kind, row)`` pairs (the binlog and pgoutput), or Debezium
-messages as ``(raw, parsed)`` (JSONL lines the bulk path declined). :class:`PendingChanges` keeps
-them in one ordered list, each with the index of its group, and :meth:`PendingChanges.changelog`
-turns them into one Arrow changelog in the ODS table's columns plus ``_kind``, in source order, with
-the records that cannot be applied as dead letters (each with its group). The ingester only buffers,
-evolves schemas and commits; how a record becomes a change, or a dead letter, is decided by the
-source (for batches) or here.
+:class:`PendingChanges` keeps a source table's :class:`~flowlake.cdc.batch.ChangeBatch` values in one
+ordered list, each with the index of its group, and :meth:`PendingChanges.changelog` turns them into
+one Arrow changelog in the ODS table's columns plus ``_kind``, in source order, with the records that
+cannot be applied as dead letters (each with its group): ``changelog`` batches are cast to the
+table's columns; consecutive ``rows`` batches are built, and consecutive ``messages`` batches decoded,
+together, straight into the table's column types, after evolving the table to cover the columns
+they bring (see :mod:`flowlake.cdc.batch` for the forms).
 
-Dead letters: a row the source could not decode (:class:`~flowlake.cdc.source.UndecodedRow`, an
+Dead letters: a row the source could not decode (:class:`~flowlake.cdc.batch.UndecodedRow`, an
 update's two images once), a message the decoder refuses, and a change whose key is null. A change
 that was decoded but does not fit its ODS column raises :class:`UnstorableChangeError` instead: it
 stops its table (see :mod:`flowlake.cdc.ingest`).
@@ -20,26 +18,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from flowlake.cdc._build import build_rows
-from flowlake.cdc._record_json import dump_record
+from flowlake.cdc.batch import BatchForm, ChangeBatch, Messages, Rows, UndecodedRow, build_rows
 from flowlake.cdc.debezium import decode_batch
-from flowlake.cdc.source import ChangeBatch, DeadLetter, TableSpec, UndecodedRow
+from flowlake.cdc.record_json import dump_record
+from flowlake.cdc.source import DeadLetter, TableSpec
 from flowlake.changelog import KIND_COLUMN, RESERVED_COLUMNS
 from flowlake.errors import FlowlakeError, short_repr
 
 if TYPE_CHECKING:
     from flowlake.table.table import LakeTable
-
-Rows = list[tuple[int, dict[str, Any]]]
-"""Decoded changes as ``(kind, row)`` (kind: 0 +I, 1 -U, 2 +U, 3 -D)."""
-
-Messages = list[tuple[bytes, Any]]
-"""Debezium messages as ``(raw bytes, parsed object)``."""
 
 Letters = list[tuple[DeadLetter, int]]
 """Dead letters, each with the index of the group it belongs to."""
@@ -57,82 +49,60 @@ class UnstorableChangeError(FlowlakeError):
         self.table, self.source_table, self.reason, self.group = table, source_table, reason, group
 
 
-Shape = Literal["rows", "messages", "batch"]
-
-
 @dataclass(slots=True)
 class PendingChanges:
     """What a source handed over for one source table since the last flush, in source order.
 
     Attributes:
         source_table: ``db.table`` in the source.
-        items: ``(group, shape, changes)``: the index of the group and its changes in one of the three
-            shapes (``rows``, ``messages`` or ``batch``).
+        items: ``(group, batch)``: the index of the group and its changes.
 
     >>> pending = PendingChanges("shop.orders")
-    >>> pending.add_rows(0, [(0, {"id": 1, "v": "a"}), (3, {"id": 2, "v": "b"})])
+    >>> pending.add(0, ChangeBatch.of_rows([(0, {"id": 1, "v": "a"}), (3, {"id": 2, "v": "b"})]))
     2
     >>> len(pending), pending.records()
     (2, [b'{"id":1,"v":"a"}', b'{"id":2,"v":"b"}'])
     """
 
     source_table: str
-    items: list[tuple[int, Shape, Any]] = field(default_factory=list)
+    items: list[tuple[int, ChangeBatch]] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return sum(len(changes) for _, _, changes in self.items)
+        return sum(len(batch) for _, batch in self.items)
 
-    def add_rows(self, group: int, rows: Rows) -> int:
-        """Buffer decoded changes of group ``group``; return how many."""
-        self.items.append((group, "rows", rows))
-        return len(rows)
-
-    def add_messages(self, group: int, messages: Messages) -> int:
-        """Buffer Debezium messages of group ``group``; return how many."""
-        self.items.append((group, "messages", messages))
-        return len(messages)
-
-    def add_batch(self, group: int, batch: ChangeBatch) -> int:
-        """Buffer an Arrow changelog of group ``group``; return how many changes."""
-        self.items.append((group, "batch", batch))
+    def add(self, group: int, batch: ChangeBatch) -> int:
+        """Buffer the changes of group ``group``; return how many (messages count one each)."""
+        self.items.append((group, batch))
         return len(batch)
 
     def clear(self) -> None:
         """Forget everything buffered."""
         self.items = []
 
-    def _runs(self) -> list[tuple[Shape, list[tuple[int, Any]]]]:
-        """The items as runs of one shape, in order: ``(shape, [(group, changes), ...])``."""
-        runs: list[tuple[Shape, list[tuple[int, Any]]]] = []
-        for group, shape, changes in self.items:
-            if not runs or runs[-1][0] != shape:
-                runs.append((shape, []))
-            runs[-1][1].append((group, changes))
+    def _runs(self) -> list[tuple[BatchForm, list[tuple[int, ChangeBatch]]]]:
+        """The items as runs of one form, in order: ``(form, [(group, batch), ...])``."""
+        runs: list[tuple[BatchForm, list[tuple[int, ChangeBatch]]]] = []
+        for group, batch in self.items:
+            if not runs or runs[-1][0] != batch.form:
+                runs.append((batch.form, []))
+            runs[-1][1].append((group, batch))
         return runs
 
     def records(self) -> list[bytes]:
         """Every buffered record as bytes, in order, for dead-lettering them all."""
-        out: list[bytes] = []
-        for _, shape, changes in self.items:
-            if shape == "messages":
-                out += [raw for raw, _ in changes]
-            elif shape == "batch":
-                out += changes.raws()
-            else:
-                out += [row.raw if isinstance(row, UndecodedRow) else dump_record(row) for _, row in changes]
-        return out
+        return [raw for _, batch in self.items for raw in batch.raws()]
 
     def infer_spec(self, primary_key: Callable[[Sequence[str]], tuple[str, ...] | None]) -> TableSpec | None:
         """Infer an ODS table from the buffered messages (Debezium without a schema block).
 
         ``primary_key`` picks the key from the inferred column names (``None``: no key known).
         """
-        messages = [m for _, shape, changes in self.items if shape == "messages" for m in changes]
-        batches = [changes for _, shape, changes in self.items if shape == "batch"]
+        messages = [m for _, batch in self.items if batch.messages is not None for m in batch.messages]
+        batches = [batch.changes for _, batch in self.items if batch.changes is not None]
         if messages:
             changes = decode_batch([m for m, _ in messages], parsed=[o for _, o in messages]).table
         elif batches:
-            changes = batches[0].changes
+            changes = batches[0]
         else:
             return None
         schema = _nullable(changes.schema.remove(changes.schema.get_field_index(KIND_COLUMN)))
@@ -164,10 +134,10 @@ class PendingChanges:
         """
         dead: Letters = []
         parts: list[pa.Table] = []
-        for shape, run in self._runs():
-            if shape == "batch":
-                parts += _merged([batch.changes for _, batch in run])
-            elif shape == "rows":
+        for form, run in self._runs():
+            if form == "changelog":
+                parts += _merged([batch.changelog() for _, batch in run])
+            elif form == "rows":
                 parts.append(self._row_changelog(table, run, name, refused, evolve, describe, dead))
             else:
                 parts.append(self._message_changelog(table, run, name, evolve, dead))
@@ -176,15 +146,15 @@ class PendingChanges:
     def _row_changelog(
         self,
         table: LakeTable,
-        run: list[tuple[int, Any]],
+        run: list[tuple[int, ChangeBatch]],
         name: str,
         refused: Mapping[str, str],
         evolve: Callable[[pa.Schema], None],
         describe: Callable[[str], TableSpec | None],
         dead: Letters,
     ) -> pa.Table:
-        all_rows: Rows = [change for _, changes in run for change in changes]
-        row_groups = [group for group, changes in run for _ in changes]
+        all_rows: Rows = [change for _, batch in run for change in batch.rows or ()]
+        row_groups = [group for group, batch in run for _ in batch.rows or ()]
         rows, groups = self._take_undecoded(all_rows, row_groups, dead)
         self._evolve_for_rows(table, all_rows, evolve, describe)
         built, bad = build_rows(rows, table.schema)
@@ -205,13 +175,13 @@ class PendingChanges:
     def _message_changelog(
         self,
         table: LakeTable,
-        run: list[tuple[int, Any]],
+        run: list[tuple[int, ChangeBatch]],
         name: str,
         evolve: Callable[[pa.Schema], None],
         dead: Letters,
     ) -> pa.Table:
-        messages: Messages = [m for _, changes in run for m in changes]
-        message_groups = [group for group, changes in run for _ in changes]
+        messages: Messages = [m for _, batch in run for m in batch.messages or ()]
+        message_groups = [group for group, batch in run for _ in batch.messages or ()]
         decoded, owners = self._decode(table, messages, message_groups, evolve, dead)
 
         def raw_of(row: int) -> tuple[bytes, int]:

@@ -51,7 +51,7 @@ from typing import Any, Final, Literal
 
 from psycopg.adapt import Loader
 
-from flowlake.cdc._record_json import dump_record
+from flowlake.cdc.batch import ChangeBatch, Rows, UndecodedRow
 from flowlake.cdc.handoff import Handoff
 from flowlake.cdc.mysql_binlog import CdcSourceError
 from flowlake.cdc.pgoutput import (
@@ -78,6 +78,7 @@ from flowlake.cdc.postgres_schema import (
     quote,
 )
 from flowlake.cdc.postgres_stream import WATERMARK_PREFIX, WalReader, WalReaderSettings, WalTx, Watermark
+from flowlake.cdc.record_json import dump_record
 from flowlake.cdc.source import (
     ChangeGroup,
     DeadLetter,
@@ -86,7 +87,6 @@ from flowlake.cdc.source import (
     SnapshotProgress,
     TableFilter,
     TableSpec,
-    UndecodedRow,
 )
 
 log = logging.getLogger(__name__)
@@ -512,10 +512,11 @@ class PostgresSource:
             del self._snaps[chunk.table]
         position = {"lsn": format_lsn(lsn), "sub": next(self._sub)}
         group = ChangeGroup(position, self.order_of(position))
-        group.rows[chunk.table] = [(0, row) for row in chunk.rows.values()]
+        rows: Rows = [(0, row) for row in chunk.rows.values()]
         for image, error in chunk.dead:
             raw = dump_record({"table": chunk.table, "snapshot": image})
-            group.rows[chunk.table].append((0, UndecodedRow({}, raw=raw, error=f"{chunk.table}: {error}")))
+            rows.append((0, UndecodedRow({}, raw=raw, error=f"{chunk.table}: {error}")))
+        group.batches[chunk.table] = ChangeBatch.of_rows(rows)
         spec = self._tables.get(chunk.table, snap.table)
         group.extras[chunk.table] = {"snapshot": snap.state(), "columns": _shape(spec)}
         if snap.rows == chunk.read:
@@ -532,6 +533,7 @@ class PostgresSource:
         ts = tx.time // 1000 + 946_684_800_000  # protocol µs since 2000 → ms since 1970
         group = ChangeGroup(position, (tx.end_lsn, 0), source_ts_ms=ts)
         chunk = self._chunk
+        tables: dict[str, Rows] = {}
         for message in tx.messages:
             if isinstance(message, Relation):
                 self._on_relation(message, group)
@@ -543,7 +545,7 @@ class PostgresSource:
                     continue
                 table, columns = found
                 changes = self._changes(table, columns, message, tx)
-                group.rows.setdefault(table, []).extend(changes)
+                tables.setdefault(table, []).extend(changes)
                 snap = self._snaps.get(table)
                 if snap is None or not changes or isinstance(changes[0][1], UndecodedRow):
                     continue
@@ -552,11 +554,13 @@ class PostgresSource:
                     if chunk is not None and chunk.table == table and not chunk.snapshot.sees(tx.xid):
                         chunk.rows.pop(key, None)  # newer than the chunk's row, and before its watermark
                     self._recent.append((tx.xid, table, key))
+        for table, rows in tables.items():
+            group.batches[table] = ChangeBatch.of_rows(rows)
         return group
 
     def _changes(
         self, table: str, columns: tuple[Column, ...], message: Insert | Update | Delete, tx: WalTx
-    ) -> list[tuple[int, dict[str, Any]]]:
+    ) -> Rows:
         """``(kind, row)`` changes of one row message; an image that cannot be decoded is a dead letter."""
         key = self._tables[table].primary_key
         try:

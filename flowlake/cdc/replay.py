@@ -31,10 +31,10 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 import orjson
 import pyarrow as pa
 
-from flowlake.cdc._build import build_rows
-from flowlake.cdc._record_json import load_record
+from flowlake.cdc.batch import build_rows
 from flowlake.cdc.deadletter import DEAD_LETTER_TABLE
 from flowlake.cdc.debezium import decode_batch
+from flowlake.cdc.record_json import load_record
 from flowlake.changelog import KIND_COLUMN
 from flowlake.errors import TableNotFoundError
 

@@ -1,7 +1,8 @@
 """What a CDC source hands the ODS ingester: transaction groups of changes, with their positions.
 
 A *source* (a binlog reader, a JSONL tailer, …) turns its input into :class:`ChangeGroup` values, one
-per source transaction (or snapshot chunk), in log order. A group is all-or-nothing: the ingester
+per source transaction (or snapshot chunk), in log order, holding each source table's changes as
+one :class:`~flowlake.cdc.batch.ChangeBatch`. A group is all-or-nothing: the ingester
 puts all of a group's changes for one ODS table into one commit, together with the group's
 :attr:`ChangeGroup.position`, so a restart resumes exactly after the last committed group.
 
@@ -19,11 +20,27 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol, runtime_checkable
 
-import numpy as np
 import pyarrow as pa
 
-from flowlake.changelog import KIND_COLUMN
+from flowlake.cdc.batch import ChangeBatch, UndecodedRow
 from flowlake.errors import InvalidArgumentError
+
+__all__ = [
+    "AcknowledgingSource",
+    "ChangeBatch",
+    "ChangeGroup",
+    "DeadLetter",
+    "Order",
+    "ProgressCallback",
+    "SnapshotProgress",
+    "Source",
+    "TableFilter",
+    "TableSpec",
+    "TargetAwareSource",
+    "UndecodedRow",
+    "ods_table_name",
+    "open_source",
+]
 
 Order = tuple[Any, ...]
 """A position as a tuple that sorts in log order."""
@@ -63,67 +80,6 @@ class DeadLetter:
     error: str
 
 
-class UndecodedRow(dict[str, Any]):
-    """A row image (or a whole source record) that could not be decoded: its change becomes a dead letter.
-
-    A source puts it in :attr:`ChangeGroup.rows` like any image, so the change keeps its place; the
-    ingester moves it to the dead letters, with the other image of an update (both images of an
-    undecodable update are ``UndecodedRow`` values sharing one ``raw``), so no update lands in half.
-
-    Attributes:
-        raw: The record to keep: tagged JSON (see :mod:`flowlake.cdc._record_json`).
-        error: Why it could not be decoded.
-    """
-
-    raw: bytes
-    error: str
-
-    def __init__(self, values: Mapping[str, Any], *, raw: bytes, error: str) -> None:
-        super().__init__(values)
-        self.raw, self.error = raw, error
-
-
-@dataclass(frozen=True, slots=True)
-class ChangeBatch:
-    """Changes of one source table in one group, already an Arrow changelog (a source's fast path).
-
-    The source decoded them into the ODS table's columns as it last heard of them (see
-    :meth:`TargetAwareSource.target`); the ingester only casts them to the table's current schema
-    (which may have gained columns or widened types since) and commits them.
-
-    Attributes:
-        changes: The row columns plus ``_kind`` (int8: 0 +I, 1 -U, 2 +U, 3 -D), in source order.
-        records: For each row of ``changes``, the number of its source record (an update's two rows
-            share one), for :attr:`raw`.
-        raw: A record as the source read it, by number (only called to dead-letter it).
-
-    >>> changes = pa.table({"id": [1, 1], "_kind": pa.array([1, 2], pa.int8())})
-    >>> batch = ChangeBatch(changes, np.array([7, 7]), lambda i: b'{"line": %d}' % i)
-    >>> len(batch), batch.raws(), len(batch.lines(0, 7)), len(batch.lines(7, 8))
-    (2, [b'{"line": 7}'], 0, 2)
-    """
-
-    changes: pa.Table
-    records: np.ndarray[Any, Any]
-    raw: Callable[[int], bytes]
-
-    def __post_init__(self) -> None:
-        if KIND_COLUMN not in self.changes.column_names or len(self.records) != self.changes.num_rows:
-            raise InvalidArgumentError("a ChangeBatch needs a _kind column and one record number per row")
-
-    def __len__(self) -> int:
-        return int(self.changes.num_rows)
-
-    def lines(self, start: int, stop: int) -> ChangeBatch:
-        """The changes of records ``[start, stop)`` (``records`` ascend, as in a file)."""
-        first, last = np.searchsorted(self.records, [start, stop])
-        return ChangeBatch(self.changes.slice(first, last - first), self.records[first:last], self.raw)
-
-    def raws(self) -> list[bytes]:
-        """Every record of the batch once, in order."""
-        return [self.raw(int(i)) for i in dict.fromkeys(self.records.tolist())]
-
-
 @dataclass(slots=True)
 class ChangeGroup:
     """The changes of one source transaction (or snapshot chunk), in order.
@@ -131,10 +87,7 @@ class ChangeGroup:
     Attributes:
         position: JSON-able position just after this group; stored with the commit that holds it.
         order: ``position`` as a sortable tuple.
-        rows: Per source table, decoded changes as ``(kind, row)`` (kind: 0 +I, 1 -U, 2 +U, 3 -D).
-        messages: Per source table, undecoded Debezium messages as ``(raw bytes, parsed object)``.
-        batches: Per source table, changes already decoded into an Arrow changelog (the fast path);
-            a group gives a table either ``batches`` or ``rows``/``messages``, never both.
+        batches: Per source table, its changes in the group (see :mod:`flowlake.cdc.batch`).
         dead: Records of this group that could not be routed or decoded.
         schemas: Source tables whose shape changed in (or before) this group, with the new shape.
         extras: Per source table, state to store next to the position (e.g. snapshot progress).
@@ -143,8 +96,6 @@ class ChangeGroup:
 
     position: dict[str, Any]
     order: Order
-    rows: dict[str, list[tuple[int, dict[str, Any]]]] = field(default_factory=dict)
-    messages: dict[str, list[tuple[bytes, Any]]] = field(default_factory=dict)
     batches: dict[str, ChangeBatch] = field(default_factory=dict)
     dead: list[DeadLetter] = field(default_factory=list)
     schemas: dict[str, TableSpec] = field(default_factory=dict)
@@ -153,18 +104,13 @@ class ChangeGroup:
 
     @property
     def size(self) -> int:
-        """Number of changes and dead letters in the group."""
-        return (
-            sum(len(v) for v in self.rows.values())
-            + sum(len(v) for v in self.messages.values())
-            + sum(len(v) for v in self.batches.values())
-            + len(self.dead)
-        )
+        """Number of changes (messages, for Debezium ones) and dead letters in the group."""
+        return sum(len(b) for b in self.batches.values()) + len(self.dead)
 
     @property
     def tables(self) -> set[str]:
         """Source tables the group touches."""
-        return set(self.rows) | set(self.messages) | set(self.batches) | set(self.schemas) | set(self.extras)
+        return set(self.batches) | set(self.schemas) | set(self.extras)
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,9 +185,9 @@ class TargetAwareSource(Source, Protocol):
         """The ODS table of ``source_table`` now has ``spec``'s columns, types and primary key.
 
         Called by the ingester when it loads, creates or evolves an ODS table, before it polls again.
-        Changes the source decodes into :class:`ChangeBatch` values from then on use these columns;
-        records that do not map exactly onto them go as ``messages``/``rows`` (the ingester evolves
-        the table or dead-letters them).
+        Changes the source decodes into ``changelog`` batches from then on use these columns;
+        records that do not map exactly onto them go as ``rows``/``messages`` batches (the ingester
+        evolves the table or dead-letters them).
         """
         ...
 

@@ -158,8 +158,9 @@ def test_stream_hands_the_ingester_arrow_changelogs_and_ods_equals_select(
 
     source.poll = recording  # type: ignore[method-assign]
     OdsIngester(cat, source).run(until_idle=True)
-    batched = sum(len(g.batches.get("tq.plain", ())) for g in seen)
-    per_row = sum(len(g.rows.get("tq.plain", ())) for g in seen)
+    batches = [g.batches["tq.plain"] for g in seen if "tq.plain" in g.batches]
+    batched = sum(len(b) for b in batches if b.form == "changelog")
+    per_row = sum(len(b) for b in batches if b.form == "rows")
     # the 4 single-row inserts and 3 single-row updates are small transactions: rows (see _MIN_BATCH)
     assert batched > 500 and per_row == 4 + 3 * 2, (batched, per_row)
     cur.execute(

@@ -19,9 +19,9 @@ import pytest
 from test_cdc_mariadb import connect, lake, wait_for
 
 import flowlake as fl
-from flowlake.cdc._record_json import load_record
 from flowlake.cdc.ingest import OdsIngester
 from flowlake.cdc.mysql import MySqlSource
+from flowlake.cdc.record_json import load_record
 from flowlake.status import table_status
 
 pytestmark = [

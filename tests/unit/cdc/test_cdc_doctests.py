@@ -7,7 +7,13 @@ import importlib
 
 import pytest
 
-MODULES = ["flowlake.cdc.envelope", "flowlake.cdc.mysql_rows", "flowlake.cdc.pending", "flowlake.cdc.source"]
+MODULES = [
+    "flowlake.cdc.batch",
+    "flowlake.cdc.envelope",
+    "flowlake.cdc.mysql_rows",
+    "flowlake.cdc.pending",
+    "flowlake.cdc.source",
+]
 
 
 @pytest.mark.parametrize("name", MODULES)

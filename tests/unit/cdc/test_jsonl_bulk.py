@@ -13,9 +13,9 @@ import pyarrow as pa
 import pytest
 
 import flowlake as fl
-from flowlake.cdc._jsonl_bulk import MessageBatch, changelog_batch, groups_of, parse_window
 from flowlake.cdc.ingest import OdsIngester
 from flowlake.cdc.jsonl import JsonlSource
+from flowlake.cdc.jsonl_bulk import MessageBatch, changelog_batch, groups_of, parse_window
 from flowlake.cdc.source import ChangeBatch, TableFilter
 
 SCHEMA = pa.schema([("id", pa.int64()), ("qty", pa.int64()), ("note", pa.string()), ("price", pa.float64())])

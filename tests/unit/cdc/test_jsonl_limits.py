@@ -80,7 +80,7 @@ def test_an_over_long_line_still_being_written_is_waited_for(tmp_path: Path) -> 
     source = JsonlSource(str(tmp_path), follow=False, max_line_bytes=1000)
     source.start({})
     groups = source.poll(0)
-    assert sum(len(m) for g in groups for m in g.messages.values()) == 1
+    assert sum(len(b) for g in groups for b in g.batches.values() if b.form == "messages") == 1
     assert not any(g.dead for g in source.poll(0)) and source.caught_up()
     with path.open("ab") as f:
         f.write(b"\n" + line(2) + b"\n")

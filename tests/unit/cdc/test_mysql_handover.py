@@ -41,11 +41,18 @@ def tx(pos: int, *changes: tuple[int, int, str]) -> TxItem:
     return TxItem("f.000001", pos, None, [("db.t", kind, {"id": k, "v": v}) for kind, k, v in changes])
 
 
+def rows_of(group: ChangeGroup, table: str = "db.t") -> list[tuple[int, dict[str, Any]]]:
+    """The changes of ``table`` the group carries as decoded rows (the form chunks and these small
+    transactions take)."""
+    batch = group.batches.get(table)
+    return [] if batch is None or batch.rows is None else batch.rows
+
+
 def summary(groups: list[ChangeGroup]) -> list[Any]:
     return [
         (
             "chunk" if "sub" in g.position else g.position["pos"],
-            sorted((kind, row["id"], row["v"]) for kind, row in g.rows.get("db.t", [])),
+            sorted((kind, row["id"], row["v"]) for kind, row in rows_of(g)),
         )
         for g in groups
     ]
@@ -123,7 +130,7 @@ def test_urls_and_types() -> None:
 def apply(state: dict[int, str], groups: list[ChangeGroup]) -> dict[int, str]:
     """What an ODS table holds after ``groups``: row images upsert, deletes remove."""
     for group in groups:
-        for kind, row in group.rows.get("db.t", []):
+        for kind, row in rows_of(group):
             if kind == 3:
                 state.pop(row["id"], None)
             elif kind != 1:

@@ -11,7 +11,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from flowlake.cdc._record_json import dump_record, load_record
+from flowlake.cdc.batch import UndecodedRow
 from flowlake.cdc.mysql_values import (
     UNDECODED_CHARSET,
     decode_text,
@@ -21,7 +21,7 @@ from flowlake.cdc.mysql_values import (
     snapshot_converters,
     table_decoders,
 )
-from flowlake.cdc.source import UndecodedRow
+from flowlake.cdc.record_json import dump_record, load_record
 
 
 def column(name: str, kind: int, **attrs: Any) -> Any:

@@ -13,9 +13,9 @@ blank or over-long line, a ``NaN``/``Infinity`` token or a 20-digit number that 
 refuse but ``pyarrow.json`` accepts, an integer a float column would round, an envelope, an event, a
 table the filter skips) goes through the per-line path unchanged, and a group whose values do not map
 exactly onto the ODS columns (another type, a new column, a key-only before-image, a null key) goes
-to the ingester as messages for the per-message decoder (:meth:`MessageBatch.messages`). Dead letters
-and positions are therefore exactly those of the per-line path; ``tests/unit/cdc/test_jsonl_bulk.py``
-checks that both paths agree.
+to the ingester as a ``messages`` batch for the per-message decoder (:meth:`MessageBatch.messages`).
+Dead letters and positions are therefore exactly those of the per-line path;
+``tests/unit/cdc/test_jsonl_bulk.py`` checks that both paths agree.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
-from flowlake.cdc.source import ChangeBatch, TableSpec
+from flowlake.cdc.batch import ChangeBatch
+from flowlake.cdc.source import TableSpec
 from flowlake.changelog import KIND_COLUMN
 
 _TOP_LEVEL: Final = frozenset({"op", "before", "after", "source", "transaction", "ts_ms", "ts_us", "ts_ns"})
