@@ -57,7 +57,7 @@ Rules
    :func:`decode` it does not reject a message for a malformed one.
 
 Layout: this module holds :func:`decode`; :func:`decode_batch` lives in
-:mod:`flowlake.cdc.debezium_batch` (its column building in ``_batch_columns``) and the envelope
+:mod:`flowlake.cdc.debezium_batch` (its column building in :mod:`flowlake.cdc.batch_columns`) and the envelope
 rules both share in :mod:`flowlake.cdc.envelope`. Every public name is importable from here.
 """
 
@@ -68,7 +68,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from flowlake.cdc._batch_columns import Builder
+from flowlake.cdc.batch_columns import Builder
 from flowlake.cdc.change import Change, source_info
 from flowlake.cdc.debezium_batch import DecodedBatch, DecodeFailure, decode_batch
 from flowlake.cdc.envelope import (

@@ -20,7 +20,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from flowlake.cdc._batch_columns import (
+from flowlake.cdc.batch_columns import (
     build_column,
     clip,
     column_builder,

@@ -51,7 +51,7 @@ numbers for float columns (never ``true``/``false``). A ``Decimal`` must sit on 
 a ``VariableScaleDecimal`` on ``struct``, a struct may not name a field twice, and input quoted in
 messages is cut short (:func:`quote`).
 
-The per-value converters live in :mod:`flowlake.cdc._logical_values` and are re-exported here;
+The per-value converters live in :mod:`flowlake.cdc.logical_values` and are re-exported here;
 this module builds the per-column :class:`FieldDecoder` from a schema block or an Arrow type.
 """
 
@@ -66,7 +66,7 @@ from typing import Any, Final
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from flowlake.cdc._logical_values import (
+from flowlake.cdc.logical_values import (
     CONNECT_DATE,
     CONNECT_TIME,
     CONNECT_TIMESTAMP,

@@ -509,6 +509,12 @@ def run_kill_restart(
         assert lsn(confirmed) <= lsn(stored["lsn"]), "the slot was confirmed past what ODS holds"
         third = start()
         wait_for(lambda: position(cat, "ods.orders", key) != stored, 180, "the third ingester to commit")
+
+        def written_after_snapshots() -> bool:  # the writer pauses while ODS is behind: wait for it
+            (last,) = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM audit.orders").fetchone()
+            return int(last) > int(seq_done)
+
+        wait_for(written_after_snapshots, 300, "a write after the snapshots finished")
     finally:
         writer.finish()
     assert writer.transactions > 50
