@@ -34,6 +34,8 @@ import pyarrow as pa
 from flowlake.cdc.batch import build_rows
 from flowlake.cdc.deadletter import DEAD_LETTER_TABLE
 from flowlake.cdc.debezium import decode_batch
+from flowlake.cdc.mysql_gtid import ResumeOrder, stored_gtids
+from flowlake.cdc.pgoutput import parse_lsn
 from flowlake.cdc.record_json import load_record
 from flowlake.changelog import KIND_COLUMN
 from flowlake.errors import TableNotFoundError
@@ -78,10 +80,29 @@ def letter_id(source: str, source_table: str, position: str, raw: bytes) -> str:
 
 
 def order_of(source: str, position: Mapping[str, Any]) -> tuple[Any, ...]:
-    """A stored position of ``source`` as a sortable tuple (as the source's own ``order_of``)."""
+    """A stored position of ``source`` as its source's own ``order_of`` gives it: ``(file, offset)``
+    for JSONL, ``(lsn, sub)`` for PostgreSQL, and for a binlog a
+    :class:`~flowlake.cdc.mysql_gtid.ResumeOrder`, by GTID state where the position has one, so that
+    letters and commits from before and after a failover compare by the transactions they hold (a
+    replica's binlog files and offsets are its own).
+
+    >>> order_of("jsonl:/cdc", {"file": "0001.jsonl", "offset": 7})
+    ('0001.jsonl', 7)
+    >>> pg = "postgresql://127.0.0.1:5432/shop"
+    >>> order_of(pg, {"lsn": "0/16B3748"}) < order_of(pg, {"lsn": "0/16B3750", "sub": 0})
+    True
+    >>> letter = order_of("mysql://a:3306", {"file": "mysql-bin.000009", "pos": 900, "gtids": "0-1-5"})
+    >>> after_failover = order_of("mysql://a:3306", {"file": "mysql-bin.000002", "pos": 4, "gtids": "0-1-7"})
+    >>> letter < after_failover
+    True
+    """
     if source.startswith("jsonl:"):
         return (str(position.get("file", "")), int(position.get("offset", 0)))
-    return (str(position.get("file", "")), int(position.get("pos", 0)), int(position.get("sub", 0)))
+    if source.startswith(("postgresql:", "postgres:")):
+        lsn = position.get("lsn")
+        return (parse_lsn(str(lsn)) if lsn else 0, int(position.get("sub", 0)))
+    file, pos, sub = str(position.get("file", "")), int(position.get("pos", 0)), int(position.get("sub", 0))
+    return (ResumeOrder(stored_gtids(position), file, pos, sub),)
 
 
 def resolve_ods_table(catalog: Catalog, name: str, namespace: str = "ods") -> tuple[LakeTable, str]:

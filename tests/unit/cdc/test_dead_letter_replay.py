@@ -84,3 +84,45 @@ def test_cli_lists_and_replays(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["dead-letters", "shop.orders", "--replay", *args])
     assert result.exit_code == 0, result.output
     assert "undecodable" in result.output
+
+
+def test_a_letter_from_before_a_failover_is_not_replayed_over_a_newer_change(tmp_path: Path) -> None:
+    """After a failover the replica's binlog files and offsets are its own: a commit made after the
+    letter can sit at a smaller file/offset. Positions with GTID states compare by the transactions
+    they hold, so the newer change of the letter's key keeps the letter dead (by file/offset it would
+    look older, and the replay would put the old image back over it)."""
+    from flowlake.cdc.deadletter import dead_letter_batch, dead_letter_table
+    from flowlake.cdc.record_json import dump_record
+    from flowlake.cdc.source import DeadLetter
+
+    cat = fl.connect(catalog=f"sqlite:///{tmp_path / 'c.db'}", warehouse=(tmp_path / "wh").as_uri())
+    ods = cat.create_table("ods.orders", SCHEMA, primary_key=["id"])
+    key = "mysql://db:3306"
+
+    def commit(rows: list[dict[str, Any]], position: dict[str, Any]) -> None:
+        kinds = pa.array([0] * len(rows), pa.int8())
+        change = pa.Table.from_pylist(rows, schema=SCHEMA).append_column("_kind", kinds)
+        ods.apply(change, sources={key: {**position, "table": "shop.orders"}})
+
+    def letter(record: dict[str, Any], pos: int, seq: int) -> DeadLetter:
+        position = {"file": "mysql-bin.000009", "pos": pos, "gtid": f"0-1-{seq}", "gtids": f"0-1-{seq}"}
+        raw = dump_record({"table": "shop.orders", **record})
+        return DeadLetter(raw, position, "shop.orders", "a value did not fit")
+
+    rows = [{"id": 1, "qty": 1, "note": "a"}, {"id": 2, "qty": 1, "note": "x"}]
+    commit(rows, {"file": "mysql-bin.000009", "pos": 100, "gtids": "0-1-4"})
+    update = {"kind": "update", "before": rows[0], "after": {"id": 1, "qty": 5, "note": "old"}}
+    insert = {"kind": "insert", "values": {"id": 3, "qty": 7, "note": "c"}}
+    dead_letter_table(cat, "ods").append(
+        dead_letter_batch(key, [letter(update, 900, 5), letter(insert, 950, 6)])
+    )
+    # the replica, promoted: its binlog restarted at file 000002, and it changed key 1 after the letter
+    after = {"file": "mysql-bin.000002", "pos": 4, "gtids": "0-1-7"}
+    commit([{"id": 1, "qty": 9, "note": "after failover"}], after)
+
+    table, source_table = dl.resolve_ods_table(cat, "ods.orders")
+    outcome = {done.position["pos"]: done for done in dl.replay_dead_letters(cat, table, source_table)}
+    assert outcome[900].status == "superseded", outcome[900].note
+    assert outcome[950].status == "applied", outcome[950].note
+    final = {r["id"]: r for r in cat.load_table("ods.orders").read().to_pylist()}
+    assert final[1]["note"] == "after failover" and final[3]["qty"] == 7
