@@ -51,6 +51,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.testing import TestingSource, run_main
 
 import flowlake as fl
+from flowlake.demo.flows import SHOP_MINUTE_AGGS
 from flowlake.demo.workload import STATUSES, cents_to_decimal
 from flowlake.flow import aggs
 from flowlake.flow._aggstate import AggregateState
@@ -160,14 +161,6 @@ def run_bytewax(batches: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tup
     return time.perf_counter() - t, time.process_time() - cpu, sink.box[0]
 
 
-SHOP_MINUTE_AGGS = {
-    "orders": aggs.count(),
-    "paid_gmv": aggs.sum("amount", where=("status", "==", "paid"), default=0),
-    "avg_amount": aggs.avg("amount"),
-    "max_amount": aggs.max("amount"),
-    "distinct_users": aggs.count_distinct("user_id"),
-}
-"""The aggregates of ``dws.shop_gmv_minute`` (``flowlake.demo.flows.dws_shop_minute_flow``)."""
 SHOP_MINUTE_WINDOW = aggs.minutes(1, on="created_at", horizon="2h")
 SHOP_SCHEMA = pa.schema(
     [
