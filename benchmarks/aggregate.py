@@ -25,7 +25,6 @@ fold alone (``AggregateState.apply`` on the same batches, no bytewax).
 from __future__ import annotations
 
 import argparse
-import copy
 import datetime as dt
 import json
 import logging
@@ -45,6 +44,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from _measure import proc_status_kb, snapshot
 from bytewax import operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
@@ -272,11 +272,9 @@ def fold_shop(batches: list[pa.Table]) -> tuple[float, float, int]:
 
 
 def _proc_mb(field: str) -> float:
-    """``VmRSS``/``VmHWM`` of this process in MB (ru_maxrss would include the parent's, across exec)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """``VmRSS``/``VmHWM`` of this process in MB (``ru_maxrss`` where /proc has none)."""
+    kb = proc_status_kb(field)
+    return (kb if kb is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) / 1024
 
 
 def rss_mode(groups: int) -> dict[str, Any]:
@@ -324,21 +322,16 @@ def snapshot_costs(groups: int, changed: int, epochs: int, chunked: bool) -> dic
         for start in range(0, groups, BATCH):  # four orders per group, so moves (almost) never empty one
             ids = np.repeat(np.arange(start, min(groups, start + BATCH)), 4)
             state.apply(to_arrow((ids, np.full(len(ids), 100, np.int64), np.zeros(len(ids), np.int8))))
-        t = time.perf_counter()
-        first = pickle.dumps(copy.deepcopy(state))
-        first_s = time.perf_counter() - t
-        first_bytes = len(first) + state.snapshot_bytes
+        _, first_s, first_bytes = snapshot(state)
         times, sizes, folds = [], [], []
         for _ in range(epochs):
             batch = _epoch_changes(rng, groups, changed)
             t = time.perf_counter()
             state.apply(batch)
             folds.append(time.perf_counter() - t)
-            written = state.snapshot_bytes
-            t = time.perf_counter()
-            blob = pickle.dumps(copy.deepcopy(state))  # what bytewax does at the end of each epoch
-            times.append(time.perf_counter() - t)
-            sizes.append(len(blob) + state.snapshot_bytes - written)
+            blob, seconds, size = snapshot(state)
+            times.append(seconds)
+            sizes.append(size)
         peak_mb = _proc_mb("VmHWM")  # before the resume, which holds a second copy of the state
         t = time.perf_counter()
         back = thaw(pickle.loads(blob))  # noqa: S301 - our own bytes
@@ -396,17 +389,15 @@ def threshold_section(sizes: list[int], changed: int, epochs: int) -> list[dict[
                     state.keep_chunks(folder)
                 ids = np.repeat(np.arange(groups), 4)
                 state.apply(to_arrow((ids, np.full(len(ids), 100, np.int64), np.zeros(len(ids), np.int8))))
-                blob = pickle.dumps(copy.deepcopy(state))
+                blob, _, _ = snapshot(state)
                 if not chunked:
                     row["whole_pickle_bytes"] = len(blob)
                 times, written = [], []
                 for _ in range(epochs):
                     state.apply(_epoch_changes(rng, groups, changed))
-                    before = state.snapshot_bytes
-                    t = time.perf_counter()
-                    blob = pickle.dumps(copy.deepcopy(state))
-                    times.append(time.perf_counter() - t)
-                    written.append(len(blob) + state.snapshot_bytes - before)
+                    blob, seconds, size = snapshot(state)
+                    times.append(seconds)
+                    written.append(size)
             finally:
                 shutil.rmtree(folder, ignore_errors=True)
             mode = "chunked" if chunked else "whole"

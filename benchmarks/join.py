@@ -22,7 +22,6 @@ resume time, peak RSS. Prints a table; ``--json PATH`` writes it.
 from __future__ import annotations
 
 import argparse
-import copy
 import hashlib
 import json
 import os
@@ -39,6 +38,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from _measure import proc_status_kb, snapshot
 from _report import report
 from bytewax import operators as op
 from bytewax.dataflow import Dataflow
@@ -126,11 +126,6 @@ def digest(outputs: list[pa.Table]) -> str:
     return f"{net.num_rows} rows, sha1 {hashlib.sha1(str(net.to_pylist()).encode()).hexdigest()}"  # noqa: S324
 
 
-def _peak_rss_mb() -> float:
-    status = Path("/proc/self/status").read_text().splitlines()
-    return next((int(line.split()[1]) for line in status if line.startswith("VmHWM:")), 0) / 1024
-
-
 def state_bytes(state: JoinState) -> int:
     """Bytes the join state holds: its rows (Arrow) and per-row arrays and indexes (numpy)."""
     total = 0
@@ -158,21 +153,17 @@ def snapshot_costs(args: argparse.Namespace, chunked: bool) -> dict[str, Any]:
         initial = pa.concat_tables(orders[:loads])
         for start in range(0, initial.num_rows, 200_000):  # as a lake source reads a large first version
             state.apply("left", initial.slice(start, 200_000), **kw)
-        t = time.perf_counter()
-        blob = pickle.dumps(copy.deepcopy(state))
-        first_ms = (time.perf_counter() - t) * 1000
+        blob, first_s, _ = snapshot(state)
         times, sizes, folds = [], [], []
         for orders_batch, shops_batch in zip(orders[loads:], shops[1:], strict=True):
             t = time.perf_counter()
             state.apply("left", orders_batch, **kw)
             state.apply("right", shops_batch, **kw)
             folds.append(time.perf_counter() - t)
-            written = state.snapshot_bytes
-            t = time.perf_counter()
-            blob = pickle.dumps(copy.deepcopy(state))  # what bytewax does at the end of each epoch
-            times.append(time.perf_counter() - t)
-            sizes.append(len(blob) + state.snapshot_bytes - written)
-        peak = _peak_rss_mb()
+            blob, seconds, size = snapshot(state)
+            times.append(seconds)
+            sizes.append(size)
+        peak = (proc_status_kb("VmHWM") or 0) / 1024
         t = time.perf_counter()
         back = thaw(pickle.loads(blob))  # noqa: S301 - our own bytes
         resume_ms = (time.perf_counter() - t) * 1000
@@ -181,7 +172,7 @@ def snapshot_costs(args: argparse.Namespace, chunked: bool) -> dict[str, Any]:
         return {
             "rows_held": len(state),
             "state_mb": round(state_bytes(state) / 2**20, 1),
-            "first_snapshot_ms": round(first_ms, 1),
+            "first_snapshot_ms": round(first_s * 1000, 1),
             "snapshot_ms_median": round(float(np.median(ms)), 2),
             "snapshot_ms_p99": round(float(np.percentile(ms, 99)), 2),
             "snapshot_bytes_median": int(np.median(sizes)),
@@ -241,8 +232,7 @@ def main() -> None:
     start = time.perf_counter()
     run_main(flow)  # type: ignore[no-untyped-call]
     seconds = time.perf_counter() - start
-    status = Path("/proc/self/status").read_text().splitlines()
-    rss = next((int(line.split()[1]) for line in status if line.startswith("VmHWM:")), 0)
+    rss = proc_status_kb("VmHWM") or 0
     print(
         f"shop DWD join: {changes:,} changes in {seconds:.3f} s = {changes / seconds:,.0f} changes/s, "
         f"{sum(t.num_rows for t in out):,} changes out, peak RSS {rss / 1024:,.0f} MB"

@@ -45,22 +45,13 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _measure import proc_status_kb
 from _nexmark_gen import AUCTION, BID, PERSON, NexmarkGenerator
 from _nexmark_queries import LEFT_OUT, QUERIES, REWRITTEN, LeftOut, Query
 
 SCHEMAS = {"person": PERSON, "auction": AUCTION, "bid": BID}
 KEYS: dict[str, list[str] | None] = {"person": ["id"], "auction": ["id"], "bid": None}
 BY_NAME = {q.name: q for q in QUERIES}
-
-
-def _proc_kb(pid: int | str, field: str) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
 
 
 def _descendants(pid: int) -> list[int]:
@@ -205,7 +196,7 @@ def run_flowlake(workdir: Path, query: Query, *, partitions: int, check: bool = 
         "events_per_cpu_s": round(events / cpu),
         "changes_out": changes[0],
         "rows_out": result.num_rows,
-        "peak_rss_mb": round(_proc_kb("self", "VmHWM") / 1024, 1),
+        "peak_rss_mb": round((proc_status_kb("VmHWM") or 0) / 1024, 1),
     }
     if check:
         figures["duckdb_check"] = check_against_duckdb(workdir, query, result, table.primary_key)
@@ -290,7 +281,9 @@ def run_flink(workdir: Path, query: Query) -> dict[str, Any]:
     empty = min(run("csv_empty") for _ in range(2))
     total = run("csv")
     seconds = max(total - empty, 1e-3)
-    rss = _proc_kb("self", "VmHWM") + sum(_proc_kb(p, "VmHWM") for p in _descendants(os.getpid()))
+    rss = (proc_status_kb("VmHWM") or 0) + sum(
+        (proc_status_kb("VmHWM", p) or 0) for p in _descendants(os.getpid())
+    )
     return {
         "events": events,
         "seconds": round(seconds, 3),
