@@ -66,3 +66,34 @@ class Handoff:
             while len(items) < DRAIN_MAX:
                 items.append(self.items.popleft())
         return items
+
+
+class ReaderThread(threading.Thread):
+    """A source's reader thread: :meth:`_read` puts what it reads on the hand-off in server order; the
+    exception that ends it is put there last (unless the source is stopping it), for the poller to
+    raise; :meth:`_close` then releases the connection.
+    """
+
+    def __init__(self, name: str, handoff: Handoff) -> None:
+        super().__init__(name=name, daemon=True)
+        self.handoff = handoff
+        self._stopping = threading.Event()
+
+    def _put(self, item: Any) -> None:
+        """Hand ``item`` over; waits while the ingester is behind."""
+        self.handoff.put(item, self._stopping.is_set)
+
+    def run(self) -> None:
+        try:
+            self._read()
+        except BaseException as exc:  # reported to the polling thread
+            if not self._stopping.is_set():
+                self._put(exc)
+        finally:
+            self._close()
+
+    def _read(self) -> None:
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        """Release what :meth:`_read` opened (called after it ends, however it ends)."""

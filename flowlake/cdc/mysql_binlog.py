@@ -12,11 +12,10 @@ from __future__ import annotations
 import contextlib
 import importlib
 import re
-import threading
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from flowlake.cdc.handoff import Handoff
+from flowlake.cdc.handoff import Handoff, ReaderThread
 from flowlake.cdc.mysql_gtid import AnyGtids
 from flowlake.cdc.mysql_rows import TablePlan, decode_event, plan_table
 from flowlake.cdc.mysql_values import ColumnDecoder, row_changes, table_decoders
@@ -59,7 +58,7 @@ class TxItem:
     ts: int = 0
 
 
-class BinlogReader(threading.Thread):
+class BinlogReader(ReaderThread):
     """Reads the binlog into the source's queue: whole transactions, and bare positions."""
 
     def __init__(
@@ -69,12 +68,10 @@ class BinlogReader(threading.Thread):
         start: tuple[str, int] | None,
         gtids: AnyGtids | None,
     ) -> None:
-        super().__init__(name=settings.name, daemon=True)
+        super().__init__(settings.name, handoff)  # transactions (TxItem), bare positions, the exception
         self.settings = settings
-        self.handoff = handoff  # transactions (TxItem), bare positions and the reader's exception
         self.start_at = start  # by file/offset; None: by the GTID state ``gtids``
         self.gtids = gtids
-        self._stopping = threading.Event()
         self._stream: Any = None
 
     def stop(self) -> None:
@@ -85,17 +82,7 @@ class BinlogReader(threading.Thread):
                 stream.close()
         self.join(timeout=5)
 
-    def _put(self, item: Any) -> None:
-        self.handoff.put(item, self._stopping.is_set)  # waits while the ingester is behind
-
-    def run(self) -> None:
-        try:
-            self._run()
-        except BaseException as exc:  # reported to the polling thread
-            if not self._stopping.is_set():
-                self._put(exc)
-
-    def _run(self) -> None:
+    def _read(self) -> None:
         binlog, events, row_events = (
             optional_module("pymysqlreplication"),
             optional_module("pymysqlreplication.event"),

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import select
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from flowlake.cdc.handoff import Handoff
+from flowlake.cdc.handoff import Handoff, ReaderThread
 from flowlake.cdc.mysql_binlog import CdcSourceError
 from flowlake.cdc.pgoutput import (
     Begin,
@@ -68,7 +67,7 @@ class Watermark:
     token: str
 
 
-class WalReader(threading.Thread):
+class WalReader(ReaderThread):
     """Reads the replication stream into the source's queue: whole transactions and watermarks."""
 
     def __init__(
@@ -78,12 +77,10 @@ class WalReader(threading.Thread):
         start: int,
         acknowledged: Callable[[], int],
     ) -> None:
-        super().__init__(name=settings.name, daemon=True)
+        super().__init__(settings.name, handoff)  # transactions (WalTx), watermarks, the exception
         self.settings = settings
-        self.handoff = handoff  # transactions (WalTx), watermarks and the reader's exception
         self.acknowledged = acknowledged  # the LSN the source's ODS commits hold: confirmed to the server
         self.start_at = start
-        self._stopping = threading.Event()
         self._conn: Any = None
         self._sent = -1
         self._last_status = 0.0
@@ -96,20 +93,14 @@ class WalReader(threading.Thread):
         # while the ingester is behind, status updates keep the walsender alive
         self.handoff.put(item, self._stopping.is_set, while_full=self._status)
 
-    def run(self) -> None:
-        try:
-            self._run()
-        except BaseException as exc:  # reported to the polling thread
-            if not self._stopping.is_set():
-                self._put(exc)
-        finally:
-            if self._conn is not None:
-                with contextlib.suppress(Exception):
-                    self._status(force=True)
-                with contextlib.suppress(Exception):
-                    self._conn.close()
+    def _close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._status(force=True)
+            with contextlib.suppress(Exception):
+                self._conn.close()
 
-    def _run(self) -> None:
+    def _read(self) -> None:
         import psycopg
         from psycopg import pq
 
