@@ -265,3 +265,11 @@ def stop_server(server: MariaDb, timeout: float = 60.0) -> None:
     except subprocess.TimeoutExpired:
         server.process.kill()
         server.process.wait()
+
+
+def kill_running(processes: Sequence[subprocess.Popen[Any]]) -> None:
+    """SIGKILL the processes a test started that still run, and reap them (a test's clean-up)."""
+    for proc in processes:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)

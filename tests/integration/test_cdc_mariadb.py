@@ -26,6 +26,7 @@ import pytest
 import flowlake as fl
 from flowlake.cdc.ingest import OdsIngester
 from flowlake.cdc.mysql import MySqlSource
+from harness.services import kill_running
 
 pytestmark = [
     pytest.mark.integration,
@@ -279,10 +280,7 @@ def test_snapshot_under_writes_survives_sigkill_mid_snapshot_and_mid_stream(
         run_kill_restart(cat, cur, key, writer, start, log)
     finally:
         writer.stop.set()
-        for proc in started:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
+        kill_running(started)
     check_result(cat, cur, initial, log)
 
 

@@ -42,7 +42,7 @@ from flowlake.cdc.mysql import MySqlSource
 from flowlake.cdc.testing import mariadb_binaries
 from flowlake.changelog import KIND_COLUMN
 from flowlake.testing.services import ServiceUnavailableError
-from harness.services import MariaDbPair, require_service, running_mariadb_pair, stop_server
+from harness.services import MariaDbPair, kill_running, require_service, running_mariadb_pair, stop_server
 
 pytestmark = [
     pytest.mark.integration,
@@ -131,10 +131,7 @@ def test_resume_on_the_promoted_replica_after_kill_9_loses_and_duplicates_nothin
         assert resumed.wait(240) == 0, log.read_text()[-3000:]
     finally:
         writer.stop.set()
-        for proc in started:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
+        kill_running(started)
 
     text = log.read_text()
     assert "no dead letters in ods._dead_letter" in text

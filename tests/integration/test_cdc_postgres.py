@@ -28,7 +28,7 @@ import flowlake as fl
 from flowlake.cdc.ingest import OdsIngester
 from flowlake.cdc.postgres import PostgresSource
 from flowlake.testing.services import ServiceUnavailableError
-from harness.services import postgres_binaries, require_service, running_postgres
+from harness.services import kill_running, postgres_binaries, require_service, running_postgres
 
 psycopg = pytest.importorskip("psycopg")
 
@@ -467,10 +467,7 @@ def test_sigkill_mid_snapshot_and_mid_stream_then_until_idle(db: str, tmp_path: 
     try:
         seq_done, seq_end = run_kill_restart(cat, conn, db, key, writer, start, snapshot, log)
     finally:
-        for proc in started:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
+        kill_running(started)
     check_result(cat, conn, initial, int(seq_done), int(seq_end), log)
 
 

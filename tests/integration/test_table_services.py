@@ -22,6 +22,7 @@ import yaml
 
 import flowlake as fl
 from flowlake.table.scan import ScanMetrics
+from harness.services import kill_running
 
 pytestmark = pytest.mark.integration
 
@@ -43,10 +44,7 @@ def _maintain(url: str, warehouse: str, out: Path, *args: str) -> subprocess.Pop
 def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
     started: list[subprocess.Popen[bytes]] = []
     yield started
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
+    kill_running(started)
 
 
 def _rows(t: fl.LakeTable) -> dict[int, int]:
