@@ -324,12 +324,24 @@ class JoinSide:
         self.key_hash, self.keyed = np.concatenate(hashes), np.concatenate(keyed)
         self._row_index = self._key_index = None
 
-    def add(self, rows: pa.Table, counts: np.ndarray, key_hash: np.ndarray, keyed: np.ndarray) -> None:
-        """Store rows with their counts."""
+    def add(
+        self,
+        rows: pa.Table,
+        counts: np.ndarray,
+        key_hash: np.ndarray,
+        keyed: np.ndarray,
+        row_hash: np.ndarray | None = None,
+    ) -> None:
+        """Store rows with their counts (and their row hashes, if the caller has them: kept where
+        every earlier row is hashed, so they are not computed again)."""
         if not rows.num_rows:
             return
         first = len(self.count)
         new_ids = np.arange(first, first + rows.num_rows, dtype=np.int64)
+        if row_hash is not None and len(self.row_hash) == first:
+            self.row_hash = np.concatenate([self.row_hash, row_hash])
+            if self._row_index is not None:
+                self._row_index = _merged(*self._row_index, row_hash, new_ids)
         self.chunks.append(rows.combine_chunks())
         while len(self.chunks) > 1 and self.chunks[-1].num_rows * 2 >= self.chunks[-2].num_rows:
             self.chunks[-2:] = [pa.concat_tables(self.chunks[-2:]).combine_chunks()]

@@ -178,9 +178,13 @@ class JoinState(ChunkedSnapshot):
         )  # fmt: skip
         per_key = side == "right" and how == "left" and condition is None
         before = self._key_totals(mine, change.keys, change.hashes) if per_key else None
-        self._store(mine, body, net, key_hash, keyed)
+        row_hash = net.row_hash
+        if row_hash is None and self._log is not None:  # chunk records name rows by their hash
+            row_hash = table_hash(body.columns, body.num_rows)
+        self._store(mine, body, net, key_hash, keyed, row_hash)
         if self._log is not None and len(rows):  # the rows whose count changed, by row hash
-            self._marked[side].append(table_hash(body.take(pa.array(rows)).columns, len(rows)))
+            assert row_hash is not None
+            self._marked[side].append(row_hash[rows])
         pairs = _Pairs(condition, left.schema.names)
         if side == "left":
             out = self._from_left(out_schema, body, change, other, how, pairs)
@@ -273,12 +277,20 @@ class JoinState(ChunkedSnapshot):
         last_add = np.maximum.reduceat(np.where(w > 0, index, -1), firsts)
         first_retraction = np.minimum.reduceat(np.where(w > 0, n, index), firsts)
         cause = order[np.clip(np.where(delta > 0, last_add, first_retraction), 0, n - 1)]
-        return _Net(rows, start, delta, kinds[cause], cause, query, ids)
+        return _Net(rows, start, delta, kinds[cause], cause, query, ids, row_hash)
 
     @staticmethod
-    def _store(mine: JoinSide, body: pa.Table, net: _Net, key_hash: np.ndarray, keyed: np.ndarray) -> None:
+    def _store(
+        mine: JoinSide,
+        body: pa.Table,
+        net: _Net,
+        key_hash: np.ndarray,
+        keyed: np.ndarray,
+        row_hash: np.ndarray | None = None,
+    ) -> None:
         """Apply the net changes to the side's counts: retractions off a row's copies, additions onto
-        its first copy, or a new stored row."""
+        its first copy, or a new stored row (with its hash from ``row_hash``, the batch's rows' hashes,
+        if known)."""
         copies = np.zeros(len(net.rows), dtype=bool)
         copies[net.query] = True
         first = np.full(len(net.rows), -1, np.int64)
@@ -291,7 +303,8 @@ class JoinState(ChunkedSnapshot):
         mine.retract(net.query[shrinks], net.ids[shrinks], -net.delta)
         new = ~copies & (net.delta > 0)
         rows = net.rows[new]
-        mine.add(body.take(pa.array(rows)), net.delta[new], key_hash[rows], keyed[rows])
+        hashes = None if row_hash is None else row_hash[rows]
+        mine.add(body.take(pa.array(rows)), net.delta[new], key_hash[rows], keyed[rows], row_hash=hashes)
 
     def _partners(self, left: JoinSide, lefts: np.ndarray, pairs: _Pairs) -> np.ndarray:
         """Per stored left row of ``lefts``: how many live right rows (with multiplicity) match it
@@ -429,6 +442,8 @@ class _Net:
     causes: np.ndarray
     query: np.ndarray
     ids: np.ndarray
+    row_hash: np.ndarray | None = None
+    """Every batch row's hash, where netting computed them."""
 
 
 _Part = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]

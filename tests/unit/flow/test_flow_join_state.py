@@ -181,8 +181,15 @@ class _KeepsNoCounts(JoinState):
     """Broken on purpose: an identical row's second insert does not raise its count."""
 
     @staticmethod
-    def _store(mine: JoinSide, body: pa.Table, net: _Net, key_hash: np.ndarray, keyed: np.ndarray) -> None:
-        JoinState._store(mine, body, net, key_hash, keyed)
+    def _store(
+        mine: JoinSide,
+        body: pa.Table,
+        net: _Net,
+        key_hash: np.ndarray,
+        keyed: np.ndarray,
+        row_hash: np.ndarray | None = None,
+    ) -> None:
+        JoinState._store(mine, body, net, key_hash, keyed, row_hash)
         mine.count[mine.count > 1] = 1
 
 
