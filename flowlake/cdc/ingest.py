@@ -131,6 +131,11 @@ class OdsIngester:
             (Debezium messages carry no key). Otherwise a column ``id`` or ``<table>_id`` is used.
         max_rows: Flush once this many changes are buffered (whole groups are never split).
         max_latency_ms: Flush once the oldest buffered group is this old.
+        catchup_rows: While the previous commit is still running and the source keeps delivering,
+            keep buffering up to this many changes instead of waiting for it (group commit): commits
+            grow when the lake is the bottleneck, as in a catch-up after an outage, and a change
+            costs less CPU in a larger commit. At a steady rate the lake keeps up and commits stay
+            at ``max_rows``/``max_latency_ms``. Never below ``max_rows``.
         buckets: Buckets of newly created ODS tables.
         checkpoint_interval_s: How often idle tables get a position-only commit, so a restart need not
             re-read the log from an old position.
@@ -147,6 +152,7 @@ class OdsIngester:
         primary_keys: Mapping[str, Sequence[str]] | None = None,
         max_rows: int = 10_000,
         max_latency_ms: int = 500,
+        catchup_rows: int = 100_000,
         buckets: int = 4,
         checkpoint_interval_s: float = 30.0,
         on_commit: CommitCallback | None = None,
@@ -157,6 +163,7 @@ class OdsIngester:
         self.table_template = table_template
         self.primary_keys = {k: tuple(v) for k, v in (primary_keys or {}).items()}
         self.max_rows, self.max_latency = max_rows, max_latency_ms / 1000.0
+        self.catchup_rows = max(max_rows, catchup_rows)
         self.buckets, self.checkpoint_interval = buckets, checkpoint_interval_s
         self.on_commit = on_commit
         self.stats = IngestStats()
@@ -197,13 +204,16 @@ class OdsIngester:
                 )
                 for group in groups:
                     self._buffer(group)
-                    if self._pending_rows >= self.max_rows:
+                    if self._pending_rows >= self._flush_rows(delivering=True):
                         self.flush(wait=False)
                 if self._groups and (
-                    self._pending_rows >= self.max_rows
+                    self._pending_rows >= self._flush_rows(delivering=bool(groups))
                     or not groups
                     or self._untargeted
-                    or time.monotonic() - self._first_pending >= self.max_latency
+                    or (
+                        time.monotonic() - self._first_pending >= self.max_latency
+                        and not (groups and self._committing())
+                    )
                 ):
                     self.flush(wait=False)
                 if until_idle and not groups and not self._groups and self.source.caught_up():
@@ -339,6 +349,16 @@ class OdsIngester:
         self.stats.position = last.position
         if wait:
             self._wait()
+
+    def _committing(self) -> bool:
+        """Whether the last flush's commits are still running."""
+        return self._inflight is not None and not self._inflight.done()
+
+    def _flush_rows(self, *, delivering: bool) -> int:
+        """How many buffered changes make a flush: ``max_rows``, or while the source keeps
+        delivering and the previous commit still runs, ``catchup_rows`` (a flush now would only
+        wait for that commit, so the source reads on and the next commit takes more)."""
+        return self.catchup_rows if delivering and self._committing() else self.max_rows
 
     def _wait(self) -> None:
         """Wait for the commits of the last flush; re-raise what they raised."""

@@ -76,6 +76,10 @@ def ingest(
     ] = None,
     max_rows: Annotated[int, typer.Option(help="Commit once this many changes are buffered.")] = 10_000,
     max_latency_ms: Annotated[int, typer.Option(help="Commit once the oldest change is this old.")] = 500,
+    catchup_rows: Annotated[
+        int,
+        typer.Option(help="While a commit runs and changes keep coming, buffer up to this many."),
+    ] = 100_000,
     chunk_size: Annotated[int, typer.Option(help="Rows per snapshot chunk.")] = 5000,
     snapshot: Annotated[str, typer.Option(help="initial (snapshot then stream) or never.")] = "initial",
     buckets: Annotated[int, typer.Option(help="Buckets of new ODS tables.")] = 4,
@@ -122,7 +126,7 @@ def ingest(
     ingester = OdsIngester(
         cat, src, namespace=namespace, table_template=table_template,
         primary_keys=_primary_keys(primary_key), max_rows=max_rows, max_latency_ms=max_latency_ms,
-        buckets=buckets,
+        catchup_rows=catchup_rows, buckets=buckets,
     )  # fmt: skip
     stop = threading.Event()
 

@@ -173,7 +173,7 @@ def start_ingester(url: str, catalog: str, warehouse: str, *extra: str, log: Pat
     args = [
         "ingest", "--source", f"{url}/shop", "--tables", "shop.*", "--namespace", "ods",
         "--catalog", catalog, "--warehouse", warehouse, "--chunk-size", "1000", "--max-rows", "1",
-        "--max-latency-ms", "50", *extra,
+        "--catchup-rows", "1", "--max-latency-ms", "50", *extra,
     ]  # fmt: skip
     out = log.open("ab")
     env = {**os.environ, "COLUMNS": "120"}

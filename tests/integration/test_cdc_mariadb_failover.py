@@ -164,7 +164,7 @@ def start_ingester(
     args = [
         "ingest", "--source", f"{url}/shop{options}", "--tables", "shop.*", "--namespace", "ods",
         "--catalog", catalog, "--warehouse", warehouse, "--chunk-size", "1000", "--max-rows", "1",
-        "--max-latency-ms", "50", *extra,
+        "--catchup-rows", "1", "--max-latency-ms", "50", *extra,
     ]  # fmt: skip
     env = {**os.environ, "COLUMNS": "120"}
     with log.open("ab") as out:

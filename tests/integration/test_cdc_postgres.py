@@ -276,7 +276,7 @@ def test_unconfirmed_transactions_are_skipped_on_restart(db: str, tmp_path: Path
     conn.execute("INSERT INTO t VALUES (100, 0, 'NaN')")
     for i in range(1, 6):
         conn.execute("UPDATE t SET v = v + 1 WHERE id <= %s", [i])
-    first = OdsIngester(cat, Unconfirming(db), max_rows=1).run(until_idle=True)
+    first = OdsIngester(cat, Unconfirming(db), max_rows=1, catchup_rows=1).run(until_idle=True)
     assert first.groups >= 5 and first.skipped_groups == 0
     slot = PostgresSource(db).url.slot
     (confirmed,) = conn.execute(
@@ -286,7 +286,7 @@ def test_unconfirmed_transactions_are_skipped_on_restart(db: str, tmp_path: Path
     assert stored is not None
     assert lsn(confirmed) < lsn(stored["lsn"])  # the server will send it all again
     changes = cat.load_table("ods.t").changes(0).num_rows
-    again = OdsIngester(cat, PostgresSource(db), max_rows=1).run(until_idle=True)
+    again = OdsIngester(cat, PostgresSource(db), max_rows=1, catchup_rows=1).run(until_idle=True)
     assert again.skipped_groups >= 5 and again.changes == 0  # re-sent, recognised, not applied twice
     assert cat.load_table("ods.t").changes(0).num_rows == changes
     assert ods_rows(cat, "ods.t") == [{"id": i, "v": max(0, 6 - i), "n": None} for i in range(1, 11)]
@@ -403,7 +403,7 @@ def start_ingester(url: str, catalog: str, warehouse: str, *extra: str, log: Pat
     args = [
         "ingest", "--source", url, "--tables", "public.*", "--namespace", "ods",
         "--catalog", catalog, "--warehouse", warehouse, "--chunk-size", "1000", "--max-rows", "1",
-        "--max-latency-ms", "50", *extra,  # one commit per transaction: every state shows in ODS
+        "--catchup-rows", "1", "--max-latency-ms", "50", *extra,  # one commit per transaction: each state
     ]  # fmt: skip
     env = {**os.environ, "COLUMNS": "120"}
     return subprocess.Popen(

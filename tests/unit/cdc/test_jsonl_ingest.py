@@ -85,7 +85,7 @@ def test_transaction_groups_land_in_one_commit_each(catalog: fl.Catalog, folder:
             msg("c", None, {"id": 3, "v": "z"}),
         ],
     )
-    stats = ingest(catalog, folder, max_rows=1)  # every group is a flush of its own
+    stats = ingest(catalog, folder, max_rows=1, catchup_rows=1)  # every group is a flush of its own
     orders = catalog.load_table("ods.orders")
     assert state(orders) == [{"id": 1, "v": "c"}, {"id": 3, "v": "z"}]
     writes = [c for c in orders.history() if c.operation == "write" and sum(c.summary["rows"].values())]
@@ -126,7 +126,7 @@ def test_restart_after_a_crash_between_tables_loses_and_repeats_nothing(
 
     for _ in range(3):
         with pytest.raises(RuntimeError, match="simulated"):
-            ingest(catalog, folder, max_rows=7, on_commit=crash)
+            ingest(catalog, folder, max_rows=7, catchup_rows=7, on_commit=crash)
     ingest(catalog, folder, max_rows=7)
     orders, items = catalog.load_table("ods.orders"), catalog.load_table("ods.items")
     expected = [{"id": i, "v": f"o{i}!" if i < 29 else "o29"} for i in range(30)]
@@ -368,3 +368,35 @@ def test_crash_between_dead_letters_and_ods_commit_keeps_both_exactly_once(
     ingest(catalog, folder)
     assert count_dead_letters(catalog, "ods") == {"shop.orders": 1}
     assert state(catalog.load_table("ods.orders")) == [{"id": 1, "v": "a"}, {"id": 2, "v": "b"}]
+
+
+@pytest.mark.parametrize("catchup_rows", [10, 50])
+def test_commits_grow_up_to_catchup_rows_while_the_previous_commit_runs(
+    catalog: fl.Catalog, folder: Path, catchup_rows: int
+) -> None:
+    write(folder / "0001.jsonl", [msg("c", None, {"id": i, "v": f"v{i}"}, tx=f"t{i}") for i in range(300)])
+    second_flush = threading.Event()
+
+    class Observed(OdsIngester):
+        flushes = 0
+
+        def flush(self, *, wait: bool = True) -> None:
+            self.flushes += 1
+            if self.flushes == 2:
+                second_flush.set()
+            super().flush(wait=wait)
+
+    sizes: list[int] = []
+
+    def on_commit(name: str, commit: fl.Commit, changelog: pa.Table) -> None:
+        sizes.append(changelog.num_rows)
+        if len(sizes) == 1:  # the first commit runs until the source's next changes wanted a flush
+            assert second_flush.wait(60)
+
+    source = JsonlSource(str(folder), follow=False)
+    ingester = Observed(catalog, source, max_rows=10, catchup_rows=catchup_rows, on_commit=on_commit)
+    ingester.run(until_idle=True)
+    assert sum(sizes) == 300 and sizes[0] == 10
+    assert sizes[1] == catchup_rows  # buffered on while the first commit ran: one larger commit
+    assert max(sizes) <= catchup_rows  # never more than catchup_rows, each ending on a group boundary
+    assert state(catalog.load_table("ods.orders")) == [{"id": i, "v": f"v{i}"} for i in range(300)]
