@@ -86,7 +86,13 @@ class IntIndex:
         """Position of each key, or -1 where it is absent."""
         keys = np.asarray(keys, dtype=self.dtype)
         out = np.full(len(keys), -1, dtype=np.int64)
-        pending = np.arange(len(keys))
+        if len(keys) > 1 and self._runs and bool(np.any(keys[1:] < keys[:-1])):
+            # searched in key order: np.searchsorted starts each search where the last one ended,
+            # about twice as fast over a large run as the same keys unsorted
+            pending = np.argsort(keys, kind="stable")
+            keys = keys[pending]
+        else:
+            pending = np.arange(len(keys))
         for run_keys, run_positions in reversed(self._runs):
             if not len(pending):
                 break
