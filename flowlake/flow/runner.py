@@ -13,6 +13,7 @@ and Top-N states snapshot only what changed (see :class:`~flowlake.flow._snapsho
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -67,6 +68,19 @@ def state_folder(recovery_directory: str | os.PathLike[str] | None, given: str |
     return Path(recovery_directory) / STATE_SUBDIR
 
 
+def freeze_heap() -> None:
+    """Exempt every object alive now (imported modules, the built dataflow) from the cyclic garbage
+    collector's scans.
+
+    A worker imports pyarrow, DuckDB, sqlglot, SQLAlchemy and bytewax (~100k tracked objects) that live
+    as long as the process, and each full collection walked all of them again while the dataflow
+    ran: Nexmark q0 spent ~15% of its CPU there (0.87-1.01 s vs 0.78 s per 920k events, gc on vs
+    frozen). Objects made later are collected as before.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def main(locate: Callable[[str], Any] | None = None) -> None:
     """Parse bytewax.run's arguments (fractional intervals allowed) and run the dataflow.
 
@@ -104,6 +118,7 @@ def main(locate: Callable[[str], Any] | None = None) -> None:
     else:
         module, attr = bw._prepare_import(import_str)
         kwargs["flow"] = bw._locate_dataflow(module, attr)  # type: ignore[no-untyped-call]
+    freeze_heap()
     cli_main(**kwargs)  # type: ignore[no-untyped-call]
 
 
