@@ -6,14 +6,16 @@ the splits cost the writers.
 ``--writers`` processes commit a random 1-400 keys (out of 200k; one commit in ten deletes) at
 ``--rate`` commits/s in all, on a table created with ``buckets=2`` and ``bucket_target_rows=500``,
 while another process calls ``compact()`` every 0.3 s. The same run is repeated with a target no
-bucket reaches (compaction without splits). Figures:
+bucket reaches (compaction without splits), on 2 buckets and on as many buckets as the split run
+ended with (a commit writes one log file per bucket it touches, so the bucket count alone costs the
+writers). Figures:
 
 * bucket over target → split landed: from the commit after which a bucket's files hold more rows
   than the target to the commit that split it (p50, max); it includes waiting for the next
   ``compact()`` call (every 0.3 s);
 * split duration: the ``compact()`` calls that split, from call to commit;
-* writers' commit latency (p50, p99): all commits, and the commits that overlapped a split, against
-  the run without splits.
+* writers' commit latency (p50, p99): all commits, the commits that overlapped a split and those
+  that did not, against the runs without splits.
 """
 
 from __future__ import annotations
@@ -92,13 +94,18 @@ def compactor_loop(catalog: str, warehouse: str, go: str) -> list[Any]:
     return out
 
 
-def run(seconds: float, writers: int, rate: float, target: int) -> dict[str, Any]:
-    """One run; the raw commit times, compactions and the table's files and commits."""
+def run(seconds: float, writers: int, rate: float, target: int, buckets: int = 2) -> dict[str, Any]:
+    """One run on a table of ``buckets`` buckets; the raw commit times, compactions and the table's
+    files and commits."""
     tmp = Path(tempfile.mkdtemp(prefix="flowlake-bench-"))
     catalog, warehouse = f"sqlite:///{tmp / 'catalog.db'}", (tmp / "wh").as_uri()
     cat = fl.connect(catalog=catalog, warehouse=warehouse, principal="bench")
     t = cat.create_table(
-        "bench.split", SCHEMA, primary_key=["k"], buckets=2, properties={"bucket_target_rows": str(target)}
+        "bench.split",
+        SCHEMA,
+        primary_key=["k"],
+        buckets=buckets,
+        properties={"bucket_target_rows": str(target)},
     )
     go = tmp / "go"
     with mp.get_context("spawn").Pool(writers + 1) as pool:
@@ -160,8 +167,18 @@ def main() -> None:
         "workload": f"{args.writers} writer processes, {args.rate:g} commits/s of 1-400 keys, "
         "compact() every 0.3 s",
     }
-    for label, target in (("splits", TARGET), ("no_splits", 10**9)):
-        result = run(args.seconds, args.writers, args.rate, target)
+    runs = [("splits", TARGET), ("no_splits", 10**9), ("no_splits_as_many_buckets", 10**9)]
+    end_buckets = 2
+    for label, target in runs:
+        # the third run starts with as many buckets as the split run ended with: a commit of 1-400
+        # random keys writes one log file per bucket it touches, so the bucket count alone costs the
+        # writers, splits or not
+        buckets = end_buckets if label == "no_splits_as_many_buckets" else 2
+        result = run(args.seconds, args.writers, args.rate, target, buckets)
+        if label == "splits":
+            end_buckets = result["buckets"]
+        else:
+            figures[f"{label}: buckets"] = buckets
         latency = [(e - b) * 1000 for b, e in result["commits"]]
         compactions = result["compactions"]
         splitting = [(b, e) for b, e, v, s in compactions if s.get("buckets_rewritten")]
@@ -193,6 +210,12 @@ def main() -> None:
         )
         figures["splits: commit ms during splits p50 / p99"] = (
             f"{percentile(during, 50):.0f} / {percentile(during, 99):.0f} ({len(during)} commits)"
+        )
+        outside = [
+            (e - b) * 1000 for b, e in result["commits"] if not any(b < se and e > sb for sb, se in splitting)
+        ]
+        figures["splits: commit ms outside splits p50 / p99"] = (
+            f"{percentile(outside, 50):.0f} / {percentile(outside, 99):.0f} ({len(outside)} commits)"
         )
     figures["load average at the end"] = round(os.getloadavg()[0], 1)
     report(figures, args.json)

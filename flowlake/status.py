@@ -55,7 +55,7 @@ def table_status(catalog: Catalog, name: str) -> TableStatus:
         version=table.version,
         rows=rows,
         files=len(files),
-        log_files=sum(1 for f in files if f.content == "log"),
+        log_files=sum(1 for f in files if f.content != "base"),  # logs and moved files
         bytes=sum(f.size for f in files),
         last_commit=history[0].committed_at.isoformat(timespec="seconds") if history else None,
         freshness_seconds=catalog.freshness(name),

@@ -440,7 +440,7 @@ class SqlMetaStore(ConsumerRegistry, LeaseRegistry):
                 )  # fmt: skip
             backlog = conn.execute(
                 sa.select(sa.func.count()).where(
-                    files.c.table_id == table.id, files.c.content == "log", files.c.removed_version.is_(None)
+                    files.c.table_id == table.id, files.c.content != "base", files.c.removed_version.is_(None)
                 )
             ).scalar_one()
             now = _now_ms()

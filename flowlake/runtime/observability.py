@@ -31,7 +31,10 @@ COMMIT_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )  # fmt: skip
 LOG_BACKLOG = Gauge(
-    "flowlake_log_backlog_files", "Live log files awaiting compaction", ["table"], registry=REGISTRY
+    "flowlake_log_backlog_files",
+    "Live log (and moved) files awaiting compaction",
+    ["table"],
+    registry=REGISTRY,
 )
 RECORDS = Counter(
     "flowlake_records", "Records through a dataflow step", ["flow", "step", "direction"], registry=REGISTRY

@@ -5,7 +5,9 @@ seconds). Each stops at ``stop`` or as soon as the file ``<go>.halt`` exists (th
 what it waits for has happened, so a slow machine writes longer rather than less). ``write`` mode: from
 ``start`` until then, commit a random batch every ~50 ms:
 1-400 random keys of ``keys``, upserted, or (one commit in ten) deleted; and ledger each landed
-commit as ``ok <i> <version> <ms>``; :func:`batch` rebuilds commit ``i`` from the writer's seed.
+commit as ``ok <i> <version> <ms> <fence_ms>`` (``fence_ms``: the longest the commit waited for the
+bucket map to be free of fences on its buckets); :func:`batch` rebuilds commit ``i`` from the writer's
+seed.
 
 ``compact`` mode: call ``compact()`` every ``period`` seconds until ``stop``; ledger each call as JSON
 (the commit's version, summary and duration, or the error).
@@ -18,11 +20,15 @@ import random
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
 
 import flowlake as fl
+import flowlake.table.commit as commit_module
+from flowlake.catalog.base import MetaStore, TableRecord
+from flowlake.table.bucketmap import BucketMap
 
 SCHEMA = pa.schema([("k", pa.int64()), ("writer", pa.int64()), ("seq", pa.int64()), ("pad", pa.string())])
 
@@ -46,15 +52,35 @@ def running(stop: float) -> bool:
     return time.time() < stop and not any(p.exists() for p in HALT)
 
 
+FENCE_WAITS: list[float] = []
+
+
+AWAIT_FENCES = commit_module.await_fences
+
+
+def timed_await_fences(
+    store: MetaStore, record: TableRecord, route: Callable[[BucketMap], dict[int, pa.Table]]
+) -> tuple[BucketMap, dict[int, pa.Table]]:
+    """``await_fences``, timed: how long a writer was held off fenced buckets."""
+    began = time.perf_counter()
+    try:
+        return AWAIT_FENCES(store, record, route)
+    finally:
+        FENCE_WAITS.append((time.perf_counter() - began) * 1000)
+
+
 def write(t: fl.LakeTable, writer: int, keys: int, stop: float, ledger: str) -> None:
+    commit_module.await_fences = timed_await_fences
     with open(ledger, "w") as out:  # noqa: PTH123 - a plain ledger file
         i = 0
         while running(stop):
             is_delete, rows = batch(writer, i, keys)
+            FENCE_WAITS.clear()
             began = time.perf_counter()
             token = f"w{writer}-{i}"  # a token commits even a delete of absent keys
             c = t.delete(rows, token=token) if is_delete else t.upsert(rows, token=token)
-            out.write(f"ok {i} {c.version} {(time.perf_counter() - began) * 1000:.1f}\n")
+            ms = (time.perf_counter() - began) * 1000
+            out.write(f"ok {i} {c.version} {ms:.1f} {max(FENCE_WAITS, default=0.0):.1f}\n")
             out.flush()
             i += 1
             time.sleep(0.05)

@@ -11,6 +11,7 @@ import pytest
 
 import flowlake as fl
 from flowlake.catalog.base import DataFile, FileContent, TableRecord
+from flowlake.status import table_status
 from flowlake.table.commit import commit_bucket_map
 from flowlake.table.writer import plan_write
 from flowlake.testing import apply_changelog, rows_by_key
@@ -156,3 +157,30 @@ def test_log_backlog_is_visible_and_can_slow_writers(catalog: fl.Catalog) -> Non
     backlog = [c.summary["log_backlog"] for c in stalled.history() if c.operation != "create"]
     assert max(backlog) <= 6 and "compact" in [c.operation for c in stalled.history()]
     assert stalled.read().num_rows == 60
+
+
+def test_a_splits_moved_files_count_in_the_log_backlog(catalog: fl.Catalog) -> None:
+    """Reads merge a split's moved files like log files until compaction folds them, so the backlog
+    that ``log_backlog_compact``, the metrics and ``flowlake status`` report counts them too."""
+    t = catalog.create_table(
+        "ods.t", SCHEMA, primary_key=["k"], buckets=1, properties={"bucket_target_rows": "100"}
+    )
+    t.upsert(rows(range(300), 0))
+    compactor = catalog.load_table("ods.t")
+    original = compactor._write_files
+
+    def write_then_race(
+        record: TableRecord, instant: str, content: FileContent, parts: Sequence[tuple[int, pa.Table]]
+    ) -> list[DataFile]:
+        if content == "base" and t.refresh().bucket_map.version == 0:
+            t.upsert(rows([7, 8], 5))  # the split catches this write up into moved files
+        return original(record, instant, content, parts)
+
+    compactor._write_files = write_then_race  # type: ignore[method-assign]
+    assert compactor.compact() is not None
+    files = t._store.live_files(t._record.id, t.refresh().version)
+    assert [f for f in files if f.content == "moved"]
+    commit = t.upsert(rows([9], 1))
+    pending = [f for f in t._store.live_files(t._record.id, commit.version) if f.content != "base"]
+    assert commit.summary["log_backlog"] == len(pending)
+    assert table_status(catalog, "ods.t").log_files == len(pending)

@@ -25,6 +25,7 @@ from split_worker import SCHEMA, batch
 
 import flowlake as fl
 from flowlake.table.bucketing import key_hash
+from flowlake.table.rebalance import DEFAULT_FENCE_SECONDS
 from flowlake.testing import apply_changelog, rows_by_key
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -34,6 +35,8 @@ WRITERS = 4
 SECONDS = 10.0  # the least the writers write; they go on until what a test waits for happened
 MAX_SECONDS = 240.0  # bounds a failure only
 KEYS = 200_000
+FENCE_WAITS: list[float] = []
+"""Per writer commit of the last :func:`run`: the longest it waited on a fenced bucket (ms)."""
 
 
 def spawn(args: list[Any]) -> subprocess.Popen[bytes]:
@@ -52,6 +55,7 @@ def run(
     the test does not depend on how much a loaded machine gets done in a fixed time); return the table,
     ``(writer, i, version, ms)`` and the compactions."""
     warehouse = (tmp / "wh").as_uri()
+    FENCE_WAITS.clear()
     cat = fl.connect(catalog=catalog_url, warehouse=warehouse, principal="owner")
     t = cat.create_table("ods.split", SCHEMA, primary_key=["k"], buckets=2, properties=properties)
     go = tmp / "go"
@@ -81,8 +85,9 @@ def run(
     commits = []
     for w, (_, path) in enumerate(procs[:WRITERS]):
         for line in path.read_text().splitlines():
-            _, i, version, ms = line.split()
+            _, i, version, ms, fence_ms = line.split()
             commits.append((w, int(i), int(version), float(ms)))
+            FENCE_WAITS.append(float(fence_ms))
     compactions = [json.loads(line) for line in procs[-1][1].read_text().splitlines()]
     return t.refresh(), commits, compactions
 
@@ -177,10 +182,16 @@ def test_splits_land_while_four_writers_commit(catalog_url: str, tmp_path: Path,
     assert_exact(t, commits, versions)
     assert apply_changelog({}, t.changes(0), ["k"]) == rows_by_key(t.read(), ["k"])
     assert_routed(t)
+    # writers were held off a fenced bucket for a short, bounded moment: every fenced round landed
+    # before its deadline (bucket_fence_seconds, default 3 s), past which a writer lifts the fence
+    assert max(FENCE_WAITS) < DEFAULT_FENCE_SECONDS * 1000, sorted(FENCE_WAITS)[-5:]
     print(
         json.dumps(
             {
                 "commits": len(commits), "splits": len(splits), "compactions": len(compactions),
+                "fence wait ms p99 / max": [
+                    sorted(FENCE_WAITS)[int(len(FENCE_WAITS) * 0.99)], max(FENCE_WAITS)
+                ],
                 "buckets": len(t.bucket_map.buckets),
                 "fenced": sum(bool(s.summary.get("fenced")) for s in splits),
                 "rounds": [s.summary.get("catchup_rounds") for s in splits],
