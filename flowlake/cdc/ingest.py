@@ -2,7 +2,8 @@
 
 The ingester polls a :class:`~flowlake.cdc.source.Source` for :class:`ChangeGroup` values and buffers
 them until a bound is reached (``max_rows`` changes, ``max_latency_ms`` since the oldest buffered group,
-or the source going idle). A flush then makes one commit per ODS table touched, each carrying the
+or the source going idle; up to ``catchup_rows`` while the previous flush's commits still run and the
+source keeps delivering). A flush then makes one commit per ODS table touched, each carrying the
 source position of the last buffered group (plus per-table extras such as snapshot progress) in the
 commit's ``sources``, so data and position land atomically. Groups are never split across commits.
 
