@@ -110,7 +110,13 @@ def _target(tree: exp.Expr) -> str:
 def _ddl(catalog: Catalog, sql: str, kind: str, principal: str | None) -> StatementResult:
     tree = _parse(sql)
     name = _target(tree)
-    check_principal(catalog, "admin", name.split(".", 1)[0], principal)
+    # CREATE needs admin on the namespace, ALTER and DROP on the table (or above), for every principal:
+    # create_table and drop_table check the catalog's own; evolve_schema alone asks only write (an
+    # ingester adds the columns its source added), so ALTER checks it here
+    obj = name.split(".", 1)[0] if kind == "CREATE" else name
+    check_principal(catalog, "admin", obj, principal)
+    if kind == "ALTER":
+        catalog.store.authorize("admin", name)
     if kind == "DROP":
         if not isinstance(tree, exp.Drop) or str(tree.args.get("kind", "")).upper() != "TABLE":
             raise SqlError("flowlake sql drops tables only: DROP TABLE ns.t")

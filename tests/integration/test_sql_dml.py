@@ -113,3 +113,31 @@ def test_statements_check_grants_and_stay_in_the_sandbox(tmp_path: Path) -> None
     with pytest.raises(SqlSandboxError):
         run_statement(owner, "ATTACH '/tmp/x.db' AS x")
     assert owner.load_table("ods.items").version == 1
+
+
+def test_ddl_needs_admin_and_sources_need_read_for_writers_too(tmp_path: Path) -> None:
+    """A principal with write on a table may change its rows, not its schema; and what a statement
+    reads needs read, whoever writes."""
+    url, wh = f"sqlite:///{tmp_path / 'c.db'}", (tmp_path / "wh").as_uri()
+    owner = fl.connect(catalog=url, warehouse=wh, principal="owner")
+    run_statement(owner, "CREATE TABLE ods.items (id BIGINT, name VARCHAR, PRIMARY KEY (id))")
+    run_statement(owner, "CREATE TABLE dws.secret (id BIGINT, code VARCHAR, PRIMARY KEY (id))")
+    run_statement(owner, "INSERT INTO dws.secret VALUES (1, 'launch')")
+    owner.grant("write", "ods.items", "writer")
+    writer = fl.connect(catalog=url, warehouse=wh, principal="writer")
+    assert "1 row(s) written" in str(run_statement(writer, "INSERT INTO ods.items VALUES (1, 'a')"))
+    for statement, denied in (
+        ("ALTER TABLE ods.items ADD COLUMN note VARCHAR", "'admin' on 'ods.items'"),
+        ("DROP TABLE ods.items", "'admin' on 'ods.items'"),
+        ("CREATE TABLE ods.mine (id BIGINT, PRIMARY KEY (id))", "'admin' on 'ods'"),
+        ("MERGE INTO ods.items USING dws.secret s ON items.id = s.id "
+         "WHEN MATCHED THEN UPDATE SET name = s.code", "'read' on 'dws.secret'"),
+        ("UPDATE ods.items SET name = (SELECT max(code) FROM dws.secret)", "'read' on 'dws.secret'"),
+    ):  # fmt: skip
+        for cat, principal in ((writer, None), (owner, "writer")):  # as itself, or a face acting for it
+            with pytest.raises(PermissionDeniedError, match=f"'writer' lacks {denied}"):
+                run_statement(cat, statement, principal=principal)
+    table = owner.load_table("ods.items")
+    assert table.schema.names == ["id", "name"] and table.read().to_pylist() == [{"id": 1, "name": "a"}]
+    run_statement(owner, "ALTER TABLE ods.items ADD COLUMN note VARCHAR")  # the admin may
+    assert owner.load_table("ods.items").schema.names == ["id", "name", "note"]
