@@ -138,6 +138,31 @@ def test_filters_take_literals_of_any_comparable_type_and_name_bad_ones(orders: 
         orders.read(filter=[("shop", ">", 3)])
 
 
+def test_time_filters_take_naive_times_as_utc_like_as_of(orders: fl.LakeTable) -> None:
+    """A naive datetime or offset-free text on a column with a time zone was an ArrowInvalid."""
+    orders.upsert(orders_table([order(1), order(2)]))
+    created = orders.read()["created_at"].to_pylist()[0]
+    before = created.replace(tzinfo=None) - dt.timedelta(seconds=1)
+    for value in (before, before.isoformat(), before.date().isoformat(), before.replace(tzinfo=dt.UTC)):
+        assert orders.read(filter=[("created_at", ">", value)]).num_rows == 2, value
+        assert orders.read(filter=[("created_at", "<", value)]).num_rows == 0, value
+        assert orders.dataset(filter=[("created_at", ">", value)]).to_table().num_rows == 2, value
+    later = created.replace(tzinfo=None) + dt.timedelta(days=1)
+    assert orders.read(filter=[("created_at", "in", [later, created])]).num_rows == 1
+    with pytest.raises(fl.InvalidArgumentError, match=r"'yesterday' cannot compare with column 'created_at'"):
+        orders.read(filter=[("created_at", ">", "yesterday")])
+
+
+def test_an_aware_time_does_not_compare_with_a_naive_column(catalog: fl.Catalog) -> None:
+    schema = pa.schema([("id", pa.int64()), ("at", pa.timestamp("ms"))])
+    table = catalog.create_table("ods.naive", schema, primary_key=["id"])
+    table.upsert(pa.table({"id": [1], "at": [dt.datetime(2026, 1, 1, 12)]}, schema=schema))
+    assert table.read(filter=[("at", ">", "2026-01-01T11:00:00")]).num_rows == 1
+    assert table.read(filter=[("at", ">", dt.datetime(2026, 1, 1, 13))]).num_rows == 0
+    with pytest.raises(fl.InvalidArgumentError, match=r"has a time zone but column 'at'"):
+        table.read(filter=[("at", ">", dt.datetime(2026, 1, 1, tzinfo=dt.UTC))])
+
+
 def test_as_of_takes_text_and_says_when_it_is_before_or_after_the_history(orders: fl.LakeTable) -> None:
     orders.upsert(orders_table([order(1)]))
     assert orders.read(as_of=dt.datetime.now(dt.UTC).isoformat()).num_rows == 1
