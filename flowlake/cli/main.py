@@ -309,6 +309,7 @@ def main(argv: list[str] | None = None) -> Any:
     debug = "--debug" in args
     if debug:
         args.remove("--debug")
+        os.environ["FLOWLAKE_DEBUG"] = "1"  # for `run`'s worker process: tracebacks there too
     from flowlake.runtime.observability import setup_from_env
 
     if args[:1] != ["run"]:  # `run` hands over to a worker process, which serves its own metrics
