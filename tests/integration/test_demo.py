@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -134,6 +135,14 @@ def test_pipeline_demo_cdc_to_dws_verifies_and_restarts_clean(tmp_path: Path) ->
     assert (
         "ods.orders" in lineage.stdout
     )  # the SQL views of one file all derive from the lake tables it reads
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    look_around = readme.split("Then look around:\n\n```sh\n", 1)[1].split("```", 1)[0]
+    for line in look_around.strip().splitlines():  # the README's commands after `make demo`, as written
+        args = shlex.split(line)
+        assert args[0] == ".venv/bin/flowlake", line
+        done = flowlake(tmp_path, *args[1:])
+        assert done.returncode == 0 and "error" not in done.stderr, (line, done.stderr[-1500:])
+        assert done.stdout.strip(), line
 
 
 def test_pipeline_demo_with_the_python_flows_verifies(tmp_path: Path) -> None:
