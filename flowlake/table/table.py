@@ -592,13 +592,14 @@ class LakeTable:
     ) -> ds.Dataset:
         """A snapshot as a ``pyarrow.dataset.Dataset`` (DuckDB and Polars can query it).
 
-        Compacted buckets are read lazily, when the dataset is scanned; only buckets with log files
-        are merged in memory (see :func:`~flowlake.table.scan.snapshot_dataset`), so after
-        ``compact()`` a table larger than memory can be queried. A scanner's filter (pyarrow's, or
+        Nothing is read until the dataset is scanned: compacted buckets are read from their files,
+        and a bucket with log files is merged when the scan reaches it (see
+        :func:`~flowlake.table.scan.snapshot_dataset`), so a scan holds a few buckets, not the
+        table, and a table larger than memory can be queried. A scanner's filter (pyarrow's, or
         DuckDB's pushed into the scan) skips base files by their catalog min/max and row groups by
         their footer statistics (see :mod:`flowlake.table.clustering`). ``columns`` (plus those a
         DNF ``filter`` reads) restrict the dataset's columns; ``filter`` (as in :meth:`read`) is
-        applied to its rows and also prunes the buckets merged in memory. Keep the version pinned
+        applied to its rows and also prunes the buckets to merge. Keep the version pinned
         (``t.pin()``) while scanning if cleaning may run.
         """
         v = self.resolve_version(version)
