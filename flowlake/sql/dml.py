@@ -193,7 +193,7 @@ def _write(catalog: Catalog, sql: str, kind: str, principal: str | None) -> Stat
     key = list(target.primary_key)
     if not key and kind != "INSERT":
         raise SqlError(f"{name} is an append table (no primary key): it takes INSERT only")
-    version = target.resolve_version()
+    version = target.version  # the snapshot the statement runs on, and the commit is checked from
     before = target.read(version=version)
     with sandbox_connection() as con:
         for source, table in readable.items():
@@ -230,7 +230,9 @@ def _write(catalog: Catalog, sql: str, kind: str, principal: str | None) -> Stat
             np.full(gone.num_rows, RowKind.DELETE, np.int8),
         ]
     )
-    commit = target.apply(changelog.append_column(KIND_COLUMN, pa.array(kinds)))
+    # the rows were computed from that snapshot: if another writer changed the same keys since,
+    # committing them would undo its write, so the commit fails; writes to other keys rebase
+    commit = target.apply(changelog.append_column(KIND_COLUMN, pa.array(kinds)), read_version=version)
     return StatementResult(name, _label(kind), commit, upserted=changed.num_rows, deleted=gone.num_rows)
 
 
