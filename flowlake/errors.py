@@ -69,11 +69,11 @@ class WireFormatError(CatalogError):
 class TableNotFoundError(FlowlakeError, KeyError):
     """No table of that name exists in the catalog."""
 
-    def __init__(self, name: str) -> None:
-        super().__init__(
-            f"table {name!r} does not exist; list tables with `flowlake tables` or cat.list_tables(), "
-            "or create it with cat.create_table()"
+    def __init__(self, name: str, *, hint: str | None = None) -> None:
+        hint = hint or (
+            "list tables with `flowlake tables` or cat.list_tables(), or create it with cat.create_table()"
         )
+        super().__init__(f"table {name!r} does not exist; {hint}")
         self.name = name
 
     def __str__(self) -> str:  # KeyError would quote the message otherwise

@@ -125,8 +125,9 @@ def resolve_ods_table(catalog: Catalog, name: str, namespace: str = "ods") -> tu
             if candidate != name:
                 return table, name
     raise TableNotFoundError(
-        f"no ODS table for {name!r} in namespace {namespace!r}; pass an ODS table (ods.orders) or its "
-        "source table (shop.orders)"
+        name,
+        hint=f"no ODS table in namespace {namespace!r} has it as its source either; pass an ODS table "
+        "(ods.orders) or its source table (shop.orders), see `flowlake tables`",
     )
 
 

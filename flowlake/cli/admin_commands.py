@@ -12,7 +12,7 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from flowlake.cli.main import CatalogOpt, WarehouseOpt, _connect, app, console
+from flowlake.cli.main import CatalogOpt, WarehouseOpt, _connect, _require_project, app, console
 from flowlake.config import DEFAULT_HOME, Settings
 from flowlake.status import TableStatus
 
@@ -151,6 +151,7 @@ def dev(
     from flowlake.config import Settings
     from flowlake.runtime.supervisor import ProcessSpec, Supervisor
 
+    _require_project(catalog, folder)
     settings = Settings.resolve(catalog=catalog, warehouse=warehouse, cwd=folder.resolve())
     env = (("FLOWLAKE_CATALOG", settings.catalog), ("FLOWLAKE_WAREHOUSE", settings.warehouse))
     exe = str(Path(sys.executable).with_name("flowlake"))

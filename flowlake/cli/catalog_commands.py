@@ -8,7 +8,7 @@ import orjson
 import typer
 from rich.table import Table
 
-from flowlake.cli.main import CatalogOpt, WarehouseOpt, _connect, app, console
+from flowlake.cli.main import CatalogOpt, WarehouseOpt, _connect, _require_project, app, console
 from flowlake.lake import Privilege
 
 
@@ -106,6 +106,7 @@ def serve(
     from flowlake.config import Settings
     from flowlake.lake import metastore_app, redact_url
 
+    _require_project(catalog)
     url = Settings.resolve(catalog=catalog).catalog
     app: Any = metastore_app(url, max_body_bytes=int(max_body_mb * 1024 * 1024))
     console.print(f"flowlake metastore on http://{host}:{port} over {redact_url(url)}")

@@ -10,7 +10,15 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from flowlake.cli.main import CatalogOpt, WarehouseOpt, app, console, err_console
+from flowlake.cli.main import (
+    CatalogOpt,
+    WarehouseOpt,
+    _connect,
+    _require_project,
+    app,
+    console,
+    err_console,
+)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -35,11 +43,11 @@ def run(
     if path.endswith((".py", ".sql")) and not Path(path).exists():
         err_console.print(f"[bold red]error:[/] no dataflow file {path!r}")
         raise typer.Exit(2)
+    _require_project(catalog)  # a flow's fl.connect() would make an empty ./.flowlake otherwise
     if views:  # plan it here first, so a mistake in the SQL is one clear line
-        import flowlake as fl
         from flowlake.sql import plan_views
 
-        plan_views(Path(path).read_text(), fl.connect(catalog=catalog, warehouse=warehouse))
+        plan_views(Path(path).read_text(), _connect(catalog, warehouse))
     env = dict(os.environ)
     if catalog:
         env["FLOWLAKE_CATALOG"] = catalog
@@ -63,15 +71,12 @@ def explain(
     warehouse: WarehouseOpt = None,
 ) -> None:
     """Print the operator plan of a view file: per operator its key, its state, and each output's key."""
-    import flowlake as fl
     from flowlake.sql import explain as explain_views
 
     if not views.is_file():
         err_console.print(f"[bold red]error:[/] no view file {str(views)!r}")
         raise typer.Exit(2)
-    console.print(
-        explain_views(views.read_text(), fl.connect(catalog=catalog, warehouse=warehouse)), markup=False
-    )
+    console.print(explain_views(views.read_text(), _connect(catalog, warehouse)), markup=False)
 
 
 @app.command()
@@ -86,10 +91,9 @@ def verify(
     warehouse: WarehouseOpt = None,
 ) -> None:
     """Recompute a table in batch with DuckDB at its lineage's input versions and show differences."""
-    import flowlake as fl
     from flowlake.flow.verify import verify_table
 
-    cat = fl.connect(catalog=catalog, warehouse=warehouse)
+    cat = _connect(catalog, warehouse)
     if all_versions:
         versions: list[int | None] = [
             c.version for c in cat.load_table(table).history() if c.summary.get("sources")

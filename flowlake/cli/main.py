@@ -52,25 +52,33 @@ def _options(
 
 def _connect(catalog: str | None, warehouse: str | None, *, create: bool = False) -> fl.Catalog:
     """The catalog of this project; only ``create`` (init, demo) may make a new ``./.flowlake``."""
-    if not create and catalog is None and not _configured():
-        from flowlake.config import DEFAULT_HOME
-        from flowlake.errors import CatalogError
-
-        raise CatalogError(
-            f"no flowlake project in {Path.cwd()}: looked for ./flowlake.toml, $FLOWLAKE_CATALOG, "
-            f"$FLOWLAKE_CONFIG and ./{DEFAULT_HOME}; run `flowlake init` here, or pass --catalog"
-        )
+    if not create:
+        _require_project(catalog)
     return fl.connect(catalog=catalog, warehouse=warehouse)
 
 
-def _configured() -> bool:
+def _require_project(catalog: str | None, folder: Path | None = None) -> None:
+    """Refuse to go on unless a catalog is given or ``folder`` (default: here) is a project, so that
+    no command but ``init`` and ``demo`` leaves an empty ``.flowlake`` behind."""
+    from flowlake.config import DEFAULT_HOME
+    from flowlake.errors import CatalogError
+
+    where = folder or Path()
+    if catalog is None and not _configured(where):
+        raise CatalogError(
+            f"no flowlake project in {where.resolve()}: looked for ./flowlake.toml, $FLOWLAKE_CATALOG, "
+            f"$FLOWLAKE_CONFIG and ./{DEFAULT_HOME}; run `flowlake init` here, or pass --catalog"
+        )
+
+
+def _configured(folder: Path) -> bool:
     from flowlake.config import DEFAULT_HOME
 
     return bool(
         os.environ.get("FLOWLAKE_CATALOG")
         or os.environ.get("FLOWLAKE_CONFIG")
-        or Path("flowlake.toml").is_file()
-        or Path(DEFAULT_HOME).is_dir()
+        or (folder / "flowlake.toml").is_file()
+        or (folder / DEFAULT_HOME).is_dir()
     )
 
 
@@ -301,6 +309,7 @@ def main(argv: list[str] | None = None) -> Any:
     debug = "--debug" in args
     if debug:
         args.remove("--debug")
+        os.environ["FLOWLAKE_DEBUG"] = "1"  # for `run`'s worker process: tracebacks there too
     from flowlake.runtime.observability import setup_from_env
 
     if args[:1] != ["run"]:  # `run` hands over to a worker process, which serves its own metrics

@@ -3,14 +3,20 @@
 This is the only package of flowlake that imports bytewax.
 
 ```python
+import pyarrow as pa
 from bytewax.dataflow import Dataflow
+
+import flowlake as fl
 from flowlake.flow import aggs, aggregate, lake_input, lake_output
+
+totals_schema = pa.schema([("shop_id", pa.int32()), ("orders", pa.int64()), ("gmv", pa.decimal128(38, 2))])
+fl.connect().create_table("dws.shop_totals", totals_schema, primary_key=["shop_id"], exist_ok=True)
 
 flow = Dataflow("shop_totals")
 orders = lake_input("orders_in", flow, "ods.orders")
 spec = {"orders": aggs.count(), "gmv": aggs.sum("amount")}
 totals = aggregate("by_shop", orders, by=["shop_id"], aggs=spec)
-lake_output("totals_out", totals.changes, "dws.shop_totals")
+lake_output("totals_out", totals.changes, "dws.shop_totals")  # the table must exist (see above)
 ```
 """
 

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from flowlake.errors import FlowlakeError
 from flowlake.flow._snapshot import STATE_DIR_ENV, STATE_SUBDIR
 
 
@@ -113,11 +114,17 @@ def main(locate: Callable[[str], Any] | None = None) -> None:
     if addresses is not None:
         kwargs["addresses"] = addresses.split(";")
     import_str = kwargs.pop("import_str")
-    if locate is not None:
-        kwargs["flow"] = locate(import_str)
-    else:
-        module, attr = bw._prepare_import(import_str)
-        kwargs["flow"] = bw._locate_dataflow(module, attr)  # type: ignore[no-untyped-call]
+    try:
+        if locate is not None:
+            kwargs["flow"] = locate(import_str)
+        else:
+            module, attr = bw._prepare_import(import_str)
+            kwargs["flow"] = bw._locate_dataflow(module, attr)  # type: ignore[no-untyped-call]
+    except FlowlakeError as exc:  # e.g. lake_output to a missing table: one line, as the CLI prints
+        if os.environ.get("FLOWLAKE_DEBUG"):
+            raise
+        print(f"error: building the dataflow of {import_str}: {exc}", file=sys.stderr)
+        sys.exit(1)
     freeze_heap()
     cli_main(**kwargs)  # type: ignore[no-untyped-call]
 

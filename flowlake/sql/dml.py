@@ -110,7 +110,13 @@ def _target(tree: exp.Expr) -> str:
 def _ddl(catalog: Catalog, sql: str, kind: str, principal: str | None) -> StatementResult:
     tree = _parse(sql)
     name = _target(tree)
-    check_principal(catalog, "admin", name.split(".", 1)[0], principal)
+    # CREATE needs admin on the namespace, ALTER and DROP on the table (or above), for every principal:
+    # create_table and drop_table check the catalog's own; evolve_schema alone asks only write (an
+    # ingester adds the columns its source added), so ALTER checks it here
+    obj = name.split(".", 1)[0] if kind == "CREATE" else name
+    check_principal(catalog, "admin", obj, principal)
+    if kind == "ALTER":
+        catalog.store.authorize("admin", name)
     if kind == "DROP":
         if not isinstance(tree, exp.Drop) or str(tree.args.get("kind", "")).upper() != "TABLE":
             raise SqlError("flowlake sql drops tables only: DROP TABLE ns.t")
@@ -187,7 +193,7 @@ def _write(catalog: Catalog, sql: str, kind: str, principal: str | None) -> Stat
     key = list(target.primary_key)
     if not key and kind != "INSERT":
         raise SqlError(f"{name} is an append table (no primary key): it takes INSERT only")
-    version = target.resolve_version()
+    version = target.version  # the snapshot the statement runs on, and the commit is checked from
     before = target.read(version=version)
     with sandbox_connection() as con:
         for source, table in readable.items():
@@ -224,7 +230,9 @@ def _write(catalog: Catalog, sql: str, kind: str, principal: str | None) -> Stat
             np.full(gone.num_rows, RowKind.DELETE, np.int8),
         ]
     )
-    commit = target.apply(changelog.append_column(KIND_COLUMN, pa.array(kinds)))
+    # the rows were computed from that snapshot: if another writer changed the same keys since,
+    # committing them would undo its write, so the commit fails; writes to other keys rebase
+    commit = target.apply(changelog.append_column(KIND_COLUMN, pa.array(kinds)), read_version=version)
     return StatementResult(name, _label(kind), commit, upserted=changed.num_rows, deleted=gone.num_rows)
 
 

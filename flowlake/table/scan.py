@@ -35,6 +35,7 @@ from flowlake.catalog.base import DataFile
 from flowlake.changelog import KIND_COLUMN, SEQ_COLUMN, RowKind
 from flowlake.io.fs import Storage
 from flowlake.io.parquet import parallel, read_parquet
+from flowlake.table._merged_buckets import merged_buckets_dataset
 from flowlake.table.bucketing import key_hash
 from flowlake.table.bucketmap import BucketMap
 from flowlake.table.merge import latest_rows
@@ -237,14 +238,13 @@ def snapshot_dataset(
     filter: Filter | None = None,
     bucket_map: BucketMap | None = None,
 ) -> ds.Dataset:
-    """A snapshot as a ``pyarrow.dataset.Dataset`` that reads base files lazily.
+    """A snapshot as a ``pyarrow.dataset.Dataset`` that reads and merges lazily, bucket by bucket.
 
     Buckets made of base files only (every bucket, after a compaction) stay on storage as a file
-    dataset, read when the dataset is scanned; only buckets with log files are merged in memory. So
-    memory grows with what compaction has not folded yet, not with the table. (pyarrow cannot union
-    a filtered dataset, so a bucket's base files cannot be read lazily minus the keys its logs
-    changed.) A scanner's filter skips base files by their catalog stats and row groups by their
-    footers (see :func:`_base_dataset`).
+    dataset, read when the dataset is scanned. A bucket with log files is merged when a scan reaches
+    it (:mod:`flowlake.table._merged_buckets`), so a scan holds the buckets it is reading, not the
+    table, and each scan merges again. A scanner's filter skips base files by their catalog stats
+    and row groups by their footers (see :func:`_base_dataset`).
 
     ``columns`` (plus those a DNF ``filter`` reads) are the dataset's columns; ``filter`` is applied
     to its rows, and before that skips the files that cannot match and merges the buckets with log
@@ -266,10 +266,11 @@ def snapshot_dataset(
     ]
     lazy = _base_dataset(storage, base, schema, shown)
     if logged:
-        merged = read_snapshot(
-            storage, [f for f in files if f.bucket in logged], schema, keys, columns=needed, filter=filter
+        merge = partial(
+            read_snapshot, storage, schema=schema, primary_key=keys, columns=needed, filter=filter
         )
-        lazy = ds.dataset([lazy, ds.dataset(merged)])
+        merged = merged_buckets_dataset([f for f in files if f.bucket in logged], shown, merge)
+        lazy = ds.dataset([lazy, merged])
     return lazy if filter is None else lazy.filter(to_expression(filter))
 
 

@@ -13,6 +13,7 @@ Operators: ``=``/``==``, ``!=``, ``<``, ``<=``, ``>``, ``>=``, ``in``, ``not in`
 
 from __future__ import annotations
 
+import datetime as dt
 import decimal
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -118,7 +119,8 @@ def normalize_filter(filter_: Filter | None) -> list[list[Predicate]] | None:
 def fit_filter(table: str, filter_: Filter | None, schema: pa.Schema) -> Filter | None:
     """Check a filter against the table's schema, with each literal in its column's type.
 
-    Integers and text compare with decimal columns, ISO text with dates and timestamps; a column that
+    Integers and text compare with decimal columns, ISO text with dates and timestamps, and naive
+    datetimes (or text without an offset) with a timestamp column that has a time zone are UTC; a column that
     does not exist or a value that cannot compare with its column is an ``InvalidArgumentError``
     naming both.
     """
@@ -163,13 +165,37 @@ def _fit_value(table: str, column: str, dtype: pa.DataType, value: Any) -> Any:
         numeric = isinstance(value, int | float | str) and not isinstance(value, bool)
         if pa.types.is_decimal(dtype) and numeric:
             return decimal.Decimal(repr(value) if isinstance(value, float) else value)
-        temporal = pa.types.is_timestamp(dtype) or pa.types.is_date(dtype) or pa.types.is_time(dtype)
+        if pa.types.is_timestamp(dtype) and isinstance(value, str | dt.datetime):
+            return _fit_timestamp(table, column, dtype, value)
+        temporal = pa.types.is_date(dtype) or pa.types.is_time(dtype)
         if temporal and isinstance(value, str):
             return pa.scalar(value).cast(dtype).as_py()
     except (decimal.InvalidOperation, pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         raise InvalidArgumentError(
             f"table {table!r}: filter value {value!r} cannot compare with column {column!r} ({dtype})"
         ) from exc
+    return value
+
+
+def _fit_timestamp(table: str, column: str, dtype: pa.TimestampType, value: str | dt.datetime) -> Any:
+    """A time for a timestamp column: ISO text or a datetime; a naive one is UTC for a column with a
+    time zone (as ``as_of`` takes it), an aware one cannot compare with a column without."""
+    if isinstance(value, str):
+        try:
+            return pa.scalar(value).cast(dtype).as_py()
+        except pa.ArrowInvalid:
+            if dtype.tz is None:
+                raise
+            moment: dt.datetime = pa.scalar(value).cast(pa.timestamp(dtype.unit)).as_py()  # no offset
+    else:
+        moment = value
+    if moment.tzinfo is None and dtype.tz is not None:
+        return moment.replace(tzinfo=dt.UTC)
+    if moment.tzinfo is not None and dtype.tz is None:
+        raise InvalidArgumentError(
+            f"table {table!r}: filter value {value!r} has a time zone but column {column!r} ({dtype}) "
+            "has none; compare it with a naive datetime or text without an offset"
+        )
     return value
 
 

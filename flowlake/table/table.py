@@ -208,12 +208,18 @@ class LakeTable:
         token: str | None = None,
         sources: Mapping[str, Any] | None = None,
         on_conflict: ConflictPolicy | None = None,
+        read_version: int | None = None,
     ) -> Commit:
         """Apply a changelog (table columns plus ``_kind``: 0 +I, 1 -U, 2 +U, 3 -D) in one commit.
 
         The last change of each key decides its final state: ``+I``/``+U`` write the row, ``-D`` and a
         trailing ``-U`` delete it. The commit's own changelog carries exact before-images computed
         from the table, whatever the input's ``-U`` rows said.
+
+        ``read_version``: the version the changes were computed from (a SQL statement's snapshot). A
+        commit since then that wrote any of the same keys makes this one fail with
+        ``CommitConflictError`` whatever the policy (a retry would write the same stale rows over
+        it); commits to other keys do not.
         """
         self._require_primary_key("apply")
         table = _to_table(changes)
@@ -239,7 +245,9 @@ class LakeTable:
         ))  # fmt: skip
         schema = self.refresh().schema
         rows = fit_batch(self.name, body, schema, primary_key=self.primary_key)
-        return self._write(rows, is_delete, token=token, sources=sources, on_conflict=on_conflict)
+        return self._write(
+            rows, is_delete, token=token, sources=sources, on_conflict=on_conflict, read_version=read_version
+        )
 
     def update_columns(
         self,
@@ -377,9 +385,14 @@ class LakeTable:
         sources: Mapping[str, Any] | None,
         on_conflict: ConflictPolicy | None,
         columns: Sequence[str] = (),
+        read_version: int | None = None,
     ) -> Commit:
-        """Plan and commit a write; on conflict, apply the policy (rebase over disjoint keys is free)."""
-        policy = self._policy(on_conflict)
+        """Plan and commit a write; on conflict, apply the policy (rebase over disjoint keys is free).
+
+        With ``read_version`` the catalog checks the keys against every commit since that version
+        (see :meth:`apply`), and a conflict is never retried.
+        """
+        policy = "fail" if read_version is not None else self._policy(on_conflict)
         started = time.perf_counter()
         with self._lock:
             earlier = self._earlier_commit(token)
@@ -398,8 +411,11 @@ class LakeTable:
                 plan = plan_write(state, full, is_delete)
                 if plan.empty and token is None and not sources:
                     return self._head_commit(record)
+                checked = record  # the version the catalog checks the keys against
+                if read_version is not None and read_version < record.current_version:
+                    checked = dataclasses.replace(record, current_version=read_version)
                 try:
-                    commit, landed = self._commit_plan(record, plan, token, sources, columns)
+                    commit, landed = self._commit_plan(checked, plan, token, sources, columns)
                 except CommitConflictError as conflict:
                     CONFLICTS.labels(self.name, policy).inc()
                     redo = (
@@ -592,13 +608,14 @@ class LakeTable:
     ) -> ds.Dataset:
         """A snapshot as a ``pyarrow.dataset.Dataset`` (DuckDB and Polars can query it).
 
-        Compacted buckets are read lazily, when the dataset is scanned; only buckets with log files
-        are merged in memory (see :func:`~flowlake.table.scan.snapshot_dataset`), so after
-        ``compact()`` a table larger than memory can be queried. A scanner's filter (pyarrow's, or
+        Nothing is read until the dataset is scanned: compacted buckets are read from their files,
+        and a bucket with log files is merged when the scan reaches it (see
+        :func:`~flowlake.table.scan.snapshot_dataset`), so a scan holds a few buckets, not the
+        table, and a table larger than memory can be queried. A scanner's filter (pyarrow's, or
         DuckDB's pushed into the scan) skips base files by their catalog min/max and row groups by
         their footer statistics (see :mod:`flowlake.table.clustering`). ``columns`` (plus those a
         DNF ``filter`` reads) restrict the dataset's columns; ``filter`` (as in :meth:`read`) is
-        applied to its rows and also prunes the buckets merged in memory. Keep the version pinned
+        applied to its rows and also prunes the buckets to merge. Keep the version pinned
         (``t.pin()``) while scanning if cleaning may run.
         """
         v = self.resolve_version(version)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -66,6 +67,28 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     assert bad.returncode == 1 and "invalid table name" in bad.stderr
 
 
+def test_no_command_but_init_and_demo_makes_a_project(tmp_path: Path) -> None:
+    """verify, explain, run, serve and dev said nothing and left an empty ./.flowlake behind."""
+    (tmp_path / "dataflows").mkdir()
+    (tmp_path / "dataflows" / "v.sql").write_text(
+        "create materialized view dws.x as select order_id from ods.orders;\n"
+    )
+    (tmp_path / "dataflows" / "f.py").write_text("import flowlake as fl\nfl.connect().list_tables()\n")
+    for args in (
+        ("verify", "dws.x"),
+        ("explain", "dataflows/v.sql"),
+        ("run", "dataflows/v.sql", "--once"),
+        ("run", "dataflows/f.py", "--once"),
+        ("serve", "--port", "1"),
+        ("dev", ".", "--duration", "1"),
+    ):
+        outside = flowlake(tmp_path, *args)
+        assert outside.returncode == 1, (args, outside.stdout, outside.stderr)
+        assert f"no flowlake project in {tmp_path}" in " ".join(outside.stderr.split()), (args, outside)
+        assert "Traceback" not in outside.stderr
+        assert not (tmp_path / ".flowlake").exists(), args
+
+
 def test_init_status_and_sql_formats(tmp_path: Path) -> None:
     assert flowlake(tmp_path, "init").returncode == 0
     assert "[flowlake]" in (tmp_path / "flowlake.toml").read_text()
@@ -112,6 +135,14 @@ def test_pipeline_demo_cdc_to_dws_verifies_and_restarts_clean(tmp_path: Path) ->
     assert (
         "ods.orders" in lineage.stdout
     )  # the SQL views of one file all derive from the lake tables it reads
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    look_around = readme.split("Then look around:\n\n```sh\n", 1)[1].split("```", 1)[0]
+    for line in look_around.strip().splitlines():  # the README's commands after `make demo`, as written
+        args = shlex.split(line)
+        assert args[0] == ".venv/bin/flowlake", line
+        done = flowlake(tmp_path, *args[1:])
+        assert done.returncode == 0 and "error" not in done.stderr, (line, done.stderr[-1500:])
+        assert done.stdout.strip(), line
 
 
 def test_pipeline_demo_with_the_python_flows_verifies(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 import pytest
 
 import flowlake as fl
@@ -113,3 +114,70 @@ def test_statements_check_grants_and_stay_in_the_sandbox(tmp_path: Path) -> None
     with pytest.raises(SqlSandboxError):
         run_statement(owner, "ATTACH '/tmp/x.db' AS x")
     assert owner.load_table("ods.items").version == 1
+
+
+def test_ddl_needs_admin_and_sources_need_read_for_writers_too(tmp_path: Path) -> None:
+    """A principal with write on a table may change its rows, not its schema; and what a statement
+    reads needs read, whoever writes."""
+    url, wh = f"sqlite:///{tmp_path / 'c.db'}", (tmp_path / "wh").as_uri()
+    owner = fl.connect(catalog=url, warehouse=wh, principal="owner")
+    run_statement(owner, "CREATE TABLE ods.items (id BIGINT, name VARCHAR, PRIMARY KEY (id))")
+    run_statement(owner, "CREATE TABLE dws.secret (id BIGINT, code VARCHAR, PRIMARY KEY (id))")
+    run_statement(owner, "INSERT INTO dws.secret VALUES (1, 'launch')")
+    owner.grant("write", "ods.items", "writer")
+    writer = fl.connect(catalog=url, warehouse=wh, principal="writer")
+    assert "1 row(s) written" in str(run_statement(writer, "INSERT INTO ods.items VALUES (1, 'a')"))
+    for statement, denied in (
+        ("ALTER TABLE ods.items ADD COLUMN note VARCHAR", "'admin' on 'ods.items'"),
+        ("DROP TABLE ods.items", "'admin' on 'ods.items'"),
+        ("CREATE TABLE ods.mine (id BIGINT, PRIMARY KEY (id))", "'admin' on 'ods'"),
+        ("MERGE INTO ods.items USING dws.secret s ON items.id = s.id "
+         "WHEN MATCHED THEN UPDATE SET name = s.code", "'read' on 'dws.secret'"),
+        ("UPDATE ods.items SET name = (SELECT max(code) FROM dws.secret)", "'read' on 'dws.secret'"),
+    ):  # fmt: skip
+        for cat, principal in ((writer, None), (owner, "writer")):  # as itself, or a face acting for it
+            with pytest.raises(PermissionDeniedError, match=f"'writer' lacks {denied}"):
+                run_statement(cat, statement, principal=principal)
+    table = owner.load_table("ods.items")
+    assert table.schema.names == ["id", "name"] and table.read().to_pylist() == [{"id": 1, "name": "a"}]
+    run_statement(owner, "ALTER TABLE ods.items ADD COLUMN note VARCHAR")  # the admin may
+    assert owner.load_table("ods.items").schema.names == ["id", "name", "note"]
+
+
+def test_a_statement_does_not_overwrite_a_concurrent_write_to_the_rows_it_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The statement runs on a snapshot; a write to the same keys landing before its commit made the
+    retry commit the statement's stale rows over it (a lost update). Now the statement fails."""
+    from flowlake.table.table import LakeTable
+
+    url, wh = f"sqlite:///{tmp_path / 'c.db'}", (tmp_path / "wh").as_uri()
+    cat = fl.connect(catalog=url, warehouse=wh)
+    run_statement(cat, "CREATE TABLE ods.stock (id BIGINT, qty INTEGER, PRIMARY KEY (id))")
+    run_statement(cat, "INSERT INTO ods.stock VALUES (1, 10), (2, 20)")
+    real_apply = LakeTable.apply
+    other = fl.connect(catalog=url, warehouse=wh)
+    schema = other.load_table("ods.stock").schema
+    racing = {"armed": True}
+
+    def apply_after_a_rival(self: LakeTable, *args: Any, **kwargs: Any) -> Any:
+        if racing.pop("armed", False):  # another writer lands between the snapshot and the commit
+            other.load_table("ods.stock").upsert(pa.table({"id": [1], "qty": [15]}, schema=schema))
+        return real_apply(self, *args, **kwargs)
+
+    monkeypatch.setattr(LakeTable, "apply", apply_after_a_rival)
+    with pytest.raises(fl.CommitConflictError, match=r"ods\.stock"):
+        run_statement(cat, "UPDATE ods.stock SET qty = qty + 1 WHERE id = 1")
+    assert rows(cat.load_table("ods.stock").read()) == [(1, 15), (2, 20)]  # the rival's write stands
+    racing["armed"] = True  # a rival on other keys does not stop a statement
+    monkeypatch.setattr(
+        LakeTable,
+        "apply",
+        lambda self, *a, **k: (
+            racing.pop("armed", False)
+            and other.load_table("ods.stock").upsert(pa.table({"id": [3], "qty": [30]}, schema=schema)),
+            real_apply(self, *a, **k),
+        )[1],
+    )
+    run_statement(cat, "UPDATE ods.stock SET qty = qty + 1 WHERE id = 2")
+    assert rows(cat.load_table("ods.stock").read()) == [(1, 15), (2, 21), (3, 30)]

@@ -70,3 +70,39 @@ def test_lake_output_to_a_missing_table_fails_when_the_flow_is_built(tmp_path: P
     orders = lake_input("in", flow, "ods.orders", catalog=cat)
     with pytest.raises(fl.TableNotFoundError, match=r"dws\.nowhere"):
         lake_output("out", orders, "dws.nowhere", catalog=cat)
+
+
+def test_the_flow_package_example_runs_once_and_a_missing_output_is_one_line(tmp_path: Path) -> None:
+    """The flowlake.flow docstring's flow, as written, under `flowlake run --once`; without its
+    create_table the run says which table is missing in one line (it was a bytewax traceback)."""
+    import flowlake.flow
+
+    assert flowlake.flow.__doc__ is not None
+    code = re.search(r"```python\n(.*?)```", flowlake.flow.__doc__, re.S)
+    assert code is not None
+    catalog, warehouse = f"sqlite:///{tmp_path / 'c.db'}", (tmp_path / "wh").as_uri()
+    cat = fl.connect(catalog=catalog, warehouse=warehouse)
+    schema, key, _ = shop.TABLES["ods.orders"]
+    cat.create_table("ods.orders", schema, primary_key=key).upsert(
+        OrdersWorkload(shops=7, seed=3).initial(100)
+    )
+    (tmp_path / "doc_flow.py").write_text(code.group(1))
+    missing = "\n".join(line for line in code.group(1).splitlines() if "create_table" not in line)
+    (tmp_path / "no_table.py").write_text(missing)
+    env = {**os.environ, "FLOWLAKE_CATALOG": catalog, "FLOWLAKE_WAREHOUSE": warehouse, "COLUMNS": "200"}
+    env.pop("FLOWLAKE_DEBUG", None)
+
+    def run(path: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [FLOWLAKE, "run", path, "--once"], cwd=tmp_path, env=env, capture_output=True, text=True,
+            timeout=300, check=False,
+        )  # fmt: skip
+
+    done = run("doc_flow.py")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert cat.load_table("dws.shop_totals").read().num_rows == 7
+    cat.drop_table("dws.shop_totals")
+    failed = run("no_table.py")
+    assert failed.returncode == 1 and "Traceback" not in failed.stderr, failed.stderr[-2000:]
+    assert len(failed.stderr.strip().splitlines()) == 1, failed.stderr
+    assert "table 'dws.shop_totals' does not exist" in failed.stderr

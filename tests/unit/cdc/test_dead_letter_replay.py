@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
+import pytest
 from typer.testing import CliRunner
 
 import flowlake as fl
@@ -57,6 +58,10 @@ def test_list_then_replay_after_a_schema_change(tmp_path: Path) -> None:
     cat, _ = setup(tmp_path)
     table, source_table = dl.resolve_ods_table(cat, "ods.orders")
     assert source_table == "shop.orders" and dl.resolve_ods_table(cat, "shop.orders")[0].name == "ods.orders"
+    with pytest.raises(fl.TableNotFoundError) as missing:  # the message was the hint quoted as a name
+        dl.resolve_ods_table(cat, "shop.nope")
+    assert missing.value.name == "shop.nope"
+    assert str(missing.value).startswith("table 'shop.nope' does not exist; no ODS table in namespace 'ods'")
     letters = dl.list_dead_letters(cat, table, source_table)
     assert [x.status for x in letters] == ["dead", "dead"]  # the line that is not JSON has no table
     assert "qty" in letters[0].error and letters[0].position["offset"] > 0 and letters[0].size > 0
