@@ -237,9 +237,12 @@ def test_the_compose_maintain_service_runs_as_a_plain_process(tmp_path: Path) ->
         ["sh", str(ROOT / "docker" / "entrypoint.sh"), *command], env=env,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
-    time.sleep(3)
+    assert stopped.stdout is not None
+    first = stopped.stdout.readline()  # printed once its SIGTERM handler is in place (however loaded)
+    assert "SIGTERM or Ctrl-C stops" in first, first
     stopped.send_signal(signal.SIGTERM)  # `exec flowlake`: the signal reaches the service itself
     out, _ = stopped.communicate(timeout=60)
+    out = first + out
     assert stopped.returncode == 0, out
     assert "stopped after" in out
 
