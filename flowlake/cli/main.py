@@ -222,8 +222,11 @@ def clean(
     catalog: CatalogOpt = None,
     warehouse: WarehouseOpt = None,
 ) -> None:
-    """Delete files that no retained version needs."""
-    result = _connect(catalog, warehouse).load_table(table).clean(retain_last=retain_last)
+    """Delete files that no retained version needs (consumers further behind than the table's
+    maintain.clean.consumer_max_lag are dropped first)."""
+    lake_table = _connect(catalog, warehouse).load_table(table)
+    lag = lake_table.policy.clean_consumer_max_lag
+    result = lake_table.clean(retain_last=retain_last, consumer_max_lag_seconds=lag)
     console.print(
         f"deleted {result.files_deleted} files and {result.orphans_deleted} orphans; "
         f"oldest readable version {result.oldest_version}"

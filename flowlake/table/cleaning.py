@@ -15,6 +15,7 @@ applies them to a table. The order matters, because writers, readers and pins ke
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 
 from flowlake.catalog.base import MetaStore, TableRecord
@@ -22,6 +23,8 @@ from flowlake.errors import CommitConflictError
 from flowlake.io.fs import Storage
 from flowlake.table import maintenance
 from flowlake.table.pins import pin_expired
+
+_log = logging.getLogger(__name__)
 
 
 def clean(
@@ -32,11 +35,14 @@ def clean(
     retain_last: int,
     orphan_grace_seconds: float,
     retain_for_seconds: float = 0.0,
+    consumer_max_lag_seconds: float = 0.0,
 ) -> maintenance.CleanResult:
     """Delete the files no version among the last ``retain_last`` (or a consumer's) needs, and orphans.
 
     With ``retain_for_seconds``, every version committed that recently also stays readable, and so
     does the version that was current at the start of that window (``read(as_of=...)`` needs it).
+    With ``consumer_max_lag_seconds``, a consumer or pin at a version older than the one current that
+    long ago is dropped first (see :func:`clean_horizon`).
     """
     now = time.time()
     listed = list_data_files(storage, record)  # before inflight and referenced are read (see orphan_paths)
@@ -48,7 +54,14 @@ def clean(
         # is taken for an orphan
         store.abort_stale_inflight(record.id, stale)
     for attempt in range(5):
-        keep_from = clean_horizon(store, record, retain_last, now, retain_for_seconds=retain_for_seconds)
+        keep_from = clean_horizon(
+            store,
+            record,
+            retain_last,
+            now,
+            retain_for_seconds=retain_for_seconds,
+            consumer_max_lag_seconds=consumer_max_lag_seconds,
+        )
         referenced = store.all_file_paths(record.id)
         needed = {f.path for f in store.live_files(record.id, keep_from)}
         obsolete = [f for f in store.retired_files(record.id, keep_from) if f.path not in needed]
@@ -76,19 +89,43 @@ def clean(
 
 
 def clean_horizon(
-    store: MetaStore, record: TableRecord, retain_last: int, now: float, *, retain_for_seconds: float = 0.0
+    store: MetaStore,
+    record: TableRecord,
+    retain_last: int,
+    now: float,
+    *,
+    retain_for_seconds: float = 0.0,
+    consumer_max_lag_seconds: float = 0.0,
 ) -> int:
     """The oldest version a clean keeps: ``head - retain_last + 1``, or older for ``retain_for_seconds``
-    (the version current that long ago), or the oldest consumer/pin."""
+    (the version current that long ago), or the oldest consumer/pin.
+
+    Pins past their TTL are dropped first, and so (with ``consumer_max_lag_seconds``) is every consumer
+    or pin at a version older than the one current ``consumer_max_lag_seconds`` ago: registering a
+    consumer needs only ``read``, so without that bound any reader could keep the table's history
+    (and its storage) forever. A flow whose consumer was dropped re-registers at its next snapshot if
+    its version is still readable, and otherwise gets ``VersionCleanedError`` when it resumes.
+    """
     head, oldest = store.current_version(record.id)
     keep_from = max(oldest, head - retain_last + 1)
     if retain_for_seconds > 0:
         at_start = store.version_at(record.id, int((now - retain_for_seconds) * 1000))
         keep_from = max(oldest, min(keep_from, oldest if at_start is None else at_start))
     consumed = store.consumers(record.id)
-    for name in [n for n in consumed if pin_expired(n, now=now)]:
-        store.drop_consumer(record.id, name)
-        del consumed[name]
+    floor = None
+    if consumer_max_lag_seconds > 0:
+        floor = store.version_at(record.id, int((now - consumer_max_lag_seconds) * 1000))
+    for name in list(consumed):
+        lagging = floor is not None and consumed[name] < floor
+        if lagging or pin_expired(name, now=now):
+            if lagging:
+                _log.warning(
+                    "dropping consumer %r of %s: it is at version %d, older than version %d (current "
+                    "%s ago, maintain.clean.consumer_max_lag)",
+                    name, record.name, consumed[name], floor, f"{consumer_max_lag_seconds:g}s",
+                )  # fmt: skip
+            store.drop_consumer(record.id, name)
+            del consumed[name]
     if consumed:  # a consumer at version v still reads changes(v, ...): keep v readable
         keep_from = max(oldest, min(keep_from, *consumed.values()))
     return keep_from

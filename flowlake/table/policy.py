@@ -128,6 +128,10 @@ SPECS: dict[str, PropertySpec] = {
         PropertySpec("maintain.clean.retain_for", parse_duration, "a duration such as 15m (0 to 3650d)",
                      "15m", "cleaning keeps every version this young readable (besides retain_last)",
                      0, 3650 * _DAY),
+        PropertySpec("maintain.clean.consumer_max_lag", parse_duration,
+                     "a duration such as 7d (0 for no bound, up to 3650d)", "7d",
+                     "cleaning drops a consumer or pin whose version is older than this (0: never), "
+                     "so no reader can hold history, and storage, forever", 0, 3650 * _DAY),
         PropertySpec("maintain.clean.interval", parse_duration, "a duration such as 60s (0 to 30d)",
                      "60s", "clean at most this often", 0, 30 * _DAY),
         PropertySpec("maintain.orphan_grace", parse_duration, "a duration such as 1h (1s to 30d)", "1h",
@@ -208,6 +212,8 @@ class MaintenancePolicy:
     rebalance: bool = True
     clean_retain_last: int = 10
     clean_retain_for: float = 900.0
+    clean_consumer_max_lag: float = 7 * _DAY
+    """Consumers and pins further behind than this (by their version's commit time) are dropped."""
     clean_interval: float = 60.0
     orphan_grace: float = 3600.0
     stall_log_files: int | None = None
@@ -229,6 +235,7 @@ class MaintenancePolicy:
             rebalance=_get(properties, "maintain.rebalance"),
             clean_retain_last=_get(properties, "maintain.clean.retain_last"),
             clean_retain_for=_get(properties, "maintain.clean.retain_for"),
+            clean_consumer_max_lag=_get(properties, "maintain.clean.consumer_max_lag"),
             clean_interval=_get(properties, "maintain.clean.interval"),
             orphan_grace=_get(properties, "maintain.orphan_grace"),
             stall_log_files=_get(properties, "log_backlog_compact"),
@@ -240,7 +247,7 @@ class MaintenancePolicy:
         >>> for part in MaintenancePolicy().describe().split("; "): print(part)
         compact at 8 logs or 200,000 log rows per bucket, 64 MiB of logs or a 10m old log
         rebalance on
-        keep 10 versions and 15m
+        keep 10 versions and 15m, consumers up to 7d behind
         clean every 1m
         orphans after 1h
         no stall limit
@@ -252,12 +259,17 @@ class MaintenancePolicy:
             if self.stall_log_files is None
             else f"writers stall past {self.stall_log_files} logs"
         )
+        lag = (
+            "consumers of any age"
+            if not self.clean_consumer_max_lag
+            else f"consumers up to {_span(self.clean_consumer_max_lag)} behind"
+        )
         return (
             f"compact at {self.compact_log_files} logs or {self.compact_log_rows:,} log rows per bucket, "
             f"{self.compact_log_bytes / 1024**2:,.0f} MiB of logs "
             f"or a {_span(self.compact_max_age)} old log; "
             f"rebalance {'on' if self.rebalance else 'off'}; keep {self.clean_retain_last} versions and "
-            f"{_span(self.clean_retain_for)}; clean every {_span(self.clean_interval)}; "
+            f"{_span(self.clean_retain_for)}, {lag}; clean every {_span(self.clean_interval)}; "
             f"orphans after {_span(self.orphan_grace)}; {stall}"
         )
 

@@ -358,6 +358,7 @@ class TableServices:
                 retain_last=policy.clean_retain_last,
                 orphan_grace_seconds=policy.orphan_grace,
                 retain_for_seconds=policy.clean_retain_for,
+                consumer_max_lag_seconds=policy.clean_consumer_max_lag,
             )
             detail = (
                 f"deleted {result.files_deleted} files ({result.bytes_deleted:,} bytes) and "

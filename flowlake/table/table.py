@@ -734,7 +734,12 @@ class LakeTable:
         return commit
 
     def clean(
-        self, *, retain_last: int = 10, orphan_grace_seconds: float = 3600.0, retain_for_seconds: float = 0.0
+        self,
+        *,
+        retain_last: int = 10,
+        orphan_grace_seconds: float = 3600.0,
+        retain_for_seconds: float = 0.0,
+        consumer_max_lag_seconds: float = 0.0,
     ) -> maintenance.CleanResult:
         """Delete files that no version among the last ``retain_last`` needs, and old orphan files.
 
@@ -750,6 +755,10 @@ class LakeTable:
 
         ``retain_for_seconds`` also keeps every version committed that recently readable (and the
         version current at the start of that window), whatever ``retain_last`` says.
+
+        ``consumer_max_lag_seconds`` (0: no bound; the table services use the table's
+        ``maintain.clean.consumer_max_lag``, 7 days by default) drops every consumer and pin at a
+        version older than the one current that long ago, so none holds history forever.
         """
         if retain_last < 1:
             raise InvalidArgumentError("clean(retain_last=N) needs N >= 1: the head version is always kept")
@@ -761,6 +770,7 @@ class LakeTable:
             retain_last=retain_last,
             orphan_grace_seconds=orphan_grace_seconds,
             retain_for_seconds=retain_for_seconds,
+            consumer_max_lag_seconds=consumer_max_lag_seconds,
         )
         self.refresh()
         return result

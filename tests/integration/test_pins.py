@@ -338,3 +338,20 @@ def test_pins_through_the_rest_metastore(tmp_path: Path) -> None:
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_consumers_further_behind_than_the_max_lag_are_dropped_by_clean(table: fl.LakeTable) -> None:
+    store, table_id = table._store, table._record.id
+    behind = table.version
+    store.register_consumer(table_id, "stalled-flow", behind)
+    rewrite_everything(table, 1)
+    recent = table.version
+    time.sleep(0.6)  # `recent` is now over 0.5 s old, and still the head
+    store.register_consumer(table_id, "live-flow", recent)
+    assert table.clean(retain_last=1).oldest_version == behind  # no bound: the stalled one holds it
+    assert table.policy.clean_consumer_max_lag == 7 * 86_400  # the table services' default
+    result = table.clean(retain_last=1, consumer_max_lag_seconds=0.5)
+    assert result.oldest_version == recent
+    assert store.consumers(table_id) == {"live-flow": recent}  # at the version current 0.5 s ago: kept
+    with pytest.raises(fl.VersionCleanedError):
+        table.changes(behind, recent)
