@@ -76,6 +76,9 @@ MIDDLE = [
     "'-00:00:00.000001'", "'00:00:00'", "'null'",
 ]  # fmt: skip
 NULLS = ["NULL"] * len(LOW)
+LEGACY = "bn BINARY(4), bt BIT(12), st SET('p','q'), y YEAR, tm TIME(6), d DECIMAL(30,10), c CHAR(4)"
+LEGACY_COLUMNS = ["bn", "bt", "st", "y", "tm", "d", "c"]
+LEGACY_VALUES = "X'01', b'101', 'q,p', 0, '-100:00:00.5', 12345678901234567890.0123456789, 'ab'"
 
 
 def insert(cur: Any, key: int, values: list[str]) -> None:
@@ -129,8 +132,9 @@ def test_every_type_is_exact_through_snapshot_and_stream_and_undecodable_rows_ar
     cur.execute("DROP DATABASE IF EXISTS tm")
     cur.execute("CREATE DATABASE tm")
     cur.execute(MATRIX)
-    cur.execute("CREATE TABLE tm.legacy (id INT PRIMARY KEY, v VARCHAR(10) CHARACTER SET swe7)")
-    cur.execute("INSERT INTO tm.legacy VALUES (1, 'old')")
+    # (the columns after v: a letter holds the server's value of every column it could decode)
+    cur.execute(f"CREATE TABLE tm.legacy (id INT PRIMARY KEY, v VARCHAR(10) CHARACTER SET swe7, {LEGACY})")
+    cur.execute(f"INSERT INTO tm.legacy VALUES (1, 'old', {LEGACY_VALUES})")
     for key, values in ((1, LOW), (2, HIGH), (3, MIDDLE), (4, NULLS), (5, MIDDLE), (U64, LOW)):
         insert(cur, key, values)
     cat = fl.connect(*lake(tmp_path))
@@ -147,7 +151,7 @@ def test_every_type_is_exact_through_snapshot_and_stream_and_undecodable_rows_ar
     cur.execute("DELETE FROM tm.matrix WHERE id IN (5, 13)")
     # swe7 has no Python codec: these records cannot be decoded and must not stop the source
     cur.execute("UPDATE tm.legacy SET v = 'new' WHERE id = 1")
-    cur.execute("INSERT INTO tm.legacy VALUES (2, 'x')")
+    cur.execute(f"INSERT INTO tm.legacy VALUES (2, 'x', {LEGACY_VALUES})")
     cur.execute("INSERT INTO tm.matrix (id, vc) VALUES (14, 'after the bad ones')")
     second = OdsIngester(cat, MySqlSource(f"{mariadb}/tm")).run(until_idle=True)
     assert second.dead_letters == 2 and not second.stopped
@@ -156,16 +160,25 @@ def test_every_type_is_exact_through_snapshot_and_stream_and_undecodable_rows_ar
     assert changes.num_rows > 0 and set(changes.column("_kind").to_pylist()) == {0, 1, 2, 3}
 
     # an undecodable update is dead-lettered whole: the ODS row keeps its old image, no retraction
-    assert cat.load_table("ods.legacy").read().to_pylist() == [{"id": 1, "v": "old"}]
+    legacy = cat.load_table("ods.legacy").read().to_pylist()
+    assert [(r["id"], r["v"]) for r in legacy] == [(1, "old")]
     assert cat.load_table("ods.legacy").changes(0).num_rows == 1
+    cur.execute("SELECT * FROM tm.legacy ORDER BY id")
+    server = {r[0]: dict(zip(["id", "v", *LEGACY_COLUMNS], r, strict=True)) for r in cur.fetchall()}
     letters = cat.load_table("ods._dead_letter").read().to_pylist()
     assert {row["source_table"] for row in letters} == {"tm.legacy"}
     by_kind = {load_record(row["raw"])["kind"]: (row, load_record(row["raw"])) for row in letters}
     letter, record = by_kind["update"]
     assert "column 'v'" in letter["error"] and "swe7" in letter["error"]
-    assert record["before"] == {"id": 1, "v": b"old"} and record["after"] == {"id": 1, "v": b"new"}
+    # the letter replays exactly: every value the server's (as the ODS row has it), the text its bytes
+    assert record["before"] == {**legacy[0], "v": b"old"} == {**server[1], "v": b"old"}
+    assert record["after"] == {**server[1], "v": b"new"}
+    for image in (record["before"], record["after"], by_kind["insert"][1]["values"]):
+        assert {k: type(v) for k, v in image.items() if k != "v"} == {
+            k: type(v) for k, v in server[1].items() if k != "v"
+        }
     assert '"file"' in letter["position"] and '"pos"' in letter["position"]
-    assert by_kind["insert"][1]["values"] == {"id": 2, "v": b"x"}
+    assert by_kind["insert"][1]["values"] == {**server[2], "v": b"x"}
 
     third = OdsIngester(cat, MySqlSource(f"{mariadb}/tm")).run(until_idle=True)  # a restart
     assert third.dead_letters == 0 and cat.load_table("ods._dead_letter").read().num_rows == 2
