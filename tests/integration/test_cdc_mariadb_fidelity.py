@@ -310,3 +310,46 @@ def _time(hours: int, minutes: int, seconds: float) -> dt.timedelta:
 
 def _matches(row: dict[str, Any] | None, expected: dict[str, Any]) -> bool:
     return row is not None and all(row.get(k) == v for k, v in expected.items())
+
+
+def test_a_decimal_widening_flows_through_the_shop_views_to_dws(mariadb: str, tmp_path: Path) -> None:
+    """The issue's case end to end: ``MODIFY amount DECIMAL(14,2)`` and a 14-digit amount reach ODS,
+    ``dwd.orders_enriched`` and the DWS aggregates (their tables widen like ODS), and verify holds."""
+    from flowlake.demo import flows as shop
+    from flowlake.demo.mariadb import ShopDatabase
+    from flowlake.demo.pipeline import ShopCdcGenerator, run_views_to_head
+    from flowlake.flow.verify import verify_table
+
+    database = ShopDatabase(mariadb, database="fid_shop")
+    database.recreate()
+    cat = fl.connect(*lake(tmp_path))
+    for name in ("ods.orders", "ods.shops"):  # as the demo makes them
+        schema, key, properties = shop.TABLES[name]
+        cat.create_table(name, schema, primary_key=key, properties=properties)
+    database.apply(ShopCdcGenerator().snapshot(40, dt.datetime.now(dt.UTC)))
+
+    def ingest_and_run() -> None:
+        stats = OdsIngester(cat, MySqlSource(database.source_url)).run(until_idle=True)
+        assert not stats.stopped and not stats.dead_letters
+        run_views_to_head(cat, tmp_path / "recovery")
+
+    ingest_and_run()
+    cur = connect(mariadb).cursor()
+    cur.execute("ALTER TABLE fid_shop.orders MODIFY amount DECIMAL(14,2)")
+    cur.execute("UPDATE fid_shop.orders SET amount = 123456789012.34, status = 'paid' WHERE order_id = 2")
+    ingest_and_run()
+    big = decimal.Decimal("123456789012.34")
+    dwd = cat.load_table("dwd.orders_enriched")
+    assert dwd.schema.field("amount").type == pa.decimal128(14, 2)
+    assert [r["amount"] for r in dwd.read().to_pylist() if r["order_id"] == 2] == [big]
+    assert big in cat.load_table("dws.shop_gmv_minute").read().column("max_amount").to_pylist()
+    cur.execute("UPDATE fid_shop.orders SET amount = 5.00 WHERE order_id = 3")  # and later changes too
+    ingest_and_run()
+    assert [r["amount"] for r in dwd.read().to_pylist() if r["order_id"] == 3] == [decimal.Decimal("5.00")]
+    ods = cat.load_table("ods.orders").read()
+    assert sorted(
+        dwd.read().select(["order_id", "amount"]).to_pylist(), key=lambda r: r["order_id"]
+    ) == sorted(ods.select(["order_id", "amount"]).to_pylist(), key=lambda r: r["order_id"])
+    for name in ("dwd.orders_enriched", "dws.shop_gmv_minute", "dws.city_day"):
+        report = verify_table(cat, name)
+        assert report.ok, (name, [str(d) for d in report.differences])
