@@ -362,3 +362,27 @@ def test_a_decimal_widening_flows_through_the_shop_views_to_dws(mariadb: str, tm
     for name in ("dwd.orders_enriched", "dws.shop_gmv_minute", "dws.city_day"):
         report = verify_table(cat, name)
         assert report.ok, (name, [str(d) for d in report.differences])
+
+
+def test_snapshot_chunks_continue_after_binary_keys_exactly(mariadb: str, tmp_path: Path) -> None:
+    """A chunk continues after the last key as read (bytes), not its text: ``BINARY(16)`` UUID keys with
+    bytes >= 0x80 lost rows between chunks (the key went to the server as a UTF-8 string)."""
+    cur = connect(mariadb).cursor()
+    cur.execute("DROP DATABASE IF EXISTS bk")
+    cur.execute("CREATE DATABASE bk")
+    cur.execute("CREATE TABLE bk.uuids (id BINARY(16) PRIMARY KEY, n INT)")
+    cur.execute("CREATE TABLE bk.vb (id VARBINARY(4) PRIMARY KEY, n INT)")
+    for n, key in enumerate(
+        [b"\x7f", b"\x7f\x80", b"\x7f\x81", b"\x7f\xc2", b"\x7f\xc2\x80", b"\x80", b"\xff"]
+    ):
+        cur.execute("INSERT INTO bk.vb VALUES (%s, %s)", (key, n))
+    for n in range(40):
+        cur.execute("INSERT INTO bk.uuids VALUES (UNHEX(REPLACE(UUID(), '-', '')), %s)", (n,))
+    cat = fl.connect(*lake(tmp_path))
+    for table in ("vb", "uuids"):  # (before the fix the UUID chunks could also repeat without end)
+        source = MySqlSource(f"{mariadb}/bk", tables=f"bk.{table}", chunk_size=3)
+        stats = OdsIngester(cat, source).run(until_idle=True)
+        assert stats.dead_letters == 0 and not stats.stopped
+        cur.execute(f"SELECT id, n FROM bk.{table} ORDER BY id")
+        ods = sorted((r["id"], r["n"]) for r in cat.load_table(f"ods.{table}").read().to_pylist())
+        assert ods == sorted(cur.fetchall()), table
