@@ -172,6 +172,7 @@ class OdsIngester:
         self._groups: list[ChangeGroup] = []
         self._dead: list[tuple[DeadLetter, int]] = []
         self._dead_resume: Order | None = None
+        self._dead_committed: Order | None = None  # the dead-letter table's stored position, as an order
         self._pending_rows = 0
         self._untargeted = False
         self._first_pending = 0.0
@@ -258,7 +259,7 @@ class OdsIngester:
             self._dead_table = self.catalog.load_table(dl_name)
             dl_position = stored_position(self._dead_table, key)
             if isinstance(dl_position, dict):
-                self._dead_resume = self.source.order_of(dl_position)
+                self._dead_resume = self._dead_committed = self.source.order_of(dl_position)
                 also.append(dl_position)
         start = self.source.start(resume, also=also)
         self._last_position, self._last_order = start, self.source.order_of(start)
@@ -434,11 +435,18 @@ class OdsIngester:
             token=_token(self.source.key, last.order),
             sources={self.source.key: last.position},
         )
+        self._dead_committed = last.order
         self.stats.dead_letters += len(letters)
         DEAD_LETTERS.labels(self._dead_table.name).inc(len(letters))
 
     def checkpoint(self) -> None:
-        """Give idle tables a position-only commit at the last flushed position."""
+        """Give idle tables a position-only commit at the last flushed position.
+
+        The dead-letter table gets one too (unless a table is stopped, whose letters after its kept
+        position are not written yet): a restart starts reading no earlier than the oldest stored
+        position, the dead-letter table's included, so a letter long ago would otherwise make every
+        restart read the log again from there, and fail once the server has purged that log.
+        """
         self._wait()
         self._last_checkpoint = time.monotonic()
         if self._groups or not self._last_order:
@@ -455,6 +463,19 @@ class OdsIngester:
                 empty, token=_token(self.source.key, self._last_order), sources={self.source.key: position}
             )
             target.committed = self._last_order
+        dead = self._dead_table
+        stopped = any(t.stopped is not None for t in self._targets.values())
+        if (
+            dead is not None
+            and not stopped
+            and (self._dead_committed is None or self._dead_committed < self._last_order)
+        ):
+            dead.append(
+                dead_letter_batch(self.source.key, []),
+                token=_token(self.source.key, self._last_order) + "/checkpoint",
+                sources={self.source.key: self._last_position},
+            )
+            self._dead_committed = self._last_order
 
     # -- tables ---------------------------------------------------------------------------------------
 

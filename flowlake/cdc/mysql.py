@@ -48,8 +48,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import datetime as dt
-import decimal
 import itertools
 import logging
 import random
@@ -72,7 +70,7 @@ from flowlake.cdc.mysql_values import (
     select_list,
     snapshot_converters,
 )
-from flowlake.cdc.record_json import dump_record
+from flowlake.cdc.record_json import dump_record, from_json_value, to_json_value
 from flowlake.cdc.source import (
     ChangeGroup,
     DeadLetter,
@@ -112,7 +110,9 @@ class _Snap:
     estimate: int = 0
 
     def state(self) -> dict[str, Any]:
-        return {"done": self.done, "after": self.after, "rows": self.rows, "chunks": self.chunks}
+        # the last key read, in tagged JSON (bytes, durations, decimals, datetimes come back exact)
+        after = None if self.after is None else to_json_value(self.after)
+        return {"done": self.done, "after": after, "rows": self.rows, "chunks": self.chunks}
 
 
 @dataclass(slots=True)
@@ -267,7 +267,7 @@ class MySqlSource:
         snap = _Snap(spec)
         if isinstance(state, dict):
             after = state.get("after")
-            snap.after = list(after) if isinstance(after, list) else None
+            snap.after = list(from_json_value(after)) if isinstance(after, list) else None
             snap.rows, snap.chunks = int(state.get("rows", 0)), int(state.get("chunks", 0))
         snap.estimate = self._estimate(table)
         self._snaps[table] = snap
@@ -429,7 +429,7 @@ class MySqlSource:
             row = dict(zip(names, values, strict=True))
             pk = tuple(values[i] for i in index)
             rows[pk] = row
-            last = [_jsonable(v) for v in pk]
+            last = list(pk)  # the values as read: a BINARY key as bytes, a TIME key as a duration
         read = len(fetched)
         for _, changed_table, changed_key in self._recent:
             if changed_table == table:
@@ -617,13 +617,3 @@ def _rows(entries: list[tuple[int, Any]]) -> Rows:
         for i, k in enumerate(event.kinds):
             rows.append((k, {name: column[i] for name, column in zip(names, event.columns, strict=True)}))
     return rows
-
-
-def _jsonable(value: Any) -> Any:
-    if value is None or isinstance(value, bool | int | str | float):
-        return value
-    if isinstance(value, decimal.Decimal | dt.date | dt.datetime | dt.time | dt.timedelta):
-        return str(value)
-    if isinstance(value, bytes):
-        return value.decode("latin-1")
-    return str(value)

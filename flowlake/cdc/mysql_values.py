@@ -146,9 +146,15 @@ def fix_image(
 ) -> dict[str, Any]:
     """Bring one row image to the server's values, in place (see the module doc).
 
+    Every column is fixed, also when one cannot be decoded: that one keeps its bytes, so that a dead
+    letter holds the server's value of every other column (not the library's ``'0101'`` for a
+    ``BIT``, an unordered set, a ``BINARY`` without its padding).
+
     Raises:
-        ValueError: If a value cannot be decoded; the message names the column and its charset.
+        ValueError: If a value cannot be decoded (after fixing the others); the message names the
+            column(s) and the charset.
     """
+    errors: list[str] = []
     for name, decoder in decoders.items():
         if name not in values:
             continue
@@ -157,7 +163,12 @@ def fix_image(
             if decoder.kind == "set" and none_sources.get(name) == "empty set":
                 values[name] = ""
             continue
-        values[name] = _FIXES[decoder.kind](value, decoder)
+        try:
+            values[name] = _FIXES[decoder.kind](value, decoder)
+        except _Undecodable as exc:
+            errors.append(str(exc))
+    if errors:
+        raise _Undecodable("; ".join(errors))
     return values
 
 
@@ -237,14 +248,18 @@ def row_changes(
     for r in rows:
         if kind == "update":
             before, after = r["before_values"], r["after_values"]
-            try:
-                fix_image(before, r.get("before_none_sources", {}), decoders)
-                fix_image(after, r.get("after_none_sources", {}), decoders)
-            except _Undecodable as exc:
+            errors = []
+            for image, sources in ((before, "before_none_sources"), (after, "after_none_sources")):
+                try:  # both images, also when the first cannot be decoded: the letter holds both fixed
+                    fix_image(image, r.get(sources, {}), decoders)
+                except _Undecodable as exc:
+                    errors.append(str(exc))
+            if errors:
                 raw = dump_record({"table": table, "kind": "update", "before": before, "after": after})
+                error = errors[0] if len(errors) == 1 or errors[0] == errors[1] else "; ".join(errors)
                 before, after = (
-                    UndecodedRow(before, raw=raw, error=str(exc)),
-                    UndecodedRow(after, raw=raw, error=str(exc)),
+                    UndecodedRow(before, raw=raw, error=error),
+                    UndecodedRow(after, raw=raw, error=error),
                 )
             out += [(1, before), (2, after)]
             continue

@@ -33,6 +33,20 @@ def load_record(raw: bytes | str) -> Any:
     return _untag(orjson.loads(raw))
 
 
+def to_json_value(value: Any) -> Any:
+    """``value`` as plain JSON data (dicts, lists, str, numbers), tagged; :func:`from_json_value` inverts it.
+
+    >>> from_json_value(to_json_value([b"\\x80", dt.timedelta(seconds=-0.5)]))
+    [b'\\x80', datetime.timedelta(days=-1, seconds=86399, microseconds=500000)]
+    """
+    return _tag(value)
+
+
+def from_json_value(data: Any) -> Any:
+    """The value :func:`to_json_value` gave ``data`` for (plain JSON values come back as they are)."""
+    return _untag(data)
+
+
 def _tag(value: Any) -> Any:
     if value is None or isinstance(value, bool | str):
         return value

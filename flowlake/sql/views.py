@@ -15,7 +15,7 @@ import pyarrow as pa
 from bytewax.dataflow import Dataflow, Stream
 
 from flowlake.changelog import KIND_COLUMN, SEQ_COLUMN
-from flowlake.errors import SqlError, TableNotFoundError
+from flowlake.errors import SchemaMismatchError, SqlError, TableNotFoundError
 from flowlake.flow.batch import ChangeBatch
 from flowlake.flow.lake import CatalogSpec, Start, open_catalog
 from flowlake.flow.schemas import late_schema
@@ -87,13 +87,31 @@ def _ensure_table(catalog: Catalog, compiled: CompiledView) -> None:
             view.name, output.schema, primary_key=key, buckets=buckets, properties=properties, exist_ok=True
         )
         return
-    same_columns = [(f.name, f.type) for f in table.schema] == [(f.name, f.type) for f in output.schema]
-    if not same_columns or list(table.primary_key or ()) != key:
+    same_names = table.schema.names == output.schema.names
+    if not same_names or list(table.primary_key or ()) != key:
         raise SqlError(
             f"view {view.name}: its table exists with columns {table.schema.names} and key "
             f"{list(table.primary_key or ())}, but the view produces {output.schema.names} keyed by {key}; "
             f"drop the table (flowlake sql 'DROP TABLE {view.name}' or cat.drop_table) to rebuild it"
         )
+    changed = [
+        f"{f.name} {table.schema.field(f.name).type} -> {f.type}"
+        for f in output.schema
+        if table.schema.field(f.name).type != f.type
+    ]
+    if changed:
+        # An input widened (an ODS column after ALTER TABLE ... MODIFY): widen the view's table the same
+        # way where that is lossless, so its rows keep following the input.
+        try:
+            table.evolve_schema(
+                pa.schema([f.with_type(output.schema.field(f.name).type) for f in table.schema])
+            )
+        except SchemaMismatchError as exc:
+            raise SqlError(
+                f"view {view.name}: its table's column types differ from what the view produces now "
+                f"({', '.join(changed)}) and cannot be widened to them ({exc}); drop the table "
+                f"(flowlake sql 'DROP TABLE {view.name}' or cat.drop_table) to rebuild it"
+            ) from exc
 
 
 def compile_views(

@@ -76,6 +76,9 @@ MIDDLE = [
     "'-00:00:00.000001'", "'00:00:00'", "'null'",
 ]  # fmt: skip
 NULLS = ["NULL"] * len(LOW)
+LEGACY = "bn BINARY(4), bt BIT(12), st SET('p','q'), y YEAR, tm TIME(6), d DECIMAL(30,10), c CHAR(4)"
+LEGACY_COLUMNS = ["bn", "bt", "st", "y", "tm", "d", "c"]
+LEGACY_VALUES = "X'01', b'101', 'q,p', 0, '-100:00:00.5', 12345678901234567890.0123456789, 'ab'"
 
 
 def insert(cur: Any, key: int, values: list[str]) -> None:
@@ -129,8 +132,9 @@ def test_every_type_is_exact_through_snapshot_and_stream_and_undecodable_rows_ar
     cur.execute("DROP DATABASE IF EXISTS tm")
     cur.execute("CREATE DATABASE tm")
     cur.execute(MATRIX)
-    cur.execute("CREATE TABLE tm.legacy (id INT PRIMARY KEY, v VARCHAR(10) CHARACTER SET swe7)")
-    cur.execute("INSERT INTO tm.legacy VALUES (1, 'old')")
+    # (the columns after v: a letter holds the server's value of every column it could decode)
+    cur.execute(f"CREATE TABLE tm.legacy (id INT PRIMARY KEY, v VARCHAR(10) CHARACTER SET swe7, {LEGACY})")
+    cur.execute(f"INSERT INTO tm.legacy VALUES (1, 'old', {LEGACY_VALUES})")
     for key, values in ((1, LOW), (2, HIGH), (3, MIDDLE), (4, NULLS), (5, MIDDLE), (U64, LOW)):
         insert(cur, key, values)
     cat = fl.connect(*lake(tmp_path))
@@ -147,7 +151,7 @@ def test_every_type_is_exact_through_snapshot_and_stream_and_undecodable_rows_ar
     cur.execute("DELETE FROM tm.matrix WHERE id IN (5, 13)")
     # swe7 has no Python codec: these records cannot be decoded and must not stop the source
     cur.execute("UPDATE tm.legacy SET v = 'new' WHERE id = 1")
-    cur.execute("INSERT INTO tm.legacy VALUES (2, 'x')")
+    cur.execute(f"INSERT INTO tm.legacy VALUES (2, 'x', {LEGACY_VALUES})")
     cur.execute("INSERT INTO tm.matrix (id, vc) VALUES (14, 'after the bad ones')")
     second = OdsIngester(cat, MySqlSource(f"{mariadb}/tm")).run(until_idle=True)
     assert second.dead_letters == 2 and not second.stopped
@@ -156,19 +160,37 @@ def test_every_type_is_exact_through_snapshot_and_stream_and_undecodable_rows_ar
     assert changes.num_rows > 0 and set(changes.column("_kind").to_pylist()) == {0, 1, 2, 3}
 
     # an undecodable update is dead-lettered whole: the ODS row keeps its old image, no retraction
-    assert cat.load_table("ods.legacy").read().to_pylist() == [{"id": 1, "v": "old"}]
+    legacy = cat.load_table("ods.legacy").read().to_pylist()
+    assert [(r["id"], r["v"]) for r in legacy] == [(1, "old")]
     assert cat.load_table("ods.legacy").changes(0).num_rows == 1
+    cur.execute("SELECT * FROM tm.legacy ORDER BY id")
+    server = {r[0]: dict(zip(["id", "v", *LEGACY_COLUMNS], r, strict=True)) for r in cur.fetchall()}
     letters = cat.load_table("ods._dead_letter").read().to_pylist()
     assert {row["source_table"] for row in letters} == {"tm.legacy"}
     by_kind = {load_record(row["raw"])["kind"]: (row, load_record(row["raw"])) for row in letters}
     letter, record = by_kind["update"]
     assert "column 'v'" in letter["error"] and "swe7" in letter["error"]
-    assert record["before"] == {"id": 1, "v": b"old"} and record["after"] == {"id": 1, "v": b"new"}
+    # the letter replays exactly: every value the server's (as the ODS row has it), the text its bytes
+    assert record["before"] == {**legacy[0], "v": b"old"} == {**server[1], "v": b"old"}
+    assert record["after"] == {**server[1], "v": b"new"}
+    for image in (record["before"], record["after"], by_kind["insert"][1]["values"]):
+        assert {k: type(v) for k, v in image.items() if k != "v"} == {
+            k: type(v) for k, v in server[1].items() if k != "v"
+        }
     assert '"file"' in letter["position"] and '"pos"' in letter["position"]
-    assert by_kind["insert"][1]["values"] == {"id": 2, "v": b"x"}
+    assert by_kind["insert"][1]["values"] == {**server[2], "v": b"x"}
 
     third = OdsIngester(cat, MySqlSource(f"{mariadb}/tm")).run(until_idle=True)  # a restart
     assert third.dead_letters == 0 and cat.load_table("ods._dead_letter").read().num_rows == 2
+    check_equal(cat, cur)
+
+    # old letters do not make every restart read the binlog again from them (nor fail once purged)
+    for key in range(20, 30):
+        insert(cur, key, MIDDLE)
+    assert OdsIngester(cat, MySqlSource(f"{mariadb}/tm")).run(until_idle=True).groups >= 10
+    fifth = OdsIngester(cat, MySqlSource(f"{mariadb}/tm")).run(until_idle=True)
+    assert (fifth.skipped_groups, fifth.dead_letters) == (0, 0)
+    assert cat.load_table("ods._dead_letter").read().num_rows == 2
     check_equal(cat, cur)
 
 
@@ -297,3 +319,70 @@ def _time(hours: int, minutes: int, seconds: float) -> dt.timedelta:
 
 def _matches(row: dict[str, Any] | None, expected: dict[str, Any]) -> bool:
     return row is not None and all(row.get(k) == v for k, v in expected.items())
+
+
+def test_a_decimal_widening_flows_through_the_shop_views_to_dws(mariadb: str, tmp_path: Path) -> None:
+    """The issue's case end to end: ``MODIFY amount DECIMAL(14,2)`` and a 14-digit amount reach ODS,
+    ``dwd.orders_enriched`` and the DWS aggregates (their tables widen like ODS), and verify holds."""
+    from flowlake.demo import flows as shop
+    from flowlake.demo.mariadb import ShopDatabase
+    from flowlake.demo.pipeline import ShopCdcGenerator, run_views_to_head
+    from flowlake.flow.verify import verify_table
+
+    database = ShopDatabase(mariadb, database="fid_shop")
+    database.recreate()
+    cat = fl.connect(*lake(tmp_path))
+    for name in ("ods.orders", "ods.shops"):  # as the demo makes them
+        schema, key, properties = shop.TABLES[name]
+        cat.create_table(name, schema, primary_key=key, properties=properties)
+    database.apply(ShopCdcGenerator().snapshot(40, dt.datetime.now(dt.UTC)))
+
+    def ingest_and_run() -> None:
+        stats = OdsIngester(cat, MySqlSource(database.source_url)).run(until_idle=True)
+        assert not stats.stopped and not stats.dead_letters
+        run_views_to_head(cat, tmp_path / "recovery")
+
+    ingest_and_run()
+    cur = connect(mariadb).cursor()
+    cur.execute("ALTER TABLE fid_shop.orders MODIFY amount DECIMAL(14,2)")
+    cur.execute("UPDATE fid_shop.orders SET amount = 123456789012.34, status = 'paid' WHERE order_id = 2")
+    ingest_and_run()
+    big = decimal.Decimal("123456789012.34")
+    dwd = cat.load_table("dwd.orders_enriched")
+    assert dwd.schema.field("amount").type == pa.decimal128(14, 2)
+    assert [r["amount"] for r in dwd.read().to_pylist() if r["order_id"] == 2] == [big]
+    assert big in cat.load_table("dws.shop_gmv_minute").read().column("max_amount").to_pylist()
+    cur.execute("UPDATE fid_shop.orders SET amount = 5.00 WHERE order_id = 3")  # and later changes too
+    ingest_and_run()
+    assert [r["amount"] for r in dwd.read().to_pylist() if r["order_id"] == 3] == [decimal.Decimal("5.00")]
+    ods = cat.load_table("ods.orders").read()
+    assert sorted(
+        dwd.read().select(["order_id", "amount"]).to_pylist(), key=lambda r: r["order_id"]
+    ) == sorted(ods.select(["order_id", "amount"]).to_pylist(), key=lambda r: r["order_id"])
+    for name in ("dwd.orders_enriched", "dws.shop_gmv_minute", "dws.city_day"):
+        report = verify_table(cat, name)
+        assert report.ok, (name, [str(d) for d in report.differences])
+
+
+def test_snapshot_chunks_continue_after_binary_keys_exactly(mariadb: str, tmp_path: Path) -> None:
+    """A chunk continues after the last key as read (bytes), not its text: ``BINARY(16)`` UUID keys with
+    bytes >= 0x80 lost rows between chunks (the key went to the server as a UTF-8 string)."""
+    cur = connect(mariadb).cursor()
+    cur.execute("DROP DATABASE IF EXISTS bk")
+    cur.execute("CREATE DATABASE bk")
+    cur.execute("CREATE TABLE bk.uuids (id BINARY(16) PRIMARY KEY, n INT)")
+    cur.execute("CREATE TABLE bk.vb (id VARBINARY(4) PRIMARY KEY, n INT)")
+    for n, key in enumerate(
+        [b"\x7f", b"\x7f\x80", b"\x7f\x81", b"\x7f\xc2", b"\x7f\xc2\x80", b"\x80", b"\xff"]
+    ):
+        cur.execute("INSERT INTO bk.vb VALUES (%s, %s)", (key, n))
+    for n in range(40):
+        cur.execute("INSERT INTO bk.uuids VALUES (UNHEX(REPLACE(UUID(), '-', '')), %s)", (n,))
+    cat = fl.connect(*lake(tmp_path))
+    for table in ("vb", "uuids"):  # (before the fix the UUID chunks could also repeat without end)
+        source = MySqlSource(f"{mariadb}/bk", tables=f"bk.{table}", chunk_size=3)
+        stats = OdsIngester(cat, source).run(until_idle=True)
+        assert stats.dead_letters == 0 and not stats.stopped
+        cur.execute(f"SELECT id, n FROM bk.{table} ORDER BY id")
+        ods = sorted((r["id"], r["n"]) for r in cat.load_table(f"ods.{table}").read().to_pylist())
+        assert ods == sorted(cur.fetchall()), table

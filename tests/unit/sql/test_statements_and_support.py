@@ -193,3 +193,28 @@ def test_a_projection_with_unnest_keeps_no_input_key(cat: fl.Catalog) -> None:
         explain(f"CREATE MATERIALIZED VIEW dws.v AS {select}", cat)
     plan = explain(f"CREATE MATERIALIZED VIEW dws.v WITH (primary_key = 'order_id, x') AS {select}", cat)
     assert "(a row per list element)" in plan
+
+
+def test_a_view_table_widens_with_its_input_and_refuses_other_type_changes_naming_them(
+    cat: fl.Catalog,
+) -> None:
+    from bytewax.dataflow import Dataflow
+
+    from flowlake.sql import compile_views
+
+    orders = cat.create_table(
+        "ods.wide", pa.schema([pa.field("id", pa.int64(), nullable=False), ("amount", pa.decimal128(12, 2))]),
+        primary_key=["id"],
+    )  # fmt: skip
+    view = "CREATE MATERIALIZED VIEW dwd.wide AS SELECT id, amount FROM ods.wide"
+    compile_views(view, Dataflow("a"), catalog=cat)
+    assert cat.load_table("dwd.wide").schema.field("amount").type == pa.decimal128(12, 2)
+    orders.evolve_schema(pa.schema([orders.schema.field("id"), ("amount", pa.decimal128(14, 2))]))
+    compile_views(view, Dataflow("b"), catalog=cat)  # ALTER ... MODIFY amount DECIMAL(14,2) upstream
+    assert cat.load_table("dwd.wide").schema.field("amount").type == pa.decimal128(14, 2)
+    cat.create_table(
+        "dwd.narrow", pa.schema([pa.field("id", pa.int64(), nullable=False), ("amount", pa.string())]),
+        primary_key=["id"],
+    )  # fmt: skip
+    with pytest.raises(SqlError, match=r"amount string -> decimal128\(14, 2\).*cannot be widened"):
+        compile_views(view.replace("dwd.wide", "dwd.narrow"), Dataflow("c"), catalog=cat)
