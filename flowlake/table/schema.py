@@ -5,8 +5,8 @@ timestamp (any unit, with or without a time zone), duration (any unit: a signed 
 ``TIME``, negative and over 24 h included), and the null type for all-null input columns. Parquet has
 no duration type: pyarrow stores a duration column as int64 in its unit and records the Arrow type in
 the file's ``ARROW:schema`` metadata, so pyarrow (and so every flowlake read) gets the duration back;
-other readers see the int64. Primary-key columns may not be floats, bools, durations or nulls and may
-never hold a null.
+other readers see the int64. Primary-key columns may not be floats, bools or nulls (a duration may:
+MySQL allows a TIME key) and may never hold a null.
 
 Values: strings must be valid UTF-8, and dates and timestamps must fall in years 1-9999 (what Python's
 ``datetime``, and so ``to_pylist()`` and most readers, can hold). NaN and infinities are legal float
@@ -55,6 +55,7 @@ def is_key_type(dtype: pa.DataType) -> bool:
         or dtype in (pa.string(), pa.binary(), pa.date32())
         or pa.types.is_decimal128(dtype)
         or pa.types.is_timestamp(dtype)
+        or pa.types.is_duration(dtype)
     )
 
 

@@ -386,3 +386,33 @@ def test_snapshot_chunks_continue_after_binary_keys_exactly(mariadb: str, tmp_pa
         cur.execute(f"SELECT id, n FROM bk.{table} ORDER BY id")
         ods = sorted((r["id"], r["n"]) for r in cat.load_table(f"ods.{table}").read().to_pylist())
         assert ods == sorted(cur.fetchall()), table
+
+
+def test_a_time_primary_key_is_snapshotted_streamed_and_never_dead_lettered(
+    mariadb: str, tmp_path: Path
+) -> None:
+    """A ``TIME`` key (negative, fractional, > 24 h) is a duration key in ODS; before, the ODS table could
+    not be created and every restart wrote the table's rows as new dead letters (3, then 7, then 12)."""
+    cur = connect(mariadb).cursor()
+    cur.execute("DROP DATABASE IF EXISTS tk")
+    cur.execute("CREATE DATABASE tk")
+    cur.execute("CREATE TABLE tk.t (id TIME(6) PRIMARY KEY, n INT)")
+    for n, key in enumerate(
+        ["-838:59:59", "-00:00:00.25", "00:00:00", "838:59:59", "25:00:00.5"]
+    ):
+        cur.execute("INSERT INTO tk.t VALUES (%s, %s)", (key, n))
+    cat = fl.connect(*lake(tmp_path))
+    for round_ in range(3):  # snapshot, then streamed inserts, updates and a delete across restarts
+        stats = OdsIngester(cat, MySqlSource(f"{mariadb}/tk", tables="tk.t", chunk_size=2)).run(
+            until_idle=True
+        )
+        assert stats.dead_letters == 0 and not stats.stopped
+        cur.execute("INSERT INTO tk.t VALUES (%s, %s)", (f"{round_ + 100}:00:00", round_))
+        cur.execute("UPDATE tk.t SET n = n + 10 WHERE id = '-00:00:00.25'")
+        cur.execute("DELETE FROM tk.t WHERE id = '25:00:00.5'")
+    OdsIngester(cat, MySqlSource(f"{mariadb}/tk", tables="tk.t")).run(until_idle=True)
+    cur.execute("SELECT id, n FROM tk.t")
+    assert sorted((r["id"], r["n"]) for r in cat.load_table("ods.t").read().to_pylist()) == sorted(
+        cur.fetchall()
+    )
+    assert not cat.table_exists("ods._dead_letter") or cat.load_table("ods._dead_letter").read().num_rows == 0

@@ -36,9 +36,26 @@ def test_duration_columns_keep_negative_and_long_spans_through_writes_reads_and_
     assert pq.read_schema(table.dataset().files[0]).field("t").type == pa.duration("us")
 
 
-def test_duration_cannot_be_a_key(catalog: fl.Catalog) -> None:
-    with pytest.raises(fl.SchemaMismatchError, match=r"'t'.*cannot be a primary key"):
-        catalog.create_table("ods.t", TIMES, primary_key=["t"])
+def test_a_duration_can_be_the_key_as_a_mysql_time_primary_key_is(catalog: fl.Catalog) -> None:
+    keyed = pa.schema([pa.field("t", pa.duration("us"), nullable=False), ("v", pa.int64())])
+    table = catalog.create_table("ods.t", keyed, primary_key=["t"], buckets=4)
+    spans = [e for e in EDGES if e is not None] + [dt.timedelta(days=30)]
+
+    def batch(keys: list[dt.timedelta], values: list[int]) -> pa.Table:
+        return pa.table({"t": pa.array(keys, pa.duration("us")), "v": values}, schema=keyed)
+
+    table.upsert(batch(spans, list(range(len(spans)))))
+    table.upsert(batch([spans[0], dt.timedelta(seconds=7)], [100, 7]))  # an update and an insert
+    table.delete(pa.table({"t": pa.array([spans[2]], pa.duration("us"))}))
+    live = {spans[0]: 100, spans[1]: 1, spans[3]: 3, spans[4]: 4, dt.timedelta(seconds=7): 7}
+    assert {r["t"]: r["v"] for r in table.read().to_pylist()} == live
+    assert [r["_kind"] for r in table.changes(1).to_pylist()] == [1, 2, 0, 3]  # exact before-images
+    table.compact()
+    reopened = catalog.load_table("ods.t")  # a new writer rebuilds its key state from the files
+    reopened.upsert(batch([spans[1]], [11]))
+    assert {r["t"]: r["v"] for r in reopened.read().to_pylist()} == {**live, spans[1]: 11}
+    wanted = pa.table({"t": pa.array([spans[0], dt.timedelta(seconds=99)], pa.duration("us"))})
+    assert reopened.get(wanted).to_pylist() == [{"t": spans[0], "v": 100}]
 
 
 def test_a_duration_column_can_be_added(catalog: fl.Catalog) -> None:

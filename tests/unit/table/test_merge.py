@@ -20,6 +20,7 @@ def part(keys: list[object], values: list[int], kinds: list[int], key_type: pa.D
         (pa.int64(), [1, 2, 3]),
         (pa.string(), ["a", "b", "c"]),
         (pa.date32(), [dt.date(2026, 1, d) for d in (1, 2, 3)]),
+        (pa.duration("us"), [dt.timedelta(hours=h) for h in (-838, 0, 838)]),
     ],
 )
 def test_last_image_wins_and_deletes_vanish(key_type: pa.DataType, keys: list[object]) -> None:
