@@ -397,9 +397,7 @@ def test_a_time_primary_key_is_snapshotted_streamed_and_never_dead_lettered(
     cur.execute("DROP DATABASE IF EXISTS tk")
     cur.execute("CREATE DATABASE tk")
     cur.execute("CREATE TABLE tk.t (id TIME(6) PRIMARY KEY, n INT)")
-    for n, key in enumerate(
-        ["-838:59:59", "-00:00:00.25", "00:00:00", "838:59:59", "25:00:00.5"]
-    ):
+    for n, key in enumerate(["-838:59:59", "-00:00:00.25", "00:00:00", "838:59:59", "25:00:00.5"]):
         cur.execute("INSERT INTO tk.t VALUES (%s, %s)", (key, n))
     cat = fl.connect(*lake(tmp_path))
     for round_ in range(3):  # snapshot, then streamed inserts, updates and a delete across restarts
