@@ -110,6 +110,10 @@ class _Target:
     stopped: str | None = None
     refused: dict[str, str] = field(default_factory=dict)
     """Column type changes the ODS table refused (the column kept its type), with the reason."""
+    unwritten_after: Order | None = None
+    """Where the table's stored position said it had stopped when the ingester started: the dead
+    letters of its changes after that were never written (its changes were skipped while it was
+    stopped), whatever the dead-letter table's own position says."""
 
     def __post_init__(self) -> None:
         self.pending = PendingChanges(self.source_table)
@@ -170,7 +174,9 @@ class OdsIngester:
         self.stats = IngestStats()
         self._targets: dict[str, _Target] = {}
         self._groups: list[ChangeGroup] = []
-        self._dead: list[tuple[DeadLetter, int]] = []
+        self._dead: list[tuple[DeadLetter, int, Order | None]] = []
+        """Buffered letters: the letter, its group, and for a table's letters the ``unwritten_after``
+        of that table (None: the dead-letter table's position says whether it is written)."""
         self._dead_resume: Order | None = None
         self._dead_committed: Order | None = None  # the dead-letter table's stored position, as an order
         self._pending_rows = 0
@@ -249,8 +255,9 @@ class OdsIngester:
             resume[source_table] = position
             order = self.source.order_of(position)
             self._targets[source_table] = _Target(
-                source_table, name, order, table=table, extras=_extras(position), committed=order
-            )
+                source_table, name, order, table=table, extras=_extras(position), committed=order,
+                unwritten_after=order if "stopped" in position else None,
+            )  # fmt: skip
             table.apply(_empty_changelog(table.schema))  # loads the writer's key state now, not mid-stream
             self._announce(self._targets[source_table])
         also: list[Mapping[str, Any]] = []
@@ -285,7 +292,7 @@ class OdsIngester:
             target.dirty = True
         if group.dead and (self._dead_resume is None or group.order > self._dead_resume):
             used = True
-            self._dead += [(d, index) for d in group.dead]  # _append_dead skips the committed ones
+            self._dead += [(d, index, None) for d in group.dead]  # _dead_letters skips the written ones
         if not used and (group.tables or group.dead):
             self.stats.skipped_groups += 1  # every table it touches has it already
         if not self._groups:
@@ -335,7 +342,7 @@ class OdsIngester:
                     target.clear()
                     target.stopped = str(exc)
                     continue
-                self._dead += dead
+                self._dead += [(d, i, target.unwritten_after) for d, i in dead]
                 built.append((target, changelog, dict(target.extras)))
                 target.clear()
                 self._announce(target)  # the table may have evolved
@@ -421,9 +428,11 @@ class OdsIngester:
         skip = self._dead_resume
         letters = [
             DeadLetter(d.raw, d.position or self._groups[i].position, d.source_table, d.error)
-            for d, i in self._dead
-            if skip is None or self._groups[i].order > skip
-        ]
+            for d, i, unwritten_after in self._dead
+            if skip is None
+            or self._groups[i].order > skip
+            or (unwritten_after is not None and self._groups[i].order > unwritten_after)
+        ]  # (a crash between writing such letters and the table's next commit writes them twice)
         self._dead = []
         return letters
 
@@ -527,7 +536,7 @@ class OdsIngester:
         """Dead-letter a table's buffered changes when no ODS table can be made for it."""
         group = len(self._groups) - 1
         self._dead += [
-            (DeadLetter(raw, {}, target.source_table, error), group) for raw in target.pending.records()
+            (DeadLetter(raw, {}, target.source_table, error), group, None) for raw in target.pending.records()
         ]
         target.clear()
 

@@ -164,3 +164,43 @@ def test_messages_of_a_table_without_a_description_infer_it(tmp_path: Path) -> N
     cat, _ = ingest(tmp_path, groups, spec=None)
     assert cat.load_table("ods.t").schema.field("qty").type == pa.float64()
     assert ods(cat) == [{"id": 1, "qty": 2.5}, {"id": 2, "qty": 3.0}]
+
+
+def test_letters_of_a_stopped_table_land_once_it_is_fixed_although_later_letters_moved_on(
+    tmp_path: Path,
+) -> None:
+    """While ``db.t`` is stopped its changes are skipped, so a letter among them is never written, and
+    a later letter of ``db.u`` moves the dead-letter table's position past it: the restart after the
+    fix must still write it (it was lost), and a further restart must not write anything twice."""
+
+    def groups(second_value: object) -> list[ChangeGroup]:
+        out = [
+            ChangeGroup({"n": 1}, (1,)),
+            ChangeGroup({"n": 2}, (2,)),
+            ChangeGroup({"n": 3}, (3,)),
+            ChangeGroup({"n": 4}, (4,)),
+        ]
+        out[0].batches["db.t"] = ChangeBatch.of_rows([(0, {"id": 1, "v": "a"})])
+        out[0].batches["db.u"] = ChangeBatch.of_rows([(0, {"id": 1, "v": "x"})])
+        out[1].batches["db.t"] = ChangeBatch.of_rows([(0, {"id": 2, "v": second_value})])
+        undecoded = UndecodedRow({"id": 3, "v": "?"}, raw=b"t's bad row", error="cannot decode v")
+        out[2].batches["db.t"] = ChangeBatch.of_rows([(0, undecoded)])
+        later = UndecodedRow({"id": 2, "v": "?"}, raw=b"u's bad row", error="cannot decode v")
+        out[3].batches["db.u"] = ChangeBatch.of_rows([(0, later)])
+        return out
+
+    cat = fl.connect(catalog=f"sqlite:///{tmp_path / 'c.db'}", warehouse=(tmp_path / "wh").as_uri())
+
+    def run(second_value: object) -> Any:
+        source = ScriptedSource(groups(second_value))
+        return OdsIngester(cat, source, max_rows=1, catchup_rows=1).run(until_idle=True)
+
+    first = run(5)  # an int for a string column: db.t stops at group 1
+    assert "ods.t" in first.stopped
+    assert [raw for raw, _, _ in dead_letters(cat)] == [b"u's bad row"]
+    run("b")  # the source fixed: db.t resumes at group 1 and its letter of group 3 is written
+    expected = [(b"u's bad row", "cannot decode v", {"n": 4}), (b"t's bad row", "cannot decode v", {"n": 3})]
+    assert dead_letters(cat) == expected
+    assert ods(cat) == [{"id": 1, "v": "a"}, {"id": 2, "v": "b"}]
+    run("b")
+    assert dead_letters(cat) == expected  # nothing twice
