@@ -69,6 +69,7 @@ from flowlake.cdc.mysql_schema import MySqlUrl, describe_tables, list_tables, qu
 from flowlake.cdc.mysql_values import (
     select_list,
     snapshot_converters,
+    text_bound_keys,
 )
 from flowlake.cdc.record_json import dump_record, from_json_value, to_json_value
 from flowlake.cdc.source import (
@@ -396,7 +397,8 @@ class MySqlSource:
         snap = self._snaps[table]
         spec = snap.spec
         key = spec.primary_key
-        cols = select_list(spec.schema)
+        text_keys = text_bound_keys(spec.schema, key)
+        cols = ", ".join([select_list(spec.schema), *(f"CAST({quote(k)} AS CHAR)" for k in text_keys)])
         keys = ", ".join(quote(c) for c in key)
         db, name = table.split(".", 1)
         sql = f"SELECT {cols} FROM {quote(db)}.{quote(name)}"
@@ -424,12 +426,15 @@ class MySqlSource:
         names = spec.schema.names
         rows: dict[tuple[Any, ...], dict[str, Any]] = {}
         index = [names.index(k) for k in key]
+        # where the next chunk starts: a key column's value as read (a BINARY key as bytes, a TIME key
+        # as a duration), or a date/time key's text read beside the row (see text_bound_keys)
+        bound_at = [len(names) + text_keys.index(k) if k in text_keys else names.index(k) for k in key]
         last: list[Any] | None = snap.after
         for values in fetched:
-            row = dict(zip(names, values, strict=True))
+            row = dict(zip(names, values[: len(names)], strict=True))
             pk = tuple(values[i] for i in index)
             rows[pk] = row
-            last = list(pk)  # the values as read: a BINARY key as bytes, a TIME key as a duration
+            last = [values[i] for i in bound_at]
         read = len(fetched)
         for _, changed_table, changed_key in self._recent:
             if changed_table == table:

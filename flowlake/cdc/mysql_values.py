@@ -290,6 +290,18 @@ def select_list(schema: pa.Schema) -> str:
     )
 
 
+def text_bound_keys(schema: pa.Schema, key: Sequence[str]) -> list[str]:
+    """The key columns whose chunk bound is the server's text (``CAST(k AS CHAR)``, read beside the
+    row): dates and timestamps. Such a value as read is ``None`` for a zero date (``0000-00-00``,
+    allowed by non-strict modes), and ``WHERE (key) > (NULL, ...)`` matches nothing: the chunks after
+    it were lost."""
+    return [
+        k
+        for k in key
+        if pa.types.is_date(schema.field(k).type) or pa.types.is_timestamp(schema.field(k).type)
+    ]
+
+
 def snapshot_converters(base: Mapping[int, Any]) -> dict[int, Any]:
     """PyMySQL converters (``conv=``) from ``base`` with zero dates read as ``None``, like the stream.
 

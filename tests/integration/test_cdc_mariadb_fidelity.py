@@ -414,3 +414,22 @@ def test_a_time_primary_key_is_snapshotted_streamed_and_never_dead_lettered(
         cur.fetchall()
     )
     assert not cat.table_exists("ods._dead_letter") or cat.load_table("ods._dead_letter").read().num_rows == 0
+
+
+def test_zero_dates_in_a_key_do_not_end_the_snapshot_early(mariadb: str, tmp_path: Path) -> None:
+    """A zero date in a key column reads as NULL: its row is a dead letter (a key cannot be NULL), and
+    the next chunk starts after the date's text; it started after NULL before, matched nothing, and the
+    snapshot ended there, silently leaving every later row out."""
+    cur = connect(mariadb).cursor()
+    cur.execute("SET SESSION sql_mode = ''")  # non-strict: zero dates allowed
+    cur.execute("DROP DATABASE IF EXISTS zk")
+    cur.execute("CREATE DATABASE zk")
+    cur.execute("CREATE TABLE zk.t (d DATE, n INT, PRIMARY KEY (d, n))")
+    rows = [("0000-00-00", 1), ("0000-00-00", 2), ("2026-00-15", 3), ("2026-01-01", 4), ("2026-01-02", 5)]
+    cur.executemany("INSERT INTO zk.t VALUES (%s, %s)", [*rows, ("2026-01-03", 6)])
+    cat = fl.connect(*lake(tmp_path))
+    stats = OdsIngester(cat, MySqlSource(f"{mariadb}/zk", tables="zk.t", chunk_size=2)).run(until_idle=True)
+    ods = sorted((r["d"], r["n"]) for r in cat.load_table("ods.t").read().to_pylist())
+    assert ods == [(dt.date(2026, 1, d), d + 3) for d in (1, 2, 3)]
+    letters = cat.load_table("ods._dead_letter").read().to_pylist()
+    assert stats.dead_letters == len(letters) == 3 and all("null" in r["error"] for r in letters)
