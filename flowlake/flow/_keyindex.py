@@ -131,9 +131,9 @@ def merge_sorted(
 
 def take_keys(keys: Sequence[Any], at: np.ndarray) -> list[Any]:
     """``keys[i]`` for each ``i`` of ``at``, in one pass for :class:`RowKeys`."""
-    if isinstance(keys, RowKeys):
-        rows = keys.columns[at].tolist()
-        return [row[0] for row in rows] if keys.single else list(map(tuple, rows))
+    if isinstance(keys, RowKeys):  # (per column: no list a row for the collector to count)
+        parts = [keys.columns[at, j].tolist() for j in range(keys.columns.shape[1])]
+        return parts[0] if keys.single else list(zip(*parts, strict=True))
     return [keys[i] for i in at.tolist()]
 
 

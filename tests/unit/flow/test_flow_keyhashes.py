@@ -7,7 +7,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flowlake.flow._keyindex import RowKeys, int_hashes, int_row_codes, merge_sorted, tuple_hashes
+from flowlake.flow._keyindex import RowKeys, int_hashes, int_row_codes, merge_sorted, take_keys, tuple_hashes
 from flowlake.flow._valuecounts import sum_by
 
 EDGES = [0, 1, -1, -2, 2**61 - 2, 2**61 - 1, 2**61, -(2**61 - 1), -(2**61), 2**63 - 1, -(2**63)]
@@ -28,6 +28,9 @@ def test_tuple_hashes_are_pythons(rows: list[list[int]]) -> None:
     array = np.asarray(rows, np.int64)
     assert tuple_hashes(array).tolist() == [hash(tuple(r)) for r in rows]
     assert list(RowKeys(array)) == [tuple(r) for r in rows]
+    at = np.arange(len(rows))[::-1]
+    assert take_keys(RowKeys(array), at) == [tuple(rows[i]) for i in at.tolist()]
+    assert take_keys(RowKeys(array[:, :1], single=True), at) == [rows[i][0] for i in at.tolist()]
 
 
 @settings(max_examples=200, deadline=None)
