@@ -24,10 +24,20 @@ import pyarrow.compute as pc
 
 from flowlake.changelog import KIND_COLUMN, SEQ_COLUMN, RowKind
 from flowlake.errors import InvalidArgumentError
-from flowlake.flow._keyindex import EXACT_BELOW, IntKeys, KeyIndex, KeyStore, gather
+from flowlake.flow._keyindex import (
+    EXACT_BELOW,
+    IntKeys,
+    KeyIndex,
+    KeyStore,
+    RowKeys,
+    gather,
+    int_hashes,
+    int_row_codes,
+    tuple_hashes,
+)
 from flowlake.flow._snapshot import ChunkedSnapshot, ChunkLog, Manifest, Records
 from flowlake.flow._stateform import _storage_type, from_state, to_state
-from flowlake.flow._valuecounts import ValueCounts, row_codes
+from flowlake.flow._valuecounts import ValueCounts, row_codes, sum_by
 from flowlake.flow.aggs import ADDITIVE, Agg, Condition, Window
 from flowlake.flow.batch import kinds_of, weights
 
@@ -470,16 +480,12 @@ class AggregateState(ChunkedSnapshot):
         if data.num_rows == 0:
             return _empty_changes(out_schema)
         key_cols = self.key_columns
-        codes, first = row_codes(data, key_cols)
+        codes, first, keys, hashes, exact, columns = _group_keys(data, key_cols)
         distinct = data.select(list(key_cols)).take(pa.array(first))
-        hashes = _exact_hashes(distinct, key_cols)
-        keys = _py_keys(distinct, key_cols)
-        columns = _int_columns(distinct, key_cols)
-        gids = self.index.assign(keys, self._create, hashes, exact=hashes is not None, columns=columns)
+        gids = self.index.assign(keys, self._create, hashes, exact=exact, columns=columns)
         touched, at = np.unique(gids, return_inverse=True)  # (two codes may be one key: 0.0 and -0.0)
         row_at = at[codes]  # each row's group, as a position in touched
-        net = np.zeros(len(touched), np.int64)
-        np.add.at(net, row_at, w)
+        net = sum_by(row_at, w, len(touched))
         rows_before = self.rows[touched]
         underflow = rows_before + net < 0
         if underflow.any():  # retractions for groups never seen: dropped (and counted)
@@ -488,14 +494,12 @@ class AggregateState(ChunkedSnapshot):
             self.dropped_retractions += dropped
             log.warning("aggregate dropped %d retraction(s) for groups it never saw", dropped)
             w = np.where(drop, 0, w)
-            net = np.zeros(len(touched), np.int64)
-            np.add.at(net, row_at, w)
+            net = sum_by(row_at, w, len(touched))
         before = self._results(touched)
         contributions = self._contributions(data, w)
         self.rows[touched] += net
         for name, column in contributions.items():
-            total = np.zeros(len(touched), column.dtype)
-            np.add.at(total, row_at, column)
+            total = sum_by(row_at, column, len(touched))
             if name.startswith("_n_"):
                 nonnull = self.nonnull[name[3:]]
                 assert nonnull is not None
@@ -780,32 +784,37 @@ def _value_array(keys: np.ndarray, valid: np.ndarray, type_: pa.DataType) -> pa.
     return pa.array(keys, pa.int64(), mask=~valid).cast(storage).cast(type_)
 
 
-def _int_columns(table: pa.Table, columns: Sequence[str]) -> np.ndarray | None:
-    """Keys of several integer columns without NULLs as an int64 array (a row a key), else None:
-    the key index then checks its hits in numpy (see :func:`~flowlake.flow._keyindex.int_columns`)."""
-    if len(columns) < 2:
-        return None
+def _group_keys(
+    data: pa.Table, columns: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray, Sequence[Any], np.ndarray | None, bool, np.ndarray | None]:
+    """The rows of ``data`` grouped by the key ``columns``: a code per row, the first row of each code,
+    and per code its key (as a Python value), Python hash (None: not computed), whether the hashes
+    are the keys themselves (see :data:`~flowlake.flow._keyindex.EXACT_BELOW`) and, for keys of
+    several integer columns, the keys as rows of an int64 array (for
+    :meth:`~flowlake.flow._keyindex.KeyIndex.assign`).
+
+    Integer key columns without NULLs are grouped in numpy, their hashes computed there, and only
+    the keys the index has not seen become Python values; other keys go through Arrow's dictionary
+    encoding and Python.
+    """
     parts = []
     for name in columns:
-        column = table.column(name)
+        column = data.column(name)
         if not pa.types.is_integer(column.type) or column.type == pa.uint64() or column.null_count:
-            return None
+            break
         parts.append(np.asarray(column.to_numpy(), np.int64))
-    return np.stack(parts, axis=1) if parts else None
-
-
-def _exact_hashes(table: pa.Table, columns: Sequence[str]) -> np.ndarray | None:
-    """The keys' Python hashes without Python, where that is the values themselves: one integer
-    key column without NULLs, every value in ``[0, EXACT_BELOW)``; else None."""
-    if len(columns) != 1:
-        return None
-    column = table.column(columns[0])
-    if not pa.types.is_integer(column.type) or column.null_count or not len(column):
-        return None
-    values = np.asarray(column.to_numpy(), np.int64) if column.type != pa.uint64() else None
-    if values is None or values.min() < 0 or values.max() >= EXACT_BELOW:
-        return None
-    return values
+    else:
+        if parts:
+            rows = np.stack(parts, axis=1)
+            single = len(parts) == 1
+            hashes = int_hashes(parts[0]) if single else tuple_hashes(rows)
+            codes, first = int_row_codes(rows, hashes)
+            rows, hashes = rows[first], hashes[first]
+            exact = single and bool(rows.min() >= 0 and rows.max() < EXACT_BELOW)
+            return codes, first, RowKeys(rows, single=single), hashes, exact, None if single else rows
+    codes, first = row_codes(data, columns)
+    keys = _py_keys(data.select(list(columns)).take(pa.array(first)), columns)
+    return codes, first, keys, None, False, None
 
 
 def _py_keys(table: pa.Table, columns: Sequence[str]) -> list[Any]:

@@ -109,6 +109,34 @@ def exact_ints(keys: Sequence[Any]) -> bool:
     return all(type(k) is int and 0 <= k < EXACT_BELOW for k in keys)
 
 
+def merge_sorted(
+    level: np.ndarray, values: np.ndarray, new: np.ndarray, new_values: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The sorted ``level`` with the sorted ``new`` merged in (each before the equal ones already
+    there, as ``np.insert`` at ``searchsorted`` puts them), and ``values`` moved along with it: one
+    placement mask for both arrays.
+
+    >>> merge_sorted(np.array([1, 5]), np.array([10, 50]), np.array([0, 5, 9]), np.array([0, 55, 90]))
+    (array([0, 1, 5, 5, 9]), array([ 0, 10, 55, 50, 90]))
+    """
+    n = len(level) + len(new)
+    placed = np.searchsorted(level, new) + np.arange(len(new))
+    old = np.ones(n, bool)
+    old[placed] = False
+    merged, moved = np.empty(n, level.dtype), np.empty(n, values.dtype)
+    merged[old], merged[placed] = level, new
+    moved[old], moved[placed] = values, new_values
+    return merged, moved
+
+
+def take_keys(keys: Sequence[Any], at: np.ndarray) -> list[Any]:
+    """``keys[i]`` for each ``i`` of ``at``, in one pass for :class:`RowKeys`."""
+    if isinstance(keys, RowKeys):  # (per column: no list a row for the collector to count)
+        parts = [keys.columns[at, j].tolist() for j in range(keys.columns.shape[1])]
+        return parts[0] if keys.single else list(zip(*parts, strict=True))
+    return [keys[i] for i in at.tolist()]
+
+
 class KeyIndex:
     """Sorted key hashes with their group ids, and an overflow dict for colliding keys.
 
@@ -242,8 +270,11 @@ class KeyIndex:
             firsts = missing[order[starts]]
             seq = np.argsort(firsts, kind="stable")
             ids = np.empty(len(firsts), np.int64)
-            ids[seq] = create([keys[i] for i in firsts[seq].tolist()])
+            firsts = firsts[seq]  # (in order of appearance)
+            new_keys = take_keys(keys, firsts)
+            ids[seq] = create(new_keys)
             out[missing[order]] = ids[np.cumsum(starts) - 1]
+            ids = ids[seq]
         else:  # two new keys share a hash: one by one
             fresh: dict[Any, int] = {}
             firsts_list: list[int] = []
@@ -255,20 +286,21 @@ class KeyIndex:
                 out[i] = gid
             firsts = np.asarray(firsts_list, np.int64)
             ids = out[firsts]
+            new_keys = take_keys(keys, firsts)
         new_columns = None if columns is None else columns[firsts]
-        self._insert(
-            hashes[firsts], ids, [keys[i] for i in firsts.tolist()], exact=exact, columns=new_columns
-        )
+        self._insert(hashes[firsts], ids, new_keys, exact=exact, columns=new_columns)
         return out
 
     def _probe(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Positions (into ``hashes``) found in either level, and the ids indexed under them."""
         hits, ids = [], []
+        order = np.argsort(hashes)  # increasing needles: searchsorted narrows each search by the last
+        ordered = hashes[order]
         for level, level_ids in ((self.hashes, self.ids), (self.recent_hashes, self.recent_ids)):
             if len(level):
-                pos = np.minimum(np.searchsorted(level, hashes), len(level) - 1)
-                hit = np.flatnonzero(level[pos] == hashes)
-                hits.append(hit)
+                pos = np.minimum(np.searchsorted(level, ordered), len(level) - 1)
+                hit = np.flatnonzero(level[pos] == ordered)
+                hits.append(order[hit])
                 ids.append(level_ids[pos[hit]])
         if not hits:
             return np.empty(0, np.int64), np.empty(0, np.int64)
@@ -299,13 +331,9 @@ class KeyIndex:
         hashes, ids = hashes[first], ids[first]
         if not len(hashes):
             return
-        at = np.searchsorted(self.recent_hashes, hashes)
-        self.recent_hashes = np.insert(self.recent_hashes, at, hashes)
-        self.recent_ids = np.insert(self.recent_ids, at, ids)
+        self.recent_hashes, self.recent_ids = merge_sorted(self.recent_hashes, self.recent_ids, hashes, ids)
         if len(self.recent_hashes) > max(4096, len(self.hashes) // 8):
-            at = np.searchsorted(self.hashes, self.recent_hashes)
-            self.hashes = np.insert(self.hashes, at, self.recent_hashes)
-            self.ids = np.insert(self.ids, at, self.recent_ids)
+            self.hashes, self.ids = merge_sorted(self.hashes, self.ids, self.recent_hashes, self.recent_ids)
             self.recent_hashes, self.recent_ids = self.recent_hashes[:0], self.recent_ids[:0]
 
     def _shadow(self, ids: np.ndarray, columns: np.ndarray | None) -> None:
@@ -349,3 +377,100 @@ class KeyIndex:
                     self.recent_hashes, self.recent_ids = np.delete(level, drop), np.delete(level_ids, drop)
                 else:
                     self.hashes, self.ids = np.delete(level, drop), np.delete(level_ids, drop)
+
+
+_MODULUS = np.uint64((1 << 61) - 1)
+_XXPRIME_1 = np.uint64(11400714785074694791)
+_XXPRIME_2 = np.uint64(14029467366897019727)
+_XXPRIME_5 = np.uint64(2870177450012600261)
+
+
+def int_hashes(values: np.ndarray) -> np.ndarray:
+    """Python's ``hash`` of each int64 value, computed in numpy (CPython's: the value modulo
+    ``2**61 - 1`` with its sign, -1 becoming -2).
+
+    >>> int_hashes(np.array([5, -1, -7, 2**62])).tolist() == [hash(5), hash(-1), hash(-7), hash(2**62)]
+    True
+    """
+    values = np.asarray(values, np.int64)
+    if not len(values) or (int(values.min()) >= 0 and int(values.max()) < EXACT_BELOW):
+        return values  # (the common case: a hash that is the value itself)
+    negative = values < 0
+    with np.errstate(over="ignore"):
+        magnitude = np.where(negative, (~values).view(np.uint64) + np.uint64(1), values.view(np.uint64))
+        reduced = (magnitude % _MODULUS).view(np.int64)
+    out = np.where(negative, -reduced, reduced)
+    out[out == -1] = -2
+    return out
+
+
+def tuple_hashes(columns: np.ndarray) -> np.ndarray:
+    """Python's ``hash`` of each row of an int64 array as a tuple of ints, computed in numpy
+    (CPython's xxHash-based tuple hash over :func:`int_hashes`).
+
+    >>> rows = np.array([[1, 2], [-1, 2**62]])
+    >>> tuple_hashes(rows).tolist() == [hash((1, 2)), hash((-1, 2**62))]
+    True
+    """
+    n, width = columns.shape
+    acc = np.full(n, _XXPRIME_5, np.uint64)
+    with np.errstate(over="ignore"):
+        for j in range(width):
+            lane = int_hashes(columns[:, j]).view(np.uint64)
+            acc += lane * _XXPRIME_2
+            acc = (acc << np.uint64(31)) | (acc >> np.uint64(33))
+            acc *= _XXPRIME_1
+        acc += np.uint64(width) ^ (_XXPRIME_5 ^ np.uint64(3527539))
+    out = acc.view(np.int64)
+    out[out == -1] = 1546275796
+    return out
+
+
+class RowKeys(Sequence[Any]):
+    """The keys of an int64 array's rows as Python values, made on demand: a tuple of ints a row
+    (an int where ``single``), what :func:`int_columns` reads back.
+
+    >>> keys = RowKeys(np.array([[1, 2], [3, 4]]))
+    >>> len(keys), keys[1], RowKeys(np.array([[7]]), single=True)[0]
+    (2, (3, 4), 7)
+    """
+
+    def __init__(self, columns: np.ndarray, *, single: bool = False) -> None:
+        self.columns, self.single = columns, single
+
+    def __len__(self) -> int:
+        return len(self.columns)
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        row = self.columns[i].tolist()
+        return row[0] if self.single else tuple(row)
+
+
+def int_row_codes(columns: np.ndarray, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of an int64 array grouped by value, given each row's hash: a code per row (equal rows,
+    equal codes; codes numbered in order of first appearance) and the first row of each code.
+
+    Rows are sorted by hash, and a run of equal hashes splits wherever the row changes, so two keys
+    whose hashes tie may get several codes each (callers map codes to keys, which merges them).
+
+    >>> codes, first = int_row_codes(np.array([[5, 1], [2, 2], [5, 1]]), np.array([9, 4, 9]))
+    >>> codes.tolist(), first.tolist()
+    ([0, 1, 0], [0, 1])
+    """
+    order = np.argsort(hashes)
+    ordered = hashes[order]
+    starts = np.ones(len(order), bool)
+    starts[1:] = ordered[1:] != ordered[:-1]
+    for j in range(columns.shape[1]):
+        column = columns[order, j]
+        starts[1:] |= column[1:] != column[:-1]
+    at = np.flatnonzero(starts)
+    first = np.minimum.reduceat(order, at) if len(at) else at
+    by_appearance = np.argsort(first)
+    rank = np.empty(len(first), np.int64)
+    rank[by_appearance] = np.arange(len(first), dtype=np.int64)
+    codes = np.empty(len(order), np.int64)
+    codes[order] = rank[np.cumsum(starts) - 1]
+    return codes, first[by_appearance]

@@ -161,7 +161,8 @@ def split_by_partition(
     ids = partition_ids(data, columns, partitions)
     if partitions == 1:
         return [("0", batch)]
-    order = np.argsort(ids, kind="stable")
+    small = np.int16 if partitions <= np.iinfo(np.int16).max else ids.dtype
+    order = np.argsort(ids.astype(small), kind="stable")  # (a radix sort on 16-bit ids)
     counts = np.bincount(ids, minlength=partitions)
     out: list[tuple[str, ChangeBatch]] = []
     start = 0
