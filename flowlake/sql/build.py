@@ -11,13 +11,15 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import bytewax.operators as op
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import sqlglot
 from bytewax.dataflow import Dataflow, Stream
+from sqlglot import exp
 
 from flowlake.changelog import KIND_COLUMN, SEQ_COLUMN, RowKind
 from flowlake.flow import PairCondition
@@ -195,15 +197,92 @@ def _bound(column: pa.ChunkedArray) -> np.ma.MaskedArray:
 
 
 def pair_condition(node: Join) -> PairCondition | None:
-    """The :class:`PairCondition` of a join's condition: one DuckDB query over the candidate pairs."""
+    """The :class:`PairCondition` of a join's condition: one DuckDB query over the candidate pairs,
+    or Arrow compute where the condition is comparisons of columns (see :func:`arrow_condition`)."""
     if node.condition is None:
         return None
     query = BatchQuery(f"SELECT coalesce({node.condition}, false) AS {KEEP} FROM batch")
+    arrow = arrow_condition(node.condition)
+    use_arrow = [arrow is not None]
 
     def test(pairs: pa.Table) -> np.ndarray:
+        floats = any(pa.types.is_floating(pairs.column(c).type) for c in pairs.column_names)
+        if use_arrow[0] and arrow is not None and not floats:
+            try:
+                return arrow(pairs)
+            except (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError):
+                use_arrow[0] = False  # types Arrow does not compare like DuckDB: DuckDB from now on
         return np.asarray(query(pairs).column(KEEP).to_numpy(zero_copy_only=False), dtype=bool)
 
     return PairCondition(node.condition_columns, test)
+
+
+_COMPARE: dict[type[exp.Expr], Callable[..., Any]] = {
+    exp.GTE: pc.greater_equal, exp.GT: pc.greater, exp.LTE: pc.less_equal, exp.LT: pc.less,
+    exp.EQ: pc.equal, exp.NEQ: pc.not_equal,
+}  # fmt: skip
+
+
+def arrow_condition(condition: str) -> Callable[[pa.Table], np.ndarray] | None:
+    """``condition`` (DuckDB SQL over column names) in Arrow compute, with SQL's NULL logic and NULL
+    as false, where it is ``AND``/``OR``/``NOT`` over comparisons and ``BETWEEN`` of plain columns;
+    else None. (Callers keep floating-point columns in DuckDB, which orders NaN above every number.)
+
+    >>> test = arrow_condition('"b" BETWEEN "a" AND "c" AND NOT "a" = "c"')
+    >>> test(pa.table({"a": [1, 1, None, 2], "b": [2, 0, 1, 2], "c": [3, 3, 3, 2]})).tolist()
+    [True, False, False, False]
+    """
+    tree = sqlglot.parse_one(condition, read="duckdb")
+    Test = Callable[[pa.Table], Any]
+
+    def column(node: exp.Expr) -> Test | None:
+        if isinstance(node, exp.Column) and not node.table:
+            name = node.name
+            return lambda t: t.column(name)
+        return None
+
+    def compare(node: exp.Expr) -> Test | None:
+        func = next((f for kind, f in _COMPARE.items() if type(node) is kind), None)
+        if func is None:
+            return None
+        left, right = column(node.this), column(node.expression)
+        if left is None or right is None:
+            return None
+        return lambda t: func(left(t), right(t))
+
+    def between(node: exp.Between) -> Test | None:
+        if node.args.get("symmetric"):
+            return None
+        x, low, high = column(node.this), column(node.args["low"]), column(node.args["high"])
+        if x is None or low is None or high is None:
+            return None
+        return lambda t: pc.and_kleene(pc.greater_equal(x(t), low(t)), pc.less_equal(x(t), high(t)))
+
+    def build(node: exp.Expr) -> Test | None:
+        if isinstance(node, exp.Paren):
+            return build(node.this)
+        if isinstance(node, exp.Between):
+            return between(node)
+        if isinstance(node, exp.And | exp.Or):
+            left, right = build(node.this), build(node.expression)
+            if left is None or right is None:
+                return None
+            func = pc.and_kleene if isinstance(node, exp.And) else pc.or_kleene
+            return lambda t: func(left(t), right(t))
+        if isinstance(node, exp.Not):
+            inner = build(node.this)
+            return None if inner is None else (lambda t: pc.invert(inner(t)))
+        return compare(node)
+
+    top = build(tree)
+    if top is None:
+        return None
+
+    def test(pairs: pa.Table) -> np.ndarray:
+        verdict = pc.fill_null(top(pairs), False)
+        return np.asarray(verdict.to_numpy(zero_copy_only=False), dtype=bool)
+
+    return test
 
 
 def unpaired(data: pa.Table) -> pa.Array:
