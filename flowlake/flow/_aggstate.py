@@ -16,6 +16,7 @@ import datetime as dt
 import logging
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,7 +40,7 @@ from flowlake.flow._snapshot import ChunkedSnapshot, ChunkLog, Manifest, Records
 from flowlake.flow._stateform import _storage_type, from_state, to_state
 from flowlake.flow._valuecounts import ValueCounts, row_codes, sum_by
 from flowlake.flow.aggs import ADDITIVE, Agg, Condition, Window
-from flowlake.flow.batch import kinds_of, weights
+from flowlake.flow.batch import WEIGHT_COLUMN, kinds_of, weights
 
 log = logging.getLogger("flowlake.flow")
 
@@ -68,6 +69,10 @@ def condition_mask(data: pa.Table, where: Condition | None) -> np.ndarray:
         raise InvalidArgumentError(f"unknown filter op {op!r}; use == != < <= > >= or in")
     return np.asarray(pc.fill_null(result, False).to_numpy(zero_copy_only=False), dtype=bool)
 
+
+KEY_FORM = 1
+"""How group keys are held: 1 = temporal and decimal values in their state form (plain ints, see
+:mod:`flowlake.flow._stateform`); states saved before it held them as Python objects."""
 
 WATERMARK_COLUMN = "_watermark"
 """Per-row event-time watermark (epoch us) a batch may carry into :class:`AggregateState`."""
@@ -198,6 +203,7 @@ class AggregateState(ChunkedSnapshot):
         self._capacity = 0
         self._dirty = np.zeros(0, dtype=bool)
         self._gone: set[Any] = set()
+        self.key_form = KEY_FORM
 
     def configure(self, by: Sequence[str], aggs: Mapping[str, Agg], window: Window | None) -> None:
         """Re-attach the configuration (it is not part of the pickled state: callables may not pickle)."""
@@ -222,6 +228,10 @@ class AggregateState(ChunkedSnapshot):
         state.setdefault("values", {})
         counters = state.pop("counters", None)  # (and those pickled before ValueCounts: loaded at configure)
         self.__dict__.update(state)  # (and those pickled before KeyIndex hold a dict index: replaced)
+        if state.get("key_form") != KEY_FORM:  # keys saved as Python objects: into their state form
+            if isinstance(self.keys, list):
+                _keys_to_state(self.keys, self.schema, self.key_columns)
+            self.key_form = KEY_FORM
         self._dirty = np.zeros(0, dtype=bool)
         self.index = KeyIndex.build(self.keys, self._live_ids())
         if counters:
@@ -251,7 +261,7 @@ class AggregateState(ChunkedSnapshot):
             "dropped_retractions": self.dropped_retractions, "late_changes": self.late_changes,
             "dtypes": {n: a.dtype for n, a in self.sums.items()}, "counters": list(self.values),
             "value_funcs": {n: (v.func, v.ordered) for n, v in self.values.items()},
-            "slots": len(self.keys), "free": list(self.free),
+            "slots": len(self.keys), "free": list(self.free), "key_form": KEY_FORM,
         }  # fmt: skip
 
     def _records(self, gids: np.ndarray, live: bool = True) -> Records:
@@ -407,13 +417,22 @@ class AggregateState(ChunkedSnapshot):
         watermark; without it the state judges rows against the largest event time it has seen.
         """
         given: np.ndarray | None = None
+        repeats: np.ndarray | None = None
+        if WEIGHT_COLUMN in data.schema.names:  # each change stands for this many equal ones
+            if self.window is not None:
+                raise InvalidArgumentError(
+                    f"a changelog with a {WEIGHT_COLUMN!r} column cannot feed the windowed aggregate by "
+                    f"{list(self.by)}: lateness is judged change by change; leave the column out"
+                )
+            repeats = np.asarray(data.column(WEIGHT_COLUMN).to_numpy(), dtype=np.int64)
+            data = data.drop_columns([WEIGHT_COLUMN])
         if WATERMARK_COLUMN in data.schema.names:
             given = np.asarray(data.column(WATERMARK_COLUMN).to_numpy(), dtype=np.int64)
             data = data.drop_columns([WATERMARK_COLUMN])
         if self.schema is None:
             self._init_schema(data.schema)
         kinds = kinds_of(data)
-        w = weights(kinds)
+        w = weights(kinds) if repeats is None else weights(kinds) * repeats
         late: pa.Table | None = None
         keyed = data
         if self.window is not None:
@@ -682,6 +701,10 @@ def restore_chunked(manifest: Manifest, scalars: dict[str, Any]) -> AggregateSta
     state.keys.extend([None] * n)
     for gid, key in zip(gids.tolist(), records["keys"], strict=True):
         state.keys[gid] = key
+    fresh_log = scalars.get("key_form") != KEY_FORM and isinstance(state.keys, list)
+    if fresh_log:  # keys saved as Python objects: into their state form (and a new log, below)
+        assert isinstance(state.keys, list)
+        _keys_to_state(state.keys, state.schema, state.key_columns)
     state.index = KeyIndex.build(state.keys, gids)
     state.rows = np.zeros(n, np.int64)
     state.rows[gids] = records.get("rows", 0)
@@ -708,6 +731,9 @@ def restore_chunked(manifest: Manifest, scalars: dict[str, Any]) -> AggregateSta
         for gid, key in zip(gids.tolist(), records["keys"], strict=True):
             state.window_groups.setdefault(_window_of(key), set()).add(gid)
     state._log, state._dirty = log, np.zeros(n, dtype=bool)
+    if fresh_log:  # the old chunks' records are keyed by the old form: the next snapshot starts anew
+        state._log = ChunkLog.create(Path(manifest.folder).parent)
+        state._mark_all_changed()
     return state
 
 
@@ -793,16 +819,16 @@ def _group_keys(
     several integer columns, the keys as rows of an int64 array (for
     :meth:`~flowlake.flow._keyindex.KeyIndex.assign`).
 
-    Integer key columns without NULLs are grouped in numpy, their hashes computed there, and only
-    the keys the index has not seen become Python values; other keys go through Arrow's dictionary
-    encoding and Python.
+    Integer key columns without NULLs (and temporal ones, as their state form's counts of units) are
+    grouped in numpy, their hashes computed there, and only the keys the index has not seen become
+    Python values; other keys go through Arrow's dictionary encoding and Python.
     """
     parts = []
     for name in columns:
-        column = data.column(name)
-        if not pa.types.is_integer(column.type) or column.type == pa.uint64() or column.null_count:
+        values = _state_ints(data.column(name))
+        if values is None:
             break
-        parts.append(np.asarray(column.to_numpy(), np.int64))
+        parts.append(values)
     else:
         if parts:
             rows = np.stack(parts, axis=1)
@@ -813,15 +839,46 @@ def _group_keys(
             exact = single and bool(rows.min() >= 0 and rows.max() < EXACT_BELOW)
             return codes, first, RowKeys(rows, single=single), hashes, exact, None if single else rows
     codes, first = row_codes(data, columns)
-    keys = _py_keys(data.select(list(columns)).take(pa.array(first)), columns)
+    keys = _state_values(data.select(list(columns)).take(pa.array(first)), columns)
     return codes, first, keys, None, False, None
 
 
-def _py_keys(table: pa.Table, columns: Sequence[str]) -> list[Any]:
+def _state_ints(column: pa.ChunkedArray) -> np.ndarray | None:
+    """A key column without NULLs as the int64 values of its state form (an integer column, or a
+    temporal one held as its count of units), else None."""
+    type_ = column.type
+    if column.null_count:
+        return None
+    if pa.types.is_integer(type_) and type_ != pa.uint64():
+        return np.asarray(column.to_numpy(), np.int64)
+    storage = _storage_type(type_)
+    if storage is None or pa.types.is_decimal(storage):
+        return None
+    return np.asarray(column.cast(storage).to_numpy(), np.int64)
+
+
+def _keys_to_state(keys: list[Any], schema: pa.Schema | None, columns: Sequence[str]) -> None:
+    """Turn group keys saved before they were held in state form (temporal and decimal values as
+    Python objects) into that form, in place; ``None`` entries (free slots) stay."""
+    types = [schema.field(c).type if schema is not None and c in schema.names else None for c in columns]
+    if not any(t is not None and _storage_type(t) is not None for t in types):
+        return
+    at = [i for i, key in enumerate(keys) if key is not None]
+    if not at:
+        return
     if len(columns) == 1:
-        values: list[Any] = table.column(columns[0]).to_pylist()
-        return values
-    return list(zip(*(table.column(c).to_pylist() for c in columns), strict=True))
+        values = to_state(pa.chunked_array([pa.array([keys[i] for i in at], types[0])]))
+        for i, value in zip(at, values, strict=True):
+            keys[i] = value
+        return
+    parts = [
+        [keys[i][j] for i in at]
+        if t is None
+        else to_state(pa.chunked_array([pa.array([keys[i][j] for i in at], t)]))
+        for j, t in enumerate(types)
+    ]
+    for i, key in zip(at, zip(*parts, strict=True), strict=True):
+        keys[i] = key
 
 
 def _state_values(table: pa.Table, columns: Sequence[str]) -> list[Any]:

@@ -120,6 +120,11 @@ def weights(kinds: np.ndarray) -> np.ndarray:
     return np.where(retract, -1, 1).astype(np.int64)
 
 
+WEIGHT_COLUMN = "_weight"
+"""An optional int64 column (each value >= 1) of a changelog batch that :func:`~flowlake.flow.aggregate`
+reads: the change stands for that many equal changes (a batch combined before an aggregate)."""
+
+
 def _zero(dtype: pa.DataType) -> pa.Scalar:
     if pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
         return pa.scalar("", dtype)

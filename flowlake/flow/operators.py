@@ -142,11 +142,13 @@ def aggregate(
 ) -> AggregateOut:
     """Group and aggregate a changelog with retractions (Flink's group aggregation).
 
-    Accepts ``+I/-U/+U/-D``; folds each batch, then emits per changed group ``-U``/``+U``, ``+I``
-    for a new group and ``-D`` when its row count reaches zero. Retractions for groups never seen are
-    dropped (counted in the state, logged). With ``window`` the groups are also keyed by the window
-    start (an updating window: late changes within the horizon update their old window); changes
-    beyond the horizon go to ``late`` with a ``reason`` column.
+    Accepts ``+I/-U/+U/-D`` (a ``_weight`` column, :data:`~flowlake.flow.batch.WEIGHT_COLUMN`, makes
+    a change count that many times; not with ``window``); folds each batch, then emits per changed
+    group ``-U``/``+U``, ``+I`` for a new group and ``-D`` when its row count reaches zero.
+    Retractions for groups never seen are dropped (counted in the state, logged). With ``window``
+    the groups are also keyed by the window start (an updating window: late changes within the
+    horizon update their old window); changes beyond the horizon go to ``late`` with a ``reason``
+    column.
 
     With ``chunks`` (default ``$FLOWLAKE_STATE_DIR``; ``flowlake run -r DIR`` sets ``DIR/state``) each
     key partition's snapshot costs what changed in the epoch once its state is large: the changed

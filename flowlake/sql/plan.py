@@ -57,6 +57,27 @@ class Source(Node):
         return "the last version read"
 
 
+@dataclass(frozen=True)
+class SeriesExplode:
+    """A Calc whose one list is ``unnest(generate_series(start, end, step))`` (or ``range``) with a
+    constant positive ``step``: DuckDB computes each row's ``start`` and ``end`` (and the other
+    columns and the filter) once, and the elements are made in numpy, not by DuckDB's unnest."""
+
+    column: str
+    """The output column of the elements."""
+    sql: str
+    """The query for the other columns, the bounds (``__series_start``/``__series_end``) and ``__keep``."""
+    step: int
+    """The step in microseconds (temporal bounds) or as the integer itself."""
+    temporal: bool
+    exclusive: bool
+    """``range``: the end is left out."""
+
+
+SERIES_START, SERIES_END = "__series_start", "__series_end"
+"""The bound columns of a :class:`SeriesExplode` query."""
+
+
 @dataclass(eq=False)
 class Calc(Node):
     """Scalar expressions and a filter over each batch (one DuckDB query per batch)."""
@@ -78,6 +99,8 @@ class Calc(Node):
     arrow_calls: tuple[ArrowCall, ...] = ()
     """With ``passthrough``: string function calls Arrow computes first, in order, each a column that
     ``passthrough`` and ``computed_sql`` may read."""
+    series: SeriesExplode | None = None
+    """With ``explodes``: the list is a series whose elements numpy makes (None: DuckDB unnests)."""
 
     @property
     def inputs(self) -> tuple[Node, ...]:
@@ -86,6 +109,8 @@ class Calc(Node):
     def describe(self) -> str:
         text = "compute " + ", ".join(self.schema.names)
         text += " (a row per list element)" if self.explodes else ""
+        if self.series is not None:
+            text += f"; {self.series.column} made in numpy (equal rows combined first before an aggregate)"
         text += f" where {self.where}" if self.where else ""
         if self.arrow_calls:
             text += "; computed in Arrow: " + ", ".join(c.describe() for c in self.arrow_calls)

@@ -17,7 +17,7 @@ from flowlake.changelog import KIND_COLUMN
 from flowlake.errors import SqlError
 from flowlake.sql.arrowfn import ArrowCall, take_arrow_calls
 from flowlake.sql.evaluate import BatchQuery, quote
-from flowlake.sql.plan import Calc
+from flowlake.sql.plan import SERIES_END, SERIES_START, Calc, SeriesExplode
 from flowlake.sql.relation import KEEP, PlanState, Relation, body
 from flowlake.sql.statements import DIALECT
 from flowlake.sql.support import position
@@ -107,13 +107,60 @@ class Projector:
         calls: list[ArrowCall] = []
         if not explodes:  # plain columns pass through in Arrow; DuckDB computes the rest (and the filter)
             passthrough, computed_sql, calls = self._hybrid(rel, raw, items, where, schema)
+        series = self._series(rel, raw, items, where, schema) if explodes else None
         node = Calc(
             schema=schema, key=key, input=rel.node, sql=query.sql, where=where_sql, explodes=explodes,
             reads=_reads([e for _, e in items] + ([where] if where is not None else []), rel, raw),
-            passthrough=passthrough, computed_sql=computed_sql, arrow_calls=tuple(calls),
+            passthrough=passthrough, computed_sql=computed_sql, arrow_calls=tuple(calls), series=series,
         )  # fmt: skip
         names = [name for name, _ in items]
         return Relation(node, {("", n): n for n in names}, names, equal)
+
+    def _series(
+        self,
+        rel: Relation,
+        raw: bool,
+        items: Sequence[tuple[str, exp.Expr]],
+        where: exp.Expr | None,
+        schema: pa.Schema,
+    ) -> SeriesExplode | None:
+        """The :class:`SeriesExplode` of a select list whose only ``unnest`` is a whole item over
+        ``generate_series``/``range`` with a constant positive step and integer or timestamp bounds
+        (a hopping window's starts); None for any other list (DuckDB unnests it)."""
+        found = [
+            (name, expr.this)
+            for name, expr in items
+            if isinstance(expr, exp.Explode) and isinstance(expr.this, exp.GenerateSeries)
+        ]
+        explodes = sum(isinstance(n, exp.Explode) for _, e in items for n in e.walk())
+        if len(found) != 1 or explodes != 1:
+            return None
+        name, series = found[0]
+        start, end, step = series.args.get("start"), series.args.get("end"), series.args.get("step")
+        if start is None or end is None or step is None:
+            return None
+        type_ = schema.field(name).type
+        temporal = pa.types.is_timestamp(type_)
+        if temporal:  # (DuckDB's timestamps are microseconds)
+            if type_.unit != "us":
+                return None
+            size = _interval_us(step)
+            if size is None:
+                return None
+        elif type_ == pa.int64() and isinstance(step, exp.Literal) and not step.is_string:
+            size = int(step.this)
+        else:
+            return None
+        if size <= 0:
+            return None
+        others = [(n, e) for n, e in items if n != name]
+        bounds = [
+            (SERIES_START, exp.cast(start, type_sql(type_))),
+            (SERIES_END, exp.cast(end, type_sql(type_))),
+        ]
+        query = self.query(rel, [*others, *bounds], where, raw)
+        exclusive = bool(series.args.get("is_end_exclusive"))
+        return SeriesExplode(name, query.sql, size, temporal, exclusive)
 
     def _hybrid(
         self,
@@ -198,3 +245,31 @@ def _plain_columns(
         else:
             computed.append((name, expr))
     return plain, computed
+
+
+_INTERVAL_US = {
+    "MICROSECOND": 1, "MILLISECOND": 1000, "SECOND": 1_000_000, "MINUTE": 60_000_000,
+    "HOUR": 3_600_000_000, "DAY": 86_400_000_000,
+}  # fmt: skip
+"""Fixed-length interval units in microseconds (views' DuckDB connections run in UTC: a day is 24 h)."""
+
+
+def _interval_us(node: exp.Expr) -> int | None:
+    """A literal ``INTERVAL 'n unit'`` of a fixed length in microseconds, else None."""
+    if not isinstance(node, exp.Interval) or not isinstance(node.this, exp.Literal):
+        return None
+    unit = node.args.get("unit")
+    name = unit.name.upper().removesuffix("S") if unit is not None else ""
+    if name not in _INTERVAL_US:
+        return None
+    try:
+        return int(node.this.this) * _INTERVAL_US[name]
+    except ValueError:
+        return None
+
+
+def type_sql(type_: pa.DataType) -> str:
+    """DuckDB's name of a series' type: BIGINT, TIMESTAMP or TIMESTAMPTZ (microseconds)."""
+    if pa.types.is_timestamp(type_):
+        return "TIMESTAMPTZ" if type_.tz is not None else "TIMESTAMP"
+    return "BIGINT"
