@@ -249,6 +249,7 @@ class ArrowSnapshots:
             if reason is not None:
                 log.info("snapshot of %s reads through PyMySQL: column %r is %s", table, column.name, reason)
                 return None
+        log.info("snapshot of %s reads its chunks straight into Arrow (ConnectorX)", table)
         schema = pa.schema([target.schema.field(name).with_nullable(True) for name in spec.schema.names])
         db = table.split(".", 1)[0]
         user = urllib.parse.quote(self.url.user, safe="")
