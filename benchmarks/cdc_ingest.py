@@ -7,7 +7,9 @@
 3. Binlog → ODS (needs ``mariadbd``; a throwaway server is started): catch-up throughput over
    ``--binlog-rows`` changes written while the ingester was stopped (in 1000-row and in 1-row
    transactions), each beside mysql-replication alone parsing the same binlog range; the initial
-   snapshot of a ``--snapshot-rows`` table beside the bare chunked SELECTs; then the latency from
+   snapshot of a ``--snapshot-rows`` table into ODS through ConnectorX into Arrow (the fast path) and
+   through PyMySQL, beside the bare chunked SELECTs through each (``--snapshot-only`` runs only this);
+   then the latency from
    MariaDB commit to ODS commit visible (p50/p99) while a writer commits at each of ``--rates``
    changes/s.
 4. PostgreSQL → ODS (needs the PostgreSQL 15 binaries; a private server with ``wal_level=logical`` is
@@ -19,6 +21,7 @@ threads; the database servers are other processes).
 
     python benchmarks/cdc_ingest.py [--events 200000] [--binlog-rows 100000] [--rates 1000,5000]
         [--seconds 10] [--skip-binlog] [--skip-postgres] [--json out.json]
+        [--snapshot-rows 200000] [--snapshot-chunk 5000] [--snapshot-only] [--skip-pymysql-ods]
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import platform
 import random
 import statistics
@@ -236,7 +240,7 @@ def bench_binlog(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         for per_second in args.rates:
             first = n + small + per_second * 1000
             figures.update(latency(cat, server.port, url, per_second, args.seconds, tmp, first_id=first))
-        figures.update(bench_snapshot(cur, server.url, args.snapshot_rows, tmp))
+        figures.update(bench_snapshot(cur, server.url, args.snapshot_rows, tmp, chunk=args.snapshot_chunk))
         conn.close()
     return figures
 
@@ -266,35 +270,86 @@ def bare_binlog(url: str, start: tuple[str, int], cur: Any) -> int:
     return rate(changes, seconds)
 
 
-def bench_snapshot(cur: Any, url: str, rows: int, tmp: Path) -> dict[str, Any]:
-    """Initial snapshot of a ``rows``-row table into ODS beside the bare chunked SELECT of the same rows."""
+def bench_snapshot(
+    cur: Any, url: str, rows: int, tmp: Path, *, chunk: int = 5000, pymysql_ods: bool = True
+) -> dict[str, Any]:
+    """Initial snapshot of a ``rows``-row table into ODS, through ConnectorX into Arrow (the fast path,
+    the default when ``connectorx`` is installed) and through PyMySQL (``arrow_snapshot=False``), beside
+    the same chunked key-order SELECTs alone through PyMySQL and through ConnectorX."""
+    import connectorx as cx
+
     from flowlake.cdc.mysql import MySqlSource
 
     cur.execute(
         "CREATE TABLE shop.snap (id BIGINT PRIMARY KEY, customer INT, status VARCHAR(8), amount DOUBLE)"
     )
-    cur.execute(f"INSERT INTO shop.snap SELECT seq, seq % 997, 'new', 1.5 FROM shop.seq_1_to_{int(rows)}")
+    for start in range(0, rows, 1_000_000):  # one statement per 1M rows (a bounded transaction)
+        stop = min(rows, start + 1_000_000)
+        cur.execute(
+            f"INSERT INTO shop.snap SELECT seq, seq % 997, 'new', 1.5 FROM shop.seq_{start + 1}_to_{stop}"
+        )
+    sql = "SELECT id, customer, status, amount FROM shop.snap WHERE id > {} ORDER BY id LIMIT {}"
     t0 = time.perf_counter()
     last, fetched = 0, 0
     while True:  # the peer baseline: the same chunked key-order SELECTs through PyMySQL, nothing else
-        cur.execute(
-            "SELECT id, customer, status, amount FROM shop.snap WHERE id > %s ORDER BY id LIMIT 5000", (last,)
-        )
-        chunk = cur.fetchall()
-        if not chunk:
+        cur.execute(sql.format(int(last), chunk))
+        got = cur.fetchall()
+        if not got:
             break
-        fetched += len(chunk)
-        last = chunk[-1][0]
+        fetched += len(got)
+        last = got[-1][0]
     bare = time.perf_counter() - t0
-    cat = fl.connect(catalog=f"sqlite:///{tmp / 'snapshot.db'}", warehouse=(tmp / "wh-snapshot").as_uri())
     t0 = time.perf_counter()
-    stats = OdsIngester(cat, MySqlSource(f"{url}/shop", tables="shop.snap"), buckets=8).run(until_idle=True)
-    seconds = time.perf_counter() - t0
-    return {
+    last, fetched_cx = 0, 0
+    while True:  # and through ConnectorX into Arrow
+        table = cx.read_sql(f"{url}/shop", sql.format(int(last), chunk), return_type="arrow")
+        if not table.num_rows:
+            break
+        fetched_cx += table.num_rows
+        last = table.column("id")[-1].as_py()
+    bare_cx = time.perf_counter() - t0
+    figures: dict[str, Any] = {
         "snapshot_rows": fetched,
+        "snapshot_chunk_rows": chunk,
         "snapshot_bare_select_rows_per_s": rate(fetched, bare),
-        "snapshot_to_ods_rows_per_s": rate(stats.changes, seconds),
+        "snapshot_bare_connectorx_rows_per_s": rate(fetched_cx, bare_cx),
     }
+    for arrow in (True, False) if pymysql_ods else (True,):
+        name = "snapshot-arrow" if arrow else "snapshot-pymysql"
+        cat = fl.connect(catalog=f"sqlite:///{tmp / f'{name}.db'}", warehouse=(tmp / f"wh-{name}").as_uri())
+        source = MySqlSource(f"{url}/shop", tables="shop.snap", chunk_size=chunk, arrow_snapshot=arrow)
+        t0, c0 = time.perf_counter(), time.process_time()
+        stats = OdsIngester(cat, source, buckets=8).run(until_idle=True)
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+        assert stats.changes == fetched, (stats.changes, fetched)
+        key = "snapshot_to_ods" if arrow else "snapshot_to_ods_pymysql"
+        figures[f"{key}_rows_per_s"] = rate(stats.changes, seconds)
+        figures[f"{key}_cpu_us_per_row"] = round(cpu * 1e6 / max(stats.changes, 1), 2)
+    return figures
+
+
+def bench_snapshot_only(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """``--snapshot-only``: the snapshot section alone, on a throwaway MariaDB."""
+    import pymysql
+
+    from flowlake.cdc.testing import mariadb_binaries, running_mariadb
+
+    if mariadb_binaries() is None:
+        return {"snapshot": "skipped: mariadbd not installed"}
+    with running_mariadb(tmp) as server:
+        conn = pymysql.connect(host="127.0.0.1", port=server.port, user="root", autocommit=True)
+        cur = conn.cursor()
+        cur.execute("CREATE DATABASE shop")
+        figures = bench_snapshot(
+            cur,
+            server.url,
+            args.snapshot_rows,
+            tmp,
+            chunk=args.snapshot_chunk,
+            pymysql_ods=not args.skip_pymysql_ods,
+        )
+        conn.close()
+    return figures
 
 
 def latency(
@@ -393,6 +448,11 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--binlog-rows", type=int, default=100_000)
     parser.add_argument("--snapshot-rows", type=int, default=200_000)
+    parser.add_argument("--snapshot-chunk", type=int, default=5000, help="rows per snapshot chunk")
+    parser.add_argument("--snapshot-only", action="store_true", help="run only the snapshot section")
+    parser.add_argument(
+        "--skip-pymysql-ods", action="store_true", help="snapshot section: skip the slow PyMySQL → ODS run"
+    )
     parser.add_argument("--rates", type=lambda s: [int(x) for x in s.split(",")], default=[1000, 5000])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--skip-binlog", action="store_true")
@@ -402,6 +462,12 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="flowlake-cdc-bench-"))
     msgs = messages(args.events)
     figures: dict[str, Any] = {"machine": f"{platform.machine()} {platform.python_version()}"}
+    figures["load_average_at_start"] = round(os.getloadavg()[0], 1)
+    if args.snapshot_only:
+        figures.update(bench_snapshot_only(args, tmp))
+        figures["load_average_at_end"] = round(os.getloadavg()[0], 1)
+        report(figures, args.json)
+        return
     figures.update(bench_decode(msgs))
     figures.update(bench_jsonl(msgs, tmp))
     figures["jsonl_to_ods_vs_orjson_loop"] = round(
@@ -414,11 +480,17 @@ def main() -> None:
         figures.update(bench_binlog(args, tmp))
     if not args.skip_postgres:
         figures.update(bench_postgres(args, tmp))
+    figures["load_average_at_end"] = round(os.getloadavg()[0], 1)
+    report(figures, args.json)
+
+
+def report(figures: dict[str, Any], path: str | None) -> None:
+    """Print the figures as a table; write them as JSON to ``path`` if given."""
     width = max(len(k) for k in figures)
     for key, value in figures.items():
         print(f"{key:<{width}}  {value:,}" if isinstance(value, int) else f"{key:<{width}}  {value}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
+    if path:
+        Path(path).write_text(json.dumps(figures, indent=2) + "\n")
 
 
 if __name__ == "__main__":

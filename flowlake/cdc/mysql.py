@@ -66,6 +66,12 @@ from flowlake.cdc.mysql_gtid import Flavour, GtidTracker, ResumeOrder, stored_gt
 from flowlake.cdc.mysql_resume import PositionError, gtid_strict, resume_point, server_identity
 from flowlake.cdc.mysql_rows import DecodedEvent
 from flowlake.cdc.mysql_schema import MySqlUrl, describe_tables, list_tables, quote
+from flowlake.cdc.mysql_snapshot_arrow import (
+    ArrowChunkReader,
+    ArrowChunkRows,
+    ArrowSnapshots,
+    connectorx_available,
+)
 from flowlake.cdc.mysql_values import (
     select_list,
     snapshot_converters,
@@ -121,7 +127,7 @@ class _Chunk:
     """Rows of a chunk read between watermarks, waiting for the stream to reach ``high``."""
 
     table: str
-    rows: dict[tuple[Any, ...], dict[str, Any]]
+    rows: dict[tuple[Any, ...], dict[str, Any]] | ArrowChunkRows
     low: tuple[str, int]
     high: tuple[str, int]
     last_key: list[Any] | None
@@ -143,6 +149,9 @@ class MySqlSource:
             both watermarks from ``binlog_snapshot_position`` (MariaDB); ``False`` brackets each chunk
             with ``SHOW MASTER STATUS`` instead. ``None`` picks by server.
         on_progress: Called after every snapshot chunk.
+        arrow_snapshot: Read the chunks of tables whose columns ConnectorX maps exactly straight into
+            Arrow (:mod:`flowlake.cdc.mysql_snapshot_arrow`; watermarks from ``SHOW MASTER STATUS``
+            before and after its SELECT). ``None``: when ``connectorx`` is installed.
     """
 
     def __init__(
@@ -156,6 +165,7 @@ class MySqlSource:
         heartbeat_s: float = 0.2,
         consistent_snapshot: bool | None = None,
         on_progress: ProgressCallback | None = None,
+        arrow_snapshot: bool | None = None,
     ) -> None:
         self.url = MySqlUrl.parse(url)
         default = f"{self.url.database}.*" if self.url.database else None
@@ -187,6 +197,10 @@ class MySqlSource:
         self._recent: collections.deque[tuple[tuple[str, int], str, tuple[Any, ...]]] = collections.deque()
         self._recent_floor: tuple[str, int] = ("", 0)
         self._targets: dict[str, TableSpec] = {}
+        enabled = connectorx_available() if arrow_snapshot is None else arrow_snapshot
+        if enabled and not connectorx_available():
+            raise CdcSourceError("arrow_snapshot=True needs the connectorx package: pip install connectorx")
+        self._arrow = ArrowSnapshots(self.url, enabled)
 
     # -- protocol -------------------------------------------------------------------------------------
 
@@ -401,15 +415,17 @@ class MySqlSource:
         cols = ", ".join([select_list(spec.schema), *(f"CAST({quote(k)} AS CHAR)" for k in text_keys)])
         keys = ", ".join(quote(c) for c in key)
         db, name = table.split(".", 1)
-        sql = f"SELECT {cols} FROM {quote(db)}.{quote(name)}"
+        sql = f" FROM {quote(db)}.{quote(name)}"
         params: list[Any] = []
         if snap.after is not None:
             sql += f" WHERE ({keys}) > ({', '.join(['%s'] * len(key))})"
             params = list(snap.after)
         sql += f" ORDER BY {keys} LIMIT {int(self.chunk_size)}"
+        arrow = self._arrow.reader(self._cursor, table, spec, self._targets.get(table))
         for attempt in range(_CHUNK_RETRIES):
             try:
-                low, high, fetched = self._select_chunk(sql, params)
+                got = self._select_arrow_chunk(arrow, sql, params) if arrow is not None else None
+                low, high, fetched = got or self._select_chunk(f"SELECT {cols}{sql}", params)
             except optional_module("pymysql").MySQLError as exc:
                 with contextlib.suppress(Exception):
                     self._cursor().execute("ROLLBACK")
@@ -424,16 +440,20 @@ class MySqlSource:
         else:
             return  # the stream is far ahead of what the server shows; read it again next poll
         names = spec.schema.names
-        rows: dict[tuple[Any, ...], dict[str, Any]] = {}
+        by_key: dict[tuple[Any, ...], dict[str, Any]] = {}
+        rows: dict[tuple[Any, ...], dict[str, Any]] | ArrowChunkRows = by_key
         index = [names.index(k) for k in key]
         # where the next chunk starts: a key column's value as read (a BINARY key as bytes, a TIME key
         # as a duration), or a date/time key's text read beside the row (see text_bound_keys)
         bound_at = [len(names) + text_keys.index(k) if k in text_keys else names.index(k) for k in key]
         last: list[Any] | None = snap.after
-        for values in fetched:
+        if isinstance(fetched, pa.Table):  # read into Arrow: stream keys are dropped when it is emitted
+            rows = ArrowChunkRows(fetched, key)
+            last = rows.last_key() or snap.after
+        for values in fetched if rows is by_key else ():
             row = dict(zip(names, values[: len(names)], strict=True))
             pk = tuple(values[i] for i in index)
-            rows[pk] = row
+            by_key[pk] = row
             last = [values[i] for i in bound_at]
         read = len(fetched)
         for _, changed_table, changed_key in self._recent:
@@ -442,6 +462,16 @@ class MySqlSource:
         # Stream changes in (floor, H] still to come drop their keys too (``_stream_group``): the
         # wider window also covers a server whose SELECT misses transactions already in its binlog.
         self._chunk = _Chunk(table, rows, self._recent_floor, high, last, read < self.chunk_size, read)
+
+    def _select_arrow_chunk(
+        self, arrow: ArrowChunkReader, tail: str, params: list[Any]
+    ) -> tuple[tuple[str, int], tuple[str, int], pa.Table] | None:
+        """Read a chunk with ConnectorX, on a connection of its own, so between ``SHOW MASTER STATUS``
+        watermarks: (low, high, rows), or ``None`` if it cannot be read exactly."""
+        cur = self._cursor()
+        low = self._master_status(cur)
+        fetched = arrow.read(cur.mogrify(f"SELECT {arrow.select_list}{tail}", params))
+        return None if fetched is None else (low, self._master_status(cur), fetched)
 
     def _select_chunk(self, sql: str, params: list[Any]) -> tuple[tuple[str, int], tuple[str, int], Any]:
         """Run a chunk's SELECT between its watermarks: (low, high, rows)."""
@@ -482,7 +512,12 @@ class MySqlSource:
             position["gtids"], position["server"] = self._gtids.text, self._server
             state = self._gtids.state if self._by_gtid else None
         group = ChangeGroup(position, (ResumeOrder(state, chunk.high[0], chunk.high[1], sub),))
-        group.batches[chunk.table] = ChangeBatch.of_rows([(0, row) for row in chunk.rows.values()])
+        rows = chunk.rows
+        group.batches[chunk.table] = (
+            rows.batch()
+            if isinstance(rows, ArrowChunkRows)
+            else ChangeBatch.of_rows([(0, r) for r in rows.values()])
+        )
         group.extras[chunk.table] = {"snapshot": snap.state()}
         if self.on_progress is not None:
             estimate = max(snap.estimate, snap.rows)
