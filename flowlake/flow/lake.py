@@ -354,6 +354,14 @@ def consolidate(
     return pa.concat_tables([result, restored.cast(result.schema)])
 
 
+def _rows_at(table: LakeTable, keys: pa.Table, version: int) -> pa.Table:
+    """The rows of ``keys`` at ``version``, pinned while they are read: a clean that runs meanwhile
+    keeps the version (the pin fails with ``VersionCleanedError`` if one already removed it; a TTL
+    drops the pin of a sink killed while holding it)."""
+    with table.pin(version, ttl_seconds=600):
+        return table.get(keys, version=version)
+
+
 def _start_images(cancelled: pa.Table, key: list[str], start_rows: StartRows) -> pa.Table:
     """``+U`` start rows of keys whose changes cancelled out, ``-D`` for those absent at the start."""
     found = start_rows(cancelled.select(key)).select(cancelled.column_names)
@@ -398,7 +406,13 @@ class _SinkPartition(StatefulSinkPartition[ChangeBatch, dict[str, Any]]):
         columns = [*self._table.schema.names, KIND_COLUMN]
         tables = [t.select(columns) for t in self._buffer]
         schema = pa.schema([*self._table.schema, pa.field(KIND_COLUMN, pa.int8())])
-        return consolidate(concat(tables, schema), self._table.primary_key, unchanged=self._start_rows())
+        changes, key = concat(tables, schema), self._table.primary_key
+        try:
+            return consolidate(changes, key, unchanged=self._start_rows())
+        except VersionCleanedError:  # the start commit was cleaned before the lookup could pin it
+            log.warning("sink %r: the commit at %s was cleaned; keys whose changes cancelled out keep "
+                        "their last image", self._flow, self._start)  # fmt: skip
+            return consolidate(changes, key, unchanged=None)
 
     def _start_rows(self) -> StartRows | Literal["omit"] | None:
         """How to settle keys whose buffered changes cancelled out (see :func:`consolidate`)."""
@@ -412,7 +426,7 @@ class _SinkPartition(StatefulSinkPartition[ChangeBatch, dict[str, Any]]):
         for commit in reversed(table.history()):
             if (commit.summary.get("sources") or {}).get(flow_at) == self._start:
                 version = commit.version
-                return lambda keys: table.get(keys, version=version)
+                return lambda keys: _rows_at(table, keys, version)
         log.warning("sink %r: the commit at %s was cleaned; keys whose changes cancelled out keep their "
                     "last image", self._flow, self._start)  # fmt: skip
         return None

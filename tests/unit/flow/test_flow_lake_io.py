@@ -209,3 +209,31 @@ def test_a_commit_that_fails_raises_its_error_instead_of_aborting_the_process(tm
                          capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
     assert run.returncode == 1, run.stderr[-2000:]
     assert "NullKeyError" in run.stderr and "primary-key column 'k' is null" in run.stderr
+
+
+def test_a_sinks_start_rows_are_read_under_a_pin_so_a_racing_clean_keeps_them(
+    cat: fl.Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replaying sink looks up the start rows of keys whose changes cancelled out at the version it
+    committed last; a clean between finding that version and reading it removed it under a loaded
+    chaos run (VersionCleanedError stopped the flow). The read now pins the version first."""
+    from flowlake.flow.lake import _rows_at
+
+    t = cat.create_table("dws.t", SCHEMA, primary_key=["k"])
+    for v in range(3):
+        t.upsert(pa.table({"k": [1, 2], "v": [v, v]}, schema=SCHEMA))
+    start = t.version - 2
+    read_at = t.get
+
+    def clean_then_get(keys: pa.Table, **kwargs: Any) -> pa.Table:
+        assert t.clean(retain_last=1).oldest_version <= start  # the pin holds the start version
+        return read_at(keys, **kwargs)
+
+    monkeypatch.setattr(t, "get", clean_then_get)
+    found = _rows_at(t, pa.table({"k": [2]}, schema=pa.schema([SCHEMA.field("k")])), start)
+    assert found.to_pylist() == [{"k": 2, "v": 0}]
+    monkeypatch.undo()
+    assert t._store.consumers(t._record.id) == {}  # released
+    t.clean(retain_last=1)
+    with pytest.raises(fl.VersionCleanedError):  # cleaned before the pin: the sink falls back
+        _rows_at(t, pa.table({"k": [2]}, schema=pa.schema([SCHEMA.field("k")])), start)
