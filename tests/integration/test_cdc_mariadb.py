@@ -64,6 +64,18 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
 # --- the workload ----------------------------------------------------------------------------------
 
 
+def fresh_database(url: str, name: str, *, non_strict: bool = False) -> Any:
+    """A cursor on a new connection to ``url`` with database ``name`` dropped and created again;
+    ``non_strict`` clears the session's sql_mode (zero dates and MariaDB's latin1 bytes, as legacy
+    apps write them)."""
+    cur = connect(url).cursor()
+    if non_strict:
+        cur.execute("SET SESSION sql_mode = ''")
+    cur.execute(f"DROP DATABASE IF EXISTS {name}")
+    cur.execute(f"CREATE DATABASE {name}")
+    return cur
+
+
 def create_shop(cur: Any, rows: int) -> None:
     cur.execute("DROP DATABASE IF EXISTS shop")
     cur.execute("DROP DATABASE IF EXISTS audit")
@@ -373,10 +385,7 @@ def check_result(cat: fl.Catalog, cur: Any, initial: dict[Any, dict[str, Any]], 
 
 
 def test_alter_table_new_tables_and_multi_table_transactions(mariadb: str, tmp_path: Path) -> None:
-    conn = connect(mariadb)
-    cur = conn.cursor()
-    cur.execute("DROP DATABASE IF EXISTS evo")
-    cur.execute("CREATE DATABASE evo")
+    cur = fresh_database(mariadb, "evo")
     cur.execute("CREATE TABLE evo.a (id INT PRIMARY KEY, v VARCHAR(10), t TIMESTAMP(3) NULL, d DATE)")
     cur.execute("CREATE TABLE evo.b (k1 INT, k2 VARCHAR(5), n BIGINT UNSIGNED, PRIMARY KEY (k1, k2))")
     cur.execute("CREATE TABLE evo.nokey (x INT)")

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytest
-from test_cdc_mariadb import connect, lake
+from test_cdc_mariadb import fresh_database, lake
 from test_cdc_mariadb_fidelity import HIGH, LOW, MIDDLE
 
 import flowlake as fl
@@ -81,11 +81,7 @@ def test_rows_events_read_by_columns_equal_the_library_rows(mariadb: str) -> Non
     from pymysqlreplication import BinLogStreamReader
     from pymysqlreplication.row_event import DeleteRowsEvent, TableMapEvent, UpdateRowsEvent, WriteRowsEvent
 
-    conn = connect(mariadb)
-    cur = conn.cursor()
-    cur.execute("SET SESSION sql_mode = ''")  # MariaDB's latin1 bytes, as legacy apps write
-    cur.execute("DROP DATABASE IF EXISTS tp")
-    cur.execute("CREATE DATABASE tp")
+    cur = fresh_database(mariadb, "tp", non_strict=True)  # MariaDB's latin1 bytes, as legacy apps write
     cur.execute(PLAIN)
     cur.execute("SHOW MASTER STATUS")
     file, pos = cur.fetchone()[:2]
@@ -135,11 +131,7 @@ def test_rows_events_read_by_columns_equal_the_library_rows(mariadb: str) -> Non
 def test_stream_hands_the_ingester_arrow_changelogs_and_ods_equals_select(
     mariadb: str, tmp_path: Path
 ) -> None:
-    conn = connect(mariadb)
-    cur = conn.cursor()
-    cur.execute("SET SESSION sql_mode = ''")
-    cur.execute("DROP DATABASE IF EXISTS tq")
-    cur.execute("CREATE DATABASE tq")
+    cur = fresh_database(mariadb, "tq", non_strict=True)
     cur.execute(PLAIN.replace("tp.plain", "tq.plain"))
     cur.execute(f"INSERT INTO tq.plain VALUES (1000, {', '.join(ROWS[1])})")
     catalog, warehouse = lake(tmp_path)

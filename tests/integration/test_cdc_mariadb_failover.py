@@ -28,6 +28,7 @@ from test_cdc_mariadb import (
     audit_histories,
     connect,
     create_shop,
+    fresh_database,
     key_histories,
     lake,
     position,
@@ -174,9 +175,7 @@ def start_ingester(
 
 
 def test_a_position_stored_without_a_gtid_state_resumes(mariadb: str, tmp_path: Path) -> None:
-    cur = connect(mariadb).cursor()
-    cur.execute("DROP DATABASE IF EXISTS legacy")
-    cur.execute("CREATE DATABASE legacy")
+    cur = fresh_database(mariadb, "legacy")
     cur.execute("CREATE TABLE legacy.t (id INT PRIMARY KEY, v INT)")
     cur.execute("CREATE TABLE legacy.u (id INT PRIMARY KEY, v INT)")
     cur.execute("INSERT INTO legacy.t VALUES (1, 1), (2, 2)")

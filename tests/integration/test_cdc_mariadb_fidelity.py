@@ -16,7 +16,7 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
-from test_cdc_mariadb import connect, lake, wait_for
+from test_cdc_mariadb import connect, fresh_database, lake, wait_for
 
 import flowlake as fl
 from flowlake.cdc.ingest import OdsIngester
@@ -126,11 +126,8 @@ def check_equal(cat: fl.Catalog, cur: Any) -> None:
 def test_every_type_is_exact_through_snapshot_and_stream_and_undecodable_rows_are_dead_letters(
     mariadb: str, tmp_path: Path
 ) -> None:
-    conn = connect(mariadb)
-    cur = conn.cursor()
-    cur.execute("SET SESSION sql_mode = ''")  # zero dates and MariaDB's latin1 bytes, as legacy apps write
-    cur.execute("DROP DATABASE IF EXISTS tm")
-    cur.execute("CREATE DATABASE tm")
+    # zero dates and MariaDB's latin1 bytes, as legacy apps write
+    cur = fresh_database(mariadb, "tm", non_strict=True)
     cur.execute(MATRIX)
     # (the columns after v: a letter holds the server's value of every column it could decode)
     cur.execute(f"CREATE TABLE tm.legacy (id INT PRIMARY KEY, v VARCHAR(10) CHARACTER SET swe7, {LEGACY})")
@@ -227,10 +224,7 @@ def ods_row(cat: fl.Catalog, key: int) -> dict[str, Any] | None:
 def test_schema_changes_under_a_running_ingester_never_lose_a_row(
     mariadb: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    conn = connect(mariadb)
-    cur = conn.cursor()
-    cur.execute("DROP DATABASE IF EXISTS sc")
-    cur.execute("CREATE DATABASE sc")
+    cur = fresh_database(mariadb, "sc")
     cur.execute(
         "CREATE TABLE sc.orders (id INT PRIMARY KEY, qty INT, amount DECIMAL(12,2), note VARCHAR(5), "
         "small BIGINT)"
@@ -367,9 +361,7 @@ def test_a_decimal_widening_flows_through_the_shop_views_to_dws(mariadb: str, tm
 def test_snapshot_chunks_continue_after_binary_keys_exactly(mariadb: str, tmp_path: Path) -> None:
     """A chunk continues after the last key as read (bytes), not its text: ``BINARY(16)`` UUID keys with
     bytes >= 0x80 lost rows between chunks (the key went to the server as a UTF-8 string)."""
-    cur = connect(mariadb).cursor()
-    cur.execute("DROP DATABASE IF EXISTS bk")
-    cur.execute("CREATE DATABASE bk")
+    cur = fresh_database(mariadb, "bk")
     cur.execute("CREATE TABLE bk.uuids (id BINARY(16) PRIMARY KEY, n INT)")
     cur.execute("CREATE TABLE bk.vb (id VARBINARY(4) PRIMARY KEY, n INT)")
     for n, key in enumerate(
@@ -393,9 +385,7 @@ def test_a_time_primary_key_is_snapshotted_streamed_and_never_dead_lettered(
 ) -> None:
     """A ``TIME`` key (negative, fractional, > 24 h) is a duration key in ODS; before, the ODS table could
     not be created and every restart wrote the table's rows as new dead letters (3, then 7, then 12)."""
-    cur = connect(mariadb).cursor()
-    cur.execute("DROP DATABASE IF EXISTS tk")
-    cur.execute("CREATE DATABASE tk")
+    cur = fresh_database(mariadb, "tk")
     cur.execute("CREATE TABLE tk.t (id TIME(6) PRIMARY KEY, n INT)")
     for n, key in enumerate(["-838:59:59", "-00:00:00.25", "00:00:00", "838:59:59", "25:00:00.5"]):
         cur.execute("INSERT INTO tk.t VALUES (%s, %s)", (key, n))
@@ -420,10 +410,7 @@ def test_zero_dates_in_a_key_do_not_end_the_snapshot_early(mariadb: str, tmp_pat
     """A zero date in a key column reads as NULL: its row is a dead letter (a key cannot be NULL), and
     the next chunk starts after the date's text; it started after NULL before, matched nothing, and the
     snapshot ended there, silently leaving every later row out."""
-    cur = connect(mariadb).cursor()
-    cur.execute("SET SESSION sql_mode = ''")  # non-strict: zero dates allowed
-    cur.execute("DROP DATABASE IF EXISTS zk")
-    cur.execute("CREATE DATABASE zk")
+    cur = fresh_database(mariadb, "zk", non_strict=True)  # non-strict: zero dates allowed
     cur.execute("CREATE TABLE zk.t (d DATE, n INT, PRIMARY KEY (d, n))")
     rows = [("0000-00-00", 1), ("0000-00-00", 2), ("2026-00-15", 3), ("2026-01-01", 4), ("2026-01-02", 5)]
     cur.executemany("INSERT INTO zk.t VALUES (%s, %s)", [*rows, ("2026-01-03", 6)])

@@ -27,6 +27,7 @@ from test_cdc_mariadb import (
     audit_histories,
     connect,
     create_shop,
+    fresh_database,
     is_subsequence,
     key_histories,
     lake,
@@ -126,10 +127,7 @@ def sorted_rows(table: pa.Table) -> list[dict[str, Any]]:
 
 
 def test_every_safe_type_is_exact_through_arrow(mariadb: str, tmp_path: Path, reads: Reads) -> None:
-    conn = connect(mariadb)
-    cur = conn.cursor()
-    cur.execute("DROP DATABASE IF EXISTS sa")
-    cur.execute("CREATE DATABASE sa")
+    cur = fresh_database(mariadb, "sa")
     cur.execute(SAFE)
     for i, values in enumerate([LOW, HIGH, MIDDLE, NULLS]):
         cur.execute(f"INSERT INTO sa.safe VALUES ({i + 1}, {', '.join(values)})")
@@ -174,10 +172,7 @@ def bits(value: float | None) -> bytes | None:
 def test_composite_date_and_time_keys_through_arrow(mariadb: str, tmp_path: Path, reads: Reads) -> None:
     # chunks of a (DATE, DATETIME(6), TIMESTAMP(3), VARCHAR) key continue after the last key read
     # through Arrow; the next chunk may be read by either path
-    conn = connect(mariadb)
-    cur = conn.cursor()
-    cur.execute("DROP DATABASE IF EXISTS sk")
-    cur.execute("CREATE DATABASE sk")
+    cur = fresh_database(mariadb, "sk")
     cur.execute(
         "CREATE TABLE sk.k (d DATE, t DATETIME(6), ts TIMESTAMP(3), s VARCHAR(4) CHARACTER SET utf8mb4, "
         "v INT, PRIMARY KEY (d, t, ts, s))"
@@ -197,10 +192,7 @@ def test_composite_date_and_time_keys_through_arrow(mariadb: str, tmp_path: Path
 def test_a_table_with_a_column_outside_the_safe_set_takes_the_pymysql_path(
     mariadb: str, tmp_path: Path, reads: Reads
 ) -> None:
-    conn = connect(mariadb)
-    cur = conn.cursor()
-    cur.execute("DROP DATABASE IF EXISTS sb")
-    cur.execute("CREATE DATABASE sb")
+    cur = fresh_database(mariadb, "sb")
     cur.execute("CREATE TABLE sb.f (id INT PRIMARY KEY, v VARCHAR(5) CHARACTER SET utf8mb4, x FLOAT)")
     cur.execute("CREATE TABLE sb.e (id INT PRIMARY KEY, e ENUM('a', 'b'))")
     cur.execute("CREATE TABLE sb.u (id INT PRIMARY KEY, v VARCHAR(5) CHARACTER SET utf16)")
@@ -218,10 +210,7 @@ def test_a_table_with_a_column_outside_the_safe_set_takes_the_pymysql_path(
 def test_a_chunk_arrow_cannot_take_exactly_falls_back_to_pymysql_alone(
     mariadb: str, tmp_path: Path, reads: Reads
 ) -> None:
-    conn = connect(mariadb)
-    cur = conn.cursor()
-    cur.execute("DROP DATABASE IF EXISTS sz")
-    cur.execute("CREATE DATABASE sz")
+    cur = fresh_database(mariadb, "sz")
     cur.execute("CREATE TABLE sz.z (id INT PRIMARY KEY, d DATE, t DATETIME)")
     cur.execute("INSERT INTO sz.z SELECT seq, '2026-01-01' + INTERVAL seq DAY, NULL FROM sz.seq_1_to_30")
     cur.execute("SET SESSION sql_mode = ''")
@@ -240,10 +229,7 @@ def test_changes_inside_a_chunks_watermark_window_win_over_its_arrow_rows(
     # connection updates one of its rows and deletes another. The chunk holds their older images; the
     # stream's events in (low, high] must remove both keys from the Arrow chunk, or ODS would end
     # with the stale row and the deleted one back.
-    conn = connect(mariadb)
-    cur = conn.cursor()
-    cur.execute("DROP DATABASE IF EXISTS sw")
-    cur.execute("CREATE DATABASE sw")
+    cur = fresh_database(mariadb, "sw")
     cur.execute("CREATE TABLE sw.t (id INT PRIMARY KEY, v VARCHAR(10) CHARACTER SET utf8mb4)")
     cur.execute("INSERT INTO sw.t SELECT seq, 'old' FROM sw.seq_1_to_50")
     other = connect(mariadb).cursor()
