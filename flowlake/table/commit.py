@@ -37,7 +37,7 @@ from flowlake.table.fileparts import distinct_bytes, layout_metadata, part_path,
 from flowlake.table.keystate import KeyState, key_list
 from flowlake.table.lookup import BASE_ROW_GROUP_ROWS
 from flowlake.table.scan import read_changes, read_snapshot
-from flowlake.table.stats import compute_stats
+from flowlake.table.stats import compute_stats, compute_stats_many
 from flowlake.table.versions import unless_cleaned
 from flowlake.table.writer import PlannedWrite, changelog_to_write, plan_write
 
@@ -113,6 +113,7 @@ def write_shared_log(
     written = write_parquet_groups(
         storage, storage.path(physical), groups, metadata=layout_metadata(counts), statistics=[KIND_COLUMN]
     )
+    stats = compute_stats_many([data for _, data in parts])
     return [
         DataFile(
             path=part_path(physical, bucket),
@@ -120,10 +121,10 @@ def write_shared_log(
             content="log",
             row_count=data.num_rows,
             size=written.size,
-            stats=compute_stats(data),
+            stats=part_stats,
             checksum=written.checksum,
         )
-        for bucket, data in parts
+        for (bucket, data), part_stats in zip(parts, stats, strict=True)
     ]
 
 
