@@ -131,11 +131,25 @@ class _SourcePartition(StatefulSourcePartition[ChangeBatch, int]):
         end = min(head, self._position + self._source.max_versions)
         if self._stop is not None:
             end = min(end, self._stop)
+        end = self._within_rows(end)
         changes = self._table.changes(self._position, end, columns=self._columns())
         start, self._position = self._position, end
         count_records(self._consumer, "in", changes.num_rows)
         LAG.labels(self._consumer, self._source.table).set(head - end)
         return self._per_version(changes, start, end)
+
+    def _within_rows(self, end: int) -> int:
+        """``end``, or an earlier version so that one read holds at most ``max_read_rows`` changelog
+        rows (by the catalog's counts; always at least one version, however large)."""
+        if end - self._position <= 1:
+            return end
+        counts = self._table.change_rows(self._position, end)
+        total = 0
+        for version in range(self._position + 1, end + 1):
+            total += counts.get(version, 0)
+            if total > self._source.max_read_rows and version > self._position + 1:
+                return version - 1
+        return end
 
     def _per_version(self, changes: pa.Table, start: int, end: int) -> list[ChangeBatch]:
         """One batch per input version (sliced to ``max_rows``), tagged with that version.
@@ -210,6 +224,8 @@ class LakeSource(FixedPartitionedSource[ChangeBatch, int]):
         poll_interval: Seconds between polls of the catalog when caught up.
         max_versions: Versions read per poll (bounds memory on a backlog).
         max_rows: Rows per emitted batch.
+        max_read_rows: Changelog rows read per poll (at least one version): a backlog of large
+            commits (a first load) is read a few at a time, not all at once.
         columns: Only these columns (and ``_kind``/``_seq``) are read, from the Parquet files too;
             None reads every column.
 
@@ -240,6 +256,7 @@ class LakeSource(FixedPartitionedSource[ChangeBatch, int]):
         max_versions: int = 64,
         max_rows: int = 100_000,
         columns: Sequence[str] | None = None,
+        max_read_rows: int = 1_000_000,
     ) -> None:
         self.table = table
         self.columns = tuple(columns) if columns is not None else None
@@ -249,6 +266,7 @@ class LakeSource(FixedPartitionedSource[ChangeBatch, int]):
         self.poll_interval = poll_interval
         self.max_versions = max(1, max_versions)
         self.max_rows = max(1, max_rows)
+        self.max_read_rows = max(1, max_read_rows)
 
     def list_parts(self) -> list[str]:
         return [self.table]

@@ -653,6 +653,22 @@ class LakeTable:
             result = read_changes(self._storage, logs, self._schema_at(end), columns=columns)
         return result
 
+    def change_rows(self, start: int, end: int) -> dict[int, int]:
+        """How many changelog rows (``-U`` included) each version in ``(start, end]`` added, from the
+        catalog alone (no data read): what a reader of ``changes(start, end)`` is about to hold.
+
+        >>> import flowlake as fl
+        >>> cat = fl.connect(catalog="sqlite://", warehouse="memory://change-rows-doc")
+        >>> t = cat.create_table("ods.t", pa.schema([("id", pa.int64())]), primary_key=["id"])
+        >>> _ = t.upsert(pa.table({"id": [1, 2, 3]})); _ = t.delete(pa.table({"id": [2]}))
+        >>> t.change_rows(0, t.version)
+        {1: 3, 2: 1}
+        """
+        counts: dict[int, int] = {}
+        for f in self._store.log_files_between(self._record.id, start, end):
+            counts[f.added_version] = counts.get(f.added_version, 0) + f.row_count
+        return counts
+
     def history(self) -> list[Commit]:
         """Every commit on the timeline, oldest first, with its summary."""
         return self._store.commits(self._record.id)

@@ -70,6 +70,22 @@ def test_source_never_emits_a_batch_spanning_versions(cat: fl.Catalog) -> None:
         assert {s >> 32 for s in b.data.column("_seq").to_pylist()} == {b.positions["table:ods.t"]}
 
 
+def test_source_reads_a_backlog_of_large_commits_a_few_at_a_time(cat: fl.Catalog) -> None:
+    t = cat.create_table("ods.t", SCHEMA, primary_key=["k"])
+    for n in range(4):  # 4 versions of 6 rows each
+        t.upsert(pa.table({"k": range(n * 6, n * 6 + 6), "v": [n] * 6}, schema=SCHEMA))
+    t.upsert(pa.table({"k": range(100, 130), "v": [9] * 30}, schema=SCHEMA))  # one version over the bound
+    part = LakeSource("ods.t", catalog=cat, stop="head", max_read_rows=13).build_part("s", "ods.t", None)
+    reads = []
+    while True:
+        try:
+            batches = list(part.next_batch())
+        except StopIteration:
+            break
+        reads.append([(b.positions["table:ods.t"], b.data.num_rows) for b in batches])
+    assert reads == [[(1, 6), (2, 6)], [(3, 6), (4, 6)], [(5, 30)]]  # 12 rows, 12, then the big one alone
+
+
 def test_source_latest_skips_history_and_earliest_survives_cleaning(cat: fl.Catalog) -> None:
     t = cat.create_table("ods.t", SCHEMA, primary_key=["k"])
     for i in range(5):
