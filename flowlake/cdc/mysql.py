@@ -152,6 +152,9 @@ class MySqlSource:
         arrow_snapshot: Read the chunks of tables whose columns ConnectorX maps exactly straight into
             Arrow (:mod:`flowlake.cdc.mysql_snapshot_arrow`; watermarks from ``SHOW MASTER STATUS``
             before and after its SELECT). ``None``: when ``connectorx`` is installed.
+        fast_binlog: Read the binlog events off the wire and the row images of plain tables by
+            columns (:class:`~flowlake.cdc.mysql_binlog.BinlogReader`); ``False`` reads every event
+            through mysql-replication (the same changes, slower).
     """
 
     def __init__(
@@ -166,6 +169,7 @@ class MySqlSource:
         consistent_snapshot: bool | None = None,
         on_progress: ProgressCallback | None = None,
         arrow_snapshot: bool | None = None,
+        fast_binlog: bool = True,
     ) -> None:
         self.url = MySqlUrl.parse(url)
         default = f"{self.url.database}.*" if self.url.database else None
@@ -175,6 +179,7 @@ class MySqlSource:
         self.server_id = server_id or random.randint(10_000, 2**31 - 1)  # noqa: S311 - not security
         self.heartbeat_s = heartbeat_s
         self.on_progress = on_progress
+        self.fast_binlog = fast_binlog
         self.consistent_snapshot = consistent_snapshot
         self._ctl: Any = None
         self._specs: dict[str, TableSpec] = {}
@@ -295,6 +300,7 @@ class MySqlSource:
             heartbeat_s=self.heartbeat_s,
             tables=self.filter,
             mariadb=self._flavour == "mariadb",
+            fast=self.fast_binlog,
         )
 
     def poll(self, timeout: float) -> list[ChangeGroup]:
