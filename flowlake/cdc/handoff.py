@@ -49,7 +49,8 @@ class Handoff:
                 while_full()
             time.sleep(0.005)
         self.items.append(item)
-        self.ready.set()
+        if not self.ready.is_set():  # (wait() clears it before it looks at the items)
+            self.ready.set()
 
     def wait(self, timeout: float) -> None:
         """Wait up to ``timeout`` seconds for an item unless one is queued."""

@@ -101,6 +101,9 @@ _MAX_RECENT: Final = 500_000
 _MIN_BATCH: Final = 32
 """A transaction's changes of a table go as an Arrow changelog from this many on (fewer as rows)."""
 
+_MAX_JOINED: Final = 1000
+"""Changes one group of joined small transactions grows to (see ``MySqlSource._stream_group``)."""
+
 _CHUNK_RETRIES: Final = 50
 """Times a chunk is read again, 20 ms apart, when it cannot be reconciled with the stream."""
 
@@ -202,6 +205,7 @@ class MySqlSource:
         self._recent: collections.deque[tuple[tuple[str, int], str, tuple[Any, ...]]] = collections.deque()
         self._recent_floor: tuple[str, int] = ("", 0)
         self._targets: dict[str, TableSpec] = {}
+        self._stored_orders: list[Order] = []
         enabled = connectorx_available() if arrow_snapshot is None else arrow_snapshot
         if enabled and not connectorx_available():
             raise CdcSourceError("arrow_snapshot=True needs the connectorx package: pip install connectorx")
@@ -248,6 +252,8 @@ class MySqlSource:
             self._keyless.add(missing)
         stored = {t: p for t, p in resume.items() if p is not None and (p.get("file") or "gtids" in p)}
         known = [*stored.values(), *(p for p in also if p.get("file") or "gtids" in p)]
+        # what the ingester compares groups with to skip them (each ODS table's and the dead letters')
+        self._stored_orders = [self.order_of(p) for p in [*resume.values(), *also] if p is not None]
         subs = [int(p.get("sub", 0)) for p in known]
         self._sub = itertools.count(max([time.time_ns(), *subs]) + 1)
         for table, spec in sorted(self._specs.items()):
@@ -314,20 +320,39 @@ class MySqlSource:
         if self._chunk is None:
             self._read_chunk()
         items = self._queue.drain(0.0 if self._chunk_ready() else timeout)
+        joining: ChangeGroup | None = None  # the last group, while the next transaction may join it
         for item in items:
             if isinstance(item, BaseException):
                 raise CdcSourceError(f"binlog reader of {self.key} failed: {item}") from item
             here = (item.file, item.pos) if isinstance(item, TxItem) else item
             if self._chunk is not None and here > self._chunk.high:
                 groups.append(self._chunk_group())  # the chunk is older than this transaction
+                joining = None
             if isinstance(item, TxItem):
-                groups.append(self._stream_group(item))
+                group = self._stream_group(item, joining)
+                if group is not joining:
+                    groups.append(group)
+                joining = group if self._joinable(group) else None
             self._pos = max(self._pos, here)
             if self._chunk_ready():
                 groups.append(self._chunk_group())
+                joining = None
         if self._chunk_ready():
             groups.append(self._chunk_group())
         return groups
+
+    def _joinable(self, group: ChangeGroup) -> bool:
+        """Whether the next transaction may join ``group`` (see ``_stream_group``)."""
+        if self._snaps or self._chunk is not None or group.dead or group.schemas or group.extras:
+            return False
+        if any(batch.rows is None for batch in group.batches.values()) or group.size >= _MAX_JOINED:
+            return False
+        return self._beyond_stored(group.order)
+
+    def _beyond_stored(self, order: Order) -> bool:
+        """Whether no stored position (of any ODS table, or the dead letters) holds ``order``: then
+        the ingester skips nothing of it for any table, and it may share a group with others."""
+        return not any(order <= stored for stored in self._stored_orders)
 
     def caught_up(self) -> bool:
         """Snapshot finished and the stream at the server's binlog end, read now.
@@ -532,7 +557,13 @@ class MySqlSource:
 
     # -- stream ---------------------------------------------------------------------------------------
 
-    def _stream_group(self, item: TxItem) -> ChangeGroup:
+    def _stream_group(self, item: TxItem, joining: ChangeGroup | None = None) -> ChangeGroup:
+        """The group of one transaction; or, when ``joining`` is given (a group of plain row
+        changes, past every stored position, with no snapshot pending) and this transaction is of
+        that kind too, ``joining`` extended by it: its changes appended and its position and order
+        now this transaction's. A joined group still ends on a transaction boundary and carries the
+        position after it; no stored position lies inside it, so the ingester never needs to skip
+        part of one, whatever transactions a restart reads together."""
         here = (item.file, item.pos)
         position: dict[str, Any] = {"file": item.file, "pos": item.pos}
         if item.gtid:
@@ -543,16 +574,16 @@ class MySqlSource:
             position["gtids"], position["server"] = tracker.text, self._server
         if not self._by_gtid:
             point = None
-        order = ResumeOrder(None, item.file, item.pos, point=point, label=gtid)  # by its own transaction
-        group = ChangeGroup(position, (order,), source_ts_ms=item.ts * 1000 or None)
+        order = (ResumeOrder(None, item.file, item.pos, point=point, label=gtid),)  # by its own transaction
         chunk = self._chunk
         window = chunk is not None and chunk.low < here <= chunk.high
+        batches: dict[str, ChangeBatch] = {}
         for table, entries in _by_table(item.changes).items():
             if table not in self._specs and not self._known(table):
                 continue
             batch = self._batch(table, entries)
             rows = _rows(entries) if batch is None else None
-            group.batches[table] = batch if batch is not None else ChangeBatch.of_rows(rows or [])
+            batches[table] = batch if batch is not None else ChangeBatch.of_rows(rows or [])
             snap = self._snaps.get(table)
             if rows is None or snap is None:
                 continue  # (a changelog batch is never made while the table's snapshot is pending)
@@ -561,6 +592,14 @@ class MySqlSource:
                 self._remember(here, table, key)
                 if window and chunk is not None and table == chunk.table:
                     chunk.rows.pop(key, None)  # the event is at least as new as the chunk's row
+        if (
+            joining is not None
+            and not item.ddl
+            and all(batch.rows is not None for batch in batches.values())
+            and self._beyond_stored(order)
+        ):
+            return _join(joining, position, order, batches)
+        group = ChangeGroup(position, order, batches, source_ts_ms=item.ts * 1000 or None)
         for entry in item.ddl:
             self._on_ddl(entry, group)
         return group
@@ -643,6 +682,20 @@ class MySqlSource:
             self._chunk = None  # read with the old shape; the new snapshot reads those rows again
         snap = self._snaps[table] = _Snap(spec, estimate=self._estimate(table))
         group.extras[table] = {"snapshot": snap.state()}
+
+
+def _join(
+    group: ChangeGroup, position: dict[str, Any], order: Order, batches: dict[str, ChangeBatch]
+) -> ChangeGroup:
+    """Extend ``group`` (rows batches) by a later transaction's rows ``batches``, ending where it ends."""
+    group.position, group.order = position, order
+    for table, batch in batches.items():
+        have = group.batches.get(table)
+        if have is None:
+            group.batches[table] = batch
+        elif have.rows is not None and batch.rows is not None:
+            have.rows.extend(batch.rows)
+    return group
 
 
 def _by_table(changes: list[tuple[str, int, Any]]) -> dict[str, list[tuple[int, Any]]]:

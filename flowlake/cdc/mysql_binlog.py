@@ -21,7 +21,7 @@ from flowlake.cdc import mysql_events as ev
 from flowlake.cdc.binlog_wire import DumpConnection
 from flowlake.cdc.handoff import Handoff, ReaderThread
 from flowlake.cdc.mysql_gtid import AnyGtids
-from flowlake.cdc.mysql_rows import DecodedEvent, TablePlan, decode_event, plan_table, read_images
+from flowlake.cdc.mysql_rows import DecodedEvent, TablePlan, decode_event, plan_table
 from flowlake.cdc.mysql_values import ColumnDecoder, row_changes, table_decoders
 from flowlake.cdc.source import TableFilter
 from flowlake.errors import FlowlakeError
@@ -196,7 +196,7 @@ class BinlogReader(ReaderThread):
         trim = 4 if wire.checksum else 0
         file, pos = self.start_at if self.start_at is not None else ("", 0)
         known: dict[int, _FastTable | None] = {}  # table id -> what its map said (None: not read)
-        rows_kind, kinds = ev.ROWS_KIND, library.kinds
+        rows_kind, kinds = _IMAGE_KINDS, library.kinds
         query_header, rows_v1_header, rows_v2_header = 13, 8, 10  # until the format description
         for packet in wire.events():
             if stopping():
@@ -226,7 +226,7 @@ class BinlogReader(ReaderThread):
                     continue  # a table the filter leaves out
                 body = packet[20 : len(packet) - trim]
                 header = rows_v1_header if kind < ev.WRITE_V2 else rows_v2_header
-                decoded = entry.decode(body, kind, header, rows_kind[kind])
+                decoded = entry.decode(body, kind, header)
                 if decoded is not None:
                     tx.changes.append((entry.name, -1, (entry.names, decoded)))
                     continue
@@ -322,33 +322,42 @@ def _declared(lengths: Sequence[int] | None, event_type: int, default: int) -> i
     return max(int(lengths[event_type - 1]), default)
 
 
-@dataclass(frozen=True, slots=True)
 class _FastTable:
     """What the fast path knows of a table id: its name, whether it is read, and its plan."""
 
-    name: str
-    wanted: bool
-    plan: TablePlan | None
+    __slots__ = ("full", "name", "names", "plan", "wanted")
 
-    @property
-    def names(self) -> tuple[str, ...]:
-        return self.plan.names if self.plan is not None else ()
+    def __init__(self, name: str, wanted: bool, plan: TablePlan | None) -> None:
+        self.name, self.wanted, self.plan = name, wanted, plan
+        self.names = plan.names if plan is not None else ()
+        self.full = ev.full_bitmap(len(self.names))  # every column present
 
-    def decode(self, body: bytes, event_type: int, header: int, kind: str) -> DecodedEvent | None:
+    def decode(self, body: bytes, event_type: int, header: int) -> DecodedEvent | None:
         """The rows event read by columns, or ``None`` to leave it to the library."""
         plan = self.plan
-        if plan is None:
+        if plan is None or plan.read is None:
             return None
         try:
             rows = ev.rows_body(body, event_type, header)
-            full = ev.full_bitmap(len(plan.names))
-            if rows.columns != len(plan.names) or rows.present != full:
+            full = self.full
+            if rows.columns != len(self.names) or rows.present != full:
                 return None
             if rows.present_after is not None and rows.present_after != full:
                 return None
-            return read_images(plan, rows.images, kind)
+            return plan.read(rows.images, _IMAGE_KINDS[event_type])
         except (ValueError, struct.error, LookupError, IndexError):  # as decode_event
             return None
+
+
+_IMAGE_KINDS: Final = {
+    ev.WRITE_V1: (0,),
+    ev.WRITE_V2: (0,),
+    ev.UPDATE_V1: (1, 2),
+    ev.UPDATE_V2: (1, 2),
+    ev.DELETE_V1: (3,),
+    ev.DELETE_V2: (3,),
+}
+"""The kinds of the images of one row of a rows event (0 +I, 1 -U, 2 +U, 3 -D)."""
 
 
 class _LibraryKinds:
