@@ -189,3 +189,57 @@ def test_caught_up_compares_with_the_binlog_end_read_at_each_call() -> None:
     src._cursor = lambda: None  # type: ignore[method-assign]
     assert src.caught_up()
     assert not src.caught_up()  # a commit landed right after the first check
+
+
+# --- small transactions joined into one group -------------------------------------------------------
+
+
+def streaming_source(stored: list[int]) -> MySqlSource:
+    """A source past its snapshot whose ODS tables stored these positions (file f.000001)."""
+    src = MySqlSource("mysql://root@127.0.0.1:1/db")
+    src._pos = ("f.000001", 0)
+    src._specs = {"db.t": SPEC}
+    src._stored_orders = [src.order_of({"file": "f.000001", "pos": p}) for p in stored]
+    return src
+
+
+def test_small_transactions_past_every_stored_position_share_a_group_ending_on_the_last() -> None:
+    src = streaming_source([300])
+    for item in (tx(100, (0, 1, "a")), tx(200, (0, 2, "b")), tx(300, (0, 3, "c"))):  # held by 300
+        src._queue.items.append(item)
+    for pos in range(400, 900, 100):
+        src._queue.items.append(tx(pos, (0, pos, "n")))
+    src.snapshot_mode = "never"
+    src.describe = lambda table: SPEC  # type: ignore[method-assign,assignment]  # (no server)
+    ddl = tx(900)
+    ddl.ddl.append("ALTER db.t")
+    src._queue.items += [ddl, tx(1000, (2, 1, "z")), tx(1100, (3, 2, "b"))]
+    groups = src.poll(0.01)
+    # each transaction a stored position holds stays its own group, so the ingester can skip it
+    # for that table; the later ones join, and each group ends where its last transaction ends
+    assert summary(groups) == [
+        (100, [(0, 1, "a")]),
+        (200, [(0, 2, "b")]),
+        (300, [(0, 3, "c")]),
+        (800, [(0, 400, "n"), (0, 500, "n"), (0, 600, "n"), (0, 700, "n"), (0, 800, "n")]),
+        (900, []),  # DDL: a group of its own, with the new shape
+        (1100, [(2, 1, "z"), (3, 2, "b")]),
+    ]
+    assert [r["id"] for _, r in rows_of(groups[3])] == [400, 500, 600, 700, 800]  # in binlog order
+    assert groups[4].schemas == {"db.t": SPEC}
+    assert groups[3].order == src.order_of({"file": "f.000001", "pos": 800})
+    assert all(not (g.order <= s) for g in groups[3:] for s in src._stored_orders)
+
+
+def test_no_transactions_join_while_a_snapshot_is_pending_and_groups_stay_bounded() -> None:
+    src = source_with_chunk(5000, 6000, {1: "a"}, pos=0)
+    src._stored_orders = []
+    for pos in range(100, 400, 100):
+        src._queue.items.append(tx(pos, (0, pos, "n")))
+    assert [g.position["pos"] for g in src.poll(0.01)] == [100, 200, 300]
+    src = streaming_source([])
+    for pos in range(1, 2502):
+        src._queue.items.append(tx(pos, (0, pos, "n")))
+    groups = src.poll(0.01)
+    assert [len(rows_of(g)) for g in groups] == [1000, 1000, 501]
+    assert [g.position["pos"] for g in groups] == [1000, 2000, 2501]
