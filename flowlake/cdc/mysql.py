@@ -62,7 +62,7 @@ import pyarrow as pa
 from flowlake.cdc.batch import ChangeBatch, Rows
 from flowlake.cdc.handoff import Handoff
 from flowlake.cdc.mysql_binlog import BinlogReader, CdcSourceError, ReaderSettings, TxItem, optional_module
-from flowlake.cdc.mysql_gtid import Flavour, GtidTracker, ResumeOrder, stored_gtids
+from flowlake.cdc.mysql_gtid import Flavour, GtidTracker, ResumeOrder, StoredOrders, stored_gtids
 from flowlake.cdc.mysql_resume import PositionError, gtid_strict, resume_point, server_identity
 from flowlake.cdc.mysql_rows import DecodedEvent
 from flowlake.cdc.mysql_schema import MySqlUrl, describe_tables, list_tables, quote
@@ -205,7 +205,7 @@ class MySqlSource:
         self._recent: collections.deque[tuple[tuple[str, int], str, tuple[Any, ...]]] = collections.deque()
         self._recent_floor: tuple[str, int] = ("", 0)
         self._targets: dict[str, TableSpec] = {}
-        self._stored_orders: list[Order] = []
+        self._stored_orders = StoredOrders([])
         enabled = connectorx_available() if arrow_snapshot is None else arrow_snapshot
         if enabled and not connectorx_available():
             raise CdcSourceError("arrow_snapshot=True needs the connectorx package: pip install connectorx")
@@ -253,7 +253,9 @@ class MySqlSource:
         stored = {t: p for t, p in resume.items() if p is not None and (p.get("file") or "gtids" in p)}
         known = [*stored.values(), *(p for p in also if p.get("file") or "gtids" in p)]
         # what the ingester compares groups with to skip them (each ODS table's and the dead letters')
-        self._stored_orders = [self.order_of(p) for p in [*resume.values(), *also] if p is not None]
+        self._stored_orders = StoredOrders(
+            [self.order_of(p) for p in [*resume.values(), *also] if p is not None]
+        )
         subs = [int(p.get("sub", 0)) for p in known]
         self._sub = itertools.count(max([time.time_ns(), *subs]) + 1)
         for table, spec in sorted(self._specs.items()):
@@ -352,7 +354,7 @@ class MySqlSource:
     def _beyond_stored(self, order: Order) -> bool:
         """Whether no stored position (of any ODS table, or the dead letters) holds ``order``: then
         the ingester skips nothing of it for any table, and it may share a group with others."""
-        return not any(order <= stored for stored in self._stored_orders)
+        return not self._stored_orders.holds(order)
 
     def caught_up(self) -> bool:
         """Snapshot finished and the stream at the server's binlog end, read now.

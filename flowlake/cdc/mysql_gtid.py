@@ -413,6 +413,48 @@ class ResumeOrder:
         return f"ResumeOrder({self!s}, {self.file!r}, {self.pos})"
 
 
+class StoredOrders:
+    """The orders of stored positions, asked per transaction whether any of them holds it.
+
+    ``holds(order)`` is ``any(order <= stored for stored in orders)`` on the ``(ResumeOrder,)``
+    tuples the ingester compares, answered for a MariaDB transaction against MariaDB states by one
+    dict lookup (the highest seq any stored state holds in its domain) instead of a comparison per
+    stored position.
+
+    >>> stored = StoredOrders([(ResumeOrder(MariaDbGtids.parse("0-1-7,1-1-3"), "b.000001", 9),)])
+    >>> gtids = ("0-1-7", "0-1-8", "1-2-3", "2-1-1")
+    >>> [stored.holds((ResumeOrder.of_transaction(g, "b.000002", 4),)) for g in gtids]
+    [True, False, True, False]
+    """
+
+    def __init__(self, orders: list[tuple[Any, ...]]) -> None:
+        unique: dict[str, tuple[Any, ...]] = {}
+        for order in orders:
+            unique.setdefault(repr(order) + repr([(o.gtids, o.point, o.sub) for o in order]), order)
+        self.orders = list(unique.values())
+        self._seqs: dict[int, int] | None = {}
+        for order in self.orders:
+            first = order[0] if len(order) == 1 else None
+            if not isinstance(first, ResumeOrder) or not isinstance(first.gtids, MariaDbGtids):
+                self._seqs = None
+                break
+            for domain, _, seq in first.gtids.domains:
+                self._seqs[domain] = max(seq, self._seqs.get(domain, -1))
+
+    def holds(self, order: tuple[Any, ...]) -> bool:
+        """Whether a stored order holds ``order`` (then the ingester may skip it for some table)."""
+        seqs = self._seqs
+        if seqs is not None and len(order) == 1:
+            mine = order[0]
+            point = mine.point if isinstance(mine, ResumeOrder) else None
+            if point is not None and mine.gtids is None and isinstance(point[0], int):
+                return seqs.get(point[0], -1) >= point[1]  # (a state without the domain holds none of it)
+        return any(order <= stored for stored in self.orders)
+
+    def __bool__(self) -> bool:
+        return bool(self.orders)
+
+
 def stored_gtids(position: Mapping[str, Any], flavour: Flavour | None = None) -> AnyGtids | None:
     """The full GTID state a stored position carries (``"gtids"``), if any.
 

@@ -13,6 +13,7 @@ import pytest
 
 from flowlake.cdc.mysql import MySqlSource, _Chunk, _Snap
 from flowlake.cdc.mysql_binlog import TxItem
+from flowlake.cdc.mysql_gtid import StoredOrders
 from flowlake.cdc.mysql_schema import MySqlUrl, arrow_type
 from flowlake.cdc.source import ChangeGroup, TableSpec
 from flowlake.errors import InvalidArgumentError
@@ -199,7 +200,7 @@ def streaming_source(stored: list[int]) -> MySqlSource:
     src = MySqlSource("mysql://root@127.0.0.1:1/db")
     src._pos = ("f.000001", 0)
     src._specs = {"db.t": SPEC}
-    src._stored_orders = [src.order_of({"file": "f.000001", "pos": p}) for p in stored]
+    src._stored_orders = StoredOrders([src.order_of({"file": "f.000001", "pos": p}) for p in stored])
     return src
 
 
@@ -228,12 +229,12 @@ def test_small_transactions_past_every_stored_position_share_a_group_ending_on_t
     assert [r["id"] for _, r in rows_of(groups[3])] == [400, 500, 600, 700, 800]  # in binlog order
     assert groups[4].schemas == {"db.t": SPEC}
     assert groups[3].order == src.order_of({"file": "f.000001", "pos": 800})
-    assert all(not (g.order <= s) for g in groups[3:] for s in src._stored_orders)
+    assert all(not (g.order <= s) for g in groups[3:] for s in src._stored_orders.orders)
 
 
 def test_no_transactions_join_while_a_snapshot_is_pending_and_groups_stay_bounded() -> None:
     src = source_with_chunk(5000, 6000, {1: "a"}, pos=0)
-    src._stored_orders = []
+    src._stored_orders = StoredOrders([])
     for pos in range(100, 400, 100):
         src._queue.items.append(tx(pos, (0, pos, "n")))
     assert [g.position["pos"] for g in src.poll(0.01)] == [100, 200, 300]
