@@ -206,6 +206,7 @@ class MySqlSource:
         self._recent_floor: tuple[str, int] = ("", 0)
         self._targets: dict[str, TableSpec] = {}
         self._stored_orders = StoredOrders([])
+        self._join_limit = _MAX_JOINED
         enabled = connectorx_available() if arrow_snapshot is None else arrow_snapshot
         if enabled and not connectorx_available():
             raise CdcSourceError("arrow_snapshot=True needs the connectorx package: pip install connectorx")
@@ -343,11 +344,16 @@ class MySqlSource:
             groups.append(self._chunk_group())
         return groups
 
+    def limit_groups(self, changes: int) -> None:
+        """Join small transactions into groups of at most ``changes`` changes (and at most 1000);
+        the ingester passes its ``max_rows`` (see :class:`~flowlake.cdc.source.GroupingSource`)."""
+        self._join_limit = max(1, min(changes, _MAX_JOINED))
+
     def _joinable(self, group: ChangeGroup) -> bool:
         """Whether the next transaction may join ``group`` (see ``_stream_group``)."""
         if self._snaps or self._chunk is not None or group.dead or group.schemas or group.extras:
             return False
-        if any(batch.rows is None for batch in group.batches.values()) or group.size >= _MAX_JOINED:
+        if any(batch.rows is None for batch in group.batches.values()) or group.size >= self._join_limit:
             return False
         return self._beyond_stored(group.order)
 
@@ -598,6 +604,7 @@ class MySqlSource:
             joining is not None
             and not item.ddl
             and all(batch.rows is not None for batch in batches.values())
+            and joining.size + sum(len(batch) for batch in batches.values()) <= self._join_limit
             and self._beyond_stored(order)
         ):
             return _join(joining, position, order, batches)

@@ -244,3 +244,54 @@ def test_no_transactions_join_while_a_snapshot_is_pending_and_groups_stay_bounde
     groups = src.poll(0.01)
     assert [len(rows_of(g)) for g in groups] == [1000, 1000, 501]
     assert [g.position["pos"] for g in groups] == [1000, 2000, 2501]
+
+
+def test_groups_never_hold_more_changes_than_the_ingester_commits_at_once() -> None:
+    for limit, sizes in ((1, [1] * 7), (3, [3, 3, 1]), (4, [4, 3])):
+        src = streaming_source([])
+        src.limit_groups(limit)
+        for pos in range(1, 8):
+            src._queue.items.append(tx(pos, (0, pos, "n")))
+        assert [len(rows_of(g)) for g in src.poll(0.01)] == sizes
+    src = streaming_source([])
+    src.limit_groups(3)
+    src._queue.items += [tx(1, (0, 1, "a")), tx(2, (1, 1, "a"), (2, 1, "b")), tx(3, (3, 1, "b"))]
+    assert [len(rows_of(g)) for g in src.poll(0.01)] == [3, 1]  # a transaction is never split
+
+
+def test_the_ingester_tells_a_grouping_source_its_max_rows(catalog: Any) -> None:
+    from flowlake.cdc.ingest import OdsIngester
+    from flowlake.cdc.source import GroupingSource
+
+    class Quiet:
+        key = "quiet://"
+
+        def __init__(self) -> None:
+            self.limits: list[int] = []
+
+        def order_of(self, position: Any) -> Any:
+            return (0,)
+
+        def describe(self, source_table: str) -> None:
+            return None
+
+        def start(self, resume: Any, *, also: Any = ()) -> dict[str, Any]:
+            assert self.limits, "limit_groups must come before start"
+            return {}
+
+        def poll(self, timeout: float) -> list[ChangeGroup]:
+            return []
+
+        def caught_up(self) -> bool:
+            return True
+
+        def close(self) -> None:
+            pass
+
+        def limit_groups(self, changes: int) -> None:
+            self.limits.append(changes)
+
+    source = Quiet()
+    assert isinstance(source, GroupingSource)
+    OdsIngester(catalog, source, max_rows=7).run(until_idle=True)
+    assert source.limits == [7]
