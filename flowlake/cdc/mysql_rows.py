@@ -226,8 +226,10 @@ def _value_lines(i: int, layout: Layout, env: dict[str, Any]) -> list[str]:
     head = "n = data[at]" if size == 1 else f"n = int.from_bytes(data[at:at + {size}], 'little')"
     lines = [head, f"at += {size}", "if at + n > end:", "    raise _Short"]
     lines += [f"v{i} = data[at:at + n]", "at += n"]
-    if kind == "text":
+    if kind == "text" and codec == "mysql-latin1":
         lines.append(f"v{i} = decode_text(v{i}, {codec!r})")
+    elif kind == "text":  # what decode_text does for every other codec
+        lines.append(f"v{i} = v{i}.decode({codec!r})")
     elif kind == "fixed_binary":
         lines.append(f"v{i} = v{i}.ljust({int(length)}, b'\\x00')")
     return lines
