@@ -134,13 +134,22 @@ class DumpConnection:
         self.gtids = gtids
         self.mariadb = mariadb
         self.checksum = False
+        self.row_metadata_full = False
+        self.charset = "utf8mb4"
+        self.mariadb_server = False
         self._conn: Any = None
         self._closed = False
 
     def open(self, connect: Callable[..., Any]) -> None:
-        """Connect (``connect`` is ``pymysql.connect``), prepare the session and send the dump request."""
+        """Connect (``connect`` is ``pymysql.connect``), note what the session needs to know of the
+        server (checksums, full row metadata, its charset and kind), prepare it and send the dump request."""
         self._conn = conn = connect(**self.settings)
+        self.charset = str(conn.charset)
+        self.mariadb_server = "mariadb" in str(conn.get_server_info()).lower()
         cur = conn.cursor()
+        cur.execute("SHOW VARIABLES LIKE 'BINLOG_ROW_METADATA'")
+        row = cur.fetchone()
+        self.row_metadata_full = row is not None and str(row[1]).upper() == "FULL"
         cur.execute("SHOW GLOBAL VARIABLES LIKE 'BINLOG_CHECKSUM'")
         row = cur.fetchone()
         self.checksum = row is not None and str(row[1]).upper() != "NONE"

@@ -185,7 +185,7 @@ class BinlogReader(ReaderThread):
             wire.open(pymysql.connect)
         except pymysql.MySQLError as exc:
             raise CdcSourceError(f"cannot start the binlog dump: {exc}") from exc
-        library = LibraryEvents(src, wire.checksum, pymysql)
+        library = LibraryEvents(src, wire, pymysql)
         try:
             self._fast_loop(wire, library)
         finally:
@@ -372,11 +372,39 @@ class _LibraryKinds:
         self.new_file = (events.FormatDescriptionEvent, events.RotateEvent)
 
 
+class _LazyControl:
+    """The control connection mysql-replication's events are given: its charset and server kind at
+    hand, connected (to information_schema, as the library does) only if an event asks the server
+    for column names, which a binlog with full row metadata never makes it do."""
+
+    def __init__(self, connection: dict[str, Any], pymysql: Any, charset: str, mariadb: bool) -> None:
+        self.charset = charset
+        self._dbms = "mariadb" if mariadb else "mysql"
+        self._settings, self._pymysql = connection, pymysql
+        self._conn: Any = None
+
+    def _get_dbms(self) -> str:
+        return self._dbms
+
+    def __getattr__(self, name: str) -> Any:
+        if self._conn is None:
+            pymysql = self._pymysql
+            self._conn = pymysql.connect(
+                **self._settings, db="information_schema", autocommit=True,
+                cursorclass=pymysql.cursors.DictCursor,
+            )  # fmt: skip
+        return getattr(self._conn, name)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+
+
 class LibraryEvents:
     """Builds mysql-replication's event objects from the bytes of events the fast path does not read
     itself, with the table maps, server version and post-header lengths the library would hold."""
 
-    def __init__(self, settings: ReaderSettings, checksum: bool, pymysql: Any) -> None:
+    def __init__(self, settings: ReaderSettings, wire: DumpConnection, pymysql: Any) -> None:
         packet_module = optional_module("pymysqlreplication.packet")
         self.kinds = _LibraryKinds()
         self._wrapper = packet_module.BinLogPacketWrapper
@@ -385,18 +413,10 @@ class LibraryEvents:
         self.table_map: dict[int, Any] = {}
         self.mysql_version: tuple[int, int, int] = (0, 0, 0)
         self.post_header_lengths: Any = None
-        self.checksum = checksum
+        self.checksum = wire.checksum
         self.only_schemas = settings.tables.databases
-        self._ctl = pymysql.connect(
-            **settings.connection, db="information_schema", autocommit=True,
-            cursorclass=pymysql.cursors.DictCursor,
-        )  # fmt: skip
-        dbms = "mariadb" if "mariadb" in str(self._ctl.get_server_info()).lower() else "mysql"
-        self._ctl._get_dbms = lambda: dbms
-        cur = self._ctl.cursor()
-        cur.execute("SHOW VARIABLES LIKE 'BINLOG_ROW_METADATA'")
-        row = cur.fetchone()
-        self.optional_meta_data = row is not None and str(row.get("Value", "")).upper() == "FULL"
+        self.optional_meta_data = wire.row_metadata_full
+        self._ctl = _LazyControl(settings.connection, pymysql, wire.charset, wire.mariadb_server)
 
     def event(self, packet: bytes, on_new_file: Any) -> Any:
         """The library's event for ``packet`` (status byte, header, body), or ``None`` where the library

@@ -213,3 +213,23 @@ def test_a_text_value_its_charset_cannot_decode_raises() -> None:
     with pytest.raises(UnicodeDecodeError):
         plan.read(data, (0,))
     assert compile_images(plan.layouts)(b"\x02" + (1).to_bytes(4, "little"), (0,)).columns == [[1], [None]]
+
+
+def test_the_library_control_connection_connects_only_when_an_event_asks_the_server() -> None:
+    from flowlake.cdc.mysql_binlog import _LazyControl
+
+    made: list[dict[str, Any]] = []
+
+    class FakePyMySQL:
+        cursors = SimpleNamespace(DictCursor=object)
+
+        @staticmethod
+        def connect(**settings: Any) -> Any:
+            made.append(settings)
+            return SimpleNamespace(cursor=lambda: "cursor", close=lambda: None)
+
+    control = _LazyControl({"host": "h"}, FakePyMySQL, "utf8mb4", mariadb=True)
+    assert (control.charset, control._get_dbms(), made) == ("utf8mb4", "mariadb", [])
+    assert control.cursor() == "cursor" and control.cursor() == "cursor"
+    assert made == [{"host": "h", "db": "information_schema", "autocommit": True, "cursorclass": object}]
+    control.close()
