@@ -207,6 +207,7 @@ class MySqlSource:
         self._targets: dict[str, TableSpec] = {}
         self._stored_orders = StoredOrders([])
         self._join_limit = _MAX_JOINED
+        self._last_beyond: tuple[Order, bool] | None = None  # (the same order is asked twice in a row)
         enabled = connectorx_available() if arrow_snapshot is None else arrow_snapshot
         if enabled and not connectorx_available():
             raise CdcSourceError("arrow_snapshot=True needs the connectorx package: pip install connectorx")
@@ -360,7 +361,12 @@ class MySqlSource:
     def _beyond_stored(self, order: Order) -> bool:
         """Whether no stored position (of any ODS table, or the dead letters) holds ``order``: then
         the ingester skips nothing of it for any table, and it may share a group with others."""
-        return not self._stored_orders.holds(order)
+        last = self._last_beyond
+        if last is not None and last[0] is order:
+            return last[1]
+        beyond = not self._stored_orders.holds(order)
+        self._last_beyond = (order, beyond)
+        return beyond
 
     def caught_up(self) -> bool:
         """Snapshot finished and the stream at the server's binlog end, read now.

@@ -338,13 +338,22 @@ class _FastTable:
         if plan is None or plan.read is None:
             return None
         try:
+            full, kinds = self.full, _IMAGE_KINDS[event_type]
+            if event_type < ev.WRITE_V2 and body[header] < 251:  # v1, under 251 columns: inline
+                start = header + 1 + len(full)
+                if body[header] != len(self.names) or body[header + 1 : start] != full:
+                    return None
+                if len(kinds) == 2:  # an update's second bitmap
+                    if body[start : start + len(full)] != full:
+                        return None
+                    start += len(full)
+                return plan.read(body[start:], kinds)
             rows = ev.rows_body(body, event_type, header)
-            full = self.full
             if rows.columns != len(self.names) or rows.present != full:
                 return None
             if rows.present_after is not None and rows.present_after != full:
                 return None
-            return plan.read(rows.images, _IMAGE_KINDS[event_type])
+            return plan.read(rows.images, kinds)
         except (ValueError, struct.error, LookupError, IndexError):  # as decode_event
             return None
 
