@@ -259,6 +259,20 @@ class GtidTracker:
             self._state = MariaDbGtids.parse(self.text)
         return self._state
 
+    def peek(self, gtid: str) -> tuple[int, int] | None:
+        """The point :meth:`advance` would return for a MariaDB ``gtid``, without taking it in
+        (``None``: a MySQL state, or not a MariaDB GTID).
+
+        >>> GtidTracker(MariaDbGtids.parse("0-1-10")).peek("2-1-7"), GtidTracker(MySqlGtids()).peek("x")
+        ((2, 7), None)
+        """
+        if self._entries is None:
+            return None
+        parts = gtid.split("-")
+        if len(parts) != 3 or not (parts[0].isdigit() and parts[2].isdigit()):
+            return None
+        return int(parts[0]), int(parts[2])
+
     def advance(self, gtid: str) -> Point | None:
         """Take in the next transaction; its point, or ``None`` (state unchanged) if ``gtid`` is none."""
         entries = self._entries
@@ -450,6 +464,11 @@ class StoredOrders:
             if point is not None and mine.gtids is None and isinstance(point[0], int):
                 return seqs.get(point[0], -1) >= point[1]  # (a state without the domain holds none of it)
         return any(order <= stored for stored in self.orders)
+
+    def holds_point(self, point: tuple[int, int]) -> bool | None:
+        """:meth:`holds` for the order of a MariaDB transaction at ``point`` (``None``: ask :meth:`holds`)."""
+        seqs = self._seqs
+        return None if seqs is None else seqs.get(point[0], -1) >= point[1]
 
     def __bool__(self) -> bool:
         return bool(self.orders)

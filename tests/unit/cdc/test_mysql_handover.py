@@ -6,6 +6,7 @@ every event up to H, before any event after it, without the keys that events in 
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pyarrow as pa
@@ -295,3 +296,65 @@ def test_the_ingester_tells_a_grouping_source_its_max_rows(catalog: Any) -> None
     assert isinstance(source, GroupingSource)
     OdsIngester(catalog, source, max_rows=7).run(until_idle=True)
     assert source.limits == [7]
+
+
+def test_joining_small_transactions_the_quick_way_gives_the_groups_the_general_way_gives() -> None:
+    from flowlake.cdc.mysql_gtid import GtidTracker, MariaDbGtids
+    from flowlake.cdc.mysql_rows import DecodedEvent
+
+    rng = random.Random(5)
+
+    def items() -> list[Any]:
+        out: list[Any] = []
+        seqs = {0: 10, 1: 3}
+        for pos in range(100, 100 + 400 * 10, 10):
+            domain = rng.choice([0, 0, 0, 1])
+            seqs[domain] += 1
+            gtid = f"{domain}-1-{seqs[domain]}" if rng.random() > 0.02 else None
+            rows = rng.choice([1, 1, 1, 2, 40])  # 40: a changelog batch, never joined
+            event = DecodedEvent([0] * rows, [list(range(pos, pos + rows)), ["v"] * rows])
+            changes: list[Any] = [("db.t", -1, (("id", "v"), event))]
+            if rng.random() < 0.05:
+                changes.append(("db.t", 0, {"id": -pos, "v": "row"}))  # a row read by the library
+            item = TxItem("f.000001", pos, gtid, changes, ts=1)
+            out.append(item if rng.random() > 0.02 else ("f.000001", pos))  # now and then a bare position
+        return out
+
+    stored = [
+        {"file": "f.000001", "pos": 5, "gtids": "0-1-60,1-1-9"},
+        {"file": "f.000001", "pos": 5, "gtids": "0-1-30"},
+    ]
+
+    def run(quick: bool) -> list[Any]:
+        rng.seed(9)
+        src = streaming_source([])
+        src._targets = {"db.t": SPEC}
+        src._gtids, src._by_gtid, src._server = GtidTracker(MariaDbGtids.parse("0-1-10,1-1-3")), True, "1"
+        src._stored_orders = StoredOrders([src.order_of(p) for p in stored])
+        src.limit_groups(50)
+        quick_ones: list[int] = []
+        original = src._join_small
+
+        def join_small(item: Any, joining: Any) -> bool:
+            joined = quick and original(item, joining)
+            quick_ones.append(joined)
+            return joined
+
+        src._join_small = join_small  # type: ignore[method-assign]
+        src._queue.items.extend(items())
+        groups = []
+        while src._queue.items:
+            groups += src.poll(0.0)
+        return [
+            (
+                g.position,
+                str(g.order),
+                [(k, r) for k, r in rows_of(g)],
+                len(g.batches["db.t"]) if g.batches else 0,
+            )
+            for g in groups
+        ]
+
+    quick, general = run(True), run(False)
+    assert quick == general
+    assert len(quick) < 300  # small transactions were joined
