@@ -157,7 +157,8 @@ class MySqlSource:
             before and after its SELECT). ``None``: when ``connectorx`` is installed.
         fast_binlog: Read the binlog events off the wire and the row images of plain tables by
             columns (:class:`~flowlake.cdc.mysql_binlog.BinlogReader`); ``False`` reads every event
-            through mysql-replication (the same changes, slower).
+            through mysql-replication (the same changes, slower). ``None``: the URL's ``binlog=``
+            option (``fast`` unless ``binlog=library``).
     """
 
     def __init__(
@@ -172,7 +173,7 @@ class MySqlSource:
         consistent_snapshot: bool | None = None,
         on_progress: ProgressCallback | None = None,
         arrow_snapshot: bool | None = None,
-        fast_binlog: bool = True,
+        fast_binlog: bool | None = None,
     ) -> None:
         self.url = MySqlUrl.parse(url)
         default = f"{self.url.database}.*" if self.url.database else None
@@ -182,7 +183,7 @@ class MySqlSource:
         self.server_id = server_id or random.randint(10_000, 2**31 - 1)  # noqa: S311 - not security
         self.heartbeat_s = heartbeat_s
         self.on_progress = on_progress
-        self.fast_binlog = fast_binlog
+        self.fast_binlog = self.url.binlog == "fast" if fast_binlog is None else fast_binlog
         self.consistent_snapshot = consistent_snapshot
         self._ctl: Any = None
         self._specs: dict[str, TableSpec] = {}

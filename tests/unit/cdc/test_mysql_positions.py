@@ -248,6 +248,19 @@ def test_urls_name_the_position_key_and_the_gtid_mode() -> None:
         MySqlUrl.parse("mysql://root@h/db?gtid=on")
 
 
+def test_urls_choose_the_binlog_reader() -> None:
+    assert MySqlUrl.parse("mysql://root@h/db").binlog == "fast"
+    library = MySqlSource("mysql://root@h/db?binlog=library&key=mysql://p:1")
+    assert (library.url.binlog, library.fast_binlog, library.key) == ("library", False, "mysql://p:1")
+    assert (
+        MySqlSource("mysql://root@h/db").fast_binlog
+        and not MySqlSource("mysql://h/d", fast_binlog=False).fast_binlog
+    )
+    assert library._reader_settings().fast is False
+    with pytest.raises(InvalidArgumentError, match="binlog must be"):
+        MySqlUrl.parse("mysql://root@h/db?binlog=slow")
+
+
 # --- where reading starts ----------------------------------------------------------------------------
 
 
