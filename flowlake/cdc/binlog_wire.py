@@ -177,10 +177,11 @@ class DumpConnection:
         conn._write_bytes(command)
         conn._next_seq_id = 1
 
-    def events(self) -> Iterator[bytes]:
+    def events(self, before_wait: Callable[[], None] | None = None) -> Iterator[bytes]:
         """The events' packets in order: the status byte 0, the 19-byte event header, the body and
         the checksum if :attr:`checksum` (as PyMySQL's packet holds them), until the server ends a
-        non-blocking dump or the connection is closed by :meth:`close`.
+        non-blocking dump or the connection is closed by :meth:`close`. ``before_wait`` is called
+        each time every event read so far has been handed out, before reading the socket again.
 
         Raises:
             BinlogWireError: If the server sends an error or the connection drops.
@@ -188,6 +189,8 @@ class DumpConnection:
         sock: socket.socket = self._conn._sock
         framer = PacketFramer()
         while True:
+            if before_wait is not None:
+                before_wait()
             try:
                 chunk = sock.recv(_READ_SIZE)
             except OSError as exc:

@@ -89,6 +89,7 @@ class BinlogReader(ReaderThread):
         self._tx: TxItem | None = None
         self._decoders: dict[int, dict[str, ColumnDecoder]] = {}
         self._plans: dict[int, TablePlan | None] = {}
+        self._wake = True  # wake the poller at every item (the fast path wakes it per batch)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -162,7 +163,7 @@ class BinlogReader(ReaderThread):
         elif isinstance(event, kinds.query):
             self._tx = self._query(tx, str(event.query), event.schema, event.timestamp, here)
         elif tx is None:
-            self._put(here)
+            self._put(here, wake=self._wake)
 
     def _start_args(self) -> dict[str, Any]:
         """Where the dump starts: a binlog file/offset, or a GTID state."""
@@ -192,13 +193,14 @@ class BinlogReader(ReaderThread):
             library.close()
 
     def _fast_loop(self, wire: DumpConnection, library: LibraryEvents) -> None:  # noqa: PLR0912, PLR0915
-        stopping, put, unpack_header = self._stopping.is_set, self._put, ev.HEADER.unpack_from
+        stopping, unpack_header = self._stopping.is_set, ev.HEADER.unpack_from
+        self._wake = False  # wake the poller per batch (Handoff.put), and before each socket read
         trim = 4 if wire.checksum else 0
         file, pos = self.start_at if self.start_at is not None else ("", 0)
         known: dict[int, _FastTable | None] = {}  # table id -> what its map said (None: not read)
         rows_kind, kinds = _IMAGE_KINDS, library.kinds
         query_header, rows_v1_header, rows_v2_header = 13, 8, 10  # until the format description
-        for packet in wire.events():
+        for packet in wire.events(self.handoff.wake):
             if stopping():
                 return
             ts, kind, server_id, _size, log_pos, _flags = unpack_header(packet, 1)
@@ -259,7 +261,7 @@ class BinlogReader(ReaderThread):
                 if event is not None:
                     self._on_event(event, (file, pos), kinds)
             elif tx is None:
-                put((file, pos))
+                self._put((file, pos), wake=False)
 
     def _on_new_file(self) -> None:
         self._decoders.clear()
@@ -309,10 +311,10 @@ class BinlogReader(ReaderThread):
 
     def _finish(self, tx: TxItem | None, here: tuple[str, int]) -> None:
         if tx is None:
-            self._put(here)
+            self._put(here, wake=self._wake)
             return
         tx.file, tx.pos = here
-        self._put(tx)
+        self._put(tx, wake=self._wake)
 
 
 def _declared(lengths: Sequence[int] | None, event_type: int, default: int) -> int:

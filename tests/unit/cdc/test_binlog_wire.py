@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import struct
+import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -233,3 +234,44 @@ def test_the_library_control_connection_connects_only_when_an_event_asks_the_ser
     assert control.cursor() == "cursor" and control.cursor() == "cursor"
     assert made == [{"host": "h", "db": "information_schema", "autocommit": True, "cursorclass": object}]
     control.close()
+
+
+def test_a_reader_wakes_the_poller_per_batch_and_never_waits_on_a_sleeping_one() -> None:
+    import threading
+
+    from flowlake.cdc.handoff import WAKE_BATCH, Handoff
+
+    handoff = Handoff(limit=WAKE_BATCH * 2)
+    handoff.put("a", lambda: False, wake=False)
+    assert not handoff.ready.is_set() and handoff.drain(0.0) == ["a"]  # taken by a poll that looks
+    for i in range(WAKE_BATCH - 1):
+        handoff.put(i, lambda: False, wake=False)
+    assert not handoff.ready.is_set()
+    handoff.put("batch", lambda: False, wake=False)
+    assert handoff.ready.is_set()
+    handoff.drain(0.0)
+    handoff.ready.clear()
+    handoff.wake()  # nothing queued: nobody to wake
+    assert not handoff.ready.is_set()
+    handoff.put("b", lambda: False, wake=False)
+    handoff.wake()  # the reader is about to block on its connection
+    assert handoff.ready.is_set()
+    handoff.drain(0.0)
+
+    small = Handoff(limit=3)  # full before a batch: the reader's wait wakes the sleeping poller
+    got: list[Any] = []
+
+    def poll() -> None:
+        while len(got) < 4:
+            got.extend(small.drain(30.0))
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    time.sleep(0.2)  # the poller is asleep on an empty queue
+    started = time.monotonic()
+    for i in range(4):
+        small.put(i, lambda: False, wake=False)
+    assert time.monotonic() - started < 10, "the full queue waited for the poller's timeout"
+    small.wake()
+    poller.join(10)
+    assert got == [0, 1, 2, 3]
