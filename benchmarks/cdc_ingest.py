@@ -21,7 +21,7 @@ threads; the database servers are other processes).
 
     python benchmarks/cdc_ingest.py [--events 200000] [--binlog-rows 100000] [--rates 1000,5000]
         [--seconds 10] [--skip-binlog] [--skip-postgres] [--json out.json]
-        [--snapshot-rows 200000] [--snapshot-chunk 5000] [--snapshot-only] [--skip-pymysql-ods]
+        [--snapshot-rows 200000] [--snapshot-chunk 20000] [--snapshot-only] [--skip-pymysql-ods]
 """
 
 from __future__ import annotations
@@ -271,7 +271,7 @@ def bare_binlog(url: str, start: tuple[str, int], cur: Any) -> int:
 
 
 def bench_snapshot(
-    cur: Any, url: str, rows: int, tmp: Path, *, chunk: int = 5000, pymysql_ods: bool = True
+    cur: Any, url: str, rows: int, tmp: Path, *, chunk: int = 20_000, pymysql_ods: bool = True
 ) -> dict[str, Any]:
     """Initial snapshot of a ``rows``-row table into ODS, through ConnectorX into Arrow (the fast path,
     the default when ``connectorx`` is installed) and through PyMySQL (``arrow_snapshot=False``), beside
@@ -448,7 +448,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--binlog-rows", type=int, default=100_000)
     parser.add_argument("--snapshot-rows", type=int, default=200_000)
-    parser.add_argument("--snapshot-chunk", type=int, default=5000, help="rows per snapshot chunk")
+    parser.add_argument(
+        "--snapshot-chunk", type=int, default=20_000, help="rows per snapshot chunk (Arrow default)"
+    )
     parser.add_argument("--snapshot-only", action="store_true", help="run only the snapshot section")
     parser.add_argument(
         "--skip-pymysql-ods", action="store_true", help="snapshot section: skip the slow PyMySQL → ODS run"

@@ -8,6 +8,7 @@ from typing import Any
 
 from flowlake.errors import FlowlakeError
 from flowlake.lake import Catalog
+from flowlake.table.fileparts import distinct_bytes, physical_paths
 from flowlake.table.policy import MaintenancePolicy
 from flowlake.table.services import job_summary
 
@@ -54,9 +55,9 @@ def table_status(catalog: Catalog, name: str) -> TableStatus:
         name=name,
         version=table.version,
         rows=rows,
-        files=len(files),
-        log_files=sum(1 for f in files if f.content != "base"),  # logs and moved files
-        bytes=sum(f.size for f in files),
+        files=len(physical_paths(f.path for f in files)),  # a commit's shared log file counts once
+        log_files=len(physical_paths(f.path for f in files if f.content != "base")),  # and moved files
+        bytes=distinct_bytes((f.path, f.size) for f in files),
         last_commit=history[0].committed_at.isoformat(timespec="seconds") if history else None,
         freshness_seconds=catalog.freshness(name),
         consumers=consumers,

@@ -105,6 +105,12 @@ _MAX_JOINED: Final = 1000
 """Changes one group of joined small transactions grows to (see ``MySqlSource._stream_group``)."""
 
 _CHUNK_RETRIES: Final = 50
+CHUNK_ROWS: Final = 5000
+"""Rows per snapshot chunk read row by row (PyMySQL)."""
+ARROW_CHUNK_ROWS: Final = 20_000
+"""Rows per snapshot chunk read straight into Arrow: its cost is mostly per chunk (a connection's
+round trips, two ``SHOW MASTER STATUS``), so larger chunks pay (a 10M-row table: 197k rows/s at
+5,000 rows per chunk, 432k at 20,000)."""
 """Times a chunk is read again, 20 ms apart, when it cannot be reconciled with the stream."""
 
 
@@ -144,7 +150,8 @@ class MySqlSource:
     Args:
         url: ``mysql://user:password@host:port/db``; ``db`` is the default table pattern ``db.*``.
         tables: ``db.table`` glob patterns (comma-separated or a list); default ``<db>.*``.
-        chunk_size: Rows per snapshot chunk.
+        chunk_size: Rows per snapshot chunk (default :data:`CHUNK_ROWS`, or :data:`ARROW_CHUNK_ROWS` for a
+            table read straight into Arrow).
         snapshot: ``"initial"`` (snapshot, then stream) or ``"never"`` (stream from the current end).
         server_id: Replica id to register with (random by default).
         heartbeat_s: Heartbeat period asked of the server; lets an idle stream see its end position.
@@ -166,7 +173,7 @@ class MySqlSource:
         url: str,
         *,
         tables: str | Sequence[str] | None = None,
-        chunk_size: int = 5000,
+        chunk_size: int | None = None,
         snapshot: SnapshotMode = "initial",
         server_id: int | None = None,
         heartbeat_s: float = 0.2,
@@ -524,8 +531,9 @@ class MySqlSource:
         if snap.after is not None:
             sql += f" WHERE ({keys}) > ({', '.join(['%s'] * len(key))})"
             params = list(snap.after)
-        sql += f" ORDER BY {keys} LIMIT {int(self.chunk_size)}"
         arrow = self._arrow.reader(self._cursor, table, spec, self._targets.get(table))
+        limit = self.chunk_size or (ARROW_CHUNK_ROWS if arrow is not None else CHUNK_ROWS)
+        sql += f" ORDER BY {keys} LIMIT {int(limit)}"
         for attempt in range(_CHUNK_RETRIES):
             try:
                 got = self._select_arrow_chunk(arrow, sql, params) if arrow is not None else None
@@ -565,7 +573,7 @@ class MySqlSource:
                 rows.pop(changed_key, None)  # the stream already carries this key's newer state
         # Stream changes in (floor, H] still to come drop their keys too (``_stream_group``): the
         # wider window also covers a server whose SELECT misses transactions already in its binlog.
-        self._chunk = _Chunk(table, rows, self._recent_floor, high, last, read < self.chunk_size, read)
+        self._chunk = _Chunk(table, rows, self._recent_floor, high, last, read < limit, read)
 
     def _select_arrow_chunk(
         self, arrow: ArrowChunkReader, tail: str, params: list[Any]

@@ -178,14 +178,14 @@ class PostgresSource:
         url: str,
         *,
         tables: str | Sequence[str] | None = None,
-        chunk_size: int = 5000,
+        chunk_size: int | None = None,
         snapshot: SnapshotMode = "initial",
         status_interval_s: float = 1.0,
         on_progress: ProgressCallback | None = None,
     ) -> None:
         self.url = PgUrl.parse(url)
         self.filter = TableFilter.parse(tables if tables is not None else "public.*")
-        self.chunk_size = chunk_size
+        self.chunk_size = chunk_size or 5000
         self.snapshot_mode = snapshot
         self.status_interval = status_interval_s
         self.on_progress = on_progress

@@ -211,7 +211,7 @@ def open_source(
     url: str,
     *,
     tables: str | Sequence[str] | None = None,
-    chunk_size: int = 5000,
+    chunk_size: int | None = None,
     snapshot: str = "initial",
     follow: bool = True,
     on_progress: ProgressCallback | None = None,
@@ -225,7 +225,8 @@ def open_source(
     Args:
         url: Where to read.
         tables: ``db.table`` glob patterns to take (default: the URL's database, or every table).
-        chunk_size: Rows per snapshot chunk (database sources).
+        chunk_size: Rows per snapshot chunk (database sources; default 5,000, or 20,000 for MySQL tables
+            read straight into Arrow).
         snapshot: ``"initial"`` or ``"never"`` (database sources).
         follow: Keep tailing for new lines (JSONL sources).
         on_progress: Called after every snapshot chunk (database sources).

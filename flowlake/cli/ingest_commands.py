@@ -80,7 +80,10 @@ def ingest(
         int,
         typer.Option(help="While a commit runs and changes keep coming, buffer up to this many."),
     ] = 100_000,
-    chunk_size: Annotated[int, typer.Option(help="Rows per snapshot chunk.")] = 5000,
+    chunk_size: Annotated[
+        int | None,
+        typer.Option(help="Rows per snapshot chunk (default 5000; 20000 for MySQL tables read into Arrow)."),
+    ] = None,
     snapshot: Annotated[str, typer.Option(help="initial (snapshot then stream) or never.")] = "initial",
     buckets: Annotated[int, typer.Option(help="Buckets of new ODS tables.")] = 4,
     until_idle: Annotated[

@@ -16,8 +16,29 @@ from typing import Any
 
 import fsspec
 import pyarrow.fs as pafs
+from fsspec.implementations.memory import MemoryFile, MemoryFileSystem
 
 from flowlake.errors import InvalidArgumentError
+
+
+class ConcurrentMemoryFileSystem(MemoryFileSystem):  # type: ignore[misc]
+    """fsspec's in-memory filesystem (the same store), but every file opened for reading is a handle
+    of its own: fsspec hands all readers of a path one shared buffer and position, so two threads
+    reading one file (the parts of a shared log file, see :mod:`flowlake.table.fileparts`) would
+    read each other's bytes.
+
+    >>> fs = ConcurrentMemoryFileSystem()
+    >>> fs.pipe("/doc/f", b"abc")
+    >>> a, b = fs.open("/doc/f"), fs.open("/doc/f")
+    >>> a.read(2), b.read(), a.read()
+    (b'ab', b'abc', b'c')
+    """
+
+    def _open(self, path: str, mode: str = "rb", **kwargs: Any) -> Any:
+        handle = super()._open(path, mode, **kwargs)
+        if mode != "rb":
+            return handle
+        return MemoryFile(None, path, handle.getvalue())
 
 
 @dataclass(frozen=True)
@@ -75,7 +96,9 @@ def open_storage(uri: str, storage_options: Mapping[str, Any] | None = None) -> 
         Path(root).mkdir(parents=True, exist_ok=True)
         return Storage(uri=uri, root=root, fs=pafs.LocalFileSystem(), fsspec_fs=fsspec.filesystem("file"))
     try:
-        fs_impl = fsspec.filesystem(protocol, **options)
+        fs_impl = (
+            ConcurrentMemoryFileSystem() if protocol == "memory" else fsspec.filesystem(protocol, **options)
+        )
     except (ImportError, ValueError) as exc:
         raise InvalidArgumentError(f"cannot open warehouse {uri!r}: {exc}") from exc
     root = fs_impl._strip_protocol(uri).rstrip("/")

@@ -72,7 +72,10 @@ def write_parquet(
         use_dictionary=dictionary,
         row_group_size=row_group_size,
     )
-    data = sink.getvalue()
+    return _store(storage, path, sink.getvalue())
+
+
+def _store(storage: Storage, path: str, data: pa.Buffer) -> WrittenFile:
     parent = path.rsplit("/", 1)[0]
     try:
         storage.fs.create_dir(parent, recursive=True)
@@ -81,6 +84,41 @@ def write_parquet(
     except OSError as exc:
         raise StorageError(f"cannot write data file {path!r}: {exc}") from exc
     return WrittenFile(int(data.size), zlib.crc32(memoryview(data)))
+
+
+MAX_GROUP_ROWS = 1_000_000
+"""Most rows :func:`write_parquet_groups` writes as one row group (pyarrow's own limit is higher)."""
+
+
+def write_parquet_groups(
+    storage: Storage,
+    path: str,
+    groups: Sequence[pa.Table],
+    *,
+    metadata: dict[bytes, bytes],
+    statistics: Sequence[str],
+) -> WrittenFile:
+    """Write ``groups`` (same schema, none empty, each at most :data:`MAX_GROUP_ROWS` rows) to
+    ``path`` as one row group each, lz4 and plain encoded (as small log files are), with
+    ``metadata`` in the footer and row-group statistics for the ``statistics`` columns; return its
+    size and checksum."""
+    if any(g.num_rows > MAX_GROUP_ROWS or not g.num_rows for g in groups):
+        raise ValueError(f"each row group must hold 1 to {MAX_GROUP_ROWS} rows")
+    sink = pa.BufferOutputStream()
+    with pq.ParquetWriter(
+        sink,
+        groups[0].schema,
+        compression="lz4",
+        use_dictionary=False,
+        write_statistics=list(statistics),
+    ) as writer:
+        for group in groups:
+            writer.write_table(group, row_group_size=group.num_rows)
+        writer.add_key_value_metadata(metadata)
+    data = sink.getvalue()
+    if pq.read_metadata(pa.BufferReader(data)).num_row_groups != len(groups):  # the layout relies on it
+        raise StorageError(f"writing {path!r} did not give one row group per part")
+    return _store(storage, path, data)
 
 
 def read_parquet(
@@ -98,6 +136,27 @@ def read_parquet(
 
     With ``size``/``checksum`` (from the commit record), the file's bytes are verified first, so a
     torn or altered file raises :class:`CorruptFileError` instead of being read.
+    """
+
+    def pick(metadata: pq.FileMetaData) -> list[Sequence[int] | None]:
+        return [None if row_groups is None else row_groups(metadata)]
+
+    return read_parquet_parts(storage, path, columns, size=size, checksum=checksum, parts=pick)[0]
+
+
+def read_parquet_parts(
+    storage: Storage,
+    path: str,
+    columns: Sequence[str] | None,
+    *,
+    size: int | None,
+    checksum: int | None,
+    parts: Callable[[pq.FileMetaData], Sequence[Sequence[int] | None]],
+) -> list[pa.Table]:
+    """Several parts of one data file, each a set of its row groups, in one decoding pass.
+
+    ``parts`` gives, from the footer, each part's row groups (None: all); the union is decoded once
+    and every part is a zero-copy slice of it. Verification as in :func:`read_parquet`.
     """
     try:
         with storage.fs.open_input_file(path) as handle:
@@ -118,10 +177,14 @@ def read_parquet(
             parquet = pq.ParquetFile(source)
             names = parquet.schema_arrow.names
             present = None if columns is None else [c for c in columns if c in names]
-            chosen = None if row_groups is None else row_groups(parquet.metadata)
-            if chosen is not None:
-                return parquet.read_row_groups(list(chosen), columns=present, use_threads=False)
-            return parquet.read(columns=present, use_threads=False)  # callers parallelize across files
+            metadata = parquet.metadata
+            every = range(metadata.num_row_groups)
+            wanted = [list(every if groups is None else groups) for groups in parts(metadata)]
+            union = sorted({g for groups in wanted for g in groups})
+            if len(wanted) == 1 and union == list(every):
+                table = parquet.read(columns=present, use_threads=False)  # callers parallelize files
+            else:
+                table = parquet.read_row_groups(union, columns=present, use_threads=False)
     except FileNotFoundError as exc:
         raise StorageError(
             f"data file {path!r} is missing; it may have been cleaned while this version was read "
@@ -131,3 +194,28 @@ def read_parquet(
         raise
     except (OSError, pa.ArrowInvalid) as exc:
         raise StorageError(f"cannot read data file {path!r}: {exc}") from exc
+    table = without_layout_metadata(table)
+    if len(wanted) == 1:
+        return [table]
+    starts: dict[int, int] = {}
+    at = 0
+    for g in union:
+        starts[g] = at
+        at += metadata.row_group(g).num_rows
+    out = []
+    for groups in wanted:
+        slices = [table.slice(starts[g], metadata.row_group(g).num_rows) for g in groups]
+        out.append(
+            pa.concat_tables(slices) if len(slices) > 1 else slices[0] if slices else table.slice(0, 0)
+        )
+    return out
+
+
+def without_layout_metadata(table: pa.Table) -> pa.Table:
+    """``table`` without the footer metadata of the file layout (keys ``flowlake.*``), which is not
+    part of the rows' schema."""
+    meta = table.schema.metadata
+    if not meta or not any(k.startswith(b"flowlake.") for k in meta):
+        return table
+    kept = {k: v for k, v in meta.items() if not k.startswith(b"flowlake.")}
+    return table.replace_schema_metadata(kept or None)

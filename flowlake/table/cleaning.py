@@ -22,6 +22,7 @@ from flowlake.catalog.base import MetaStore, TableRecord
 from flowlake.errors import CommitConflictError
 from flowlake.io.fs import Storage
 from flowlake.table import maintenance
+from flowlake.table.fileparts import physical_path, physical_paths
 from flowlake.table.pins import pin_expired
 
 _log = logging.getLogger(__name__)
@@ -74,16 +75,22 @@ def clean(
                 raise
             continue
         break
+    # a shared log file goes once no entry names any of its parts (parts are only ever added with
+    # their file, so the entries read before forgetting are all that can name it)
+    forgotten = {f.path for f in obsolete}
+    still_named = physical_paths(p for p in referenced if p not in forgotten)
+    sizes = {physical_path(f.path): f.size for f in obsolete}
+    gone = sorted(set(sizes) - still_named)
     orphans, _ = maintenance.orphan_paths(
-        listed, referenced, inflight, grace_seconds=orphan_grace_seconds, now=now
+        listed, physical_paths(referenced), inflight, grace_seconds=orphan_grace_seconds, now=now
     )
-    for path in [f.path for f in obsolete] + orphans:
+    for path in gone + orphans:
         with contextlib.suppress(FileNotFoundError):
             storage.fs.delete_file(storage.path(path))
     return maintenance.CleanResult(
         oldest_version=keep_from,
-        files_deleted=len(obsolete),
-        bytes_deleted=sum(f.size for f in obsolete),
+        files_deleted=len(gone),
+        bytes_deleted=sum(sizes[p] for p in gone),
         orphans_deleted=len(orphans),
     )
 

@@ -29,10 +29,11 @@ from flowlake.catalog.base import Commit, CommitRequest, DataFile, FileContent, 
 from flowlake.changelog import KIND_COLUMN, RowKind
 from flowlake.errors import CommitConflictError
 from flowlake.io.fs import Storage
-from flowlake.io.parquet import parallel, write_parquet
+from flowlake.io.parquet import MAX_GROUP_ROWS, parallel, write_parquet, write_parquet_groups
 from flowlake.table.bucketing import key_hash, sorted_unique, split_by_bucket
 from flowlake.table.bucketmap import BucketMap
 from flowlake.table.clustering import ClusterSpec
+from flowlake.table.fileparts import distinct_bytes, layout_metadata, part_path, physical_paths
 from flowlake.table.keystate import KeyState, key_list
 from flowlake.table.lookup import BASE_ROW_GROUP_ROWS
 from flowlake.table.scan import read_changes, read_snapshot
@@ -63,6 +64,8 @@ def write_files(
     in row groups of their own marked by ``_kind`` statistics, so snapshot reads skip them undecoded;
     ``_pos`` still gives the changelog order.
     """
+    if content == "log" and record.primary_key and len(parts) > 1 and all(d.num_rows for _, d in parts):
+        return write_shared_log(storage, record, instant, parts)
     stats_columns = list(dict.fromkeys([*ClusterSpec.from_properties(record.properties).columns,
                                         *record.primary_key]))  # fmt: skip
 
@@ -88,6 +91,42 @@ def write_files(
     return parallel(write_one, list(enumerate(parts)))
 
 
+def write_shared_log(
+    storage: Storage, record: TableRecord, instant: str, parts: Sequence[tuple[int, pa.Table]]
+) -> list[DataFile]:
+    """Write the ``(bucket, rows)`` log parts of one commit as one file, a part per bucket (see
+    :mod:`flowlake.table.fileparts`): each bucket's images in one row group, then its ``-U`` rows in
+    another, ``_kind`` statistics on every group."""
+    physical = f"{record.location}/data/commits/{instant}-log.parquet"
+    groups: list[pa.Table] = []
+    counts: list[tuple[int, int]] = []
+    for bucket, data in parts:
+        layout, images = _before_images_last(data, "log")
+        kinds = [layout] if images is None else [layout.slice(0, images), layout.slice(images)]
+        pieces = [
+            kind.slice(start, MAX_GROUP_ROWS)
+            for kind in kinds
+            for start in range(0, kind.num_rows, MAX_GROUP_ROWS)
+        ]
+        groups += pieces
+        counts.append((bucket, len(pieces)))
+    written = write_parquet_groups(
+        storage, storage.path(physical), groups, metadata=layout_metadata(counts), statistics=[KIND_COLUMN]
+    )
+    return [
+        DataFile(
+            path=part_path(physical, bucket),
+            bucket=bucket,
+            content="log",
+            row_count=data.num_rows,
+            size=written.size,
+            stats=compute_stats(data),
+            checksum=written.checksum,
+        )
+        for bucket, data in parts
+    ]
+
+
 def _before_images_last(data: pa.Table, content: FileContent) -> tuple[pa.Table, int | None]:
     """A log's rows with the ``-U`` rows moved after the others (each part keeping its order), and
     the row-group size that puts them in groups of their own; ``(data, None)`` if there is nothing
@@ -105,9 +144,9 @@ def discard(
     store: MetaStore, storage: Storage, record: TableRecord, instant: str, files: Sequence[DataFile]
 ) -> None:
     """Delete the files of a commit that did not land and abort its instant (best effort)."""
-    for f in files:
+    for path in physical_paths(f.path for f in files):
         with contextlib.suppress(OSError):  # else an orphan: cleaning removes it later
-            storage.fs.delete_file(storage.path(f.path))
+            storage.fs.delete_file(storage.path(path))
     with contextlib.suppress(Exception):
         store.abort_commit(record.id, instant)
 
@@ -245,7 +284,7 @@ def commit_changelog(
                     "files_added": len(written),
                     "buckets": sorted(parts),
                     "columns": list(columns) or record.schema.names,
-                    "bytes_added": sum(f.size for f in written),
+                    "bytes_added": distinct_bytes((f.path, f.size) for f in written),
                     **({"sources": dict(sources)} if sources else {}),
                 },
                 token=token,
@@ -264,9 +303,9 @@ def commit_changelog(
             fresh = store.get_table(record.namespace, record.name)
             bmap, new_parts = await_fences(store, fresh, route)
             if set(new_parts) != set(parts):  # a bucket we wrote to was split or merged: write again
-                for f in written:
+                for path in physical_paths(f.path for f in written):
                     with contextlib.suppress(OSError):
-                        storage.fs.delete_file(storage.path(f.path))
+                        storage.fs.delete_file(storage.path(path))
                 written, parts = [], new_parts
                 written = write_files(record, instant, "log", sorted(parts.items()))
     except BaseException:

@@ -37,9 +37,10 @@ from flowlake.catalog.base import DataFile
 from flowlake.changelog import KIND_COLUMN, RowKind
 from flowlake.errors import InvalidArgumentError, StorageError
 from flowlake.io.fs import Storage
-from flowlake.io.parquet import parallel, read_parquet
+from flowlake.io.parquet import parallel, read_parquet, without_layout_metadata
 from flowlake.table.bucketing import key_hash, sorted_unique
 from flowlake.table.bucketmap import BucketMap
+from flowlake.table.fileparts import part_row_groups, physical_path, restrict
 from flowlake.table.merge import latest_rows
 from flowlake.table.rowstore import RowStore
 from flowlake.table.schema import conform
@@ -64,11 +65,13 @@ class KeyIndex:
     rows: np.ndarray
     """The row position of each hash in ``hashes``."""
     group_starts: np.ndarray
-    """First row of each row group, then the file's row count."""
+    """First row of each row group (of the part indexed), then its row count."""
     metadata: pq.FileMetaData | None
     """The Parquet footer (for reading row groups; None when ``stored`` holds the rows)."""
     stored: pa.Table | None = None
     """The file's rows, memory-mapped from the row store (None: read row groups of the file)."""
+    first_group: int = 0
+    """The first row group of the part indexed (a shared log file's bucket starts there)."""
 
     @property
     def nbytes(self) -> int:
@@ -206,25 +209,31 @@ def key_table(table: str, primary_key: Sequence[str], schema: pa.Schema, keys: A
 def _build(
     storage: Storage, path: str, file: DataFile, primary_key: Sequence[str], store: RowStore
 ) -> KeyIndex:
-    """Index ``file``: from its row-store copy if there is one, else by reading (and verifying) it;
-    with the row store on, the whole file is read once and copied there."""
+    """Index ``file`` (``path``: its catalog path under the storage root, which may name a part of a
+    shared file, see :mod:`flowlake.table.fileparts`): from its row-store copy if there is one, else by
+    reading (and verifying) it; with the row store on, the whole part is read once and copied there."""
+    physical = physical_path(path)
+    chooser = restrict(path, None)
     if store.enabled:
         name = store.name(path, file.size, file.checksum, type(storage.fs).__name__)
         stored = store.open(name)
         if stored is None:
-            data = read_parquet(storage, path, size=file.size, checksum=file.checksum)
+            data = read_parquet(storage, physical, size=file.size, checksum=file.checksum, row_groups=chooser)
             if POS_COLUMN in data.column_names:
                 data = data.drop_columns([POS_COLUMN])
             stored = store.put(name, data)
         if stored is not None:
             starts = np.array([0, stored.num_rows])
-            return _index(stored, primary_key, starts, None, stored)
-    keys = read_parquet(storage, path, list(primary_key), size=file.size, checksum=file.checksum)
-    with storage.fs.open_input_file(path) as handle:
+            return _index(stored, primary_key, starts, None, stored, 0)
+    keys = read_parquet(
+        storage, physical, list(primary_key), size=file.size, checksum=file.checksum, row_groups=chooser
+    )
+    with storage.fs.open_input_file(physical) as handle:
         metadata = pq.ParquetFile(handle).metadata
-    sizes = [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
+    span = part_row_groups(path, metadata) or range(metadata.num_row_groups)
+    sizes = [metadata.row_group(i).num_rows for i in span]
     starts = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int64)
-    return _index(keys, primary_key, starts, metadata, None)
+    return _index(keys, primary_key, starts, metadata, None, span.start)
 
 
 def _index(
@@ -233,11 +242,12 @@ def _index(
     starts: np.ndarray,
     metadata: pq.FileMetaData | None,
     stored: pa.Table | None,
+    first_group: int,
 ) -> KeyIndex:
     hashes = key_hash(keys, primary_key)
     order = np.argsort(hashes, kind="stable")
     rows = order.astype(np.int32 if keys.num_rows < 2**31 else np.int64)
-    return KeyIndex(hashes[order], rows, starts.astype(np.int64), metadata, stored)
+    return KeyIndex(hashes[order], rows, starts.astype(np.int64), metadata, stored, first_group)
 
 
 def _read_rows(
@@ -250,13 +260,15 @@ def _read_rows(
         return index.stored.select([c for c in columns if c in present]).take(pa.array(positions))
     groups = np.searchsorted(index.group_starts, positions, side="right") - 1
     wanted_groups = np.unique(groups)
-    path = storage.path(file.path)
+    path = storage.path(physical_path(file.path))
     try:
         with storage.fs.open_input_file(path) as handle:
             parquet = pq.ParquetFile(handle, metadata=index.metadata)
             names = parquet.schema_arrow.names
             data = parquet.read_row_groups(
-                wanted_groups.tolist(), columns=[c for c in columns if c in names], use_threads=False
+                (wanted_groups + index.first_group).tolist(),
+                columns=[c for c in columns if c in names],
+                use_threads=False,
             )
     except FileNotFoundError as exc:
         raise StorageError(
@@ -266,7 +278,7 @@ def _read_rows(
     sizes = np.diff(index.group_starts)[wanted_groups]
     firsts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
     local = positions - index.group_starts[groups] + firsts[np.searchsorted(wanted_groups, groups)]
-    return data.take(pa.array(local))
+    return without_layout_metadata(data.take(pa.array(local)))
 
 
 def lookup(

@@ -23,7 +23,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -34,10 +34,11 @@ import pyarrow.parquet as pq
 from flowlake.catalog.base import DataFile
 from flowlake.changelog import KIND_COLUMN, SEQ_COLUMN, RowKind
 from flowlake.io.fs import Storage
-from flowlake.io.parquet import parallel, read_parquet
+from flowlake.io.parquet import parallel, read_parquet, read_parquet_parts
 from flowlake.table._merged_buckets import merged_buckets_dataset
 from flowlake.table.bucketing import key_hash
 from flowlake.table.bucketmap import BucketMap
+from flowlake.table.fileparts import layout_of, part_bucket, part_span, physical_path, restrict
 from flowlake.table.merge import latest_rows
 from flowlake.table.schema import conform
 from flowlake.table.stats import (
@@ -50,6 +51,8 @@ from flowlake.table.stats import (
     to_expression,
 )
 from flowlake.table.writer import POS_COLUMN
+
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -116,30 +119,57 @@ def _row_group_chooser(
     return None if task.filter is None else partial(_row_groups, task.filter, skipped)
 
 
-def _read_task(storage: Storage, schema: pa.Schema, task: _Task, skipped: list[int]) -> pa.Table:
-    """A file's ``task.columns`` (conformed to ``schema``) and ``_kind``: 0 for base rows, the stored
-    kind for log rows, ``-D`` for a keys-only read. A log's row groups of ``-U`` rows only are not
-    decoded; ``-U`` rows mixed with others (older files) are read, and the merge skips them."""
-    is_log = task.file.content != "base"  # a log, or a split's moved changes
-    wanted = [c for c in task.columns if c in schema.names]
-    projected = read_parquet(
+def _read_file(
+    storage: Storage, schema: pa.Schema, tasks: Sequence[_Task], skipped: list[int]
+) -> list[pa.Table]:
+    """The tasks of one file (several when they read parts of a commit's shared log file, see
+    :mod:`flowlake.table.fileparts`), decoded in one pass: per task, its ``columns`` (conformed to
+    ``schema``) and ``_kind``: 0 for base rows, the stored kind for log rows, ``-D`` for a keys-only
+    read. A log's row groups of ``-U`` rows only are not decoded; ``-U`` rows mixed with others
+    (older files) are read, and the merge skips them."""
+    first = tasks[0].file
+    is_log = first.content != "base"  # a log, or a split's moved changes
+    wanted = [[c for c in t.columns if c in schema.names] for t in tasks]
+    columns = list(dict.fromkeys(c for names in wanted for c in names))
+    choosers = [_row_group_chooser(t, skipped) for t in tasks]
+
+    def parts(metadata: pq.FileMetaData) -> list[Sequence[int] | None]:
+        layout = layout_of(metadata)
+        images = _image_row_groups(metadata) if is_log else None  # once for all the file's parts
+        out: list[Sequence[int] | None] = []
+        for task, choose in zip(tasks, choosers, strict=True):
+            picked = images if is_log else None if choose is None else choose(metadata)
+            bucket = part_bucket(task.file.path)
+            if bucket is not None:
+                span = part_span(task.file.path, layout)
+                picked = list(span) if picked is None else [g for g in picked if g in span]
+            out.append(picked)
+        return out
+
+    read = read_parquet_parts(
         storage,
-        storage.path(task.file.path),
-        [*wanted, *([KIND_COLUMN] if is_log else [])],
-        size=task.file.size,
-        checksum=task.file.checksum,
-        row_groups=_row_group_chooser(task, skipped),
+        storage.path(physical_path(first.path)),
+        [*columns, *([KIND_COLUMN] if is_log else [])],
+        size=first.size,
+        checksum=first.checksum,
+        parts=parts,
     )
+    return [
+        _shaped(t, part, names, schema, is_log) for t, part, names in zip(tasks, read, wanted, strict=True)
+    ]
+
+
+def _shaped(task: _Task, projected: pa.Table, wanted: list[str], schema: pa.Schema, is_log: bool) -> pa.Table:
     if task.keys_only:
         kinds = pa.array(np.full(projected.num_rows, RowKind.DELETE, np.int8))
     elif is_log:
         kinds = projected.column(KIND_COLUMN)
     else:
         kinds = pa.array(np.zeros(projected.num_rows, np.int8))
-    if is_log:
-        projected = projected.drop_columns([KIND_COLUMN])
-    target = pa.schema([schema.field(c) for c in wanted])
-    return conform(projected, target).append_column(KIND_COLUMN, kinds)
+    names = set(projected.column_names)
+    present = [c for c in wanted if c in names]
+    target = pa.schema([schema.field(c) for c in present])
+    return conform(projected.select(present), target).append_column(KIND_COLUMN, kinds)
 
 
 def read_snapshot(
@@ -203,12 +233,7 @@ def read_snapshot(
 
     flat = [t for group in tasks for t in group]
     skipped: list[int] = []
-
-    def read_chunk(chunk: list[_Task]) -> list[pa.Table]:
-        return [_fill(_read_task(storage, schema, t, skipped), needed_schema) for t in chunk]
-
-    # a few tasks of many files each: threads on a small machine switch less than with one per file
-    read = [part for parts in parallel(read_chunk, _chunks(flat, _READ_CHUNKS)) for part in parts]
+    read = _read_all(storage, schema, flat, needed_schema, skipped)
     metrics.row_groups_skipped += sum(skipped)
     starts = np.cumsum([0, *(len(group) for group in tasks)])
     groups = [(group, read[starts[i] : starts[i + 1]]) for i, group in enumerate(tasks)]
@@ -226,6 +251,31 @@ def read_snapshot(
     if filter is not None:
         result = result.filter(to_expression(filter))
     return result.select(out_columns)
+
+
+def _read_all(
+    storage: Storage, schema: pa.Schema, flat: list[_Task], needed_schema: pa.Schema, skipped: list[int]
+) -> list[pa.Table]:
+    """Every task's rows, in order, read in parallel runs of files (a file read once for all its tasks)."""
+    by_file: dict[str, list[int]] = defaultdict(list)  # a shared log file's parts are read in one pass
+    for i, t in enumerate(flat):
+        by_file[physical_path(t.file.path)].append(i)
+    units = list(by_file.values())
+
+    def read_chunk(chunk: list[list[int]]) -> list[tuple[int, pa.Table]]:
+        out = []
+        for unit in chunk:
+            parts = _read_file(storage, schema, [flat[i] for i in unit], skipped)
+            out += [(i, _fill(part, needed_schema)) for i, part in zip(unit, parts, strict=True)]
+        return out
+
+    # a few tasks of many files each: threads on a small machine switch less than with one per file
+    sizes = [max(flat[unit[0]].file.size or 0, 1) for unit in units]
+    read: list[pa.Table] = [needed_schema.empty_table()] * len(flat)
+    for done in parallel(read_chunk, _chunks(units, sizes, _READ_CHUNKS)):
+        for i, part in done:
+            read[i] = part
+    return read
 
 
 def snapshot_dataset(
@@ -389,21 +439,19 @@ _READ_CHUNKS = 16
 """How many parallel tasks a snapshot's files are read in (each a run of files of similar bytes)."""
 
 
-def _chunks(tasks: list[_Task], count: int) -> list[list[_Task]]:
-    """``tasks`` in order, cut into at most ``count`` runs of about equal file bytes.
+def _chunks(units: list[T], sizes: Sequence[int], count: int) -> list[list[T]]:
+    """``units`` in order, cut into at most ``count`` runs of about equal ``sizes`` (bytes).
 
-    >>> from flowlake.catalog.base import DataFile
-    >>> files = [DataFile(f"f{i}", 0, "log", 10, size, 0) for i, size in enumerate([5, 1, 1, 1, 1, 5])]
-    >>> [[t.file.path for t in run] for run in _chunks([_Task(f, [], False) for f in files], 3)]
+    >>> _chunks(["f0", "f1", "f2", "f3", "f4", "f5"], [5, 1, 1, 1, 1, 5], 3)
     [['f0'], ['f1', 'f2', 'f3', 'f4'], ['f5']]
     """
-    if len(tasks) <= count:
-        return [[t] for t in tasks]
-    sizes = np.array([max(t.file.size or 0, 1) for t in tasks], dtype=np.float64)
-    middles = np.cumsum(sizes) - sizes / 2  # each file goes to the run its middle byte falls in
-    runs = np.minimum((middles * count / sizes.sum()).astype(np.int64), count - 1)
-    cuts = [0, *(np.flatnonzero(np.diff(runs)) + 1).tolist(), len(tasks)]
-    return [tasks[a:b] for a, b in itertools.pairwise(cuts)]
+    if len(units) <= count:
+        return [[u] for u in units]
+    weights = np.array(sizes, dtype=np.float64)
+    middles = np.cumsum(weights) - weights / 2  # each unit goes to the run its middle byte falls in
+    runs = np.minimum((middles * count / weights.sum()).astype(np.int64), count - 1)
+    cuts = [0, *(np.flatnonzero(np.diff(runs)) + 1).tolist(), len(units)]
+    return [units[a:b] for a, b in itertools.pairwise(cuts)]
 
 
 def _base_filter(file: DataFile, filter: Filter | None) -> Filter | None:
@@ -439,10 +487,11 @@ def read_changes(
     def read_one(f: DataFile) -> pa.Table:
         data = read_parquet(
             storage,
-            storage.path(f.path),
+            storage.path(physical_path(f.path)),
             [*out_columns, KIND_COLUMN, POS_COLUMN],
             size=f.size,
             checksum=f.checksum,
+            row_groups=restrict(f.path, None),
         )
         kinds, pos = data.column(KIND_COLUMN), data.column(POS_COLUMN)
         body = conform(data.select([c for c in out_columns if c in data.column_names]), target)

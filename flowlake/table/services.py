@@ -58,6 +58,7 @@ from flowlake.runtime.observability import (
 )
 from flowlake.table import maintenance
 from flowlake.table.bucketmap import BucketMap
+from flowlake.table.fileparts import distinct_bytes
 from flowlake.table.policy import MaintenancePolicy
 from flowlake.table.table import LakeTable
 
@@ -132,7 +133,7 @@ def measure_backlog(store: MetaStore, record: TableRecord, *, now: float | None 
     return Backlog(
         files=len(files),
         log_files=len(logs),
-        log_bytes=sum(f.size for f in logs),
+        log_bytes=distinct_bytes((f.path, f.size) for f in logs),
         max_bucket_log_files=max((len(fs) for fs in per_bucket.values()), default=0),
         max_bucket_log_rows=max((sum(f.row_count for f in fs) for fs in per_bucket.values()), default=0),
         oldest_log_age=age,

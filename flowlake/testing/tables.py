@@ -58,3 +58,17 @@ def assert_tables_equal(actual: pa.Table, expected: pa.Table, *, sort_by: Sequen
     assert a == e, f"tables differ: {len(a)} vs {len(e)} rows; first differences: " + repr(
         [(x, y) for x, y in zip(a, e, strict=False) if x != y][:3]
     )
+
+
+def data_file_rows(table: Any, file: Any, columns: Sequence[str] | None = None) -> pa.Table:
+    """The stored rows of one of ``table``'s data files (a ``LakeTable`` and a catalog ``DataFile``):
+    the whole file, or the bucket's row groups when it names a part of a commit's shared log file
+    (:mod:`flowlake.table.fileparts`)."""
+    import pyarrow.parquet as pq
+
+    from flowlake.table.fileparts import part_row_groups, physical_path
+
+    storage = table._storage
+    parquet = pq.ParquetFile(storage.path(physical_path(file.path)), filesystem=storage.fs)
+    span = part_row_groups(file.path, parquet.metadata) or range(parquet.metadata.num_row_groups)
+    return parquet.read_row_groups(list(span), columns=None if columns is None else list(columns))

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import flowlake as fl
+from flowlake.table.fileparts import physical_paths
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -86,5 +87,5 @@ def test_kill_minus_nine_anywhere_then_resume(tmp_path: Path) -> None:
     assert sorted((c.token for c in writes), key=str) == sorted(f"writer/batch-{b}" for b in range(BATCHES))
     table.clean(retain_last=1, orphan_grace_seconds=0)
     data_files = {str(p.relative_to(tmp_path / "wh")) for p in (tmp_path / "wh").rglob("*.parquet")}
-    live = {f.path for f in table._store.live_files(table._record.id, table.version)}
+    live = physical_paths(f.path for f in table._store.live_files(table._record.id, table.version))
     assert data_files == live, "orphans of killed writers were not cleaned"

@@ -17,7 +17,6 @@ import threading
 import time
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
 import flowlake as fl
@@ -27,6 +26,7 @@ from flowlake.demo.mariadb import ORDER_COLUMNS
 from flowlake.demo.pipeline import OUTPUTS, ShopCdcGenerator, expected_orders, run_views_to_head
 from flowlake.flow.verify import verify_table
 from flowlake.table.bucketing import key_hash
+from flowlake.testing.tables import data_file_rows
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -50,7 +50,7 @@ def assert_routed(t: fl.LakeTable) -> None:
     """Every row of every live file at the head lives in the bucket the map routes its key to."""
     bmap = t.bucket_map
     for f in t._store.live_files(t._record.id, t.version):
-        keys = pq.read_table(t._storage.path(f.path), columns=["order_id"], filesystem=t._storage.fs)
+        keys = data_file_rows(t, f, ["order_id"])
         assert set(bmap.route(key_hash(keys, ["order_id"])).tolist()) <= {f.bucket}, f.path
 
 
