@@ -27,6 +27,9 @@ MAX_QUEUED: Final = 20_000
 DRAIN_MAX: Final = 5000
 """Items one :meth:`Handoff.drain` takes."""
 
+WAKE_BATCH: Final = 256
+"""Items a reader queues without waking the poller (see :meth:`Handoff.put`)."""
+
 
 class Handoff:
     """A deque the reader appends to and the poller pops from, with an event for waiting on it."""
@@ -40,16 +43,34 @@ class Handoff:
         return len(self.items)
 
     def put(
-        self, item: Any, stopping: Callable[[], bool], while_full: Callable[[], None] | None = None
+        self,
+        item: Any,
+        stopping: Callable[[], bool],
+        while_full: Callable[[], None] | None = None,
+        *,
+        wake: bool = True,
     ) -> None:
         """Append ``item``; while the queue is full (the ingester is behind) wait, calling
-        ``while_full`` every few milliseconds, unless the reader is ``stopping``."""
+        ``while_full`` every few milliseconds, unless the reader is ``stopping``.
+
+        ``wake=False`` leaves a waiting poller asleep until :data:`WAKE_BATCH` items are queued or
+        the reader calls :meth:`wake` (before it blocks on its connection): one wake-up, and one
+        switch between the threads, per batch of small transactions instead of per transaction.
+        """
         while len(self.items) >= self.limit and not stopping():
+            self.ready.set()  # (a reader holding back wake-ups must not wait for a sleeping poller)
             if while_full is not None:
                 while_full()
             time.sleep(0.005)
-        self.items.append(item)
-        self.ready.set()
+        items = self.items
+        items.append(item)
+        if not self.ready.is_set() and (wake or len(items) >= WAKE_BATCH):
+            self.ready.set()  # (wait() clears it before it looks at the items)
+
+    def wake(self) -> None:
+        """Wake a waiting poller if anything is queued."""
+        if self.items and not self.ready.is_set():
+            self.ready.set()
 
     def wait(self, timeout: float) -> None:
         """Wait up to ``timeout`` seconds for an item unless one is queued."""
@@ -79,9 +100,9 @@ class ReaderThread(threading.Thread):
         self.handoff = handoff
         self._stopping = threading.Event()
 
-    def _put(self, item: Any) -> None:
-        """Hand ``item`` over; waits while the ingester is behind."""
-        self.handoff.put(item, self._stopping.is_set)
+    def _put(self, item: Any, *, wake: bool = True) -> None:
+        """Hand ``item`` over; waits while the ingester is behind (``wake``: see :meth:`Handoff.put`)."""
+        self.handoff.put(item, self._stopping.is_set, wake=wake)
 
     def run(self) -> None:
         try:

@@ -50,6 +50,7 @@ from flowlake.cdc.source import (
     AcknowledgingSource,
     ChangeGroup,
     DeadLetter,
+    GroupingSource,
     Order,
     Source,
     TableSpec,
@@ -268,6 +269,8 @@ class OdsIngester:
             if isinstance(dl_position, dict):
                 self._dead_resume = self._dead_committed = self.source.order_of(dl_position)
                 also.append(dl_position)
+        if isinstance(self.source, GroupingSource):
+            self.source.limit_groups(self.max_rows)
         start = self.source.start(resume, also=also)
         self._last_position, self._last_order = start, self.source.order_of(start)
 

@@ -62,7 +62,7 @@ import pyarrow as pa
 from flowlake.cdc.batch import ChangeBatch, Rows
 from flowlake.cdc.handoff import Handoff
 from flowlake.cdc.mysql_binlog import BinlogReader, CdcSourceError, ReaderSettings, TxItem, optional_module
-from flowlake.cdc.mysql_gtid import Flavour, GtidTracker, ResumeOrder, stored_gtids
+from flowlake.cdc.mysql_gtid import Flavour, GtidTracker, ResumeOrder, StoredOrders, stored_gtids
 from flowlake.cdc.mysql_resume import PositionError, gtid_strict, resume_point, server_identity
 from flowlake.cdc.mysql_rows import DecodedEvent
 from flowlake.cdc.mysql_schema import MySqlUrl, describe_tables, list_tables, quote
@@ -100,6 +100,9 @@ _MAX_RECENT: Final = 500_000
 
 _MIN_BATCH: Final = 32
 """A transaction's changes of a table go as an Arrow changelog from this many on (fewer as rows)."""
+
+_MAX_JOINED: Final = 1000
+"""Changes one group of joined small transactions grows to (see ``MySqlSource._stream_group``)."""
 
 _CHUNK_RETRIES: Final = 50
 CHUNK_ROWS: Final = 5000
@@ -159,6 +162,10 @@ class MySqlSource:
         arrow_snapshot: Read the chunks of tables whose columns ConnectorX maps exactly straight into
             Arrow (:mod:`flowlake.cdc.mysql_snapshot_arrow`; watermarks from ``SHOW MASTER STATUS``
             before and after its SELECT). ``None``: when ``connectorx`` is installed.
+        fast_binlog: Read the binlog events off the wire and the row images of plain tables by
+            columns (:class:`~flowlake.cdc.mysql_binlog.BinlogReader`); ``False`` reads every event
+            through mysql-replication (the same changes, slower). ``None``: the URL's ``binlog=``
+            option (``fast`` unless ``binlog=library``).
     """
 
     def __init__(
@@ -173,6 +180,7 @@ class MySqlSource:
         consistent_snapshot: bool | None = None,
         on_progress: ProgressCallback | None = None,
         arrow_snapshot: bool | None = None,
+        fast_binlog: bool | None = None,
     ) -> None:
         self.url = MySqlUrl.parse(url)
         default = f"{self.url.database}.*" if self.url.database else None
@@ -182,6 +190,7 @@ class MySqlSource:
         self.server_id = server_id or random.randint(10_000, 2**31 - 1)  # noqa: S311 - not security
         self.heartbeat_s = heartbeat_s
         self.on_progress = on_progress
+        self.fast_binlog = self.url.binlog == "fast" if fast_binlog is None else fast_binlog
         self.consistent_snapshot = consistent_snapshot
         self._ctl: Any = None
         self._specs: dict[str, TableSpec] = {}
@@ -204,6 +213,11 @@ class MySqlSource:
         self._recent: collections.deque[tuple[tuple[str, int], str, tuple[Any, ...]]] = collections.deque()
         self._recent_floor: tuple[str, int] = ("", 0)
         self._targets: dict[str, TableSpec] = {}
+        self._stored_orders = StoredOrders([])
+        self._join_limit = _MAX_JOINED
+        self._last_beyond: tuple[Order, bool] | None = None  # (the same order is asked twice in a row)
+        self._joined = 0  # changes in the group transactions may join
+        self._tail: tuple[ChangeGroup, TxItem, str, tuple[int, int]] | None = None  # see _settle
         enabled = connectorx_available() if arrow_snapshot is None else arrow_snapshot
         if enabled and not connectorx_available():
             raise CdcSourceError("arrow_snapshot=True needs the connectorx package: pip install connectorx")
@@ -250,6 +264,10 @@ class MySqlSource:
             self._keyless.add(missing)
         stored = {t: p for t, p in resume.items() if p is not None and (p.get("file") or "gtids" in p)}
         known = [*stored.values(), *(p for p in also if p.get("file") or "gtids" in p)]
+        # what the ingester compares groups with to skip them (each ODS table's and the dead letters')
+        self._stored_orders = StoredOrders(
+            [self.order_of(p) for p in [*resume.values(), *also] if p is not None]
+        )
         subs = [int(p.get("sub", 0)) for p in known]
         self._sub = itertools.count(max([time.time_ns(), *subs]) + 1)
         for table, spec in sorted(self._specs.items()):
@@ -302,6 +320,7 @@ class MySqlSource:
             heartbeat_s=self.heartbeat_s,
             tables=self.filter,
             mariadb=self._flavour == "mariadb",
+            fast=self.fast_binlog,
         )
 
     def poll(self, timeout: float) -> list[ChangeGroup]:
@@ -315,20 +334,105 @@ class MySqlSource:
         if self._chunk is None:
             self._read_chunk()
         items = self._queue.drain(0.0 if self._chunk_ready() else timeout)
+        joining: ChangeGroup | None = None  # the last group, while the next transaction may join it
         for item in items:
             if isinstance(item, BaseException):
                 raise CdcSourceError(f"binlog reader of {self.key} failed: {item}") from item
             here = (item.file, item.pos) if isinstance(item, TxItem) else item
             if self._chunk is not None and here > self._chunk.high:
                 groups.append(self._chunk_group())  # the chunk is older than this transaction
-            if isinstance(item, TxItem):
-                groups.append(self._stream_group(item))
+                joining = None
+            if isinstance(item, TxItem) and not (joining is not None and self._join_small(item, joining)):
+                self._settle()
+                group = self._stream_group(item, joining)
+                if group is not joining:
+                    groups.append(group)
+                joining = group if self._joinable(group) else None
+                self._joined = group.size if joining is not None else 0
             self._pos = max(self._pos, here)
             if self._chunk_ready():
+                self._settle()
                 groups.append(self._chunk_group())
+                joining = None
+        self._settle()
         if self._chunk_ready():
             groups.append(self._chunk_group())
         return groups
+
+    def _join_small(self, item: TxItem, joining: ChangeGroup) -> bool:
+        """The common case of ``_stream_group`` joining ``item`` to ``joining`` (one rows event of a
+        table the group already has, a MariaDB GTID no stored position holds), at a fraction of its
+        cost: the group's position and order become the transaction's when it is settled (its last
+        transaction's, ``_settle``). ``False``, touching nothing, where ``_stream_group`` must decide.
+        """
+        changes, tracker, gtid = item.changes, self._gtids, item.gtid
+        if item.ddl or len(changes) != 1 or changes[0][1] != -1 or not gtid or tracker is None:
+            return False
+        if self._snaps or self._chunk is not None or not self._by_gtid:
+            return False
+        table, _, (names, event) = changes[0]
+        batch = joining.batches.get(table)
+        count = len(event.kinds)
+        if (
+            batch is None
+            or batch.rows is None
+            or count >= _MIN_BATCH
+            or self._joined + count > self._join_limit
+        ):
+            return False
+        point = tracker.peek(gtid)
+        if point is None or self._stored_orders.holds_point(point) is not False:
+            return False
+        tracker.advance(gtid)
+        columns = event.columns
+        batch.rows.extend(
+            (kind, {name: column[i] for name, column in zip(names, columns, strict=True)})
+            for i, kind in enumerate(event.kinds)
+        )
+        self._joined += count
+        self._tail = (joining, item, tracker.text, point)
+        return True
+
+    def _settle(self) -> None:
+        """Give the group small transactions last joined (``_join_small``) the position and order of
+        the last of them, as ``_stream_group`` would have."""
+        tail = self._tail
+        if tail is None:
+            return
+        self._tail = None
+        group, item, text, point = tail
+        gtid = item.gtid or ""
+        group.position = {
+            "file": item.file,
+            "pos": item.pos,
+            "gtid": gtid,
+            "gtids": text,
+            "server": self._server,
+        }
+        group.order = (ResumeOrder(None, item.file, item.pos, point=point, label=gtid),)
+
+    def limit_groups(self, changes: int) -> None:
+        """Join small transactions into groups of at most ``changes`` changes (and at most 1000);
+        the ingester passes its ``max_rows`` (see :class:`~flowlake.cdc.source.GroupingSource`)."""
+        self._join_limit = max(1, min(changes, _MAX_JOINED))
+
+    def _joinable(self, group: ChangeGroup) -> bool:
+        """Whether the next transaction may join ``group`` (see ``_stream_group``)."""
+        if self._snaps or self._chunk is not None or group.dead or group.schemas or group.extras:
+            return False
+        if any(batch.rows is None for batch in group.batches.values()) or group.size >= self._join_limit:
+            return False
+        return self._beyond_stored(group.order)
+
+    def _beyond_stored(self, order: Order) -> bool:
+        """Whether no stored position (of any ODS table, or the dead letters) holds ``order``: then
+        the ingester skips nothing of it for any table, and it may share a group with others."""
+        last = self._last_beyond
+        if last is not None and last[0] is order:
+            return last[1]
+        beyond = not self._stored_orders.holds(order)
+        self._last_beyond = (order, beyond)
+        return beyond
 
     def caught_up(self) -> bool:
         """Snapshot finished and the stream at the server's binlog end, read now.
@@ -534,7 +638,13 @@ class MySqlSource:
 
     # -- stream ---------------------------------------------------------------------------------------
 
-    def _stream_group(self, item: TxItem) -> ChangeGroup:
+    def _stream_group(self, item: TxItem, joining: ChangeGroup | None = None) -> ChangeGroup:
+        """The group of one transaction; or, when ``joining`` is given (a group of plain row
+        changes, past every stored position, with no snapshot pending) and this transaction is of
+        that kind too, ``joining`` extended by it: its changes appended and its position and order
+        now this transaction's. A joined group still ends on a transaction boundary and carries the
+        position after it; no stored position lies inside it, so the ingester never needs to skip
+        part of one, whatever transactions a restart reads together."""
         here = (item.file, item.pos)
         position: dict[str, Any] = {"file": item.file, "pos": item.pos}
         if item.gtid:
@@ -545,16 +655,16 @@ class MySqlSource:
             position["gtids"], position["server"] = tracker.text, self._server
         if not self._by_gtid:
             point = None
-        order = ResumeOrder(None, item.file, item.pos, point=point, label=gtid)  # by its own transaction
-        group = ChangeGroup(position, (order,), source_ts_ms=item.ts * 1000 or None)
+        order = (ResumeOrder(None, item.file, item.pos, point=point, label=gtid),)  # by its own transaction
         chunk = self._chunk
         window = chunk is not None and chunk.low < here <= chunk.high
+        batches: dict[str, ChangeBatch] = {}
         for table, entries in _by_table(item.changes).items():
             if table not in self._specs and not self._known(table):
                 continue
             batch = self._batch(table, entries)
             rows = _rows(entries) if batch is None else None
-            group.batches[table] = batch if batch is not None else ChangeBatch.of_rows(rows or [])
+            batches[table] = batch if batch is not None else ChangeBatch.of_rows(rows or [])
             snap = self._snaps.get(table)
             if rows is None or snap is None:
                 continue  # (a changelog batch is never made while the table's snapshot is pending)
@@ -563,6 +673,15 @@ class MySqlSource:
                 self._remember(here, table, key)
                 if window and chunk is not None and table == chunk.table:
                     chunk.rows.pop(key, None)  # the event is at least as new as the chunk's row
+        if (
+            joining is not None
+            and not item.ddl
+            and all(batch.rows is not None for batch in batches.values())
+            and joining.size + sum(len(batch) for batch in batches.values()) <= self._join_limit
+            and self._beyond_stored(order)
+        ):
+            return _join(joining, position, order, batches)
+        group = ChangeGroup(position, order, batches, source_ts_ms=item.ts * 1000 or None)
         for entry in item.ddl:
             self._on_ddl(entry, group)
         return group
@@ -645,6 +764,20 @@ class MySqlSource:
             self._chunk = None  # read with the old shape; the new snapshot reads those rows again
         snap = self._snaps[table] = _Snap(spec, estimate=self._estimate(table))
         group.extras[table] = {"snapshot": snap.state()}
+
+
+def _join(
+    group: ChangeGroup, position: dict[str, Any], order: Order, batches: dict[str, ChangeBatch]
+) -> ChangeGroup:
+    """Extend ``group`` (rows batches) by a later transaction's rows ``batches``, ending where it ends."""
+    group.position, group.order = position, order
+    for table, batch in batches.items():
+        have = group.batches.get(table)
+        if have is None:
+            group.batches[table] = batch
+        elif have.rows is not None and batch.rows is not None:
+            have.rows.extend(batch.rows)
+    return group
 
 
 def _by_table(changes: list[tuple[str, int, Any]]) -> dict[str, list[tuple[int, Any]]]:

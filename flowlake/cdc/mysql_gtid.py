@@ -259,6 +259,20 @@ class GtidTracker:
             self._state = MariaDbGtids.parse(self.text)
         return self._state
 
+    def peek(self, gtid: str) -> tuple[int, int] | None:
+        """The point :meth:`advance` would return for a MariaDB ``gtid``, without taking it in
+        (``None``: a MySQL state, or not a MariaDB GTID).
+
+        >>> GtidTracker(MariaDbGtids.parse("0-1-10")).peek("2-1-7"), GtidTracker(MySqlGtids()).peek("x")
+        ((2, 7), None)
+        """
+        if self._entries is None:
+            return None
+        parts = gtid.split("-")
+        if len(parts) != 3 or not (parts[0].isdigit() and parts[2].isdigit()):
+            return None
+        return int(parts[0]), int(parts[2])
+
     def advance(self, gtid: str) -> Point | None:
         """Take in the next transaction; its point, or ``None`` (state unchanged) if ``gtid`` is none."""
         entries = self._entries
@@ -411,6 +425,53 @@ class ResumeOrder:
 
     def __repr__(self) -> str:
         return f"ResumeOrder({self!s}, {self.file!r}, {self.pos})"
+
+
+class StoredOrders:
+    """The orders of stored positions, asked per transaction whether any of them holds it.
+
+    ``holds(order)`` is ``any(order <= stored for stored in orders)`` on the ``(ResumeOrder,)``
+    tuples the ingester compares, answered for a MariaDB transaction against MariaDB states by one
+    dict lookup (the highest seq any stored state holds in its domain) instead of a comparison per
+    stored position.
+
+    >>> stored = StoredOrders([(ResumeOrder(MariaDbGtids.parse("0-1-7,1-1-3"), "b.000001", 9),)])
+    >>> gtids = ("0-1-7", "0-1-8", "1-2-3", "2-1-1")
+    >>> [stored.holds((ResumeOrder.of_transaction(g, "b.000002", 4),)) for g in gtids]
+    [True, False, True, False]
+    """
+
+    def __init__(self, orders: list[tuple[Any, ...]]) -> None:
+        unique: dict[str, tuple[Any, ...]] = {}
+        for order in orders:
+            unique.setdefault(repr(order) + repr([(o.gtids, o.point, o.sub) for o in order]), order)
+        self.orders = list(unique.values())
+        self._seqs: dict[int, int] | None = {}
+        for order in self.orders:
+            first = order[0] if len(order) == 1 else None
+            if not isinstance(first, ResumeOrder) or not isinstance(first.gtids, MariaDbGtids):
+                self._seqs = None
+                break
+            for domain, _, seq in first.gtids.domains:
+                self._seqs[domain] = max(seq, self._seqs.get(domain, -1))
+
+    def holds(self, order: tuple[Any, ...]) -> bool:
+        """Whether a stored order holds ``order`` (then the ingester may skip it for some table)."""
+        seqs = self._seqs
+        if seqs is not None and len(order) == 1:
+            mine = order[0]
+            point = mine.point if isinstance(mine, ResumeOrder) else None
+            if point is not None and mine.gtids is None and isinstance(point[0], int):
+                return seqs.get(point[0], -1) >= point[1]  # (a state without the domain holds none of it)
+        return any(order <= stored for stored in self.orders)
+
+    def holds_point(self, point: tuple[int, int]) -> bool | None:
+        """:meth:`holds` for the order of a MariaDB transaction at ``point`` (``None``: ask :meth:`holds`)."""
+        seqs = self._seqs
+        return None if seqs is None else seqs.get(point[0], -1) >= point[1]
+
+    def __bool__(self) -> bool:
+        return bool(self.orders)
 
 
 def stored_gtids(position: Mapping[str, Any], flavour: Flavour | None = None) -> AnyGtids | None:

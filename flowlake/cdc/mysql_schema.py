@@ -30,11 +30,12 @@ _BINARIES: Final = frozenset({"binary", "varbinary", "tinyblob", "blob", "medium
 
 @dataclass(frozen=True, slots=True)
 class MySqlUrl:
-    """The parts of ``mysql://user:password@host:port/database[?key=...&gtid=auto|off]``.
+    """The parts of ``mysql://user:password@host:port/database[?key=...&gtid=auto|off&binlog=fast|library]``.
 
     ``key`` names where positions are stored (default ``mysql://host:port``): after a failover to
     a server at another address, pass the old key so the ingester finds its positions. ``gtid=off``
-    resumes by binlog file/offset even when the server has GTIDs.
+    resumes by binlog file/offset even when the server has GTIDs. ``binlog=library`` reads every
+    binlog event through mysql-replication instead of flowlake's own reader (the same changes, slower).
 
     >>> url = MySqlUrl.parse("mysql://root@replica:3307/shop?key=mysql://primary:3306")
     >>> url.key, url.gtid
@@ -48,6 +49,7 @@ class MySqlUrl:
     database: str | None
     source_key: str | None = None
     gtid: Literal["auto", "off"] = "auto"
+    binlog: Literal["fast", "library"] = "fast"
 
     @classmethod
     def parse(cls, url: str) -> MySqlUrl:
@@ -59,14 +61,17 @@ class MySqlUrl:
             )
         db = parts.path.strip("/") or None
         options = dict(urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
-        unknown = sorted(set(options) - {"key", "gtid"})
+        unknown = sorted(set(options) - {"key", "gtid", "binlog"})
         if unknown:
             raise InvalidArgumentError(
-                f"unknown option(s) {unknown} in {url!r}: use key=... or gtid=auto|off"
+                f"unknown option(s) {unknown} in {url!r}: use key=..., gtid=auto|off or binlog=fast|library"
             )
         gtid = options.get("gtid", "auto").lower()
         if gtid not in ("auto", "off"):
             raise InvalidArgumentError(f"gtid must be 'auto' or 'off' in {url!r}, got {gtid!r}")
+        binlog = options.get("binlog", "fast").lower()
+        if binlog not in ("fast", "library"):
+            raise InvalidArgumentError(f"binlog must be 'fast' or 'library' in {url!r}, got {binlog!r}")
         return cls(
             host=parts.hostname,
             port=parts.port or 3306,
@@ -75,6 +80,7 @@ class MySqlUrl:
             database=db,
             source_key=options.get("key") or None,
             gtid="off" if gtid == "off" else "auto",
+            binlog="library" if binlog == "library" else "fast",
         )
 
     @property

@@ -89,9 +89,9 @@ class WalReader(ReaderThread):
         self._stopping.set()
         self.join(timeout=10)
 
-    def _put(self, item: Any) -> None:
+    def _put(self, item: Any, *, wake: bool = True) -> None:
         # while the ingester is behind, status updates keep the walsender alive
-        self.handoff.put(item, self._stopping.is_set, while_full=self._status)
+        self.handoff.put(item, self._stopping.is_set, while_full=self._status, wake=wake)
 
     def _close(self) -> None:
         if self._conn is not None:

@@ -30,6 +30,7 @@ __all__ = [
     "ChangeBatch",
     "ChangeGroup",
     "DeadLetter",
+    "GroupingSource",
     "Order",
     "ProgressCallback",
     "SnapshotProgress",
@@ -173,6 +174,20 @@ class AcknowledgingSource(Source, Protocol):
 
     def acknowledge(self, order: Order) -> None:
         """Every group up to ``order`` is committed to ODS (a restart will not need it again)."""
+        ...
+
+
+@runtime_checkable
+class GroupingSource(Source, Protocol):
+    """A source that may hand several small transactions over as one group (ending on the last one's
+    boundary, with its position), so it must know how many changes one commit is meant to hold."""
+
+    def limit_groups(self, changes: int) -> None:
+        """Never join transactions into a group of more than ``changes`` changes (the ingester's
+        ``max_rows``: with 1, every transaction stays a group, and a commit, of its own).
+
+        Called by the ingester before :meth:`start`.
+        """
         ...
 
 

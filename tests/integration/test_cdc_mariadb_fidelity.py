@@ -184,7 +184,7 @@ def test_every_type_is_exact_through_snapshot_and_stream_and_undecodable_rows_ar
     # old letters do not make every restart read the binlog again from them (nor fail once purged)
     for key in range(20, 30):
         insert(cur, key, MIDDLE)
-    assert OdsIngester(cat, MySqlSource(f"{mariadb}/tm")).run(until_idle=True).groups >= 10
+    assert OdsIngester(cat, MySqlSource(f"{mariadb}/tm")).run(until_idle=True).changes >= 10
     fifth = OdsIngester(cat, MySqlSource(f"{mariadb}/tm")).run(until_idle=True)
     assert (fifth.skipped_groups, fifth.dead_letters) == (0, 0)
     assert cat.load_table("ods._dead_letter").read().num_rows == 2

@@ -10,6 +10,9 @@ import pytest
 MODULES = [
     "flowlake.cdc.batch",
     "flowlake.cdc.envelope",
+    "flowlake.cdc.binlog_wire",
+    "flowlake.cdc.handoff",
+    "flowlake.cdc.mysql_events",
     "flowlake.cdc.mysql_rows",
     "flowlake.cdc.pending",
     "flowlake.cdc.source",

@@ -6,6 +6,7 @@ every event up to H, before any event after it, without the keys that events in 
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pyarrow as pa
@@ -13,6 +14,7 @@ import pytest
 
 from flowlake.cdc.mysql import MySqlSource, _Chunk, _Snap
 from flowlake.cdc.mysql_binlog import TxItem
+from flowlake.cdc.mysql_gtid import StoredOrders
 from flowlake.cdc.mysql_schema import MySqlUrl, arrow_type
 from flowlake.cdc.source import ChangeGroup, TableSpec
 from flowlake.errors import InvalidArgumentError
@@ -189,3 +191,170 @@ def test_caught_up_compares_with_the_binlog_end_read_at_each_call() -> None:
     src._cursor = lambda: None  # type: ignore[method-assign]
     assert src.caught_up()
     assert not src.caught_up()  # a commit landed right after the first check
+
+
+# --- small transactions joined into one group -------------------------------------------------------
+
+
+def streaming_source(stored: list[int]) -> MySqlSource:
+    """A source past its snapshot whose ODS tables stored these positions (file f.000001)."""
+    src = MySqlSource("mysql://root@127.0.0.1:1/db")
+    src._pos = ("f.000001", 0)
+    src._specs = {"db.t": SPEC}
+    src._stored_orders = StoredOrders([src.order_of({"file": "f.000001", "pos": p}) for p in stored])
+    return src
+
+
+def test_small_transactions_past_every_stored_position_share_a_group_ending_on_the_last() -> None:
+    src = streaming_source([300])
+    for item in (tx(100, (0, 1, "a")), tx(200, (0, 2, "b")), tx(300, (0, 3, "c"))):  # held by 300
+        src._queue.items.append(item)
+    for pos in range(400, 900, 100):
+        src._queue.items.append(tx(pos, (0, pos, "n")))
+    src.snapshot_mode = "never"
+    src.describe = lambda table: SPEC  # type: ignore[method-assign,assignment]  # (no server)
+    ddl = tx(900)
+    ddl.ddl.append("ALTER db.t")
+    src._queue.items += [ddl, tx(1000, (2, 1, "z")), tx(1100, (3, 2, "b"))]
+    groups = src.poll(0.01)
+    # each transaction a stored position holds stays its own group, so the ingester can skip it
+    # for that table; the later ones join, and each group ends where its last transaction ends
+    assert summary(groups) == [
+        (100, [(0, 1, "a")]),
+        (200, [(0, 2, "b")]),
+        (300, [(0, 3, "c")]),
+        (800, [(0, 400, "n"), (0, 500, "n"), (0, 600, "n"), (0, 700, "n"), (0, 800, "n")]),
+        (900, []),  # DDL: a group of its own, with the new shape
+        (1100, [(2, 1, "z"), (3, 2, "b")]),
+    ]
+    assert [r["id"] for _, r in rows_of(groups[3])] == [400, 500, 600, 700, 800]  # in binlog order
+    assert groups[4].schemas == {"db.t": SPEC}
+    assert groups[3].order == src.order_of({"file": "f.000001", "pos": 800})
+    assert all(not (g.order <= s) for g in groups[3:] for s in src._stored_orders.orders)
+
+
+def test_no_transactions_join_while_a_snapshot_is_pending_and_groups_stay_bounded() -> None:
+    src = source_with_chunk(5000, 6000, {1: "a"}, pos=0)
+    src._stored_orders = StoredOrders([])
+    for pos in range(100, 400, 100):
+        src._queue.items.append(tx(pos, (0, pos, "n")))
+    assert [g.position["pos"] for g in src.poll(0.01)] == [100, 200, 300]
+    src = streaming_source([])
+    for pos in range(1, 2502):
+        src._queue.items.append(tx(pos, (0, pos, "n")))
+    groups = src.poll(0.01)
+    assert [len(rows_of(g)) for g in groups] == [1000, 1000, 501]
+    assert [g.position["pos"] for g in groups] == [1000, 2000, 2501]
+
+
+def test_groups_never_hold_more_changes_than_the_ingester_commits_at_once() -> None:
+    for limit, sizes in ((1, [1] * 7), (3, [3, 3, 1]), (4, [4, 3])):
+        src = streaming_source([])
+        src.limit_groups(limit)
+        for pos in range(1, 8):
+            src._queue.items.append(tx(pos, (0, pos, "n")))
+        assert [len(rows_of(g)) for g in src.poll(0.01)] == sizes
+    src = streaming_source([])
+    src.limit_groups(3)
+    src._queue.items += [tx(1, (0, 1, "a")), tx(2, (1, 1, "a"), (2, 1, "b")), tx(3, (3, 1, "b"))]
+    assert [len(rows_of(g)) for g in src.poll(0.01)] == [3, 1]  # a transaction is never split
+
+
+def test_the_ingester_tells_a_grouping_source_its_max_rows(catalog: Any) -> None:
+    from flowlake.cdc.ingest import OdsIngester
+    from flowlake.cdc.source import GroupingSource
+
+    class Quiet:
+        key = "quiet://"
+
+        def __init__(self) -> None:
+            self.limits: list[int] = []
+
+        def order_of(self, position: Any) -> Any:
+            return (0,)
+
+        def describe(self, source_table: str) -> None:
+            return None
+
+        def start(self, resume: Any, *, also: Any = ()) -> dict[str, Any]:
+            assert self.limits, "limit_groups must come before start"
+            return {}
+
+        def poll(self, timeout: float) -> list[ChangeGroup]:
+            return []
+
+        def caught_up(self) -> bool:
+            return True
+
+        def close(self) -> None:
+            pass
+
+        def limit_groups(self, changes: int) -> None:
+            self.limits.append(changes)
+
+    source = Quiet()
+    assert isinstance(source, GroupingSource)
+    OdsIngester(catalog, source, max_rows=7).run(until_idle=True)
+    assert source.limits == [7]
+
+
+def test_joining_small_transactions_the_quick_way_gives_the_groups_the_general_way_gives() -> None:
+    from flowlake.cdc.mysql_gtid import GtidTracker, MariaDbGtids
+    from flowlake.cdc.mysql_rows import DecodedEvent
+
+    rng = random.Random(5)
+
+    def items() -> list[Any]:
+        out: list[Any] = []
+        seqs = {0: 10, 1: 3}
+        for pos in range(100, 100 + 400 * 10, 10):
+            domain = rng.choice([0, 0, 0, 1])
+            seqs[domain] += 1
+            gtid = f"{domain}-1-{seqs[domain]}" if rng.random() > 0.02 else None
+            rows = rng.choice([1, 1, 1, 2, 40])  # 40: a changelog batch, never joined
+            event = DecodedEvent([0] * rows, [list(range(pos, pos + rows)), ["v"] * rows])
+            changes: list[Any] = [("db.t", -1, (("id", "v"), event))]
+            if rng.random() < 0.05:
+                changes.append(("db.t", 0, {"id": -pos, "v": "row"}))  # a row read by the library
+            item = TxItem("f.000001", pos, gtid, changes, ts=1)
+            out.append(item if rng.random() > 0.02 else ("f.000001", pos))  # now and then a bare position
+        return out
+
+    stored = [
+        {"file": "f.000001", "pos": 5, "gtids": "0-1-60,1-1-9"},
+        {"file": "f.000001", "pos": 5, "gtids": "0-1-30"},
+    ]
+
+    def run(quick: bool) -> list[Any]:
+        rng.seed(9)
+        src = streaming_source([])
+        src._targets = {"db.t": SPEC}
+        src._gtids, src._by_gtid, src._server = GtidTracker(MariaDbGtids.parse("0-1-10,1-1-3")), True, "1"
+        src._stored_orders = StoredOrders([src.order_of(p) for p in stored])
+        src.limit_groups(50)
+        quick_ones: list[int] = []
+        original = src._join_small
+
+        def join_small(item: Any, joining: Any) -> bool:
+            joined = quick and original(item, joining)
+            quick_ones.append(joined)
+            return joined
+
+        src._join_small = join_small  # type: ignore[method-assign]
+        src._queue.items.extend(items())
+        groups = []
+        while src._queue.items:
+            groups += src.poll(0.0)
+        return [
+            (
+                g.position,
+                str(g.order),
+                [(k, r) for k, r in rows_of(g)],
+                len(g.batches["db.t"]) if g.batches else 0,
+            )
+            for g in groups
+        ]
+
+    quick, general = run(True), run(False)
+    assert quick == general
+    assert len(quick) < 300  # small transactions were joined
