@@ -9,7 +9,8 @@ updated right at the start: process start → that change visible in DWD is the 
 Each size runs beside a small state (the baseline in the same run), so the ratio is what counts on
 a shared machine.
 
-    python benchmarks/restart.py [--initial 20000,1000000] [--shops 1000] [--json out.json]
+    python benchmarks/restart.py [--initial 20000,1000000] [--shops 1000] [--commit-rows 100000]
+        [--max-read-rows 1000000] [--json out.json]
 """
 
 from __future__ import annotations
@@ -73,13 +74,13 @@ def one_update(orders: fl.LakeTable, workload: OrdersWorkload) -> int:
     return orders.apply(change).version
 
 
-def run(initial: int, shops: int, tmp: Path) -> dict[str, Any]:
+def run(initial: int, shops: int, tmp: Path, commit_rows: int, read_rows: int) -> dict[str, Any]:
     cat = fl.connect(catalog=f"sqlite:///{tmp / 'c.db'}", warehouse=(tmp / "wh").as_uri())
     shop.ensure_tables(cat)
     workload = OrdersWorkload(shops=shops, seed=3)
     orders = cat.load_table("ods.orders")
-    for start in range(0, initial, 1_000_000):
-        rows = workload.initial(min(1_000_000, initial - start))
+    for start in range(0, initial, commit_rows):  # commits as the CDC ingester makes them (--catchup-rows)
+        rows = workload.initial(min(commit_rows, initial - start))
         orders.apply(rows.append_column("_kind", pa.array([0] * rows.num_rows, pa.int8())))
     cat.load_table("ods.shops").upsert(shop.shops_table(shops))
     recovery = tmp / "recovery"
@@ -90,10 +91,13 @@ def run(initial: int, shops: int, tmp: Path) -> dict[str, Any]:
         "FLOWLAKE_CATALOG": cat.catalog_url,
         "FLOWLAKE_WAREHOUSE": cat.storage.uri,
         "FLOWLAKE_FLOW_POLL": "0.05",
+        "FLOWLAKE_FLOW_MAX_READ_ROWS": str(read_rows),
     }
     command = [sys.executable, "-m", "flowlake.flow.runner", "dataflows/dwd_orders.py:flow",
                "-r", str(recovery), "-s", "1", "-b", "0"]  # fmt: skip
-    figures: dict[str, Any] = {"initial_orders": initial, "shops": shops}
+    figures: dict[str, Any] = {
+        "initial_orders": initial, "shops": shops, "commit_rows": commit_rows, "max_read_rows": read_rows,
+    }  # fmt: skip
     log_path = tmp / "flow.log"
     log = log_path.open("ab")  # the worker's stderr (a pipe nobody reads could fill up)
     proc = subprocess.Popen(command, cwd=ROOT, env=env, stderr=log)  # noqa: S603 - our interpreter
@@ -133,6 +137,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--initial", default="20000,1000000", help="initial orders, comma-separated")
     parser.add_argument("--shops", type=int, default=1000)
+    parser.add_argument("--commit-rows", type=int, default=100_000, help="orders per initial ODS commit")
+    parser.add_argument("--max-read-rows", type=int, default=1_000_000, help="the flow's rows per read")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     results: dict[str, Any] = {
@@ -142,7 +148,7 @@ def main() -> None:
     }
     for initial in (int(x) for x in args.initial.split(",")):
         with tempfile.TemporaryDirectory(prefix="flowlake-restart-") as tmp:
-            figures = run(initial, args.shops, Path(tmp))
+            figures = run(initial, args.shops, Path(tmp), args.commit_rows, args.max_read_rows)
         figures["load"] = round(os.getloadavg()[0], 1)
         results["runs"].append(figures)
         print("  ".join(f"{k}={v}" for k, v in figures.items()), flush=True)

@@ -140,6 +140,7 @@ class FlowOptions:
     catalog: CatalogSpec = None
     stop: Literal["head"] | int | None = None
     max_versions: int = 64
+    max_read_rows: int = 1_000_000
     partitions: int = 4
     horizon: str = "2h"
     poll_interval: float = 0.5
@@ -150,7 +151,7 @@ class FlowOptions:
         """Options from the environment.
 
         ``FLOWLAKE_FLOW_STOP`` (``head`` or a version), ``FLOWLAKE_FLOW_MAX_VERSIONS``,
-        ``FLOWLAKE_HORIZON`` and ``FLOWLAKE_FLOW_POLL`` (seconds).
+        ``FLOWLAKE_FLOW_MAX_READ_ROWS``, ``FLOWLAKE_HORIZON`` and ``FLOWLAKE_FLOW_POLL`` (seconds).
         """
         if os.environ.get("FLOWLAKE_LOG"):
             logging.basicConfig(level=os.environ["FLOWLAKE_LOG"].upper(), format="%(asctime)s %(message)s")
@@ -159,6 +160,7 @@ class FlowOptions:
             catalog=catalog,
             stop="head" if stop == "head" else (int(stop) if stop else None),
             max_versions=int(os.environ.get("FLOWLAKE_FLOW_MAX_VERSIONS", "64")),
+            max_read_rows=int(os.environ.get("FLOWLAKE_FLOW_MAX_READ_ROWS", "1000000")),
             horizon=os.environ.get("FLOWLAKE_HORIZON", "2h"),
             poll_interval=float(os.environ.get("FLOWLAKE_FLOW_POLL", "0.5")),
         )
@@ -167,7 +169,7 @@ class FlowOptions:
 def _input(options: FlowOptions, step: str, flow: Dataflow, table: str) -> Stream[ChangeBatch]:
     return lake_input(
         step, flow, table, catalog=options.catalog, stop=options.stop, max_versions=options.max_versions,
-        poll_interval=options.poll_interval,
+        poll_interval=options.poll_interval, max_read_rows=options.max_read_rows,
     )  # fmt: skip
 
 

@@ -54,9 +54,10 @@ def lake_input(
     max_versions: int = 64,
     poll_interval: float = 0.5,
     columns: Sequence[str] | None = None,
+    max_read_rows: int = 1_000_000,
 ) -> Stream[ChangeBatch]:
     """The changelog of a lake table (see :class:`~flowlake.flow.lake.LakeSource`); ``columns`` reads
-    only those columns (plus ``_kind`` and ``_seq``).
+    only those columns (plus ``_kind`` and ``_seq``); a backlog is read ``max_read_rows`` at a time.
 
     With ``stop="head"`` the flow ends once it has read up to the head it saw at start:
 
@@ -77,7 +78,7 @@ def lake_input(
     """
     source = LakeSource(
         table, start=start, catalog=catalog, stop=stop, max_versions=max_versions,
-        poll_interval=poll_interval, columns=columns,
+        poll_interval=poll_interval, columns=columns, max_read_rows=max_read_rows,
     )  # fmt: skip
     return op.input("source", flow, source)
 
