@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from flowlake.catalog.base import Commit, CommitRequest, DataFile, FileContent, MetaStore, TableRecord
 from flowlake.changelog import KIND_COLUMN, RowKind
@@ -134,11 +133,11 @@ def _before_images_last(data: pa.Table, content: FileContent) -> tuple[pa.Table,
     to move."""
     if content != "log" or KIND_COLUMN not in data.column_names:
         return data, None
-    before = pc.equal(data.column(KIND_COLUMN), int(RowKind.UPDATE_BEFORE))
-    count = int(pc.sum(before).as_py() or 0)
+    before = np.asarray(data.column(KIND_COLUMN).to_numpy(), dtype=np.int8) == int(RowKind.UPDATE_BEFORE)
+    count = int(before.sum())
     if count in (0, data.num_rows):
         return data, None
-    return pa.concat_tables([data.filter(pc.invert(before)), data.filter(before)]), data.num_rows - count
+    return data.take(pa.array(np.argsort(before, kind="stable"))), data.num_rows - count  # images first
 
 
 def discard(
