@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import builtins
 import datetime as dt
+import itertools
 import logging
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
@@ -182,6 +183,9 @@ def result_type(agg: Agg, schema: pa.Schema) -> pa.DataType:
 class AggregateState(ChunkedSnapshot):
     """Group state of one key partition: ids, running totals, per-value counts, window bookkeeping."""
 
+    _out_schema: pa.Schema | None = None
+    """:meth:`output_schema`, kept between batches (not pickled; reset by :meth:`configure`)."""
+
     def __init__(self, by: Sequence[str], aggs: Mapping[str, Agg], window: Window | None) -> None:
         self.by = tuple(by)
         self.aggs = dict(aggs)
@@ -208,6 +212,7 @@ class AggregateState(ChunkedSnapshot):
     def configure(self, by: Sequence[str], aggs: Mapping[str, Agg], window: Window | None) -> None:
         """Re-attach the configuration (it is not part of the pickled state: callables may not pickle)."""
         self.by, self.aggs, self.window = tuple(by), dict(aggs), window
+        self._out_schema = None
         legacy = self.__dict__.pop("_legacy_counters", None)
         if legacy:  # per-group dicts of a state saved before ValueCounts: loaded now that aggs are known
             assert self.schema is not None
@@ -221,6 +226,7 @@ class AggregateState(ChunkedSnapshot):
         state["aggs"] = {}
         state["_dirty"], state["_gone"] = np.zeros(0, dtype=bool), set()
         del state["index"]  # rebuilt from the keys on unpickling
+        state.pop("_out_schema", None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -317,6 +323,7 @@ class AggregateState(ChunkedSnapshot):
 
     def _init_schema(self, schema: pa.Schema) -> None:
         self.schema = schema
+        self._out_schema = None
         if not len(self.keys):
             self.keys = _key_store(schema, self.key_columns)
             self.index = KeyIndex(self.keys)
@@ -334,6 +341,8 @@ class AggregateState(ChunkedSnapshot):
 
     def output_schema(self) -> pa.Schema:
         """Key columns then one column per aggregate."""
+        if self._out_schema is not None:
+            return self._out_schema
         assert self.schema is not None
         fields = [self.schema.field(c) for c in self.by]
         if self.window:
@@ -341,7 +350,8 @@ class AggregateState(ChunkedSnapshot):
             tz = on_type.tz if pa.types.is_timestamp(on_type) else None
             fields.append(pa.field(self.window.column, pa.timestamp("us", tz=tz)))
         fields += [pa.field(n, result_type(a, self.schema)) for n, a in self.aggs.items()]
-        return pa.schema(fields)
+        self._out_schema = pa.schema(fields)
+        return self._out_schema
 
     def _grow(self, need: int) -> None:
         if need <= self._capacity:
@@ -500,7 +510,8 @@ class AggregateState(ChunkedSnapshot):
             return _empty_changes(out_schema)
         key_cols = self.key_columns
         codes, first, keys, hashes, exact, columns = _group_keys(data, key_cols)
-        distinct = data.select(list(key_cols)).take(pa.array(first))
+        # the output's key columns: from the keys' int64 rows where they have them, else the rows
+        distinct = None if isinstance(keys, RowKeys) else data.select(list(key_cols)).take(pa.array(first))
         gids = self.index.assign(keys, self._create, hashes, exact=exact, columns=columns)
         touched, at = np.unique(gids, return_inverse=True)  # (two codes may be one key: 0.0 and -0.0)
         row_at = at[codes]  # each row's group, as a position in touched
@@ -534,7 +545,8 @@ class AggregateState(ChunkedSnapshot):
         after = self._results(touched)
         where = np.empty(len(touched), np.int64)
         where[at] = np.arange(len(at))
-        out = self._emit(distinct.take(pa.array(where)), rows_before, rows_after, before, after, out_schema)
+        key_rows = keys.columns[where] if distinct is None else distinct.take(pa.array(where))
+        out = self._emit(key_rows, rows_before, rows_after, before, after, out_schema)
         gone = touched[rows_after <= 0]
         self.rows[gone] = 0
         self._release(gone)
@@ -601,7 +613,7 @@ class AggregateState(ChunkedSnapshot):
 
     def _emit(
         self,
-        key_rows: pa.Table,
+        key_rows: pa.Table | np.ndarray,
         rows_before: np.ndarray,
         rows_after: np.ndarray,
         before: dict[str, Any],
@@ -632,16 +644,22 @@ class AggregateState(ChunkedSnapshot):
             np.where(exists[at], RowKind.UPDATE_BEFORE, RowKind.DELETE),
             np.where(existed[at], RowKind.UPDATE_AFTER, RowKind.INSERT),
         ).astype(np.int8)
+        src = np.where(is_old, at, at + len(rows_before))  # into (before ++ after)
         values = {
-            name: tuple(_pick(b, a, at, is_old) for b, a in zip(before[name], after[name], strict=True))
+            name: tuple(_pick(b, a, src, at, is_old) for b, a in zip(before[name], after[name], strict=True))
             for name in self.aggs
         }
-        table = self._table(key_rows.take(pa.array(at)), values, schema)
+        taken = key_rows[at] if isinstance(key_rows, np.ndarray) else key_rows.take(pa.array(at))
+        table = self._table(taken, values, schema)
         return table.append_column(KIND_COLUMN, pa.array(kinds, pa.int8()))
 
-    def _table(self, taken: pa.Table, values: dict[str, Any], schema: pa.Schema) -> pa.Table:
-        """The output rows: the key rows ``taken`` and per aggregate its (picked) state values."""
-        arrays = [taken.column(c).combine_chunks().cast(schema.field(c).type) for c in self.key_columns]
+    def _table(self, taken: pa.Table | np.ndarray, values: dict[str, Any], schema: pa.Schema) -> pa.Table:
+        """The output rows: the key rows ``taken`` (a table, or the keys' int64 rows in state form) and
+        per aggregate its (picked) state values."""
+        if isinstance(taken, np.ndarray):
+            arrays = [_key_array(taken[:, j], schema.field(c).type) for j, c in enumerate(self.key_columns)]
+        else:
+            arrays = [taken.column(c).combine_chunks().cast(schema.field(c).type) for c in self.key_columns]
         assert self.schema is not None
         for name, agg in self.aggs.items():
             dtype = schema.field(name).type
@@ -655,27 +673,36 @@ class AggregateState(ChunkedSnapshot):
                     arrays.append(from_state(held, dtype))
                 continue
             sums, nonnull = values[name]
-            if agg.func == "count":
-                arrays.append(pa.array(nonnull, pa.int64()))
-                continue
-            assert agg.column is not None
-            source = self.schema.field(agg.column).type
-            scale = source.scale if pa.types.is_decimal(source) else 0
-            valid = nonnull > 0
-            if agg.func == "avg":
-                mean = sums.astype(np.float64) / np.where(valid, nonnull, 1) / (10.0**scale)
-                arrays.append(pa.array(mean, pa.float64(), mask=~valid))
-            elif pa.types.is_decimal(dtype):
-                array = _decimal_array(sums, valid, dtype)
-                if agg.default is not None and not valid.all():
-                    array = pc.fill_null(array, pa.scalar(Decimal(agg.default)).cast(dtype))
-                arrays.append(array)
-            else:
-                array = pa.array(sums, dtype, mask=~valid)
-                if agg.default is not None and not valid.all():
-                    array = pc.fill_null(array, pa.scalar(agg.default).cast(dtype))
-                arrays.append(array)
+            source = None if agg.column is None else self.schema.field(agg.column).type
+            arrays.append(_additive_array(agg, sums, nonnull, source, dtype))
         return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _additive_array(
+    agg: Agg, sums: np.ndarray, nonnull: np.ndarray, source: pa.DataType | None, dtype: pa.DataType
+) -> pa.Array:
+    """The output column of a count, sum or avg from its sums and non-null counts (``source``: the
+    input column's type, ``dtype`` the output's)."""
+    if agg.func == "count":
+        return pa.array(nonnull, pa.int64())
+    assert source is not None
+    scale = source.scale if pa.types.is_decimal(source) else 0
+    valid = nonnull > 0
+    if agg.func == "avg":
+        mean = sums.astype(np.float64) / np.where(valid, nonnull, 1) / (10.0**scale)
+        return pa.array(mean, pa.float64(), mask=~valid)
+    if pa.types.is_decimal(dtype):
+        default = None if agg.default is None else _unscaled_default(agg.default, dtype.scale)
+        if default is not None:  # NULL → the default, in numpy
+            sums, valid = np.where(valid, sums, default), np.ones(len(valid), bool)
+        array = _decimal_array(sums, valid, dtype)
+        if agg.default is not None and not valid.all():
+            array = pc.fill_null(array, pa.scalar(Decimal(agg.default)).cast(dtype))
+        return array
+    array = pa.array(sums, dtype, mask=~valid)
+    if agg.default is not None and not valid.all():
+        array = pc.fill_null(array, pa.scalar(agg.default).cast(dtype))
+    return array
 
 
 class _Chunked:
@@ -743,15 +770,24 @@ def _iso(us: int) -> str:
 
 def _by_window(keys: Sequence[Any], gids: np.ndarray) -> list[tuple[int, list[int]]]:
     """The group ids ``gids`` of the window keys ``keys`` by window start (see :func:`_window_of`)."""
-    starts = np.fromiter(map(_window_of, keys), np.int64, len(keys))
+    if not len(keys):
+        return []
+    starts = _window_starts(keys)
     order = np.argsort(starts, kind="stable")
-    starts, ids = starts[order], gids[order]
-    cuts = np.flatnonzero(starts[1:] != starts[:-1]) + 1
-    return [
-        (int(part[0]), members.tolist())
-        for part, members in zip(np.split(starts, cuts), np.split(ids, cuts), strict=True)
-        if len(part)
-    ]
+    starts, ids = starts[order], gids[order].tolist()
+    bounds = [0, *(np.flatnonzero(starts[1:] != starts[:-1]) + 1).tolist(), len(ids)]
+    return [(int(starts[lo]), ids[lo:hi]) for lo, hi in itertools.pairwise(bounds)]
+
+
+def _window_starts(keys: Sequence[Any]) -> np.ndarray:
+    """:func:`_window_of` of each key, as int64 (one list comprehension where the keys are tuples
+    of ints, the windowed keys' common form)."""
+    if type(keys[0]) is tuple:
+        try:
+            return np.array([key[-1] for key in keys], np.int64)
+        except (TypeError, IndexError, OverflowError):  # a NULL window start (or keys of mixed forms)
+            pass
+    return np.fromiter(map(_window_of, keys), np.int64, len(keys))
 
 
 def _window_of(key: Any) -> int:
@@ -768,11 +804,41 @@ def _key_store(schema: pa.Schema | None, columns: Sequence[str]) -> KeyStore:
     return []
 
 
-def _pick(before: Any, after: Any, at: np.ndarray, old: np.ndarray) -> Any:
-    """``before[i]`` where ``old``, else ``after[i]``, for each ``i`` of ``at`` (arrays or lists)."""
+def _pick(before: Any, after: Any, src: np.ndarray, at: np.ndarray, old: np.ndarray) -> Any:
+    """``before[i]`` where ``old``, else ``after[i]``, for each ``i`` of ``at`` (arrays or lists);
+    ``src`` is the same as positions into ``before`` and ``after`` concatenated."""
     if isinstance(before, np.ndarray):
-        return np.where(old, before[at], after[at])
+        return np.concatenate([before, after])[src]
     return [before[i] if o else after[i] for i, o in zip(at.tolist(), old.tolist(), strict=True)]
+
+
+def _unscaled_default(default: Any, scale: int) -> int | None:
+    """A sum's default as an unscaled int64 at ``scale``, or None if it is not one exactly.
+
+    >>> _unscaled_default(0, 2), _unscaled_default("1.5", 2), _unscaled_default("0.001", 2)
+    (0, 150, None)
+    """
+    try:
+        scaled = Decimal(default).scaleb(scale)
+    except (ArithmeticError, TypeError, ValueError):
+        return None
+    if scaled != scaled.to_integral_value() or not -(2**63) <= scaled < 2**63:
+        return None
+    return int(scaled)
+
+
+def _key_array(values: np.ndarray, type_: pa.DataType) -> pa.Array:
+    """A key column from its values in state form (int64, see :func:`_state_ints`): the inverse of
+    :func:`_state_ints` for the integer and temporal types it accepts.
+
+    >>> _key_array(np.array([3, -1]), pa.int32()).to_pylist()
+    [3, -1]
+    >>> _key_array(np.array([60_000_000]), pa.timestamp("us", tz="UTC")).to_pylist()[0].isoformat()
+    '1970-01-01T00:01:00+00:00'
+    """
+    storage = _storage_type(type_) or type_
+    array = pa.array(values.astype(storage.to_pandas_dtype(), copy=False))
+    return array if storage == type_ else array.view(type_)
 
 
 def _is_valid(column: pa.ChunkedArray) -> np.ndarray:
