@@ -32,6 +32,7 @@ from flowlake.flow._keyindex import (
     KeyIndex,
     KeyStore,
     RowKeys,
+    dense_row_codes,
     gather,
     int_hashes,
     int_row_codes,
@@ -80,6 +81,11 @@ WATERMARK_COLUMN = "_watermark"
 
 _NO_MARK = np.iinfo(np.int64).min
 
+_DENSE_KEYS_PER_ROW, _DENSE_KEYS_MIN = 4, 4096
+"""Integer group keys are grouped through a table of their key space (see
+:func:`~flowlake.flow._keyindex.dense_row_codes`) while it has at most this many slots a row (plus
+the minimum), else by sorting their hashes."""
+
 
 def watermarks_before(
     event: np.ndarray, w: np.ndarray, previous: int | None
@@ -126,9 +132,12 @@ def temporal_us(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     """Epoch microseconds of a timestamp/date column as int64 (nulls → min int64)."""
     dtype = column.type
     if pa.types.is_timestamp(dtype):
+        unit = dtype.unit
+        if not column.null_count and unit == "us":  # (the common case: the values as they are)
+            values: np.ndarray = np.asarray(column.cast(pa.int64()).to_numpy(zero_copy_only=False), np.int64)
+            return values
         filled = pc.fill_null(column.cast(pa.int64()), np.iinfo(np.int64).min)
         raw: np.ndarray = np.asarray(filled.to_numpy(zero_copy_only=False), dtype=np.int64)
-        unit = dtype.unit
         if unit == "ns":
             return np.asarray(np.where(raw == np.iinfo(np.int64).min, raw, raw // 1000), dtype=np.int64)
         return np.asarray(np.where(raw == np.iinfo(np.int64).min, raw, raw * _US[unit]), dtype=np.int64)
@@ -899,9 +908,15 @@ def _group_keys(
         if parts:
             rows = np.stack(parts, axis=1)
             single = len(parts) == 1
-            hashes = int_hashes(parts[0]) if single else tuple_hashes(rows)
-            codes, first = int_row_codes(rows, hashes)
-            rows, hashes = rows[first], hashes[first]
+            dense = dense_row_codes(rows, _DENSE_KEYS_PER_ROW * len(rows) + _DENSE_KEYS_MIN)
+            if dense is not None:  # a small key space: grouped without a sort, only its keys hashed
+                codes, first = dense
+                rows = rows[first]
+                hashes = int_hashes(rows[:, 0]) if single else tuple_hashes(rows)
+            else:
+                hashes = int_hashes(parts[0]) if single else tuple_hashes(rows)
+                codes, first = int_row_codes(rows, hashes)
+                rows, hashes = rows[first], hashes[first]
             exact = single and bool(rows.min() >= 0 and rows.max() < EXACT_BELOW)
             return codes, first, RowKeys(rows, single=single), hashes, exact, None if single else rows
     codes, first = row_codes(data, columns)

@@ -7,7 +7,15 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flowlake.flow._keyindex import RowKeys, int_hashes, int_row_codes, merge_sorted, take_keys, tuple_hashes
+from flowlake.flow._keyindex import (
+    RowKeys,
+    dense_row_codes,
+    int_hashes,
+    int_row_codes,
+    merge_sorted,
+    take_keys,
+    tuple_hashes,
+)
 from flowlake.flow._valuecounts import sum_by
 
 EDGES = [0, 1, -1, -2, 2**61 - 2, 2**61 - 1, 2**61, -(2**61 - 1), -(2**61), 2**63 - 1, -(2**63)]
@@ -53,6 +61,42 @@ def test_int_row_codes_group_equal_rows(rows: list[tuple[int, int]], weak: bool)
     assert all(int(first[c]) == codes.tolist().index(c) for c in range(len(first)))
     if not weak and len({hash(r) for r in set(rows)}) == len(set(rows)):  # no two rows' hashes tie
         assert len(first) == len(set(rows))
+
+
+column_values = st.one_of(
+    st.integers(-3, 3),  # a small span
+    st.integers(0, 5).map(lambda k: 1_800_000_000_000 + k * 60_000_000),  # window starts: a common step
+    st.integers(0, 5).map(lambda k: k * 7 - 10**12),
+    int64s,  # anything: a key space too large (None)
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(1, 3).flatmap(lambda w: st.lists(st.tuples(*[column_values] * w), min_size=1, max_size=40)),
+    st.sampled_from([1, 8, 64, 10_000]),
+)
+def test_dense_row_codes_group_like_a_dict(rows: list[tuple[int, ...]], limit: int) -> None:
+    """Codes by first appearance, equal exactly for equal rows, the first row of each; None only where
+    the key space (spans over common steps) exceeds the limit."""
+    array = np.asarray(rows, np.int64)
+    got = dense_row_codes(array, limit)
+    spans, wide = 1, False
+    for column in zip(*rows, strict=True):
+        offsets = [v - min(column) for v in column]
+        step = int(np.gcd.reduce(np.asarray(offsets, object))) or 1
+        spans *= (max(column) - min(column)) // step + 1
+        wide |= max(column) - min(column) >= 2**62  # (offsets that could overflow: not tried)
+    if got is None:
+        assert spans > limit or wide
+        return
+    assert spans <= limit or len(set(rows)) <= limit  # (a fitting span may skip its gcd)
+    codes, first = got
+    expected: dict[tuple[int, ...], int] = {}
+    for row in rows:
+        expected.setdefault(row, len(expected))
+    assert codes.tolist() == [expected[row] for row in rows]
+    assert first.tolist() == [rows.index(row) for row in expected]
 
 
 @settings(max_examples=200, deadline=None)
