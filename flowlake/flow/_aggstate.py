@@ -535,7 +535,8 @@ class AggregateState(ChunkedSnapshot):
             w = np.where(drop, 0, w)
             net = sum_by(row_at, w, len(touched))
         before = self._results(touched)
-        contributions = self._contributions(data, w)
+        ints: dict[str, np.ndarray] = {}  # (decimal columns as unscaled ints, read once a batch)
+        contributions = self._contributions(data, w, ints)
         self.rows[touched] += net
         for name, column in contributions.items():
             total = sum_by(row_at, column, len(touched))
@@ -547,7 +548,7 @@ class AggregateState(ChunkedSnapshot):
                 sums = self.sums[name[3:]]
                 sums[touched] += total.astype(sums.dtype)
         if self.values:
-            self._fold_values(data, w, touched[row_at])
+            self._fold_values(data, w, touched[row_at], ints)
         rows_after = self.rows[touched]
         if self._log is not None:
             self._dirty[touched] = True
@@ -561,8 +562,11 @@ class AggregateState(ChunkedSnapshot):
         self._release(gone)
         return out
 
-    def _contributions(self, data: pa.Table, w: np.ndarray) -> dict[str, np.ndarray]:
-        """Per row and additive aggregate: its weighted non-null count (``_n_``) and value (``_s_``)."""
+    def _contributions(
+        self, data: pa.Table, w: np.ndarray, ints: dict[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        """Per row and additive aggregate: its weighted non-null count (``_n_``) and value (``_s_``);
+        ``ints`` keeps decimal columns' unscaled values for the batch (see :func:`_column_ints`)."""
         assert self.schema is not None
         cols: dict[str, np.ndarray] = {}
         for name, agg in self.aggs.items():
@@ -580,28 +584,36 @@ class AggregateState(ChunkedSnapshot):
             if agg.func == "count":
                 continue
             if pa.types.is_decimal(column.type):
-                values = _unscaled(column, column.type.scale)
+                values = _column_ints(data, agg.column, ints)
             else:
                 values = pc.fill_null(column, 0).to_numpy(zero_copy_only=False)
             dtype = np.float64 if self.sums[name].dtype == np.float64 else np.int64
             cols[f"_s_{name}"] = np.where(valid, values * w, 0).astype(dtype)
         return cols
 
-    def _fold_values(self, data: pa.Table, w: np.ndarray, gids: np.ndarray) -> None:
+    def _fold_values(
+        self, data: pa.Table, w: np.ndarray, gids: np.ndarray, ints: dict[str, np.ndarray]
+    ) -> None:
         """Add each row's value (with its weight) to the per-value counts of its group ``gids``."""
+        weighted = bool(w.all())  # (no retraction dropped)
         for name, agg in self.aggs.items():
             if agg.func in ADDITIVE:
                 continue
             assert agg.column is not None
             columns = [agg.column] if agg.order_by is None else [agg.order_by, agg.column]
+            counts = self.values[name]
+            nulls = any(data.column(column).null_count for column in columns)
+            if agg.where is None and not nulls and weighted and counts.ordered:  # every row counts
+                keys = _column_ints(data, agg.column, ints)
+                self.dropped_retractions += counts.apply(gids, keys, w)
+                continue
             mask = condition_mask(data, agg.where) & (w != 0)
             for column in columns:
                 if data.column(column).null_count:
                     mask &= _is_valid(data.column(column))
             rows = np.flatnonzero(mask)
-            counts = self.values[name]
             if counts.ordered:
-                keys = _value_keys(data.column(agg.column))[rows]
+                keys = _column_ints(data, agg.column, ints)[rows]
             else:
                 assert counts.codes is not None
                 part = data.select(columns).take(pa.array(rows))
@@ -863,6 +875,14 @@ def _value_counts(agg: Agg, schema: pa.Schema) -> ValueCounts:
     assert agg.column is not None
     ordered = agg.order_by is None and _ordered(schema.field(agg.column).type)
     return ValueCounts(agg.func, ordered=ordered)
+
+
+def _column_ints(data: pa.Table, name: str, ints: dict[str, np.ndarray]) -> np.ndarray:
+    """:func:`_value_keys` of the column ``name``, kept in ``ints`` for the rest of the batch."""
+    values = ints.get(name)
+    if values is None:
+        values = ints[name] = _value_keys(data.column(name))
+    return values
 
 
 def _value_keys(column: pa.ChunkedArray) -> np.ndarray:

@@ -109,6 +109,10 @@ def exact_ints(keys: Sequence[Any]) -> bool:
     return all(type(k) is int and 0 <= k < EXACT_BELOW for k in keys)
 
 
+_SORT_MERGE_BELOW = 12_000
+"""Merges of at most this many entries sort the concatenation (measured faster below ~16k entries)."""
+
+
 def merge_sorted(
     level: np.ndarray, values: np.ndarray, new: np.ndarray, new_values: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -120,6 +124,10 @@ def merge_sorted(
     (array([0, 1, 5, 5, 9]), array([ 0, 10, 55, 50, 90]))
     """
     n = len(level) + len(new)
+    if n <= _SORT_MERGE_BELOW:  # small: a stable sort of both (the new first) is several times faster
+        both = np.concatenate([new, level])
+        order = both.argsort(kind="stable")
+        return both[order], np.concatenate([new_values, values])[order]
     placed = np.searchsorted(level, new) + np.arange(len(new))
     old = np.ones(n, bool)
     old[placed] = False

@@ -304,7 +304,9 @@ class ValueCounts:
     def _lookup(
         self, hashes: np.ndarray, gids: np.ndarray, keys: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The slot of each pair (-1: none), and whether its hash is indexed (for another pair)."""
+        """The slot of each pair (-1: none), and whether its hash is indexed (for another pair).
+
+        A hit is checked against the slot's value key only: a pair hash holds its group id whole."""
         out = np.full(len(hashes), -1, np.int64)
         taken = np.zeros(len(hashes), bool)
         for level, level_slots in ((self.hashes, self.hash_slots), (self.recent, self.recent_slots)):
@@ -314,7 +316,7 @@ class ValueCounts:
             hit = np.flatnonzero(level[pos] == hashes)
             taken[hit] = True
             slots = level_slots[pos[hit]]
-            same = (self.slot_gid[slots] == gids[hit]) & (self.slot_key[slots] == keys[hit])
+            same = self.slot_key[slots] == keys[hit]
             out[hit[same]] = slots[same]
         if self.overflow:
             for i in np.flatnonzero(out < 0).tolist():

@@ -4,9 +4,11 @@ of the aggregate fold, each against the plain Python (or ``np.add.at``) answer."
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from flowlake.flow import _keyindex
 from flowlake.flow._keyindex import (
     RowKeys,
     dense_row_codes,
@@ -81,22 +83,33 @@ def test_dense_row_codes_group_like_a_dict(rows: list[tuple[int, ...]], limit: i
     the key space (spans over common steps) exceeds the limit."""
     array = np.asarray(rows, np.int64)
     got = dense_row_codes(array, limit)
-    spans, wide = 1, False
+    spans, raw, wide = 1, 1, False
     for column in zip(*rows, strict=True):
         offsets = [v - min(column) for v in column]
         step = int(np.gcd.reduce(np.asarray(offsets, object))) or 1
         spans *= (max(column) - min(column)) // step + 1
+        raw *= max(column) - min(column) + 1
         wide |= max(column) - min(column) >= 2**62  # (offsets that could overflow: not tried)
-    if got is None:
-        assert spans > limit or wide
+    if got is None:  # (a column whose span fits as it is keeps it: its gcd is not computed)
+        assert spans > limit or raw > limit or wide
         return
-    assert spans <= limit or len(set(rows)) <= limit  # (a fitting span may skip its gcd)
     codes, first = got
     expected: dict[tuple[int, ...], int] = {}
     for row in rows:
         expected.setdefault(row, len(expected))
     assert codes.tolist() == [expected[row] for row in rows]
     assert first.tolist() == [rows.index(row) for row in expected]
+
+
+def test_dense_row_codes_divide_out_a_window_step() -> None:
+    """Minute window starts (microseconds) of 10 shops over 6 minutes: 60 keys, not a 3e8-wide span."""
+    shops, minutes = np.meshgrid(np.arange(10), np.arange(6))
+    rows = np.stack([shops.ravel(), 1_800_000_000_000 + minutes.ravel() * 60_000_000], axis=1)
+    got = dense_row_codes(np.concatenate([rows, rows[::-1]]), 60)
+    assert got is not None
+    codes, first = got
+    assert codes.tolist() == list(range(60)) + list(range(59, -1, -1))
+    assert first.tolist() == list(range(60))
 
 
 @settings(max_examples=200, deadline=None)
@@ -121,9 +134,20 @@ def test_sum_by_equals_add_at(dtype: str, rows: list[tuple[int, int, float]]) ->
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.integers(-5, 5), max_size=30), st.lists(st.integers(-5, 5), max_size=30))
-def test_merge_sorted_equals_insert(level: list[int], new: list[int]) -> None:
-    """The merged level and its moved values are what ``np.insert`` at ``searchsorted`` gives."""
+@given(
+    st.lists(st.integers(-5, 5), max_size=30),
+    st.lists(st.integers(-5, 5), max_size=30),
+    st.sampled_from([0, 10, 10_000]),
+)
+def test_merge_sorted_equals_insert(level: list[int], new: list[int], sort_below: int) -> None:
+    """The merged level and its moved values are what ``np.insert`` at ``searchsorted`` gives, by
+    placement and (small merges, ``_SORT_MERGE_BELOW``) by a stable sort alike."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_keyindex, "_SORT_MERGE_BELOW", sort_below)
+        check_merge(level, new)
+
+
+def check_merge(level: list[int], new: list[int]) -> None:
     old, added = np.sort(np.asarray(level, np.int64)), np.sort(np.asarray(new, np.int64))
     values, new_values = np.arange(len(old)) * 10, -np.arange(1, len(added) + 1)
     at = np.searchsorted(old, added)
