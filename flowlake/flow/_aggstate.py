@@ -81,7 +81,7 @@ WATERMARK_COLUMN = "_watermark"
 
 _NO_MARK = np.iinfo(np.int64).min
 
-_DENSE_KEYS_PER_ROW, _DENSE_KEYS_MIN = 4, 4096
+_DENSE_KEYS_PER_ROW, _DENSE_KEYS_MIN = 8, 4096
 """Integer group keys are grouped through a table of their key space (see
 :func:`~flowlake.flow._keyindex.dense_row_codes`) while it has at most this many slots a row (plus
 the minimum), else by sorting their hashes."""

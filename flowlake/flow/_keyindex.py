@@ -481,12 +481,14 @@ class RowKeys(Sequence[Any]):
 def dense_row_codes(columns: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray] | None:
     """Rows of an int64 array grouped by value without a sort, where their key space is small: a code
     per row (numbered in order of first appearance) and the first row of each code, as
-    :func:`int_row_codes` gives them; None where the product of the columns' spans (each divided by
-    the greatest common divisor of its offsets from its minimum, e.g. a window's size) exceeds
-    ``limit``.
+    :func:`int_row_codes` gives them; None where a column's span (divided by the greatest common
+    divisor of its offsets from its minimum, e.g. a window's size, where it is wider than ``limit``)
+    or, for several columns, the product of their numbers of distinct values exceeds ``limit``.
 
-    Each row's position in that key space is its slot in a table of first rows (``np.minimum.at``),
-    so equal rows get equal codes exactly, in a few passes over the rows and the table.
+    Each column's values are numbered through a table over its span (for several columns), each
+    row's position in the product of those numbers is its slot in a table of first rows
+    (``np.minimum.at``), so equal rows get equal codes exactly, in a few passes over the rows and
+    tables of at most ``limit`` slots.
 
     >>> codes, first = dense_row_codes(np.array([[5, 120], [2, 60], [5, 120], [5, 60]]), 100)
     >>> codes.tolist(), first.tolist()
@@ -504,13 +506,21 @@ def dense_row_codes(columns: np.ndarray, limit: int) -> tuple[np.ndarray, np.nda
         low, high = int(column.min()), int(column.max())
         if high - low >= 1 << 62:  # (offsets must not overflow)
             return None
-        offset = column - low
-        step = 1 if size * (high - low + 1) <= limit else int(np.gcd.reduce(offset)) or 1
+        code = column - low
+        step = 1 if high - low < limit else int(np.gcd.reduce(code)) or 1
         span = (high - low) // step + 1
+        if span > limit:
+            return None
+        if step > 1:
+            code //= step
+        if width > 1 and span > 1:  # numbered by value: the product counts distinct values only
+            seen = np.zeros(span, bool)
+            seen[code] = True
+            number = np.cumsum(seen) - 1
+            code, span = number[code], int(number[-1]) + 1
         size *= span
         if size > limit:
             return None
-        code = offset // step if step > 1 else offset
         combined = code if combined is None else combined * span + code
     assert combined is not None
     first = np.full(size, n, np.int64)

@@ -83,15 +83,18 @@ def test_dense_row_codes_group_like_a_dict(rows: list[tuple[int, ...]], limit: i
     the key space (spans over common steps) exceeds the limit."""
     array = np.asarray(rows, np.int64)
     got = dense_row_codes(array, limit)
-    spans, raw, wide = 1, 1, False
+    too_wide, size = False, 1
     for column in zip(*rows, strict=True):
-        offsets = [v - min(column) for v in column]
-        step = int(np.gcd.reduce(np.asarray(offsets, object))) or 1
-        spans *= (max(column) - min(column)) // step + 1
-        raw *= max(column) - min(column) + 1
-        wide |= max(column) - min(column) >= 2**62  # (offsets that could overflow: not tried)
-    if got is None:  # (a column whose span fits as it is keeps it: its gcd is not computed)
-        assert spans > limit or raw > limit or wide
+        width = max(column) - min(column)
+        if width >= 2**62:  # (offsets that could overflow: not tried)
+            too_wide = True
+            break
+        step = int(np.gcd.reduce(np.asarray([v - min(column) for v in column], object))) or 1
+        span = width // (step if width >= limit else 1) + 1  # (a span that fits keeps its step 1)
+        too_wide |= span > limit
+        size *= len(set(column)) if len(rows[0]) > 1 else span
+    assert (got is None) == (too_wide or size > limit)
+    if got is None:
         return
     codes, first = got
     expected: dict[tuple[int, ...], int] = {}
