@@ -220,8 +220,9 @@ class AggregateState(ChunkedSnapshot):
 
     def configure(self, by: Sequence[str], aggs: Mapping[str, Agg], window: Window | None) -> None:
         """Re-attach the configuration (it is not part of the pickled state: callables may not pickle)."""
+        if (tuple(by), dict(aggs), window) != (self.by, self.aggs, self.window):  # (the operator
+            self._out_schema = None  # re-attaches the same configuration before every batch)
         self.by, self.aggs, self.window = tuple(by), dict(aggs), window
-        self._out_schema = None
         legacy = self.__dict__.pop("_legacy_counters", None)
         if legacy:  # per-group dicts of a state saved before ValueCounts: loaded now that aggs are known
             assert self.schema is not None
