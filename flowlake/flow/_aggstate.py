@@ -61,15 +61,19 @@ def condition_mask(data: pa.Table, where: Condition | None) -> np.ndarray:
         return np.asarray(pc.fill_null(mask, False).to_numpy(zero_copy_only=False), dtype=bool)
     column, op, value = where
     col = data.column(column)
-    ops = {"==": pc.equal, "!=": pc.not_equal, "<": pc.less, "<=": pc.less_equal,
-           ">": pc.greater, ">=": pc.greater_equal}  # fmt: skip
     if op == "in":
         result = pc.is_in(col, value_set=pa.array(list(value), col.type))
-    elif op in ops:
-        result = ops[op](col, pa.scalar(value).cast(col.type) if value is not None else None)
+    elif op in _COMPARE:
+        result = _COMPARE[op](col, pa.scalar(value).cast(col.type) if value is not None else None)
     else:
         raise InvalidArgumentError(f"unknown filter op {op!r}; use == != < <= > >= or in")
-    return np.asarray(pc.fill_null(result, False).to_numpy(zero_copy_only=False), dtype=bool)
+    if result.null_count:
+        result = pc.fill_null(result, False)
+    return np.asarray(result.to_numpy(zero_copy_only=False), dtype=bool)
+
+
+_COMPARE = {"==": pc.equal, "!=": pc.not_equal, "<": pc.less, "<=": pc.less_equal,
+            ">": pc.greater, ">=": pc.greater_equal}  # fmt: skip
 
 
 KEY_FORM = 1
@@ -573,23 +577,27 @@ class AggregateState(ChunkedSnapshot):
         for name, agg in self.aggs.items():
             if agg.func not in ADDITIVE:
                 continue
-            mask = condition_mask(data, agg.where)
             column = None if agg.column is None else data.column(agg.column)
-            valid = mask if column is None or not column.null_count else mask & _is_valid(column)
-            if self.nonnull[name] is None and not valid.all():  # no longer the rows: held from now on
-                self.nonnull[name] = self.rows.copy()  # (called before this batch's rows are added)
+            nulls = column is not None and column.null_count > 0
+            valid = None  # (None: every row)
+            if agg.where is not None or nulls:
+                valid = condition_mask(data, agg.where)
+                if nulls:
+                    assert column is not None
+                    valid &= _is_valid(column)
+            if self.nonnull[name] is None and valid is not None and not valid.all():  # no longer the
+                self.nonnull[name] = self.rows.copy()  # rows: held from now on (before this batch's)
             if self.nonnull[name] is not None:
-                cols[f"_n_{name}"] = w * valid
-            if column is None:
-                continue
-            if agg.func == "count":
+                cols[f"_n_{name}"] = w if valid is None else w * valid
+            if column is None or agg.func == "count":
                 continue
             if pa.types.is_decimal(column.type):
                 values = _column_ints(data, agg.column, ints)
             else:
                 values = pc.fill_null(column, 0).to_numpy(zero_copy_only=False)
             dtype = np.float64 if self.sums[name].dtype == np.float64 else np.int64
-            cols[f"_s_{name}"] = np.where(valid, values * w, 0).astype(dtype)
+            weighted = values * w
+            cols[f"_s_{name}"] = (weighted if valid is None else np.where(valid, weighted, 0)).astype(dtype)
         return cols
 
     def _fold_values(
