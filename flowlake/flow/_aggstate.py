@@ -560,7 +560,7 @@ class AggregateState(ChunkedSnapshot):
         after = self._results(touched)
         where = np.empty(len(touched), np.int64)
         where[at] = np.arange(len(at))
-        key_rows = keys.columns[where] if distinct is None else distinct.take(pa.array(where))
+        key_rows = distinct.take(pa.array(where)) if distinct is not None else _rows_of(keys)[where]
         out = self._emit(key_rows, rows_before, rows_after, before, after, out_schema)
         gone = touched[rows_after <= 0]
         self.rows[gone] = 0
@@ -589,7 +589,7 @@ class AggregateState(ChunkedSnapshot):
                 self.nonnull[name] = self.rows.copy()  # rows: held from now on (before this batch's)
             if self.nonnull[name] is not None:
                 cols[f"_n_{name}"] = w if valid is None else w * valid
-            if column is None or agg.func == "count":
+            if column is None or agg.column is None or agg.func == "count":
                 continue
             if pa.types.is_decimal(column.type):
                 values = _column_ints(data, agg.column, ints)
@@ -840,6 +840,12 @@ def _pick(before: Any, after: Any, src: np.ndarray, at: np.ndarray, old: np.ndar
     if isinstance(before, np.ndarray):
         return np.concatenate([before, after])[src]
     return [before[i] if o else after[i] for i, o in zip(at.tolist(), old.tolist(), strict=True)]
+
+
+def _rows_of(keys: Sequence[Any]) -> np.ndarray:
+    """The int64 rows of :class:`~flowlake.flow._keyindex.RowKeys` keys."""
+    assert isinstance(keys, RowKeys)
+    return keys.columns
 
 
 def _unscaled_default(default: Any, scale: int) -> int | None:
