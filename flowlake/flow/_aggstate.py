@@ -167,15 +167,22 @@ def _unscaled(column: pa.ChunkedArray, scale: int) -> np.ndarray:
     return np.array([0 if v is None else int(v.scaleb(scale)) for v in array.to_pylist()], dtype=np.int64)
 
 
-def _decimal_array(values: np.ndarray, valid: np.ndarray, dtype: pa.DataType) -> pa.Array:
-    low = values.astype(np.int64)
-    words = np.empty(2 * len(low), dtype=np.int64)
-    words[0::2] = low
-    words[1::2] = low >> 63
-    array = pa.Array.from_buffers(dtype, len(low), [None, pa.py_buffer(words.tobytes())])
-    if valid.all():
-        return array
-    return pc.if_else(pa.array(valid), array, pa.scalar(None, dtype))
+def _decimal_array(values: np.ndarray, valid: np.ndarray | None, dtype: pa.DataType) -> pa.Array:
+    """Decimals from their unscaled int64 values (``valid``: False → NULL; None: all valid).
+
+    >>> valid = np.array([True, True, False])
+    >>> _decimal_array(np.array([150, -5, 7]), valid, pa.decimal128(12, 2)).to_pylist()
+    [Decimal('1.50'), Decimal('-0.05'), None]
+    """
+    low = values.astype(np.int64, copy=False)
+    words = np.empty((len(low), 2), dtype=np.int64)
+    words[:, 0] = low
+    words[:, 1] = low >> 63
+    bitmap, nulls = None, 0
+    if valid is not None and not valid.all():
+        bitmap = pa.py_buffer(np.packbits(valid, bitorder="little"))
+        nulls = len(valid) - int(np.count_nonzero(valid))
+    return pa.Array.from_buffers(dtype, len(low), [bitmap, pa.py_buffer(words)], null_count=nulls)
 
 
 def result_type(agg: Agg, schema: pa.Schema) -> pa.DataType:
@@ -724,7 +731,7 @@ def _additive_array(
     if pa.types.is_decimal(dtype):
         default = None if agg.default is None else _unscaled_default(agg.default, dtype.scale)
         if default is not None:  # NULL → the default, in numpy
-            sums, valid = np.where(valid, sums, default), np.ones(len(valid), bool)
+            return _decimal_array(np.where(valid, sums, default), None, dtype)
         array = _decimal_array(sums, valid, dtype)
         if agg.default is not None and not valid.all():
             array = pc.fill_null(array, pa.scalar(Decimal(agg.default)).cast(dtype))
@@ -909,7 +916,9 @@ def _value_keys(column: pa.ChunkedArray) -> np.ndarray:
     storage = _storage_type(type_)
     if storage is not None:
         column = column.cast(storage)
-    return np.asarray(pc.fill_null(column, 0).to_numpy(zero_copy_only=False), dtype=np.int64)
+    if column.null_count:
+        column = pc.fill_null(column, 0)
+    return np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
 def _value_array(keys: np.ndarray, valid: np.ndarray, type_: pa.DataType) -> pa.Array:
