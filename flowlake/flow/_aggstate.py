@@ -26,6 +26,16 @@ import pyarrow.compute as pc
 
 from flowlake.changelog import KIND_COLUMN, SEQ_COLUMN, RowKind
 from flowlake.errors import InvalidArgumentError
+from flowlake.flow._columns import (
+    column_ints,
+    decimal_array,
+    is_valid,
+    key_array,
+    state_ints,
+    temporal_us,
+    unscaled_default,
+    value_array,
+)
 from flowlake.flow._keyindex import (
     EXACT_BELOW,
     IntKeys,
@@ -46,7 +56,6 @@ from flowlake.flow.batch import WEIGHT_COLUMN, kinds_of, weights
 
 log = logging.getLogger("flowlake.flow")
 
-_US = {"s": 1_000_000, "ms": 1000, "us": 1, "ns": 0}
 LATE_REASON = "reason"
 
 
@@ -130,59 +139,6 @@ def with_watermarks(data: pa.Table, on: str, previous: int | None) -> tuple[pa.T
     event = temporal_us(data.column(on))
     before, top = watermarks_before(event, weights(kinds_of(data)), previous)
     return data.append_column(WATERMARK_COLUMN, pa.array(before, pa.int64())), top
-
-
-def temporal_us(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """Epoch microseconds of a timestamp/date column as int64 (nulls → min int64)."""
-    dtype = column.type
-    if pa.types.is_timestamp(dtype):
-        unit = dtype.unit
-        if not column.null_count and unit == "us":  # (the common case: the values as they are)
-            values: np.ndarray = np.asarray(column.cast(pa.int64()).to_numpy(zero_copy_only=False), np.int64)
-            return values
-        filled = pc.fill_null(column.cast(pa.int64()), np.iinfo(np.int64).min)
-        raw: np.ndarray = np.asarray(filled.to_numpy(zero_copy_only=False), dtype=np.int64)
-        if unit == "ns":
-            return np.asarray(np.where(raw == np.iinfo(np.int64).min, raw, raw // 1000), dtype=np.int64)
-        return np.asarray(np.where(raw == np.iinfo(np.int64).min, raw, raw * _US[unit]), dtype=np.int64)
-    if pa.types.is_date32(dtype):
-        days = pc.fill_null(column.cast(pa.int32()), np.iinfo(np.int32).min).to_numpy(zero_copy_only=False)
-        days = days.astype(np.int64)
-        return np.where(days == np.iinfo(np.int32).min, np.iinfo(np.int64).min, days * 86_400_000_000)
-    raise InvalidArgumentError(f"window column must be a timestamp or date, got {dtype}")
-
-
-def _unscaled(column: pa.ChunkedArray, scale: int) -> np.ndarray:
-    """Decimal values as int64 multiples of 10**-scale (nulls → 0)."""
-    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    if array.type.precision <= 18:
-        buf = array.buffers()[1]
-        if buf is None:
-            return np.zeros(len(array), dtype=np.int64)
-        words = np.frombuffer(buf, dtype=np.int64, count=2 * (array.offset + len(array)))
-        low = words[2 * array.offset :: 2].copy()
-        if array.null_count:
-            low[~np.asarray(array.is_valid().to_numpy(zero_copy_only=False), dtype=bool)] = 0
-        return low
-    return np.array([0 if v is None else int(v.scaleb(scale)) for v in array.to_pylist()], dtype=np.int64)
-
-
-def _decimal_array(values: np.ndarray, valid: np.ndarray | None, dtype: pa.DataType) -> pa.Array:
-    """Decimals from their unscaled int64 values (``valid``: False → NULL; None: all valid).
-
-    >>> valid = np.array([True, True, False])
-    >>> _decimal_array(np.array([150, -5, 7]), valid, pa.decimal128(12, 2)).to_pylist()
-    [Decimal('1.50'), Decimal('-0.05'), None]
-    """
-    low = values.astype(np.int64, copy=False)
-    words = np.empty((len(low), 2), dtype=np.int64)
-    words[:, 0] = low
-    words[:, 1] = low >> 63
-    bitmap, nulls = None, 0
-    if valid is not None and not valid.all():
-        bitmap = pa.py_buffer(np.packbits(valid, bitorder="little"))
-        nulls = len(valid) - int(np.count_nonzero(valid))
-    return pa.Array.from_buffers(dtype, len(low), [bitmap, pa.py_buffer(words)], null_count=nulls)
 
 
 def result_type(agg: Agg, schema: pa.Schema) -> pa.DataType:
@@ -578,7 +534,7 @@ class AggregateState(ChunkedSnapshot):
         self, data: pa.Table, w: np.ndarray, ints: dict[str, np.ndarray]
     ) -> dict[str, np.ndarray]:
         """Per row and additive aggregate: its weighted non-null count (``_n_``) and value (``_s_``);
-        ``ints`` keeps decimal columns' unscaled values for the batch (see :func:`_column_ints`)."""
+        ``ints`` keeps decimal columns' unscaled values for the batch (see :func:`column_ints`)."""
         assert self.schema is not None
         cols: dict[str, np.ndarray] = {}
         for name, agg in self.aggs.items():
@@ -591,7 +547,7 @@ class AggregateState(ChunkedSnapshot):
                 valid = condition_mask(data, agg.where)
                 if nulls:
                     assert column is not None
-                    valid &= _is_valid(column)
+                    valid &= is_valid(column)
             if self.nonnull[name] is None and valid is not None and not valid.all():  # no longer the
                 self.nonnull[name] = self.rows.copy()  # rows: held from now on (before this batch's)
             if self.nonnull[name] is not None:
@@ -599,7 +555,7 @@ class AggregateState(ChunkedSnapshot):
             if column is None or agg.column is None or agg.func == "count":
                 continue
             if pa.types.is_decimal(column.type):
-                values = _column_ints(data, agg.column, ints)
+                values = column_ints(data, agg.column, ints)
             else:
                 values = pc.fill_null(column, 0).to_numpy(zero_copy_only=False)
             dtype = np.float64 if self.sums[name].dtype == np.float64 else np.int64
@@ -620,16 +576,16 @@ class AggregateState(ChunkedSnapshot):
             counts = self.values[name]
             nulls = any(data.column(column).null_count for column in columns)
             if agg.where is None and not nulls and weighted and counts.ordered:  # every row counts
-                keys = _column_ints(data, agg.column, ints)
+                keys = column_ints(data, agg.column, ints)
                 self.dropped_retractions += counts.apply(gids, keys, w)
                 continue
             mask = condition_mask(data, agg.where) & (w != 0)
             for column in columns:
                 if data.column(column).null_count:
-                    mask &= _is_valid(data.column(column))
+                    mask &= is_valid(data.column(column))
             rows = np.flatnonzero(mask)
             if counts.ordered:
-                keys = _column_ints(data, agg.column, ints)[rows]
+                keys = column_ints(data, agg.column, ints)[rows]
             else:
                 assert counts.codes is not None
                 part = data.select(columns).take(pa.array(rows))
@@ -694,7 +650,7 @@ class AggregateState(ChunkedSnapshot):
         """The output rows: the key rows ``taken`` (a table, or the keys' int64 rows in state form) and
         per aggregate its (picked) state values."""
         if isinstance(taken, np.ndarray):
-            arrays = [_key_array(taken[:, j], schema.field(c).type) for j, c in enumerate(self.key_columns)]
+            arrays = [key_array(taken[:, j], schema.field(c).type) for j, c in enumerate(self.key_columns)]
         else:
             arrays = [taken.column(c).combine_chunks().cast(schema.field(c).type) for c in self.key_columns]
         assert self.schema is not None
@@ -705,7 +661,7 @@ class AggregateState(ChunkedSnapshot):
                 if agg.func == "count_distinct":
                     arrays.append(pa.array(held, pa.int64()))
                 elif isinstance(held, np.ndarray):
-                    arrays.append(_value_array(held, valid, dtype))
+                    arrays.append(value_array(held, valid, dtype))
                 else:
                     arrays.append(from_state(held, dtype))
                 continue
@@ -729,10 +685,10 @@ def _additive_array(
         mean = sums.astype(np.float64) / np.where(valid, nonnull, 1) / (10.0**scale)
         return pa.array(mean, pa.float64(), mask=~valid)
     if pa.types.is_decimal(dtype):
-        default = None if agg.default is None else _unscaled_default(agg.default, dtype.scale)
+        default = None if agg.default is None else unscaled_default(agg.default, dtype.scale)
         if default is not None:  # NULL → the default, in numpy
-            return _decimal_array(np.where(valid, sums, default), None, dtype)
-        array = _decimal_array(sums, valid, dtype)
+            return decimal_array(np.where(valid, sums, default), None, dtype)
+        array = decimal_array(sums, valid, dtype)
         if agg.default is not None and not valid.all():
             array = pc.fill_null(array, pa.scalar(Decimal(agg.default)).cast(dtype))
         return array
@@ -855,39 +811,6 @@ def _rows_of(keys: Sequence[Any]) -> np.ndarray:
     return keys.columns
 
 
-def _unscaled_default(default: Any, scale: int) -> int | None:
-    """A sum's default as an unscaled int64 at ``scale``, or None if it is not one exactly.
-
-    >>> _unscaled_default(0, 2), _unscaled_default("1.5", 2), _unscaled_default("0.001", 2)
-    (0, 150, None)
-    """
-    try:
-        scaled = Decimal(default).scaleb(scale)
-    except (ArithmeticError, TypeError, ValueError):
-        return None
-    if scaled != scaled.to_integral_value() or not -(2**63) <= scaled < 2**63:
-        return None
-    return int(scaled)
-
-
-def _key_array(values: np.ndarray, type_: pa.DataType) -> pa.Array:
-    """A key column from its values in state form (int64, see :func:`_state_ints`): the inverse of
-    :func:`_state_ints` for the integer and temporal types it accepts.
-
-    >>> _key_array(np.array([3, -1]), pa.int32()).to_pylist()
-    [3, -1]
-    >>> _key_array(np.array([60_000_000]), pa.timestamp("us", tz="UTC")).to_pylist()[0].isoformat()
-    '1970-01-01T00:01:00+00:00'
-    """
-    storage = _storage_type(type_) or type_
-    array = pa.array(values.astype(storage.to_pandas_dtype(), copy=False))
-    return array if storage == type_ else array.view(type_)
-
-
-def _is_valid(column: pa.ChunkedArray) -> np.ndarray:
-    return np.asarray(column.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
-
-
 def _ordered(type_: pa.DataType) -> bool:
     """Whether values of ``type_`` are held as int64 value keys in their order (see _valuecounts)."""
     return (pa.types.is_integer(type_) and type_ != pa.uint64()) or _storage_type(type_) is not None
@@ -897,36 +820,6 @@ def _value_counts(agg: Agg, schema: pa.Schema) -> ValueCounts:
     assert agg.column is not None
     ordered = agg.order_by is None and _ordered(schema.field(agg.column).type)
     return ValueCounts(agg.func, ordered=ordered)
-
-
-def _column_ints(data: pa.Table, name: str, ints: dict[str, np.ndarray]) -> np.ndarray:
-    """:func:`_value_keys` of the column ``name``, kept in ``ints`` for the rest of the batch."""
-    values = ints.get(name)
-    if values is None:
-        values = ints[name] = _value_keys(data.column(name))
-    return values
-
-
-def _value_keys(column: pa.ChunkedArray) -> np.ndarray:
-    """A column's values as int64 value keys: their state form (see :mod:`flowlake.flow._stateform`);
-    NULLs are 0 (callers mask them)."""
-    type_ = column.type
-    if pa.types.is_decimal(type_):
-        return _unscaled(column, type_.scale)
-    storage = _storage_type(type_)
-    if storage is not None:
-        column = column.cast(storage)
-    if column.null_count:
-        column = pc.fill_null(column, 0)
-    return np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.int64)
-
-
-def _value_array(keys: np.ndarray, valid: np.ndarray, type_: pa.DataType) -> pa.Array:
-    """The inverse of :func:`_value_keys` (invalid → NULL)."""
-    if pa.types.is_decimal(type_):
-        return _decimal_array(keys, valid, type_)
-    storage = _storage_type(type_) or type_
-    return pa.array(keys, pa.int64(), mask=~valid).cast(storage).cast(type_)
 
 
 def _group_keys(
@@ -944,7 +837,7 @@ def _group_keys(
     """
     parts = []
     for name in columns:
-        values = _state_ints(data.column(name))
+        values = state_ints(data.column(name))
         if values is None:
             break
         parts.append(values)
@@ -966,20 +859,6 @@ def _group_keys(
     codes, first = row_codes(data, columns)
     keys = _state_values(data.select(list(columns)).take(pa.array(first)), columns)
     return codes, first, keys, None, False, None
-
-
-def _state_ints(column: pa.ChunkedArray) -> np.ndarray | None:
-    """A key column without NULLs as the int64 values of its state form (an integer column, or a
-    temporal one held as its count of units), else None."""
-    type_ = column.type
-    if column.null_count:
-        return None
-    if pa.types.is_integer(type_) and type_ != pa.uint64():
-        return np.asarray(column.to_numpy(), np.int64)
-    storage = _storage_type(type_)
-    if storage is None or pa.types.is_decimal(storage):
-        return None
-    return np.asarray(column.cast(storage).to_numpy(), np.int64)
 
 
 def _keys_to_state(keys: list[Any], schema: pa.Schema | None, columns: Sequence[str]) -> None:
