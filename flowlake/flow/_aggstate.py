@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import builtins
 import datetime as dt
+import itertools
 import logging
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
@@ -25,12 +26,23 @@ import pyarrow.compute as pc
 
 from flowlake.changelog import KIND_COLUMN, SEQ_COLUMN, RowKind
 from flowlake.errors import InvalidArgumentError
+from flowlake.flow._columns import (
+    column_ints,
+    decimal_array,
+    is_valid,
+    key_array,
+    state_ints,
+    temporal_us,
+    unscaled_default,
+    value_array,
+)
 from flowlake.flow._keyindex import (
     EXACT_BELOW,
     IntKeys,
     KeyIndex,
     KeyStore,
     RowKeys,
+    dense_row_codes,
     gather,
     int_hashes,
     int_row_codes,
@@ -44,7 +56,6 @@ from flowlake.flow.batch import WEIGHT_COLUMN, kinds_of, weights
 
 log = logging.getLogger("flowlake.flow")
 
-_US = {"s": 1_000_000, "ms": 1000, "us": 1, "ns": 0}
 LATE_REASON = "reason"
 
 
@@ -59,15 +70,19 @@ def condition_mask(data: pa.Table, where: Condition | None) -> np.ndarray:
         return np.asarray(pc.fill_null(mask, False).to_numpy(zero_copy_only=False), dtype=bool)
     column, op, value = where
     col = data.column(column)
-    ops = {"==": pc.equal, "!=": pc.not_equal, "<": pc.less, "<=": pc.less_equal,
-           ">": pc.greater, ">=": pc.greater_equal}  # fmt: skip
     if op == "in":
         result = pc.is_in(col, value_set=pa.array(list(value), col.type))
-    elif op in ops:
-        result = ops[op](col, pa.scalar(value).cast(col.type) if value is not None else None)
+    elif op in _COMPARE:
+        result = _COMPARE[op](col, pa.scalar(value).cast(col.type) if value is not None else None)
     else:
         raise InvalidArgumentError(f"unknown filter op {op!r}; use == != < <= > >= or in")
-    return np.asarray(pc.fill_null(result, False).to_numpy(zero_copy_only=False), dtype=bool)
+    if result.null_count:
+        result = pc.fill_null(result, False)
+    return np.asarray(result.to_numpy(zero_copy_only=False), dtype=bool)
+
+
+_COMPARE = {"==": pc.equal, "!=": pc.not_equal, "<": pc.less, "<=": pc.less_equal,
+            ">": pc.greater, ">=": pc.greater_equal}  # fmt: skip
 
 
 KEY_FORM = 1
@@ -78,6 +93,11 @@ WATERMARK_COLUMN = "_watermark"
 """Per-row event-time watermark (epoch us) a batch may carry into :class:`AggregateState`."""
 
 _NO_MARK = np.iinfo(np.int64).min
+
+_DENSE_KEYS_PER_ROW, _DENSE_KEYS_MIN = 8, 4096
+"""Integer group keys are grouped through a table of their key space (see
+:func:`~flowlake.flow._keyindex.dense_row_codes`) while it has at most this many slots a row (plus
+the minimum), else by sorting their hashes."""
 
 
 def watermarks_before(
@@ -121,49 +141,6 @@ def with_watermarks(data: pa.Table, on: str, previous: int | None) -> tuple[pa.T
     return data.append_column(WATERMARK_COLUMN, pa.array(before, pa.int64())), top
 
 
-def temporal_us(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """Epoch microseconds of a timestamp/date column as int64 (nulls → min int64)."""
-    dtype = column.type
-    if pa.types.is_timestamp(dtype):
-        filled = pc.fill_null(column.cast(pa.int64()), np.iinfo(np.int64).min)
-        raw: np.ndarray = np.asarray(filled.to_numpy(zero_copy_only=False), dtype=np.int64)
-        unit = dtype.unit
-        if unit == "ns":
-            return np.asarray(np.where(raw == np.iinfo(np.int64).min, raw, raw // 1000), dtype=np.int64)
-        return np.asarray(np.where(raw == np.iinfo(np.int64).min, raw, raw * _US[unit]), dtype=np.int64)
-    if pa.types.is_date32(dtype):
-        days = pc.fill_null(column.cast(pa.int32()), np.iinfo(np.int32).min).to_numpy(zero_copy_only=False)
-        days = days.astype(np.int64)
-        return np.where(days == np.iinfo(np.int32).min, np.iinfo(np.int64).min, days * 86_400_000_000)
-    raise InvalidArgumentError(f"window column must be a timestamp or date, got {dtype}")
-
-
-def _unscaled(column: pa.ChunkedArray, scale: int) -> np.ndarray:
-    """Decimal values as int64 multiples of 10**-scale (nulls → 0)."""
-    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    if array.type.precision <= 18:
-        buf = array.buffers()[1]
-        if buf is None:
-            return np.zeros(len(array), dtype=np.int64)
-        words = np.frombuffer(buf, dtype=np.int64, count=2 * (array.offset + len(array)))
-        low = words[2 * array.offset :: 2].copy()
-        if array.null_count:
-            low[~np.asarray(array.is_valid().to_numpy(zero_copy_only=False), dtype=bool)] = 0
-        return low
-    return np.array([0 if v is None else int(v.scaleb(scale)) for v in array.to_pylist()], dtype=np.int64)
-
-
-def _decimal_array(values: np.ndarray, valid: np.ndarray, dtype: pa.DataType) -> pa.Array:
-    low = values.astype(np.int64)
-    words = np.empty(2 * len(low), dtype=np.int64)
-    words[0::2] = low
-    words[1::2] = low >> 63
-    array = pa.Array.from_buffers(dtype, len(low), [None, pa.py_buffer(words.tobytes())])
-    if valid.all():
-        return array
-    return pc.if_else(pa.array(valid), array, pa.scalar(None, dtype))
-
-
 def result_type(agg: Agg, schema: pa.Schema) -> pa.DataType:
     """The output type of one aggregate over ``schema``."""
     if agg.func in ("count", "count_distinct"):
@@ -181,6 +158,9 @@ def result_type(agg: Agg, schema: pa.Schema) -> pa.DataType:
 
 class AggregateState(ChunkedSnapshot):
     """Group state of one key partition: ids, running totals, per-value counts, window bookkeeping."""
+
+    _out_schema: pa.Schema | None = None
+    """:meth:`output_schema`, kept between batches (not pickled; reset by :meth:`configure`)."""
 
     def __init__(self, by: Sequence[str], aggs: Mapping[str, Agg], window: Window | None) -> None:
         self.by = tuple(by)
@@ -207,6 +187,8 @@ class AggregateState(ChunkedSnapshot):
 
     def configure(self, by: Sequence[str], aggs: Mapping[str, Agg], window: Window | None) -> None:
         """Re-attach the configuration (it is not part of the pickled state: callables may not pickle)."""
+        if (tuple(by), dict(aggs), window) != (self.by, self.aggs, self.window):  # (the operator
+            self._out_schema = None  # re-attaches the same configuration before every batch)
         self.by, self.aggs, self.window = tuple(by), dict(aggs), window
         legacy = self.__dict__.pop("_legacy_counters", None)
         if legacy:  # per-group dicts of a state saved before ValueCounts: loaded now that aggs are known
@@ -221,6 +203,7 @@ class AggregateState(ChunkedSnapshot):
         state["aggs"] = {}
         state["_dirty"], state["_gone"] = np.zeros(0, dtype=bool), set()
         del state["index"]  # rebuilt from the keys on unpickling
+        state.pop("_out_schema", None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -317,6 +300,7 @@ class AggregateState(ChunkedSnapshot):
 
     def _init_schema(self, schema: pa.Schema) -> None:
         self.schema = schema
+        self._out_schema = None
         if not len(self.keys):
             self.keys = _key_store(schema, self.key_columns)
             self.index = KeyIndex(self.keys)
@@ -334,6 +318,8 @@ class AggregateState(ChunkedSnapshot):
 
     def output_schema(self) -> pa.Schema:
         """Key columns then one column per aggregate."""
+        if self._out_schema is not None:
+            return self._out_schema
         assert self.schema is not None
         fields = [self.schema.field(c) for c in self.by]
         if self.window:
@@ -341,7 +327,8 @@ class AggregateState(ChunkedSnapshot):
             tz = on_type.tz if pa.types.is_timestamp(on_type) else None
             fields.append(pa.field(self.window.column, pa.timestamp("us", tz=tz)))
         fields += [pa.field(n, result_type(a, self.schema)) for n, a in self.aggs.items()]
-        return pa.schema(fields)
+        self._out_schema = pa.schema(fields)
+        return self._out_schema
 
     def _grow(self, need: int) -> None:
         if need <= self._capacity:
@@ -500,7 +487,8 @@ class AggregateState(ChunkedSnapshot):
             return _empty_changes(out_schema)
         key_cols = self.key_columns
         codes, first, keys, hashes, exact, columns = _group_keys(data, key_cols)
-        distinct = data.select(list(key_cols)).take(pa.array(first))
+        # the output's key columns: from the keys' int64 rows where they have them, else the rows
+        distinct = None if isinstance(keys, RowKeys) else data.select(list(key_cols)).take(pa.array(first))
         gids = self.index.assign(keys, self._create, hashes, exact=exact, columns=columns)
         touched, at = np.unique(gids, return_inverse=True)  # (two codes may be one key: 0.0 and -0.0)
         row_at = at[codes]  # each row's group, as a position in touched
@@ -515,7 +503,8 @@ class AggregateState(ChunkedSnapshot):
             w = np.where(drop, 0, w)
             net = sum_by(row_at, w, len(touched))
         before = self._results(touched)
-        contributions = self._contributions(data, w)
+        ints: dict[str, np.ndarray] = {}  # (decimal columns as unscaled ints, read once a batch)
+        contributions = self._contributions(data, w, ints)
         self.rows[touched] += net
         for name, column in contributions.items():
             total = sum_by(row_at, column, len(touched))
@@ -527,60 +516,76 @@ class AggregateState(ChunkedSnapshot):
                 sums = self.sums[name[3:]]
                 sums[touched] += total.astype(sums.dtype)
         if self.values:
-            self._fold_values(data, w, touched[row_at])
+            self._fold_values(data, w, touched[row_at], ints)
         rows_after = self.rows[touched]
         if self._log is not None:
             self._dirty[touched] = True
         after = self._results(touched)
         where = np.empty(len(touched), np.int64)
         where[at] = np.arange(len(at))
-        out = self._emit(distinct.take(pa.array(where)), rows_before, rows_after, before, after, out_schema)
+        key_rows = distinct.take(pa.array(where)) if distinct is not None else _rows_of(keys)[where]
+        out = self._emit(key_rows, rows_before, rows_after, before, after, out_schema)
         gone = touched[rows_after <= 0]
         self.rows[gone] = 0
         self._release(gone)
         return out
 
-    def _contributions(self, data: pa.Table, w: np.ndarray) -> dict[str, np.ndarray]:
-        """Per row and additive aggregate: its weighted non-null count (``_n_``) and value (``_s_``)."""
+    def _contributions(
+        self, data: pa.Table, w: np.ndarray, ints: dict[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        """Per row and additive aggregate: its weighted non-null count (``_n_``) and value (``_s_``);
+        ``ints`` keeps decimal columns' unscaled values for the batch (see :func:`column_ints`)."""
         assert self.schema is not None
         cols: dict[str, np.ndarray] = {}
         for name, agg in self.aggs.items():
             if agg.func not in ADDITIVE:
                 continue
-            mask = condition_mask(data, agg.where)
             column = None if agg.column is None else data.column(agg.column)
-            valid = mask if column is None or not column.null_count else mask & _is_valid(column)
-            if self.nonnull[name] is None and not valid.all():  # no longer the rows: held from now on
-                self.nonnull[name] = self.rows.copy()  # (called before this batch's rows are added)
+            nulls = column is not None and column.null_count > 0
+            valid = None  # (None: every row)
+            if agg.where is not None or nulls:
+                valid = condition_mask(data, agg.where)
+                if nulls:
+                    assert column is not None
+                    valid &= is_valid(column)
+            if self.nonnull[name] is None and valid is not None and not valid.all():  # no longer the
+                self.nonnull[name] = self.rows.copy()  # rows: held from now on (before this batch's)
             if self.nonnull[name] is not None:
-                cols[f"_n_{name}"] = w * valid
-            if column is None:
-                continue
-            if agg.func == "count":
+                cols[f"_n_{name}"] = w if valid is None else w * valid
+            if column is None or agg.column is None or agg.func == "count":
                 continue
             if pa.types.is_decimal(column.type):
-                values = _unscaled(column, column.type.scale)
+                values = column_ints(data, agg.column, ints)
             else:
                 values = pc.fill_null(column, 0).to_numpy(zero_copy_only=False)
             dtype = np.float64 if self.sums[name].dtype == np.float64 else np.int64
-            cols[f"_s_{name}"] = np.where(valid, values * w, 0).astype(dtype)
+            weighted = values * w
+            cols[f"_s_{name}"] = (weighted if valid is None else np.where(valid, weighted, 0)).astype(dtype)
         return cols
 
-    def _fold_values(self, data: pa.Table, w: np.ndarray, gids: np.ndarray) -> None:
+    def _fold_values(
+        self, data: pa.Table, w: np.ndarray, gids: np.ndarray, ints: dict[str, np.ndarray]
+    ) -> None:
         """Add each row's value (with its weight) to the per-value counts of its group ``gids``."""
+        weighted = bool(w.all())  # (no retraction dropped)
         for name, agg in self.aggs.items():
             if agg.func in ADDITIVE:
                 continue
             assert agg.column is not None
             columns = [agg.column] if agg.order_by is None else [agg.order_by, agg.column]
+            counts = self.values[name]
+            nulls = any(data.column(column).null_count for column in columns)
+            if agg.where is None and not nulls and weighted and counts.ordered:  # every row counts
+                keys = column_ints(data, agg.column, ints)
+                self.dropped_retractions += counts.apply(gids, keys, w)
+                continue
             mask = condition_mask(data, agg.where) & (w != 0)
             for column in columns:
                 if data.column(column).null_count:
-                    mask &= _is_valid(data.column(column))
+                    mask &= is_valid(data.column(column))
             rows = np.flatnonzero(mask)
-            counts = self.values[name]
             if counts.ordered:
-                keys = _value_keys(data.column(agg.column))[rows]
+                keys = column_ints(data, agg.column, ints)[rows]
             else:
                 assert counts.codes is not None
                 part = data.select(columns).take(pa.array(rows))
@@ -601,7 +606,7 @@ class AggregateState(ChunkedSnapshot):
 
     def _emit(
         self,
-        key_rows: pa.Table,
+        key_rows: pa.Table | np.ndarray,
         rows_before: np.ndarray,
         rows_after: np.ndarray,
         before: dict[str, Any],
@@ -632,16 +637,22 @@ class AggregateState(ChunkedSnapshot):
             np.where(exists[at], RowKind.UPDATE_BEFORE, RowKind.DELETE),
             np.where(existed[at], RowKind.UPDATE_AFTER, RowKind.INSERT),
         ).astype(np.int8)
+        src = np.where(is_old, at, at + len(rows_before))  # into (before ++ after)
         values = {
-            name: tuple(_pick(b, a, at, is_old) for b, a in zip(before[name], after[name], strict=True))
+            name: tuple(_pick(b, a, src, at, is_old) for b, a in zip(before[name], after[name], strict=True))
             for name in self.aggs
         }
-        table = self._table(key_rows.take(pa.array(at)), values, schema)
+        taken = key_rows[at] if isinstance(key_rows, np.ndarray) else key_rows.take(pa.array(at))
+        table = self._table(taken, values, schema)
         return table.append_column(KIND_COLUMN, pa.array(kinds, pa.int8()))
 
-    def _table(self, taken: pa.Table, values: dict[str, Any], schema: pa.Schema) -> pa.Table:
-        """The output rows: the key rows ``taken`` and per aggregate its (picked) state values."""
-        arrays = [taken.column(c).combine_chunks().cast(schema.field(c).type) for c in self.key_columns]
+    def _table(self, taken: pa.Table | np.ndarray, values: dict[str, Any], schema: pa.Schema) -> pa.Table:
+        """The output rows: the key rows ``taken`` (a table, or the keys' int64 rows in state form) and
+        per aggregate its (picked) state values."""
+        if isinstance(taken, np.ndarray):
+            arrays = [key_array(taken[:, j], schema.field(c).type) for j, c in enumerate(self.key_columns)]
+        else:
+            arrays = [taken.column(c).combine_chunks().cast(schema.field(c).type) for c in self.key_columns]
         assert self.schema is not None
         for name, agg in self.aggs.items():
             dtype = schema.field(name).type
@@ -650,32 +661,41 @@ class AggregateState(ChunkedSnapshot):
                 if agg.func == "count_distinct":
                     arrays.append(pa.array(held, pa.int64()))
                 elif isinstance(held, np.ndarray):
-                    arrays.append(_value_array(held, valid, dtype))
+                    arrays.append(value_array(held, valid, dtype))
                 else:
                     arrays.append(from_state(held, dtype))
                 continue
             sums, nonnull = values[name]
-            if agg.func == "count":
-                arrays.append(pa.array(nonnull, pa.int64()))
-                continue
-            assert agg.column is not None
-            source = self.schema.field(agg.column).type
-            scale = source.scale if pa.types.is_decimal(source) else 0
-            valid = nonnull > 0
-            if agg.func == "avg":
-                mean = sums.astype(np.float64) / np.where(valid, nonnull, 1) / (10.0**scale)
-                arrays.append(pa.array(mean, pa.float64(), mask=~valid))
-            elif pa.types.is_decimal(dtype):
-                array = _decimal_array(sums, valid, dtype)
-                if agg.default is not None and not valid.all():
-                    array = pc.fill_null(array, pa.scalar(Decimal(agg.default)).cast(dtype))
-                arrays.append(array)
-            else:
-                array = pa.array(sums, dtype, mask=~valid)
-                if agg.default is not None and not valid.all():
-                    array = pc.fill_null(array, pa.scalar(agg.default).cast(dtype))
-                arrays.append(array)
+            source = None if agg.column is None else self.schema.field(agg.column).type
+            arrays.append(_additive_array(agg, sums, nonnull, source, dtype))
         return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _additive_array(
+    agg: Agg, sums: np.ndarray, nonnull: np.ndarray, source: pa.DataType | None, dtype: pa.DataType
+) -> pa.Array:
+    """The output column of a count, sum or avg from its sums and non-null counts (``source``: the
+    input column's type, ``dtype`` the output's)."""
+    if agg.func == "count":
+        return pa.array(nonnull, pa.int64())
+    assert source is not None
+    scale = source.scale if pa.types.is_decimal(source) else 0
+    valid = nonnull > 0
+    if agg.func == "avg":
+        mean = sums.astype(np.float64) / np.where(valid, nonnull, 1) / (10.0**scale)
+        return pa.array(mean, pa.float64(), mask=~valid)
+    if pa.types.is_decimal(dtype):
+        default = None if agg.default is None else unscaled_default(agg.default, dtype.scale)
+        if default is not None:  # NULL → the default, in numpy
+            return decimal_array(np.where(valid, sums, default), None, dtype)
+        array = decimal_array(sums, valid, dtype)
+        if agg.default is not None and not valid.all():
+            array = pc.fill_null(array, pa.scalar(Decimal(agg.default)).cast(dtype))
+        return array
+    array = pa.array(sums, dtype, mask=~valid)
+    if agg.default is not None and not valid.all():
+        array = pc.fill_null(array, pa.scalar(agg.default).cast(dtype))
+    return array
 
 
 class _Chunked:
@@ -743,15 +763,24 @@ def _iso(us: int) -> str:
 
 def _by_window(keys: Sequence[Any], gids: np.ndarray) -> list[tuple[int, list[int]]]:
     """The group ids ``gids`` of the window keys ``keys`` by window start (see :func:`_window_of`)."""
-    starts = np.fromiter(map(_window_of, keys), np.int64, len(keys))
+    if not len(keys):
+        return []
+    starts = _window_starts(keys)
     order = np.argsort(starts, kind="stable")
-    starts, ids = starts[order], gids[order]
-    cuts = np.flatnonzero(starts[1:] != starts[:-1]) + 1
-    return [
-        (int(part[0]), members.tolist())
-        for part, members in zip(np.split(starts, cuts), np.split(ids, cuts), strict=True)
-        if len(part)
-    ]
+    starts, ids = starts[order], gids[order].tolist()
+    bounds = [0, *(np.flatnonzero(starts[1:] != starts[:-1]) + 1).tolist(), len(ids)]
+    return [(int(starts[lo]), ids[lo:hi]) for lo, hi in itertools.pairwise(bounds)]
+
+
+def _window_starts(keys: Sequence[Any]) -> np.ndarray:
+    """:func:`_window_of` of each key, as int64 (one list comprehension where the keys are tuples
+    of ints, the windowed keys' common form)."""
+    if type(keys[0]) is tuple:
+        try:
+            return np.array([key[-1] for key in keys], np.int64)
+        except (TypeError, IndexError, OverflowError):  # a NULL window start (or keys of mixed forms)
+            pass
+    return np.fromiter(map(_window_of, keys), np.int64, len(keys))
 
 
 def _window_of(key: Any) -> int:
@@ -768,15 +797,18 @@ def _key_store(schema: pa.Schema | None, columns: Sequence[str]) -> KeyStore:
     return []
 
 
-def _pick(before: Any, after: Any, at: np.ndarray, old: np.ndarray) -> Any:
-    """``before[i]`` where ``old``, else ``after[i]``, for each ``i`` of ``at`` (arrays or lists)."""
+def _pick(before: Any, after: Any, src: np.ndarray, at: np.ndarray, old: np.ndarray) -> Any:
+    """``before[i]`` where ``old``, else ``after[i]``, for each ``i`` of ``at`` (arrays or lists);
+    ``src`` is the same as positions into ``before`` and ``after`` concatenated."""
     if isinstance(before, np.ndarray):
-        return np.where(old, before[at], after[at])
+        return np.concatenate([before, after])[src]
     return [before[i] if o else after[i] for i, o in zip(at.tolist(), old.tolist(), strict=True)]
 
 
-def _is_valid(column: pa.ChunkedArray) -> np.ndarray:
-    return np.asarray(column.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+def _rows_of(keys: Sequence[Any]) -> np.ndarray:
+    """The int64 rows of :class:`~flowlake.flow._keyindex.RowKeys` keys."""
+    assert isinstance(keys, RowKeys)
+    return keys.columns
 
 
 def _ordered(type_: pa.DataType) -> bool:
@@ -788,26 +820,6 @@ def _value_counts(agg: Agg, schema: pa.Schema) -> ValueCounts:
     assert agg.column is not None
     ordered = agg.order_by is None and _ordered(schema.field(agg.column).type)
     return ValueCounts(agg.func, ordered=ordered)
-
-
-def _value_keys(column: pa.ChunkedArray) -> np.ndarray:
-    """A column's values as int64 value keys: their state form (see :mod:`flowlake.flow._stateform`);
-    NULLs are 0 (callers mask them)."""
-    type_ = column.type
-    if pa.types.is_decimal(type_):
-        return _unscaled(column, type_.scale)
-    storage = _storage_type(type_)
-    if storage is not None:
-        column = column.cast(storage)
-    return np.asarray(pc.fill_null(column, 0).to_numpy(zero_copy_only=False), dtype=np.int64)
-
-
-def _value_array(keys: np.ndarray, valid: np.ndarray, type_: pa.DataType) -> pa.Array:
-    """The inverse of :func:`_value_keys` (invalid → NULL)."""
-    if pa.types.is_decimal(type_):
-        return _decimal_array(keys, valid, type_)
-    storage = _storage_type(type_) or type_
-    return pa.array(keys, pa.int64(), mask=~valid).cast(storage).cast(type_)
 
 
 def _group_keys(
@@ -825,7 +837,7 @@ def _group_keys(
     """
     parts = []
     for name in columns:
-        values = _state_ints(data.column(name))
+        values = state_ints(data.column(name))
         if values is None:
             break
         parts.append(values)
@@ -833,28 +845,20 @@ def _group_keys(
         if parts:
             rows = np.stack(parts, axis=1)
             single = len(parts) == 1
-            hashes = int_hashes(parts[0]) if single else tuple_hashes(rows)
-            codes, first = int_row_codes(rows, hashes)
-            rows, hashes = rows[first], hashes[first]
+            dense = dense_row_codes(rows, _DENSE_KEYS_PER_ROW * len(rows) + _DENSE_KEYS_MIN)
+            if dense is not None:  # a small key space: grouped without a sort, only its keys hashed
+                codes, first = dense
+                rows = rows[first]
+                hashes = int_hashes(rows[:, 0]) if single else tuple_hashes(rows)
+            else:
+                hashes = int_hashes(parts[0]) if single else tuple_hashes(rows)
+                codes, first = int_row_codes(rows, hashes)
+                rows, hashes = rows[first], hashes[first]
             exact = single and bool(rows.min() >= 0 and rows.max() < EXACT_BELOW)
             return codes, first, RowKeys(rows, single=single), hashes, exact, None if single else rows
     codes, first = row_codes(data, columns)
     keys = _state_values(data.select(list(columns)).take(pa.array(first)), columns)
     return codes, first, keys, None, False, None
-
-
-def _state_ints(column: pa.ChunkedArray) -> np.ndarray | None:
-    """A key column without NULLs as the int64 values of its state form (an integer column, or a
-    temporal one held as its count of units), else None."""
-    type_ = column.type
-    if column.null_count:
-        return None
-    if pa.types.is_integer(type_) and type_ != pa.uint64():
-        return np.asarray(column.to_numpy(), np.int64)
-    storage = _storage_type(type_)
-    if storage is None or pa.types.is_decimal(storage):
-        return None
-    return np.asarray(column.cast(storage).to_numpy(), np.int64)
 
 
 def _keys_to_state(keys: list[Any], schema: pa.Schema | None, columns: Sequence[str]) -> None:

@@ -109,6 +109,10 @@ def exact_ints(keys: Sequence[Any]) -> bool:
     return all(type(k) is int and 0 <= k < EXACT_BELOW for k in keys)
 
 
+_SORT_MERGE_BELOW = 12_000
+"""Merges of at most this many entries sort the concatenation (measured faster below ~16k entries)."""
+
+
 def merge_sorted(
     level: np.ndarray, values: np.ndarray, new: np.ndarray, new_values: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -120,6 +124,10 @@ def merge_sorted(
     (array([0, 1, 5, 5, 9]), array([ 0, 10, 55, 50, 90]))
     """
     n = len(level) + len(new)
+    if n <= _SORT_MERGE_BELOW:  # small: a stable sort of both (the new first) is several times faster
+        both = np.concatenate([new, level])
+        order = both.argsort(kind="stable")
+        return both[order], np.concatenate([new_values, values])[order]
     placed = np.searchsorted(level, new) + np.arange(len(new))
     old = np.ones(n, bool)
     old[placed] = False
@@ -214,11 +222,23 @@ class KeyIndex:
         ``exact``: the keys are ints in ``[0, EXACT_BELOW)``, so a hit needs no check if all indexed
         keys are too; ``columns``: the keys, tuples of ints, as rows of an int64 array (see
         :func:`int_columns`), so hits are checked in numpy while every indexed key had them too)."""
+        return self._lookup(keys, hashes, exact=exact, columns=columns)[0]
+
+    def _lookup(
+        self,
+        keys: Sequence[Any],
+        hashes: np.ndarray | None,
+        *,
+        exact: bool,
+        columns: np.ndarray | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`lookup`, and the positions whose hash either level holds (for another key, where
+        the id is -1)."""
         self._flush()
         n = len(keys)
         out = np.full(n, -1, np.int64)
         if not n:
-            return out
+            return out, np.zeros(0, np.int64)
         if hashes is None:
             hashes = py_hashes(keys)
         hit, candidates = self._probe(hashes)
@@ -228,7 +248,10 @@ class KeyIndex:
             elif (
                 columns is not None and self.shadow is not None and self.shadow.shape[1:] == columns.shape[1:]
             ):
-                found = (self.shadow[candidates] == columns[hit]).all(axis=1)
+                shadow, rows = self.shadow[candidates], columns[hit]
+                found = shadow[:, 0] == rows[:, 0]
+                for j in range(1, rows.shape[1]):
+                    found &= shadow[:, j] == rows[:, j]
                 out[hit[found]] = candidates[found]
             else:
                 stored = self.stored
@@ -239,7 +262,7 @@ class KeyIndex:
         if self.overflow:
             for i in np.flatnonzero(out < 0).tolist():
                 out[i] = self.overflow.get(keys[i], -1)
-        return out
+        return out, hit
 
     def assign(
         self,
@@ -255,7 +278,7 @@ class KeyIndex:
         ``hashes``, ``exact`` and ``columns`` as for :meth:`lookup`."""
         if hashes is None:
             hashes = py_hashes(keys)
-        out = self.lookup(keys, hashes, exact=exact, columns=columns)
+        out, hit = self._lookup(keys, hashes, exact=exact, columns=columns)
         missing = np.flatnonzero(out < 0)
         if not len(missing):
             return out
@@ -288,7 +311,9 @@ class KeyIndex:
             ids = out[firsts]
             new_keys = take_keys(keys, firsts)
         new_columns = None if columns is None else columns[firsts]
-        self._insert(hashes[firsts], ids, new_keys, exact=exact, columns=new_columns)
+        held = np.zeros(len(keys), bool)
+        held[hit] = True  # (a new key whose hash an indexed key holds goes to the overflow)
+        self._insert(hashes[firsts], ids, new_keys, exact=exact, columns=new_columns, held=held[firsts])
         return out
 
     def _probe(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -318,14 +343,19 @@ class KeyIndex:
         *,
         exact: bool,
         columns: np.ndarray | None = None,
+        held: np.ndarray | None = None,
     ) -> None:
+        """Index new keys; ``held``: whether each one's hash is indexed already (None: probed here)."""
         self.exact = self.exact and exact
         self._shadow(ids, columns)
         order = np.argsort(hashes, kind="stable")
         hashes, ids = hashes[order], ids[order]
         first = np.ones(len(hashes), dtype=bool)
         first[1:] = hashes[1:] != hashes[:-1]
-        first[self._probe(hashes)[0]] = False
+        if held is None:
+            first[self._probe(hashes)[0]] = False
+        else:
+            first &= ~held[order]
         for j in np.flatnonzero(~first).tolist():  # a hash some other key holds: the overflow
             self.overflow[keys[int(order[j])]] = int(ids[j])
         hashes, ids = hashes[first], ids[first]
@@ -446,6 +476,61 @@ class RowKeys(Sequence[Any]):
             return [self[j] for j in range(*i.indices(len(self)))]
         row = self.columns[i].tolist()
         return row[0] if self.single else tuple(row)
+
+
+def dense_row_codes(columns: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Rows of an int64 array grouped by value without a sort, where their key space is small: a code
+    per row (numbered in order of first appearance) and the first row of each code, as
+    :func:`int_row_codes` gives them; None where a column's span (divided by the greatest common
+    divisor of its offsets from its minimum, e.g. a window's size, where it is wider than ``limit``)
+    or, for several columns, the product of their numbers of distinct values exceeds ``limit``.
+
+    Each column's values are numbered through a table over its span (for several columns), each
+    row's position in the product of those numbers is its slot in a table of first rows
+    (``np.minimum.at``), so equal rows get equal codes exactly, in a few passes over the rows and
+    tables of at most ``limit`` slots.
+
+    >>> codes, first = dense_row_codes(np.array([[5, 120], [2, 60], [5, 120], [5, 60]]), 100)
+    >>> codes.tolist(), first.tolist()
+    ([0, 1, 0, 2], [0, 1, 3])
+    >>> dense_row_codes(np.array([[0], [10**12], [3]]), 100) is None
+    True
+    """
+    n, width = columns.shape
+    if not n:
+        return None
+    combined: np.ndarray | None = None
+    size = 1
+    for j in range(width):
+        column = columns[:, j]
+        low, high = int(column.min()), int(column.max())
+        if high - low >= 1 << 62:  # (offsets must not overflow)
+            return None
+        code = column - low
+        step = 1 if high - low < limit else int(np.gcd.reduce(code)) or 1
+        span = (high - low) // step + 1
+        if span > limit:
+            return None
+        if step > 1:
+            code //= step
+        if width > 1 and span > 1:  # numbered by value: the product counts distinct values only
+            seen = np.zeros(span, bool)
+            seen[code] = True
+            number = np.cumsum(seen) - 1
+            code, span = number[code], int(number[-1]) + 1
+        size *= span
+        if size > limit:
+            return None
+        combined = code if combined is None else combined * span + code
+    assert combined is not None
+    first = np.full(size, n, np.int64)
+    np.minimum.at(first, combined, np.arange(n, dtype=np.int64))
+    present = np.flatnonzero(first < n)  # (by key position)
+    firsts = first[present]
+    by_appearance = np.argsort(firsts)
+    rank = np.empty(size, np.int64)
+    rank[present[by_appearance]] = np.arange(len(present), dtype=np.int64)
+    return rank[combined], firsts[by_appearance]
 
 
 def int_row_codes(columns: np.ndarray, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -42,13 +42,23 @@ _LOW = np.int64(0xFFFFFFFF)
 _NONE = np.iinfo(np.int64).min
 
 
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_HALF = np.uint64(32)
+
+
 def _mix32(values: np.ndarray) -> np.ndarray:
-    """SplitMix64 of int64 values, low 32 bits, as int64."""
-    x = values.astype(np.uint64)
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    x ^= x >> np.uint64(31)
-    return (x & np.uint64(0xFFFFFFFF)).astype(np.int64)
+    """A 32-bit mix of int64 values (Fibonacci hashing: the high half of the product with 2**64 over
+    the golden ratio), as int64 in ``[0, 2**32)``; two passes. Only the index's order depends on it
+    (hits are checked against the slots, and the index is rebuilt on unpickling).
+
+    >>> m = _mix32(np.array([0, 1, 2, -1]))
+    >>> bool(((m >= 0) & (m < 2**32)).all()), len(set(m.tolist()))
+    (True, 4)
+    """
+    x = values.astype(np.uint64, copy=False) if values.dtype != np.int64 else values.view(np.uint64)
+    with np.errstate(over="ignore"):
+        mixed: np.ndarray = ((x * _GOLDEN) >> _HALF).view(np.int64)
+    return mixed
 
 
 def pair_hashes(gids: np.ndarray, keys: np.ndarray) -> np.ndarray:
@@ -294,7 +304,9 @@ class ValueCounts:
     def _lookup(
         self, hashes: np.ndarray, gids: np.ndarray, keys: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The slot of each pair (-1: none), and whether its hash is indexed (for another pair)."""
+        """The slot of each pair (-1: none), and whether its hash is indexed (for another pair).
+
+        A hit is checked against the slot's value key only: a pair hash holds its group id whole."""
         out = np.full(len(hashes), -1, np.int64)
         taken = np.zeros(len(hashes), bool)
         for level, level_slots in ((self.hashes, self.hash_slots), (self.recent, self.recent_slots)):
@@ -304,21 +316,24 @@ class ValueCounts:
             hit = np.flatnonzero(level[pos] == hashes)
             taken[hit] = True
             slots = level_slots[pos[hit]]
-            same = (self.slot_gid[slots] == gids[hit]) & (self.slot_key[slots] == keys[hit])
+            same = self.slot_key[slots] == keys[hit]
             out[hit[same]] = slots[same]
         if self.overflow:
             for i in np.flatnonzero(out < 0).tolist():
                 out[i] = self.overflow.get((int(gids[i]), int(keys[i])), -1)
         return out, taken
 
-    def _insert(self, hashes: np.ndarray, slots: np.ndarray, taken: np.ndarray) -> None:
-        """Index new pairs (distinct, none indexed yet); a hash already held (``taken``, or by an
-        earlier one of them) goes to the overflow."""
-        order = np.argsort(hashes)
-        hashes, slots = hashes[order], slots[order]
+    def _insert(
+        self, hashes: np.ndarray, slots: np.ndarray, taken: np.ndarray, *, ordered: bool = False
+    ) -> None:
+        """Index new pairs (distinct, none indexed yet; ``ordered``: sorted by hash already); a hash
+        already held (``taken``, or by an earlier one of them) goes to the overflow."""
+        if not ordered:
+            order = np.argsort(hashes)
+            hashes, slots, taken = hashes[order], slots[order], taken[order]
         first = np.ones(len(hashes), bool)
         first[1:] = hashes[1:] != hashes[:-1]
-        first &= ~taken[order]
+        first &= ~taken
         for slot in slots[~first].tolist():
             self.overflow[(int(self.slot_gid[slot]), int(self.slot_key[slot]))] = slot
         hashes, slots = hashes[first], slots[first]
@@ -392,18 +407,20 @@ class ValueCounts:
         sorted_hashes, sorted_keys = hashes[order], keys[order]
         starts = np.ones(len(order), bool)
         starts[1:] = sorted_hashes[1:] != sorted_hashes[:-1]
-        if (~starts[1:] & (sorted_keys[1:] != sorted_keys[:-1])).any():  # two values share a hash
+        by_hash = not (~starts[1:] & (sorted_keys[1:] != sorted_keys[:-1])).any()
+        if not by_hash:  # two values share a hash: by group and value instead
             order = np.lexsort((keys, gids))
             sorted_gids, sorted_keys = gids[order], keys[order]
             starts[1:] = (sorted_gids[1:] != sorted_gids[:-1]) | (sorted_keys[1:] != sorted_keys[:-1])
         at = np.flatnonzero(starts)
-        delta = np.add.reduceat(weights[order].astype(np.int64), at)
+        delta = np.add.reduceat(weights[order].astype(np.int64, copy=False), at)
         moved = np.flatnonzero(delta)
         if not len(moved):
             self.release_codes(keys)
             return 0
         first, delta = order[at[moved]], delta[moved]
-        pg, pk, ph = gids[first].astype(np.int64), keys[first].astype(np.int64), hashes[first]
+        pg, pk = gids[first].astype(np.int64, copy=False), keys[first].astype(np.int64, copy=False)
+        ph = hashes[first]  # (in hash order where ``by_hash``)
         slots, taken = self._lookup(ph, pg, pk)
         dropped = created = 0
         missing = slots < 0
@@ -414,7 +431,7 @@ class ValueCounts:
             created = len(new)
             fresh = self._new_slots(created)
             self.slot_gid[fresh], self.slot_key[fresh], self.slot_count[fresh] = pg[new], pk[new], 0
-            self._insert(ph[new], fresh, taken[new])
+            self._insert(ph[new], fresh, taken[new], ordered=by_hash)
             slots[new] = fresh
             keep = ~unseen
             slots, pg, pk, delta = slots[keep], pg[keep], pk[keep], delta[keep]

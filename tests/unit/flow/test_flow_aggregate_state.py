@@ -209,3 +209,16 @@ def test_state_pickles_without_its_configuration() -> None:
         (RowKind.UPDATE_BEFORE, 1),
         (RowKind.UPDATE_AFTER, 2),
     ]
+
+
+def test_output_schema_follows_the_configuration() -> None:
+    """The output schema is kept between batches while the same configuration is re-attached, and
+    made anew when another one is."""
+    state = AggregateState(["g"], {"n": aggs.count()}, None)
+    row = {"id": 1, "g": "x", "v": Decimal("2.00"), "f": 1.0, "u": 1, "t": T0}
+    state.apply(from_rows([(RowKind.INSERT, row)], SCHEMA))
+    kept = state.output_schema()
+    state.configure(["g"], {"n": aggs.count()}, None)
+    assert state.output_schema() is kept
+    state.configure(["g"], {"n": aggs.count(), "hi": aggs.max("v")}, None)
+    assert state.output_schema().names == ["g", "n", "hi"]
