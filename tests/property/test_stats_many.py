@@ -49,7 +49,7 @@ rows = st.fixed_dictionaries(
 def table(part: list[dict[str, object]]) -> pa.Table:
     columns = {f.name: [r[f.name] for r in part] for f in SCHEMA}
     columns["d"] = [
-        None if v is None else decimal.Decimal(v).quantize(decimal.Decimal("0.01")) for v in columns["d"]
+        None if v is None else decimal.Decimal(str(v)).quantize(decimal.Decimal("0.01")) for v in columns["d"]
     ]
     return pa.table(columns, schema=SCHEMA)
 
