@@ -208,6 +208,7 @@ class Checker:
 
     def _orphans(self) -> None:
         from flowlake.demo.flows import TABLES
+        from flowlake.table.fileparts import physical_paths
 
         storage = self.catalog.storage
         problems = []
@@ -219,7 +220,7 @@ class Checker:
             on_disk = {
                 storage.relative(i.path) for i in storage.list_files(storage.path(record.location, "data"))
             }
-            known = self.catalog.store.all_file_paths(record.id)
+            known = physical_paths(self.catalog.store.all_file_paths(record.id))  # parts name their file
             if on_disk != known:
                 problems.append(
                     f"{name}: {len(on_disk - known)} orphan files, {len(known - on_disk)} missing files"
