@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 from decimal import Decimal
+from typing import Any
 
 import pyarrow as pa
 from conftest import ORDERS
@@ -36,3 +37,22 @@ def changelog(rows: Iterable[tuple[int, dict[str, object]]]) -> pa.Table:
     pairs = list(rows)
     table = orders_table(r for _, r in pairs)
     return table.append_column("_kind", pa.array([k for k, _ in pairs], pa.int8()))
+
+
+def model_change(live: dict[Any, dict[str, Any]], op_name: str, key: Any, row: dict[str, Any]) -> list[Any]:
+    """The changes ``op_name`` (insert, update, delete) of ``key`` makes to the keyed model ``live``
+    (updated in place): ``+I``, ``-U``/``+U`` or ``-D`` pairs of (RowKind, row); none for an insert of
+    a live key or an update or delete of a missing one."""
+    from flowlake.changelog import RowKind
+
+    old = live.get(key)
+    if op_name == "insert" and old is None:
+        live[key] = row
+        return [(RowKind.INSERT, row)]
+    if op_name == "update" and old is not None:
+        live[key] = row
+        return [(RowKind.UPDATE_BEFORE, old), (RowKind.UPDATE_AFTER, row)]
+    if op_name == "delete" and old is not None:
+        del live[key]
+        return [(RowKind.DELETE, old)]
+    return []

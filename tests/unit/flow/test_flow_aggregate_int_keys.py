@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 import pyarrow as pa
+from _builders import model_change
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -120,16 +121,7 @@ def test_int_keys_and_windows_match_recompute(history: list[tuple[Any, ...]], cu
             "amount": None if cents is None else Decimal(cents) / 100,
             "at": None if secs is None else T0 + dt.timedelta(seconds=secs),
         }
-        old = live.get(key)
-        if op_name == "insert" and old is None:
-            live[key] = row
-            pending.append((RowKind.INSERT, row))
-        elif op_name == "update" and old is not None:
-            live[key] = row
-            pending += [(RowKind.UPDATE_BEFORE, old), (RowKind.UPDATE_AFTER, row)]
-        elif op_name == "delete" and old is not None:
-            del live[key]
-            pending.append((RowKind.DELETE, old))
+        pending += model_change(live, op_name, key, row)
         if len(pending) >= size:
             out, late = state.apply(from_rows(pending, SCHEMA))
             assert late is None
