@@ -34,11 +34,11 @@ import pyarrow.parquet as pq
 from flowlake.catalog.base import DataFile
 from flowlake.changelog import KIND_COLUMN, SEQ_COLUMN, RowKind
 from flowlake.io.fs import Storage
-from flowlake.io.parquet import parallel, read_parquet, read_parquet_parts
+from flowlake.io.parquet import parallel, read_parquet_parts
 from flowlake.table._merged_buckets import merged_buckets_dataset
 from flowlake.table.bucketing import key_hash
 from flowlake.table.bucketmap import BucketMap
-from flowlake.table.fileparts import layout_of, part_bucket, part_span, physical_path, restrict
+from flowlake.table.fileparts import layout_of, part_bucket, part_span, physical_path
 from flowlake.table.merge import latest_rows
 from flowlake.table.schema import conform
 from flowlake.table.stats import (
@@ -484,22 +484,35 @@ def read_changes(
     out_columns = list(columns) if columns is not None else schema.names
     target = pa.schema([schema.field(c) for c in out_columns])
 
-    def read_one(f: DataFile) -> pa.Table:
-        data = read_parquet(
+    def read_one(files: list[DataFile]) -> pa.Table:
+        """The rows of ``files``: one file, or parts of one commit's shared file (one version), read in
+        one pass (see :mod:`flowlake.table.fileparts`)."""
+        f = files[0]
+
+        def groups(metadata: pq.FileMetaData) -> list[Sequence[int] | None]:
+            if len(files) == 1:
+                return [None if part_bucket(f.path) is None else list(part_span(f.path, layout_of(metadata)))]
+            layout = layout_of(metadata)
+            return [sorted({g for part in files for g in part_span(part.path, layout)})]
+
+        data = read_parquet_parts(
             storage,
             storage.path(physical_path(f.path)),
             [*out_columns, KIND_COLUMN, POS_COLUMN],
             size=f.size,
             checksum=f.checksum,
-            row_groups=restrict(f.path, None),
-        )
+            parts=groups,
+        )[0]
         kinds, pos = data.column(KIND_COLUMN), data.column(POS_COLUMN)
         body = conform(data.select([c for c in out_columns if c in data.column_names]), target)
         seq = pc.add(pc.cast(pos, pa.int64()), pa.scalar(f.added_version << 32, pa.int64()))
         return body.append_column(KIND_COLUMN, kinds).append_column(SEQ_COLUMN, seq)
 
     empty = target.append(pa.field(KIND_COLUMN, pa.int8())).append(pa.field(SEQ_COLUMN, pa.int64()))
-    parts = parallel(read_one, list(log_files))
+    by_file: dict[tuple[str, int], list[DataFile]] = defaultdict(list)  # a file's parts: one version
+    for f in log_files:
+        by_file[(physical_path(f.path), f.added_version)].append(f)
+    parts = parallel(read_one, list(by_file.values()))
     if not parts:
         return empty.empty_table()
     changes = pa.concat_tables(parts)
