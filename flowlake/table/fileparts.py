@@ -27,7 +27,7 @@ Small commits over many buckets are where this pays: a 64-bucket table's commit 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Final
 
 import pyarrow.parquet as pq
@@ -76,18 +76,26 @@ def part_row_groups(path: str, metadata: pq.FileMetaData) -> range | None:
     Raises:
         CorruptFileError: If the file does not list the part's bucket.
     """
-    if part_bucket(path) is None:
-        return None
-    return part_span(path, layout_of(metadata))
+    return None if part_bucket(path) is None else part_span(path, layout_of(metadata))
 
 
-def part_span(path: str, layout: dict[int, tuple[int, int]]) -> range:
-    """The row groups of the part ``path`` names, by its file's ``layout`` (:func:`layout_of`).
+def row_groups_of(path: str, metadata: pq.FileMetaData) -> range:
+    """The row groups that hold what the catalog entry ``path`` names: its part's, or every one."""
+    span = part_row_groups(path, metadata)
+    return range(metadata.num_row_groups) if span is None else span
+
+
+def part_span(path: str, layout: dict[int, tuple[int, int]]) -> range | None:
+    """The row groups of the part ``path`` names, by its file's ``layout`` (:func:`layout_of`); None
+    for a whole file.
 
     Raises:
         CorruptFileError: If the layout does not list the part's bucket.
     """
-    span = layout.get(part_bucket(path) or 0) if part_bucket(path) is not None else None
+    bucket = part_bucket(path)
+    if bucket is None:
+        return None
+    span = layout.get(bucket)
     if span is None:
         raise CorruptFileError(
             f"data file {physical_path(path)!r} has no row groups for the part {path!r} that the catalog "
@@ -116,19 +124,3 @@ def layout_metadata(groups_per_bucket: Sequence[tuple[int, int]]) -> dict[bytes,
         spans[str(bucket)] = [at, at + count]
         at += count
     return {ROW_GROUPS_KEY: json.dumps(spans).encode()}
-
-
-def restrict(
-    path: str, chooser: Callable[[pq.FileMetaData], Sequence[int] | None] | None
-) -> Callable[[pq.FileMetaData], Sequence[int] | None] | None:
-    """``chooser`` (row groups to decode, None: all) limited to the part ``path`` names."""
-    if part_bucket(path) is None:
-        return chooser
-
-    def choose(metadata: pq.FileMetaData) -> Sequence[int]:
-        span = part_row_groups(path, metadata)
-        assert span is not None
-        picked = chooser(metadata) if chooser is not None else None
-        return list(span) if picked is None else [i for i in picked if i in span]
-
-    return choose

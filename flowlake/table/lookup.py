@@ -26,6 +26,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -40,7 +41,7 @@ from flowlake.io.fs import Storage
 from flowlake.io.parquet import parallel, read_parquet, without_layout_metadata
 from flowlake.table.bucketing import key_hash, sorted_unique
 from flowlake.table.bucketmap import BucketMap
-from flowlake.table.fileparts import part_row_groups, physical_path, restrict
+from flowlake.table.fileparts import part_row_groups, physical_path, row_groups_of
 from flowlake.table.merge import latest_rows
 from flowlake.table.rowstore import RowStore
 from flowlake.table.schema import conform
@@ -212,13 +213,12 @@ def _build(
     """Index ``file`` (``path``: its catalog path under the storage root, which may name a part of a
     shared file, see :mod:`flowlake.table.fileparts`): from its row-store copy if there is one, else by
     reading (and verifying) it; with the row store on, the whole part is read once and copied there."""
-    physical = physical_path(path)
-    chooser = restrict(path, None)
+    physical, part = physical_path(path), partial(part_row_groups, path)
     if store.enabled:
         name = store.name(path, file.size, file.checksum, type(storage.fs).__name__)
         stored = store.open(name)
         if stored is None:
-            data = read_parquet(storage, physical, size=file.size, checksum=file.checksum, row_groups=chooser)
+            data = read_parquet(storage, physical, size=file.size, checksum=file.checksum, row_groups=part)
             if POS_COLUMN in data.column_names:
                 data = data.drop_columns([POS_COLUMN])
             stored = store.put(name, data)
@@ -226,11 +226,11 @@ def _build(
             starts = np.array([0, stored.num_rows])
             return _index(stored, primary_key, starts, None, stored, 0)
     keys = read_parquet(
-        storage, physical, list(primary_key), size=file.size, checksum=file.checksum, row_groups=chooser
+        storage, physical, list(primary_key), size=file.size, checksum=file.checksum, row_groups=part
     )
     with storage.fs.open_input_file(physical) as handle:
         metadata = pq.ParquetFile(handle).metadata
-    span = part_row_groups(path, metadata) or range(metadata.num_row_groups)
+    span = row_groups_of(path, metadata)
     sizes = [metadata.row_group(i).num_rows for i in span]
     starts = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int64)
     return _index(keys, primary_key, starts, metadata, None, span.start)

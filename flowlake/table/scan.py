@@ -38,7 +38,7 @@ from flowlake.io.parquet import parallel, read_parquet_parts
 from flowlake.table._merged_buckets import merged_buckets_dataset
 from flowlake.table.bucketing import key_hash
 from flowlake.table.bucketmap import BucketMap
-from flowlake.table.fileparts import layout_of, part_bucket, part_span, physical_path
+from flowlake.table.fileparts import layout_of, part_span, physical_path
 from flowlake.table.merge import latest_rows
 from flowlake.table.schema import conform
 from flowlake.table.stats import (
@@ -139,9 +139,8 @@ def _read_file(
         out: list[Sequence[int] | None] = []
         for task, choose in zip(tasks, choosers, strict=True):
             picked = images if is_log else None if choose is None else choose(metadata)
-            bucket = part_bucket(task.file.path)
-            if bucket is not None:
-                span = part_span(task.file.path, layout)
+            span = part_span(task.file.path, layout)
+            if span is not None:
                 picked = list(span) if picked is None else [g for g in picked if g in span]
             out.append(picked)
         return out
@@ -490,10 +489,11 @@ def read_changes(
         f = files[0]
 
         def groups(metadata: pq.FileMetaData) -> list[Sequence[int] | None]:
-            if len(files) == 1:
-                return [None if part_bucket(f.path) is None else list(part_span(f.path, layout_of(metadata)))]
             layout = layout_of(metadata)
-            return [sorted({g for part in files for g in part_span(part.path, layout)})]
+            spans = [part_span(part.path, layout) for part in files]
+            if any(span is None for span in spans):  # a whole file (alone: files are grouped by file)
+                return [None]
+            return [sorted({g for span in spans if span is not None for g in span})]
 
         data = read_parquet_parts(
             storage,

@@ -61,10 +61,16 @@ def compute_stats(table: pa.Table) -> bytes:
         mins.append(pa.array([mm["min"].as_py()], type=field.type))
         maxs.append(pa.array([mm["max"].as_py()], type=field.type))
     arrays = [pa.concat_arrays([lo, hi]) for lo, hi in zip(mins, maxs, strict=True)]
-    schema = pa.schema([table.schema.field(n) for n in names], metadata={b"nulls": orjson.dumps(nulls)})
-    stats = pa.Table.from_arrays(arrays, schema=schema) if arrays else schema.empty_table()
+    return _serialized([table.schema.field(n) for n in names], arrays, nulls)
+
+
+def _serialized(fields: list[pa.Field], bounds: list[pa.Array], nulls: dict[str, int]) -> bytes:
+    """The catalog's form of stats: an IPC stream of ``[min, max]`` per orderable column, the null
+    count of every column in the schema's metadata."""
+    schema = pa.schema(fields, metadata={b"nulls": orjson.dumps(nulls)})
+    stats = pa.Table.from_arrays(bounds, schema=schema) if bounds else schema.empty_table()
     sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, stats.schema) as writer:
+    with pa.ipc.new_stream(sink, schema) as writer:
         writer.write_table(stats)
     return bytes(sink.getvalue())
 
@@ -102,16 +108,10 @@ def compute_stats_many(tables: Sequence[pa.Table]) -> list[bytes]:
         both = pa.concat_arrays([pc.struct_field(column, "min"), pc.struct_field(column, "max")])
         bounds.append(both.cast(schema.field(n).type).take(pa.array(pairs)))
     fields = [schema.field(n) for n in ordered]
-    out = []
-    for i in range(count):
-        nulls = {n: nulls_by_column[n][i] for n in names}
-        part_schema = pa.schema(fields, metadata={b"nulls": orjson.dumps(nulls)})
-        stats = pa.Table.from_arrays([b.slice(2 * i, 2) for b in bounds], schema=part_schema)
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, part_schema) as writer:
-            writer.write_table(stats)
-        out.append(bytes(sink.getvalue()))
-    return out
+    return [
+        _serialized(fields, [b.slice(2 * i, 2) for b in bounds], {n: nulls_by_column[n][i] for n in names})
+        for i in range(count)
+    ]
 
 
 @dataclass(frozen=True, slots=True)

@@ -66,9 +66,9 @@ def data_file_rows(table: Any, file: Any, columns: Sequence[str] | None = None) 
     (:mod:`flowlake.table.fileparts`)."""
     import pyarrow.parquet as pq
 
-    from flowlake.table.fileparts import part_row_groups, physical_path
+    from flowlake.table.fileparts import physical_path, row_groups_of
 
     storage = table._storage
     parquet = pq.ParquetFile(storage.path(physical_path(file.path)), filesystem=storage.fs)
-    span = part_row_groups(file.path, parquet.metadata) or range(parquet.metadata.num_row_groups)
+    span = row_groups_of(file.path, parquet.metadata)
     return parquet.read_row_groups(list(span), columns=None if columns is None else list(columns))

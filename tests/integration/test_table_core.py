@@ -241,7 +241,7 @@ def test_log_files_keep_before_images_in_row_groups_of_their_own(orders: fl.Lake
     """Snapshot reads skip a log's -U row groups undecoded; changes() still gives the exact order."""
     import pyarrow.parquet as pq
 
-    from flowlake.table.fileparts import part_row_groups, physical_path
+    from flowlake.table.fileparts import physical_path, row_groups_of
 
     orders.upsert(orders_table(order(i) for i in range(20)))
     orders.upsert(orders_table([*(order(i, qty=9) for i in range(0, 20, 2)), order(100)]))
@@ -255,7 +255,7 @@ def test_log_files_keep_before_images_in_row_groups_of_their_own(orders: fl.Lake
         with orders._storage.fs.open_input_file(orders._storage.path(physical_path(f.path))) as handle:
             data = pq.ParquetFile(handle)
             meta = data.metadata
-            span = part_row_groups(f.path, meta) or range(meta.num_row_groups)
+            span = row_groups_of(f.path, meta)
             kinds = data.read_row_groups(list(span), columns=["_kind"])["_kind"].to_pylist()
         assert len(kinds) == f.row_count
         images = [k for k in kinds if k != 1]
