@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any
 
@@ -56,3 +56,32 @@ def model_change(live: dict[Any, dict[str, Any]], op_name: str, key: Any, row: d
         del live[key]
         return [(RowKind.DELETE, old)]
     return []
+
+
+def materialize(
+    view: dict[Any, dict[str, Any]], changes: pa.Table, key: Callable[[dict[str, Any]], Any]
+) -> None:
+    """Apply an operator's output changelog to ``view`` (rows by ``key(row)``), checking that every
+    retraction carries the exact previous result and every addition follows one."""
+    from flowlake.changelog import RowKind
+    from flowlake.flow.batch import rows
+
+    for change in rows(changes):
+        at = key(change.row)
+        if change.kind in (RowKind.UPDATE_BEFORE, RowKind.DELETE):
+            assert view.pop(at) == change.row, "a retraction must carry the exact previous result"
+        else:
+            assert at not in view, "an addition must follow the retraction of the previous result"
+            view[at] = change.row
+
+
+def rows_close(a: dict[str, Any], b: dict[str, Any], relative: float) -> bool:
+    """Whether row ``b`` has ``a``'s values: floats within ``relative`` (of at least 1), others equal."""
+    for k, x in a.items():
+        y = b[k]
+        if isinstance(x, float) and isinstance(y, float):
+            if abs(x - y) > relative * max(1.0, abs(x)):
+                return False
+        elif x != y:
+            return False
+    return True

@@ -9,14 +9,13 @@ from decimal import Decimal
 from typing import Any
 
 import pyarrow as pa
-from _builders import model_change
+from _builders import materialize, model_change, rows_close
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flowlake.changelog import RowKind
 from flowlake.flow import aggs
 from flowlake.flow._aggstate import AggregateState
-from flowlake.flow.batch import from_rows, rows
+from flowlake.flow.batch import from_rows
 
 SCHEMA = pa.schema(
     [
@@ -68,27 +67,6 @@ def oracle(live: dict[int, dict[str, Any]]) -> dict[Any, dict[str, Any]]:
     return out
 
 
-def materialize(view: dict[Any, dict[str, Any]], changes: pa.Table) -> None:
-    for change in rows(changes):
-        key = (change.row["shop"], change.row["minute"])
-        if change.kind in (RowKind.UPDATE_BEFORE, RowKind.DELETE):
-            assert view.pop(key) == change.row, "a retraction must carry the exact previous result"
-        else:
-            assert key not in view, "an addition must follow the retraction of the previous result"
-            view[key] = change.row
-
-
-def same(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    for k, x in a.items():
-        y = b[k]
-        if isinstance(x, float) and isinstance(y, float):
-            if abs(x - y) > 1e-9 * max(1.0, abs(x)):
-                return False
-        elif x != y:
-            return False
-    return True
-
-
 ops = st.lists(
     st.tuples(
         st.sampled_from(["insert", "insert", "update", "delete"]),
@@ -125,13 +103,13 @@ def test_int_keys_and_windows_match_recompute(history: list[tuple[Any, ...]], cu
         if len(pending) >= size:
             out, late = state.apply(from_rows(pending, SCHEMA))
             assert late is None
-            materialize(view, out)
+            materialize(view, out, lambda row: (row["shop"], row["minute"]))
             pending, size = [], next(cut_iter)
     out, _ = state.apply(from_rows(pending, SCHEMA))
-    materialize(view, out)
+    materialize(view, out, lambda row: (row["shop"], row["minute"]))
     expected = oracle(live)
     assert set(view) == set(expected)
     for key, row in expected.items():
-        assert same(row, view[key]), (row, view[key])
+        assert rows_close(row, view[key], 1e-9), (row, view[key])
     assert state.groups == len(expected)
     assert state.dropped_retractions == 0

@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 import pyarrow as pa
-from _builders import model_change
+from _builders import materialize, model_change, rows_close
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -85,27 +85,6 @@ def oracle(live: dict[int, dict[str, Any]]) -> dict[Any, dict[str, Any]]:
     return out
 
 
-def materialize(view: dict[Any, dict[str, Any]], changes: pa.Table) -> None:
-    for change in rows(changes):
-        key = change.row["g"]
-        if change.kind in (RowKind.UPDATE_BEFORE, RowKind.DELETE):
-            assert view.pop(key) == change.row, "a retraction must carry the exact previous result"
-        else:
-            assert key not in view, "an addition must follow the retraction of the previous result"
-            view[key] = change.row
-
-
-def close(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    for k, x in a.items():
-        y = b[k]
-        if isinstance(x, float) and isinstance(y, float):
-            if abs(x - y) > 1e-6 * max(1.0, abs(x)):
-                return False
-        elif x != y:
-            return False
-    return True
-
-
 ops = st.lists(
     st.tuples(
         st.sampled_from(["insert", "update", "delete"]),
@@ -145,14 +124,14 @@ def test_aggregate_matches_recompute(history: list[tuple[Any, ...]], cuts: list[
         if len(pending) >= size:
             out, late = state.apply(from_rows(pending, SCHEMA))
             assert late is None
-            materialize(view, out)
+            materialize(view, out, lambda row: row["g"])
             pending, size = [], next(cut_iter)
     out, _ = state.apply(from_rows(pending, SCHEMA))
-    materialize(view, out)
+    materialize(view, out, lambda row: row["g"])
     expected = oracle(live)
     assert set(view) == set(expected)
     for key, row in expected.items():
-        assert close(row, view[key]), (row, view[key])
+        assert rows_close(row, view[key], 1e-6), (row, view[key])
     assert state.groups == len(expected)
     assert state.dropped_retractions == 0
 
