@@ -34,7 +34,7 @@ from flowlake.table.bucketmap import BucketMap
 from flowlake.table.clustering import ClusterSpec
 from flowlake.table.fileparts import distinct_bytes, layout_metadata, part_path, physical_paths
 from flowlake.table.keystate import KeyState, key_list
-from flowlake.table.lookup import BASE_ROW_GROUP_ROWS
+from flowlake.table.lookup import BASE_ROW_GROUP_ROWS, lookup
 from flowlake.table.scan import read_changes, read_snapshot
 from flowlake.table.stats import compute_stats, compute_stats_many
 from flowlake.table.versions import unless_cleaned
@@ -336,12 +336,18 @@ def with_keys(
 
 
 def current_state(
-    store: MetaStore, storage: Storage, record: TableRecord, cached: KeyState | None
+    store: MetaStore,
+    storage: Storage,
+    record: TableRecord,
+    cached: KeyState | None,
+    max_rows: int | None = None,
 ) -> KeyState:
     """The key state at ``record.current_version``: ``cached`` (of the same schema) caught up, or a new one.
 
     ``cached`` is caught up in place (and returned) when it is at or before the record's version and
-    that version is still readable from it; otherwise the snapshot is read into a new state.
+    that version is still readable from it; otherwise the snapshot is read into a new state, bounded
+    by ``max_rows`` — unless the snapshot's files hold more rows than that: then the state starts
+    empty and incomplete (see :func:`learn_missing`), and the table is never read whole.
     """
     name = record.qualified_name
     if cached is not None and cached.version <= record.current_version:
@@ -363,5 +369,26 @@ def current_state(
             return cached
     with unless_cleaned(store, record.id, name, record.current_version):
         files = store.live_files(record.id, record.current_version)
+        if max_rows is not None and sum(f.row_count for f in files) > max_rows:
+            empty = record.schema.empty_table()
+            return KeyState(
+                empty, record.primary_key, record.current_version, max_rows=max_rows, complete=False
+            )
         rows = read_snapshot(storage, files, record.schema, record.primary_key)
-    return KeyState(rows, record.primary_key, record.current_version)
+    return KeyState(rows, record.primary_key, record.current_version, max_rows=max_rows)
+
+
+def learn_missing(
+    store: MetaStore, storage: Storage, record: TableRecord, state: KeyState, rows: pa.Table
+) -> None:
+    """Give an incomplete ``state`` (at ``record.current_version``) the current rows of the keys of
+    ``rows`` it does not hold, by point lookups in the table's files at that version."""
+    wanted = state.missing(rows)
+    if not wanted.num_rows:
+        return
+    wanted = wanted.cast(pa.schema([record.schema.field(k) for k in record.primary_key]))
+    with unless_cleaned(store, record.id, record.qualified_name, state.version):
+        files = store.live_files(record.id, state.version)
+        bucket_map = BucketMap.from_json(record.bucket_map, record.buckets)
+        found = lookup(storage, files, record.schema, record.primary_key, wanted, bucket_map=bucket_map)
+    state.learn(found)

@@ -13,10 +13,17 @@ outnumber live ones the whole state is rebuilt, so rebuilding costs O(1) amortiz
 The key → position index is a dict of the keys' Python values, except for a key of one integer
 column (the common ODS case): that one is an :class:`IntIndex` of sorted numpy runs, so a commit's
 lookups and updates are a few vectorized searches and sorts instead of a dict operation per key.
+
+A state may be *bounded* (``max_rows``): once it holds more live rows than that it forgets the older
+half (the rows written or learned longest ago) and is no longer *complete*. A key that an incomplete
+state does not hold may still be live in the table, so the writer looks such keys up in the table's
+files (a point lookup at the state's version) and :meth:`KeyState.learn` their rows before planning a
+write. A table too large for the bound is never loaded whole: its state starts empty and incomplete.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from itertools import repeat
 from typing import Any, TypeAlias
@@ -24,8 +31,52 @@ from typing import Any, TypeAlias
 import numpy as np
 import pyarrow as pa
 
+from flowlake.errors import InvalidArgumentError
+
 Keys: TypeAlias = list[Any] | np.ndarray
 """Key values of rows: Python values (:func:`key_list`), or a numpy array for an integer key."""
+
+
+STATE_MB_ENV = "FLOWLAKE_KEY_STATE_MB"
+"""Environment variable: the memory a writer's key state of one table may hold, in MiB."""
+
+DEFAULT_STATE_MB = 512.0
+"""A table whose rows take more than this (estimated from its row count and schema) is not kept
+whole by a writer: its key state holds the rows written or looked up most recently, up to this."""
+
+_INDEX_BYTES = 16
+"""Bytes of index per row (a key and a position in :class:`IntIndex`; more for a dict)."""
+_VARIABLE_BYTES = 24
+"""Bytes assumed per value of a string, binary or nested column (offsets and a short value)."""
+
+
+def state_budget_rows(schema: pa.Schema, max_mb: float | None = None) -> int | None:
+    """The most rows a key state of ``schema`` may hold within ``max_mb`` MiB (default
+    ``$FLOWLAKE_KEY_STATE_MB``, else :data:`DEFAULT_STATE_MB`; ``0`` or less: no bound, None).
+
+    Each row is estimated at its fixed-width values' bytes, :data:`_VARIABLE_BYTES` per other value,
+    plus :data:`_INDEX_BYTES`.
+
+    >>> state_budget_rows(pa.schema([("id", pa.int64()), ("name", pa.string())]), max_mb=1)
+    21845
+    >>> state_budget_rows(pa.schema([("id", pa.int64())]), max_mb=0) is None
+    True
+    """
+    if max_mb is None:
+        text = os.environ.get(STATE_MB_ENV) or ""
+        try:
+            max_mb = float(text) if text else DEFAULT_STATE_MB
+        except ValueError as exc:
+            raise InvalidArgumentError(f"{STATE_MB_ENV} must be a number of MiB, got {text!r}") from exc
+    if max_mb <= 0:
+        return None
+    width = _INDEX_BYTES
+    for field in schema:
+        try:
+            width += max(1, field.type.bit_width // 8)
+        except ValueError:  # no fixed width
+            width += _VARIABLE_BYTES
+    return max(1, int(max_mb * 2**20) // width)
 
 
 def _column_values(column: pa.ChunkedArray) -> list[Any]:
@@ -144,12 +195,32 @@ def _int_dtype(schema: pa.Schema, primary_key: Sequence[str]) -> np.dtype[Any] |
 
 
 class KeyState:
-    """Live rows of a table at one version, indexed by primary key."""
+    """Live rows of a table at one version, indexed by primary key: every live row (``complete``),
+    or, for a state bounded by ``max_rows``, the rows of the keys written or learned most recently.
 
-    def __init__(self, rows: pa.Table, primary_key: Sequence[str], version: int) -> None:
+    >>> state = KeyState(pa.table({"id": [1, 2, 3]}), ["id"], version=0, max_rows=2)
+    >>> state.complete, len(state)  # over its bound: it kept the newest row, and knows it is partial
+    (False, 1)
+    >>> state.learn(pa.table({"id": [1]}))  # the current row of a key it lacked, read from the table
+    >>> sorted(state.rows().column("id").to_pylist())
+    [1, 3]
+    """
+
+    def __init__(
+        self,
+        rows: pa.Table,
+        primary_key: Sequence[str],
+        version: int,
+        *,
+        max_rows: int | None = None,
+        complete: bool = True,
+    ) -> None:
         self.primary_key = tuple(primary_key)
         self.version = version
         self.schema = rows.schema
+        self.max_rows = max_rows
+        self.complete = complete
+        """Whether every live row of the table is here (else a key missing here may be live there)."""
         self._chunks: list[pa.Table] = []
         self._offsets: list[int] = []
         self._size = 0
@@ -157,6 +228,7 @@ class KeyState:
         self._index: dict[Any, int] = {}
         self._ints = None if self._dtype is None else IntIndex(self._dtype)
         self._append(rows, self.keys_of(rows))
+        self._bound()
 
     def __len__(self) -> int:
         return len(self._index) if self._ints is None else len(self._ints)
@@ -192,6 +264,23 @@ class KeyState:
             last = self._chunks.pop()
             self._offsets.pop()
             self._chunks[-1] = pa.concat_tables([self._chunks[-1], last]).combine_chunks()
+
+    def learn(self, rows: pa.Table) -> None:
+        """Add the current rows (at this state's version) of keys this state did not hold."""
+        if rows.num_rows:
+            rows = rows.select(self.schema.names).cast(self.schema)
+            self._append(rows, self.keys_of(rows))
+
+    def missing(self, rows: pa.Table) -> pa.Table:
+        """The distinct keys of ``rows`` (key columns) that this incomplete state does not hold
+        (none if it is complete): those the writer must look up in the table."""
+        if self.complete or rows.num_rows == 0:
+            return rows.select(list(self.primary_key)).slice(0, 0)
+        keys = rows.select(list(self.primary_key))
+        absent = self.lookup(self.keys_of(keys)) < 0
+        if not absent.any():
+            return keys.slice(0, 0)
+        return keys.filter(pa.array(absent)).group_by(list(self.primary_key)).aggregate([])
 
     def lookup(self, keys: Keys | Sequence[Any]) -> np.ndarray:
         """Position of each key's current row, or -1 where the key is absent."""
@@ -235,17 +324,33 @@ class KeyState:
         self.version = version
         if self.garbage > max(len(self), 65_536):
             self._rebuild()
+        self._bound()
 
     def rows(self) -> pa.Table:
-        """All live rows (in no particular order)."""
+        """All live rows held (in no particular order)."""
+        return self.take(self._live_positions())
+
+    def _live_positions(self) -> np.ndarray:
+        """The position of every live row held, ascending (oldest first)."""
         if self._ints is not None:
             positions = self._ints.positions()
         else:
             positions = np.fromiter(self._index.values(), dtype=np.int64, count=len(self._index))
-        return self.take(np.sort(positions))
+        return np.sort(positions)
 
-    def _rebuild(self) -> None:
-        live = self.rows()
+    def _rebuild(self, keep: int | None = None) -> None:
+        """Drop superseded row images; with ``keep``, also all but the ``keep`` newest live rows."""
+        positions = self._live_positions()
+        if keep is not None:
+            positions = positions[len(positions) - keep :] if keep else positions[:0]
+        live = self.take(positions)
         self._chunks, self._offsets, self._size, self._index = [], [], 0, {}
         self._ints = None if self._dtype is None else IntIndex(self._dtype)
         self._append(live, self.keys_of(live))
+
+    def _bound(self) -> None:
+        """Over ``max_rows`` live rows: keep the newest half (positions grow with every write and
+        every row learned) and stop being complete."""
+        if self.max_rows is not None and len(self) > self.max_rows:
+            self._rebuild(keep=self.max_rows // 2)
+            self.complete = False

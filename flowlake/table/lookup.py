@@ -303,9 +303,13 @@ def lookup(
     out_columns = list(columns) if columns is not None else schema.names
     needed = list(dict.fromkeys([*pk, *out_columns]))
     wanted = sorted_unique(key_hash(keys, pk))
-    ordered = sorted(files, key=lambda f: (f.content != "base", f.added_version, f.path))
-    indexes = cache.get_many(storage, ordered, pk)
     routed = _router(wanted, bucket_map)
+    # only the files of buckets some key routes to: the others are never read, nor indexed
+    ordered = sorted(
+        (f for f in files if len(routed(f.bucket))),
+        key=lambda f: (f.content != "base", f.added_version, f.path),
+    )
+    indexes = cache.get_many(storage, ordered, pk)
     found = [(f, index, index.positions(routed(f.bucket))) for f, index in zip(ordered, indexes, strict=True)]
     found = [hit for hit in found if len(hit[2])]
     target = pa.schema([schema.field(c) for c in needed])

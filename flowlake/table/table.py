@@ -42,11 +42,12 @@ from flowlake.table.commit import (
     commit_changelog,
     commit_plan,
     current_state,
+    learn_missing,
     new_instant,
     with_keys,
     write_files,
 )
-from flowlake.table.keystate import KeyState
+from flowlake.table.keystate import KeyState, state_budget_rows
 from flowlake.table.lookup import key_table, lookup
 from flowlake.table.pins import Pin, pin_name
 from flowlake.table.policy import MaintenancePolicy, validate_updates
@@ -407,6 +408,8 @@ class LakeTable:
                         raise
                     self._state = None
                     continue
+                if not state.complete:
+                    learn_missing(self._store, self._storage, record, state, rows)
                 full = merge_partial(state, rows, columns, self.name) if columns else rows
                 plan = plan_write(state, full, is_delete)
                 if plan.empty and token is None and not sources:
@@ -474,7 +477,7 @@ class LakeTable:
     def _current_state(self, record: TableRecord) -> KeyState:
         """The writer's key state at ``record.current_version``, loaded or caught up as needed."""
         cached = self._state if self._state_schema_id == record.schema_id else None
-        state = current_state(self._store, self._storage, record, cached)
+        state = current_state(self._store, self._storage, record, cached, state_budget_rows(record.schema))
         if state is not cached:
             self._state = state
             self._state_schema_id = record.schema_id

@@ -1,5 +1,9 @@
 """Random histories of upsert/delete/apply/compact/clean against a plain dict oracle.
 
+Writes go through two handles of the table at random (each writer's key state catches up with the
+other's commits), and with ``state_mb`` the writers' key states are bounded so tightly that they
+hold a row or two: they forget rows, start empty, and look keys up in the table's files.
+
 After every step, every retained version reads exactly as the oracle recorded it, point lookups
 (``get``) at the head and at a random retained version return the oracle's rows, and for random
 pairs of retained versions ``a <= b`` applying ``changes(a, b)`` to the snapshot at ``a`` (strictly:
@@ -8,8 +12,10 @@ every retraction must match the current row) gives the snapshot at ``b``.
 
 from __future__ import annotations
 
+import os
 import uuid
 from typing import Any
+from unittest import mock
 
 import pyarrow as pa
 import pytest
@@ -89,13 +95,26 @@ def view(snapshot: dict[Key, dict[str, Any]], primary_key: list[str]) -> dict[An
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("primary_key", "bucket_rows"),
-    [(["k", "g"], 1_000_000), (["k"], 1_000_000), (["k", "g"], 5)],
-    ids=["composite-key", "int-key", "splitting-buckets"],
+    ("primary_key", "bucket_rows", "state_mb"),
+    [
+        (["k", "g"], 1_000_000, "0"),
+        (["k"], 1_000_000, "0"),
+        (["k", "g"], 5, "0"),
+        (["k"], 1_000_000, "0.0001"),
+        (["k", "g"], 5, "0.0002"),
+    ],
+    ids=["composite-key", "int-key", "splitting-buckets", "int-key-bounded-state", "splitting-bounded-state"],
 )
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops=OPS, data=st.data())
 def test_table_matches_dict_oracle(
+    primary_key: list[str], bucket_rows: int, state_mb: str, ops: list[tuple[str, Any]], data: st.DataObject
+) -> None:
+    with mock.patch.dict(os.environ, {"FLOWLAKE_KEY_STATE_MB": state_mb}):
+        check_history(primary_key, bucket_rows, ops, data)
+
+
+def check_history(
     primary_key: list[str], bucket_rows: int, ops: list[tuple[str, Any]], data: st.DataObject
 ) -> None:
     if len(primary_key) == 1:
@@ -108,16 +127,18 @@ def test_table_matches_dict_oracle(
         buckets=3,
         properties={"bucket_target_rows": str(bucket_rows)},
     )
+    other = cat.load_table("ods.t")
     oracle: dict[Key, dict[str, Any]] = {}
     snapshots: dict[int, dict[Key, dict[str, Any]]] = {0: {}}
     for op, arg in ops:
         batch = apply_to_oracle(oracle, op, arg)
+        writer = data.draw(st.sampled_from([t, other]), label="writer")
         if op == "upsert":
-            t.upsert(batch)
+            writer.upsert(batch)
         elif op == "delete":
-            t.delete(batch)
+            writer.delete(batch)
         elif op == "apply":
-            t.apply(batch)
+            writer.apply(batch)
         elif op == "compact":
             t.compact()
         elif op == "rebalance":

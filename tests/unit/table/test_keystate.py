@@ -48,3 +48,32 @@ def test_composite_keys() -> None:
     positions = state.lookup([(1, "y"), (1, "z")])
     assert positions.tolist()[1] == -1
     assert state.take(np.array([positions[0]]))["v"].to_pylist() == [2]
+
+
+def test_a_bounded_state_keeps_the_newest_rows_and_knows_it_is_incomplete() -> None:
+    state = KeyState(table(list(range(10)), "a"), ["k"], version=1, max_rows=20)
+    assert state.complete and len(state) == 10
+    rows = table(list(range(10, 25)), "b")
+    state.apply(rows, key_list(rows, ["k"]), [], version=2)  # 25 live rows > 20: keep the newest 10
+    assert not state.complete
+    assert sorted(state.rows()["k"].to_pylist()) == list(range(15, 25))
+    assert (state.lookup([0, 14]) == -1).all()
+    assert state.take(state.lookup([24]))["v"].to_pylist() == ["b24"]
+
+
+def test_missing_names_each_absent_key_once_and_only_when_incomplete() -> None:
+    complete = KeyState(table([1, 2], "a"), ["k"], version=1)
+    assert complete.missing(table([7, 7, 1], "x")).num_rows == 0
+    partial = KeyState(table([1, 2], "a"), ["k"], version=1, complete=False)
+    assert sorted(partial.missing(table([7, 1, 7, 8], "x"))["k"].to_pylist()) == [7, 8]
+    partial.learn(table([7], "t"))
+    assert partial.missing(table([7, 1], "x")).num_rows == 0
+    assert partial.take(partial.lookup([7]))["v"].to_pylist() == ["t7"]
+
+
+def test_a_bounded_state_with_composite_keys() -> None:
+    rows = pa.table({"a": [1, 1, 2, 2], "b": ["x", "y", "x", "y"], "v": [1, 2, 3, 4]})
+    state = KeyState(rows, ["a", "b"], version=0, max_rows=3)
+    assert not state.complete
+    assert state.lookup([(2, "y"), (1, "x")]).tolist()[1] == -1
+    assert state.missing(pa.table({"a": [1, 2], "b": ["x", "y"]})).to_pylist() == [{"a": 1, "b": "x"}]
