@@ -52,7 +52,7 @@ def test_composite_keys() -> None:
 
 def test_a_bounded_state_keeps_the_newest_rows_and_knows_it_is_incomplete() -> None:
     state = KeyState(table(list(range(10)), "a"), ["k"], version=1, max_rows=20)
-    assert state.complete and len(state) == 10
+    assert (state.complete, len(state)) == (True, 10)
     rows = table(list(range(10, 25)), "b")
     state.apply(rows, key_list(rows, ["k"]), [], version=2)  # 25 live rows > 20: keep the newest 10
     assert not state.complete
