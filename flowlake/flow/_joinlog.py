@@ -18,6 +18,7 @@ rows changes no live row, so it needs no marks.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Final
 
 import numpy as np
@@ -79,13 +80,16 @@ def restore_sides(
     schemas: Mapping[str, pa.Schema],
     on: Sequence[str],
     types: Sequence[pa.DataType],
+    *,
+    spill: Path | None = None,
 ) -> dict[str, JoinSide]:
     """The join sides a snapshot's chunks (oldest first) describe, without merging them into one table.
 
-    Each chunk's rows are kept as they were read (not copied); a row whose hash a newer chunk names
-    is kept dead (count 0) where its chunk is mostly live, so the side drops it when it next
-    compacts, and filtered out where it is not (resuming 3M rows this way takes a third of the time
-    a merge into one table took).
+    Each chunk's rows are kept as they were read (memory-mapped, not copied; small ones are merged,
+    and with a ``spill`` folder large ones stay mapped, see :class:`JoinSide`); a row whose hash a
+    newer chunk names is kept dead (count 0) where its chunk is mostly live, so the side drops it
+    when it next compacts, and filtered out where it is not (resuming 3M rows this way takes a third
+    of the time a merge into one table took).
     """
     sides = {}
     for name, schema in schemas.items():
@@ -109,6 +113,7 @@ def restore_sides(
             newer.append(np.asarray(record["keys"], np.uint64))
         parts.reverse()
         side = sides[name] = JoinSide(schema, on)
+        side.spill = spill
         if parts:
             side.restore(
                 [t for t, _, _ in parts], np.concatenate([c for _, c, _ in parts]),

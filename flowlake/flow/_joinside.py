@@ -15,12 +15,24 @@ row must be retractable) but left out of the key index: NULL keys never match.
 Chunks are merged as they come so that there are few (a binary-counter scheme), and rows are taken
 chunk by chunk when they are few (see :meth:`JoinSide.take`). The indexes are merged with
 each batch's new rows (a sorted insert) and rebuilt, not pickled, after a resume.
+
+With a spill folder (:attr:`JoinSide.spill`: the flow's state folder) the rows stay on disk: a chunk
+that reaches :data:`SPILL_ROWS` rows is written there as an Arrow file, memory-mapped, and its file
+deleted at once (the mapping keeps it while the chunk lives; a crash leaves nothing behind); such a
+chunk is *settled* and never merged again. The memory a side holds is then its chunks under
+:data:`SPILL_ROWS` and the per-row arrays (count, hashes, indexes: about 50 bytes a row); the rows
+themselves are pages of mapped files, read when a join takes them and dropped by the operating system
+when memory is short. Chunks a resume reads from the snapshot's files are mapped the same way.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import uuid
 from collections.abc import Sequence
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,6 +42,8 @@ import pyarrow.compute as pc
 from flowlake.errors import InvalidArgumentError
 from flowlake.flow.batch import _zero
 from flowlake.table.bucketing import _PRIME, _column_hash, _splitmix
+
+_log = logging.getLogger(__name__)
 
 _NULL_HASH = np.uint64(0x6A09E667F3BCC908)
 """The hash of a NULL value (mixed in where a column is NULL, so NULL and zero differ)."""
@@ -41,6 +55,37 @@ _COMPARABLE = (*_HASHABLE, pa.types.is_floating, pa.types.is_boolean, pa.types.i
 _MAX_CHUNKS = 12
 _COMPACT_MIN = 1024
 """Dead rows a side keeps at least before it is compacted."""
+SPILL_ROWS = 1 << 20
+"""Rows from which a chunk of a side with a spill folder is kept on disk, memory-mapped."""
+SPILL_FOLDER = "spill"
+"""The subfolder of a join step's state folder that its sides spill to."""
+
+
+def spill_table(folder: Path, table: pa.Table) -> pa.Table:
+    """``table`` written to a file under ``folder`` and memory-mapped back (the file is deleted at
+    once: the mapping keeps its pages). ``table`` itself if it cannot be written (disk full, a
+    read-only folder), with a warning: the rows then stay in memory.
+
+    >>> import tempfile
+    >>> mapped = spill_table(Path(tempfile.mkdtemp()), pa.table({"a": [1, 2]}))
+    >>> mapped.column("a").to_pylist()
+    [1, 2]
+    """
+    path = folder / f"{uuid.uuid4().hex}.arrow"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+        with pa.memory_map(str(path)) as source:
+            return pa.ipc.open_file(source).read_all()
+    except OSError as exc:
+        _log.warning(
+            "join state: cannot spill %d rows to %s (%s); they stay in memory", table.num_rows, folder, exc
+        )
+        return table
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink()
 
 
 def key_types(left: pa.Schema, right: pa.Schema, on: Sequence[str]) -> list[pa.DataType]:
@@ -173,10 +218,16 @@ class JoinSide:
         on: The join key columns.
     """
 
+    spill: Path | None = None
+    """Where chunks of :data:`SPILL_ROWS` rows go to be memory-mapped (None: they stay in memory);
+    set by the join's state from its state folder, never pickled."""
+
     def __init__(self, schema: pa.Schema, on: Sequence[str]) -> None:
         self.schema = schema
         self.on = tuple(on)
         self.chunks: list[pa.Table] = []
+        self._settled = 0
+        """The first chunks that are never merged again (on disk, or as large as a spilled one)."""
         self.count = np.zeros(0, np.int64)
         self.key_hash = np.zeros(0, np.uint64)
         self.keyed = np.zeros(0, dtype=bool)
@@ -193,11 +244,13 @@ class JoinSide:
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state.update(_table=None, _row_index=None, _key_index=None)  # rebuilt on first use
+        state.update(_table=None, _row_index=None, _key_index=None, _settled=0)  # rebuilt on first use
+        state.pop("spill", None)
         state["chunks"] = [self.table()] if len(self.chunks) > 1 else self.chunks
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("_settled", 0)
         self.__dict__.update(state)
 
     def table(self) -> pa.Table:
@@ -310,9 +363,10 @@ class JoinSide:
     ) -> None:
         """Hold ``tables`` (in this order, not copied) with their rows' counts and row hashes: a state
         read back from a snapshot. Rows with count 0 are dead (dropped at the next compaction)."""
-        self.chunks = [t.combine_chunks() for t in tables if t.num_rows]
-        if len(self.chunks) > _MAX_CHUNKS:
-            self.chunks = [pa.concat_tables(self.chunks).combine_chunks()]
+        self.chunks, self._settled = [], 0
+        for table in tables:
+            for batch in table.to_batches():
+                self._append(pa.Table.from_batches([batch]), read=True)
         self._table = None
         self.count = np.asarray(counts, np.int64)
         self.row_hash = np.asarray(row_hash, np.uint64)
@@ -342,17 +396,44 @@ class JoinSide:
             self.row_hash = np.concatenate([self.row_hash, row_hash])
             if self._row_index is not None:
                 self._row_index = _merged(*self._row_index, row_hash, new_ids)
-        self.chunks.append(rows.combine_chunks())
-        while len(self.chunks) > 1 and self.chunks[-1].num_rows * 2 >= self.chunks[-2].num_rows:
-            self.chunks[-2:] = [pa.concat_tables(self.chunks[-2:]).combine_chunks()]
-        if len(self.chunks) > _MAX_CHUNKS:
-            self.chunks = [pa.concat_tables(self.chunks).combine_chunks()]
+        self._append(rows.combine_chunks())
         self._table = None
         self.count = np.concatenate([self.count, counts])
         self.key_hash = np.concatenate([self.key_hash, key_hash])
         self.keyed = np.concatenate([self.keyed, keyed])
         if self._key_index is not None:
             self._key_index = _merged(*self._key_index, key_hash[keyed], new_ids[keyed])
+
+    def _append(self, chunk: pa.Table, *, read: bool = False) -> None:
+        """Add ``chunk`` (one record batch) after the others, merging the unsettled ones binary-counter
+        style; with a spill folder, a chunk of :data:`SPILL_ROWS` rows is settled on disk. A chunk
+        ``read`` from a snapshot's file is mapped already: a large one is settled as it is."""
+        if not chunk.num_rows:
+            return
+        limit = SPILL_ROWS if self.spill is not None else None
+        if read and limit is not None and chunk.num_rows >= limit:
+            self.chunks.append(chunk)
+            self._settled = len(self.chunks)
+            return
+        self.chunks.append(chunk)
+        chunks, settled = self.chunks, self._settled
+        while len(chunks) - settled > 1 and chunks[-1].num_rows * 2 >= chunks[-2].num_rows:
+            chunks[-2:] = [pa.concat_tables(chunks[-2:]).combine_chunks()]
+        if len(chunks) - settled > _MAX_CHUNKS:
+            chunks[settled:] = [pa.concat_tables(chunks[settled:]).combine_chunks()]
+        if limit is not None and chunks[-1].num_rows >= limit and self.spill is not None:
+            # the merges went through every unsettled chunk (each was under twice the last): it is
+            # the only one, so the settled chunks stay a prefix
+            chunks[-1] = spill_table(self.spill, chunks[-1])
+            self._settled = len(chunks)
+
+    def _hold(self, table: pa.Table) -> None:
+        """Hold ``table`` as the side's only rows (after a compaction or a rehash)."""
+        self.chunks, self._settled = [], 0
+        step = SPILL_ROWS if self.spill is not None else max(table.num_rows, 1)
+        for start in range(0, table.num_rows, step):
+            self._append(table.slice(start, step).combine_chunks())
+        self._table = None
 
     def retract(self, query: np.ndarray, ids: np.ndarray, times: np.ndarray) -> None:
         """Take ``times[q]`` off the counts of the copies ``ids`` of row ``q`` (pairs sorted by ``q``,
@@ -374,9 +455,15 @@ class JoinSide:
         if len(self.count) - live <= max(_COMPACT_MIN, live):
             return
         alive = np.flatnonzero(self.count)
-        table = self.take(alive)
-        self.chunks = [table] if table.num_rows else []
-        self._table = None
+        chunks = self.chunks
+        bounds = np.searchsorted(alive, np.cumsum([0, *(c.num_rows for c in chunks)]))
+        self.chunks, self._settled, self._table = [], 0, None
+        offset = 0
+        for i, chunk in enumerate(chunks):  # chunk by chunk: never the whole side in memory at once
+            local = alive[bounds[i] : bounds[i + 1]] - offset
+            offset += chunk.num_rows
+            if len(local):
+                self._append(chunk.take(pa.array(local, pa.int64())).combine_chunks())
         self.count = self.count[alive]
         self.row_hash = self.row_hash[alive[alive < len(self.row_hash)]]
         self.key_hash = self.key_hash[alive]
@@ -388,8 +475,7 @@ class JoinSide:
         stored rows and hash them again."""
         table = self.table().cast(schema)
         self.schema = schema
-        self.chunks = [table] if table.num_rows else []
-        self._table = None
+        self._hold(table)
         self.row_hash = np.zeros(0, np.uint64)
         keys = key_columns(table, self.on, types)
         self.key_hash = table_hash(keys.columns, table.num_rows)

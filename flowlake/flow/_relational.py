@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -13,7 +14,15 @@ import pyarrow as pa
 from flowlake.changelog import KIND_COLUMN, SEQ_COLUMN, RowKind
 from flowlake.errors import InvalidArgumentError
 from flowlake.flow._joinlog import SIDES, JoinChunkLog, restore_sides, side_records
-from flowlake.flow._joinside import JoinSide, key_columns, key_types, no_nulls, rows_equal, table_hash
+from flowlake.flow._joinside import (
+    SPILL_FOLDER,
+    JoinSide,
+    key_columns,
+    key_types,
+    no_nulls,
+    rows_equal,
+    table_hash,
+)
 from flowlake.flow._snapshot import (
     ChunkedSnapshot,
     ChunkedState,
@@ -134,6 +143,13 @@ class JoinState(ChunkedSnapshot):
     def __getstate__(self) -> dict[str, Any]:
         return {**super().__getstate__(), "_marked": {side: [] for side in SIDES}}
 
+    def keep_chunks(self, root: Path, inline_bytes: int = 0) -> None:
+        """Snapshot in chunks under ``root`` (see :class:`ChunkedSnapshot`), and keep large chunks of
+        rows on disk there, memory-mapped (see :data:`~flowlake.flow._joinside.SPILL_ROWS`)."""
+        super().keep_chunks(root, inline_bytes)
+        for side in self.sides.values():
+            side.spill = root / SPILL_FOLDER
+
     def side(self, name: Literal["left", "right"]) -> JoinSide | None:
         """The state of one input (None before its first change)."""
         return self.sides.get(name)
@@ -200,6 +216,7 @@ class JoinState(ChunkedSnapshot):
             state = self.sides.get(name)
             if state is None:
                 state = self.sides[name] = JoinSide(schema, on)
+                state.spill = None if self._chunk_root is None else self._chunk_root / SPILL_FOLDER
             elif state.schema != schema or types != self.key_types:
                 state.rehash(schema, types)
                 self._log = None  # every row hash changed: the next snapshot starts a new log
@@ -547,7 +564,8 @@ def restore_join(manifest: Manifest, scalars: dict[str, Any]) -> JoinState:
     state.dropped_retractions = scalars["dropped_retractions"]
     log = JoinChunkLog(manifest)
     chunks = [log.read(name) for name, _ in log.chunks]
-    state.sides = restore_sides(chunks, scalars["schemas"], scalars["on"], state.key_types)
+    spill = Path(manifest.folder).parent / SPILL_FOLDER  # the step's folder, as keep_chunks names it
+    state.sides = restore_sides(chunks, scalars["schemas"], scalars["on"], state.key_types, spill=spill)
     state._log = log
     return state
 

@@ -4,7 +4,9 @@ With a state folder a join's key partition snapshots, once large, only the live 
 keys a batch changed (per side; see :mod:`flowlake.flow._joinlog`). Random histories of both sides
 (identical rows, stray retractions, NULL keys) run uninterrupted, snapshotting like bytewax (a deep
 copy, pickled); then from every snapshot a resumed state gets the rest of the history and must emit
-the same changes and end with the same rows and counts, also after a second crash.
+the same changes and end with the same rows and counts, also after a second crash. With
+``spill_rows`` the sides keep their chunks of that many rows on disk, memory-mapped, as large
+states do (:data:`~flowlake.flow._joinside.SPILL_ROWS`), and a resume maps the snapshot's chunks.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import pyarrow as pa
@@ -32,6 +35,7 @@ from test_flow_join_state import (
     batches,
 )
 
+from flowlake.flow import _joinside
 from flowlake.flow._relational import DedupState, JoinHow, JoinState, PairCondition
 from flowlake.flow._snapshot import Frozen, thaw
 from flowlake.flow.batch import from_rows, rows
@@ -119,15 +123,42 @@ def check_resumes(
                 assert contents(state2) == expected
 
 
+@pytest.mark.parametrize("spill_rows", [_joinside.SPILL_ROWS, 3], ids=["in-memory", "spilled"])
 @pytest.mark.parametrize("condition", [None, CITY_PARITY], ids=["equi", "condition"])
 @pytest.mark.parametrize("how", ["inner", "left"])
 @settings(max_examples=40, deadline=None)
 @given(history=batches(), inline=st.sampled_from([0, 0, 700, 10**9]), data=st.data())
 def test_resume_from_any_chunked_snapshot_equals_the_uninterrupted_run(
-    how: JoinHow, condition: PairCondition | None, history: list[Batch], inline: int, data: st.DataObject
+    spill_rows: int,
+    how: JoinHow,
+    condition: PairCondition | None,
+    history: list[Batch],
+    inline: int,
+    data: st.DataObject,
 ) -> None:
     """``inline`` 0: chunked from the first snapshot; 700 bytes: switches midway; 10**9: never."""
-    check_resumes(history, how, condition, inline, data)
+    with mock.patch.object(_joinside, "SPILL_ROWS", spill_rows):
+        check_resumes(history, how, condition, inline, data)
+
+
+@settings(max_examples=60, deadline=None)
+@given(history=batches(), how=st.sampled_from(["inner", "left"]))
+def test_a_spilled_join_emits_and_holds_what_an_in_memory_one_does(
+    history: list[Batch], how: JoinHow
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        in_memory = JoinState()
+        outs, _ = run(in_memory, history, how, None, set(), 0)
+        spilled = JoinState()
+        spilled.keep_chunks(Path(tmp), 10**9)  # a state folder, but whole-pickle snapshots
+        with mock.patch.object(_joinside, "SPILL_ROWS", 2):
+            outs2, _ = run(spilled, history, how, None, set(), 0)
+        assert outs2 == outs
+        assert contents(spilled) == contents(in_memory)
+        settled = [side._settled for side in spilled.sides.values()]
+        if any(len(side.count) >= 4 for side in spilled.sides.values()):
+            assert any(settled), "a side of 4 rows or more has chunks on disk"
+        assert not list((Path(tmp) / _joinside.SPILL_FOLDER).glob("*")), "spill files are deleted once mapped"
 
 
 class _ForgetsRetractedKeys(JoinState):
