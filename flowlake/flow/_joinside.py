@@ -57,6 +57,8 @@ _COMPACT_MIN = 1024
 """Dead rows a side keeps at least before it is compacted."""
 SPILL_ROWS = 1 << 20
 """Rows from which a chunk of a side with a spill folder is kept on disk, memory-mapped."""
+_SCAN_QUERIES = 8
+"""Row hashes looked for by a scan, not by building the row-hash index (see ``_row_candidates``)."""
 SPILL_FOLDER = "spill"
 """The subfolder of a join step's state folder that its sides spill to."""
 
@@ -297,7 +299,7 @@ class JoinSide:
         """
         if not len(self.count) or not rows.num_rows:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        query, ids = candidates(*self._row_hash_index(), hashes)
+        query, ids = self._row_candidates(hashes)
         if len(ids):
             same = rows_equal(rows.take(pa.array(query)), self.take(ids))
             query, ids = query[same], ids[same]
@@ -343,8 +345,24 @@ class JoinSide:
         """Ids of the live rows whose row hash is one of ``hashes`` (sorted unique), in row-id order."""
         if not len(hashes) or not len(self.count):
             return np.zeros(0, np.int64)
-        _, ids = candidates(*self._row_hash_index(), hashes)
+        _, ids = self._row_candidates(hashes)
         return np.sort(ids[self.count[ids] > 0])
+
+    def _row_candidates(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Every (index into ``hashes``, row id) whose row hash is equal, sorted by index then id.
+
+        Before the row-hash index exists (after a resume, or before a first retraction) a few hashes
+        are found by a scan of the hashes: sorting millions of them for one update would hold up the
+        first change after a restart (and a snapshot naming its rows) by a second or more; the index
+        is built once a batch asks for more than :data:`_SCAN_QUERIES` hashes.
+        """
+        row_hash = self.row_hashes()
+        if self._row_index is None and len(hashes) <= _SCAN_QUERIES:
+            found = [np.flatnonzero(row_hash == h) for h in hashes]
+            sizes = [len(f) for f in found]
+            query = np.repeat(np.arange(len(hashes), dtype=np.int64), sizes)
+            return query, np.concatenate([np.zeros(0, np.int64), *found]).astype(np.int64)
+        return candidates(*self._row_hash_index(), hashes)
 
     def _row_hash_index(self) -> tuple[np.ndarray, np.ndarray]:
         """Every stored row's hash, sorted, and the row ids in that order (built once, then merged)."""
