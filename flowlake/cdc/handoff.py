@@ -22,13 +22,13 @@ from collections.abc import Callable
 from typing import Any, Final
 
 MAX_QUEUED: Final = 20_000
-"""Items a reader thread may queue ahead of the ingester."""
+"""Items (by weight, see :func:`weight_of`) a reader thread may queue ahead of the ingester."""
 
 DRAIN_MAX: Final = 5000
-"""Items one :meth:`Handoff.drain` takes."""
+"""Items (by weight) one :meth:`Handoff.drain` takes."""
 
 WAKE_BATCH: Final = 256
-"""Items a reader queues without waking the poller (see :meth:`Handoff.put`)."""
+"""Items (by weight) a reader queues without waking the poller (see :meth:`Handoff.put`)."""
 
 
 class Handoff:
@@ -38,9 +38,17 @@ class Handoff:
         self.items: collections.deque[Any] = collections.deque()
         self.ready = threading.Event()
         self.limit = limit
+        # the weight put and the weight taken (see weight_of): each written by one thread only
+        self._put_weight = 0
+        self._taken_weight = 0
 
     def __len__(self) -> int:
         return len(self.items)
+
+    @property
+    def weight(self) -> int:
+        """The weight queued (see :func:`weight_of`)."""
+        return self._put_weight - self._taken_weight
 
     def put(
         self,
@@ -53,18 +61,20 @@ class Handoff:
         """Append ``item``; while the queue is full (the ingester is behind) wait, calling
         ``while_full`` every few milliseconds, unless the reader is ``stopping``.
 
-        ``wake=False`` leaves a waiting poller asleep until :data:`WAKE_BATCH` items are queued or
-        the reader calls :meth:`wake` (before it blocks on its connection): one wake-up, and one
-        switch between the threads, per batch of small transactions instead of per transaction.
+        ``wake=False`` leaves a waiting poller asleep until items of :data:`WAKE_BATCH` weight are
+        queued or the reader calls :meth:`wake` (before it blocks on its connection): one wake-up,
+        and one switch between the threads, per batch of small transactions instead of per
+        transaction. An item that holds several transactions weighs as many (:func:`weight_of`),
+        for the limit, the wake-ups and :meth:`drain`.
         """
-        while len(self.items) >= self.limit and not stopping():
+        while self.weight >= self.limit and not stopping():
             self.ready.set()  # (a reader holding back wake-ups must not wait for a sleeping poller)
             if while_full is not None:
                 while_full()
             time.sleep(0.005)
-        items = self.items
-        items.append(item)
-        if not self.ready.is_set() and (wake or len(items) >= WAKE_BATCH):
+        self.items.append(item)
+        self._put_weight += weight_of(item)
+        if not self.ready.is_set() and (wake or self.weight >= WAKE_BATCH):
             self.ready.set()  # (wait() clears it before it looks at the items)
 
     def wake(self) -> None:
@@ -80,13 +90,33 @@ class Handoff:
                 self.ready.wait(timeout)
 
     def drain(self, timeout: float) -> list[Any]:
-        """Take what is queued (at most :data:`DRAIN_MAX` items), waiting up to ``timeout`` for some."""
+        """Take what is queued (items of at most :data:`DRAIN_MAX` weight, and at least one item),
+        waiting up to ``timeout`` for some."""
         self.wait(timeout)
         items: list[Any] = []
+        taken = 0
         with contextlib.suppress(IndexError):
-            while len(items) < DRAIN_MAX:
-                items.append(self.items.popleft())
+            while taken < DRAIN_MAX:
+                item = self.items.popleft()
+                items.append(item)
+                taken += weight_of(item)
+        self._taken_weight += taken
         return items
+
+    def pop_first(self) -> Any:
+        """Take the first item queued (``IndexError`` if none)."""
+        item = self.items.popleft()
+        self._taken_weight += weight_of(item)
+        return item
+
+
+def weight_of(item: Any) -> int:
+    """How many transactions an item holds: its ``handoff_weight``, else 1.
+
+    >>> weight_of("tx"), weight_of(type("Run", (), {"handoff_weight": 5})())
+    (1, 5)
+    """
+    return getattr(item, "handoff_weight", 1)
 
 
 class ReaderThread(threading.Thread):

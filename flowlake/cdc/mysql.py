@@ -46,6 +46,7 @@ becomes a dead letter.
 
 from __future__ import annotations
 
+import bisect
 import collections
 import contextlib
 import itertools
@@ -53,7 +54,7 @@ import logging
 import random
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 import numpy as np
@@ -61,7 +62,15 @@ import pyarrow as pa
 
 from flowlake.cdc.batch import ChangeBatch, Rows
 from flowlake.cdc.handoff import Handoff
-from flowlake.cdc.mysql_binlog import BinlogReader, CdcSourceError, ReaderSettings, TxItem, optional_module
+from flowlake.cdc.mysql_binlog import (
+    SMALL_TX_CHANGES,
+    BinlogReader,
+    CdcSourceError,
+    ReaderSettings,
+    TxItem,
+    TxRun,
+    optional_module,
+)
 from flowlake.cdc.mysql_gtid import Flavour, GtidTracker, ResumeOrder, StoredOrders, stored_gtids
 from flowlake.cdc.mysql_resume import PositionError, gtid_strict, resume_point, server_identity
 from flowlake.cdc.mysql_rows import DecodedEvent
@@ -98,7 +107,7 @@ SnapshotMode = Literal["initial", "never"]
 _MAX_RECENT: Final = 500_000
 """Stream changes remembered for reconciling the next snapshot chunk (see ``MySqlSource._recent``)."""
 
-_MIN_BATCH: Final = 32
+_MIN_BATCH: Final = SMALL_TX_CHANGES
 """A transaction's changes of a table go as an Arrow changelog from this many on (fewer as rows)."""
 
 _MAX_JOINED: Final = 1000
@@ -129,6 +138,17 @@ class _Snap:
         # the last key read, in tagged JSON (bytes, durations, decimals, datetimes come back exact)
         after = None if self.after is None else to_json_value(self.after)
         return {"done": self.done, "after": after, "rows": self.rows, "chunks": self.chunks}
+
+
+@dataclass(slots=True)
+class _Blocks:
+    """Rows events of small transactions joined to ``group``'s ``batch`` of ``table`` (``rows``), in
+    order, as read by columns: made into the batch once the group is complete (``_flush_blocks``)."""
+
+    group: ChangeGroup
+    table: str
+    batch: ChangeBatch
+    blocks: list[tuple[tuple[str, ...], DecodedEvent]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -217,7 +237,9 @@ class MySqlSource:
         self._join_limit = _MAX_JOINED
         self._last_beyond: tuple[Order, bool] | None = None  # (the same order is asked twice in a row)
         self._joined = 0  # changes in the group transactions may join
-        self._tail: tuple[ChangeGroup, TxItem, str, tuple[int, int]] | None = None  # see _settle
+        # the group small transactions last joined, and the last one's file, pos, GTID, state, point
+        self._tail: tuple[ChangeGroup, str, int, str, str, tuple[int, int]] | None = None  # see _settle
+        self._blocks: _Blocks | None = None  # rows _take_run joined to the last group, not in it yet
         enabled = connectorx_available() if arrow_snapshot is None else arrow_snapshot
         if enabled and not connectorx_available():
             raise CdcSourceError("arrow_snapshot=True needs the connectorx package: pip install connectorx")
@@ -338,26 +360,109 @@ class MySqlSource:
         for item in items:
             if isinstance(item, BaseException):
                 raise CdcSourceError(f"binlog reader of {self.key} failed: {item}") from item
-            here = (item.file, item.pos) if isinstance(item, TxItem) else item
-            if self._chunk is not None and here > self._chunk.high:
-                groups.append(self._chunk_group())  # the chunk is older than this transaction
-                joining = None
-            if isinstance(item, TxItem) and not (joining is not None and self._join_small(item, joining)):
-                self._settle()
-                group = self._stream_group(item, joining)
-                if group is not joining:
-                    groups.append(group)
-                joining = group if self._joinable(group) else None
-                self._joined = group.size if joining is not None else 0
-            self._pos = max(self._pos, here)
-            if self._chunk_ready():
-                self._settle()
-                groups.append(self._chunk_group())
-                joining = None
+            if not isinstance(item, TxRun):
+                joining = self._take(item, joining, groups)
+            elif self._run_joins(item):
+                joining = self._take_run(item, joining, groups)
+            else:
+                for tx in item.items():
+                    joining = self._take(tx, joining, groups)
+        self._flush_blocks()
         self._settle()
         if self._chunk_ready():
             groups.append(self._chunk_group())
         return groups
+
+    def _take(
+        self, item: TxItem | tuple[str, int], joining: ChangeGroup | None, groups: list[ChangeGroup]
+    ) -> ChangeGroup | None:
+        """Take one transaction or bare position into ``groups``; the group the next may join."""
+        if self._blocks is not None:
+            self._flush_blocks()
+        here = (item.file, item.pos) if isinstance(item, TxItem) else item
+        if self._chunk is not None and here > self._chunk.high:
+            groups.append(self._chunk_group())  # the chunk is older than this transaction
+            joining = None
+        if isinstance(item, TxItem) and not (joining is not None and self._join_small(item, joining)):
+            self._settle()
+            group = self._stream_group(item, joining)
+            if group is not joining:
+                groups.append(group)
+            joining = group if self._joinable(group) else None
+            self._joined = group.size if joining is not None else 0
+        self._pos = max(self._pos, here)
+        if self._chunk_ready():
+            self._settle()
+            groups.append(self._chunk_group())
+            joining = None
+        return joining
+
+    def _run_joins(self, run: TxRun) -> bool:
+        """Whether every transaction of ``run`` may join a group as ``_join_small`` would let it (no
+        snapshot pending, ordered by GTID, none held by a stored position): then ``_take_run``."""
+        tracker = self._gtids
+        if self._snaps or self._chunk is not None or not self._by_gtid or tracker is None or not run.ends:
+            return False
+        if tracker.peek(run.gtid(0)) is None:
+            return False  # not a MariaDB GTID state
+        return self._stored_orders.holds_point((run.domain, min(run.seqs))) is False
+
+    def _take_run(
+        self, run: TxRun, joining: ChangeGroup | None, groups: list[ChangeGroup]
+    ) -> ChangeGroup | None:
+        """``_take`` for each transaction of ``run`` (see ``_run_joins``), joining as many as fit at
+        once: their rows appended to the group's, the group's position the last one's."""
+        tracker, table, ends, count = self._gtids, run.table, run.ends, len(run.ends)
+        assert tracker is not None
+        kinds, columns, names = run.rows.kinds, run.rows.columns, run.names
+        first, start = 0, 0  # the next transaction, where its rows start
+        while first < count:
+            batch = joining.batches.get(table) if joining is not None else None
+            last = first - 1
+            if batch is not None and batch.rows is not None:  # those that fit join it (_join_small)
+                last = bisect.bisect_right(ends, start + self._join_limit - self._joined, first, count) - 1
+            if last < first:  # the next one alone, as any transaction
+                tx = TxItem(run.file, run.positions[first], run.gtid(first), ts=run.stamps[first])
+                event = DecodedEvent(kinds[start : ends[first]], [c[start : ends[first]] for c in columns])
+                tx.changes.append((table, -1, (names, event)))
+                joining = self._take(tx, joining, groups)
+                first, start = first + 1, ends[first]
+                continue
+            assert batch is not None and joining is not None
+            stop = ends[last]
+            blocks = self._blocks
+            if blocks is None or blocks.batch is not batch:
+                self._flush_blocks()
+                blocks = self._blocks = _Blocks(joining, table, batch)
+            blocks.blocks.append((names, DecodedEvent(kinds[start:stop], [c[start:stop] for c in columns])))
+            self._joined += stop - start
+            gtid = run.gtid(last)
+            point = tracker.advance(gtid)
+            assert point is not None and isinstance(point[0], int)
+            self._tail = (joining, run.file, run.positions[last], gtid, tracker.text, point)
+            self._pos = max(self._pos, (run.file, run.positions[last]))
+            first, start = last + 1, stop
+        return joining
+
+    def _flush_blocks(self) -> None:
+        """Put the rows ``_take_run`` joined to a group's batch (:attr:`_blocks`) into it: the batch
+        and they as one Arrow changelog where ``_batch`` makes one of them (every row decoded by
+        columns, the values fit the ODS columns), else as ``(kind, row)`` rows after the batch's."""
+        pending, self._blocks = self._blocks, None
+        if pending is None:
+            return
+        rows, entries = pending.batch.rows, [(-1, block) for block in pending.blocks]
+        assert rows is not None
+        head = _decoded_blocks(rows)
+        made = self._batch(pending.table, head + entries) if head is not None else None
+        if made is not None:
+            pending.group.batches[pending.table] = made
+            return
+        for names, event in pending.blocks:
+            values = zip(*event.columns, strict=True)
+            rows += [
+                (k, dict(zip(names, row, strict=True))) for k, row in zip(event.kinds, values, strict=True)
+            ]
 
     def _join_small(self, item: TxItem, joining: ChangeGroup) -> bool:
         """The common case of ``_stream_group`` joining ``item`` to ``joining`` (one rows event of a
@@ -390,7 +495,7 @@ class MySqlSource:
             for i, kind in enumerate(event.kinds)
         )
         self._joined += count
-        self._tail = (joining, item, tracker.text, point)
+        self._tail = (joining, item.file, item.pos, gtid, tracker.text, point)
         return True
 
     def _settle(self) -> None:
@@ -400,16 +505,9 @@ class MySqlSource:
         if tail is None:
             return
         self._tail = None
-        group, item, text, point = tail
-        gtid = item.gtid or ""
-        group.position = {
-            "file": item.file,
-            "pos": item.pos,
-            "gtid": gtid,
-            "gtids": text,
-            "server": self._server,
-        }
-        group.order = (ResumeOrder(None, item.file, item.pos, point=point, label=gtid),)
+        group, file, pos, gtid, text, point = tail
+        group.position = {"file": file, "pos": pos, "gtid": gtid, "gtids": text, "server": self._server}
+        group.order = (ResumeOrder(None, file, pos, point=point, label=gtid),)
 
     def limit_groups(self, changes: int) -> None:
         """Join small transactions into groups of at most ``changes`` changes (and at most 1000);
@@ -784,6 +882,17 @@ def _by_table(changes: list[tuple[str, int, Any]]) -> dict[str, list[tuple[int, 
     out: dict[str, list[tuple[int, Any]]] = {}
     for table, kind, entry in changes:
         out.setdefault(table, []).append((kind, entry))
+    return out
+
+
+def _decoded_blocks(rows: Rows) -> list[tuple[int, Any]] | None:
+    """``(kind, row)`` changes as ``_batch`` entries (one rows event each), or ``None`` if one is not
+    a plain decoded row (an :class:`~flowlake.cdc.batch.UndecodedRow` must stay one)."""
+    out: list[tuple[int, Any]] = []
+    for kind, row in rows:
+        if type(row) is not dict:
+            return None
+        out.append((-1, (tuple(row), DecodedEvent([kind], [[value] for value in row.values()]))))
     return out
 
 

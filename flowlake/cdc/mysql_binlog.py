@@ -63,6 +63,73 @@ class TxItem:
     ts: int = 0
 
 
+SMALL_TX_CHANGES: Final = 32
+"""A transaction of fewer row images than this may travel in a :class:`TxRun` (and the source joins
+it to others' rows; from this many on it gets an Arrow changelog of its own)."""
+
+RUN_MAX: Final = 128
+"""Transactions one :class:`TxRun` holds at most."""
+
+
+@dataclass(slots=True)
+class TxRun:
+    """Consecutive small transactions as the fast path reads them: each a MariaDB GTID of one
+    domain and server and one rows event of one table read by columns (fewer than
+    :data:`SMALL_TX_CHANGES` images), in one binlog file. One object for them all, their values in
+    one :class:`DecodedEvent` and their GTIDs, positions and timestamps as lists of integers:
+    :meth:`items` gives the :class:`TxItem` of each, as the reader would have queued them.
+    """
+
+    file: str
+    table: str
+    names: tuple[str, ...]
+    domain: int
+    server: int
+    rows: DecodedEvent
+    entry: Any = None  # the table map entry its rows were read with
+    ends: list[int] = field(default_factory=list)  # per transaction: where its rows end in ``rows``
+    seqs: list[int] = field(default_factory=list)
+    positions: list[int] = field(default_factory=list)  # the position after each transaction
+    stamps: list[int] = field(default_factory=list)  # each transaction's timestamp (seconds)
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    @property
+    def handoff_weight(self) -> int:
+        """What it weighs in the hand-off (:func:`flowlake.cdc.handoff.weight_of`): its transactions."""
+        return len(self.ends)
+
+    def gtid(self, index: int) -> str:
+        """Transaction ``index``'s GTID (``domain-server-seq``)."""
+        return f"{self.domain}-{self.server}-{self.seqs[index]}"
+
+    def take(self, start: int) -> DecodedEvent:
+        """Remove the rows from ``start`` on (those of a transaction not finished) and return them."""
+        rows = self.rows
+        out = DecodedEvent(rows.kinds[start:], [column[start:] for column in rows.columns])
+        cut(rows, start)
+        return out
+
+    def items(self) -> list[TxItem]:
+        """Each transaction as a :class:`TxItem`, in order."""
+        out: list[TxItem] = []
+        kinds, columns, start = self.rows.kinds, self.rows.columns, 0
+        for i, end in enumerate(self.ends):
+            event = DecodedEvent(kinds[start:end], [column[start:end] for column in columns])
+            changes: list[tuple[str, int, Any]] = [(self.table, -1, (self.names, event))]
+            out.append(TxItem(self.file, self.positions[i], self.gtid(i), changes, ts=self.stamps[i]))
+            start = end
+        return out
+
+
+def cut(rows: DecodedEvent, start: int) -> None:
+    """Cut ``rows``' lists back to their first ``start`` images."""
+    del rows.kinds[start:]
+    for column in rows.columns:
+        del column[start:]
+
+
 class BinlogReader(ReaderThread):
     """Reads the binlog into the source's queue: whole transactions, and bare positions.
 
@@ -90,6 +157,7 @@ class BinlogReader(ReaderThread):
         self._decoders: dict[int, dict[str, ColumnDecoder]] = {}
         self._plans: dict[int, TablePlan | None] = {}
         self._wake = True  # wake the poller at every item (the fast path wakes it per batch)
+        self._run: TxRun | None = None  # small transactions read, not yet queued (the fast path)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -104,6 +172,30 @@ class BinlogReader(ReaderThread):
             self._read_fast()
         else:
             self._read_library()
+
+    def _put(self, item: Any, *, wake: bool = True) -> None:
+        """Queue the small transactions read before ``item`` (:attr:`_run`), then ``item``."""
+        if self._run is not None:
+            self._flush_run()
+        super()._put(item, wake=wake)
+
+    def _flush_run(self) -> None:
+        """Queue :attr:`_run`'s finished transactions (rows of one not finished are dropped: this
+        is only called between transactions, or when the reader ends)."""
+        run, self._run = self._run, None
+        if run is None or not run.ends:
+            return
+        if len(run.rows.kinds) > run.ends[-1]:
+            cut(run.rows, run.ends[-1])
+        super()._put(run, wake=self._wake)
+
+    def _before_wait(self) -> None:
+        """Before the reader blocks on its connection: queue the run unless a transaction of it is
+        unfinished (its end is on the way), and wake the poller."""
+        run = self._run
+        if run is not None and len(run.rows.kinds) == (run.ends[-1] if run.ends else 0):
+            self._flush_run()
+        self.handoff.wake()
 
     def _close(self) -> None:
         stream = self._stream
@@ -200,10 +292,39 @@ class BinlogReader(ReaderThread):
         known: dict[int, _FastTable | None] = {}  # table id -> what its map said (None: not read)
         rows_kind, kinds = _IMAGE_KINDS, library.kinds
         query_header, rows_v1_header, rows_v2_header = 13, 8, 10  # until the format description
-        for packet in wire.events(self.handoff.wake):
+        # A MariaDB transaction is read "light" (no TxItem) while it may go into a TxRun:
+        # (domain, server, seq, ts, file, pos after its GTID); ``mark``: where its rows start in the run.
+        light: tuple[int, int, int, int, str, int] | None = None
+        mark, gtid_body = -1, ev.MARIADB_GTID_BODY.unpack_from
+        for packet in wire.events(self._before_wait):
             if stopping():
                 return
             ts, kind, server_id, _size, log_pos, _flags = unpack_header(packet, 1)
+            if light is not None and kind != ev.TABLE_MAP:
+                if kind == ev.XID and mark >= 0:
+                    pos = log_pos or pos
+                    self._commit_light(light, pos)
+                    light, mark = None, -1
+                    continue
+                if kind in rows_kind and mark < 0:
+                    entry = known.get(int.from_bytes(packet[20:26], "little"))
+                    pos = log_pos or pos
+                    if entry is None or not entry.wanted:
+                        continue  # (as below)
+                    header = rows_v1_header if kind < ev.WRITE_V2 else rows_v2_header
+                    mark = self._light_rows(light, entry, packet[20 : len(packet) - trim], kind, header, file)
+                    if mark >= 0:
+                        if self._run_rows() - mark >= SMALL_TX_CHANGES:  # a larger one: its own TxItem
+                            self._tx = self._materialize(light, mark)
+                            light, mark = None, -1
+                        continue
+                elif kind == ev.QUERY:
+                    _, query = ev.query_parts(packet[20 : len(packet) - trim], query_header)
+                    if query == b"BEGIN":
+                        pos = log_pos or pos
+                        continue
+                self._tx = self._materialize(light, mark)  # any other event: an ordinary transaction
+                light, mark = None, -1
             if kind == ev.ROTATE:
                 file, pos = ev.rotation(packet[20 : len(packet) - trim])
                 known.clear()
@@ -236,7 +357,8 @@ class BinlogReader(ReaderThread):
                 if event is not None:
                     self._on_event(event, (file, pos), kinds)
             elif kind == ev.MARIADB_GTID:
-                self._tx = TxItem(file, pos, ev.mariadb_gtid(packet[20:], server_id), ts=ts)
+                seq, domain, _ = gtid_body(packet, 20)
+                self._tx, light, mark = None, (domain, server_id, seq, ts, file, pos), -1
             elif kind == ev.XID:
                 self._finish(tx, (file, pos))
                 self._tx = None
@@ -262,6 +384,48 @@ class BinlogReader(ReaderThread):
                     self._on_event(event, (file, pos), kinds)
             elif tx is None:
                 self._put((file, pos), wake=False)
+
+    def _light_rows(
+        self, light: tuple[int, int, int, int, str, int], entry: _FastTable, body: bytes, kind: int,
+        header: int, file: str,
+    ) -> int:  # fmt: skip
+        """Read a light transaction's rows event into the run (a new one if the open one is of
+        another table, domain, server or file); where its rows start there, or -1 if not read."""
+        if entry.plan is None or entry.plan.read_into is None:
+            return -1
+        run = self._run
+        if run is None or run.entry is not entry or run.file != file or (run.domain, run.server) != light[:2]:
+            if run is not None:
+                self._flush_run()
+            rows = DecodedEvent([], [[] for _ in entry.names])
+            run = self._run = TxRun(file, entry.name, entry.names, light[0], light[1], rows, entry)
+        start = len(run.rows.kinds)
+        return start if entry.decode_into(body, kind, header, run.rows) else -1
+
+    def _run_rows(self) -> int:
+        """Row images in the open run (0: none open)."""
+        return 0 if self._run is None else len(self._run.rows.kinds)
+
+    def _commit_light(self, light: tuple[int, int, int, int, str, int], pos: int) -> None:
+        """A light transaction's XID: it is one more of the run's (queued when the run is full)."""
+        run = self._run
+        assert run is not None
+        run.ends.append(len(run.rows.kinds))
+        run.seqs.append(light[2])
+        run.positions.append(pos)
+        run.stamps.append(light[3])
+        if len(run.ends) >= RUN_MAX:
+            self._flush_run()
+
+    def _materialize(self, light: tuple[int, int, int, int, str, int], mark: int) -> TxItem:
+        """The :class:`TxItem` of a light transaction that turns out not to fit a run, with the
+        rows it has in the run (from ``mark``, unless -1) taken out of it."""
+        domain, server, seq, ts, file, pos = light
+        tx = TxItem(file, pos, f"{domain}-{server}-{seq}", ts=ts)
+        run = self._run
+        if mark >= 0 and run is not None:
+            tx.changes.append((run.table, -1, (run.names, run.take(mark))))
+        return tx
 
     def _on_new_file(self) -> None:
         self._decoders.clear()
@@ -340,24 +504,49 @@ class _FastTable:
         if plan is None or plan.read is None:
             return None
         try:
-            full, kinds = self.full, _IMAGE_KINDS[event_type]
-            if event_type < ev.WRITE_V2 and body[header] < 251:  # v1, under 251 columns: inline
-                start = header + 1 + len(full)
-                if body[header] != len(self.names) or body[header + 1 : start] != full:
-                    return None
-                if len(kinds) == 2:  # an update's second bitmap
-                    if body[start : start + len(full)] != full:
-                        return None
-                    start += len(full)
-                return plan.read(body[start:], kinds)
-            rows = ev.rows_body(body, event_type, header)
-            if rows.columns != len(self.names) or rows.present != full:
-                return None
-            if rows.present_after is not None and rows.present_after != full:
-                return None
-            return plan.read(rows.images, kinds)
+            images = self._images(body, event_type, header)
+            return None if images is None else plan.read(images, _IMAGE_KINDS[event_type])
         except (ValueError, struct.error, LookupError, IndexError):  # as decode_event
             return None
+
+    def decode_into(self, body: bytes, event_type: int, header: int, out: DecodedEvent) -> bool:
+        """:meth:`decode` appending to ``out``; ``False`` (``out`` as it was) where it returns ``None``."""
+        plan = self.plan
+        if plan is None or plan.read_into is None:
+            return False
+        start = len(out.kinds)
+        try:
+            images = self._images(body, event_type, header)
+            if images is None:
+                return False
+            plan.read_into(images, _IMAGE_KINDS[event_type], out)
+            return True
+        except (ValueError, struct.error, LookupError, IndexError):  # as decode_event
+            cut(out, start)
+            return False
+
+    def _images(self, body: bytes, event_type: int, header: int) -> bytes | None:
+        """The row images of a rows event with every column present, else ``None``.
+
+        Raises:
+            ValueError: If the bytes end early.
+        """
+        full = self.full
+        if event_type < ev.WRITE_V2 and body[header] < 251:  # v1, under 251 columns: inline
+            start = header + 1 + len(full)
+            if body[header] != len(self.names) or body[header + 1 : start] != full:
+                return None
+            if event_type == ev.UPDATE_V1:  # an update's second bitmap
+                if body[start : start + len(full)] != full:
+                    return None
+                start += len(full)
+            return body[start:]
+        rows = ev.rows_body(body, event_type, header)
+        if rows.columns != len(self.names) or rows.present != full:
+            return None
+        if rows.present_after is not None and rows.present_after != full:
+            return None
+        return rows.images
 
 
 _IMAGE_KINDS: Final = {

@@ -33,7 +33,8 @@ ROWS_KIND: Final = {
 """The rows events read here (not MySQL's partial JSON updates, type 39) and their kinds."""
 _V2: Final = frozenset({WRITE_V2, UPDATE_V2, DELETE_V2})
 
-_MARIADB_GTID: Final = struct.Struct("<QIB")
+MARIADB_GTID_BODY: Final = struct.Struct("<QIB")
+"""A MariaDB GTID event's body: seq, domain, flags (its server id is the event header's)."""
 _U16: Final = struct.Struct("<H")
 
 
@@ -43,7 +44,7 @@ def mariadb_gtid(body: bytes, server_id: int) -> str:
     >>> mariadb_gtid(struct.pack("<QIB", 42, 0, 0), 1)
     '0-1-42'
     """
-    seq, domain, _flags = _MARIADB_GTID.unpack_from(body, 0)
+    seq, domain, _flags = MARIADB_GTID_BODY.unpack_from(body, 0)
     return f"{domain}-{server_id}-{seq}"
 
 

@@ -58,6 +58,8 @@ class TablePlan:
     readers: tuple[Reader, ...]
     layouts: tuple[Layout, ...] = ()
     read: Callable[[bytes, tuple[int, ...]], DecodedEvent] | None = None
+    read_into: Callable[[bytes, tuple[int, ...], DecodedEvent], None] | None = None
+    """What ``read`` does, appending to a :class:`DecodedEvent`'s lists (see :func:`compile_images`)."""
 
 
 def plan_table(columns: Sequence[Any], decoders: dict[str, ColumnDecoder]) -> TablePlan | None:
@@ -81,7 +83,8 @@ def plan_table(columns: Sequence[Any], decoders: dict[str, ColumnDecoder]) -> Ta
         layouts.append(layout)
         readers.append(_reader(layout))
     names = tuple(str(c.name) for c in columns)
-    return TablePlan(names, tuple(readers), tuple(layouts), compile_images(tuple(layouts)))
+    read_into = compile_images(tuple(layouts), into=True)
+    return TablePlan(names, tuple(readers), tuple(layouts), compile_images(tuple(layouts)), read_into)
 
 
 def _layout(column: Any, decoder: ColumnDecoder | None) -> Layout | None:
@@ -153,24 +156,36 @@ class _Short(ValueError):
     """The image bytes end inside a value."""
 
 
-def compile_images(layouts: tuple[Layout, ...]) -> Callable[[bytes, tuple[int, ...]], DecodedEvent]:
+def compile_images(layouts: tuple[Layout, ...], *, into: bool = False) -> Callable[..., Any]:
     """One function reading a rows event's images of a table of these column ``layouts``: what
     :func:`read_images` does, without a call per value, and with consecutive fixed-width columns of a
     row without nulls read by one ``struct`` call. It is called with the images and the kinds of the
     images of one row (``(0,)``, ``(3,)`` or ``(1, 2)``) and raises as :func:`read_images` does.
 
+    With ``into``, the function takes a third argument, a :class:`DecodedEvent` whose lists it
+    appends the values and kinds to (returning ``None``), so that many small events can share one;
+    when it raises, it may have appended part of the event (the caller cuts the lists back).
+
     >>> read = compile_images((("fixed", "<q"), ("string", 1, "text", "utf-8", 0)))
     >>> image = bytes([0b00]) + (7).to_bytes(8, "little") + bytes([2]) + b"hi"
     >>> read(image + bytes([0b10]) + (8).to_bytes(8, "little"), (0,))
     DecodedEvent(kinds=[0, 0], columns=[[7, 8], ['hi', None]])
+    >>> shared = DecodedEvent([3], [[6], ['x']])
+    >>> compile_images((("fixed", "<q"), ("string", 1, "text", "utf-8", 0)), into=True)(image, (0,), shared)
+    >>> shared
+    DecodedEvent(kinds=[3, 0], columns=[[6, 7], ['x', 'hi']])
     """
     n = len(layouts)
     nullbytes = (n + 7) // 8
     env: dict[str, Any] = {"DecodedEvent": DecodedEvent, "_Short": _Short, "decode_text": decode_text}
-    lines = ["def read(data, image_kinds):"]
-    lines += [f"    c{i} = []" for i in range(n)]
+    if into:
+        lines = ["def read(data, image_kinds, out):", "    kinds = out.kinds"]
+        lines += [f"    {', '.join(f'c{i}' for i in range(n))}, = out.columns"] if n else []
+    else:
+        lines = ["def read(data, image_kinds):", "    kinds = []"]
+        lines += [f"    c{i} = []" for i in range(n)]
     lines += [f"    a{i} = c{i}.append" for i in range(n)]
-    lines += ["    kinds = []", "    add_kind = kinds.append", "    at, end = 0, len(data)"]
+    lines += ["    add_kind = kinds.append", "    at, end = 0, len(data)"]
     lines += ["    while at < end:"]
     lines += ["        for kind in image_kinds:"]
     if nullbytes == 1:
@@ -187,9 +202,10 @@ def compile_images(layouts: tuple[Layout, ...]) -> Callable[[bytes, tuple[int, .
         lines += ["                    " + line for line in _value_lines(i, layout, env)]
         lines += [f"                    a{i}(v{i})"]
     lines += ["            add_kind(kind)", "        if at > end:", "            raise _Short"]
-    lines += [f"    return DecodedEvent(kinds, [{', '.join(f'c{i}' for i in range(n))}])"]
+    if not into:
+        lines += [f"    return DecodedEvent(kinds, [{', '.join(f'c{i}' for i in range(n))}])"]
     exec("\n".join(lines), env)  # noqa: S102 - our own code, from column layouts only
-    read: Callable[[bytes, tuple[int, ...]], DecodedEvent] = env["read"]
+    read: Callable[..., Any] = env["read"]
     return read
 
 

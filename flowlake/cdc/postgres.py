@@ -294,7 +294,7 @@ class PostgresSource:
             return False
         first = self._queue.items[0]
         if isinstance(first, Watermark) and first.token == token:
-            self._queue.items.popleft()
+            self._queue.pop_first()
             self._pos = max(self._pos, first.lsn)
             return True
         return False

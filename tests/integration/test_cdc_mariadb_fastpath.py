@@ -20,7 +20,7 @@ from test_cdc_mariadb_fidelity import COLUMNS, HIGH, LEGACY, LEGACY_VALUES, LOW,
 from flowlake.cdc import mysql_binlog
 from flowlake.cdc.batch import UndecodedRow
 from flowlake.cdc.handoff import Handoff
-from flowlake.cdc.mysql_binlog import BinlogReader, ReaderSettings, TxItem
+from flowlake.cdc.mysql_binlog import BinlogReader, ReaderSettings, TxItem, TxRun
 from flowlake.cdc.mysql_gtid import MariaDbGtids
 from flowlake.cdc.mysql_schema import MySqlUrl
 from flowlake.cdc.source import TableFilter
@@ -87,9 +87,16 @@ def workload(cur: Any) -> None:
 
 
 def read_all(
-    url: str, *, fast: bool, start: tuple[str, int] | None, gtids: str | None, end: tuple[str, int]
+    url: str,
+    *,
+    fast: bool,
+    start: tuple[str, int] | None,
+    gtids: str | None,
+    end: tuple[str, int],
+    runs: list[int] | None = None,
 ) -> list[Any]:
-    """What the reader hands over, up to ``end``, as comparable values."""
+    """What the reader hands over, up to ``end``, as comparable values (a run of small transactions
+    as each of its transactions; ``runs`` gets the number of transactions of each run)."""
     settings = ReaderSettings(
         name="diff", connection=MySqlUrl.parse(url).settings(), server_id=4242 + fast, heartbeat_s=0.2,
         tables=TableFilter.parse("tf.*"), mariadb=True, fast=fast,
@@ -101,13 +108,16 @@ def read_all(
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline:
-            for item in handoff.drain(0.2):
-                if isinstance(item, BaseException):
-                    raise item
-                here = (item.file, item.pos) if isinstance(item, TxItem) else item
-                out.append(comparable(item))
-                if here >= end:
-                    return out
+            for taken in handoff.drain(0.2):
+                if isinstance(taken, BaseException):
+                    raise taken
+                if isinstance(taken, TxRun) and runs is not None:
+                    runs.append(len(taken))
+                for item in taken.items() if isinstance(taken, TxRun) else [taken]:
+                    here = (item.file, item.pos) if isinstance(item, TxItem) else item
+                    out.append(comparable(item))
+                    if here >= end:
+                        return out
         raise AssertionError(f"the reader did not reach {end}: {out[-3:]}")
     finally:
         reader.stop()
@@ -151,8 +161,10 @@ def test_the_fast_path_reads_exactly_what_the_library_path_reads(
     monkeypatch.setattr(mysql_binlog.LibraryEvents, "event", counting)
     for start, state in (((str(file), int(pos)), None), (None, gtids)):
         handed.clear()
-        fast = read_all(mariadb, fast=True, start=start, gtids=state, end=end)
+        runs: list[int] = []
+        fast = read_all(mariadb, fast=True, start=start, gtids=state, end=end, runs=runs)
         library = read_all(mariadb, fast=False, start=start, gtids=state, end=end)
+        assert max(runs, default=0) >= 20, f"the one-row transactions did not travel as runs: {runs}"
         assert len(fast) == len(library)
         for got, want in zip(fast, library, strict=True):
             assert got == want

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from flowlake.cdc import mysql_events as ev
-from flowlake.cdc.binlog_wire import PacketFramer, dump_command, error_text
+from flowlake.cdc.binlog_wire import BinlogWireError, DumpConnection, PacketFramer, dump_command, error_text
 from flowlake.cdc.mysql_rows import TablePlan, compile_images, plan_table, read_images
 from flowlake.cdc.mysql_values import ColumnDecoder
 
@@ -275,3 +275,29 @@ def test_a_reader_wakes_the_poller_per_batch_and_never_waits_on_a_sleeping_one()
     small.wake()
     poller.join(10)
     assert got == [0, 1, 2, 3]
+
+
+def wire_of(*reads: bytes) -> DumpConnection:
+    """A dump connection whose socket returns ``reads``, one per ``recv``."""
+    chunks = list(reads)
+    conn = DumpConnection({}, 1, heartbeat_s=0, start=("f", 4), gtids=None, mariadb=True)
+    conn._conn = SimpleNamespace(_sock=SimpleNamespace(recv=lambda size: chunks.pop(0)))
+    return conn
+
+
+def test_the_dump_hands_out_each_reads_events_and_stops_at_an_error_or_the_end() -> None:
+    first = packet(b"\x00one") + packet(b"\x00two") + packet(b"\x00thr")[:5]  # a packet split
+    second = (
+        packet(b"\x00thr")[5:] + packet(b"\xfe" + bytes(20)) + packet(b"\x00four")
+    )  # (long 0xfe: skipped)
+    waits: list[int] = []
+    wire = wire_of(first, second, packet(b"\x00five") + packet(b"\xfe\x00\x00") + packet(b"\x00late"))
+    got = list(wire.events(lambda: waits.append(1)))
+    assert got == [b"\x00one", b"\x00two", b"\x00thr", b"\x00four", b"\x00five"] and len(waits) == 3
+    wire = wire_of(packet(b"\x00six"), packet(b"\x00sev") + packet(b"\xff\x4c\x05#HY000gone"))
+    handed: list[bytes] = []
+    with pytest.raises(BinlogWireError, match="1356 \\(HY000\\): gone"):
+        handed.extend(wire.events())
+    assert handed == [b"\x00six", b"\x00sev"]  # every event before the error
+    with pytest.raises(BinlogWireError, match="closed the binlog connection"):
+        list(wire_of(packet(b"\x00a"), b"").events())
