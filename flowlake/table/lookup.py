@@ -25,7 +25,7 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -73,17 +73,26 @@ class KeyIndex:
     """The file's rows, memory-mapped from the row store (None: read row groups of the file)."""
     first_group: int = 0
     """The first row group of the part indexed (a shared log file's bucket starts there)."""
+    filter: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint8))
+    """A bit per value of a hash's top bits, set where the file holds such a hash (see
+    :func:`hash_filter`): most keys a file lacks are ruled out by it without a binary search."""
 
     @property
     def nbytes(self) -> int:
         """Memory held (a mapped copy lives in the page cache, not here)."""
-        return int(self.hashes.nbytes + self.rows.nbytes + self.group_starts.nbytes) + 1024
+        return (
+            int(self.hashes.nbytes + self.rows.nbytes + self.group_starts.nbytes + self.filter.nbytes) + 1024
+        )
 
     def positions(self, wanted: np.ndarray) -> np.ndarray:
         """Rows of this file whose key hash is one of ``wanted`` (sorted uint64), ascending."""
         n = len(self.hashes)
         if n == 0 or len(wanted) == 0:
             return np.empty(0, np.int64)
+        if len(self.filter) and len(wanted) > 64:  # a few keys: the search alone is cheaper
+            wanted = wanted[may_hold(self.filter, wanted)]
+            if not len(wanted):
+                return np.empty(0, np.int64)
         lo = np.searchsorted(self.hashes, wanted, side="left")
         hit = self.hashes[np.minimum(lo, n - 1)] == wanted  # one search; the second only for hits
         if not hit.any():
@@ -236,6 +245,31 @@ def _build(
     return _index(keys, primary_key, starts, metadata, None, span.start)
 
 
+_FILTER_BITS_PER_KEY = 8
+"""Filter bits per key hash of a file: about one in eight keys it lacks passes (and is searched)."""
+
+
+def hash_filter(hashes: np.ndarray) -> np.ndarray:
+    """A bitmap of the top bits of ``hashes`` (at least 8 bits a hash, a power of two in all).
+
+    >>> bits = hash_filter(np.array([1 << 63, 5], np.uint64))
+    >>> may_hold(bits, np.array([1 << 63, 5, (1 << 62) + 9], np.uint64)).tolist()
+    [True, True, False]
+    """
+    width = max(9, int(len(hashes) * _FILTER_BITS_PER_KEY).bit_length())  # 2**width bits
+    bits = np.zeros(1 << width, dtype=bool)
+    bits[(hashes >> np.uint64(64 - width)).astype(np.int64)] = True
+    return np.packbits(bits, bitorder="little")
+
+
+def may_hold(bitmap: np.ndarray, hashes: np.ndarray) -> np.ndarray:
+    """Whether each of ``hashes`` may be among those :func:`hash_filter` made ``bitmap`` of (False:
+    certainly not)."""
+    width = (len(bitmap) * 8).bit_length() - 1
+    slot = (hashes >> np.uint64(64 - width)).astype(np.int64)
+    return np.asarray((bitmap[slot >> 3] >> (slot & 7).astype(np.uint8)) & 1, dtype=bool)
+
+
 def _index(
     keys: pa.Table,
     primary_key: Sequence[str],
@@ -247,7 +281,16 @@ def _index(
     hashes = key_hash(keys, primary_key)
     order = np.argsort(hashes, kind="stable")
     rows = order.astype(np.int32 if keys.num_rows < 2**31 else np.int64)
-    return KeyIndex(hashes[order], rows, starts.astype(np.int64), metadata, stored, first_group)
+    sorted_hashes = hashes[order]
+    return KeyIndex(
+        sorted_hashes,
+        rows,
+        starts.astype(np.int64),
+        metadata,
+        stored,
+        first_group,
+        hash_filter(sorted_hashes),
+    )
 
 
 def _read_rows(

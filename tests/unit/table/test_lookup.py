@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -70,3 +71,15 @@ def test_bad_keys_get_a_clear_error(table: fl.LakeTable, keys: object, message: 
 def test_unknown_columns_are_refused(table: fl.LakeTable) -> None:
     with pytest.raises(InvalidArgumentError, match=r"has no column\(s\) \['nope'\]"):
         table.get([(1, "mon")], columns=["nope"])
+
+
+def test_the_hash_filter_never_rules_out_a_held_hash_and_rules_out_most_others() -> None:
+    from flowlake.table.lookup import hash_filter, may_hold
+
+    rng = np.random.default_rng(5)
+    for n in (0, 1, 100, 10_000):
+        held = np.sort(rng.integers(0, 2**64, n, dtype=np.uint64))
+        bitmap = hash_filter(held)
+        assert may_hold(bitmap, held).all()
+        others = rng.integers(0, 2**64, 20_000, dtype=np.uint64)
+        assert may_hold(bitmap, others).mean() < 0.15
