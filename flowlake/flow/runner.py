@@ -92,11 +92,9 @@ def main(locate: Callable[[str], Any] | None = None) -> None:
     from bytewax._bytewax import cli_main
     from bytewax.recovery import RecoveryConfig
 
-    from flowlake.runtime.memory import return_freed_memory
     from flowlake.runtime.observability import setup_from_env
 
     setup_from_env()  # FLOWLAKE_METRICS_PORT / FLOWLAKE_LOG_FORMAT=json for this worker process
-    return_freed_memory()  # a worker's state arrays grow every batch: keep the holes they leave off the heap
 
     bw._parse_timedelta = parse_interval
     sys.argv[1:], given_state = split_state_dir(sys.argv[1:])
