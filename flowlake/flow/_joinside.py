@@ -361,7 +361,7 @@ class JoinSide:
             found = [np.flatnonzero(row_hash == h) for h in hashes]
             sizes = [len(f) for f in found]
             query = np.repeat(np.arange(len(hashes), dtype=np.int64), sizes)
-            return query, np.concatenate([np.zeros(0, np.int64), *found]).astype(np.int64)
+            return query, np.concatenate([np.zeros(0, np.int64), *found])
         return candidates(*self._row_hash_index(), hashes)
 
     def _row_hash_index(self) -> tuple[np.ndarray, np.ndarray]:
@@ -428,21 +428,19 @@ class JoinSide:
         ``read`` from a snapshot's file is mapped already: a large one is settled as it is."""
         if not chunk.num_rows:
             return
-        limit = SPILL_ROWS if self.spill is not None else None
-        if read and limit is not None and chunk.num_rows >= limit:
-            self.chunks.append(chunk)
-            self._settled = len(self.chunks)
+        chunks, settled, spill = self.chunks, self._settled, self.spill
+        chunks.append(chunk)
+        if spill is not None and read and chunk.num_rows >= SPILL_ROWS:
+            self._settled = len(chunks)
             return
-        self.chunks.append(chunk)
-        chunks, settled = self.chunks, self._settled
         while len(chunks) - settled > 1 and chunks[-1].num_rows * 2 >= chunks[-2].num_rows:
             chunks[-2:] = [pa.concat_tables(chunks[-2:]).combine_chunks()]
         if len(chunks) - settled > _MAX_CHUNKS:
             chunks[settled:] = [pa.concat_tables(chunks[settled:]).combine_chunks()]
-        if limit is not None and chunks[-1].num_rows >= limit and self.spill is not None:
+        if spill is not None and chunks[-1].num_rows >= SPILL_ROWS:
             # the merges went through every unsettled chunk (each was under twice the last): it is
             # the only one, so the settled chunks stay a prefix
-            chunks[-1] = spill_table(self.spill, chunks[-1])
+            chunks[-1] = spill_table(spill, chunks[-1])
             self._settled = len(chunks)
 
     def _hold(self, table: pa.Table) -> None:

@@ -148,7 +148,12 @@ class JoinState(ChunkedSnapshot):
         rows on disk there, memory-mapped (see :data:`~flowlake.flow._joinside.SPILL_ROWS`)."""
         super().keep_chunks(root, inline_bytes)
         for side in self.sides.values():
-            side.spill = root / SPILL_FOLDER
+            side.spill = self._spill
+
+    @property
+    def _spill(self) -> Path | None:
+        """The folder the sides spill to: ``spill`` in the state folder (None without one)."""
+        return None if self._chunk_root is None else self._chunk_root / SPILL_FOLDER
 
     def side(self, name: Literal["left", "right"]) -> JoinSide | None:
         """The state of one input (None before its first change)."""
@@ -216,7 +221,7 @@ class JoinState(ChunkedSnapshot):
             state = self.sides.get(name)
             if state is None:
                 state = self.sides[name] = JoinSide(schema, on)
-                state.spill = None if self._chunk_root is None else self._chunk_root / SPILL_FOLDER
+                state.spill = self._spill
             elif state.schema != schema or types != self.key_types:
                 state.rehash(schema, types)
                 self._log = None  # every row hash changed: the next snapshot starts a new log
