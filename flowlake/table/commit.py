@@ -379,16 +379,21 @@ def current_state(
 
 
 def learn_missing(
-    store: MetaStore, storage: Storage, record: TableRecord, state: KeyState, rows: pa.Table
+    store: MetaStore,
+    storage: Storage,
+    record: TableRecord,
+    bucket_map: BucketMap,
+    state: KeyState,
+    rows: pa.Table,
 ) -> None:
     """Give an incomplete ``state`` (at ``record.current_version``) the current rows of the keys of
-    ``rows`` it does not hold, by point lookups in the table's files at that version."""
+    ``rows`` it does not hold, by point lookups in the table's files at that version (``bucket_map``:
+    the record's, which routes each key to the files of its bucket)."""
     wanted = state.missing(rows)
     if not wanted.num_rows:
         return
     wanted = wanted.cast(pa.schema([record.schema.field(k) for k in record.primary_key]))
     with unless_cleaned(store, record.id, record.qualified_name, state.version):
         files = store.live_files(record.id, state.version)
-        bucket_map = BucketMap.from_json(record.bucket_map, record.buckets)
         found = lookup(storage, files, record.schema, record.primary_key, wanted, bucket_map=bucket_map)
     state.learn(found)

@@ -409,7 +409,7 @@ class LakeTable:
                     self._state = None
                     continue
                 if not state.complete:
-                    learn_missing(self._store, self._storage, record, state, rows)
+                    learn_missing(self._store, self._storage, record, self._map(), state, rows)
                 full = merge_partial(state, rows, columns, self.name) if columns else rows
                 plan = plan_write(state, full, is_delete)
                 if plan.empty and token is None and not sources:
