@@ -3,8 +3,9 @@
 mysql-replication parses every row of a rows event into a dict, value by value, in Python; for a
 table of plain columns that parsing is most of the binlog source's cost. :func:`plan_table` looks at a
 table map once and, when every column is of a kind decoded here (integers of every width, signed or
-not, ``FLOAT``/``DOUBLE``, and ``CHAR``/``VARCHAR``/``TEXT``/``BINARY``/``VARBINARY``/``BLOB`` with a
-charset :mod:`flowlake.cdc.mysql_values` knows), returns a :class:`TablePlan`; :func:`decode_event`
+not, ``FLOAT``/``DOUBLE``, ``DECIMAL``, ``DATE``, ``DATETIME``/``TIMESTAMP`` with any fractional
+seconds, and ``CHAR``/``VARCHAR``/``TEXT``/``BINARY``/``VARBINARY``/``BLOB`` with a charset
+:mod:`flowlake.cdc.mysql_values` knows), returns a :class:`TablePlan`; :func:`decode_event`
 then reads a rows event's image bytes straight into one Python list per column, giving the same
 values as mysql-replication plus :func:`flowlake.cdc.mysql_values.fix_image` (the server's values).
 
@@ -16,16 +17,21 @@ and the usual dead-letter rules apply.
 
 from __future__ import annotations
 
+import datetime as dt
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
 from flowlake.cdc.mysql_values import ColumnDecoder, decode_text
 
 # mysql-replication's FIELD_TYPE numbers (pymysqlreplication.constants.FIELD_TYPE)
 _TINY, _SHORT, _LONG, _FLOAT, _DOUBLE, _LONGLONG, _INT24 = 1, 2, 3, 4, 5, 8, 9
-_VARCHAR, _BLOB, _STRING = 15, 252, 254
+_DATE, _VARCHAR, _TIMESTAMP2, _DATETIME2, _NEWDECIMAL, _BLOB, _STRING = 10, 15, 17, 18, 246, 252, 254
+_EPOCH: Final = dt.datetime(1970, 1, 1)  # mysql-replication's TIMESTAMP values: naive UTC
+_DECIMAL_GROUP_BYTES: Final = (0, 1, 1, 2, 2, 3, 3, 4, 4, 4)
+"""Bytes of a packed group of 0-9 decimal digits (MySQL's binary DECIMAL: 9 digits per 4 bytes)."""
 
 _INTS: Final[dict[tuple[int, bool], struct.Struct]] = {
     (_TINY, False): struct.Struct("<b"),
@@ -45,8 +51,9 @@ Reader = Callable[[bytes, int], tuple[Any, int]]
 
 
 Layout = tuple[Any, ...]
-"""One column's shape for the compiled reader: ``("fixed", struct format)``, ``("int24", signed)``
-or ``("string", length bytes, decoder kind, codec, fixed length)``."""
+"""One column's shape for the compiled reader: ``("fixed", struct format)``, ``("int24", signed)``,
+``("string", length bytes, decoder kind, codec, fixed length)``, ``("decimal", precision, scale)``,
+``("date",)``, ``("datetime2", fsp)`` or ``("timestamp2", fsp)``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +78,7 @@ def plan_table(columns: Sequence[Any], decoders: dict[str, ColumnDecoder]) -> Ta
     >>> plan = plan_table(columns, {"v": ColumnDecoder("v", "text", codec="utf-8")})
     >>> plan.names
     ('id', 'v')
-    >>> plan_table([Column(name="d", type=246)], {}) is None  # DECIMAL: left to mysql-replication
+    >>> plan_table([Column(name="j", type=245)], {}) is None  # JSON: left to mysql-replication
     True
     """
     readers: list[Reader] = []
@@ -95,6 +102,14 @@ def _layout(column: Any, decoder: ColumnDecoder | None) -> Layout | None:
         return ("fixed", fixed.format)
     if kind == _INT24 and decoder is None:
         return ("int24", not unsigned)
+    if kind == _NEWDECIMAL and decoder is None:
+        return ("decimal", int(column.precision), int(column.decimals))
+    if kind == _DATE and decoder is None:
+        return ("date",)
+    if kind == _DATETIME2 and decoder is None:
+        return ("datetime2", int(getattr(column, "fsp", 0) or 0))
+    if kind == _TIMESTAMP2 and (decoder is None or decoder.kind == "timestamp"):
+        return ("timestamp2", int(getattr(column, "fsp", 0) or 0))
     if decoder is None or decoder.kind not in ("text", "binary", "fixed_binary"):
         return None
     if kind in (_VARCHAR, _STRING):  # (mysql-replication reads VAR_STRING as None: not here)
@@ -113,6 +128,8 @@ def _reader(layout: Layout) -> Reader:
         return _fixed(struct.Struct(layout[1]))
     if layout[0] == "int24":
         return _int24(not layout[1])
+    if layout[0] in _TEMPORAL_OR_DECIMAL:
+        return _TEMPORAL_OR_DECIMAL[layout[0]](*layout[1:])
     _, size, kind, codec, length = layout
     return _string(size, ColumnDecoder("", kind, codec=codec, length=length))
 
@@ -154,6 +171,104 @@ def _string(size: int, decoder: ColumnDecoder) -> Reader:
 
 class _Short(ValueError):
     """The image bytes end inside a value."""
+
+
+def _decimal(precision: int, scale: int) -> Reader:
+    """MySQL's binary ``DECIMAL(precision, scale)``, as mysql-replication reads it: the digits
+    written out and parsed by :class:`~decimal.Decimal` (so ``Decimal('1.50')`` keeps its scale)."""
+    whole_groups, whole_rest = divmod(precision - scale, 9)
+    part_groups, part_rest = divmod(scale, 9)
+    head, tail = _DECIMAL_GROUP_BYTES[whole_rest], _DECIMAL_GROUP_BYTES[part_rest]
+    size = head + 4 * (whole_groups + part_groups) + tail
+
+    def read(data: bytes, at: int) -> tuple[Any, int]:
+        raw = bytearray(data[at : at + size])
+        if len(raw) < size:
+            raise _Short
+        mask = 0 if raw[0] & 0x80 else -1  # the sign bit; a negative number's bytes are inverted
+        raw[0] ^= 0x80
+        text = ["" if mask == 0 else "-"]
+        if head:
+            text.append(str(int.from_bytes(raw[:head], "big", signed=True) ^ mask))
+        p = head
+        for _ in range(whole_groups):
+            text.append(f"{int.from_bytes(raw[p : p + 4], 'big', signed=True) ^ mask:09d}")
+            p += 4
+        text.append(".")
+        for _ in range(part_groups):
+            text.append(f"{int.from_bytes(raw[p : p + 4], 'big', signed=True) ^ mask:09d}")
+            p += 4
+        if tail:
+            text.append(f"{int.from_bytes(raw[p : p + tail], 'big', signed=True) ^ mask:0{part_rest}d}")
+        try:
+            return Decimal("".join(text)), at + size
+        except InvalidOperation as exc:  # bytes that are no decimal: the library's read fails too
+            raise ValueError(f"not a binary DECIMAL({precision},{scale})") from exc
+
+    return read
+
+
+def _fraction(fsp: int) -> tuple[int, Callable[[int], int]]:
+    """The bytes of a temporal value's fractional seconds and how they become microseconds."""
+    size = (fsp + 1) // 2
+    scale = 10 ** (6 - fsp)
+    if fsp % 2:
+        return size, lambda raw: int(raw / 10) * scale
+    return size, lambda raw: raw * scale
+
+
+def _date() -> Reader:
+    def read(data: bytes, at: int) -> tuple[Any, int]:
+        packed = int.from_bytes(data[at : at + 3], "little")
+        year, month, day = packed >> 9 & 0x7FFF, packed >> 5 & 0xF, packed & 0x1F
+        if not (year and month and day):
+            return None, at + 3  # a zero date or a zero part: NULL, as the library reads it
+        return dt.date(year, month, day), at + 3  # raises ValueError (as the library) for Feb 31
+
+    return read
+
+
+def _datetime2(fsp: int) -> Reader:
+    size, micros = _fraction(fsp)
+
+    def read(data: bytes, at: int) -> tuple[Any, int]:
+        packed = int.from_bytes(data[at : at + 5], "big")
+        fraction = micros(int.from_bytes(data[at + 5 : at + 5 + size], "big", signed=True)) if size else 0
+        at += 5 + size
+        year_month = packed >> 22 & 0x1FFFF
+        try:
+            value = dt.datetime(
+                year_month // 13, year_month % 13, packed >> 17 & 0x1F, packed >> 12 & 0x1F,
+                packed >> 6 & 0x3F, packed & 0x3F,
+            )  # fmt: skip
+        except ValueError:
+            return None, at  # a zero or impossible date: NULL, as the library reads it
+        return (value.replace(microsecond=fraction) if fraction > 0 else value), at
+
+    return read
+
+
+def _timestamp2(fsp: int) -> Reader:
+    size, micros = _fraction(fsp)
+
+    def read(data: bytes, at: int) -> tuple[Any, int]:
+        seconds = int.from_bytes(data[at : at + 4], "big", signed=True)
+        fraction = micros(int.from_bytes(data[at + 4 : at + 4 + size], "big", signed=True)) if size else 0
+        if not 0 <= fraction < 1_000_000:
+            raise ValueError("fractional seconds out of range")
+        if seconds == 0 and fraction == 0:
+            return None, at + 4 + size  # the zero timestamp: NULL, as mysql_values.fix_image makes it
+        return _EPOCH + dt.timedelta(seconds=seconds, microseconds=fraction), at + 4 + size
+
+    return read
+
+
+_TEMPORAL_OR_DECIMAL: Final[dict[str, Callable[..., Reader]]] = {
+    "decimal": _decimal,
+    "date": _date,
+    "datetime2": _datetime2,
+    "timestamp2": _timestamp2,
+}
 
 
 def compile_images(layouts: tuple[Layout, ...], *, into: bool = False) -> Callable[..., Any]:
@@ -238,6 +353,9 @@ def _value_lines(i: int, layout: Layout, env: dict[str, Any]) -> list[str]:
         return [f"v{i} = fixed{i}(data, at)[0]", f"at += {struct.calcsize(layout[1])}"]
     if layout[0] == "int24":
         return [f"v{i} = int.from_bytes(data[at:at + 3], 'little', signed={bool(layout[1])})", "at += 3"]
+    if layout[0] in _TEMPORAL_OR_DECIMAL:
+        env[f"read{i}"] = _reader(layout)
+        return [f"v{i}, at = read{i}(data, at)"]
     _, size, kind, codec, length = layout
     head = "n = data[at]" if size == 1 else f"n = int.from_bytes(data[at:at + {size}], 'little')"
     lines = [head, f"at += {size}", "if at + n > end:", "    raise _Short"]

@@ -4,12 +4,14 @@ ingester Arrow changelogs, and ODS equals ``SELECT *``."""
 
 from __future__ import annotations
 
+import datetime as dt
 import random
 from pathlib import Path
 from typing import Any, Literal
 
 import pytest
 from test_cdc_mariadb import fresh_database, lake
+from test_cdc_mariadb_fidelity import COLUMNS as MATRIX_COLUMNS
 from test_cdc_mariadb_fidelity import HIGH, LOW, MIDDLE
 
 import flowlake as fl
@@ -30,30 +32,78 @@ pytest.importorskip("pymysql")
 pytest.importorskip("pymysqlreplication")
 
 # the columns of the fidelity matrix that the by-columns plan reads, plus a VARCHAR with a 2-byte length
+# and more decimal and temporal shapes (every packed-digit layout, every fractional-seconds width)
 PLAIN = """CREATE TABLE tp.plain (
   id BIGINT UNSIGNED PRIMARY KEY,
   i8 TINYINT, u8 TINYINT UNSIGNED, i16 SMALLINT, u16 SMALLINT UNSIGNED, i24 MEDIUMINT,
   u24 MEDIUMINT UNSIGNED, i32 INT, u32 INT UNSIGNED, i64 BIGINT, u64 BIGINT UNSIGNED,
-  dbl DOUBLE, flt FLOAT,
+  dec1 DECIMAL(20,6), dbl DOUBLE, flt FLOAT,
   vc VARCHAR(40) CHARACTER SET utf8mb4, l1 VARCHAR(20) CHARACTER SET latin1, ch CHAR(5), txt TEXT,
-  bl BLOB, bn BINARY(4), vb VARBINARY(8), lv VARCHAR(300) CHARACTER SET utf8mb4
+  bl BLOB, bn BINARY(4), vb VARBINARY(8), d DATE, dtm DATETIME(6), ts TIMESTAMP(3) NULL,
+  lv VARCHAR(300) CHARACTER SET utf8mb4,
+  amt DECIMAL(12,2), d0 DECIMAL(18,0), d9 DECIMAL(9,9), d38 DECIMAL(38,10), dt0 DATETIME, dt1 DATETIME(1),
+  ts0 TIMESTAMP NULL, ts5 TIMESTAMP(5) NULL, ts6 TIMESTAMP(6) NULL
 )"""
-MATRIX_COLUMNS = [
+FROM_MATRIX = [
     "i8", "u8", "i16", "u16", "i24", "u24", "i32", "u32", "i64", "u64", "dec1", "dbl", "flt",
-    "vc", "l1", "ch", "txt", "bl", "bn", "vb",
+    "vc", "l1", "ch", "txt", "bl", "bn", "vb", "d", "dtm", "ts",
 ]  # fmt: skip
-COLUMNS = ["id", *[c for c in MATRIX_COLUMNS if c != "dec1"], "lv"]
+MORE = ["lv", "amt", "d0", "d9", "d38", "dt0", "dt1", "ts0", "ts5", "ts6"]
+COLUMNS = ["id", *FROM_MATRIX, *MORE]
+TIMESTAMPS = ("ts", "ts0", "ts5", "ts6")
 
 
-def values(matrix: list[str], long_text: str) -> list[str]:
-    picked = dict(zip(MATRIX_COLUMNS, matrix, strict=False))
-    return [picked[c] for c in COLUMNS[1:-1]] + [long_text]
+def values(matrix: list[str], more: list[str]) -> list[str]:
+    picked = dict(zip(MATRIX_COLUMNS[1:], matrix, strict=True))
+    return [picked[c] for c in FROM_MATRIX] + more
 
 
 ROWS = {
-    1: values(LOW, "REPEAT('\u00e9', 300)"),
-    2: values(HIGH, "''"),
-    3: values(MIDDLE, "'short'"),
+    1: values(
+        LOW,
+        [
+            "REPEAT('\u00e9', 300)",
+            "-9999999999.99",
+            "-999999999999999999",
+            "-0.999999999",
+            "-" + "9" * 28 + "." + "9" * 10,
+            "'1000-01-01 00:00:00'",
+            "'1000-01-01 00:00:00.1'",
+            "'1970-01-01 00:00:01'",
+            "'1970-01-01 00:00:01.00001'",
+            "'1970-01-01 00:00:00.000001'",
+        ],
+    ),
+    2: values(
+        HIGH,
+        [
+            "''",
+            "9999999999.99",
+            "999999999999999999",
+            "0.999999999",
+            "9" * 28 + "." + "9" * 10,
+            "'9999-12-31 23:59:59'",
+            "'9999-12-31 23:59:59.9'",
+            "'2038-01-19 03:14:07'",
+            "'2038-01-19 03:14:07.99999'",
+            "'2038-01-19 03:14:07.999999'",
+        ],
+    ),
+    3: values(
+        MIDDLE,
+        [
+            "'short'",
+            "-0.01",
+            "0",
+            "0.000000001",
+            "-1.5",
+            "'0000-00-00 00:00:00'",
+            "'2026-02-30 12:00:00.5'",
+            "'0000-00-00 00:00:00'",
+            "'2026-12-07 04:05:06.12345'",
+            "'2026-12-07 04:05:06.5'",
+        ],
+    ),
     4: ["NULL"] * (len(COLUMNS) - 1),
 }
 
@@ -158,7 +208,7 @@ def test_stream_hands_the_ingester_arrow_changelogs_and_ods_equals_select(
     cur.execute(
         f"SELECT {', '.join(c if c != 'flt' else 'CAST(flt AS DOUBLE)' for c in COLUMNS)} FROM tq.plain"
     )
-    expected = sorted((dict(zip(COLUMNS, r, strict=True)) for r in cur.fetchall()), key=lambda r: r["id"])
+    expected = sorted((source_row(r) for r in cur.fetchall()), key=lambda r: r["id"])
     ods = sorted(cat.load_table("ods.plain").read().to_pylist(), key=lambda r: r["id"])
     assert [r["id"] for r in ods] == [r["id"] for r in expected]
     for got, want in zip(ods, expected, strict=True):
@@ -166,3 +216,14 @@ def test_stream_hands_the_ingester_arrow_changelogs_and_ods_equals_select(
             assert type(got[column]) is type(want[column]) and got[column] == want[column], (
                 f"id {want['id']} column {column}: ODS {got[column]!r}, MariaDB {want[column]!r}"
             )
+
+
+def source_row(values: tuple[Any, ...]) -> dict[str, Any]:
+    """A ``SELECT`` row as ODS holds it: zero dates NULL, TIMESTAMPs in UTC."""
+    row = dict(zip(COLUMNS, values, strict=True))
+    for column, value in row.items():
+        if isinstance(value, str) and column in ("d", "dtm", "dt0", "dt1", *TIMESTAMPS):
+            row[column] = None  # PyMySQL's text of a zero date
+        elif column in TIMESTAMPS and isinstance(value, dt.datetime):
+            row[column] = value.replace(tzinfo=dt.UTC)
+    return row
