@@ -30,8 +30,9 @@ import datetime as dt
 import itertools
 import logging
 import os
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -70,6 +71,11 @@ def position_key(table: str) -> str:
     return f"table:{table}"
 
 
+REGISTER_EVERY_S: Final = 5.0
+"""How often a lake source moves its registered consumer position (which keeps the history it still
+needs from being cleaned) as it reads on; a position registered later than it could be is only older."""
+
+
 class _SourcePartition(StatefulSourcePartition[ChangeBatch, int]):
     def __init__(
         self, source: LakeSource, consumer: str, resume: int | None
@@ -81,6 +87,7 @@ class _SourcePartition(StatefulSourcePartition[ChangeBatch, int]):
         self._key = position_key(source.table)
         self._awake: dt.datetime | None = None
         self._snapshot_from: int | None = None
+        self._registered: tuple[int, float] = (-1, 0.0)  # version, time.monotonic() when registered
         head = self._table.refresh().version
         self._stop = head if source.stop == "head" else source.stop
         self._pending_snapshot = False
@@ -111,6 +118,7 @@ class _SourcePartition(StatefulSourcePartition[ChangeBatch, int]):
         self._register(self._position)
 
     def _register(self, version: int) -> None:
+        self._registered = (version, time.monotonic())
         try:
             self._catalog.register_consumer(self._consumer, self._source.table, version)
         except Exception as exc:  # cleaning protection is best effort; reading still works
@@ -196,8 +204,13 @@ class _SourcePartition(StatefulSourcePartition[ChangeBatch, int]):
         return self._awake
 
     def snapshot(self) -> int:
-        # the consumer trails by one snapshot: a resume restarts from a snapshot that is durable
-        if self._snapshot_from is not None:
+        # the consumer trails by one snapshot: a resume restarts from a snapshot that is durable; it
+        # moves at most every REGISTER_EVERY_S (a catalog write per epoch costs a sub-second flow
+        # ~8% of its CPU), which only keeps a little more history readable than needed
+        registered, at = self._registered
+        moved = self._snapshot_from is not None and self._snapshot_from != registered
+        if moved and time.monotonic() - at >= REGISTER_EVERY_S:
+            assert self._snapshot_from is not None
             self._register(self._snapshot_from)
         self._snapshot_from = self._position
         return self._position

@@ -54,6 +54,29 @@ def test_source_reads_changes_with_positions_and_resumes(cat: fl.Catalog) -> Non
     assert cat.list_consumers("ods.t")["f.src"] == 2
 
 
+def test_source_moves_its_consumer_one_snapshot_behind_at_most_every_few_seconds(
+    cat: fl.Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flowlake.flow import lake
+
+    t = cat.create_table("ods.t", SCHEMA, primary_key=["k"])
+    part = LakeSource("ods.t", catalog=cat, max_versions=1).build_part("f.src", "ods.t", None)
+    assert cat.list_consumers("ods.t")["f.src"] == 0
+    for k in range(1, 4):
+        t.upsert(pa.table({"k": [k], "v": [k]}, schema=SCHEMA))
+    part.next_batch()
+    part.snapshot()  # at 1; nothing durable beyond 0 yet
+    part.next_batch()
+    part.snapshot()  # at 2: version 1 is durable, but the last registration was just now
+    assert cat.list_consumers("ods.t")["f.src"] == 0
+    monkeypatch.setattr(lake, "REGISTER_EVERY_S", 0.0)
+    part.next_batch()
+    part.snapshot()  # at 3: the snapshot before it (2) is durable
+    assert cat.list_consumers("ods.t")["f.src"] == 2
+    part.snapshot()
+    assert cat.list_consumers("ods.t")["f.src"] == 3
+
+
 def test_source_never_emits_a_batch_spanning_versions(cat: fl.Catalog) -> None:
     # a replay that folded changes from both sides of a committed version into one batch could cancel
     # them out and leave a stale row in the sink's table; one batch per version rules that out
