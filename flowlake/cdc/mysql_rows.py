@@ -21,7 +21,7 @@ import datetime as dt
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, Final
 
 from flowlake.cdc.mysql_values import ColumnDecoder, decode_text
@@ -32,6 +32,8 @@ _DATE, _VARCHAR, _TIMESTAMP2, _DATETIME2, _NEWDECIMAL, _BLOB, _STRING = 10, 15, 
 _EPOCH: Final = dt.datetime(1970, 1, 1)  # mysql-replication's TIMESTAMP values: naive UTC
 _DECIMAL_GROUP_BYTES: Final = (0, 1, 1, 2, 2, 3, 3, 4, 4, 4)
 """Bytes of a packed group of 0-9 decimal digits (MySQL's binary DECIMAL: 9 digits per 4 bytes)."""
+_CACHED_VALUES: Final = 4096
+"""Values a decimal or temporal column's reader remembers by their bytes (then it forgets them all)."""
 
 _INTS: Final[dict[tuple[int, bool], struct.Struct]] = {
     (_TINY, False): struct.Struct("<b"),
@@ -173,39 +175,68 @@ class _Short(ValueError):
     """The image bytes end inside a value."""
 
 
+def _cached(size: int, convert: Callable[[bytes], Any]) -> Reader:
+    """A reader of ``size``-byte values through ``convert``, remembering the last values it met:
+    prices, stamps of one statement (``NOW()``), dates repeat within a rows event, and converting in
+    Python costs microseconds a value where a dict lookup costs a tenth of one."""
+    seen: dict[bytes, Any] = {}
+
+    def read(data: bytes, at: int) -> tuple[Any, int]:
+        raw = data[at : at + size]
+        value = seen.get(raw, seen)
+        if value is seen:
+            if len(raw) < size:
+                raise _Short
+            if len(seen) >= _CACHED_VALUES:
+                seen.clear()
+            value = seen[raw] = convert(raw)
+        return value, at + size
+
+    return read
+
+
 def _decimal(precision: int, scale: int) -> Reader:
-    """MySQL's binary ``DECIMAL(precision, scale)``, as mysql-replication reads it: the digits
-    written out and parsed by :class:`~decimal.Decimal` (so ``Decimal('1.50')`` keeps its scale)."""
+    """MySQL's binary ``DECIMAL(precision, scale)``, as mysql-replication reads it (the same
+    :class:`~decimal.Decimal`, scale and sign of zero included).
+
+    The digits come in big-endian groups (9 digits in 4 bytes, a partial group in fewer) of the
+    whole part then of the fraction; the sign bit of the first byte is inverted, and a negative
+    number's bytes are inverted as well.
+    """
     whole_groups, whole_rest = divmod(precision - scale, 9)
     part_groups, part_rest = divmod(scale, 9)
     head, tail = _DECIMAL_GROUP_BYTES[whole_rest], _DECIMAL_GROUP_BYTES[part_rest]
-    size = head + 4 * (whole_groups + part_groups) + tail
+    full = whole_groups + part_groups
+    widths = [head] * bool(head) + [4] * full + [tail] * bool(tail)
+    limits = [10**whole_rest] * bool(head) + [10**9] * full + [10**part_rest] * bool(tail)
+    pairs = list(zip(widths, limits, strict=True))
+    codes = {1: "b", 2: "h", 4: "i"}
+    if all(width in codes for width in widths):
+        unpack = struct.Struct(">" + "".join(codes[width] for width in widths)).unpack
 
-    def read(data: bytes, at: int) -> tuple[Any, int]:
-        raw = bytearray(data[at : at + size])
-        if len(raw) < size:
-            raise _Short
-        mask = 0 if raw[0] & 0x80 else -1  # the sign bit; a negative number's bytes are inverted
-        raw[0] ^= 0x80
-        text = ["" if mask == 0 else "-"]
-        if head:
-            text.append(str(int.from_bytes(raw[:head], "big", signed=True) ^ mask))
-        p = head
-        for _ in range(whole_groups):
-            text.append(f"{int.from_bytes(raw[p : p + 4], 'big', signed=True) ^ mask:09d}")
-            p += 4
-        text.append(".")
-        for _ in range(part_groups):
-            text.append(f"{int.from_bytes(raw[p : p + 4], 'big', signed=True) ^ mask:09d}")
-            p += 4
-        if tail:
-            text.append(f"{int.from_bytes(raw[p : p + tail], 'big', signed=True) ^ mask:0{part_rest}d}")
-        try:
-            return Decimal("".join(text)), at + size
-        except InvalidOperation as exc:  # bytes that are no decimal: the library's read fails too
-            raise ValueError(f"not a binary DECIMAL({precision},{scale})") from exc
+        def groups(flipped: bytes) -> Sequence[int]:
+            return unpack(flipped)
 
-    return read
+    else:  # a 3-byte group (5 or 6 digits) has no struct code
+
+        def groups(flipped: bytes) -> Sequence[int]:
+            out, p = [], 0
+            for width in widths:
+                out.append(int.from_bytes(flipped[p : p + width], "big", signed=True))
+                p += width
+            return out
+
+    def convert(raw: bytes) -> Decimal:
+        negative = not raw[0] & 0x80
+        unscaled = 0
+        for group, (_, limit) in zip(groups(bytes((raw[0] ^ 0x80,)) + raw[1:]), pairs, strict=True):
+            digits = ~group if negative else group
+            if not 0 <= digits < limit:
+                raise ValueError(f"not a binary DECIMAL({precision},{scale})")  # the library's text breaks
+            unscaled = unscaled * limit + digits
+        return Decimal(f"{'-' if negative else ''}{unscaled}E-{scale}")
+
+    return _cached(sum(widths), convert)
 
 
 def _fraction(fsp: int) -> tuple[int, Callable[[int], int]]:
@@ -218,23 +249,22 @@ def _fraction(fsp: int) -> tuple[int, Callable[[int], int]]:
 
 
 def _date() -> Reader:
-    def read(data: bytes, at: int) -> tuple[Any, int]:
-        packed = int.from_bytes(data[at : at + 3], "little")
+    def convert(raw: bytes) -> dt.date | None:
+        packed = int.from_bytes(raw, "little")
         year, month, day = packed >> 9 & 0x7FFF, packed >> 5 & 0xF, packed & 0x1F
         if not (year and month and day):
-            return None, at + 3  # a zero date or a zero part: NULL, as the library reads it
-        return dt.date(year, month, day), at + 3  # raises ValueError (as the library) for Feb 31
+            return None  # a zero date or a zero part: NULL, as the library reads it
+        return dt.date(year, month, day)  # raises ValueError (as the library) for Feb 31
 
-    return read
+    return _cached(3, convert)
 
 
 def _datetime2(fsp: int) -> Reader:
     size, micros = _fraction(fsp)
 
-    def read(data: bytes, at: int) -> tuple[Any, int]:
-        packed = int.from_bytes(data[at : at + 5], "big")
-        fraction = micros(int.from_bytes(data[at + 5 : at + 5 + size], "big", signed=True)) if size else 0
-        at += 5 + size
+    def convert(raw: bytes) -> dt.datetime | None:
+        packed = int.from_bytes(raw[:5], "big")
+        fraction = micros(int.from_bytes(raw[5:], "big", signed=True)) if size else 0
         year_month = packed >> 22 & 0x1FFFF
         try:
             value = dt.datetime(
@@ -242,25 +272,25 @@ def _datetime2(fsp: int) -> Reader:
                 packed >> 6 & 0x3F, packed & 0x3F,
             )  # fmt: skip
         except ValueError:
-            return None, at  # a zero or impossible date: NULL, as the library reads it
-        return (value.replace(microsecond=fraction) if fraction > 0 else value), at
+            return None  # a zero or impossible date: NULL, as the library reads it
+        return value.replace(microsecond=fraction) if fraction > 0 else value
 
-    return read
+    return _cached(5 + size, convert)
 
 
 def _timestamp2(fsp: int) -> Reader:
     size, micros = _fraction(fsp)
 
-    def read(data: bytes, at: int) -> tuple[Any, int]:
-        seconds = int.from_bytes(data[at : at + 4], "big", signed=True)
-        fraction = micros(int.from_bytes(data[at + 4 : at + 4 + size], "big", signed=True)) if size else 0
+    def convert(raw: bytes) -> dt.datetime | None:
+        seconds = int.from_bytes(raw[:4], "big", signed=True)
+        fraction = micros(int.from_bytes(raw[4:], "big", signed=True)) if size else 0
         if not 0 <= fraction < 1_000_000:
             raise ValueError("fractional seconds out of range")
         if seconds == 0 and fraction == 0:
-            return None, at + 4 + size  # the zero timestamp: NULL, as mysql_values.fix_image makes it
-        return _EPOCH + dt.timedelta(seconds=seconds, microseconds=fraction), at + 4 + size
+            return None  # the zero timestamp: NULL, as mysql_values.fix_image makes it
+        return _EPOCH + dt.timedelta(0, seconds, fraction)
 
-    return read
+    return _cached(4 + size, convert)
 
 
 _TEMPORAL_OR_DECIMAL: Final[dict[str, Callable[..., Reader]]] = {
