@@ -18,7 +18,7 @@ GROUP_BYTES = (0, 1, 1, 2, 2, 3, 3, 4, 4, 4)
 
 
 def encode_decimal(unscaled: int, precision: int, scale: int) -> bytes:
-    """MySQL's decimal2bin of ``unscaled`` × 10^-scale: digit groups big-endian, sign bit flipped,
+    """MySQL's decimal2bin of ``unscaled`` times 10^-scale: digit groups big-endian, sign bit flipped,
     negatives inverted."""
     sign = unscaled < 0
     text = str(abs(unscaled)).rjust(precision, "0")
