@@ -201,7 +201,8 @@ def _decimal(precision: int, scale: int) -> Reader:
 
     The digits come in big-endian groups (9 digits in 4 bytes, a partial group in fewer) of the
     whole part then of the fraction; the sign bit of the first byte is inverted, and a negative
-    number's bytes are inverted as well.
+    number's bytes are inverted as well. The conversion is compiled per column shape (one
+    ``struct`` call, no loop): it runs for every value the reader has not met yet.
     """
     whole_groups, whole_rest = divmod(precision - scale, 9)
     part_groups, part_rest = divmod(scale, 9)
@@ -209,34 +210,35 @@ def _decimal(precision: int, scale: int) -> Reader:
     full = whole_groups + part_groups
     widths = [head] * bool(head) + [4] * full + [tail] * bool(tail)
     limits = [10**whole_rest] * bool(head) + [10**9] * full + [10**part_rest] * bool(tail)
-    pairs = list(zip(widths, limits, strict=True))
-    codes = {1: "b", 2: "h", 4: "i"}
-    if all(width in codes for width in widths):
-        unpack = struct.Struct(">" + "".join(codes[width] for width in widths)).unpack
-
-        def groups(flipped: bytes) -> Sequence[int]:
-            return unpack(flipped)
-
+    size = sum(widths)
+    names = [f"g{i}" for i in range(len(widths))]
+    env: dict[str, Any] = {"Decimal": Decimal, "ValueError": ValueError}
+    lines = ["def convert(raw):", "    negative = not raw[0] & 0x80"]
+    if all(width in (1, 2, 4) for width in widths):  # unsigned big-endian groups in one call
+        env["unpack"] = struct.Struct(">" + "".join({1: "B", 2: "H", 4: "I"}[w] for w in widths)).unpack
+        lines.append(f"    {', '.join(names)}, = unpack(raw)")
     else:  # a 3-byte group (5 or 6 digits) has no struct code
-
-        def groups(flipped: bytes) -> Sequence[int]:
-            out, p = [], 0
-            for width in widths:
-                out.append(int.from_bytes(flipped[p : p + width], "big", signed=True))
-                p += width
-            return out
-
-    def convert(raw: bytes) -> Decimal:
-        negative = not raw[0] & 0x80
-        unscaled = 0
-        for group, (_, limit) in zip(groups(bytes((raw[0] ^ 0x80,)) + raw[1:]), pairs, strict=True):
-            digits = ~group if negative else group
-            if not 0 <= digits < limit:
-                raise ValueError(f"not a binary DECIMAL({precision},{scale})")  # the library's text breaks
-            unscaled = unscaled * limit + digits
-        return Decimal(f"{'-' if negative else ''}{unscaled}E-{scale}")
-
-    return _cached(sum(widths), convert)
+        at = 0
+        for name, width in zip(names, widths, strict=True):
+            lines.append(f"    {name} = int.from_bytes(raw[{at}:{at + width}], 'big')")
+            at += width
+    lines.append(f"    g0 ^= {1 << (8 * widths[0] - 1)}")  # the sign bit
+    lines.append("    if negative:")
+    lines += [
+        f"        {name} = {(1 << (8 * w)) - 1} - {name}" for name, w in zip(names, widths, strict=True)
+    ]
+    checks = " and ".join(f"{name} < {limit}" for name, limit in zip(names, limits, strict=True))
+    lines += [
+        f"    if not ({checks}):",
+        f"        raise ValueError('not a binary DECIMAL({precision},{scale})')",
+    ]
+    value = names[0]
+    for name, limit in zip(names[1:], limits[1:], strict=True):
+        value = f"({value}) * {limit} + {name}"
+    lines.append(f"    unscaled = {value}")
+    lines.append(f'    return Decimal(f"-{{unscaled}}E-{scale}" if negative else f"{{unscaled}}E-{scale}")')
+    exec("\n".join(lines), env)  # noqa: S102 - our own code, from the column's precision and scale only
+    return _cached(size, env["convert"])
 
 
 def _fraction(fsp: int) -> tuple[int, Callable[[int], int]]:
