@@ -78,13 +78,17 @@ def prepare_source(port: int, db: str, initial: int) -> None:
         shops = shops_table(SHOPS).to_pylist()
         cur.executemany(f"INSERT INTO {db}.shops VALUES (%s, %s, %s, %s)", [tuple(r.values()) for r in shops])
         rng = np.random.default_rng(3)
-        for start in range(0, initial, 5000):
+        for start in range(0, initial, 5000):  # numbers only: written out, not escaped one by one
             ids = range(start, min(initial, start + 5000))
-            cur.executemany(
-                f"INSERT INTO {db}.orders VALUES (%s, %s, %s, 'created', %s, UTC_TIMESTAMP(6), "
-                "UTC_TIMESTAMP(6))",
-                [(i, int(rng.integers(0, SHOPS)), int(rng.integers(0, 5000)), 10.5) for i in ids],
+            shops_of, users = (
+                rng.integers(0, SHOPS, len(ids)).tolist(),
+                rng.integers(0, 5000, len(ids)).tolist(),
             )
+            values = ",".join(
+                f"({i},{shop},{user},'created',10.5,UTC_TIMESTAMP(6),UTC_TIMESTAMP(6))"
+                for i, shop, user in zip(ids, shops_of, users, strict=True)
+            )
+            cur.execute(f"INSERT INTO {db}.orders VALUES {values}")
     conn.commit()
     conn.close()
 
