@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from flowlake.errors import InvalidArgumentError
 from flowlake.lake import Catalog
@@ -196,13 +198,37 @@ def verify_table(
     actual = table.read(version=at)
     expected = _conform(run_at(catalog, definition, inputs, default_head=False), actual.schema, name)
     key = list(table.primary_key)
-    want, got = _keyed(expected, key), _keyed(actual, key)
     excluded: set[tuple[Any, ...]] = set()
     exclude_sql = table_property(catalog, name, VERIFY_EXCLUDE_SQL)
     if exclude_sql:
         frozen = run_at(catalog, exclude_sql, {}, default_head=True)
         frozen = _conform(frozen, pa.schema([actual.schema.field(k) for k in key]), name)
         excluded = set(_keyed(frozen, key))
+    differences, excluded_count = compare(expected, actual, key, excluded, limit)
+    return VerifyReport(
+        table=name, version=at, inputs=inputs, rows=actual.num_rows, differences=differences,
+        excluded=excluded_count,
+    )  # fmt: skip
+
+
+def compare(
+    expected: pa.Table,
+    actual: pa.Table,
+    key: Sequence[str],
+    excluded: set[tuple[Any, ...]] = frozenset(),  # type: ignore[assignment]
+    limit: int = 1000,
+) -> tuple[list[Difference], int]:
+    """The keys whose rows differ (up to ``limit``, in key order by ``repr``), leaving ``excluded``
+    keys out, and how many excluded keys either side holds. Rows with a NULL key are left out; of rows
+    sharing a key the last counts.
+
+    >>> t = pa.table({"k": [1, 2], "v": [1.0, 2.0]})
+    >>> for d in compare(t, pa.table({"k": [1, 3], "v": [1.0 + 1e-12, 3.0]}), ["k"])[0]:
+    ...     print(d)
+    missing (2,): expected {'k': 2, 'v': 2.0}
+    extra (3,): {'k': 3, 'v': 3.0}
+    """
+    want, got = _candidates(expected, actual, key)
     differences: list[Difference] = []
     for k in sorted(set(want) | set(got), key=repr):
         if k in excluded:
@@ -212,10 +238,75 @@ def verify_table(
             differences.append(Difference(k, w, g))
             if len(differences) >= limit:
                 break
-    return VerifyReport(
-        table=name, version=at, inputs=inputs, rows=actual.num_rows, differences=differences,
-        excluded=len(excluded & (set(want) | set(got))),
-    )  # fmt: skip
+    return differences, len(excluded & _keys_present(expected, actual, key, excluded))
+
+
+def _candidates(
+    expected: pa.Table, actual: pa.Table, key: Sequence[str]
+) -> tuple[dict[tuple[Any, ...], dict[str, Any]], dict[tuple[Any, ...], dict[str, Any]]]:
+    """The rows by key of both sides that may differ: every row when the sides cannot be lined up
+    in Arrow, else only the keys found on one side or whose values Arrow finds unequal (so a table of
+    millions of rows is compared without a Python object per row; the rows returned are compared
+    value by value as before)."""
+    expected, actual = _without_null_keys(expected, key), _without_null_keys(actual, key)
+    plain = all(not pa.types.is_nested(f.type) for f in actual.schema)
+    if not plain or not (_unique(expected, key) and _unique(actual, key)):
+        return _keyed(expected, key), _keyed(actual, key)  # duplicate keys: the last row of each counts
+    values = [c for c in actual.column_names if c not in key]
+    mark = "__flowlake_side"
+    left = expected.append_column(mark + "_w", pa.array(np.arange(expected.num_rows)))
+    right = actual.append_column(mark + "_g", pa.array(np.arange(actual.num_rows)))
+    right = right.rename_columns(
+        [c if c in key or c.startswith(mark) else c + "__g" for c in right.column_names]
+    )
+    joined = left.join(right, keys=list(key), join_type="full outer")
+    w_row, g_row = joined.column(mark + "_w"), joined.column(mark + "_g")
+    suspect = np.asarray(pc.or_(pc.is_null(w_row), pc.is_null(g_row)).to_numpy(zero_copy_only=False), bool)
+    for c in values:
+        suspect |= ~_same_values(joined.column(c), joined.column(c + "__g"))
+    rows_w = pc.drop_null(pc.filter(w_row, pa.array(suspect))).to_numpy()
+    rows_g = pc.drop_null(pc.filter(g_row, pa.array(suspect))).to_numpy()
+    return _keyed(expected.take(pa.array(rows_w)), key), _keyed(actual.take(pa.array(rows_g)), key)
+
+
+def _same_values(a: pa.ChunkedArray, b: pa.ChunkedArray) -> np.ndarray:
+    """Per row, whether :func:`_same` holds: NULL with NULL, floats within ``math.isclose``'s default
+    tolerance as used there (NaN never), other values equal."""
+    if pa.types.is_floating(a.type):
+        x = np.asarray(a.cast(pa.float64()).fill_null(np.nan).to_numpy(zero_copy_only=False), np.float64)
+        y = np.asarray(b.cast(pa.float64()).fill_null(np.nan).to_numpy(zero_copy_only=False), np.float64)
+        with np.errstate(invalid="ignore"):
+            close = np.abs(x - y) <= np.maximum(1e-9 * np.maximum(np.abs(x), np.abs(y)), 1e-9)
+    else:
+        close = np.asarray(pc.fill_null(pc.equal(a, b), False).to_numpy(zero_copy_only=False), bool)
+    both_null = np.asarray(pc.and_(pc.is_null(a), pc.is_null(b)).to_numpy(zero_copy_only=False), bool)
+    return np.asarray(close | both_null, bool)
+
+
+def _without_null_keys(table: pa.Table, key: Sequence[str]) -> pa.Table:
+    if not any(table.column(k).null_count for k in key):
+        return table
+    valid = pc.and_kleene(*[pc.is_valid(table.column(k)) for k in key]) if len(key) > 1 else None
+    return table.filter(valid if valid is not None else pc.is_valid(table.column(key[0])))
+
+
+def _unique(table: pa.Table, key: Sequence[str]) -> bool:
+    return bool(table.select(list(key)).group_by(list(key)).aggregate([]).num_rows == table.num_rows)
+
+
+def _keys_present(
+    expected: pa.Table, actual: pa.Table, key: Sequence[str], keys: set[tuple[Any, ...]]
+) -> set[tuple[Any, ...]]:
+    """Which of ``keys`` (few: the frozen ones) either side holds."""
+    if not keys:
+        return set()
+    wanted = pa.Table.from_pylist([dict(zip(key, k, strict=True)) for k in keys], schema=pa.schema(
+        [actual.schema.field(k) for k in key]))  # fmt: skip
+    found: set[tuple[Any, ...]] = set()
+    for side in (expected, actual):
+        hits = wanted.join(side.select(list(key)), keys=list(key), join_type="inner")
+        found |= {tuple(r[k] for k in key) for r in hits.to_pylist()}
+    return found
 
 
 def verify_history(catalog: Catalog, name: str) -> list[VerifyReport]:
