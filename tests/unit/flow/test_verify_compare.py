@@ -55,7 +55,7 @@ def table(values: list[tuple[Any, ...]]) -> pa.Table:
 
 
 @settings(max_examples=300, deadline=None)
-@given(rows, rows, st.sampled_from([["k"], ["k", "j"]]), st.integers(1, 5))
+@given(rows, rows, st.sampled_from([["k"], ["k", "j"], ["k", "j", "s"]]), st.integers(1, 5))
 def test_the_arrow_prefilter_finds_exactly_what_comparing_every_row_finds(
     a: list[tuple[Any, ...]], b: list[tuple[Any, ...]], key: list[str], limit: int
 ) -> None:
@@ -71,3 +71,11 @@ def test_excluded_keys_are_counted_when_a_side_holds_them_and_left_out() -> None
     actual = table([(1, "a", 9.0, "x"), (3, "a", 3.0, "x")])
     differences, excluded = compare(expected, actual, ["k"], {(1,), (4,)})
     assert [d.key for d in differences] == [(2,), (3,)] and excluded == 1
+
+
+def test_nested_columns_are_compared_row_by_row_as_before() -> None:
+    schema = pa.schema([("k", pa.int64()), ("tags", pa.list_(pa.string()))])
+    expected = pa.table({"k": [1, 2], "tags": [["a"], ["b"]]}, schema=schema)
+    actual = pa.table({"k": [1, 2], "tags": [["a"], ["c"]]}, schema=schema)
+    differences, _ = compare(expected, actual, ["k"])
+    assert [str(d) for d in differences] == ["differs (2,): tags: expected ['b'] got ['c']"]
