@@ -18,6 +18,7 @@ and the usual dead-letter rules apply.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -131,7 +132,7 @@ def _reader(layout: Layout) -> Reader:
     if layout[0] == "int24":
         return _int24(not layout[1])
     if layout[0] in _TEMPORAL_OR_DECIMAL:
-        return _TEMPORAL_OR_DECIMAL[layout[0]](*layout[1:])
+        return _converting_reader(layout)
     _, size, kind, codec, length = layout
     return _string(size, ColumnDecoder("", kind, codec=codec, length=length))
 
@@ -303,6 +304,14 @@ _TEMPORAL_OR_DECIMAL: Final[dict[str, Callable[..., Reader]]] = {
 }
 
 
+@functools.lru_cache(maxsize=256)
+def _converting_reader(layout: Layout) -> Reader:
+    """The one reader of a decimal or temporal column shape: every plan of a table map (and each of
+    its compiled forms) shares it, so a decimal's conversion is compiled once and the values met are
+    remembered once."""
+    return _TEMPORAL_OR_DECIMAL[layout[0]](*layout[1:])
+
+
 def compile_images(layouts: tuple[Layout, ...], *, into: bool = False) -> Callable[..., Any]:
     """One function reading a rows event's images of a table of these column ``layouts``: what
     :func:`read_images` does, without a call per value, and with consecutive fixed-width columns of a
@@ -386,7 +395,7 @@ def _value_lines(i: int, layout: Layout, env: dict[str, Any]) -> list[str]:
     if layout[0] == "int24":
         return [f"v{i} = int.from_bytes(data[at:at + 3], 'little', signed={bool(layout[1])})", "at += 3"]
     if layout[0] in _TEMPORAL_OR_DECIMAL:
-        env[f"read{i}"] = _reader(layout)
+        env[f"read{i}"] = _converting_reader(layout)
         return [f"v{i}, at = read{i}(data, at)"]
     _, size, kind, codec, length = layout
     head = "n = data[at]" if size == 1 else f"n = int.from_bytes(data[at:at + {size}], 'little')"

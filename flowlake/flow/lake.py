@@ -207,11 +207,9 @@ class _SourcePartition(StatefulSourcePartition[ChangeBatch, int]):
         # the consumer trails by one snapshot: a resume restarts from a snapshot that is durable; it
         # moves at most every REGISTER_EVERY_S (a catalog write per epoch costs a sub-second flow
         # ~8% of its CPU), which only keeps a little more history readable than needed
-        registered, at = self._registered
-        moved = self._snapshot_from is not None and self._snapshot_from != registered
-        if moved and time.monotonic() - at >= REGISTER_EVERY_S:
-            assert self._snapshot_from is not None
-            self._register(self._snapshot_from)
+        durable, (registered, at) = self._snapshot_from, self._registered
+        if durable is not None and durable != registered and time.monotonic() - at >= REGISTER_EVERY_S:
+            self._register(durable)
         self._snapshot_from = self._position
         return self._position
 
