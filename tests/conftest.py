@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -24,6 +24,25 @@ ORDERS = pa.schema(
         ("created_at", pa.timestamp("us", tz="UTC")),
     ]
 )
+
+
+_SERVER_LOGS: dict[str, Path] = {}
+"""Logs of the session's own servers, by fixture name: a failing test that used one shows its tail."""
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failed test that used a server the tests started reports the tail of that server's log
+    (a dropped connection or a crash is explained there, and the log is gone after the session)."""
+    report = yield
+    if report.failed:
+        for name, log in _SERVER_LOGS.items():
+            if name in getattr(item, "fixturenames", ()) and log.exists():
+                tail = log.read_text(errors="replace")[-4000:]
+                report.sections.append((f"{name} server log (tail)", tail))
+    return report
 
 
 @pytest.fixture
@@ -84,7 +103,9 @@ def mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     require_service(mariadb_binaries() is not None, "mariadb-install-db/mariadbd are not installed")
     try:
         with running_mariadb(tmp_path_factory.mktemp("mariadb")) as server:
+            _SERVER_LOGS["mariadb"] = server.log
             yield server.url
+            _SERVER_LOGS.pop("mariadb", None)
     except ServiceUnavailableError as exc:  # pragma: no cover - depends on the machine
         require_service(False, str(exc))
 

@@ -35,6 +35,11 @@ class MariaDb:
         """``mysql://root@127.0.0.1:<port>``."""
         return f"mysql://root@127.0.0.1:{self.port}"
 
+    @property
+    def log(self) -> Path:
+        """The server's own log (its stdout and stderr): warnings such as aborted connections."""
+        return self.datadir.parent / "server.log"
+
 
 def mariadb_binaries() -> tuple[str, str] | None:
     """Paths of ``mariadb-install-db`` and ``mariadbd``, or ``None`` if either is missing."""
