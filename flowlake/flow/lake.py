@@ -42,6 +42,8 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from flowlake.changelog import KIND_COLUMN, SEQ_COLUMN, RowKind
 from flowlake.errors import InvalidArgumentError, VersionCleanedError
+from flowlake.flow._joinside import values_equal
+from flowlake.flow._valuecounts import dense_codes
 from flowlake.flow.batch import ChangeBatch, concat, dominates, kinds_of, merge_positions, weights
 from flowlake.lake import Catalog, connect
 from flowlake.runtime.observability import LAG, count_records
@@ -350,26 +352,13 @@ def consolidate(
         return changes
     n = changes.num_rows
     body = [c for c in changes.column_names if c not in (KIND_COLUMN, SEQ_COLUMN)]
-    idx, weight = "__flowlake_idx", "__flowlake_w"
-    w = weights(kinds_of(changes))
+    w = weights(kinds_of(changes)).astype(np.int64, copy=False)
     if (w > 0).all() and keys_distinct(changes, key):
         # only additions, each of another key: every row is its key's final image, in arrival order
         kinds = np.full(n, RowKind.UPDATE_AFTER, np.int8)
         return changes.select(body).append_column(KIND_COLUMN, pa.array(kinds, pa.int8()))
-    table = changes.select(body).append_column(idx, pa.array(np.arange(n, dtype=np.int64)))
-    table = table.append_column(weight, pa.array(w))
-    net = table.group_by(body, use_threads=False).aggregate([(weight, "sum"), (idx, "max")])
-    total = np.asarray(net.column(f"{weight}_sum").to_numpy(), dtype=np.int64)
-    last = np.asarray(net.column(f"{idx}_max").to_numpy(), dtype=np.int64)
-    # 3: final image; 2: gone; 1 / 0: cancelled out, last arrival an addition / a retraction
-    priority = np.where(total > 0, 3, np.where(total < 0, 2, np.where(w[last] > 0, 1, 0)))
-    rank = priority * n + last
-    net = net.append_column("__flowlake_rank", pa.array(rank))
-    best = net.group_by(list(key), use_threads=False).aggregate([("__flowlake_rank", "max")])
-    chosen = np.isin(rank, np.asarray(best.column("__flowlake_rank_max").to_numpy(), dtype=np.int64))
-    order = np.flatnonzero(chosen)[np.argsort(last[chosen], kind="stable")]
-    picked = priority[order]
-    out = net.select(body).take(pa.array(order))
+    rows, picked = _final_images(changes, body, list(key), w)
+    out = changes.select(body).take(pa.array(rows))
     if unchanged is None:
         kinds = np.where((picked == 3) | (picked == 1), RowKind.UPDATE_AFTER, RowKind.DELETE)
         return out.append_column(KIND_COLUMN, pa.array(kinds.astype(np.int8), pa.int8()))
@@ -381,6 +370,113 @@ def consolidate(
     cancelled = out.filter(pa.array(~settled))
     restored = _start_images(cancelled, list(key), unchanged)
     return pa.concat_tables([result, restored.cast(result.schema)])
+
+
+def _final_images(
+    changes: pa.Table, body: list[str], key: list[str], w: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per key, the row that settles it (ascending row numbers) and its priority: 3 its final image,
+    2 gone, 1 / 0 cancelled out with the last arrival an addition / a retraction (see
+    :func:`consolidate`). A key with one change is settled by it; only the rows of keys with several
+    are netted per identical image (:func:`_images`), so a wide row is never grouped on all its
+    columns (any type, nested ones included)."""
+    start = np.zeros(changes.num_rows, np.int64)
+    codes, left_out = _combined_codes((changes.column(name) for name in key), start, 1)
+    if left_out:
+        raise InvalidArgumentError(
+            f"a sink's primary key {key} has a column of type {left_out[0].type}, which cannot be a key"
+        )
+    if int(codes.max()) >= 4 * len(codes):  # dense for counting
+        codes = np.unique(codes, return_inverse=True)[1]
+    repeated = np.bincount(codes)[codes] > 1
+    single = np.flatnonzero(~repeated)
+    rows, priority = [single], [np.where(w[single] > 0, 3, 2)]
+    several = np.flatnonzero(repeated)
+    if len(several):
+        values = [name for name in body if name not in key]  # (the key is in its codes)
+        image, image_key = _images(changes, values, codes, several)
+        order = np.argsort(image, kind="stable")
+        at = np.flatnonzero(np.diff(image[order], prepend=-1))
+        members = several[order]
+        total = np.add.reduceat(w[members], at)
+        last = np.maximum.reduceat(members, at)
+        image_priority = np.where(total > 0, 3, np.where(total < 0, 2, np.where(w[last] > 0, 1, 0)))
+        rank = image_priority * len(w) + last
+        by_key = np.lexsort((rank, image_key))  # per key its images by rank: the last one wins
+        winners = by_key[np.append(image_key[by_key][1:] != image_key[by_key][:-1], True)]
+        rows.append(last[winners])
+        priority.append(image_priority[winners])
+    every, ranks = np.concatenate(rows), np.concatenate(priority)
+    order = np.argsort(every, kind="stable")
+    return every[order], ranks[order]
+
+
+def _value_codes(column: pa.ChunkedArray) -> tuple[np.ndarray, int]:
+    """A code per value in ``0..k-1`` (equal codes for equal values, NULL a value of its own) and
+    ``k``: an integer or temporal column without NULLs is its own code (offset by its minimum) where
+    its span is below 2**31; others are dictionary-encoded (a hash table per distinct value)."""
+    type_ = column.type
+    if not column.null_count and (pa.types.is_integer(type_) or pa.types.is_temporal(type_)):
+        width = 4 if pa.types.is_date32(type_) or pa.types.is_time32(type_) else type_.bit_width // 8
+        values = np.asarray(column.cast(pa.int64() if width == 8 else pa.int32()).to_numpy(), np.int64)
+        low, high = int(values.min()), int(values.max())
+        if high - low < 1 << 31:
+            return values - low, high - low + 1
+    return dense_codes(column)
+
+
+def _combined_codes(
+    columns: Iterable[pa.ChunkedArray], start: np.ndarray, size: int
+) -> tuple[np.ndarray, list[pa.ChunkedArray]]:
+    """Rows coded by their values in ``columns``, after the codes ``start`` (``0..size-1``): equal
+    codes for equal rows (non-negative, below 2**62, not dense), and the columns left out because
+    Arrow cannot code them (nested ones: the caller compares their values)."""
+    group, left_out = start, []
+    for column in columns:
+        try:
+            codes, k = _value_codes(column)
+        except (pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            left_out.append(column)
+            continue
+        if size * k >= 1 << 62:  # re-densify before the mixed radix could overflow
+            distinct, group = np.unique(group, return_inverse=True)
+            size = len(distinct)
+        group, size = group * k + codes, size * k
+    return group, left_out
+
+
+def _images(
+    changes: pa.Table, body: list[str], codes: np.ndarray, several: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The rows ``several`` grouped by identical image: an image id per row (ids ``0..g-1`` in no
+    particular order) and each image's key code (``codes``: one per row of ``changes``).
+
+    Columns Arrow can dictionary-encode are coded value by value (exactly; NULL is a value) and the
+    codes combined; columns it cannot (nested ones) are compared value by value instead: rows that
+    differ from their group's first are grouped again among themselves until every row equals it.
+    """
+    key_codes, rows = codes[several], pa.array(several)
+    columns = (changes.column(name).take(rows) for name in body)  # one at a time
+    group, compared = _combined_codes(columns, key_codes, int(key_codes.max()) + 1)
+    image = np.empty(len(several), np.int64)
+    image_key: list[np.ndarray] = []
+    pending, next_image = np.arange(len(several)), 0
+    while len(pending):
+        pending = pending[np.argsort(group[pending], kind="stable")]
+        starts = np.append(True, group[pending][1:] != group[pending][:-1])
+        at = np.flatnonzero(starts)
+        leaders = pending[at]
+        same = np.ones(len(pending), bool)
+        if compared:
+            firsts = pa.array(np.repeat(leaders, np.diff(np.append(at, len(pending)))))
+            placed = pa.array(pending)
+            for column in compared:
+                same &= values_equal(column.take(firsts), column.take(placed), nulls=True)
+        image[pending[same]] = next_image + np.cumsum(starts)[same] - 1
+        image_key.append(key_codes[leaders])
+        next_image += len(at)
+        pending = pending[~same]
+    return image, np.concatenate(image_key)
 
 
 def _rows_at(table: LakeTable, keys: pa.Table, version: int) -> pa.Table:
