@@ -581,6 +581,7 @@ class _SinkPartition(StatefulSinkPartition[ChangeBatch, dict[str, Any]]):
         sources: dict[str, Any] = dict(self._seen)
         sources[flow_key(self._flow)] = dict(self._seen)
         changes = self._changes()
+        self._buffer = [changes]  # the same net changes (see _compact_held): the batches are freed
         self._table.apply(changes, token=commit_token(self._flow, self._seen), sources=sources)
         count_records(self._flow, "out", changes.num_rows)
         self.commits += 1
