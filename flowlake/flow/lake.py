@@ -73,6 +73,8 @@ def position_key(table: str) -> str:
     return f"table:{table}"
 
 
+FIRST_POLL_S: Final = 0.02
+"""Seconds from a read that found changes to a caught-up source's next poll (see ``poll_wait``)."""
 REGISTER_EVERY_S: Final = 5.0
 """How often a lake source moves its registered consumer position (which keeps the history it still
 needs from being cleaned) as it reads on; a position registered later than it could be is only older."""
@@ -88,6 +90,8 @@ class _SourcePartition(StatefulSourcePartition[ChangeBatch, int]):
         self._consumer = consumer
         self._key = position_key(source.table)
         self._awake: dt.datetime | None = None
+        self._quiet_polls = 0
+        """Polls in a row that found nothing new (the wait before the next one doubles with each)."""
         self._snapshot_from: int | None = None
         self._registered: tuple[int, float] = (-1, 0.0)  # version, time.monotonic() when registered
         head = self._table.refresh().version
@@ -135,9 +139,10 @@ class _SourcePartition(StatefulSourcePartition[ChangeBatch, int]):
         head = self._table.refresh().version
         if head <= self._position:
             LAG.labels(self._consumer, self._source.table).set(0)
-            self._awake = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=self._source.poll_interval)
+            self._awake = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=self.poll_wait())
+            self._quiet_polls += 1
             return []
-        self._awake = None
+        self._awake, self._quiet_polls = None, 0
         end = min(head, self._position + self._source.max_versions)
         if self._stop is not None:
             end = min(end, self._stop)
@@ -147,6 +152,14 @@ class _SourcePartition(StatefulSourcePartition[ChangeBatch, int]):
         count_records(self._consumer, "in", changes.num_rows)
         LAG.labels(self._consumer, self._source.table).set(head - end)
         return self._per_version(changes, start, end)
+
+    def poll_wait(self) -> float:
+        """Seconds until the next poll of a caught-up source: :data:`FIRST_POLL_S` after a read that
+        found changes, doubling with each poll that finds none, up to the source's ``poll_interval``.
+        A table committed to every fraction of a second is seen tens of milliseconds after each
+        commit (a poll is one catalog query, ~0.2 ms), an idle one is polled every ``poll_interval``."""
+        interval = self._source.poll_interval
+        return min(interval, FIRST_POLL_S * 2.0 ** min(self._quiet_polls, 30))
 
     def _within_rows(self, end: int) -> int:
         """``end``, or an earlier version so that one read holds at most ``max_read_rows`` changelog
@@ -234,7 +247,9 @@ class LakeSource(FixedPartitionedSource[ChangeBatch, int]):
         catalog: See :data:`CatalogSpec`.
         stop: ``None`` polls forever, unless ``FLOWLAKE_FLOW_STOP`` is set (``flowlake run --once``
             sets it to ``head``); ``"head"`` stops at the head seen at start; an int stops there.
-        poll_interval: Seconds between polls of the catalog when caught up.
+        poll_interval: The longest wait between two polls of the catalog when caught up: a source that
+            has just read changes polls again after :data:`FIRST_POLL_S`, and doubles the wait each
+            time it finds nothing new.
         max_versions: Versions read per poll (bounds memory on a backlog).
         max_rows: Rows per emitted batch.
         max_read_rows: Changelog rows read per poll (at least one version): a backlog of large

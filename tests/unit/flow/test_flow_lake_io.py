@@ -54,6 +54,34 @@ def test_source_reads_changes_with_positions_and_resumes(cat: fl.Catalog) -> Non
     assert cat.list_consumers("ods.t")["f.src"] == 2
 
 
+def test_a_caught_up_source_polls_soon_after_a_read_and_backs_off_to_its_interval(cat: fl.Catalog) -> None:
+    """A table committed to every fraction of a second is seen tens of milliseconds after a commit,
+    not up to ``poll_interval`` later; an idle one is polled every ``poll_interval``."""
+    import datetime as dt
+
+    t = cat.create_table("ods.t", SCHEMA, primary_key=["k"])
+    t.upsert(pa.table({"k": [1], "v": [1]}, schema=SCHEMA))
+    part = LakeSource("ods.t", catalog=cat, poll_interval=0.3).build_part("f.src", "ods.t", None)
+    assert [b.num_rows for b in part.next_batch()] == [1]
+    assert part.next_awake() is None  # read on at once: there may be more
+
+    def empty_poll_waits(expected: float) -> None:
+        """An empty poll whose next one is ``expected`` seconds after it (at any machine load)."""
+        before = dt.datetime.now(dt.UTC)
+        assert list(part.next_batch()) == []
+        after = dt.datetime.now(dt.UTC)
+        awake = part.next_awake()
+        assert awake is not None
+        slack = dt.timedelta(milliseconds=1)
+        assert awake - after - slack <= dt.timedelta(seconds=expected) <= awake - before + slack
+
+    for expected in (0.02, 0.04, 0.08, 0.16, 0.3, 0.3):
+        empty_poll_waits(expected)
+    t.upsert(pa.table({"k": [2], "v": [2]}, schema=SCHEMA))
+    assert [b.num_rows for b in part.next_batch()] == [1]
+    empty_poll_waits(0.02)
+
+
 def test_source_moves_its_consumer_one_snapshot_behind_at_most_every_few_seconds(
     cat: fl.Catalog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
