@@ -431,9 +431,11 @@ def _value_codes(column: pa.ChunkedArray) -> tuple[np.ndarray, int]:
     ``k``: an integer or temporal column without NULLs is its own code (offset by its minimum) where
     its span is below 2**31; others are dictionary-encoded (a hash table per distinct value)."""
     type_ = column.type
-    if not column.null_count and (pa.types.is_integer(type_) or pa.types.is_temporal(type_)):
-        width = 4 if pa.types.is_date32(type_) or pa.types.is_time32(type_) else type_.bit_width // 8
-        values = np.asarray(column.cast(pa.int64() if width == 8 else pa.int32()).to_numpy(), np.int64)
+    plain = pa.types.is_integer(type_) and not pa.types.is_uint64(type_)  # (uint64 may pass int64)
+    if not column.null_count and (plain or pa.types.is_temporal(type_)):
+        narrow = pa.types.is_date32(type_) or pa.types.is_time32(type_)
+        ints = column.cast(pa.int32() if narrow else pa.int64()) if not plain else column
+        values = np.asarray(ints.to_numpy(), np.int64)
         low, high = int(values.min()), int(values.max())
         if high - low < 1 << 31:
             return values - low, high - low + 1

@@ -8,6 +8,7 @@ column types, NULLs in keys and values.
 
 from __future__ import annotations
 
+import datetime as dt
 from decimal import Decimal
 from typing import Any
 
@@ -27,6 +28,10 @@ SCHEMA = pa.schema(
         ("note", pa.string()),
         ("score", pa.float64()),
         ("tags", pa.list_(pa.int32())),
+        ("flag", pa.bool_()),
+        ("big", pa.uint64()),
+        ("day", pa.date32()),
+        ("at", pa.timestamp("us", tz="UTC")),
     ]
 )
 KINDS = [RowKind.INSERT, RowKind.UPDATE_BEFORE, RowKind.UPDATE_AFTER, RowKind.DELETE]
@@ -72,6 +77,12 @@ values = st.fixed_dictionaries(
         "note": st.sampled_from(["x", "y", None]),
         "score": st.sampled_from([0.5, 1.5, None]),
         "tags": st.sampled_from([[1], [1, 2], None, []]),
+        "flag": st.sampled_from([True, False, None]),
+        "big": st.sampled_from([0, 2**64 - 1, 2**63]),
+        "day": st.sampled_from([dt.date(2026, 1, 1), dt.date(1970, 1, 1)]),
+        "at": st.sampled_from(
+            [dt.datetime(2026, 1, 1, tzinfo=dt.UTC), dt.datetime(1999, 1, 1, tzinfo=dt.UTC)]
+        ),
     }
 )
 changelogs = st.lists(st.tuples(st.sampled_from(KINDS), values), min_size=1, max_size=40)
@@ -90,7 +101,8 @@ def test_a_batch_of_repeated_keys_with_a_nested_column_settles() -> None:
     """A join's catch-up: each key arrives padded, is retracted and arrives joined; with a list
     column, which a group-by on every column (the way before) could not group at all."""
     n = 20_000
-    empty = {"k2": "s", "amount": None, "note": None, "score": None, "tags": None}
+    empty: dict[str, Any] = {"k2": "s", "amount": None, "note": None, "score": None, "tags": None}
+    empty.update(flag=None, big=1, day=dt.date(2026, 1, 1), at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
     padded: list[dict[str, Any]] = [{"k1": i, **empty} for i in range(n)]
     joined = [{**row, "note": f"shop {i % 7}", "tags": [i % 3]} for i, row in enumerate(padded)]
     changes = (
