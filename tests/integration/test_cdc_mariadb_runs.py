@@ -13,7 +13,7 @@ import random
 import signal
 import subprocess
 import threading
-import warnings
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,11 @@ pymysql = pytest.importorskip("pymysql")
 pytest.importorskip("pymysqlreplication")
 
 COLUMNS = ["id", "n", "note"]
+
+
+def thread_ended(cur: Any, thread_id: int) -> bool:
+    """Whether the server has no thread ``thread_id`` any more (a dropped connection's may linger)."""
+    return bool(cur.execute("SELECT 1 FROM information_schema.processlist WHERE id = %s", (thread_id,)) == 0)
 
 
 class OneRowWriter(threading.Thread):
@@ -101,11 +106,7 @@ class OneRowWriter(threading.Thread):
                 gone, self.conn = self.conn.thread_id(), connect(self.url)
                 cur = self.conn.cursor()
                 wait_for(
-                    lambda: (
-                        cur.execute("SELECT 1 FROM information_schema.processlist WHERE id = %s", gone) == 0
-                    ),
-                    60,
-                    "the dropped connection's server thread to end",
+                    partial(thread_ended, cur, gone), 60, "the dropped connection's server thread to end"
                 )
                 cur.execute("SELECT id, n, note FROM shop.counters WHERE id = %s", (key,))
                 row = cur.fetchone()
@@ -117,8 +118,8 @@ class OneRowWriter(threading.Thread):
         self.conn.close()
         assert self.error is None, self.error
         assert not self.is_alive()
-        if self.dropped:
-            warnings.warn(f"the server dropped the writer's connection: {self.dropped}", stacklevel=2)
+        if self.dropped:  # (shown with the test's output if it fails later)
+            print(f"the server dropped the writer's connection {len(self.dropped)}x: {self.dropped[0]}")
 
 
 def test_one_row_transactions_joined_into_groups_survive_sigkill_exactly_once(
