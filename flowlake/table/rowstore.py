@@ -9,9 +9,12 @@ what Paimon's lookup joins do with their local lookup files.
 Copies are named by the data file's path, size and checksum (data files are immutable: their names
 carry the commit instant and a uuid), written under a temporary name and renamed, so concurrent
 processes share them and never see a partial one. The directory (``FLOWLAKE_LOOKUP_DIR``, default
-``<tmp>/flowlake-lookup-<uid>``) is bounded by ``FLOWLAKE_LOOKUP_DISK_MB`` (default 4096): after a
-write, the least recently opened copies are deleted until it fits (a process that has a deleted copy
-mapped keeps reading it). ``FLOWLAKE_LOOKUP_DISK_MB=0`` turns the row store off; lookups then decode
+``<tmp>/flowlake-lookup-<uid>``) is bounded by ``FLOWLAKE_LOOKUP_DISK_MB`` (default 4096): once a
+write takes it past that, the least recently opened copies are deleted until it is back under 90% of
+it (a process that has a deleted copy mapped keeps reading it). Listing the directory costs a stat per
+copy, thousands of them in a full one, so a store keeps a running total of the bytes it knows of and
+lists the directory only when that total passes the budget, or every :data:`RESCAN_S` seconds (other
+processes write there too). ``FLOWLAKE_LOOKUP_DISK_MB=0`` turns the row store off; lookups then decode
 the row groups of the Parquet files that hold the keys.
 """
 
@@ -21,6 +24,7 @@ import contextlib
 import hashlib
 import os
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -29,6 +33,10 @@ import pyarrow as pa
 
 _SUFFIX = ".arrow"
 _STALE_TMP_SECONDS = 3600.0
+RESCAN_S = 30.0
+"""Seconds after which a store lists its directory again, whatever its running total says."""
+LOW_WATER = 0.9
+"""Eviction brings the directory down to this share of the budget (so the next writes do not evict)."""
 
 
 def _default_dir() -> Path:
@@ -45,6 +53,10 @@ class RowStore:
         if max_bytes is None:
             max_bytes = int(float(os.environ.get("FLOWLAKE_LOOKUP_DISK_MB", "4096")) * 2**20)
         self.max_bytes = max_bytes
+        self._known_bytes: int | None = None
+        """The directory's bytes as of the last listing, plus what this store wrote since."""
+        self._listed_at = 0.0
+        self._lock = threading.Lock()
 
     @property
     def enabled(self) -> bool:
@@ -92,15 +104,26 @@ class RowStore:
             with pa.OSFile(str(scratch), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
                 writer.write_table(table)
             scratch.replace(target)
+            written = target.stat().st_size
         except OSError:
             with contextlib.suppress(OSError):
                 scratch.unlink()
             return None
-        self._evict(keep=target)
+        with self._lock:
+            known = self._known_bytes
+            if (
+                known is None
+                or known + written > self.max_bytes
+                or time.monotonic() - self._listed_at > RESCAN_S
+            ):
+                self._evict(keep=target)
+            else:
+                self._known_bytes = known + written
         return self.open(name)
 
     def _evict(self, *, keep: Path) -> None:
-        """Delete the least recently opened copies until the directory fits its budget."""
+        """List the directory; if it is over its budget, delete the least recently opened copies until
+        it is under :data:`LOW_WATER` of it. Sets the running total (with the lock held)."""
         entries: list[tuple[float, int, Path]] = []
         now = time.time()
         with contextlib.suppress(OSError), os.scandir(self.directory) as listing:
@@ -117,14 +140,16 @@ class RowStore:
                 if entry.name.endswith(_SUFFIX):
                     entries.append((stat.st_mtime, stat.st_size, Path(entry.path)))
         total = sum(size for _, size, _ in entries)
-        for _, size, path in sorted(entries):
-            if total <= self.max_bytes:
-                break
-            if path == keep:
-                continue
-            with contextlib.suppress(OSError):
-                path.unlink()
-                total -= size
+        if total > self.max_bytes:
+            for _, size, path in sorted(entries):
+                if total <= self.max_bytes * LOW_WATER:
+                    break
+                if path == keep:
+                    continue
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                    total -= size
+        self._known_bytes, self._listed_at = total, time.monotonic()
 
     def nbytes(self) -> int:
         """Bytes the copies take on disk."""

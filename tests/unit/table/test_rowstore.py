@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -57,6 +58,39 @@ def test_a_torn_copy_is_dropped_and_a_full_disk_budget_evicts_the_oldest(tmp_pat
     assert "1.arrow" not in left and "4.arrow" in left
     assert small.nbytes() <= small.max_bytes
     assert RowStore(tmp_path, max_bytes=10).put("big.arrow", _rows(2000)) is None  # larger than all
+
+
+def test_a_full_directory_is_listed_only_when_the_budget_or_the_rescan_time_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Listing costs a stat per copy (thousands in a full store: it was most of a 10M-order
+    ingester's time), so puts keep a running total and list the directory only past the budget."""
+    from flowlake.table import rowstore
+
+    listings: list[str] = []
+    real_scandir = os.scandir
+
+    def scandir(path: str | Path) -> Any:
+        listings.append(str(path))
+        return real_scandir(path)
+
+    probe = RowStore(tmp_path / "probe", max_bytes=1 << 30)
+    probe.put("p.arrow", _rows(2000))
+    size = (tmp_path / "probe" / "p.arrow").stat().st_size  # a copy's bytes on disk
+    monkeypatch.setattr(os, "scandir", scandir)
+    store = RowStore(tmp_path / "store", max_bytes=int(size * 10.5))
+    for i in range(10):
+        assert store.put(f"{i}.arrow", _rows(2000, tag=str(i))) is not None
+    assert len(listings) == 1  # the first put learns the directory; the next nine add to its total
+    store.put("10.arrow", _rows(2000, tag="10"))  # past the budget: listed, evicted to 90% of it
+    assert len(listings) == 2
+    on_disk = sum(p.stat().st_size for p in (tmp_path / "store").iterdir())  # (iterdir: not a scandir)
+    assert on_disk <= store.max_bytes * rowstore.LOW_WATER
+    store.put("11.arrow", _rows(2000, tag="11"))
+    assert len(listings) == 2
+    monkeypatch.setattr(rowstore, "RESCAN_S", 0.0)  # (another process may have written meanwhile)
+    store.put("12.arrow", _rows(2000, tag="12"))
+    assert len(listings) == 3
 
 
 @pytest.fixture
