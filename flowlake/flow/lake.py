@@ -48,7 +48,6 @@ from flowlake.flow.batch import ChangeBatch, concat, dominates, kinds_of, merge_
 from flowlake.lake import Catalog, connect
 from flowlake.runtime.observability import LAG, count_records
 from flowlake.table.table import LakeTable
-from flowlake.table.writer import keys_distinct
 
 log = logging.getLogger("flowlake.flow")
 
@@ -368,11 +367,13 @@ def consolidate(
     n = changes.num_rows
     body = [c for c in changes.column_names if c not in (KIND_COLUMN, SEQ_COLUMN)]
     w = weights(kinds_of(changes)).astype(np.int64, copy=False)
-    if (w > 0).all() and keys_distinct(changes, key):
+    codes = _key_codes(changes, list(key))
+    repeated = np.bincount(codes)[codes] > 1
+    if (w > 0).all() and not repeated.any():
         # only additions, each of another key: every row is its key's final image, in arrival order
         kinds = np.full(n, RowKind.UPDATE_AFTER, np.int8)
         return changes.select(body).append_column(KIND_COLUMN, pa.array(kinds, pa.int8()))
-    rows, picked = _final_images(changes, body, list(key), w)
+    rows, picked = _final_images(changes, body, list(key), w, codes, repeated)
     out = changes.select(body).take(pa.array(rows))
     if unchanged is None:
         kinds = np.where((picked == 3) | (picked == 1), RowKind.UPDATE_AFTER, RowKind.DELETE)
@@ -387,23 +388,34 @@ def consolidate(
     return pa.concat_tables([result, restored.cast(result.schema)])
 
 
-def _final_images(
-    changes: pa.Table, body: list[str], key: list[str], w: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per key, the row that settles it (ascending row numbers) and its priority: 3 its final image,
-    2 gone, 1 / 0 cancelled out with the last arrival an addition / a retraction (see
-    :func:`consolidate`). A key with one change is settled by it; only the rows of keys with several
-    are netted per identical image (:func:`_images`), so a wide row is never grouped on all its
-    columns (any type, nested ones included)."""
+def _key_codes(changes: pa.Table, key: list[str]) -> np.ndarray:
+    """A code per row for its key (equal keys alike, NULL a value), dense enough to count with
+    ``np.bincount`` (below four times the rows)."""
     start = np.zeros(changes.num_rows, np.int64)
     codes, left_out = _combined_codes((changes.column(name) for name in key), start, 1)
     if left_out:
         raise InvalidArgumentError(
             f"a sink's primary key {key} has a column of type {left_out[0].type}, which cannot be a key"
         )
-    if int(codes.max()) >= 4 * len(codes):  # dense for counting
+    if int(codes.max()) >= 4 * len(codes):
         codes = np.unique(codes, return_inverse=True)[1]
-    repeated = np.bincount(codes)[codes] > 1
+    return codes
+
+
+def _final_images(
+    changes: pa.Table,
+    body: list[str],
+    key: list[str],
+    w: np.ndarray,
+    codes: np.ndarray,
+    repeated: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per key, the row that settles it (ascending row numbers) and its priority: 3 its final image,
+    2 gone, 1 / 0 cancelled out with the last arrival an addition / a retraction (see
+    :func:`consolidate`; ``codes`` are the rows' :func:`_key_codes`, ``repeated`` whether a row's
+    key has other rows). A key with one change is settled by it; only the rows of keys with several
+    are netted per identical image (:func:`_images`), so a wide row is never grouped on all its
+    columns (any type, nested ones included)."""
     single = np.flatnonzero(~repeated)
     rows, priority = [single], [np.where(w[single] > 0, 3, 2)]
     several = np.flatnonzero(repeated)

@@ -22,9 +22,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from flowlake.errors import InvalidArgumentError
+from flowlake.flow._joinside import no_nulls
 from flowlake.lake import Catalog
 from flowlake.names import TableName
 from flowlake.table.table import LakeTable
+from flowlake.table.writer import keys_distinct
 
 VERIFY_SQL = "flowlake.verify_sql"
 VERIFY_EXCLUDE_SQL = "flowlake.verify_exclude_sql"
@@ -251,7 +253,7 @@ def _candidates(
     value by value as before)."""
     expected, actual = _without_null_keys(expected, key), _without_null_keys(actual, key)
     plain = all(not pa.types.is_nested(f.type) for f in actual.schema)
-    if not plain or not (_unique(expected, key) and _unique(actual, key)):
+    if not plain or not (keys_distinct(expected, key) and keys_distinct(actual, key)):
         return _keyed(expected, key), _keyed(actual, key)  # duplicate keys: the last row of each counts
     values = [c for c in actual.column_names if c not in key]
     mark = "__flowlake_side"
@@ -290,14 +292,7 @@ def _same_values(a: pa.ChunkedArray, b: pa.ChunkedArray) -> np.ndarray:
 def _without_null_keys(table: pa.Table, key: Sequence[str]) -> pa.Table:
     if not any(table.column(k).null_count for k in key):
         return table
-    valid = pc.is_valid(table.column(key[0]))
-    for k in key[1:]:
-        valid = pc.and_(valid, pc.is_valid(table.column(k)))
-    return table.filter(valid)
-
-
-def _unique(table: pa.Table, key: Sequence[str]) -> bool:
-    return bool(table.select(list(key)).group_by(list(key)).aggregate([]).num_rows == table.num_rows)
+    return table.filter(pa.array(no_nulls(table.select(list(key)))))
 
 
 def _keys_present(
