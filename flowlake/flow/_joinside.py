@@ -40,6 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from flowlake.errors import InvalidArgumentError
+from flowlake.flow._hashindex import HashIndex, extended
 from flowlake.flow.batch import _zero
 from flowlake.table.bucketing import _PRIME, _column_hash, _splitmix
 
@@ -183,35 +184,6 @@ def rows_equal(a: pa.Table, b: pa.Table) -> np.ndarray:
     return eq
 
 
-def candidates(
-    sorted_hashes: np.ndarray, ids: np.ndarray, queries: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Every (query index, id) whose hash equals the query's, from an index sorted by hash.
-
-    >>> index = np.array([1, 5, 5, 9], np.uint64), np.array([3, 0, 2, 1])
-    >>> q, i = candidates(*index, np.array([5, 7, 9], np.uint64))
-    >>> q.tolist(), i.tolist()
-    ([0, 0, 2], [0, 2, 1])
-    """
-    lo = np.searchsorted(sorted_hashes, queries, "left")
-    hi = np.searchsorted(sorted_hashes, queries, "right")
-    sizes = hi - lo
-    total = int(sizes.sum())
-    query = np.repeat(np.arange(len(queries), dtype=np.int64), sizes)
-    if not total:
-        return query, np.zeros(0, np.int64)
-    within = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(sizes) - sizes, sizes)
-    return query, np.asarray(ids[np.repeat(lo, sizes) + within], np.int64)
-
-
-def _merged(
-    sorted_hashes: np.ndarray, ids: np.ndarray, new_hashes: np.ndarray, new_ids: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    order = np.argsort(new_hashes, kind="stable")
-    at = np.searchsorted(sorted_hashes, new_hashes[order], "right")
-    return np.insert(sorted_hashes, at, new_hashes[order]), np.insert(ids, at, new_ids[order])
-
-
 class JoinSide:
     """The rows of one input of a join (one key partition), with counts and hash indexes.
 
@@ -231,29 +203,42 @@ class JoinSide:
         self._settled = 0
         """The first chunks that are never merged again (on disk, or as large as a spilled one)."""
         self.count = np.zeros(0, np.int64)
+        """Per row id its multiplicity; change it through :meth:`add`, :meth:`grow` and
+        :meth:`retract` only (they keep the live-row count)."""
         self.key_hash = np.zeros(0, np.uint64)
         self.keyed = np.zeros(0, dtype=bool)
         """Whether the row's key has no NULL (only those can match)."""
         self.row_hash = np.zeros(0, np.uint64)
         """Hashes of the first ``len(row_hash)`` rows: computed when a retraction first needs them."""
+        self._live = 0
+        """Rows whose count is not 0."""
+        self._buffers: dict[str, np.ndarray] = {}
+        """The buffers the per-row arrays above are views of, with room to grow (see ``extended``)."""
         self._table: pa.Table | None = None
-        self._row_index: tuple[np.ndarray, np.ndarray] | None = None
-        self._key_index: tuple[np.ndarray, np.ndarray] | None = None
+        self._row_index: HashIndex | None = None
+        self._key_index: HashIndex | None = None
 
     def __len__(self) -> int:
         """Live stored rows."""
-        return int(np.count_nonzero(self.count))
+        return self._live
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state.update(_table=None, _row_index=None, _key_index=None, _settled=0)  # rebuilt on first use
         state.pop("spill", None)
+        state.pop("_buffers", None)
         state["chunks"] = [self.table()] if len(self.chunks) > 1 else self.chunks
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.setdefault("_settled", 0)
         self.__dict__.update(state)
+        self._buffers = {}
+        if "_live" not in state:  # pickled before the live-row count was kept
+            self._live = int(np.count_nonzero(self.count))
+
+    def _extend(self, name: str, values: np.ndarray) -> None:
+        setattr(self, name, extended(getattr(self, name), values, self._buffers, name))
 
     def table(self) -> pa.Table:
         """Every stored row (live or dead), in row-id order."""
@@ -317,9 +302,8 @@ class JoinSide:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
         if self._key_index is None:
             ids = np.flatnonzero(self.keyed)
-            order = np.argsort(self.key_hash[ids], kind="stable")
-            self._key_index = (self.key_hash[ids][order], ids[order])
-        query, ids = candidates(self._key_index[0], self._key_index[1], hashes)
+            self._key_index = HashIndex(self.key_hash[ids], ids)
+        query, ids = self._key_index.find(hashes)
         alive = self.count[ids] > 0
         query, ids = query[alive], ids[alive]
         if not len(ids):
@@ -336,9 +320,9 @@ class JoinSide:
         if done < n:  # hash the rows stored since the last retraction
             fresh = self.table().slice(done)
             fresh_hash = table_hash(fresh.columns, fresh.num_rows)
-            self.row_hash = np.concatenate([self.row_hash, fresh_hash])
+            self._extend("row_hash", fresh_hash)
             if self._row_index is not None:
-                self._row_index = _merged(*self._row_index, fresh_hash, np.arange(done, n, dtype=np.int64))
+                self._row_index.insert(fresh_hash, np.arange(done, n, dtype=np.int64))
         return self.row_hash
 
     def live_rows_with_row_hash(self, hashes: np.ndarray) -> np.ndarray:
@@ -362,14 +346,13 @@ class JoinSide:
             sizes = [len(f) for f in found]
             query = np.repeat(np.arange(len(hashes), dtype=np.int64), sizes)
             return query, np.concatenate([np.zeros(0, np.int64), *found])
-        return candidates(*self._row_hash_index(), hashes)
+        return self._row_hash_index().find(hashes)
 
-    def _row_hash_index(self) -> tuple[np.ndarray, np.ndarray]:
-        """Every stored row's hash, sorted, and the row ids in that order (built once, then merged)."""
+    def _row_hash_index(self) -> HashIndex:
+        """Every stored row's id by its row hash (built once, then inserted into)."""
         self.row_hashes()
         if self._row_index is None:
-            order = np.argsort(self.row_hash, kind="stable")
-            self._row_index = (self.row_hash[order], order)
+            self._row_index = HashIndex(self.row_hash, np.arange(len(self.row_hash), dtype=np.int64))
         return self._row_index
 
     def restore(
@@ -387,6 +370,7 @@ class JoinSide:
                 self._append(pa.Table.from_batches([batch]), read=True)
         self._table = None
         self.count = np.asarray(counts, np.int64)
+        self._live = int(np.count_nonzero(self.count))
         self.row_hash = np.asarray(row_hash, np.uint64)
         hashes, keyed = [np.zeros(0, np.uint64)], [np.zeros(0, dtype=bool)]
         for chunk in self.chunks:
@@ -411,16 +395,22 @@ class JoinSide:
         first = len(self.count)
         new_ids = np.arange(first, first + rows.num_rows, dtype=np.int64)
         if row_hash is not None and len(self.row_hash) == first:
-            self.row_hash = np.concatenate([self.row_hash, row_hash])
+            self._extend("row_hash", row_hash)
             if self._row_index is not None:
-                self._row_index = _merged(*self._row_index, row_hash, new_ids)
+                self._row_index.insert(row_hash, new_ids)
         self._append(rows.combine_chunks())
         self._table = None
-        self.count = np.concatenate([self.count, counts])
-        self.key_hash = np.concatenate([self.key_hash, key_hash])
-        self.keyed = np.concatenate([self.keyed, keyed])
+        self._extend("count", np.asarray(counts, np.int64))
+        self._live += int(np.count_nonzero(counts))
+        self._extend("key_hash", key_hash)
+        self._extend("keyed", keyed)
         if self._key_index is not None:
-            self._key_index = _merged(*self._key_index, key_hash[keyed], new_ids[keyed])
+            self._key_index.insert(key_hash[keyed], new_ids[keyed])
+
+    def grow(self, ids: np.ndarray, delta: np.ndarray) -> None:
+        """Add ``delta`` (positive) to the counts of the distinct rows ``ids`` (dead ones revive)."""
+        self._live += int(np.count_nonzero(self.count[ids] == 0))
+        self.count[ids] += delta
 
     def _append(self, chunk: pa.Table, *, read: bool = False) -> None:
         """Add ``chunk`` (one record batch) after the others, merging the unsettled ones binary-counter
@@ -455,6 +445,8 @@ class JoinSide:
         """Take ``times[q]`` off the counts of the copies ``ids`` of row ``q`` (pairs sorted by ``q``,
         as :meth:`find_rows` gives them; the copies hold at least that many)."""
         counts = self.count[ids]
+        if not len(ids):
+            return
         starts = np.ones(len(query), dtype=bool)
         starts[1:] = query[1:] != query[:-1]
         run = np.cumsum(counts)
@@ -463,11 +455,13 @@ class JoinSide:
             - counts
             - np.repeat((run - counts)[starts], np.diff(np.append(np.flatnonzero(starts), len(query))))
         )
-        self.count[ids] = counts - np.clip(times[query] - before, 0, counts)
+        after = counts - np.clip(times[query] - before, 0, counts)
+        self.count[ids] = after
+        self._live -= int(np.count_nonzero(counts)) - int(np.count_nonzero(after))  # (distinct ids)
 
     def compact(self) -> None:
         """Drop dead rows once they outnumber the live ones (row ids change; indexes are rebuilt)."""
-        live = int(np.count_nonzero(self.count))
+        live = self._live
         if len(self.count) - live <= max(_COMPACT_MIN, live):
             return
         alive = np.flatnonzero(self.count)

@@ -320,7 +320,7 @@ class JoinState(ChunkedSnapshot):
         leads[1:] = net.query[1:] != net.query[:-1]
         first[net.query[leads]] = net.ids[leads]  # the lowest row id of each row's copies
         grow = copies & (net.delta > 0)
-        mine.count[first[grow]] += net.delta[grow]
+        mine.grow(first[grow], net.delta[grow])
         shrinks = net.delta[net.query] < 0
         mine.retract(net.query[shrinks], net.ids[shrinks], -net.delta)
         new = ~copies & (net.delta > 0)

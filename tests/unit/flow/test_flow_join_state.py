@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 from flowlake.changelog import RowKind
 from flowlake.errors import InvalidArgumentError
-from flowlake.flow import _joinside
+from flowlake.flow import _hashindex, _joinside
 from flowlake.flow._joinside import JoinSide
 from flowlake.flow._relational import JoinHow, JoinState, PairCondition, _Changed, _Net, _Pairs
 from flowlake.flow._snapshot import thaw
@@ -153,6 +153,7 @@ def run_history(
         assert all(n >= 0 for n in view.values()), "the join retracted a row it never emitted"
         assert +view == model.result(how, condition is not None)
         assert state.dropped_retractions == model.dropped
+        assert len(state) == sum(np.count_nonzero(s.count) for s in state.sides.values())
         if snapshot:
             state = _resumed(state)
 
@@ -170,10 +171,10 @@ def test_join_state_matches_the_model(
 @pytest.mark.parametrize("condition", [None, CITY_PARITY], ids=["equi", "condition"])
 @settings(max_examples=100, deadline=None)
 @given(history=batches())
-def test_join_state_matches_the_model_when_compacting_at_every_batch(
+def test_join_state_matches_the_model_when_compacting_and_merging_index_levels_at_every_batch(
     condition: PairCondition | None, history: list[Batch]
 ) -> None:
-    with mock.patch.object(_joinside, "_COMPACT_MIN", 0):
+    with mock.patch.object(_joinside, "_COMPACT_MIN", 0), mock.patch.object(_hashindex, "_RECENT_MIN", 2):
         run_history(history, "left", condition=condition)
 
 
