@@ -32,11 +32,11 @@ RPC_METHODS: frozenset[str] = frozenset(
     {
         "get_table", "create_table", "drop_table", "list_tables", "list_namespaces", "begin_commit",
         "abort_commit", "complete_commit", "find_token", "current_version", "commits", "version_at",
-        "live_files", "log_files_between", "schema", "inflight_instants", "forget_files", "all_file_paths",
-        "retired_files", "abort_stale_inflight", "source_position", "positions", "register_consumer",
-        "consumers", "drop_consumer", "authorize", "has_privilege", "grant", "revoke", "list_grants",
-        "create_principal", "revoke_token", "audit_log", "set_table_properties", "acquire_lease",
-        "renew_lease", "release_lease", "job_states",
+        "live_files", "files_changed_between", "log_files_between", "schema", "inflight_instants",
+        "forget_files", "all_file_paths", "retired_files", "abort_stale_inflight", "source_position",
+        "positions", "register_consumer", "consumers", "drop_consumer", "authorize", "has_privilege",
+        "grant", "revoke", "list_grants", "create_principal", "revoke_token", "audit_log",
+        "set_table_properties", "acquire_lease", "renew_lease", "release_lease", "job_states",
     }
 )  # fmt: skip
 """The store methods the metastore exposes; nothing else is callable."""
@@ -207,6 +207,9 @@ class RestMetaStore:
 
     def live_files(self, table_id: int, version: int) -> list[DataFile]:
         return self._call("live_files", table_id=table_id, version=version)  # type: ignore[no-any-return]
+
+    def files_changed_between(self, table_id: int, start: int, end: int) -> list[DataFile]:
+        return self._call("files_changed_between", table_id=table_id, start=start, end=end)  # type: ignore[no-any-return]
 
     def log_files_between(self, table_id: int, start: int, end: int) -> list[DataFile]:
         return self._call("log_files_between", table_id=table_id, start=start, end=end)  # type: ignore[no-any-return]

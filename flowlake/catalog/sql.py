@@ -615,6 +615,22 @@ class SqlMetaStore(ConsumerRegistry, LeaseRegistry):
         with self.engine.connect() as conn:
             return [_file(r) for r in conn.execute(query)]
 
+    def files_changed_between(self, table_id: int, start: int, end: int) -> list[DataFile]:
+        """The files the commits ``start+1 .. end`` added or removed (each once), oldest added first:
+        ``live_files(end)`` is ``live_files(start)`` without those removed by ``end``, with those
+        added and not removed by then."""
+        self._allow("read", table_id)
+        mine = files.c.table_id == table_id
+        added = sa.and_(mine, files.c.added_version > start, files.c.added_version <= end)
+        removed = sa.and_(mine, files.c.removed_version > start, files.c.removed_version <= end)
+        with self.engine.connect() as conn:
+            found = {
+                f.path: f
+                for where in (added, removed)
+                for f in map(_file, conn.execute(sa.select(files).where(where)))
+            }
+        return sorted(found.values(), key=lambda f: (f.added_version, f.path))
+
     def log_files_between(self, table_id: int, start: int, end: int) -> list[DataFile]:
         """The log files of the commits ``start+1 .. end``, oldest first."""
         self._allow("read", table_id)

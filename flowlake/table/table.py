@@ -48,6 +48,7 @@ from flowlake.table.commit import (
     write_files,
 )
 from flowlake.table.keystate import KeyState, state_budget_rows
+from flowlake.table.livefiles import LiveFiles
 from flowlake.table.lookup import key_table, lookup
 from flowlake.table.pins import Pin, pin_name
 from flowlake.table.policy import MaintenancePolicy, validate_updates
@@ -80,6 +81,8 @@ class LakeTable:
         self._storage = storage
         self._record = record
         self._state: KeyState | None = None
+        self._live_files: LiveFiles | None = None
+        """The live file list an incomplete key state's lookups read (kept up per commit)."""
         self._state_schema_id = -1
         self._lock = threading.RLock()
         self.last_scan = ScanMetrics()
@@ -409,7 +412,9 @@ class LakeTable:
                     self._state = None
                     continue
                 if not state.complete:
-                    learn_missing(self._store, self._storage, record, self._map(), state, rows)
+                    learn_missing(
+                        self._store, self._storage, record, self._map(), state, rows, self._files_of(record)
+                    )
                 full = merge_partial(state, rows, columns, self.name) if columns else rows
                 plan = plan_write(state, full, is_delete)
                 if plan.empty and token is None and not sources:
@@ -441,6 +446,12 @@ class LakeTable:
                 self._record = self._store.get_table(record.namespace, record.name)
                 return commit
             raise AssertionError("unreachable")  # pragma: no cover
+
+    def _files_of(self, record: TableRecord) -> LiveFiles:
+        """The table's live file list, kept up by this writer (a new one if the table is a new one)."""
+        if self._live_files is None or self._live_files.table_id != record.id:
+            self._live_files = LiveFiles(self._store, record.id, record.qualified_name)
+        return self._live_files
 
     def _apply_backpressure(self, commit: Commit) -> None:
         """Compact inline when the table's log-file backlog passes ``log_backlog_compact`` (if set).

@@ -234,3 +234,20 @@ def test_lineage_and_freshness(cat: fl.Catalog) -> None:
     assert graph["upstream"][0]["upstream"][0] == expected
     fresh = cat.freshness("dwd.orders")
     assert fresh is not None and fresh > 1_000_000  # the source event is from 1970
+
+
+def test_files_changed_between_moves_a_file_list_to_the_listed_one(cat: fl.Catalog) -> None:
+    t = cat.create_table("ods.moves", ORDERS, primary_key=["order_id"], buckets=2)
+    t.upsert(orders_table([order(1), order(2)]))
+    start = t.refresh().version
+    before = cat.store.live_files(t._record.id, start)
+    t.upsert(orders_table([order(2, amount="5.00"), order(3)]))
+    t.compact()
+    t.upsert(orders_table([order(4)]))
+    end = t.refresh().version
+    changed = cat.store.files_changed_between(t._record.id, start, end)
+    gone = {f.path for f in changed if f.removed_version is not None and f.removed_version <= end}
+    moved = [f.path for f in before if f.path not in gone]
+    moved += [f.path for f in changed if f.added_version > start and f.path not in gone]
+    assert moved == [f.path for f in cat.store.live_files(t._record.id, end)]
+    assert gone, "the compaction removed files"
