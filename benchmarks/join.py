@@ -131,9 +131,10 @@ def state_bytes(state: JoinState) -> int:
     total = 0
     for side in state.sides.values():
         total += sum(chunk.nbytes for chunk in side.chunks)
-        total += sum(a.nbytes for a in (side.count, side.key_hash, side.keyed, side.row_hash))
-        for index in (side._row_index, side._key_index):
-            total += 0 if index is None else sum(a.nbytes for a in index)
+        arrays = {"count": side.count, "key_hash": side.key_hash, "keyed": side.keyed}
+        arrays.update(row_hash=side.row_hash, **side._buffers)  # (their buffers, where they grow in one)
+        total += sum(a.nbytes for a in arrays.values())
+        total += sum(0 if index is None else index.nbytes for index in (side._row_index, side._key_index))
     return total
 
 

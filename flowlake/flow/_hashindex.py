@@ -96,6 +96,11 @@ class HashIndex:
     def __len__(self) -> int:
         return len(self.hashes) + len(self.recent_hashes)
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes its arrays hold."""
+        return sum(a.nbytes for a in (self.hashes, self.ids, self.recent_hashes, self.recent_ids))
+
     def levels(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(sorted hashes, ids) of each non-empty level."""
         for hashes, ids in ((self.hashes, self.ids), (self.recent_hashes, self.recent_ids)):

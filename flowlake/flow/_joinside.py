@@ -368,7 +368,7 @@ class JoinSide:
         for table in tables:
             for batch in table.to_batches():
                 self._append(pa.Table.from_batches([batch]), read=True)
-        self._table = None
+        self._table, self._buffers = None, {}
         self.count = np.asarray(counts, np.int64)
         self._live = int(np.count_nonzero(self.count))
         self.row_hash = np.asarray(row_hash, np.uint64)
@@ -474,6 +474,7 @@ class JoinSide:
             offset += chunk.num_rows
             if len(local):
                 self._append(chunk.take(pa.array(local, pa.int64())).combine_chunks())
+        self._buffers = {}  # (the arrays below are new: their old buffers go)
         self.count = self.count[alive]
         self.row_hash = self.row_hash[alive[alive < len(self.row_hash)]]
         self.key_hash = self.key_hash[alive]
@@ -486,7 +487,7 @@ class JoinSide:
         table = self.table().cast(schema)
         self.schema = schema
         self._hold(table)
-        self.row_hash = np.zeros(0, np.uint64)
+        self.row_hash, self._buffers = np.zeros(0, np.uint64), {}
         keys = key_columns(table, self.on, types)
         self.key_hash = table_hash(keys.columns, table.num_rows)
         self.keyed = no_nulls(keys)
