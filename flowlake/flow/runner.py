@@ -92,9 +92,11 @@ def main(locate: Callable[[str], Any] | None = None) -> None:
     from bytewax._bytewax import cli_main
     from bytewax.recovery import RecoveryConfig
 
+    from flowlake.runtime.allocators import configure_worker_allocators
     from flowlake.runtime.observability import setup_from_env
 
     setup_from_env()  # FLOWLAKE_METRICS_PORT / FLOWLAKE_LOG_FORMAT=json for this worker process
+    configure_worker_allocators()  # jemalloc for Arrow, a fixed glibc mmap threshold (FLOWLAKE_ALLOCATORS)
 
     bw._parse_timedelta = parse_interval
     sys.argv[1:], given_state = split_state_dir(sys.argv[1:])
