@@ -5,9 +5,10 @@ which copies the whole index (and every per-row array was concatenated with the 
 proportion to the state, every batch, and a freed copy of each array for the allocator to keep.
 :class:`HashIndex` keeps its entries in two sorted levels, a main one and a recent one that takes
 the new entries and is merged into the main one when it outgrows an eighth of it, so an insert costs
-the recent level's size; row ids are 32-bit while they fit. :func:`extended` appends to a per-row
-array inside a buffer with room to spare (growing it by half when full), so a batch costs its own
-rows.
+the recent level's size. An entry is 8 bytes: the high 32 bits of its hash and a 32-bit row id (while
+ids fit); a hit on the prefix is checked against the row's whole hash, which the side keeps anyway.
+:func:`extended` appends to a per-row array inside a buffer with room to spare (growing it by half
+when full), so a batch costs its own rows.
 """
 
 from __future__ import annotations
@@ -74,13 +75,24 @@ def merge_after(
     return merged, moved
 
 
+def prefixes(hashes: np.ndarray) -> np.ndarray:
+    """The high 32 bits of uint64 hashes, as uint32 (what an index level sorts and searches).
+
+    >>> prefixes(np.array([(7 << 32) | 5], np.uint64)).tolist()
+    [7]
+    """
+    return (hashes >> np.uint64(32)).astype(np.uint32)
+
+
 class HashIndex:
     """Row ids by hash in two sorted levels; ids inserted later must be larger than every id in the
-    index (a side appends rows), so each hash's ids come out in increasing order.
+    index (a side appends rows), so each hash's ids come out in increasing order. A search is given
+    the whole hash of every row (by id) to check prefix hits against.
 
-    >>> index = HashIndex(np.array([9, 5, 9], np.uint64), np.array([0, 1, 2]))
-    >>> index.insert(np.array([5, 7], np.uint64), np.array([3, 4]))
-    >>> q, ids = index.find(np.array([9, 5, 8], np.uint64))
+    >>> full = np.array([9, 5, 9, 5, 7], np.uint64) << np.uint64(32)
+    >>> index = HashIndex(full[:3], np.array([0, 1, 2]))
+    >>> index.insert(full[3:], np.array([3, 4]))
+    >>> q, ids = index.find(full[[0, 1]], full)
     >>> q.tolist(), ids.tolist(), len(index)
     ([0, 0, 1, 1], [0, 2, 1, 3], 5)
     """
@@ -88,9 +100,9 @@ class HashIndex:
     def __init__(self, hashes: np.ndarray, ids: np.ndarray) -> None:
         order = np.argsort(hashes, kind="stable")
         dtype = id_dtype(int(ids.max()) if len(ids) else 0)
-        self.hashes = hashes[order]
+        self.hashes = prefixes(hashes[order])
         self.ids = np.asarray(ids[order], dtype)
-        self.recent_hashes = np.zeros(0, hashes.dtype)
+        self.recent_hashes = np.zeros(0, np.uint32)
         self.recent_ids = np.zeros(0, dtype)
 
     def __len__(self) -> int:
@@ -111,28 +123,33 @@ class HashIndex:
         """Index ``ids`` (each larger than every indexed id) under ``hashes``."""
         if not len(ids):
             return
-        order = np.argsort(hashes, kind="stable")
+        high = prefixes(hashes)
+        order = np.argsort(high, kind="stable")
         new_ids = np.asarray(ids[order], id_dtype(int(ids.max())))
         self.recent_hashes, self.recent_ids = merge_after(
-            self.recent_hashes, self.recent_ids, hashes[order], new_ids
+            self.recent_hashes, self.recent_ids, high[order], new_ids
         )
         if len(self.recent_hashes) > max(_RECENT_MIN, len(self.hashes) // _RECENT_SHARE):
             self.hashes, self.ids = merge_after(self.hashes, self.ids, self.recent_hashes, self.recent_ids)
             self.recent_hashes, self.recent_ids = self.recent_hashes[:0], self.recent_ids[:0]
 
-    def find(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Every (query index, id) whose hash equals the query's, sorted by query index, then id."""
-        found = [candidates(hashes, ids, queries) for hashes, ids in self.levels()]
+    def find(self, queries: np.ndarray, full: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Every (query index, id) whose hash (``full[id]``) equals the query's, sorted by query
+        index, then id."""
+        high = prefixes(queries)
+        found = [candidates(hashes, ids, high) for hashes, ids in self.levels()]
+        found = [(q, i) for q, i in found if len(q)]
         if not found:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        if len(found) == 1 or not len(found[1][0]):
-            return found[0]
-        if not len(found[0][0]):
-            return found[1]
-        query = np.concatenate([found[0][0], found[1][0]])
-        ids = np.concatenate([found[0][1], found[1][1]])
-        order = np.argsort(query, kind="stable")  # per query: the main level's ids, then the recent's
-        return query[order], ids[order]
+        if len(found) == 1:
+            query, ids = found[0]
+        else:
+            query = np.concatenate([found[0][0], found[1][0]])
+            ids = np.concatenate([found[0][1], found[1][1]])
+            order = np.argsort(query, kind="stable")  # per query: the main level's ids, then the recent's
+            query, ids = query[order], ids[order]
+        same = full[ids] == queries[query]
+        return query[same], ids[same]
 
 
 def extended(array: np.ndarray, values: np.ndarray, buffers: dict[str, np.ndarray], name: str) -> np.ndarray:

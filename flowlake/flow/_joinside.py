@@ -56,6 +56,7 @@ _COMPARABLE = (*_HASHABLE, pa.types.is_floating, pa.types.is_boolean, pa.types.i
 _MAX_CHUNKS = 12
 _COMPACT_MIN = 1024
 """Dead rows a side keeps at least before it is compacted."""
+_INT32_MAX = int(np.iinfo(np.int32).max)
 SPILL_ROWS = 1 << 20
 """Rows from which a chunk of a side with a spill folder is kept on disk, memory-mapped."""
 _SCAN_QUERIES = 8
@@ -202,9 +203,9 @@ class JoinSide:
         self.chunks: list[pa.Table] = []
         self._settled = 0
         """The first chunks that are never merged again (on disk, or as large as a spilled one)."""
-        self.count = np.zeros(0, np.int64)
-        """Per row id its multiplicity; change it through :meth:`add`, :meth:`grow` and
-        :meth:`retract` only (they keep the live-row count)."""
+        self.count = np.zeros(0, np.int32)
+        """Per row id its multiplicity (int32 while every count fits, else int64); change it through
+        :meth:`add`, :meth:`grow` and :meth:`retract` only (they keep the live-row count)."""
         self.key_hash = np.zeros(0, np.uint64)
         self.keyed = np.zeros(0, dtype=bool)
         """Whether the row's key has no NULL (only those can match)."""
@@ -303,7 +304,7 @@ class JoinSide:
         if self._key_index is None:
             ids = np.flatnonzero(self.keyed)
             self._key_index = HashIndex(self.key_hash[ids], ids)
-        query, ids = self._key_index.find(hashes)
+        query, ids = self._key_index.find(hashes, self.key_hash)
         alive = self.count[ids] > 0
         query, ids = query[alive], ids[alive]
         if not len(ids):
@@ -346,7 +347,7 @@ class JoinSide:
             sizes = [len(f) for f in found]
             query = np.repeat(np.arange(len(hashes), dtype=np.int64), sizes)
             return query, np.concatenate([np.zeros(0, np.int64), *found])
-        return self._row_hash_index().find(hashes)
+        return self._row_hash_index().find(hashes, self.row_hash)
 
     def _row_hash_index(self) -> HashIndex:
         """Every stored row's id by its row hash (built once, then inserted into)."""
@@ -369,7 +370,7 @@ class JoinSide:
             for batch in table.to_batches():
                 self._append(pa.Table.from_batches([batch]), read=True)
         self._table, self._buffers = None, {}
-        self.count = np.asarray(counts, np.int64)
+        self.count = _narrow(np.asarray(counts, np.int64))
         self._live = int(np.count_nonzero(self.count))
         self.row_hash = np.asarray(row_hash, np.uint64)
         hashes, keyed = [np.zeros(0, np.uint64)], [np.zeros(0, dtype=bool)]
@@ -400,7 +401,9 @@ class JoinSide:
                 self._row_index.insert(row_hash, new_ids)
         self._append(rows.combine_chunks())
         self._table = None
-        self._extend("count", np.asarray(counts, np.int64))
+        counts = np.asarray(counts, np.int64)
+        self._widen_counts(int(counts.max()))
+        self._extend("count", counts.astype(self.count.dtype, copy=False))
         self._live += int(np.count_nonzero(counts))
         self._extend("key_hash", key_hash)
         self._extend("keyed", keyed)
@@ -409,8 +412,17 @@ class JoinSide:
 
     def grow(self, ids: np.ndarray, delta: np.ndarray) -> None:
         """Add ``delta`` (positive) to the counts of the distinct rows ``ids`` (dead ones revive)."""
-        self._live += int(np.count_nonzero(self.count[ids] == 0))
-        self.count[ids] += delta
+        grown = self.count[ids].astype(np.int64) + delta
+        self._live += int(np.count_nonzero(grown == delta))  # (were 0)
+        if len(grown):
+            self._widen_counts(int(grown.max()))
+        self.count[ids] = grown
+
+    def _widen_counts(self, largest: int) -> None:
+        """Hold the counts in int64 from now on if ``largest`` does not fit the int32 they are in."""
+        if largest > _INT32_MAX and self.count.dtype != np.int64:
+            self.count = self.count.astype(np.int64)
+            self._buffers.pop("count", None)
 
     def _append(self, chunk: pa.Table, *, read: bool = False) -> None:
         """Add ``chunk`` (one record batch) after the others, merging the unsettled ones binary-counter
@@ -492,6 +504,11 @@ class JoinSide:
         self.key_hash = table_hash(keys.columns, table.num_rows)
         self.keyed = no_nulls(keys)
         self._row_index = self._key_index = None
+
+
+def _narrow(counts: np.ndarray) -> np.ndarray:
+    """``counts`` as int32 if every one fits, else as they are."""
+    return counts.astype(np.int32) if not len(counts) or int(counts.max()) <= _INT32_MAX else counts
 
 
 def key_columns(rows: pa.Table, on: Sequence[str], types: Sequence[pa.DataType]) -> pa.Table:

@@ -36,3 +36,14 @@ def test_a_scan_finds_what_the_index_finds(stored: list[int], asked: list[int]) 
     assert [q.tolist() for q in scanned.find_rows(rows, hashes)] == [
         q.tolist() for q in indexed.find_rows(rows, hashes)
     ]
+
+
+def test_counts_are_32_bit_until_one_outgrows_them() -> None:
+    side = side_of([1, 2])
+    assert side.count.dtype == np.int32
+    side.grow(np.array([0]), np.array([2**31 - 1]))  # 1 + (2**31 - 1) does not fit int32
+    assert side.count.dtype == np.int64 and side.count.tolist() == [2**31, 1]
+    rows = pa.table({"k": pa.array([0], pa.int64()), "v": pa.array([3], pa.int64())})
+    keys = key_columns(rows, ["k"], [pa.int64()])
+    side.add(rows, np.array([2**40]), table_hash(keys.columns, 1), no_nulls(keys))
+    assert side.count.tolist() == [2**31, 1, 2**40] and len(side) == 3
