@@ -131,8 +131,10 @@ def state_bytes(state: JoinState) -> int:
     total = 0
     for side in state.sides.values():
         total += sum(chunk.nbytes for chunk in side.chunks)
-        arrays = {"count": side.count, "key_hash": side.key_hash, "keyed": side.keyed}
-        arrays.update(row_hash=side.row_hash, **side._buffers)  # (their buffers, where they grow in one)
+        arrays: dict[str, np.ndarray] = {
+            "count": side.count, "key_hash": side.key_hash, "keyed": side.keyed, "row_hash": side.row_hash,
+        }  # fmt: skip
+        arrays.update(side._buffers)  # (their buffers, where they grow in one)
         total += sum(a.nbytes for a in arrays.values())
         total += sum(0 if index is None else index.nbytes for index in (side._row_index, side._key_index))
     return total
