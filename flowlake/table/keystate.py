@@ -40,7 +40,7 @@ Keys: TypeAlias = list[Any] | np.ndarray
 STATE_MB_ENV = "FLOWLAKE_KEY_STATE_MB"
 """Environment variable: the memory a writer's key state of one table may hold, in MiB."""
 
-DEFAULT_STATE_MB = 512.0
+DEFAULT_STATE_MB = 256.0
 """A table whose rows take more than this (estimated from its row count and schema) is not kept
 whole by a writer: its key state holds the rows written or looked up most recently, up to this."""
 
