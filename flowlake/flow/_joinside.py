@@ -13,14 +13,16 @@ so a hash collision costs time, never a wrong answer. Rows whose key has a NULL 
 row must be retractable) but left out of the key index: NULL keys never match.
 
 Chunks are merged as they come so that there are few (a binary-counter scheme), and rows are taken
-chunk by chunk when they are few (see :meth:`JoinSide.take`). The indexes are merged with
-each batch's new rows (a sorted insert) and rebuilt, not pickled, after a resume.
+chunk by chunk when they are few (see :meth:`JoinSide.take`). A batch costs its own rows, not the
+side's: the per-row arrays grow in place and each index takes new rows into a small recent level
+(:mod:`flowlake.flow._hashindex`); the live-row count is kept as counts change. The indexes are
+rebuilt, not pickled, after a resume.
 
 With a spill folder (:attr:`JoinSide.spill`: the flow's state folder) the rows stay on disk: a chunk
 that reaches :data:`SPILL_ROWS` rows is written there as an Arrow file, memory-mapped, and its file
 deleted at once (the mapping keeps it while the chunk lives; a crash leaves nothing behind); such a
 chunk is *settled* and never merged again. The memory a side holds is then its chunks under
-:data:`SPILL_ROWS` and the per-row arrays (count, hashes, indexes: about 50 bytes a row); the rows
+:data:`SPILL_ROWS` and the per-row arrays (count, hashes, indexes: about 37 bytes a row); the rows
 themselves are pages of mapped files, read when a join takes them and dropped by the operating system
 when memory is short. Chunks a resume reads from the snapshot's files are mapped the same way.
 """
