@@ -15,7 +15,10 @@ column (the common ODS case): that one is an :class:`IntIndex` of sorted numpy r
 lookups and updates are a few vectorized searches and sorts instead of a dict operation per key.
 
 A state may be *bounded* (``max_rows``): once it holds more live rows than that it forgets the older
-half (the rows written or learned longest ago) and is no longer *complete*. A key that an incomplete
+half (the rows written or learned longest ago) and is no longer *complete*. A bounded state's chunks
+stay under an eighth of its bound, so it forgets by dropping its oldest chunks and the index entries
+that point into them, without copying the rows it keeps (copying a million wide rows held up the
+commit that crossed the bound for about a second). A key that an incomplete
 state does not hold may still be live in the table, so the writer looks such keys up in the table's
 files (a point lookup at the state's version) and :meth:`KeyState.learn` their rows before planning a
 write. A table too large for the bound is never loaded whole: its state starts empty and incomplete.
@@ -44,6 +47,8 @@ DEFAULT_STATE_MB = 256.0
 """A table whose rows take more than this (estimated from its row count and schema) is not kept
 whole by a writer: its key state holds the rows written or looked up most recently, up to this."""
 
+_CHUNKS_PER_BOUND = 8
+"""A bounded state merges its chunks up to this fraction of its bound (so that it can drop old ones)."""
 _INDEX_BYTES = 16
 """Bytes of index per row (a key and a position in :class:`IntIndex`; more for a dict)."""
 _VARIABLE_BYTES = 24
@@ -174,6 +179,17 @@ class IntIndex:
             if len(keys):
                 self._runs.append((keys, positions))
 
+    def forget_below(self, cutoff: int) -> None:
+        """Forget every key whose position is below ``cutoff`` (their rows are gone): one run."""
+        if not self._runs:
+            return
+        keys, positions = _last_wins(
+            np.concatenate([k for k, _ in self._runs]), np.concatenate([p for _, p in self._runs])
+        )
+        kept = positions >= cutoff
+        self._runs = [(keys[kept], positions[kept])] if kept.any() else []
+        self._live = int(np.count_nonzero(kept))
+
     def positions(self) -> np.ndarray:
         """The position of every live key (in key order)."""
         if not self._runs:
@@ -223,7 +239,11 @@ class KeyState:
         """Whether every live row of the table is here (else a key missing here may be live there)."""
         self._chunks: list[pa.Table] = []
         self._offsets: list[int] = []
+        """The position of each chunk's first row (positions only grow: dropping old chunks moves none)."""
         self._size = 0
+        """The position the next row image gets."""
+        self._chunk_cap = None if max_rows is None else max(1, max_rows // _CHUNKS_PER_BOUND)
+        """The most rows chunks are merged up to (None: no cap)."""
         self._dtype = _int_dtype(rows.schema, self.primary_key)
         self._index: dict[Any, int] = {}
         self._ints = None if self._dtype is None else IntIndex(self._dtype)
@@ -236,7 +256,11 @@ class KeyState:
     @property
     def garbage(self) -> int:
         """Row images kept in memory that no key points at any more."""
-        return self._size - len(self)
+        return self._held() - len(self)
+
+    def _held(self) -> int:
+        """Row images in the chunks."""
+        return self._size - self._offsets[0] if self._offsets else 0
 
     def keys_of(self, rows: pa.Table) -> Keys:
         """The key values of ``rows`` in the form this state's lookups take fastest (no nulls).
@@ -260,7 +284,10 @@ class KeyState:
             self._ints.put(np.asarray(keys), np.arange(base, base + rows.num_rows, dtype=np.int64))
         else:
             self._index.update(zip(keys, range(base, base + rows.num_rows), strict=True))
+        cap = self._chunk_cap
         while len(self._chunks) >= 2 and self._chunks[-1].num_rows * 2 >= self._chunks[-2].num_rows:
+            if cap is not None and self._chunks[-1].num_rows + self._chunks[-2].num_rows > cap:
+                break
             last = self._chunks.pop()
             self._offsets.pop()
             self._chunks[-1] = pa.concat_tables([self._chunks[-1], last]).combine_chunks()
@@ -297,7 +324,7 @@ class KeyState:
         offsets = np.asarray(self._offsets, dtype=np.int64)
         chunk_of = np.searchsorted(offsets, positions, side="right") - 1
         if len(self._chunks) == 1:
-            return self._chunks[0].take(pa.array(positions))
+            return self._chunks[0].take(pa.array(positions - offsets[0]))
         pieces, order = [], []
         for chunk_id in np.unique(chunk_of):
             mask = chunk_of == chunk_id
@@ -350,7 +377,24 @@ class KeyState:
 
     def _bound(self) -> None:
         """Over ``max_rows`` live rows: keep the newest half (positions grow with every write and
-        every row learned) and stop being complete."""
-        if self.max_rows is not None and len(self) > self.max_rows:
-            self._rebuild(keep=self.max_rows // 2)
-            self.complete = False
+        every row learned) and stop being complete. The oldest chunks are dropped whole while the
+        images after them are at least half the bound; only a state whose oldest chunk is most of
+        it (a table loaded whole) copies its newest half instead."""
+        if self.max_rows is None or len(self) <= self.max_rows:
+            return
+        self.complete = False
+        keep = self.max_rows // 2
+        drop = 0
+        while drop + 1 < len(self._chunks) and self._size - self._offsets[drop + 1] >= keep:
+            drop += 1
+        if not drop:
+            self._rebuild(keep=keep)
+            return
+        cutoff = self._offsets[drop]
+        del self._chunks[:drop], self._offsets[:drop]
+        if self._ints is not None:
+            self._ints.forget_below(cutoff)
+        else:
+            self._index = {key: at for key, at in self._index.items() if at >= cutoff}
+        if len(self) > self.max_rows:  # the newest chunk alone is over the bound (one large write)
+            self._rebuild(keep=keep)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pytest
 
 from flowlake.table.keystate import KeyState, key_list
 
@@ -54,11 +55,33 @@ def test_a_bounded_state_keeps_the_newest_rows_and_knows_it_is_incomplete() -> N
     state = KeyState(table(list(range(10)), "a"), ["k"], version=1, max_rows=20)
     assert (state.complete, len(state)) == (True, 10)
     rows = table(list(range(10, 25)), "b")
-    state.apply(rows, key_list(rows, ["k"]), [], version=2)  # 25 live rows > 20: keep the newest 10
+    state.apply(rows, key_list(rows, ["k"]), [], version=2)  # 25 live rows > 20: keep the newest 10-20
     assert not state.complete
-    assert sorted(state.rows()["k"].to_pylist()) == list(range(15, 25))
-    assert (state.lookup([0, 14]) == -1).all()
+    kept = sorted(state.rows()["k"].to_pylist())
+    assert 10 <= len(kept) <= 20 and kept == list(range(25 - len(kept), 25)), kept
+    assert (state.lookup([0, 24 - len(kept)]) == -1).all()
     assert state.take(state.lookup([24]))["v"].to_pylist() == ["b24"]
+
+
+@pytest.mark.parametrize("int_key", [True, False], ids=["int-key", "tuple-key"])
+def test_a_bounded_state_forgets_its_oldest_chunks_without_copying_the_rest(int_key: bool) -> None:
+    columns = ["k"] if int_key else ["k", "v"]
+    state = KeyState(table([0], "a").slice(0, 0), columns, version=1, max_rows=800)
+    for start in range(0, 2000, 50):  # 50-row writes: chunks of at most 100 rows (an eighth of 800)
+        rows = table(list(range(start, start + 50)), "w")
+        state.apply(rows, state.keys_of(rows) if int_key else key_list(rows, columns), [], version=2)
+        assert len(state) <= 800
+        assert max(c.num_rows for c in state._chunks) <= 100
+    newest = state._chunks[-1]
+    rows = table(list(range(2000, 2050)), "w")
+    state.apply(rows, state.keys_of(rows) if int_key else key_list(rows, columns), [], version=3)
+    kept = sorted(state.rows()["k"].to_pylist())
+    assert 400 <= len(kept) <= 800 and kept == list(range(2050 - len(kept), 2050))
+    assert any(c is newest for c in state._chunks) or len(kept) < 450, "kept chunks are not copied"
+    keys = [[k] if int_key else (k, f"w{k}") for k in (0, 1999, 2049)]
+    found = state.lookup(np.asarray([k[0] for k in keys]) if int_key else keys)
+    assert found[0] == -1 and found[2] >= 0
+    assert state.take(found[2:])["k"].to_pylist() == [2049]
 
 
 def test_missing_names_each_absent_key_once_and_only_when_incomplete() -> None:
