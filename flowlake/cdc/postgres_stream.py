@@ -11,6 +11,7 @@ as standby status, so the slot keeps the WAL a restart still needs. The source
 from __future__ import annotations
 
 import contextlib
+import logging
 import select
 import time
 from collections.abc import Callable
@@ -31,6 +32,14 @@ from flowlake.cdc.pgoutput import (
     status_update,
 )
 from flowlake.cdc.postgres_schema import quote
+
+_log = logging.getLogger(__name__)
+
+SLOT_BUSY_WAIT_S = 75.0
+"""How long a reader waits for its replication slot to be released by an earlier connection's
+walsender: one that just closed is gone within a moment, one of a killed process once the server's
+``wal_sender_timeout`` (60 s by default) notices (as Debezium's ``slot.max.retries`` does)."""
+_OBJECT_IN_USE = b"55006"
 
 WATERMARK_PREFIX: Final = "flowlake.watermark"
 """The prefix of the logical messages that mark chunk and idle-check watermarks."""
@@ -100,9 +109,30 @@ class WalReader(ReaderThread):
             with contextlib.suppress(Exception):
                 self._conn.close()
 
+    def _start_replication(self, pgconn: Any, command: bytes) -> None:
+        """Send ``START_REPLICATION``; while the slot is still held by an earlier connection's
+        walsender (SQLSTATE 55006), try again for up to :data:`SLOT_BUSY_WAIT_S`."""
+        from psycopg import pq
+
+        src = self.settings
+        deadline, delay = time.monotonic() + SLOT_BUSY_WAIT_S, 0.1
+        while True:
+            result = pgconn.exec_(command)
+            if result.status == pq.ExecStatus.COPY_BOTH:
+                return
+            message = result.error_message.decode(errors="replace").strip()
+            busy = result.error_field(pq.DiagnosticField.SQLSTATE) == _OBJECT_IN_USE
+            if not busy or time.monotonic() > deadline or self._stopping.is_set():
+                waited = f" (waited {SLOT_BUSY_WAIT_S:.0f} s for the slot)" if busy else ""
+                raise CdcSourceError(f"START_REPLICATION on {src.key} failed{waited}: {message}")
+            _log.info(
+                "%s: slot %s is held by an earlier connection (%s); retrying", src.key, src.slot, message
+            )
+            self._stopping.wait(delay)
+            delay = min(2.0, delay * 2)
+
     def _read(self) -> None:
         import psycopg
-        from psycopg import pq
 
         src = self.settings
         self._conn = psycopg.connect(**src.connection, autocommit=True)
@@ -112,11 +142,7 @@ class WalReader(ReaderThread):
             f"START_REPLICATION SLOT {quote(src.slot)} LOGICAL {format_lsn(self.start_at)} "
             f"(proto_version '1', publication_names '{quote(publication)}', messages 'true')"
         )
-        result = pgconn.exec_(sql.encode())
-        if result.status != pq.ExecStatus.COPY_BOTH:
-            raise CdcSourceError(
-                f"START_REPLICATION on {src.key} failed: {result.error_message.decode(errors='replace')}"
-            )
+        self._start_replication(pgconn, sql.encode())
         pgconn.nonblocking = 1
         tx: WalTx | None = None
         while not self._stopping.is_set():

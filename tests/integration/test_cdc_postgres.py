@@ -575,3 +575,30 @@ def check_result(
     assert seq_end > seq_done
     # (whether a restart re-reads committed transactions depends on when the kill hit relative to the
     # slot's status update; test_unconfirmed_transactions_are_skipped_on_restart forces that case)
+
+
+def test_a_restart_waits_for_the_slot_an_earlier_connection_still_holds(db: str, tmp_path: Path) -> None:
+    """A walsender of an earlier run (just closed, or of a killed process until the server notices)
+    may still hold the slot when the ingester starts again: it waits for it instead of failing."""
+    conn = connect(db)
+    conn.execute("CREATE TABLE t (id int PRIMARY KEY, v int)")
+    conn.execute("INSERT INTO t SELECT g, 0 FROM generate_series(1, 5) g")
+    cat = fl.connect(*lake(tmp_path))
+    ingest(cat, db)
+    url = PostgresSource(db).url
+    holder = psycopg.connect(**url.settings(replication=True), autocommit=True)
+    command = (
+        f"START_REPLICATION SLOT {url.slot} LOGICAL 0/0 "
+        f"(proto_version '1', publication_names '{url.publication}')"
+    )
+    assert holder.pgconn.exec_(command.encode()).status == psycopg.pq.ExecStatus.COPY_BOTH
+    conn.execute("UPDATE t SET v = 1 WHERE id = 3")
+    releaser = threading.Timer(1.5, holder.close)  # the earlier walsender goes away while the run waits
+    releaser.start()
+    started = time.monotonic()
+    try:
+        ingest(cat, db)
+    finally:
+        releaser.join()
+    assert time.monotonic() - started >= 1.0, "the run had to wait for the slot"
+    assert [r["v"] for r in ods_rows(cat, "ods.t")] == [0, 0, 1, 0, 0]
