@@ -17,6 +17,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from flowlake.flow._keyindex import merge_sorted
+
 _RECENT_SHARE = 8
 """The recent level is merged into the main one when it holds more than 1/8 of its entries."""
 _RECENT_MIN = 1 << 14
@@ -25,7 +27,7 @@ _INT32_END = 1 << 31
 
 
 def id_dtype(largest: int) -> type[np.int32] | type[np.int64]:
-    """The narrowest of int32 and int64 that holds ids up to ``largest``.
+    """The narrowest of int32 and int64 that holds ids (or other counts) up to ``largest``.
 
     >>> id_dtype(5).__name__, id_dtype(1 << 40).__name__
     ('int32', 'int64')
@@ -53,26 +55,6 @@ def candidates(
         return query, np.zeros(0, np.int64)
     within = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(sizes) - sizes, sizes)
     return query, np.asarray(ids[np.repeat(lo, sizes) + within], np.int64)
-
-
-def merge_after(
-    level: np.ndarray, level_ids: np.ndarray, new: np.ndarray, new_ids: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """The sorted ``level`` with the sorted ``new`` merged in, each new entry after the equal ones
-    already there, and the ids moved along (in the wider of the two id types).
-
-    >>> merge_after(np.array([1, 5]), np.array([0, 1]), np.array([0, 5, 9]), np.array([2, 3, 4]))
-    (array([0, 1, 5, 5, 9]), array([2, 0, 1, 3, 4]))
-    """
-    n = len(level) + len(new)
-    placed = np.searchsorted(level, new, "right") + np.arange(len(new))
-    old = np.ones(n, bool)
-    old[placed] = False
-    merged = np.empty(n, level.dtype)
-    moved = np.empty(n, np.promote_types(level_ids.dtype, new_ids.dtype))
-    merged[old], merged[placed] = level, new
-    moved[old], moved[placed] = level_ids, new_ids
-    return merged, moved
 
 
 def prefixes(hashes: np.ndarray) -> np.ndarray:
@@ -126,11 +108,13 @@ class HashIndex:
         high = prefixes(hashes)
         order = np.argsort(high, kind="stable")
         new_ids = np.asarray(ids[order], id_dtype(int(ids.max())))
-        self.recent_hashes, self.recent_ids = merge_after(
-            self.recent_hashes, self.recent_ids, high[order], new_ids
+        self.recent_hashes, self.recent_ids = merge_sorted(
+            self.recent_hashes, self.recent_ids, high[order], new_ids, after=True
         )
         if len(self.recent_hashes) > max(_RECENT_MIN, len(self.hashes) // _RECENT_SHARE):
-            self.hashes, self.ids = merge_after(self.hashes, self.ids, self.recent_hashes, self.recent_ids)
+            self.hashes, self.ids = merge_sorted(
+                self.hashes, self.ids, self.recent_hashes, self.recent_ids, after=True
+            )
             self.recent_hashes, self.recent_ids = self.recent_hashes[:0], self.recent_ids[:0]
 
     def find(self, queries: np.ndarray, full: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -42,7 +42,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from flowlake.errors import InvalidArgumentError
-from flowlake.flow._hashindex import HashIndex, extended
+from flowlake.flow._hashindex import HashIndex, extended, id_dtype
 from flowlake.flow.batch import _zero
 from flowlake.table.bucketing import _PRIME, _column_hash, _splitmix
 
@@ -58,7 +58,6 @@ _COMPARABLE = (*_HASHABLE, pa.types.is_floating, pa.types.is_boolean, pa.types.i
 _MAX_CHUNKS = 12
 _COMPACT_MIN = 1024
 """Dead rows a side keeps at least before it is compacted."""
-_INT32_MAX = int(np.iinfo(np.int32).max)
 SPILL_ROWS = 1 << 20
 """Rows from which a chunk of a side with a spill folder is kept on disk, memory-mapped."""
 _SCAN_QUERIES = 8
@@ -422,7 +421,7 @@ class JoinSide:
 
     def _widen_counts(self, largest: int) -> None:
         """Hold the counts in int64 from now on if ``largest`` does not fit the int32 they are in."""
-        if largest > _INT32_MAX and self.count.dtype != np.int64:
+        if id_dtype(largest) is np.int64 and self.count.dtype != np.int64:
             self.count = self.count.astype(np.int64)
             self._buffers.pop("count", None)
 
@@ -510,7 +509,7 @@ class JoinSide:
 
 def _narrow(counts: np.ndarray) -> np.ndarray:
     """``counts`` as int32 if every one fits, else as they are."""
-    return counts.astype(np.int32) if not len(counts) or int(counts.max()) <= _INT32_MAX else counts
+    return counts.astype(id_dtype(int(counts.max()) if len(counts) else 0), copy=False)
 
 
 def key_columns(rows: pa.Table, on: Sequence[str], types: Sequence[pa.DataType]) -> pa.Table:

@@ -114,24 +114,29 @@ _SORT_MERGE_BELOW = 12_000
 
 
 def merge_sorted(
-    level: np.ndarray, values: np.ndarray, new: np.ndarray, new_values: np.ndarray
+    level: np.ndarray, values: np.ndarray, new: np.ndarray, new_values: np.ndarray, *, after: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """The sorted ``level`` with the sorted ``new`` merged in (each before the equal ones already
-    there, as ``np.insert`` at ``searchsorted`` puts them), and ``values`` moved along with it: one
-    placement mask for both arrays.
+    there, as ``np.insert`` at ``searchsorted`` puts them; ``after``: after them, as at
+    ``searchsorted(..., "right")``), and ``values`` moved along with it (in the wider of the two value
+    types): one placement mask for both arrays.
 
     >>> merge_sorted(np.array([1, 5]), np.array([10, 50]), np.array([0, 5, 9]), np.array([0, 55, 90]))
     (array([0, 1, 5, 5, 9]), array([ 0, 10, 55, 50, 90]))
+    >>> merge_sorted(np.array([5]), np.array([50]), np.array([5]), np.array([55]), after=True)[1].tolist()
+    [50, 55]
     """
     n = len(level) + len(new)
-    if n <= _SORT_MERGE_BELOW:  # small: a stable sort of both (the new first) is several times faster
-        both = np.concatenate([new, level])
+    if n <= _SORT_MERGE_BELOW:  # small: a stable sort of both is several times faster
+        pairs = [(level, values), (new, new_values)]  # the earlier of equal keys comes first
+        first, second = pairs if after else pairs[::-1]
+        both = np.concatenate([first[0], second[0]])
         order = both.argsort(kind="stable")
-        return both[order], np.concatenate([new_values, values])[order]
-    placed = np.searchsorted(level, new) + np.arange(len(new))
+        return both[order], np.concatenate([first[1], second[1]])[order]
+    placed = np.searchsorted(level, new, "right" if after else "left") + np.arange(len(new))
     old = np.ones(n, bool)
     old[placed] = False
-    merged, moved = np.empty(n, level.dtype), np.empty(n, values.dtype)
+    merged, moved = np.empty(n, level.dtype), np.empty(n, np.promote_types(values.dtype, new_values.dtype))
     merged[old], merged[placed] = level, new
     moved[old], moved[placed] = values, new_values
     return merged, moved

@@ -386,17 +386,17 @@ def learn_missing(
     bucket_map: BucketMap,
     state: KeyState,
     rows: pa.Table,
-    live: LiveFiles | None = None,
+    live: LiveFiles,
 ) -> None:
     """Give an incomplete ``state`` (at ``record.current_version``) the current rows of the keys of
     ``rows`` it does not hold, by point lookups in the table's files at that version (``bucket_map``:
-    the record's, which routes each key to the files of its bucket; ``live``: the table's file list
-    kept by the caller, else listed)."""
+    the record's, which routes each key to the files of its bucket; ``live``: the table's file list,
+    kept by the caller across commits)."""
     wanted = state.missing(rows)
     if not wanted.num_rows:
         return
     wanted = wanted.cast(pa.schema([record.schema.field(k) for k in record.primary_key]))
     with unless_cleaned(store, record.id, record.qualified_name, state.version):
-        files = live.at(state.version) if live is not None else store.live_files(record.id, state.version)
+        files = live.at(state.version)
         found = lookup(storage, files, record.schema, record.primary_key, wanted, bucket_map=bucket_map)
     state.learn(found)

@@ -179,24 +179,24 @@ class IntIndex:
             if len(keys):
                 self._runs.append((keys, positions))
 
-    def forget_below(self, cutoff: int) -> None:
-        """Forget every key whose position is below ``cutoff`` (their rows are gone): one run."""
+    def _folded(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every key named by a run, sorted, with its newest position (-1: deleted)."""
         if not self._runs:
-            return
-        keys, positions = _last_wins(
+            return np.empty(0, self.dtype), np.empty(0, dtype=np.int64)
+        return _last_wins(
             np.concatenate([k for k, _ in self._runs]), np.concatenate([p for _, p in self._runs])
         )
+
+    def forget_below(self, cutoff: int) -> None:
+        """Forget every key whose position is below ``cutoff`` (their rows are gone): one run."""
+        keys, positions = self._folded()
         kept = positions >= cutoff
         self._runs = [(keys[kept], positions[kept])] if kept.any() else []
         self._live = int(np.count_nonzero(kept))
 
     def positions(self) -> np.ndarray:
         """The position of every live key (in key order)."""
-        if not self._runs:
-            return np.empty(0, dtype=np.int64)
-        _, positions = _last_wins(
-            np.concatenate([k for k, _ in self._runs]), np.concatenate([p for _, p in self._runs])
-        )
+        _, positions = self._folded()
         return positions[positions >= 0]
 
 

@@ -141,19 +141,20 @@ def test_sum_by_equals_add_at(dtype: str, rows: list[tuple[int, int, float]]) ->
     st.lists(st.integers(-5, 5), max_size=30),
     st.lists(st.integers(-5, 5), max_size=30),
     st.sampled_from([0, 10, 10_000]),
+    st.booleans(),
 )
-def test_merge_sorted_equals_insert(level: list[int], new: list[int], sort_below: int) -> None:
-    """The merged level and its moved values are what ``np.insert`` at ``searchsorted`` gives, by
-    placement and (small merges, ``_SORT_MERGE_BELOW``) by a stable sort alike."""
+def test_merge_sorted_equals_insert(level: list[int], new: list[int], sort_below: int, after: bool) -> None:
+    """The merged level and its moved values are what ``np.insert`` at ``searchsorted`` (``"right"``
+    with ``after``) gives, by placement and (small merges, ``_SORT_MERGE_BELOW``) by a stable sort alike."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(_keyindex, "_SORT_MERGE_BELOW", sort_below)
-        check_merge(level, new)
+        check_merge(level, new, after=after)
 
 
-def check_merge(level: list[int], new: list[int]) -> None:
+def check_merge(level: list[int], new: list[int], *, after: bool = False) -> None:
     old, added = np.sort(np.asarray(level, np.int64)), np.sort(np.asarray(new, np.int64))
     values, new_values = np.arange(len(old)) * 10, -np.arange(1, len(added) + 1)
-    at = np.searchsorted(old, added)
-    merged, moved = merge_sorted(old, values, added, new_values)
+    at = np.searchsorted(old, added, "right" if after else "left")
+    merged, moved = merge_sorted(old, values, added, new_values, after=after)
     assert merged.tolist() == np.insert(old, at, added).tolist()
     assert moved.tolist() == np.insert(values, at, new_values).tolist()
