@@ -15,6 +15,9 @@ import builtins
 import datetime as dt
 import itertools
 import logging
+import os
+import pickle
+import sys
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
@@ -36,6 +39,16 @@ from flowlake.flow._columns import (
     unscaled_default,
     value_array,
 )
+from flowlake.flow._grouplog import (
+    HASH,
+    IDENT,
+    LIVE,
+    TABLE,
+    WINDOW_START,
+    GroupChunkLog,
+    key_identities,
+    sort_records,
+)
 from flowlake.flow._keyindex import (
     EXACT_BELOW,
     IntKeys,
@@ -48,7 +61,7 @@ from flowlake.flow._keyindex import (
     int_row_codes,
     tuple_hashes,
 )
-from flowlake.flow._snapshot import ChunkedSnapshot, ChunkLog, Manifest, Records
+from flowlake.flow._snapshot import ChunkedSnapshot, ChunkLog, Frozen, Manifest, Records
 from flowlake.flow._stateform import _storage_type, from_state, to_state
 from flowlake.flow._valuecounts import ValueCounts, row_codes, sum_by
 from flowlake.flow.aggs import ADDITIVE, Agg, Condition, Window
@@ -93,6 +106,37 @@ WATERMARK_COLUMN = "_watermark"
 """Per-row event-time watermark (epoch us) a batch may carry into :class:`AggregateState`."""
 
 _NO_MARK = np.iinfo(np.int64).min
+
+LOG_FORM = 2
+"""How chunk records are written: 2 = one Arrow table per chunk, sorted by key hash, readable by key
+(:mod:`flowlake.flow._grouplog`); manifests without it hold Python records (read whole on resume)."""
+
+STATE_MB_ENV = "FLOWLAKE_AGG_STATE_MB"
+"""Environment variable: the memory (MiB) one key partition of an aggregate keeps groups in."""
+
+DEFAULT_STATE_MB = 128.0
+"""Past this (estimated, see :meth:`AggregateState.bytes_per_group`) a key partition with a state
+folder keeps its least recently changed groups on disk only, after a snapshot wrote them there."""
+
+
+def state_cache_bytes(max_mb: float | None = None) -> int:
+    """The memory bound of one key partition's groups in bytes: ``max_mb``, else
+    ``$FLOWLAKE_AGG_STATE_MB``, else :data:`DEFAULT_STATE_MB`; ``0`` or less: no bound (0).
+
+    >>> state_cache_bytes(1.5), state_cache_bytes(0)
+    (1572864, 0)
+    """
+    if max_mb is None:
+        text = os.environ.get(STATE_MB_ENV) or ""
+        try:
+            max_mb = float(text) if text else DEFAULT_STATE_MB
+        except ValueError as exc:
+            raise InvalidArgumentError(f"{STATE_MB_ENV} must be a number of MiB, got {text!r}") from exc
+    return max(0, int(max_mb * 2**20))
+
+
+_KEEP_AFTER_SHEDDING = 7 / 8
+"""A state over its bound keeps this share of it (so that it sheds once per eighth, not every snapshot)."""
 
 _DENSE_KEYS_PER_ROW, _DENSE_KEYS_MIN = 8, 4096
 """Integer group keys are grouped through a table of their key space (see
@@ -157,10 +201,21 @@ def result_type(agg: Agg, schema: pa.Schema) -> pa.DataType:
 
 
 class AggregateState(ChunkedSnapshot):
-    """Group state of one key partition: ids, running totals, per-value counts, window bookkeeping."""
+    """Group state of one key partition: ids, running totals, per-value counts, window bookkeeping.
 
+    With a state folder (:meth:`keep_chunks`) and a memory bound (:meth:`keep_in_memory`), a state
+    whose groups outgrow the bound drops its least recently changed groups from memory right after a
+    snapshot wrote them to its chunks (they are *cold*); a change to a cold group reads its record
+    back from the chunks (:meth:`GroupChunkLog.find`) before it is folded, so results are exactly
+    those of a state that kept everything. A resume of a state that had cold groups reads none back
+    until changes touch them.
+    """
+
+    log_class = GroupChunkLog
     _out_schema: pa.Schema | None = None
     """:meth:`output_schema`, kept between batches (not pickled; reset by :meth:`configure`)."""
+    _cache_bytes = 0
+    """The memory bound of the groups (0: none; not pickled, see :meth:`keep_in_memory`)."""
 
     def __init__(self, by: Sequence[str], aggs: Mapping[str, Agg], window: Window | None) -> None:
         self.by = tuple(by)
@@ -184,6 +239,11 @@ class AggregateState(ChunkedSnapshot):
         self._dirty = np.zeros(0, dtype=bool)
         self._gone: set[Any] = set()
         self.key_form = KEY_FORM
+        self._last_use = np.zeros(0, dtype=np.int32)
+        """Per group id, the number of the last batch that changed the group (who is shed first)."""
+        self._batches = 0
+        self._cold = False
+        """Whether groups may be on disk only (shed, or not read back on resume)."""
 
     def configure(self, by: Sequence[str], aggs: Mapping[str, Agg], window: Window | None) -> None:
         """Re-attach the configuration (it is not part of the pickled state: callables may not pickle)."""
@@ -204,10 +264,14 @@ class AggregateState(ChunkedSnapshot):
         state["_dirty"], state["_gone"] = np.zeros(0, dtype=bool), set()
         del state["index"]  # rebuilt from the keys on unpickling
         state.pop("_out_schema", None)
+        state.pop("_cache_bytes", None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.setdefault("_gone", set())  # states pickled before chunked snapshots lack these
+        state.setdefault("_batches", 0)  # (and those before a memory bound, these)
+        state.setdefault("_cold", False)
+        state.setdefault("_last_use", np.zeros(state.get("_capacity", 0), dtype=np.int32))
         state.setdefault("values", {})
         counters = state.pop("counters", None)  # (and those pickled before ValueCounts: loaded at configure)
         self.__dict__.update(state)  # (and those pickled before KeyIndex hold a dict index: replaced)
@@ -238,23 +302,168 @@ class AggregateState(ChunkedSnapshot):
     def _chunked_snapshot(self, manifest: Manifest) -> object:
         return _Chunked(manifest, self._scalars())
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> Frozen:
+        shed = self._over_bound()
+        self._cold = self._cold or shed > 0  # (before the snapshot: a resume must know to look on disk)
+        frozen = super().__deepcopy__(memo)
+        if shed and self._log is not None:  # every group is in the chunks now: none needs writing
+            self._shed(shed)
+        return frozen
+
+    def keep_in_memory(self, max_bytes: int) -> None:
+        """Bound the memory of the groups to about ``max_bytes`` (0: no bound) once snapshots are
+        chunked (see the class); the bound is not pickled: the operator sets it before each batch."""
+        self._cache_bytes = max_bytes
+
+    def bytes_per_group(self) -> int:
+        """The estimated memory of one group: its slots in the per-group arrays and the key index, its
+        key (sampled), and its share of the per-value counts' slots."""
+        per = self.rows.itemsize + 1 + self._last_use.itemsize + 24  # (+ dirty flag, index entry)
+        for name, sums in self.sums.items():
+            per += sums.itemsize + (0 if self.nonnull[name] is None else 8)
+        if isinstance(self.keys, IntKeys):
+            per += 9
+        else:
+            first = (self.keys[i] for i in range(builtins.min(256, len(self.keys))))
+            sample = [k for k in first if k is not None][:32]
+            sizes = [sys.getsizeof(k) + (sum(map(sys.getsizeof, k)) if type(k) is tuple else 0)
+                     for k in sample]  # fmt: skip
+            per += 8 + (sum(sizes) // len(sizes) if sizes else 64)
+        if self.index.shadow is not None and self.index.shadow.ndim == 2:
+            per += 8 * self.index.shadow.shape[1]
+        groups = builtins.max(1, len(self.index))
+        for counts in self.values.values():
+            per += 16 + (counts.slots * 40) // groups  # (per slot: group, value, count, index entry)
+        return per
+
+    def _over_bound(self) -> int:
+        """How many groups to shed at a snapshot: 0 within the bound (or without one, or while the
+        snapshots are not chunked yet)."""
+        if not self._cache_bytes or self._log is None:
+            return 0
+        groups = len(self.index)
+        cap = builtins.max(1, self._cache_bytes // self.bytes_per_group())
+        return 0 if groups <= cap else groups - builtins.max(1, int(cap * _KEEP_AFTER_SHEDDING))
+
+    def _shed(self, drop: int) -> None:
+        """Drop the ``drop`` least recently changed groups from memory (a snapshot just wrote them)."""
+        live = self._live_ids()
+        victims = live[np.argpartition(self._last_use[live], drop - 1)[:drop]]
+        self._release(np.sort(victims), shed=True)
+
+    def load_cold(self) -> None:
+        """Read every group held on disk only back into memory (a resume of a state that had none;
+        tools and tests: a flow reads a cold group back when a change touches it)."""
+        if self._log is None or not self._cold or not isinstance(self._log, GroupChunkLog):
+            return
+        self._cold = False
+        self._log.expire = self._closed()
+        table = self._log.load()[TABLE]
+        if table is None:
+            return
+        keys = self._record_keys(table)
+        missing = self.index.lookup(keys) < 0
+        for i in np.flatnonzero(missing).tolist():
+            if keys[i] in self._gone:  # deleted since the last snapshot
+                missing[i] = False
+        rows = np.flatnonzero(missing)
+        gids = self.index.assign([keys[i] for i in rows.tolist()], self._create)
+        self._fill(gids, table.take(pa.array(rows)))
+
+    def _warm(self, keys: list[Any], gids: np.ndarray) -> None:
+        """Read the records of those of the new groups ``gids`` (with ``keys``) that are cold."""
+        assert isinstance(self._log, GroupChunkLog)
+        probe = [i for i, key in enumerate(keys) if key not in self._gone]  # (a gone key's tombstone
+        if not probe:  # is not written yet: its old record must not come back)
+            return
+        idents, hashes = key_identities([keys[i] for i in probe])
+        found, records = self._log.find(idents.to_pylist(), hashes)
+        if records is not None:
+            self._fill(gids[np.asarray(probe, np.int64)[found]], records)
+
+    def _fill(self, gids: np.ndarray, records: pa.Table) -> None:
+        """Set the new groups ``gids`` to their chunk ``records`` (in that order)."""
+        if not len(gids):
+            return
+        self.rows[gids] = records.column("rows").to_numpy()
+        for name, sums in self.sums.items():
+            sums[gids] = records.column(f"s:{name}").to_numpy()
+            nonnull = records.column(f"n:{name}").to_numpy()
+            if self.nonnull[name] is None and not np.array_equal(nonnull, self.rows[gids]):
+                self.nonnull[name] = self.rows.copy()  # (no longer the rows: held from now on)
+            held = self.nonnull[name]
+            if held is not None:
+                held[gids] = nonnull
+        for name, counts in self.values.items():
+            values = records.column(f"v:{name}").combine_chunks()
+            flat = values.flatten()
+            if not len(flat):
+                continue
+            lengths = pc.list_value_length(values).to_numpy(zero_copy_only=False)
+            numbers = records.column(f"c:{name}").combine_chunks().flatten().to_numpy()
+            if counts.ordered:
+                keys = flat.to_numpy()
+            else:
+                assert counts.codes is not None
+                keys = counts.codes.encode([pickle.loads(v) for v in flat.to_pylist()])  # noqa: S301 - ours
+            self.dropped_retractions += counts.apply(np.repeat(gids, lengths), keys, numbers)
+
+    def _record_keys(self, table: pa.Table) -> list[Any]:
+        """The group keys of chunk records, in state form."""
+        columns = self.key_columns
+        keys = table.select([f"k:{c}" for c in columns]).rename_columns(list(columns))
+        return _state_values(keys, columns)
+
+    def _key_types(self) -> list[pa.DataType]:
+        assert self.schema is not None
+        window = self.window.column if self.window is not None else None
+        return [pa.int64() if c == window else self.schema.field(c).type for c in self.key_columns]
+
+    def _group_table(self, keys: list[Any], gids: np.ndarray | None) -> pa.Table:
+        """Chunk records (see :mod:`~flowlake.flow._grouplog`) of the groups ``gids`` with their
+        ``keys``, or tombstones for ``keys`` (``gids`` None), in chunk order."""
+        n = len(keys)
+        idents, hashes = key_identities(keys)
+        columns: dict[str, pa.Array] = {
+            HASH: pa.array(hashes, pa.uint64()),
+            IDENT: idents,
+            LIVE: pa.array(np.full(n, gids is not None)),
+        }
+        if self.window is not None:
+            columns[WINDOW_START] = pa.array(_window_starts(keys) if n else np.zeros(0, np.int64), pa.int64())
+        types = self._key_types()
+        for j, (column, type_) in enumerate(zip(self.key_columns, types, strict=True)):
+            part = keys if len(types) == 1 else [k[j] for k in keys]
+            columns[f"k:{column}"] = from_state(part, type_)
+
+        def pick(array: np.ndarray) -> pa.Array:
+            return pa.array(array[gids] if gids is not None else np.zeros(n, array.dtype))
+
+        columns["rows"] = pick(self.rows)
+        for name, sums in self.sums.items():
+            columns[f"s:{name}"], columns[f"n:{name}"] = pick(sums), pick(self.nonnull_of(name))
+        for name, counts in self.values.items():
+            if gids is None:
+                owner, values, numbers = np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
+            else:
+                owner, values, numbers = counts.pairs(gids)
+            offsets = pa.array(np.concatenate([[0], np.cumsum(np.bincount(owner, minlength=n))]), pa.int64())
+            if counts.ordered:
+                flat = pa.array(values, pa.int64())
+            else:
+                flat = pa.array([pickle.dumps(v, protocol=5) for v in values], pa.binary())
+            columns[f"v:{name}"] = pa.LargeListArray.from_arrays(offsets, flat)
+            columns[f"c:{name}"] = pa.LargeListArray.from_arrays(offsets, pa.array(numbers, pa.int64()))
+        return pa.table(columns)
+
     def _scalars(self) -> dict[str, Any]:
         return {
             "by": self.by, "window": self.window, "max_event": self.max_event, "schema": self.schema,
             "dropped_retractions": self.dropped_retractions, "late_changes": self.late_changes,
             "dtypes": {n: a.dtype for n, a in self.sums.items()}, "counters": list(self.values),
             "value_funcs": {n: (v.func, v.ordered) for n, v in self.values.items()},
-            "slots": len(self.keys), "free": list(self.free), "key_form": KEY_FORM,
+            "key_form": KEY_FORM, "log_form": LOG_FORM, "cold": self._cold,
         }  # fmt: skip
-
-    def _records(self, gids: np.ndarray, live: bool = True) -> Records:
-        records: Records = {"keys": gather(self.keys, gids), "live": np.full(len(gids), live),
-                            "rows": self.rows[gids], "gid": gids}  # fmt: skip
-        for name in self.sums:
-            records[f"s:{name}"], records[f"n:{name}"] = self.sums[name][gids], self.nonnull_of(name)[gids]
-        for name, counts in self.values.items():
-            records[f"c:{name}"] = counts.dicts(gids)
-        return records
 
     def _changed_records(self) -> Records:
         """The groups changed since the last snapshot, and tombstones for those gone; resets both."""
@@ -262,29 +471,23 @@ class AggregateState(ChunkedSnapshot):
         free = np.zeros(len(self._dirty), dtype=bool)
         free[np.asarray(self.free, np.int64)] = True
         dirty = dirty[~free[dirty]]  # (a live group's key may be None: a NULL key)
-        records = self._records(dirty)
+        table = self._group_table(gather(self.keys, dirty), dirty)
         maybe = list(self._gone)
         gone = [key for key, gid in zip(maybe, self.index.lookup(maybe).tolist(), strict=True) if gid < 0]
         if gone:
-            dead: Records = {
-                "keys": gone,
-                "live": np.zeros(len(gone), bool),
-                "rows": np.zeros(len(gone), np.int64),
-                "gid": np.zeros(len(gone), np.int64),
-            }
-            for name in self.sums:
-                dtype = self.sums[name].dtype
-                dead[f"s:{name}"], dead[f"n:{name}"] = (
-                    np.zeros(len(gone), dtype),
-                    np.zeros(len(gone), np.int64),
-                )
-            for name in self.values:
-                dead[f"c:{name}"] = [None] * len(gone)
-            records = {n: (np.concatenate([dead[n], v]) if isinstance(v, np.ndarray) else [*dead[n], *v])
-                       for n, v in records.items()}  # fmt: skip
+            table = pa.concat_tables([self._group_table(gone, None), table])
         self._dirty[:] = False
         self._gone = set()
-        return records
+        assert isinstance(self._log, GroupChunkLog)
+        self._log.expire = self._closed()
+        return {TABLE: sort_records(table)}
+
+    def _closed(self) -> tuple[int, int] | None:
+        """(window size, mark) where windows ending at or before the mark are closed, if any is."""
+        window = self.window
+        if window is None or window.horizon_us is None or self.max_event is None:
+            return None
+        return window.size_us, self.max_event - window.horizon_us
 
     # -- layout ---------------------------------------------------------------------------------
 
@@ -336,6 +539,7 @@ class AggregateState(ChunkedSnapshot):
         cap = builtins.max(need, self._capacity + self._capacity // 4, 64)  # (a quarter: less slack)
         extra = cap - self._capacity
         self.rows = np.concatenate([self.rows, np.zeros(extra, dtype=np.int64)])
+        self._last_use = np.concatenate([self._last_use, np.zeros(extra, dtype=np.int32)])
         if self._log is not None:
             self._dirty = np.concatenate([self._dirty, np.zeros(extra, dtype=bool)])
         for name in self.sums:
@@ -361,17 +565,20 @@ class AggregateState(ChunkedSnapshot):
         if self.window is not None:
             for start, members in _by_window(keys, ids):
                 self.window_groups.setdefault(start, set()).update(members)
+        if self._cold:  # some of them may be groups on disk only: read back
+            self._warm(keys, ids)
         return ids
 
-    def _release(self, gids: np.ndarray) -> None:
-        """Free the groups ``gids`` (in this order)."""
+    def _release(self, gids: np.ndarray, *, shed: bool = False) -> None:
+        """Free the groups ``gids`` (in this order): deleted ones, or (``shed``) ones whose newest
+        record the chunks hold."""
         if not len(gids):
             return
         keys = gather(self.keys, gids)
         for key, gid in zip(keys, gids.tolist(), strict=True):
             self.index.discard(key, gid)
             self.keys[gid] = None
-        if self._log is not None:
+        if self._log is not None and not shed:
             self._gone.update(keys)
         if self.window is not None:
             for start, gone in _by_window(keys, gids):
@@ -491,6 +698,11 @@ class AggregateState(ChunkedSnapshot):
         distinct = None if isinstance(keys, RowKeys) else data.select(list(key_cols)).take(pa.array(first))
         gids = self.index.assign(keys, self._create, hashes, exact=exact, columns=columns)
         touched, at = np.unique(gids, return_inverse=True)  # (two codes may be one key: 0.0 and -0.0)
+        self._batches += 1
+        if self._batches == np.iinfo(np.int32).max:  # (halved: the order is what counts)
+            self._last_use //= 2
+            self._batches //= 2
+        self._last_use[touched] = self._batches
         row_at = at[codes]  # each row's group, as a position in touched
         net = sum_by(row_at, w, len(touched))
         rows_before = self.rows[touched]
@@ -709,22 +921,46 @@ class _Chunked:
 
 
 def restore_chunked(manifest: Manifest, scalars: dict[str, Any]) -> AggregateState:
-    """The state a chunked snapshot describes, its chunk log continuing from that snapshot."""
+    """The state a chunked snapshot describes, its chunk log continuing from that snapshot: with
+    every group in memory, or (a state that had cold groups) with none until changes touch them."""
+    if scalars.get("log_form") != LOG_FORM:
+        return _restore_python_records(manifest, scalars)
+    state = _restored_shell(scalars)
+    for name, dtype in scalars["dtypes"].items():
+        state.sums[name], state.nonnull[name] = np.zeros(0, dtype), None
+    for name in scalars["counters"]:
+        func, ordered = scalars["value_funcs"][name]
+        state.values[name] = ValueCounts(func, ordered=ordered)
+    state._log, state._cold = GroupChunkLog(manifest), True
+    if not scalars["cold"]:
+        state.load_cold()
+    return state
+
+
+def _restored_shell(scalars: dict[str, Any]) -> AggregateState:
+    """A state with a snapshot's scalars and no groups."""
     state = AggregateState(scalars["by"], {}, scalars["window"])
+    state.schema, state.max_event = scalars["schema"], scalars["max_event"]
+    state.dropped_retractions, state.late_changes = scalars["dropped_retractions"], scalars["late_changes"]
+    state.keys = _key_store(scalars["schema"], state.key_columns)
+    state.index = KeyIndex(state.keys)
+    return state
+
+
+def _restore_python_records(manifest: Manifest, scalars: dict[str, Any]) -> AggregateState:
+    """A state from a manifest of Python records (before :data:`LOG_FORM`): read whole; its next
+    snapshot starts a new log."""
+    state = _restored_shell(scalars)
     log = ChunkLog(manifest)
     records = log.load()
     n = scalars["slots"]
     gids = np.asarray(records.get("gid", np.zeros(0, np.int64)), dtype=np.int64)
-    state.schema, state.max_event = scalars["schema"], scalars["max_event"]
-    state.dropped_retractions, state.late_changes = scalars["dropped_retractions"], scalars["late_changes"]
-    state.keys, state.free = _key_store(scalars["schema"], state.key_columns), list(scalars["free"])
+    state.free = list(scalars["free"])
     state.keys.extend([None] * n)
     for gid, key in zip(gids.tolist(), records["keys"], strict=True):
         state.keys[gid] = key
-    fresh_log = scalars.get("key_form") != KEY_FORM and isinstance(state.keys, list)
-    if fresh_log:  # keys saved as Python objects: into their state form (and a new log, below)
-        assert isinstance(state.keys, list)
-        _keys_to_state(state.keys, state.schema, state.key_columns)
+    if scalars.get("key_form") != KEY_FORM and isinstance(state.keys, list):  # keys saved as Python
+        _keys_to_state(state.keys, state.schema, state.key_columns)  # objects: into their state form
     state.index = KeyIndex.build(state.keys, gids)
     state.rows = np.zeros(n, np.int64)
     state.rows[gids] = records.get("rows", 0)
@@ -747,13 +983,12 @@ def restore_chunked(manifest: Manifest, scalars: dict[str, Any]) -> AggregateSta
     if legacy:
         state._legacy_counters = legacy
     state._capacity = n
+    state._last_use = np.zeros(n, np.int32)
     if state.window is not None:
         for gid, key in zip(gids.tolist(), records["keys"], strict=True):
             state.window_groups.setdefault(_window_of(key), set()).add(gid)
-    state._log, state._dirty = log, np.zeros(n, dtype=bool)
-    if fresh_log:  # the old chunks' records are keyed by the old form: the next snapshot starts anew
-        state._log = ChunkLog.create(Path(manifest.folder).parent)
-        state._mark_all_changed()
+    state._log = GroupChunkLog.create(Path(manifest.folder).parent)
+    state._mark_all_changed()
     return state
 
 

@@ -284,7 +284,7 @@ class ChunkLog:
             self.chunks.append(self._write(records))
         while len(self.chunks) >= 2 and self.chunks[-2][1] <= 2 * self.chunks[-1][1]:
             older, newer = self.chunks[-2], self.chunks[-1]
-            merged = self.merge([self.read(older[0]), self.read(newer[0])], drop_dead=len(self.chunks) == 2)
+            merged = self._merged([self.read(older[0]), self.read(newer[0])], drop_dead=len(self.chunks) == 2)
             self.chunks[-2:] = [self._write(merged)]
             self.retired += [(self.snapshots, older[0]), (self.snapshots, newer[0])]
         keep = []
@@ -295,6 +295,10 @@ class ChunkLog:
                 keep.append((since, name))
         self.retired = keep
         return self.manifest()
+
+    def _merged(self, chunks: Sequence[Records], *, drop_dead: bool) -> Records:
+        """The merge of two chunks (:meth:`merge`, unless a log merges with its own settings)."""
+        return self.merge(chunks, drop_dead=drop_dead)
 
     def load(self) -> Records:
         """Every live record of the manifest's chunks (what a resume rebuilds the state from)."""

@@ -556,6 +556,25 @@ class ValueCounts:
             out = [None if v is None else v[1] for v in out]
         return out, valid
 
+    def pairs(self, gids: np.ndarray) -> tuple[np.ndarray, Any, np.ndarray]:
+        """The live (group, value) pairs of the groups ``gids`` (distinct), grouped by group in the
+        order of ``gids``: each pair's group as a position in ``gids``, its value (the int64 value keys
+        if ordered, else a list of state-form values) and its count.
+
+        >>> counts = ValueCounts("max", ordered=True)
+        >>> counts.grow(2)
+        >>> counts.apply(np.array([1, 0, 1]), np.array([7, 9, 4]), np.array([1, 1, 2]))
+        0
+        >>> [part.tolist() for part in counts.pairs(np.array([1, 0]))]
+        [[0, 0, 1], [7, 4, 9], [1, 2, 1]]
+        """
+        slots, owner = self._live_of(gids)
+        order = np.argsort(owner, kind="stable")
+        slots, owner = slots[order], owner[order]
+        keys = self.slot_key[slots]
+        values = keys if self.codes is None else self.codes.decode(keys)
+        return owner, values, self.slot_count[slots]
+
     def dicts(self, gids: np.ndarray) -> list[dict[Any, int] | None]:
         """Each group's live values and counts (state form), None for none: the chunk record form,
         the same as the per-group dicts of states before this class."""

@@ -23,7 +23,13 @@ from bytewax.dataflow import Dataflow, Stream, operator
 
 from flowlake.changelog import KIND_COLUMN, SEQ_COLUMN
 from flowlake.errors import TableNotFoundError
-from flowlake.flow._aggstate import AggregateState, condition_mask, late_schema, with_watermarks
+from flowlake.flow._aggstate import (
+    AggregateState,
+    condition_mask,
+    late_schema,
+    state_cache_bytes,
+    with_watermarks,
+)
 from flowlake.flow._relational import (
     DedupState,
     JoinHow,
@@ -140,6 +146,7 @@ def aggregate(
     partitions: int = 4,
     chunks: str | os.PathLike[str] | None = None,
     inline_bytes: int | None = None,
+    state_mb: float | None = None,
 ) -> AggregateOut:
     """Group and aggregate a changelog with retractions (Flink's group aggregation).
 
@@ -158,6 +165,11 @@ def aggregate(
     below ``inline_bytes`` (default ``$FLOWLAKE_STATE_INLINE_BYTES``, else 1 MiB) snapshots as that
     pickle until it grows past it. Every worker that may resume a partition must see the folder.
     Without a folder, a snapshot is one pickle of the partition's whole state.
+
+    With a folder, each key partition keeps its groups in about ``state_mb`` MiB of memory (default
+    ``$FLOWLAKE_AGG_STATE_MB``, else 128; 0: no bound): past it, after a snapshot wrote them, the
+    least recently changed groups are dropped from memory, and a change to one reads its record back
+    from the chunk files (memory-mapped) before it is folded. Results do not depend on the bound.
 
     An update of an order moves its amount from one total to the other; the emptied group is deleted:
 
@@ -191,6 +203,7 @@ def aggregate(
     root = state_dir(chunks)
     chunk_root = None if root is None else root / step_id
     threshold = snapshot_inline_bytes(inline_bytes)
+    cache_bytes = state_cache_bytes(state_mb)
 
     def fold(
         state: AggregateState | Frozen | None, batch: ChangeBatch
@@ -201,6 +214,7 @@ def aggregate(
         state.configure(by_cols, spec, window)
         if chunk_root is not None:
             state.keep_chunks(chunk_root, threshold)
+            state.keep_in_memory(cache_bytes)
         out, late = state.apply(batch.data)
         count_records(step_id, "in", batch.data.num_rows)
         count_records(step_id, "out", out.num_rows)

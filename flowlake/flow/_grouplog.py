@@ -1,0 +1,255 @@
+"""The aggregate state's chunk log, readable by group key: what lets a state keep only some groups in memory.
+
+Each chunk is one Arrow table of group records sorted by a stable 64-bit hash of the group key: the
+key's identity (:func:`group_ident`, canonical bytes), the hash, ``live`` (False: a tombstone), the
+key columns, and the group's running values. A chunk file's Arrow buffers are memory-mapped on read
+(:func:`~flowlake.flow._snapshot.load_chunk`), so :meth:`GroupChunkLog.find` looks keys up with one
+``searchsorted`` per chunk over mapped pages, newest chunk first: the newest record of a key is its
+state at the last snapshot. Merges sort and deduplicate in Arrow, drop tombstones into the base
+chunk and the records of windows that closed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from flowlake.flow._snapshot import ChunkLog, Manifest, Records
+
+TABLE = "table"
+"""A :class:`GroupChunkLog` chunk's one entry: the Arrow table of its records."""
+HASH, IDENT, LIVE, WINDOW_START = "hash", "ident", "live", "win"
+"""Columns every record table has (``win``: windowed states only, the window's start in us)."""
+_ORDER = "_order"
+
+
+def group_ident(key: Any) -> bytes:
+    """A group key's identity: equal keys (as the state's index compares them), equal bytes.
+
+    Keys are in state form (:mod:`flowlake.flow._stateform`): ints, strings, floats, bools, bytes,
+    None, or tuples of those, whose ``repr`` is canonical except for the float zero's sign.
+
+    >>> group_ident(("a", 1, None)), group_ident(-0.0) == group_ident(0.0)
+    (b"('a', 1, None)", True)
+    """
+    if type(key) is tuple:
+        if any(type(part) is float for part in key):
+            key = tuple(0.0 if type(part) is float and part == 0 else part for part in key)
+    elif type(key) is float and key == 0:
+        key = 0.0
+    return repr(key).encode()
+
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX_1, _MIX_2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+
+
+def _splitmix(values: np.ndarray) -> np.ndarray:
+    """SplitMix64's finalizer of uint64 values (a bijection that spreads every input bit)."""
+    with np.errstate(over="ignore"):
+        x = values + _GOLDEN
+        x = (x ^ (x >> np.uint64(30))) * _MIX_1
+        x = (x ^ (x >> np.uint64(27))) * _MIX_2
+        return x ^ (x >> np.uint64(31))
+
+
+def int_key_hashes(rows: np.ndarray, *, single: bool) -> np.ndarray:
+    """The stable hash of keys of ints given as rows of an int64 array: plain ints (``single``, one
+    column) or tuples."""
+    if single:
+        return _splitmix(rows[:, 0].view(np.uint64))
+    acc = np.full(len(rows), np.uint64(rows.shape[1]), np.uint64)
+    for j in range(rows.shape[1]):
+        acc = _splitmix(acc ^ _splitmix(rows[:, j].view(np.uint64)))
+    return acc
+
+
+def int_key_idents(rows: np.ndarray, *, single: bool) -> pa.Array:
+    """:func:`group_ident` of keys of ints given as rows of an int64 array (see
+    :func:`int_key_hashes`), made in Arrow.
+
+    >>> keys = [(1, -2), (30, 4)]
+    >>> int_key_idents(np.array(keys), single=False).to_pylist() == [group_ident(k) for k in keys]
+    True
+    """
+    parts = [pc.cast(pa.array(rows[:, j]), pa.string()) for j in range(rows.shape[1])]
+    if single:
+        return parts[0].cast(pa.binary())
+    if len(parts) == 1:  # (a tuple of one)
+        return pc.binary_join_element_wise("(", parts[0], ",)", "").cast(pa.binary())
+    joined = pc.binary_join_element_wise(*parts, ", ")
+    return pc.binary_join_element_wise("(", joined, ")", "").cast(pa.binary())
+
+
+def _int_rows(keys: Sequence[Any]) -> tuple[np.ndarray, bool] | None:
+    """Keys that are all ints in int64 range, or all tuples of such ints of one width, as rows of an
+    int64 array (and whether they are plain ints); else None."""
+    if not keys:
+        return None
+    if all(type(k) is int for k in keys):
+        try:
+            return np.asarray(keys, np.int64).reshape(len(keys), 1), True
+        except OverflowError:
+            return None
+    if type(keys[0]) is not tuple or not keys[0]:
+        return None
+    width = len(keys[0])
+    if not all(type(k) is tuple and len(k) == width and all(type(x) is int for x in k) for k in keys):
+        return None
+    try:
+        return np.asarray(keys, np.int64).reshape(len(keys), width), False
+    except OverflowError:
+        return None
+
+
+def key_identities(keys: Sequence[Any]) -> tuple[pa.Array, np.ndarray]:
+    """Each key's :func:`group_ident` (an Arrow binary array) and stable 64-bit hash (uint64: the same
+    in every process, unlike Python's ``hash`` of a string). Keys of ints are hashed in numpy, by
+    :func:`int_key_hashes`, wherever they are; other keys by BLAKE2b of their identity.
+
+    >>> idents, hashes = key_identities([(1, 2), "a", (1, 2), None])
+    >>> idents.to_pylist()[:2], bool(hashes[0] == hashes[2] != hashes[1])
+    ([b'(1, 2)', b"'a'"], True)
+    >>> bool(key_identities([(1, 2)])[1][0] == hashes[0]), key_identities([(1, 2)])[0].to_pylist()
+    (True, [b'(1, 2)'])
+    """
+    whole = _int_rows(keys)
+    if whole is not None:
+        rows, single = whole
+        return int_key_idents(rows, single=single), int_key_hashes(rows, single=single)
+    idents = [group_ident(k) for k in keys]
+    hashes = np.zeros(len(keys), np.uint64)
+    kinds: dict[tuple[bool, int], list[int]] = {}
+    digest = hashlib.blake2b
+    for i, key in enumerate(keys):
+        if _int_rows([key]) is None:
+            hashes[i] = int.from_bytes(digest(idents[i], digest_size=8).digest(), "little")
+        else:
+            single = type(key) is not tuple
+            kinds.setdefault((single, 1 if single else len(key)), []).append(i)
+    for (single, width), at in kinds.items():
+        rows = np.asarray([keys[i] for i in at], np.int64).reshape(len(at), width)
+        hashes[at] = int_key_hashes(rows, single=single)
+    return pa.array(idents, pa.binary()), hashes
+
+
+def sort_records(table: pa.Table) -> pa.Table:
+    """``table`` in the chunk order: by hash, then identity."""
+    if table.num_rows < 2:
+        return table
+    return table.take(pc.sort_indices(table, sort_keys=[(HASH, "ascending"), (IDENT, "ascending")]))
+
+
+def merge_group_tables(
+    tables: Sequence[pa.Table], *, drop_dead: bool, expire: tuple[int, int] | None = None
+) -> pa.Table:
+    """The newest record of each key in ``tables`` (oldest first), in chunk order; tombstones dropped
+    if ``drop_dead``; with ``expire`` = (window size, watermark mark), the records of windows that end
+    at or before the mark too (no change reaches a closed window again).
+
+    >>> def t(keys, live):
+    ...     idents, hashes = key_identities(keys)
+    ...     return sort_records(pa.table({HASH: hashes, IDENT: idents, LIVE: live, "rows": [1] * len(keys)}))
+    >>> merged = merge_group_tables([t(["a", "b"], [True, True]), t(["b"], [False])], drop_dead=True)
+    >>> merged.column(IDENT).to_pylist()
+    [b"'a'"]
+    """
+    tables = [t for t in tables if t.num_rows]
+    if not tables:
+        return pa.table({})
+    both = pa.concat_tables(
+        [t.append_column(_ORDER, pa.array(np.full(t.num_rows, i, np.int32))) for i, t in enumerate(tables)]
+    )
+    keys = [(HASH, "ascending"), (IDENT, "ascending"), (_ORDER, "descending")]
+    both = both.take(pc.sort_indices(both, sort_keys=keys))
+    n = both.num_rows
+    hashes = both.column(HASH).to_numpy()
+    newest = np.ones(n, bool)
+    if n > 1:
+        idents = both.column(IDENT)
+        same = pc.equal(idents.slice(1), idents.slice(0, n - 1)).to_numpy(zero_copy_only=False)
+        newest[1:] = (hashes[1:] != hashes[:-1]) | ~same
+    if drop_dead:
+        newest &= both.column(LIVE).to_numpy(zero_copy_only=False)
+    if expire is not None and WINDOW_START in both.column_names:
+        size, mark = expire
+        newest &= both.column(WINDOW_START).to_numpy() + size > mark
+    return both.filter(pa.array(newest)).drop_columns([_ORDER])
+
+
+class GroupChunkLog(ChunkLog):
+    """A :class:`~flowlake.flow._snapshot.ChunkLog` of group record tables (see the module), which
+    finds a key's newest record without reading the chunks."""
+
+    def __init__(self, manifest: Manifest) -> None:
+        super().__init__(manifest)
+        self.expire: tuple[int, int] | None = None
+        """(window size, mark) of a windowed state: merges drop the records of windows closed by then."""
+        self._mapped: dict[str, tuple[np.ndarray, pa.Table]] = {}
+
+    @staticmethod
+    def size(records: Records) -> int:
+        """Records in the chunk."""
+        table: pa.Table = records[TABLE]
+        return int(table.num_rows)
+
+    def _merged(self, chunks: Sequence[Records], *, drop_dead: bool) -> Records:
+        tables = [c[TABLE] for c in chunks]
+        merged = merge_group_tables(tables, drop_dead=drop_dead, expire=self.expire)
+        return {TABLE: merged if merged.num_columns else tables[-1].slice(0, 0)}
+
+    def load(self) -> Records:
+        """Every live record of the manifest's chunks, in chunk order (``{TABLE: None}`` for none)."""
+        tables = [self._table(name) for name, _ in self.chunks]
+        merged = merge_group_tables(tables, drop_dead=True, expire=self.expire)
+        return {TABLE: merged if merged.num_columns else None}
+
+    def _table(self, name: str) -> pa.Table:
+        if name not in self._mapped:
+            table: pa.Table = self.read(name)[TABLE]
+            self._mapped[name] = (table.column(HASH).to_numpy(), table)
+        return self._mapped[name][1]
+
+    def find(self, idents: Sequence[bytes], hashes: np.ndarray) -> tuple[np.ndarray, pa.Table | None]:
+        """The positions of ``idents`` (with their hashes, see :func:`key_identities`) whose newest
+        record is live, and those records in that order (None if none is)."""
+        current = {name for name, _ in self.chunks}
+        for name in [n for n in self._mapped if n not in current]:  # merged away since
+            del self._mapped[name]
+        pending = np.arange(len(idents))
+        found: list[np.ndarray] = []
+        records: list[pa.Table] = []
+        for name, _ in reversed(self.chunks):
+            if not len(pending):
+                break
+            table = self._table(name)
+            level = self._mapped[name][0]
+            wanted = hashes[pending]
+            lo, hi = np.searchsorted(level, wanted, "left"), np.searchsorted(level, wanted, "right")
+            probes = np.flatnonzero(hi > lo)
+            if not len(probes):
+                continue
+            width = (hi - lo)[probes]
+            owners = np.repeat(probes, width)
+            within = np.arange(len(owners)) - np.repeat(np.cumsum(width) - width, width)
+            rows = np.repeat(lo[probes], width) + within
+            held = table.column(IDENT).take(pa.array(rows)).to_pylist()
+            match = [held[i] == idents[pending[o]] for i, o in enumerate(owners.tolist())]
+            hit = np.flatnonzero(np.asarray(match, bool))
+            if not len(hit):
+                continue
+            hit_rows, hit_probes = rows[hit], owners[hit]  # (one row per probe: identities are unique)
+            taken = table.take(pa.array(hit_rows))
+            live = taken.column(LIVE).to_numpy(zero_copy_only=False)
+            if live.any():
+                found.append(pending[hit_probes[live]])
+                records.append(taken.filter(pa.array(live)))
+            pending = np.delete(pending, hit_probes)
+        if not found:
+            return np.zeros(0, np.int64), None
+        return np.concatenate(found), pa.concat_tables(records)
