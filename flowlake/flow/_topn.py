@@ -20,7 +20,11 @@ A retraction of a row that is not live is dropped (counted in ``dropped_retracti
 partition has spilled rows that is only known when the spill is netted, so until then it waits there
 as a negative weight (and would cancel an identical row inserted later).
 
-With a state folder (:meth:`TopNState.keep_chunks`) a large state snapshots what changed since the
+With a state folder (:meth:`TopNState.keep_chunks`) the spill is kept on disk: once
+:attr:`TopNState.spill_map_rows` spilled rows are in memory, they are written to an Arrow file in the
+folder's ``spill`` subfolder and memory-mapped back (the pages are the operating system's to drop), so
+a partition's memory is its kept rows (``n`` + ``buffer`` per partition) and fewer spilled rows than
+that bound. A large state also snapshots what changed since the
 last snapshot: the kept and spilled rows of every partition hash a batch touched (a hash without rows
 is a tombstone) go to a chunk file of a :class:`~flowlake.flow._snapshot.RowsChunkLog`, and the
 snapshot is the manifest; a resume merges the chunks back (each hash's rows from the newest chunk
@@ -44,6 +48,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from flowlake.changelog import KIND_COLUMN, RowKind
+from flowlake.flow._joinside import SPILL_FOLDER, spill_table
 from flowlake.flow._relational import body_schema
 from flowlake.flow._snapshot import ROWS, ChunkedSnapshot, Manifest, Records, RowsChunkLog
 from flowlake.flow._stateform import from_state
@@ -173,6 +178,8 @@ class TopNState(ChunkedSnapshot):
         self.dropped_retractions = 0
         self._changed: list[np.ndarray] = []
         """Partition hashes changed since the last chunked snapshot (kept only while chunked)."""
+        self._on_disk: list[bool] = []
+        """Per chunk of ``spill``, whether it is memory-mapped from a file (see :meth:`_settle`)."""
 
     def __len__(self) -> int:
         """Rows held (kept and spilled)."""
@@ -232,8 +239,11 @@ class TopNState(ChunkedSnapshot):
     net_spill_min = 65_536
     """Retractions the spill holds before it is netted (also at least a quarter of its rows)."""
 
+    spill_map_rows = 1 << 16
+    """Spilled rows in memory from which a state with a folder moves them to a memory-mapped file."""
+
     def __getstate__(self) -> dict[str, Any]:
-        return {**super().__getstate__(), "_changed": []}
+        return {**super().__getstate__(), "_changed": [], "_on_disk": []}
 
     def _note(self, hashes: np.ndarray) -> None:
         if self._log is not None and len(hashes):
@@ -270,6 +280,7 @@ class TopNState(ChunkedSnapshot):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.setdefault("_changed", [])
+        state["_on_disk"] = [False] * len(state.get("spill", ()))  # (unpickled: in memory)
         if "live" in state:  # pickled by the former per-row Top-N: its rows are folded in on first use
             legacy = [row for entries in state.pop("live").values() for _, row in entries]
             state.pop("emitted", None)
@@ -365,12 +376,18 @@ class TopNState(ChunkedSnapshot):
         """Read the ``needy`` partitions' spilled rows back and rank them with their kept rows (the
         fallback when the buffer ran out)."""
         value_set = pa.array(needy, pa.uint64())
-        back, rest = [], []
-        for chunk in [*self.spill, evicted]:
+        back, rest, on_disk = [], [], []
+        for chunk, mapped in zip([*self.spill, evicted], [*self._on_disk, False], strict=True):
             mask = pc.is_in(chunk.column(_PH), value_set=value_set)
+            if not pc.any(mask).as_py():  # (a chunk without the partitions stays as it is, mapped or not)
+                rest.append(chunk)
+                on_disk.append(mapped)
+                continue
             back.append(chunk.filter(mask))
             rest.append(chunk.filter(pc.invert(mask)))
+            on_disk.append(False)
         self.spill = [t for t in rest[:-1] if t.num_rows]
+        self._on_disk = [d for t, d in zip(rest[:-1], on_disk[:-1], strict=True) if t.num_rows]
         self.spilled = self.spilled[~np.isin(self.spilled, needy)]
         self.spill_retractions = sum(int(pc.sum(pc.less(t.column(_W), 0)).as_py() or 0) for t in self.spill)
         mask = pc.is_in(kept.column(_PH), value_set=value_set)
@@ -381,13 +398,27 @@ class TopNState(ChunkedSnapshot):
         return kept, pa.concat_tables([rest[-1], spill])
 
     def _to_spill(self, evicted: pa.Table) -> None:
-        if not evicted.num_rows:
+        if evicted.num_rows:
+            self.spill.append(evicted)
+            self._on_disk.append(False)
+            self.spilled = sorted_unique(np.concatenate([self.spilled, evicted.column(_PH).to_numpy()]))
+            self.spill_retractions += int(pc.sum(pc.less(evicted.column(_W), 0)).as_py() or 0)
+            if self.spill_retractions > max(self.net_spill_min, sum(t.num_rows for t in self.spill) // 4):
+                self._net_spill()
+        self._settle()
+
+    def _settle(self) -> None:
+        """With a state folder: once the spilled rows in memory reach :attr:`spill_map_rows`, write
+        them to one Arrow file there and keep them memory-mapped instead."""
+        if self._chunk_root is None or len(self._on_disk) != len(self.spill):
             return
-        self.spill.append(evicted)
-        self.spilled = sorted_unique(np.concatenate([self.spilled, evicted.column(_PH).to_numpy()]))
-        self.spill_retractions += int(pc.sum(pc.less(evicted.column(_W), 0)).as_py() or 0)
-        if self.spill_retractions > max(self.net_spill_min, sum(t.num_rows for t in self.spill) // 4):
-            self._net_spill()
+        fresh = [t for t, mapped in zip(self.spill, self._on_disk, strict=True) if not mapped]
+        if not fresh or sum(t.num_rows for t in fresh) < self.spill_map_rows:
+            return
+        table = pa.concat_tables(fresh).combine_chunks()
+        mapped = spill_table(self._chunk_root / SPILL_FOLDER, table)
+        self.spill = [t for t, d in zip(self.spill, self._on_disk, strict=True) if d] + [mapped]
+        self._on_disk = [True] * (len(self.spill) - 1) + [mapped is not table]
 
     def _net_spill(self) -> None:
         """Net the whole spill (rows against their retractions) into one chunk."""
@@ -402,6 +433,7 @@ class TopNState(ChunkedSnapshot):
         live = work.take(pa.array(alive, pa.int64())).drop_columns([_W, _SRC])
         live = live.append_column(_W, pa.array(np.ones(live.num_rows, np.int64)))
         self.spill = [live] if live.num_rows else []
+        self._on_disk = [False] * len(self.spill)
         self.spilled = sorted_unique(live.column(_PH).to_numpy().astype(np.uint64))
         self.spill_retractions = 0
 
@@ -511,7 +543,7 @@ def restore_topn(manifest: Manifest, scalars: dict[str, Any]) -> TopNState:
             state.kept = rows.filter(pc.invert(spilled)).drop_columns([_W, _WHERE]).cast(schema)
             spill = rows.filter(spilled).drop_columns([_WHERE])
             if spill.num_rows:
-                state.spill = [spill]
+                state.spill, state._on_disk = [spill], [False]
                 state.spilled = sorted_unique(spill.column(_PH).to_numpy().astype(np.uint64))
                 state.spill_retractions = int(pc.sum(pc.less(spill.column(_W), 0)).as_py() or 0)
     state._log = log
