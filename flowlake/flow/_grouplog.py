@@ -12,7 +12,10 @@ chunk and the records of windows that closed.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import itertools
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -182,15 +185,26 @@ def merge_group_tables(
     return both.filter(pa.array(newest)).drop_columns([_ORDER])
 
 
+MERGE_ROWS = 1 << 17
+"""A merge reads, sorts and writes this many records of its inputs at a time (one hash range: the
+memory a merge takes, whatever the size of the chunks)."""
+
+
 class GroupChunkLog(ChunkLog):
     """A :class:`~flowlake.flow._snapshot.ChunkLog` of group record tables (see the module), which
-    finds a key's newest record without reading the chunks."""
+    finds a key's newest record without reading the chunks.
+
+    A chunk file is an Arrow IPC file of record batches that each hold one range of hashes, read
+    memory-mapped; a merge of two chunks goes range by range (:data:`MERGE_ROWS` records at a time),
+    so neither a merge nor a lookup holds a chunk in memory.
+    """
 
     def __init__(self, manifest: Manifest) -> None:
         super().__init__(manifest)
         self.expire: tuple[int, int] | None = None
         """(window size, mark) of a windowed state: merges drop the records of windows closed by then."""
-        self._mapped: dict[str, tuple[np.ndarray, pa.Table]] = {}
+        self._runs: dict[str, tuple[np.ndarray, list[tuple[np.ndarray, pa.Table]]]] = {}
+        self._whole: dict[str, pa.Table] = {}
 
     @staticmethod
     def size(records: Records) -> int:
@@ -198,10 +212,43 @@ class GroupChunkLog(ChunkLog):
         table: pa.Table = records[TABLE]
         return int(table.num_rows)
 
+    def _load(self, path: Path) -> Records:
+        return {TABLE: pa.ipc.open_file(pa.memory_map(str(path))).read_all()}
+
+    def _save(self, path: Path, records: Records) -> int:
+        table: pa.Table = records[TABLE]
+        return _write_runs(path, table.schema, [table.combine_chunks()])
+
     def _merged(self, chunks: Sequence[Records], *, drop_dead: bool) -> Records:
         tables = [c[TABLE] for c in chunks]
         merged = merge_group_tables(tables, drop_dead=drop_dead, expire=self.expire)
         return {TABLE: merged if merged.num_columns else tables[-1].slice(0, 0)}
+
+    def _merge_pair(self, older: str, newer: str, *, drop_dead: bool) -> tuple[str, int]:
+        """The two chunks merged range of hashes by range into a new chunk file."""
+        tables = [self._table(older), self._table(newer)]
+        total = sum(t.num_rows for t in tables)
+        big = max(tables, key=lambda t: t.num_rows)
+        column = big.column(HASH)
+        cuts = [
+            int(column[int(i)].as_py()) for i in np.linspace(0, big.num_rows, total // MERGE_ROWS + 2)[1:-1]
+        ]
+        bounds: list[int | None] = [0, *sorted(set(cuts)), None]
+        written = 0
+
+        def pieces() -> Iterator[pa.Table]:
+            nonlocal written
+            for lo, hi in itertools.pairwise(bounds):
+                assert lo is not None
+                parts = [_hash_range(t, lo, hi) for t in tables]
+                merged = merge_group_tables(parts, drop_dead=drop_dead, expire=self.expire)
+                if merged.num_columns and merged.num_rows:
+                    written += merged.num_rows
+                    yield merged.combine_chunks()
+
+        name = self._new_name()
+        self.bytes_written += _write_runs(self.folder / name, tables[0].schema, pieces())
+        return name, written
 
     def load(self) -> Records:
         """Every live record of the manifest's chunks, in chunk order (``{TABLE: None}`` for none)."""
@@ -210,46 +257,109 @@ class GroupChunkLog(ChunkLog):
         return {TABLE: merged if merged.num_columns else None}
 
     def _table(self, name: str) -> pa.Table:
-        if name not in self._mapped:
+        return self._levels(name)[2]
+
+    def _levels(self, name: str) -> tuple[np.ndarray, list[tuple[np.ndarray, pa.Table]], pa.Table]:
+        """A chunk's runs (record batches, each one range of hashes): the first hash of each, each
+        run's hashes and records (all memory-mapped), and the whole table."""
+        if name not in self._runs:
             table: pa.Table = self.read(name)[TABLE]
-            self._mapped[name] = (table.column(HASH).to_numpy(), table)
-        return self._mapped[name][1]
+            runs = [
+                (b.column(HASH).to_numpy(), pa.Table.from_batches([b]))
+                for b in table.to_batches()
+                if b.num_rows
+            ]
+            firsts = np.array([h[0] for h, _ in runs], np.uint64)
+            self._runs[name] = (firsts, runs)
+            self._whole[name] = table
+        firsts, runs = self._runs[name]
+        return firsts, runs, self._whole[name]
 
     def find(self, idents: Sequence[bytes], hashes: np.ndarray) -> tuple[np.ndarray, pa.Table | None]:
         """The positions of ``idents`` (with their hashes, see :func:`key_identities`) whose newest
         record is live, and those records in that order (None if none is)."""
         current = {name for name, _ in self.chunks}
-        for name in [n for n in self._mapped if n not in current]:  # merged away since
-            del self._mapped[name]
+        for name in [n for n in self._runs if n not in current]:  # merged away since
+            del self._runs[name], self._whole[name]
         pending = np.arange(len(idents))
         found: list[np.ndarray] = []
         records: list[pa.Table] = []
         for name, _ in reversed(self.chunks):
             if not len(pending):
                 break
-            table = self._table(name)
-            level = self._mapped[name][0]
-            wanted = hashes[pending]
-            lo, hi = np.searchsorted(level, wanted, "left"), np.searchsorted(level, wanted, "right")
-            probes = np.flatnonzero(hi > lo)
-            if not len(probes):
-                continue
-            width = (hi - lo)[probes]
-            owners = np.repeat(probes, width)
-            within = np.arange(len(owners)) - np.repeat(np.cumsum(width) - width, width)
-            rows = np.repeat(lo[probes], width) + within
-            held = table.column(IDENT).take(pa.array(rows)).to_pylist()
-            match = [held[i] == idents[pending[o]] for i, o in enumerate(owners.tolist())]
-            hit = np.flatnonzero(np.asarray(match, bool))
-            if not len(hit):
-                continue
-            hit_rows, hit_probes = rows[hit], owners[hit]  # (one row per probe: identities are unique)
-            taken = table.take(pa.array(hit_rows))
-            live = taken.column(LIVE).to_numpy(zero_copy_only=False)
-            if live.any():
-                found.append(pending[hit_probes[live]])
-                records.append(taken.filter(pa.array(live)))
-            pending = np.delete(pending, hit_probes)
+            firsts, runs, _ = self._levels(name)
+            which = np.searchsorted(firsts, hashes[pending], "right") - 1
+            resolved: list[np.ndarray] = []
+            for run in np.unique(which[which >= 0]).tolist():
+                probes = pending[which == run]
+                level, table = runs[run]
+                hit, rows = _matches(level, table, hashes[probes], [idents[i] for i in probes.tolist()])
+                if not len(hit):
+                    continue
+                resolved.append(probes[hit])
+                taken = table.take(pa.array(rows))
+                live = taken.column(LIVE).to_numpy(zero_copy_only=False)
+                if live.any():
+                    found.append(probes[hit[live]])
+                    records.append(taken.filter(pa.array(live)))
+            if resolved:
+                pending = np.setdiff1d(pending, np.concatenate(resolved), assume_unique=True)
         if not found:
             return np.zeros(0, np.int64), None
         return np.concatenate(found), pa.concat_tables(records)
+
+
+def _matches(
+    level: np.ndarray, table: pa.Table, hashes: np.ndarray, idents: Sequence[bytes]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Which of the probes (``hashes``, ``idents``) have a record in one run, and its row there."""
+    lo, hi = np.searchsorted(level, hashes, "left"), np.searchsorted(level, hashes, "right")
+    probes = np.flatnonzero(hi > lo)
+    if not len(probes):
+        return probes, probes
+    width = (hi - lo)[probes]
+    owners = np.repeat(probes, width)
+    within = np.arange(len(owners)) - np.repeat(np.cumsum(width) - width, width)
+    rows = np.repeat(lo[probes], width) + within
+    held = table.column(IDENT).take(pa.array(rows)).to_pylist()
+    match = np.flatnonzero(
+        np.fromiter((held[i] == idents[o] for i, o in enumerate(owners.tolist())), bool, len(owners))
+    )
+    return owners[match], rows[match]  # (one row per probe: identities are unique in a chunk)
+
+
+def _hash_range(table: pa.Table, lo: int, hi: int | None) -> pa.Table:
+    """The records of a chunk (sorted by hash) with ``lo <= hash < hi`` (no upper bound: None)."""
+    column = table.column(HASH)
+    start = _position(column, lo)
+    stop = table.num_rows if hi is None else _position(column, hi)
+    return table.slice(start, stop - start)
+
+
+def _position(column: pa.ChunkedArray, value: int) -> int:
+    """Where ``value`` goes in a sorted hash column (its first equal entry), over its runs."""
+    offset = 0
+    for chunk in column.chunks:
+        hashes = chunk.to_numpy()
+        if len(hashes) and hashes[-1] >= value:
+            return offset + int(np.searchsorted(hashes, np.uint64(value), "left"))
+        offset += len(hashes)
+    return offset
+
+
+def _write_runs(path: Path, schema: pa.Schema, tables: Iterable[pa.Table]) -> int:
+    """Write ``tables`` (each one record batch: one range of hashes) to an Arrow IPC file, fsynced;
+    the bytes written."""
+    with pa.OSFile(str(path), "wb") as sink:
+        with pa.ipc.new_file(sink, schema) as writer:
+            for table in tables:
+                writer.write_table(
+                    table.cast(schema) if table.schema != schema else table, max_chunksize=1 << 62
+                )
+        size = int(sink.tell())
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+    return size

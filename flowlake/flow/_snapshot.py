@@ -264,7 +264,7 @@ class ChunkLog:
         """One chunk's records (Arrow data memory-mapped from the file, see :func:`load_chunk`)."""
         path = self.folder / name
         try:
-            return load_chunk(path)
+            return self._load(path)
         except FileNotFoundError as exc:
             raise StorageError(
                 f"state chunk {str(path)!r} named by a bytewax snapshot is missing; resume with the state "
@@ -272,10 +272,25 @@ class ChunkLog:
                 "flow afresh from empty recovery partitions"
             ) from exc
 
+    def _load(self, path: Path) -> Records:
+        """A chunk file's records (a log with its own file form overrides this and :meth:`_save`)."""
+        return load_chunk(path)
+
+    def _save(self, path: Path, records: Records) -> int:
+        """Write ``records`` to ``path``, fsynced; the bytes written."""
+        return save_chunk(path, records)
+
+    def _new_name(self) -> str:
+        return f"{self.snapshots:08d}-{uuid.uuid4().hex[:12]}.chunk"
+
     def _write(self, records: Records) -> tuple[str, int]:
-        name = f"{self.snapshots:08d}-{uuid.uuid4().hex[:12]}.chunk"
-        self.bytes_written += save_chunk(self.folder / name, records)
+        name = self._new_name()
+        self.bytes_written += self._save(self.folder / name, records)
         return name, self.size(records)
+
+    def _merge_pair(self, older: str, newer: str, *, drop_dead: bool) -> tuple[str, int]:
+        """Merge two chunks into a new one: its name and size."""
+        return self._write(self._merged([self.read(older), self.read(newer)], drop_dead=drop_dead))
 
     def append(self, records: Records) -> Manifest:
         """Write ``records`` (the changes since the last snapshot) as a chunk; the new manifest."""
@@ -284,8 +299,7 @@ class ChunkLog:
             self.chunks.append(self._write(records))
         while len(self.chunks) >= 2 and self.chunks[-2][1] <= 2 * self.chunks[-1][1]:
             older, newer = self.chunks[-2], self.chunks[-1]
-            merged = self._merged([self.read(older[0]), self.read(newer[0])], drop_dead=len(self.chunks) == 2)
-            self.chunks[-2:] = [self._write(merged)]
+            self.chunks[-2:] = [self._merge_pair(older[0], newer[0], drop_dead=len(self.chunks) == 2)]
             self.retired += [(self.snapshots, older[0]), (self.snapshots, newer[0])]
         keep = []
         for since, name in self.retired:

@@ -7,6 +7,7 @@ import copy
 import pickle
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import pyarrow as pa
@@ -23,9 +24,9 @@ from test_flow_aggregate_chunks import (
 )
 
 from flowlake.changelog import RowKind
-from flowlake.flow import aggs
+from flowlake.flow import _grouplog, aggs
 from flowlake.flow._aggstate import AggregateState, state_cache_bytes
-from flowlake.flow._grouplog import GroupChunkLog
+from flowlake.flow._grouplog import TABLE, GroupChunkLog, key_identities, sort_records
 from flowlake.flow._snapshot import thaw
 from flowlake.flow.batch import from_rows
 
@@ -63,6 +64,7 @@ def resume(
     st.booleans(),
     st.booleans(),
     st.sampled_from([1, 2000]),
+    st.sampled_from([3, _grouplog.MERGE_ROWS]),
     st.data(),
 )
 def test_a_bounded_state_equals_one_that_keeps_everything(
@@ -72,11 +74,25 @@ def test_a_bounded_state_equals_one_that_keeps_everything(
     windowed: bool,
     int_keys: bool,
     cache: int,
+    merge_rows: int,
     data: st.DataObject,
 ) -> None:
     """Snapshot after every batch (each one sheds down to the bound: one group, or a few), resume from
-    any snapshot: every batch's changes and the final groups equal the unbounded, unsnapshotted run."""
-    root = tmp_path_factory.mktemp("spill")
+    any snapshot: every batch's changes and the final groups equal the unbounded, unsnapshotted run.
+    ``merge_rows`` 3 makes every chunk merge go by ranges of three records (chunks of many runs)."""
+    with mock.patch.object(_grouplog, "MERGE_ROWS", merge_rows):
+        bounded_equals_plain(tmp_path_factory.mktemp("spill"), history, cuts, windowed, int_keys, cache, data)
+
+
+def bounded_equals_plain(
+    root: Path,
+    history: list[tuple[Any, ...]],
+    cuts: list[int],
+    windowed: bool,
+    int_keys: bool,
+    cache: int,
+    data: st.DataObject,
+) -> None:
     window = WINDOW if windowed else None
     batches = batches_of(history, cuts, int_keys)
     plain = AggregateState(["g"], SPEC, window)
@@ -188,3 +204,36 @@ def test_the_bound_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("FLOWLAKE_AGG_STATE_MB", "lots")
     with pytest.raises(Exception, match="FLOWLAKE_AGG_STATE_MB must be a number of MiB"):
         state_cache_bytes()
+
+
+def test_a_merged_chunk_is_written_and_found_range_by_range(tmp_path: Path) -> None:
+    """Merges write one run per range of hashes; every key is found in its run, newest record first,
+    tombstones hide older records until the base merge drops them."""
+    log = GroupChunkLog.create(tmp_path)
+    assert isinstance(log, GroupChunkLog)
+    rng = np.random.default_rng(5)
+    model: dict[int, int | None] = {}
+
+    def records(keys: list[int], rows: list[int], live: bool) -> dict[str, Any]:
+        idents, hashes = key_identities(keys)
+        table = pa.table({"hash": hashes, "ident": idents, "live": [live] * len(keys), "rows": rows})
+        return {TABLE: sort_records(table)}
+
+    with mock.patch.object(_grouplog, "MERGE_ROWS", 50):
+        for step in range(40):
+            keys = sorted({int(k) for k in rng.integers(0, 3000, 200)})
+            dead = keys[: len(keys) // 5] if step % 3 == 2 else []
+            live = keys[len(dead) :]
+            if dead:
+                log.append(records(dead, [0] * len(dead), False))
+            log.append(records(live, [step] * len(live), True))
+            model.update(dict.fromkeys(dead))
+            model.update(dict.fromkeys(live, step))
+    base = log._table(log.chunks[0][0])
+    assert len(base.to_batches()) > 5  # a merged chunk of many runs
+    probe = list(range(3100))
+    idents, hashes = key_identities(probe)
+    found, table = log.find(idents.to_pylist(), hashes)
+    assert table is not None
+    got = dict(zip(found.tolist(), table.column("rows").to_pylist(), strict=True))
+    assert got == {k: v for k, v in model.items() if v is not None}

@@ -1,0 +1,116 @@
+"""An aggregate state larger than its memory bound: what the bound saves in memory and costs in time.
+
+A count/sum by an integer key takes ``--groups`` new groups (in batches of ``--batch``), then
+``--updates`` batches of changes to keys drawn uniformly from all of them (so a bounded state finds
+most of them on disk), with a chunked snapshot after every batch (bytewax's epoch). It runs twice, each
+in a fresh process: bounded to ``--state-mb`` MiB (``FLOWLAKE_AGG_STATE_MB``) and unbounded (the
+baseline: every group in memory). The figures are each run's peak RSS (and its anonymous part: the
+file-backed rest is mapped chunk pages the kernel may drop), groups in memory, and the time of the
+load and the update phase. Run:
+
+    python benchmarks/aggregate_spill.py [--groups 4000000] [--updates 100] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _measure import proc_status_kb
+from _report import report
+
+SCHEMA = pa.schema([("g", pa.int64()), ("v", pa.int64()), ("_kind", pa.int8())])
+
+
+def batch(keys: np.ndarray, rng: np.random.Generator) -> pa.Table:
+    """Inserts of one order per key (amounts 1..999)."""
+    n = len(keys)
+    return pa.table({"g": keys, "v": rng.integers(1, 1000, n), "_kind": np.zeros(n, np.int8)}, schema=SCHEMA)
+
+
+def child(state_mb: float, groups: int, size: int, updates: int) -> dict[str, Any]:
+    """One run in this process (see the module)."""
+    from flowlake.flow import aggs
+    from flowlake.flow._aggstate import AggregateState, state_cache_bytes
+    from flowlake.runtime.allocators import configure_worker_allocators
+
+    configure_worker_allocators()
+    root = Path(tempfile.mkdtemp(prefix="flowlake-agg-spill-"))
+    try:
+        state = AggregateState(["g"], {"n": aggs.count(), "gmv": aggs.sum("v")}, None)
+        state.keep_chunks(root, 0)
+        state.keep_in_memory(state_cache_bytes(state_mb))
+        rng = np.random.default_rng(7)
+        started = time.perf_counter()
+        for start in range(0, groups, size):
+            state.apply(batch(np.arange(start, min(start + size, groups), dtype=np.int64), rng))
+            copy.deepcopy(state)
+        load_s = time.perf_counter() - started
+        snapshot_s, out_rows = 0.0, 0
+        started = time.perf_counter()
+        for _ in range(updates):
+            out, _ = state.apply(batch(rng.integers(0, groups, size), rng))
+            out_rows += out.num_rows
+            before = time.perf_counter()
+            copy.deepcopy(state)
+            snapshot_s += time.perf_counter() - before
+        update_s = time.perf_counter() - started
+        return {
+            "load_s": round(load_s, 1), "update_s": round(update_s, 2),
+            "update_changes_per_s": round(updates * size / update_s),
+            "snapshot_ms_per_batch": round(snapshot_s / max(updates, 1) * 1000, 1),
+            "groups_in_memory": state.groups, "out_rows": out_rows,
+            "peak_rss_mb": round((proc_status_kb("VmHWM") or 0) / 1024),
+            "rss_anon_mb": round((proc_status_kb("RssAnon") or 0) / 1024),
+            "chunk_mb": round(sum(f.stat().st_size for f in root.rglob("*") if f.is_file()) / 2**20),
+        }  # fmt: skip
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def main() -> None:
+    """Parse flags, run bounded and unbounded in fresh processes, print, optionally write JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--groups", type=int, default=4_000_000)
+    parser.add_argument("--batch", type=int, default=100_000)
+    parser.add_argument("--updates", type=int, default=100)
+    parser.add_argument("--state-mb", type=float, default=32.0)
+    parser.add_argument("--json", default=None)
+    parser.add_argument("--child", type=float, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child is not None:
+        print(json.dumps(child(args.child, args.groups, args.batch, args.updates)))
+        return
+    figures: dict[str, Any] = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores", "groups": args.groups,
+        "batch": args.batch, "update_batches": args.updates, "state_mb": args.state_mb,
+    }  # fmt: skip
+    for name, mb in (("bounded", args.state_mb), ("unbounded", 0.0)):
+        command = [sys.executable, __file__, "--child", str(mb), "--groups", str(args.groups),
+                   "--batch", str(args.batch), "--updates", str(args.updates)]  # fmt: skip
+        ran = subprocess.run(command, check=True, capture_output=True, text=True)  # noqa: S603 - this script
+        result = json.loads(ran.stdout)
+        for key, value in result.items():
+            figures[f"{name}_{key}"] = value
+    figures["rss_ratio"] = round(figures["bounded_peak_rss_mb"] / figures["unbounded_peak_rss_mb"], 2)
+    figures["update_time_ratio"] = round(figures["bounded_update_s"] / figures["unbounded_update_s"], 2)
+    figures["same_output_rows"] = figures["bounded_out_rows"] == figures["unbounded_out_rows"]
+    report(figures, args.json)
+
+
+if __name__ == "__main__":
+    main()
