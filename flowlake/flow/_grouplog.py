@@ -212,6 +212,18 @@ class GroupChunkLog(ChunkLog):
         table: pa.Table = records[TABLE]
         return int(table.num_rows)
 
+    def append(self, records: Records) -> Manifest:
+        """As :meth:`ChunkLog.append`; the mapped chunks it merged away are let go (their mappings
+        would keep the deleted files' pages)."""
+        manifest = super().append(records)
+        self._forget_retired()
+        return manifest
+
+    def _forget_retired(self) -> None:
+        current = {name for name, _ in self.chunks}
+        for name in [n for n in self._runs if n not in current]:
+            del self._runs[name], self._whole[name]
+
     def _load(self, path: Path) -> Records:
         return {TABLE: pa.ipc.open_file(pa.memory_map(str(path))).read_all()}
 
@@ -278,9 +290,6 @@ class GroupChunkLog(ChunkLog):
     def find(self, idents: Sequence[bytes], hashes: np.ndarray) -> tuple[np.ndarray, pa.Table | None]:
         """The positions of ``idents`` (with their hashes, see :func:`key_identities`) whose newest
         record is live, and those records in that order (None if none is)."""
-        current = {name for name, _ in self.chunks}
-        for name in [n for n in self._runs if n not in current]:  # merged away since
-            del self._runs[name], self._whole[name]
         pending = np.arange(len(idents))
         found: list[np.ndarray] = []
         records: list[pa.Table] = []

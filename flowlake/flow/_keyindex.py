@@ -296,7 +296,7 @@ class KeyIndex:
         at = missing[order].tolist()
         if exact or all(keys[at[j]] == keys[at[j - 1]] for j in repeats):  # equal hashes, equal keys
             firsts = missing[order[starts]]
-            seq = np.argsort(firsts, kind="stable")
+            seq = argsort_distinct(firsts, len(keys))
             ids = np.empty(len(firsts), np.int64)
             firsts = firsts[seq]  # (in order of appearance)
             new_keys = take_keys(keys, firsts)
@@ -483,6 +483,21 @@ class RowKeys(Sequence[Any]):
         return row[0] if self.single else tuple(row)
 
 
+def argsort_distinct(values: np.ndarray, bound: int) -> np.ndarray:
+    """``np.argsort`` of distinct ints in ``[0, bound)``, by marking them in a table of ``bound``
+    slots (a few linear passes: several times faster than a sort for the few thousand values of a
+    batch's first rows).
+
+    >>> argsort_distinct(np.array([7, 2, 5]), 8).tolist()
+    [1, 2, 0]
+    """
+    where = np.empty(bound, np.int64)
+    where[values] = np.arange(len(values), dtype=np.int64)
+    seen = np.zeros(bound, bool)
+    seen[values] = True
+    return where[np.flatnonzero(seen)]
+
+
 def dense_row_codes(columns: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray] | None:
     """Rows of an int64 array grouped by value without a sort, where their key space is small: a code
     per row (numbered in order of first appearance) and the first row of each code, as
@@ -532,7 +547,7 @@ def dense_row_codes(columns: np.ndarray, limit: int) -> tuple[np.ndarray, np.nda
     np.minimum.at(first, combined, np.arange(n, dtype=np.int64))
     present = np.flatnonzero(first < n)  # (by key position)
     firsts = first[present]
-    by_appearance = np.argsort(firsts)
+    by_appearance = argsort_distinct(firsts, n)
     rank = np.empty(size, np.int64)
     rank[present[by_appearance]] = np.arange(len(present), dtype=np.int64)
     return rank[combined], firsts[by_appearance]
@@ -558,7 +573,7 @@ def int_row_codes(columns: np.ndarray, hashes: np.ndarray) -> tuple[np.ndarray, 
         starts[1:] |= column[1:] != column[:-1]
     at = np.flatnonzero(starts)
     first = np.minimum.reduceat(order, at) if len(at) else at
-    by_appearance = np.argsort(first)
+    by_appearance = argsort_distinct(first, len(order))
     rank = np.empty(len(first), np.int64)
     rank[by_appearance] = np.arange(len(first), dtype=np.int64)
     codes = np.empty(len(order), np.int64)
