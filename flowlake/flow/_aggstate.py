@@ -15,7 +15,6 @@ import builtins
 import datetime as dt
 import itertools
 import logging
-import os
 import pickle
 import sys
 from collections.abc import Mapping, Sequence
@@ -47,6 +46,7 @@ from flowlake.flow._grouplog import (
     WINDOW_START,
     GroupChunkLog,
     key_identities,
+    memory_bound,
     sort_records,
 )
 from flowlake.flow._keyindex import (
@@ -126,13 +126,7 @@ def state_cache_bytes(max_mb: float | None = None) -> int:
     >>> state_cache_bytes(1.5), state_cache_bytes(0)
     (1572864, 0)
     """
-    if max_mb is None:
-        text = os.environ.get(STATE_MB_ENV) or ""
-        try:
-            max_mb = float(text) if text else DEFAULT_STATE_MB
-        except ValueError as exc:
-            raise InvalidArgumentError(f"{STATE_MB_ENV} must be a number of MiB, got {text!r}") from exc
-    return max(0, int(max_mb * 2**20))
+    return memory_bound(max_mb, STATE_MB_ENV, DEFAULT_STATE_MB)
 
 
 _KEEP_AFTER_SHEDDING = 7 / 8

@@ -15,6 +15,7 @@ import hashlib
 import itertools
 import os
 from collections.abc import Iterable, Iterator, Sequence
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from flowlake.errors import InvalidArgumentError
 from flowlake.flow._snapshot import ChunkLog, Manifest, Records
 
 TABLE = "table"
@@ -31,20 +33,47 @@ HASH, IDENT, LIVE, WINDOW_START = "hash", "ident", "live", "win"
 _ORDER = "_order"
 
 
-def group_ident(key: Any) -> bytes:
-    """A group key's identity: equal keys (as the state's index compares them), equal bytes.
+def memory_bound(max_mb: float | None, env: str, default_mb: float) -> int:
+    """A state's memory bound in bytes: ``max_mb``, else ``$env``, else ``default_mb``; ``0`` or
+    less: no bound (0).
 
-    Keys are in state form (:mod:`flowlake.flow._stateform`): ints, strings, floats, bools, bytes,
-    None, or tuples of those, whose ``repr`` is canonical except for the float zero's sign.
+    >>> memory_bound(1.5, "UNSET_VARIABLE", 8), memory_bound(None, "UNSET_VARIABLE", 0)
+    (1572864, 0)
+    """
+    if max_mb is None:
+        text = os.environ.get(env) or ""
+        try:
+            max_mb = float(text) if text else default_mb
+        except ValueError as exc:
+            raise InvalidArgumentError(f"{env} must be a number of MiB, got {text!r}") from exc
+    return max(0, int(max_mb * 2**20))
+
+
+def _canonical(part: Any) -> Any:
+    if type(part) is float and part == 0:
+        return 0.0  # (the sign of a zero)
+    if isinstance(part, Decimal) and part.is_finite():
+        return part.normalize()  # (1.50 and 1.5)
+    return part
+
+
+def group_ident(key: Any) -> bytes:
+    """A key's identity: equal keys (as the state's index compares them), equal bytes.
+
+    Keys are in state form (:mod:`flowlake.flow._stateform`), or Python values: ints, strings,
+    floats, bools, bytes, None, decimals, datetimes, or tuples of those, whose ``repr`` is canonical
+    but for a float zero's sign and a decimal's trailing zeros.
 
     >>> group_ident(("a", 1, None)), group_ident(-0.0) == group_ident(0.0)
     (b"('a', 1, None)", True)
+    >>> group_ident((Decimal("1.50"),)) == group_ident((Decimal("1.5"),))
+    True
     """
     if type(key) is tuple:
-        if any(type(part) is float for part in key):
-            key = tuple(0.0 if type(part) is float and part == 0 else part for part in key)
-    elif type(key) is float and key == 0:
-        key = 0.0
+        if any(type(part) is float or isinstance(part, Decimal) for part in key):
+            key = tuple(_canonical(part) for part in key)
+    else:
+        key = _canonical(key)
     return repr(key).encode()
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
+import pickle
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +16,16 @@ import pyarrow as pa
 
 from flowlake.changelog import KIND_COLUMN, SEQ_COLUMN, RowKind
 from flowlake.errors import InvalidArgumentError
+from flowlake.flow._grouplog import (
+    HASH,
+    IDENT,
+    LIVE,
+    TABLE,
+    GroupChunkLog,
+    key_identities,
+    memory_bound,
+    sort_records,
+)
 from flowlake.flow._joinlog import SIDES, JoinChunkLog, restore_sides, side_records
 from flowlake.flow._joinside import (
     SPILL_FOLDER,
@@ -575,51 +588,86 @@ def restore_join(manifest: Manifest, scalars: dict[str, Any]) -> JoinState:
     return state
 
 
+DEDUP_MB_ENV = "FLOWLAKE_DEDUP_STATE_MB"
+"""Environment variable: the memory (MiB) one key partition of a dedup keeps rows in."""
+
+DEFAULT_DEDUP_MB = 128.0
+"""Past this (estimated from sampled rows) a dedup key partition with a state folder keeps its least
+recently changed keys on disk only, after a snapshot wrote them there."""
+
+_ROW_COLUMNS = pa.schema([
+    (HASH, pa.uint64()), (IDENT, pa.binary()), (LIVE, pa.bool_()), ("key", pa.binary()), ("row", pa.binary()),
+])  # fmt: skip
+"""A dedup chunk (see :mod:`~flowlake.flow._grouplog`): each key (pickled) with its row (pickled; NULL for
+a tombstone)."""
+
+
 class DedupState(ChunkedSnapshot):
     """Latest (or first) row per key: turns repeated rows into an exact upsert changelog.
 
     With a state folder (:meth:`keep_chunks`) a large state snapshots only the keys whose row changed
-    since the last snapshot (a key that was deleted is a tombstone; see
-    :class:`~flowlake.flow._snapshot.ChunkLog`).
+    since the last snapshot (a key that was deleted is a tombstone), into chunks readable by key (see
+    :class:`~flowlake.flow._grouplog.GroupChunkLog`); with a memory bound (:meth:`keep_in_memory`),
+    right after a snapshot it drops its least recently changed keys from memory, and reads a key's row
+    back from the chunks when a change touches it, as the aggregate does.
     """
+
+    log_class = GroupChunkLog
+    _cache_bytes = 0
+    """The memory bound of the rows (0: none; not pickled)."""
 
     def __init__(self, keep: Literal["first", "last"] = "last") -> None:
         self.keep = keep
         self.rows: dict[Any, tuple[Any, ...]] = {}
+        """Key → row, least recently changed first (a changed key moves to the end)."""
         self._changed: set[Any] = set()
         """Keys whose row changed since the last chunked snapshot (kept only while chunked)."""
+        self._cold = False
+        """Whether keys may be on disk only (shed, or not read back on resume)."""
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**super().__getstate__(), "_changed": set()}
+        state = {**super().__getstate__(), "_changed": set()}
+        state.pop("_cache_bytes", None)
+        return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.setdefault("_changed", set())
+        state.setdefault("_cold", False)
         self.__dict__.update(state)
+
+    def keep_in_memory(self, max_bytes: int) -> None:
+        """Bound the memory of the rows to about ``max_bytes`` (0: no bound) once snapshots are
+        chunked; not pickled: the operator sets it before each batch."""
+        self._cache_bytes = max_bytes
 
     def apply(self, data: pa.Table, keys: Sequence[str]) -> pa.Table:
         """Fold changes; duplicates that change nothing are dropped, updates become ``-U``/``+U``."""
         schema = body_schema(data.schema)
         rows = _tuples(data, schema.names, keys)
         key_idx = [schema.names.index(c) for c in keys]
+        row_keys = [tuple(row[i] for i in key_idx) for row in rows]
+        if self._cold:
+            self._warm(row_keys)
         out_kinds: list[int] = []
         out_rows: list[tuple[Any, ...]] = []
         changed = self._changed if self._log is not None else None
-        for kind, row in zip(kinds_of(data).tolist(), rows, strict=True):
-            key = tuple(row[i] for i in key_idx)
-            old = self.rows.get(key)
+        held = self.rows
+        for kind, row, key in zip(kinds_of(data).tolist(), rows, row_keys, strict=True):
+            old = held.get(key)
             if kind in _ADDS:
                 if old is None:
-                    self.rows[key] = row
+                    held[key] = row
                     out_kinds.append(RowKind.INSERT)
                     out_rows.append(row)
                 elif self.keep == "last" and old != row:
-                    self.rows[key] = row
+                    del held[key]  # (to the end: the most recently changed)
+                    held[key] = row
                     out_kinds += [RowKind.UPDATE_BEFORE, RowKind.UPDATE_AFTER]
                     out_rows += [old, row]
                 else:
                     continue
             elif kind == RowKind.DELETE and old is not None:
-                del self.rows[key]
+                del held[key]
                 out_kinds.append(RowKind.DELETE)
                 out_rows.append(old)
             else:
@@ -627,6 +675,56 @@ class DedupState(ChunkedSnapshot):
             if changed is not None:
                 changed.add(key)
         return _table(out_kinds, out_rows, schema, keys)
+
+    def _warm(self, keys: list[tuple[Any, ...]]) -> None:
+        """Read back the rows of those of ``keys`` that are on disk only (not held, not changed since
+        the last snapshot: a deleted key's tombstone is not written yet)."""
+        assert isinstance(self._log, GroupChunkLog)
+        wanted = [k for k in dict.fromkeys(keys) if k not in self.rows and k not in self._changed]
+        if not wanted:
+            return
+        idents, hashes = key_identities(wanted)
+        found, records = self._log.find(idents.to_pylist(), hashes)
+        if records is None:
+            return
+        for i, blob in zip(found.tolist(), records.column("row").to_pylist(), strict=True):
+            self.rows[wanted[i]] = pickle.loads(blob)  # noqa: S301 - a chunk this flow wrote
+
+    def load_cold(self) -> None:
+        """Read every key held on disk only back into memory (tools and tests: a flow reads a key back
+        when a change touches it)."""
+        if not self._cold or not isinstance(self._log, GroupChunkLog):
+            return
+        self._cold = False
+        table = self._log.load()[TABLE]
+        if table is None:
+            return
+        for key_blob, row_blob in zip(
+            table.column("key").to_pylist(), table.column("row").to_pylist(), strict=True
+        ):
+            key = pickle.loads(key_blob)  # noqa: S301 - a chunk this flow wrote
+            if key not in self.rows and key not in self._changed:
+                self.rows[key] = pickle.loads(row_blob)  # noqa: S301 - a chunk this flow wrote
+
+    def bytes_per_key(self) -> int:
+        """The estimated memory of one key's entry: its key and row tuples (sampled) and the dict's slot."""
+        sample = list(itertools.islice(self.rows.items(), 32))
+        if not sample:
+            return 200
+        sizes = [sys.getsizeof(k) + sys.getsizeof(r) + sum(map(sys.getsizeof, r)) for k, r in sample]
+        return 100 + sum(sizes) // len(sizes)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Frozen:
+        drop = 0
+        if self._cache_bytes and self._log is not None:
+            cap = max(1, self._cache_bytes // self.bytes_per_key())
+            if len(self.rows) > cap:
+                drop = len(self.rows) - max(1, int(cap * 7 / 8))
+        self._cold = self._cold or drop > 0  # (before the snapshot: a resume must know to look on disk)
+        frozen = super().__deepcopy__(memo)
+        for key in list(itertools.islice(self.rows, drop)):  # the least recently changed: written
+            del self.rows[key]
+        return frozen
 
     # -- snapshots (see ChunkedSnapshot) --------------------------------------------------------------
 
@@ -638,19 +736,46 @@ class DedupState(ChunkedSnapshot):
         keys = list(self._changed)
         self._changed = set()
         rows = [self.rows.get(k) for k in keys]
-        return {"keys": keys, "live": np.array([r is not None for r in rows], dtype=bool), "row": rows}
+        idents, hashes = key_identities(keys)
+        table = pa.Table.from_arrays(
+            [
+                pa.array(hashes, pa.uint64()), idents, pa.array([r is not None for r in rows], pa.bool_()),
+                pa.array([pickle.dumps(k, protocol=5) for k in keys], pa.binary()),
+                pa.array([None if r is None else pickle.dumps(r, protocol=5) for r in rows], pa.binary()),
+            ],
+            schema=_ROW_COLUMNS,
+        )  # fmt: skip
+        return {TABLE: sort_records(table)}
 
     def _chunked_snapshot(self, manifest: Manifest) -> object:
-        return ChunkedState(restore_dedup, manifest, {"keep": self.keep})
+        return ChunkedState(restore_dedup, manifest, {"keep": self.keep, "log_form": 2, "cold": self._cold})
+
+
+def dedup_cache_bytes(max_mb: float | None = None) -> int:
+    """The memory bound of one dedup key partition: ``max_mb``, else ``$FLOWLAKE_DEDUP_STATE_MB``, else
+    :data:`DEFAULT_DEDUP_MB`; 0 or less: none (0)."""
+    return memory_bound(max_mb, DEDUP_MB_ENV, DEFAULT_DEDUP_MB)
 
 
 def restore_dedup(manifest: Manifest, scalars: dict[str, Any]) -> DedupState:
-    """The dedup state a chunked snapshot describes, its chunk log continuing from that snapshot."""
+    """The dedup state a chunked snapshot describes, its chunk log continuing from that snapshot: every
+    row in memory, or (a state that had shed keys) none until changes touch them."""
     state = DedupState(scalars["keep"])
-    log = ChunkLog(manifest)
-    records = log.load()
-    state.rows = dict(zip(records["keys"], records["row"], strict=True))
-    state._log = log
+    if scalars.get("log_form") != 2:  # chunks of Python records, read whole; the next snapshot starts anew
+        records = ChunkLog(manifest).load()
+        state.rows = dict(zip(records["keys"], records["row"], strict=True))
+        state._log = GroupChunkLog.create(Path(manifest.folder).parent)
+        state._mark_all_changed()
+        return state
+    state._log = GroupChunkLog(manifest)
+    if scalars.get("cold"):
+        state._cold = True
+        return state
+    table = state._log.load()[TABLE]
+    if table is not None:
+        keys = [pickle.loads(b) for b in table.column("key").to_pylist()]  # noqa: S301 - ours
+        rows = [pickle.loads(b) for b in table.column("row").to_pylist()]  # noqa: S301 - ours
+        state.rows = dict(zip(keys, rows, strict=True))
     return state
 
 

@@ -35,6 +35,7 @@ from flowlake.flow._relational import (
     JoinHow,
     JoinState,
     PairCondition,
+    dedup_cache_bytes,
     filter_changes,
     lookup,
     map_changes,
@@ -465,11 +466,14 @@ def dedup(
     partitions: int = 4,
     chunks: str | os.PathLike[str] | None = None,
     inline_bytes: int | None = None,
+    state_mb: float | None = None,
 ) -> Stream[ChangeBatch]:
     """One row per key: the first or latest, emitted as an exact changelog (repeats are dropped).
 
     ``chunks`` and ``inline_bytes`` as for :func:`aggregate`: with a state folder, a large key
-    partition's snapshot holds only the keys whose row changed since the last one.
+    partition's snapshot holds only the keys whose row changed since the last one, and each key
+    partition keeps its rows in about ``state_mb`` MiB of memory (default ``$FLOWLAKE_DEDUP_STATE_MB``,
+    else 128; 0: no bound), reading the rows of the others back from its chunks when changes touch them.
 
     >>> from bytewax.testing import TestingSink, TestingSource, run_main
     >>> from flowlake.flow import ChangeBatch, dedup, from_rows, rows
@@ -492,10 +496,13 @@ def dedup(
     chunk_root = None if root is None else root / step_id
     threshold = snapshot_inline_bytes(inline_bytes)
 
+    cache_bytes = dedup_cache_bytes(state_mb)
+
     def fold(state: DedupState | Frozen | None, batch: ChangeBatch) -> tuple[DedupState, list[ChangeBatch]]:
         state = thaw(state) or DedupState(keep)
         if chunk_root is not None:
             state.keep_chunks(chunk_root, threshold)
+            state.keep_in_memory(cache_bytes)
         out = state.apply(batch.data, cols)
         count_records(step_id, "in", batch.data.num_rows)
         count_records(step_id, "out", out.num_rows)
