@@ -75,6 +75,22 @@ class Settings:
         )
 
 
+def mib_setting(env: str, default_mb: float) -> float:
+    """A memory size in MiB from the environment variable ``env`` (else ``default_mb``).
+
+    >>> mib_setting("FLOWLAKE_UNSET_FOR_DOCTEST", 64.0)
+    64.0
+
+    Raises:
+        InvalidArgumentError: The variable is set to something that is not a number.
+    """
+    text = os.environ.get(env) or ""
+    try:
+        return float(text) if text else default_mb
+    except ValueError as exc:
+        raise InvalidArgumentError(f"{env} must be a number of MiB, got {text!r}") from exc
+
+
 def _read_toml(path: Path) -> dict[str, str]:
     if not path.is_file():
         return {}

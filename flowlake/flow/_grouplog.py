@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from flowlake.errors import InvalidArgumentError
+from flowlake.config import mib_setting
 from flowlake.flow._snapshot import ChunkLog, Manifest, Records
 
 TABLE = "table"
@@ -41,11 +41,7 @@ def memory_bound(max_mb: float | None, env: str, default_mb: float) -> int:
     (1572864, 0)
     """
     if max_mb is None:
-        text = os.environ.get(env) or ""
-        try:
-            max_mb = float(text) if text else default_mb
-        except ValueError as exc:
-            raise InvalidArgumentError(f"{env} must be a number of MiB, got {text!r}") from exc
+        max_mb = mib_setting(env, default_mb)
     return max(0, int(max_mb * 2**20))
 
 

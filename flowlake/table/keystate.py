@@ -26,7 +26,6 @@ write. A table too large for the bound is never loaded whole: its state starts e
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from itertools import repeat
 from typing import Any, TypeAlias
@@ -34,7 +33,7 @@ from typing import Any, TypeAlias
 import numpy as np
 import pyarrow as pa
 
-from flowlake.errors import InvalidArgumentError
+from flowlake.config import mib_setting
 
 Keys: TypeAlias = list[Any] | np.ndarray
 """Key values of rows: Python values (:func:`key_list`), or a numpy array for an integer key."""
@@ -68,11 +67,7 @@ def state_budget_rows(schema: pa.Schema, max_mb: float | None = None) -> int | N
     True
     """
     if max_mb is None:
-        text = os.environ.get(STATE_MB_ENV) or ""
-        try:
-            max_mb = float(text) if text else DEFAULT_STATE_MB
-        except ValueError as exc:
-            raise InvalidArgumentError(f"{STATE_MB_ENV} must be a number of MiB, got {text!r}") from exc
+        max_mb = mib_setting(STATE_MB_ENV, DEFAULT_STATE_MB)
     if max_mb <= 0:
         return None
     width = _INDEX_BYTES
