@@ -250,7 +250,10 @@ class GroupChunkLog(ChunkLog):
             del self._runs[name], self._whole[name]
 
     def _load(self, path: Path) -> Records:
-        return {TABLE: pa.ipc.open_file(pa.memory_map(str(path))).read_all()}
+        mapped = pa.memory_map(str(path))
+        table = pa.ipc.open_file(mapped).read_all()
+        mapped.close()  # (the buffers keep the mapping; the file descriptor goes)
+        return {TABLE: table}
 
     def _save(self, path: Path, records: Records) -> int:
         table: pa.Table = records[TABLE]
