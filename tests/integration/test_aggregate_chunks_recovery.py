@@ -1,7 +1,9 @@
 """Chunked snapshots (aggregate and join) under kill -9 and a rescale: a flow run by flowlake's runner
 with recovery (which gives it the state folder ``<recovery>/state`` by default) is killed while its
 inputs keep changing and resumed with a different number of workers (1 → 2 → 1); every committed
-output version equals the batch recompute at the input versions it records, and no token repeats."""
+output version equals the batch recompute at the input versions it records, and no token repeats.
+Once more with the aggregate's memory bound at a few groups, so that every snapshot sheds groups and
+every resume starts with them on disk only."""
 
 from __future__ import annotations
 
@@ -68,14 +70,15 @@ class Inputs:
 
 
 @pytest.mark.parametrize(
-    ("flow", "output", "chunked_step"),
+    ("flow", "output", "chunked_step", "state_mb"),
     [
-        ("dws_shop_minute", "dws.shop_gmv_minute", None),
-        ("dwd_orders", "dwd.orders_enriched", "enrich_with_shop"),
+        ("dws_shop_minute", "dws.shop_gmv_minute", None, None),
+        ("dws_shop_minute", "dws.shop_gmv_minute", None, "0.002"),  # a few groups in memory
+        ("dwd_orders", "dwd.orders_enriched", "enrich_with_shop", None),
     ],
 )
 def test_kill_9_and_rescale_with_chunked_snapshots(
-    tmp_path: Path, flow: str, output: str, chunked_step: str | None
+    tmp_path: Path, flow: str, output: str, chunked_step: str | None, state_mb: str | None
 ) -> None:
     cat = fl.connect(catalog=f"sqlite:///{tmp_path / 'c.db'}", warehouse=(tmp_path / "wh").as_uri())
     shop.ensure_tables(cat)
@@ -92,6 +95,7 @@ def test_kill_9_and_rescale_with_chunked_snapshots(
         "FLOWLAKE_FLOW_POLL": "0.05",
         "FLOWLAKE_HORIZON": "100d",
         "FLOWLAKE_STATE_INLINE_BYTES": "0",  # these states are small: chunk them anyway
+        **({"FLOWLAKE_AGG_STATE_MB": state_mb} if state_mb else {}),
     }
 
     def command(workers: int) -> list[str]:
