@@ -47,6 +47,7 @@ from flowlake.flow._grouplog import (
     GroupChunkLog,
     key_identities,
     memory_bound,
+    resume_eagerly,
     sort_records,
 )
 from flowlake.flow._keyindex import (
@@ -916,7 +917,8 @@ class _Chunked:
 
 def restore_chunked(manifest: Manifest, scalars: dict[str, Any]) -> AggregateState:
     """The state a chunked snapshot describes, its chunk log continuing from that snapshot: with
-    every group in memory, or (a state that had cold groups) with none until changes touch them."""
+    every group in memory, or (a state that had shed groups, or a large one, see
+    :func:`~flowlake.flow._grouplog.resume_eagerly`) with none until changes touch them."""
     if scalars.get("log_form") != LOG_FORM:
         return _restore_python_records(manifest, scalars)
     state = _restored_shell(scalars)
@@ -926,7 +928,7 @@ def restore_chunked(manifest: Manifest, scalars: dict[str, Any]) -> AggregateSta
         func, ordered = scalars["value_funcs"][name]
         state.values[name] = ValueCounts(func, ordered=ordered)
     state._log, state._cold = GroupChunkLog(manifest), True
-    if not scalars["cold"]:
+    if resume_eagerly(manifest, scalars["cold"]):
         state.load_cold()
     return state
 

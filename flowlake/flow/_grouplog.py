@@ -210,6 +210,21 @@ def merge_group_tables(
     return both.filter(pa.array(newest)).drop_columns([_ORDER])
 
 
+EAGER_RESUME_RECORDS = 1 << 16
+"""A resumed state reads its chunks back whole only while they hold at most this many records; a
+larger one (or one that had shed) starts with every key on disk and reads back what changes touch, so
+a restart costs what the first batches touch, not the state."""
+
+
+def resume_eagerly(manifest: Manifest, had_shed: bool) -> bool:
+    """Whether a state resumed from ``manifest`` reads every record back (see :data:`EAGER_RESUME_RECORDS`).
+
+    >>> resume_eagerly(Manifest("f", (("a", 10), ("b", 5)), (), 2), False)
+    True
+    """
+    return not had_shed and sum(size for _, size in manifest.chunks) <= EAGER_RESUME_RECORDS
+
+
 MERGE_ROWS = 1 << 17
 """A merge reads, sorts and writes this many records of its inputs at a time (one hash range: the
 memory a merge takes, whatever the size of the chunks)."""

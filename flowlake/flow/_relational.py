@@ -24,6 +24,7 @@ from flowlake.flow._grouplog import (
     GroupChunkLog,
     key_identities,
     memory_bound,
+    resume_eagerly,
     sort_records,
 )
 from flowlake.flow._joinlog import SIDES, JoinChunkLog, restore_sides, side_records
@@ -768,7 +769,7 @@ def restore_dedup(manifest: Manifest, scalars: dict[str, Any]) -> DedupState:
         state._mark_all_changed()
         return state
     state._log = GroupChunkLog(manifest)
-    if scalars.get("cold"):
+    if not resume_eagerly(state._log.manifest(), bool(scalars.get("cold"))):
         state._cold = True
         return state
     table = state._log.load()[TABLE]

@@ -172,11 +172,25 @@ def test_a_resumed_state_with_cold_groups_reads_only_what_changes_touch(tmp_path
     ]  # fmt: skip
 
 
-def test_a_state_that_never_shed_resumes_whole(tmp_path: Path) -> None:
+def test_a_small_state_that_never_shed_resumes_whole(tmp_path: Path) -> None:
     state = bounded(tmp_path, COUNT_SUM, cache=0)
     state.apply(count_batch(range(1000)))
     back = resume(snapshot(state), tmp_path, COUNT_SUM, cache=0)
     assert back.groups == 1000
+
+
+def test_a_large_state_resumes_with_its_groups_on_disk(tmp_path: Path) -> None:
+    """Past EAGER_RESUME_RECORDS a resume reads nothing back: the first batches read what they touch."""
+    state = bounded(tmp_path, COUNT_SUM, cache=0)
+    state.apply(count_batch(range(_grouplog.EAGER_RESUME_RECORDS + 10), value=2))
+    back = resume(snapshot(state), tmp_path, COUNT_SUM, cache=0)
+    assert back.groups == 0
+    out, _ = back.apply(count_batch([5, 10**9], value=1))
+    assert sorted(zip(out.column("g").to_pylist(), out.column("total").to_pylist(), strict=True)) == [
+        (5, 2), (5, 3), (10**9, 1)
+    ]  # fmt: skip
+    back.load_cold()
+    assert back.groups == _grouplog.EAGER_RESUME_RECORDS + 11
 
 
 def test_closed_windows_leave_the_chunks_of_a_bounded_state(tmp_path: Path) -> None:
