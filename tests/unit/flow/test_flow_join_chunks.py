@@ -35,7 +35,9 @@ from test_flow_join_state import (
     batches,
 )
 
+from flowlake.changelog import RowKind
 from flowlake.flow import _joinside
+from flowlake.flow._grouplog import EAGER_RESUME_RECORDS
 from flowlake.flow._relational import DedupState, JoinHow, JoinState, PairCondition
 from flowlake.flow._snapshot import Frozen, thaw
 from flowlake.flow.batch import from_rows, rows
@@ -285,3 +287,24 @@ def test_a_shed_dedup_key_deleted_since_the_snapshot_does_not_come_back(tmp_path
     assert [r["_kind"] for r in out.to_pylist()] == [3]
     again = state.apply(from_rows([(INS, {"id": 7, "status": "paid"})], DEDUP), ["id"])
     assert [(r["_kind"], r["status"]) for r in again.to_pylist()] == [(INS, "paid")]
+
+
+def test_a_large_dedup_state_resumes_with_its_keys_on_disk(tmp_path: Path) -> None:
+    n = EAGER_RESUME_RECORDS + 5
+    state = DedupState("last")
+    state.keep_chunks(tmp_path)
+    batch = pa.table(
+        {"id": pa.array(range(n), pa.int64()), "status": ["new"] * n, "_kind": pa.array([INS] * n, pa.int8())}
+    )
+    state.apply(batch, ["id"])
+    back = thaw(pickle.loads(pickle.dumps(copy.deepcopy(state))))  # noqa: S301 - the test's own bytes
+    assert isinstance(back, DedupState) and not back.rows
+    back.keep_chunks(tmp_path)
+    out = back.apply(
+        from_rows([(INS, {"id": 3, "status": "paid"}), (INS, {"id": -1, "status": "new"})], DEDUP), ["id"]
+    )
+    assert [(r["_kind"], r["id"], r["status"]) for r in out.to_pylist()] == [
+        (RowKind.UPDATE_BEFORE, 3, "new"), (RowKind.UPDATE_AFTER, 3, "paid"), (INS, -1, "new"),
+    ]  # fmt: skip
+    back.load_cold()
+    assert len(back.rows) == n + 1
