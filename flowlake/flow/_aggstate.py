@@ -45,6 +45,7 @@ from flowlake.flow._grouplog import (
     TABLE,
     WINDOW_START,
     GroupChunkLog,
+    ShedsToChunks,
     key_identities,
     memory_bound,
     resume_eagerly,
@@ -62,7 +63,7 @@ from flowlake.flow._keyindex import (
     int_row_codes,
     tuple_hashes,
 )
-from flowlake.flow._snapshot import ChunkedSnapshot, ChunkLog, Frozen, Manifest, Records
+from flowlake.flow._snapshot import ChunkLog, Manifest, Records
 from flowlake.flow._stateform import _storage_type, from_state, to_state
 from flowlake.flow._valuecounts import ValueCounts, row_codes, sum_by
 from flowlake.flow.aggs import ADDITIVE, Agg, Condition, Window
@@ -130,9 +131,6 @@ def state_cache_bytes(max_mb: float | None = None) -> int:
     return memory_bound(max_mb, STATE_MB_ENV, DEFAULT_STATE_MB)
 
 
-_KEEP_AFTER_SHEDDING = 7 / 8
-"""A state over its bound keeps this share of it (so that it sheds once per eighth, not every snapshot)."""
-
 _DENSE_KEYS_PER_ROW, _DENSE_KEYS_MIN = 8, 4096
 """Integer group keys are grouped through a table of their key space (see
 :func:`~flowlake.flow._keyindex.dense_row_codes`) while it has at most this many slots a row (plus
@@ -195,22 +193,19 @@ def result_type(agg: Agg, schema: pa.Schema) -> pa.DataType:
     return source
 
 
-class AggregateState(ChunkedSnapshot):
+class AggregateState(ShedsToChunks):
     """Group state of one key partition: ids, running totals, per-value counts, window bookkeeping.
 
     With a state folder (:meth:`keep_chunks`) and a memory bound (:meth:`keep_in_memory`), a state
     whose groups outgrow the bound drops its least recently changed groups from memory right after a
     snapshot wrote them to its chunks (they are *cold*); a change to a cold group reads its record
     back from the chunks (:meth:`GroupChunkLog.find`) before it is folded, so results are exactly
-    those of a state that kept everything. A resume of a state that had cold groups reads none back
-    until changes touch them.
+    those of a state that kept everything (see :class:`~flowlake.flow._grouplog.ShedsToChunks`). A
+    resume of a state that had cold groups, or of a large one, reads none back until changes touch them.
     """
 
-    log_class = GroupChunkLog
     _out_schema: pa.Schema | None = None
     """:meth:`output_schema`, kept between batches (not pickled; reset by :meth:`configure`)."""
-    _cache_bytes = 0
-    """The memory bound of the groups (0: none; not pickled, see :meth:`keep_in_memory`)."""
 
     def __init__(self, by: Sequence[str], aggs: Mapping[str, Agg], window: Window | None) -> None:
         self.by = tuple(by)
@@ -259,13 +254,11 @@ class AggregateState(ChunkedSnapshot):
         state["_dirty"], state["_gone"] = np.zeros(0, dtype=bool), set()
         del state["index"]  # rebuilt from the keys on unpickling
         state.pop("_out_schema", None)
-        state.pop("_cache_bytes", None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.setdefault("_gone", set())  # states pickled before chunked snapshots lack these
         state.setdefault("_batches", 0)  # (and those before a memory bound, these)
-        state.setdefault("_cold", False)
         state.setdefault("_last_use", np.zeros(state.get("_capacity", 0), dtype=np.int32))
         state.setdefault("values", {})
         counters = state.pop("counters", None)  # (and those pickled before ValueCounts: loaded at configure)
@@ -297,19 +290,6 @@ class AggregateState(ChunkedSnapshot):
     def _chunked_snapshot(self, manifest: Manifest) -> object:
         return _Chunked(manifest, self._scalars())
 
-    def __deepcopy__(self, memo: dict[int, Any]) -> Frozen:
-        shed = self._over_bound()
-        self._cold = self._cold or shed > 0  # (before the snapshot: a resume must know to look on disk)
-        frozen = super().__deepcopy__(memo)
-        if shed and self._log is not None:  # every group is in the chunks now: none needs writing
-            self._shed(shed)
-        return frozen
-
-    def keep_in_memory(self, max_bytes: int) -> None:
-        """Bound the memory of the groups to about ``max_bytes`` (0: no bound) once snapshots are
-        chunked (see the class); the bound is not pickled: the operator sets it before each batch."""
-        self._cache_bytes = max_bytes
-
     def bytes_per_group(self) -> int:
         """The estimated memory of one group: its slots in the per-group arrays and the key index, its
         key (sampled), and its share of the per-value counts' slots."""
@@ -331,14 +311,11 @@ class AggregateState(ChunkedSnapshot):
             per += 16 + (counts.slots * 40) // groups  # (per slot: group, value, count, index entry)
         return per
 
-    def _over_bound(self) -> int:
-        """How many groups to shed at a snapshot: 0 within the bound (or without one, or while the
-        snapshots are not chunked yet)."""
-        if not self._cache_bytes or self._log is None:
-            return 0
-        groups = len(self.index)
-        cap = builtins.max(1, self._cache_bytes // self.bytes_per_group())
-        return 0 if groups <= cap else groups - builtins.max(1, int(cap * _KEEP_AFTER_SHEDDING))
+    def _held(self) -> int:
+        return len(self.index)
+
+    def _item_bytes(self) -> int:
+        return self.bytes_per_group()
 
     def _shed(self, drop: int) -> None:
         """Drop the ``drop`` least recently changed groups from memory (a snapshot just wrote them)."""

@@ -1,12 +1,13 @@
-"""The aggregate state's chunk log, readable by group key: what lets a state keep only some groups in memory.
+"""Chunk logs readable by key: what lets an aggregate or dedup state keep only some keys in memory.
 
-Each chunk is one Arrow table of group records sorted by a stable 64-bit hash of the group key: the
-key's identity (:func:`group_ident`, canonical bytes), the hash, ``live`` (False: a tombstone), the
-key columns, and the group's running values. A chunk file's Arrow buffers are memory-mapped on read
-(:func:`~flowlake.flow._snapshot.load_chunk`), so :meth:`GroupChunkLog.find` looks keys up with one
-``searchsorted`` per chunk over mapped pages, newest chunk first: the newest record of a key is its
-state at the last snapshot. Merges sort and deduplicate in Arrow, drop tombstones into the base
-chunk and the records of windows that closed.
+Each chunk is one Arrow table of records sorted by a stable 64-bit hash of the key: the hash, the
+key's identity (:func:`group_ident`, canonical bytes), ``live`` (False: a tombstone) and the state's
+own columns (an aggregate's key columns and running values; a dedup's key and row). A chunk file is
+an Arrow IPC file of hash-range runs, memory-mapped on read, so :meth:`GroupChunkLog.find` looks keys
+up with one ``searchsorted`` per run over mapped pages, newest chunk first: the newest record of a
+key is its state at the last snapshot. Merges go one hash range at a time, deduplicate in Arrow, and
+drop tombstones into the base chunk and the records of windows that closed.
+:class:`ShedsToChunks` is the memory bound on top: what a state sheds after a snapshot, and when.
 """
 
 from __future__ import annotations
@@ -17,14 +18,14 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from flowlake.config import mib_setting
-from flowlake.flow._snapshot import ChunkLog, Manifest, Records
+from flowlake.flow._snapshot import ChunkedSnapshot, ChunkLog, Frozen, Manifest, Records
 
 TABLE = "table"
 """A :class:`GroupChunkLog` chunk's one entry: the Arrow table of its records."""
@@ -114,6 +115,15 @@ def int_key_idents(rows: np.ndarray, *, single: bool) -> pa.Array:
     return pc.binary_join_element_wise("(", joined, ")", "").cast(pa.binary())
 
 
+_INT64 = range(-(1 << 63), 1 << 63)
+
+
+def _int_parts(key: Any) -> tuple[int, ...] | None:
+    """A key's ints, if it is an int in int64 range or a tuple of such (hashed by :func:`int_key_hashes`)."""
+    parts = key if type(key) is tuple else (key,)
+    return parts if parts and all(type(p) is int and p in _INT64 for p in parts) else None
+
+
 def _int_rows(keys: Sequence[Any]) -> tuple[np.ndarray, bool] | None:
     """Keys that are all ints in int64 range, or all tuples of such ints of one width, as rows of an
     int64 array (and whether they are plain ints); else None."""
@@ -152,16 +162,16 @@ def key_identities(keys: Sequence[Any]) -> tuple[pa.Array, np.ndarray]:
         return int_key_idents(rows, single=single), int_key_hashes(rows, single=single)
     idents = [group_ident(k) for k in keys]
     hashes = np.zeros(len(keys), np.uint64)
-    kinds: dict[tuple[bool, int], list[int]] = {}
     digest = hashlib.blake2b
+    ints: dict[tuple[bool, int], list[int]] = {}  # (plain int, width) → positions
     for i, key in enumerate(keys):
-        if _int_rows([key]) is None:
+        parts = _int_parts(key)
+        if parts is None:
             hashes[i] = int.from_bytes(digest(idents[i], digest_size=8).digest(), "little")
         else:
-            single = type(key) is not tuple
-            kinds.setdefault((single, 1 if single else len(key)), []).append(i)
-    for (single, width), at in kinds.items():
-        rows = np.asarray([keys[i] for i in at], np.int64).reshape(len(at), width)
+            ints.setdefault((type(key) is not tuple, len(parts)), []).append(i)
+    for (single, width), at in ints.items():
+        rows = np.asarray([_int_parts(keys[i]) for i in at], np.int64).reshape(len(at), width)
         hashes[at] = int_key_hashes(rows, single=single)
     return pa.array(idents, pa.binary()), hashes
 
@@ -225,6 +235,15 @@ def resume_eagerly(manifest: Manifest, had_shed: bool) -> bool:
     return not had_shed and sum(size for _, size in manifest.chunks) <= EAGER_RESUME_RECORDS
 
 
+class _MappedChunk(NamedTuple):
+    """A chunk as :meth:`GroupChunkLog.find` reads it: the whole table, and its runs (record batches,
+    each one range of hashes) by their first hashes, each with its hashes (all memory-mapped)."""
+
+    table: pa.Table
+    firsts: np.ndarray
+    runs: list[tuple[np.ndarray, pa.Table]]
+
+
 MERGE_ROWS = 1 << 17
 """A merge reads, sorts and writes this many records of its inputs at a time (one hash range: the
 memory a merge takes, whatever the size of the chunks)."""
@@ -243,8 +262,7 @@ class GroupChunkLog(ChunkLog):
         super().__init__(manifest)
         self.expire: tuple[int, int] | None = None
         """(window size, mark) of a windowed state: merges drop the records of windows closed by then."""
-        self._runs: dict[str, tuple[np.ndarray, list[tuple[np.ndarray, pa.Table]]]] = {}
-        self._whole: dict[str, pa.Table] = {}
+        self._mapped: dict[str, _MappedChunk] = {}
 
     @staticmethod
     def size(records: Records) -> int:
@@ -261,8 +279,8 @@ class GroupChunkLog(ChunkLog):
 
     def _forget_retired(self) -> None:
         current = {name for name, _ in self.chunks}
-        for name in [n for n in self._runs if n not in current]:
-            del self._runs[name], self._whole[name]
+        for name in [n for n in self._mapped if n not in current]:
+            del self._mapped[name]
 
     def _load(self, path: Path) -> Records:
         mapped = pa.memory_map(str(path))
@@ -273,11 +291,6 @@ class GroupChunkLog(ChunkLog):
     def _save(self, path: Path, records: Records) -> int:
         table: pa.Table = records[TABLE]
         return _write_runs(path, table.schema, [table.combine_chunks()])
-
-    def _merged(self, chunks: Sequence[Records], *, drop_dead: bool) -> Records:
-        tables = [c[TABLE] for c in chunks]
-        merged = merge_group_tables(tables, drop_dead=drop_dead, expire=self.expire)
-        return {TABLE: merged if merged.num_columns else tables[-1].slice(0, 0)}
 
     def _merge_pair(self, older: str, newer: str, *, drop_dead: bool) -> tuple[str, int]:
         """The two chunks merged range of hashes by range into a new chunk file."""
@@ -312,12 +325,11 @@ class GroupChunkLog(ChunkLog):
         return {TABLE: merged if merged.num_columns else None}
 
     def _table(self, name: str) -> pa.Table:
-        return self._levels(name)[2]
+        return self._chunk(name).table
 
-    def _levels(self, name: str) -> tuple[np.ndarray, list[tuple[np.ndarray, pa.Table]], pa.Table]:
-        """A chunk's runs (record batches, each one range of hashes): the first hash of each, each
-        run's hashes and records (all memory-mapped), and the whole table."""
-        if name not in self._runs:
+    def _chunk(self, name: str) -> _MappedChunk:
+        """A chunk, mapped, with its runs (kept until a merge retires the chunk)."""
+        if name not in self._mapped:
             table: pa.Table = self.read(name)[TABLE]
             runs = [
                 (b.column(HASH).to_numpy(), pa.Table.from_batches([b]))
@@ -325,10 +337,8 @@ class GroupChunkLog(ChunkLog):
                 if b.num_rows
             ]
             firsts = np.array([h[0] for h, _ in runs], np.uint64)
-            self._runs[name] = (firsts, runs)
-            self._whole[name] = table
-        firsts, runs = self._runs[name]
-        return firsts, runs, self._whole[name]
+            self._mapped[name] = _MappedChunk(table, firsts, runs)
+        return self._mapped[name]
 
     def find(self, idents: Sequence[bytes], hashes: np.ndarray) -> tuple[np.ndarray, pa.Table | None]:
         """The positions of ``idents`` (with their hashes, see :func:`key_identities`) whose newest
@@ -339,12 +349,12 @@ class GroupChunkLog(ChunkLog):
         for name, _ in reversed(self.chunks):
             if not len(pending):
                 break
-            firsts, runs, _ = self._levels(name)
-            which = np.searchsorted(firsts, hashes[pending], "right") - 1
+            chunk = self._chunk(name)
+            which = np.searchsorted(chunk.firsts, hashes[pending], "right") - 1
             resolved: list[np.ndarray] = []
             for run in np.unique(which[which >= 0]).tolist():
                 probes = pending[which == run]
-                level, table = runs[run]
+                level, table = chunk.runs[run]
                 hit, rows = _matches(level, table, hashes[probes], [idents[i] for i in probes.tolist()])
                 if not len(hit):
                     continue
@@ -415,3 +425,59 @@ def _write_runs(path: Path, schema: pa.Schema, tables: Iterable[pa.Table]) -> in
     finally:
         os.close(descriptor)
     return size
+
+
+KEEP_AFTER_SHEDDING = 7 / 8
+"""A state over its bound keeps this share of it (so that it sheds once per eighth, not every snapshot)."""
+
+
+class ShedsToChunks(ChunkedSnapshot):
+    """Mixin: a chunked state bounded in memory (:meth:`keep_in_memory`). Right after a chunked
+    snapshot wrote every change, a state over its bound drops its least recently changed items down to
+    :data:`KEEP_AFTER_SHEDDING` of it; they need no writing (their newest record is in the chunks),
+    and the subclass reads them back from its :class:`GroupChunkLog` when changes touch them.
+
+    A subclass says how many items it holds (:meth:`_held`), estimates one's memory
+    (:meth:`_item_bytes`) and drops the least recently changed ones (:meth:`_shed`).
+    """
+
+    log_class = GroupChunkLog
+    _cache_bytes = 0
+    """The memory bound (0: none; not pickled: the operator sets it before each batch)."""
+    _cold = False
+    """Whether items may be on disk only (shed, or not read back on resume)."""
+
+    def keep_in_memory(self, max_bytes: int) -> None:
+        """Bound the memory of the items to about ``max_bytes`` (0: no bound) once snapshots are
+        chunked (see the class)."""
+        self._cache_bytes = max_bytes
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state.pop("_cache_bytes", None)
+        return state
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Frozen:
+        drop = self._over_bound()
+        self._cold = self._cold or drop > 0  # (before the snapshot: a resume must know to look on disk)
+        frozen = super().__deepcopy__(memo)
+        if drop:
+            self._shed(drop)
+        return frozen
+
+    def _over_bound(self) -> int:
+        """How many items to shed at a snapshot: 0 within the bound (or without one, or while the
+        snapshots are not chunked yet)."""
+        if not self._cache_bytes or self._log is None:
+            return 0
+        held, cap = self._held(), max(1, self._cache_bytes // self._item_bytes())
+        return 0 if held <= cap else held - max(1, int(cap * KEEP_AFTER_SHEDDING))
+
+    def _held(self) -> int:
+        raise NotImplementedError
+
+    def _item_bytes(self) -> int:
+        raise NotImplementedError
+
+    def _shed(self, drop: int) -> None:
+        raise NotImplementedError

@@ -22,6 +22,7 @@ from flowlake.flow._grouplog import (
     LIVE,
     TABLE,
     GroupChunkLog,
+    ShedsToChunks,
     key_identities,
     memory_bound,
     resume_eagerly,
@@ -596,6 +597,9 @@ DEFAULT_DEDUP_MB = 128.0
 """Past this (estimated from sampled rows) a dedup key partition with a state folder keeps its least
 recently changed keys on disk only, after a snapshot wrote them there."""
 
+_DEDUP_LOG_FORM = 2
+"""How dedup chunks are written: 2 = :data:`_ROW_COLUMNS` tables; manifests without it hold Python records."""
+
 _ROW_COLUMNS = pa.schema([
     (HASH, pa.uint64()), (IDENT, pa.binary()), (LIVE, pa.bool_()), ("key", pa.binary()), ("row", pa.binary()),
 ])  # fmt: skip
@@ -603,19 +607,16 @@ _ROW_COLUMNS = pa.schema([
 a tombstone)."""
 
 
-class DedupState(ChunkedSnapshot):
+class DedupState(ShedsToChunks):
     """Latest (or first) row per key: turns repeated rows into an exact upsert changelog.
 
     With a state folder (:meth:`keep_chunks`) a large state snapshots only the keys whose row changed
     since the last snapshot (a key that was deleted is a tombstone), into chunks readable by key (see
     :class:`~flowlake.flow._grouplog.GroupChunkLog`); with a memory bound (:meth:`keep_in_memory`),
     right after a snapshot it drops its least recently changed keys from memory, and reads a key's row
-    back from the chunks when a change touches it, as the aggregate does.
+    back from the chunks when a change touches it, as the aggregate does (see
+    :class:`~flowlake.flow._grouplog.ShedsToChunks`).
     """
-
-    log_class = GroupChunkLog
-    _cache_bytes = 0
-    """The memory bound of the rows (0: none; not pickled)."""
 
     def __init__(self, keep: Literal["first", "last"] = "last") -> None:
         self.keep = keep
@@ -627,19 +628,11 @@ class DedupState(ChunkedSnapshot):
         """Whether keys may be on disk only (shed, or not read back on resume)."""
 
     def __getstate__(self) -> dict[str, Any]:
-        state = {**super().__getstate__(), "_changed": set()}
-        state.pop("_cache_bytes", None)
-        return state
+        return {**super().__getstate__(), "_changed": set()}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.setdefault("_changed", set())
-        state.setdefault("_cold", False)
         self.__dict__.update(state)
-
-    def keep_in_memory(self, max_bytes: int) -> None:
-        """Bound the memory of the rows to about ``max_bytes`` (0: no bound) once snapshots are
-        chunked; not pickled: the operator sets it before each batch."""
-        self._cache_bytes = max_bytes
 
     def apply(self, data: pa.Table, keys: Sequence[str]) -> pa.Table:
         """Fold changes; duplicates that change nothing are dropped, updates become ``-U``/``+U``."""
@@ -715,17 +708,15 @@ class DedupState(ChunkedSnapshot):
         sizes = [sys.getsizeof(k) + sys.getsizeof(r) + sum(map(sys.getsizeof, r)) for k, r in sample]
         return 100 + sum(sizes) // len(sizes)
 
-    def __deepcopy__(self, memo: dict[int, Any]) -> Frozen:
-        drop = 0
-        if self._cache_bytes and self._log is not None:
-            cap = max(1, self._cache_bytes // self.bytes_per_key())
-            if len(self.rows) > cap:
-                drop = len(self.rows) - max(1, int(cap * 7 / 8))
-        self._cold = self._cold or drop > 0  # (before the snapshot: a resume must know to look on disk)
-        frozen = super().__deepcopy__(memo)
-        for key in list(itertools.islice(self.rows, drop)):  # the least recently changed: written
+    def _held(self) -> int:
+        return len(self.rows)
+
+    def _item_bytes(self) -> int:
+        return self.bytes_per_key()
+
+    def _shed(self, drop: int) -> None:
+        for key in list(itertools.islice(self.rows, drop)):  # the least recently changed
             del self.rows[key]
-        return frozen
 
     # -- snapshots (see ChunkedSnapshot) --------------------------------------------------------------
 
@@ -749,7 +740,8 @@ class DedupState(ChunkedSnapshot):
         return {TABLE: sort_records(table)}
 
     def _chunked_snapshot(self, manifest: Manifest) -> object:
-        return ChunkedState(restore_dedup, manifest, {"keep": self.keep, "log_form": 2, "cold": self._cold})
+        scalars = {"keep": self.keep, "log_form": _DEDUP_LOG_FORM, "cold": self._cold}
+        return ChunkedState(restore_dedup, manifest, scalars)
 
 
 def dedup_cache_bytes(max_mb: float | None = None) -> int:
@@ -760,23 +752,17 @@ def dedup_cache_bytes(max_mb: float | None = None) -> int:
 
 def restore_dedup(manifest: Manifest, scalars: dict[str, Any]) -> DedupState:
     """The dedup state a chunked snapshot describes, its chunk log continuing from that snapshot: every
-    row in memory, or (a state that had shed keys) none until changes touch them."""
+    row in memory, or (a state that had shed keys, or a large one) none until changes touch them."""
     state = DedupState(scalars["keep"])
-    if scalars.get("log_form") != 2:  # chunks of Python records, read whole; the next snapshot starts anew
+    if scalars.get("log_form") != _DEDUP_LOG_FORM:  # Python records: read whole, then a new log
         records = ChunkLog(manifest).load()
         state.rows = dict(zip(records["keys"], records["row"], strict=True))
         state._log = GroupChunkLog.create(Path(manifest.folder).parent)
         state._mark_all_changed()
         return state
-    state._log = GroupChunkLog(manifest)
-    if not resume_eagerly(state._log.manifest(), bool(scalars.get("cold"))):
-        state._cold = True
-        return state
-    table = state._log.load()[TABLE]
-    if table is not None:
-        keys = [pickle.loads(b) for b in table.column("key").to_pylist()]  # noqa: S301 - ours
-        rows = [pickle.loads(b) for b in table.column("row").to_pylist()]  # noqa: S301 - ours
-        state.rows = dict(zip(keys, rows, strict=True))
+    state._log, state._cold = GroupChunkLog(manifest), True
+    if resume_eagerly(manifest, bool(scalars.get("cold"))):
+        state.load_cold()
     return state
 
 

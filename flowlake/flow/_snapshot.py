@@ -290,7 +290,7 @@ class ChunkLog:
 
     def _merge_pair(self, older: str, newer: str, *, drop_dead: bool) -> tuple[str, int]:
         """Merge two chunks into a new one: its name and size."""
-        return self._write(self._merged([self.read(older), self.read(newer)], drop_dead=drop_dead))
+        return self._write(self.merge([self.read(older), self.read(newer)], drop_dead=drop_dead))
 
     def append(self, records: Records) -> Manifest:
         """Write ``records`` (the changes since the last snapshot) as a chunk; the new manifest."""
@@ -309,10 +309,6 @@ class ChunkLog:
                 keep.append((since, name))
         self.retired = keep
         return self.manifest()
-
-    def _merged(self, chunks: Sequence[Records], *, drop_dead: bool) -> Records:
-        """The merge of two chunks (:meth:`merge`, unless a log merges with its own settings)."""
-        return self.merge(chunks, drop_dead=drop_dead)
 
     def load(self) -> Records:
         """Every live record of the manifest's chunks (what a resume rebuilds the state from)."""

@@ -578,11 +578,10 @@ class ValueCounts:
     def dicts(self, gids: np.ndarray) -> list[dict[Any, int] | None]:
         """Each group's live values and counts (state form), None for none: the chunk record form,
         the same as the per-group dicts of states before this class."""
-        slots, owner = self._live_of(gids)
+        owner, values, counts = self.pairs(gids)
         out: list[dict[Any, int] | None] = [None] * len(gids)
-        keys = self.slot_key[slots]
-        values: list[Any] = keys.tolist() if self.codes is None else self.codes.decode(keys)
-        for i, value, count in zip(owner.tolist(), values, self.slot_count[slots].tolist(), strict=True):
+        listed: list[Any] = values.tolist() if isinstance(values, np.ndarray) else values
+        for i, value, count in zip(owner.tolist(), listed, counts.tolist(), strict=True):
             held = out[i]
             if held is None:
                 held = out[i] = {}
