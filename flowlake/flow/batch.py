@@ -169,11 +169,12 @@ def split_by_partition(
     small = np.int16 if partitions <= np.iinfo(np.int16).max else ids.dtype
     order = np.argsort(ids.astype(small), kind="stable")  # (a radix sort on 16-bit ids)
     counts = np.bincount(ids, minlength=partitions)
+    grouped = data.take(pa.array(order))  # one take, then zero-copy slices: one per partition
     out: list[tuple[str, ChangeBatch]] = []
     start = 0
     for p, n in enumerate(counts.tolist()):
         if n:
-            out.append((str(p), batch.with_data(data.take(pa.array(order[start : start + n])))))
+            out.append((str(p), batch.with_data(grouped.slice(start, n))))
         start += n
     return out
 

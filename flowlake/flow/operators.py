@@ -8,6 +8,7 @@ state once per group per batch.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
@@ -222,8 +223,9 @@ def aggregate(
         sizes.update(state, len(state.index))
         items = [("changes", batch.with_data(out))]
         if emit_late:
-            empty = late_schema(batch.data.schema).empty_table()
-            items.append(("late", batch.with_data(late if late is not None else empty)))
+            if late is None:
+                late = _no_late_changes(batch.data.schema)
+            items.append(("late", batch.with_data(late)))
         return state, items
 
     folded = op.stateful_flat_map("fold", values, fold)
@@ -233,6 +235,12 @@ def aggregate(
         op.map("changes", branches.trues, lambda item: item[1]),
         op.map("late", branches.falses, lambda item: item[1]),
     )
+
+
+@functools.lru_cache(maxsize=64)
+def _no_late_changes(input_schema: pa.Schema) -> pa.Table:
+    """The empty late-data output of an aggregate fed ``input_schema`` (built once per schema)."""
+    return late_schema(input_schema).empty_table()
 
 
 def _with_watermarks(on: str, up: Stream[ChangeBatch]) -> Stream[ChangeBatch]:
