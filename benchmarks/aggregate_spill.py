@@ -1,15 +1,19 @@
-"""An aggregate state larger than its memory bound: what the bound saves in memory and costs in time.
+"""An aggregate or Top-N state larger than its memory bound: what the bound saves in memory and costs
+in time.
 
 A count/sum by an integer key takes ``--groups`` new groups (in batches of ``--batch``), then
 ``--updates`` batches of changes to keys drawn uniformly from all of them (so a bounded state finds
 most of them on disk), with a chunked snapshot after every batch (bytewax's epoch). It runs twice, each
 in a fresh process: bounded to ``--state-mb`` MiB (``FLOWLAKE_AGG_STATE_MB``) and unbounded (the
-baseline: every group in memory). The figures are each run's peak RSS (and its anonymous part: the
+baseline: every group in memory). With ``--state topn`` the state is a Top-3 by amount (rank column)
+over ``--groups``/4 partitions of 4 rows each (``FLOWLAKE_TOPN_STATE_MB``), the updates new rows of
+partitions drawn uniformly. The figures are each run's peak RSS (and its anonymous part: the
 file-backed rest is mapped chunk pages the kernel may drop; the anonymous peak is sampled every 50 ms),
 groups in memory, and the time of the
 load and the update phase. Run:
 
     python benchmarks/aggregate_spill.py [--groups 4000000] [--updates 100] [--json out.json]
+    python benchmarks/aggregate_spill.py --state topn [--groups 4000000] [--json out.json]
 """
 
 from __future__ import annotations
@@ -44,7 +48,29 @@ def batch(keys: np.ndarray, rng: np.random.Generator) -> pa.Table:
     return pa.table({"g": keys, "v": rng.integers(1, 1000, n), "_kind": np.zeros(n, np.int8)}, schema=SCHEMA)
 
 
-def child(state_mb: float, groups: int, size: int, updates: int) -> dict[str, Any]:
+class _TopN:
+    """The Top-N state behind the aggregate's interface here: ``apply`` returns (changes, None)."""
+
+    def __init__(self, root: Path, state_mb: float) -> None:
+        from flowlake.flow._topn import SortKey, TopNState, topn_cache_bytes
+
+        self.state = TopNState(["g"], [SortKey("v", descending=True)], 3, "rn")
+        self.state.keep_chunks(root, 0)
+        self.state.keep_in_memory(topn_cache_bytes(state_mb))
+
+    def apply(self, data: pa.Table) -> tuple[pa.Table, None]:
+        return self.state.apply(data), None
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> object:
+        return copy.deepcopy(self.state, memo)  # (bytewax's snapshot)
+
+    @property
+    def groups(self) -> int:
+        """Kept rows in memory."""
+        return self.state._held()
+
+
+def child(state_mb: float, groups: int, size: int, updates: int, kind: str) -> dict[str, Any]:
     """One run in this process (see the module)."""
     from flowlake.flow import aggs
     from flowlake.flow._aggstate import AggregateState, state_cache_bytes
@@ -62,19 +88,24 @@ def child(state_mb: float, groups: int, size: int, updates: int) -> dict[str, An
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     try:
-        state = AggregateState(["g"], {"n": aggs.count(), "gmv": aggs.sum("v")}, None)
-        state.keep_chunks(root, 0)
-        state.keep_in_memory(state_cache_bytes(state_mb))
+        spread = 4 if kind == "topn" else 1  # (rows per key)
+        state: AggregateState | _TopN
+        if kind == "topn":
+            state = _TopN(root, state_mb)
+        else:
+            state = AggregateState(["g"], {"n": aggs.count(), "gmv": aggs.sum("v")}, None)
+            state.keep_chunks(root, 0)
+            state.keep_in_memory(state_cache_bytes(state_mb))
         rng = np.random.default_rng(7)
         started = time.perf_counter()
         for start in range(0, groups, size):
-            state.apply(batch(np.arange(start, min(start + size, groups), dtype=np.int64), rng))
+            state.apply(batch(np.arange(start, min(start + size, groups), dtype=np.int64) // spread, rng))
             copy.deepcopy(state)
         load_s = time.perf_counter() - started
         snapshot_s, out_rows = 0.0, 0
         started = time.perf_counter()
         for _ in range(updates):
-            out, _ = state.apply(batch(rng.integers(0, groups, size), rng))
+            out, _ = state.apply(batch(rng.integers(0, groups // spread, size), rng))
             out_rows += out.num_rows
             before = time.perf_counter()
             copy.deepcopy(state)
@@ -102,19 +133,20 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=100_000)
     parser.add_argument("--updates", type=int, default=100)
     parser.add_argument("--state-mb", type=float, default=32.0)
+    parser.add_argument("--state", choices=["aggregate", "topn"], default="aggregate")
     parser.add_argument("--json", default=None)
     parser.add_argument("--child", type=float, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
-        print(json.dumps(child(args.child, args.groups, args.batch, args.updates)))
+        print(json.dumps(child(args.child, args.groups, args.batch, args.updates, args.state)))
         return
     figures: dict[str, Any] = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores", "groups": args.groups,
-        "batch": args.batch, "update_batches": args.updates, "state_mb": args.state_mb,
+        "batch": args.batch, "update_batches": args.updates, "state_mb": args.state_mb, "state": args.state,
     }  # fmt: skip
     for name, mb in (("bounded", args.state_mb), ("unbounded", 0.0)):
-        command = [sys.executable, __file__, "--child", str(mb), "--groups", str(args.groups),
-                   "--batch", str(args.batch), "--updates", str(args.updates)]  # fmt: skip
+        command = [sys.executable, __file__, "--child", str(mb), "--groups", str(args.groups), "--batch",
+                   str(args.batch), "--updates", str(args.updates), "--state", args.state]  # fmt: skip
         ran = subprocess.run(command, check=True, capture_output=True, text=True)  # noqa: S603 - this script
         result = json.loads(ran.stdout)
         for key, value in result.items():

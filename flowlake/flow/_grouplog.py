@@ -258,6 +258,9 @@ class GroupChunkLog(ChunkLog):
     so neither a merge nor a lookup holds a chunk in memory.
     """
 
+    hash_column = HASH
+    """The column of a record's key hash, by which a chunk is sorted."""
+
     def __init__(self, manifest: Manifest) -> None:
         super().__init__(manifest)
         self.expire: tuple[int, int] | None = None
@@ -292,36 +295,51 @@ class GroupChunkLog(ChunkLog):
         table: pa.Table = records[TABLE]
         return _write_runs(path, table.schema, [table.combine_chunks()])
 
-    def _merge_pair(self, older: str, newer: str, *, drop_dead: bool) -> tuple[str, int]:
-        """The two chunks merged range of hashes by range into a new chunk file."""
-        tables = [self._table(older), self._table(newer)]
+    def _merge_tables(self, tables: Sequence[pa.Table], *, drop_dead: bool) -> pa.Table:
+        """The records of ``tables`` (oldest first, one range of hashes) that a merge keeps, in chunk
+        order (a table without columns for none)."""
+        return merge_group_tables(tables, drop_dead=drop_dead, expire=self.expire)
+
+    def merged_ranges(self, names: Sequence[str], *, drop_dead: bool) -> Iterator[pa.Table]:
+        """The chunks ``names`` (oldest first) merged one range of hashes (about :data:`MERGE_ROWS`
+        records of the biggest) at a time, in chunk order."""
+        tables = [t for t in (self._table(name) for name in names) if t.num_rows]
+        if not tables:
+            return
         total = sum(t.num_rows for t in tables)
         big = max(tables, key=lambda t: t.num_rows)
-        column = big.column(HASH)
+        column = big.column(self.hash_column)
         cuts = [
             int(column[int(i)].as_py()) for i in np.linspace(0, big.num_rows, total // MERGE_ROWS + 2)[1:-1]
         ]
         bounds: list[int | None] = [0, *sorted(set(cuts)), None]
+        for lo, hi in itertools.pairwise(bounds):
+            assert lo is not None
+            parts = [_hash_range(t, lo, hi, self.hash_column) for t in tables]
+            merged = self._merge_tables(parts, drop_dead=drop_dead)
+            if merged.num_columns and merged.num_rows:
+                yield merged.combine_chunks()
+
+    def _merge_pair(self, older: str, newer: str, *, drop_dead: bool) -> tuple[str, int]:
+        """The two chunks merged range of hashes by range into a new chunk file."""
+        tables = [self._table(older), self._table(newer)]
+        schema = max(tables, key=lambda t: t.num_rows).schema
         written = 0
 
         def pieces() -> Iterator[pa.Table]:
             nonlocal written
-            for lo, hi in itertools.pairwise(bounds):
-                assert lo is not None
-                parts = [_hash_range(t, lo, hi) for t in tables]
-                merged = merge_group_tables(parts, drop_dead=drop_dead, expire=self.expire)
-                if merged.num_columns and merged.num_rows:
-                    written += merged.num_rows
-                    yield merged.combine_chunks()
+            for merged in self.merged_ranges([older, newer], drop_dead=drop_dead):
+                written += merged.num_rows
+                yield merged
 
         name = self._new_name()
-        self.bytes_written += _write_runs(self.folder / name, tables[0].schema, pieces())
+        self.bytes_written += _write_runs(self.folder / name, schema, pieces())
         return name, written
 
     def load(self) -> Records:
         """Every live record of the manifest's chunks, in chunk order (``{TABLE: None}`` for none)."""
         tables = [self._table(name) for name, _ in self.chunks]
-        merged = merge_group_tables(tables, drop_dead=True, expire=self.expire)
+        merged = self._merge_tables(tables, drop_dead=True)
         return {TABLE: merged if merged.num_columns else None}
 
     def _table(self, name: str) -> pa.Table:
@@ -332,7 +350,7 @@ class GroupChunkLog(ChunkLog):
         if name not in self._mapped:
             table: pa.Table = self.read(name)[TABLE]
             runs = [
-                (b.column(HASH).to_numpy(), pa.Table.from_batches([b]))
+                (b.column(self.hash_column).to_numpy(), pa.Table.from_batches([b]))
                 for b in table.to_batches()
                 if b.num_rows
             ]
@@ -390,9 +408,9 @@ def _matches(
     return owners[match], rows[match]  # (one row per probe: identities are unique in a chunk)
 
 
-def _hash_range(table: pa.Table, lo: int, hi: int | None) -> pa.Table:
+def _hash_range(table: pa.Table, lo: int, hi: int | None, hash_column: str = HASH) -> pa.Table:
     """The records of a chunk (sorted by hash) with ``lo <= hash < hi`` (no upper bound: None)."""
-    column = table.column(HASH)
+    column = table.column(hash_column)
     start = _position(column, lo)
     stop = table.num_rows if hi is None else _position(column, hi)
     return table.slice(start, stop - start)

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -48,9 +49,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from flowlake.changelog import KIND_COLUMN, RowKind
+from flowlake.flow._grouplog import TABLE, GroupChunkLog, ShedsToChunks, memory_bound, resume_eagerly
 from flowlake.flow._joinside import SPILL_FOLDER, spill_table
 from flowlake.flow._relational import body_schema
-from flowlake.flow._snapshot import ROWS, ChunkedSnapshot, Manifest, Records, RowsChunkLog
+from flowlake.flow._snapshot import ROWS, Manifest, Records, load_chunk
 from flowlake.flow._stateform import from_state
 from flowlake.flow.batch import _zero, kinds_of, weights
 from flowlake.table.bucketing import key_hash, sorted_unique
@@ -61,7 +63,12 @@ _W = "__flowlake_w"
 _SRC = "__flowlake_src"
 _RANK = "__flowlake_rank"
 _WHERE = "__flowlake_where"
-"""Snapshot chunk column: 0 for a kept row, 1 for a spilled one."""
+"""Snapshot chunk column: 0 for a kept row, 1 for a spilled one, 2 (:data:`_GONE`) for a row that only
+names its partition hash (the partition has no rows left)."""
+_GONE = 2
+_ORDER, _POS = "__flowlake_order", "__flowlake_pos"
+LOG_FORM = 2
+"""Snapshot chunks are hash-sorted Arrow files read memory-mapped (before: pickled records)."""
 _INTERNAL = (_PH, _W, _SRC, _RANK)
 _HASHABLE = (
     pa.types.is_integer, pa.types.is_string, pa.types.is_large_string, pa.types.is_binary,
@@ -138,13 +145,136 @@ def _group_rank(starts: np.ndarray) -> np.ndarray:
     return index - first
 
 
-class TopNChunkLog(RowsChunkLog):
-    """Snapshot chunks of Top-N state: rows keyed by their partition hash."""
+def topn_cache_bytes(max_mb: float | None = None) -> int:
+    """A Top-N key partition's memory bound for its kept rows: ``max_mb`` MiB, else
+    ``$FLOWLAKE_TOPN_STATE_MB``, else 128 MiB; 0: no bound."""
+    return memory_bound(max_mb, "FLOWLAKE_TOPN_STATE_MB", 128)
 
-    key = _PH
+
+def merge_partition_rows(tables: Sequence[pa.Table], *, drop_dead: bool) -> pa.Table:
+    """Chunk tables of Top-N rows (oldest first; each sorted by partition hash, a hash's rows in
+    rank order): each hash's rows from the newest table naming it, in chunk order; the rows that only
+    name a gone partition dropped if ``drop_dead``.
+
+    >>> def t(ph, where):
+    ...     return pa.table({_PH: pa.array(ph, pa.uint64()), _WHERE: pa.array(where, pa.int8())})
+    >>> merged = merge_partition_rows([t([1, 2, 2], [0, 0, 1]), t([2], [_GONE])], drop_dead=True)
+    >>> merged.column(_PH).to_pylist()
+    [1]
+    """
+    tables = [t for t in tables if t.num_rows]
+    if not tables:
+        return pa.table({})
+    both = pa.concat_tables(
+        [
+            t.append_column(_ORDER, pa.array(np.full(t.num_rows, i, np.int32))).append_column(
+                _POS, pa.array(np.arange(t.num_rows, dtype=np.int64))
+            )
+            for i, t in enumerate(tables)
+        ],
+        promote_options="permissive",
+    )
+    keys = [(_PH, "ascending"), (_ORDER, "descending"), (_POS, "ascending")]
+    both = both.take(pc.sort_indices(both, sort_keys=keys))
+    hashes = both.column(_PH).to_numpy()
+    made = both.column(_ORDER).to_numpy()
+    starts = np.ones(len(hashes), bool)
+    starts[1:] = hashes[1:] != hashes[:-1]
+    keep = made == made[np.flatnonzero(starts)][np.cumsum(starts) - 1]
+    if drop_dead:
+        keep &= both.column(_WHERE).to_numpy() != _GONE
+    return both.filter(pa.array(keep)).drop_columns([_ORDER, _POS])
 
 
-class TopNState(ChunkedSnapshot):
+def _log_schema(kept: pa.Schema) -> pa.Schema:
+    """A chunk table's columns: the kept rows' (nullable: a gone partition's row is NULLs), the
+    weight and where the row was."""
+    fields = [f.with_nullable(True) for f in kept]
+    return pa.schema([*fields, pa.field(_W, pa.int64()), pa.field(_WHERE, pa.int8())])
+
+
+def _chunk_table(rows: pa.Table | None, keys: np.ndarray, schema: pa.Schema | None) -> pa.Table:
+    """The chunk table of ``rows`` (kept and spilled rows with weight and place) naming ``keys``
+    (sorted partition hashes; those without rows get a row that says they are gone), sorted by hash
+    (stable: a partition's kept rows stay in rank order)."""
+    held = np.zeros(0, np.uint64) if rows is None else np.asarray(rows.column(_PH).to_numpy(), np.uint64)
+    gone = keys[~np.isin(keys, held)]
+    if schema is None:
+        schema = pa.schema(
+            [pa.field(_PH, pa.uint64()), pa.field(_W, pa.int64()), pa.field(_WHERE, pa.int8())]
+        )
+    arrays = [
+        pa.array(gone, pa.uint64())
+        if f.name == _PH
+        else pa.array(np.full(len(gone), _GONE, np.int8))
+        if f.name == _WHERE
+        else pa.nulls(len(gone), f.type)
+        for f in schema
+    ]
+    parts = [pa.Table.from_arrays(arrays, schema=schema)]
+    if rows is not None and rows.num_rows:
+        parts.insert(0, rows.select(schema.names).cast(schema))
+    table = pa.concat_tables(parts)
+    if table.num_rows > 1:
+        table = table.take(pc.sort_indices(table, sort_keys=[(_PH, "ascending")]))  # (stable)
+    return table.combine_chunks()
+
+
+class TopNChunkLog(GroupChunkLog):
+    """Snapshot chunks of Top-N state: per chunk, the kept and spilled rows of the partition hashes
+    it names, sorted by hash, in an Arrow file read memory-mapped; :meth:`find_kept` reads the kept
+    rows of some partitions without reading the chunks. Chunks of the former pickled form
+    (:data:`LOG_FORM` 1) are read as the same table."""
+
+    hash_column = _PH
+
+    def _load(self, path: Path) -> Records:
+        with path.open("rb") as file:
+            arrow = file.read(6) == b"ARROW1"
+        if arrow:
+            return super()._load(path)
+        records = load_chunk(path)  # (pickled records: keys, and rows with weight and place)
+        rows: pa.Table | None = records[ROWS]
+        schema = None if rows is None else _log_schema(rows.drop_columns([_W, _WHERE]).schema)
+        return {TABLE: _chunk_table(rows, np.asarray(records["keys"], np.uint64), schema)}
+
+    def _merge_tables(self, tables: Sequence[pa.Table], *, drop_dead: bool) -> pa.Table:
+        return merge_partition_rows(tables, drop_dead=drop_dead)
+
+    def find_kept(self, hashes: np.ndarray) -> pa.Table | None:
+        """The kept rows at the last snapshot (in rank order per partition) of the partitions whose
+        hashes are ``hashes`` (sorted, distinct); None if none has any."""
+        pending = np.asarray(hashes, np.uint64)
+        found: list[pa.Table] = []
+        for name, _ in reversed(self.chunks):
+            if not len(pending):
+                break
+            chunk = self._chunk(name)
+            which = np.searchsorted(chunk.firsts, pending, "right") - 1
+            named = np.zeros(len(pending), bool)
+            for run in np.unique(which[which >= 0]).tolist():
+                at = np.flatnonzero(which == run)
+                level, table = chunk.runs[run]
+                lo = np.searchsorted(level, pending[at], "left")
+                hi = np.searchsorted(level, pending[at], "right")
+                hit = hi > lo
+                named[at[hit]] = True
+                if not hit.any():
+                    continue
+                width = (hi - lo)[hit]
+                rows = (
+                    np.repeat(lo[hit], width)
+                    + np.arange(int(width.sum()))
+                    - np.repeat(np.cumsum(width) - width, width)
+                )
+                taken = table.take(pa.array(rows))
+                found.append(taken.filter(pc.equal(taken.column(_WHERE), 0)))
+            pending = pending[~named]
+        found = [t for t in found if t.num_rows]
+        return pa.concat_tables(found) if found else None
+
+
+class TopNState(ShedsToChunks):
     """The kept best rows and the spilled rest of the partitions of one key partition of the stream.
 
     Args:
@@ -255,12 +385,16 @@ class TopNState(ChunkedSnapshot):
             self._changed.append(np.asarray(self.kept.column(_PH).to_numpy(), np.uint64))
         self._changed += [np.asarray(t.column(_PH).to_numpy(), np.uint64) for t in self.spill]
 
+    def _changed_since_snapshot(self) -> np.ndarray:
+        """The partition hashes changed since the last snapshot (sorted, distinct)."""
+        return sorted_unique(np.concatenate(self._changed)) if self._changed else np.empty(0, np.uint64)
+
     def _changed_records(self) -> Records:
         """The kept and spilled rows of the partition hashes changed since the last snapshot."""
-        keys = sorted_unique(np.concatenate(self._changed)) if self._changed else np.empty(0, np.uint64)
+        keys = self._changed_since_snapshot()
         self._changed = []
         if self.kept is None:
-            return {"keys": keys, ROWS: None}
+            return {TABLE: _chunk_table(None, keys, None)}
         value_set = pa.array(keys, pa.uint64())
         kept = self.kept.filter(pc.is_in(self.kept.column(_PH), value_set=value_set))
         parts = [kept.append_column(_W, pa.array(np.ones(kept.num_rows, np.int64)))
@@ -268,15 +402,62 @@ class TopNState(ChunkedSnapshot):
         for chunk in self.spill:
             rows = chunk.filter(pc.is_in(chunk.column(_PH), value_set=value_set))
             parts.append(rows.append_column(_WHERE, pa.array(np.ones(rows.num_rows, np.int8))))
-        return {"keys": keys, ROWS: pa.concat_tables(parts).combine_chunks()}
+        return {TABLE: _chunk_table(pa.concat_tables(parts), keys, _log_schema(self.kept.schema))}
 
     def _chunked_snapshot(self, manifest: Manifest) -> object:
         scalars = {
             "partition_by": self.partition_by, "order_by": self.order_by, "n": self.n, "rank": self.rank,
             "buffer": self.buffer, "dropped_retractions": self.dropped_retractions,
-            "schema": None if self.kept is None else self.kept.schema,
+            "schema": None if self.kept is None else self.kept.schema, "log_form": LOG_FORM,
+            "cold": self._cold,
         }  # fmt: skip
         return _ChunkedTopN(manifest, scalars)
+
+    # -- the memory bound (see ShedsToChunks): kept rows of the least recently changed partitions -----
+
+    def _held(self) -> int:
+        return 0 if self.kept is None else int(self.kept.num_rows)
+
+    def _item_bytes(self) -> int:
+        if self.kept is None or not self.kept.num_rows:
+            return 1
+        return max(1, int(self.kept.nbytes) // int(self.kept.num_rows))
+
+    def _shed(self, drop: int) -> None:
+        """Drop the kept rows of the partitions of the first ``drop`` kept rows: ``kept`` holds the
+        partitions in the order a batch last touched them (a batch's go to its end)."""
+        assert self.kept is not None
+        hashes = np.asarray(self.kept.column(_PH).to_numpy(), np.uint64)
+        victims = sorted_unique(hashes[:drop])
+        self.kept = self.kept.filter(pa.array(~np.isin(hashes, victims))).combine_chunks()
+
+    def _read_back(self, hashes: np.ndarray, held: np.ndarray) -> pa.Table | None:
+        """The kept rows, from the chunks, of the partitions ``hashes`` (sorted) that may be on disk
+        only: not ``held`` in memory and not changed since the last snapshot (whose rows are what
+        memory says, none included); None if there are none."""
+        if not self._cold or self._log is None or self.kept is None or not len(hashes):
+            return None
+        assert isinstance(self._log, TopNChunkLog)
+        ask = hashes[~np.isin(hashes, held)]
+        ask = ask[~np.isin(ask, self._changed_since_snapshot())]
+        rows = self._log.find_kept(ask) if len(ask) else None
+        if rows is None:
+            return None
+        return rows.drop_columns([_W, _WHERE]).cast(self.kept.schema)
+
+    def load_cold(self) -> None:
+        """Read every partition on disk only back into memory (states are equal after this)."""
+        if self.kept is None or not self._cold or self._log is None:
+            return
+        assert isinstance(self._log, TopNChunkLog)
+        on_disk = self._log.load()[TABLE]
+        if on_disk is not None:
+            hashes = sorted_unique(np.asarray(on_disk.column(_PH).to_numpy(), np.uint64))
+            held = np.asarray(self.kept.column(_PH).to_numpy(), np.uint64)
+            back = self._read_back(hashes, held)
+            if back is not None:
+                self.kept = pa.concat_tables([back, self.kept])
+        self._cold = False
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.setdefault("_changed", [])
@@ -315,6 +496,9 @@ class TopNState(ChunkedSnapshot):
             )
         touched = sorted_unique(hashes)
         old, others = self._split_kept(touched)
+        back = self._read_back(touched, np.asarray(old.column(_PH).to_numpy(), np.uint64))
+        if back is not None:  # partitions shed from memory (or not read on resume): their kept rows
+            old = pa.concat_tables([old, back])
         work = pa.concat_tables([
             _with(old, np.ones(old.num_rows, np.int64), 0),
             _with(batch, weights(kinds_of(data)), 1),
@@ -421,9 +605,17 @@ class TopNState(ChunkedSnapshot):
         self._on_disk = [True] * (len(self.spill) - 1) + [mapped is not table]
 
     def _net_spill(self) -> None:
-        """Net the whole spill (rows against their retractions) into one chunk."""
+        """Net the whole spill (rows against their retractions) into one chunk. Only the partitions
+        with retractions in it change (the others' spilled rows stay the same rows); those that are on
+        disk only are read back first, so that their next snapshot record holds their kept rows."""
         spill = pa.concat_tables(self.spill)
-        self._note(sorted_unique(spill.column(_PH).to_numpy()))
+        netted = np.asarray(spill.column(_PH).to_numpy(), np.uint64)[spill.column(_W).to_numpy() < 0]
+        changed = sorted_unique(netted)
+        if self.kept is not None:
+            back = self._read_back(changed, np.asarray(self.kept.column(_PH).to_numpy(), np.uint64))
+            if back is not None:
+                self.kept = pa.concat_tables([self.kept, back])
+        self._note(changed)
         work = _with(spill.drop_columns([_W]), spill.column(_W).to_numpy(), 1)
         order, _, row_starts = self._sorted(work)
         firsts = np.flatnonzero(row_starts)
@@ -528,23 +720,30 @@ class _ChunkedTopN:
 
 
 def restore_topn(manifest: Manifest, scalars: dict[str, Any]) -> TopNState:
-    """The Top-N state a chunked snapshot describes, its chunk log continuing from that snapshot."""
+    """The Top-N state a chunked snapshot describes, its chunk log continuing from that snapshot: with
+    every partition's kept rows in memory, or (a state that had shed partitions, or a large one, see
+    :func:`~flowlake.flow._grouplog.resume_eagerly`) with none until changes touch them (the spilled
+    rows are read back either way)."""
     state = TopNState(scalars["partition_by"], scalars["order_by"], scalars["n"], scalars["rank"],
                       buffer=scalars["buffer"])  # fmt: skip
     state.dropped_retractions = scalars["dropped_retractions"]
     log = TopNChunkLog(manifest)
-    rows: pa.Table | None = log.load()[ROWS]
-    schema: pa.Schema | None = scalars["schema"]
-    if schema is not None:
-        if rows is None or not rows.num_rows:
-            state.kept = schema.empty_table()
-        else:
-            spilled = pc.equal(rows.column(_WHERE), 1)
-            state.kept = rows.filter(pc.invert(spilled)).drop_columns([_W, _WHERE]).cast(schema)
-            spill = rows.filter(spilled).drop_columns([_WHERE])
-            if spill.num_rows:
-                state.spill, state._on_disk = [spill], [False]
-                state.spilled = sorted_unique(spill.column(_PH).to_numpy().astype(np.uint64))
-                state.spill_retractions = int(pc.sum(pc.less(spill.column(_W), 0)).as_py() or 0)
     state._log = log
+    schema: pa.Schema | None = scalars["schema"]
+    if schema is None:
+        return state
+    names = [name for name, _ in log.chunks]
+    if resume_eagerly(manifest, scalars.get("cold", False)):
+        ranges = list(log.merged_ranges(names, drop_dead=True))
+    else:  # the kept rows stay on disk: only the spilled ones are read
+        state._cold = True
+        ranges = [r.filter(pc.equal(r.column(_WHERE), 1)) for r in log.merged_ranges(names, drop_dead=True)]
+    rows = pa.concat_tables(ranges) if ranges else _log_schema(schema).empty_table()
+    spilled = pc.equal(rows.column(_WHERE), 1)
+    state.kept = rows.filter(pc.invert(spilled)).drop_columns([_W, _WHERE]).cast(schema)
+    spill = rows.filter(spilled).drop_columns([_WHERE])
+    if spill.num_rows:
+        state.spill, state._on_disk = [spill], [False]
+        state.spilled = sorted_unique(spill.column(_PH).to_numpy().astype(np.uint64))
+        state.spill_retractions = int(pc.sum(pc.less(spill.column(_W), 0)).as_py() or 0)
     return state

@@ -43,7 +43,7 @@ from flowlake.flow._relational import (
 )
 from flowlake.flow._snapshot import Frozen, state_dir, thaw
 from flowlake.flow._snapshot import inline_bytes as snapshot_inline_bytes
-from flowlake.flow._topn import SortKey, TopNState
+from flowlake.flow._topn import SortKey, TopNState, topn_cache_bytes
 from flowlake.flow.aggs import Agg, Condition, Window
 from flowlake.flow.batch import ChangeBatch, RowChange, rows, split_by_partition
 from flowlake.flow.lake import CatalogSpec, LakeSink, LakeSource, Start, open_catalog, position_key
@@ -531,6 +531,7 @@ def top_n(
     partitions: int = 4,
     chunks: str | os.PathLike[str] | None = None,
     inline_bytes: int | None = None,
+    state_mb: float | None = None,
 ) -> Stream[ChangeBatch]:
     """The first ``n`` rows of each partition in ``order_by`` order (``ROW_NUMBER() ... <= n``).
 
@@ -541,6 +542,13 @@ def top_n(
     ``chunks`` and ``inline_bytes`` as for :func:`aggregate`: with a state folder, a large key
     partition's snapshot holds only the rows of the partitions (``partition_by`` values) changed
     since the last one.
+
+    With a folder, the rows beyond each partition's kept buffer go to memory-mapped files there, and
+    each key partition keeps its partitions' kept rows (top ``n`` plus the buffer) in about
+    ``state_mb`` MiB of memory (default ``$FLOWLAKE_TOPN_STATE_MB``, else 128; 0: no bound): past it,
+    after a snapshot wrote them, the least recently changed partitions' kept rows are dropped from
+    memory, and a change to one reads them back from the chunk files first. Results do not depend on
+    the bound.
 
     >>> import bytewax.operators as op
     >>> from bytewax.dataflow import Dataflow
@@ -566,11 +574,13 @@ def top_n(
     root = state_dir(chunks)
     chunk_root = None if root is None else root / step_id
     threshold = snapshot_inline_bytes(inline_bytes)
+    cache_bytes = topn_cache_bytes(state_mb)
 
     def fold(state: TopNState | Frozen | None, batch: ChangeBatch) -> tuple[TopNState, list[ChangeBatch]]:
         state = thaw(state) or TopNState(part_cols, order, n, rank)
         if chunk_root is not None:
             state.keep_chunks(chunk_root, threshold)
+            state.keep_in_memory(cache_bytes)
         out = state.apply(batch.data)
         count_records(step_id, "in", batch.data.num_rows)
         count_records(step_id, "out", out.num_rows)
