@@ -330,7 +330,9 @@ def join(
         state: JoinState | Frozen | None, item: tuple[str, ChangeBatch]
     ) -> tuple[JoinState, list[ChangeBatch]]:
         side, batch = item
-        state = thaw(state) or JoinState()
+        state = thaw(state)
+        if state is None:  # (not `or`: a resumed state without rows is falsy, and it is no new state)
+            state = JoinState()
         if chunk_root is not None:
             state.keep_chunks(chunk_root, threshold)
         out = state.apply(
@@ -507,7 +509,9 @@ def dedup(
     cache_bytes = dedup_cache_bytes(state_mb)
 
     def fold(state: DedupState | Frozen | None, batch: ChangeBatch) -> tuple[DedupState, list[ChangeBatch]]:
-        state = thaw(state) or DedupState(keep)
+        state = thaw(state)
+        if state is None:  # (not `or`: a resumed state without rows is falsy, and it is no new state)
+            state = DedupState(keep)
         if chunk_root is not None:
             state.keep_chunks(chunk_root, threshold)
             state.keep_in_memory(cache_bytes)
@@ -577,7 +581,9 @@ def top_n(
     cache_bytes = topn_cache_bytes(state_mb)
 
     def fold(state: TopNState | Frozen | None, batch: ChangeBatch) -> tuple[TopNState, list[ChangeBatch]]:
-        state = thaw(state) or TopNState(part_cols, order, n, rank)
+        state = thaw(state)
+        if state is None:  # (not `or`: a resumed state without rows is falsy, and it is no new state)
+            state = TopNState(part_cols, order, n, rank)
         if chunk_root is not None:
             state.keep_chunks(chunk_root, threshold)
             state.keep_in_memory(cache_bytes)
