@@ -722,8 +722,8 @@ class _ChunkedTopN:
 def restore_topn(manifest: Manifest, scalars: dict[str, Any]) -> TopNState:
     """The Top-N state a chunked snapshot describes, its chunk log continuing from that snapshot: with
     every partition's kept rows in memory, or (a state that had shed partitions, or a large one, see
-    :func:`~flowlake.flow._grouplog.resume_eagerly`) with none until changes touch them (the spilled
-    rows are read back either way)."""
+    :func:`~flowlake.flow._grouplog.resume_eagerly`) with none until changes touch them and its
+    spilled rows written range by range to memory-mapped files beside the chunks' folder."""
     state = TopNState(scalars["partition_by"], scalars["order_by"], scalars["n"], scalars["rank"],
                       buffer=scalars["buffer"])  # fmt: skip
     state.dropped_retractions = scalars["dropped_retractions"]
@@ -732,18 +732,26 @@ def restore_topn(manifest: Manifest, scalars: dict[str, Any]) -> TopNState:
     schema: pa.Schema | None = scalars["schema"]
     if schema is None:
         return state
-    names = [name for name, _ in log.chunks]
-    if resume_eagerly(manifest, scalars.get("cold", False)):
-        ranges = list(log.merged_ranges(names, drop_dead=True))
-    else:  # the kept rows stay on disk: only the spilled ones are read
-        state._cold = True
-        ranges = [r.filter(pc.equal(r.column(_WHERE), 1)) for r in log.merged_ranges(names, drop_dead=True)]
-    rows = pa.concat_tables(ranges) if ranges else _log_schema(schema).empty_table()
-    spilled = pc.equal(rows.column(_WHERE), 1)
-    state.kept = rows.filter(pc.invert(spilled)).drop_columns([_W, _WHERE]).cast(schema)
-    spill = rows.filter(spilled).drop_columns([_WHERE])
-    if spill.num_rows:
-        state.spill, state._on_disk = [spill], [False]
-        state.spilled = sorted_unique(spill.column(_PH).to_numpy().astype(np.uint64))
-        state.spill_retractions = int(pc.sum(pc.less(spill.column(_W), 0)).as_py() or 0)
+    spill_schema = pa.schema([*schema, pa.field(_W, pa.int64())])
+    ranges = log.merged_ranges([name for name, _ in log.chunks], drop_dead=True)
+    kept: list[pa.Table] = []
+    spill: list[pa.Table] = []
+    on_disk: list[bool] = []
+    eager = resume_eagerly(manifest, scalars.get("cold", False))
+    state._cold = not eager
+    for rows in ranges:
+        spilled = pc.equal(rows.column(_WHERE), 1)
+        if eager:
+            kept.append(rows.filter(pc.invert(spilled)).drop_columns([_W, _WHERE]).cast(schema))
+        part = rows.filter(spilled).drop_columns([_WHERE]).cast(spill_schema)
+        if part.num_rows:
+            held = part if eager else spill_table(log.folder.parent / SPILL_FOLDER, part)
+            spill.append(held)
+            on_disk.append(held is not part)
+    state.kept = pa.concat_tables(kept) if kept else schema.empty_table()
+    if spill:
+        state.spill, state._on_disk = spill, on_disk
+        hashes = np.concatenate([np.asarray(t.column(_PH).to_numpy(), np.uint64) for t in spill])
+        state.spilled = sorted_unique(hashes)
+        state.spill_retractions = sum(int(pc.sum(pc.less(t.column(_W), 0)).as_py() or 0) for t in spill)
     return state

@@ -122,14 +122,14 @@ def test_shed_partitions_leave_memory_and_come_back_ranked(tmp_path: Path) -> No
 
 def test_a_large_resume_reads_no_kept_rows_until_touched(tmp_path: Path) -> None:
     """A state whose chunks hold more than EAGER_RESUME_RECORDS rows resumes with its kept rows on
-    disk (the spill read back), and folds right."""
+    disk and its spilled rows in memory-mapped files (written range by range), and folds right."""
     state = TopNState(["p"], [SortKey("a")], 1, None, buffer=1)
     state.keep_chunks(tmp_path, 0)
     state.apply(from_rows([change(INS, p, a) for p in range(40_000) for a in (1, 2, 3)], SCHEMA))
     frozen = pickle.dumps(copy.deepcopy(state))
     back = resumed_topn(frozen, tmp_path, 0)
     assert back.kept is not None and back.kept.num_rows == 0 and back._cold
-    assert sum(t.num_rows for t in back.spill) == 40_000
+    assert sum(t.num_rows for t in back.spill) == 40_000 and all(back._on_disk)  # (mapped files)
     out = back.apply(from_rows([change(D, 5, 1)], SCHEMA))
     assert [str(c) for c in rows(out)] == [
         "-D {'p': 5, 'a': 1, 'b': None, 'c': None}",
