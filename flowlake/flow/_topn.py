@@ -22,13 +22,16 @@ as a negative weight (and would cancel an identical row inserted later).
 
 With a state folder (:meth:`TopNState.keep_chunks`) the spill is kept on disk: once
 :attr:`TopNState.spill_map_rows` spilled rows are in memory, they are written to an Arrow file in the
-folder's ``spill`` subfolder and memory-mapped back (the pages are the operating system's to drop), so
-a partition's memory is its kept rows (``n`` + ``buffer`` per partition) and fewer spilled rows than
-that bound. A large state also snapshots what changed since the
-last snapshot: the kept and spilled rows of every partition hash a batch touched (a hash without rows
-is a tombstone) go to a chunk file of a :class:`~flowlake.flow._snapshot.RowsChunkLog`, and the
-snapshot is the manifest; a resume merges the chunks back (each hash's rows from the newest chunk
-naming it) and derives the spilled hashes and pending retractions from the spill.
+folder's ``spill`` subfolder and memory-mapped back (the pages are the operating system's to drop). A
+large state also snapshots what changed since the last snapshot: the kept and spilled rows of every
+partition hash a batch touched (a hash without rows gets a row that says it is gone) go to a chunk of
+a :class:`TopNChunkLog` (an Arrow file sorted by hash, read memory-mapped), and the snapshot is the
+manifest. With a memory bound (:meth:`TopNState.keep_in_memory`) right after a snapshot the kept rows
+of the least recently changed partitions leave memory (see
+:class:`~flowlake.flow._grouplog.ShedsToChunks`), and a batch reads a touched partition's kept rows
+back from the chunks (:meth:`TopNChunkLog.find_kept`) before ranking. A resume merges the chunks
+back range by range (each hash's rows from the newest chunk naming it): every kept row, or for a
+large state none (they are read back as batches touch them) with the spill mapped from files.
 
 A batch is folded with one sort of the touched partitions' kept rows and the batch's changes,
 netting identical rows; the new top ``n`` of each touched partition is compared with the old one and
