@@ -69,6 +69,8 @@ _WHERE = "__flowlake_where"
 """Snapshot chunk column: 0 for a kept row, 1 for a spilled one, 2 (:data:`_GONE`) for a row that only
 names its partition hash (the partition has no rows left)."""
 _GONE = 2
+_MAX_CHUNKS = 16
+"""Kept rows, or spilled rows in memory, in more Arrow chunks than this are combined into one."""
 _ORDER, _POS = "__flowlake_order", "__flowlake_pos"
 LOG_FORM = 2
 """Snapshot chunks are hash-sorted Arrow files read memory-mapped (before: pickled records)."""
@@ -510,6 +512,8 @@ class TopNState(ShedsToChunks):
         if len(needy):
             new, evicted = self._refill(new, evicted, needy)
         self.kept = pa.concat_tables([others, new])
+        if self.kept.column(_PH).num_chunks > _MAX_CHUNKS:  # (each Arrow call pays per chunk)
+            self.kept = self.kept.combine_chunks()
         self._note(touched)  # only touched partitions' kept and spilled rows change (needy ⊆ touched)
         self._to_spill(evicted)
         return self._diff(schema, old, new)
@@ -588,6 +592,12 @@ class TopNState(ShedsToChunks):
         if evicted.num_rows:
             self.spill.append(evicted)
             self._on_disk.append(False)
+            fresh = [i for i, mapped in enumerate(self._on_disk) if not mapped]
+            if len(fresh) > _MAX_CHUNKS:  # a batch's few evicted rows each: one table in memory
+                merged = pa.concat_tables([self.spill[i] for i in fresh]).combine_chunks()
+                self.spill = [t for t, mapped in zip(self.spill, self._on_disk, strict=True) if mapped]
+                self.spill.append(merged)
+                self._on_disk = [True] * (len(self.spill) - 1) + [False]
             self.spilled = sorted_unique(np.concatenate([self.spilled, evicted.column(_PH).to_numpy()]))
             self.spill_retractions += int(pc.sum(pc.less(evicted.column(_W), 0)).as_py() or 0)
             if self.spill_retractions > max(self.net_spill_min, sum(t.num_rows for t in self.spill) // 4):

@@ -210,3 +210,39 @@ def test_netting_the_spill_reads_shed_partitions_back_first(tmp_path: Path) -> N
     back = resumed_topn(pickle.dumps(copy.deepcopy(state)), tmp_path, 0, 0)
     back.load_cold()
     assert state_contents(back) == state_contents(free)
+
+
+def test_kept_and_spilled_rows_in_many_small_tables_are_combined(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each batch adds a small table of evicted rows and of kept rows; past a few they are combined
+    into one (every Arrow call pays per table): the same outputs and rows as a state that never
+    combines them, with a folder (some spill mapped) and without."""
+    import flowlake.flow._topn as topn
+
+    rng = np.random.default_rng(5)
+    batches = []
+    live: Counter[Row] = Counter()
+    for _ in range(80):
+        history = [
+            ("put", (int(rng.integers(0, 3)), int(rng.integers(0, 5)), None, None), 0) for _ in range(6)
+        ]
+        history += [("delete", (0, 0, None, None), int(rng.integers(0, 50))) for _ in range(2)]
+        changes = changes_of(history, live)
+        batches.append(from_rows([(k, dict(zip(SCHEMA.names, r, strict=True))) for k, r in changes], SCHEMA))
+    for folder in (None, tmp_path):
+        results = []
+        for most in (10**9, 2):
+            monkeypatch.setattr(topn, "_MAX_CHUNKS", most)
+            state = TopNState(["p"], [SortKey("a")], 1, "rn", buffer=1)
+            if folder is not None:
+                state.keep_chunks(folder / str(most), 10**9)
+                state.spill_map_rows = 7
+            outs = [state.apply(b) for b in batches]
+            assert state.kept is not None
+            results.append((outs, state_contents(state), len(state.spill)))
+        (want, contents, many), (got, combined, few) = results
+        for g, w in zip(got, want, strict=True):
+            same_changes(g, w)
+        assert combined == contents
+        assert few < many or folder is not None  # (with a folder the spill is mapped as one file anyway)
