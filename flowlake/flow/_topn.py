@@ -536,7 +536,8 @@ class TopNState(ShedsToChunks):
         run_was_kept = np.maximum.reduceat(was_kept, firsts) > 0 if len(firsts) else np.zeros(0, bool)
         part_of_run = (np.cumsum(part_starts) - 1)[firsts]
         part_hash = work.column(_PH).to_numpy()[order[np.flatnonzero(part_starts)]]
-        spilled = np.isin(part_hash, self.spilled)[part_of_run]
+        has_spill = _members(self.spilled, part_hash)
+        spilled = has_spill[part_of_run]
         # a partition's kept rows are a prefix of its live rows: a change may land among them only if
         # it sorts at or before the last kept row, or if the partition has spilled nothing
         runs = np.arange(len(firsts), dtype=np.int64)
@@ -554,7 +555,7 @@ class TopNState(ShedsToChunks):
         cand_starts[1:] = cand_part[1:] != cand_part[:-1]
         keep = _group_rank(cand_starts) < self.n + self.buffer
         kept_per_part = np.bincount(cand_part[keep], minlength=len(part_hash))
-        needy = sorted_unique(part_hash[(kept_per_part < self.n) & np.isin(part_hash, self.spilled)])
+        needy = sorted_unique(part_hash[(kept_per_part < self.n) & has_spill])
         magnitude = np.abs(spill_counts)
         spill_idx = np.concatenate([cand[~keep], np.repeat(firsts, magnitude)])
         spill_w = np.concatenate([np.ones(len(cand) - int(keep.sum()), np.int64),
@@ -579,7 +580,7 @@ class TopNState(ShedsToChunks):
             on_disk.append(False)
         self.spill = [t for t in rest[:-1] if t.num_rows]
         self._on_disk = [d for t, d in zip(rest[:-1], on_disk[:-1], strict=True) if t.num_rows]
-        self.spilled = self.spilled[~np.isin(self.spilled, needy)]
+        self.spilled = self.spilled[~_members(needy, self.spilled)]
         self.spill_retractions = sum(int(pc.sum(pc.less(t.column(_W), 0)).as_py() or 0) for t in self.spill)
         mask = pc.is_in(kept.column(_PH), value_set=value_set)
         parts = [_with(kept.filter(mask), np.ones(int(pc.sum(mask).as_py() or 0), np.int64), 0)]
@@ -598,7 +599,7 @@ class TopNState(ShedsToChunks):
                 self.spill = [t for t, mapped in zip(self.spill, self._on_disk, strict=True) if mapped]
                 self.spill.append(merged)
                 self._on_disk = [True] * (len(self.spill) - 1) + [False]
-            self.spilled = sorted_unique(np.concatenate([self.spilled, evicted.column(_PH).to_numpy()]))
+            self.spilled = _with_members(self.spilled, evicted.column(_PH).to_numpy())
             self.spill_retractions += int(pc.sum(pc.less(evicted.column(_W), 0)).as_py() or 0)
             if self.spill_retractions > max(self.net_spill_min, sum(t.num_rows for t in self.spill) // 4):
                 self._net_spill()
@@ -714,6 +715,31 @@ class TopNState(ShedsToChunks):
             fields.append(pa.field(self.rank, pa.int64(), nullable=False))
         fields.append(pa.field(KIND_COLUMN, pa.int8()))
         return pa.Table.from_arrays(columns, schema=pa.schema(fields))
+
+
+def _members(ordered: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Whether each of ``values`` is in ``ordered`` (sorted, distinct): a binary search per value, not
+    ``np.isin``'s sort of both (which costs the size of ``ordered``: every partition with a spill).
+
+    >>> _members(np.array([2, 5, 9], np.uint64), np.array([9, 1, 5], np.uint64)).tolist()
+    [True, False, True]
+    """
+    if not len(ordered):
+        return np.zeros(len(values), bool)
+    at = np.minimum(np.searchsorted(ordered, values), len(ordered) - 1)
+    found: np.ndarray = ordered[at] == values
+    return found
+
+
+def _with_members(ordered: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``ordered`` (sorted, distinct) with ``values`` added, still sorted and distinct.
+
+    >>> _with_members(np.array([2, 5], np.uint64), np.array([5, 3, 3], np.uint64)).tolist()
+    [2, 3, 5]
+    """
+    new = sorted_unique(np.asarray(values, ordered.dtype))
+    new = new[~_members(ordered, new)]
+    return np.insert(ordered, np.searchsorted(ordered, new), new) if len(new) else ordered
 
 
 def _with(table: pa.Table, weight: np.ndarray, src: int) -> pa.Table:
