@@ -152,7 +152,11 @@ def _group_rank(starts: np.ndarray) -> np.ndarray:
 
 def topn_cache_bytes(max_mb: float | None = None) -> int:
     """A Top-N key partition's memory bound for its kept rows: ``max_mb`` MiB, else
-    ``$FLOWLAKE_TOPN_STATE_MB``, else 128 MiB; 0: no bound."""
+    ``$FLOWLAKE_TOPN_STATE_MB``, else 128 MiB; 0: no bound.
+
+    >>> topn_cache_bytes(2), topn_cache_bytes(0)
+    (2097152, 0)
+    """
     return memory_bound(max_mb, "FLOWLAKE_TOPN_STATE_MB", 128)
 
 
