@@ -246,3 +246,21 @@ def test_kept_and_spilled_rows_in_many_small_tables_are_combined(
             same_changes(g, w)
         assert combined == contents
         assert few < many or folder is not None  # (with a folder the spill is mapped as one file anyway)
+
+
+def test_the_top_n_benchmark_agrees_with_duckdb(tmp_path: Path) -> None:
+    """A short run of ``benchmarks/topn.py``: the batches' output changes turn DuckDB's Top-3 before
+    them into DuckDB's Top-3 after them."""
+    import json
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[3] / "benchmarks" / "topn.py"
+    out = tmp_path / "figures.json"
+    args = ["--partitions", "2000", "--batch", "500", "--batches", "3", "--json", str(out)]
+    run = subprocess.run(
+        [sys.executable, str(script), *args], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    figures = json.loads(out.read_text())
+    assert figures["same_result_as_duckdb"] is True and figures["kept_rows"] == 2000 * 6
