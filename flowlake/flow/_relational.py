@@ -643,32 +643,44 @@ class DedupState(ShedsToChunks):
         if self._cold:
             self._warm(row_keys)
         out_kinds: list[int] = []
-        out_rows: list[tuple[Any, ...]] = []
+        out_from: list[int] = []  # per output row: the input row it is (>= 0), or ~ its old row's place
+        olds: list[tuple[Any, ...]] = []  # rows the state held that go out as retractions
         changed = self._changed if self._log is not None else None
         held = self.rows
-        for kind, row, key in zip(kinds_of(data).tolist(), rows, row_keys, strict=True):
+        for i, (kind, row, key) in enumerate(zip(kinds_of(data).tolist(), rows, row_keys, strict=True)):
             old = held.get(key)
             if kind in _ADDS:
                 if old is None:
                     held[key] = row
                     out_kinds.append(RowKind.INSERT)
-                    out_rows.append(row)
+                    out_from.append(i)
                 elif self.keep == "last" and old != row:
                     del held[key]  # (to the end: the most recently changed)
                     held[key] = row
                     out_kinds += [RowKind.UPDATE_BEFORE, RowKind.UPDATE_AFTER]
-                    out_rows += [old, row]
+                    out_from += [~len(olds), i]
+                    olds.append(old)
                 else:
                     continue
             elif kind == RowKind.DELETE and old is not None:
                 del held[key]
                 out_kinds.append(RowKind.DELETE)
-                out_rows.append(old)
+                out_from.append(~len(olds))
+                olds.append(old)
             else:
                 continue
             if changed is not None:
                 changed.add(key)
-        return _table(out_kinds, out_rows, schema, keys)
+        # the new rows are the input's (taken in Arrow); only the retracted ones are built from tuples
+        where = np.asarray(out_from, np.int64)
+        fresh = where >= 0
+        body = data.select(schema.names).take(pa.array(where[fresh]))
+        both = pa.concat_tables([body, _rows_table(olds, schema, keys)]) if olds else body
+        place = np.empty(len(where), np.int64)
+        place[fresh] = np.arange(int(fresh.sum()))
+        place[~fresh] = int(fresh.sum()) + ~where[~fresh]
+        out = both.take(pa.array(place)) if len(where) else body
+        return out.append_column(KIND_COLUMN, pa.array(out_kinds, pa.int8()))
 
     def _warm(self, keys: list[tuple[Any, ...]]) -> None:
         """Read back the rows of those of ``keys`` that are on disk only (not held, not changed since

@@ -308,3 +308,19 @@ def test_a_large_dedup_state_resumes_with_its_keys_on_disk(tmp_path: Path) -> No
     ]  # fmt: skip
     back.load_cold()
     assert len(back.rows) == n + 1
+
+
+def test_the_dedup_benchmark_agrees_with_duckdb(tmp_path: Path) -> None:
+    """A short run of ``benchmarks/dedup.py``: the state's latest row per key is DuckDB's."""
+    import json
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[3] / "benchmarks" / "dedup.py"
+    out = tmp_path / "figures.json"
+    args = ["--keys", "3000", "--batch", "1000", "--batches", "5", "--json", str(out)]
+    run = subprocess.run(
+        [sys.executable, str(script), *args], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert json.loads(out.read_text())["same_rows_as_duckdb"] is True
