@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import subprocess
+import sys
 from collections.abc import Callable, Iterable
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -85,3 +89,15 @@ def rows_close(a: dict[str, Any], b: dict[str, Any], relative: float) -> bool:
         elif x != y:
             return False
     return True
+
+
+def benchmark_figures(script: str, args: list[str], out: Path) -> dict[str, Any]:
+    """Run ``benchmarks/<script>`` with ``args`` and ``--json out`` in a subprocess; its figures."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / script
+    run = subprocess.run(
+        [sys.executable, str(path), *args, "--json", str(out)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    figures: dict[str, Any] = json.loads(out.read_text())
+    return figures

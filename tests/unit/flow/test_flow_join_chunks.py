@@ -22,6 +22,7 @@ from unittest import mock
 import numpy as np
 import pyarrow as pa
 import pytest
+from _builders import benchmark_figures
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_flow_join_state import (
@@ -312,15 +313,5 @@ def test_a_large_dedup_state_resumes_with_its_keys_on_disk(tmp_path: Path) -> No
 
 def test_the_dedup_benchmark_agrees_with_duckdb(tmp_path: Path) -> None:
     """A short run of ``benchmarks/dedup.py``: the state's latest row per key is DuckDB's."""
-    import json
-    import subprocess
-    import sys
-
-    script = Path(__file__).resolve().parents[3] / "benchmarks" / "dedup.py"
-    out = tmp_path / "figures.json"
-    args = ["--keys", "3000", "--batch", "1000", "--batches", "5", "--json", str(out)]
-    run = subprocess.run(
-        [sys.executable, str(script), *args], capture_output=True, text=True, timeout=300, check=False
-    )
-    assert run.returncode == 0, run.stderr[-2000:]
-    assert json.loads(out.read_text())["same_rows_as_duckdb"] is True
+    args = ["--keys", "3000", "--batch", "1000", "--batches", "5"]
+    assert benchmark_figures("dedup.py", args, tmp_path / "figures.json")["same_rows_as_duckdb"] is True

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pytest
+from _builders import benchmark_figures
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_flow_topn import (
@@ -251,16 +252,6 @@ def test_kept_and_spilled_rows_in_many_small_tables_are_combined(
 def test_the_top_n_benchmark_agrees_with_duckdb(tmp_path: Path) -> None:
     """A short run of ``benchmarks/topn.py``: the batches' output changes turn DuckDB's Top-3 before
     them into DuckDB's Top-3 after them."""
-    import json
-    import subprocess
-    import sys
-
-    script = Path(__file__).resolve().parents[3] / "benchmarks" / "topn.py"
-    out = tmp_path / "figures.json"
-    args = ["--partitions", "2000", "--batch", "500", "--batches", "3", "--json", str(out)]
-    run = subprocess.run(
-        [sys.executable, str(script), *args], capture_output=True, text=True, timeout=300, check=False
-    )
-    assert run.returncode == 0, run.stderr[-2000:]
-    figures = json.loads(out.read_text())
+    args = ["--partitions", "2000", "--batch", "500", "--batches", "3"]
+    figures = benchmark_figures("topn.py", args, tmp_path / "figures.json")
     assert figures["same_result_as_duckdb"] is True and figures["kept_rows"] == 2000 * 6
