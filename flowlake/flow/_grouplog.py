@@ -464,16 +464,12 @@ class ShedsToChunks(ChunkedSnapshot):
     """The memory bound (0: none; not pickled: the operator sets it before each batch)."""
     _cold = False
     """Whether items may be on disk only (shed, or not read back on resume)."""
+    _not_pickled = (*ChunkedSnapshot._not_pickled, "_cache_bytes")
 
     def keep_in_memory(self, max_bytes: int) -> None:
         """Bound the memory of the items to about ``max_bytes`` (0: no bound) once snapshots are
         chunked (see the class)."""
         self._cache_bytes = max_bytes
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
-        state.pop("_cache_bytes", None)
-        return state
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Frozen:
         drop = self._over_bound()

@@ -72,13 +72,6 @@ def _tuples(data: pa.Table, names: Sequence[str], keys: Sequence[str] = ()) -> l
     return list(zip(*columns, strict=True))
 
 
-def _table(
-    kinds: list[int], rows: list[tuple[Any, ...]], schema: pa.Schema, keys: Sequence[str] = ()
-) -> pa.Table:
-    table = _rows_table(rows, schema, keys)
-    return table.append_column(KIND_COLUMN, pa.array(kinds, pa.int8()))
-
-
 @dataclass(frozen=True)
 class PairCondition:
     """A condition on a join's matched pairs beyond the key equality (``B.ts BETWEEN A.ts AND A.exp``).

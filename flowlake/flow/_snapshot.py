@@ -64,6 +64,18 @@ def thaw(state: T | Frozen | None) -> T | None:
     return state
 
 
+def thaw_or_new(state: T | Frozen | None, new: Callable[[], T]) -> T:
+    """The state a stateful operator gets (see :func:`thaw`), or ``new()`` for a key without one. A
+    resumed state may be falsy (a Top-N or join state whose rows are on disk has length 0): it is
+    tested for None, not for truth.
+
+    >>> thaw_or_new(None, list), thaw_or_new([], lambda: [1])
+    ([], [])
+    """
+    thawed = thaw(state)
+    return new() if thawed is None else thawed
+
+
 STATE_DIR_ENV = "FLOWLAKE_STATE_DIR"
 """Environment variable naming the folder where keyed state keeps its chunk files (see :class:`ChunkLog`)."""
 
@@ -394,11 +406,13 @@ class ChunkedSnapshot(PickledSnapshot):
     _log: ChunkLog | None = None
     _chunk_root: Path | None = None
     _inline_bytes = 0
+    _not_pickled: tuple[str, ...] = ("_log", "_chunk_root", "_inline_bytes")
+    """Attributes the snapshot's, or the operator's to set before each batch, not the state's."""
 
     def __getstate__(self) -> dict[str, Any]:
         """The state without its chunk log and folder (the snapshot's, not the state's)."""
         state = dict(self.__dict__)
-        for name in ("_log", "_chunk_root", "_inline_bytes"):
+        for name in self._not_pickled:
             state.pop(name, None)
         return state
 

@@ -438,7 +438,7 @@ class TopNState(ShedsToChunks):
         assert self.kept is not None
         hashes = np.asarray(self.kept.column(_PH).to_numpy(), np.uint64)
         victims = sorted_unique(hashes[:drop])
-        self.kept = self.kept.filter(pa.array(~np.isin(hashes, victims))).combine_chunks()
+        self.kept = self.kept.filter(pa.array(~_members(victims, hashes))).combine_chunks()
 
     def _read_back(self, hashes: np.ndarray, held: np.ndarray) -> pa.Table | None:
         """The kept rows, from the chunks, of the partitions ``hashes`` (sorted) that may be on disk
@@ -448,7 +448,7 @@ class TopNState(ShedsToChunks):
             return None
         assert isinstance(self._log, TopNChunkLog)
         ask = hashes[~np.isin(hashes, held)]
-        ask = ask[~np.isin(ask, self._changed_since_snapshot())]
+        ask = ask[~_members(self._changed_since_snapshot(), ask)]
         rows = self._log.find_kept(ask) if len(ask) else None
         if rows is None:
             return None

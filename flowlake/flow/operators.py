@@ -41,7 +41,7 @@ from flowlake.flow._relational import (
     lookup,
     map_changes,
 )
-from flowlake.flow._snapshot import Frozen, state_dir, thaw
+from flowlake.flow._snapshot import Frozen, state_dir, thaw_or_new
 from flowlake.flow._snapshot import inline_bytes as snapshot_inline_bytes
 from flowlake.flow._topn import SortKey, TopNState, topn_cache_bytes
 from flowlake.flow.aggs import Agg, Condition, Window
@@ -210,9 +210,7 @@ def aggregate(
     def fold(
         state: AggregateState | Frozen | None, batch: ChangeBatch
     ) -> tuple[AggregateState, list[tuple[str, ChangeBatch]]]:
-        state = thaw(state)
-        if state is None:
-            state = AggregateState(by_cols, spec, window)
+        state = thaw_or_new(state, lambda: AggregateState(by_cols, spec, window))
         state.configure(by_cols, spec, window)
         if chunk_root is not None:
             state.keep_chunks(chunk_root, threshold)
@@ -330,9 +328,7 @@ def join(
         state: JoinState | Frozen | None, item: tuple[str, ChangeBatch]
     ) -> tuple[JoinState, list[ChangeBatch]]:
         side, batch = item
-        state = thaw(state)
-        if state is None:  # (not `or`: a resumed state without rows is falsy, and it is no new state)
-            state = JoinState()
+        state = thaw_or_new(state, JoinState)
         if chunk_root is not None:
             state.keep_chunks(chunk_root, threshold)
         out = state.apply(
@@ -509,9 +505,7 @@ def dedup(
     cache_bytes = dedup_cache_bytes(state_mb)
 
     def fold(state: DedupState | Frozen | None, batch: ChangeBatch) -> tuple[DedupState, list[ChangeBatch]]:
-        state = thaw(state)
-        if state is None:  # (not `or`: a resumed state without rows is falsy, and it is no new state)
-            state = DedupState(keep)
+        state = thaw_or_new(state, lambda: DedupState(keep))
         if chunk_root is not None:
             state.keep_chunks(chunk_root, threshold)
             state.keep_in_memory(cache_bytes)
@@ -581,9 +575,7 @@ def top_n(
     cache_bytes = topn_cache_bytes(state_mb)
 
     def fold(state: TopNState | Frozen | None, batch: ChangeBatch) -> tuple[TopNState, list[ChangeBatch]]:
-        state = thaw(state)
-        if state is None:  # (not `or`: a resumed state without rows is falsy, and it is no new state)
-            state = TopNState(part_cols, order, n, rank)
+        state = thaw_or_new(state, lambda: TopNState(part_cols, order, n, rank))
         if chunk_root is not None:
             state.keep_chunks(chunk_root, threshold)
             state.keep_in_memory(cache_bytes)
