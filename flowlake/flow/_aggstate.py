@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import builtins
 import datetime as dt
+import functools
 import itertools
 import logging
 import pickle
@@ -88,12 +89,25 @@ def condition_mask(data: pa.Table, where: Condition | None) -> np.ndarray:
     if op == "in":
         result = pc.is_in(col, value_set=pa.array(list(value), col.type))
     elif op in _COMPARE:
-        result = _COMPARE[op](col, pa.scalar(value).cast(col.type) if value is not None else None)
+        result = _COMPARE[op](col, _operand(value, col.type) if value is not None else None)
     else:
         raise InvalidArgumentError(f"unknown filter op {op!r}; use == != < <= > >= or in")
     if result.null_count:
         result = pc.fill_null(result, False)
     return np.asarray(result.to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _operand(value: Any, type_: pa.DataType) -> pa.Scalar:
+    """``value`` as a scalar of ``type_`` (made once per value and type: filters run every batch)."""
+    try:
+        return _typed_scalar(type(value).__name__, value, type_)  # (1, 1.0 and True hash alike)
+    except TypeError:  # (an unhashable value)
+        return pa.scalar(value).cast(type_)
+
+
+@functools.lru_cache(maxsize=256)
+def _typed_scalar(kind: str, value: Any, type_: pa.DataType) -> pa.Scalar:
+    return pa.scalar(value).cast(type_)
 
 
 _COMPARE = {"==": pc.equal, "!=": pc.not_equal, "<": pc.less, "<=": pc.less_equal,
@@ -108,6 +122,8 @@ WATERMARK_COLUMN = "_watermark"
 """Per-row event-time watermark (epoch us) a batch may carry into :class:`AggregateState`."""
 
 _NO_MARK = np.iinfo(np.int64).min
+_I32_MAX = np.iinfo(np.int32).max
+_INSERT, _UPDATE_BEFORE, _UPDATE_AFTER, _DELETE = (int(k) for k in RowKind)
 
 LOG_FORM = 2
 """How chunk records are written: 2 = one Arrow table per chunk, sorted by key hash, readable by key
@@ -278,7 +294,7 @@ class AggregateState(ShedsToChunks):
         """Ids of the live groups (those not free)."""
         live = np.ones(len(self.keys), dtype=bool)
         live[np.asarray(self.free, np.int64)] = False
-        return np.flatnonzero(live)
+        return live.nonzero()[0]
 
     # -- snapshots (see ChunkedSnapshot) --------------------------------------------------------
 
@@ -335,10 +351,10 @@ class AggregateState(ShedsToChunks):
             return
         keys = self._record_keys(table)
         missing = self.index.lookup(keys) < 0
-        for i in np.flatnonzero(missing).tolist():
+        for i in missing.nonzero()[0].tolist():
             if keys[i] in self._gone:  # deleted since the last snapshot
                 missing[i] = False
-        rows = np.flatnonzero(missing)
+        rows = missing.nonzero()[0]
         gids = self.index.assign([keys[i] for i in rows.tolist()], self._create)
         self._fill(gids, table.take(pa.array(rows)))
 
@@ -419,7 +435,7 @@ class AggregateState(ShedsToChunks):
                 owner, values, numbers = np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
             else:
                 owner, values, numbers = counts.pairs(gids)
-            offsets = pa.array(np.concatenate([[0], np.cumsum(np.bincount(owner, minlength=n))]), pa.int64())
+            offsets = pa.array(np.concatenate([[0], np.bincount(owner, minlength=n).cumsum()]), pa.int64())
             if counts.ordered:
                 flat = pa.array(values, pa.int64())
             else:
@@ -439,7 +455,7 @@ class AggregateState(ShedsToChunks):
 
     def _changed_records(self) -> Records:
         """The groups changed since the last snapshot, and tombstones for those gone; resets both."""
-        dirty = np.flatnonzero(self._dirty)
+        dirty = self._dirty.nonzero()[0]
         free = np.zeros(len(self._dirty), dtype=bool)
         free[np.asarray(self.free, np.int64)] = True
         dirty = dirty[~free[dirty]]  # (a live group's key may be None: a NULL key)
@@ -614,7 +630,7 @@ class AggregateState(ShedsToChunks):
         window = self.window
         assert window is not None
         event = temporal_us(data.column(window.on))
-        null = event == np.iinfo(np.int64).min
+        null = event == _NO_MARK
         start = np.where(null, 0, (event // window.size_us) * window.size_us)
         late_mask = np.zeros(len(event), dtype=bool)
         marks = start
@@ -627,12 +643,12 @@ class AggregateState(ShedsToChunks):
             if top is not None:
                 self.max_event = top if self.max_event is None else builtins.max(self.max_event, top)
             if window.horizon_us is not None:
-                has_mark = before > np.iinfo(np.int64).min
-                marks = np.where(has_mark, before - window.horizon_us, np.iinfo(np.int64).min)
+                has_mark = before > _NO_MARK
+                marks = np.where(has_mark, before - window.horizon_us, _NO_MARK)
                 late_mask = has_mark & ~null & (start + window.size_us <= marks)
         # window starts stay int64 microseconds inside the state (cheap Python keys); the output
         # column is a timestamp
-        column = pa.array(start, pa.int64(), mask=null)
+        column = pa.array(start, pa.int64(), mask=null if null.any() else None)
         late: pa.Table | None = None
         if late_mask.any():
             rows = data.filter(pa.array(late_mask))
@@ -671,7 +687,7 @@ class AggregateState(ShedsToChunks):
         gids = self.index.assign(keys, self._create, hashes, exact=exact, columns=columns)
         touched, at = np.unique(gids, return_inverse=True)  # (two codes may be one key: 0.0 and -0.0)
         self._batches += 1
-        if self._batches == np.iinfo(np.int32).max:  # (halved: the order is what counts)
+        if self._batches == _I32_MAX:  # (halved: the order is what counts)
             self._last_use //= 2
             self._batches //= 2
         self._last_use[touched] = self._batches
@@ -767,7 +783,7 @@ class AggregateState(ShedsToChunks):
             for column in columns:
                 if data.column(column).null_count:
                     mask &= is_valid(data.column(column))
-            rows = np.flatnonzero(mask)
+            rows = mask.nonzero()[0]
             if counts.ordered:
                 keys = column_ints(data, agg.column, ints)[rows]
             else:
@@ -808,18 +824,18 @@ class AggregateState(ShedsToChunks):
             else:
                 changed |= np.array([a != b for a, b in zip(s0, s1, strict=True)], bool)
         old, new = changed & existed, changed & exists
-        sel = np.flatnonzero(old | new)
+        sel = (old | new).nonzero()[0]
         if not len(sel):
             return _empty_changes(schema)
         # each changed group's retraction (if it existed) right before its new row (if it exists)
         per = old[sel].astype(np.int64) + new[sel]
         at = np.repeat(sel, per)
         is_old = np.zeros(len(at), bool)
-        is_old[(np.cumsum(per) - per)[old[sel]]] = True
+        is_old[(per.cumsum() - per)[old[sel]]] = True
         kinds = np.where(
             is_old,
-            np.where(exists[at], RowKind.UPDATE_BEFORE, RowKind.DELETE),
-            np.where(existed[at], RowKind.UPDATE_AFTER, RowKind.INSERT),
+            np.where(exists[at], _UPDATE_BEFORE, _DELETE),
+            np.where(existed[at], _UPDATE_AFTER, _INSERT),
         ).astype(np.int8)
         src = np.where(is_old, at, at + len(rows_before))  # into (before ++ after)
         values = {
@@ -974,9 +990,9 @@ def _by_window(keys: Sequence[Any], gids: np.ndarray) -> list[tuple[int, list[in
     if not len(keys):
         return []
     starts = _window_starts(keys)
-    order = np.argsort(starts, kind="stable")
+    order = starts.argsort(kind="stable")
     starts, ids = starts[order], gids[order].tolist()
-    bounds = [0, *(np.flatnonzero(starts[1:] != starts[:-1]) + 1).tolist(), len(ids)]
+    bounds = [0, *((starts[1:] != starts[:-1]).nonzero()[0] + 1).tolist(), len(ids)]
     return [(int(starts[lo]), ids[lo:hi]) for lo, hi in itertools.pairwise(bounds)]
 
 

@@ -26,7 +26,7 @@ def temporal_us(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     if pa.types.is_timestamp(dtype):
         unit = dtype.unit
         if not column.null_count and unit == "us":  # (the common case: the values as they are)
-            values: np.ndarray = np.asarray(column.cast(pa.int64()).to_numpy(zero_copy_only=False), np.int64)
+            values: np.ndarray = column.to_numpy(zero_copy_only=False).view(np.int64)  # (datetime64[us])
             return values
         filled = pc.fill_null(column.cast(pa.int64()), np.iinfo(np.int64).min)
         raw: np.ndarray = np.asarray(filled.to_numpy(zero_copy_only=False), dtype=np.int64)

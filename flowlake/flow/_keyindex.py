@@ -75,7 +75,7 @@ def gather(stored: KeyStore, ids: np.ndarray) -> list[Any]:
     """The keys of ``ids``, as Python values."""
     if isinstance(stored, IntKeys):
         values: list[Any] = stored.values[ids].tolist()
-        for i in np.flatnonzero(~stored.valid[ids]).tolist():
+        for i in (~stored.valid[ids]).nonzero()[0].tolist():
             values[i] = None
         return values
     return [stored[i] for i in ids.tolist()]
@@ -133,7 +133,7 @@ def merge_sorted(
         both = np.concatenate([first[0], second[0]])
         order = both.argsort(kind="stable")
         return both[order], np.concatenate([first[1], second[1]])[order]
-    placed = np.searchsorted(level, new, "right" if after else "left") + np.arange(len(new))
+    placed = level.searchsorted(new, "right" if after else "left") + np.arange(len(new))
     old = np.ones(n, bool)
     old[placed] = False
     merged, moved = np.empty(n, level.dtype), np.empty(n, np.promote_types(values.dtype, new_values.dtype))
@@ -265,7 +265,7 @@ class KeyIndex:
                 found = np.asarray(same, dtype=bool) if same else np.zeros(0, bool)
                 out[hit[found]] = candidates[found]
         if self.overflow:
-            for i in np.flatnonzero(out < 0).tolist():
+            for i in (out < 0).nonzero()[0].tolist():
                 out[i] = self.overflow.get(keys[i], -1)
         return out, hit
 
@@ -284,15 +284,15 @@ class KeyIndex:
         if hashes is None:
             hashes = py_hashes(keys)
         out, hit = self._lookup(keys, hashes, exact=exact, columns=columns)
-        missing = np.flatnonzero(out < 0)
+        missing = (out < 0).nonzero()[0]
         if not len(missing):
             return out
         h = hashes[missing]
-        order = np.argsort(h, kind="stable")
+        order = h.argsort(kind="stable")
         ordered = h[order]
         starts = np.ones(len(order), dtype=bool)
         starts[1:] = ordered[1:] != ordered[:-1]
-        repeats = np.flatnonzero(~starts).tolist()
+        repeats = (~starts).nonzero()[0].tolist()
         at = missing[order].tolist()
         if exact or all(keys[at[j]] == keys[at[j - 1]] for j in repeats):  # equal hashes, equal keys
             firsts = missing[order[starts]]
@@ -301,7 +301,7 @@ class KeyIndex:
             firsts = firsts[seq]  # (in order of appearance)
             new_keys = take_keys(keys, firsts)
             ids[seq] = create(new_keys)
-            out[missing[order]] = ids[np.cumsum(starts) - 1]
+            out[missing[order]] = ids[starts.cumsum() - 1]
             ids = ids[seq]
         else:  # two new keys share a hash: one by one
             fresh: dict[Any, int] = {}
@@ -324,12 +324,12 @@ class KeyIndex:
     def _probe(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Positions (into ``hashes``) found in either level, and the ids indexed under them."""
         hits, ids = [], []
-        order = np.argsort(hashes)  # increasing needles: searchsorted narrows each search by the last
+        order = hashes.argsort()  # increasing needles: searchsorted narrows each search by the last
         ordered = hashes[order]
         for level, level_ids in ((self.hashes, self.ids), (self.recent_hashes, self.recent_ids)):
             if len(level):
-                pos = np.minimum(np.searchsorted(level, ordered), len(level) - 1)
-                hit = np.flatnonzero(level[pos] == ordered)
+                pos = np.minimum(level.searchsorted(ordered), len(level) - 1)
+                hit = (level[pos] == ordered).nonzero()[0]
                 hits.append(order[hit])
                 ids.append(level_ids[pos[hit]])
         if not hits:
@@ -353,7 +353,7 @@ class KeyIndex:
         """Index new keys; ``held``: whether each one's hash is indexed already (None: probed here)."""
         self.exact = self.exact and exact
         self._shadow(ids, columns)
-        order = np.argsort(hashes, kind="stable")
+        order = hashes.argsort(kind="stable")
         hashes, ids = hashes[order], ids[order]
         first = np.ones(len(hashes), dtype=bool)
         first[1:] = hashes[1:] != hashes[:-1]
@@ -361,7 +361,7 @@ class KeyIndex:
             first[self._probe(hashes)[0]] = False
         else:
             first &= ~held[order]
-        for j in np.flatnonzero(~first).tolist():  # a hash some other key holds: the overflow
+        for j in (~first).nonzero()[0].tolist():  # a hash some other key holds: the overflow
             self.overflow[keys[int(order[j])]] = int(ids[j])
         hashes, ids = hashes[first], ids[first]
         if not len(hashes):
@@ -405,7 +405,7 @@ class KeyIndex:
             level, level_ids = (self.recent_hashes, self.recent_ids) if recent else (self.hashes, self.ids)
             if not len(level):
                 continue
-            pos = np.minimum(np.searchsorted(level, hashes), len(level) - 1)
+            pos = np.minimum(level.searchsorted(hashes), len(level) - 1)
             drop = pos[(level[pos] == hashes) & (level_ids[pos] == gids)]
             if len(drop):
                 if recent:
@@ -495,7 +495,7 @@ def argsort_distinct(values: np.ndarray, bound: int) -> np.ndarray:
     where[values] = np.arange(len(values), dtype=np.int64)
     seen = np.zeros(bound, bool)
     seen[values] = True
-    return where[np.flatnonzero(seen)]
+    return where[seen.nonzero()[0]]
 
 
 def dense_row_codes(columns: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray] | None:
@@ -536,7 +536,7 @@ def dense_row_codes(columns: np.ndarray, limit: int) -> tuple[np.ndarray, np.nda
         if width > 1 and span > 1:  # numbered by value: the product counts distinct values only
             seen = np.zeros(span, bool)
             seen[code] = True
-            number = np.cumsum(seen) - 1
+            number = seen.cumsum() - 1
             code, span = number[code], int(number[-1]) + 1
         size *= span
         if size > limit:
@@ -545,7 +545,7 @@ def dense_row_codes(columns: np.ndarray, limit: int) -> tuple[np.ndarray, np.nda
     assert combined is not None
     first = np.full(size, n, np.int64)
     np.minimum.at(first, combined, np.arange(n, dtype=np.int64))
-    present = np.flatnonzero(first < n)  # (by key position)
+    present = (first < n).nonzero()[0]  # (by key position)
     firsts = first[present]
     by_appearance = argsort_distinct(firsts, n)
     rank = np.empty(size, np.int64)
@@ -564,18 +564,18 @@ def int_row_codes(columns: np.ndarray, hashes: np.ndarray) -> tuple[np.ndarray, 
     >>> codes.tolist(), first.tolist()
     ([0, 1, 0], [0, 1])
     """
-    order = np.argsort(hashes)
+    order = hashes.argsort()
     ordered = hashes[order]
     starts = np.ones(len(order), bool)
     starts[1:] = ordered[1:] != ordered[:-1]
     for j in range(columns.shape[1]):
         column = columns[order, j]
         starts[1:] |= column[1:] != column[:-1]
-    at = np.flatnonzero(starts)
+    at = starts.nonzero()[0]
     first = np.minimum.reduceat(order, at) if len(at) else at
     by_appearance = argsort_distinct(first, len(order))
     rank = np.empty(len(first), np.int64)
     rank[by_appearance] = np.arange(len(first), dtype=np.int64)
     codes = np.empty(len(order), np.int64)
-    codes[order] = rank[np.cumsum(starts) - 1]
+    codes[order] = rank[starts.cumsum() - 1]
     return codes, first[by_appearance]

@@ -40,6 +40,7 @@ MAX_GROUPS = 1 << 31
 
 _LOW = np.int64(0xFFFFFFFF)
 _NONE = np.iinfo(np.int64).min
+_TOP = np.iinfo(np.int64).max
 
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -170,7 +171,7 @@ class ValueDict:
         self.values, self.refs, self.free = state["values"], state["refs"], state["free"]
         live = np.ones(len(self.values), bool)
         live[np.asarray(self.free, np.int64)] = False
-        self.index = KeyIndex.build(self.values, np.flatnonzero(live))
+        self.index = KeyIndex.build(self.values, live.nonzero()[0])
 
     def _create(self, values: list[Any]) -> np.ndarray:
         take = builtins.min(len(values), len(self.free))
@@ -254,7 +255,7 @@ class ValueCounts:
     # -- pickling: the index is rebuilt, tombstones and free slots dropped ----------------------
 
     def __getstate__(self) -> dict[str, Any]:
-        live = np.flatnonzero(self.slot_count[: self.slots] > 0)
+        live = (self.slot_count[: self.slots] > 0).nonzero()[0]
         return {
             "func": self.func, "ordered": self.ordered, "codes": self.codes,
             "gid": self.slot_gid[live], "key": self.slot_key[live], "count": self.slot_count[live],
@@ -312,14 +313,14 @@ class ValueCounts:
         for level, level_slots in ((self.hashes, self.hash_slots), (self.recent, self.recent_slots)):
             if not len(level):
                 continue
-            pos = np.minimum(np.searchsorted(level, hashes), len(level) - 1)
-            hit = np.flatnonzero(level[pos] == hashes)
+            pos = np.minimum(level.searchsorted(hashes), len(level) - 1)
+            hit = (level[pos] == hashes).nonzero()[0]
             taken[hit] = True
             slots = level_slots[pos[hit]]
             same = self.slot_key[slots] == keys[hit]
             out[hit[same]] = slots[same]
         if self.overflow:
-            for i in np.flatnonzero(out < 0).tolist():
+            for i in (out < 0).nonzero()[0].tolist():
                 out[i] = self.overflow.get((int(gids[i]), int(keys[i])), -1)
         return out, taken
 
@@ -329,7 +330,7 @@ class ValueCounts:
         """Index new pairs (distinct, none indexed yet; ``ordered``: sorted by hash already); a hash
         already held (``taken``, or by an earlier one of them) goes to the overflow."""
         if not ordered:
-            order = np.argsort(hashes)
+            order = hashes.argsort()
             hashes, slots, taken = hashes[order], slots[order], taken[order]
         first = np.ones(len(hashes), bool)
         first[1:] = hashes[1:] != hashes[:-1]
@@ -350,11 +351,11 @@ class ValueCounts:
         self._reset_index()
         keep = np.zeros(self.slots, bool)
         keep[slots] = True
-        self.free = np.flatnonzero(~keep)[::-1].copy()
+        self.free = (~keep).nonzero()[0][::-1].copy()
         self.slot_gid[self.free] = -1
         self.slot_count[self.free] = 0
         hashes = pair_hashes(self.slot_gid[slots], self.slot_key[slots])
-        order = np.argsort(hashes, kind="stable")
+        order = hashes.argsort(kind="stable")
         hashes, slots = hashes[order], slots[order]
         first = np.ones(len(hashes), bool)
         first[1:] = hashes[1:] != hashes[:-1]
@@ -370,13 +371,13 @@ class ValueCounts:
         for level, level_slots in ((self.hashes, self.hash_slots), (self.recent, self.recent_slots)):
             if not len(level):
                 continue
-            lo, hi = np.searchsorted(level, starts), np.searchsorted(level, ends)
+            lo, hi = level.searchsorted(starts), level.searchsorted(ends)
             sizes = hi - lo
             total = int(sizes.sum())
             if not total:
                 continue
             owner = np.repeat(np.arange(len(gids), dtype=np.int64), sizes)
-            offsets = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+            offsets = np.arange(total, dtype=np.int64) - np.repeat(sizes.cumsum() - sizes, sizes)
             parts.append(level_slots[lo[owner] + offsets])
             owners.append(owner)
         if self.overflow:
@@ -403,7 +404,7 @@ class ValueCounts:
         if not len(gids):
             return 0
         hashes = pair_hashes(gids, keys)
-        order = np.argsort(hashes)  # by group, then value mix: cache-friendly probes
+        order = hashes.argsort()  # by group, then value mix: cache-friendly probes
         sorted_hashes, sorted_keys = hashes[order], keys[order]
         starts = np.ones(len(order), bool)
         starts[1:] = sorted_hashes[1:] != sorted_hashes[:-1]
@@ -412,9 +413,9 @@ class ValueCounts:
             order = np.lexsort((keys, gids))
             sorted_gids, sorted_keys = gids[order], keys[order]
             starts[1:] = (sorted_gids[1:] != sorted_gids[:-1]) | (sorted_keys[1:] != sorted_keys[:-1])
-        at = np.flatnonzero(starts)
+        at = starts.nonzero()[0]
         delta = np.add.reduceat(weights[order].astype(np.int64, copy=False), at)
-        moved = np.flatnonzero(delta)
+        moved = delta.nonzero()[0]
         if not len(moved):
             self.release_codes(keys)
             return 0
@@ -427,7 +428,7 @@ class ValueCounts:
         if missing.any():
             unseen = missing & (delta < 0)
             dropped += int(-delta[unseen].sum())
-            new = np.flatnonzero(missing & (delta > 0))
+            new = (missing & (delta > 0)).nonzero()[0]
             created = len(new)
             fresh = self._new_slots(created)
             self.slot_gid[fresh], self.slot_key[fresh], self.slot_count[fresh] = pg[new], pk[new], 0
@@ -449,7 +450,7 @@ class ValueCounts:
             np.add.at(self.codes.refs, pk, born.astype(np.int64) - died.astype(np.int64))
         self.release_codes(keys)
         if self.tombstones > builtins.max(self.REBUILD_MIN, (self.slots - len(self.free)) // 2):
-            self._rebuild(np.flatnonzero(self.slot_count[: self.slots] > 0))
+            self._rebuild((self.slot_count[: self.slots] > 0).nonzero()[0])
         return dropped
 
     def release_codes(self, keys: np.ndarray) -> None:
@@ -461,7 +462,7 @@ class ValueCounts:
         """The distinct counts and extremes of the groups ``pg`` (sorted) after their pairs moved."""
         starts = np.ones(len(pg), bool)
         starts[1:] = pg[1:] != pg[:-1]
-        owner = np.cumsum(starts) - 1
+        owner = starts.cumsum() - 1
         groups = pg[starts]
         had = self.distinct[groups] > 0
         self.distinct[groups] += sum_by(owner, born.astype(np.int64) - died.astype(np.int64), len(groups))
@@ -474,9 +475,9 @@ class ValueCounts:
         gained = born & ~lost[owner]
         if self.ordered:
             pick = np.maximum if self.func == "max" else np.minimum
-            worst = np.iinfo(np.int64).min if self.func == "max" else np.iinfo(np.int64).max
+            worst = _NONE if self.func == "max" else _TOP
             cand = np.where(had & ~lost, self.best[groups], worst)
-            cand = pick(cand, pick.reduceat(np.where(gained, pk, worst), np.flatnonzero(starts)))
+            cand = pick(cand, pick.reduceat(np.where(gained, pk, worst), starts.nonzero()[0]))
             update = had & ~lost
             update[owner[gained]] = True
             self.best[groups[update]] = cand[update]
@@ -512,7 +513,7 @@ class ValueCounts:
                 held = int(best[groups[i]])
             if held is None or better(values[code], values[held]):
                 current[i] = code
-        again = np.flatnonzero(lost)
+        again = lost.nonzero()[0]
         if len(again):
             slots, at = self._live_of(groups[again])
             for i, code in zip(again[at].tolist(), self.slot_key[slots].tolist(), strict=True):
@@ -569,7 +570,7 @@ class ValueCounts:
         [[0, 0, 1], [7, 4, 9], [1, 2, 1]]
         """
         slots, owner = self._live_of(gids)
-        order = np.argsort(owner, kind="stable")
+        order = owner.argsort(kind="stable")
         slots, owner = slots[order], owner[order]
         keys = self.slot_key[slots]
         values = keys if self.codes is None else self.codes.decode(keys)
