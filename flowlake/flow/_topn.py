@@ -54,6 +54,7 @@ import pyarrow.compute as pc
 from flowlake.changelog import KIND_COLUMN, RowKind
 from flowlake.flow._grouplog import TABLE, GroupChunkLog, ShedsToChunks, memory_bound, resume_eagerly
 from flowlake.flow._joinside import SPILL_FOLDER, spill_table
+from flowlake.flow._keptruns import Runs
 from flowlake.flow._relational import body_schema
 from flowlake.flow._snapshot import ROWS, Manifest, Records, load_chunk
 from flowlake.flow._stateform import from_state
@@ -71,6 +72,8 @@ names its partition hash (the partition has no rows left)."""
 _GONE = 2
 _MAX_CHUNKS = 16
 """Kept rows, or spilled rows in memory, in more Arrow chunks than this are combined into one."""
+_COMPACT_MIN = 65_536
+"""Dead kept rows are dropped once they are more than this and a quarter of the live ones."""
 _ORDER, _POS = "__flowlake_order", "__flowlake_pos"
 LOG_FORM = 2
 """Snapshot chunks are hash-sorted Arrow files read memory-mapped (before: pickled records)."""
@@ -322,8 +325,7 @@ class TopNState(ShedsToChunks):
 
     def __len__(self) -> int:
         """Rows held (kept and spilled)."""
-        kept = self.kept.num_rows if self.kept is not None else 0
-        return int(kept + sum(t.num_rows for t in self.spill))
+        return int(self._held() + sum(t.num_rows for t in self.spill))
 
     # -- ordering -------------------------------------------------------------------------------------
 
@@ -375,6 +377,12 @@ class TopNState(ShedsToChunks):
     # -- snapshots (see ChunkedSnapshot) --------------------------------------------------------------
 
     log_class = TopNChunkLog
+    _dead: np.ndarray | None = None
+    """Per row of the stored kept table, whether a later batch replaced it (None: none did)."""
+    _dead_rows = 0
+    _runs: Runs | None = None
+    """Where each partition's live kept rows are in the stored table (None: to be found)."""
+    _not_pickled = (*ShedsToChunks._not_pickled, "_dead", "_dead_rows", "_runs")
     net_spill_min = 65_536
     """Retractions the spill holds before it is netted (also at least a quarter of its rows)."""
 
@@ -382,7 +390,89 @@ class TopNState(ShedsToChunks):
     """Spilled rows in memory from which a state with a folder moves them to a memory-mapped file."""
 
     def __getstate__(self) -> dict[str, Any]:
+        self._compact()
         return {**super().__getstate__(), "_changed": [], "_on_disk": []}
+
+    # -- the kept rows: replaced rows are marked dead, not copied out (see _keptruns) -------------------
+
+    @property
+    def kept(self) -> pa.Table | None:
+        """The kept rows (live ones only: reading this drops the dead ones)."""
+        self._compact()
+        table: pa.Table | None = self.__dict__.get("kept")
+        return table
+
+    @kept.setter
+    def kept(self, table: pa.Table | None) -> None:
+        self.__dict__["kept"] = table
+        self._dead, self._dead_rows, self._runs = None, 0, None
+
+    def _schema(self) -> pa.Schema | None:
+        table: pa.Table | None = self.__dict__.get("kept")
+        return None if table is None else table.schema
+
+    def _stored(self) -> pa.Table:
+        """The kept table as stored, dead rows included."""
+        table: pa.Table | None = self.__dict__.get("kept")
+        assert table is not None
+        return table
+
+    def _compact(self) -> None:
+        """Drop the dead kept rows (the live ones keep their order)."""
+        if self._dead is None:
+            return
+        dead, runs = self._dead[: self._stored().num_rows], self._runs
+        table = self._stored().filter(pa.array(~dead))
+        self.kept = table.combine_chunks() if table.column(_PH).num_chunks > _MAX_CHUNKS else table
+        if runs is not None:  # the live rows keep their order: each run moves up by the dead before it
+            self._runs = Runs(runs.hashes, runs.starts - dead.cumsum()[runs.starts], runs.lengths)
+
+    def _index(self) -> Runs:
+        """The runs of the live kept rows (found from the stored table if not known)."""
+        if self._runs is None:
+            self._compact()
+            hashes = np.asarray(self._stored().column(_PH).to_numpy(), np.uint64)
+            runs = Runs.of(hashes)
+            if runs is None:  # a partition in two places: gathered (each partition's order kept)
+                order = hashes.argsort(kind="stable")
+                self.kept = self._stored().take(pa.array(order, pa.int64()))
+                runs = Runs.of(hashes[order])
+                assert runs is not None
+            self._runs = runs
+        return self._runs
+
+    def _kept_of(self, touched: np.ndarray, *, remove: bool) -> pa.Table:
+        """The live kept rows of the partitions ``touched`` (sorted hashes), partition by partition in
+        rank order; ``remove``: marked dead and out of the index (a batch replaces them)."""
+        runs = self._index()
+        _, at = runs.find(touched)
+        rows = runs.rows_at(at)
+        taken = take_rows(self._stored(), rows)
+        if remove and len(rows):
+            if self._dead is None:
+                self._dead = np.zeros(self._stored().num_rows, bool)
+            self._dead[rows] = True
+            self._dead_rows += len(rows)
+            self._runs = runs.without(at)
+        return taken
+
+    def _append_kept(self, new: pa.Table) -> None:
+        """Add a batch's new kept rows (each partition's contiguous) at the end of the kept table."""
+        runs = self._index()  # (first: finding the runs may compact the table)
+        stored = self._stored()
+        base = stored.num_rows
+        added = Runs.of(np.asarray(new.column(_PH).to_numpy(), np.uint64), base)
+        table = pa.concat_tables([stored, new]) if new.num_rows else stored
+        if table.column(_PH).num_chunks > _MAX_CHUNKS:  # (each Arrow call pays per chunk)
+            table = _combine_tail(table)
+        dead, dead_rows = self._dead, self._dead_rows
+        self.__dict__["kept"] = table
+        if dead is not None and new.num_rows:
+            dead = np.concatenate([dead, np.zeros(new.num_rows, bool)])
+        self._dead, self._dead_rows = dead, dead_rows
+        self._runs = None if added is None else runs.merged(added)
+        if dead_rows > max(_COMPACT_MIN, (table.num_rows - dead_rows) // 4):
+            self._compact()
 
     def _note(self, hashes: np.ndarray) -> None:
         if self._log is not None and len(hashes):
@@ -402,22 +492,22 @@ class TopNState(ShedsToChunks):
         """The kept and spilled rows of the partition hashes changed since the last snapshot."""
         keys = self._changed_since_snapshot()
         self._changed = []
-        if self.kept is None:
+        if self._schema() is None:
             return {TABLE: _chunk_table(None, keys, None)}
         value_set = pa.array(keys, pa.uint64())
-        kept = self.kept.filter(pc.is_in(self.kept.column(_PH), value_set=value_set))
+        kept = self._kept_of(keys, remove=False)
         parts = [kept.append_column(_W, pa.array(np.ones(kept.num_rows, np.int64)))
                      .append_column(_WHERE, pa.array(np.zeros(kept.num_rows, np.int8)))]  # fmt: skip
         for chunk in self.spill:
             rows = chunk.filter(pc.is_in(chunk.column(_PH), value_set=value_set))
             parts.append(rows.append_column(_WHERE, pa.array(np.ones(rows.num_rows, np.int8))))
-        return {TABLE: _chunk_table(pa.concat_tables(parts), keys, _log_schema(self.kept.schema))}
+        return {TABLE: _chunk_table(pa.concat_tables(parts), keys, _log_schema(self._stored().schema))}
 
     def _chunked_snapshot(self, manifest: Manifest) -> object:
         scalars = {
             "partition_by": self.partition_by, "order_by": self.order_by, "n": self.n, "rank": self.rank,
             "buffer": self.buffer, "dropped_retractions": self.dropped_retractions,
-            "schema": None if self.kept is None else self.kept.schema, "log_form": LOG_FORM,
+            "schema": self._schema(), "log_form": LOG_FORM,
             "cold": self._cold,
         }  # fmt: skip
         return _ChunkedTopN(manifest, scalars)
@@ -425,12 +515,14 @@ class TopNState(ShedsToChunks):
     # -- the memory bound (see ShedsToChunks): kept rows of the least recently changed partitions -----
 
     def _held(self) -> int:
-        return 0 if self.kept is None else int(self.kept.num_rows)
+        table = self.__dict__.get("kept")
+        return 0 if table is None else int(table.num_rows) - self._dead_rows
 
     def _item_bytes(self) -> int:
-        if self.kept is None or not self.kept.num_rows:
+        table = self.__dict__.get("kept")
+        if table is None or not table.num_rows:
             return 1
-        return max(1, int(self.kept.nbytes) // int(self.kept.num_rows))
+        return max(1, int(table.nbytes) // int(table.num_rows))
 
     def _shed(self, drop: int) -> None:
         """Drop the kept rows of the partitions of the first ``drop`` kept rows: ``kept`` holds the
@@ -444,7 +536,7 @@ class TopNState(ShedsToChunks):
         """The kept rows, from the chunks, of the partitions ``hashes`` (sorted) that may be on disk
         only: not ``held`` in memory and not changed since the last snapshot (whose rows are what
         memory says, none included); None if there are none."""
-        if not self._cold or self._log is None or self.kept is None or not len(hashes):
+        if not self._cold or self._log is None or self.__dict__.get("kept") is None or not len(hashes):
             return None
         assert isinstance(self._log, TopNChunkLog)
         ask = hashes[~np.isin(hashes, held)]
@@ -452,7 +544,7 @@ class TopNState(ShedsToChunks):
         rows = self._log.find_kept(ask) if len(ask) else None
         if rows is None:
             return None
-        return rows.drop_columns([_W, _WHERE]).cast(self.kept.schema)
+        return rows.drop_columns([_W, _WHERE]).cast(self._stored().schema)
 
     def load_cold(self) -> None:
         """Read every partition on disk only back into memory (states are equal after this)."""
@@ -495,16 +587,16 @@ class TopNState(ShedsToChunks):
         body = data.select(schema.names)
         hashes = _partition_hash(body, self.partition_by)
         batch = body.append_column(_PH, pa.array(hashes, pa.uint64()))
-        if self.kept is None:
+        if self.__dict__.get("kept") is None:
             self.kept = batch.schema.empty_table()
-        elif batch.schema != self.kept.schema:
-            batch = batch.cast(self.kept.schema)
+        elif batch.schema != self._stored().schema:
+            batch = batch.cast(self._stored().schema)
         if data.num_rows == 0:
             return self._output(
-                schema, self._top(self.kept.slice(0, 0)), np.empty(0, np.int64), np.empty(0, np.int8)
+                schema, self._top(self._stored().slice(0, 0)), np.empty(0, np.int64), np.empty(0, np.int8)
             )
         touched = sorted_unique(hashes)
-        old, others = self._split_kept(touched)
+        old = self._kept_of(touched, remove=True)
         back = self._read_back(touched, np.asarray(old.column(_PH).to_numpy(), np.uint64))
         if back is not None:  # partitions shed from memory (or not read on resume): their kept rows
             old = pa.concat_tables([old, back])
@@ -515,18 +607,10 @@ class TopNState(ShedsToChunks):
         new, evicted, needy = self._fold(work)
         if len(needy):
             new, evicted = self._refill(new, evicted, needy)
-        self.kept = pa.concat_tables([others, new])
-        if self.kept.column(_PH).num_chunks > _MAX_CHUNKS:  # (each Arrow call pays per chunk)
-            self.kept = self.kept.combine_chunks()
+        self._append_kept(new)
         self._note(touched)  # only touched partitions' kept and spilled rows change (needy ⊆ touched)
         self._to_spill(evicted)
         return self._diff(schema, old, new)
-
-    def _split_kept(self, touched: np.ndarray) -> tuple[pa.Table, pa.Table]:
-        """The kept rows of the ``touched`` partitions (in rank order per partition), and the others."""
-        assert self.kept is not None
-        mask = pc.is_in(self.kept.column(_PH), value_set=pa.array(touched, pa.uint64()))
-        return self.kept.filter(mask), self.kept.filter(pc.invert(mask))
 
     def _fold(self, work: pa.Table) -> tuple[pa.Table, pa.Table, np.ndarray]:
         """Net ``work`` (kept rows and changes, with weights) per identical row: the new kept rows of its
@@ -798,3 +882,39 @@ def restore_topn(manifest: Manifest, scalars: dict[str, Any]) -> TopNState:
         state.spilled = sorted_unique(hashes)
         state.spill_retractions = sum(int(pc.sum(pc.less(t.column(_W), 0)).as_py() or 0) for t in spill)
     return state
+
+
+def _combine_tail(table: pa.Table) -> pa.Table:
+    """``table`` in at most two chunks: its first chunk as it is where that holds most rows (a
+    combine of the rest copies only them), else all combined."""
+    first = len(table.column(_PH).chunk(0))
+    if first * 4 < table.num_rows * 3:
+        return table.combine_chunks()
+    return pa.concat_tables([table.slice(0, first), table.slice(first).combine_chunks()])
+
+
+def take_rows(table: pa.Table, rows: np.ndarray) -> pa.Table:
+    """``table.take(rows)``, taken chunk by chunk: Arrow's take on a table of several chunks joins
+    them all first (a copy of the whole table for a few rows of it).
+
+    >>> t = pa.concat_tables([pa.table({"x": [0, 1, 2]}), pa.table({"x": [3, 4]})])
+    >>> take_rows(t, np.array([4, 0, 3, 2])).column("x").to_pylist()
+    [4, 0, 3, 2]
+    """
+    batches = table.to_batches()
+    if len(batches) <= 1 or not len(rows):
+        return table.take(pa.array(rows, pa.int64()))
+    ends = np.cumsum([b.num_rows for b in batches])
+    which = ends.searchsorted(rows, side="right")
+    order = which.argsort(kind="stable")
+    grouped, starts = which[order], ends - np.array([b.num_rows for b in batches])
+    bounds = grouped.searchsorted(np.arange(len(batches) + 1))
+    parts = [
+        batches[i].take(pa.array(rows[order[lo:hi]] - starts[i], pa.int64()))
+        for i, (lo, hi) in enumerate(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True))
+        if hi > lo
+    ]
+    inverse = np.empty(len(order), np.int64)
+    inverse[order] = np.arange(len(order), dtype=np.int64)
+    joined = pa.Table.from_batches(parts, schema=table.schema).combine_chunks()
+    return joined.take(pa.array(inverse, pa.int64()))
