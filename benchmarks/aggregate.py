@@ -14,8 +14,9 @@ stops being cheaper than an fsynced chunk, which sets the inline threshold.
 (g) The full ``dws.shop_gmv_minute`` aggregate set of the demo (count, filtered sum, avg, max, count
 distinct, updating minute windows with a 2h horizon) over 1M order changes as the DWD changelog carries
 them (inserts, -U/+U status and amount updates, deletes), through the same path as (a), and its state
-fold alone (``AggregateState.apply`` on the same batches, no bytewax). (h) The same changes in larger
-input versions (``--shop-versions``: 10k-change steps per version), through bytewax and fold alone.
+fold alone (``AggregateState.apply`` on the same batches, no bytewax). (h) The same changes handed
+over ``--shop-versions`` versions at a time, fresh (as a lake source behind its input does: the
+aggregate folds them as one), through bytewax; and in versions of that many 10k-change steps each.
 
     python benchmarks/aggregate.py [--changes 1000000] [--shops 500] [--rows 10000000] [--json out.json]
     python benchmarks/aggregate.py --snapshots-only [--json out.json]   # just (e) and (f)
@@ -238,12 +239,15 @@ def shop_changes(total: int, shops: int, users: int, seed: int) -> list[pa.Table
     return out
 
 
-def run_flowlake_shop(batches: list[pa.Table]) -> tuple[float, float, int]:
-    """(g) through bytewax: wall and CPU seconds, result changes out."""
+def run_flowlake_shop(
+    batches: list[pa.Table], *, per_poll: int = 1, fresh: bool = False
+) -> tuple[float, float, int]:
+    """(g) through bytewax: wall and CPU seconds, result changes out; ``per_poll`` versions a poll of
+    the source, ``fresh`` ones (see ``ChangeBatch.fresh``: the aggregate folds those arriving
+    together as one)."""
     flow = Dataflow("bench_flowlake_shop")
-    source = op.input(
-        "in", flow, TestingSource([ChangeBatch(b, {"table:x": i}) for i, b in enumerate(batches)])
-    )
+    items = [ChangeBatch(b, {"table:x": i}, fresh) for i, b in enumerate(batches)]
+    source = op.input("in", flow, TestingSource(items, batch_size=per_poll))
     result = aggregate("agg", source, by=["shop_id"], aggs=SHOP_MINUTE_AGGS, window=SHOP_MINUTE_WINDOW)
     sink, late = CountSink(rows=True), CountSink(rows=True)
     op.output("out", result.changes, sink)
@@ -570,7 +574,7 @@ def main() -> None:
     parser.add_argument(
         "--shop-versions",
         default="2,5,10",
-        help="(h): (g) again with input versions of this many 10k-change steps each (same changes)",
+        help="(h): (g) again, this many versions a poll, and in versions of this many 10k-change steps",
     )
     args = parser.parse_args()
     if args.snapshot_mode:
@@ -663,21 +667,25 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _by_version_size(steps: list[pa.Table], k: int, repeat: int) -> dict[str, Any]:
-    """(h) the changes of (g) in input versions of ``k`` consecutive 10k-change steps each (event
-    time still advancing a minute a step): what the aggregate gets from a lake source whose input
-    commits larger versions, as one sustaining a higher rate does (0.5 s epochs at 1M changes/s:
-    500k-change versions, sliced to the source's ``max_rows``, 100k). A batch folds once per key
-    partition, so its fixed cost is shared by more changes; results are the same (the state's
-    property test cuts batches anywhere), the changes out fewer (a group changed several times in
-    a version is emitted once)."""
+    """(h) the changes of (g) ``k`` 10k-change versions at a time: as a lake source behind its input
+    hands them over (up to 64 versions a poll), fresh (committed after the source started, so the
+    aggregate folds a key partition's together as one), through bytewax; and the same changes in
+    versions of ``k`` steps each (event time still advancing a minute a step), as an input
+    committing larger versions gives them (0.5 s epochs at 1M changes/s: 500k-change versions,
+    sliced to the source's ``max_rows``, 100k), through bytewax and fold alone. A batch folds once
+    per key partition, so its fixed cost is shared by more changes; results are the same (the
+    state's property test cuts batches anywhere), the changes out fewer (a group changed several
+    times in a fold is emitted once)."""
     versions = [pa.concat_tables(steps[i : i + k]) for i in range(0, len(steps), k)]
     total = sum(v.num_rows for v in versions)
-    through, fold = [], []
+    polled, through, fold = [], [], []
     for _ in range(repeat):
+        polled.append(run_flowlake_shop(steps, per_poll=k, fresh=True))
         through.append(run_flowlake_shop(versions))
         fold.append(fold_shop(versions))
-    return {"changes_per_version": k * BATCH, "through_bytewax": _best(through, total),
-            "fold": _best(fold, total)}  # fmt: skip
+    return {"changes_per_version": k * BATCH, "fresh_versions_per_poll": k,
+            "fresh_polled_through_bytewax": _best(polled, total),
+            "through_bytewax": _best(through, total), "fold": _best(fold, total)}  # fmt: skip
 
 
 def print_figures(figures: dict[str, Any]) -> None:
@@ -700,6 +708,12 @@ def print_figures(figures: dict[str, Any]) -> None:
              f"{r['through_bytewax']['changes_per_s']:,} changes/s through bytewax, fold alone "
              f"{r['fold']['changes_per_s']:,}/s ({r['fold']['outputs']:,} out)")
             for r in figures["shop_gmv_minute_by_version_size"]
+        ],
+        *[
+            (f"(h) 10k-change versions, {r['fresh_versions_per_poll']} fresh a poll",
+             f"{r['fresh_polled_through_bytewax']['changes_per_s']:,} changes/s through bytewax "
+             f"({r['fresh_polled_through_bytewax']['outputs']:,} out)")
+            for r in figures["shop_gmv_minute_by_version_size"] if "fresh_versions_per_poll" in r
         ],
         ("(c) 1M-group state: peak RSS",
          f"{rss['peak_rss_mb']} MB (state {rss['state_mb']} MB, {rss['groups_live']:,} groups, "

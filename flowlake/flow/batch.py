@@ -36,6 +36,10 @@ class ChangeBatch:
 
     data: pa.Table
     positions: Positions = field(default_factory=dict)
+    fresh: bool = False
+    """Whether its input versions are newer than the input's head when its source started: no sink
+    can have committed them, so the batch is no replay of committed output, and an operator may fold
+    it together with the fresh batches next to it (see :func:`coalesce`)."""
 
     @property
     def num_rows(self) -> int:
@@ -43,8 +47,8 @@ class ChangeBatch:
         return int(self.data.num_rows)
 
     def with_data(self, data: pa.Table) -> ChangeBatch:
-        """The same positions with other changes."""
-        return ChangeBatch(data, self.positions)
+        """The same positions (and freshness) with other changes."""
+        return ChangeBatch(data, self.positions, self.fresh)
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +181,60 @@ def split_by_partition(
         if n:
             out.append((str(p), batch.with_data(grouped.slice(start, n))))
         start += n
+    return out
+
+
+COALESCE_ROWS = 500_000
+"""At most this many changes are folded as one by :func:`coalesce`."""
+
+
+def coalesce(batches: Sequence[ChangeBatch], max_rows: int = COALESCE_ROWS) -> list[ChangeBatch]:
+    """``batches`` (one key partition's, in order) with each run of consecutive fresh ones of one
+    schema joined into one batch of at most ``max_rows`` changes (its positions the newest of each
+    input); the others as they are.
+
+    A stateful operator folds a batch at a time and pays a fixed cost per batch, so a source that
+    hands over several versions at once (one that is behind) is folded at the cost of one. Only fresh
+    batches are joined: on a replay after a crash, a batch spanning the version a sink last committed
+    could net out changes on both sides of it, and the sink would never see the image that corrects
+    its committed row (see :mod:`flowlake.flow.lake`); fresh ones are past any commit.
+
+    >>> schema = pa.schema([("id", pa.int64())])
+    >>> def b(v, fresh=True):
+    ...     return ChangeBatch(from_rows([(0, {"id": v})], schema), {"table:t": v}, fresh)
+    >>> [(c.num_rows, c.positions["table:t"], c.fresh) for c in coalesce([b(1, False), b(2), b(3), b(4)])]
+    [(1, 1, False), (3, 4, True)]
+    >>> [c.num_rows for c in coalesce([b(2), b(3), b(4), b(5), b(6, False), b(7)], max_rows=2)]
+    [2, 2, 1, 1]
+    """
+    out: list[ChangeBatch] = []
+    run: list[ChangeBatch] = []
+    rows = 0
+
+    def close() -> None:
+        if len(run) == 1:
+            out.append(run[0])
+        elif run:
+            data = pa.concat_tables([b.data for b in run])
+            out.append(ChangeBatch(data, merge_positions(*(b.positions for b in run)), fresh=True))
+        run.clear()
+
+    for batch in batches:
+        joins = (
+            batch.fresh
+            and run
+            and rows + batch.num_rows <= max_rows
+            and batch.data.schema.equals(run[0].data.schema)
+        )
+        if not joins:
+            close()
+            rows = 0
+        if batch.fresh:
+            run.append(batch)
+            rows += batch.num_rows
+        else:
+            out.append(batch)
+    close()
     return out
 
 

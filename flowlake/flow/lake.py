@@ -94,6 +94,8 @@ class _SourcePartition(StatefulSourcePartition[ChangeBatch, int]):
         self._snapshot_from: int | None = None
         self._registered: tuple[int, float] = (-1, 0.0)  # version, time.monotonic() when registered
         head = self._table.refresh().version
+        self._head_at_start = head
+        """Versions after this one are fresh (see ChangeBatch.fresh): no sink can have committed them."""
         self._stop = head if source.stop == "head" else source.stop
         self._pending_snapshot = False
         if resume is not None:
@@ -189,7 +191,7 @@ class _SourcePartition(StatefulSourcePartition[ChangeBatch, int]):
             for lo, hi in itertools.pairwise(bounds):
                 out += self._slices(changes.slice(lo, hi - lo), int(versions[lo]))
         if not out or out[-1].positions[self._key] < end:
-            out.append(ChangeBatch(changes.schema.empty_table(), {self._key: end}))
+            out.append(ChangeBatch(changes.schema.empty_table(), {self._key: end}, end > self._head_at_start))
         return out
 
     def _columns(self) -> list[str] | None:
@@ -208,11 +210,13 @@ class _SourcePartition(StatefulSourcePartition[ChangeBatch, int]):
         return self._slices(rows.append_column(SEQ_COLUMN, pa.array(seq)), self._position)
 
     def _slices(self, changes: pa.Table, version: int) -> list[ChangeBatch]:
-        positions = {self._key: version}
+        positions, fresh = {self._key: version}, version > self._head_at_start
         size = self._source.max_rows
         if changes.num_rows <= size:
-            return [ChangeBatch(changes, positions)]
-        return [ChangeBatch(changes.slice(i, size), positions) for i in range(0, changes.num_rows, size)]
+            return [ChangeBatch(changes, positions, fresh)]
+        return [
+            ChangeBatch(changes.slice(i, size), positions, fresh) for i in range(0, changes.num_rows, size)
+        ]
 
     def next_awake(self) -> dt.datetime | None:
         return self._awake

@@ -31,6 +31,7 @@ from flowlake.flow._aggstate import (
     state_cache_bytes,
     with_watermarks,
 )
+from flowlake.flow._batchfold import fold_batches
 from flowlake.flow._relational import (
     DedupState,
     JoinHow,
@@ -45,7 +46,7 @@ from flowlake.flow._snapshot import Frozen, state_dir, thaw_or_new
 from flowlake.flow._snapshot import inline_bytes as snapshot_inline_bytes
 from flowlake.flow._topn import SortKey, TopNState, topn_cache_bytes
 from flowlake.flow.aggs import Agg, Condition, Window
-from flowlake.flow.batch import ChangeBatch, RowChange, rows, split_by_partition
+from flowlake.flow.batch import ChangeBatch, RowChange, coalesce, rows, split_by_partition
 from flowlake.flow.lake import CatalogSpec, LakeSink, LakeSource, Start, open_catalog, position_key
 from flowlake.runtime.observability import StateSizes, count_records
 from flowlake.table.table import LakeTable
@@ -208,25 +209,27 @@ def aggregate(
     cache_bytes = state_cache_bytes(state_mb)
 
     def fold(
-        state: AggregateState | Frozen | None, batch: ChangeBatch
+        state: AggregateState | Frozen | None, batches: list[ChangeBatch]
     ) -> tuple[AggregateState, list[tuple[str, ChangeBatch]]]:
         state = thaw_or_new(state, lambda: AggregateState(by_cols, spec, window))
         state.configure(by_cols, spec, window)
         if chunk_root is not None:
             state.keep_chunks(chunk_root, threshold)
             state.keep_in_memory(cache_bytes)
-        out, late = state.apply(batch.data)
-        count_records(step_id, "in", batch.data.num_rows)
-        count_records(step_id, "out", out.num_rows)
+        items = []
+        for batch in coalesce(batches):  # (fresh versions queued together: folded as one)
+            out, late = state.apply(batch.data)
+            count_records(step_id, "in", batch.data.num_rows)
+            count_records(step_id, "out", out.num_rows)
+            items.append(("changes", batch.with_data(out)))
+            if emit_late:
+                if late is None:
+                    late = _no_late_changes(batch.data.schema)
+                items.append(("late", batch.with_data(late)))
         sizes.update(state, len(state.index))
-        items = [("changes", batch.with_data(out))]
-        if emit_late:
-            if late is None:
-                late = _no_late_changes(batch.data.schema)
-            items.append(("late", batch.with_data(late)))
         return state, items
 
-    folded = op.stateful_flat_map("fold", values, fold)
+    folded = fold_batches("fold", values, fold)
     tagged = op.key_rm("unkey", folded)
     branches = op.branch("route", tagged, lambda item: item[0] == "changes")
     return AggregateOut(
@@ -458,7 +461,7 @@ def lookup_join(
             by_key.append(cache.by_key(keys))
         dim, version = cache.rows_for(batch.data, keys) if by_key[0] else cache.get()
         positions = {**batch.positions, position_key(table): version}
-        return ChangeBatch(lookup(batch.data, dim, keys, columns, rename), positions)
+        return ChangeBatch(lookup(batch.data, dim, keys, columns, rename), positions, batch.fresh)
 
     return op.map("enrich", up, enrich)
 

@@ -4,7 +4,9 @@ source and read back through the real sink or a testing sink."""
 from __future__ import annotations
 
 import datetime as dt
+import random
 from pathlib import Path
+from typing import Any
 
 import bytewax.operators as op
 import pyarrow as pa
@@ -15,7 +17,7 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 import flowlake as fl
 from flowlake.changelog import RowKind
 from flowlake.flow import aggs
-from flowlake.flow.batch import ChangeBatch, RowChange, from_rows
+from flowlake.flow.batch import ChangeBatch, RowChange, from_rows, rows
 from flowlake.flow.operators import (
     aggregate,
     dedup,
@@ -133,3 +135,88 @@ def test_lookup_join_on_the_dimension_key_looks_rows_up_and_holds_no_snapshot(ca
     assert rows.to_pylist() == [{"shop": 2, "city": "Pune"}]  # NULL and unknown keys are not there
     empty, _ = cache.rows_for(orders.filter(pa.array([False, True, False, False])), ["shop"])
     assert empty.num_rows == 0 and empty.schema.names == ["shop", "city"]
+
+
+def _order_versions(versions: int, seed: int, *, fresh: bool) -> tuple[list[ChangeBatch], dict[int, Any]]:
+    """Versions of order changes (inserts, updates that may move an order, deletes) and the live
+    orders after them."""
+    rng = random.Random(seed)
+    live: dict[int, dict[str, Any]] = {}
+    batches, next_id = [], 0
+    for v in range(1, versions + 1):
+        changes: list[tuple[RowKind, dict[str, Any]]] = []
+        for _ in range(rng.randint(0, 6)):
+            roll = rng.random()
+            if roll < 0.5 or not live:
+                row = {"oid": next_id, "shop": rng.randint(0, 4), "amount": rng.randint(1, 9)}
+                live[next_id], next_id = row, next_id + 1
+                changes.append((RowKind.INSERT, row))
+            elif roll < 0.8:
+                oid = rng.choice(sorted(live))
+                new = {**live[oid], "shop": rng.randint(0, 4), "amount": rng.randint(1, 9)}
+                changes += [(RowKind.UPDATE_BEFORE, live[oid]), (RowKind.UPDATE_AFTER, new)]
+                live[oid] = new
+            else:
+                oid = rng.choice(sorted(live))
+                changes.append((RowKind.DELETE, live.pop(oid)))
+        batches.append(ChangeBatch(from_rows(changes, ORDERS), {"table:orders": v}, fresh))
+    return batches, live
+
+
+def _folded(batches: list[ChangeBatch], per_poll: int) -> tuple[dict[int, dict[str, Any]], int, int]:
+    """Run a per-shop aggregate (with per-value counts) over ``batches``, ``per_poll`` versions a
+    poll; the table its changes make, its output items and the last position they carry."""
+    flow = Dataflow("coalesce")
+    up = op.input("in", flow, TestingSource(batches, batch_size=per_poll))
+    spec = {"n": aggs.count(), "total": aggs.sum("amount"), "top": aggs.max("amount"),
+            "kinds": aggs.count_distinct("amount")}  # fmt: skip
+    out: list[ChangeBatch] = []
+    op.output("out", aggregate("by_shop", up, by=["shop"], aggs=spec, partitions=2).changes, TestingSink(out))
+    run_main(flow)  # type: ignore[no-untyped-call]
+    table: dict[int, dict[str, Any]] = {}
+    for batch in out:
+        for change in rows(batch):
+            if change.kind in (RowKind.UPDATE_BEFORE, RowKind.DELETE):
+                assert table.pop(change.row["shop"]) == change.row  # retracts exactly what it emitted
+            else:
+                assert change.row["shop"] not in table
+                table[change.row["shop"]] = change.row
+    return table, len(out), max(b.positions.get("table:orders", 0) for b in out)
+
+
+def test_fresh_versions_queued_together_are_folded_as_one() -> None:
+    """A source that hands over several fresh versions at once gets them folded as one batch per key
+    partition: the same table of results, fewer output batches; batches that are not fresh (a
+    replay's) are folded one by one whatever arrives together."""
+    for seed in range(4):
+        fresh, live = _order_versions(60, seed, fresh=True)
+        stale, _ = _order_versions(60, seed, fresh=False)
+        want: dict[int, dict[str, Any]] = {}
+        for row in live.values():
+            shop = want.setdefault(row["shop"], {"shop": row["shop"], "n": 0, "total": 0, "top": 0,
+                                                 "kinds": set()})  # fmt: skip
+            shop["n"] += 1
+            shop["total"] += row["amount"]
+            shop["top"] = max(shop["top"], row["amount"])
+            shop["kinds"].add(row["amount"])
+        for shop in want.values():
+            shop["kinds"] = len(shop["kinds"])
+        joined, joined_items, joined_at = _folded(fresh, 12)
+        alone, alone_items, alone_at = _folded(stale, 12)
+        assert joined == alone == want
+        assert joined_at == alone_at == 60
+        assert joined_items <= 2 * 5 < alone_items  # (two key partitions, five polls)
+
+
+def _step_ids(step: Any) -> list[str]:
+    return [step.step_id, *(i for sub in getattr(step, "substeps", []) for i in _step_ids(sub))]
+
+
+def test_the_aggregate_fold_keeps_the_step_ids_its_recovery_stores_name() -> None:
+    """The fold's state is stored under its step id: it must stay the one ``stateful_flat_map`` gave
+    it before the fold took a key's queued batches at once, or a resume would start from nothing."""
+    flow = Dataflow("ids")
+    up = op.input("in", flow, TestingSource([ChangeBatch(ORDERS.empty_table())]))
+    op.inspect("out", aggregate("by_shop", up, by=["shop"], aggs={"n": aggs.count()}).changes)
+    ids = [i for step in flow.substeps for i in _step_ids(step)]
+    assert "ids.by_shop.fold.stateful.stateful_batch" in ids
