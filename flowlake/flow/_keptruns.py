@@ -21,7 +21,8 @@ import numpy as np
 
 @dataclass(frozen=True, slots=True)
 class Runs:
-    """Partition runs of a table, sorted by partition hash."""
+    """Partition runs of a table, sorted by partition hash (:meth:`empty_at` and :meth:`placed`
+    update the arrays in place)."""
 
     hashes: np.ndarray
     """Partition hash of each run (sorted, distinct; uint64)."""
@@ -76,21 +77,38 @@ class Runs:
         rows: np.ndarray = np.arange(total, dtype=np.int64) + shift
         return rows
 
-    def without(self, at: np.ndarray) -> Runs:
-        """These runs but those at positions ``at``."""
-        if not len(at):
-            return self
-        keep = np.ones(len(self.hashes), bool)
-        keep[at] = False
-        return Runs(self.hashes[keep], self.starts[keep], self.lengths[keep])
+    def empty_at(self, at: np.ndarray) -> None:
+        """Make the runs at positions ``at`` empty (in place: their partitions stay indexed, without
+        rows, until :meth:`placed` gives them new ones or :meth:`compacted` drops them)."""
+        self.lengths[at] = 0
 
-    def merged(self, other: Runs) -> Runs:
-        """These runs and ``other``'s (partitions of neither are in both)."""
-        if not len(other.hashes):
+    def placed(self, added: Runs) -> Runs:
+        """These runs with ``added``'s: a partition indexed already moves to its new run (in place),
+        others are inserted (a new index)."""
+        if not len(added.hashes):
             return self
-        at = self.hashes.searchsorted(other.hashes)
+        found, at = self.find(added.hashes)
+        self.starts[at], self.lengths[at] = added.starts[found], added.lengths[found]
+        if bool(found.all()):
+            return self
+        new = ~found
+        where = self.hashes.searchsorted(added.hashes[new])
         return Runs(
-            np.insert(self.hashes, at, other.hashes),
-            np.insert(self.starts, at, other.starts),
-            np.insert(self.lengths, at, other.lengths),
+            np.insert(self.hashes, where, added.hashes[new]),
+            np.insert(self.starts, where, added.starts[new]),
+            np.insert(self.lengths, where, added.lengths[new]),
         )
+
+    def compacted(self, dead: np.ndarray) -> Runs:
+        """These runs once the rows ``dead`` marks are dropped from the table (each run moves up by the
+        dead rows before it; empty runs are dropped).
+
+        >>> runs = Runs.of(np.array([7, 7, 3, 9], np.uint64))
+        >>> runs.empty_at(np.array([0]))  # partition 3's run
+        >>> moved = runs.compacted(np.array([False, False, True, False]))
+        >>> moved.hashes.tolist(), moved.starts.tolist(), moved.lengths.tolist()
+        ([7, 9], [0, 2], [2, 1])
+        """
+        live = self.lengths > 0
+        starts = self.starts[live]
+        return Runs(self.hashes[live], starts - dead.cumsum()[starts], self.lengths[live])

@@ -425,7 +425,7 @@ class TopNState(ShedsToChunks):
         table = self._stored().filter(pa.array(~dead))
         self.kept = table.combine_chunks() if table.column(_PH).num_chunks > _MAX_CHUNKS else table
         if runs is not None:  # the live rows keep their order: each run moves up by the dead before it
-            self._runs = Runs(runs.hashes, runs.starts - dead.cumsum()[runs.starts], runs.lengths)
+            self._runs = runs.compacted(dead)
 
     def _index(self) -> Runs:
         """The runs of the live kept rows (found from the stored table if not known)."""
@@ -453,7 +453,7 @@ class TopNState(ShedsToChunks):
                 self._dead = np.zeros(self._stored().num_rows, bool)
             self._dead[rows] = True
             self._dead_rows += len(rows)
-            self._runs = runs.without(at)
+            runs.empty_at(at)
         return taken
 
     def _append_kept(self, new: pa.Table) -> None:
@@ -470,7 +470,7 @@ class TopNState(ShedsToChunks):
         if dead is not None and new.num_rows:
             dead = np.concatenate([dead, np.zeros(new.num_rows, bool)])
         self._dead, self._dead_rows = dead, dead_rows
-        self._runs = None if added is None else runs.merged(added)
+        self._runs = None if added is None else runs.placed(added)
         if dead_rows > max(_COMPACT_MIN, (table.num_rows - dead_rows) // 4):
             self._compact()
 

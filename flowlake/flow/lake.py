@@ -21,7 +21,10 @@ row touched since the resume point, which equal the table's rows or newer). A re
 exactly a committed position produces that commit's token, which the table skips. The source emits one
 batch per input version, so no operator ever folds changes from both sides of a committed version
 into one batch (where they could cancel and leave the committed row stale). Outputs are thus
-exactly-once and never go backwards, whatever the epoch boundaries.
+exactly-once and never go backwards, whatever the epoch boundaries. A batch of a version newer than
+the input's head when the source started is *fresh* (``ChangeBatch.fresh``): no sink can have
+committed it, so an aggregate may fold fresh batches that arrive together as one
+(:func:`~flowlake.flow.batch.coalesce`) without that risk.
 """
 
 from __future__ import annotations

@@ -155,7 +155,10 @@ def aggregate(
 
     Accepts ``+I/-U/+U/-D`` (a ``_weight`` column, :data:`~flowlake.flow.batch.WEIGHT_COLUMN`, makes
     a change count that many times; not with ``window``); folds each batch, then emits per changed
-    group ``-U``/``+U``, ``+I`` for a new group and ``-D`` when its row count reaches zero.
+    group ``-U``/``+U``, ``+I`` for a new group and ``-D`` when its row count reaches zero. Fresh
+    batches (see :attr:`~flowlake.flow.batch.ChangeBatch.fresh`) that reach a key partition together
+    — a lake source behind its input hands over many versions a poll — are folded as one, so the
+    fixed cost of a fold is paid once per poll instead of once per version.
     Retractions for groups never seen are dropped (counted in the state, logged). With ``window``
     the groups are also keyed by the window start (an updating window: late changes within the
     horizon update their old window); changes beyond the horizon go to ``late`` with a ``reason``
