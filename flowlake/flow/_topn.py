@@ -443,7 +443,7 @@ class TopNState(ShedsToChunks):
 
     def _kept_of(self, touched: np.ndarray, *, remove: bool) -> pa.Table:
         """The live kept rows of the partitions ``touched`` (sorted hashes), partition by partition in
-        rank order; ``remove``: marked dead and out of the index (a batch replaces them)."""
+        rank order; ``remove``: marked dead and their runs emptied (a batch replaces them)."""
         runs = self._index()
         _, at = runs.find(touched)
         rows = runs.rows_at(at)

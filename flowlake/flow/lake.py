@@ -23,7 +23,7 @@ batch per input version, so no operator ever folds changes from both sides of a 
 into one batch (where they could cancel and leave the committed row stale). Outputs are thus
 exactly-once and never go backwards, whatever the epoch boundaries. A batch of a version newer than
 the input's head when the source started is *fresh* (``ChangeBatch.fresh``): no sink can have
-committed it, so an aggregate may fold fresh batches that arrive together as one
+committed it, so a stateful operator may fold fresh batches that arrive together as one
 (:func:`~flowlake.flow.batch.coalesce`) without that risk.
 """
 

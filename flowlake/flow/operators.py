@@ -9,6 +9,7 @@ state once per group per batch.
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import threading
 import time
@@ -222,9 +223,7 @@ def aggregate(
         items = []
         for batch in coalesce(batches):  # (fresh versions queued together: folded as one)
             out, late = state.apply(batch.data)
-            count_records(step_id, "in", batch.data.num_rows)
-            count_records(step_id, "out", out.num_rows)
-            items.append(("changes", batch.with_data(out)))
+            items.append(("changes", _counted(step_id, batch, out)))
             if emit_late:
                 if late is None:
                     late = _no_late_changes(batch.data.schema)
@@ -239,6 +238,14 @@ def aggregate(
         op.map("changes", branches.trues, lambda item: item[1]),
         op.map("late", branches.falses, lambda item: item[1]),
     )
+
+
+def _counted(step_id: str, batch: ChangeBatch, out: pa.Table) -> ChangeBatch:
+    """``out``, what a stateful step made of ``batch``, with the input's positions (and the rows in
+    and out counted for the step's metrics)."""
+    count_records(step_id, "in", batch.data.num_rows)
+    count_records(step_id, "out", out.num_rows)
+    return batch.with_data(out)
 
 
 @functools.lru_cache(maxsize=64)
@@ -331,22 +338,23 @@ def join(
     values = op.map_value("unwrap", keyed, lambda item: item[1])
 
     def fold(
-        state: JoinState | Frozen | None, item: tuple[str, ChangeBatch]
+        state: JoinState | Frozen | None, items: list[tuple[str, ChangeBatch]]
     ) -> tuple[JoinState, list[ChangeBatch]]:
-        side, batch = item
         state = thaw_or_new(state, JoinState)
         if chunk_root is not None:
             state.keep_chunks(chunk_root, threshold)
-        out = state.apply(
-            "left" if side == "left" else "right", batch.data, on=keys, how=how,
-            left_schema=left_schema, right_schema=right_schema, condition=condition,
-        )  # fmt: skip
-        count_records(step_id, "in", batch.data.num_rows)
-        count_records(step_id, "out", out.num_rows)
+        outs = []
+        for side, run in itertools.groupby(items, key=lambda item: item[0]):  # (a side's run, in order)
+            for batch in coalesce([b for _, b in run]):
+                out = state.apply(
+                    "left" if side == "left" else "right", batch.data, on=keys, how=how,
+                    left_schema=left_schema, right_schema=right_schema, condition=condition,
+                )  # fmt: skip
+                outs.append(_counted(step_id, batch, out))
         sizes.update(state, len(state))
-        return state, [batch.with_data(out)]
+        return state, outs
 
-    return op.key_rm("unkey", op.stateful_flat_map("fold", values, fold))
+    return op.key_rm("unkey", fold_batches("fold", values, fold))
 
 
 class _DimCache:
@@ -510,18 +518,18 @@ def dedup(
 
     cache_bytes = dedup_cache_bytes(state_mb)
 
-    def fold(state: DedupState | Frozen | None, batch: ChangeBatch) -> tuple[DedupState, list[ChangeBatch]]:
+    def fold(
+        state: DedupState | Frozen | None, batches: list[ChangeBatch]
+    ) -> tuple[DedupState, list[ChangeBatch]]:
         state = thaw_or_new(state, lambda: DedupState(keep))
         if chunk_root is not None:
             state.keep_chunks(chunk_root, threshold)
             state.keep_in_memory(cache_bytes)
-        out = state.apply(batch.data, cols)
-        count_records(step_id, "in", batch.data.num_rows)
-        count_records(step_id, "out", out.num_rows)
+        outs = [_counted(step_id, batch, state.apply(batch.data, cols)) for batch in coalesce(batches)]
         sizes.update(state, len(state.rows))
-        return state, [batch.with_data(out)]
+        return state, outs
 
-    return op.key_rm("unkey", op.stateful_flat_map("fold", values, fold))
+    return op.key_rm("unkey", fold_batches("fold", values, fold))
 
 
 @operator
@@ -580,18 +588,18 @@ def top_n(
     threshold = snapshot_inline_bytes(inline_bytes)
     cache_bytes = topn_cache_bytes(state_mb)
 
-    def fold(state: TopNState | Frozen | None, batch: ChangeBatch) -> tuple[TopNState, list[ChangeBatch]]:
+    def fold(
+        state: TopNState | Frozen | None, batches: list[ChangeBatch]
+    ) -> tuple[TopNState, list[ChangeBatch]]:
         state = thaw_or_new(state, lambda: TopNState(part_cols, order, n, rank))
         if chunk_root is not None:
             state.keep_chunks(chunk_root, threshold)
             state.keep_in_memory(cache_bytes)
-        out = state.apply(batch.data)
-        count_records(step_id, "in", batch.data.num_rows)
-        count_records(step_id, "out", out.num_rows)
+        outs = [_counted(step_id, batch, state.apply(batch.data)) for batch in coalesce(batches)]
         sizes.update(state, len(state))
-        return state, [batch.with_data(out)]
+        return state, outs
 
-    return op.key_rm("unkey", op.stateful_flat_map("fold", values, fold))
+    return op.key_rm("unkey", fold_batches("fold", values, fold))
 
 
 @operator
