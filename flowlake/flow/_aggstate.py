@@ -123,7 +123,12 @@ WATERMARK_COLUMN = "_watermark"
 
 _NO_MARK = np.iinfo(np.int64).min
 _I32_MAX = np.iinfo(np.int32).max
-_INSERT, _UPDATE_BEFORE, _UPDATE_AFTER, _DELETE = (int(k) for k in RowKind)
+_INSERT, _UPDATE_BEFORE, _UPDATE_AFTER, _DELETE = (
+    int(RowKind.INSERT),
+    int(RowKind.UPDATE_BEFORE),
+    int(RowKind.UPDATE_AFTER),
+    int(RowKind.DELETE),
+)
 
 LOG_FORM = 2
 """How chunk records are written: 2 = one Arrow table per chunk, sorted by key hash, readable by key

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from flowlake.flow._keyindex import merge_sorted
+from flowlake.flow._keyindex import merge_sorted, range_rows
 
 _RECENT_SHARE = 8
 """The recent level is merged into the main one when it holds more than 1/8 of its entries."""
@@ -49,12 +49,8 @@ def candidates(
     lo = np.searchsorted(sorted_hashes, queries, "left")
     hi = np.searchsorted(sorted_hashes, queries, "right")
     sizes = hi - lo
-    total = int(sizes.sum())
     query = np.repeat(np.arange(len(queries), dtype=np.int64), sizes)
-    if not total:
-        return query, np.zeros(0, np.int64)
-    within = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(sizes) - sizes, sizes)
-    return query, np.asarray(ids[np.repeat(lo, sizes) + within], np.int64)
+    return query, np.asarray(ids[range_rows(lo, sizes)], np.int64)
 
 
 def prefixes(hashes: np.ndarray) -> np.ndarray:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from flowlake.flow._keyindex import range_rows
+
 
 @dataclass(frozen=True, slots=True)
 class Runs:
@@ -69,13 +71,7 @@ class Runs:
 
     def rows_at(self, at: np.ndarray) -> np.ndarray:
         """The rows of the runs at positions ``at``, run by run."""
-        lengths = self.lengths[at]
-        total = int(lengths.sum())
-        if not total:
-            return np.empty(0, np.int64)
-        shift = np.repeat(self.starts[at] - (lengths.cumsum() - lengths), lengths)
-        rows: np.ndarray = np.arange(total, dtype=np.int64) + shift
-        return rows
+        return range_rows(self.starts[at], self.lengths[at])
 
     def empty_at(self, at: np.ndarray) -> None:
         """Make the runs at positions ``at`` empty (in place: their partitions stay indexed, without

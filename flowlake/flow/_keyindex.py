@@ -142,6 +142,20 @@ def merge_sorted(
     return merged, moved
 
 
+def range_rows(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The positions ``starts[i] .. starts[i] + lengths[i] - 1`` of every range ``i``, range by range.
+
+    >>> range_rows(np.array([5, 0, 9]), np.array([2, 1, 0])).tolist()
+    [5, 6, 0]
+    """
+    total = int(lengths.sum())
+    if not total:
+        return np.zeros(0, np.int64)
+    shift = np.repeat(np.asarray(starts, np.int64) - (lengths.cumsum() - lengths), lengths)
+    rows: np.ndarray = np.arange(total, dtype=np.int64) + shift
+    return rows
+
+
 def take_keys(keys: Sequence[Any], at: np.ndarray) -> list[Any]:
     """``keys[i]`` for each ``i`` of ``at``, in one pass for :class:`RowKeys`."""
     if isinstance(keys, RowKeys):  # (per column: no list a row for the collector to count)

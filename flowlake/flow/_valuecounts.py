@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from flowlake.errors import InvalidArgumentError
-from flowlake.flow._keyindex import KeyIndex, merge_sorted
+from flowlake.flow._keyindex import KeyIndex, merge_sorted, range_rows
 
 MAX_GROUPS = 1 << 31
 """Group ids must stay below this: they are the high half of a pair hash."""
@@ -373,13 +373,10 @@ class ValueCounts:
                 continue
             lo, hi = level.searchsorted(starts), level.searchsorted(ends)
             sizes = hi - lo
-            total = int(sizes.sum())
-            if not total:
+            if not sizes.any():
                 continue
-            owner = np.repeat(np.arange(len(gids), dtype=np.int64), sizes)
-            offsets = np.arange(total, dtype=np.int64) - np.repeat(sizes.cumsum() - sizes, sizes)
-            parts.append(level_slots[lo[owner] + offsets])
-            owners.append(owner)
+            parts.append(level_slots[range_rows(lo, sizes)])
+            owners.append(np.repeat(np.arange(len(gids), dtype=np.int64), sizes))
         if self.overflow:
             where = {g: i for i, g in enumerate(gids.tolist())}
             extra = [(slot, where[g]) for (g, _), slot in self.overflow.items() if g in where]
